@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ckpt: a checkpoint opened for reading: a directory or prefix holding
+ * model.safetensors.index.json and its shards, or a single *.safetensors
+ * file (or a directory with exactly one), plus config.json.  Every header is
+ * validated on open; the index's weight_map must agree with the files.
+ * Tensors are listed in natural name order.
+ */
+#ifndef CKPTCONV_CKPT_H
+#define CKPTCONV_CKPT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ckptconv/dtype.h"
+#include "ckptconv/safetensors.h"
+#include "ckptconv/util.h"
+
+struct err;
+struct store;
+
+struct ckpt_file {
+	char *name;                 /* relative to the checkpoint's location */
+	uint64_t size;
+	struct st_header header;
+};
+
+struct ckpt_tensor {
+	const char *name;           /* points into the file's header */
+	enum dtype dtype;
+	int ndim;
+	uint64_t shape[ST_MAX_DIMS];
+	uint32_t file;              /* index into ckpt.files */
+	uint64_t offset;            /* absolute byte offset in the file */
+	uint64_t nbytes;
+};
+
+struct ckpt {
+	struct store *store;        /* owned */
+	bool has_index;
+	size_t nfiles;
+	struct ckpt_file *files;
+	size_t ntensors;
+	struct ckpt_tensor *tensors; /* natural order by name */
+	json_t *config;             /* config.json; NULL when opened without it */
+	struct strvec copy_files;   /* top-level files copied unchanged to output */
+	struct strvec warnings;     /* skipped weights in other formats, subdirectories */
+	uint64_t total_bytes;       /* sum of tensor bytes */
+};
+
+enum ckpt_open_flags {
+	CKPT_REQUIRE_CONFIG = 1 << 0,
+};
+
+/* Opens and validates the checkpoint at `location` (local path or s3://).
+ * Codes: source_not_found, not_a_checkpoint, index_invalid,
+ * index_missing_file, weight_map_mismatch, missing_config, config_invalid,
+ * duplicate_tensor (across files), and every safetensors code. */
+int ckpt_open(const char *location, unsigned flags, struct ckpt **out, struct err *e);
+void ckpt_free(struct ckpt *c);
+
+/* Index of the tensor named `name`, or -1. O(log n). */
+long ckpt_find(const struct ckpt *c, const char *name);
+
+/* config.json helpers: integer/string keys; "missing_config_key" names the
+ * key when required and absent. */
+int ckpt_config_int(const struct ckpt *c, const char *key, int64_t *out, struct err *e);
+const char *ckpt_config_string(const struct ckpt *c, const char *key);
+
+#endif

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * convert: one conversion from start to finish, shared by the CLI and the
+ * daemon.  conversion_prepare() opens and validates the source, picks the
+ * adapter, detects the layout and builds the plan (no writes);
+ * conversion_run() checks the destination (writable, empty unless
+ * overwrite, room for the output), executes the plan on a pool, copies the
+ * non-weight files and publishes the index last.  On failure or
+ * cancellation everything it published is removed, so nothing that looks
+ * finished is left.
+ *
+ * Threads: prepare/run/free from one thread; cancel, progress and the
+ * tensor-state accessors from any thread while run goes on.
+ */
+#ifndef CKPTCONV_CONVERT_H
+#define CKPTCONV_CONVERT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ckptconv/adapter.h"
+#include "ckptconv/exec.h"
+#include "ckptconv/plan.h"
+
+struct err;
+struct conversion;
+
+struct convert_options {
+	enum layout to;
+	enum dtype_choice dtype;
+	uint32_t ep_size, ep_rank;       /* 0 = off */
+	uint64_t max_shard_size;         /* 0 = 5GB */
+	const char *exclude;             /* NULL = none */
+	uint64_t max_bytes_per_second;   /* 0 = unlimited */
+	bool overwrite;
+	bool durable;                    /* false = --no-fsync */
+};
+void convert_options_init(struct convert_options *o);
+
+/* Codes: everything ckpt_open and the adapter return, plus
+ * already_in_layout, invalid_option. */
+int conversion_prepare(const char *src, const char *dst, const struct convert_options *o,
+		       struct conversion **out, struct err *e);
+void conversion_free(struct conversion *c);
+
+const struct plan *conversion_plan(const struct conversion *c);
+
+/* Writes the output; returns 0 when the destination holds the finished
+ * checkpoint.  Warnings (skipped files) are in conversion_warnings(). */
+int conversion_run(struct conversion *c, struct exec_pool *pool, struct err *e);
+void conversion_cancel(struct conversion *c);
+const struct strvec *conversion_warnings(const struct conversion *c);
+
+/* Progress of a run in progress (all zero before run starts). */
+void conversion_progress(const struct conversion *c, struct exec_progress *out);
+enum tensor_state conversion_tensor_state(const struct conversion *c, size_t tensor);
+size_t conversion_in_flight(const struct conversion *c, uint32_t *out, size_t max);
+
+#endif

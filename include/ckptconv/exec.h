@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * exec: the worker pool that runs plans.  One pool serves every conversion
+ * of the process (the CLI's single run, or all of the daemon's jobs); the
+ * pieces of the running conversions are shared out among its threads.
+ * Source bytes are read through bounded views (store_view), each piece is
+ * assembled in a per-worker buffer of at most PLAN_PIECE_MAX bytes (or
+ * written straight from the view when it is a plain copy) and written once
+ * to its output file; a file is committed by the worker that finishes its
+ * last piece.  Progress is counted with atomics and may be read from any
+ * thread while the run goes on.  A SIGBUS from a source truncated under us
+ * fails the run with an error naming the file; the process carries on.
+ */
+#ifndef CKPTCONV_EXEC_H
+#define CKPTCONV_EXEC_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct err;
+struct plan;
+struct store;
+struct exec_pool;
+struct exec_run;
+
+enum tensor_state { TENSOR_PENDING = 0, TENSOR_RUNNING, TENSOR_DONE, TENSOR_FAILED };
+const char *tensor_state_name(enum tensor_state s);
+
+/* Starts `threads` workers (0 = the CPUs this process may use).  Workers
+ * block signals and are named "ckptconv-wN". */
+struct exec_pool *exec_pool_new(unsigned threads, struct err *e);
+void exec_pool_free(struct exec_pool *pool);   /* waits for the workers */
+unsigned exec_pool_threads(const struct exec_pool *pool);
+unsigned exec_pool_busy(const struct exec_pool *pool);
+
+struct exec_options {
+	uint64_t max_bytes_per_second;  /* source read rate cap; 0 = none */
+	/* Only files with skip_file[i] false are written (partitions); NULL = all. */
+	const bool *skip_file;
+};
+
+/* A run of one plan from `src` into prepared writers of `dst`. */
+struct exec_run *exec_run_new(const struct plan *plan, struct store *src, struct store *dst,
+			      const struct exec_options *o);
+void exec_run_free(struct exec_run *run);
+
+/* Runs to completion on the pool, blocking the caller: opens a writer per
+ * output file, writes every piece, commits each file when complete.  On
+ * failure or cancellation, aborts unfinished writers and removes files it
+ * committed; returns -1 with e set (code "cancelled" when cancelled). */
+int exec_run_execute(struct exec_run *run, struct exec_pool *pool, struct err *e);
+/* Asks the run to stop between pieces.  Any thread. */
+void exec_run_cancel(struct exec_run *run);
+
+struct exec_progress {
+	uint64_t tensors_total, tensors_done;
+	uint64_t bytes_total, bytes_done;   /* output tensor bytes */
+	double elapsed_seconds;
+};
+void exec_run_progress(const struct exec_run *run, struct exec_progress *out);
+enum tensor_state exec_run_tensor_state(const struct exec_run *run, size_t tensor);
+/* Up to max output-tensor indices being worked on now; returns the count. */
+size_t exec_run_in_flight(const struct exec_run *run, uint32_t *out, size_t max);
+
+#endif

@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * plan: what a conversion will write, decided before any data moves.  Pure
+ * data, deterministic: output tensors in natural name order, assigned to
+ * shards, with their header bytes and offsets; each output tensor is built
+ * from pieces (contiguous destination byte ranges), each piece from ops on
+ * source tensor regions.  Built by a model adapter, executed by exec.
+ *
+ * An op reads a rows x cols matrix of src_dtype elements starting at
+ * src_offset bytes into source tensor `src` (row stride src_stride bytes)
+ * and writes it to the piece's buffer at dst_offset bytes from the start of
+ * the piece: transposed or not, cast to dst_dtype or not, dst_stride bytes
+ * between destination rows.  A plain copy is rows = 1.
+ */
+#ifndef CKPTCONV_PLAN_H
+#define CKPTCONV_PLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ckptconv/dtype.h"
+#include "ckptconv/safetensors.h"
+#include "ckptconv/util.h"
+
+struct err;
+struct ckpt;
+
+/* Limits that keep memory bounded: a piece is at most this many bytes of
+ * output, and an op reads at most PLAN_WINDOW_MAX bytes of source. */
+#define PLAN_PIECE_MAX (16ULL << 20)
+#define PLAN_WINDOW_MAX (64ULL << 20)
+
+enum layout { LAYOUT_UNKNOWN = 0, LAYOUT_HF, LAYOUT_NATIVE };
+const char *layout_name(enum layout l);   /* "hf", "native" */
+
+struct plan_op {
+	uint32_t src;               /* index into the source ckpt's tensors */
+	bool transpose;
+	enum dtype src_dtype, dst_dtype;
+	uint64_t rows, cols;        /* of the source matrix, in elements */
+	uint64_t src_offset;        /* bytes from the source tensor's start */
+	uint64_t src_stride;        /* bytes between source rows */
+	uint64_t dst_offset;        /* bytes from the piece's start */
+	uint64_t dst_stride;        /* bytes between destination rows */
+};
+
+struct plan_piece {
+	uint64_t offset;            /* bytes from the output tensor's start */
+	uint64_t nbytes;
+	uint32_t first_op, nops;    /* into the tensor's ops */
+};
+
+struct plan_tensor {
+	char *name;
+	enum dtype dtype;
+	int ndim;
+	uint64_t shape[ST_MAX_DIMS];
+	uint64_t nbytes;
+	uint32_t file;              /* index into plan.files */
+	uint64_t offset;            /* absolute offset in the output file */
+	struct plan_piece *pieces;
+	uint32_t npieces;
+	struct plan_op *ops;
+	uint32_t nops;
+	uint32_t *sources;          /* source tensor indices, for reports */
+	uint32_t nsources;
+};
+
+struct plan_file {
+	char *name;                 /* "model.safetensors" or "model-0000i-of-0000N.safetensors" */
+	uint64_t size;              /* header + data */
+	char *header;               /* complete header bytes (prefix + JSON) */
+	size_t header_len;
+	uint32_t first_tensor, ntensors;
+};
+
+struct plan_options {
+	uint64_t max_shard_size;    /* 0 = 5GB */
+	const char *exclude;        /* POSIX ERE or NULL */
+};
+
+struct plan {
+	enum layout from, to;
+	size_t ntensors;
+	struct plan_tensor *tensors; /* output order */
+	size_t nfiles;
+	struct plan_file *files;
+	char *index_json;           /* NULL when the output is one model.safetensors */
+	uint64_t total_bytes;       /* tensor data bytes */
+	uint64_t total_file_bytes;  /* every output file, headers included */
+	uint64_t source_bytes;      /* source bytes the ops read */
+	size_t npieces;
+	struct strvec copy_files;   /* files to copy from the source unchanged */
+	struct strvec warnings;
+	const struct ckpt *src;     /* not owned */
+};
+
+struct plan *plan_new(const struct ckpt *src, enum layout from, enum layout to);
+void plan_free(struct plan *p);
+
+/* Building (adapter side).  Returns the new tensor's index, or -1 with e set. */
+long plan_add_tensor(struct plan *p, const char *name, enum dtype dtype, int ndim,
+		     const uint64_t *shape, struct err *e);
+/* Adds a piece to tensor t, filled by the given ops (copied).  The pieces
+ * of a tensor must tile it exactly (checked by plan_finish). */
+int plan_add_piece(struct plan *p, long t, uint64_t offset, uint64_t nbytes,
+		   const struct plan_op *ops, size_t nops, struct err *e);
+/* Convenience: contiguous copy or cast of nelems elements from src (at
+ * src_offset bytes) into tensor t at dst_offset, split into pieces of at
+ * most PLAN_PIECE_MAX. */
+int plan_add_contiguous(struct plan *p, long t, uint32_t src, uint64_t src_offset,
+			uint64_t dst_offset, uint64_t nelems, enum dtype src_dtype,
+			enum dtype dst_dtype, struct err *e);
+int plan_add_source(struct plan *p, long t, uint32_t src);
+
+/* Drops tensors matching the exclude pattern, sorts naturally, checks that
+ * pieces tile their tensors and ops stay inside their sources, assigns
+ * shards, builds headers and the index.  Codes: invalid_exclude,
+ * plan_invalid. */
+int plan_finish(struct plan *p, const struct plan_options *o, struct err *e);
+
+/* Human-readable (one line per file and tensor) or JSON description. */
+void plan_print(const struct plan *p, FILE *out, bool json);
+
+/* Index of the output tensor named `name`, or -1. */
+long plan_find(const struct plan *p, const char *name);
+
+#endif

@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store: where checkpoints live, behind one interface: a local directory
+ * (store_local.c) or an object-store prefix (store_s3.c), chosen by the
+ * location's scheme.  Reading hands out views of byte ranges (a local store
+ * maps a bounded window; a remote store fetches into memory).  Writing goes
+ * through writers that keep the output under a temporary name until
+ * store_writer_commit() publishes it under its final name.
+ *
+ * Threads: a store may be shared by worker threads for store_view,
+ * store_read and writes to distinct writers or disjoint ranges of one writer;
+ * open/list/prepare/put/remove are called by one thread at a time.
+ */
+#ifndef CKPTCONV_STORE_H
+#define CKPTCONV_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct err;
+struct store;
+struct store_writer;
+
+enum store_entry_kind { STORE_FILE, STORE_DIR, STORE_OTHER };
+
+struct store_entry {
+	char *name;               /* relative to the store's location, owned */
+	uint64_t size;
+	enum store_entry_kind kind;
+};
+
+/* A read-only view of bytes [off, off+len) of one file.  `data` stays valid
+ * until store_view_release.  For a local store it is a memory mapping: a
+ * file truncated under us raises SIGBUS on access (exec.c turns that into
+ * an error naming `file`). */
+struct store_view {
+	const unsigned char *data;
+	size_t len;
+	const char *file;         /* the file's name, for errors */
+	void *base;               /* backend's: mapping or buffer start */
+	size_t base_len;
+	const struct store_backend *backend;
+};
+
+/* Output options fixed when a destination is prepared. */
+struct store_output_options {
+	bool overwrite;           /* allow a destination that holds files */
+	bool durable;             /* fsync files and directory before publishing */
+	uint64_t bytes_needed;    /* total size of everything to be written */
+};
+
+struct store_backend {
+	const char *scheme;       /* "file" (no scheme) or "s3" */
+	int (*open)(const char *location, struct store **out, struct err *e);
+	void (*free)(struct store *s);
+	int (*list)(struct store *s, struct store_entry **out, size_t *n, struct err *e);
+	int (*read)(struct store *s, const char *name, uint64_t off, void *buf, size_t len, struct err *e);
+	int (*view)(struct store *s, const char *name, uint64_t off, size_t len, struct store_view *v, struct err *e);
+	void (*view_release)(struct store_view *v);
+	int (*prepare_output)(struct store *s, const struct store_output_options *o, struct err *e);
+	int (*writer_open)(struct store *s, const char *name, uint64_t size, struct store_writer **out, struct err *e);
+	int (*writer_write)(struct store_writer *w, uint64_t off, const void *buf, size_t len, struct err *e);
+	int (*writer_commit)(struct store_writer *w, struct err *e);
+	void (*writer_abort)(struct store_writer *w);
+	int (*put)(struct store *s, const char *name, const void *buf, size_t len, struct err *e);
+	int (*remove)(struct store *s, const char *name, struct err *e);
+};
+
+/* Common head of every backend's struct store. */
+struct store {
+	const struct store_backend *backend;
+	char *location;           /* as given, normalised without trailing '/' */
+	struct store_output_options out;
+};
+
+/* Opens `location` ("/path", "relative/path" or "s3://bucket/prefix/").
+ * Does not require it to exist (a destination may not yet).  Codes:
+ * invalid_location, store_unsupported, and the backend's. */
+int store_open(const char *location, struct store **out, struct err *e);
+void store_free(struct store *s);
+bool store_is_remote(const char *location);
+
+/* Top-level entries (no recursion), sorted by name. Code: source_not_found. */
+int store_list(struct store *s, struct store_entry **out, size_t *n, struct err *e);
+void store_entries_free(struct store_entry *entries, size_t n);
+
+/* Exactly len bytes at off, or an error (file_truncated, io_error). */
+int store_read(struct store *s, const char *name, uint64_t off, void *buf, size_t len, struct err *e);
+/* A whole small file (at most max bytes), NUL-terminated; *out malloc'd. */
+int store_read_file(struct store *s, const char *name, size_t max, char **out, size_t *len, struct err *e);
+int store_view(struct store *s, const char *name, uint64_t off, size_t len, struct store_view *v, struct err *e);
+void store_view_release(struct store_view *v);
+
+/* Checks the destination before any data moves: it can be created and
+ * written, it holds no files unless overwrite, and it has room for
+ * bytes_needed (codes destination_not_writable, destination_not_empty,
+ * insufficient_space naming needed and free bytes). */
+int store_prepare_output(struct store *s, const struct store_output_options *o, struct err *e);
+/* Creates a temporary output of exactly `size` bytes (space reserved). */
+int store_writer_open(struct store *s, const char *name, uint64_t size, struct store_writer **out, struct err *e);
+int store_writer_write(struct store_writer *w, uint64_t off, const void *buf, size_t len, struct err *e);
+/* Makes the output durable (if o.durable) and publishes it under its final
+ * name; frees the writer, even on error. */
+int store_writer_commit(struct store_writer *w, struct err *e);
+/* Discards the temporary output; frees the writer. NULL is a no-op. */
+void store_writer_abort(struct store_writer *w);
+/* Publishes a small file atomically under `name`. */
+int store_put(struct store *s, const char *name, const void *buf, size_t len, struct err *e);
+/* Removes a published file; a missing file is not an error. */
+int store_remove(struct store *s, const char *name, struct err *e);
+
+extern const struct store_backend store_local_backend;
+extern const struct store_backend store_s3_backend;
+
+/* Test seam: when set, the local store reads free space through it. */
+extern int (*store_local_free_bytes_hook)(const char *dir, uint64_t *free_bytes);
+
+#endif

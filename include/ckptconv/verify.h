@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * verify: tensor-by-tensor comparison of two checkpoints: the same names,
+ * and for each the same dtype, shape and bytes.  File names, shard split and
+ * header order do not matter.
+ */
+#ifndef CKPTCONV_VERIFY_H
+#define CKPTCONV_VERIFY_H
+
+#include <stdio.h>
+
+struct err;
+
+struct verify_report {
+	size_t tensors_compared;
+	size_t differences;          /* names missing either side + mismatches */
+	size_t only_expected, only_actual, dtype_mismatch, shape_mismatch, bytes_mismatch;
+};
+
+/* Compares, printing one line per difference to `out` (may be NULL; at most
+ * `max_lines` lines).  Returns 0 when both sides opened (check
+ * report->differences), -1 with e set when a side cannot be read. */
+int verify_checkpoints(const char *expected, const char *actual, FILE *out, size_t max_lines,
+		       struct verify_report *report, struct err *e);
+
+#endif

@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: MIT */
+/* adapter: not written yet. */
+#include "ckptconv/err.h"

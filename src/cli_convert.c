@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: MIT */
+/* cli_convert: not written yet. */
+#include "ckptconv/err.h"

@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: MIT */
+/* cli_fixture: not written yet. */
+#include "ckptconv/err.h"

@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: MIT */
+/* cli_inspect: not written yet. */
+#include "ckptconv/err.h"

@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * err: the error record and the catalogue of error codes shared by the CLI
+ * and the HTTP API.  docs/errors.md documents every entry of the table; a
+ * test checks that the two agree.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ckptconv/err.h"
+
+static const struct err_code catalogue[] = {
+	/* usage and requests */
+	{"usage_error", 400, "The command line is not valid."},
+	{"invalid_option", 400, "An option has a value that is not allowed."},
+	{"invalid_size", 400, "A size or rate is not in the size syntax (5GB, 500MiB, 123)."},
+	{"invalid_exclude", 400, "The exclude pattern is not a valid POSIX extended regular expression."},
+	{"invalid_json", 400, "The request body is not valid JSON."},
+	{"invalid_field", 400, "A field of the request has a wrong type or value."},
+	{"unknown_field", 400, "The request names a field the API does not know."},
+	{"missing_field", 400, "A required field of the request is missing."},
+	{"invalid_partition", 400, "The partition is not I/N with 0 <= I < N."},
+	{"unauthorized", 401, "The bearer token is missing or wrong."},
+	{"forbidden_path", 403, "A local path resolves outside the allowed roots."},
+	{"forbidden_s3_location", 403, "An s3:// location is outside the allowed prefixes."},
+	{"forbidden_s3_endpoint", 403, "A job names an S3 endpoint that is not allowed."},
+	{"job_not_found", 404, "No job has this id."},
+	{"not_found", 404, "No such route."},
+	{"method_not_allowed", 405, "The route does not accept this method."},
+	{"destination_in_use", 409, "Another queued or running job writes to an overlapping destination."},
+	{"idempotency_conflict", 409, "The Idempotency-Key was used before with a different body."},
+	{"payload_too_large", 413, "The request body is larger than 64 KiB."},
+	{"unsupported_media_type", 415, "The request body is not application/json."},
+	{"queue_full", 429, "Too many jobs are queued; retry later."},
+	{"draining", 503, "The service is shutting down and accepts no new jobs."},
+	{"not_ready", 503, "The service is not ready (starting, draining or its state dir is not writable)."},
+	/* source checkpoint */
+	{"source_not_found", 422, "The source does not exist."},
+	{"source_unreadable", 422, "The source cannot be read."},
+	{"not_a_checkpoint", 422, "The source holds no safetensors checkpoint."},
+	{"index_invalid", 422, "model.safetensors.index.json is not a valid index."},
+	{"index_missing_file", 422, "The index names a file that does not exist."},
+	{"weight_map_mismatch", 422, "The index's weight_map disagrees with the tensors the files hold."},
+	{"missing_config", 422, "config.json is missing."},
+	{"config_invalid", 422, "config.json is not valid JSON or a key has the wrong type."},
+	{"missing_config_key", 422, "config.json lacks a key the conversion needs."},
+	{"unsupported_model", 422, "The checkpoint is not a model family ckptconv converts (Ling 2.0)."},
+	{"ambiguous_layout", 422, "Tensor names of both the HF and the native layout are present."},
+	{"unknown_layout", 422, "No tensor name identifies the HF or the native layout."},
+	{"already_in_layout", 422, "The checkpoint already has the requested layout."},
+	/* safetensors */
+	{"file_truncated", 422, "A safetensors file is shorter than its header says."},
+	{"header_too_large", 422, "A safetensors header size is over 100,000,000 bytes."},
+	{"header_out_of_bounds", 422, "A safetensors header size is larger than the file."},
+	{"header_invalid_json", 422, "A safetensors header is not valid JSON."},
+	{"header_not_object", 422, "A safetensors header is not a JSON object."},
+	{"duplicate_tensor", 422, "A tensor name occurs twice."},
+	{"unknown_dtype", 422, "A tensor has a dtype safetensors does not define."},
+	{"invalid_shape", 422, "A tensor shape is not a list of non-negative integers."},
+	{"invalid_offsets", 422, "A tensor's data_offsets are not [begin, end] with begin <= end."},
+	{"offsets_mismatch", 422, "A tensor's data_offsets disagree with its shape and dtype."},
+	{"overlapping_tensors", 422, "Two tensors' data regions overlap."},
+	{"data_hole", 422, "The data area has bytes no tensor covers."},
+	{"offsets_out_of_bounds", 422, "A tensor's data lies past the end of the file."},
+	{"trailing_bytes", 422, "The file continues past the end of its data."},
+	{"invalid_metadata", 422, "__metadata__ is not an object of strings."},
+	/* model rules */
+	{"qkv_shape_mismatch", 422, "A fused query_key_value tensor has the wrong row count."},
+	{"qkv_mismatch", 422, "q/k/v projections of one layer differ in dtype or column count."},
+	{"missing_experts", 422, "A MoE layer lacks some experts' projections."},
+	{"expert_shape_mismatch", 422, "Experts of one layer have different shapes."},
+	{"expert_out_of_range", 422, "An expert number is not below num_experts."},
+	{"grouped_shape_mismatch", 422, "A grouped expert tensor does not have the shape config.json implies."},
+	{"quantized_input", 422, "FP8 tensors or *_scale_inv scales are not supported."},
+	{"unsupported_cast", 422, "The tensor's dtype cannot be cast to the target dtype."},
+	{"manifest_mismatch", 409, "The destination holds a partition manifest of a different plan."},
+	{"partition_incomplete", 409, "Some planned output files of a partitioned conversion are missing."},
+	/* destination and execution */
+	{"destination_not_writable", 422, "The destination cannot be created or written."},
+	{"destination_not_empty", 409, "The destination holds files; pass overwrite to replace them."},
+	{"insufficient_space", 507, "The destination's filesystem lacks room for the output."},
+	{"source_truncated", 422, "A source file shrank while it was being converted."},
+	{"io_error", 500, "Reading or writing a file failed."},
+	{"cancelled", 409, "The conversion was cancelled."},
+	{"interrupted", 500, "The service stopped while the job was running."},
+	/* object storage */
+	{"s3_error", 502, "The object store answered with an error."},
+	{"s3_access_denied", 502, "The object store refused the credentials or the request."},
+	{"s3_no_such_bucket", 422, "The bucket does not exist."},
+	{"s3_unavailable", 502, "The object store could not be reached after retries."},
+	{"s3_bad_response", 502, "The object store's answer was malformed (e.g. a range not honoured)."},
+	{"s3_config", 400, "The S3 configuration (credentials, endpoint, region) is incomplete or invalid."},
+	/* internal */
+	{"plan_invalid", 500, "The conversion plan is inconsistent (a bug)."},
+	{"internal_error", 500, "An unexpected internal failure."},
+};
+
+const struct err_code *err_catalogue(size_t *n)
+{
+	*n = sizeof(catalogue) / sizeof(catalogue[0]);
+	return catalogue;
+}
+
+static const struct err_code *lookup(const char *code)
+{
+	size_t i;
+
+	if (!code)
+		return NULL;
+	for (i = 0; i < sizeof(catalogue) / sizeof(catalogue[0]); i++)
+		if (strcmp(catalogue[i].code, code) == 0)
+			return &catalogue[i];
+	return NULL;
+}
+
+int err_code_known(const char *code)
+{
+	return lookup(code) != NULL;
+}
+
+int err_http_status(const char *code)
+{
+	const struct err_code *c = lookup(code);
+
+	return c ? c->http_status : 500;
+}
+
+static int vset(struct err *e, const char *code, int errnum, const char *fmt, va_list ap)
+{
+	size_t used;
+
+	if (!e || e->code)
+		return -1;
+	e->code = code;
+	e->errnum = errnum;
+	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	if (errnum) {
+		used = strlen(e->msg);
+		snprintf(e->msg + used, sizeof(e->msg) - used, ": %s", strerror(errnum));
+	}
+	return -1;
+}
+
+int err_set(struct err *e, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vset(e, code, 0, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+int err_set_errno(struct err *e, const char *code, int errnum, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vset(e, code, errnum, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+void err_set_tensor(struct err *e, const char *tensor)
+{
+	if (e && tensor && !e->tensor[0])
+		snprintf(e->tensor, sizeof(e->tensor), "%s", tensor);
+}
+
+void err_clear(struct err *e)
+{
+	if (e)
+		memset(e, 0, sizeof(*e));
+}
+
+int err_is_set(const struct err *e)
+{
+	return e && e->code;
+}

@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: MIT */
+/* exec: not written yet. */
+#include "ckptconv/err.h"

@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: MIT */
+/* kernels: not written yet. */
+#include "ckptconv/err.h"

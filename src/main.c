@@ -1,0 +1,7 @@
+/* SPDX-License-Identifier: MIT */
+/* main: dispatches to the subcommands. (placeholder) */
+#include <stdio.h>
+int main(void)
+{
+	return 2;
+}

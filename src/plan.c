@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: MIT */
+/* plan: not written yet. */
+#include "ckptconv/err.h"

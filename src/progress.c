@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: MIT */
+/* progress: not written yet. */
+#include "ckptconv/err.h"

@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: MIT */
+/* store: not written yet. */
+#include "ckptconv/err.h"

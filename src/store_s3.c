@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: MIT */
+/* store_s3: not written yet. */
+#include "ckptconv/err.h"

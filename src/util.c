@@ -1,0 +1,200 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * util: overflow-checked arithmetic, the size syntax, natural ordering,
+ * string vectors and allocation that aborts on exhaustion.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "ckptconv/err.h"
+#include "ckptconv/util.h"
+
+bool u64_mul(uint64_t a, uint64_t b, uint64_t *out)
+{
+	return !__builtin_mul_overflow(a, b, out);
+}
+
+bool u64_add(uint64_t a, uint64_t b, uint64_t *out)
+{
+	return !__builtin_add_overflow(a, b, out);
+}
+
+static const struct {
+	const char *suffix;
+	uint64_t factor;
+} size_units[] = {
+	{"", 1}, {"b", 1},
+	{"kb", 1000ULL}, {"mb", 1000ULL * 1000}, {"gb", 1000ULL * 1000 * 1000},
+	{"tb", 1000ULL * 1000 * 1000 * 1000},
+	{"kib", 1ULL << 10}, {"mib", 1ULL << 20}, {"gib", 1ULL << 30}, {"tib", 1ULL << 40},
+};
+
+int size_parse(const char *text, uint64_t *out, struct err *e)
+{
+	const char *p = text;
+	uint64_t value = 0;
+	size_t i;
+
+	if (!text || !isdigit((unsigned char)*p))
+		return err_set(e, "invalid_size", "'%s' is not a size (examples: 5GB, 500MiB, 40kb, 123)",
+			       text ? text : "");
+	while (isdigit((unsigned char)*p)) {
+		if (!u64_mul(value, 10, &value) || !u64_add(value, (uint64_t)(*p - '0'), &value))
+			return err_set(e, "invalid_size", "size '%s' is too large", text);
+		p++;
+	}
+	for (i = 0; i < sizeof(size_units) / sizeof(size_units[0]); i++) {
+		if (strcasecmp(p, size_units[i].suffix) == 0) {
+			if (!u64_mul(value, size_units[i].factor, out))
+				return err_set(e, "invalid_size", "size '%s' is too large", text);
+			return 0;
+		}
+	}
+	return err_set(e, "invalid_size",
+		       "'%s' has an unknown unit (use KB, MB, GB, TB or KiB, MiB, GiB, TiB)", text);
+}
+
+void size_format(uint64_t bytes, char *buf, size_t len)
+{
+	static const char *units[] = {"B", "KB", "MB", "GB", "TB", "PB"};
+	double v = (double)bytes;
+	int u = 0;
+
+	while (v >= 1000.0 && u < 5) {
+		v /= 1000.0;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, len, "%llu B", (unsigned long long)bytes);
+	else
+		snprintf(buf, len, "%.2f %s", v, units[u]);
+}
+
+int natural_compare(const char *a, const char *b)
+{
+	while (*a && *b) {
+		if (isdigit((unsigned char)*a) && isdigit((unsigned char)*b)) {
+			const char *da, *db;
+			size_t la, lb;
+			int c;
+
+			while (*a == '0' && isdigit((unsigned char)a[1]))
+				a++;
+			while (*b == '0' && isdigit((unsigned char)b[1]))
+				b++;
+			for (da = a; isdigit((unsigned char)*da); da++)
+				;
+			for (db = b; isdigit((unsigned char)*db); db++)
+				;
+			la = (size_t)(da - a);
+			lb = (size_t)(db - b);
+			if (la != lb)
+				return la < lb ? -1 : 1;
+			c = memcmp(a, b, la);
+			if (c)
+				return c < 0 ? -1 : 1;
+			a = da;
+			b = db;
+			continue;
+		}
+		if (*a != *b)
+			return (unsigned char)*a < (unsigned char)*b ? -1 : 1;
+		a++;
+		b++;
+	}
+	if (*a == *b)
+		return 0;
+	return *a ? 1 : -1;
+}
+
+int strvec_push(struct strvec *v, const char *s)
+{
+	if (v->len == v->cap) {
+		v->cap = v->cap ? v->cap * 2 : 8;
+		v->items = xrealloc(v->items, v->cap * sizeof(*v->items));
+	}
+	v->items[v->len++] = xstrdup(s);
+	return 0;
+}
+
+int strvec_pushf(struct strvec *v, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (rc < 0)
+		return -1;
+	strvec_push(v, s);
+	free(s);
+	return 0;
+}
+
+void strvec_fini(struct strvec *v)
+{
+	size_t i;
+
+	for (i = 0; i < v->len; i++)
+		free(v->items[i]);
+	free(v->items);
+	memset(v, 0, sizeof(*v));
+}
+
+static void out_of_memory(size_t n)
+{
+	fprintf(stderr, "ckptconv: out of memory allocating %zu bytes\n", n);
+	abort();
+}
+
+void *xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	if (!p)
+		out_of_memory(n);
+	return p;
+}
+
+void *xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+
+	if (!p)
+		out_of_memory(n * size);
+	return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+
+	if (!q)
+		out_of_memory(n);
+	return q;
+}
+
+char *xstrdup(const char *s)
+{
+	char *p = strdup(s);
+
+	if (!p)
+		out_of_memory(strlen(s) + 1);
+	return p;
+}
+
+double now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}

@@ -1,0 +1,8 @@
+/* SPDX-License-Identifier: MIT */
+/* check_ckpt: not written yet. */
+#include <check.h>
+#include "testutil.h"
+int main(void)
+{
+	return 1;
+}

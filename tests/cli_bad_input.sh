@@ -1,0 +1,3 @@
+#!/bin/bash
+# cli_bad_input: not written yet.
+exit 1

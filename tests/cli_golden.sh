@@ -1,0 +1,3 @@
+#!/bin/bash
+# cli_golden: not written yet.
+exit 1

@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * testutil: temporary directories, files and paths for the Check suites.
+ */
+
+#include <check.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+char *test_mkdtemp(void)
+{
+	const char *base = getenv("TMPDIR");
+	char *dir;
+
+	if (!base || !*base)
+		base = "/tmp";
+	if (asprintf(&dir, "%s/ckptconv-test.XXXXXX", base) < 0)
+		abort();
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		abort();
+	}
+	return dir;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+void test_rmtree(const char *dir)
+{
+	if (dir)
+		nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+void test_write_file(const char *path, const void *data, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+
+	if (!f || (len && fwrite(data, 1, len, f) != len) || fclose(f) != 0) {
+		perror(path);
+		abort();
+	}
+}
+
+char *test_path(const char *dir, const char *name)
+{
+	char *p;
+
+	if (asprintf(&p, "%s/%s", dir, name) < 0)
+		abort();
+	return p;
+}
+
+const char *test_golden_dir(void)
+{
+	const char *d = getenv("GOLDEN_DIR");
+
+	return d && *d ? d : GOLDEN_DIR;
+}
+
+int test_run_suite(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? 0 : 1;
+}
