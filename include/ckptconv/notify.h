@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * notify: service-manager readiness notification (the sd_notify protocol:
+ * one datagram to $NOTIFY_SOCKET).  A no-op when NOTIFY_SOCKET is unset.
+ */
+#ifndef CKPTCONV_NOTIFY_H
+#define CKPTCONV_NOTIFY_H
+
+/* Sends `state` ("READY=1", "STOPPING=1", "STATUS=...").  Returns 0 when
+ * sent or not under a service manager, -1 when sending failed. */
+int notify_send(const char *state);
+
+#endif
