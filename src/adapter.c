@@ -1,3 +1,89 @@
 /* SPDX-License-Identifier: MIT */
-/* adapter: not written yet. */
+/*
+ * adapter: the table of model families and the choice of the one that
+ * converts a checkpoint, by config.json's architectures.  A checkpoint no
+ * adapter claims is refused naming the architectures it declares, with a
+ * precise reason for the families known to be different (Ling 1.x).
+ */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ckptconv/adapter.h"
+#include "ckptconv/ckpt.h"
 #include "ckptconv/err.h"
+
+static const struct adapter *const adapters[] = {
+	&bailing_moe_v2_adapter,
+};
+
+static const char *const dtype_choice_names[] = {
+	[DTYPE_CHOICE_AUTO] = "auto", [DTYPE_CHOICE_KEEP] = "keep", [DTYPE_CHOICE_BF16] = "bf16",
+	[DTYPE_CHOICE_F16] = "f16",   [DTYPE_CHOICE_F32] = "f32",
+};
+
+int dtype_choice_parse(const char *text)
+{
+	size_t i;
+
+	for (i = 0; text && i < sizeof(dtype_choice_names) / sizeof(dtype_choice_names[0]); i++)
+		if (strcmp(text, dtype_choice_names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+const char *dtype_choice_name(enum dtype_choice c)
+{
+	if ((unsigned)c >= sizeof(dtype_choice_names) / sizeof(dtype_choice_names[0]))
+		return "invalid";
+	return dtype_choice_names[c];
+}
+
+static bool declares(const json_t *architectures, const char *name)
+{
+	size_t i;
+	json_t *a;
+
+	json_array_foreach(architectures, i, a)
+		if (json_is_string(a) && strcmp(json_string_value(a), name) == 0)
+			return true;
+	return false;
+}
+
+static int refuse(const struct ckpt *c, struct err *e)
+{
+	json_t *architectures = json_object_get(c->config, "architectures");
+	char *found;
+	int rc;
+
+	if (!json_is_array(architectures))
+		return err_set(e, "unsupported_model",
+			       "config.json names no architectures; ckptconv converts Ling 2.0 "
+			       "(BailingMoeV2ForCausalLM)");
+	found = json_dumps(architectures, JSON_COMPACT | JSON_ENCODE_ANY);
+	if (declares(architectures, "BailingMoeForCausalLM"))
+		rc = err_set(e, "unsupported_model",
+			     "config.json architectures %s: Ling 1.x uses a different layout and is not supported",
+			     found ? found : "[]");
+	else
+		rc = err_set(e, "unsupported_model",
+			     "config.json architectures %s: not a model family ckptconv converts "
+			     "(Ling 2.0, BailingMoeV2ForCausalLM)", found ? found : "[]");
+	free(found);
+	return rc;
+}
+
+const struct adapter *adapter_for(const struct ckpt *c, struct err *e)
+{
+	size_t i;
+
+	if (!c->config) {
+		err_set(e, "missing_config", "the checkpoint has no config.json");
+		return NULL;
+	}
+	for (i = 0; i < sizeof(adapters) / sizeof(adapters[0]); i++)
+		if (adapters[i]->matches(c))
+			return adapters[i];
+	refuse(c, e);
+	return NULL;
+}

@@ -1,3 +1,524 @@
 /* SPDX-License-Identifier: MIT */
-/* ckpt: not written yet. */
+/*
+ * ckpt: opens a checkpoint for reading.  It finds the weight files (through
+ * model.safetensors.index.json, or the one *.safetensors file), reads and
+ * validates every header without touching tensor data, checks that the
+ * index's weight_map agrees with what the files hold, loads config.json, and
+ * sorts out which other top-level files a conversion copies and which it
+ * skips with a warning.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ckptconv/ckpt.h"
 #include "ckptconv/err.h"
+#include "ckptconv/store.h"
+#include "ckptconv/util.h"
+
+#define INDEX_NAME "model.safetensors.index.json"
+#define CONFIG_NAME "config.json"
+#define TMP_PREFIX ".ckptconv-tmp."
+#define ST_SUFFIX ".safetensors"
+#define SMALL_FILE_MAX (64u << 20)
+
+static const char *const other_weight_suffixes[] = {
+	".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack",
+};
+
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t ls = strlen(s), lx = strlen(suffix);
+
+	return ls >= lx && strcmp(s + ls - lx, suffix) == 0;
+}
+
+static bool is_other_weights(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(other_weight_suffixes) / sizeof(other_weight_suffixes[0]); i++)
+		if (ends_with(name, other_weight_suffixes[i]))
+			return true;
+	return false;
+}
+
+static const struct store_entry *find_entry(const struct store_entry *entries, size_t n,
+					    const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (strcmp(entries[i].name, name) == 0)
+			return &entries[i];
+	return NULL;
+}
+
+static void add_file(struct ckpt *c, const char *name, uint64_t size)
+{
+	c->files = xrealloc(c->files, (c->nfiles + 1) * sizeof(*c->files));
+	memset(&c->files[c->nfiles], 0, sizeof(c->files[0]));
+	c->files[c->nfiles].name = xstrdup(name);
+	c->files[c->nfiles].size = size;
+	c->nfiles++;
+}
+
+/* ---- opening the store ---- */
+
+/* Splits "dir/name" (or "name": dir ".") into a directory and a file name. */
+static void split_path(const char *location, char **dir, char **name)
+{
+	const char *slash = strrchr(location, '/');
+
+	if (!slash) {
+		*dir = xstrdup(".");
+		*name = xstrdup(location);
+		return;
+	}
+	*name = xstrdup(slash + 1);
+	*dir = slash == location ? xstrdup("/") : strndup(location, (size_t)(slash - location));
+	if (!*dir)
+		abort();
+}
+
+/* A path to a single *.safetensors file opens its directory; *single names
+ * the file.  Anything else opens as a directory or prefix. */
+static int open_store(const char *location, struct ckpt *c, char **single, struct err *e)
+{
+	bool file = ends_with(location, ST_SUFFIX);
+	struct stat st;
+	char *dir;
+	int rc;
+
+	*single = NULL;
+	if (!store_is_remote(location)) {
+		if (stat(location, &st) != 0)
+			return err_set_errno(e, errno == ENOENT ? "source_not_found" : "source_unreadable",
+					     errno, "%s", location);
+		file = S_ISREG(st.st_mode);
+		if (file && !ends_with(location, ST_SUFFIX))
+			return err_set(e, "not_a_checkpoint",
+				       "%s: neither a directory nor a *.safetensors file", location);
+		if (!file && !S_ISDIR(st.st_mode))
+			return err_set(e, "not_a_checkpoint",
+				       "%s: neither a directory nor a *.safetensors file", location);
+	}
+	if (!file)
+		return store_open(location, &c->store, e);
+	split_path(location, &dir, single);
+	rc = store_open(dir, &c->store, e);
+	free(dir);
+	if (rc) {
+		free(*single);
+		*single = NULL;
+	}
+	return rc;
+}
+
+/* ---- choosing the weight files ---- */
+
+static int parse_index(struct ckpt *c, json_t **weight_map_out, struct err *e)
+{
+	json_error_t jerr;
+	json_t *root, *map, *v;
+	const char *key;
+	size_t len;
+	char *text;
+
+	if (store_read_file(c->store, INDEX_NAME, SMALL_FILE_MAX, &text, &len, e))
+		return -1;
+	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	free(text);
+	if (!root)
+		return err_set(e, "index_invalid", "%s/%s: not valid JSON: %s (line %d)",
+			       c->store->location, INDEX_NAME, jerr.text, jerr.line);
+	map = json_object_get(root, "weight_map");
+	if (!json_is_object(map)) {
+		json_decref(root);
+		return err_set(e, "index_invalid", "%s/%s: has no \"weight_map\" object",
+			       c->store->location, INDEX_NAME);
+	}
+	json_object_foreach(map, key, v) {
+		if (!json_is_string(v) || strchr(json_string_value(v), '/')) {
+			err_set(e, "index_invalid",
+				"%s/%s: weight_map entry '%s' is not the name of a file beside the index",
+				c->store->location, INDEX_NAME, key);
+			err_set_tensor(e, key);
+			json_decref(root);
+			return -1;
+		}
+	}
+	*weight_map_out = json_incref(map);
+	json_decref(root);
+	return 0;
+}
+
+static int compare_names(const void *pa, const void *pb)
+{
+	const char *a = *(const char *const *)pa, *b = *(const char *const *)pb;
+
+	return strcmp(a, b);
+}
+
+/* The files the index refers to, each once, in name order; all must exist. */
+static int files_from_index(struct ckpt *c, const json_t *map, const struct store_entry *entries,
+			    size_t n, struct err *e)
+{
+	const char **names = xcalloc(json_object_size(map), sizeof(*names));
+	const struct store_entry *entry;
+	size_t count = 0, i;
+	const char *key;
+	json_t *v;
+	int rc = 0;
+
+	json_object_foreach((json_t *)map, key, v)
+		names[count++] = json_string_value(v);
+	qsort(names, count, sizeof(*names), compare_names);
+	for (i = 0; i < count && rc == 0; i++) {
+		if (i > 0 && strcmp(names[i], names[i - 1]) == 0)
+			continue;
+		entry = find_entry(entries, n, names[i]);
+		if (!entry || entry->kind != STORE_FILE)
+			rc = err_set(e, "index_missing_file",
+				     "%s/%s: the index names '%s', which does not exist",
+				     c->store->location, INDEX_NAME, names[i]);
+		else
+			add_file(c, entry->name, entry->size);
+	}
+	free(names);
+	return rc;
+}
+
+static int files_from_listing(struct ckpt *c, const struct store_entry *entries, size_t n,
+			      struct err *e)
+{
+	size_t i, found = 0;
+
+	for (i = 0; i < n; i++)
+		if (entries[i].kind == STORE_FILE && ends_with(entries[i].name, ST_SUFFIX))
+			found++;
+	if (found > 1)
+		return err_set(e, "not_a_checkpoint",
+			       "%s: holds %zu *.safetensors files but no %s saying how they form "
+			       "one checkpoint",
+			       c->store->location, found, INDEX_NAME);
+	if (found == 0)
+		return err_set(e, "not_a_checkpoint", "%s: holds no *.safetensors file nor %s",
+			       c->store->location, INDEX_NAME);
+	for (i = 0; i < n; i++)
+		if (entries[i].kind == STORE_FILE && ends_with(entries[i].name, ST_SUFFIX))
+			add_file(c, entries[i].name, entries[i].size);
+	return 0;
+}
+
+static int file_from_path(struct ckpt *c, const char *single, const struct store_entry *entries,
+			  size_t n, struct err *e)
+{
+	const struct store_entry *entry = find_entry(entries, n, single);
+
+	if (!entry || entry->kind != STORE_FILE)
+		return err_set(e, "source_not_found", "%s/%s: no such file", c->store->location,
+			       single);
+	add_file(c, entry->name, entry->size);
+	return 0;
+}
+
+/* ---- headers and the tensor table ---- */
+
+static int read_header(struct ckpt *c, struct ckpt_file *f, struct err *e)
+{
+	unsigned char prefix[ST_PREFIX_LEN];
+	uint64_t header_len;
+	char *path, *json;
+	int rc = -1;
+
+	if (asprintf(&path, "%s/%s", c->store->location, f->name) < 0)
+		abort();
+	if (f->size < ST_PREFIX_LEN) {
+		st_prefix_parse(path, prefix, f->size, &header_len, e);
+		goto out;
+	}
+	if (store_read(c->store, f->name, 0, prefix, sizeof(prefix), e) ||
+	    st_prefix_parse(path, prefix, f->size, &header_len, e))
+		goto out;
+	json = xmalloc((size_t)header_len + 1);
+	if (store_read(c->store, f->name, ST_PREFIX_LEN, json, (size_t)header_len, e) == 0)
+		rc = st_header_parse(path, json, (size_t)header_len, header_len, f->size, &f->header,
+				     e);
+	free(json);
+out:
+	free(path);
+	return rc;
+}
+
+static int compare_tensors(const void *pa, const void *pb)
+{
+	const struct ckpt_tensor *a = pa, *b = pb;
+	int c = natural_compare(a->name, b->name);
+
+	return c ? c : strcmp(a->name, b->name);
+}
+
+static int build_tensor_table(struct ckpt *c, struct err *e)
+{
+	struct ckpt_tensor *t;
+	size_t total = 0, i, j;
+
+	for (i = 0; i < c->nfiles; i++)
+		total += c->files[i].header.ntensors;
+	c->tensors = xcalloc(total, sizeof(*c->tensors));
+	for (i = 0; i < c->nfiles; i++) {
+		const struct st_header *h = &c->files[i].header;
+
+		for (j = 0; j < h->ntensors; j++) {
+			t = &c->tensors[c->ntensors++];
+			t->name = h->tensors[j].name;
+			t->dtype = h->tensors[j].dtype;
+			t->ndim = h->tensors[j].ndim;
+			memcpy(t->shape, h->tensors[j].shape, sizeof(t->shape));
+			t->file = (uint32_t)i;
+			t->offset = h->data_start + h->tensors[j].begin;
+			t->nbytes = st_tensor_nbytes(&h->tensors[j]);
+			c->total_bytes += t->nbytes;
+		}
+	}
+	qsort(c->tensors, c->ntensors, sizeof(*c->tensors), compare_tensors);
+	for (i = 1; i < c->ntensors; i++) {
+		if (strcmp(c->tensors[i].name, c->tensors[i - 1].name) == 0) {
+			err_set(e, "duplicate_tensor", "%s: tensor '%s' is in both %s and %s",
+				c->store->location, c->tensors[i].name,
+				c->files[c->tensors[i - 1].file].name, c->files[c->tensors[i].file].name);
+			err_set_tensor(e, c->tensors[i].name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Every tensor must be mapped to the file holding it, and every mapped
+ * tensor must be held by some file. */
+static int check_weight_map(struct ckpt *c, const json_t *map, struct err *e)
+{
+	const char *key, *missing = NULL, *file;
+	json_t *v;
+	size_t i;
+
+	for (i = 0; i < c->ntensors; i++) {
+		const struct ckpt_tensor *t = &c->tensors[i];
+
+		v = json_object_get(map, t->name);
+		file = c->files[t->file].name;
+		if (!v)
+			err_set(e, "weight_map_mismatch",
+				"%s/%s: tensor '%s' is in %s but the weight_map does not list it",
+				c->store->location, INDEX_NAME, t->name, file);
+		else if (strcmp(json_string_value(v), file) != 0)
+			err_set(e, "weight_map_mismatch",
+				"%s/%s: the weight_map puts tensor '%s' in %s but it is in %s",
+				c->store->location, INDEX_NAME, t->name, json_string_value(v), file);
+		if (err_is_set(e)) {
+			err_set_tensor(e, t->name);
+			return -1;
+		}
+	}
+	json_object_foreach((json_t *)map, key, v)
+		if (ckpt_find(c, key) < 0 && (!missing || natural_compare(key, missing) < 0))
+			missing = key;
+	if (missing) {
+		err_set(e, "weight_map_mismatch",
+			"%s/%s: the weight_map puts tensor '%s' in %s but no file holds it",
+			c->store->location, INDEX_NAME, missing,
+			json_string_value(json_object_get(map, missing)));
+		err_set_tensor(e, missing);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- config.json and the other files ---- */
+
+static int load_config(struct ckpt *c, const struct store_entry *entries, size_t n,
+		       unsigned flags, struct err *e)
+{
+	const struct store_entry *entry = find_entry(entries, n, CONFIG_NAME);
+	json_error_t jerr;
+	size_t len;
+	char *text;
+
+	if (!entry || entry->kind != STORE_FILE) {
+		if (flags & CKPT_REQUIRE_CONFIG)
+			return err_set(e, "missing_config", "%s: config.json is missing",
+				       c->store->location);
+		return 0;
+	}
+	if (store_read_file(c->store, CONFIG_NAME, SMALL_FILE_MAX, &text, &len, e))
+		return -1;
+	c->config = json_loadb(text, len, 0, &jerr);
+	free(text);
+	if (!c->config)
+		return err_set(e, "config_invalid", "%s/%s: not valid JSON: %s (line %d)",
+			       c->store->location, CONFIG_NAME, jerr.text, jerr.line);
+	if (!json_is_object(c->config)) {
+		json_decref(c->config);
+		c->config = NULL;
+		return err_set(e, "config_invalid", "%s/%s: not a JSON object", c->store->location,
+			       CONFIG_NAME);
+	}
+	return 0;
+}
+
+static bool is_weight_file(const struct ckpt *c, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < c->nfiles; i++)
+		if (strcmp(c->files[i].name, name) == 0)
+			return true;
+	return false;
+}
+
+static void sort_other_files(struct ckpt *c, const struct store_entry *entries, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		const char *name = entries[i].name;
+
+		if (strcmp(name, INDEX_NAME) == 0 || is_weight_file(c, name) ||
+		    strncmp(name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0)
+			continue;
+		if (entries[i].kind == STORE_DIR)
+			strvec_pushf(&c->warnings, "skipped subdirectory '%s'", name);
+		else if (entries[i].kind != STORE_FILE)
+			strvec_pushf(&c->warnings, "skipped '%s': not a regular file", name);
+		else if (ends_with(name, ST_SUFFIX))
+			strvec_pushf(&c->warnings, "skipped %s: not part of this checkpoint", name);
+		else if (is_other_weights(name))
+			strvec_pushf(&c->warnings,
+				     "skipped %s: weights in other formats are not converted", name);
+		else
+			strvec_push(&c->copy_files, name);
+	}
+}
+
+/* ---- the whole ---- */
+
+static int open_files(struct ckpt *c, const char *single, unsigned flags, struct err *e)
+{
+	struct store_entry *entries = NULL;
+	json_t *map = NULL;
+	size_t n = 0, i;
+	int rc = -1;
+
+	if (store_list(c->store, &entries, &n, e))
+		goto out;
+	if (n == 0 && store_is_remote(c->store->location)) {
+		err_set(e, "source_not_found", "%s: no such prefix", c->store->location);
+		goto out_entries;
+	}
+	if (single)
+		rc = file_from_path(c, single, entries, n, e);
+	else if (find_entry(entries, n, INDEX_NAME)) {
+		c->has_index = true;
+		rc = parse_index(c, &map, e);
+		if (rc == 0)
+			rc = files_from_index(c, map, entries, n, e);
+	} else
+		rc = files_from_listing(c, entries, n, e);
+	if (rc || (rc = load_config(c, entries, n, flags, e)))
+		goto out_map;
+	for (i = 0; i < c->nfiles && rc == 0; i++)
+		rc = read_header(c, &c->files[i], e);
+	if (rc == 0)
+		rc = build_tensor_table(c, e);
+	if (rc == 0 && map)
+		rc = check_weight_map(c, map, e);
+	if (rc == 0)
+		sort_other_files(c, entries, n);
+out_map:
+	json_decref(map);
+out_entries:
+	store_entries_free(entries, n);
+out:
+	return rc;
+}
+
+int ckpt_open(const char *location, unsigned flags, struct ckpt **out, struct err *e)
+{
+	struct ckpt *c = xcalloc(1, sizeof(*c));
+	char *single = NULL;
+	int rc;
+
+	*out = NULL;
+	rc = open_store(location, c, &single, e);
+	if (rc == 0)
+		rc = open_files(c, single, flags, e);
+	free(single);
+	if (rc) {
+		ckpt_free(c);
+		return -1;
+	}
+	*out = c;
+	return 0;
+}
+
+void ckpt_free(struct ckpt *c)
+{
+	size_t i;
+
+	if (!c)
+		return;
+	for (i = 0; i < c->nfiles; i++) {
+		free(c->files[i].name);
+		st_header_fini(&c->files[i].header);
+	}
+	free(c->files);
+	free(c->tensors);
+	json_decref(c->config);
+	strvec_fini(&c->copy_files);
+	strvec_fini(&c->warnings);
+	store_free(c->store);
+	free(c);
+}
+
+long ckpt_find(const struct ckpt *c, const char *name)
+{
+	size_t lo = 0, hi = c->ntensors, mid;
+	int cmp;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		cmp = natural_compare(name, c->tensors[mid].name);
+		if (cmp == 0)
+			cmp = strcmp(name, c->tensors[mid].name);
+		if (cmp == 0)
+			return (long)mid;
+		if (cmp < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return -1;
+}
+
+int ckpt_config_int(const struct ckpt *c, const char *key, int64_t *out, struct err *e)
+{
+	const json_t *v;
+
+	if (!c->config)
+		return err_set(e, "missing_config", "%s: config.json is missing", c->store->location);
+	v = json_object_get(c->config, key);
+	if (!v)
+		return err_set(e, "missing_config_key", "config.json lacks required key '%s'", key);
+	if (!json_is_integer(v))
+		return err_set(e, "config_invalid", "config.json key '%s' is not an integer", key);
+	*out = (int64_t)json_integer_value(v);
+	return 0;
+}
+
+const char *ckpt_config_string(const struct ckpt *c, const char *key)
+{
+	return c->config ? json_string_value(json_object_get(c->config, key)) : NULL;
+}

@@ -1,3 +1,468 @@
 /* SPDX-License-Identifier: MIT */
-/* cli_convert: not written yet. */
+/*
+ * cli_convert: `ckptconv convert`.  Parses the exact option syntax, builds
+ * the plan (printing it for --dry-run), runs it on a worker pool and reports
+ * the result as text or JSON.  While the run goes on, one small watcher
+ * thread redraws the progress display and turns the first SIGINT or SIGTERM
+ * into a cancellation, so an interrupted conversion removes its output
+ * instead of leaving half of it behind.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "ckptconv/cli.h"
+#include "ckptconv/convert.h"
 #include "ckptconv/err.h"
+#include "ckptconv/exec.h"
+#include "ckptconv/plan.h"
+#include "ckptconv/progress.h"
+#include "ckptconv/util.h"
+
+#define INDEX_NAME "model.safetensors.index.json"
+#define WATCH_TICK_MS 200
+#define MAX_THREADS 1024
+
+static const char usage_text[] =
+	"Usage: ckptconv convert --to native|hf [--ep-size N --ep-rank R]\n"
+	"                        [--dtype auto|bf16|f16|f32|keep] [--max-shard-size 5GB]\n"
+	"                        [--exclude REGEX] [--threads N] [--max-rate 200MB]\n"
+	"                        [--overwrite] [--no-fsync] [--dry-run] [--json] SRC DST\n"
+	"\n"
+	"Converts the checkpoint at SRC (a directory, a .safetensors file or an s3://\n"
+	"prefix) into DST, in the HF or the native (NeMo Automodel) layout.\n"
+	"\n"
+	"  --to native|hf         target layout (required)\n"
+	"  --ep-size N            expert-parallel size: write only one rank's experts\n"
+	"  --ep-rank R            expert-parallel rank, 0 <= R < N (with --ep-size)\n"
+	"  --dtype D              grouped expert tensors' dtype (to native): auto (the\n"
+	"                         config's torch_dtype, default), bf16, f16, f32, keep\n"
+	"  --max-shard-size SIZE  largest shard's tensor data (default 5GB; KB/MB/GB are\n"
+	"                         powers of 1000, KiB/MiB/GiB of 1024)\n"
+	"  --exclude REGEX        leave out output tensors whose names match (POSIX ERE)\n"
+	"  --threads N            worker threads (default: the CPUs available)\n"
+	"  --max-rate RATE        cap the source read rate, bytes per second (200MB)\n"
+	"  --overwrite            replace a checkpoint or files already in DST\n"
+	"  --no-fsync             skip the final fsyncs (scratch output, benchmarks)\n"
+	"  --dry-run              print the plan and write nothing\n"
+	"  --json                 print the result (or the error) as JSON on stdout\n"
+	"\n"
+	"Exit status: 0 converted, 1 conversion error, 2 usage error.\n";
+
+struct convert_args {
+	struct convert_options options;
+	unsigned threads;
+	bool have_ep_size, have_ep_rank, have_dtype, have_to;
+	bool dry_run, json, help;
+	const char *src, *dst;
+};
+
+enum {
+	OPT_TO = 256,
+	OPT_EP_SIZE,
+	OPT_EP_RANK,
+	OPT_DTYPE,
+	OPT_MAX_SHARD_SIZE,
+	OPT_EXCLUDE,
+	OPT_THREADS,
+	OPT_MAX_RATE,
+	OPT_OVERWRITE,
+	OPT_NO_FSYNC,
+	OPT_DRY_RUN,
+	OPT_JSON,
+};
+
+static const struct option long_options[] = {
+	{"to", required_argument, NULL, OPT_TO},
+	{"ep-size", required_argument, NULL, OPT_EP_SIZE},
+	{"ep-rank", required_argument, NULL, OPT_EP_RANK},
+	{"dtype", required_argument, NULL, OPT_DTYPE},
+	{"max-shard-size", required_argument, NULL, OPT_MAX_SHARD_SIZE},
+	{"exclude", required_argument, NULL, OPT_EXCLUDE},
+	{"threads", required_argument, NULL, OPT_THREADS},
+	{"max-rate", required_argument, NULL, OPT_MAX_RATE},
+	{"overwrite", no_argument, NULL, OPT_OVERWRITE},
+	{"no-fsync", no_argument, NULL, OPT_NO_FSYNC},
+	{"dry-run", no_argument, NULL, OPT_DRY_RUN},
+	{"json", no_argument, NULL, OPT_JSON},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+static bool wants_json(int argc, char **argv)
+{
+	int i;
+
+	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "--json") == 0)
+			return true;
+	return false;
+}
+
+static int parse_size_option(const char *name, const char *text, uint64_t *out, bool json)
+{
+	struct err e = {0};
+
+	if (size_parse(text, out, &e) < 0) {
+		cli_print_error(&e, json);
+		return EXIT_USAGE;
+	}
+	if (*out == 0)
+		return cli_usage_error("convert", json, "%s must be greater than 0", name);
+	return 0;
+}
+
+static int parse_u32_option(const char *name, const char *text, unsigned long long min,
+			    unsigned long long max, uint32_t *out, bool json)
+{
+	unsigned long long value;
+
+	if (cli_parse_uint(text, min, max, &value) < 0)
+		return cli_usage_error("convert", json,
+				       "%s wants a whole number from %llu to %llu, not '%s'", name,
+				       min, max, text);
+	*out = (uint32_t)value;
+	return 0;
+}
+
+/* One option into a; EXIT_USAGE after printing a usage error. */
+static int apply_option(struct convert_args *a, int opt, const char *value)
+{
+	uint32_t threads = 0;
+	int choice;
+
+	switch (opt) {
+	case OPT_TO:
+		a->have_to = true;
+		if (strcmp(value, "native") == 0)
+			a->options.to = LAYOUT_NATIVE;
+		else if (strcmp(value, "hf") == 0)
+			a->options.to = LAYOUT_HF;
+		else
+			return cli_usage_error("convert", a->json,
+					       "--to wants native or hf, not '%s'", value);
+		return 0;
+	case OPT_EP_SIZE:
+		a->have_ep_size = true;
+		return parse_u32_option("--ep-size", value, 1, UINT32_MAX, &a->options.ep_size,
+					a->json);
+	case OPT_EP_RANK:
+		a->have_ep_rank = true;
+		return parse_u32_option("--ep-rank", value, 0, UINT32_MAX - 1, &a->options.ep_rank,
+					a->json);
+	case OPT_DTYPE:
+		a->have_dtype = true;
+		choice = dtype_choice_parse(value);
+		if (choice < 0)
+			return cli_usage_error(
+				"convert", a->json,
+				"--dtype wants auto, bf16, f16, f32 or keep, not '%s'", value);
+		a->options.dtype = (enum dtype_choice)choice;
+		return 0;
+	case OPT_MAX_SHARD_SIZE:
+		return parse_size_option("--max-shard-size", value, &a->options.max_shard_size,
+					 a->json);
+	case OPT_EXCLUDE:
+		a->options.exclude = value;
+		return 0;
+	case OPT_THREADS:
+		if (parse_u32_option("--threads", value, 1, MAX_THREADS, &threads, a->json) != 0)
+			return EXIT_USAGE;
+		a->threads = threads;
+		return 0;
+	case OPT_MAX_RATE:
+		return parse_size_option("--max-rate", value, &a->options.max_bytes_per_second,
+					 a->json);
+	case OPT_OVERWRITE:
+		a->options.overwrite = true;
+		return 0;
+	case OPT_NO_FSYNC:
+		a->options.durable = false;
+		return 0;
+	case OPT_DRY_RUN:
+		a->dry_run = true;
+		return 0;
+	case OPT_JSON:
+		a->json = true;
+		return 0;
+	case 'h':
+		a->help = true;
+		return 0;
+	}
+	return cli_usage_error("convert", a->json, "unexpected option");
+}
+
+/* The combinations of options that make no sense, as usage errors. */
+static int check_combinations(const struct convert_args *a)
+{
+	if (!a->have_to)
+		return cli_usage_error("convert", a->json, "--to native|hf is required");
+	if (a->options.to == LAYOUT_HF && (a->have_ep_size || a->have_ep_rank))
+		return cli_usage_error("convert", a->json,
+				       "--ep-size and --ep-rank apply only to --to native");
+	if (a->options.to == LAYOUT_HF && a->have_dtype)
+		return cli_usage_error("convert", a->json,
+				       "--dtype applies only to --to native (to hf keeps dtypes)");
+	if (a->have_ep_size != a->have_ep_rank)
+		return cli_usage_error("convert", a->json, "--ep-size and --ep-rank go together");
+	if (a->have_ep_size && a->options.ep_rank >= a->options.ep_size)
+		return cli_usage_error("convert", a->json, "--ep-rank %u is not below --ep-size %u",
+				       (unsigned)a->options.ep_rank, (unsigned)a->options.ep_size);
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct convert_args *a)
+{
+	int opt;
+
+	memset(a, 0, sizeof(*a));
+	convert_options_init(&a->options);
+	a->json = wants_json(argc, argv);
+	optind = 0;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
+		if (opt == '?')
+			return cli_usage_error("convert", a->json, "unknown option '%s'",
+					       argv[optind - 1]);
+		if (opt == ':')
+			return cli_usage_error("convert", a->json, "option '%s' needs a value",
+					       argv[optind - 1]);
+		if (apply_option(a, opt, optarg) != 0)
+			return EXIT_USAGE;
+	}
+	if (a->help)
+		return 0;
+	if (argc - optind != 2)
+		return cli_usage_error("convert", a->json,
+				       "expected SRC and DST, got %d argument%s", argc - optind,
+				       argc - optind == 1 ? "" : "s");
+	a->src = argv[optind];
+	a->dst = argv[optind + 1];
+	return check_combinations(a);
+}
+
+/* The watcher: progress on stderr, SIGINT/SIGTERM as cancellation. */
+struct watcher {
+	struct conversion *conversion;
+	int signal_fd, wake_fd;
+	atomic_bool cancelled, stop;
+	struct progress_display display;
+	pthread_t thread;
+};
+
+static void drain_signals(struct watcher *w)
+{
+	struct signalfd_siginfo info;
+
+	while (read(w->signal_fd, &info, sizeof(info)) == (ssize_t)sizeof(info)) {
+		if (!atomic_exchange(&w->cancelled, true)) {
+			fprintf(stderr,
+				"\nckptconv: %s received, cancelling and removing the output\n",
+				strsignal((int)info.ssi_signo));
+			conversion_cancel(w->conversion);
+		}
+	}
+}
+
+static void *watch(void *arg)
+{
+	struct watcher *w = arg;
+	struct pollfd fds[2] = {{.fd = w->signal_fd, .events = POLLIN},
+				{.fd = w->wake_fd, .events = POLLIN}};
+	struct exec_progress p;
+
+	pthread_setname_np(pthread_self(), "ckptconv-watch");
+	while (!atomic_load(&w->stop)) {
+		if (poll(fds, 2, WATCH_TICK_MS) > 0 && (fds[0].revents & POLLIN))
+			drain_signals(w);
+		if (atomic_load(&w->stop))
+			break;
+		if (!atomic_load(&w->cancelled)) {
+			conversion_progress(w->conversion, &p);
+			progress_update(&w->display, &p, false);
+		}
+	}
+	return NULL;
+}
+
+/* Blocks SIGINT and SIGTERM (so they reach the watcher only) and starts it.
+ * Called before the pool exists, so no thread can take the signals. */
+static int watcher_start(struct watcher *w, struct conversion *c, sigset_t *saved, struct err *e)
+{
+	sigset_t set;
+	int rc = -1;
+
+	memset(w, 0, sizeof(*w));
+	w->conversion = c;
+	atomic_init(&w->cancelled, false);
+	atomic_init(&w->stop, false);
+	progress_init(&w->display, stderr);
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, saved);
+	w->signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (w->signal_fd < 0) {
+		err_set_errno(e, "internal_error", errno, "cannot watch for signals");
+		goto out_unblock;
+	}
+	w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (w->wake_fd < 0) {
+		err_set_errno(e, "internal_error", errno, "cannot create an eventfd");
+		goto out_close_signal;
+	}
+	errno = pthread_create(&w->thread, NULL, watch, w);
+	if (errno) {
+		err_set_errno(e, "internal_error", errno, "cannot start the progress thread");
+		goto out_close_wake;
+	}
+	return 0;
+
+out_close_wake:
+	close(w->wake_fd);
+out_close_signal:
+	close(w->signal_fd);
+out_unblock:
+	pthread_sigmask(SIG_SETMASK, saved, NULL);
+	return rc;
+}
+
+/* Stops the watcher, completes the display (the final figures after a
+ * success, else just the end of a partly drawn bar), and takes signals that
+ * came too late to cancel anything off the queue. */
+static void watcher_stop(struct watcher *w, const sigset_t *saved, bool succeeded)
+{
+	struct exec_progress p;
+	uint64_t one = 1;
+
+	atomic_store(&w->stop, true);
+	if (write(w->wake_fd, &one, sizeof(one)) < 0)
+		(void)0; /* the watcher sees `stop` at its next tick */
+	pthread_join(w->thread, NULL);
+	if (succeeded) {
+		conversion_progress(w->conversion, &p);
+		progress_update(&w->display, &p, true);
+	} else if (w->display.tty && w->display.last_print > 0 && !atomic_load(&w->cancelled)) {
+		fputc('\n', stderr);
+	}
+	drain_signals(w);
+	close(w->wake_fd);
+	close(w->signal_fd);
+	pthread_sigmask(SIG_SETMASK, saved, NULL);
+}
+
+static json_t *result_files(const struct plan *plan)
+{
+	json_t *files = json_array();
+	size_t i;
+
+	for (i = 0; i < plan->nfiles; i++)
+		json_array_append_new(files, json_string(plan->files[i].name));
+	for (i = 0; i < plan->copy_files.len; i++)
+		json_array_append_new(files, json_string(plan->copy_files.items[i]));
+	if (plan->index_json)
+		json_array_append_new(files, json_string(INDEX_NAME));
+	return files;
+}
+
+static json_t *string_array(const struct strvec *v)
+{
+	json_t *array = json_array();
+	size_t i;
+
+	for (i = 0; v && i < v->len; i++)
+		json_array_append_new(array, json_string(v->items[i]));
+	return array;
+}
+
+static void print_result(const struct conversion *c, const struct convert_args *a, double seconds)
+{
+	const struct plan *plan = conversion_plan(c);
+	const struct strvec *warnings = conversion_warnings(c);
+	double rate = seconds > 0 ? (double)plan->total_bytes / seconds : 0;
+	char size[32];
+	json_t *result;
+	size_t i;
+
+	if (a->json) {
+		result = json_pack("{s:o, s:I, s:I, s:f, s:f, s:o}", "files", result_files(plan),
+				   "tensors", (json_int_t)plan->ntensors, "bytes",
+				   (json_int_t)plan->total_bytes, "seconds", seconds,
+				   "bytes_per_second", rate, "warnings", string_array(warnings));
+		json_dumpf(result, stdout, JSON_COMPACT);
+		fputc('\n', stdout);
+		json_decref(result);
+		return;
+	}
+	for (i = 0; warnings && i < warnings->len; i++)
+		fprintf(stderr, "ckptconv: warning: %s\n", warnings->items[i]);
+	size_format(plan->total_bytes, size, sizeof(size));
+	printf("converted %zu tensors (%s) into %zu file%s in %.2f s (%.2f GB/s): %s\n",
+	       plan->ntensors, size, plan->nfiles, plan->nfiles == 1 ? "" : "s", seconds,
+	       rate / 1e9, a->dst);
+}
+
+/* Runs the prepared conversion with the watcher alongside. */
+static int run_conversion(struct conversion *c, const struct convert_args *a, struct err *e)
+{
+	struct exec_pool *pool;
+	struct watcher w;
+	sigset_t saved;
+	double started = now_seconds();
+	int rc = -1;
+
+	if (watcher_start(&w, c, &saved, e) < 0)
+		goto out;
+	pool = exec_pool_new(a->threads, e);
+	if (!pool)
+		goto out_watcher;
+	rc = conversion_run(c, pool, e);
+	exec_pool_free(pool);
+out_watcher:
+	watcher_stop(&w, &saved, rc == 0);
+	if (rc == 0)
+		print_result(c, a, now_seconds() - started);
+out:
+	return rc;
+}
+
+int cli_convert(int argc, char **argv)
+{
+	struct conversion *c = NULL;
+	struct convert_args a;
+	struct err e = {0};
+	int rc;
+
+	rc = parse_args(argc, argv, &a);
+	if (rc != 0)
+		goto out;
+	if (a.help) {
+		fputs(usage_text, stdout);
+		goto out;
+	}
+	if (conversion_prepare(a.src, a.dst, &a.options, &c, &e) < 0)
+		goto out_error;
+	if (a.dry_run) {
+		plan_print(conversion_plan(c), stdout, a.json);
+		if (!a.json)
+			fprintf(stderr, "ckptconv: dry run: nothing was written to %s\n", a.dst);
+		goto out_free;
+	}
+	if (run_conversion(c, &a, &e) == 0)
+		goto out_free;
+out_error:
+	cli_print_error(&e, a.json);
+	rc = cli_exit_code(&e);
+out_free:
+	conversion_free(c);
+out:
+	return rc;
+}

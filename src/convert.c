@@ -1,3 +1,435 @@
 /* SPDX-License-Identifier: MIT */
-/* convert: not written yet. */
+/*
+ * convert: one conversion, from the source checkpoint to a published
+ * destination.  Preparing validates the options, opens the source, lets the
+ * model adapter detect the layout and build the plan; nothing is written.
+ * Running checks the destination before any data moves, copies the
+ * non-weight files, executes the plan (each shard published as it
+ * completes) and publishes the index last, so a reader that sees the index
+ * (or a lone model.safetensors) sees a complete checkpoint.  A failed or
+ * cancelled run removes everything it published.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ckptconv/adapter.h"
+#include "ckptconv/ckpt.h"
+#include "ckptconv/convert.h"
 #include "ckptconv/err.h"
+#include "ckptconv/exec.h"
+#include "ckptconv/plan.h"
+#include "ckptconv/store.h"
+#include "ckptconv/util.h"
+
+#define INDEX_NAME "model.safetensors.index.json"
+/* Non-weight files up to this size are copied in one read; larger ones are
+ * streamed through a buffer of COPY_CHUNK bytes. */
+#define COPY_WHOLE_MAX (16u << 20)
+#define COPY_CHUNK (4u << 20)
+
+struct conversion {
+	char *src_location, *dst_location;
+	struct convert_options opts;
+	char *exclude;              /* opts.exclude points here */
+	struct ckpt *ckpt;
+	struct plan *plan;
+	struct strvec warnings;
+	struct store *dst;
+	_Atomic(struct exec_run *) run;
+	atomic_bool cancelled;
+	bool ran;
+
+	/* What this conversion published outside exec, for the cleanup. */
+	struct strvec published;
+};
+
+void convert_options_init(struct convert_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->to = LAYOUT_UNKNOWN;
+	o->dtype = DTYPE_CHOICE_AUTO;
+	o->durable = true;
+}
+
+/* ---- preparing ---------------------------------------------------------- */
+
+static int check_options(const struct convert_options *o, struct err *e)
+{
+	if (o->to != LAYOUT_HF && o->to != LAYOUT_NATIVE)
+		return err_set(e, "invalid_option", "the target layout must be native or hf");
+	if (o->to == LAYOUT_HF && (o->ep_size || o->ep_rank))
+		return err_set(e, "invalid_option",
+			       "expert parallelism applies only to conversions to native");
+	if (o->to == LAYOUT_HF && o->dtype != DTYPE_CHOICE_AUTO)
+		return err_set(e, "invalid_option",
+			       "a dtype applies only to conversions to native (to hf keeps dtypes)");
+	if (o->ep_rank && !o->ep_size)
+		return err_set(e, "invalid_option", "an expert-parallel rank needs an expert-parallel size");
+	if (o->ep_size && o->ep_rank >= o->ep_size)
+		return err_set(e, "invalid_option",
+			       "expert-parallel rank %" PRIu32 " is not below the size %" PRIu32,
+			       o->ep_rank, o->ep_size);
+	return 0;
+}
+
+/* The directory a local checkpoint location stands for (a single
+ * *.safetensors file stands for its directory); NULL if it cannot be
+ * resolved. */
+static char *resolved_dir(const char *location)
+{
+	char *path = realpath(location, NULL);
+	struct stat st;
+	char *slash;
+
+	if (!path)
+		return NULL;
+	if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode)) {
+		slash = strrchr(path, '/');
+		if (slash && slash != path)
+			*slash = '\0';
+		else if (slash)
+			slash[1] = '\0';
+	}
+	return path;
+}
+
+static size_t trimmed_len(const char *s)
+{
+	size_t n = strlen(s);
+
+	while (n > 1 && s[n - 1] == '/')
+		n--;
+	return n;
+}
+
+/* Writing into the source's own directory would replace the source. */
+static int check_not_source(const char *src, const char *dst, struct err *e)
+{
+	char *a, *b;
+	bool same;
+
+	if (store_is_remote(src) || store_is_remote(dst)) {
+		same = trimmed_len(src) == trimmed_len(dst) && strncmp(src, dst, trimmed_len(src)) == 0;
+	} else {
+		a = resolved_dir(src);
+		b = realpath(dst, NULL);
+		same = a && b && strcmp(a, b) == 0;
+		free(a);
+		free(b);
+	}
+	if (same)
+		return err_set(e, "invalid_option",
+			       "%s: the destination is the source checkpoint's own location", dst);
+	return 0;
+}
+
+static void collect_warnings(struct conversion *c)
+{
+	const struct strvec *lists[2] = {&c->ckpt->warnings, &c->plan->warnings};
+	size_t l, i, k;
+
+	for (l = 0; l < 2; l++) {
+		for (i = 0; i < lists[l]->len; i++) {
+			bool seen = false;
+
+			for (k = 0; k < c->warnings.len && !seen; k++)
+				seen = strcmp(c->warnings.items[k], lists[l]->items[i]) == 0;
+			if (!seen)
+				strvec_push(&c->warnings, lists[l]->items[i]);
+		}
+	}
+}
+
+static int build_plan(struct conversion *c, const struct adapter *a, enum layout from,
+		      struct err *e)
+{
+	struct adapter_options ao = {
+		.to = c->opts.to, .dtype = c->opts.dtype,
+		.ep_size = c->opts.ep_size, .ep_rank = c->opts.ep_rank,
+	};
+	struct plan_options po = {.max_shard_size = c->opts.max_shard_size, .exclude = c->exclude};
+
+	c->plan = plan_new(c->ckpt, from, c->opts.to);
+	if (a->build_plan(c->ckpt, &ao, c->plan, e) || plan_finish(c->plan, &po, e))
+		return -1;
+	if (c->plan->nfiles == 0)
+		return err_set(e, "invalid_exclude", "%s: the exclude pattern leaves no tensor to write",
+			       c->exclude ? c->exclude : "");
+	return 0;
+}
+
+static int open_and_plan(struct conversion *c, struct err *e)
+{
+	const struct adapter *a;
+	struct model_info info;
+	enum layout from;
+
+	if (ckpt_open(c->src_location, CKPT_REQUIRE_CONFIG, &c->ckpt, e))
+		return -1;
+	a = adapter_for(c->ckpt, e);
+	if (!a || a->describe(c->ckpt, &info, e) || a->detect(c->ckpt, &from, e))
+		return -1;
+	if (from == c->opts.to)
+		return err_set(e, "already_in_layout", "%s is already in %s layout", c->src_location,
+			       layout_name(from));
+	if (build_plan(c, a, from, e))
+		return -1;
+	collect_warnings(c);
+	return 0;
+}
+
+int conversion_prepare(const char *src, const char *dst, const struct convert_options *o,
+		       struct conversion **out, struct err *e)
+{
+	struct conversion *c;
+
+	*out = NULL;
+	if (check_options(o, e) || check_not_source(src, dst, e))
+		return -1;
+	c = xcalloc(1, sizeof(*c));
+	c->src_location = xstrdup(src);
+	c->dst_location = xstrdup(dst);
+	c->opts = *o;
+	c->exclude = o->exclude && *o->exclude ? xstrdup(o->exclude) : NULL;
+	c->opts.exclude = c->exclude;
+	if (open_and_plan(c, e)) {
+		conversion_free(c);
+		return -1;
+	}
+	*out = c;
+	return 0;
+}
+
+void conversion_free(struct conversion *c)
+{
+	if (!c)
+		return;
+	exec_run_free(atomic_load(&c->run));
+	store_free(c->dst);
+	plan_free(c->plan);
+	ckpt_free(c->ckpt);
+	strvec_fini(&c->published);
+	strvec_fini(&c->warnings);
+	free(c->exclude);
+	free(c->dst_location);
+	free(c->src_location);
+	free(c);
+}
+
+const struct plan *conversion_plan(const struct conversion *c)
+{
+	return c->plan;
+}
+
+const struct strvec *conversion_warnings(const struct conversion *c)
+{
+	return &c->warnings;
+}
+
+/* ---- running ------------------------------------------------------------ */
+
+static bool is_cancelled(struct conversion *c)
+{
+	return atomic_load(&c->cancelled);
+}
+
+static int cancelled_error(struct err *e)
+{
+	return err_set(e, "cancelled", "conversion cancelled");
+}
+
+/* Every byte the destination will hold: shards, index, copied files. */
+static int bytes_needed(struct conversion *c, uint64_t *out, struct err *e)
+{
+	const struct strvec *files = &c->plan->copy_files;
+	uint64_t total = c->plan->total_file_bytes;
+	struct store_entry st;
+	size_t i;
+
+	if (c->plan->index_json)
+		total += strlen(c->plan->index_json);
+	for (i = 0; i < files->len; i++) {
+		if (store_stat(c->ckpt->store, files->items[i], &st, e))
+			return -1;
+		if (!u64_add(total, st.size, &total))
+			total = UINT64_MAX;
+	}
+	*out = total;
+	return 0;
+}
+
+static int prepare_destination(struct conversion *c, struct err *e)
+{
+	struct store_output_options so = {
+		.overwrite = c->opts.overwrite, .durable = c->opts.durable,
+	};
+
+	if (store_open(c->dst_location, &c->dst, e) || bytes_needed(c, &so.bytes_needed, e))
+		return -1;
+	return store_prepare_output(c->dst, &so, e);
+}
+
+/* Copies a file too large to hold in memory in bounded chunks. */
+static int stream_file(struct conversion *c, const char *name, uint64_t size, struct err *e)
+{
+	struct store_writer *w;
+	unsigned char *buf;
+	uint64_t off;
+	int rc = -1;
+
+	if (store_writer_open(c->dst, name, size, &w, e))
+		return -1;
+	buf = xmalloc(COPY_CHUNK);
+	for (off = 0; off < size; off += COPY_CHUNK) {
+		size_t len = size - off < COPY_CHUNK ? (size_t)(size - off) : COPY_CHUNK;
+
+		if (is_cancelled(c)) {
+			cancelled_error(e);
+			goto out_abort;
+		}
+		if (store_read(c->ckpt->store, name, off, buf, len, e) ||
+		    store_writer_write(w, off, buf, len, e))
+			goto out_abort;
+	}
+	free(buf);
+	return store_writer_commit(w, e);
+out_abort:
+	store_writer_abort(w);
+	free(buf);
+	return rc;
+}
+
+static int copy_file(struct conversion *c, const char *name, struct err *e)
+{
+	struct store_entry st;
+	size_t len;
+	char *data;
+	int rc;
+
+	if (store_stat(c->ckpt->store, name, &st, e))
+		return -1;
+	if (st.size > COPY_WHOLE_MAX)
+		return stream_file(c, name, st.size, e);
+	if (store_read_file(c->ckpt->store, name, COPY_WHOLE_MAX, &data, &len, e))
+		return -1;
+	rc = store_put(c->dst, name, data, len, e);
+	free(data);
+	return rc;
+}
+
+/* The non-weight files (config.json, tokenizer, ...), before the weights. */
+static int copy_files(struct conversion *c, struct err *e)
+{
+	const struct strvec *files = &c->plan->copy_files;
+	size_t i;
+
+	for (i = 0; i < files->len; i++) {
+		if (is_cancelled(c))
+			return cancelled_error(e);
+		strvec_push(&c->published, files->items[i]);
+		if (copy_file(c, files->items[i], e))
+			return -1;
+	}
+	return 0;
+}
+
+static int execute_plan(struct conversion *c, struct exec_pool *pool, struct err *e)
+{
+	struct exec_options eo = {.max_bytes_per_second = c->opts.max_bytes_per_second};
+	struct exec_run *run = exec_run_new(c->plan, c->ckpt->store, c->dst, &eo);
+
+	atomic_store(&c->run, run);
+	if (is_cancelled(c))
+		exec_run_cancel(run);
+	return exec_run_execute(run, pool, e);
+}
+
+/* The index last: its presence says the checkpoint is complete. */
+static int publish_index(struct conversion *c, struct err *e)
+{
+	const char *json = c->plan->index_json;
+
+	if (is_cancelled(c))
+		return cancelled_error(e);
+	if (!json)
+		return 0;
+	strvec_push(&c->published, INDEX_NAME);
+	return store_put(c->dst, INDEX_NAME, json, strlen(json), e);
+}
+
+/* Removes what the run published besides the shards (exec removes those),
+ * index first; after a successful exec the shards are ours to remove too. */
+static void remove_published(struct conversion *c, bool shards)
+{
+	size_t i;
+
+	for (i = c->published.len; i > 0; i--)
+		store_remove(c->dst, c->published.items[i - 1], NULL);
+	for (i = 0; shards && i < c->plan->nfiles; i++)
+		store_remove(c->dst, c->plan->files[i].name, NULL);
+}
+
+int conversion_run(struct conversion *c, struct exec_pool *pool, struct err *e)
+{
+	bool shards_published = false;
+	int rc = -1;
+
+	if (c->ran)
+		return err_set(e, "internal_error", "a conversion runs only once");
+	c->ran = true;
+	if (is_cancelled(c)) {
+		cancelled_error(e);
+		goto out;
+	}
+	if (prepare_destination(c, e))
+		goto out;
+	if (copy_files(c, e) || execute_plan(c, pool, e))
+		goto out_remove;
+	shards_published = true;
+	if (publish_index(c, e))
+		goto out_remove;
+	rc = 0;
+	goto out;
+out_remove:
+	remove_published(c, shards_published);
+out:
+	return rc;
+}
+
+void conversion_cancel(struct conversion *c)
+{
+	struct exec_run *run;
+
+	atomic_store(&c->cancelled, true);
+	run = atomic_load(&c->run);
+	if (run)
+		exec_run_cancel(run);
+}
+
+void conversion_progress(const struct conversion *c, struct exec_progress *out)
+{
+	struct exec_run *run = atomic_load(&((struct conversion *)c)->run);
+
+	if (run)
+		exec_run_progress(run, out);
+	else
+		memset(out, 0, sizeof(*out));
+}
+
+enum tensor_state conversion_tensor_state(const struct conversion *c, size_t tensor)
+{
+	struct exec_run *run = atomic_load(&((struct conversion *)c)->run);
+
+	return run ? exec_run_tensor_state(run, tensor) : TENSOR_PENDING;
+}
+
+size_t conversion_in_flight(const struct conversion *c, uint32_t *out, size_t max)
+{
+	struct exec_run *run = atomic_load(&((struct conversion *)c)->run);
+
+	return run ? exec_run_in_flight(run, out, max) : 0;
+}

@@ -35,9 +35,11 @@ static const struct err_code catalogue[] = {
 	{"queue_full", 429, "Too many jobs are queued; retry later."},
 	{"draining", 503, "The service is shutting down and accepts no new jobs."},
 	{"not_ready", 503, "The service is not ready (starting, draining or its state dir is not writable)."},
+	{"unhealthy", 503, "ckptconv healthcheck got no HTTP 200 from the daemon (no answer, a timeout or another status)."},
 	/* source checkpoint */
 	{"source_not_found", 422, "The source does not exist."},
 	{"source_unreadable", 422, "The source cannot be read."},
+	{"invalid_location", 400, "A location is empty or uses a scheme this build cannot serve."},
 	{"not_a_checkpoint", 422, "The source holds no safetensors checkpoint."},
 	{"index_invalid", 422, "model.safetensors.index.json is not a valid index."},
 	{"index_missing_file", 422, "The index names a file that does not exist."},

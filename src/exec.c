@@ -1,3 +1,934 @@
 /* SPDX-License-Identifier: MIT */
-/* exec: not written yet. */
+/*
+ * exec: the worker pool and the runs it executes.  A run flattens its plan
+ * into work items (one per piece, in plan order); idle workers take the next
+ * unclaimed item from the active runs in turn, read the sources through
+ * bounded views, assemble the piece in their own buffer (or write a plain
+ * copy straight from the view) and write it at its final offset.  The worker
+ * that completes a file's last piece commits the file.  A run's read-rate
+ * cap is applied when its pieces are handed out, so a throttled run never
+ * holds a worker idle that another run could use.  A SIGBUS raised by a
+ * source truncated under a mapping is caught on the worker and fails only
+ * that run.  The first failure or a cancellation stops the run: no new
+ * pieces are handed out, pieces in flight finish, unfinished outputs are
+ * aborted and files the run had committed are removed.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ckptconv/ckpt.h"
 #include "ckptconv/err.h"
+#include "ckptconv/exec.h"
+#include "ckptconv/kernels.h"
+#include "ckptconv/plan.h"
+#include "ckptconv/store.h"
+#include "ckptconv/util.h"
+
+struct work_item {
+	uint32_t tensor;
+	uint32_t piece;
+	uint64_t source_bytes;      /* what the rate cap charges for it */
+};
+
+struct worker {
+	struct exec_pool *pool;
+	unsigned index;
+	pthread_t thread;
+	bool started;
+	unsigned char *buffer;      /* PLAN_PIECE_MAX bytes, this worker's only */
+	struct store_view view;     /* the view being read; survives a fault */
+};
+
+struct exec_pool {
+	pthread_mutex_t lock;
+	pthread_cond_t work;        /* signalled when pieces become available
+				     * (CLOCK_MONOTONIC, for rate-capped runs) */
+	unsigned nthreads;
+	struct worker *workers;
+	bool stopping;              /* lock */
+	struct exec_run *runs;      /* active runs, lock */
+	struct exec_run *next_run;  /* where the round-robin resumes, lock */
+	_Atomic unsigned busy;
+};
+
+struct exec_run {
+	const struct plan *plan;
+	struct store *src, *dst;
+	uint64_t max_bytes_per_second;
+	bool *skip_file;            /* nfiles entries */
+	bool fast_copy;             /* plain copies may be written from views */
+
+	struct work_item *items;
+	size_t nitems;
+
+	/* Scheduling, protected by the pool's lock. */
+	struct exec_run *next;      /* in pool->runs */
+	pthread_cond_t changed;     /* a piece finished or the run stopped */
+	size_t next_item, items_finished, in_flight;
+	bool stopped;
+	bool executed;
+	double rate_next;           /* when the next piece may be handed out */
+
+	_Atomic(struct exec_pool *) pool;
+	atomic_bool cancelled;
+	atomic_bool failed;
+
+	pthread_mutex_t err_lock;
+	struct err err;             /* first failure, err_lock */
+
+	/* Outputs. */
+	struct store_writer **writers;  /* NULL once committed or aborted */
+	bool *published;
+	_Atomic uint64_t *file_remaining;
+	_Atomic uint32_t *tensor_remaining;
+	atomic_uchar *tensor_state;
+
+	/* Progress. */
+	uint64_t tensors_total, bytes_total;
+	_Atomic uint64_t tensors_done, bytes_done;
+	_Atomic uint64_t start_ns, end_ns;
+	_Atomic(_Atomic uint32_t *) slots;  /* per worker: tensor + 1, 0 = idle */
+	_Atomic unsigned nslots;
+};
+
+const char *tensor_state_name(enum tensor_state s)
+{
+	switch (s) {
+	case TENSOR_PENDING: return "pending";
+	case TENSOR_RUNNING: return "running";
+	case TENSOR_DONE: return "done";
+	case TENSOR_FAILED: return "failed";
+	}
+	return "unknown";
+}
+
+/* ---- CPUs this process may use ---------------------------------------- */
+
+unsigned exec_cpu_quota_limit(const char *cpu_max)
+{
+	unsigned long long quota, period;
+
+	if (sscanf(cpu_max, "%llu %llu", &quota, &period) != 2 || period == 0 || quota == 0)
+		return 0;
+	return (unsigned)((quota + period - 1) / period);
+}
+
+static unsigned quota_from_file(const char *path)
+{
+	char text[128];
+	size_t n;
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return 0;
+	n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	return exec_cpu_quota_limit(text);
+}
+
+/* The cgroup v2 path of this process ("/" in a container's namespace). */
+static int own_cgroup_path(char *out, size_t len)
+{
+	char line[4096];
+	int found = -1;
+	FILE *f = fopen("/proc/self/cgroup", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "0::", 3) == 0) {
+			line[strcspn(line, "\n")] = '\0';
+			snprintf(out, len, "%s", line + 3);
+			found = 0;
+			break;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+/* The tightest cpu.max quota on the way from our cgroup to the root. */
+static unsigned cgroup_cpu_limit(void)
+{
+	char path[4096], file[4200];
+	unsigned limit = quota_from_file("/sys/fs/cgroup/cpu.max");
+	char *slash;
+
+	if (own_cgroup_path(path, sizeof(path)) != 0)
+		return limit;
+	while (path[0] && strcmp(path, "/") != 0) {
+		unsigned q;
+
+		snprintf(file, sizeof(file), "/sys/fs/cgroup%s/cpu.max", path);
+		q = quota_from_file(file);
+		if (q && (!limit || q < limit))
+			limit = q;
+		slash = strrchr(path, '/');
+		if (!slash)
+			break;
+		*slash = '\0';
+	}
+	return limit;
+}
+
+unsigned exec_cpus_available(void)
+{
+	cpu_set_t set;
+	unsigned n = 1, limit;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		n = (unsigned)CPU_COUNT(&set);
+	limit = cgroup_cpu_limit();
+	if (limit && limit < n)
+		n = limit;
+	return n ? n : 1;
+}
+
+/* ---- SIGBUS from truncated sources ------------------------------------ */
+
+static __thread sigjmp_buf *volatile fault_jump;
+static pthread_once_t fault_handler_once = PTHREAD_ONCE_INIT;
+
+static void on_fault(int sig, siginfo_t *info, void *context)
+{
+	(void)info;
+	(void)context;
+	if (fault_jump)
+		siglongjmp(*fault_jump, 1);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void install_fault_handler(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_fault;
+	sa.sa_flags = SA_SIGINFO;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, NULL);
+}
+
+/* Runs an op over mapped source bytes; false when the source faulted. */
+static bool run_op_guarded(const struct plan_op *op, const unsigned char *src, unsigned char *dst)
+{
+	sigjmp_buf jump;
+
+	if (sigsetjmp(jump, 1)) {
+		fault_jump = NULL;
+		return false;
+	}
+	fault_jump = &jump;
+	kern_run_op(op, src, dst);
+	fault_jump = NULL;
+	return true;
+}
+
+/* ---- failing and stopping a run --------------------------------------- */
+
+static void run_record_error(struct exec_run *run, const struct err *e)
+{
+	pthread_mutex_lock(&run->err_lock);
+	if (!run->err.code && e->code)
+		run->err = *e;
+	pthread_mutex_unlock(&run->err_lock);
+	if (e->code && strcmp(e->code, "cancelled") != 0)
+		atomic_store(&run->failed, true);
+}
+
+static bool run_stopping(const struct exec_run *run)
+{
+	return atomic_load(&run->cancelled) || atomic_load(&run->failed);
+}
+
+static int cancelled_error(struct err *e)
+{
+	return err_set(e, "cancelled", "conversion cancelled");
+}
+
+
+/* ---- executing one piece ---------------------------------------------- */
+
+static const char *source_file_name(const struct exec_run *run, const struct plan_op *op)
+{
+	const struct ckpt *c = run->plan->src;
+
+	return c->files[c->tensors[op->src].file].name;
+}
+
+static uint64_t op_window_len(const struct plan_op *op)
+{
+	return (op->rows - 1) * op->src_stride + op->cols * dtype_size(op->src_dtype);
+}
+
+static int source_truncated(struct err *e, const struct exec_run *run, const char *file)
+{
+	return err_set(e, "source_truncated",
+		       "%s/%s: source file shrank while being read (truncated during conversion?)",
+		       run->src->location, file);
+}
+
+/* Maps the op's source window into w->view. */
+static int view_op_source(struct worker *w, struct exec_run *run, const struct plan_op *op,
+			  struct err *e)
+{
+	const struct ckpt_tensor *t = &run->plan->src->tensors[op->src];
+	const char *file = source_file_name(run, op);
+	uint64_t len = op_window_len(op);
+	int rc;
+
+	rc = store_view(run->src, file, t->offset + op->src_offset, (size_t)len, &w->view, e);
+	if (rc != 0 && e->code && strcmp(e->code, "file_truncated") == 0) {
+		/* The file was whole when the checkpoint was opened. */
+		err_clear(e);
+		return source_truncated(e, run, file);
+	}
+	return rc;
+}
+
+static void release_view(struct worker *w)
+{
+	if (w->view.base || w->view.data) {
+		store_view_release(&w->view);
+		memset(&w->view, 0, sizeof(w->view));
+	}
+}
+
+/* A plain copy: same dtype, no transpose, contiguous source and
+ * destination, so its bytes are the view's bytes. */
+static bool op_is_plain_copy(const struct plan_op *op)
+{
+	uint64_t row_bytes = op->cols * dtype_size(op->src_dtype);
+
+	return !op->transpose && op->src_dtype == op->dst_dtype &&
+	       (op->rows == 1 || (op->src_stride == row_bytes && op->dst_stride == row_bytes));
+}
+
+static bool piece_is_plain_copy(const struct plan_tensor *t, const struct plan_piece *pc)
+{
+	uint32_t i;
+
+	for (i = 0; i < pc->nops; i++)
+		if (!op_is_plain_copy(&t->ops[pc->first_op + i]))
+			return false;
+	return true;
+}
+
+/* Writes bytes that come from a source mapping: a fault while the kernel
+ * reads the mapping arrives as EFAULT instead of SIGBUS. */
+static int write_from_view(const struct exec_run *run, struct store_writer *wr, uint64_t off,
+			   const struct store_view *v, const char *file, struct err *e)
+{
+	struct err werr;
+
+	err_clear(&werr);
+	if (store_writer_write(wr, off, v->data, v->len, &werr) == 0)
+		return 0;
+	if (werr.errnum == EFAULT)
+		return source_truncated(e, run, file);
+	*e = werr;
+	return -1;
+}
+
+static int write_plain_copy(struct worker *w, struct exec_run *run, const struct plan_tensor *t,
+			    const struct plan_piece *pc, struct err *e)
+{
+	struct store_writer *wr = run->writers[t->file];
+	uint32_t i;
+	int rc = 0;
+
+	for (i = 0; i < pc->nops && rc == 0; i++) {
+		const struct plan_op *op = &t->ops[pc->first_op + i];
+		uint64_t off = t->offset + pc->offset + op->dst_offset;
+
+		if (view_op_source(w, run, op, e) != 0)
+			return -1;
+		rc = write_from_view(run, wr, off, &w->view, source_file_name(run, op), e);
+		release_view(w);
+	}
+	return rc;
+}
+
+static int assemble_piece(struct worker *w, struct exec_run *run, const struct plan_tensor *t,
+			  const struct plan_piece *pc, struct err *e)
+{
+	uint32_t i;
+
+	for (i = 0; i < pc->nops; i++) {
+		const struct plan_op *op = &t->ops[pc->first_op + i];
+		bool ok;
+
+		if (view_op_source(w, run, op, e) != 0)
+			return -1;
+		ok = run_op_guarded(op, w->view.data, w->buffer);
+		release_view(w);
+		if (!ok)
+			return source_truncated(e, run, source_file_name(run, op));
+	}
+	return store_writer_write(run->writers[t->file], t->offset + pc->offset, w->buffer,
+				  (size_t)pc->nbytes, e);
+}
+
+static int write_piece(struct worker *w, struct exec_run *run, const struct work_item *it,
+		       struct err *e)
+{
+	const struct plan_tensor *t = &run->plan->tensors[it->tensor];
+	const struct plan_piece *pc = &t->pieces[it->piece];
+
+	if (run->fast_copy && piece_is_plain_copy(t, pc))
+		return write_plain_copy(w, run, t, pc, e);
+	if (!w->buffer)
+		w->buffer = xmalloc(PLAN_PIECE_MAX);
+	return assemble_piece(w, run, t, pc, e);
+}
+
+/* The file's last piece is written: make it durable and publish it. */
+static int commit_file(struct exec_run *run, uint32_t file, struct err *e)
+{
+	struct store_writer *wr = run->writers[file];
+
+	if (atomic_load(&run->failed))
+		return 0;   /* run_cleanup aborts it */
+	run->writers[file] = NULL;
+	if (store_writer_commit(wr, e) != 0)
+		return -1;
+	run->published[file] = true;
+	return 0;
+}
+
+static int finish_piece(struct exec_run *run, const struct work_item *it, struct err *e)
+{
+	const struct plan_tensor *t = &run->plan->tensors[it->tensor];
+
+	atomic_fetch_add(&run->bytes_done, t->pieces[it->piece].nbytes);
+	if (atomic_fetch_sub(&run->tensor_remaining[it->tensor], 1) == 1) {
+		atomic_store(&run->tensor_state[it->tensor], TENSOR_DONE);
+		atomic_fetch_add(&run->tensors_done, 1);
+	}
+	if (atomic_fetch_sub(&run->file_remaining[t->file], 1) == 1)
+		return commit_file(run, t->file, e);
+	return 0;
+}
+
+static bool run_item(struct worker *w, struct exec_run *run, size_t item)
+{
+	const struct work_item *it = &run->items[item];
+	_Atomic uint32_t *slots = atomic_load(&run->slots);
+	unsigned char pending = TENSOR_PENDING;
+	struct err e;
+	int rc;
+
+	err_clear(&e);
+	atomic_store(&slots[w->index], it->tensor + 1);
+	atomic_compare_exchange_strong(&run->tensor_state[it->tensor], &pending, TENSOR_RUNNING);
+	rc = write_piece(w, run, it, &e);
+	if (rc == 0)
+		rc = finish_piece(run, it, &e);
+	atomic_store(&slots[w->index], 0);
+	if (rc == 0)
+		return true;
+	if (e.code && strcmp(e.code, "cancelled") != 0) {
+		atomic_store(&run->tensor_state[it->tensor], TENSOR_FAILED);
+		err_set_tensor(&e, run->plan->tensors[it->tensor].name);
+	}
+	run_record_error(run, &e);
+	return false;
+}
+
+/* ---- the pool ---------------------------------------------------------- */
+
+static bool run_has_work(const struct exec_run *run)
+{
+	return !run->stopped && !run_stopping(run) && run->next_item < run->nitems;
+}
+
+/* The rate cap: a capped run's pieces are handed out no faster than its
+ * rate allows, so waiting for it never occupies a worker that another run
+ * could use.  Pool lock held. */
+static bool rate_allows(struct exec_run *run, double now, double *wake)
+{
+	if (!run->max_bytes_per_second)
+		return true;
+	if (run->rate_next > now) {
+		if (*wake == 0 || run->rate_next < *wake)
+			*wake = run->rate_next;
+		return false;
+	}
+	run->rate_next = now + (double)run->items[run->next_item].source_bytes /
+				       (double)run->max_bytes_per_second;
+	return true;
+}
+
+/* Takes the next piece from the runs in turn; pool lock held.  *wake is
+ * set to when a rate-capped run may next be served (0 = no such run). */
+static struct exec_run *claim_piece(struct exec_pool *pool, size_t *item, double *wake)
+{
+	struct exec_run *start = pool->next_run ? pool->next_run : pool->runs;
+	struct exec_run *run = start;
+	double now = now_seconds();
+
+	*wake = 0;
+	if (!run)
+		return NULL;
+	do {
+		if (run_has_work(run) && rate_allows(run, now, wake)) {
+			*item = run->next_item++;
+			run->in_flight++;
+			pool->next_run = run->next ? run->next : pool->runs;
+			return run;
+		}
+		run = run->next ? run->next : pool->runs;
+	} while (run != start);
+	return NULL;
+}
+
+/* Sleeps until work arrives or, with a rate-capped run waiting, until
+ * its next piece is due.  Pool lock held. */
+static void wait_for_work(struct exec_pool *pool, double wake)
+{
+	struct timespec ts;
+
+	if (wake == 0) {
+		pthread_cond_wait(&pool->work, &pool->lock);
+		return;
+	}
+	ts.tv_sec = (time_t)wake;
+	ts.tv_nsec = (long)((wake - (double)ts.tv_sec) * 1e9);
+	if (ts.tv_nsec >= 1000000000L)
+		ts.tv_nsec = 999999999L;
+	pthread_cond_timedwait(&pool->work, &pool->lock, &ts);
+}
+
+static bool run_settled(const struct exec_run *run)
+{
+	return run->items_finished == run->nitems || (run->stopped && run->in_flight == 0);
+}
+
+/* Pool lock held. */
+static void release_piece(struct exec_run *run, bool ok)
+{
+	run->in_flight--;
+	if (ok)
+		run->items_finished++;
+	else
+		run->stopped = true;
+	if (run_settled(run) || run->stopped)
+		pthread_cond_broadcast(&run->changed);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct exec_pool *pool = w->pool;
+	char name[16];
+
+	snprintf(name, sizeof(name), "ckptconv-w%u", w->index);
+	pthread_setname_np(pthread_self(), name);
+	pthread_mutex_lock(&pool->lock);
+	while (!pool->stopping) {
+		struct exec_run *run;
+		double wake;
+		size_t item;
+		bool ok;
+
+		run = claim_piece(pool, &item, &wake);
+		if (!run) {
+			wait_for_work(pool, wake);
+			continue;
+		}
+		atomic_fetch_add(&pool->busy, 1);
+		pthread_mutex_unlock(&pool->lock);
+		ok = run_item(w, run, item);
+		pthread_mutex_lock(&pool->lock);
+		atomic_fetch_sub(&pool->busy, 1);
+		release_piece(run, ok);
+	}
+	pthread_mutex_unlock(&pool->lock);
+	free(w->buffer);
+	w->buffer = NULL;
+	return NULL;
+}
+
+static int start_worker(struct worker *w, struct err *e)
+{
+	sigset_t all, old;
+	int rc;
+
+	/* Created with every signal but the fault signals blocked, so the
+	 * process's handlers run on the threads that expect them. */
+	sigfillset(&all);
+	sigdelset(&all, SIGBUS);
+	sigdelset(&all, SIGSEGV);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&w->thread, NULL, worker_main, w);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0)
+		return err_set_errno(e, "internal_error", rc, "cannot start worker thread %u", w->index);
+	w->started = true;
+	return 0;
+}
+
+struct exec_pool *exec_pool_new(unsigned threads, struct err *e)
+{
+	struct exec_pool *pool = xcalloc(1, sizeof(*pool));
+	pthread_condattr_t attr;
+	unsigned i;
+
+	pthread_once(&fault_handler_once, install_fault_handler);
+	pool->nthreads = threads ? threads : exec_cpus_available();
+	pthread_mutex_init(&pool->lock, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&pool->work, &attr);
+	pthread_condattr_destroy(&attr);
+	pool->workers = xcalloc(pool->nthreads, sizeof(*pool->workers));
+	for (i = 0; i < pool->nthreads; i++) {
+		pool->workers[i].pool = pool;
+		pool->workers[i].index = i;
+		if (start_worker(&pool->workers[i], e) != 0)
+			goto out_free;
+	}
+	return pool;
+out_free:
+	exec_pool_free(pool);
+	return NULL;
+}
+
+void exec_pool_free(struct exec_pool *pool)
+{
+	unsigned i;
+
+	if (!pool)
+		return;
+	pthread_mutex_lock(&pool->lock);
+	pool->stopping = true;
+	pthread_cond_broadcast(&pool->work);
+	pthread_mutex_unlock(&pool->lock);
+	for (i = 0; i < pool->nthreads; i++)
+		if (pool->workers[i].started)
+			pthread_join(pool->workers[i].thread, NULL);
+	pthread_cond_destroy(&pool->work);
+	pthread_mutex_destroy(&pool->lock);
+	free(pool->workers);
+	free(pool);
+}
+
+unsigned exec_pool_threads(const struct exec_pool *pool)
+{
+	return pool->nthreads;
+}
+
+unsigned exec_pool_busy(const struct exec_pool *pool)
+{
+	return atomic_load(&((struct exec_pool *)pool)->busy);
+}
+
+/* ---- runs -------------------------------------------------------------- */
+
+static bool file_skipped(const struct exec_run *run, uint32_t file)
+{
+	return run->skip_file && run->skip_file[file];
+}
+
+static uint64_t piece_source_bytes(const struct plan_tensor *t, const struct plan_piece *pc)
+{
+	uint64_t n = 0;
+	uint32_t i;
+
+	for (i = 0; i < pc->nops; i++)
+		n += op_window_len(&t->ops[pc->first_op + i]);
+	return n;
+}
+
+/* Work items in plan order, and the counts that tell when a tensor or a
+ * file is complete. */
+static void run_flatten(struct exec_run *run)
+{
+	const struct plan *p = run->plan;
+	size_t t, n = 0;
+	uint32_t k;
+
+	for (t = 0; t < p->ntensors; t++)
+		if (!file_skipped(run, p->tensors[t].file))
+			n += p->tensors[t].npieces;
+	run->items = xcalloc(n, sizeof(*run->items));
+	for (t = 0; t < p->ntensors; t++) {
+		const struct plan_tensor *pt = &p->tensors[t];
+
+		if (file_skipped(run, pt->file))
+			continue;
+		for (k = 0; k < pt->npieces; k++)
+			run->items[run->nitems++] =
+				(struct work_item){(uint32_t)t, k, piece_source_bytes(pt, &pt->pieces[k])};
+		atomic_init(&run->tensor_remaining[t], pt->npieces);
+		atomic_fetch_add(&run->file_remaining[pt->file], pt->npieces);
+		run->tensors_total++;
+		run->bytes_total += pt->nbytes;
+	}
+}
+
+struct exec_run *exec_run_new(const struct plan *plan, struct store *src, struct store *dst,
+			      const struct exec_options *o)
+{
+	struct exec_run *run = xcalloc(1, sizeof(*run));
+	size_t i;
+
+	run->plan = plan;
+	run->src = src;
+	run->dst = dst;
+	run->max_bytes_per_second = o ? o->max_bytes_per_second : 0;
+	/* A store that copies out of our buffers could fault on a mapping
+	 * outside our guard; only a local destination writes from views. */
+	run->fast_copy = dst && strcmp(dst->backend->scheme, "file") == 0;
+	run->skip_file = xcalloc(plan->nfiles, sizeof(bool));
+	if (o && o->skip_file)
+		memcpy(run->skip_file, o->skip_file, plan->nfiles * sizeof(bool));
+	run->writers = xcalloc(plan->nfiles, sizeof(*run->writers));
+	run->published = xcalloc(plan->nfiles, sizeof(bool));
+	run->file_remaining = xcalloc(plan->nfiles, sizeof(*run->file_remaining));
+	run->tensor_remaining = xcalloc(plan->ntensors, sizeof(*run->tensor_remaining));
+	run->tensor_state = xcalloc(plan->ntensors, sizeof(*run->tensor_state));
+	for (i = 0; i < plan->ntensors; i++)
+		atomic_init(&run->tensor_state[i], TENSOR_PENDING);
+	pthread_cond_init(&run->changed, NULL);
+	pthread_mutex_init(&run->err_lock, NULL);
+	run_flatten(run);
+	return run;
+}
+
+void exec_run_free(struct exec_run *run)
+{
+	size_t i;
+
+	if (!run)
+		return;
+	for (i = 0; i < run->plan->nfiles; i++)
+		store_writer_abort(run->writers[i]);
+	pthread_mutex_destroy(&run->err_lock);
+	pthread_cond_destroy(&run->changed);
+	free((void *)atomic_load(&run->slots));
+	free(run->tensor_state);
+	free(run->tensor_remaining);
+	free(run->file_remaining);
+	free(run->published);
+	free(run->writers);
+	free(run->skip_file);
+	free(run->items);
+	free(run);
+}
+
+void exec_run_cancel(struct exec_run *run)
+{
+	struct exec_pool *pool;
+
+	atomic_store(&run->cancelled, true);
+	pool = atomic_load(&run->pool);
+	if (pool) {
+		pthread_mutex_lock(&pool->lock);
+		pthread_cond_broadcast(&run->changed);
+		pthread_mutex_unlock(&pool->lock);
+	}
+}
+
+static uint64_t monotonic_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* Opens a temporary output per file and writes its header. */
+static int open_writers(struct exec_run *run, struct err *e)
+{
+	const struct plan *p = run->plan;
+	size_t f;
+
+	for (f = 0; f < p->nfiles; f++) {
+		const struct plan_file *pf = &p->files[f];
+
+		if (file_skipped(run, (uint32_t)f))
+			continue;
+		if (store_writer_open(run->dst, pf->name, pf->size, &run->writers[f], e) != 0)
+			return -1;
+		if (store_writer_write(run->writers[f], 0, pf->header, pf->header_len, e) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Files and tensors without data bytes are complete before any piece. */
+static int finish_empty(struct exec_run *run, struct err *e)
+{
+	const struct plan *p = run->plan;
+	size_t i;
+
+	for (i = 0; i < p->ntensors; i++) {
+		if (file_skipped(run, p->tensors[i].file) || p->tensors[i].npieces)
+			continue;
+		atomic_store(&run->tensor_state[i], TENSOR_DONE);
+		atomic_fetch_add(&run->tensors_done, 1);
+	}
+	for (i = 0; i < p->nfiles; i++)
+		if (run->writers[i] && atomic_load(&run->file_remaining[i]) == 0 &&
+		    commit_file(run, (uint32_t)i, e) != 0)
+			return -1;
+	return 0;
+}
+
+static void pool_register(struct exec_pool *pool, struct exec_run *run)
+{
+	run->next = pool->runs;
+	pool->runs = run;
+	pthread_cond_broadcast(&pool->work);
+}
+
+static void pool_unregister(struct exec_pool *pool, struct exec_run *run)
+{
+	struct exec_run **p;
+
+	for (p = &pool->runs; *p; p = &(*p)->next) {
+		if (*p == run) {
+			*p = run->next;
+			break;
+		}
+	}
+	if (pool->next_run == run)
+		pool->next_run = pool->runs;
+	run->next = NULL;
+}
+
+/* Blocks until every piece is written, or until the run stopped and no
+ * piece is in flight any more. */
+static void wait_for_run(struct exec_pool *pool, struct exec_run *run)
+{
+	pthread_mutex_lock(&pool->lock);
+	pool_register(pool, run);
+	for (;;) {
+		if (run_stopping(run))
+			run->stopped = true;
+		if (run_settled(run))
+			break;
+		pthread_cond_wait(&run->changed, &pool->lock);
+	}
+	pool_unregister(pool, run);
+	pthread_mutex_unlock(&pool->lock);
+}
+
+/* Undoes a failed run: unfinished outputs discarded, published ones removed. */
+static void run_cleanup(struct exec_run *run)
+{
+	const struct plan *p = run->plan;
+	size_t i;
+
+	for (i = 0; i < p->nfiles; i++) {
+		store_writer_abort(run->writers[i]);
+		run->writers[i] = NULL;
+		if (run->published[i]) {
+			store_remove(run->dst, p->files[i].name, NULL);
+			run->published[i] = false;
+		}
+	}
+	for (i = 0; i < p->ntensors; i++) {
+		unsigned char running = TENSOR_RUNNING;
+
+		atomic_compare_exchange_strong(&run->tensor_state[i], &running, TENSOR_PENDING);
+	}
+}
+
+static int run_result(struct exec_run *run, struct err *e)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&run->err_lock);
+	if (run->err.code) {
+		if (e && !e->code)
+			*e = run->err;
+		rc = -1;
+	}
+	pthread_mutex_unlock(&run->err_lock);
+	if (rc == 0 && run->items_finished < run->nitems) {
+		/* Stopped without an error of its own: a cancel. */
+		rc = cancelled_error(e);
+	}
+	return rc;
+}
+
+int exec_run_execute(struct exec_run *run, struct exec_pool *pool, struct err *e)
+{
+	struct err local;
+	int rc = -1;
+
+	err_clear(&local);
+	if (run->executed)
+		return err_set(e, "internal_error", "a run executes only once");
+	run->executed = true;
+	atomic_store(&run->slots, xcalloc(pool->nthreads, sizeof(_Atomic uint32_t)));
+	atomic_store(&run->nslots, pool->nthreads);
+	atomic_store(&run->start_ns, monotonic_ns());
+	atomic_store(&run->pool, pool);
+	if (atomic_load(&run->cancelled))
+		cancelled_error(&local);
+	else if (open_writers(run, &local) == 0 && finish_empty(run, &local) == 0)
+		wait_for_run(pool, run);
+	if (local.code)
+		run_record_error(run, &local);
+	rc = run_result(run, e);
+	if (rc != 0)
+		run_cleanup(run);
+	atomic_store(&run->end_ns, monotonic_ns());
+	return rc;
+}
+
+void exec_run_progress(const struct exec_run *run, struct exec_progress *out)
+{
+	struct exec_run *r = (struct exec_run *)run;
+	uint64_t start = atomic_load(&r->start_ns), end = atomic_load(&r->end_ns);
+
+	memset(out, 0, sizeof(*out));
+	out->tensors_total = run->tensors_total;
+	out->bytes_total = run->bytes_total;
+	out->tensors_done = atomic_load(&r->tensors_done);
+	out->bytes_done = atomic_load(&r->bytes_done);
+	if (start)
+		out->elapsed_seconds = (double)((end ? end : monotonic_ns()) - start) / 1e9;
+}
+
+enum tensor_state exec_run_tensor_state(const struct exec_run *run, size_t tensor)
+{
+	if (tensor >= run->plan->ntensors)
+		return TENSOR_PENDING;
+	return (enum tensor_state)atomic_load(&((struct exec_run *)run)->tensor_state[tensor]);
+}
+
+size_t exec_run_in_flight(const struct exec_run *run, uint32_t *out, size_t max)
+{
+	struct exec_run *r = (struct exec_run *)run;
+	_Atomic uint32_t *slots = atomic_load(&r->slots);
+	unsigned i, nslots = atomic_load(&r->nslots);
+	size_t n = 0, k;
+
+	if (!slots)
+		return 0;
+	for (i = 0; i < nslots && n < max; i++) {
+		uint32_t v = atomic_load(&slots[i]);
+		bool seen = false;
+
+		if (!v)
+			continue;
+		for (k = 0; k < n && !seen; k++)
+			seen = out[k] == v - 1;
+		if (!seen)
+			out[n++] = v - 1;
+	}
+	return n;
+}

@@ -1,3 +1,191 @@
 /* SPDX-License-Identifier: MIT */
-/* store: not written yet. */
+/*
+ * store: picks the backend for a location by its scheme (s3:// or a local
+ * path) and forwards every operation to that backend's table, so the
+ * modules above never know where bytes live.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "ckptconv/err.h"
+#include "ckptconv/store.h"
+#include "ckptconv/util.h"
+
+#define S3_SCHEME "s3://"
+
+bool store_is_remote(const char *location)
+{
+	return location && strncmp(location, S3_SCHEME, strlen(S3_SCHEME)) == 0;
+}
+
+int store_open(const char *location, struct store **out, struct err *e)
+{
+	const struct store_backend *b;
+
+	*out = NULL;
+	if (!location || !*location)
+		return err_set(e, "invalid_location", "the location is empty");
+	b = store_is_remote(location) ? &store_s3_backend : &store_local_backend;
+	if (!b->open)
+		return err_set(e, "invalid_location", "%s: %s:// locations are not supported by this build",
+			       location, b->scheme);
+	return b->open(location, out, e);
+}
+
+void store_free(struct store *s)
+{
+	if (s)
+		s->backend->free(s);
+}
+
+static int entry_compare(const void *pa, const void *pb)
+{
+	const struct store_entry *a = pa, *b = pb;
+
+	return strcmp(a->name, b->name);
+}
+
+int store_list(struct store *s, struct store_entry **out, size_t *n, struct err *e)
+{
+	*out = NULL;
+	*n = 0;
+	if (s->backend->list(s, out, n, e))
+		return -1;
+	qsort(*out, *n, sizeof(**out), entry_compare);
+	return 0;
+}
+
+void store_entries_free(struct store_entry *entries, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(entries[i].name);
+	free(entries);
+}
+
+static int stat_by_listing(struct store *s, const char *name, struct store_entry *out,
+			   struct err *e)
+{
+	struct store_entry *entries;
+	size_t n, i;
+	int rc = -1;
+
+	if (store_list(s, &entries, &n, e))
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (strcmp(entries[i].name, name) == 0) {
+			out->name = NULL;
+			out->size = entries[i].size;
+			out->kind = entries[i].kind;
+			rc = 0;
+			break;
+		}
+	}
+	store_entries_free(entries, n);
+	if (rc)
+		err_set(e, "source_not_found", "%s/%s: no such file", s->location, name);
+	return rc;
+}
+
+int store_stat(struct store *s, const char *name, struct store_entry *out, struct err *e)
+{
+	if (s->backend->stat)
+		return s->backend->stat(s, name, out, e);
+	return stat_by_listing(s, name, out, e);
+}
+
+int store_read(struct store *s, const char *name, uint64_t off, void *buf, size_t len,
+	       struct err *e)
+{
+	return s->backend->read(s, name, off, buf, len, e);
+}
+
+int store_read_file(struct store *s, const char *name, size_t max, char **out, size_t *len,
+		    struct err *e)
+{
+	struct store_entry st;
+	char *buf;
+
+	*out = NULL;
+	if (store_stat(s, name, &st, e))
+		return -1;
+	if (st.kind != STORE_FILE)
+		return err_set(e, "source_unreadable", "%s/%s: not a regular file", s->location, name);
+	if (st.size > max)
+		return err_set(e, "source_unreadable",
+			       "%s/%s: %" PRIu64 " bytes is more than the %zu this file may have",
+			       s->location, name, st.size, max);
+	buf = xmalloc((size_t)st.size + 1);
+	if (store_read(s, name, 0, buf, (size_t)st.size, e)) {
+		free(buf);
+		return -1;
+	}
+	buf[st.size] = '\0';
+	*out = buf;
+	if (len)
+		*len = (size_t)st.size;
+	return 0;
+}
+
+int store_view(struct store *s, const char *name, uint64_t off, size_t len, struct store_view *v,
+	       struct err *e)
+{
+	memset(v, 0, sizeof(*v));
+	return s->backend->view(s, name, off, len, v, e);
+}
+
+void store_view_release(struct store_view *v)
+{
+	if (v && v->backend && v->backend->view_release)
+		v->backend->view_release(v);
+	if (v)
+		memset(v, 0, sizeof(*v));
+}
+
+int store_prepare_output(struct store *s, const struct store_output_options *o, struct err *e)
+{
+	s->out = *o;
+	return s->backend->prepare_output(s, o, e);
+}
+
+int store_writer_open(struct store *s, const char *name, uint64_t size, struct store_writer **out,
+		      struct err *e)
+{
+	*out = NULL;
+	return s->backend->writer_open(s, name, size, out, e);
+}
+
+int store_writer_write(struct store_writer *w, uint64_t off, const void *buf, size_t len,
+		       struct err *e)
+{
+	uint64_t end;
+
+	if (!u64_add(off, len, &end) || end > w->size)
+		return err_set(e, "plan_invalid",
+			       "%s: write of %zu bytes at offset %" PRIu64 " is past its size %" PRIu64,
+			       w->name, len, off, w->size);
+	return w->store->backend->writer_write(w, off, buf, len, e);
+}
+
+int store_writer_commit(struct store_writer *w, struct err *e)
+{
+	return w->store->backend->writer_commit(w, e);
+}
+
+void store_writer_abort(struct store_writer *w)
+{
+	if (w)
+		w->store->backend->writer_abort(w);
+}
+
+int store_put(struct store *s, const char *name, const void *buf, size_t len, struct err *e)
+{
+	return s->backend->put(s, name, buf, len, e);
+}
+
+int store_remove(struct store *s, const char *name, struct err *e)
+{
+	return s->backend->remove(s, name, e);
+}

@@ -1,3 +1,538 @@
 /* SPDX-License-Identifier: MIT */
-/* store_s3: not written yet. */
+/*
+ * store_s3: the store backend for an "s3://bucket/prefix/" location.
+ * Listing is ListObjectsV2 with delimiter '/' (common prefixes show up as
+ * directories); reads and views are ranged GETs, views into a buffer of
+ * their own fetched in parallel chunks.  Each output file is a multipart
+ * upload whose parts go up as soon as all their bytes are written (the
+ * executor writes disjoint ranges from several threads), completed with
+ * the part list at commit, so the object appears whole or not at all;
+ * files no larger than one part are buffered and sent by one PutObject at
+ * commit.  Part buffers are anonymous mappings touched only as bytes
+ * arrive and unmapped once uploaded, so memory follows what is written but
+ * not yet uploaded.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
 #include "ckptconv/err.h"
+#include "ckptconv/log.h"
+#include "ckptconv/s3.h"
+#include "ckptconv/store.h"
+#include "ckptconv/util.h"
+
+#define INDEX_NAME "model.safetensors.index.json"
+#define SINGLE_NAME "model.safetensors"
+#define MAX_PARTS 10000
+#define MIB ((uint64_t)1 << 20)
+
+struct s3_store {
+	struct store base;
+	struct s3_client *client;
+	char *bucket;
+	char *prefix;               /* "" or ending in '/' */
+};
+
+struct s3_part {
+	unsigned char *buf;         /* NULL until the first write, and after upload */
+	uint64_t filled;
+	bool sent;
+	char *etag;
+};
+
+struct s3_writer {
+	struct store_writer base;
+	char *key;
+	uint64_t part_size;
+	size_t nparts;
+	bool multipart;             /* else one PutObject at commit */
+	char *upload_id;
+	pthread_mutex_t lock;       /* protects parts[].buf, filled, sent; failed */
+	struct s3_part *parts;
+	bool failed;                /* a part upload failed: commit refuses */
+};
+
+static struct s3_store *s3s(struct store *s)
+{
+	return (struct s3_store *)s;
+}
+
+static char *key_of(const struct s3_store *s, const char *name)
+{
+	char *key;
+
+	if (asprintf(&key, "%s%s", s->prefix, name) < 0)
+		abort();
+	return key;
+}
+
+static void *buffer_new(size_t len)
+{
+	void *p;
+
+	if (len == 0)
+		return NULL;
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		abort();
+	return p;
+}
+
+static void buffer_free(void *p, size_t len)
+{
+	if (p && len)
+		munmap(p, len);
+}
+
+static int s3store_open(const char *location, struct store **out, struct err *e)
+{
+	struct s3_store *s = xcalloc(1, sizeof(*s));
+	size_t plen;
+
+	s->base.backend = &store_s3_backend;
+	if (s3_location_parse(location, &s->bucket, &s->prefix, e) ||
+	    s3_client_new(&s->client, e)) {
+		store_s3_backend.free(&s->base);
+		return -1;
+	}
+	plen = strlen(s->prefix);
+	if (asprintf(&s->base.location, "s3://%s%s%.*s", s->bucket, plen ? "/" : "",
+		     plen ? (int)plen - 1 : 0, s->prefix) < 0)
+		abort();
+	*out = &s->base;
+	return 0;
+}
+
+static void s3store_free(struct store *base)
+{
+	struct s3_store *s = s3s(base);
+
+	s3_client_free(s->client);
+	free(s->bucket);
+	free(s->prefix);
+	free(s->base.location);
+	free(s);
+}
+
+static void add_entry(struct store_entry **entries, size_t *n, const char *name, uint64_t size,
+		      enum store_entry_kind kind)
+{
+	*entries = xrealloc(*entries, (*n + 1) * sizeof(**entries));
+	(*entries)[*n].name = xstrdup(name);
+	(*entries)[*n].size = size;
+	(*entries)[*n].kind = kind;
+	(*n)++;
+}
+
+/* The prefix's top-level entries; an empty prefix gives none. */
+static int list_entries(struct s3_store *s, size_t limit, struct store_entry **out, size_t *n,
+			struct err *e)
+{
+	size_t plen = strlen(s->prefix), i, len;
+	struct s3_listing l;
+	char *name;
+
+	*out = NULL;
+	*n = 0;
+	if (s3_list(s->client, s->bucket, s->prefix, "/", limit, &l, e))
+		return -1;
+	for (i = 0; i < l.nobjects; i++) {
+		if (strncmp(l.objects[i].key, s->prefix, plen) != 0 || !l.objects[i].key[plen])
+			continue;   /* the prefix's own marker object */
+		add_entry(out, n, l.objects[i].key + plen, l.objects[i].size, STORE_FILE);
+	}
+	for (i = 0; i < l.nprefixes; i++) {
+		if (strncmp(l.prefixes[i], s->prefix, plen) != 0)
+			continue;
+		name = xstrdup(l.prefixes[i] + plen);
+		len = strlen(name);
+		if (len && name[len - 1] == '/')
+			name[--len] = '\0';
+		if (len)
+			add_entry(out, n, name, 0, STORE_DIR);
+		free(name);
+	}
+	s3_listing_fini(&l);
+	return 0;
+}
+
+static int s3store_list(struct store *base, struct store_entry **out, size_t *n, struct err *e)
+{
+	if (list_entries(s3s(base), 0, out, n, e))
+		return -1;
+	if (*n == 0)
+		return err_set(e, "source_not_found", "%s: no objects under this prefix",
+			       base->location);
+	return 0;
+}
+
+static int s3store_stat(struct store *base, const char *name, struct store_entry *out,
+			struct err *e)
+{
+	char *key = key_of(s3s(base), name);
+	int rc;
+
+	out->name = NULL;
+	out->kind = STORE_FILE;
+	rc = s3_head(s3s(base)->client, s3s(base)->bucket, key, &out->size, e);
+	free(key);
+	return rc;
+}
+
+static int s3store_read(struct store *base, const char *name, uint64_t off, void *buf, size_t len,
+			struct err *e)
+{
+	char *key = key_of(s3s(base), name);
+	int rc;
+
+	rc = s3_get_range(s3s(base)->client, s3s(base)->bucket, key, off, buf, len, e);
+	free(key);
+	return rc;
+}
+
+static int s3store_view(struct store *base, const char *name, uint64_t off, size_t len,
+			struct store_view *v, struct err *e)
+{
+	static const unsigned char empty[1];
+
+	v->file = name;
+	v->backend = base->backend;
+	if (len == 0) {
+		v->data = empty;
+		return 0;
+	}
+	v->base = buffer_new(len);
+	v->base_len = len;
+	if (s3store_read(base, name, off, v->base, len, e)) {
+		buffer_free(v->base, len);
+		v->base = NULL;
+		v->base_len = 0;
+		return -1;
+	}
+	v->data = v->base;
+	v->len = len;
+	return 0;
+}
+
+static void s3store_view_release(struct store_view *v)
+{
+	buffer_free(v->base, v->base_len);
+}
+
+/* ---- writing ---- */
+
+static uint64_t part_size_for(const struct s3_store *s, uint64_t size)
+{
+	uint64_t part = s3_client_part_size(s->client);
+	uint64_t needed = (size + MAX_PARTS - 1) / MAX_PARTS;
+
+	if (needed > part)
+		part = (needed + MIB - 1) / MIB * MIB;
+	return part;
+}
+
+static uint64_t part_len(const struct s3_writer *w, size_t i)
+{
+	uint64_t start = (uint64_t)i * w->part_size;
+
+	return w->base.size - start < w->part_size ? w->base.size - start : w->part_size;
+}
+
+static void writer_free(struct s3_writer *w)
+{
+	size_t i;
+
+	for (i = 0; i < w->nparts; i++) {
+		buffer_free(w->parts[i].buf, (size_t)part_len(w, i));
+		free(w->parts[i].etag);
+	}
+	free(w->parts);
+	free(w->upload_id);
+	free(w->key);
+	free(w->base.name);
+	pthread_mutex_destroy(&w->lock);
+	free(w);
+}
+
+static int s3store_writer_open(struct store *base, const char *name, uint64_t size,
+			       struct store_writer **out, struct err *e)
+{
+	struct s3_store *s = s3s(base);
+	struct s3_writer *w;
+
+	if (strchr(name, '/') || !*name)
+		return err_set(e, "plan_invalid", "%s: output name '%s' is not a plain file name",
+			       base->location, name);
+	w = xcalloc(1, sizeof(*w));
+	pthread_mutex_init(&w->lock, NULL);
+	w->base.store = base;
+	w->base.name = xstrdup(name);
+	w->base.size = size;
+	w->key = key_of(s, name);
+	w->part_size = part_size_for(s, size);
+	w->multipart = size > w->part_size;
+	w->nparts = w->multipart ? (size_t)((size + w->part_size - 1) / w->part_size) : 1;
+	w->parts = xcalloc(w->nparts, sizeof(*w->parts));
+	if (w->multipart && s3_multipart_create(s->client, s->bucket, w->key, &w->upload_id, e)) {
+		writer_free(w);
+		return -1;
+	}
+	*out = &w->base;
+	return 0;
+}
+
+/* Uploads part i, whose bytes are all written; the caller owns its buffer. */
+static int send_part(struct s3_writer *w, size_t i, struct err *e)
+{
+	struct s3_store *s = s3s(w->base.store);
+	size_t len = (size_t)part_len(w, i);
+	char *etag = NULL;
+	int rc;
+
+	rc = s3_multipart_upload_part(s->client, s->bucket, w->key, w->upload_id, (unsigned)i + 1,
+				      w->parts[i].buf, len, &etag, e);
+	pthread_mutex_lock(&w->lock);
+	buffer_free(w->parts[i].buf, len);
+	w->parts[i].buf = NULL;
+	w->parts[i].etag = etag;
+	if (rc)
+		w->failed = true;
+	pthread_mutex_unlock(&w->lock);
+	return rc;
+}
+
+/* Copies the bytes of [off, off+len) that fall in part i. */
+static int write_part(struct s3_writer *w, size_t i, uint64_t off, const unsigned char *buf,
+		      size_t len, struct err *e)
+{
+	uint64_t start = (uint64_t)i * w->part_size, plen = part_len(w, i);
+	bool complete;
+	unsigned char *dst;
+
+	pthread_mutex_lock(&w->lock);
+	if (w->failed || w->parts[i].sent) {
+		pthread_mutex_unlock(&w->lock);
+		return err_set(e, "io_error", "%s/%s: write to a part that was already sent or failed",
+			       w->base.store->location, w->base.name);
+	}
+	if (!w->parts[i].buf)
+		w->parts[i].buf = buffer_new((size_t)plen);
+	dst = w->parts[i].buf;
+	pthread_mutex_unlock(&w->lock);
+
+	memcpy(dst + (off - start), buf, len);
+
+	pthread_mutex_lock(&w->lock);
+	w->parts[i].filled += len;
+	complete = w->multipart && w->parts[i].filled == plen && !w->parts[i].sent;
+	if (complete)
+		w->parts[i].sent = true;
+	pthread_mutex_unlock(&w->lock);
+	return complete ? send_part(w, i, e) : 0;
+}
+
+static int s3store_writer_write(struct store_writer *base, uint64_t off, const void *buf,
+				size_t len, struct err *e)
+{
+	struct s3_writer *w = (struct s3_writer *)base;
+	const unsigned char *p = buf;
+	uint64_t end = off + len, part_end, n;
+	size_t i;
+
+	while (off < end) {
+		i = (size_t)(off / w->part_size);
+		part_end = (uint64_t)i * w->part_size + part_len(w, i);
+		n = (end < part_end ? end : part_end) - off;
+		if (write_part(w, i, off, p, (size_t)n, e))
+			return -1;
+		off += n;
+		p += n;
+	}
+	return 0;
+}
+
+static void abort_upload(struct s3_writer *w)
+{
+	struct s3_store *s = s3s(w->base.store);
+	struct err e = {0};
+	int rc;
+
+	if (!w->upload_id)
+		return;
+	rc = s3_multipart_abort(s->client, s->bucket, w->key, w->upload_id, &e);
+	if (rc == 1)
+		log_warn("s3://%s/%s: the server does not support AbortMultipartUpload; the parts "
+			 "already uploaded stay until the bucket's lifecycle rules remove them",
+			 s->bucket, w->key);
+	else if (rc)
+		log_warn("%s", e.msg);
+}
+
+static int commit_multipart(struct s3_writer *w, struct err *e)
+{
+	struct s3_store *s = s3s(w->base.store);
+	char **etags = xcalloc(w->nparts, sizeof(*etags));
+	size_t i;
+	int rc = -1;
+
+	for (i = 0; i < w->nparts; i++) {
+		if (!w->parts[i].etag) {
+			err_set(e, "plan_invalid",
+				"%s/%s: part %zu of %zu was never completed (%" PRIu64 " of %" PRIu64
+				" bytes written)",
+				w->base.store->location, w->base.name, i + 1, w->nparts,
+				w->parts[i].filled, part_len(w, i));
+			goto out;
+		}
+		etags[i] = w->parts[i].etag;
+	}
+	rc = s3_multipart_complete(s->client, s->bucket, w->key, w->upload_id, etags, w->nparts, e);
+out:
+	free(etags);
+	return rc;
+}
+
+static int s3store_writer_commit(struct store_writer *base, struct err *e)
+{
+	struct s3_writer *w = (struct s3_writer *)base;
+	struct s3_store *s = s3s(base->store);
+	int rc = -1;
+
+	if (w->failed) {
+		err_set(e, "io_error", "%s/%s: a part upload failed", base->store->location, base->name);
+		goto out_abort;
+	}
+	if (w->multipart) {
+		if (commit_multipart(w, e))
+			goto out_abort;
+		rc = 0;
+		goto out;
+	}
+	if (w->parts[0].filled != base->size) {
+		err_set(e, "plan_invalid", "%s/%s: %" PRIu64 " of %" PRIu64 " bytes were written",
+			base->store->location, base->name, w->parts[0].filled, base->size);
+		goto out;
+	}
+	rc = s3_put(s->client, s->bucket, w->key, w->parts[0].buf, (size_t)base->size, e);
+	goto out;
+out_abort:
+	abort_upload(w);
+out:
+	writer_free(w);
+	return rc;
+}
+
+static void s3store_writer_abort(struct store_writer *base)
+{
+	struct s3_writer *w = (struct s3_writer *)base;
+
+	abort_upload(w);
+	writer_free(w);
+}
+
+static int s3store_put(struct store *base, const char *name, const void *buf, size_t len,
+		       struct err *e)
+{
+	char *key = key_of(s3s(base), name);
+	int rc;
+
+	rc = s3_put(s3s(base)->client, s3s(base)->bucket, key, buf, len, e);
+	free(key);
+	return rc;
+}
+
+static int s3store_remove(struct store *base, const char *name, struct err *e)
+{
+	char *key = key_of(s3s(base), name);
+	int rc;
+
+	rc = s3_delete(s3s(base)->client, s3s(base)->bucket, key, e);
+	free(key);
+	return rc;
+}
+
+/* ---- preparing a destination ---- */
+
+static bool is_shard_name(const char *name)
+{
+	size_t len = strlen(name);
+
+	return strncmp(name, "model-", 6) == 0 && len > 12 &&
+	       strcmp(name + len - 12, ".safetensors") == 0 && strstr(name, "-of-");
+}
+
+/* Removes the replaced checkpoint, index first, so that what remains never
+ * looks like a finished checkpoint. */
+static int remove_replaced(struct store *base, const struct store_entry *entries, size_t n,
+			   struct err *e)
+{
+	size_t i;
+
+	if (s3store_remove(base, INDEX_NAME, e) || s3store_remove(base, SINGLE_NAME, e))
+		return -1;
+	for (i = 0; i < n; i++)
+		if (entries[i].kind == STORE_FILE && is_shard_name(entries[i].name) &&
+		    s3store_remove(base, entries[i].name, e))
+			return -1;
+	return 0;
+}
+
+static int refuse_not_empty(const char *location, const struct store_entry *entries, size_t n,
+			    struct err *e)
+{
+	char names[256] = "";
+	size_t i, used = 0;
+
+	for (i = 0; i < n && i < 3; i++) {
+		used += (size_t)snprintf(names + used, sizeof(names) - used, "%s'%s'", i ? ", " : "",
+					 entries[i].name);
+		if (used >= sizeof(names))
+			used = sizeof(names) - 1;
+	}
+	return err_set(e, "destination_not_empty",
+		       "%s: the destination holds objects (%s%s); pass --overwrite to replace them",
+		       location, names, n > 3 ? ", ..." : "");
+}
+
+static int s3store_prepare_output(struct store *base, const struct store_output_options *o,
+				  struct err *e)
+{
+	struct store_entry *entries = NULL;
+	size_t n = 0;
+	int rc = -1;
+
+	base->out = *o;
+	/* Without overwrite a few entries are enough to refuse. */
+	if (list_entries(s3s(base), o->overwrite ? 0 : 4, &entries, &n, e))
+		goto out;
+	if (n && !o->overwrite) {
+		refuse_not_empty(base->location, entries, n, e);
+		goto out;
+	}
+	rc = o->overwrite ? remove_replaced(base, entries, n, e) : 0;
+out:
+	store_entries_free(entries, n);
+	return rc;
+}
+
+const struct store_backend store_s3_backend = {
+	.scheme = "s3",
+	.open = s3store_open,
+	.free = s3store_free,
+	.list = s3store_list,
+	.read = s3store_read,
+	.view = s3store_view,
+	.view_release = s3store_view_release,
+	.prepare_output = s3store_prepare_output,
+	.writer_open = s3store_writer_open,
+	.writer_write = s3store_writer_write,
+	.writer_commit = s3store_writer_commit,
+	.writer_abort = s3store_writer_abort,
+	.put = s3store_put,
+	.remove = s3store_remove,
+	.stat = s3store_stat,
+};

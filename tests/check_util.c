@@ -1,8 +1,284 @@
 /* SPDX-License-Identifier: MIT */
-/* check_util: not written yet. */
+/*
+ * check_util: the size syntax, natural ordering, overflow-checked
+ * arithmetic, string vectors, the error record, and that the error
+ * catalogue and docs/errors.md list the same codes.
+ */
 #include <check.h>
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ckptconv/err.h"
+#include "ckptconv/util.h"
 #include "testutil.h"
+
+static void expect_size(const char *text, uint64_t expect)
+{
+	struct err e = {0};
+	uint64_t v = 0;
+
+	ck_assert_msg(size_parse(text, &v, &e) == 0, "'%s': %s", text, e.msg);
+	ck_assert_msg(v == expect, "'%s' gave %llu, not %llu", text, (unsigned long long)v,
+		      (unsigned long long)expect);
+}
+
+static void expect_bad_size(const char *text)
+{
+	struct err e = {0};
+	uint64_t v = 7;
+
+	ck_assert_int_eq(size_parse(text, &v, &e), -1);
+	ck_assert_str_eq(e.code, "invalid_size");
+	ck_assert_msg(strstr(e.msg, text), "message does not quote '%s': %s", text, e.msg);
+	ck_assert_uint_eq(v, 7);
+}
+
+START_TEST(test_size_units)
+{
+	expect_size("123", 123);
+	expect_size("0", 0);
+	expect_size("5GB", 5000000000ULL);
+	expect_size("5gb", 5000000000ULL);
+	expect_size("500MiB", 500ULL << 20);
+	expect_size("40kb", 40000);
+	expect_size("40KiB", 40960);
+	expect_size("2TB", 2000000000000ULL);
+	expect_size("1tib", 1ULL << 40);
+	expect_size("3MB", 3000000);
+	expect_size("1GiB", 1ULL << 30);
+	expect_size("18446744073709551615", UINT64_MAX);
+}
+END_TEST
+
+START_TEST(test_size_bad)
+{
+	expect_bad_size("5XB");
+	expect_bad_size("GB");
+	expect_bad_size("-5GB");
+	expect_bad_size("5 GB");
+	expect_bad_size("1.5GB");
+	expect_bad_size("");
+}
+END_TEST
+
+START_TEST(test_size_overflow)
+{
+	expect_bad_size("18446744073709551616");
+	expect_bad_size("20000000TB");
+	expect_bad_size("99999999999999999999999");
+}
+END_TEST
+
+START_TEST(test_size_format)
+{
+	char buf[32];
+
+	size_format(1769472000, buf, sizeof(buf));
+	ck_assert_str_eq(buf, "1.77 GB");
+	size_format(999, buf, sizeof(buf));
+	ck_assert_str_eq(buf, "999 B");
+}
+END_TEST
+
+START_TEST(test_natural_compare)
+{
+	ck_assert_int_lt(natural_compare("layers.2.w", "layers.10.w"), 0);
+	ck_assert_int_gt(natural_compare("layers.10.w", "layers.2.w"), 0);
+	ck_assert_int_eq(natural_compare("layers.10.w", "layers.10.w"), 0);
+	ck_assert_int_lt(natural_compare("a", "b"), 0);
+	ck_assert_int_lt(natural_compare("a", "a.b"), 0);
+	ck_assert_int_gt(natural_compare("a.b", "a"), 0);
+	ck_assert_int_lt(natural_compare("experts.9.down", "experts.10.down"), 0);
+	ck_assert_int_lt(natural_compare("x99", "x100"), 0);
+	/* digits against letters: plain byte order */
+	ck_assert_int_lt(natural_compare("a1", "ab"), 0);
+	ck_assert_int_lt(natural_compare("", "a"), 0);
+	ck_assert_int_eq(natural_compare("", ""), 0);
+	/* numbers far past 64 bits still compare by value */
+	ck_assert_int_lt(natural_compare("n.99999999999999999999999", "n.100000000000000000000000"), 0);
+}
+END_TEST
+
+START_TEST(test_natural_sort_sequence)
+{
+	const char *sorted[] = {"model.embed", "model.layers.0.a", "model.layers.1.a",
+				"model.layers.1.b", "model.layers.2.a", "model.layers.10.a",
+				"model.layers.10.experts.2.w", "model.layers.10.experts.11.w",
+				"model.layers.100.a", "model.norm"};
+	size_t i, j, n = sizeof(sorted) / sizeof(sorted[0]);
+
+	for (i = 0; i < n; i++)
+		for (j = 0; j < n; j++) {
+			int c = natural_compare(sorted[i], sorted[j]);
+
+			ck_assert_msg((i < j && c < 0) || (i == j && c == 0) || (i > j && c > 0),
+				      "%s vs %s gave %d", sorted[i], sorted[j], c);
+		}
+}
+END_TEST
+
+START_TEST(test_u64_arith)
+{
+	uint64_t v;
+
+	ck_assert(u64_mul(1ULL << 32, 1ULL << 31, &v));
+	ck_assert_uint_eq(v, 1ULL << 63);
+	ck_assert(!u64_mul(1ULL << 32, 1ULL << 32, &v));
+	ck_assert(u64_add(UINT64_MAX - 1, 1, &v));
+	ck_assert_uint_eq(v, UINT64_MAX);
+	ck_assert(!u64_add(UINT64_MAX, 1, &v));
+}
+END_TEST
+
+START_TEST(test_strvec)
+{
+	struct strvec v = {0};
+	int i;
+
+	for (i = 0; i < 20; i++)
+		ck_assert_int_eq(strvec_pushf(&v, "item %d", i), 0);
+	ck_assert_uint_eq(v.len, 20);
+	ck_assert_str_eq(v.items[0], "item 0");
+	ck_assert_str_eq(v.items[19], "item 19");
+	strvec_fini(&v);
+	ck_assert_uint_eq(v.len, 0);
+	ck_assert_ptr_null(v.items);
+}
+END_TEST
+
+START_TEST(test_err_first_wins)
+{
+	struct err e = {0};
+
+	ck_assert_int_eq(err_set(&e, "io_error", "%s: first", "f"), -1);
+	ck_assert_int_eq(err_set(&e, "cancelled", "second"), -1);
+	ck_assert_str_eq(e.code, "io_error");
+	ck_assert_str_eq(e.msg, "f: first");
+	err_set_tensor(&e, "t1");
+	err_set_tensor(&e, "t2");
+	ck_assert_str_eq(e.tensor, "t1");
+	err_clear(&e);
+	ck_assert(!err_is_set(&e));
+	ck_assert_int_eq(err_set_errno(&e, "io_error", 2, "x"), -1);
+	ck_assert_int_eq(e.errnum, 2);
+	ck_assert_ptr_nonnull(strstr(e.msg, "x: "));
+	ck_assert_int_eq(err_set(NULL, "io_error", "ignored"), -1);
+	ck_assert_int_eq(err_http_status("insufficient_space"), 507);
+	ck_assert_int_eq(err_http_status("no_such_code"), 500);
+}
+END_TEST
+
+static char *read_errors_doc(void)
+{
+	const char *path = TOP_SRCDIR "/docs/errors.md";
+	FILE *f = fopen(path, "rb");
+	char *text;
+	long len;
+
+	ck_assert_msg(f != NULL, "cannot open %s", path);
+	fseek(f, 0, SEEK_END);
+	len = ftell(f);
+	rewind(f);
+	text = calloc(1, (size_t)len + 1);
+	ck_assert_uint_eq(fread(text, 1, (size_t)len, f), (size_t)len);
+	fclose(f);
+	return text;
+}
+
+static bool is_code_char(char c)
+{
+	return islower((unsigned char)c) || isdigit((unsigned char)c) || c == '_';
+}
+
+/* `word` occurs in text as a whole snake_case word. */
+static bool contains_word(const char *text, const char *word)
+{
+	size_t len = strlen(word);
+	const char *p;
+
+	for (p = strstr(text, word); p; p = strstr(p + 1, word))
+		if ((p == text || !is_code_char(p[-1])) && !is_code_char(p[len]))
+			return true;
+	return false;
+}
+
+START_TEST(test_catalogue_documented)
+{
+	const struct err_code *codes;
+	char *doc = read_errors_doc();
+	size_t n, i;
+
+	codes = err_catalogue(&n);
+	ck_assert_uint_gt(n, 0);
+	for (i = 0; i < n; i++) {
+		ck_assert_msg(contains_word(doc, codes[i].code), "docs/errors.md lacks '%s'",
+			      codes[i].code);
+		ck_assert_int_ge(codes[i].http_status, 400);
+		ck_assert_int_le(codes[i].http_status, 599);
+		ck_assert_str_ne(codes[i].description, "");
+	}
+	free(doc);
+}
+END_TEST
+
+/* Every table row of docs/errors.md that starts with a `code` names a code
+ * of the catalogue. */
+START_TEST(test_documented_codes_exist)
+{
+	char *doc = read_errors_doc(), *line, *save = NULL, word[128];
+
+	for (line = strtok_r(doc, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		const char *p = line;
+		size_t len = 0;
+
+		if (*p != '|')
+			continue;
+		p++;
+		while (*p == ' ')
+			p++;
+		if (*p != '`')
+			continue;
+		p++;
+		while (is_code_char(p[len]) && len < sizeof(word) - 1)
+			len++;
+		if (p[len] != '`' || len == 0)
+			continue;
+		memcpy(word, p, len);
+		word[len] = '\0';
+		ck_assert_msg(err_code_known(word), "docs/errors.md lists '%s', not in the catalogue",
+			      word);
+	}
+	free(doc);
+}
+END_TEST
+
+static Suite *util_suite(void)
+{
+	Suite *s = suite_create("util");
+	TCase *sizes = tcase_create("sizes");
+	TCase *names = tcase_create("names");
+	TCase *errors = tcase_create("errors");
+
+	tcase_add_test(sizes, test_size_units);
+	tcase_add_test(sizes, test_size_bad);
+	tcase_add_test(sizes, test_size_overflow);
+	tcase_add_test(sizes, test_size_format);
+	tcase_add_test(sizes, test_u64_arith);
+	tcase_add_test(names, test_natural_compare);
+	tcase_add_test(names, test_natural_sort_sequence);
+	tcase_add_test(names, test_strvec);
+	tcase_add_test(errors, test_err_first_wins);
+	tcase_add_test(errors, test_catalogue_documented);
+	tcase_add_test(errors, test_documented_codes_exist);
+	suite_add_tcase(s, sizes);
+	suite_add_tcase(s, names);
+	suite_add_tcase(s, errors);
+	return s;
+}
+
 int main(void)
 {
-	return 1;
+	return test_run_suite(util_suite());
 }

@@ -1,3 +1,440 @@
 #!/bin/bash
-# cli_bad_input: not written yet.
-exit 1
+# SPDX-License-Identifier: MIT
+#
+# cli_bad_input: every class of bad input, through the real binary.  Each
+# case starts from a copy of golden/tiny, breaks one thing with Python
+# (standard library only) and asserts that `ckptconv convert` exits 1 (no
+# crash), prints the exact error code, names the file or tensor at fault,
+# and leaves nothing in the destination.  Then the destination failures
+# (not writable, no room, not empty), a source truncated mid-conversion,
+# cancellation by signal, and bad command lines (exit 2).
+
+. "$(dirname "$0")/lib.sh"
+need_binary
+
+G=$GOLDEN_DIR/tiny
+T=$TEST_TMP
+S1=model-00001-of-00005.safetensors
+S3=model-00003-of-00005.safetensors
+S4=model-00004-of-00005.safetensors
+S5=model-00005-of-00005.safetensors
+QKV1=model.layers.1.attention.query_key_value.weight
+
+if [ ! -d "$G/hf" ]; then
+	fail "golden checkpoints at $G"
+	finish
+fi
+
+# broken NAME [native]: a fresh copy of golden hf (or native) at $T/NAME.
+broken() {
+	rm -rf "$T/$1"
+	copy_dir "$G/${2:-hf}" "$T/$1"
+}
+
+# py DIR: runs the Python on stdin with `from st import *` done and the
+# checkpoint directory as the working directory.
+py() {
+	local dir=$1
+	(cd "$dir" && st_py - <<PYEOF
+from st import *
+$(cat)
+PYEOF
+	)
+}
+
+# case_convert NAME CODE NAMES [ARGS...]: converting $T/NAME fails with
+# CODE, naming NAMES, and leaves nothing behind.  ARGS default to --to native.
+case_convert() {
+	local name=$1 code=$2 names=$3
+	shift 3
+	[ $# -gt 0 ] || set -- --to native
+	expect_fail "$name" "$code" "$names" "$CKPTCONV" convert "$@" "$T/$name" "$T/out-$name"
+	expect_empty "$name: nothing left in the destination" "$T/out-$name"
+}
+
+# --- safetensors files ----------------------------------------------------
+
+broken short-file
+truncate -s 5 "$T/short-file/$S5"
+case_convert short-file file_truncated "$S5"
+
+broken truncated-data
+truncate -s -100 "$T/truncated-data/$S4"
+case_convert truncated-data file_truncated "$S4"
+
+broken header-past-file
+py "$T/header-past-file" <<'EOF'
+import os
+size = os.path.getsize("model-00005-of-00005.safetensors")
+with open("model-00005-of-00005.safetensors", "r+b") as f:
+    f.write(struct.pack("<Q", size))
+EOF
+case_convert header-past-file header_out_of_bounds "$S5"
+
+broken header-huge
+py "$T/header-huge" <<'EOF'
+with open("model-00005-of-00005.safetensors", "r+b") as f:
+    f.write(struct.pack("<Q", 100_000_001))
+EOF
+case_convert header-huge header_too_large "$S5"
+
+broken header-array
+py "$T/header-array" <<'EOF'
+write_raw("model-00005-of-00005.safetensors", "[1, 2, 3]", b"")
+EOF
+case_convert header-array header_not_object "$S5"
+
+broken header-garbage
+py "$T/header-garbage" <<'EOF'
+header, data = read("model-00005-of-00005.safetensors")
+write_raw("model-00005-of-00005.safetensors", json.dumps(header)[:-7], data)
+EOF
+case_convert header-garbage header_invalid_json "$S5"
+
+broken duplicate-name
+py "$T/duplicate-name" <<'EOF'
+header, data = read("model-00005-of-00005.safetensors")
+name = "model.layers.1.mlp.shared_experts.down_proj.weight"
+t = header[name]
+# The same key twice, each entry covering half of the data.
+half = json.dumps({"dtype": "BF16", "shape": [32, 32], "data_offsets": [0, 2048]})
+other = json.dumps({"dtype": "BF16", "shape": [32, 32], "data_offsets": [2048, 4096]})
+write_raw("model-00005-of-00005.safetensors",
+          '{"%s": %s, "%s": %s, "__metadata__": {"format": "pt"}}' % (name, half, name, other),
+          data)
+EOF
+case_convert duplicate-name duplicate_tensor "model.layers.1.mlp.shared_experts.down_proj.weight"
+
+broken unknown-dtype
+py "$T/unknown-dtype" <<'EOF'
+header, data = read("model-00005-of-00005.safetensors")
+header["model.layers.1.mlp.shared_experts.down_proj.weight"]["dtype"] = "BF17"
+write("model-00005-of-00005.safetensors", header, data)
+EOF
+case_convert unknown-dtype unknown_dtype "$S5"
+
+broken negative-shape
+py "$T/negative-shape" <<'EOF'
+header, data = read("model-00005-of-00005.safetensors")
+header["model.layers.1.mlp.shared_experts.down_proj.weight"]["shape"] = [-64, 32]
+write("model-00005-of-00005.safetensors", header, data)
+EOF
+case_convert negative-shape invalid_shape "$S5"
+
+broken fractional-shape
+py "$T/fractional-shape" <<'EOF'
+header, data = read("model-00005-of-00005.safetensors")
+header["model.layers.1.mlp.shared_experts.down_proj.weight"]["shape"] = [64.5, 32]
+write("model-00005-of-00005.safetensors", header, data)
+EOF
+case_convert fractional-shape invalid_shape "$S5"
+
+broken offsets-mismatch
+py "$T/offsets-mismatch" <<'EOF'
+header, data = read("model-00005-of-00005.safetensors")
+header["model.layers.1.mlp.shared_experts.down_proj.weight"]["shape"] = [64, 31]
+write("model-00005-of-00005.safetensors", header, data)
+EOF
+case_convert offsets-mismatch offsets_mismatch "$S5"
+
+broken overlap
+py "$T/overlap" <<'EOF'
+header, data = read("model-00004-of-00005.safetensors")
+header["model.layers.1.mlp.experts.1.down_proj.weight"]["data_offsets"] = [2048, 6144]
+write("model-00004-of-00005.safetensors", header, data)
+EOF
+case_convert overlap overlapping_tensors "$S4"
+
+broken hole
+py "$T/hole" <<'EOF'
+header, data = read("model-00005-of-00005.safetensors")
+header["model.layers.1.mlp.shared_experts.down_proj.weight"]["data_offsets"] = [64, 4160]
+write("model-00005-of-00005.safetensors", header, bytes(64) + data)
+EOF
+case_convert hole data_hole "$S5"
+
+broken offsets-past-end
+py "$T/offsets-past-end" <<'EOF'
+header, data = read("model-00005-of-00005.safetensors")
+t = header["model.layers.1.mlp.shared_experts.down_proj.weight"]
+t["shape"], t["data_offsets"] = [64, 40], [0, 5120]
+write("model-00005-of-00005.safetensors", header, data)
+EOF
+case_convert offsets-past-end offsets_out_of_bounds "$S5"
+
+broken trailing
+printf 'trailing' >>"$T/trailing/$S5"
+case_convert trailing trailing_bytes "$S5"
+
+# --- the checkpoint -------------------------------------------------------
+
+broken index-missing-file
+rm "$T/index-missing-file/$S5"
+case_convert index-missing-file index_missing_file "$S5"
+
+broken weight-map-wrong-file
+py "$T/weight-map-wrong-file" <<'EOF'
+edit_index(".", add={"model.layers.1.mlp.shared_experts.down_proj.weight":
+                     "model-00004-of-00005.safetensors"})
+EOF
+case_convert weight-map-wrong-file weight_map_mismatch "model.layers.1.mlp.shared_experts.down_proj.weight"
+
+broken weight-map-missing-name
+py "$T/weight-map-missing-name" <<'EOF'
+edit_index(".", drop={"model.norm.weight"})
+EOF
+case_convert weight-map-missing-name weight_map_mismatch "model.norm.weight"
+
+broken no-config
+rm "$T/no-config/config.json"
+case_convert no-config missing_config "config.json"
+
+broken config-key
+py "$T/config-key" <<'EOF'
+edit_config(".", num_experts=None)
+EOF
+case_convert config-key missing_config_key "num_experts"
+
+broken config-not-json
+printf '{"architectures": ["BailingMoeV2ForCausalLM"],' >"$T/config-not-json/config.json"
+case_convert config-not-json config_invalid "config.json"
+
+broken ling-1x
+py "$T/ling-1x" <<'EOF'
+edit_config(".", architectures=["BailingMoeForCausalLM"])
+EOF
+case_convert ling-1x unsupported_model "BailingMoeForCausalLM"
+
+# --- model rules ----------------------------------------------------------
+
+broken qkv-rows
+py "$T/qkv-rows" <<'EOF'
+rewrite("model-00003-of-00005.safetensors",
+        shape={"model.layers.1.attention.query_key_value.weight": [120, 64]})
+EOF
+case_convert qkv-rows qkv_shape_mismatch "$QKV1"
+
+broken missing-experts
+py "$T/missing-experts" <<'EOF'
+gone = {"model.layers.1.mlp.experts.2.gate_proj.weight",
+        "model.layers.1.mlp.experts.3.up_proj.weight"}
+rewrite("model-00004-of-00005.safetensors", drop=gone)
+edit_index(".", drop=gone)
+EOF
+case_convert missing-experts missing_experts "model.layers.1.mlp.experts.2.gate_proj.weight"
+if run_err | grep -Eq '(^|[ (:])2 '; then
+	pass "missing_experts gives the count"
+else
+	fail "missing_experts gives the count" "$(run_err)"
+fi
+
+broken expert-shapes
+py "$T/expert-shapes" <<'EOF'
+rewrite("model-00004-of-00005.safetensors",
+        shape={"model.layers.1.mlp.experts.3.gate_proj.weight": [16, 64],
+               "model.layers.1.mlp.experts.3.up_proj.weight": [16, 64],
+               "model.layers.1.mlp.experts.3.down_proj.weight": [64, 16]})
+EOF
+case_convert expert-shapes expert_shape_mismatch "model.layers.1.mlp.experts.3."
+
+broken expert-number
+py "$T/expert-number" <<'EOF'
+extra = {"model.layers.1.mlp.experts.4.gate_proj.weight": ("BF16", [32, 64]),
+         "model.layers.1.mlp.experts.4.up_proj.weight": ("BF16", [32, 64]),
+         "model.layers.1.mlp.experts.4.down_proj.weight": ("BF16", [64, 32])}
+rewrite("model-00005-of-00005.safetensors", add=extra)
+edit_index(".", add={n: "model-00005-of-00005.safetensors" for n in extra})
+EOF
+case_convert expert-number expert_out_of_range "model.layers.1.mlp.experts.4."
+
+broken grouped-count native
+py "$T/grouped-count" <<'EOF'
+edit_config(".", num_experts=8)
+EOF
+case_convert grouped-count grouped_shape_mismatch "model.layers.1.mlp.experts." --to hf
+
+broken fp8
+py "$T/fp8" <<'EOF'
+rewrite("model-00005-of-00005.safetensors",
+        dtype={"model.layers.1.mlp.shared_experts.down_proj.weight": "F8_E4M3"},
+        shape={"model.layers.1.mlp.shared_experts.down_proj.weight": [64, 64]})
+EOF
+case_convert fp8 quantized_input "model.layers.1.mlp.shared_experts.down_proj.weight"
+
+broken scale-inv
+py "$T/scale-inv" <<'EOF'
+name = "model.layers.1.mlp.shared_experts.down_proj.weight_scale_inv"
+rewrite("model-00005-of-00005.safetensors", add={name: ("F32", [1, 1])})
+edit_index(".", add={name: "model-00005-of-00005.safetensors"})
+EOF
+case_convert scale-inv quantized_input "weight_scale_inv"
+
+broken fp8-native native
+py "$T/fp8-native" <<'EOF'
+rewrite("model.safetensors",
+        dtype={"model.layers.1.mlp.shared_experts.down_proj.weight": "F8_E4M3"},
+        shape={"model.layers.1.mlp.shared_experts.down_proj.weight": [64, 64]})
+EOF
+case_convert fp8-native quantized_input "model.layers.1.mlp.shared_experts.down_proj.weight" --to hf
+
+broken qkv-dtypes native
+py "$T/qkv-dtypes" <<'EOF'
+rewrite("model.safetensors",
+        dtype={"model.layers.1.self_attn.k_proj.weight": "F32"},
+        shape={"model.layers.1.self_attn.k_proj.weight": [32, 32]})
+EOF
+case_convert qkv-dtypes qkv_mismatch "model.layers.1." --to hf
+
+broken both-layouts
+py "$T/both-layouts" <<'EOF'
+old, new = "model.word_embeddings.weight", "model.embed_tokens.weight"
+rewrite("model-00001-of-00005.safetensors", rename={old: new})
+edit_index(".", rename={old: new})
+EOF
+case_convert both-layouts ambiguous_layout ""
+
+broken already-hf
+case_convert already-hf already_in_layout "" --to hf
+
+mkdir -p "$T/empty-source"
+case_convert empty-source not_a_checkpoint "$T/empty-source"
+case_convert no-such-source source_not_found "$T/no-such-source"
+
+# --- errors as JSON --------------------------------------------------------
+
+run "$CKPTCONV" convert --to native --json "$T/trailing" "$T/out-json"
+if [ "$RUN_RC" -eq 1 ] && python3 -c '
+import json, sys
+e = json.load(sys.stdin)["error"]
+assert e["code"] == "trailing_bytes" and sys.argv[1] in e["message"]' "$S5" <"$T/run.out"; then
+	pass "--json prints the error as {\"error\": {code, message}} on stdout"
+else
+	fail "--json prints the error as JSON"
+	show_run
+fi
+
+# --- the destination -------------------------------------------------------
+
+touch "$T/a-file"
+expect_fail "destination under a regular file" destination_not_writable "$T/a-file" \
+	"$CKPTCONV" convert --to native "$G/hf" "$T/a-file/out"
+assert_eq "the regular file is untouched" "0" "$(stat -c %s "$T/a-file")"
+
+mkdir -p "$T/not-empty"
+echo keep >"$T/not-empty/notes.txt"
+expect_fail "destination holding files" destination_not_empty "$T/not-empty" \
+	"$CKPTCONV" convert --to native "$G/hf" "$T/not-empty"
+assert_eq "its files are untouched" "notes.txt keep" \
+	"$(ls "$T/not-empty") $(cat "$T/not-empty/notes.txt")"
+
+unmount_small() {
+	if mountpoint -q "$T/small" 2>/dev/null; then
+		umount "$T/small"
+	fi
+}
+mkdir -p "$T/small"
+if mount -t tmpfs -o size=128k tmpfs "$T/small" 2>/dev/null; then
+	CLEANUP_HOOKS+=(unmount_small)
+	expect_fail "not enough free space (128 KiB tmpfs)" insufficient_space "$T/small/out" \
+		"$CKPTCONV" convert --to native "$G/hf" "$T/small/out"
+	if run_err | grep -q "need"; then pass "insufficient_space says how much is needed"; else
+		fail "insufficient_space says how much is needed" "$(run_err)"; fi
+	expect_empty "nothing written to the small filesystem" "$T/small/out"
+	unmount_small
+else
+	skip "not enough free space: cannot mount a tmpfs here (the check_store suite covers the free-space check through its seam)"
+fi
+
+# --- a source truncated while it is converted, and cancellation ------------
+
+# Starts a throttled conversion of $T/NAME in the background (SIGINT back to
+# its default: shells start background jobs with it ignored).
+start_slow() {
+	local name=$1
+	broken "$name"
+	python3 -c 'import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+os.execv(sys.argv[1], sys.argv[1:])' "$CKPTCONV" convert --to native --max-rate 16KB \
+		"$T/$name" "$T/out-$name" >"$T/$name.out" 2>"$T/$name.err" &
+	SLOW_PID=$!
+	sleep 1.5
+}
+
+# finish_slow NAME CODE NAMES: the background conversion failed as expected.
+finish_slow() {
+	local name=$1 code=$2 names=$3 rc=0 line
+	wait "$SLOW_PID" || rc=$?
+	line=$(grep -m1 "^ckptconv: [a-z_]*: " "$T/$name.err" || true)
+	if [ "$rc" -eq 1 ] && [[ "$line" == "ckptconv: $code: "* ]] && [[ "$line" == *"$names"* ]]; then
+		pass "$name: exit 1 with $code naming '$names'"
+	else
+		fail "$name: exit 1 with $code naming '$names'" "exit status $rc" "$(cat "$T/$name.err")"
+	fi
+	expect_empty "$name: nothing left in the destination" "$T/out-$name"
+}
+
+start_slow truncated-live
+for f in "$T"/truncated-live/*.safetensors; do
+	truncate -s 0 "$f"
+done
+finish_slow truncated-live source_truncated ".safetensors"
+
+start_slow sigint
+kill -INT "$SLOW_PID"
+finish_slow sigint cancelled ""
+
+start_slow sigterm
+kill -TERM "$SLOW_PID"
+finish_slow sigterm cancelled ""
+
+# --- bad command lines: exit 2, nothing written ----------------------------
+
+usage() { # usage NAME CODE ARGS...
+	local name=$1 code=$2
+	shift 2
+	run "$CKPTCONV" "$@"
+	if [ "$RUN_RC" -eq 2 ] && run_err | grep -q "^ckptconv: $code: "; then
+		pass "usage: $name"
+	else
+		fail "usage: $name (exit 2, $code)" "command: ckptconv $*"
+		show_run
+	fi
+}
+usage "unknown command" usage_error frobnicate
+usage "convert without --to" usage_error convert "$G/hf" "$T/u1"
+usage "--to bogus" usage_error convert --to gguf "$G/hf" "$T/u2"
+usage "--ep-size with --to hf" usage_error convert --to hf --ep-size 2 --ep-rank 0 "$G/native" "$T/u3"
+usage "--dtype with --to hf" usage_error convert --to hf --dtype bf16 "$G/native" "$T/u4"
+usage "--ep-size without --ep-rank" usage_error convert --to native --ep-size 2 "$G/hf" "$T/u5"
+usage "--ep-rank without --ep-size" usage_error convert --to native --ep-rank 0 "$G/hf" "$T/u6"
+usage "--ep-rank not below --ep-size" usage_error convert --to native --ep-size 2 --ep-rank 2 "$G/hf" "$T/u7"
+usage "--dtype bogus" usage_error convert --to native --dtype f8 "$G/hf" "$T/u8"
+usage "--max-shard-size bad unit" invalid_size convert --to native --max-shard-size 5XB "$G/hf" "$T/u9"
+usage "--max-rate not a size" invalid_size convert --to native --max-rate fast "$G/hf" "$T/u10"
+usage "--threads 0" usage_error convert --to native --threads 0 "$G/hf" "$T/u11"
+usage "missing DST" usage_error convert --to native "$G/hf"
+usage "extra argument" usage_error convert --to native "$G/hf" "$T/u12" "$T/u13"
+usage "unknown option" usage_error convert --to native --fast "$G/hf" "$T/u14"
+usage "invalid --exclude" invalid_exclude convert --to native --exclude '(' "$G/hf" "$T/u15"
+usage "fixture without --preset" usage_error fixture "$T/u16"
+usage "fixture --preset huge" usage_error fixture --preset huge "$T/u17"
+usage "inspect without PATH" usage_error inspect
+usage "verify with one side" usage_error verify "$G/hf"
+expect_empty "no usage error wrote anything" "$T/u1"
+for i in 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17; do
+	[ -e "$T/u$i" ] && fail "usage error wrote $T/u$i"
+done
+run "$CKPTCONV"
+assert_eq "no arguments: exit 2" 2 "$RUN_RC"
+
+expect_ok "--version" "$CKPTCONV" --version
+if run_out | grep -q '^ckptconv [0-9]'; then pass "--version prints the version"; else
+	fail "--version prints the version"; fi
+expect_ok "--help" "$CKPTCONV" --help
+for cmd in convert inspect verify fixture; do
+	expect_ok "$cmd --help" "$CKPTCONV" "$cmd" --help
+	if run_out | grep -q "^Usage: ckptconv $cmd"; then pass "$cmd --help prints its usage"; else
+		fail "$cmd --help prints its usage"; fi
+done
+
+finish

@@ -23,4 +23,15 @@ int cli_healthcheck(int argc, char **argv);
 /* Prints e to stderr as one line, or as {"error":{...}} on stdout if json. */
 void cli_print_error(const struct err *e, int json);
 
+/* Helpers shared by the subcommands (cli.c). */
+/* EXIT_USAGE for codes that mean a bad command line, else EXIT_FAILED. */
+int cli_exit_code(const struct err *e);
+/* Prints a usage_error naming `command` (as cli_print_error) and returns
+ * EXIT_USAGE. */
+int cli_usage_error(const char *command, int json, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* A whole decimal number in [min, max]; -1 otherwise. */
+int cli_parse_uint(const char *text, unsigned long long min, unsigned long long max,
+		   unsigned long long *out);
+
 #endif

@@ -34,6 +34,13 @@ void exec_pool_free(struct exec_pool *pool);   /* waits for the workers */
 unsigned exec_pool_threads(const struct exec_pool *pool);
 unsigned exec_pool_busy(const struct exec_pool *pool);
 
+/* The CPUs this process may use: its affinity mask, limited by the cgroup
+ * CPU quota (cpu.max, rounded up); at least 1. */
+unsigned exec_cpus_available(void);
+/* CPUs a cgroup v2 cpu.max line ("QUOTA PERIOD" or "max PERIOD") allows,
+ * rounded up; 0 = no limit. */
+unsigned exec_cpu_quota_limit(const char *cpu_max);
+
 struct exec_options {
 	uint64_t max_bytes_per_second;  /* source read rate cap; 0 = none */
 	/* Only files with skip_file[i] false are written (partitions); NULL = all. */

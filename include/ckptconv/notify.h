@@ -6,8 +6,10 @@
 #ifndef CKPTCONV_NOTIFY_H
 #define CKPTCONV_NOTIFY_H
 
-/* Sends `state` ("READY=1", "STOPPING=1", "STATUS=...").  Returns 0 when
- * sent or not under a service manager, -1 when sending failed. */
+/* Sends `state` ("READY=1", "STOPPING=1", "STATUS=...", several separated
+ * by newlines).  Any thread may call.  Returns 0 when sent or not under a
+ * service manager, -1 with errno set when $NOTIFY_SOCKET names no usable
+ * socket or sending failed. */
 int notify_send(const char *state);
 
 #endif

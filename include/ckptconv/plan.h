@@ -95,6 +95,7 @@ struct plan {
 	struct strvec copy_files;   /* files to copy from the source unchanged */
 	struct strvec warnings;
 	const struct ckpt *src;     /* not owned */
+	bool finished;              /* plan_finish succeeded: sorted, sharded */
 };
 
 struct plan *plan_new(const struct ckpt *src, enum layout from, enum layout to);
@@ -113,12 +114,14 @@ int plan_add_piece(struct plan *p, long t, uint64_t offset, uint64_t nbytes,
 int plan_add_contiguous(struct plan *p, long t, uint32_t src, uint64_t src_offset,
 			uint64_t dst_offset, uint64_t nelems, enum dtype src_dtype,
 			enum dtype dst_dtype, struct err *e);
+/* Records that tensor t is made from source tensor src (once; pieces
+ * record their ops' sources themselves).  -1 for a bad index. */
 int plan_add_source(struct plan *p, long t, uint32_t src);
 
 /* Drops tensors matching the exclude pattern, sorts naturally, checks that
  * pieces tile their tensors and ops stay inside their sources, assigns
  * shards, builds headers and the index.  Codes: invalid_exclude,
- * plan_invalid. */
+ * duplicate_tensor (two outputs with one name), plan_invalid. */
 int plan_finish(struct plan *p, const struct plan_options *o, struct err *e);
 
 /* Human-readable (one line per file and tensor) or JSON description. */
@@ -126,5 +129,10 @@ void plan_print(const struct plan *p, FILE *out, bool json);
 
 /* Index of the output tensor named `name`, or -1. */
 long plan_find(const struct plan *p, const char *name);
+
+/* Hex SHA-256 of what the plan writes: file names, header bytes and every
+ * op (with its source tensor's name).  Equal digests mean two processes
+ * computed the same plan (partitioned conversions check this). */
+void plan_digest(const struct plan *p, char out[65]);
 
 #endif

@@ -65,6 +65,17 @@ struct store_backend {
 	void (*writer_abort)(struct store_writer *w);
 	int (*put)(struct store *s, const char *name, const void *buf, size_t len, struct err *e);
 	int (*remove)(struct store *s, const char *name, struct err *e);
+	/* Optional (NULL: store_stat falls back to list): size and kind of one
+	 * top-level entry; source_not_found when absent. */
+	int (*stat)(struct store *s, const char *name, struct store_entry *out, struct err *e);
+};
+
+/* Common head of every backend's struct store_writer: the generic calls
+ * reach the backend through `store`. */
+struct store_writer {
+	struct store *store;
+	char *name;               /* final name, owned by the backend */
+	uint64_t size;
 };
 
 /* Common head of every backend's struct store. */
@@ -76,7 +87,8 @@ struct store {
 
 /* Opens `location` ("/path", "relative/path" or "s3://bucket/prefix/").
  * Does not require it to exist (a destination may not yet).  Codes:
- * invalid_location, store_unsupported, and the backend's. */
+ * invalid_location (empty, or a scheme this build cannot serve), and the
+ * backend's. */
 int store_open(const char *location, struct store **out, struct err *e);
 void store_free(struct store *s);
 bool store_is_remote(const char *location);
@@ -84,6 +96,10 @@ bool store_is_remote(const char *location);
 /* Top-level entries (no recursion), sorted by name. Code: source_not_found. */
 int store_list(struct store *s, struct store_entry **out, size_t *n, struct err *e);
 void store_entries_free(struct store_entry *entries, size_t n);
+
+/* Size and kind of one top-level entry (entry.name is NULL: the caller
+ * passes the name).  Code: source_not_found. */
+int store_stat(struct store *s, const char *name, struct store_entry *out, struct err *e);
 
 /* Exactly len bytes at off, or an error (file_truncated, io_error). */
 int store_read(struct store *s, const char *name, uint64_t off, void *buf, size_t len, struct err *e);

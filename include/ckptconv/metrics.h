@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * metrics: the daemon's Prometheus exposition (text format 0.0.4): jobs by
+ * state, tensors and bytes converted, a histogram of job durations, HTTP
+ * requests by route and status code, busy workers and the queue length.
+ * Counters are process-wide atomics: any thread may observe.
+ */
+#ifndef CKPTCONV_METRICS_H
+#define CKPTCONV_METRICS_H
+
+#include "ckptconv/job.h"
+
+struct registry;
+struct exec_pool;
+
+enum metrics_route {
+	ROUTE_HEALTHZ = 0, ROUTE_READYZ, ROUTE_METRICS, ROUTE_VERSION,
+	ROUTE_JOBS_CREATE, ROUTE_JOBS_LIST, ROUTE_JOB_GET, ROUTE_JOB_DELETE,
+	ROUTE_JOB_TENSORS, ROUTE_JOB_EVENTS, ROUTE_OTHER,
+	ROUTE_COUNT
+};
+/* "/v1/jobs/{id}" style names, as used in the route label. */
+const char *metrics_route_name(enum metrics_route r);
+
+void metrics_http_observe(enum metrics_route route, unsigned status);
+/* A job reached a final state after `seconds` of running. */
+void metrics_job_finished(enum job_state state, double seconds);
+
+/* The whole exposition; caller frees. */
+char *metrics_render(struct registry *reg, struct exec_pool *pool, size_t *len);
+
+#endif

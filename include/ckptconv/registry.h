@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * registry: the daemon's jobs.  It owns the job table (by id and in
+ * creation order), the FIFO queue, the runner threads (one per
+ * --max-running slot, named "ckptconv-job", each running one conversion at
+ * a time on the shared exec pool), idempotency keys, retention, and the
+ * records in the state dir: <state>/jobs/<id>.json (written atomically at
+ * every state change and every few seconds while running),
+ * <id>.tensors (the per-tensor listing) and <id>.states (final tensor
+ * states of a failed or cancelled job).
+ *
+ * Restart: a job whose record says "running" was cut short by a crash; it
+ * is queued again and rerun from scratch, replacing whatever of its own
+ * output the first run left (its destination is "claimed" once the run
+ * has checked that it was empty or that overwrite was asked for).  After
+ * three such restarts it fails with "interrupted" rather than looping.
+ *
+ * Threads: every function may be called from any thread except
+ * registry_free (main thread, after the runners went idle).  One mutex
+ * (the "registry lock") protects the table, the queue and the mutable
+ * fields of every job; record writes happen outside it, ordered per job.
+ */
+#ifndef CKPTCONV_REGISTRY_H
+#define CKPTCONV_REGISTRY_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ckptconv/job.h"
+
+struct err;
+struct exec_pool;
+struct registry;
+
+struct registry_config {
+	const char *state_dir;          /* resolved; created if missing */
+	unsigned max_running;           /* >= 1 */
+	unsigned max_queued;            /* >= 1 */
+	int64_t retain_ms;              /* finished records kept this long; 0 = forever */
+	const struct job_policy *policy;
+	struct exec_pool *pool;         /* shared by every job; not owned */
+};
+
+/* Locks the state dir (one daemon per state dir), loads the records and
+ * re-queues interrupted jobs.  Codes: io_error. */
+int registry_open(const struct registry_config *c, struct registry **out, struct err *e);
+/* Starts the runner threads. */
+int registry_start(struct registry *r, struct err *e);
+/* Stops and joins the runners (which must be idle: after drain and
+ * registry_wait_idle) and frees everything. */
+void registry_free(struct registry *r);
+
+/* Creates a job from a validated request (taking spec's contents) after
+ * checking the source (conversion_prepare) and the limits.  With an
+ * idempotency key already used for the same request body it returns that
+ * job with *existing true.  Codes: draining, queue_full,
+ * destination_in_use, idempotency_conflict, the engine's (422), io_error. */
+int registry_submit(struct registry *r, struct job_spec *spec, const char *resolved_source,
+		    const char *resolved_destination, const char *idempotency_key,
+		    const char *request_sha256, struct job **out, bool *existing, struct job_error *je);
+
+/* The job with this id (a new reference), or NULL. */
+struct job *registry_get(struct registry *r, const char *id);
+
+/* Snapshots under the lock. */
+json_t *registry_job_json(struct registry *r, struct job *j);
+json_t *registry_progress_json(struct registry *r, struct job *j);
+enum job_state registry_job_state(struct registry *r, struct job *j);
+
+enum registry_delete_outcome {
+	REGISTRY_CANCELLED,             /* was queued: now cancelled */
+	REGISTRY_CANCELLING,            /* is running: stops at the next safe point */
+	REGISTRY_DELETED,               /* was finished: its record is gone */
+};
+/* DELETE /v1/jobs/<id>.  *job_json (may be NULL) receives the job after
+ * the change (not for DELETED).  Code: job_not_found. */
+int registry_delete(struct registry *r, const char *id, enum registry_delete_outcome *outcome,
+		    json_t **job_json, struct job_error *je);
+
+struct registry_filter {
+	int state;                      /* -1: any */
+	const char *const *label_keys;  /* label filters: key = value, all must match */
+	const char *const *label_values;
+	size_t nlabels;
+	uint64_t before_seq;            /* cursor: only jobs older than this; 0 = none */
+	size_t limit;
+};
+/* {"jobs": [...], "next_cursor": "<seq>" | null}, newest first. */
+json_t *registry_list(struct registry *r, const struct registry_filter *f);
+
+/* Appends {"total", "offset", "limit", "tensors": [...]} for the job's
+ * tensors in plan order, those in state `state_filter` only (-1: all). */
+void registry_tensors(struct registry *r, struct job *j, int state_filter, size_t offset,
+		      size_t limit, struct job_buf *out);
+
+/* Periodic work from the main loop: records of running jobs, retention,
+ * the state dir's writability. */
+void registry_tick(struct registry *r);
+
+/* Refuses new jobs from now on and stops the running ones at a safe point;
+ * they are recorded as queued for the next start. */
+void registry_drain(struct registry *r);
+/* Waits until no job runs; false when timeout_seconds passed first. */
+bool registry_wait_idle(struct registry *r, double timeout_seconds);
+/* For an exit that cannot wait any longer: records every running job as
+ * queued (to be rerun from scratch at the next start). */
+void registry_record_running_as_queued(struct registry *r);
+
+bool registry_draining(struct registry *r);
+/* Accepting jobs: not draining and the state dir is writable. */
+bool registry_ready(struct registry *r, const char **why);
+
+struct registry_stats {
+	size_t jobs[JOB_STATE_COUNT];
+	size_t queue_length;
+	uint64_t tensors_converted, bytes_converted; /* since start, running jobs included */
+};
+void registry_stats(struct registry *r, struct registry_stats *out);
+
+#endif

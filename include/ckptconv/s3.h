@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * s3: a small S3 client over libcurl, signed with sigv4.  It covers what
+ * the object-store backend needs: paginated ListObjectsV2, HEAD, ranged GET
+ * (fetched in parallel chunks, every answer checked to be the 206 with the
+ * Content-Range asked for), PutObject, DeleteObject and multipart uploads.
+ * Transient failures (connection errors, timeouts, 5xx, 429, SlowDown,
+ * RequestTimeout) are retried with exponential backoff and jitter, a
+ * bounded number of times, then reported as s3_unavailable.
+ *
+ * Configuration follows the AWS conventions: credentials from
+ * AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, region from
+ * AWS_REGION / AWS_DEFAULT_REGION (default us-east-1), endpoint from
+ * AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (default AWS), AWS_CA_BUNDLE, and
+ * CKPTCONV_S3_ADDRESSING_STYLE path|virtual|auto (auto: path-style with a
+ * custom endpoint, virtual-hosted for AWS).  Settings given through
+ * s3_set_defaults (command-line flags) override the environment, and
+ * settings given through s3_set_thread_settings (a daemon job's options)
+ * override both for the clients the calling thread creates.
+ *
+ * Threads: a client is shared by any number of threads.  Credentials are
+ * never put in errors or logs.  Codes: s3_config, s3_access_denied,
+ * s3_no_such_bucket, s3_unavailable, s3_bad_response, s3_error,
+ * source_not_found (no such key), file_truncated (a range past the end).
+ */
+#ifndef CKPTCONV_S3_H
+#define CKPTCONV_S3_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+struct err;
+struct s3_client;
+struct sigv4_param;
+
+/* The settings a user may choose per run or per job (never secrets).  NULL
+ * or "" leaves a field to the next level: thread, process, environment. */
+struct s3_settings {
+	const char *endpoint_url;       /* http(s)://host[:port] */
+	const char *region;
+	const char *addressing_style;   /* "path", "virtual" or "auto" */
+};
+
+/* Checks the fields that are set (code s3_config). */
+int s3_settings_check(const struct s3_settings *s, struct err *e);
+/* Process-wide settings (the CLI's --s3-* flags).  Copied; call before any
+ * store is opened, from one thread.  NULL clears.  Code: s3_config. */
+int s3_set_defaults(const struct s3_settings *s, struct err *e);
+/* Settings for the clients (stores) the calling thread opens from now on,
+ * until cleared with NULL: a daemon sets a job's options around the calls
+ * that open that job's stores.  Copied.  Code: s3_config. */
+int s3_set_thread_settings(const struct s3_settings *s, struct err *e);
+
+/* "s3://bucket/a/b/" -> bucket "bucket", prefix "a/b/" ("" for the bucket's
+ * root); both malloc'd.  Refuses empty or "."/".." segments and "//".
+ * Code: invalid_location. */
+int s3_location_parse(const char *location, char **bucket, char **prefix, struct err *e);
+/* True when `location` is `allowed` or lies under it (same bucket, prefix
+ * starting with allowed's prefix at a '/' boundary).  False if either is
+ * not a valid location. */
+bool s3_location_within(const char *location, const char *allowed);
+/* "HTTP://Host:80/" -> "http://host": lower-case scheme and host, default
+ * port and trailing '/' dropped; malloc'd, or NULL (s3_config) when `url`
+ * is not an http(s) endpoint without user, path, query or fragment. */
+char *s3_endpoint_normalize(const char *url, struct err *e);
+
+/* A client with the settings in force for the calling thread and the
+ * credentials of the environment.  Code: s3_config. */
+int s3_client_new(struct s3_client **out, struct err *e);
+void s3_client_free(struct s3_client *c);
+/* Upload part size chosen for new multipart uploads (64 MiB, or
+ * CKPTCONV_S3_PART_SIZE, at least 5 MiB). */
+uint64_t s3_client_part_size(const struct s3_client *c);
+
+struct s3_object {
+	char *key;
+	uint64_t size;
+};
+
+struct s3_listing {
+	struct s3_object *objects;
+	size_t nobjects;
+	char **prefixes;            /* CommonPrefixes, with their trailing delimiter */
+	size_t nprefixes;
+};
+
+/* Every object and common prefix under `prefix` (ListObjectsV2, all pages;
+ * CKPTCONV_S3_MAX_KEYS sets the page size).  `delimiter` may be NULL.
+ * With `limit` > 0 stops after at least `limit` entries. */
+int s3_list(struct s3_client *c, const char *bucket, const char *prefix, const char *delimiter,
+	    size_t limit, struct s3_listing *out, struct err *e);
+void s3_listing_fini(struct s3_listing *l);
+
+/* Size of an object; source_not_found when there is none. */
+int s3_head(struct s3_client *c, const char *bucket, const char *key, uint64_t *size,
+	    struct err *e);
+/* Exactly len bytes at off into buf, by parallel ranged GETs of at most
+ * CKPTCONV_S3_RANGE_SIZE (8 MiB) each. */
+int s3_get_range(struct s3_client *c, const char *bucket, const char *key, uint64_t off, void *buf,
+		 size_t len, struct err *e);
+int s3_put(struct s3_client *c, const char *bucket, const char *key, const void *body, size_t len,
+	   struct err *e);
+/* A missing key is not an error. */
+int s3_delete(struct s3_client *c, const char *bucket, const char *key, struct err *e);
+
+int s3_multipart_create(struct s3_client *c, const char *bucket, const char *key,
+			char **upload_id, struct err *e);
+/* part_number from 1; *etag malloc'd. */
+int s3_multipart_upload_part(struct s3_client *c, const char *bucket, const char *key,
+			     const char *upload_id, unsigned part_number, const void *body, size_t len,
+			     char **etag, struct err *e);
+/* etags[i] is the ETag of part i+1. */
+int s3_multipart_complete(struct s3_client *c, const char *bucket, const char *key,
+			  const char *upload_id, char *const *etags, size_t nparts, struct err *e);
+/* Returns 1 (not an error) when the server does not implement the call
+ * (405 or 501). */
+int s3_multipart_abort(struct s3_client *c, const char *bucket, const char *key,
+		       const char *upload_id, struct err *e);
+
+/* The request the client would send, signed at `when` (for signature
+ * tests).  range: NULL or a Range header value. */
+struct s3_signed_request {
+	char *url;
+	char *host;
+	char *payload_hash;
+	char *authorization;
+};
+int s3_sign_request(struct s3_client *c, const char *method, const char *bucket, const char *key,
+		    const struct sigv4_param *params, size_t nparams, const char *range,
+		    const void *body, size_t len, time_t when, struct s3_signed_request *out,
+		    struct err *e);
+void s3_signed_request_fini(struct s3_signed_request *r);
+
+#endif

@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cli: what every subcommand shares: how an error is shown (one line on
+ * stderr, or a JSON object on stdout for tools), which error codes are
+ * usage errors (exit 2) rather than failures (exit 1), and strict parsing of
+ * numeric options.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ckptconv/cli.h"
+#include "ckptconv/err.h"
+
+static const char *const usage_codes[] = {
+	"usage_error", "invalid_option", "invalid_size", "invalid_exclude", "invalid_partition",
+};
+
+void cli_print_error(const struct err *e, int json)
+{
+	const char *code = e && e->code ? e->code : "internal_error";
+	const char *msg = e && e->code ? e->msg : "unknown failure";
+	json_t *body;
+
+	if (!json) {
+		fprintf(stderr, "ckptconv: %s: %s\n", code, msg);
+		return;
+	}
+	body = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
+	if (body && e && e->tensor[0])
+		json_object_set_new(json_object_get(body, "error"), "tensor",
+				    json_string(e->tensor));
+	if (!body) {
+		fprintf(stderr, "ckptconv: %s: %s\n", code, msg);
+		return;
+	}
+	json_dumpf(body, stdout, JSON_COMPACT | JSON_ENSURE_ASCII);
+	fputc('\n', stdout);
+	fflush(stdout);
+	json_decref(body);
+}
+
+int cli_exit_code(const struct err *e)
+{
+	size_t i;
+
+	if (!e || !e->code)
+		return EXIT_FAILED;
+	for (i = 0; i < sizeof(usage_codes) / sizeof(usage_codes[0]); i++)
+		if (strcmp(e->code, usage_codes[i]) == 0)
+			return EXIT_USAGE;
+	return EXIT_FAILED;
+}
+
+int cli_usage_error(const char *command, int json, const char *fmt, ...)
+{
+	struct err e = {0};
+	char text[ERR_MSG_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	err_set(&e, "usage_error", "%s (see 'ckptconv %s --help')", text, command);
+	cli_print_error(&e, json);
+	return EXIT_USAGE;
+}
+
+int cli_parse_uint(const char *text, unsigned long long min, unsigned long long max,
+		   unsigned long long *out)
+{
+	unsigned long long value;
+	char *end;
+
+	if (!text || !isdigit((unsigned char)text[0]))
+		return -1;
+	errno = 0;
+	value = strtoull(text, &end, 10);
+	if (errno || *end || value < min || value > max)
+		return -1;
+	*out = value;
+	return 0;
+}

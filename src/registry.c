@@ -1,0 +1,1452 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * registry: the job table, the FIFO queue and the runner threads, plus the
+ * records that make jobs survive a restart.  Jobs are kept in two arrays,
+ * by creation order (listing, cursors) and by id (look-ups by binary
+ * search); the queue holds queued jobs by creation order, so a job put
+ * back by a drain keeps its place.  Every state change is written to the
+ * job's record before anyone can act on it elsewhere.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ckptconv/log.h"
+#include "ckptconv/metrics.h"
+#include "ckptconv/paths.h"
+#include "ckptconv/plan.h"
+#include "ckptconv/registry.h"
+#include "ckptconv/store.h"
+
+#define PERSIST_INTERVAL 2.0     /* seconds between records of a running job */
+#define RETENTION_INTERVAL 60.0
+#define PROBE_INTERVAL 5.0
+#define MAX_CRASH_RESTARTS 3
+#define RECORD_MAX (1u << 20)
+/* Names the local store gives its unfinished output files. */
+#define STORE_TMP_PREFIX ".ckptconv-tmp."
+
+struct registry {
+	struct registry_config cfg;
+	char *state_dir, *jobs_dir;
+	int lock_fd;
+
+	pthread_mutex_t lock;
+	pthread_cond_t work;         /* a job was queued, or draining/stopping */
+	pthread_cond_t idle;         /* a run ended */
+	struct job **by_seq, **by_id, **queue; /* protected by lock */
+	size_t njobs, cap, nqueue, qcap;
+	size_t counts[JOB_STATE_COUNT];
+	uint64_t next_seq;
+	unsigned running;            /* jobs in a runner's hands */
+	bool draining, stopping;
+	uint64_t tensors_converted, bytes_converted; /* of finished runs */
+
+	_Atomic bool writable;
+	double last_retention, last_probe; /* main loop only */
+	pthread_t *runners;
+	unsigned nrunners;
+};
+
+/* ---- tables (lock held) --------------------------------------------------- */
+
+static int compare_id(const char *id, const struct job *j)
+{
+	return strcmp(id, j->id);
+}
+
+/* Position of id in by_id, or where it would go. */
+static size_t id_position(const struct registry *r, const char *id, bool *found)
+{
+	size_t lo = 0, hi = r->njobs;
+
+	*found = false;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = compare_id(id, r->by_id[mid]);
+
+		if (c == 0) {
+			*found = true;
+			return mid;
+		}
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return lo;
+}
+
+static struct job *find_locked(const struct registry *r, const char *id)
+{
+	bool found;
+	size_t pos = id_position(r, id, &found);
+
+	return found ? r->by_id[pos] : NULL;
+}
+
+/* Index of the first job with seq >= seq in by_seq. */
+static size_t seq_position(struct job *const *jobs, size_t n, uint64_t seq)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (jobs[mid]->seq < seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static void array_insert(struct job ***arr, size_t *n, size_t *cap, size_t pos, struct job *j)
+{
+	if (*n == *cap) {
+		*cap = *cap ? *cap * 2 : 64;
+		*arr = xrealloc(*arr, *cap * sizeof(**arr));
+	}
+	memmove(*arr + pos + 1, *arr + pos, (*n - pos) * sizeof(**arr));
+	(*arr)[pos] = j;
+	(*n)++;
+}
+
+static void array_remove(struct job **arr, size_t *n, size_t pos)
+{
+	memmove(arr + pos, arr + pos + 1, (*n - pos - 1) * sizeof(*arr));
+	(*n)--;
+}
+
+/* Adds j (taking the caller's reference) to both tables. */
+static int table_insert(struct registry *r, struct job *j)
+{
+	bool found;
+	size_t id_pos = id_position(r, j->id, &found);
+	size_t seq_pos = seq_position(r->by_seq, r->njobs, j->seq);
+	size_t n = r->njobs, cap = r->cap;
+
+	if (found)
+		return -1;
+	array_insert(&r->by_id, &n, &cap, id_pos, j);
+	n = r->njobs;
+	array_insert(&r->by_seq, &n, &r->cap, seq_pos, j);
+	r->njobs = n;
+	r->counts[j->state]++;
+	return 0;
+}
+
+static void queue_remove(struct registry *r, struct job *j)
+{
+	size_t i;
+
+	for (i = 0; i < r->nqueue; i++) {
+		if (r->queue[i] == j) {
+			array_remove(r->queue, &r->nqueue, i);
+			return;
+		}
+	}
+}
+
+static void queue_add(struct registry *r, struct job *j)
+{
+	array_insert(&r->queue, &r->nqueue, &r->qcap, seq_position(r->queue, r->nqueue, j->seq), j);
+}
+
+/* Removes j from the tables; returns the table's reference. */
+static struct job *table_remove(struct registry *r, struct job *j)
+{
+	bool found;
+	size_t id_pos = id_position(r, j->id, &found);
+	size_t seq_pos = seq_position(r->by_seq, r->njobs, j->seq);
+	size_t n = r->njobs;
+
+	if (!found)
+		return NULL;
+	while (seq_pos < r->njobs && r->by_seq[seq_pos] != j)
+		seq_pos++;
+	array_remove(r->by_id, &n, id_pos);
+	n = r->njobs;
+	if (seq_pos < r->njobs)
+		array_remove(r->by_seq, &n, seq_pos);
+	r->njobs = n;
+	queue_remove(r, j);
+	r->counts[j->state]--;
+	j->deleted = true;
+	return j;
+}
+
+static void set_state(struct registry *r, struct job *j, enum job_state s)
+{
+	r->counts[j->state]--;
+	r->counts[s]++;
+	j->state = s;
+}
+
+/* ---- files ---------------------------------------------------------------- */
+
+static char *job_file(const struct registry *r, const struct job *j, const char *suffix)
+{
+	char *path;
+
+	if (asprintf(&path, "%s/%s%s", r->jobs_dir, j->id, suffix) < 0)
+		abort();
+	return path;
+}
+
+static json_t *log_fields(const struct job *j)
+{
+	return json_pack("{s:s}", "job", j->id);
+}
+
+static void log_job(enum log_level level, const struct job *j, const char *what, const struct err *e)
+{
+	json_t *f = log_fields(j);
+
+	if (e && e->code) {
+		json_object_set_new(f, "code", json_string(e->code));
+		json_object_set_new(f, "error", json_string(e->msg));
+	}
+	json_object_set_new(f, "state", json_string(job_state_name(j->state)));
+	log_msg(level, f, "job %s", what);
+	json_decref(f);
+}
+
+/* Writes j's record; false (and the service marked not ready) on failure. */
+static bool persist(struct registry *r, struct job *j)
+{
+	struct err e = {0};
+	char name[JOB_ID_LEN + 8];
+	json_t *rec;
+	char *text;
+	bool ok = true;
+
+	pthread_mutex_lock(&j->write_lock);
+	pthread_mutex_lock(&r->lock);
+	if (j->deleted) {
+		pthread_mutex_unlock(&r->lock);
+		goto out;
+	}
+	rec = job_record_json(j);
+	j->persisted_at = now_seconds();
+	pthread_mutex_unlock(&r->lock);
+	text = json_dumps(rec, JSON_COMPACT);
+	json_decref(rec);
+	snprintf(name, sizeof(name), "%s.json", j->id);
+	if (!text || job_write_atomic(r->jobs_dir, name, text, strlen(text), true, &e) < 0) {
+		atomic_store(&r->writable, false);
+		log_job(LOG_ERROR, j, "record not written", &e);
+		ok = false;
+	}
+	free(text);
+out:
+	pthread_mutex_unlock(&j->write_lock);
+	return ok;
+}
+
+static void remove_files(struct registry *r, struct job *j)
+{
+	static const char *const suffixes[] = {".json", ".tensors", ".states"};
+	size_t i;
+
+	pthread_mutex_lock(&j->write_lock);
+	for (i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+		char *path = job_file(r, j, suffixes[i]);
+
+		if (unlink(path) != 0 && errno != ENOENT)
+			log_job(LOG_WARN, j, "file not removed", NULL);
+		free(path);
+	}
+	pthread_mutex_unlock(&j->write_lock);
+}
+
+static void write_states(struct registry *r, struct job *j, const uint8_t *states, size_t n)
+{
+	struct err e = {0};
+	char name[JOB_ID_LEN + 8];
+
+	snprintf(name, sizeof(name), "%s.states", j->id);
+	if (job_write_atomic(r->jobs_dir, name, (const char *)states, n, true, &e) < 0)
+		log_job(LOG_WARN, j, "tensor states not written", &e);
+}
+
+/* Loads a finished job's final tensor states (lock held). */
+static void load_states(struct registry *r, struct job *j)
+{
+	char *path;
+	FILE *f;
+	size_t n = job_tensors_count(j->tensors);
+
+	if (j->tensor_states || !n || (j->state != JOB_FAILED && j->state != JOB_CANCELLED))
+		return;
+	path = job_file(r, j, ".states");
+	f = fopen(path, "rb");
+	if (f) {
+		uint8_t *states = xcalloc(n, 1);
+
+		if (fread(states, 1, n, f) == n) {
+			j->tensor_states = states;
+			j->ntensor_states = n;
+		} else {
+			free(states);
+		}
+		fclose(f);
+	}
+	free(path);
+}
+
+/* Opens the job's tensor listing if it is not open yet (lock held). */
+static void open_tensors(struct registry *r, struct job *j)
+{
+	struct err e = {0};
+	char *path;
+
+	if (j->tensors)
+		return;
+	path = job_file(r, j, ".tensors");
+	if (job_tensors_open(path, &j->tensors, &e) < 0 && e.errnum != ENOENT)
+		log_job(LOG_WARN, j, "tensor listing unreadable", &e);
+	free(path);
+}
+
+/* Writes the listing of `plan` for j and makes it the job's. */
+static int install_tensors(struct registry *r, struct job *j, const struct plan *plan, bool durable,
+			   struct err *e)
+{
+	struct job_tensors *t = NULL, *old;
+	char *path = job_file(r, j, ".tensors");
+	int rc = -1;
+
+	if (job_tensors_write(plan, path, durable, e) < 0 || job_tensors_open(path, &t, e) < 0)
+		goto out;
+	pthread_mutex_lock(&r->lock);
+	old = j->tensors;
+	j->tensors = t;
+	free(j->tensor_states);
+	j->tensor_states = NULL;
+	j->ntensor_states = 0;
+	j->progress.tensors_total = plan->ntensors;
+	j->progress.bytes_total = plan->total_bytes;
+	pthread_mutex_unlock(&r->lock);
+	job_tensors_unref(old);
+	rc = 0;
+out:
+	free(path);
+	return rc;
+}
+
+/* ---- results -------------------------------------------------------------- */
+
+static json_t *result_json(const struct plan *plan, const struct strvec *warnings)
+{
+	json_t *files = json_array(), *warn = json_array();
+	size_t i;
+
+	for (i = 0; i < plan->nfiles; i++)
+		json_array_append_new(files, json_string(plan->files[i].name));
+	if (plan->index_json)
+		json_array_append_new(files, json_string("model.safetensors.index.json"));
+	for (i = 0; i < plan->copy_files.len; i++)
+		json_array_append_new(files, json_string(plan->copy_files.items[i]));
+	for (i = 0; warnings && i < warnings->len; i++)
+		json_array_append_new(warn, json_string(warnings->items[i]));
+	return json_pack("{s:o, s:I, s:I, s:o}", "files", files, "tensors", (json_int_t)plan->ntensors,
+			 "bytes", (json_int_t)plan->total_file_bytes, "warnings", warn);
+}
+
+/* Moves j to a final state (lock held); returns its running seconds. */
+static double finish_locked(struct registry *r, struct job *j, enum job_state state,
+			    const struct err *e, json_t *result)
+{
+	set_state(r, j, state);
+	j->finished_ms = job_now_ms();
+	if (e && e->code && !j->error.code)
+		j->error = *e;
+	json_decref(j->result);
+	j->result = result;
+	r->tensors_converted += j->progress.tensors_done;
+	r->bytes_converted += j->progress.bytes_done;
+	return j->started_ms ? (double)(j->finished_ms - j->started_ms) / 1000.0 : 0.0;
+}
+
+/* What follows a final state: the record, the metrics, the log. */
+static void finished(struct registry *r, struct job *j, enum job_state state, double seconds,
+		     const struct err *e)
+{
+	persist(r, j);
+	metrics_job_finished(state, seconds);
+	log_job(state == JOB_SUCCEEDED ? LOG_INFO : LOG_WARN, j, job_state_name(state), e);
+}
+
+static void finish(struct registry *r, struct job *j, enum job_state state, const struct err *e,
+		   json_t *result)
+{
+	double seconds;
+
+	pthread_mutex_lock(&r->lock);
+	seconds = finish_locked(r, j, state, e, result);
+	pthread_mutex_unlock(&r->lock);
+	finished(r, j, state, seconds, e);
+}
+
+static void fail(struct registry *r, struct job *j, const struct err *e)
+{
+	finish(r, j, JOB_FAILED, e, NULL);
+}
+
+/* Puts a job stopped by a drain back in the queue for the next start. */
+static void requeue(struct registry *r, struct job *j)
+{
+	pthread_mutex_lock(&r->lock);
+	set_state(r, j, JOB_QUEUED);
+	j->started_ms = 0;
+	j->cancel = JOB_CANCEL_NONE;
+	j->progress.tensors_done = j->progress.bytes_done = 0;
+	j->progress.elapsed_seconds = 0;
+	queue_add(r, j);
+	pthread_mutex_unlock(&r->lock);
+	persist(r, j);
+	log_job(LOG_INFO, j, "queued again for the next start", NULL);
+}
+
+/* ---- running -------------------------------------------------------------- */
+
+/* Whether a destination may be claimed by the job: replacing it was asked
+ * for, or it holds nothing (but unfinished output of the local store). */
+static bool destination_claimable(const char *dst, bool overwrite)
+{
+	struct store *s = NULL;
+	struct store_entry *entries = NULL;
+	struct err e = {0};
+	size_t n = 0, i;
+	bool empty = true;
+
+	if (overwrite)
+		return true;
+	if (store_open(dst, &s, &e) < 0)
+		return false;
+	if (store_list(s, &entries, &n, &e) < 0) {
+		empty = strcmp(e.code, "source_not_found") == 0;
+		goto out;
+	}
+	for (i = 0; i < n; i++)
+		if (strncmp(entries[i].name, STORE_TMP_PREFIX, strlen(STORE_TMP_PREFIX)) != 0)
+			empty = false;
+	store_entries_free(entries, n);
+out:
+	store_free(s);
+	return empty;
+}
+
+static void claim(struct registry *r, struct job *j, const char *dst, bool overwrite)
+{
+	if (j->claimed || !destination_claimable(dst, overwrite))
+		return;
+	pthread_mutex_lock(&r->lock);
+	j->claimed = true;
+	pthread_mutex_unlock(&r->lock);
+	persist(r, j);
+}
+
+/* Re-checks the job's locations against the current policy: paths may have
+ * changed since it was submitted. */
+static int recheck(struct registry *r, struct job *j, char **src, char **dst, struct err *e)
+{
+	struct job_error je = {0};
+
+	if (job_spec_check(&j->spec, r->cfg.policy, src, dst, &je) < 0) {
+		*e = je.err;
+		return -1;
+	}
+	if (j->claimed && j->resolved_destination && strcmp(*dst, j->resolved_destination) != 0)
+		return err_set(e, "forbidden_path", "%s now resolves to %s, not %s as when the job started",
+			       j->spec.destination, *dst, j->resolved_destination);
+	pthread_mutex_lock(&r->lock);
+	free(j->resolved_source);
+	free(j->resolved_destination);
+	j->resolved_source = xstrdup(*src);
+	j->resolved_destination = xstrdup(*dst);
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}
+
+/* Publishes conv as the job's running conversion unless a cancel came
+ * first; returns the cancel reason then. */
+static enum job_cancel publish_conversion(struct registry *r, struct job *j, struct conversion *conv)
+{
+	enum job_cancel cancel;
+
+	pthread_mutex_lock(&r->lock);
+	cancel = j->cancel;
+	if (cancel == JOB_CANCEL_NONE)
+		j->conv = conv;
+	pthread_mutex_unlock(&r->lock);
+	return cancel;
+}
+
+/* Takes conv back from the job, keeping its last progress and, when the run
+ * did not succeed, its tensor states. */
+static enum job_cancel retire_conversion(struct registry *r, struct job *j, bool ok,
+					 uint8_t **states, size_t *nstates)
+{
+	const struct plan *plan = conversion_plan(j->conv);
+	enum job_cancel cancel;
+	size_t i;
+
+	pthread_mutex_lock(&r->lock);
+	job_current_progress(j, &j->progress);
+	*states = NULL;
+	*nstates = 0;
+	if (!ok && plan) {
+		*nstates = plan->ntensors;
+		*states = xcalloc(*nstates ? *nstates : 1, 1);
+		for (i = 0; i < *nstates; i++)
+			(*states)[i] = (uint8_t)conversion_tensor_state(j->conv, i);
+		free(j->tensor_states);
+		j->tensor_states = xcalloc(*nstates ? *nstates : 1, 1);
+		memcpy(j->tensor_states, *states, *nstates);
+		j->ntensor_states = *nstates;
+	}
+	j->conv = NULL;
+	cancel = j->cancel;
+	pthread_mutex_unlock(&r->lock);
+	return cancel;
+}
+
+static void cancel_error(struct err *e)
+{
+	err_set(e, "cancelled", "the job was cancelled by a DELETE request");
+}
+
+static void cancelled_by_request(struct registry *r, struct job *j)
+{
+	struct err e = {0};
+
+	cancel_error(&e);
+	finish(r, j, JOB_CANCELLED, &e, NULL);
+}
+
+/* After the run: succeeded, cancelled, queued again (drain) or failed. */
+static void settle(struct registry *r, struct job *j, struct conversion *conv, int rc,
+		   const struct err *e)
+{
+	uint8_t *states;
+	size_t nstates;
+	enum job_cancel cancel = retire_conversion(r, j, rc == 0, &states, &nstates);
+	bool was_cancelled = rc < 0 && e->code && strcmp(e->code, "cancelled") == 0;
+	struct err unknown = {0};
+
+	if (rc < 0 && !e->code) {
+		err_set(&unknown, "internal_error", "the conversion failed without saying why");
+		e = &unknown;
+	}
+
+	if (rc == 0) {
+		finish(r, j, JOB_SUCCEEDED, NULL, result_json(conversion_plan(conv), conversion_warnings(conv)));
+	} else if (was_cancelled && cancel == JOB_CANCEL_DRAIN) {
+		requeue(r, j);
+	} else {
+		if (states)
+			write_states(r, j, states, nstates);
+		if (was_cancelled && cancel == JOB_CANCEL_USER)
+			cancelled_by_request(r, j);
+		else
+			fail(r, j, e);
+	}
+	free(states);
+}
+
+static void run_job(struct registry *r, struct job *j)
+{
+	struct conversion *conv = NULL;
+	struct convert_options o;
+	struct err e = {0};
+	char *src = NULL, *dst = NULL;
+	enum job_cancel cancel;
+	int rc;
+
+	persist(r, j);
+	log_job(LOG_INFO, j, "started", NULL);
+	if (recheck(r, j, &src, &dst, &e) < 0) {
+		fail(r, j, &e);
+		goto out;
+	}
+	o = j->spec.convert;
+	if (j->claimed)
+		o.overwrite = true;
+	if (conversion_prepare(src, dst, &o, &conv, &e) < 0 ||
+	    install_tensors(r, j, conversion_plan(conv), true, &e) < 0) {
+		fail(r, j, &e);
+		goto out;
+	}
+	claim(r, j, dst, o.overwrite);
+	cancel = publish_conversion(r, j, conv);
+	if (cancel == JOB_CANCEL_DRAIN) {
+		requeue(r, j);
+		goto out;
+	}
+	if (cancel == JOB_CANCEL_USER) {
+		cancelled_by_request(r, j);
+		goto out;
+	}
+	rc = conversion_run(conv, r->cfg.pool, &e);
+	settle(r, j, conv, rc, &e);
+out:
+	conversion_free(conv);
+	free(src);
+	free(dst);
+}
+
+/* The oldest queued job, now running (lock held); NULL when stopping. */
+static struct job *next_job(struct registry *r)
+{
+	struct job *j;
+
+	while (!r->stopping && (r->draining || r->nqueue == 0))
+		pthread_cond_wait(&r->work, &r->lock);
+	if (r->stopping)
+		return NULL;
+	j = r->queue[0];
+	array_remove(r->queue, &r->nqueue, 0);
+	set_state(r, j, JOB_RUNNING);
+	j->started_ms = job_now_ms();
+	j->finished_ms = 0;
+	j->cancel = JOB_CANCEL_NONE;
+	r->running++;
+	return job_ref(j);
+}
+
+static void *runner_main(void *arg)
+{
+	struct registry *r = arg;
+	struct job *j;
+
+	pthread_mutex_lock(&r->lock);
+	while ((j = next_job(r))) {
+		pthread_mutex_unlock(&r->lock);
+		run_job(r, j);
+		job_unref(j);
+		pthread_mutex_lock(&r->lock);
+		r->running--;
+		pthread_cond_broadcast(&r->idle);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+int registry_start(struct registry *r, struct err *e)
+{
+	sigset_t all, old;
+	unsigned i;
+	int rc;
+
+	r->runners = xcalloc(r->cfg.max_running, sizeof(*r->runners));
+	sigfillset(&all);
+	sigdelset(&all, SIGBUS);
+	sigdelset(&all, SIGSEGV);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	for (i = 0; i < r->cfg.max_running; i++) {
+		rc = pthread_create(&r->runners[i], NULL, runner_main, r);
+		if (rc != 0) {
+			pthread_sigmask(SIG_SETMASK, &old, NULL);
+			return err_set_errno(e, "internal_error", rc, "cannot start a job runner");
+		}
+		pthread_setname_np(r->runners[i], "ckptconv-job");
+		r->nrunners++;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return 0;
+}
+
+/* ---- opening ------------------------------------------------------------- */
+
+static bool has_suffix(const char *name, const char *suffix)
+{
+	size_t n = strlen(name), m = strlen(suffix);
+
+	return n > m && strcmp(name + n - m, suffix) == 0;
+}
+
+static bool id_named(const char *name, const char *suffix)
+{
+	size_t i;
+
+	if (strlen(name) != JOB_ID_LEN + strlen(suffix) || !has_suffix(name, suffix))
+		return false;
+	for (i = 0; i < JOB_ID_LEN; i++)
+		if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+			return false;
+	return true;
+}
+
+static void set_aside(const char *dir, const char *name, const struct err *e)
+{
+	char from[PATH_MAX], to[PATH_MAX];
+	json_t *f = json_pack("{s:s, s:s}", "file", name, "error", e->msg);
+
+	snprintf(from, sizeof(from), "%s/%s", dir, name);
+	snprintf(to, sizeof(to), "%s/%s.corrupt", dir, name);
+	log_msg(LOG_WARN, f, "unreadable job record set aside");
+	json_decref(f);
+	rename(from, to);
+}
+
+static int load_record(struct registry *r, const char *name, struct err *e)
+{
+	char path[PATH_MAX];
+	json_error_t jerr;
+	json_t *rec;
+	struct job *j = NULL;
+	int rc = -1;
+
+	snprintf(path, sizeof(path), "%s/%s", r->jobs_dir, name);
+	rec = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+	if (!rec) {
+		err_set(e, "config_invalid", "%s: %s", name, jerr.text);
+		return -1;
+	}
+	if (job_from_record(rec, &j, e) < 0)
+		goto out;
+	if (strncmp(name, j->id, JOB_ID_LEN) != 0) {
+		err_set(e, "config_invalid", "%s holds job %s", name, j->id);
+		goto out;
+	}
+	if (table_insert(r, j) < 0) {
+		err_set(e, "config_invalid", "%s: job %s is listed twice", name, j->id);
+		goto out;
+	}
+	if (j->seq >= r->next_seq)
+		r->next_seq = j->seq + 1;
+	j = NULL;
+	rc = 0;
+out:
+	job_unref(j);
+	json_decref(rec);
+	return rc;
+}
+
+static void remove_stale(struct registry *r, const char *name)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/%s", r->jobs_dir, name);
+	unlink(path);
+}
+
+static int load_records(struct registry *r, struct err *e)
+{
+	struct dirent *d;
+	DIR *dir = opendir(r->jobs_dir);
+
+	if (!dir)
+		return err_set_errno(e, "io_error", errno, "%s", r->jobs_dir);
+	while ((d = readdir(dir))) {
+		struct err le = {0};
+
+		if (d->d_name[0] == '.' && has_suffix(d->d_name, ".tmp"))
+			remove_stale(r, d->d_name);
+		else if (id_named(d->d_name, ".json") && load_record(r, d->d_name, &le) < 0)
+			set_aside(r->jobs_dir, d->d_name, &le);
+	}
+	rewinddir(dir);
+	while ((d = readdir(dir))) {
+		if ((id_named(d->d_name, ".tensors") || id_named(d->d_name, ".states"))) {
+			char id[JOB_ID_LEN + 1];
+
+			memcpy(id, d->d_name, JOB_ID_LEN);
+			id[JOB_ID_LEN] = '\0';
+			if (!find_locked(r, id))
+				remove_stale(r, d->d_name);
+		}
+	}
+	closedir(dir);
+	return 0;
+}
+
+/* Jobs whose record says running were cut short: queue them again (or
+ * give up after MAX_CRASH_RESTARTS). */
+static void recover(struct registry *r)
+{
+	size_t i;
+
+	for (i = 0; i < r->njobs; i++) {
+		struct job *j = r->by_seq[i];
+
+		if (j->state == JOB_RUNNING) {
+			j->restarts++;
+			j->progress.tensors_done = j->progress.bytes_done = 0;
+			j->progress.elapsed_seconds = 0;
+			if (j->restarts > MAX_CRASH_RESTARTS) {
+				struct err e = {0};
+
+				err_set(&e, "interrupted",
+					"the service stopped %u times while the job was running; it is not retried again",
+					j->restarts);
+				finish(r, j, JOB_FAILED, &e, NULL);
+				continue;
+			}
+			set_state(r, j, JOB_QUEUED);
+			j->started_ms = 0;
+			persist(r, j);
+			log_job(LOG_WARN, j, "was running when the service stopped; queued to run again", NULL);
+		}
+		if (j->state == JOB_QUEUED)
+			queue_add(r, j);
+	}
+}
+
+static int lock_state_dir(struct registry *r, struct err *e)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/lock", r->state_dir);
+	r->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (r->lock_fd < 0)
+		return err_set_errno(e, "io_error", errno, "%s", path);
+	if (flock(r->lock_fd, LOCK_EX | LOCK_NB) != 0)
+		return err_set(e, "io_error", "%s: another ckptconv serve uses this state directory",
+			       r->state_dir);
+	return 0;
+}
+
+static int make_dir(const char *path, struct err *e)
+{
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return err_set_errno(e, "io_error", errno, "cannot create %s", path);
+	return 0;
+}
+
+static void sweep_retention(struct registry *r);
+
+int registry_open(const struct registry_config *c, struct registry **out, struct err *e)
+{
+	struct registry *r = xcalloc(1, sizeof(*r));
+	int rc = -1;
+
+	*out = NULL;
+	r->cfg = *c;
+	r->lock_fd = -1;
+	r->next_seq = 1;
+	r->state_dir = xstrdup(c->state_dir);
+	if (asprintf(&r->jobs_dir, "%s/jobs", c->state_dir) < 0)
+		abort();
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->work, NULL);
+	pthread_cond_init(&r->idle, NULL);
+	atomic_init(&r->writable, true);
+	if (make_dir(r->state_dir, e) < 0 || lock_state_dir(r, e) < 0 || make_dir(r->jobs_dir, e) < 0 ||
+	    load_records(r, e) < 0)
+		goto out;
+	recover(r);
+	sweep_retention(r);
+	*out = r;
+	r = NULL;
+	rc = 0;
+out:
+	registry_free(r);
+	return rc;
+}
+
+void registry_free(struct registry *r)
+{
+	unsigned i;
+	size_t k;
+
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->lock);
+	r->stopping = true;
+	pthread_cond_broadcast(&r->work);
+	pthread_mutex_unlock(&r->lock);
+	for (i = 0; i < r->nrunners; i++)
+		pthread_join(r->runners[i], NULL);
+	for (k = 0; k < r->njobs; k++) {
+		r->by_seq[k]->deleted = true;
+		job_unref(r->by_seq[k]);
+	}
+	free(r->by_seq);
+	free(r->by_id);
+	free(r->queue);
+	free(r->runners);
+	if (r->lock_fd >= 0)
+		close(r->lock_fd);
+	pthread_mutex_destroy(&r->lock);
+	pthread_cond_destroy(&r->work);
+	pthread_cond_destroy(&r->idle);
+	free(r->state_dir);
+	free(r->jobs_dir);
+	free(r);
+}
+
+/* ---- submitting ------------------------------------------------------------ */
+
+static struct job *find_by_key(const struct registry *r, const char *key)
+{
+	size_t i;
+
+	for (i = 0; key && i < r->njobs; i++)
+		if (r->by_seq[i]->idempotency_key && strcmp(r->by_seq[i]->idempotency_key, key) == 0)
+			return r->by_seq[i];
+	return NULL;
+}
+
+/* An active job whose destination or source overlaps dst (lock held). */
+static int check_destination(const struct registry *r, const char *dst, struct job_error *je)
+{
+	size_t i;
+
+	for (i = 0; i < r->njobs; i++) {
+		const struct job *j = r->by_seq[i];
+
+		if (j->state != JOB_QUEUED && j->state != JOB_RUNNING)
+			continue;
+		if (j->resolved_destination && store_is_remote(dst) == store_is_remote(j->resolved_destination) &&
+		    paths_overlap(dst, j->resolved_destination))
+			return job_error_set(je, "destination", "destination_in_use",
+					     "%s overlaps the destination of %s job %s", dst,
+					     job_state_name(j->state), j->id);
+		if (j->resolved_source && store_is_remote(dst) == store_is_remote(j->resolved_source) &&
+		    paths_overlap(dst, j->resolved_source))
+			return job_error_set(je, "destination", "destination_in_use",
+					     "%s overlaps the source of %s job %s", dst,
+					     job_state_name(j->state), j->id);
+	}
+	return 0;
+}
+
+/* The checks of a submission that need the lock; *existing receives the job
+ * of a repeated idempotency key. */
+static int admit(struct registry *r, const struct job_spec *spec, const char *dst, const char *key,
+		 const char *sha, struct job **existing, struct job_error *je)
+{
+	struct job *prior;
+
+	*existing = NULL;
+	if (r->draining)
+		return job_error_set(je, "", "draining", "the service is shutting down and accepts no new jobs");
+	prior = find_by_key(r, key);
+	if (prior && strcmp(prior->request_sha256, sha) == 0) {
+		*existing = job_ref(prior);
+		return 0;
+	}
+	if (prior)
+		return job_error_set(je, "", "idempotency_conflict",
+				     "Idempotency-Key was used for job %s with a different body", prior->id);
+	if (spec->dry_run)
+		return 0;
+	if (r->counts[JOB_QUEUED] >= r->cfg.max_queued)
+		return job_error_set(je, "", "queue_full", "%zu jobs are queued (the limit is %u)",
+				     r->counts[JOB_QUEUED], r->cfg.max_queued);
+	return check_destination(r, dst, je);
+}
+
+/* Field of a request an engine error is about. */
+static const char *engine_error_field(const char *code)
+{
+	if (strcmp(code, "invalid_exclude") == 0)
+		return "options.exclude";
+	if (strcmp(code, "invalid_size") == 0)
+		return "options.max_shard_size";
+	if (strcmp(code, "already_in_layout") == 0)
+		return "to";
+	if (err_http_status(code) == 422)
+		return "source";
+	return "";
+}
+
+/* conversion_prepare of the request: the source is read and planned. */
+static int check_source(struct registry *r, struct job *j, struct job_error *je)
+{
+	struct conversion *conv = NULL;
+	struct err e = {0};
+	int rc = -1;
+
+	if (conversion_prepare(j->resolved_source, j->resolved_destination, &j->spec.convert, &conv, &e) < 0) {
+		job_error_set(je, engine_error_field(e.code), e.code, "%s", e.msg);
+		goto out;
+	}
+	if (install_tensors(r, j, conversion_plan(conv), false, &e) < 0) {
+		job_error_set(je, "", e.code, "%s", e.msg);
+		goto out;
+	}
+	if (j->spec.dry_run) {
+		const struct plan *plan = conversion_plan(conv);
+
+		j->state = JOB_SUCCEEDED;
+		j->started_ms = j->finished_ms = job_now_ms();
+		j->result = result_json(plan, &plan->warnings);
+	}
+	rc = 0;
+out:
+	conversion_free(conv);
+	return rc;
+}
+
+static void discard(struct registry *r, struct job *j)
+{
+	remove_files(r, j);
+	job_unref(j);
+}
+
+int registry_submit(struct registry *r, struct job_spec *spec, const char *resolved_source,
+		    const char *resolved_destination, const char *idempotency_key,
+		    const char *request_sha256, struct job **out, bool *existing, struct job_error *je)
+{
+	struct job *j = NULL, *prior = NULL;
+	int rc;
+
+	*out = NULL;
+	*existing = false;
+	pthread_mutex_lock(&r->lock);
+	rc = admit(r, spec, resolved_destination, idempotency_key, request_sha256, &prior, je);
+	pthread_mutex_unlock(&r->lock);
+	if (rc < 0 || prior)
+		goto out_existing;
+
+	j = job_new(spec, 0);
+	j->resolved_source = xstrdup(resolved_source);
+	j->resolved_destination = xstrdup(resolved_destination);
+	j->idempotency_key = idempotency_key ? xstrdup(idempotency_key) : NULL;
+	snprintf(j->request_sha256, sizeof(j->request_sha256), "%s", request_sha256);
+	if (check_source(r, j, je) < 0) {
+		discard(r, j);
+		return -1;
+	}
+
+	pthread_mutex_lock(&r->lock);
+	rc = admit(r, &j->spec, resolved_destination, idempotency_key, request_sha256, &prior, je);
+	if (rc == 0 && !prior) {
+		j->seq = r->next_seq++;
+		table_insert(r, job_ref(j));
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (rc < 0 || prior) {
+		discard(r, j);
+		goto out_existing;
+	}
+	if (!persist(r, j)) {
+		pthread_mutex_lock(&r->lock);
+		job_unref(table_remove(r, j));
+		pthread_mutex_unlock(&r->lock);
+		discard(r, j);
+		return job_error_set(je, "", "io_error", "the job record could not be written");
+	}
+	pthread_mutex_lock(&r->lock);
+	if (j->state == JOB_QUEUED && !j->deleted) {
+		queue_add(r, j);
+		pthread_cond_signal(&r->work);
+	}
+	pthread_mutex_unlock(&r->lock);
+	log_job(LOG_INFO, j, "submitted", NULL);
+	*out = j;
+	return 0;
+
+out_existing:
+	if (prior) {
+		*out = prior;
+		*existing = true;
+		return 0;
+	}
+	return -1;
+}
+
+/* ---- reading ---------------------------------------------------------------- */
+
+struct job *registry_get(struct registry *r, const char *id)
+{
+	struct job *j;
+
+	pthread_mutex_lock(&r->lock);
+	j = job_ref(find_locked(r, id));
+	pthread_mutex_unlock(&r->lock);
+	return j;
+}
+
+json_t *registry_job_json(struct registry *r, struct job *j)
+{
+	json_t *o;
+
+	pthread_mutex_lock(&r->lock);
+	o = job_to_json(j);
+	pthread_mutex_unlock(&r->lock);
+	return o;
+}
+
+json_t *registry_progress_json(struct registry *r, struct job *j)
+{
+	json_t *o;
+
+	pthread_mutex_lock(&r->lock);
+	o = job_progress_json(j);
+	pthread_mutex_unlock(&r->lock);
+	return o;
+}
+
+enum job_state registry_job_state(struct registry *r, struct job *j)
+{
+	enum job_state s;
+
+	pthread_mutex_lock(&r->lock);
+	s = j->state;
+	pthread_mutex_unlock(&r->lock);
+	return s;
+}
+
+static bool labels_match(const struct job *j, const struct registry_filter *f)
+{
+	size_t i;
+
+	for (i = 0; i < f->nlabels; i++) {
+		const char *v = json_string_value(json_object_get(j->spec.labels, f->label_keys[i]));
+
+		if (!v || strcmp(v, f->label_values[i]) != 0)
+			return false;
+	}
+	return true;
+}
+
+json_t *registry_list(struct registry *r, const struct registry_filter *f)
+{
+	json_t *jobs = json_array(), *out;
+	uint64_t last = 0;
+	size_t i, found = 0;
+	bool more = false;
+
+	pthread_mutex_lock(&r->lock);
+	i = f->before_seq ? seq_position(r->by_seq, r->njobs, f->before_seq) : r->njobs;
+	while (i-- > 0) {
+		const struct job *j = r->by_seq[i];
+
+		if ((f->state >= 0 && (int)j->state != f->state) || !labels_match(j, f))
+			continue;
+		if (found == f->limit) {
+			more = true;
+			break;
+		}
+		json_array_append_new(jobs, job_to_json(j));
+		last = j->seq;
+		found++;
+	}
+	pthread_mutex_unlock(&r->lock);
+	out = json_pack("{s:o}", "jobs", jobs);
+	if (more) {
+		char cursor[32];
+
+		snprintf(cursor, sizeof(cursor), "%" PRIu64, last);
+		json_object_set_new(out, "next_cursor", json_string(cursor));
+	} else {
+		json_object_set_new(out, "next_cursor", json_null());
+	}
+	return out;
+}
+
+/* States of the tensors [from, from + n) into states (lock held). */
+static void copy_states(const struct job *j, size_t from, size_t n, uint8_t *states)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		states[i] = (uint8_t)job_tensor_state(j, from + i);
+}
+
+static void append_tensor(struct job_buf *out, const struct job_tensors *t, size_t i, uint8_t state,
+			  bool first)
+{
+	const char *frag;
+	size_t len;
+
+	job_tensors_fragment(t, i, &frag, &len);
+	if (!first)
+		job_buf_append(out, ",", 1);
+	job_buf_append(out, frag, len);
+	job_buf_puts(out, tensor_state_name((enum tensor_state)state));
+	job_buf_append(out, "\"}", 2);
+}
+
+void registry_tensors(struct registry *r, struct job *j, int state_filter, size_t offset,
+		      size_t limit, struct job_buf *out)
+{
+	struct job_tensors *t;
+	uint8_t *states;
+	size_t n, from, count, total = 0, emitted = 0, i;
+
+	pthread_mutex_lock(&r->lock);
+	open_tensors(r, j);
+	load_states(r, j);
+	t = job_tensors_ref(j->tensors);
+	n = job_tensors_count(t);
+	from = state_filter >= 0 ? 0 : (offset < n ? offset : n);
+	count = state_filter >= 0 ? n : (n - from < limit ? n - from : limit);
+	states = xmalloc(count ? count : 1);
+	copy_states(j, from, count, states);
+	pthread_mutex_unlock(&r->lock);
+
+	job_buf_puts(out, "{\"tensors\":[");
+	if (state_filter < 0) {
+		for (i = 0; i < count; i++)
+			append_tensor(out, t, from + i, states[i], i == 0);
+		total = n;
+	} else {
+		for (i = 0; i < n; i++) {
+			if (states[i] != (uint8_t)state_filter)
+				continue;
+			if (total >= offset && emitted < limit)
+				append_tensor(out, t, i, states[i], emitted++ == 0);
+			total++;
+		}
+	}
+	job_buf_printf(out, "],\"total\":%zu,\"offset\":%zu,\"limit\":%zu}", total, offset, limit);
+	free(states);
+	job_tensors_unref(t);
+}
+
+/* ---- changing ---------------------------------------------------------------- */
+
+int registry_delete(struct registry *r, const char *id, enum registry_delete_outcome *outcome,
+		    json_t **job_json, struct job_error *je)
+{
+	struct job *j, *removed = NULL;
+	struct err e = {0};
+	double seconds = 0;
+
+	if (job_json)
+		*job_json = NULL;
+	pthread_mutex_lock(&r->lock);
+	j = job_ref(find_locked(r, id));
+	if (!j) {
+		pthread_mutex_unlock(&r->lock);
+		return job_error_set(je, "", "job_not_found", "no job has the id '%.64s'", id);
+	}
+	if (j->state == JOB_RUNNING) {
+		*outcome = REGISTRY_CANCELLING;
+		j->cancel = JOB_CANCEL_USER;
+		if (j->conv)
+			conversion_cancel(j->conv);
+	} else if (j->state == JOB_QUEUED) {
+		*outcome = REGISTRY_CANCELLED;
+		queue_remove(r, j);
+		cancel_error(&e);
+		seconds = finish_locked(r, j, JOB_CANCELLED, &e, NULL);
+	} else {
+		*outcome = REGISTRY_DELETED;
+		removed = table_remove(r, j);
+	}
+	pthread_mutex_unlock(&r->lock);
+
+	if (*outcome == REGISTRY_CANCELLED) {
+		finished(r, j, JOB_CANCELLED, seconds, &e);
+	} else if (*outcome == REGISTRY_CANCELLING) {
+		log_job(LOG_INFO, j, "cancel requested", NULL);
+	} else {
+		remove_files(r, j);
+		log_job(LOG_INFO, j, "record deleted", NULL);
+		job_unref(removed);
+	}
+	if (job_json && *outcome != REGISTRY_DELETED)
+		*job_json = registry_job_json(r, j);
+	job_unref(j);
+	return 0;
+}
+
+static void sweep_retention(struct registry *r)
+{
+	int64_t cutoff = job_now_ms() - r->cfg.retain_ms;
+	struct job **expired = NULL;
+	size_t n = 0, cap = 0, i;
+
+	if (r->cfg.retain_ms <= 0)
+		return;
+	pthread_mutex_lock(&r->lock);
+	for (i = 0; i < r->njobs;) {
+		struct job *j = r->by_seq[i];
+
+		if (job_state_finished(j->state) && j->finished_ms && j->finished_ms < cutoff) {
+			array_insert(&expired, &n, &cap, n, table_remove(r, j));
+			continue;
+		}
+		i++;
+	}
+	pthread_mutex_unlock(&r->lock);
+	for (i = 0; i < n; i++) {
+		remove_files(r, expired[i]);
+		log_job(LOG_INFO, expired[i], "record expired", NULL);
+		job_unref(expired[i]);
+	}
+	free(expired);
+}
+
+static void probe_writable(struct registry *r)
+{
+	char path[PATH_MAX];
+	int fd;
+	bool ok;
+
+	snprintf(path, sizeof(path), "%s/.probe", r->jobs_dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	ok = fd >= 0 && write(fd, "ok", 2) == 2;
+	if (fd >= 0)
+		close(fd);
+	unlink(path);
+	if (ok != atomic_load(&r->writable)) {
+		json_t *f = json_pack("{s:s}", "state_dir", r->state_dir);
+
+		log_msg(ok ? LOG_INFO : LOG_ERROR, f, ok ? "state directory writable again"
+							 : "state directory is not writable");
+		json_decref(f);
+	}
+	atomic_store(&r->writable, ok);
+}
+
+void registry_tick(struct registry *r)
+{
+	double now = now_seconds();
+	struct job **due = NULL;
+	size_t n = 0, cap = 0, i;
+
+	pthread_mutex_lock(&r->lock);
+	for (i = 0; i < r->njobs; i++) {
+		struct job *j = r->by_seq[i];
+
+		if (j->state == JOB_RUNNING && now - j->persisted_at >= PERSIST_INTERVAL)
+			array_insert(&due, &n, &cap, n, job_ref(j));
+	}
+	pthread_mutex_unlock(&r->lock);
+	for (i = 0; i < n; i++) {
+		persist(r, due[i]);
+		job_unref(due[i]);
+	}
+	free(due);
+	if (now - r->last_retention >= RETENTION_INTERVAL) {
+		r->last_retention = now;
+		sweep_retention(r);
+	}
+	if (now - r->last_probe >= PROBE_INTERVAL) {
+		r->last_probe = now;
+		probe_writable(r);
+	}
+}
+
+void registry_drain(struct registry *r)
+{
+	size_t i;
+
+	pthread_mutex_lock(&r->lock);
+	r->draining = true;
+	for (i = 0; i < r->njobs; i++) {
+		struct job *j = r->by_seq[i];
+
+		if (j->state != JOB_RUNNING || j->cancel == JOB_CANCEL_USER)
+			continue;
+		j->cancel = JOB_CANCEL_DRAIN;
+		if (j->conv)
+			conversion_cancel(j->conv);
+	}
+	pthread_cond_broadcast(&r->work);
+	pthread_mutex_unlock(&r->lock);
+}
+
+bool registry_wait_idle(struct registry *r, double timeout_seconds)
+{
+	struct timespec deadline;
+	bool idle;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += (time_t)timeout_seconds;
+	deadline.tv_nsec += (long)((timeout_seconds - (double)(time_t)timeout_seconds) * 1e9);
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&r->lock);
+	while (r->running > 0)
+		if (pthread_cond_timedwait(&r->idle, &r->lock, &deadline) == ETIMEDOUT)
+			break;
+	idle = r->running == 0;
+	pthread_mutex_unlock(&r->lock);
+	return idle;
+}
+
+void registry_record_running_as_queued(struct registry *r)
+{
+	size_t i;
+
+	pthread_mutex_lock(&r->lock);
+	for (i = 0; i < r->njobs; i++) {
+		struct job *j = r->by_seq[i];
+		json_t *rec;
+		char *text, name[JOB_ID_LEN + 8];
+		struct err e = {0};
+
+		if (j->state != JOB_RUNNING)
+			continue;
+		rec = job_record_json(j);
+		json_object_set_new(rec, "state", json_string("queued"));
+		json_object_set_new(rec, "started_ms", json_integer(0));
+		text = json_dumps(rec, JSON_COMPACT);
+		snprintf(name, sizeof(name), "%s.json", j->id);
+		if (text)
+			job_write_atomic(r->jobs_dir, name, text, strlen(text), true, &e);
+		log_job(LOG_WARN, j, "still running at exit; queued to run again", NULL);
+		free(text);
+		json_decref(rec);
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+bool registry_draining(struct registry *r)
+{
+	bool d;
+
+	pthread_mutex_lock(&r->lock);
+	d = r->draining;
+	pthread_mutex_unlock(&r->lock);
+	return d;
+}
+
+bool registry_ready(struct registry *r, const char **why)
+{
+	if (registry_draining(r)) {
+		if (why)
+			*why = "the service is shutting down";
+		return false;
+	}
+	if (!atomic_load(&r->writable)) {
+		if (why)
+			*why = "the state directory is not writable";
+		return false;
+	}
+	return true;
+}
+
+void registry_stats(struct registry *r, struct registry_stats *out)
+{
+	size_t i;
+
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&r->lock);
+	memcpy(out->jobs, r->counts, sizeof(out->jobs));
+	out->queue_length = r->counts[JOB_QUEUED];
+	out->tensors_converted = r->tensors_converted;
+	out->bytes_converted = r->bytes_converted;
+	for (i = 0; i < r->njobs; i++) {
+		struct job *j = r->by_seq[i];
+		struct job_progress p;
+
+		if (j->state != JOB_RUNNING)
+			continue;
+		job_current_progress(j, &p);
+		out->tensors_converted += p.tensors_done;
+		out->bytes_converted += p.bytes_done;
+	}
+	pthread_mutex_unlock(&r->lock);
+}

@@ -1,0 +1,540 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * check_store: the local store reads exact ranges and views, keeps outputs
+ * invisible until they are committed, leaves nothing after an abort, and
+ * prepares a destination strictly: refuses a non-empty one without
+ * overwrite, checks free space before removing anything, removes only the
+ * previous checkpoint's index and weights, and cleans its own leftovers.
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ckptconv/err.h"
+#include "ckptconv/store.h"
+#include "testutil.h"
+
+static char *tmpdir;
+static char *dst;
+static uint64_t hook_free_bytes;
+
+static int fake_free_bytes(const char *dir, uint64_t *free_bytes)
+{
+	(void)dir;
+	*free_bytes = hook_free_bytes;
+	return 0;
+}
+
+static void setup(void)
+{
+	tmpdir = test_mkdtemp();
+	dst = test_path(tmpdir, "out");
+	store_local_free_bytes_hook = NULL;
+}
+
+static void teardown(void)
+{
+	store_local_free_bytes_hook = NULL;
+	test_rmtree(tmpdir);
+	free(dst);
+	free(tmpdir);
+}
+
+static bool exists(const char *dir, const char *name)
+{
+	char *p = test_path(dir, name);
+	struct stat st;
+	bool found = lstat(p, &st) == 0;
+
+	free(p);
+	return found;
+}
+
+static void write_in(const char *dir, const char *name, size_t len)
+{
+	char *p = test_path(dir, name);
+	char *buf = calloc(1, len + 1);
+
+	test_write_file(p, buf, len);
+	free(buf);
+	free(p);
+}
+
+static size_t count_entries(const char *dir)
+{
+	struct store_entry *entries;
+	struct store *s;
+	struct err e = {0};
+	size_t n;
+
+	ck_assert_int_eq(store_open(dir, &s, &e), 0);
+	ck_assert_msg(store_list(s, &entries, &n, &e) == 0, "%s", e.msg);
+	store_entries_free(entries, n);
+	store_free(s);
+	return n;
+}
+
+static struct store *open_output(bool overwrite, uint64_t needed, struct err *e, int *rc)
+{
+	struct store_output_options o = {.overwrite = overwrite, .durable = true, .bytes_needed = needed};
+	struct store *s;
+
+	ck_assert_int_eq(store_open(dst, &s, e), 0);
+	*rc = store_prepare_output(s, &o, e);
+	return s;
+}
+
+START_TEST(test_location_normalised)
+{
+	struct store *s;
+	struct err e = {0};
+	char *loc;
+
+	if (asprintf(&loc, "%s///", tmpdir) < 0)
+		abort();
+	ck_assert_int_eq(store_open(loc, &s, &e), 0);
+	ck_assert_str_eq(s->location, tmpdir);
+	ck_assert(!store_is_remote(loc));
+	ck_assert(store_is_remote("s3://bucket/prefix/"));
+	store_free(s);
+	free(loc);
+	ck_assert_int_eq(store_open("", &s, &e), -1);
+	ck_assert_str_eq(e.code, "invalid_location");
+}
+END_TEST
+
+START_TEST(test_list_sorted_with_kinds)
+{
+	struct store_entry *entries;
+	struct store *s;
+	struct err e = {0};
+	char *dir = test_path(tmpdir, "a-dir");
+	char *link = test_path(tmpdir, "c-link");
+	size_t n;
+
+	write_in(tmpdir, "b-file", 5);
+	ck_assert_int_eq(mkdir(dir, 0755), 0);
+	ck_assert_int_eq(symlink("missing-target", link), 0);
+	ck_assert_int_eq(store_open(tmpdir, &s, &e), 0);
+	ck_assert_int_eq(store_list(s, &entries, &n, &e), 0);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_str_eq(entries[0].name, "a-dir");
+	ck_assert_int_eq(entries[0].kind, STORE_DIR);
+	ck_assert_str_eq(entries[1].name, "b-file");
+	ck_assert_int_eq(entries[1].kind, STORE_FILE);
+	ck_assert_uint_eq(entries[1].size, 5);
+	ck_assert_str_eq(entries[2].name, "c-link");
+	ck_assert_int_eq(entries[2].kind, STORE_OTHER);
+	store_entries_free(entries, n);
+	store_free(s);
+	free(dir);
+	free(link);
+}
+END_TEST
+
+START_TEST(test_list_missing)
+{
+	struct store_entry *entries;
+	struct store *s;
+	struct err e = {0};
+	size_t n;
+
+	ck_assert_int_eq(store_open(dst, &s, &e), 0);
+	ck_assert_int_eq(store_list(s, &entries, &n, &e), -1);
+	ck_assert_str_eq(e.code, "source_not_found");
+	ck_assert_ptr_nonnull(strstr(e.msg, dst));
+	store_free(s);
+}
+END_TEST
+
+/* A file whose byte i is (i * 7) & 0xff, larger than a few pages. */
+static size_t write_pattern(const char *name)
+{
+	size_t len = 3 * (size_t)sysconf(_SC_PAGESIZE) + 123, i;
+	unsigned char *buf = malloc(len);
+	char *p = test_path(tmpdir, name);
+
+	for (i = 0; i < len; i++)
+		buf[i] = (unsigned char)(i * 7);
+	test_write_file(p, buf, len);
+	free(buf);
+	free(p);
+	return len;
+}
+
+START_TEST(test_read_exact_and_truncated)
+{
+	size_t len = write_pattern("data.bin"), i;
+	unsigned char buf[300];
+	struct store *s;
+	struct err e = {0};
+
+	ck_assert_int_eq(store_open(tmpdir, &s, &e), 0);
+	ck_assert_int_eq(store_read(s, "data.bin", 4000, buf, sizeof(buf), &e), 0);
+	for (i = 0; i < sizeof(buf); i++)
+		ck_assert_uint_eq(buf[i], (unsigned char)((4000 + i) * 7));
+	ck_assert_int_eq(store_read(s, "data.bin", len - 10, buf, 20, &e), -1);
+	ck_assert_str_eq(e.code, "file_truncated");
+	ck_assert_ptr_nonnull(strstr(e.msg, "data.bin"));
+	err_clear(&e);
+	ck_assert_int_eq(store_read(s, "absent.bin", 0, buf, 1, &e), -1);
+	ck_assert_str_eq(e.code, "source_not_found");
+	ck_assert_ptr_nonnull(strstr(e.msg, "absent.bin"));
+	store_free(s);
+}
+END_TEST
+
+START_TEST(test_view_unaligned_window)
+{
+	size_t len = write_pattern("data.bin"), i;
+	struct store_view v;
+	struct store *s;
+	struct err e = {0};
+
+	ck_assert_int_eq(store_open(tmpdir, &s, &e), 0);
+	ck_assert_int_eq(store_view(s, "data.bin", 4097, 5000, &v, &e), 0);
+	ck_assert_uint_eq(v.len, 5000);
+	ck_assert_str_eq(v.file, "data.bin");
+	for (i = 0; i < v.len; i++)
+		ck_assert_uint_eq(v.data[i], (unsigned char)((4097 + i) * 7));
+	store_view_release(&v);
+	ck_assert_ptr_null(v.data);
+	/* a range past the end is refused instead of faulting later */
+	ck_assert_int_eq(store_view(s, "data.bin", len - 1, 2, &v, &e), -1);
+	ck_assert_str_eq(e.code, "source_truncated");
+	ck_assert_ptr_nonnull(strstr(e.msg, "data.bin"));
+	store_free(s);
+}
+END_TEST
+
+START_TEST(test_read_file)
+{
+	struct store *s;
+	struct err e = {0};
+	size_t len;
+	char *text;
+
+	write_in(tmpdir, "config.json", 0);
+	{
+		char *p = test_path(tmpdir, "config.json");
+
+		test_write_file(p, "{}", 2);
+		free(p);
+	}
+	ck_assert_int_eq(store_open(tmpdir, &s, &e), 0);
+	ck_assert_int_eq(store_read_file(s, "config.json", 100, &text, &len, &e), 0);
+	ck_assert_str_eq(text, "{}");
+	ck_assert_uint_eq(len, 2);
+	free(text);
+	ck_assert_int_eq(store_read_file(s, "config.json", 1, &text, &len, &e), -1);
+	ck_assert_str_eq(e.code, "source_unreadable");
+	ck_assert_ptr_null(text);
+	store_free(s);
+}
+END_TEST
+
+START_TEST(test_writer_invisible_until_commit)
+{
+	struct store_writer *w;
+	struct store *s;
+	struct err e = {0};
+	char *tmp = test_path(dst, ".ckptconv-tmp.model.safetensors");
+	char *final = test_path(dst, "model.safetensors");
+	char buf[16];
+	struct stat st;
+	FILE *f;
+	int rc;
+
+	s = open_output(false, 10, &e, &rc);
+	ck_assert_msg(rc == 0, "%s", e.msg);
+	ck_assert_int_eq(store_writer_open(s, "model.safetensors", 10, &w, &e), 0);
+	ck_assert_int_eq(stat(tmp, &st), 0);
+	ck_assert_int_eq(st.st_size, 10); /* space reserved up front */
+	ck_assert_int_eq(store_writer_write(w, 5, "56789", 5, &e), 0);
+	ck_assert_int_eq(store_writer_write(w, 0, "01234", 5, &e), 0);
+	ck_assert(!exists(dst, "model.safetensors"));
+	/* a write past the reserved size is a bug, refused */
+	ck_assert_int_eq(store_writer_write(w, 8, "abc", 3, &e), -1);
+	ck_assert_str_eq(e.code, "plan_invalid");
+	err_clear(&e);
+	ck_assert_int_eq(store_writer_commit(w, &e), 0);
+	ck_assert(!exists(dst, ".ckptconv-tmp.model.safetensors"));
+	f = fopen(final, "rb");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(fread(buf, 1, sizeof(buf), f), 10);
+	fclose(f);
+	ck_assert_mem_eq(buf, "0123456789", 10);
+	store_free(s);
+	free(tmp);
+	free(final);
+}
+END_TEST
+
+START_TEST(test_abort_leaves_nothing)
+{
+	struct store_writer *w;
+	struct store *s;
+	struct err e = {0};
+	int rc;
+
+	s = open_output(false, 100, &e, &rc);
+	ck_assert_int_eq(rc, 0);
+	ck_assert_int_eq(store_writer_open(s, "model-00001-of-00002.safetensors", 100, &w, &e), 0);
+	ck_assert_int_eq(store_writer_write(w, 0, "abc", 3, &e), 0);
+	store_writer_abort(w);
+	store_writer_abort(NULL);
+	ck_assert_uint_eq(count_entries(dst), 0);
+	store_free(s);
+}
+END_TEST
+
+START_TEST(test_put_and_remove)
+{
+	struct store *s;
+	struct err e = {0};
+	size_t len;
+	char *text;
+	int rc;
+
+	s = open_output(false, 5, &e, &rc);
+	ck_assert_int_eq(rc, 0);
+	ck_assert_int_eq(store_put(s, "config.json", "{\"a\"}", 5, &e), 0);
+	ck_assert_uint_eq(count_entries(dst), 1);
+	ck_assert_int_eq(store_read_file(s, "config.json", 100, &text, &len, &e), 0);
+	ck_assert_str_eq(text, "{\"a\"}");
+	free(text);
+	ck_assert_int_eq(store_remove(s, "config.json", &e), 0);
+	ck_assert_int_eq(store_remove(s, "config.json", &e), 0);
+	ck_assert_ptr_null(e.code);
+	ck_assert_uint_eq(count_entries(dst), 0);
+	store_free(s);
+}
+END_TEST
+
+START_TEST(test_prepare_creates_directories)
+{
+	struct store *s;
+	struct err e = {0};
+	char *deep = test_path(tmpdir, "x/y/z");
+	struct store_output_options o = {.bytes_needed = 1};
+	struct stat st;
+
+	ck_assert_int_eq(store_open(deep, &s, &e), 0);
+	ck_assert_msg(store_prepare_output(s, &o, &e) == 0, "%s", e.msg);
+	ck_assert_int_eq(stat(deep, &st), 0);
+	ck_assert(S_ISDIR(st.st_mode));
+	ck_assert_uint_eq(count_entries(deep), 0);
+	store_free(s);
+	free(deep);
+}
+END_TEST
+
+START_TEST(test_not_empty_refused)
+{
+	struct store *s;
+	struct err e = {0};
+	int rc;
+
+	ck_assert_int_eq(mkdir(dst, 0755), 0);
+	write_in(dst, "model.safetensors", 64);
+	write_in(dst, "config.json", 2);
+	s = open_output(false, 10, &e, &rc);
+	ck_assert_int_eq(rc, -1);
+	ck_assert_str_eq(e.code, "destination_not_empty");
+	ck_assert_ptr_nonnull(strstr(e.msg, dst));
+	ck_assert_ptr_nonnull(strstr(e.msg, "model.safetensors"));
+	ck_assert_ptr_nonnull(strstr(e.msg, "config.json"));
+	ck_assert_ptr_nonnull(strstr(e.msg, "--overwrite"));
+	ck_assert(exists(dst, "model.safetensors"));
+	ck_assert(exists(dst, "config.json"));
+	store_free(s);
+}
+END_TEST
+
+static void make_old_checkpoint(void)
+{
+	ck_assert_int_eq(mkdir(dst, 0755), 0);
+	write_in(dst, "model.safetensors.index.json", 20);
+	write_in(dst, "model-00001-of-00002.safetensors", 30);
+	write_in(dst, "model-00002-of-00002.safetensors", 40);
+	write_in(dst, "README.md", 7);
+	write_in(dst, "notes.safetensors", 3);
+}
+
+START_TEST(test_overwrite_removes_old_checkpoint)
+{
+	struct store *s;
+	struct err e = {0};
+	int rc;
+
+	make_old_checkpoint();
+	s = open_output(true, 10, &e, &rc);
+	ck_assert_msg(rc == 0, "%s", e.msg);
+	ck_assert(!exists(dst, "model.safetensors.index.json"));
+	ck_assert(!exists(dst, "model-00001-of-00002.safetensors"));
+	ck_assert(!exists(dst, "model-00002-of-00002.safetensors"));
+	/* nothing else is touched */
+	ck_assert(exists(dst, "README.md"));
+	ck_assert(exists(dst, "notes.safetensors"));
+	ck_assert_uint_eq(count_entries(dst), 2);
+	store_free(s);
+}
+END_TEST
+
+START_TEST(test_overwrite_space_checked_before_removal)
+{
+	struct store *s;
+	struct err e = {0};
+	int rc;
+
+	make_old_checkpoint();
+	store_local_free_bytes_hook = fake_free_bytes;
+	hook_free_bytes = 100;
+	/* 100 free + 90 freed by the old checkpoint < 200 needed */
+	s = open_output(true, 200, &e, &rc);
+	ck_assert_int_eq(rc, -1);
+	ck_assert_str_eq(e.code, "insufficient_space");
+	ck_assert_ptr_nonnull(strstr(e.msg, "200 bytes"));
+	ck_assert_ptr_nonnull(strstr(e.msg, "190 bytes"));
+	ck_assert(exists(dst, "model.safetensors.index.json"));
+	ck_assert(exists(dst, "model-00001-of-00002.safetensors"));
+	ck_assert(exists(dst, "model-00002-of-00002.safetensors"));
+	ck_assert_uint_eq(count_entries(dst), 5);
+	store_free(s);
+
+	/* the freed bytes count: 100 + 90 >= 190 */
+	err_clear(&e);
+	s = open_output(true, 190, &e, &rc);
+	ck_assert_msg(rc == 0, "%s", e.msg);
+	ck_assert(!exists(dst, "model.safetensors.index.json"));
+	store_free(s);
+}
+END_TEST
+
+START_TEST(test_insufficient_space)
+{
+	struct store *s;
+	struct err e = {0};
+	int rc;
+
+	store_local_free_bytes_hook = fake_free_bytes;
+	hook_free_bytes = 500000000;
+	s = open_output(false, 1769472000, &e, &rc);
+	ck_assert_int_eq(rc, -1);
+	ck_assert_str_eq(e.code, "insufficient_space");
+	ck_assert_msg(strstr(e.msg, "needs 1.77 GB (1769472000 bytes) but only 500.00 MB (500000000 "
+				    "bytes) is free"),
+		      "%s", e.msg);
+	ck_assert_int_eq(strncmp(e.msg, dst, strlen(dst)), 0);
+	ck_assert_uint_eq(count_entries(dst), 0);
+	store_free(s);
+}
+END_TEST
+
+START_TEST(test_statvfs_space)
+{
+	struct store *s;
+	struct err e = {0};
+	int rc;
+
+	/* no filesystem has 2^63 bytes free */
+	s = open_output(false, UINT64_C(1) << 63, &e, &rc);
+	ck_assert_int_eq(rc, -1);
+	ck_assert_str_eq(e.code, "insufficient_space");
+	store_free(s);
+}
+END_TEST
+
+START_TEST(test_not_writable_under_file)
+{
+	struct store *s;
+	struct err e = {0};
+	struct store_output_options o = {.bytes_needed = 1};
+	char *file = test_path(tmpdir, "plain-file");
+	char *below = test_path(file, "out");
+
+	test_write_file(file, "x", 1);
+	ck_assert_int_eq(store_open(below, &s, &e), 0);
+	ck_assert_int_eq(store_prepare_output(s, &o, &e), -1);
+	ck_assert_str_eq(e.code, "destination_not_writable");
+	ck_assert_ptr_nonnull(strstr(e.msg, file));
+	store_free(s);
+	free(below);
+	free(file);
+}
+END_TEST
+
+START_TEST(test_not_writable_is_file)
+{
+	struct store *s;
+	struct err e = {0};
+	struct store_output_options o = {.bytes_needed = 1};
+	char *file = test_path(tmpdir, "plain-file");
+
+	test_write_file(file, "x", 1);
+	ck_assert_int_eq(store_open(file, &s, &e), 0);
+	ck_assert_int_eq(store_prepare_output(s, &o, &e), -1);
+	ck_assert_str_eq(e.code, "destination_not_writable");
+	ck_assert_ptr_nonnull(strstr(e.msg, file));
+	store_free(s);
+	free(file);
+}
+END_TEST
+
+START_TEST(test_leftover_temp_files_removed)
+{
+	struct store *s;
+	struct err e = {0};
+	int rc;
+
+	ck_assert_int_eq(mkdir(dst, 0755), 0);
+	write_in(dst, ".ckptconv-tmp.model-00001-of-00002.safetensors", 50);
+	s = open_output(false, 10, &e, &rc);
+	ck_assert_msg(rc == 0, "%s", e.msg);
+	ck_assert_uint_eq(count_entries(dst), 0);
+	store_free(s);
+}
+END_TEST
+
+static Suite *store_suite(void)
+{
+	Suite *s = suite_create("store");
+	TCase *read = tcase_create("read");
+	TCase *write = tcase_create("write");
+	TCase *prepare = tcase_create("prepare_output");
+
+	tcase_add_checked_fixture(read, setup, teardown);
+	tcase_add_checked_fixture(write, setup, teardown);
+	tcase_add_checked_fixture(prepare, setup, teardown);
+	tcase_add_test(read, test_location_normalised);
+	tcase_add_test(read, test_list_sorted_with_kinds);
+	tcase_add_test(read, test_list_missing);
+	tcase_add_test(read, test_read_exact_and_truncated);
+	tcase_add_test(read, test_view_unaligned_window);
+	tcase_add_test(read, test_read_file);
+	tcase_add_test(write, test_writer_invisible_until_commit);
+	tcase_add_test(write, test_abort_leaves_nothing);
+	tcase_add_test(write, test_put_and_remove);
+	tcase_add_test(prepare, test_prepare_creates_directories);
+	tcase_add_test(prepare, test_not_empty_refused);
+	tcase_add_test(prepare, test_overwrite_removes_old_checkpoint);
+	tcase_add_test(prepare, test_overwrite_space_checked_before_removal);
+	tcase_add_test(prepare, test_insufficient_space);
+	tcase_add_test(prepare, test_statvfs_space);
+	tcase_add_test(prepare, test_not_writable_under_file);
+	tcase_add_test(prepare, test_not_writable_is_file);
+	tcase_add_test(prepare, test_leftover_temp_files_removed);
+	suite_add_tcase(s, read);
+	suite_add_tcase(s, write);
+	suite_add_tcase(s, prepare);
+	return s;
+}
+
+int main(void)
+{
+	return test_run_suite(store_suite());
+}
