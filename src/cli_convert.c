@@ -350,7 +350,7 @@ static void watcher_stop(struct watcher *w, const sigset_t *saved, bool succeede
 	if (succeeded) {
 		conversion_progress(w->conversion, &p);
 		progress_update(&w->display, &p, true);
-	} else if (w->display.tty && w->display.last_print > 0 && !atomic_load(&w->cancelled)) {
+	} else if (w->display.tty && w->display.lines > 0 && !atomic_load(&w->cancelled)) {
 		fputc('\n', stderr);
 	}
 	drain_signals(w);

@@ -154,12 +154,7 @@ static int build_plan(struct conversion *c, const struct adapter *a, enum layout
 	struct plan_options po = {.max_shard_size = c->opts.max_shard_size, .exclude = c->exclude};
 
 	c->plan = plan_new(c->ckpt, from, c->opts.to);
-	if (a->build_plan(c->ckpt, &ao, c->plan, e) || plan_finish(c->plan, &po, e))
-		return -1;
-	if (c->plan->nfiles == 0)
-		return err_set(e, "invalid_exclude", "%s: the exclude pattern leaves no tensor to write",
-			       c->exclude ? c->exclude : "");
-	return 0;
+	return a->build_plan(c->ckpt, &ao, c->plan, e) || plan_finish(c->plan, &po, e) ? -1 : 0;
 }
 
 static int open_and_plan(struct conversion *c, struct err *e)

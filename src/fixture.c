@@ -78,6 +78,18 @@ static void add_tensor(struct tensor_list *l, enum dtype dtype, uint64_t d0, uin
 	t->shape[1] = d1;
 }
 
+/* Bytes of a listed tensor (its begin/end are not set until the header is
+ * built). */
+static uint64_t tensor_nbytes(const struct st_tensor *t)
+{
+	uint64_t n = dtype_size(t->dtype);
+	int i;
+
+	for (i = 0; i < t->ndim; i++)
+		n *= t->shape[i];
+	return n;
+}
+
 static void tensor_list_fini(struct tensor_list *l)
 {
 	size_t i;
@@ -292,7 +304,7 @@ static int write_shard(struct writer *w, const char *name, const struct st_tenso
 		goto out_close;
 	for (i = 0; i < n; i++) {
 		state = tensor_stream(seed, tensors[i].name);
-		for (left = st_tensor_nbytes(&tensors[i]); left > 0; left -= chunk) {
+		for (left = tensor_nbytes(&tensors[i]); left > 0; left -= chunk) {
 			chunk = left < CHUNK_BYTES ? (size_t)left : CHUNK_BYTES;
 			/* whole 8-byte words; a tensor's last one may be cut short */
 			fill_values(buf, (chunk + 7) & ~(size_t)7, tensors[i].dtype, &state);
@@ -434,7 +446,7 @@ static size_t assign_shards(const struct tensor_list *l, uint64_t max_shard, uin
 	size_t i, nfiles = 0;
 
 	for (i = 0; i < l->n; i++) {
-		nbytes = st_tensor_nbytes(&l->items[i]);
+		nbytes = tensor_nbytes(&l->items[i]);
 		if (i == 0 || (size > 0 && size + nbytes > max_shard)) {
 			nfiles++;
 			size = 0;
@@ -478,7 +490,7 @@ static int write_checkpoint(struct writer *w, const struct fixture_options *o,
 	rc = put_file(w, CONFIG_NAME, text, e);
 	free(text);
 	for (i = 0, first = 0; rc == 0 && i < l.n; i++) {
-		total += st_tensor_nbytes(&l.items[i]);
+		total += tensor_nbytes(&l.items[i]);
 		if (i + 1 < l.n && file_of[i + 1] == file_of[i])
 			continue;
 		rc = write_shard(w, names[file_of[i]], &l.items[first], i + 1 - first, o->seed, buf, e);

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ckptconv/ckpt.h"
 #include "ckptconv/job.h"
 #include "ckptconv/paths.h"
 #include "ckptconv/plan.h"

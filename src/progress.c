@@ -3,7 +3,8 @@
  * progress: shows a running conversion to a person.  On a terminal one line
  * is redrawn in place (tensors done/total, GB done/total, GB/s, ETA), at
  * most five times a second; otherwise a plain line every few seconds, so
- * logs stay readable.  The last update always prints.
+ * logs stay readable (a run too short for one line prints none).  The final
+ * update always completes the display.
  */
 #include <stdio.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@ void progress_init(struct progress_display *d, FILE *out)
 	d->out = out;
 	d->tty = isatty(fileno(out)) == 1;
 	d->last_print = 0;
+	d->lines = 0;
 }
 
 double progress_rate(const struct exec_progress *p)
@@ -99,14 +101,18 @@ void progress_update(struct progress_display *d, const struct exec_progress *p, 
 	double now = now_seconds();
 	double interval = d->tty ? TTY_INTERVAL : PLAIN_INTERVAL;
 
+	if (d->last_print == 0 && !d->tty) {
+		/* Plain lines start after one interval: short runs stay quiet. */
+		d->last_print = now;
+		if (!final)
+			return;
+	}
+	if (final && !d->tty && d->lines == 0)
+		return;
 	if (!final && d->last_print > 0 && now - d->last_print < interval)
 		return;
-	if (!final && !d->tty && d->last_print == 0) {
-		/* The first plain line waits one interval: short runs stay quiet. */
-		d->last_print = now;
-		return;
-	}
 	d->last_print = now;
+	d->lines++;
 	if (d->tty)
 		print_bar(d, p, final);
 	else

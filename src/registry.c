@@ -421,6 +421,24 @@ static void requeue(struct registry *r, struct job *j)
 
 /* ---- running -------------------------------------------------------------- */
 
+/* Applies the job's options.s3 to the stores this thread opens next. */
+static int s3_enter(const struct registry *r, const struct job *j, struct err *e)
+{
+	const struct job_policy *p = r->cfg.policy;
+
+	if (!p || !p->s3_options_apply)
+		return 0;
+	return p->s3_options_apply(json_object_get(j->spec.options, "s3"), e);
+}
+
+static void s3_leave(const struct registry *r)
+{
+	const struct job_policy *p = r->cfg.policy;
+
+	if (p && p->s3_options_apply)
+		p->s3_options_apply(NULL, NULL);
+}
+
 /* Whether a destination may be claimed by the job: replacing it was asked
  * for, or it holds nothing (but unfinished output of the local store). */
 static bool destination_claimable(const char *dst, bool overwrite)
@@ -584,7 +602,7 @@ static void run_job(struct registry *r, struct job *j)
 	o = j->spec.convert;
 	if (j->claimed)
 		o.overwrite = true;
-	if (conversion_prepare(src, dst, &o, &conv, &e) < 0 ||
+	if (s3_enter(r, j, &e) < 0 || conversion_prepare(src, dst, &o, &conv, &e) < 0 ||
 	    install_tensors(r, j, conversion_plan(conv), true, &e) < 0) {
 		fail(r, j, &e);
 		goto out;
@@ -603,6 +621,7 @@ static void run_job(struct registry *r, struct job *j)
 	settle(r, j, conv, rc, &e);
 out:
 	conversion_free(conv);
+	s3_leave(r);
 	free(src);
 	free(dst);
 }
@@ -971,6 +990,10 @@ static int check_source(struct registry *r, struct job *j, struct job_error *je)
 	struct err e = {0};
 	int rc = -1;
 
+	if (s3_enter(r, j, &e) < 0) {
+		job_error_set(je, "options.s3", e.code, "%s", e.msg);
+		goto out;
+	}
 	if (conversion_prepare(j->resolved_source, j->resolved_destination, &j->spec.convert, &conv, &e) < 0) {
 		job_error_set(je, engine_error_field(e.code), e.code, "%s", e.msg);
 		goto out;
@@ -989,6 +1012,7 @@ static int check_source(struct registry *r, struct job *j, struct job_error *je)
 	rc = 0;
 out:
 	conversion_free(conv);
+	s3_leave(r);
 	return rc;
 }
 

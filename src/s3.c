@@ -109,6 +109,8 @@ static int endpoint_parse(const char *url, struct endpoint *out, struct err *e)
 	char *q;
 
 	out->authority = NULL;
+	if (strchr(url, '@'))   /* never echo credentials put in a URL */
+		return err_set(e, "s3_config", "the endpoint URL must not hold user information");
 	if (strncasecmp(url, "https://", 8) == 0) {
 		out->https = true;
 		scheme_len = 8;
@@ -820,9 +822,11 @@ enum call_state { CALL_PENDING, CALL_DONE, CALL_RETRY, CALL_FAILED };
 
 struct call {
 	struct s3_client *client;
+	const char *op;             /* the S3 operation, for messages */
 	const char *method;
 	const char *bucket;
 	const char *key;
+	const char *named;          /* the key or prefix messages name */
 	const struct sigv4_param *params;
 	size_t nparams;
 	const void *body;
@@ -854,14 +858,16 @@ struct call {
 	struct err err;
 };
 
-static void call_init(struct call *k, struct s3_client *c, const char *method, const char *bucket,
-		      const char *key)
+static void call_init(struct call *k, struct s3_client *c, const char *op, const char *method,
+		      const char *bucket, const char *key)
 {
 	memset(k, 0, sizeof(*k));
 	k->client = c;
+	k->op = op;
 	k->method = method;
 	k->bucket = bucket;
 	k->key = key;
+	k->named = key;
 }
 
 static void call_attempt_reset(struct call *k)
@@ -886,7 +892,7 @@ static void call_fini(struct call *k)
 /* "s3://bucket/key" for messages. */
 static void call_name(const struct call *k, char *buf, size_t len)
 {
-	snprintf(buf, len, "s3://%s/%s", k->bucket, k->key ? k->key : "");
+	snprintf(buf, len, "s3://%s/%s", k->bucket, k->named ? k->named : "");
 }
 
 static size_t on_header(char *line, size_t size, size_t n, void *arg)
@@ -1110,18 +1116,17 @@ static void call_fail(struct call *k, enum call_state state, const char *code, c
 
 static void classify_status(struct call *k)
 {
-	struct xml_error x = {{0}};
+	struct xml_error x;
 	const char *code;
 	char what[300];
 
+	memset(&x, 0, sizeof(x));
 	xml_walk(k->answer.s ? k->answer.s : "", k->answer.len, error_field, &x);
 	if (x.code[0])
-		snprintf(what, sizeof(what), "%s %s answered %ld %s (%s)", k->method,
-			 k->key ? "the object" : "the bucket", k->status, x.code,
+		snprintf(what, sizeof(what), "%s answered %ld %s (%s)", k->op, k->status, x.code,
 			 x.message[0] ? x.message : "no message");
 	else
-		snprintf(what, sizeof(what), "%s %s answered HTTP %ld", k->method,
-			 k->key ? "the object" : "the bucket", k->status);
+		snprintf(what, sizeof(what), "%s answered HTTP %ld", k->op, k->status);
 	if (k->status == 429 || k->status >= 500 || retryable_s3_code(x.code)) {
 		call_fail(k, CALL_RETRY, "s3_unavailable", "%s", what);
 		return;
@@ -1196,7 +1201,7 @@ static void call_finish(struct call *k, CURLcode rc)
 	if (rc != CURLE_OK) {
 		call_fail(k, retryable_curl_error(rc) ? CALL_RETRY : CALL_FAILED,
 			  retryable_curl_error(rc) ? "s3_unavailable" : "s3_error", "%s %s",
-			  k->method, k->errbuf[0] ? k->errbuf : curl_easy_strerror(rc));
+			  k->op, k->errbuf[0] ? k->errbuf : curl_easy_strerror(rc));
 		return;
 	}
 	if (k->status < 200 || k->status > 299) {
@@ -1421,7 +1426,8 @@ static int list_page(struct s3_client *c, const char *bucket, const char *prefix
 	}
 	if (*token)
 		params[n++] = (struct sigv4_param){"continuation-token", *token};
-	call_init(&k, c, "GET", bucket, NULL);
+	call_init(&k, c, "ListObjectsV2", "GET", bucket, NULL);
+	k.named = prefix;
 	k.params = params;
 	k.nparams = n;
 	if (perform_one(&k, e))
@@ -1474,7 +1480,7 @@ int s3_head(struct s3_client *c, const char *bucket, const char *key, uint64_t *
 	struct call k;
 	int rc = -1;
 
-	call_init(&k, c, "HEAD", bucket, key);
+	call_init(&k, c, "HeadObject", "HEAD", bucket, key);
 	if (perform_one(&k, e))
 		goto out;
 	if (!k.has_length) {
@@ -1502,7 +1508,7 @@ int s3_get_range(struct s3_client *c, const char *bucket, const char *key, uint6
 	calls = xcalloc(n, sizeof(*calls));
 	ptrs = xcalloc(n, sizeof(*ptrs));
 	for (i = 0; i < n; i++) {
-		call_init(&calls[i], c, "GET", bucket, key);
+		call_init(&calls[i], c, "GetObject", "GET", bucket, key);
 		calls[i].ranged = true;
 		calls[i].off = off + i * chunk;
 		calls[i].len = i + 1 < n ? chunk : len - i * chunk;
@@ -1524,7 +1530,7 @@ int s3_put(struct s3_client *c, const char *bucket, const char *key, const void 
 	struct call k;
 	int rc;
 
-	call_init(&k, c, "PUT", bucket, key);
+	call_init(&k, c, "PutObject", "PUT", bucket, key);
 	k.body = body;
 	k.body_len = len;
 	k.content_type = "application/octet-stream";
@@ -1539,7 +1545,7 @@ int s3_delete(struct s3_client *c, const char *bucket, const char *key, struct e
 	struct call k;
 	int rc;
 
-	call_init(&k, c, "DELETE", bucket, key);
+	call_init(&k, c, "DeleteObject", "DELETE", bucket, key);
 	rc = perform_one(&k, &inner);
 	if (rc && inner.code && strcmp(inner.code, "source_not_found") == 0)
 		rc = 0;
@@ -1576,7 +1582,7 @@ int s3_multipart_create(struct s3_client *c, const char *bucket, const char *key
 	int rc = -1;
 
 	*upload_id = NULL;
-	call_init(&k, c, "POST", bucket, key);
+	call_init(&k, c, "CreateMultipartUpload", "POST", bucket, key);
 	k.params = params;
 	k.nparams = 1;
 	k.content_type = "application/octet-stream";
@@ -1608,7 +1614,7 @@ int s3_multipart_upload_part(struct s3_client *c, const char *bucket, const char
 
 	*etag = NULL;
 	snprintf(number, sizeof(number), "%u", part_number);
-	call_init(&k, c, "PUT", bucket, key);
+	call_init(&k, c, "UploadPart", "PUT", bucket, key);
 	k.params = params;
 	k.nparams = 2;
 	k.body = body;
@@ -1672,7 +1678,7 @@ int s3_multipart_complete(struct s3_client *c, const char *bucket, const char *k
 		text_add(&body, "</ETag></Part>", 14);
 	}
 	text_add(&body, tail, strlen(tail));
-	call_init(&k, c, "POST", bucket, key);
+	call_init(&k, c, "CompleteMultipartUpload", "POST", bucket, key);
 	k.params = params;
 	k.nparams = 1;
 	k.body = body.s;
@@ -1705,7 +1711,7 @@ int s3_multipart_abort(struct s3_client *c, const char *bucket, const char *key,
 	struct call k;
 	int rc;
 
-	call_init(&k, c, "DELETE", bucket, key);
+	call_init(&k, c, "AbortMultipartUpload", "DELETE", bucket, key);
 	k.params = params;
 	k.nparams = 1;
 	rc = perform_one(&k, &inner);

@@ -258,9 +258,28 @@ static int check_coverage(const char *path, const struct st_header *h, uint64_t 
 	if (covered < data_size)
 		return err_set(e, "trailing_bytes",
 			       "%s: the file continues %" PRIu64 " bytes past the end of its data "
-			       "(data ends at %" PRIu64 " of a %" PRIu64 "-byte data area)",
+			       "(the tensors end at byte %" PRIu64 " of the %" PRIu64
+			       " bytes after the header)",
 			       path, data_size - covered, covered, data_size);
 	return 0;
+}
+
+/* jansson says: duplicate object key near '"name"'. */
+static int duplicate_key_error(const char *path, const char *text, struct err *e)
+{
+	const char *start = strstr(text, "near '\"");
+	const char *end = strrchr(text, '\'');
+	char name[ERR_TENSOR_MAX];
+	int len;
+
+	if (!start || end < start + 7)
+		return err_set(e, "duplicate_tensor", "%s: header has a duplicate key (%s)", path,
+			       text);
+	start += 7;
+	len = (int)(end - start) - 1;
+	snprintf(name, sizeof(name), "%.*s", len < 0 ? 0 : len, start);
+	return tensor_error(e, name, "duplicate_tensor", "%s: tensor '%s' appears twice in the header",
+			    path, name);
 }
 
 static int load_json(const char *path, const char *json, size_t len, json_t **out, struct err *e)
@@ -274,8 +293,7 @@ static int load_json(const char *path, const char *json, size_t len, json_t **ou
 	root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root) {
 		if (json_error_code(&jerr) == json_error_duplicate_key)
-			return err_set(e, "duplicate_tensor", "%s: header has a duplicate key (%s)",
-				       path, jerr.text);
+			return duplicate_key_error(path, jerr.text, e);
 		return err_set(e, "header_invalid_json",
 			       "%s: header is not valid JSON: %s at byte %d", path, jerr.text,
 			       jerr.position);

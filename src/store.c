@@ -52,7 +52,8 @@ int store_list(struct store *s, struct store_entry **out, size_t *n, struct err 
 	*n = 0;
 	if (s->backend->list(s, out, n, e))
 		return -1;
-	qsort(*out, *n, sizeof(**out), entry_compare);
+	if (*n > 1)
+		qsort(*out, *n, sizeof(**out), entry_compare);
 	return 0;
 }
 

@@ -185,10 +185,10 @@ END_TEST
 
 START_TEST(test_duplicate_names)
 {
-	write_st("{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
-		 "\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}",
+	write_st("{\"layers.0.w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+		 "\"layers.0.w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}",
 		 2);
-	expect_refused("duplicate_tensor", "w", NULL);
+	expect_refused("duplicate_tensor", "tensor 'layers.0.w' appears twice", NULL);
 }
 END_TEST
 

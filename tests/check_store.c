@@ -8,6 +8,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -292,6 +293,73 @@ START_TEST(test_abort_leaves_nothing)
 }
 END_TEST
 
+/* Worker threads writing disjoint quarters of one output, each copying
+ * from its own view of one shared source. */
+struct quarter {
+	struct store *src;
+	struct store_writer *w;
+	uint64_t off, len;
+	int rc;
+};
+
+static void *copy_quarter(void *arg)
+{
+	struct quarter *q = arg;
+	struct store_view v;
+	struct err e = {0};
+
+	q->rc = store_view(q->src, "data.bin", q->off, (size_t)q->len, &v, &e);
+	if (q->rc == 0) {
+		q->rc = store_writer_write(q->w, q->off, v.data, v.len, &e);
+		store_view_release(&v);
+	}
+	return NULL;
+}
+
+START_TEST(test_concurrent_views_and_writes)
+{
+	size_t len = write_pattern("data.bin"), i;
+	struct quarter q[4];
+	pthread_t th[4];
+	struct store_writer *w;
+	struct store *src, *s;
+	struct err e = {0};
+	unsigned char *out;
+	char *final;
+	FILE *f;
+	int rc;
+
+	ck_assert_int_eq(store_open(tmpdir, &src, &e), 0);
+	s = open_output(false, len, &e, &rc);
+	ck_assert_int_eq(rc, 0);
+	ck_assert_int_eq(store_writer_open(s, "copy.bin", len, &w, &e), 0);
+	for (i = 0; i < 4; i++) {
+		q[i].src = src;
+		q[i].w = w;
+		q[i].off = len / 4 * i;
+		q[i].len = i == 3 ? len - q[i].off : len / 4;
+		ck_assert_int_eq(pthread_create(&th[i], NULL, copy_quarter, &q[i]), 0);
+	}
+	for (i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		ck_assert_int_eq(q[i].rc, 0);
+	}
+	ck_assert_int_eq(store_writer_commit(w, &e), 0);
+	final = test_path(dst, "copy.bin");
+	out = malloc(len + 1);
+	f = fopen(final, "rb");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(fread(out, 1, len + 1, f), len);
+	fclose(f);
+	for (i = 0; i < len; i++)
+		ck_assert_uint_eq(out[i], (unsigned char)(i * 7));
+	free(out);
+	free(final);
+	store_free(s);
+	store_free(src);
+}
+END_TEST
+
 START_TEST(test_put_and_remove)
 {
 	struct store *s;
@@ -519,6 +587,7 @@ static Suite *store_suite(void)
 	tcase_add_test(write, test_writer_invisible_until_commit);
 	tcase_add_test(write, test_abort_leaves_nothing);
 	tcase_add_test(write, test_put_and_remove);
+	tcase_add_test(write, test_concurrent_views_and_writes);
 	tcase_add_test(prepare, test_prepare_creates_directories);
 	tcase_add_test(prepare, test_not_empty_refused);
 	tcase_add_test(prepare, test_overwrite_removes_old_checkpoint);

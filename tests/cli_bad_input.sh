@@ -58,9 +58,10 @@ broken short-file
 truncate -s 5 "$T/short-file/$S5"
 case_convert short-file file_truncated "$S5"
 
+# Cut inside the data area: the last tensor's data lies past the end.
 broken truncated-data
 truncate -s -100 "$T/truncated-data/$S4"
-case_convert truncated-data file_truncated "$S4"
+case_convert truncated-data offsets_out_of_bounds "$S4"
 
 broken header-past-file
 py "$T/header-past-file" <<'EOF'
@@ -103,7 +104,7 @@ write_raw("model-00005-of-00005.safetensors",
           '{"%s": %s, "%s": %s, "__metadata__": {"format": "pt"}}' % (name, half, name, other),
           data)
 EOF
-case_convert duplicate-name duplicate_tensor "model.layers.1.mlp.shared_experts.down_proj.weight"
+case_convert duplicate-name duplicate_tensor "$S5"
 
 broken unknown-dtype
 py "$T/unknown-dtype" <<'EOF'

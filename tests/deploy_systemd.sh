@@ -248,6 +248,19 @@ if [ -z "$missing" ]; then
 else
 	fail "the environment file lacks:$missing"
 fi
+# docs/operations.md documents the same settings and every flag of serve.
+missing=
+for name in $(tr ' ' '\n' <<<"$settings" | sort -u); do
+	grep -qF "\`$name\`" "$top/docs/operations.md" || missing="$missing $name"
+done
+for flag in $("$installed_binary" serve --help 2>&1 | grep -oE '^ +--[a-z0-9-]+' | sort -u); do
+	grep -qF -- "\`$flag" "$top/docs/operations.md" || missing="$missing $flag"
+done
+if [ -z "$missing" ]; then
+	pass "docs/operations.md documents every setting and every flag of serve"
+else
+	fail "docs/operations.md lacks:$missing"
+fi
 if grep -Eq '^AWS_(ACCESS_KEY_ID|SECRET_ACCESS_KEY|SESSION_TOKEN)=.' "$installed_env"; then
 	fail "the default environment file sets a credential"
 else
@@ -272,8 +285,8 @@ for _ in $(seq 100); do grep -q bound "$tmp/notify.log" && break; sleep 0.1; don
 mkdir -p "$tmp/state"
 (
 	cd "$tmp" || exit 1
-	env -i PATH=/usr/bin:/bin NOTIFY_SOCKET="$tmp/notify.sock" CKPTCONV_STATE_DIR="$tmp/state" \
-		CKPTCONV_LISTEN="127.0.0.1:$port" exec "$installed_binary" serve
+	exec env -i PATH=/usr/bin:/bin NOTIFY_SOCKET="$tmp/notify.sock" CKPTCONV_STATE_DIR="$tmp/state" \
+		CKPTCONV_LISTEN="127.0.0.1:$port" "$installed_binary" serve
 ) >"$tmp/daemon.log" 2>&1 &
 daemon_pid=$!
 ready=
@@ -306,6 +319,11 @@ if kill -0 "$daemon_pid" 2>/dev/null; then
 		rc=$?
 		daemon_pid=
 		[ "$rc" -eq 0 ] && pass "SIGTERM: the daemon exits 0" || fail "SIGTERM: the daemon exited $rc"
+		if grep -q 'STOPPING=1' "$tmp/notify.log"; then
+			pass "SIGTERM: the daemon tells systemd STOPPING=1"
+		else
+			fail "SIGTERM: no STOPPING=1 on \$NOTIFY_SOCKET"
+		fi
 	fi
 fi
 

@@ -59,6 +59,10 @@ struct job_policy {
 	const char *state_dir;                   /* resolved */
 	int (*s3_options_check)(const json_t *s3, const struct job_policy *p,
 				struct job_error *je);
+	/* Called on the thread about to open a job's stores with its
+	 * options.s3 (NULL when it has none), and with NULL once done; NULL:
+	 * nothing to apply. */
+	int (*s3_options_apply)(const json_t *s3, struct err *e);
 };
 
 /* A validated request. */

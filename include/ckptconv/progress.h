@@ -14,7 +14,8 @@
 struct progress_display {
 	FILE *out;
 	bool tty;
-	double last_print;
+	double last_print;          /* 0 before the first update */
+	unsigned long lines;        /* updates printed so far */
 };
 
 void progress_init(struct progress_display *d, FILE *out);

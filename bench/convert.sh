@@ -1,0 +1,159 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# bench/convert.sh: conversion speed and memory against copying the same
+# bytes.  For `fixture --preset mini --layers 2` (about 1.7 GB) and then
+# --layers 4 (memory must not grow with size), with the page cache warm and
+# the commands alternated, it reports the median of several runs of:
+#
+#   cp -r --reflink=never      a plain user-space read+write copy of the source
+#   cp -r                      GNU cp (copy_file_range: an in-kernel copy on ext4)
+#   convert --no-fsync --to native, and --to hf back
+#   cp -r --reflink=never + sync of the copied files   (durability at equal cost)
+#   convert --to native, and --to hf (fsync before publishing, the default)
+#
+# with wall seconds, GB/s of source bytes, peak RSS (/usr/bin/time -v), and
+# each conversion's ratio to its baselines (<= 1.0: not slower).  Prints a
+# table; never fails on time.
+#
+# Usage: bench/convert.sh [RUNS]   (RUNS >= 3, default 3)
+# Environment: CKPTCONV (default build/ckptconv), BENCH_DIR (default /var/tmp),
+# BENCH_LAYERS (default "2 4").
+
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+CKPTCONV=${CKPTCONV:-$REPO/build/ckptconv}
+RUNS=${1:-3}
+LAYERS=${BENCH_LAYERS:-2 4}
+TIME=/usr/bin/time
+
+if [ "$RUNS" -lt 3 ]; then
+	RUNS=3
+fi
+if [ ! -x "$CKPTCONV" ]; then
+	echo "bench: no ckptconv at $CKPTCONV (build it, or set CKPTCONV)" >&2
+	exit 1
+fi
+if [ ! -x "$TIME" ]; then
+	echo "bench: $TIME is missing (Debian package 'time')" >&2
+	exit 1
+fi
+
+WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/ckptconv-bench.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+# The commands, by name; each writes $WORK/dst from $WORK/src (HF) or
+# $WORK/native (the HF source converted once, for --to hf).
+COMMANDS=(cp_never cp to_native_nofsync to_hf_nofsync cp_never_sync to_native to_hf)
+declare -A LABEL=(
+	[cp_never]="cp -r --reflink=never"
+	[cp]="cp -r"
+	[to_native_nofsync]="convert --no-fsync --to native"
+	[to_hf_nofsync]="convert --no-fsync --to hf"
+	[cp_never_sync]="cp -r --reflink=never + sync"
+	[to_native]="convert --to native (fsync)"
+	[to_hf]="convert --to hf (fsync)"
+)
+
+run_command() {
+	case "$1" in
+	cp_never) cp -r --reflink=never "$WORK/src" "$WORK/dst" ;;
+	cp) cp -r "$WORK/src" "$WORK/dst" ;;
+	to_native_nofsync) "$CKPTCONV" convert --no-fsync --to native "$WORK/src" "$WORK/dst" ;;
+	to_hf_nofsync) "$CKPTCONV" convert --no-fsync --to hf "$WORK/native" "$WORK/dst" ;;
+	cp_never_sync) cp -r --reflink=never "$WORK/src" "$WORK/dst" && sync "$WORK/dst"/* "$WORK/dst" ;;
+	to_native) "$CKPTCONV" convert --to native "$WORK/src" "$WORK/dst" ;;
+	to_hf) "$CKPTCONV" convert --to hf "$WORK/native" "$WORK/dst" ;;
+	esac
+}
+
+# Keeps the sources in the page cache.
+warm() {
+	cat "$WORK"/src/* "$WORK"/native/* >/dev/null
+}
+
+# time_once NAME: "seconds rss_kib" of one run, from a clean destination
+# with no dirty pages left by the previous run.
+time_once() {
+	local start end rss
+	rm -rf "$WORK/dst"
+	sync
+	warm
+	start=$EPOCHREALTIME
+	"$TIME" -v -o "$WORK/time.txt" bash -c "$(declare -f run_command); WORK='$WORK' CKPTCONV='$CKPTCONV'; run_command $1" \
+		>/dev/null 2>"$WORK/stderr.txt" || {
+		echo "bench: '${LABEL[$1]}' failed:" >&2
+		cat "$WORK/stderr.txt" "$WORK/time.txt" >&2
+		exit 1
+	}
+	end=$EPOCHREALTIME
+	rss=$(sed -n 's/^[[:space:]]*Maximum resident set size (kbytes): //p' "$WORK/time.txt")
+	echo "$(calc "$end - $start") $rss"
+}
+
+# calc EXPRESSION: floating-point arithmetic.
+calc() {
+	awk "BEGIN { print $* }"
+}
+
+median() {
+	sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+bench_layers() {
+	local layers=$1 bytes run name secs rss
+	declare -A times rsses med peak
+	rm -rf "$WORK/src" "$WORK/native" "$WORK/dst"
+	"$CKPTCONV" fixture --preset mini --layers "$layers" "$WORK/src" >/dev/null
+	"$CKPTCONV" convert --no-fsync --to native "$WORK/src" "$WORK/native" >/dev/null 2>&1
+	bytes=$(du -sb "$WORK/src" | cut -f1)
+	for name in "${COMMANDS[@]}"; do
+		times[$name]=""
+		rsses[$name]=""
+	done
+	# Alternate: one run of every command per round.
+	for run in $(seq "$RUNS"); do
+		for name in "${COMMANDS[@]}"; do
+			read -r secs rss < <(time_once "$name")
+			times[$name]+="$secs "
+			rsses[$name]+="$rss "
+		done
+	done
+	for name in "${COMMANDS[@]}"; do
+		med[$name]=$(tr ' ' '\n' <<<"${times[$name]}" | grep . | median)
+		peak[$name]=$(tr ' ' '\n' <<<"${rsses[$name]}" | grep . | sort -n | tail -1)
+	done
+
+	printf '\nfixture --preset mini --layers %s: %.2f GB, %d runs each, median wall time\n' \
+		"$layers" "$(calc "$bytes / 1e9")" "$RUNS"
+	printf '%-34s %9s %8s %14s %12s %12s\n' "command" "wall s" "GB/s" "peak RSS MiB" \
+		"/cp never" "/cp -r"
+	for name in "${COMMANDS[@]}"; do
+		local ratio_never="" ratio_cp=""
+		case "$name" in
+		to_native_nofsync | to_hf_nofsync)
+			ratio_never=$(printf '%.2f' "$(calc "${med[$name]} / ${med[cp_never]}")")
+			ratio_cp=$(printf '%.2f' "$(calc "${med[$name]} / ${med[cp]}")")
+			;;
+		to_native | to_hf)
+			ratio_never=$(printf '%.2f' "$(calc "${med[$name]} / ${med[cp_never_sync]}")")
+			ratio_cp="-"
+			;;
+		*)
+			ratio_never="-"
+			ratio_cp="-"
+			;;
+		esac
+		printf '%-34s %9.3f %8.2f %14.1f %12s %12s\n' "${LABEL[$name]}" "${med[$name]}" \
+			"$(calc "$bytes / ${med[$name]} / 1e9")" \
+			"$(calc "${peak[$name]} / 1024")" "$ratio_never" "$ratio_cp"
+	done
+	echo "(fsyncing conversions are compared with cp --reflink=never + sync)"
+	rm -rf "$WORK/src" "$WORK/native" "$WORK/dst"
+}
+
+echo "ckptconv $("$CKPTCONV" --version | cut -d' ' -f2) on $(nproc) CPUs, $(stat -f -c %T "$WORK") at $WORK"
+for layers in $LAYERS; do
+	bench_layers "$layers"
+done

@@ -1,0 +1,1040 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * check_s3: the S3 client and the s3:// store against a scripted server
+ * running in the test on 127.0.0.1 (one request per connection).  Covers
+ * what a real object store rarely shows on demand: a server that ignores
+ * Range, a wrong Content-Range, a short object, 503s that pass and 503s that
+ * do not, a refused connection, 403/404 errors, a 200 that carries an
+ * error, a missing AbortMultipartUpload, listing pagination, parallel
+ * chunked views, and multipart writes arriving out of order from several
+ * threads.  Also the settings: precedence, validation, locations and
+ * addressing.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ckptconv/err.h"
+#include "ckptconv/s3.h"
+#include "ckptconv/sigv4.h"
+#include "ckptconv/store.h"
+#include "testutil.h"
+
+#define SECRET "secret-that-must-not-leak"
+
+/* ---- a scripted HTTP server ---- */
+
+struct buf {
+	char *s;
+	size_t len, cap;
+};
+
+static void buf_add(struct buf *b, const void *p, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		b->cap = (b->len + n + 1) * 2;
+		b->s = realloc(b->s, b->cap);
+	}
+	memcpy(b->s + b->len, p, n);
+	b->len += n;
+	b->s[b->len] = '\0';
+}
+
+static void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void buf_printf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		abort();
+	buf_add(b, s, (size_t)n);
+	free(s);
+}
+
+struct request {
+	char method[16];
+	char target[4096];
+	char range[128];
+	struct buf body;
+};
+
+struct fake;
+typedef void (*handler_fn)(struct fake *f, struct request *r, struct buf *out);
+
+struct fake {
+	int fd;
+	int port;
+	pthread_t thread;
+	handler_fn handler;
+	atomic_bool stop;
+	atomic_int requests;
+	pthread_mutex_t lock;       /* protects the handlers' state below */
+	/* multipart state of the one object the writer tests upload */
+	struct buf parts[8];
+	bool part_seen[8];
+	struct buf object;
+	int completes, aborts;
+	char complete_body[4096];
+};
+
+static void respond(struct buf *out, int status, const char *headers, const void *body, size_t len)
+{
+	buf_printf(out, "HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n", status,
+		   len, headers ? headers : "");
+	if (len)
+		buf_add(out, body, len);
+}
+
+static void respond_error(struct buf *out, int status, const char *code)
+{
+	char body[512];
+
+	snprintf(body, sizeof(body),
+		 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>%s</Code><Message>%s "
+		 "happened</Message><StringToSign>" SECRET "</StringToSign></Error>",
+		 code, code);
+	respond(out, status, "Content-Type: application/xml\r\n", body, strlen(body));
+}
+
+static bool read_request(int fd, struct request *r)
+{
+	struct buf in = {0};
+	char chunk[65536], *end, *line, *next;
+	size_t header_len, want = 0;
+	ssize_t n;
+
+	memset(r, 0, sizeof(*r));
+	while (!in.s || !(end = strstr(in.s, "\r\n\r\n"))) {
+		n = read(fd, chunk, sizeof(chunk));
+		if (n <= 0)
+			goto fail;
+		buf_add(&in, chunk, (size_t)n);
+	}
+	header_len = (size_t)(end - in.s) + 4;
+	*end = '\0';
+	sscanf(in.s, "%15s %4095s", r->method, r->target);
+	for (line = strstr(in.s, "\r\n"); line; line = next) {
+		line += 2;
+		next = strstr(line, "\r\n");
+		if (next)
+			*next = '\0';
+		if (strncasecmp(line, "content-length:", 15) == 0)
+			want = strtoul(line + 15, NULL, 10);
+		else if (strncasecmp(line, "range:", 6) == 0)
+			snprintf(r->range, sizeof(r->range), "%s", line + 6 + strspn(line + 6, " "));
+	}
+	if (in.len > header_len)
+		buf_add(&r->body, in.s + header_len, in.len - header_len);
+	while (r->body.len < want) {
+		n = read(fd, chunk, sizeof(chunk));
+		if (n <= 0)
+			goto fail;
+		buf_add(&r->body, chunk, (size_t)n);
+	}
+	free(in.s);
+	return true;
+fail:
+	free(in.s);
+	free(r->body.s);
+	return false;
+}
+
+static void *serve(void *arg)
+{
+	struct fake *f = arg;
+	struct pollfd p = {.fd = f->fd, .events = POLLIN};
+	struct request r;
+	struct buf out;
+	size_t done;
+	ssize_t n;
+	int c;
+
+	while (!atomic_load(&f->stop)) {
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		c = accept(f->fd, NULL, NULL);
+		if (c < 0)
+			continue;
+		if (read_request(c, &r)) {
+			atomic_fetch_add(&f->requests, 1);
+			memset(&out, 0, sizeof(out));
+			f->handler(f, &r, &out);
+			for (done = 0; done < out.len; done += (size_t)n) {
+				n = write(c, out.s + done, out.len - done);
+				if (n <= 0)
+					break;
+			}
+			free(out.s);
+			free(r.body.s);
+		}
+		close(c);
+	}
+	return NULL;
+}
+
+static struct fake *fake_start(handler_fn handler)
+{
+	struct fake *f = calloc(1, sizeof(*f));
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t len = sizeof(a);
+	char url[64];
+	int one = 1;
+
+	f->handler = handler;
+	pthread_mutex_init(&f->lock, NULL);
+	f->fd = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(f->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(f->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(f->fd, 64), 0);
+	getsockname(f->fd, (struct sockaddr *)&a, &len);
+	f->port = ntohs(a.sin_port);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", f->port);
+	setenv("AWS_ENDPOINT_URL_S3", url, 1);
+	pthread_create(&f->thread, NULL, serve, f);
+	return f;
+}
+
+static void fake_stop(struct fake *f)
+{
+	size_t i;
+
+	atomic_store(&f->stop, true);
+	pthread_join(f->thread, NULL);
+	close(f->fd);
+	for (i = 0; i < 8; i++)
+		free(f->parts[i].s);
+	free(f->object.s);
+	free(f);
+}
+
+static void setup_env(void)
+{
+	setenv("AWS_ACCESS_KEY_ID", "AKIDTEST", 1);
+	setenv("AWS_SECRET_ACCESS_KEY", SECRET, 1);
+	unsetenv("AWS_SESSION_TOKEN");
+	unsetenv("AWS_ENDPOINT_URL");
+	unsetenv("AWS_ENDPOINT_URL_S3");
+	unsetenv("AWS_REGION");
+	unsetenv("AWS_DEFAULT_REGION");
+	unsetenv("CKPTCONV_S3_ADDRESSING_STYLE");
+	unsetenv("CKPTCONV_S3_RANGE_SIZE");
+	unsetenv("CKPTCONV_S3_PART_SIZE");
+	unsetenv("CKPTCONV_S3_MAX_KEYS");
+	setenv("CKPTCONV_S3_MAX_ATTEMPTS", "3", 1);
+}
+
+static struct s3_client *client(void)
+{
+	struct s3_client *c = NULL;
+	struct err e = {0};
+
+	ck_assert_msg(s3_client_new(&c, &e) == 0, "%s", e.msg);
+	return c;
+}
+
+/* Object bytes: a function of the offset. */
+static unsigned char byte_at(uint64_t off)
+{
+	return (unsigned char)((off * 7 + 3) ^ (off >> 9));
+}
+
+static bool parse_range(const char *range, uint64_t *first, uint64_t *last)
+{
+	unsigned long long a, b;
+
+	if (sscanf(range, "bytes=%llu-%llu", &a, &b) != 2)
+		return false;
+	*first = a;
+	*last = b;
+	return true;
+}
+
+#define OBJECT_SIZE 300000
+
+/* A well-behaved GET of an OBJECT_SIZE-byte object. */
+static void serve_range(const struct request *r, struct buf *out, uint64_t size)
+{
+	uint64_t first, last, i;
+	struct buf body = {0};
+	char headers[128];
+
+	if (!parse_range(r->range, &first, &last)) {
+		respond_error(out, 400, "InvalidRange");
+		return;
+	}
+	if (first >= size) {
+		respond_error(out, 416, "InvalidRange");
+		return;
+	}
+	if (last >= size)
+		last = size - 1;
+	for (i = first; i <= last; i++) {
+		unsigned char b = byte_at(i);
+
+		buf_add(&body, &b, 1);
+	}
+	snprintf(headers, sizeof(headers), "Content-Range: bytes %llu-%llu/%llu\r\n",
+		 (unsigned long long)first, (unsigned long long)last, (unsigned long long)size);
+	respond(out, 206, headers, body.s, body.len);
+	free(body.s);
+}
+
+static void good_get(struct fake *f, struct request *r, struct buf *out)
+{
+	(void)f;
+	serve_range(r, out, OBJECT_SIZE);
+}
+
+START_TEST(test_parallel_ranged_read)
+{
+	struct fake *f;
+	struct s3_client *c;
+	struct err e = {0};
+	unsigned char *buf = malloc(200001 + 16);
+	size_t i;
+
+	setup_env();
+	setenv("CKPTCONV_S3_RANGE_SIZE", "64KiB", 1);
+	f = fake_start(good_get);
+	c = client();
+	memset(buf, 0xee, 200001 + 16);
+	ck_assert_msg(s3_get_range(c, "bkt", "a/b", 1000, buf, 200001, &e) == 0, "%s", e.msg);
+	for (i = 0; i < 200001; i++)
+		ck_assert_msg(buf[i] == byte_at(1000 + i), "byte %zu", i);
+	for (i = 200001; i < 200001 + 16; i++)
+		ck_assert_uint_eq(buf[i], 0xee);
+	/* 200001 bytes in 64 KiB ranges: four requests. */
+	ck_assert_int_eq(atomic_load(&f->requests), 4);
+	s3_client_free(c);
+	fake_stop(f);
+	free(buf);
+}
+END_TEST
+
+START_TEST(test_read_past_end_is_truncated)
+{
+	struct fake *f;
+	struct s3_client *c;
+	struct err e = {0};
+	unsigned char buf[200];
+
+	setup_env();
+	f = fake_start(good_get);
+	c = client();
+	ck_assert_int_eq(s3_get_range(c, "bkt", "obj", OBJECT_SIZE - 100, buf, 200, &e), -1);
+	ck_assert_str_eq(e.code, "file_truncated");
+	ck_assert_ptr_nonnull(strstr(e.msg, "s3://bkt/obj"));
+	err_clear(&e);
+	ck_assert_int_eq(s3_get_range(c, "bkt", "obj", OBJECT_SIZE + 5, buf, 10, &e), -1);
+	ck_assert_str_eq(e.code, "file_truncated");
+	s3_client_free(c);
+	fake_stop(f);
+}
+END_TEST
+
+/* Answers every GET with the whole object and 200. */
+static void ignores_range(struct fake *f, struct request *r, struct buf *out)
+{
+	struct buf body = {0};
+	uint64_t i;
+
+	(void)f;
+	(void)r;
+	for (i = 0; i < OBJECT_SIZE; i++) {
+		unsigned char b = byte_at(i);
+
+		buf_add(&body, &b, 1);
+	}
+	respond(out, 200, NULL, body.s, body.len);
+	free(body.s);
+}
+
+START_TEST(test_server_ignoring_range)
+{
+	struct fake *f;
+	struct s3_client *c;
+	struct err e = {0};
+	unsigned char buf[116];
+	size_t i;
+
+	setup_env();
+	f = fake_start(ignores_range);
+	c = client();
+	memset(buf, 0xee, sizeof(buf));
+	ck_assert_int_eq(s3_get_range(c, "bkt", "obj", 50, buf, 100, &e), -1);
+	ck_assert_str_eq(e.code, "s3_bad_response");
+	ck_assert_ptr_nonnull(strstr(e.msg, "Range"));
+	for (i = 100; i < sizeof(buf); i++)
+		ck_assert_uint_eq(buf[i], 0xee);
+	/* Not retried: the answer is wrong, not late. */
+	ck_assert_int_eq(atomic_load(&f->requests), 1);
+	s3_client_free(c);
+	fake_stop(f);
+}
+END_TEST
+
+static void whole_small_object(struct fake *f, struct request *r, struct buf *out)
+{
+	(void)f;
+	(void)r;
+	respond(out, 200, NULL, "0123456789", 10);
+}
+
+START_TEST(test_unranged_answer_of_exactly_the_range)
+{
+	struct fake *f;
+	struct s3_client *c;
+	struct err e = {0};
+	char buf[11] = {0};
+
+	setup_env();
+	f = fake_start(whole_small_object);
+	c = client();
+	/* The whole object is what was asked for: usable. */
+	ck_assert_msg(s3_get_range(c, "bkt", "obj", 0, buf, 10, &e) == 0, "%s", e.msg);
+	ck_assert_str_eq(buf, "0123456789");
+	/* A slice of it is not. */
+	ck_assert_int_eq(s3_get_range(c, "bkt", "obj", 2, buf, 4, &e), -1);
+	ck_assert_str_eq(e.code, "s3_bad_response");
+	s3_client_free(c);
+	fake_stop(f);
+}
+END_TEST
+
+static void wrong_content_range(struct fake *f, struct request *r, struct buf *out)
+{
+	(void)f;
+	(void)r;
+	respond(out, 206, "Content-Range: bytes 1-10/100\r\n", "0123456789", 10);
+}
+
+START_TEST(test_wrong_content_range)
+{
+	struct fake *f;
+	struct s3_client *c;
+	struct err e = {0};
+	char buf[10];
+
+	setup_env();
+	f = fake_start(wrong_content_range);
+	c = client();
+	ck_assert_int_eq(s3_get_range(c, "bkt", "obj", 0, buf, 10, &e), -1);
+	ck_assert_str_eq(e.code, "s3_bad_response");
+	ck_assert_ptr_nonnull(strstr(e.msg, "Content-Range"));
+	s3_client_free(c);
+	fake_stop(f);
+}
+END_TEST
+
+static void flaky_get(struct fake *f, struct request *r, struct buf *out)
+{
+	/* The first two attempts fail differently, the third succeeds. */
+	int n = atomic_load(&f->requests);
+
+	if (n == 1)
+		respond_error(out, 503, "SlowDown");
+	else if (n == 2)
+		respond_error(out, 500, "InternalError");
+	else
+		serve_range(r, out, OBJECT_SIZE);
+}
+
+START_TEST(test_retry_then_success)
+{
+	struct fake *f;
+	struct s3_client *c;
+	struct err e = {0};
+	unsigned char buf[64];
+	size_t i;
+
+	setup_env();
+	f = fake_start(flaky_get);
+	c = client();
+	ck_assert_msg(s3_get_range(c, "bkt", "obj", 10, buf, 64, &e) == 0, "%s", e.msg);
+	for (i = 0; i < 64; i++)
+		ck_assert_uint_eq(buf[i], byte_at(10 + i));
+	ck_assert_int_eq(atomic_load(&f->requests), 3);
+	s3_client_free(c);
+	fake_stop(f);
+}
+END_TEST
+
+static void always_503(struct fake *f, struct request *r, struct buf *out)
+{
+	(void)f;
+	(void)r;
+	respond_error(out, 503, "ServiceUnavailable");
+}
+
+START_TEST(test_retries_are_bounded)
+{
+	struct fake *f;
+	struct s3_client *c;
+	struct err e = {0};
+	char buf[8];
+
+	setup_env();
+	f = fake_start(always_503);
+	c = client();
+	ck_assert_int_eq(s3_get_range(c, "bkt", "obj", 0, buf, 8, &e), -1);
+	ck_assert_str_eq(e.code, "s3_unavailable");
+	ck_assert_ptr_nonnull(strstr(e.msg, "3 attempts"));
+	ck_assert_ptr_nonnull(strstr(e.msg, "503"));
+	ck_assert_ptr_null(strstr(e.msg, SECRET));
+	ck_assert_int_eq(atomic_load(&f->requests), 3);
+	s3_client_free(c);
+	fake_stop(f);
+}
+END_TEST
+
+START_TEST(test_connection_refused)
+{
+	struct fake *f;
+	struct s3_client *c;
+	struct err e = {0};
+	char buf[8];
+
+	setup_env();
+	/* A port that was just free and is closed again. */
+	f = fake_start(always_503);
+	fake_stop(f);
+	c = client();
+	ck_assert_int_eq(s3_get_range(c, "bkt", "obj", 0, buf, 8, &e), -1);
+	ck_assert_str_eq(e.code, "s3_unavailable");
+	ck_assert_ptr_nonnull(strstr(e.msg, "3 attempts"));
+	s3_client_free(c);
+}
+END_TEST
+
+static void denied(struct fake *f, struct request *r, struct buf *out)
+{
+	(void)f;
+	if (strstr(r->target, "list-type"))
+		respond_error(out, 404, "NoSuchBucket");
+	else
+		respond_error(out, 403, "InvalidAccessKeyId");
+}
+
+START_TEST(test_error_codes)
+{
+	struct fake *f;
+	struct s3_client *c;
+	struct s3_listing l;
+	struct err e = {0};
+	uint64_t size;
+	char buf[8];
+
+	setup_env();
+	f = fake_start(denied);
+	c = client();
+	ck_assert_int_eq(s3_get_range(c, "bkt", "obj", 0, buf, 8, &e), -1);
+	ck_assert_str_eq(e.code, "s3_access_denied");
+	ck_assert_ptr_nonnull(strstr(e.msg, "InvalidAccessKeyId"));
+	/* The server's StringToSign echo is never repeated. */
+	ck_assert_ptr_null(strstr(e.msg, SECRET));
+	err_clear(&e);
+	ck_assert_int_eq(s3_head(c, "bkt", "obj", &size, &e), -1);
+	ck_assert_str_eq(e.code, "s3_access_denied");
+	err_clear(&e);
+	ck_assert_int_eq(s3_list(c, "bkt", "p/", "/", 0, &l, &e), -1);
+	ck_assert_str_eq(e.code, "s3_no_such_bucket");
+	ck_assert_ptr_nonnull(strstr(e.msg, "s3://bkt/p/: ListObjectsV2 answered 404 NoSuchBucket"));
+	ck_assert_int_eq(atomic_load(&f->requests), 3);
+	s3_client_free(c);
+	fake_stop(f);
+}
+END_TEST
+
+/* Three pages of two entries; checks the continuation tokens. */
+static void paged_list(struct fake *f, struct request *r, struct buf *out)
+{
+	const char *page;
+
+	(void)f;
+	if (!strstr(r->target, "max-keys=2") || !strstr(r->target, "prefix=in%2F")) {
+		respond_error(out, 400, "InvalidArgument");
+		return;
+	}
+	if (!strstr(r->target, "continuation-token"))
+		page = "<ListBucketResult><IsTruncated>true</IsTruncated>"
+		       "<NextContinuationToken>t/1+x=</NextContinuationToken>"
+		       "<Contents><Key>in/a.json</Key><Size>3</Size></Contents>"
+		       "<Contents><Key>in/b &amp; c.safetensors</Key><Size>40</Size></Contents>"
+		       "</ListBucketResult>";
+	else if (strstr(r->target, "continuation-token=t%2F1%2Bx%3D"))
+		page = "<ListBucketResult><IsTruncated>true</IsTruncated>"
+		       "<NextContinuationToken>second</NextContinuationToken>"
+		       "<CommonPrefixes><Prefix>in/sub/</Prefix></CommonPrefixes>"
+		       "<Contents><Key>in/c.safetensors</Key><Size>5000000000</Size></Contents>"
+		       "</ListBucketResult>";
+	else if (strstr(r->target, "continuation-token=second"))
+		page = "<ListBucketResult><IsTruncated>false</IsTruncated>"
+		       "<Contents><Key>in/d.txt</Key><Size>0</Size></Contents>"
+		       "</ListBucketResult>";
+	else
+		page = NULL;
+	if (page)
+		respond(out, 200, NULL, page, strlen(page));
+	else
+		respond_error(out, 400, "InvalidArgument");
+}
+
+START_TEST(test_list_pages)
+{
+	struct fake *f;
+	struct s3_client *c;
+	struct s3_listing l;
+	struct err e = {0};
+
+	setup_env();
+	setenv("CKPTCONV_S3_MAX_KEYS", "2", 1);
+	f = fake_start(paged_list);
+	c = client();
+	ck_assert_msg(s3_list(c, "bkt", "in/", "/", 0, &l, &e) == 0, "%s", e.msg);
+	ck_assert_int_eq(atomic_load(&f->requests), 3);
+	ck_assert_uint_eq(l.nobjects, 4);
+	ck_assert_str_eq(l.objects[1].key, "in/b & c.safetensors");
+	ck_assert_uint_eq(l.objects[2].size, 5000000000ULL);
+	ck_assert_uint_eq(l.nprefixes, 1);
+	ck_assert_str_eq(l.prefixes[0], "in/sub/");
+	s3_listing_fini(&l);
+	s3_client_free(c);
+	fake_stop(f);
+}
+END_TEST
+
+START_TEST(test_store_listing_and_view)
+{
+	struct store_entry *entries;
+	struct store_view v;
+	struct store *s;
+	struct fake *f;
+	struct err e = {0};
+	size_t n, i;
+
+	setup_env();
+	setenv("CKPTCONV_S3_MAX_KEYS", "2", 1);
+	f = fake_start(paged_list);
+	ck_assert_msg(store_open("s3://bkt/in", &s, &e) == 0, "%s", e.msg);
+	ck_assert_str_eq(s->location, "s3://bkt/in");
+	ck_assert_msg(store_list(s, &entries, &n, &e) == 0, "%s", e.msg);
+	ck_assert_uint_eq(n, 5);
+	ck_assert_str_eq(entries[0].name, "a.json");
+	ck_assert_str_eq(entries[1].name, "b & c.safetensors");
+	ck_assert_str_eq(entries[4].name, "sub");
+	ck_assert_int_eq(entries[4].kind, STORE_DIR);
+	ck_assert_int_eq(entries[3].kind, STORE_FILE);
+	store_entries_free(entries, n);
+	store_free(s);
+	fake_stop(f);
+
+	setenv("CKPTCONV_S3_RANGE_SIZE", "64KiB", 1);
+	f = fake_start(good_get);
+	ck_assert_msg(store_open("s3://bkt/in/", &s, &e) == 0, "%s", e.msg);
+	ck_assert_msg(store_view(s, "x.safetensors", 7, 250000, &v, &e) == 0, "%s", e.msg);
+	ck_assert_uint_eq(v.len, 250000);
+	ck_assert_str_eq(v.file, "x.safetensors");
+	for (i = 0; i < v.len; i++)
+		ck_assert_msg(v.data[i] == byte_at(7 + i), "byte %zu", i);
+	store_view_release(&v);
+	store_free(s);
+	fake_stop(f);
+}
+END_TEST
+
+static void empty_bucket(struct fake *f, struct request *r, struct buf *out)
+{
+	static const char empty[] = "<ListBucketResult><IsTruncated>false</IsTruncated>"
+				    "</ListBucketResult>";
+
+	(void)f;
+	(void)r;
+	respond(out, 200, NULL, empty, strlen(empty));
+}
+
+START_TEST(test_empty_prefix_is_not_found)
+{
+	struct store_entry *entries;
+	struct store *s;
+	struct fake *f;
+	struct err e = {0};
+	size_t n;
+
+	setup_env();
+	f = fake_start(empty_bucket);
+	ck_assert_msg(store_open("s3://bkt/none/", &s, &e) == 0, "%s", e.msg);
+	ck_assert_int_eq(store_list(s, &entries, &n, &e), -1);
+	ck_assert_str_eq(e.code, "source_not_found");
+	ck_assert_ptr_nonnull(strstr(e.msg, "s3://bkt/none"));
+	store_free(s);
+	fake_stop(f);
+}
+END_TEST
+
+/* A one-object S3: multipart upload, PutObject, listing of nothing. */
+static void mini_s3(struct fake *f, struct request *r, struct buf *out)
+{
+	static const char create[] = "<InitiateMultipartUploadResult><UploadId>up/1+=</UploadId>"
+				     "</InitiateMultipartUploadResult>";
+	static const char done[] = "<CompleteMultipartUploadResult><ETag>\"x-3\"</ETag>"
+				   "</CompleteMultipartUploadResult>";
+	char etag[64], *pn;
+	unsigned part, i;
+
+	pthread_mutex_lock(&f->lock);
+	if (strcmp(r->method, "GET") == 0 && strstr(r->target, "list-type")) {
+		empty_bucket(f, r, out);
+	} else if (strcmp(r->method, "POST") == 0 && strstr(r->target, "?uploads=")) {
+		respond(out, 200, NULL, create, strlen(create));
+	} else if (strcmp(r->method, "PUT") == 0 && (pn = strstr(r->target, "partNumber="))) {
+		part = (unsigned)atoi(pn + 11);
+		if (!strstr(r->target, "uploadId=up%2F1%2B%3D") || part < 1 || part > 8) {
+			respond_error(out, 400, "InvalidPart");
+			goto out_unlock;
+		}
+		free(f->parts[part - 1].s);
+		f->parts[part - 1] = r->body;
+		memset(&r->body, 0, sizeof(r->body));
+		f->part_seen[part - 1] = true;
+		snprintf(etag, sizeof(etag), "ETag: \"etag-%u\"\r\n", part);
+		respond(out, 200, etag, NULL, 0);
+	} else if (strcmp(r->method, "POST") == 0 && strstr(r->target, "uploadId=")) {
+		f->completes++;
+		snprintf(f->complete_body, sizeof(f->complete_body), "%s", r->body.s ? r->body.s : "");
+		for (i = 0; i < 8 && f->part_seen[i]; i++)
+			buf_add(&f->object, f->parts[i].s, f->parts[i].len);
+		respond(out, 200, NULL, done, strlen(done));
+	} else if (strcmp(r->method, "DELETE") == 0 && strstr(r->target, "uploadId=")) {
+		f->aborts++;
+		respond_error(out, 405, "MethodNotAllowed");
+	} else if (strcmp(r->method, "PUT") == 0) {
+		free(f->object.s);
+		f->object = r->body;
+		memset(&r->body, 0, sizeof(r->body));
+		respond(out, 200, "ETag: \"single\"\r\n", NULL, 0);
+	} else {
+		respond_error(out, 400, "Unexpected");
+	}
+out_unlock:
+	pthread_mutex_unlock(&f->lock);
+}
+
+#define PART (5u << 20)
+#define OUT_SIZE (2 * PART + 12345)
+#define PIECE 300000
+
+struct writer_job {
+	struct store_writer *w;
+	const unsigned char *data;
+	int parity;
+};
+
+/* Writes every other piece, last first, so parts complete out of order. */
+static void *write_pieces(void *arg)
+{
+	struct writer_job *j = arg;
+	struct err e = {0};
+	long piece;
+	uint64_t off;
+	size_t len;
+
+	for (piece = (OUT_SIZE + PIECE - 1) / PIECE - 1; piece >= 0; piece--) {
+		if (piece % 2 != j->parity)
+			continue;
+		off = (uint64_t)piece * PIECE;
+		len = OUT_SIZE - off < PIECE ? OUT_SIZE - off : PIECE;
+		ck_assert_msg(store_writer_write(j->w, off, j->data + off, len, &e) == 0, "%s", e.msg);
+	}
+	return NULL;
+}
+
+START_TEST(test_multipart_writer)
+{
+	struct store_output_options o = {.overwrite = false, .durable = true};
+	struct writer_job jobs[2];
+	struct store_writer *w;
+	pthread_t t[2];
+	unsigned char *data = malloc(OUT_SIZE);
+	struct store *s;
+	struct fake *f;
+	struct err e = {0};
+	size_t i;
+
+	setup_env();
+	setenv("CKPTCONV_S3_PART_SIZE", "5MiB", 1);
+	for (i = 0; i < OUT_SIZE; i++)
+		data[i] = byte_at(i * 13);
+	f = fake_start(mini_s3);
+	ck_assert_msg(store_open("s3://bkt/out/", &s, &e) == 0, "%s", e.msg);
+	ck_assert_msg(store_prepare_output(s, &o, &e) == 0, "%s", e.msg);
+	ck_assert_msg(store_writer_open(s, "model.safetensors", OUT_SIZE, &w, &e) == 0, "%s", e.msg);
+	for (i = 0; i < 2; i++) {
+		jobs[i] = (struct writer_job){w, data, (int)i};
+		pthread_create(&t[i], NULL, write_pieces, &jobs[i]);
+	}
+	for (i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	/* Every part went up as soon as it was complete, before commit. */
+	ck_assert(f->part_seen[0] && f->part_seen[1] && f->part_seen[2] && !f->part_seen[3]);
+	ck_assert_int_eq(f->completes, 0);
+	ck_assert_msg(store_writer_commit(w, &e) == 0, "%s", e.msg);
+	ck_assert_int_eq(f->completes, 1);
+	ck_assert_ptr_nonnull(strstr(f->complete_body,
+				     "<Part><PartNumber>1</PartNumber><ETag>&quot;etag-1&quot;</ETag>"
+				     "</Part><Part><PartNumber>2</PartNumber><ETag>&quot;etag-2&quot;"
+				     "</ETag></Part><Part><PartNumber>3</PartNumber>"));
+	ck_assert_uint_eq(f->object.len, OUT_SIZE);
+	ck_assert(memcmp(f->object.s, data, OUT_SIZE) == 0);
+	ck_assert_uint_eq(f->parts[2].len, 12345);
+
+	/* Abort on a server without AbortMultipartUpload: logged, no error. */
+	ck_assert_msg(store_writer_open(s, "model-00001-of-00002.safetensors", OUT_SIZE, &w, &e) == 0,
+		      "%s", e.msg);
+	ck_assert_int_eq(store_writer_write(w, 0, data, 1000, &e), 0);
+	store_writer_abort(w);
+	ck_assert_int_eq(f->aborts, 1);
+	ck_assert_int_eq(f->completes, 1);
+
+	/* A small file goes up by one PutObject at commit. */
+	ck_assert_msg(store_writer_open(s, "config.json", 6, &w, &e) == 0, "%s", e.msg);
+	ck_assert_int_eq(store_writer_write(w, 3, "def", 3, &e), 0);
+	ck_assert_int_eq(store_writer_write(w, 0, "abc", 3, &e), 0);
+	ck_assert_msg(store_writer_commit(w, &e) == 0, "%s", e.msg);
+	ck_assert_uint_eq(f->object.len, 6);
+	ck_assert(memcmp(f->object.s, "abcdef", 6) == 0);
+	store_free(s);
+	fake_stop(f);
+	free(data);
+}
+END_TEST
+
+static void one_object(struct fake *f, struct request *r, struct buf *out)
+{
+	static const char listing[] = "<ListBucketResult><IsTruncated>false</IsTruncated>"
+				      "<Contents><Key>out/old.txt</Key><Size>3</Size></Contents>"
+				      "</ListBucketResult>";
+
+	(void)f;
+	(void)r;
+	respond(out, 200, NULL, listing, strlen(listing));
+}
+
+START_TEST(test_destination_not_empty)
+{
+	struct store_output_options o = {.overwrite = false};
+	struct store *s;
+	struct fake *f;
+	struct err e = {0};
+
+	setup_env();
+	f = fake_start(one_object);
+	ck_assert_msg(store_open("s3://bkt/out/", &s, &e) == 0, "%s", e.msg);
+	ck_assert_int_eq(store_prepare_output(s, &o, &e), -1);
+	ck_assert_str_eq(e.code, "destination_not_empty");
+	ck_assert_ptr_nonnull(strstr(e.msg, "old.txt"));
+	store_free(s);
+	fake_stop(f);
+}
+END_TEST
+
+/* ---- settings, locations, addressing ---- */
+
+START_TEST(test_locations)
+{
+	char *b, *p;
+	struct err e = {0};
+
+	ck_assert_int_eq(s3_location_parse("s3://bkt/a/b", &b, &p, &e), 0);
+	ck_assert_str_eq(b, "bkt");
+	ck_assert_str_eq(p, "a/b/");
+	free(b);
+	free(p);
+	ck_assert_int_eq(s3_location_parse("s3://bkt", &b, &p, &e), 0);
+	ck_assert_str_eq(p, "");
+	free(b);
+	free(p);
+	ck_assert_int_eq(s3_location_parse("s3://bkt/", &b, &p, &e), 0);
+	ck_assert_str_eq(p, "");
+	free(b);
+	free(p);
+	ck_assert_int_eq(s3_location_parse("s3://bkt/a/../etc/", &b, &p, &e), -1);
+	ck_assert_str_eq(e.code, "invalid_location");
+	err_clear(&e);
+	ck_assert_int_eq(s3_location_parse("s3://bkt/a//b/", &b, &p, &e), -1);
+	err_clear(&e);
+	ck_assert_int_eq(s3_location_parse("s3://b/x", &b, &p, &e), -1);
+	err_clear(&e);
+	ck_assert_int_eq(s3_location_parse("s3:///x", &b, &p, &e), -1);
+
+	ck_assert(s3_location_within("s3://bkt/models/ling/", "s3://bkt/models/"));
+	ck_assert(s3_location_within("s3://bkt/models", "s3://bkt/models/"));
+	ck_assert(s3_location_within("s3://bkt/anything/", "s3://bkt"));
+	ck_assert(!s3_location_within("s3://bkt/models-evil/", "s3://bkt/models/"));
+	ck_assert(!s3_location_within("s3://bkt2/models/", "s3://bkt/models/"));
+	ck_assert(!s3_location_within("s3://bkt/", "s3://bkt/models/"));
+	ck_assert(!s3_location_within("s3://bkt/models/../x/", "s3://bkt/models/"));
+}
+END_TEST
+
+START_TEST(test_endpoints)
+{
+	struct err e = {0};
+	char *n;
+
+	n = s3_endpoint_normalize("HTTP://MinIO.Local:80/", &e);
+	ck_assert_str_eq(n, "http://minio.local");
+	free(n);
+	n = s3_endpoint_normalize("https://s3.example.com:9443", &e);
+	ck_assert_str_eq(n, "https://s3.example.com:9443");
+	free(n);
+	n = s3_endpoint_normalize("http://[::1]:9000", &e);
+	ck_assert_str_eq(n, "http://[::1]:9000");
+	free(n);
+	ck_assert_ptr_null(s3_endpoint_normalize("http://user:pw@host", &e));
+	ck_assert_str_eq(e.code, "s3_config");
+	ck_assert_ptr_null(strstr(e.msg, "pw@"));
+	ck_assert_ptr_null(s3_endpoint_normalize("ftp://host", NULL));
+	ck_assert_ptr_null(s3_endpoint_normalize("http://host/path", NULL));
+	ck_assert_ptr_null(s3_endpoint_normalize("http://host:99999", NULL));
+	ck_assert_ptr_null(s3_endpoint_normalize("http://host?x=1", NULL));
+}
+END_TEST
+
+static char *signed_url(const char *bucket)
+{
+	struct s3_signed_request r;
+	struct s3_client *c = client();
+	struct err e = {0};
+	char *url;
+
+	ck_assert_msg(s3_sign_request(c, "GET", bucket, "k", NULL, 0, NULL, NULL, 0, 0, &r, &e) == 0,
+		      "%s", e.msg);
+	url = strdup(r.url);
+	s3_signed_request_fini(&r);
+	s3_client_free(c);
+	return url;
+}
+
+START_TEST(test_settings_precedence)
+{
+	struct s3_settings flags = {.endpoint_url = "http://flag.example:1", .region = "eu-west-1"};
+	struct s3_settings job = {.endpoint_url = "http://job.example:2"};
+	struct s3_settings bad = {.addressing_style = "sideways"};
+	struct err e = {0};
+	char *url;
+
+	setup_env();
+	/* AWS itself: virtual-hosted unless the bucket has dots. */
+	setenv("AWS_DEFAULT_REGION", "ap-south-1", 1);
+	url = signed_url("bkt");
+	ck_assert_str_eq(url, "https://bkt.s3.ap-south-1.amazonaws.com/k");
+	free(url);
+	url = signed_url("my.bkt");
+	ck_assert_str_eq(url, "https://s3.ap-south-1.amazonaws.com/my.bkt/k");
+	free(url);
+	/* A custom endpoint: path-style, unless asked otherwise. */
+	setenv("AWS_ENDPOINT_URL", "http://env.example:3", 1);
+	url = signed_url("bkt");
+	ck_assert_str_eq(url, "http://env.example:3/bkt/k");
+	free(url);
+	setenv("CKPTCONV_S3_ADDRESSING_STYLE", "virtual", 1);
+	url = signed_url("bkt");
+	ck_assert_str_eq(url, "http://bkt.env.example:3/k");
+	free(url);
+	unsetenv("CKPTCONV_S3_ADDRESSING_STYLE");
+	setenv("AWS_ENDPOINT_URL_S3", "http://env-s3.example:4", 1);
+	url = signed_url("bkt");
+	ck_assert_str_eq(url, "http://env-s3.example:4/bkt/k");
+	free(url);
+	/* Flags beat the environment, a job's settings beat both. */
+	ck_assert_int_eq(s3_set_defaults(&flags, &e), 0);
+	url = signed_url("bkt");
+	ck_assert_str_eq(url, "http://flag.example:1/bkt/k");
+	free(url);
+	ck_assert_int_eq(s3_set_thread_settings(&job, &e), 0);
+	url = signed_url("bkt");
+	ck_assert_str_eq(url, "http://job.example:2/bkt/k");
+	free(url);
+	ck_assert_int_eq(s3_set_thread_settings(NULL, &e), 0);
+	url = signed_url("bkt");
+	ck_assert_str_eq(url, "http://flag.example:1/bkt/k");
+	free(url);
+	ck_assert_int_eq(s3_set_thread_settings(&bad, &e), -1);
+	ck_assert_str_eq(e.code, "s3_config");
+	ck_assert_int_eq(s3_set_defaults(NULL, &e), 0);
+}
+END_TEST
+
+START_TEST(test_missing_credentials)
+{
+	struct s3_client *c;
+	struct store *s;
+	struct err e = {0};
+
+	setup_env();
+	unsetenv("AWS_SECRET_ACCESS_KEY");
+	ck_assert_int_eq(s3_client_new(&c, &e), -1);
+	ck_assert_str_eq(e.code, "s3_config");
+	err_clear(&e);
+	ck_assert_int_eq(store_open("s3://bkt/x/", &s, &e), -1);
+	ck_assert_str_eq(e.code, "s3_config");
+	setenv("AWS_SECRET_ACCESS_KEY", "x", 1);
+	setenv("AWS_REGION", "Not A Region", 1);
+	err_clear(&e);
+	ck_assert_int_eq(s3_client_new(&c, &e), -1);
+	ck_assert_str_eq(e.code, "s3_config");
+}
+END_TEST
+
+static Suite *s3_suite(void)
+{
+	Suite *s = suite_create("s3");
+	TCase *t = tcase_create("client");
+
+	tcase_set_timeout(t, 60);
+	tcase_add_test(t, test_parallel_ranged_read);
+	tcase_add_test(t, test_read_past_end_is_truncated);
+	tcase_add_test(t, test_server_ignoring_range);
+	tcase_add_test(t, test_unranged_answer_of_exactly_the_range);
+	tcase_add_test(t, test_wrong_content_range);
+	tcase_add_test(t, test_retry_then_success);
+	tcase_add_test(t, test_retries_are_bounded);
+	tcase_add_test(t, test_connection_refused);
+	tcase_add_test(t, test_error_codes);
+	tcase_add_test(t, test_list_pages);
+	suite_add_tcase(s, t);
+	t = tcase_create("store");
+	tcase_set_timeout(t, 60);
+	tcase_add_test(t, test_store_listing_and_view);
+	tcase_add_test(t, test_empty_prefix_is_not_found);
+	tcase_add_test(t, test_multipart_writer);
+	tcase_add_test(t, test_destination_not_empty);
+	suite_add_tcase(s, t);
+	t = tcase_create("settings");
+	tcase_add_test(t, test_locations);
+	tcase_add_test(t, test_endpoints);
+	tcase_add_test(t, test_settings_precedence);
+	tcase_add_test(t, test_missing_credentials);
+	suite_add_tcase(s, t);
+	return s;
+}
+
+int main(void)
+{
+	return test_run_suite(s3_suite());
+}

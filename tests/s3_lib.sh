@@ -1,0 +1,130 @@
+# SPDX-License-Identifier: MIT
+#
+# s3_lib.sh: helpers for the object-storage integration scripts (sourced
+# after lib.sh).  Starts the s3rver test server (npm, pinned in
+# tests/package.json) on 127.0.0.1 with a port it picks and a data
+# directory under the test's temporary directory, stops it when the script
+# exits, and wraps Debian's AWS CLI as the independent client that puts
+# fixtures in and takes results out.  The server accepts the access key
+# S3RVER and does not check signatures (tests/check_sigv4.c does); the
+# secret used here is distinctive so the scripts can check it never shows.
+
+S3_ACCESS_KEY=S3RVER
+S3_SECRET_KEY="s3cret-S3RVER-never-printed"
+S3RVER_PID=
+S3_PORT=
+S3_DATA=$TEST_TMP/s3-data
+S3_LOG=$TEST_TMP/s3rver.log
+S3_BUCKETS=()
+
+# The server's launcher: on PATH (scripts/test.sh puts the npm tools there)
+# or in the npm directory scripts/install-deps.sh test fills.
+s3rver_bin() {
+	local dir=${CKPTCONV_NPM_DIR:-/var/cache/ckptconv-test-npm}
+	if command -v s3rver >/dev/null 2>&1; then
+		command -v s3rver
+	elif [ -x "$dir/node_modules/.bin/s3rver" ]; then
+		echo "$dir/node_modules/.bin/s3rver"
+	else
+		return 1
+	fi
+}
+
+stop_s3rver() {
+	if [ -n "$S3RVER_PID" ]; then
+		kill "$S3RVER_PID" 2>/dev/null || true
+		wait "$S3RVER_PID" 2>/dev/null || true
+		S3RVER_PID=
+	fi
+}
+CLEANUP_HOOKS+=(stop_s3rver)
+
+# start_s3rver BUCKET... : starts the server with these buckets (kept in
+# S3_BUCKETS for restarts); on a restart the port and data stay the same.
+start_s3rver() {
+	local bin args=() b i
+	if ! bin=$(s3rver_bin); then
+		fail "s3rver is installed" "run scripts/install-deps.sh test (npm package s3rver)"
+		finish
+	fi
+	[ $# -gt 0 ] && S3_BUCKETS=("$@")
+	for b in "${S3_BUCKETS[@]}"; do
+		args+=(--configure-bucket "$b")
+	done
+	mkdir -p "$S3_DATA"
+	: >"$S3_LOG"
+	NODE_OPTIONS=--openssl-legacy-provider "$bin" --directory "$S3_DATA" --address 127.0.0.1 \
+		--port "${S3_PORT:-0}" "${args[@]}" >"$S3_LOG" 2>&1 &
+	S3RVER_PID=$!
+	for i in $(seq 1 100); do
+		if grep -q "listening on 127.0.0.1:" "$S3_LOG"; then
+			S3_PORT=$(grep -o "listening on 127.0.0.1:[0-9]*" "$S3_LOG" | head -1 | cut -d: -f2)
+			break
+		fi
+		if ! kill -0 "$S3RVER_PID" 2>/dev/null; then
+			break
+		fi
+		sleep 0.1
+	done
+	if [ -z "$S3_PORT" ] || ! kill -0 "$S3RVER_PID" 2>/dev/null; then
+		fail "s3rver starts" "$(tail -5 "$S3_LOG")"
+		finish
+	fi
+	export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY
+	export AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY
+	export AWS_REGION=us-east-1
+	export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$S3_PORT
+	unset AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_DEFAULT_REGION AWS_PROFILE
+	unset CKPTCONV_S3_ADDRESSING_STYLE CKPTCONV_S3_MAX_KEYS
+	# Keep the AWS CLI away from the user's configuration.
+	export AWS_CONFIG_FILE=$TEST_TMP/aws-config AWS_SHARED_CREDENTIALS_FILE=$TEST_TMP/aws-credentials
+	: >"$AWS_CONFIG_FILE"
+	: >"$AWS_SHARED_CREDENTIALS_FILE"
+}
+
+# kill_s3rver: the server dies as in a crash.
+kill_s3rver() {
+	if [ -n "$S3RVER_PID" ]; then
+		kill -9 "$S3RVER_PID" 2>/dev/null || true
+		wait "$S3RVER_PID" 2>/dev/null || true
+		S3RVER_PID=
+	fi
+}
+
+# s3cli ARGS...: the AWS CLI against the test server.
+s3cli() {
+	/usr/bin/aws --endpoint-url "http://127.0.0.1:$S3_PORT" "$@"
+}
+
+# s3_upload DIR S3URL: a local directory's files under a prefix.
+s3_upload() {
+	s3cli s3 cp --recursive --only-show-errors "$1" "$2"
+}
+
+# s3_download S3URL DIR: a prefix's objects into a directory.
+s3_download() {
+	mkdir -p "$2" && s3cli s3 cp --recursive --only-show-errors "$1" "$2"
+}
+
+# s3_keys S3URL: the keys under a prefix, relative to it, one a line.
+s3_keys() {
+	local url=$1 bucket prefix
+	bucket=${url#s3://}
+	bucket=${bucket%%/*}
+	prefix=${url#s3://$bucket}
+	prefix=${prefix#/}
+	s3cli s3api list-objects-v2 --bucket "$bucket" --prefix "$prefix" \
+		--query 'Contents[].Key' --output text 2>/dev/null |
+		tr '\t' '\n' | grep -v '^None$' | sed "s|^$prefix||" | sort
+}
+
+# no_secret_in NAME FILE...: the secret key shows in none of the files.
+no_secret_in() {
+	local name=$1
+	shift
+	if grep -l -F "$S3_SECRET_KEY" "$@" >/dev/null 2>&1; then
+		fail "$name" "the secret key appears in: $(grep -l -F "$S3_SECRET_KEY" "$@" | tr '\n' ' ')"
+		return 1
+	fi
+	pass "$name"
+}
