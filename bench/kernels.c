@@ -21,7 +21,7 @@
 struct job {
 	const char *name;
 	enum dtype from, to;
-	size_t rows, cols;          /* source matrix */
+	size_t rows, cols; /* source matrix */
 	int transpose;
 	size_t src_stride, dst_stride; /* bytes; 0 = rows packed */
 };
@@ -32,7 +32,8 @@ static void run_one(const struct job *j, unsigned char *src, unsigned char *dst)
 	size_t in = j->rows * j->cols * fs, out = j->rows * j->cols * ts;
 	size_t ss = j->src_stride ? j->src_stride : j->cols * fs;
 	size_t ds = j->dst_stride ? j->dst_stride : (j->transpose ? j->rows : j->cols) * ts;
-	size_t src_span = j->transpose ? j->rows * ss : in, dst_span = j->transpose ? j->cols * ds : out;
+	size_t src_span = j->transpose ? j->rows * ss : in,
+	       dst_span = j->transpose ? j->cols * ds : out;
 	size_t count = SPAN / (src_span > dst_span ? src_span : dst_span), k;
 	double best = 1e30, t;
 	int round;
@@ -69,15 +70,19 @@ int main(void)
 		{"transpose BF16", DTYPE_BF16, DTYPE_BF16, 2048, 512, 1, 0, 0},
 		{"transpose BF16 odd", DTYPE_BF16, DTYPE_BF16, 509, 2053, 1, 0, 0},
 		/* from_hf: gate_e [I, H] into half of gate_and_up [H, 2I] */
-		{"transpose BF16 gate into [H,2I]", DTYPE_BF16, DTYPE_BF16, 512, 2048, 1, 4096, 2048},
+		{"transpose BF16 gate into [H,2I]", DTYPE_BF16, DTYPE_BF16, 512, 2048, 1, 4096,
+		 2048},
 		/* to_hf: gate_and_up[e][:, 0:I] out to [I, H] */
-		{"transpose BF16 [H,2I] half to gate", DTYPE_BF16, DTYPE_BF16, 2048, 512, 1, 2048, 4096},
+		{"transpose BF16 [H,2I] half to gate", DTYPE_BF16, DTYPE_BF16, 2048, 512, 1, 2048,
+		 4096},
 		/* Ling-1T: H 8192, I 2048 */
-		{"transpose BF16 1T gate into [H,2I]", DTYPE_BF16, DTYPE_BF16, 2048, 8192, 1, 16384, 8192},
+		{"transpose BF16 1T gate into [H,2I]", DTYPE_BF16, DTYPE_BF16, 2048, 8192, 1, 16384,
+		 8192},
 		{"transpose BF16 1T down", DTYPE_BF16, DTYPE_BF16, 8192, 2048, 1, 0, 0},
 		{"transpose F32", DTYPE_F32, DTYPE_F32, 512, 2048, 1, 0, 0},
 		{"transpose+cast F32->BF16", DTYPE_F32, DTYPE_BF16, 512, 2048, 1, 0, 0},
-		{"transpose+cast F32->BF16 [H,2I]", DTYPE_F32, DTYPE_BF16, 512, 2048, 1, 8192, 2048},
+		{"transpose+cast F32->BF16 [H,2I]", DTYPE_F32, DTYPE_BF16, 512, 2048, 1, 8192,
+		 2048},
 		{"transpose+cast F32->F16", DTYPE_F32, DTYPE_F16, 512, 2048, 1, 0, 0},
 		{"transpose+cast BF16->F32", DTYPE_BF16, DTYPE_F32, 512, 2048, 1, 0, 0},
 		{"cast F32->BF16", DTYPE_F32, DTYPE_BF16, 512, 2048, 0, 0, 0},

@@ -388,7 +388,7 @@ static void print_result(const struct conversion *c, const struct convert_args *
 	const struct plan *plan = conversion_plan(c);
 	const struct strvec *warnings = conversion_warnings(c);
 	double rate = seconds > 0 ? (double)plan->total_bytes / seconds : 0;
-	char size[32];
+	char size[32], speed[32];
 	json_t *result;
 	size_t i;
 
@@ -405,9 +405,9 @@ static void print_result(const struct conversion *c, const struct convert_args *
 	for (i = 0; warnings && i < warnings->len; i++)
 		fprintf(stderr, "ckptconv: warning: %s\n", warnings->items[i]);
 	size_format(plan->total_bytes, size, sizeof(size));
-	printf("converted %zu tensors (%s) into %zu file%s in %.2f s (%.2f GB/s): %s\n",
-	       plan->ntensors, size, plan->nfiles, plan->nfiles == 1 ? "" : "s", seconds,
-	       rate / 1e9, a->dst);
+	size_format((uint64_t)rate, speed, sizeof(speed));
+	printf("converted %zu tensors (%s) into %zu file%s in %.2f s (%s/s): %s\n", plan->ntensors,
+	       size, plan->nfiles, plan->nfiles == 1 ? "" : "s", seconds, speed, a->dst);
 }
 
 /* Runs the prepared conversion with the watcher alongside. */

@@ -213,7 +213,10 @@ static void install_fault_handler(void)
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_sigaction = on_fault;
-	sa.sa_flags = SA_SIGINFO;
+	/* SA_NODEFER: leaving the handler by siglongjmp leaves SIGBUS
+	 * deliverable without saving and restoring the mask around every op
+	 * (a system call each). */
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGBUS, &sa, NULL);
 }
@@ -222,9 +225,13 @@ static void install_fault_handler(void)
 static bool run_op_guarded(const struct plan_op *op, const unsigned char *src, unsigned char *dst)
 {
 	sigjmp_buf jump;
+	sigset_t bus;
 
-	if (sigsetjmp(jump, 1)) {
+	if (sigsetjmp(jump, 0)) {
 		fault_jump = NULL;
+		sigemptyset(&bus);
+		sigaddset(&bus, SIGBUS);
+		pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
 		return false;
 	}
 	fault_jump = &jump;

@@ -19,11 +19,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "ckptconv/err.h"
 #include "ckptconv/fixture.h"
 #include "ckptconv/safetensors.h"
+#include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
 #define INDEX_NAME "model.safetensors.index.json"
@@ -110,34 +112,33 @@ static void add_layer(struct tensor_list *l, const struct dims *d, uint64_t n, e
 {
 	uint64_t qkv_rows = (d->heads + 2 * d->kv_heads) * d->head_dim;
 	uint64_t shared = d->moe_intermediate * d->shared_experts;
-	uint64_t e;
+	uint64_t H = d->hidden, I = d->moe_intermediate, e;
+	char p[64];
 
-	add_tensor(l, w, qkv_rows, d->hidden, "model.layers.%" PRIu64 ".attention.query_key_value.weight", n);
-	add_tensor(l, w, d->hidden, d->heads * d->head_dim, "model.layers.%" PRIu64 ".attention.dense.weight", n);
-	add_tensor(l, w, d->head_dim, 0, "model.layers.%" PRIu64 ".attention.query_layernorm.weight", n);
-	add_tensor(l, w, d->head_dim, 0, "model.layers.%" PRIu64 ".attention.key_layernorm.weight", n);
-	add_tensor(l, w, d->hidden, 0, "model.layers.%" PRIu64 ".input_layernorm.weight", n);
-	add_tensor(l, w, d->hidden, 0, "model.layers.%" PRIu64 ".post_attention_layernorm.weight", n);
+	snprintf(p, sizeof(p), "model.layers.%" PRIu64, n);
+	add_tensor(l, w, qkv_rows, H, "%s.attention.query_key_value.weight", p);
+	add_tensor(l, w, H, d->heads * d->head_dim, "%s.attention.dense.weight", p);
+	add_tensor(l, w, d->head_dim, 0, "%s.attention.query_layernorm.weight", p);
+	add_tensor(l, w, d->head_dim, 0, "%s.attention.key_layernorm.weight", p);
+	add_tensor(l, w, H, 0, "%s.input_layernorm.weight", p);
+	add_tensor(l, w, H, 0, "%s.post_attention_layernorm.weight", p);
 	if (n < d->first_dense) {
-		add_tensor(l, w, d->intermediate, d->hidden, "model.layers.%" PRIu64 ".mlp.gate_proj.weight", n);
-		add_tensor(l, w, d->intermediate, d->hidden, "model.layers.%" PRIu64 ".mlp.up_proj.weight", n);
-		add_tensor(l, w, d->hidden, d->intermediate, "model.layers.%" PRIu64 ".mlp.down_proj.weight", n);
+		add_tensor(l, w, d->intermediate, H, "%s.mlp.gate_proj.weight", p);
+		add_tensor(l, w, d->intermediate, H, "%s.mlp.up_proj.weight", p);
+		add_tensor(l, w, H, d->intermediate, "%s.mlp.down_proj.weight", p);
 		return;
 	}
 	/* The router stays F32 whatever the weights' dtype, as in Ling 2.0. */
-	add_tensor(l, DTYPE_F32, d->experts, d->hidden, "model.layers.%" PRIu64 ".mlp.gate.weight", n);
-	add_tensor(l, DTYPE_F32, d->experts, 0, "model.layers.%" PRIu64 ".mlp.gate.expert_bias", n);
+	add_tensor(l, DTYPE_F32, d->experts, H, "%s.mlp.gate.weight", p);
+	add_tensor(l, DTYPE_F32, d->experts, 0, "%s.mlp.gate.expert_bias", p);
 	for (e = 0; e < d->experts; e++) {
-		add_tensor(l, w, d->moe_intermediate, d->hidden,
-			   "model.layers.%" PRIu64 ".mlp.experts.%" PRIu64 ".gate_proj.weight", n, e);
-		add_tensor(l, w, d->moe_intermediate, d->hidden,
-			   "model.layers.%" PRIu64 ".mlp.experts.%" PRIu64 ".up_proj.weight", n, e);
-		add_tensor(l, w, d->hidden, d->moe_intermediate,
-			   "model.layers.%" PRIu64 ".mlp.experts.%" PRIu64 ".down_proj.weight", n, e);
+		add_tensor(l, w, I, H, "%s.mlp.experts.%" PRIu64 ".gate_proj.weight", p, e);
+		add_tensor(l, w, I, H, "%s.mlp.experts.%" PRIu64 ".up_proj.weight", p, e);
+		add_tensor(l, w, H, I, "%s.mlp.experts.%" PRIu64 ".down_proj.weight", p, e);
 	}
-	add_tensor(l, w, shared, d->hidden, "model.layers.%" PRIu64 ".mlp.shared_experts.gate_proj.weight", n);
-	add_tensor(l, w, shared, d->hidden, "model.layers.%" PRIu64 ".mlp.shared_experts.up_proj.weight", n);
-	add_tensor(l, w, d->hidden, shared, "model.layers.%" PRIu64 ".mlp.shared_experts.down_proj.weight", n);
+	add_tensor(l, w, shared, H, "%s.mlp.shared_experts.gate_proj.weight", p);
+	add_tensor(l, w, shared, H, "%s.mlp.shared_experts.up_proj.weight", p);
+	add_tensor(l, w, H, shared, "%s.mlp.shared_experts.down_proj.weight", p);
 }
 
 static void build_tensors(struct tensor_list *l, const struct dims *d, uint32_t layers,
@@ -166,7 +167,7 @@ static uint64_t mix64(uint64_t z)
  * and its name, not on the shard it lands in. */
 static uint64_t tensor_stream(uint64_t seed, const char *name)
 {
-	uint64_t h = 0xcbf29ce484222325ULL;   /* FNV-1a */
+	uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
 
 	for (; *name; name++)
 		h = (h ^ (unsigned char)*name) * 0x100000001b3ULL;
@@ -193,7 +194,7 @@ static void fill_values(unsigned char *buf, size_t len, enum dtype dtype, uint64
 	for (i = 0; i + 8 <= len; i += 8) {
 		z = mix64(*state += 0x9e3779b97f4a7c15ULL);
 		z = (z & keep) | set;
-		memcpy(buf + i, &z, 8);   /* little-endian hosts only, like safetensors */
+		memcpy(buf + i, &z, 8); /* little-endian hosts only, like safetensors */
 	}
 }
 
@@ -218,8 +219,8 @@ static int write_all(int fd, const void *buf, size_t len, const char *path, stru
 
 struct writer {
 	const char *dir;
-	struct strvec published;      /* names renamed into place, for cleanup */
-	char *tmp_path;               /* the file being written, if any */
+	struct strvec published; /* names renamed into place, for cleanup */
+	char *tmp_path;		 /* the file being written, if any */
 };
 
 /* Opens dir/.ckptconv-tmp.<name> for writing. */
@@ -229,7 +230,8 @@ static int open_tmp(struct writer *w, const char *name, int *fd, struct err *e)
 		abort();
 	*fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (*fd < 0) {
-		err_set_errno(e, "destination_not_writable", errno, "%s: cannot create", w->tmp_path);
+		err_set_errno(e, "destination_not_writable", errno, "%s: cannot create",
+			      w->tmp_path);
 		free(w->tmp_path);
 		w->tmp_path = NULL;
 		return -1;
@@ -248,7 +250,8 @@ static int publish_tmp(struct writer *w, int fd, const char *name, struct err *e
 	if (asprintf(&path, "%s/%s", w->dir, name) < 0)
 		abort();
 	if (rename(w->tmp_path, path) != 0)
-		rc = err_set_errno(e, "io_error", errno, "%s: cannot rename to %s", w->tmp_path, path);
+		rc = err_set_errno(e, "io_error", errno, "%s: cannot rename to %s", w->tmp_path,
+				   path);
 	else {
 		strvec_push(&w->published, name);
 		free(w->tmp_path);
@@ -328,18 +331,19 @@ static char *config_text(const struct dims *d, uint32_t layers, enum dtype w)
 	json_t *c = json_pack(
 		"{s:[s], s:s, s:s, s:f, s:f, s:f, s:b, s:b, s:b, s:b, s:s, s:b, s:f, s:b, s:I, s:I}",
 		"architectures", "BailingMoeV2ForCausalLM", "model_type", "bailing_moe",
-		"torch_dtype", w == DTYPE_F32 ? "float32" : "bfloat16",
-		"partial_rotary_factor", 0.5, "rope_theta", 600000.0, "rms_norm_eps", 1e-6,
-		"tie_word_embeddings", 0, "use_qk_norm", 1, "use_qkv_bias", 0, "use_bias", 0,
-		"score_function", "sigmoid", "moe_router_enable_expert_bias", 1,
-		"routed_scaling_factor", 2.5, "norm_topk_prob", 1, "num_nextn_predict_layers",
-		(json_int_t)0, "max_position_embeddings", (json_int_t)32768);
+		"torch_dtype", w == DTYPE_F32 ? "float32" : "bfloat16", "partial_rotary_factor",
+		0.5, "rope_theta", 600000.0, "rms_norm_eps", 1e-6, "tie_word_embeddings", 0,
+		"use_qk_norm", 1, "use_qkv_bias", 0, "use_bias", 0, "score_function", "sigmoid",
+		"moe_router_enable_expert_bias", 1, "routed_scaling_factor", 2.5, "norm_topk_prob",
+		1, "num_nextn_predict_layers", (json_int_t)0, "max_position_embeddings",
+		(json_int_t)32768);
 	char *text;
 
 	json_object_set_new(c, "vocab_size", json_integer((json_int_t)d->vocab));
 	json_object_set_new(c, "hidden_size", json_integer((json_int_t)d->hidden));
 	json_object_set_new(c, "intermediate_size", json_integer((json_int_t)d->intermediate));
-	json_object_set_new(c, "moe_intermediate_size", json_integer((json_int_t)d->moe_intermediate));
+	json_object_set_new(c, "moe_intermediate_size",
+			    json_integer((json_int_t)d->moe_intermediate));
 	json_object_set_new(c, "num_hidden_layers", json_integer(layers));
 	json_object_set_new(c, "num_attention_heads", json_integer((json_int_t)d->heads));
 	json_object_set_new(c, "num_key_value_heads", json_integer((json_int_t)d->kv_heads));
@@ -385,7 +389,8 @@ static int make_dirs(const char *dir, struct err *e)
 		if (p)
 			*p = '\0';
 		if (mkdir(path, 0755) != 0 && errno != EEXIST)
-			rc = err_set_errno(e, "destination_not_writable", errno, "%s: cannot create", path);
+			rc = err_set_errno(e, "destination_not_writable", errno,
+					   "%s: cannot create", path);
 		if (p)
 			*p = '/';
 	}
@@ -416,7 +421,8 @@ static int check_destination(const char *dir, struct err *e)
 	while (rc == 0 && (de = readdir(d)) != NULL)
 		if (ends_with(de->d_name, ".safetensors") || strcmp(de->d_name, INDEX_NAME) == 0 ||
 		    strcmp(de->d_name, CONFIG_NAME) == 0)
-			rc = err_set(e, "destination_not_empty", "%s: already holds %s", dir, de->d_name);
+			rc = err_set(e, "destination_not_empty", "%s: already holds %s", dir,
+				     de->d_name);
 	closedir(d);
 	if (rc == 0 && access(dir, W_OK) != 0)
 		rc = err_set_errno(e, "destination_not_writable", errno, "%s: cannot write", dir);
@@ -471,8 +477,33 @@ static char **shard_names(size_t nfiles)
 	return names;
 }
 
-static int write_checkpoint(struct writer *w, const struct fixture_options *o,
-			    const struct dims *d, uint32_t layers, enum dtype dtype, struct err *e)
+/* Room for the data plus headers, config and index (a generous 1 MiB per
+ * file is far more than they take), checked before anything is written;
+ * free space is read through the local store's test seam when set. */
+static int check_space(const char *dir, uint64_t data_bytes, size_t nfiles, struct err *e)
+{
+	uint64_t needed = data_bytes + (uint64_t)(nfiles + 2) * (1u << 20), free_bytes;
+	char need_text[32], free_text[32];
+	struct statvfs vfs;
+
+	if (store_local_free_bytes_hook) {
+		if (store_local_free_bytes_hook(dir, &free_bytes) != 0)
+			return err_set(e, "io_error", "%s: cannot read the free space", dir);
+	} else if (statvfs(dir, &vfs) != 0) {
+		return err_set_errno(e, "io_error", errno, "%s: cannot read the free space", dir);
+	} else if (!u64_mul(vfs.f_bavail, vfs.f_frsize, &free_bytes)) {
+		free_bytes = UINT64_MAX;
+	}
+	if (free_bytes >= needed)
+		return 0;
+	size_format(needed, need_text, sizeof(need_text));
+	size_format(free_bytes, free_text, sizeof(free_text));
+	return err_set(e, "insufficient_space", "%s: the fixture needs %s and only %s is free", dir,
+		       need_text, free_text);
+}
+
+static int write_checkpoint(struct writer *w, const struct fixture_options *o, const struct dims *d,
+			    uint32_t layers, enum dtype dtype, struct err *e)
 {
 	struct tensor_list l = {0};
 	uint64_t max_shard = o->max_shard_size ? o->max_shard_size : d->max_shard_size, total = 0;
@@ -486,14 +517,19 @@ static int write_checkpoint(struct writer *w, const struct fixture_options *o,
 	file_of = xcalloc(l.n, sizeof(*file_of));
 	nfiles = assign_shards(&l, max_shard, file_of);
 	names = shard_names(nfiles);
-	text = config_text(d, layers, dtype);
-	rc = put_file(w, CONFIG_NAME, text, e);
-	free(text);
-	for (i = 0, first = 0; rc == 0 && i < l.n; i++) {
+	for (i = 0; i < l.n; i++)
 		total += tensor_nbytes(&l.items[i]);
+	rc = check_space(w->dir, total, nfiles, e);
+	if (rc == 0) {
+		text = config_text(d, layers, dtype);
+		rc = put_file(w, CONFIG_NAME, text, e);
+		free(text);
+	}
+	for (i = 0, first = 0; rc == 0 && i < l.n; i++) {
 		if (i + 1 < l.n && file_of[i + 1] == file_of[i])
 			continue;
-		rc = write_shard(w, names[file_of[i]], &l.items[first], i + 1 - first, o->seed, buf, e);
+		rc = write_shard(w, names[file_of[i]], &l.items[first], i + 1 - first, o->seed, buf,
+				 e);
 		first = i + 1;
 	}
 	if (rc == 0 && nfiles > 1) {

@@ -72,7 +72,7 @@ static inline float bits_float(uint32_t u)
 static inline uint16_t bf16_from_bits(uint32_t w)
 {
 	if ((w & 0x7fffffffu) > 0x7f800000u)
-		return (uint16_t)((w >> 16) | 0x0040u);   /* quiet, sign and payload kept */
+		return (uint16_t)((w >> 16) | 0x0040u); /* quiet, sign and payload kept */
 	return (uint16_t)((w + 0x7fffu + ((w >> 16) & 1u)) >> 16);
 }
 
@@ -83,15 +83,15 @@ static inline uint16_t f16_from_bits(uint32_t w)
 	uint32_t m, q, rem, half;
 	int shift;
 
-	if (a > 0x7f800000u)                       /* NaN: quiet, payload's top bits */
+	if (a > 0x7f800000u) /* NaN: quiet, payload's top bits */
 		return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
-	if (a >= 0x477ff000u)                      /* >= 65520 rounds to infinity */
+	if (a >= 0x477ff000u) /* >= 65520 rounds to infinity */
 		return (uint16_t)(sign | 0x7c00u);
-	if (a >= 0x38800000u) {                    /* normal half: rebias, round */
+	if (a >= 0x38800000u) { /* normal half: rebias, round */
 		a -= 0x38000000u;
 		return (uint16_t)(sign | ((a + 0xfffu + ((a >> 13) & 1u)) >> 13));
 	}
-	if (a <= 0x33000000u)                      /* <= 2^-25 rounds to zero */
+	if (a <= 0x33000000u) /* <= 2^-25 rounds to zero */
 		return (uint16_t)sign;
 	/* Subnormal half: the value in units of 2^-24, rounded to even. */
 	m = (a & 0x7fffffu) | 0x800000u;
@@ -118,7 +118,7 @@ static inline uint32_t f16_to_bits(uint16_t h)
 	if (man == 0)
 		return sign;
 	/* Subnormal half: normalise into an F32 normal. */
-	shift = __builtin_clz(man) - 21;           /* moves the top bit to bit 10 */
+	shift = __builtin_clz(man) - 21; /* moves the top bit to bit 10 */
 	man = (man << shift) & 0x3ffu;
 	return sign | ((uint32_t)(113 - shift) << 23) | (man << 13);
 }
@@ -190,8 +190,8 @@ static inline __m128i v_f16_to_f32(__m128i h)
 	__m128i is_subnormal = _mm_cmpeq_epi32(exp, _mm_setzero_si128());
 	__m128i normal = _mm_add_epi32(_mm_slli_epi32(body, 13), rebias);
 	/* Subnormals: 0.5 + m * 2^-24, minus 0.5, is exact. */
-	__m128i subnormal = _mm_castps_si128(_mm_sub_ps(
-		_mm_castsi128_ps(_mm_or_si128(body, half)), _mm_castsi128_ps(half)));
+	__m128i subnormal = _mm_castps_si128(
+		_mm_sub_ps(_mm_castsi128_ps(_mm_or_si128(body, half)), _mm_castsi128_ps(half)));
 
 	normal = _mm_add_epi32(normal, _mm_and_si128(is_special, rebias));
 	return _mm_or_si128(sign, _mm_or_si128(_mm_and_si128(is_subnormal, subnormal),
@@ -237,7 +237,8 @@ static inline __m128i v_f32_to_bf16(__m128i w)
 	__m128i quieted = _mm_or_si128(w, _mm_set1_epi32(0x00400000));
 
 	return _mm_srli_epi32(_mm_or_si128(_mm_and_si128(is_nan, quieted),
-					   _mm_andnot_si128(is_nan, rounded)), 16);
+					   _mm_andnot_si128(is_nan, rounded)),
+			      16);
 }
 
 /* Eight elements as F32 bits, in two vectors of four. */
@@ -285,10 +286,10 @@ static inline void v_store8(unsigned char *p, enum dtype to, __m128i lo, __m128i
 #endif
 
 /* The loop is instantiated per dtype pair so the dtype tests fold away. */
-static inline __attribute__((always_inline)) void cast_run(const unsigned char *s, enum dtype from,
-							  unsigned char *d, enum dtype to, size_t n)
+static inline __attribute__((always_inline)) void
+cast_run(const unsigned char *s, enum dtype from, unsigned char *d, enum dtype to, size_t n)
 {
-	size_t fs = dtype_size(from), ts = dtype_size(to), i = 0;
+	size_t fs = from == DTYPE_F32 ? 4 : 2, ts = to == DTYPE_F32 ? 4 : 2, i = 0;
 
 #ifdef __SSE2__
 	for (; i + 8 <= n; i += 8) {
@@ -302,10 +303,10 @@ static inline __attribute__((always_inline)) void cast_run(const unsigned char *
 		element_from_f32(d + i * ts, to, element_to_f32(s + i * fs, from));
 }
 
-#define CAST_PAIR(name, from, to) \
+#define CAST_PAIR(name, from, to)                                            \
 	static void name(const unsigned char *s, unsigned char *d, size_t n) \
-	{ \
-		cast_run(s, from, d, to, n); \
+	{                                                                    \
+		cast_run(s, from, d, to, n);                                 \
 	}
 CAST_PAIR(cast_f32_bf16, DTYPE_F32, DTYPE_BF16)
 CAST_PAIR(cast_bf16_f32, DTYPE_BF16, DTYPE_F32)
@@ -448,7 +449,8 @@ static void transpose_tile(const unsigned char *s, size_t ss, unsigned char *d, 
 				micro32(scol + r * ss, ss, drow + 4 * r, ds);
 		}
 		if (r < rows)
-			transpose_scalar(scol + r * ss, ss, drow + r * esize, ds, rows - r, block, esize);
+			transpose_scalar(scol + r * ss, ss, drow + r * esize, ds, rows - r, block,
+					 esize);
 	}
 #endif
 	if (c < cols)
@@ -460,8 +462,8 @@ static size_t min_size(size_t a, size_t b)
 	return a < b ? a : b;
 }
 
-void kern_transpose(const void *src, size_t src_stride, void *dst, size_t dst_stride,
-		    size_t rows, size_t cols, size_t esize)
+void kern_transpose(const void *src, size_t src_stride, void *dst, size_t dst_stride, size_t rows,
+		    size_t cols, size_t esize)
 {
 	const unsigned char *s = src;
 	unsigned char *d = dst;
@@ -483,9 +485,8 @@ void kern_transpose(const void *src, size_t src_stride, void *dst, size_t dst_st
 	}
 }
 
-void kern_transpose_cast(const void *src, enum dtype from, size_t src_stride,
-			 void *dst, enum dtype to, size_t dst_stride,
-			 size_t rows, size_t cols)
+void kern_transpose_cast(const void *src, enum dtype from, size_t src_stride, void *dst,
+			 enum dtype to, size_t dst_stride, size_t rows, size_t cols)
 {
 	/* Each tile is transposed into a small buffer in the source dtype,
 	 * then each of its rows is cast into a destination row: both steps
@@ -525,7 +526,8 @@ void kern_run_op(const struct plan_op *op, const void *src, void *dst)
 
 	if (op->transpose) {
 		if (op->src_dtype == op->dst_dtype)
-			kern_transpose(s, op->src_stride, d, op->dst_stride, op->rows, op->cols, esize);
+			kern_transpose(s, op->src_stride, d, op->dst_stride, op->rows, op->cols,
+				       esize);
 		else
 			kern_transpose_cast(s, op->src_dtype, op->src_stride, d, op->dst_dtype,
 					    op->dst_stride, op->rows, op->cols);

@@ -22,6 +22,7 @@ void progress_init(struct progress_display *d, FILE *out)
 	d->tty = isatty(fileno(out)) == 1;
 	d->last_print = 0;
 	d->lines = 0;
+	d->complete_shown = false;
 }
 
 double progress_rate(const struct exec_progress *p)
@@ -64,8 +65,25 @@ static double fraction_done(const struct exec_progress *p)
 	return (double)p->bytes_done / (double)p->bytes_total;
 }
 
+/* Amounts in the unit that suits the total: GB for checkpoints, smaller
+ * units for small test files. */
+struct unit {
+	const char *name;
+	double size;
+};
+
+static struct unit unit_for(uint64_t bytes)
+{
+	if (bytes >= 1000000000ULL)
+		return (struct unit){"GB", 1e9};
+	if (bytes >= 1000000ULL)
+		return (struct unit){"MB", 1e6};
+	return (struct unit){"KB", 1e3};
+}
+
 static void print_bar(struct progress_display *d, const struct exec_progress *p, bool final)
 {
+	struct unit amount = unit_for(p->bytes_total), speed = unit_for((uint64_t)progress_rate(p));
 	char bar[BAR_WIDTH + 1], eta[32];
 	double fraction = fraction_done(p);
 	int filled = (int)(fraction * BAR_WIDTH), i;
@@ -74,10 +92,11 @@ static void print_bar(struct progress_display *d, const struct exec_progress *p,
 		bar[i] = i < filled ? '#' : '.';
 	bar[BAR_WIDTH] = '\0';
 	format_eta(progress_eta(p), eta, sizeof(eta));
-	fprintf(d->out, "\r\033[K[%s] %3.0f%%  %llu/%llu tensors  %.2f/%.2f GB  %.2f GB/s  ETA %s",
+	fprintf(d->out, "\r\033[K[%s] %3.0f%%  %llu/%llu tensors  %.2f/%.2f %s  %.2f %s/s  ETA %s",
 		bar, fraction * 100.0, (unsigned long long)p->tensors_done,
-		(unsigned long long)p->tensors_total, (double)p->bytes_done / 1e9,
-		(double)p->bytes_total / 1e9, progress_rate(p) / 1e9, eta);
+		(unsigned long long)p->tensors_total, (double)p->bytes_done / amount.size,
+		(double)p->bytes_total / amount.size, amount.name, progress_rate(p) / speed.size,
+		speed.name, eta);
 	if (final)
 		fputc('\n', d->out);
 	fflush(d->out);
@@ -85,14 +104,16 @@ static void print_bar(struct progress_display *d, const struct exec_progress *p,
 
 static void print_line(struct progress_display *d, const struct exec_progress *p)
 {
+	struct unit amount = unit_for(p->bytes_total), speed = unit_for((uint64_t)progress_rate(p));
 	char eta[32];
 
 	format_eta(progress_eta(p), eta, sizeof(eta));
 	fprintf(d->out,
-		"ckptconv: progress: %.0f%%, %llu/%llu tensors, %.2f/%.2f GB, %.2f GB/s, ETA %s\n",
+		"ckptconv: progress: %.0f%%, %llu/%llu tensors, %.2f/%.2f %s, %.2f %s/s, ETA %s\n",
 		fraction_done(p) * 100.0, (unsigned long long)p->tensors_done,
-		(unsigned long long)p->tensors_total, (double)p->bytes_done / 1e9,
-		(double)p->bytes_total / 1e9, progress_rate(p) / 1e9, eta);
+		(unsigned long long)p->tensors_total, (double)p->bytes_done / amount.size,
+		(double)p->bytes_total / amount.size, amount.name, progress_rate(p) / speed.size,
+		speed.name, eta);
 	fflush(d->out);
 }
 
@@ -107,7 +128,7 @@ void progress_update(struct progress_display *d, const struct exec_progress *p, 
 		if (!final)
 			return;
 	}
-	if (final && !d->tty && d->lines == 0)
+	if (final && !d->tty && (d->lines == 0 || d->complete_shown))
 		return;
 	if (!final && d->last_print > 0 && now - d->last_print < interval)
 		return;
@@ -117,4 +138,5 @@ void progress_update(struct progress_display *d, const struct exec_progress *p, 
 		print_bar(d, p, final);
 	else
 		print_line(d, p);
+	d->complete_shown = p->tensors_done >= p->tensors_total && p->bytes_done >= p->bytes_total;
 }

@@ -14,13 +14,13 @@
 
 #include "ckptconv/ckpt.h"
 #include "ckptconv/err.h"
-#include "ckptconv/plan.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 #include "ckptconv/verify.h"
 
-/* Largest window of one tensor viewed at a time, per side. */
-#define WINDOW_MAX PLAN_WINDOW_MAX
+/* Largest window of one tensor viewed at a time, per side: small enough to
+ * keep both mapped windows well inside the memory budget. */
+#define WINDOW_MAX (16u << 20)
 
 struct comparison {
 	const struct ckpt *expected, *actual;
@@ -140,8 +140,8 @@ static int compare_tensor(struct comparison *c, const struct ckpt_tensor *x,
 		return -1;
 	}
 	if (diff_at != UINT64_MAX)
-		note(c, &r->bytes_mismatch, "bytes differ: %s (first difference at byte %" PRIu64 ")",
-		     x->name, diff_at);
+		note(c, &r->bytes_mismatch,
+		     "bytes differ: %s (first difference at byte %" PRIu64 ")", x->name, diff_at);
 	return 0;
 }
 

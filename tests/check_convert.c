@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ckptconv/ckpt.h"
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
 #include "ckptconv/exec.h"
@@ -771,6 +772,157 @@ START_TEST(test_exclude_and_warnings)
 }
 END_TEST
 
+/* ---- round trips and casts ------------------------------------------------------ */
+
+static char *fixture(const char *name, enum dtype dt)
+{
+	struct fixture_options fo = {.preset = FIXTURE_TINY, .dtype = dt, .seed = 11};
+	char *dir = scratch(name);
+	struct err e;
+
+	err_clear(&e);
+	ASSERT_OK(fixture_write(dir, &fo, &e), e);
+	return dir;
+}
+
+static void assert_same_tensors(const char *expected, const char *actual)
+{
+	struct verify_report r;
+	struct err e;
+
+	err_clear(&e);
+	memset(&r, 0, sizeof(r));
+	ck_assert_msg(verify_checkpoints(expected, actual, stderr, 20, &r, &e) == 0, "%s: %s",
+		      e.code, e.msg);
+	ck_assert_uint_gt(r.tensors_compared, 0);
+	ck_assert_uint_eq(r.differences, 0);
+}
+
+static void check_round_trip(enum dtype dt, enum dtype_choice choice)
+{
+	char *src = fixture("src", dt), *native = scratch("native"), *back = scratch("back");
+	struct convert_options o = options(LAYOUT_NATIVE);
+	struct err e;
+
+	err_clear(&e);
+	o.dtype = choice;
+	ASSERT_OK(convert(src, native, &o, 2, &e), e);
+	o = options(LAYOUT_HF);
+	ASSERT_OK(convert(native, back, &o, 2, &e), e);
+	assert_same_tensors(src, back);
+	free(src);
+	free(native);
+	free(back);
+}
+
+START_TEST(test_round_trip_bf16)
+{
+	check_round_trip(DTYPE_BF16, DTYPE_CHOICE_AUTO);
+}
+END_TEST
+
+START_TEST(test_round_trip_f32_keep)
+{
+	check_round_trip(DTYPE_F32, DTYPE_CHOICE_KEEP);
+}
+END_TEST
+
+/* A tensor's bytes, read through a checkpoint opened for the purpose. */
+static unsigned char *tensor_bytes(const char *dir, const char *name, enum dtype *dt, size_t *len)
+{
+	struct ckpt *c;
+	unsigned char *buf;
+	struct err e;
+	long i;
+
+	err_clear(&e);
+	ASSERT_OK(ckpt_open(dir, 0, &c, &e), e);
+	i = ckpt_find(c, name);
+	ck_assert_msg(i >= 0, "%s: no tensor %s", dir, name);
+	*dt = c->tensors[i].dtype;
+	*len = (size_t)c->tensors[i].nbytes;
+	buf = xmalloc(*len);
+	ASSERT_OK(store_read(c->store, c->files[c->tensors[i].file].name, c->tensors[i].offset, buf,
+			     *len, &e), e);
+	ckpt_free(c);
+	return buf;
+}
+
+/* Round to nearest even by the bit pattern (finite inputs). */
+static uint16_t naive_bf16(float f)
+{
+	uint32_t bits;
+
+	memcpy(&bits, &f, 4);
+	return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+/* The compiler's conversion, correctly rounded. */
+static uint16_t naive_f16(float f)
+{
+	_Float16 h = (_Float16)f;
+	uint16_t bits;
+
+	memcpy(&bits, &h, 2);
+	return bits;
+}
+
+static void check_cast(const char *reference, const char *cast, const char *name, enum dtype to)
+{
+	enum dtype ref_dt, cast_dt;
+	size_t ref_len, cast_len, i, n;
+	unsigned char *ref = tensor_bytes(reference, name, &ref_dt, &ref_len);
+	unsigned char *out = tensor_bytes(cast, name, &cast_dt, &cast_len);
+
+	ck_assert_int_eq(ref_dt, DTYPE_F32);
+	ck_assert_int_eq(cast_dt, to);
+	n = ref_len / 4;
+	ck_assert_uint_eq(cast_len, n * 2);
+	for (i = 0; i < n; i++) {
+		float f;
+		uint16_t got, want;
+
+		memcpy(&f, ref + 4 * i, 4);
+		memcpy(&got, out + 2 * i, 2);
+		want = to == DTYPE_BF16 ? naive_bf16(f) : naive_f16(f);
+		ck_assert_msg(got == want, "%s[%zu]: %04x, expected %04x", name, i, got, want);
+	}
+	free(ref);
+	free(out);
+}
+
+START_TEST(test_cast_grouped_experts)
+{
+	static const char *grouped[] = {"model.layers.1.mlp.experts.gate_and_up_projs",
+					"model.layers.1.mlp.experts.down_projs"};
+	char *src = fixture("src", DTYPE_F32), *keep = scratch("keep");
+	char *bf16 = scratch("bf16"), *f16 = scratch("f16");
+	struct convert_options o = options(LAYOUT_NATIVE);
+	enum dtype dt;
+	size_t i, len;
+	struct err e;
+
+	err_clear(&e);
+	o.dtype = DTYPE_CHOICE_KEEP;
+	ASSERT_OK(convert(src, keep, &o, 2, &e), e);
+	o.dtype = DTYPE_CHOICE_BF16;
+	ASSERT_OK(convert(src, bf16, &o, 2, &e), e);
+	o.dtype = DTYPE_CHOICE_F16;
+	ASSERT_OK(convert(src, f16, &o, 2, &e), e);
+	for (i = 0; i < 2; i++) {
+		check_cast(keep, bf16, grouped[i], DTYPE_BF16);
+		check_cast(keep, f16, grouped[i], DTYPE_F16);
+	}
+	/* Only the grouped tensors are cast. */
+	free(tensor_bytes(bf16, "model.embed_tokens.weight", &dt, &len));
+	ck_assert_int_eq(dt, DTYPE_F32);
+	free(src);
+	free(keep);
+	free(bf16);
+	free(f16);
+}
+END_TEST
+
 /* ---- one pool, two conversions ---------------------------------------------------- */
 
 struct background {
@@ -845,6 +997,9 @@ static Suite *convert_suite(void)
 	tcase_add_test(tc, test_already_in_layout);
 	tcase_add_test(tc, test_source_missing);
 	tcase_add_test(tc, test_exclude_and_warnings);
+	tcase_add_test(tc, test_round_trip_bf16);
+	tcase_add_test(tc, test_round_trip_f32_keep);
+	tcase_add_test(tc, test_cast_grouped_experts);
 	tcase_add_test(tc, test_two_conversions_share_pool);
 	suite_add_tcase(s, tc);
 	return s;

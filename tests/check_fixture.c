@@ -19,6 +19,7 @@
 #include "ckptconv/ckpt.h"
 #include "ckptconv/err.h"
 #include "ckptconv/fixture.h"
+#include "ckptconv/store.h"
 #include "ckptconv/util.h"
 #include "ckptconv/verify.h"
 #include "testutil.h"
@@ -139,7 +140,8 @@ START_TEST(tiny_has_golden_layout)
 	/* the same config keys with the same values */
 	ck_assert_uint_eq(json_object_size(ours->config), json_object_size(golden->config));
 	json_object_foreach(golden->config, key, value)
-		ck_assert_msg(json_equal(value, json_object_get(ours->config, key)), "config key %s", key);
+		ck_assert_msg(json_equal(value, json_object_get(ours->config, key)),
+			      "config key %s", key);
 	/* several shards and an index, like the golden input */
 	ck_assert(ours->has_index);
 	ck_assert_uint_ge(ours->nfiles, 3);
@@ -176,7 +178,7 @@ START_TEST(same_options_same_bytes)
 		free(pa);
 		free(pb);
 	}
-	ck_assert_uint_ge(files, 5);   /* config, shards, index */
+	ck_assert_uint_ge(files, 5); /* config, shards, index */
 	free(la);
 	free(lb);
 	free(a);
@@ -294,14 +296,16 @@ START_TEST(mini_shapes_and_shards)
 	ck_assert_uint_eq(c->ntensors, 3 + 9 + 6 + 2 + 3 * 256 + 3);
 	assert_shape2(c, "model.word_embeddings.weight", 8192, 2048);
 	assert_shape2(c, "lm_head.weight", 8192, 2048);
-	assert_shape2(c, "model.layers.0.attention.query_key_value.weight", (16 + 2 * 4) * 128, 2048);
+	assert_shape2(c, "model.layers.0.attention.query_key_value.weight", (16 + 2 * 4) * 128,
+		      2048);
 	assert_shape2(c, "model.layers.1.attention.dense.weight", 2048, 2048);
 	assert_shape2(c, "model.layers.0.mlp.gate_proj.weight", 5120, 2048);
 	assert_shape2(c, "model.layers.0.mlp.down_proj.weight", 2048, 5120);
 	assert_shape2(c, "model.layers.1.mlp.gate.weight", 256, 2048);
 	assert_shape2(c, "model.layers.1.mlp.shared_experts.up_proj.weight", 512, 2048);
 	assert_shape2(c, "model.layers.1.mlp.shared_experts.down_proj.weight", 2048, 512);
-	ck_assert_uint_eq(tensor(c, "model.layers.1.attention.key_layernorm.weight")->shape[0], 128);
+	ck_assert_uint_eq(tensor(c, "model.layers.1.attention.key_layernorm.weight")->shape[0],
+			  128);
 	ck_assert(tensor(c, "model.layers.1.mlp.gate.expert_bias")->dtype == DTYPE_F32);
 	for (i = 0; i < 256; i++) {
 		snprintf(name, sizeof(name), "model.layers.1.mlp.experts.%zu.gate_proj.weight", i);
@@ -407,6 +411,34 @@ START_TEST(bad_destination_and_options)
 }
 END_TEST
 
+static int little_free_space(const char *dir, uint64_t *free_bytes)
+{
+	(void)dir;
+	*free_bytes = 100000;
+	return 0;
+}
+
+/* Not enough room: a clean error before anything is written. */
+START_TEST(insufficient_space_writes_nothing)
+{
+	struct fixture_options o = tiny_options();
+	char *dir = test_path(tmp, "small"), *listing;
+	struct err e = {0};
+	int rc;
+
+	store_local_free_bytes_hook = little_free_space;
+	rc = fixture_write(dir, &o, &e);
+	store_local_free_bytes_hook = NULL;
+	ck_assert_int_eq(rc, -1);
+	ck_assert_str_eq(e.code, "insufficient_space");
+	ck_assert_ptr_nonnull(strstr(e.msg, "needs"));
+	listing = list_dir(dir);
+	ck_assert_str_eq(listing, "");
+	free(listing);
+	free(dir);
+}
+END_TEST
+
 /* A write that fails part way (here: a file size limit) leaves nothing
  * that looks like a checkpoint, nor temporary files. */
 START_TEST(failed_write_leaves_nothing)
@@ -420,7 +452,7 @@ START_TEST(failed_write_leaves_nothing)
 	signal(SIGXFSZ, SIG_IGN);
 	getrlimit(RLIMIT_FSIZE, &old);
 	small = old;
-	small.rlim_cur = 30000;   /* config.json fits, the first shard does not */
+	small.rlim_cur = 30000; /* config.json fits, the first shard does not */
 	setrlimit(RLIMIT_FSIZE, &small);
 	rc = fixture_write(dir, &o, &e);
 	setrlimit(RLIMIT_FSIZE, &old);
@@ -449,6 +481,7 @@ static Suite *fixture_suite(void)
 	tcase_add_test(tc, layers_and_single_shard);
 	tcase_add_test(tc, refuses_existing_checkpoint);
 	tcase_add_test(tc, bad_destination_and_options);
+	tcase_add_test(tc, insufficient_space_writes_nothing);
 	tcase_add_test(tc, failed_write_leaves_nothing);
 	suite_add_tcase(s, tc);
 	return s;

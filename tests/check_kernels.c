@@ -19,9 +19,9 @@
 
 /* Check records every ck_assert it passes, which dominates loops over
  * millions of values: these reach Check only on failure. */
-#define expect(cond, ...) \
-	do { \
-		if (!(cond)) \
+#define expect(cond, ...)                          \
+	do {                                       \
+		if (!(cond))                       \
 			ck_abort_msg(__VA_ARGS__); \
 	} while (0)
 
@@ -101,7 +101,7 @@ static uint16_t ref_round(double x, int is_f16)
 
 	if (a >= ref_magnitude(hi, is_f16))
 		return sign | hi;
-	while (hi - lo > 1) {             /* invariant: value(lo) <= a < value(hi) */
+	while (hi - lo > 1) { /* invariant: value(lo) <= a < value(hi) */
 		mid = (uint16_t)((lo + hi) / 2);
 		if (ref_magnitude(mid, is_f16) <= a)
 			lo = mid;
@@ -130,7 +130,8 @@ static uint16_t ref_from_f32(uint32_t w, int is_f16)
 
 static int is_nan16(uint16_t h, int is_f16)
 {
-	return is_f16 ? (h & 0x7c00) == 0x7c00 && (h & 0x3ff) : (h & 0x7f80) == 0x7f80 && (h & 0x7f);
+	return is_f16 ? (h & 0x7c00) == 0x7c00 && (h & 0x3ff) :
+			(h & 0x7f80) == 0x7f80 && (h & 0x7f);
 }
 
 static void check_from_f32(uint32_t w)
@@ -140,13 +141,21 @@ static void check_from_f32(uint32_t w)
 
 	if (isnan(bits_f(w))) {
 		expect(is_nan16(bf, 0) && (bf & 0x8000) == ((w >> 16) & 0x8000),
-			      "F32 %08x -> BF16 %04x: not a NaN of the same sign", w, bf);
+		       "F32 %08x -> BF16 %04x: not a NaN of the same sign", w, bf);
 		expect(is_nan16(h, 1) && (h & 0x8000) == ((w >> 16) & 0x8000),
-			      "F32 %08x -> F16 %04x: not a NaN of the same sign", w, h);
+		       "F32 %08x -> F16 %04x: not a NaN of the same sign", w, h);
 		return;
 	}
 	expect(bf == want_bf, "F32 %08x -> BF16 %04x, want %04x", w, bf, want_bf);
 	expect(h == want_h, "F32 %08x -> F16 %04x, want %04x", w, h, want_h);
+}
+
+static void fill_random(unsigned char *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		p[i] = (unsigned char)rng_next();
 }
 
 /* ---- casts ---- */
@@ -164,7 +173,7 @@ START_TEST(bf16_exhaustive)
 		if (is_nan16(h, 0)) {
 			expect(isnan(f) && !!signbit(f) == !!(h & 0x8000), "%04x", h);
 			expect(is_nan16(back, 0) && (back & 0x8000) == (h & 0x8000),
-				      "BF16 NaN %04x came back as %04x", h, back);
+			       "BF16 NaN %04x came back as %04x", h, back);
 		} else {
 			expect((double)f == ref_bf16_value(h), "BF16 %04x", h);
 			expect(back == h, "BF16 %04x -> F32 -> %04x", h, back);
@@ -185,10 +194,10 @@ START_TEST(f16_exhaustive)
 		if (is_nan16(h, 1)) {
 			expect(isnan(f) && !!signbit(f) == !!(h & 0x8000), "F16 %04x", h);
 			expect(is_nan16(back, 1) && (back & 0x8000) == (h & 0x8000),
-				      "F16 NaN %04x came back as %04x", h, back);
+			       "F16 NaN %04x came back as %04x", h, back);
 		} else {
 			expect((double)f == ref_f16_value(h) && !!signbit(f) == !!(h & 0x8000),
-				      "F16 %04x -> %a, want %a", h, (double)f, ref_f16_value(h));
+			       "F16 %04x -> %a, want %a", h, (double)f, ref_f16_value(h));
 			expect(back == h, "F16 %04x -> F32 -> %04x", h, back);
 		}
 	}
@@ -204,17 +213,19 @@ START_TEST(half_to_half_exhaustive)
 
 		kern_cast(&h, DTYPE_F16, &out, DTYPE_BF16, 1);
 		if (is_nan16(h, 1))
-			expect(is_nan16(out, 0) && (out & 0x8000) == (h & 0x8000), "F16 NaN %04x -> %04x", h, out);
+			expect(is_nan16(out, 0) && (out & 0x8000) == (h & 0x8000),
+			       "F16 NaN %04x -> %04x", h, out);
 		else
-			expect(out == ref_round(ref_f16_value(h), 0), "F16 %04x -> BF16 %04x",
-				      h, out);
+			expect(out == ref_round(ref_f16_value(h), 0), "F16 %04x -> BF16 %04x", h,
+			       out);
 		kern_cast(&h, DTYPE_BF16, &out, DTYPE_F16, 1);
 		if (is_nan16(h, 0))
-			expect(is_nan16(out, 1) && (out & 0x8000) == (h & 0x8000), "BF16 NaN %04x -> %04x", h, out);
+			expect(is_nan16(out, 1) && (out & 0x8000) == (h & 0x8000),
+			       "BF16 NaN %04x -> %04x", h, out);
 		else
 			expect(out == ref_from_f32((uint32_t)h << 16, 1),
-				      "BF16 %04x -> F16 %04x, want %04x", h, out,
-				      ref_from_f32((uint32_t)h << 16, 1));
+			       "BF16 %04x -> F16 %04x, want %04x", h, out,
+			       ref_from_f32((uint32_t)h << 16, 1));
 	}
 }
 END_TEST
@@ -235,7 +246,7 @@ START_TEST(f32_halfway_neighbours)
 	uint32_t i;
 
 	for (i = 0; i < 0x7f80; i++) {
-		uint32_t mid = (i << 16) | 0x8000;   /* halfway between BF16 i and i+1 */
+		uint32_t mid = (i << 16) | 0x8000; /* halfway between BF16 i and i+1 */
 		uint32_t s;
 
 		for (s = 0; s < 2; s++) {
@@ -248,7 +259,7 @@ START_TEST(f32_halfway_neighbours)
 	}
 	for (i = 0; i < 0x7c00; i++) {
 		double lo = ref_f16_value((uint16_t)i), hi = ref_magnitude((uint16_t)(i + 1), 1);
-		float mid = (float)((lo + hi) / 2);      /* exact: F16 midpoints fit F32 */
+		float mid = (float)((lo + hi) / 2); /* exact: F16 midpoints fit F32 */
 
 		expect((double)mid == (lo + hi) / 2, "midpoint of F16 %04x", i);
 		check_from_f32(f_bits(mid));
@@ -278,9 +289,11 @@ START_TEST(f32_special_values)
 	ck_assert_uint_eq(kern_f32_to_f16(-INFINITY), 0xfc00);
 	ck_assert_uint_eq(kern_f32_to_bf16(bits_f(0x7fc00000)), 0x7fc0);
 	ck_assert_uint_eq(kern_f32_to_bf16(bits_f(0xffc00000)), 0xffc0);
-	ck_assert_uint_eq(kern_f32_to_bf16(bits_f(0x7f800001)), 0x7fc0); /* signalling, low payload */
+	/* signalling, payload only in the low bits */
+	ck_assert_uint_eq(kern_f32_to_bf16(bits_f(0x7f800001)), 0x7fc0);
 	ck_assert_uint_eq(kern_f32_to_bf16(bits_f(0xff800001)), 0xffc0);
-	ck_assert_uint_eq(kern_f32_to_bf16(bits_f(0x7fffffff)), 0x7fff); /* must not round to 0x8000 */
+	/* a NaN must not round over into the sign bit */
+	ck_assert_uint_eq(kern_f32_to_bf16(bits_f(0x7fffffff)), 0x7fff);
 	ck_assert_uint_eq(kern_f32_to_bf16(bits_f(0xffffffff)), 0xffff);
 	ck_assert_uint_eq(kern_f32_to_f16(bits_f(0x7fc00000)), 0x7e00);
 	ck_assert_uint_eq(kern_f32_to_f16(bits_f(0xffc00000)), 0xfe00);
@@ -318,51 +331,67 @@ START_TEST(f32_special_values)
 }
 END_TEST
 
+/* One element cast by the scalar conversions (checked above). */
+static void ref_convert(const unsigned char *s, enum dtype from, unsigned char *d, enum dtype to)
+{
+	float f;
+	uint16_t h;
+	uint32_t w;
+
+	if (from == to) {
+		memcpy(d, s, dtype_size(from));
+		return;
+	}
+	if (from == DTYPE_F32) {
+		memcpy(&f, s, 4);
+	} else {
+		memcpy(&h, s, 2);
+		f = from == DTYPE_F16 ? kern_f16_to_f32(h) : kern_bf16_to_f32(h);
+	}
+	if (to == DTYPE_F32) {
+		w = f_bits(f);
+		memcpy(d, &w, 4);
+	} else {
+		h = to == DTYPE_F16 ? kern_f32_to_f16(f) : kern_f32_to_bf16(f);
+		memcpy(d, &h, 2);
+	}
+}
+
 /* Bulk casts agree with the scalar ones for every length around the
  * vector width and with unaligned pointers. */
+static void check_bulk_case(const unsigned char *src, enum dtype from, enum dtype to, size_t n,
+			    size_t align, unsigned char *dst, size_t dst_len)
+{
+	size_t fs = dtype_size(from), ts = dtype_size(to), k;
+	unsigned char want[4];
+
+	memset(dst, 0xab, dst_len);
+	kern_cast(src + align, from, dst + align, to, n);
+	for (k = 0; k < n; k++) {
+		ref_convert(src + align + k * fs, from, want, to);
+		expect(memcmp(dst + align + k * ts, want, ts) == 0, "%s->%s n=%zu k=%zu",
+		       dtype_name(from), dtype_name(to), n, k);
+	}
+	expect(dst[align + n * ts] == 0xab, "cast wrote past %zu elements", n);
+}
+
 START_TEST(bulk_casts_match_scalar)
 {
 	static const enum dtype types[] = {DTYPE_F32, DTYPE_F16, DTYPE_BF16};
 	enum { N = 1029 };
 	unsigned char *src = malloc(4 * N + 8), *dst = malloc(4 * N + 8);
-	size_t fi, ti, n, k, align;
+	size_t fi, ti, n, align;
 
 	rng_state = 7;
-	for (k = 0; k < 4 * N + 8; k++)
-		src[k] = (unsigned char)rng_next();
+	fill_random(src, 4 * N + 8);
 	for (fi = 0; fi < 3; fi++)
-		for (ti = 0; ti < 3; ti++)
+		for (ti = 0; ti < 3; ti++) {
+			ck_assert(kern_can_cast(types[fi], types[ti]));
 			for (align = 0; align < 3; align++)
-				for (n = 0; n < N; n += (n < 40 ? 1 : 197)) {
-					enum dtype from = types[fi], to = types[ti];
-					size_t fs = dtype_size(from), ts = dtype_size(to);
-
-					ck_assert(kern_can_cast(from, to));
-					memset(dst, 0xab, 4 * N + 8);
-					kern_cast(src + align, from, dst + align, to, n);
-					for (k = 0; k < n; k++) {
-						unsigned char want[4];
-						uint32_t w = 0;
-						uint16_t h = 0, r;
-
-						memcpy(fi == 0 ? (void *)&w : (void *)&h, src + align + k * fs, fs);
-						if (from == to) {
-							memcpy(want, src + align + k * fs, fs);
-						} else if (to == DTYPE_F32) {
-							float f = from == DTYPE_F16 ? kern_f16_to_f32(h) : kern_bf16_to_f32(h);
-							memcpy(want, &f, 4);
-						} else {
-							float f = from == DTYPE_F32 ? bits_f(w)
-										    : (from == DTYPE_F16 ? kern_f16_to_f32(h)
-													 : kern_bf16_to_f32(h));
-							r = to == DTYPE_F16 ? kern_f32_to_f16(f) : kern_f32_to_bf16(f);
-							memcpy(want, &r, 2);
-						}
-						expect(memcmp(dst + align + k * ts, want, ts) == 0,
-							      "%s->%s n=%zu k=%zu", dtype_name(from), dtype_name(to), n, k);
-					}
-					expect(dst[align + n * ts] == 0xab, "cast wrote past %zu elements", n);
-				}
+				for (n = 0; n < N; n += (n < 40 ? 1 : 197))
+					check_bulk_case(src, types[fi], types[ti], n, align, dst,
+							4 * N + 8);
+		}
 	ck_assert(!kern_can_cast(DTYPE_F32, DTYPE_I32));
 	ck_assert(!kern_can_cast(DTYPE_F8_E4M3, DTYPE_BF16));
 	ck_assert(kern_can_cast(DTYPE_I64, DTYPE_I64));
@@ -387,7 +416,8 @@ START_TEST(bulk_casts_exhaustive)
 		expect(out32[i] == f_bits(kern_bf16_to_f32(halves[i])), "BF16 %04zx", i);
 	kern_cast(halves, DTYPE_F16, out32, DTYPE_F32, NH);
 	for (i = 0; i < NH; i++)
-		expect(out32[i] == f_bits(kern_f16_to_f32(halves[i])), "F16 %04zx -> %08x", i, out32[i]);
+		expect(out32[i] == f_bits(kern_f16_to_f32(halves[i])), "F16 %04zx -> %08x", i,
+		       out32[i]);
 	kern_cast(halves, DTYPE_F16, out16, DTYPE_BF16, NH);
 	for (i = 0; i < NH; i++)
 		expect(out16[i] == kern_f32_to_bf16(kern_f16_to_f32(halves[i])), "F16 %04zx", i);
@@ -406,14 +436,15 @@ START_TEST(bulk_casts_exhaustive)
 	for (i = 0; i < 0x7c00; i++)
 		for (s = 0; s < 2; s++) {
 			float mid = (float)((ref_f16_value((uint16_t)i) +
-					     ref_magnitude((uint16_t)(i + 1), 1)) / 2);
+					     ref_magnitude((uint16_t)(i + 1), 1)) /
+					    2);
 			uint32_t w = f_bits(s ? -mid : mid);
 
 			words[n++] = w;
 			words[n++] = w + 1;
 			words[n++] = w - 1;
 		}
-	for (i = 0; i < 16; i++)   /* infinities, NaNs, extremes */
+	for (i = 0; i < 16; i++) /* infinities, NaNs, extremes */
 		words[n++] = (uint32_t[]){0x7f800000, 0xff800000, 0x7fc00000, 0xffc00000,
 					  0x7f800001, 0xff800001, 0x7fffffff, 0xffffffff,
 					  0x7f7fffff, 0xff7fffff, 0x00000001, 0x80000001,
@@ -437,17 +468,9 @@ END_TEST
 /* ---- transposes ---- */
 
 static const size_t sizes[][2] = {
-	{1, 1}, {1, 37}, {37, 1}, {1, 200}, {200, 1}, {2, 3}, {7, 9}, {8, 8}, {4, 4}, {9, 7},
-	{17, 31}, {61, 67}, {63, 65}, {64, 64}, {65, 129}, {128, 8}, {8, 128}, {300, 513},
+	{1, 1}, {1, 37},  {37, 1},  {1, 200}, {200, 1}, {2, 3},	   {7, 9},   {8, 8},   {4, 4},
+	{9, 7}, {17, 31}, {61, 67}, {63, 65}, {64, 64}, {65, 129}, {128, 8}, {8, 128}, {300, 513},
 };
-
-static void fill_random(unsigned char *p, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		p[i] = (unsigned char)rng_next();
-}
 
 /* Destination padding and the bytes around must stay untouched. */
 #define GUARD 0x5a
@@ -465,7 +488,8 @@ static void check_transpose_case(size_t rows, size_t cols, size_t esize, size_t 
 	memset(want, GUARD, dst_len);
 	for (r = 0; r < rows; r++)
 		for (c = 0; c < cols; c++)
-			memcpy(want + misalign + c * ds + r * esize, src + misalign + r * ss + c * esize, esize);
+			memcpy(want + misalign + c * ds + r * esize,
+			       src + misalign + r * ss + c * esize, esize);
 	kern_transpose(src + misalign, ss, dst + misalign, ds, rows, cols, esize);
 	ck_assert_msg(memcmp(dst, want, dst_len) == 0,
 		      "transpose %zux%zu esize %zu pads %zu/%zu misalign %zu", rows, cols, esize,
@@ -492,31 +516,6 @@ START_TEST(transpose_all_sizes)
 }
 END_TEST
 
-static void ref_convert(const unsigned char *s, enum dtype from, unsigned char *d, enum dtype to)
-{
-	float f;
-	uint16_t h;
-	uint32_t w;
-
-	if (from == to) {
-		memcpy(d, s, dtype_size(from));
-		return;
-	}
-	if (from == DTYPE_F32) {
-		memcpy(&f, s, 4);
-	} else {
-		memcpy(&h, s, 2);
-		f = from == DTYPE_F16 ? kern_f16_to_f32(h) : kern_bf16_to_f32(h);
-	}
-	if (to == DTYPE_F32) {
-		w = f_bits(f);
-		memcpy(d, &w, 4);
-	} else {
-		h = to == DTYPE_F16 ? kern_f32_to_f16(f) : kern_f32_to_bf16(f);
-		memcpy(d, &h, 2);
-	}
-}
-
 START_TEST(transpose_cast_all_sizes)
 {
 	static const enum dtype types[] = {DTYPE_F32, DTYPE_F16, DTYPE_BF16};
@@ -533,7 +532,7 @@ START_TEST(transpose_cast_all_sizes)
 				size_t src_len = rows * ss + 1, dst_len = cols * ds + 17;
 				unsigned char *src = malloc(src_len), *dst = malloc(dst_len);
 				unsigned char *want = malloc(dst_len);
-				size_t r, c, off = pad;   /* pad 1 also misaligns both sides */
+				size_t r, c, off = pad; /* pad 1 also misaligns both sides */
 
 				fill_random(src, src_len);
 				memset(dst, GUARD, dst_len);
@@ -542,9 +541,11 @@ START_TEST(transpose_cast_all_sizes)
 					for (c = 0; c < cols; c++)
 						ref_convert(src + off + r * ss + c * fs, from,
 							    want + off + c * ds + r * ts, to);
-				kern_transpose_cast(src + off, from, ss, dst + off, to, ds, rows, cols);
-				ck_assert_msg(memcmp(dst, want, dst_len) == 0, "%s->%s %zux%zu pad %zu",
-					      dtype_name(from), dtype_name(to), rows, cols, pad);
+				kern_transpose_cast(src + off, from, ss, dst + off, to, ds, rows,
+						    cols);
+				ck_assert_msg(memcmp(dst, want, dst_len) == 0,
+					      "%s->%s %zux%zu pad %zu", dtype_name(from),
+					      dtype_name(to), rows, cols, pad);
 				free(src);
 				free(dst);
 				free(want);
@@ -566,9 +567,10 @@ static void run_op_case(const struct plan_op *op, size_t src_len, size_t dst_len
 	for (r = 0; r < op->rows; r++)
 		for (c = 0; c < op->cols; c++) {
 			const unsigned char *s = src + r * op->src_stride + c * fs;
-			unsigned char *d = op->transpose
-				? want + op->dst_offset + c * op->dst_stride + r * ts
-				: want + op->dst_offset + r * op->dst_stride + c * ts;
+			unsigned char *d =
+				op->transpose ?
+					want + op->dst_offset + c * op->dst_stride + r * ts :
+					want + op->dst_offset + r * op->dst_stride + c * ts;
 
 			ref_convert(s, op->src_dtype, d, op->dst_dtype);
 		}
@@ -613,11 +615,11 @@ START_TEST(run_op_kinds)
 	/* transpose, 16-bit: gate_e [I, H] into out[e][:, 0:I] of a [H, 2I] */
 	op.transpose = true;
 	op.src_dtype = op.dst_dtype = DTYPE_BF16;
-	op.rows = 32;                 /* I */
-	op.cols = 64;                 /* H */
+	op.rows = 32; /* I */
+	op.cols = 64; /* H */
 	op.src_stride = 64 * 2;
-	op.dst_stride = 2 * 32 * 2;   /* 2I elements */
-	op.dst_offset = 32 * 2;       /* the up half */
+	op.dst_stride = 2 * 32 * 2; /* 2I elements */
+	op.dst_offset = 32 * 2;	    /* the up half */
 	run_op_case(&op, 32 * 128, 64 * 128 + 64);
 	/* transpose, 32-bit, odd sizes */
 	op.src_dtype = op.dst_dtype = DTYPE_F32;

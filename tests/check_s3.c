@@ -23,7 +23,9 @@
 #include <unistd.h>
 
 #include "ckptconv/err.h"
+#include "ckptconv/job.h"
 #include "ckptconv/s3.h"
+#include "ckptconv/s3_job.h"
 #include "ckptconv/sigv4.h"
 #include "ckptconv/store.h"
 #include "testutil.h"
@@ -1001,6 +1003,64 @@ START_TEST(test_missing_credentials)
 }
 END_TEST
 
+static void expect_job_error(const char *json, const struct job_policy *p, const char *code,
+			     const char *field)
+{
+	struct job_error je = {0};
+	json_t *s3 = json_loads(json, 0, NULL);
+
+	ck_assert_ptr_nonnull(s3);
+	ck_assert_int_eq(s3_job_options_check(s3, p, &je), -1);
+	ck_assert_str_eq(je.err.code, code);
+	ck_assert_str_eq(je.field, field);
+	ck_assert_ptr_null(strstr(je.err.msg, SECRET));
+	json_decref(s3);
+}
+
+START_TEST(test_job_options)
+{
+	struct strvec endpoints = {0};
+	struct job_policy p = {.allow_s3_endpoints = &endpoints};
+	struct job_error je = {0};
+	struct err e = {0};
+	json_t *s3;
+	char *url;
+
+	setup_env();
+	setenv("AWS_ENDPOINT_URL_S3", "http://operator.example:9000", 1);
+	strvec_push(&endpoints, "HTTP://Allowed.Example:80/");
+	expect_job_error("{\"endpoint_url\": \"http://elsewhere.example\"}", &p,
+			 "forbidden_s3_endpoint", "options.s3.endpoint_url");
+	expect_job_error("{\"secret_access_key\": \"" SECRET "\"}", &p, "unknown_field",
+			 "options.s3.secret_access_key");
+	expect_job_error("{\"region\": 5}", &p, "invalid_field", "options.s3.region");
+	expect_job_error("{\"region\": \"Mars Base\"}", &p, "s3_config", "options.s3.region");
+	expect_job_error("{\"addressing_style\": \"diagonal\"}", &p, "s3_config",
+			 "options.s3.addressing_style");
+	expect_job_error("{\"endpoint_url\": \"http://u:" SECRET "@allowed.example\"}", &p,
+			 "s3_config", "options.s3.endpoint_url");
+	expect_job_error("[1]", &p, "invalid_field", "options.s3");
+
+	/* An allowed endpoint, written differently, with a region. */
+	s3 = json_pack("{s:s, s:s, s:n}", "endpoint_url", "http://allowed.example", "region",
+		       "eu-north-1", "addressing_style");
+	ck_assert_msg(s3_job_options_check(s3, &p, &je) == 0, "%s", je.err.msg);
+	ck_assert_int_eq(s3_job_options_check(NULL, &p, &je), 0);
+
+	/* Applied: the stores this thread opens use it, until cleared. */
+	ck_assert_int_eq(s3_job_options_apply(s3, &e), 0);
+	url = signed_url("bkt");
+	ck_assert_str_eq(url, "http://allowed.example/bkt/k");
+	free(url);
+	ck_assert_int_eq(s3_job_options_apply(NULL, &e), 0);
+	url = signed_url("bkt");
+	ck_assert_str_eq(url, "http://operator.example:9000/bkt/k");
+	free(url);
+	json_decref(s3);
+	strvec_fini(&endpoints);
+}
+END_TEST
+
 static Suite *s3_suite(void)
 {
 	Suite *s = suite_create("s3");
@@ -1030,6 +1090,7 @@ static Suite *s3_suite(void)
 	tcase_add_test(t, test_endpoints);
 	tcase_add_test(t, test_settings_precedence);
 	tcase_add_test(t, test_missing_credentials);
+	tcase_add_test(t, test_job_options);
 	suite_add_tcase(s, t);
 	return s;
 }

@@ -3,7 +3,7 @@
  * check_verify: the tensor-by-tensor comparison.  Golden checkpoints that
  * must agree (hf and hf-from-native) and must not (native and an EP rank);
  * each kind of difference with its exact report line; a difference past the
- * first 64 MiB window; the line limit; an unreadable side.
+ * first windows; the line limit; an unreadable side.
  */
 #include <check.h>
 #include <stdio.h>
@@ -80,9 +80,10 @@ START_TEST(golden_ep_rank_differs_in_shape)
 	ck_assert_uint_eq(r.differences, 2);
 	ck_assert_uint_eq(r.shape_mismatch, 2);
 	ck_assert_uint_eq(r.tensors_compared, 29);
-	ck_assert_str_eq(text,
-			 "shape differs: model.layers.1.mlp.experts.down_projs: [4, 32, 64] vs [2, 32, 64]\n"
-			 "shape differs: model.layers.1.mlp.experts.gate_and_up_projs: [4, 64, 64] vs [2, 64, 64]\n");
+	ck_assert_str_eq(
+		text,
+		"shape differs: model.layers.1.mlp.experts.down_projs: [4, 32, 64] vs [2, 32, 64]\n"
+		"shape differs: model.layers.1.mlp.experts.gate_and_up_projs: [4, 64, 64] vs [2, 64, 64]\n");
 	free(text);
 	free(a);
 	free(b);
@@ -107,10 +108,9 @@ START_TEST(names_only_on_one_side)
 	/* at most max_lines lines, every difference still counted */
 	ck_assert_int_eq(run_verify(a, b, 3, &r, &e, &text), 0);
 	ck_assert_uint_eq(r.differences, 38);
-	ck_assert_str_eq(text,
-			 "only in actual: model.embed_tokens.weight\n"
-			 "only in expected: model.layers.0.attention.dense.weight\n"
-			 "only in expected: model.layers.0.attention.key_layernorm.weight\n");
+	ck_assert_str_eq(text, "only in actual: model.embed_tokens.weight\n"
+			       "only in expected: model.layers.0.attention.dense.weight\n"
+			       "only in expected: model.layers.0.attention.key_layernorm.weight\n");
 	free(text);
 	free(a);
 	free(b);
@@ -214,7 +214,8 @@ START_TEST(each_kind_of_difference)
 }
 END_TEST
 
-/* A tensor larger than one 64 MiB window, differing only in the second. */
+/* A tensor spanning several comparison windows, differing only past its
+ * first 64 MiB. */
 START_TEST(difference_past_first_window)
 {
 	const uint64_t at = (64ULL << 20) + 4242;

@@ -19,7 +19,7 @@ ln -s "$TEST_TMP/outside" "$DATA/escape"
 ln -s "$GOLDEN_DIR/tiny/hf" "$DATA/hf-elsewhere"
 echo "t0k3n-$RANDOM$RANDOM" >"$TEST_TMP/token"
 SECRET=$(cat "$TEST_TMP/token")
-SLOW='{"max_bytes_per_second": "4KB"}'
+SLOW='{"max_bytes_per_second": "1KB"}'
 
 daemon_start --token-file "$TEST_TMP/token" --max-running 1 --max-queued 1
 
@@ -59,7 +59,7 @@ api POST /v1/jobs -H 'Content-Type: text/plain' --data-binary "$REQ"
 expect_error "text/plain body" 415 unsupported_media_type
 api POST /v1/jobs --data-binary "$REQ"
 expect_error "form-encoded body" 415 unsupported_media_type
-python3 -c 'print("{\"pad\": \"" + "x" * 70000 + "\"}")' >"$TEST_TMP/big.json"
+"$PY" -c 'print("{\"pad\": \"" + "x" * 70000 + "\"}")' >"$TEST_TMP/big.json"
 api POST /v1/jobs -H 'Content-Type: application/json' --data-binary @"$TEST_TMP/big.json"
 expect_error "body over 64 KiB" 413 payload_too_large
 api POST /v1/jobs -H 'Content-Type: application/json' -H 'Transfer-Encoding: chunked' \
@@ -236,7 +236,7 @@ if grep -q '^ckptconv_http_requests_total{method="POST",route="/v1/jobs",code="2
 else
 	fail "metrics count requests and jobs" "$(grep -E 'http_requests|ckptconv_jobs|count' "$BODY" | head -12)"
 fi
-if python3 - "$DAEMON_LOG" <<'PYEOF'; then
+if "$PY" - "$DAEMON_LOG" <<'PYEOF'; then
 import json, sys
 lines = open(sys.argv[1]).read().splitlines()
 assert lines, "no log"

@@ -6,6 +6,11 @@
 # talks HTTP with curl, reads JSON with a small Python helper, and kills
 # every daemon it started when the script exits.
 
+# The system's Python when there is one: wrappers (pyenv shims) cost seconds
+# per call on a loaded machine.
+PY=python3
+[ -x /usr/bin/python3 ] && PY=/usr/bin/python3
+
 DAEMON_PIDS=()
 DAEMON_PID=
 DAEMON_LOG=
@@ -98,7 +103,7 @@ post_job() {
 # path ("progress.bytes_done", "jobs.0.id"; "jobs.#" is a length).  Strings
 # print bare, null prints "null", objects and lists print as JSON.
 jget() {
-	python3 - "$1" "${2:-$BODY}" <<'PYEOF'
+	"$PY" - "$1" "${2:-$BODY}" <<'PYEOF'
 import json, sys
 path, name = sys.argv[1], sys.argv[2]
 with open(name) as f:
@@ -150,6 +155,19 @@ job_field() {
 	jget "$2"
 }
 
+# job_state ID: the job's state, read without starting Python (the job's
+# own "state" is the first in its compact JSON).
+job_state() {
+	api GET "/v1/jobs/$1"
+	[ "$STATUS" = 200 ] || { echo "http-$STATUS"; return 0; }
+	grep -o '"state":"[a-z]*"' "$BODY" | head -1 | cut -d'"' -f4
+}
+
+# body_number KEY: the first integer member KEY of the last answer.
+body_number() {
+	grep -o "\"$1\":[0-9]*" "$BODY" | head -1 | cut -d: -f2
+}
+
 # wait_job ID STATE... [--timeout SEC]: waits until the job's state is one
 # of STATE (default timeout 60 s); WAITED_STATE is the last state seen.
 wait_job() {
@@ -165,7 +183,7 @@ wait_job() {
 		fi
 	done
 	for i in $(seq $((timeout * 10))); do
-		state=$(job_field "$id" state)
+		state=$(job_state "$id")
 		WAITED_STATE=$state
 		for s in "${want[@]}"; do
 			[ "$state" = "$s" ] && return 0
@@ -191,11 +209,10 @@ expect_job() {
 wait_progress() {
 	local i done total state
 	for i in $(seq 600); do
-		api GET "/v1/jobs/$1"
-		state=$(jget state)
-		done=$(jget progress.bytes_done)
-		total=$(jget progress.bytes_total)
-		if [ "$state" = running ] && [ "$done" -gt 0 ] && [ "$done" -lt "$total" ]; then
+		state=$(job_state "$1")
+		done=$(body_number bytes_done)
+		total=$(body_number bytes_total)
+		if [ "$state" = running ] && [ "${done:-0}" -gt 0 ] && [ "$done" -lt "$total" ]; then
 			return 0
 		fi
 		case "$state" in succeeded | failed | cancelled) return 1 ;; esac
@@ -232,7 +249,7 @@ listing_matches_output() {
 	api GET "/v1/jobs/$2/tensors?limit=10000"
 	cp "$BODY" "$TEST_TMP/listing.json"
 	"$CKPTCONV" inspect --json --tensors "$3" >"$TEST_TMP/inspect.json" 2>/dev/null
-	if python3 - "$TEST_TMP/listing.json" "$TEST_TMP/inspect.json" >"$TEST_TMP/cmp.out" 2>&1 <<'PYEOF'; then
+	if "$PY" - "$TEST_TMP/listing.json" "$TEST_TMP/inspect.json" >"$TEST_TMP/cmp.out" 2>&1 <<'PYEOF'; then
 import json, sys
 listing = json.load(open(sys.argv[1]))
 actual = {t["name"]: t for t in json.load(open(sys.argv[2]))["tensor_list"]}

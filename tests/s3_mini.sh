@@ -86,7 +86,7 @@ assert_eq "the job fails (exit 1) once the store is gone" 1 "$status"
 line=$(grep -m1 "^ckptconv: [a-z0-9_]*: " "$ERR" || true)
 case "$line" in
 "ckptconv: s3_unavailable: "*attempts*) pass "the error is s3_unavailable after retries" ;;
-*) fail "the error is s3_unavailable after retries" "$(tail -5 "$ERR")" ;;
+*) fail "the error is s3_unavailable after retries" "first error line: $line" "$(tail -3 "$ERR")" ;;
 esac
 if grep -q "retrying (attempt 2 of 4)" "$ERR"; then
 	pass "the job retried before giving up"

@@ -57,7 +57,8 @@ void exec_run_free(struct exec_run *run);
  * failure or cancellation, aborts unfinished writers and removes files it
  * committed; returns -1 with e set (code "cancelled" when cancelled). */
 int exec_run_execute(struct exec_run *run, struct exec_pool *pool, struct err *e);
-/* Asks the run to stop between pieces.  Any thread. */
+/* Asks the run to stop between pieces.  Any thread (it takes the pool's
+ * lock: not from a signal handler). */
 void exec_run_cancel(struct exec_run *run);
 
 struct exec_progress {

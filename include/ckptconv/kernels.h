@@ -23,15 +23,18 @@ float kern_f16_to_f32(uint16_t h);
 /* Whether kern_cast supports this pair (same dtype always is). */
 int kern_can_cast(enum dtype from, enum dtype to);
 
-/* n elements, contiguous. */
+/* n elements, contiguous; F16 <-> BF16 goes through F32 exactly, so it
+ * rounds once.  A pair kern_can_cast refuses is a caller's bug: the process
+ * aborts rather than write wrong bytes. */
 void kern_cast(const void *src, enum dtype from, void *dst, enum dtype to, size_t n);
 
 /* dst[c][r] = src[r][c] for a rows x cols matrix; strides in bytes; elements
- * of esize bytes (any size; 2 and 4 are blocked and fast). */
+ * of esize bytes (any size; 2 and 4 are blocked and fast).  src and dst must
+ * not overlap; no alignment is required. */
 void kern_transpose(const void *src, size_t src_stride, void *dst, size_t dst_stride,
 		    size_t rows, size_t cols, size_t esize);
 
-/* Transpose and cast in one pass. */
+/* Transpose and cast in one pass (a 32 KiB tile buffer on the stack). */
 void kern_transpose_cast(const void *src, enum dtype from, size_t src_stride,
 			 void *dst, enum dtype to, size_t dst_stride,
 			 size_t rows, size_t cols);

@@ -16,6 +16,7 @@ struct progress_display {
 	bool tty;
 	double last_print;          /* 0 before the first update */
 	unsigned long lines;        /* updates printed so far */
+	bool complete_shown;        /* a plain line already showed 100% */
 };
 
 void progress_init(struct progress_display *d, FILE *out);
