@@ -62,13 +62,15 @@ static int refuse(const struct ckpt *c, struct err *e)
 			       "(BailingMoeV2ForCausalLM)");
 	found = json_dumps(architectures, JSON_COMPACT | JSON_ENCODE_ANY);
 	if (declares(architectures, "BailingMoeForCausalLM"))
-		rc = err_set(e, "unsupported_model",
-			     "config.json architectures %s: Ling 1.x uses a different layout and is not supported",
-			     found ? found : "[]");
+		rc = err_set(
+			e, "unsupported_model",
+			"config.json architectures %s: Ling 1.x uses a different layout and is not supported",
+			found ? found : "[]");
 	else
 		rc = err_set(e, "unsupported_model",
 			     "config.json architectures %s: not a model family ckptconv converts "
-			     "(Ling 2.0, BailingMoeV2ForCausalLM)", found ? found : "[]");
+			     "(Ling 2.0, BailingMoeV2ForCausalLM)",
+			     found ? found : "[]");
 	free(found);
 	return rc;
 }

@@ -258,12 +258,14 @@ struct watcher {
 	pthread_t thread;
 };
 
-static void drain_signals(struct watcher *w)
+/* Takes the pending signals; the first one cancels the run (unless it is
+ * over: then they are only taken off the queue). */
+static void drain_signals(struct watcher *w, bool running)
 {
 	struct signalfd_siginfo info;
 
 	while (read(w->signal_fd, &info, sizeof(info)) == (ssize_t)sizeof(info)) {
-		if (!atomic_exchange(&w->cancelled, true)) {
+		if (running && !atomic_exchange(&w->cancelled, true)) {
 			fprintf(stderr,
 				"\nckptconv: %s received, cancelling and removing the output\n",
 				strsignal((int)info.ssi_signo));
@@ -282,7 +284,7 @@ static void *watch(void *arg)
 	pthread_setname_np(pthread_self(), "ckptconv-watch");
 	while (!atomic_load(&w->stop)) {
 		if (poll(fds, 2, WATCH_TICK_MS) > 0 && (fds[0].revents & POLLIN))
-			drain_signals(w);
+			drain_signals(w, true);
 		if (atomic_load(&w->stop))
 			break;
 		if (!atomic_load(&w->cancelled)) {
@@ -344,8 +346,8 @@ static void watcher_stop(struct watcher *w, const sigset_t *saved, bool succeede
 	uint64_t one = 1;
 
 	atomic_store(&w->stop, true);
-	if (write(w->wake_fd, &one, sizeof(one)) < 0)
-		(void)0; /* the watcher sees `stop` at its next tick */
+	/* Should the wake-up fail, the watcher still sees `stop` within a tick. */
+	(void)!write(w->wake_fd, &one, sizeof(one));
 	pthread_join(w->thread, NULL);
 	if (succeeded) {
 		conversion_progress(w->conversion, &p);
@@ -353,7 +355,7 @@ static void watcher_stop(struct watcher *w, const sigset_t *saved, bool succeede
 	} else if (w->display.tty && w->display.lines > 0 && !atomic_load(&w->cancelled)) {
 		fputc('\n', stderr);
 	}
-	drain_signals(w);
+	drain_signals(w, false);
 	close(w->wake_fd);
 	close(w->signal_fd);
 	pthread_sigmask(SIG_SETMASK, saved, NULL);

@@ -35,16 +35,12 @@ static const char usage_text[] =
 	"  --timeout SEC  give up after SEC seconds (default 5)\n"
 	"Exits 0 when the URL answers HTTP 200, 1 otherwise.\n";
 
-static void print_error(const struct err *e)
-{
-	fprintf(stderr, "ckptconv: %s: %s\n", e->code, e->msg);
-}
-
 /* Host part of a listen address as a URL host: wildcards become loopback,
  * IPv6 literals get their brackets. */
 static const char *url_host(const char *host, size_t len, int bracketed, char *buf, size_t size)
 {
-	if (len == 0 || (len == 1 && host[0] == '*') || (len == 7 && memcmp(host, "0.0.0.0", 7) == 0))
+	if (len == 0 || (len == 1 && host[0] == '*') ||
+	    (len == 7 && memcmp(host, "0.0.0.0", 7) == 0))
 		return "127.0.0.1";
 	if (len == 2 && memcmp(host, "::", 2) == 0)
 		return "[::1]";
@@ -99,7 +95,8 @@ static int parse_timeout(const char *text, double *out, struct err *e)
 	errno = 0;
 	value = strtod(text, &end);
 	if (errno || end == text || *end || !(value > 0) || value > HEALTHCHECK_MAX_TIMEOUT)
-		return err_set(e, "usage_error", "--timeout %s: not a number of seconds above 0 and up to 3600",
+		return err_set(e, "usage_error",
+			       "--timeout %s: not a number of seconds above 0 and up to 3600",
 			       text);
 	*out = value;
 	return 0;
@@ -134,15 +131,18 @@ static int parse_options(int argc, char **argv, struct healthcheck_options *opt,
 			opt->help = 1;
 			return 0;
 		default:
-			return err_set(e, "usage_error", "healthcheck: unknown option or missing value: %s",
+			return err_set(e, "usage_error",
+				       "healthcheck: unknown option or missing value: %s",
 				       argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
-		return err_set(e, "usage_error", "healthcheck: unexpected argument: %s", argv[optind]);
+		return err_set(e, "usage_error", "healthcheck: unexpected argument: %s",
+			       argv[optind]);
 	if (url) {
 		if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
-			return err_set(e, "usage_error", "--url %s: not an http:// or https:// URL", url);
+			return err_set(e, "usage_error", "--url %s: not an http:// or https:// URL",
+				       url);
 		if (strlen(url) >= sizeof(opt->url))
 			return err_set(e, "usage_error", "--url: longer than %d characters",
 				       HEALTHCHECK_URL_MAX - 1);
@@ -210,17 +210,17 @@ int cli_healthcheck(int argc, char **argv)
 	struct err e = {0};
 
 	if (parse_options(argc, argv, &opt, &e) < 0) {
-		print_error(&e);
 		if (strcmp(e.code, "usage_error") == 0)
-			fputs(usage_text, stderr);
-		return EXIT_USAGE;
+			return cli_usage_error("healthcheck", 0, "%s", e.msg);
+		cli_print_error(&e, 0);
+		return cli_exit_code(&e);
 	}
 	if (opt.help) {
 		fputs(usage_text, stdout);
 		return EXIT_OK;
 	}
 	if (probe(&opt, &e) < 0) {
-		print_error(&e);
+		cli_print_error(&e, 0);
 		return EXIT_FAILED;
 	}
 	return EXIT_OK;

@@ -110,7 +110,8 @@ long plan_add_tensor(struct plan *p, const char *name, enum dtype dtype, int ndi
 	if (nbytes == 0)
 		return err_set(e, "plan_invalid", "%s: output tensor has no valid dtype", name);
 	if (ndim < 0 || ndim > ST_MAX_DIMS)
-		return err_set(e, "plan_invalid", "%s: output tensor has %d dimensions", name, ndim);
+		return err_set(e, "plan_invalid", "%s: output tensor has %d dimensions", name,
+			       ndim);
 	for (d = 0; d < ndim; d++)
 		if (!u64_mul(nbytes, shape[d], &nbytes))
 			return err_set(e, "plan_invalid", "%s: output tensor size overflows", name);
@@ -156,7 +157,8 @@ int plan_add_piece(struct plan *p, long t, uint64_t offset, uint64_t nbytes,
 	size_t i;
 
 	if (!pt)
-		return err_set(e, "plan_invalid", "piece added to output tensor %ld, which does not exist", t);
+		return err_set(e, "plan_invalid",
+			       "piece added to output tensor %ld, which does not exist", t);
 	if (nops > UINT32_MAX - pt->nops || pt->npieces == UINT32_MAX)
 		return err_set(e, "plan_invalid", "%s: too many pieces or ops", pt->name);
 	pt->pieces = reserve(pt->pieces, pt->npieces, 1, sizeof(*pt->pieces));
@@ -252,7 +254,8 @@ static int sort_tensors(struct plan *p, struct err *e)
 	for (i = 1; i < p->ntensors; i++)
 		if (strcmp(p->tensors[i - 1].name, p->tensors[i].name) == 0) {
 			err_set_tensor(e, p->tensors[i].name);
-			return err_set(e, "duplicate_tensor", "%s: two source tensors convert to this output name",
+			return err_set(e, "duplicate_tensor",
+				       "%s: two source tensors convert to this output name",
 				       p->tensors[i].name);
 		}
 	return 0;
@@ -282,11 +285,12 @@ static int validate_op(const struct plan *p, const struct plan_tensor *t, uint32
 	s = &p->src->tensors[op->src];
 	if (op->src_dtype != s->dtype || op->dst_dtype != t->dtype)
 		return err_set(e, "plan_invalid", "%s: piece %u converts %s to %s, but %s is %s",
-			       t->name, ipiece, dtype_name(op->src_dtype), dtype_name(op->dst_dtype),
-			       s->name, dtype_name(s->dtype));
+			       t->name, ipiece, dtype_name(op->src_dtype),
+			       dtype_name(op->dst_dtype), s->name, dtype_name(s->dtype));
 	if (!kern_can_cast(op->src_dtype, op->dst_dtype))
-		return err_set(e, "plan_invalid", "%s: piece %u casts %s to %s, which is not supported",
-			       t->name, ipiece, dtype_name(op->src_dtype), dtype_name(op->dst_dtype));
+		return err_set(e, "plan_invalid",
+			       "%s: piece %u casts %s to %s, which is not supported", t->name,
+			       ipiece, dtype_name(op->src_dtype), dtype_name(op->dst_dtype));
 	ssize = dtype_size(op->src_dtype);
 	dsize = dtype_size(op->dst_dtype);
 	drows = op->transpose ? op->cols : op->rows;
@@ -300,15 +304,19 @@ static int validate_op(const struct plan *p, const struct plan_tensor *t, uint32
 		return err_set(e, "plan_invalid", "%s: piece %u has an op with impossible geometry",
 			       t->name, ipiece);
 	if (src_end > s->nbytes)
-		return err_set(e, "plan_invalid", "%s: piece %u reads bytes [%" PRIu64 ", %" PRIu64
-			       ") of %s, which has %" PRIu64, t->name, ipiece, op->src_offset, src_end,
-			       s->name, s->nbytes);
+		return err_set(e, "plan_invalid",
+			       "%s: piece %u reads bytes [%" PRIu64 ", %" PRIu64
+			       ") of %s, which has %" PRIu64,
+			       t->name, ipiece, op->src_offset, src_end, s->name, s->nbytes);
 	if (window > PLAN_WINDOW_MAX)
-		return err_set(e, "plan_invalid", "%s: piece %u reads a window of %" PRIu64
-			       " bytes of %s, over the limit", t->name, ipiece, window, s->name);
+		return err_set(e, "plan_invalid",
+			       "%s: piece %u reads a window of %" PRIu64
+			       " bytes of %s, over the limit",
+			       t->name, ipiece, window, s->name);
 	if (dst_end > piece->nbytes)
-		return err_set(e, "plan_invalid", "%s: piece %u writes up to byte %" PRIu64
-			       " of its %" PRIu64, t->name, ipiece, dst_end, piece->nbytes);
+		return err_set(e, "plan_invalid",
+			       "%s: piece %u writes up to byte %" PRIu64 " of its %" PRIu64,
+			       t->name, ipiece, dst_end, piece->nbytes);
 	*written += nbytes;
 	return 0;
 }
@@ -322,25 +330,32 @@ static int validate_tensor(const struct plan *p, const struct plan_tensor *t, st
 	for (i = 0; i < t->npieces; i++) {
 		const struct plan_piece *piece = &t->pieces[i];
 
-		if (piece->offset != expected || piece->nbytes == 0 || piece->nbytes > PLAN_PIECE_MAX)
-			return err_set(e, "plan_invalid", "%s: piece %u covers [%" PRIu64 ", +%" PRIu64
-				       ") where [%" PRIu64 ", at most +%llu) was due", t->name, i,
-				       piece->offset, piece->nbytes, expected, PLAN_PIECE_MAX);
+		if (piece->offset != expected || piece->nbytes == 0 ||
+		    piece->nbytes > PLAN_PIECE_MAX)
+			return err_set(e, "plan_invalid",
+				       "%s: piece %u covers [%" PRIu64 ", +%" PRIu64
+				       ") where [%" PRIu64 ", at most +%llu) was due",
+				       t->name, i, piece->offset, piece->nbytes, expected,
+				       PLAN_PIECE_MAX);
 		if (piece->first_op != next_op || piece->nops > t->nops - next_op)
-			return err_set(e, "plan_invalid", "%s: piece %u has ops out of order", t->name, i);
+			return err_set(e, "plan_invalid", "%s: piece %u has ops out of order",
+				       t->name, i);
 		written = 0;
 		for (j = 0; j < piece->nops; j++)
 			if (validate_op(p, t, i, &t->ops[piece->first_op + j], &written, e) < 0)
 				return -1;
 		if (written != piece->nbytes)
-			return err_set(e, "plan_invalid", "%s: piece %u is %" PRIu64
-				       " bytes but its ops write %" PRIu64, t->name, i, piece->nbytes, written);
+			return err_set(e, "plan_invalid",
+				       "%s: piece %u is %" PRIu64
+				       " bytes but its ops write %" PRIu64,
+				       t->name, i, piece->nbytes, written);
 		next_op += piece->nops;
 		expected += piece->nbytes;
 	}
 	if (expected != t->nbytes || next_op != t->nops)
-		return err_set(e, "plan_invalid", "%s: pieces cover %" PRIu64 " of %" PRIu64 " bytes",
-			       t->name, expected, t->nbytes);
+		return err_set(e, "plan_invalid",
+			       "%s: pieces cover %" PRIu64 " of %" PRIu64 " bytes", t->name,
+			       expected, t->nbytes);
 	return 0;
 }
 
@@ -384,7 +399,8 @@ static void assign_shards(struct plan *p, uint64_t max)
 		if (nfiles == 1)
 			snprintf(name, sizeof(name), "model.safetensors");
 		else
-			snprintf(name, sizeof(name), "model-%05zu-of-%05zu.safetensors", i + 1, nfiles);
+			snprintf(name, sizeof(name), "model-%05zu-of-%05zu.safetensors", i + 1,
+				 nfiles);
 		p->files[i].name = xstrdup(name);
 	}
 	for (i = 0; i < p->ntensors; i++) {
@@ -469,7 +485,8 @@ static void count_totals(struct plan *p)
 		p->total_bytes += t->nbytes;
 		p->npieces += t->npieces;
 		for (j = 0; j < t->nops; j++)
-			p->source_bytes += t->ops[j].rows * t->ops[j].cols * dtype_size(t->ops[j].src_dtype);
+			p->source_bytes +=
+				t->ops[j].rows * t->ops[j].cols * dtype_size(t->ops[j].src_dtype);
 	}
 	for (i = 0; i < p->nfiles; i++)
 		p->total_file_bytes += p->files[i].size;
@@ -542,8 +559,8 @@ static void summarise_ops(const struct plan_tensor *t, char *buf, size_t len)
 			cast_from = t->ops[i].src_dtype;
 	}
 	if (cast_from != DTYPE_INVALID)
-		snprintf(buf, len, "%sCAST %s->%s", transpose ? "TRANSPOSE+" : "", dtype_name(cast_from),
-			 dtype_name(t->dtype));
+		snprintf(buf, len, "%sCAST %s->%s", transpose ? "TRANSPOSE+" : "",
+			 dtype_name(cast_from), dtype_name(t->dtype));
 	else
 		snprintf(buf, len, "%s", transpose ? "TRANSPOSE" : "COPY");
 }
@@ -564,20 +581,23 @@ static void print_text(const struct plan *p, FILE *out)
 	size_t i;
 	uint32_t j;
 
-	fprintf(out, "plan %s -> %s: %zu tensors, %zu files, %" PRIu64 " bytes of tensor data, %" PRIu64
-		" bytes written, %" PRIu64 " bytes read, %zu pieces\n", layout_name(p->from),
-		layout_name(p->to), p->ntensors, p->nfiles, p->total_bytes, p->total_file_bytes,
-		p->source_bytes, p->npieces);
+	fprintf(out,
+		"plan %s -> %s: %zu tensors, %zu files, %" PRIu64 " bytes of tensor data, %" PRIu64
+		" bytes written, %" PRIu64 " bytes read, %zu pieces\n",
+		layout_name(p->from), layout_name(p->to), p->ntensors, p->nfiles, p->total_bytes,
+		p->total_file_bytes, p->source_bytes, p->npieces);
 	for (i = 0; i < p->nfiles; i++)
-		fprintf(out, "file %s %" PRIu64 " bytes, header %zu bytes, %u tensors\n", p->files[i].name,
-			p->files[i].size, p->files[i].header_len, p->files[i].ntensors);
+		fprintf(out, "file %s %" PRIu64 " bytes, header %zu bytes, %u tensors\n",
+			p->files[i].name, p->files[i].size, p->files[i].header_len,
+			p->files[i].ntensors);
 	for (i = 0; i < p->ntensors; i++) {
 		const struct plan_tensor *t = &p->tensors[i];
 
 		summarise_ops(t, kind, sizeof(kind));
 		fprintf(out, "tensor %s %s ", t->name, dtype_name(t->dtype));
 		print_shape(out, t->shape, t->ndim);
-		fprintf(out, " %" PRIu64 " %s: %s", t->nbytes, p->files ? p->files[t->file].name : "-", kind);
+		fprintf(out, " %" PRIu64 " %s: %s", t->nbytes,
+			p->files ? p->files[t->file].name : "-", kind);
 		for (j = 0; j < t->nsources && j < PRINT_SOURCES_MAX; j++)
 			fprintf(out, "%s%s", j ? ", " : " from ", source_name(p, t->sources[j]));
 		if (t->nsources > PRINT_SOURCES_MAX)
@@ -623,7 +643,8 @@ static void print_json_op(const struct plan *p, const struct plan_op *op, FILE *
 {
 	fprintf(out, "{\"kind\": \"%s\", \"src\": ", op->transpose ? "transpose" : "copy");
 	print_json_string(out, source_name(p, op->src));
-	fprintf(out, ", \"src_dtype\": \"%s\", \"dst_dtype\": \"%s\", \"rows\": %" PRIu64
+	fprintf(out,
+		", \"src_dtype\": \"%s\", \"dst_dtype\": \"%s\", \"rows\": %" PRIu64
 		", \"cols\": %" PRIu64 ", \"src_offset\": %" PRIu64 ", \"src_stride\": %" PRIu64
 		", \"dst_offset\": %" PRIu64 ", \"dst_stride\": %" PRIu64 "}",
 		dtype_name(op->src_dtype), dtype_name(op->dst_dtype), op->rows, op->cols,
@@ -650,7 +671,8 @@ static void print_json_tensor(const struct plan *p, const struct plan_tensor *t,
 	for (i = 0; i < t->npieces; i++) {
 		const struct plan_piece *piece = &t->pieces[i];
 
-		fprintf(out, "%s\n      {\"offset\": %" PRIu64 ", \"nbytes\": %" PRIu64 ", \"ops\": [",
+		fprintf(out,
+			"%s\n      {\"offset\": %" PRIu64 ", \"nbytes\": %" PRIu64 ", \"ops\": [",
 			i ? "," : "", piece->offset, piece->nbytes);
 		for (j = 0; j < piece->nops; j++) {
 			fputs(j ? ", " : "", out);
@@ -667,10 +689,12 @@ static void print_json(const struct plan *p, FILE *out)
 {
 	size_t i;
 
-	fprintf(out, "{\n  \"from\": \"%s\",\n  \"to\": \"%s\",\n  \"total_bytes\": %" PRIu64
+	fprintf(out,
+		"{\n  \"from\": \"%s\",\n  \"to\": \"%s\",\n  \"total_bytes\": %" PRIu64
 		",\n  \"total_file_bytes\": %" PRIu64 ",\n  \"source_bytes\": %" PRIu64
-		",\n  \"pieces\": %zu,\n  \"files\": [", layout_name(p->from), layout_name(p->to),
-		p->total_bytes, p->total_file_bytes, p->source_bytes, p->npieces);
+		",\n  \"pieces\": %zu,\n  \"files\": [",
+		layout_name(p->from), layout_name(p->to), p->total_bytes, p->total_file_bytes,
+		p->source_bytes, p->npieces);
 	for (i = 0; i < p->nfiles; i++) {
 		fprintf(out, "%s\n    {\"name\": ", i ? "," : "");
 		print_json_string(out, p->files[i].name);

@@ -32,7 +32,7 @@ struct responder {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	char request_line[256]; /* first request line seen, under lock */
-	int requests;           /* under lock */
+	int requests;		/* under lock */
 };
 
 static struct responder server;
@@ -48,7 +48,8 @@ static void *responder_main(void *arg)
 
 	while ((fd = accept(r->listen_fd, NULL, NULL)) >= 0) {
 		used = 0;
-		while (used < sizeof(buf) - 1 && (n = read(fd, buf + used, sizeof(buf) - 1 - used)) > 0) {
+		while (used < sizeof(buf) - 1 &&
+		       (n = read(fd, buf + used, sizeof(buf) - 1 - used)) > 0) {
 			used += (size_t)n;
 			buf[used] = '\0';
 			if (strstr(buf, "\r\n\r\n"))
@@ -57,7 +58,8 @@ static void *responder_main(void *arg)
 		buf[used] = '\0';
 		pthread_mutex_lock(&r->lock);
 		if (r->requests++ == 0)
-			snprintf(r->request_line, sizeof(r->request_line), "%.*s", (int)strcspn(buf, "\r\n"), buf);
+			snprintf(r->request_line, sizeof(r->request_line), "%.*s",
+				 (int)strcspn(buf, "\r\n"), buf);
 		pthread_mutex_unlock(&r->lock);
 		if (r->status == 0)
 			continue; /* keep the connection open, never answer */
@@ -75,7 +77,8 @@ static void *responder_main(void *arg)
 /* A port on 127.0.0.1 that was free a moment ago and has no listener. */
 static int closed_port(void)
 {
-	struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in addr = {.sin_family = AF_INET,
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t len = sizeof(addr);
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 
@@ -88,7 +91,8 @@ static int closed_port(void)
 
 static void responder_start(int status)
 {
-	struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in addr = {.sin_family = AF_INET,
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t len = sizeof(addr);
 
 	memset(&server, 0, sizeof(server));
@@ -199,7 +203,8 @@ START_TEST(test_fails_on_503_with_one_line)
 
 	responder_start(503);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz", server.port);
-	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), "--url", url, NULL), EXIT_FAILED);
+	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), "--url", url, NULL),
+			 EXIT_FAILED);
 	ck_assert_int_eq(count_lines(err_text), 1);
 	ck_assert_ptr_nonnull(strstr(err_text, "ckptconv: unhealthy: "));
 	ck_assert_ptr_nonnull(strstr(err_text, "HTTP 503"));
@@ -214,7 +219,8 @@ START_TEST(test_fails_on_redirect)
 
 	responder_start(302);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz", server.port);
-	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), "--url", url, NULL), EXIT_FAILED);
+	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), "--url", url, NULL),
+			 EXIT_FAILED);
 	ck_assert_ptr_nonnull(strstr(err_text, "HTTP 302"));
 }
 END_TEST
@@ -224,7 +230,8 @@ START_TEST(test_fails_when_refused)
 	char url[128], err_text[1024];
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz", closed_port());
-	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), "--url", url, NULL), EXIT_FAILED);
+	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), "--url", url, NULL),
+			 EXIT_FAILED);
 	ck_assert_int_eq(count_lines(err_text), 1);
 	ck_assert_ptr_nonnull(strstr(err_text, "ckptconv: unhealthy: "));
 	ck_assert_ptr_nonnull(strstr(err_text, url));
@@ -237,7 +244,8 @@ START_TEST(test_fails_on_timeout)
 
 	responder_start(0);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz", server.port);
-	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), "--url", url, "--timeout", "0.5", NULL),
+	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), "--url", url, "--timeout",
+					 "0.5", NULL),
 			 EXIT_FAILED);
 	ck_assert_int_eq(count_lines(err_text), 1);
 	ck_assert_ptr_nonnull(strstr(err_text, "ckptconv: unhealthy: "));
@@ -292,16 +300,20 @@ START_TEST(test_usage_errors)
 
 	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), "--bogus", NULL), EXIT_USAGE);
 	ck_assert_ptr_nonnull(strstr(err_text, "ckptconv: usage_error: "));
-	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), "--timeout", "soon", NULL), EXIT_USAGE);
+	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), "--timeout", "soon", NULL),
+			 EXIT_USAGE);
 	ck_assert_ptr_nonnull(strstr(err_text, "--timeout soon"));
-	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), "--timeout", "0", NULL), EXIT_USAGE);
-	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), "--url", "ftp://127.0.0.1/", NULL),
+	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), "--timeout", "0", NULL),
+			 EXIT_USAGE);
+	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), "--url", "ftp://127.0.0.1/",
+					 NULL),
 			 EXIT_USAGE);
 	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), "--url", NULL), EXIT_USAGE);
 	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), "extra", NULL), EXIT_USAGE);
 	setenv("CKPTCONV_LISTEN", "127.0.0.1", 1);
 	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), NULL), EXIT_USAGE);
-	ck_assert_ptr_nonnull(strstr(err_text, "ckptconv: invalid_option: CKPTCONV_LISTEN=127.0.0.1"));
+	ck_assert_ptr_nonnull(
+		strstr(err_text, "ckptconv: invalid_option: CKPTCONV_LISTEN=127.0.0.1"));
 	setenv("CKPTCONV_LISTEN", "127.0.0.1:0", 1);
 	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), NULL), EXIT_USAGE);
 }

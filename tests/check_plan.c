@@ -45,7 +45,8 @@ static long copy_of(struct plan *p, struct fake_src *f, const char *name, uint32
 
 	ck_assert_msg(t >= 0, "%s", e.msg);
 	ck_assert_msg(plan_add_contiguous(p, t, src, 0, 0, f->t[src].shape[0], f->t[src].dtype,
-					  f->t[src].dtype, &e) == 0, "%s", e.msg);
+					  f->t[src].dtype, &e) == 0,
+		      "%s", e.msg);
 	return t;
 }
 
@@ -82,7 +83,8 @@ static void check_header(const struct plan *p, size_t fi)
 	size_t i;
 
 	ck_assert_uint_eq(f->header_len % 8, 0);
-	ck_assert_int_eq(st_prefix_parse(f->name, (const unsigned char *)f->header, f->size, &n, &e), 0);
+	ck_assert_int_eq(
+		st_prefix_parse(f->name, (const unsigned char *)f->header, f->size, &n, &e), 0);
 	ck_assert_uint_eq(n + 8, f->header_len);
 	ck_assert_msg(st_header_parse(f->name, f->header + 8, n, n, f->size, &h, &e) == 0, "%s: %s",
 		      e.code, e.msg);
@@ -185,15 +187,18 @@ START_TEST(test_shards)
 	for (i = 0; i < p->nfiles; i++)
 		check_header(p, i);
 	ck_assert_uint_eq(p->total_bytes, 2800);
-	ck_assert_uint_eq(p->total_file_bytes, 2800 + p->files[0].header_len + p->files[1].header_len +
-						      p->files[2].header_len + p->files[3].header_len);
+	ck_assert_uint_eq(p->total_file_bytes,
+			  2800 + p->files[0].header_len + p->files[1].header_len +
+				  p->files[2].header_len + p->files[3].header_len);
 
 	ck_assert_ptr_nonnull(p->index_json);
 	ck_assert_int_eq(p->index_json[strlen(p->index_json) - 1], '\n');
-	ck_assert_ptr_nonnull(strstr(p->index_json, "{\n  \"metadata\": {\n    \"total_size\": 2800\n  },"));
+	ck_assert_ptr_nonnull(
+		strstr(p->index_json, "{\n  \"metadata\": {\n    \"total_size\": 2800\n  },"));
 	index = json_loads(p->index_json, 0, &jerr);
 	ck_assert_ptr_nonnull(index);
-	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(index, "metadata"), "total_size")),
+	ck_assert_int_eq(json_integer_value(
+				 json_object_get(json_object_get(index, "metadata"), "total_size")),
 			 2800);
 	map = json_object_get(index, "weight_map");
 	ck_assert_uint_eq(json_object_size(map), 5);
@@ -240,7 +245,8 @@ START_TEST(test_default_shard_size)
 	ck_assert_uint_eq(p->tensors[1].file, 0);
 	ck_assert_uint_eq(p->tensors[2].file, 1);
 	ck_assert_uint_le(p->tensors[0].pieces[0].nbytes, PLAN_PIECE_MAX);
-	ck_assert_uint_eq(p->tensors[0].npieces, (2000000000ULL + PLAN_PIECE_MAX - 1) / PLAN_PIECE_MAX);
+	ck_assert_uint_eq(p->tensors[0].npieces,
+			  (2000000000ULL + PLAN_PIECE_MAX - 1) / PLAN_PIECE_MAX);
 	plan_free(p);
 }
 END_TEST
@@ -259,7 +265,8 @@ START_TEST(test_contiguous_pieces)
 	 * elements (16 MiB out, 32 MiB read). */
 	fake_add(&f, "f32", DTYPE_F32, 10 << 20);
 	ti = plan_add_tensor(p, "bf16", DTYPE_BF16, 1, shape, &e);
-	ck_assert_int_eq(plan_add_contiguous(p, ti, 0, 0, 0, 10 << 20, DTYPE_F32, DTYPE_BF16, &e), 0);
+	ck_assert_int_eq(plan_add_contiguous(p, ti, 0, 0, 0, 10 << 20, DTYPE_F32, DTYPE_BF16, &e),
+			 0);
 	finished(p, 0, NULL);
 	t = &p->tensors[0];
 	ck_assert_uint_eq(t->npieces, 2);
@@ -325,8 +332,13 @@ static void expect_invalid(void (*spoil)(struct plan_op *op, struct plan_piece *
 {
 	struct fake_src f = {0};
 	struct plan *p = plan_new(&f.c, LAYOUT_NATIVE, LAYOUT_HF);
-	struct plan_op op = {.src = 0, .transpose = true, .src_dtype = DTYPE_BF16,
-			     .dst_dtype = DTYPE_BF16, .rows = 4, .cols = 6, .src_stride = 12,
+	struct plan_op op = {.src = 0,
+			     .transpose = true,
+			     .src_dtype = DTYPE_BF16,
+			     .dst_dtype = DTYPE_BF16,
+			     .rows = 4,
+			     .cols = 6,
+			     .src_stride = 12,
 			     .dst_stride = 8};
 	uint64_t shape[2] = {6, 4};
 	struct err e = {0};
@@ -387,8 +399,13 @@ START_TEST(test_validation)
 {
 	struct fake_src f = {0};
 	struct plan *p = plan_new(&f.c, LAYOUT_NATIVE, LAYOUT_HF);
-	struct plan_op op = {.src = 0, .transpose = true, .src_dtype = DTYPE_BF16,
-			     .dst_dtype = DTYPE_BF16, .rows = 4, .cols = 6, .src_stride = 12,
+	struct plan_op op = {.src = 0,
+			     .transpose = true,
+			     .src_dtype = DTYPE_BF16,
+			     .dst_dtype = DTYPE_BF16,
+			     .rows = 4,
+			     .cols = 6,
+			     .src_stride = 12,
 			     .dst_stride = 8};
 	uint64_t shape[2] = {6, 4};
 	struct err e = {0};
@@ -475,16 +492,22 @@ START_TEST(test_print)
 	json_error_t jerr;
 
 	ck_assert_ptr_nonnull(strstr(text, "file model-00003-of-00004.safetensors"));
-	ck_assert_ptr_nonnull(strstr(text, "tensor t.4 U8 [1500] 1500 model-00003-of-00004.safetensors: COPY from s1500"));
+	ck_assert_ptr_nonnull(strstr(
+		text,
+		"tensor t.4 U8 [1500] 1500 model-00003-of-00004.safetensors: COPY from s1500"));
 	root = json_loads(js, 0, &jerr);
 	ck_assert_msg(root != NULL, "plan JSON does not parse: %s (line %d)", jerr.text, jerr.line);
 	ck_assert_str_eq(json_string_value(json_object_get(root, "from")), "hf");
 	ck_assert_uint_eq(json_array_size(json_object_get(root, "files")), 4);
 	tensors = json_object_get(root, "tensors");
 	ck_assert_uint_eq(json_array_size(tensors), 5);
-	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(tensors, 3), "name")), "t.4");
-	op = json_array_get(json_object_get(json_array_get(json_object_get(json_array_get(tensors, 3),
-									   "pieces"), 0), "ops"), 0);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(tensors, 3), "name")),
+			 "t.4");
+	op = json_array_get(
+		json_object_get(
+			json_array_get(json_object_get(json_array_get(tensors, 3), "pieces"), 0),
+			"ops"),
+		0);
 	ck_assert_str_eq(json_string_value(json_object_get(op, "kind")), "copy");
 	ck_assert_str_eq(json_string_value(json_object_get(op, "src")), "s1500");
 	ck_assert_int_eq(json_integer_value(json_object_get(op, "cols")), 1500);
@@ -512,7 +535,8 @@ START_TEST(test_deterministic_digest)
 	ck_assert_uint_eq(a->nfiles, b->nfiles);
 	for (i = 0; i < a->nfiles; i++) {
 		ck_assert_uint_eq(a->files[i].header_len, b->files[i].header_len);
-		ck_assert_int_eq(memcmp(a->files[i].header, b->files[i].header, a->files[i].header_len), 0);
+		ck_assert_int_eq(
+			memcmp(a->files[i].header, b->files[i].header, a->files[i].header_len), 0);
 	}
 	ck_assert_str_eq(a->index_json, b->index_json);
 	ta = printed(a, true);

@@ -358,7 +358,21 @@ signal.signal(signal.SIGINT, signal.SIG_DFL)
 os.execv(sys.argv[1], sys.argv[1:])' "$CKPTCONV" convert --to native --max-rate 16KB \
 		"$T/$name" "$T/out-$name" >"$T/$name.out" 2>"$T/$name.err" &
 	SLOW_PID=$!
-	sleep 1.5
+	wait_for_output "$T/out-$name"
+}
+
+# wait_for_output DIR: until the conversion has started writing into DIR
+# (its checks are done and data moves), or has ended; at most 60 s.
+wait_for_output() {
+	local i
+	for i in $(seq 600); do
+		if [ -n "$(find "$1" -mindepth 1 2>/dev/null | head -1)" ] ||
+			! kill -0 "$SLOW_PID" 2>/dev/null; then
+			break
+		fi
+		sleep 0.1
+	done
+	sleep 0.5
 }
 
 # finish_slow NAME CODE NAMES: the background conversion failed as expected.

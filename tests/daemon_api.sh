@@ -230,7 +230,7 @@ fi
 # ---- metrics after all this ---------------------------------------------------------------
 api GET /metrics
 if grep -q '^ckptconv_http_requests_total{method="POST",route="/v1/jobs",code="201"} ' "$BODY" &&
-	grep -q 'code="401"' "$BODY" && grep -q '^ckptconv_jobs{state="cancelled"} 2$' "$BODY" &&
+	grep -q 'code="401"' "$BODY" && grep -q '^ckptconv_jobs{state="cancelled"} 1$' "$BODY" &&
 	grep -q '^ckptconv_job_duration_seconds_count{state="cancelled"} 2$' "$BODY"; then
 	pass "metrics count requests and jobs"
 else

@@ -159,6 +159,12 @@ if [ -z "$uncovered" ]; then
 else
 	fail "libraries the runtime stage does not install:$uncovered"
 fi
+# https endpoints (AWS itself) need the CA certificates, which libcurl only
+# recommends, and recommends are not installed.
+case $runtime_packages in
+*" ca-certificates "*) pass "the runtime stage installs ca-certificates for https endpoints" ;;
+*) fail "the runtime stage does not install ca-certificates: https to AWS S3 would fail" ;;
+esac
 
 # ---- run it as the image does ----
 
@@ -175,14 +181,22 @@ fi
 mapfile -t image_env < <(python3 "$reader" show "$dockerfile" env)
 mapfile -t health < <(python3 "$reader" show "$dockerfile" healthcheck)
 health[0]=$binary
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p "$tmp/state" "$tmp/scratch"
 (
 	cd "$tmp/state" || exit 1
-	exec env -i PATH=/usr/bin:/bin "${image_env[@]}" CKPTCONV_LISTEN="127.0.0.1:$port" \
+	exec env -i PATH=/usr/bin:/bin "${image_env[@]}" CKPTCONV_LISTEN="127.0.0.1:0" \
 		CKPTCONV_STATE_DIR="$tmp/state" TMPDIR="$tmp/scratch" "$binary" serve
 ) >"$tmp/daemon.log" 2>&1 &
 daemon_pid=$!
+# The daemon picks a free port and logs it.
+port=
+for _ in $(seq 300); do
+	port=$(grep -o 'listening on 127\.0\.0\.1:[0-9]*' "$tmp/daemon.log" | head -n 1 | cut -d: -f2)
+	[ -n "$port" ] && break
+	kill -0 "$daemon_pid" 2>/dev/null || break
+	sleep 0.1
+done
+[ -n "$port" ] || port=1 # nothing listens there: the checks below fail and say so
 healthy=
 for _ in $(seq 300); do
 	if env -i PATH=/usr/bin:/bin "${image_env[@]}" CKPTCONV_LISTEN="0.0.0.0:$port" "${health[@]}" 2>/dev/null; then

@@ -25,6 +25,15 @@ if ! command -v node >/dev/null; then
 	exit 1
 fi
 
+# Without its npm packages the checker can check nothing: one failure, not
+# one per mutant.
+if out=$(node "$checker" "$tmp/no-manifests" 2>&1) || ! grep -q 'no such file\|ENOENT' <<<"$out"; then
+	fail "the checker cannot run:"
+	echo "$out"
+	echo "$passed passed, $failed failed"
+	exit 1
+fi
+
 # The manifests as shipped must pass every check.
 if out=$(node "$checker" "$manifests" 2>&1); then
 	pass "manifests: $(tail -n 1 <<<"$out")"

@@ -278,7 +278,6 @@ print("bound", flush=True)
 while True:
     print(s.recv(4096).decode().replace("\n", " "), flush=True)
 EOF
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 python3 "$tmp/receiver.py" "$tmp/notify.sock" >"$tmp/notify.log" 2>&1 &
 receiver_pid=$!
 for _ in $(seq 100); do grep -q bound "$tmp/notify.log" && break; sleep 0.1; done
@@ -286,7 +285,7 @@ mkdir -p "$tmp/state"
 (
 	cd "$tmp" || exit 1
 	exec env -i PATH=/usr/bin:/bin NOTIFY_SOCKET="$tmp/notify.sock" CKPTCONV_STATE_DIR="$tmp/state" \
-		CKPTCONV_LISTEN="127.0.0.1:$port" "$installed_binary" serve
+		CKPTCONV_LISTEN="127.0.0.1:0" "$installed_binary" serve
 ) >"$tmp/daemon.log" 2>&1 &
 daemon_pid=$!
 ready=
@@ -300,7 +299,10 @@ for _ in $(seq 300); do
 done
 if [ -n "$ready" ]; then
 	pass "the daemon sends READY=1 on \$NOTIFY_SOCKET"
-	if "$installed_binary" healthcheck --url "http://127.0.0.1:$port/healthz" --timeout 5; then
+	port=$(grep -o 'listening on 127\.0\.0\.1:[0-9]*' "$tmp/daemon.log" | head -n 1 | cut -d: -f2)
+	if [ -z "$port" ]; then
+		fail "the daemon did not log the address it listens on"
+	elif "$installed_binary" healthcheck --url "http://127.0.0.1:$port/healthz" --timeout 5; then
 		pass "after READY=1 the daemon answers /healthz"
 	else
 		fail "READY=1 came before the daemon answered /healthz"

@@ -157,24 +157,24 @@ static void add_common(struct testckpt *tc, const struct ling_dims *d, bool nati
 		addf(tc, DTYPE_BF16, 1, TC_SHAPE(d->H), "%s%llu.post_attention_layernorm.weight", P,
 		     (unsigned long long)l);
 		if (l < d->dense) {
-			addf(tc, DTYPE_BF16, 2, TC_SHAPE(d->inter, d->H), "%s%llu.mlp.gate_proj.weight", P,
-			     (unsigned long long)l);
-			addf(tc, DTYPE_BF16, 2, TC_SHAPE(d->inter, d->H), "%s%llu.mlp.up_proj.weight", P,
-			     (unsigned long long)l);
-			addf(tc, DTYPE_BF16, 2, TC_SHAPE(d->H, d->inter), "%s%llu.mlp.down_proj.weight", P,
-			     (unsigned long long)l);
+			addf(tc, DTYPE_BF16, 2, TC_SHAPE(d->inter, d->H),
+			     "%s%llu.mlp.gate_proj.weight", P, (unsigned long long)l);
+			addf(tc, DTYPE_BF16, 2, TC_SHAPE(d->inter, d->H),
+			     "%s%llu.mlp.up_proj.weight", P, (unsigned long long)l);
+			addf(tc, DTYPE_BF16, 2, TC_SHAPE(d->H, d->inter),
+			     "%s%llu.mlp.down_proj.weight", P, (unsigned long long)l);
 			continue;
 		}
 		addf(tc, DTYPE_F32, 2, TC_SHAPE(d->E, d->H), "%s%llu.mlp.gate.weight", P,
 		     (unsigned long long)l);
-		addf(tc, DTYPE_F32, 1, TC_SHAPE(d->E), "%s%llu.mlp.gate.%s", P, (unsigned long long)l,
-		     native ? "e_score_correction_bias" : "expert_bias");
-		addf(tc, DTYPE_BF16, 2, TC_SHAPE(d->shared, d->H), "%s%llu.mlp.shared_experts.gate_proj.weight",
-		     P, (unsigned long long)l);
-		addf(tc, DTYPE_BF16, 2, TC_SHAPE(d->shared, d->H), "%s%llu.mlp.shared_experts.up_proj.weight",
-		     P, (unsigned long long)l);
-		addf(tc, DTYPE_BF16, 2, TC_SHAPE(d->H, d->shared), "%s%llu.mlp.shared_experts.down_proj.weight",
-		     P, (unsigned long long)l);
+		addf(tc, DTYPE_F32, 1, TC_SHAPE(d->E), "%s%llu.mlp.gate.%s", P,
+		     (unsigned long long)l, native ? "e_score_correction_bias" : "expert_bias");
+		addf(tc, DTYPE_BF16, 2, TC_SHAPE(d->shared, d->H),
+		     "%s%llu.mlp.shared_experts.gate_proj.weight", P, (unsigned long long)l);
+		addf(tc, DTYPE_BF16, 2, TC_SHAPE(d->shared, d->H),
+		     "%s%llu.mlp.shared_experts.up_proj.weight", P, (unsigned long long)l);
+		addf(tc, DTYPE_BF16, 2, TC_SHAPE(d->H, d->shared),
+		     "%s%llu.mlp.shared_experts.down_proj.weight", P, (unsigned long long)l);
 	}
 }
 
@@ -191,18 +191,21 @@ void testckpt_add_ling_hf(struct testckpt *tc)
 
 		addf(tc, DTYPE_BF16, 2, TC_SHAPE(d.q + 2 * d.kv, d.H),
 		     "model.layers.%llu.attention.query_key_value.weight", L);
-		addf(tc, DTYPE_BF16, 2, TC_SHAPE(d.H, d.q), "model.layers.%llu.attention.dense.weight", L);
-		addf(tc, DTYPE_BF16, 1, TC_SHAPE(d.D), "model.layers.%llu.attention.query_layernorm.weight", L);
-		addf(tc, DTYPE_BF16, 1, TC_SHAPE(d.D), "model.layers.%llu.attention.key_layernorm.weight", L);
+		addf(tc, DTYPE_BF16, 2, TC_SHAPE(d.H, d.q),
+		     "model.layers.%llu.attention.dense.weight", L);
+		addf(tc, DTYPE_BF16, 1, TC_SHAPE(d.D),
+		     "model.layers.%llu.attention.query_layernorm.weight", L);
+		addf(tc, DTYPE_BF16, 1, TC_SHAPE(d.D),
+		     "model.layers.%llu.attention.key_layernorm.weight", L);
 		for (x = 0; l >= d.dense && x < d.E; x++) {
 			unsigned long long X = x;
 
-			addf(tc, DTYPE_BF16, 2, TC_SHAPE(d.I, d.H), "model.layers.%llu.mlp.experts.%llu.gate_proj.weight",
-			     L, X);
-			addf(tc, DTYPE_BF16, 2, TC_SHAPE(d.I, d.H), "model.layers.%llu.mlp.experts.%llu.up_proj.weight",
-			     L, X);
-			addf(tc, DTYPE_BF16, 2, TC_SHAPE(d.H, d.I), "model.layers.%llu.mlp.experts.%llu.down_proj.weight",
-			     L, X);
+			addf(tc, DTYPE_BF16, 2, TC_SHAPE(d.I, d.H),
+			     "model.layers.%llu.mlp.experts.%llu.gate_proj.weight", L, X);
+			addf(tc, DTYPE_BF16, 2, TC_SHAPE(d.I, d.H),
+			     "model.layers.%llu.mlp.experts.%llu.up_proj.weight", L, X);
+			addf(tc, DTYPE_BF16, 2, TC_SHAPE(d.H, d.I),
+			     "model.layers.%llu.mlp.experts.%llu.down_proj.weight", L, X);
 		}
 	}
 }
@@ -218,17 +221,24 @@ void testckpt_add_ling_native(struct testckpt *tc)
 	for (l = 0; l < d.layers; l++) {
 		unsigned long long L = l;
 
-		addf(tc, DTYPE_BF16, 2, TC_SHAPE(d.q, d.H), "model.layers.%llu.self_attn.q_proj.weight", L);
-		addf(tc, DTYPE_BF16, 2, TC_SHAPE(d.kv, d.H), "model.layers.%llu.self_attn.k_proj.weight", L);
-		addf(tc, DTYPE_BF16, 2, TC_SHAPE(d.kv, d.H), "model.layers.%llu.self_attn.v_proj.weight", L);
-		addf(tc, DTYPE_BF16, 2, TC_SHAPE(d.H, d.q), "model.layers.%llu.self_attn.o_proj.weight", L);
-		addf(tc, DTYPE_BF16, 1, TC_SHAPE(d.D), "model.layers.%llu.self_attn.q_norm.weight", L);
-		addf(tc, DTYPE_BF16, 1, TC_SHAPE(d.D), "model.layers.%llu.self_attn.k_norm.weight", L);
+		addf(tc, DTYPE_BF16, 2, TC_SHAPE(d.q, d.H),
+		     "model.layers.%llu.self_attn.q_proj.weight", L);
+		addf(tc, DTYPE_BF16, 2, TC_SHAPE(d.kv, d.H),
+		     "model.layers.%llu.self_attn.k_proj.weight", L);
+		addf(tc, DTYPE_BF16, 2, TC_SHAPE(d.kv, d.H),
+		     "model.layers.%llu.self_attn.v_proj.weight", L);
+		addf(tc, DTYPE_BF16, 2, TC_SHAPE(d.H, d.q),
+		     "model.layers.%llu.self_attn.o_proj.weight", L);
+		addf(tc, DTYPE_BF16, 1, TC_SHAPE(d.D), "model.layers.%llu.self_attn.q_norm.weight",
+		     L);
+		addf(tc, DTYPE_BF16, 1, TC_SHAPE(d.D), "model.layers.%llu.self_attn.k_norm.weight",
+		     L);
 		if (l < d.dense)
 			continue;
 		addf(tc, DTYPE_BF16, 3, TC_SHAPE(d.E, d.H, 2 * d.I),
 		     "model.layers.%llu.mlp.experts.gate_and_up_projs", L);
-		addf(tc, DTYPE_BF16, 3, TC_SHAPE(d.E, d.I, d.H), "model.layers.%llu.mlp.experts.down_projs", L);
+		addf(tc, DTYPE_BF16, 3, TC_SHAPE(d.E, d.I, d.H),
+		     "model.layers.%llu.mlp.experts.down_projs", L);
 	}
 }
 
@@ -270,7 +280,8 @@ void testckpt_fill(const char *name, enum dtype dtype, void *buf, size_t len)
 			out[i + 1] = (unsigned char)(bits >> 24);
 			i += 2;
 		} else if (dtype == DTYPE_F16 && len - i >= 2) {
-			uint16_t h = (uint16_t)(((r >> 20) & 1) << 15 | (10 + (r >> 8) % 10) << 10 | (r & 0x3ff));
+			uint16_t h = (uint16_t)(((r >> 20) & 1) << 15 | (10 + (r >> 8) % 10) << 10 |
+						(r & 0x3ff));
 
 			out[i] = (unsigned char)h;
 			out[i + 1] = (unsigned char)(h >> 8);
@@ -321,7 +332,8 @@ static void write_shard(const struct testckpt *tc, const char *path, size_t firs
 		json_object_set_new(entry, "dtype", json_string(dtype_name(t->dtype)));
 		json_object_set_new(entry, "shape", shape);
 		json_object_set_new(entry, "data_offsets",
-				    json_pack("[II]", (json_int_t)offset, (json_int_t)(offset + n)));
+				    json_pack("[II]", (json_int_t)offset,
+					      (json_int_t)(offset + n)));
 		json_object_set_new(header, t->name, entry);
 		offset += n;
 	}
@@ -373,7 +385,8 @@ void testckpt_write(const struct testckpt *tc, const char *dir)
 		if (nfiles == 1)
 			snprintf(name, sizeof(name), "model.safetensors");
 		else
-			snprintf(name, sizeof(name), "model-%05u-of-%05u.safetensors", k + 1, nfiles);
+			snprintf(name, sizeof(name), "model-%05u-of-%05u.safetensors", k + 1,
+				 nfiles);
 		path = join_path(dir, name);
 		write_shard(tc, path, first, last);
 		free(path);

@@ -27,11 +27,11 @@ struct testckpt_tensor {
 };
 
 struct testckpt {
-	json_t *config;             /* written as config.json unless NULL; owned */
+	json_t *config; /* written as config.json unless NULL; owned */
 	struct testckpt_tensor *tensors;
 	size_t ntensors;
-	unsigned nfiles;            /* shards; 1 = model.safetensors (default) */
-	bool index;                 /* write the index even for one shard */
+	unsigned nfiles; /* shards; 1 = model.safetensors (default) */
+	bool index;	 /* write the index even for one shard */
 };
 
 /* Shape literal: TC_SHAPE(32, 64). */

@@ -30,11 +30,11 @@
 
 /* Dimensions from config.json (SPEC.md's table). */
 struct dims {
-	uint64_t hidden;            /* H */
-	uint64_t heads, kv_heads;   /* nh, nkv */
-	uint64_t head_dim;          /* D */
-	uint64_t moe_inter;         /* I */
-	uint64_t experts;           /* E */
+	uint64_t hidden;	  /* H */
+	uint64_t heads, kv_heads; /* nh, nkv */
+	uint64_t head_dim;	  /* D */
+	uint64_t moe_inter;	  /* I */
+	uint64_t experts;	  /* E */
 	uint64_t layers;
 };
 
@@ -84,8 +84,9 @@ static int config_count(const struct ckpt *c, const char *key, int64_t min, uint
 	if (ckpt_config_int(c, key, &v, e) < 0)
 		return -1;
 	if (v < min)
-		return err_set(e, "config_invalid", "config.json: %s is %" PRId64 ", expected at least %" PRId64,
-			       key, v, min);
+		return err_set(e, "config_invalid",
+			       "config.json: %s is %" PRId64 ", expected at least %" PRId64, key, v,
+			       min);
 	*out = (uint64_t)v;
 	return 0;
 }
@@ -105,7 +106,8 @@ static int read_head_dim(const struct ckpt *c, struct dims *d, struct err *e)
 		return 0;
 	}
 	if (!json_is_integer(v) || json_integer_value(v) < 0)
-		return err_set(e, "config_invalid", "config.json: head_dim is not a non-negative integer");
+		return err_set(e, "config_invalid",
+			       "config.json: head_dim is not a non-negative integer");
 	d->head_dim = (uint64_t)json_integer_value(v);
 	return 0;
 }
@@ -150,8 +152,8 @@ static int target_dtype(const struct ckpt *c, enum dtype_choice choice, enum dty
 	case DTYPE_CHOICE_AUTO:
 		break;
 	default:
-		return err_set(e, "invalid_option", "dtype choice %d is not auto, keep, bf16, f16 or f32",
-			       (int)choice);
+		return err_set(e, "invalid_option",
+			       "dtype choice %d is not auto, keep, bf16, f16 or f32", (int)choice);
 	}
 	if (json_is_null(json_object_get(c->config, "torch_dtype")) ||
 	    !json_object_get(c->config, "torch_dtype")) {
@@ -161,9 +163,10 @@ static int target_dtype(const struct ckpt *c, enum dtype_choice choice, enum dty
 	torch = ckpt_config_string(c, "torch_dtype");
 	*out = dtype_from_torch_name(torch);
 	if (*out == DTYPE_INVALID)
-		return err_set(e, "config_invalid",
-			       "config.json: torch_dtype %s is not bfloat16, float16 or float32; choose a dtype",
-			       torch ? torch : "(not a string)");
+		return err_set(
+			e, "config_invalid",
+			"config.json: torch_dtype %s is not bfloat16, float16 or float32; choose a dtype",
+			torch ? torch : "(not a string)");
 	return 0;
 }
 
@@ -226,7 +229,8 @@ static bool parse_hf_expert(const char *name, struct expert_name *out)
 	for (i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]) && !p; i++)
 		if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0)
 			p = name + strlen(prefixes[i]);
-	if (!p || !(p = skip_digits(p, NULL)) || strncmp(p, EXPERTS_SEGMENT, strlen(EXPERTS_SEGMENT)) != 0)
+	if (!p || !(p = skip_digits(p, NULL)) ||
+	    strncmp(p, EXPERTS_SEGMENT, strlen(EXPERTS_SEGMENT)) != 0)
 		return false;
 	p += strlen(EXPERTS_SEGMENT);
 	out->base_len = (size_t)(p - name);
@@ -320,7 +324,8 @@ static void format_shape(const struct ckpt_tensor *t, char *buf, size_t len)
 
 	used += (size_t)snprintf(buf, len, "[");
 	for (d = 0; d < t->ndim && used < len; d++)
-		used += (size_t)snprintf(buf + used, len - used, "%s%" PRIu64, d ? ", " : "", t->shape[d]);
+		used += (size_t)snprintf(buf + used, len - used, "%s%" PRIu64, d ? ", " : "",
+					 t->shape[d]);
 	if (used < len)
 		snprintf(buf + used, len - used, "]");
 }
@@ -354,11 +359,13 @@ static int detect(const struct ckpt *c, enum layout *out, struct err *e)
 	}
 	if (hf && native)
 		return err_set(e, "ambiguous_layout",
-			       "tensor names of both layouts are present: %s (HF) and %s (native)", hf, native);
+			       "tensor names of both layouts are present: %s (HF) and %s (native)",
+			       hf, native);
 	if (!hf && !native)
-		return err_set(e, "unknown_layout",
-			       "no tensor name identifies the HF or the native layout of Ling 2.0 (%zu tensors)",
-			       c->ntensors);
+		return err_set(
+			e, "unknown_layout",
+			"no tensor name identifies the HF or the native layout of Ling 2.0 (%zu tensors)",
+			c->ntensors);
 	*out = hf ? LAYOUT_HF : LAYOUT_NATIVE;
 	return 0;
 }
@@ -377,9 +384,9 @@ static int describe(const struct ckpt *c, struct model_info *out, struct err *e)
 	snprintf(out->architecture, sizeof(out->architecture), "%s", ARCHITECTURE);
 	out->layers = d.layers;
 	out->experts = d.experts;
-	out->torch_dtype = json_object_get(c->config, "torch_dtype")
-				   ? dtype_from_torch_name(ckpt_config_string(c, "torch_dtype"))
-				   : DTYPE_BF16;
+	out->torch_dtype = json_object_get(c->config, "torch_dtype") ?
+				   dtype_from_torch_name(ckpt_config_string(c, "torch_dtype")) :
+				   DTYPE_BF16;
 	/* inspect reports an unrecognisable layout as unknown rather than failing. */
 	detect(c, &out->layout, &ignored);
 	return 0;
@@ -462,8 +469,8 @@ static int add_row_slice(struct plan *p, const struct ckpt *c, uint32_t i, char 
 	int rc = -1;
 
 	if (out >= 0)
-		rc = plan_add_contiguous(p, out, i, row0 * t->shape[1] * esize, 0, nrows * t->shape[1],
-					 t->dtype, t->dtype, e);
+		rc = plan_add_contiguous(p, out, i, row0 * t->shape[1] * esize, 0,
+					 nrows * t->shape[1], t->dtype, t->dtype, e);
 	free(name);
 	return rc;
 }
@@ -475,14 +482,18 @@ static int refuse_quantized(const struct ckpt *c, struct err *e)
 	for (i = 0; i < c->ntensors; i++) {
 		const struct ckpt_tensor *t = &c->tensors[i];
 
-		if (dtype_is_float8(t->dtype) || ends_with(t->name, strlen(t->name), "_scale_inv")) {
+		if (dtype_is_float8(t->dtype) ||
+		    ends_with(t->name, strlen(t->name), "_scale_inv")) {
 			err_set_tensor(e, t->name);
 			if (dtype_is_float8(t->dtype))
-				return err_set(e, "quantized_input",
-					       "%s: %s is a quantized (FP8) dtype; only unquantized checkpoints "
-					       "are converted", t->name, dtype_name(t->dtype));
+				return err_set(
+					e, "quantized_input",
+					"%s: %s is a quantized (FP8) dtype; only unquantized checkpoints "
+					"are converted",
+					t->name, dtype_name(t->dtype));
 			return err_set(e, "quantized_input",
-				       "%s: quantization scales (*_scale_inv) are not supported", t->name);
+				       "%s: quantization scales (*_scale_inv) are not supported",
+				       t->name);
 		}
 	}
 	return 0;
@@ -492,16 +503,16 @@ static int refuse_quantized(const struct ckpt *c, struct err *e)
 
 /* The routed experts of one MoE layer, by expert number and projection. */
 struct expert_group {
-	char *base;                 /* "…layers.L.mlp.experts." */
-	long *slots;                /* [expert][proj]: source tensor, -1 when absent */
+	char *base;  /* "…layers.L.mlp.experts." */
+	long *slots; /* [expert][proj]: source tensor, -1 when absent */
 };
 
 struct expert_groups {
 	struct expert_group *items;
 	size_t n;
-	uint64_t experts;           /* E */
-	uint64_t start, end;        /* the experts to stack */
-	enum dtype to;              /* DTYPE_INVALID: keep the source dtype */
+	uint64_t experts;    /* E */
+	uint64_t start, end; /* the experts to stack */
+	enum dtype to;	     /* DTYPE_INVALID: keep the source dtype */
 };
 
 static void expert_groups_fini(struct expert_groups *g)
@@ -542,15 +553,17 @@ static int collect_expert(struct expert_groups *g, const struct ckpt *c, uint32_
 
 	if (x->expert >= g->experts) {
 		err_set_tensor(e, name);
-		return err_set(e, "expert_out_of_range", "%s: expert %" PRIu64
-			       " is not below num_experts %" PRIu64, name, x->expert, g->experts);
+		return err_set(e, "expert_out_of_range",
+			       "%s: expert %" PRIu64 " is not below num_experts %" PRIu64, name,
+			       x->expert, g->experts);
 	}
 	grp = expert_group_get(g, name, x->base_len);
 	slot = &grp->slots[x->expert * PROJ_COUNT + x->proj];
 	if (*slot >= 0) {
 		err_set_tensor(e, name);
-		return err_set(e, "duplicate_tensor", "%s: expert %" PRIu64 " %s is given twice (also as %s)",
-			       name, x->expert, proj_names[x->proj], c->tensors[*slot].name);
+		return err_set(e, "duplicate_tensor",
+			       "%s: expert %" PRIu64 " %s is given twice (also as %s)", name,
+			       x->expert, proj_names[x->proj], c->tensors[*slot].name);
 	}
 	*slot = i;
 	return 0;
@@ -571,8 +584,10 @@ static int check_complete(const struct expert_groups *g, struct err *e)
 					continue;
 				if (missing < MISSING_NAMES_SHOWN && used < sizeof(shown))
 					used += (size_t)snprintf(shown + used, sizeof(shown) - used,
-								 "%s%s%" PRIu64 ".%s.weight", missing ? ", " : "",
-								 g->items[i].base, x, proj_names[k]);
+								 "%s%s%" PRIu64 ".%s.weight",
+								 missing ? ", " : "",
+								 g->items[i].base, x,
+								 proj_names[k]);
 				if (missing == 0)
 					snprintf(first, sizeof(first), "%s%" PRIu64 ".%s.weight",
 						 g->items[i].base, x, proj_names[k]);
@@ -583,8 +598,8 @@ static int check_complete(const struct expert_groups *g, struct err *e)
 	err_set_tensor(e, first);
 	if (missing > MISSING_NAMES_SHOWN)
 		return err_set(e, "missing_experts",
-			       "%zu of %" PRIu64 " expert weights are missing: %s and %zu more", missing,
-			       (uint64_t)g->n * (g->end - g->start) * PROJ_COUNT, shown,
+			       "%zu of %" PRIu64 " expert weights are missing: %s and %zu more",
+			       missing, (uint64_t)g->n * (g->end - g->start) * PROJ_COUNT, shown,
 			       missing - MISSING_NAMES_SHOWN);
 	return err_set(e, "missing_experts", "%zu of %" PRIu64 " expert weights are missing: %s",
 		       missing, (uint64_t)g->n * (g->end - g->start) * PROJ_COUNT, shown);
@@ -604,15 +619,18 @@ static int check_expert(const struct ckpt *c, const struct dims *d, const struct
 		format_shape(t, shape, sizeof(shape));
 		err_set_tensor(e, t->name);
 		return err_set(e, "expert_shape_mismatch",
-			       "%s: shape %s differs from [%" PRIu64 ", %" PRIu64 "], the shape of the layer's "
-			       "experts by config.json (moe_intermediate_size %" PRIu64 ", hidden_size %" PRIu64 ")",
+			       "%s: shape %s differs from [%" PRIu64 ", %" PRIu64
+			       "], the shape of the layer's "
+			       "experts by config.json (moe_intermediate_size %" PRIu64
+			       ", hidden_size %" PRIu64 ")",
 			       t->name, shape, rows, cols, d->moe_inter, d->hidden);
 	}
 	if (g->to == DTYPE_INVALID && t->dtype != first_dtype) {
 		err_set_tensor(e, t->name);
-		return err_set(e, "expert_shape_mismatch",
-			       "%s: dtype %s differs from %s of the layer's other experts (kept dtype)",
-			       t->name, dtype_name(t->dtype), dtype_name(first_dtype));
+		return err_set(
+			e, "expert_shape_mismatch",
+			"%s: dtype %s differs from %s of the layer's other experts (kept dtype)",
+			t->name, dtype_name(t->dtype), dtype_name(first_dtype));
 	}
 	if (g->to != DTYPE_INVALID && !kern_can_cast(t->dtype, g->to)) {
 		err_set_tensor(e, t->name);
@@ -631,7 +649,8 @@ static int check_shapes(const struct ckpt *c, const struct dims *d, const struct
 
 	for (x = g->start; x < g->end; x++)
 		for (k = 0; k < PROJ_COUNT; k++)
-			if (check_expert(c, d, g, grp->slots[x * PROJ_COUNT + k], (enum proj)k, first, e) < 0)
+			if (check_expert(c, d, g, grp->slots[x * PROJ_COUNT + k], (enum proj)k,
+					 first, e) < 0)
 				return -1;
 	return 0;
 }
@@ -639,11 +658,12 @@ static int check_shapes(const struct ckpt *c, const struct dims *d, const struct
 /* out[x][h][i] = gate_x[i][h], out[x][h][I + i] = up_x[i][h]; one piece per
  * expert, or per range of h when an expert's block is over PLAN_PIECE_MAX. */
 static int emit_gate_up(struct plan *p, const struct ckpt *c, const struct dims *d,
-			const struct expert_groups *g, const struct expert_group *grp, enum dtype to,
-			struct err *e)
+			const struct expert_groups *g, const struct expert_group *grp,
+			enum dtype to, struct err *e)
 {
 	uint64_t n = g->end - g->start, H = d->hidden, I = d->moe_inter, dsize = dtype_size(to);
-	uint64_t shape[3] = {n, H, 2 * I}, row = 2 * I * dsize, per = rows_per_piece(row), k, h0, h1;
+	uint64_t shape[3] = {n, H, 2 * I}, row = 2 * I * dsize, per = rows_per_piece(row), k, h0,
+		 h1;
 	char *name = join(grp->base, strlen(grp->base), "gate_and_up_projs");
 	struct opvec v = {0};
 	long t = plan_add_tensor(p, name, to, 3, shape, e);
@@ -656,11 +676,12 @@ static int emit_gate_up(struct plan *p, const struct ckpt *c, const struct dims 
 		for (h0 = 0; h0 < H && rc == 0; h0 = h1) {
 			h1 = H - h0 < per ? H : h0 + per;
 			v.n = 0;
-			add_transposed(&v, c, gate, to, 0, H * dtype_size(c->tensors[gate].dtype), I, h0, h1,
-				       0, row);
-			add_transposed(&v, c, up, to, 0, H * dtype_size(c->tensors[up].dtype), I, h0, h1,
-				       I * dsize, row);
-			rc = plan_add_piece(p, t, (k * H + h0) * row, (h1 - h0) * row, v.ops, v.n, e);
+			add_transposed(&v, c, gate, to, 0, H * dtype_size(c->tensors[gate].dtype),
+				       I, h0, h1, 0, row);
+			add_transposed(&v, c, up, to, 0, H * dtype_size(c->tensors[up].dtype), I,
+				       h0, h1, I * dsize, row);
+			rc = plan_add_piece(p, t, (k * H + h0) * row, (h1 - h0) * row, v.ops, v.n,
+					    e);
 		}
 	}
 	free(v.ops);
@@ -686,9 +707,10 @@ static int emit_down(struct plan *p, const struct ckpt *c, const struct dims *d,
 		for (i0 = 0; i0 < I && rc == 0; i0 = i1) {
 			i1 = I - i0 < per ? I : i0 + per;
 			v.n = 0;
-			add_transposed(&v, c, down, to, 0, I * dtype_size(c->tensors[down].dtype), H, i0, i1,
-				       0, row);
-			rc = plan_add_piece(p, t, (k * I + i0) * row, (i1 - i0) * row, v.ops, v.n, e);
+			add_transposed(&v, c, down, to, 0, I * dtype_size(c->tensors[down].dtype),
+				       H, i0, i1, 0, row);
+			rc = plan_add_piece(p, t, (k * I + i0) * row, (i1 - i0) * row, v.ops, v.n,
+					    e);
 		}
 	}
 	free(v.ops);
@@ -702,7 +724,7 @@ static int emit_groups(struct plan *p, const struct ckpt *c, const struct dims *
 	size_t i;
 
 	if (g->end <= g->start)
-		return 0;       /* an expert-parallel rank without experts */
+		return 0; /* an expert-parallel rank without experts */
 	if (check_complete(g, e) < 0)
 		return -1;
 	for (i = 0; i < g->n; i++) {
@@ -713,7 +735,8 @@ static int emit_groups(struct plan *p, const struct ckpt *c, const struct dims *
 			return -1;
 		if (to == DTYPE_INVALID)
 			to = c->tensors[grp->slots[g->start * PROJ_COUNT]].dtype;
-		if (emit_gate_up(p, c, d, g, grp, to, e) < 0 || emit_down(p, c, d, g, grp, to, e) < 0)
+		if (emit_gate_up(p, c, d, g, grp, to, e) < 0 ||
+		    emit_down(p, c, d, g, grp, to, e) < 0)
 			return -1;
 	}
 	return 0;
@@ -731,13 +754,17 @@ static int split_qkv(struct plan *p, const struct ckpt *c, uint32_t i, size_t pr
 		format_shape(t, shape, sizeof(shape));
 		err_set_tensor(e, t->name);
 		return err_set(e, "qkv_shape_mismatch",
-			       "%s: shape %s, expected %" PRIu64 " rows = (num_attention_heads %" PRIu64
+			       "%s: shape %s, expected %" PRIu64
+			       " rows = (num_attention_heads %" PRIu64
 			       " + 2 x num_key_value_heads %" PRIu64 ") x head_dim %" PRIu64,
 			       t->name, shape, q + 2 * kv, d->heads, d->kv_heads, d->head_dim);
 	}
-	if (add_row_slice(p, c, i, join(t->name, prefix_len, ".self_attn.q_proj.weight"), 0, q, e) < 0 ||
-	    add_row_slice(p, c, i, join(t->name, prefix_len, ".self_attn.k_proj.weight"), q, kv, e) < 0 ||
-	    add_row_slice(p, c, i, join(t->name, prefix_len, ".self_attn.v_proj.weight"), q + kv, kv, e) < 0)
+	if (add_row_slice(p, c, i, join(t->name, prefix_len, ".self_attn.q_proj.weight"), 0, q, e) <
+		    0 ||
+	    add_row_slice(p, c, i, join(t->name, prefix_len, ".self_attn.k_proj.weight"), q, kv,
+			  e) < 0 ||
+	    add_row_slice(p, c, i, join(t->name, prefix_len, ".self_attn.v_proj.weight"), q + kv,
+			  kv, e) < 0)
 		return -1;
 	return 0;
 }
@@ -794,7 +821,8 @@ static int hf_to_native(const struct ckpt *c, const struct adapter_options *o, c
 	int rc = 0;
 
 	if (o->ep_size && o->ep_rank >= o->ep_size)
-		return err_set(e, "invalid_option", "expert-parallel rank %" PRIu32 " is not below size %" PRIu32,
+		return err_set(e, "invalid_option",
+			       "expert-parallel rank %" PRIu32 " is not below size %" PRIu32,
 			       o->ep_rank, o->ep_size);
 	if (target_dtype(c, o->dtype, &g.to, e) < 0)
 		return -1;
@@ -822,8 +850,8 @@ static int split_gate_up(struct plan *p, const struct ckpt *c, uint32_t src, siz
 
 	for (x = 0; x < d->experts && rc == 0; x++)
 		for (k = PROJ_GATE; k <= PROJ_UP && rc == 0; k++) {
-			char *name = join(t->name, prefix_len, ".mlp.experts.%" PRIu64 ".%s.weight", x,
-					  proj_names[k]);
+			char *name = join(t->name, prefix_len, ".mlp.experts.%" PRIu64 ".%s.weight",
+					  x, proj_names[k]);
 			long out = plan_add_tensor(p, name, t->dtype, 2, shape, e);
 
 			free(name);
@@ -834,9 +862,10 @@ static int split_gate_up(struct plan *p, const struct ckpt *c, uint32_t src, siz
 
 				i1 = I - i0 < per ? I : i0 + per;
 				v.n = 0;
-				add_transposed(&v, c, src, t->dtype, x * H * 2 * I * es, 2 * I * es, H, c0,
-					       c0 + (i1 - i0), 0, row);
-				rc = plan_add_piece(p, out, i0 * row, (i1 - i0) * row, v.ops, v.n, e);
+				add_transposed(&v, c, src, t->dtype, x * H * 2 * I * es, 2 * I * es,
+					       H, c0, c0 + (i1 - i0), 0, row);
+				rc = plan_add_piece(p, out, i0 * row, (i1 - i0) * row, v.ops, v.n,
+						    e);
 			}
 		}
 	free(v.ops);
@@ -854,7 +883,8 @@ static int split_down(struct plan *p, const struct ckpt *c, uint32_t src, size_t
 	int rc = 0;
 
 	for (x = 0; x < d->experts && rc == 0; x++) {
-		char *name = join(t->name, prefix_len, ".mlp.experts.%" PRIu64 ".down_proj.weight", x);
+		char *name =
+			join(t->name, prefix_len, ".mlp.experts.%" PRIu64 ".down_proj.weight", x);
 		long out = plan_add_tensor(p, name, t->dtype, 2, shape, e);
 
 		free(name);
@@ -863,7 +893,8 @@ static int split_down(struct plan *p, const struct ckpt *c, uint32_t src, size_t
 		for (h0 = 0; h0 < H && rc == 0; h0 = h1) {
 			h1 = H - h0 < per ? H : h0 + per;
 			v.n = 0;
-			add_transposed(&v, c, src, t->dtype, x * I * H * es, H * es, I, h0, h1, 0, row);
+			add_transposed(&v, c, src, t->dtype, x * I * H * es, H * es, I, h0, h1, 0,
+				       row);
 			rc = plan_add_piece(p, out, h0 * row, (h1 - h0) * row, v.ops, v.n, e);
 		}
 	}
@@ -881,14 +912,15 @@ static int check_grouped(const struct ckpt_tensor *t, uint64_t d0, uint64_t d1, 
 	format_shape(t, shape, sizeof(shape));
 	err_set_tensor(e, t->name);
 	return err_set(e, "grouped_shape_mismatch",
-		       "%s: shape %s, expected [%" PRIu64 ", %" PRIu64 ", %" PRIu64 "] = [%s] from config.json",
+		       "%s: shape %s, expected [%" PRIu64 ", %" PRIu64 ", %" PRIu64
+		       "] = [%s] from config.json",
 		       t->name, shape, d0, d1, d2, what);
 }
 
 /* The q/k/v projections of one layer, P.self_attn.{q,k,v}_proj.weight. */
 struct qkv_group {
-	char *prefix;               /* P */
-	long part[3];               /* q, k, v source tensors, -1 when absent */
+	char *prefix; /* P */
+	long part[3]; /* q, k, v source tensors, -1 when absent */
 };
 
 struct qkv_groups {
@@ -907,8 +939,8 @@ static void qkv_groups_fini(struct qkv_groups *g)
 
 static bool match_native_qkv(const char *name, size_t *prefix_len, int *part)
 {
-	static const char *const suffixes[3] = {".self_attn.q_proj.weight", ".self_attn.k_proj.weight",
-						".self_attn.v_proj.weight"};
+	static const char *const suffixes[3] = {
+		".self_attn.q_proj.weight", ".self_attn.k_proj.weight", ".self_attn.v_proj.weight"};
 	int k;
 
 	for (k = 0; k < 3; k++)
@@ -919,13 +951,15 @@ static bool match_native_qkv(const char *name, size_t *prefix_len, int *part)
 	return false;
 }
 
-static void qkv_collect(struct qkv_groups *g, const char *name, size_t prefix_len, int part, uint32_t i)
+static void qkv_collect(struct qkv_groups *g, const char *name, size_t prefix_len, int part,
+			uint32_t i)
 {
 	struct qkv_group *grp = NULL;
 	size_t j;
 
 	for (j = g->n; j-- > 0 && !grp;)
-		if (strlen(g->items[j].prefix) == prefix_len && memcmp(g->items[j].prefix, name, prefix_len) == 0)
+		if (strlen(g->items[j].prefix) == prefix_len &&
+		    memcmp(g->items[j].prefix, name, prefix_len) == 0)
 			grp = &g->items[j];
 	if (!grp) {
 		g->items = xrealloc(g->items, (g->n + 1) * sizeof(*g->items));
@@ -936,10 +970,12 @@ static void qkv_collect(struct qkv_groups *g, const char *name, size_t prefix_le
 	grp->part[part] = i;
 }
 
-static int fuse_qkv(struct plan *p, const struct ckpt *c, const struct qkv_group *grp, struct err *e)
+static int fuse_qkv(struct plan *p, const struct ckpt *c, const struct qkv_group *grp,
+		    struct err *e)
 {
 	const struct ckpt_tensor *q = &c->tensors[grp->part[0]], *t;
-	uint64_t shape[2] = {0, q->ndim == 2 ? q->shape[1] : 0}, offset = 0, esize = dtype_size(q->dtype);
+	uint64_t shape[2] = {0, q->ndim == 2 ? q->shape[1] : 0}, offset = 0,
+		 esize = dtype_size(q->dtype);
 	char *name;
 	long out;
 	int k;
@@ -952,10 +988,12 @@ static int fuse_qkv(struct plan *p, const struct ckpt *c, const struct qkv_group
 			format_shape(t, tshape, sizeof(tshape));
 			format_shape(q, qshape, sizeof(qshape));
 			err_set_tensor(e, t->name);
-			return err_set(e, "qkv_mismatch",
-				       "%s: %s %s cannot be fused with %s (%s %s); q, k and v need one dtype "
-				       "and column count", t->name, dtype_name(t->dtype), tshape, q->name,
-				       dtype_name(q->dtype), qshape);
+			return err_set(
+				e, "qkv_mismatch",
+				"%s: %s %s cannot be fused with %s (%s %s); q, k and v need one dtype "
+				"and column count",
+				t->name, dtype_name(t->dtype), tshape, q->name,
+				dtype_name(q->dtype), qshape);
 		}
 		shape[0] += t->shape[0];
 	}
@@ -966,8 +1004,8 @@ static int fuse_qkv(struct plan *p, const struct ckpt *c, const struct qkv_group
 		return -1;
 	for (k = 0; k < 3; k++) {
 		t = &c->tensors[grp->part[k]];
-		if (plan_add_contiguous(p, out, (uint32_t)grp->part[k], 0, offset, t->shape[0] * shape[1],
-					t->dtype, t->dtype, e) < 0)
+		if (plan_add_contiguous(p, out, (uint32_t)grp->part[k], 0, offset,
+					t->shape[0] * shape[1], t->dtype, t->dtype, e) < 0)
 			return -1;
 		offset += t->shape[0] * shape[1] * esize;
 	}
@@ -995,7 +1033,8 @@ static int emit_qkv(struct plan *p, const struct ckpt *c, const struct qkv_group
 
 			if (grp->part[k] < 0)
 				continue;
-			name = join(grp->prefix, strlen(grp->prefix), ".attention.%c_proj.weight", part_names[k]);
+			name = join(grp->prefix, strlen(grp->prefix), ".attention.%c_proj.weight",
+				    part_names[k]);
 			rc = pass_through(p, c, (uint32_t)grp->part[k], name, e);
 			free(name);
 			if (rc < 0)
@@ -1039,10 +1078,12 @@ static int native_to_hf(const struct ckpt *c, const struct adapter_options *o, c
 	int rc = 0;
 
 	if (o->dtype != DTYPE_CHOICE_AUTO && o->dtype != DTYPE_CHOICE_KEEP)
-		return err_set(e, "invalid_option", "a dtype (%s) applies only to conversions to native",
+		return err_set(e, "invalid_option",
+			       "a dtype (%s) applies only to conversions to native",
 			       dtype_choice_name(o->dtype));
 	if (o->ep_size)
-		return err_set(e, "invalid_option", "expert parallelism applies only to conversions to native");
+		return err_set(e, "invalid_option",
+			       "expert parallelism applies only to conversions to native");
 	for (i = 0; i < c->ntensors && rc == 0; i++)
 		rc = native_tensor(p, c, i, d, &qkv, e);
 	if (rc == 0)
