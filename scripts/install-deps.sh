@@ -18,7 +18,7 @@ NPM_DIR=${CKPTCONV_NPM_DIR:-/var/cache/ckptconv-test-npm}
 
 BUILD_PACKAGES=(build-essential autoconf automake libtool pkg-config libjansson-dev
 	libmicrohttpd-dev libcurl4-openssl-dev libssl-dev libexpat1-dev check)
-RUNTIME_PACKAGES=(libjansson4 libmicrohttpd12 libcurl4 libssl3 libexpat1)
+RUNTIME_PACKAGES=(libjansson4 libmicrohttpd12 libcurl4 libssl3 libexpat1 ca-certificates)
 TEST_PACKAGES=(python3 time awscli python3-botocore wrk systemd iproute2 curl procps
 	util-linux coreutils)
 

@@ -21,6 +21,7 @@
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
 #include "ckptconv/exec.h"
+#include "ckptconv/partition.h"
 #include "ckptconv/plan.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
@@ -45,6 +46,7 @@ struct conversion {
 
 	/* What this conversion published outside exec, for the cleanup. */
 	struct strvec published;
+	bool *skip_file;            /* a partition: the files it does not write */
 };
 
 void convert_options_init(struct convert_options *o)
@@ -73,6 +75,8 @@ static int check_options(const struct convert_options *o, struct err *e)
 		return err_set(e, "invalid_option",
 			       "expert-parallel rank %" PRIu32 " is not below the size %" PRIu32,
 			       o->ep_rank, o->ep_size);
+	if (o->partition_count && partition_check(o->partition_index, o->partition_count, e))
+		return -1;
 	return 0;
 }
 
@@ -208,6 +212,7 @@ void conversion_free(struct conversion *c)
 	plan_free(c->plan);
 	ckpt_free(c->ckpt);
 	strvec_fini(&c->published);
+	free(c->skip_file);
 	strvec_fini(&c->warnings);
 	free(c->exclude);
 	free(c->dst_location);
@@ -265,6 +270,9 @@ static int prepare_destination(struct conversion *c, struct err *e)
 
 	if (store_open(c->dst_location, &c->dst, e) || bytes_needed(c, &so.bytes_needed, e))
 		return -1;
+	if (c->opts.partition_count)
+		return partition_prepare_output(c->dst, c->plan, c->src_location, &c->opts, &so,
+						&c->skip_file, e);
 	return store_prepare_output(c->dst, &so, e);
 }
 
@@ -322,6 +330,8 @@ static int copy_files(struct conversion *c, struct err *e)
 	const struct strvec *files = &c->plan->copy_files;
 	size_t i;
 
+	if (c->opts.partition_count)
+		return 0;   /* finalize copies them */
 	for (i = 0; i < files->len; i++) {
 		if (is_cancelled(c))
 			return cancelled_error(e);
@@ -334,7 +344,8 @@ static int copy_files(struct conversion *c, struct err *e)
 
 static int execute_plan(struct conversion *c, struct exec_pool *pool, struct err *e)
 {
-	struct exec_options eo = {.max_bytes_per_second = c->opts.max_bytes_per_second};
+	struct exec_options eo = {.max_bytes_per_second = c->opts.max_bytes_per_second,
+				  .skip_file = c->skip_file};
 	struct exec_run *run = exec_run_new(c->plan, c->ckpt->store, c->dst, &eo);
 
 	atomic_store(&c->run, run);
@@ -350,8 +361,8 @@ static int publish_index(struct conversion *c, struct err *e)
 
 	if (is_cancelled(c))
 		return cancelled_error(e);
-	if (!json)
-		return 0;
+	if (!json || c->opts.partition_count)
+		return 0;   /* a partitioned conversion's index comes with finalize */
 	strvec_push(&c->published, INDEX_NAME);
 	return store_put(c->dst, INDEX_NAME, json, strlen(json), e);
 }
@@ -365,7 +376,8 @@ static void remove_published(struct conversion *c, bool shards)
 	for (i = c->published.len; i > 0; i--)
 		store_remove(c->dst, c->published.items[i - 1], NULL);
 	for (i = 0; shards && i < c->plan->nfiles; i++)
-		store_remove(c->dst, c->plan->files[i].name, NULL);
+		if (!c->skip_file || !c->skip_file[i])
+			store_remove(c->dst, c->plan->files[i].name, NULL);
 }
 
 int conversion_run(struct conversion *c, struct exec_pool *pool, struct err *e)

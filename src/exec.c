@@ -2,9 +2,10 @@
 /*
  * exec: the worker pool and the runs it executes.  A run flattens its plan
  * into work items (one per piece, in plan order); idle workers take the next
- * unclaimed item from the active runs in turn, read the sources through
- * bounded views, assemble the piece in their own buffer (or write a plain
- * copy straight from the view) and write it at its final offset.  The worker
+ * unclaimed item from the active runs in turn, read the sources in bounded
+ * bands copied into their own buffer (or through bounded views), assemble
+ * the piece in their own piece buffer (a plain copy goes straight through)
+ * and write it at its final offset.  The worker
  * that completes a file's last piece commits the file.  A run's read-rate
  * cap is applied when its pieces are handed out, so a throttled run never
  * holds a worker idle that another run could use.  A SIGBUS raised by a
@@ -43,6 +44,7 @@ struct worker {
 	pthread_t thread;
 	bool started;
 	unsigned char *buffer;      /* PLAN_PIECE_MAX bytes, this worker's only */
+	unsigned char *band;        /* EXEC_BAND_MAX bytes of source */
 	struct store_view view;     /* the view being read; survives a fault */
 };
 
@@ -63,6 +65,7 @@ struct exec_run {
 	struct store *src, *dst;
 	uint64_t max_bytes_per_second;
 	bool *skip_file;            /* nfiles entries */
+	bool copy_in;               /* sources read in bands, not views */
 	bool fast_copy;             /* plain copies may be written from views */
 
 	struct work_item *items;
@@ -365,6 +368,110 @@ static int write_plain_copy(struct worker *w, struct exec_run *run, const struct
 	return rc;
 }
 
+/* ---- reading sources in bands ------------------------------------------ */
+
+/* Copies [off, off+len) of the op's source tensor into w->band. */
+static int read_band(struct worker *w, struct exec_run *run, const struct plan_op *op,
+		     uint64_t off, size_t len, struct err *e)
+{
+	const struct ckpt_tensor *t = &run->plan->src->tensors[op->src];
+	const char *file = source_file_name(run, op);
+
+	if (store_read(run->src, file, t->offset + off, w->band, len, e) == 0)
+		return 0;
+	if (e->code && strcmp(e->code, "file_truncated") == 0) {
+		/* The file was whole when the checkpoint was opened. */
+		err_clear(e);
+		return source_truncated(e, run, file);
+	}
+	return -1;
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+/* The part of op covering source rows [r, r+n) and columns [c, c+m). */
+static struct plan_op sub_op(const struct plan_op *op, uint64_t r, uint64_t n, uint64_t c,
+			     uint64_t m)
+{
+	size_t isize = dtype_size(op->src_dtype), osize = dtype_size(op->dst_dtype);
+	struct plan_op sub = *op;
+
+	sub.rows = n;
+	sub.cols = m;
+	sub.src_offset = op->src_offset + r * op->src_stride + c * isize;
+	if (op->transpose)
+		sub.dst_offset = op->dst_offset + c * op->dst_stride + r * osize;
+	else
+		sub.dst_offset = op->dst_offset + r * op->dst_stride + c * osize;
+	return sub;
+}
+
+static int run_sub_op(struct worker *w, struct exec_run *run, const struct plan_op *sub,
+		      unsigned char *piece, struct err *e)
+{
+	if (read_band(w, run, sub, sub->src_offset, (size_t)op_window_len(sub), e) != 0)
+		return -1;
+	/* kern_run_op applies the op's dst_offset; the band starts at its
+	 * source offset. */
+	kern_run_op(sub, w->band, piece);
+	return 0;
+}
+
+/* Runs op through w->band: bands of whole source rows, or pieces of one
+ * row when a row alone is larger than a band. */
+static int run_op_banded(struct worker *w, struct exec_run *run, const struct plan_op *op,
+			 unsigned char *piece, struct err *e)
+{
+	uint64_t row_bytes = op->cols * dtype_size(op->src_dtype);
+	uint64_t r, c, band_rows, band_cols;
+	struct plan_op sub;
+
+	if (row_bytes <= EXEC_BAND_MAX) {
+		band_rows = op->src_stride ? 1 + (EXEC_BAND_MAX - row_bytes) / op->src_stride : op->rows;
+		for (r = 0; r < op->rows; r += band_rows) {
+			sub = sub_op(op, r, min_u64(band_rows, op->rows - r), 0, op->cols);
+			if (run_sub_op(w, run, &sub, piece, e) != 0)
+				return -1;
+		}
+		return 0;
+	}
+	band_cols = EXEC_BAND_MAX / dtype_size(op->src_dtype);
+	for (r = 0; r < op->rows; r++) {
+		for (c = 0; c < op->cols; c += band_cols) {
+			sub = sub_op(op, r, 1, c, min_u64(band_cols, op->cols - c));
+			if (run_sub_op(w, run, &sub, piece, e) != 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+/* A plain copy through w->band, a band at a time: read, then write. */
+static int copy_plain_piece(struct worker *w, struct exec_run *run, const struct plan_tensor *t,
+			    const struct plan_piece *pc, struct err *e)
+{
+	struct store_writer *wr = run->writers[t->file];
+	uint32_t i;
+
+	for (i = 0; i < pc->nops; i++) {
+		const struct plan_op *op = &t->ops[pc->first_op + i];
+		uint64_t len = op->rows * op->cols * dtype_size(op->src_dtype), k;
+
+		for (k = 0; k < len; k += EXEC_BAND_MAX) {
+			size_t n = (size_t)min_u64(EXEC_BAND_MAX, len - k);
+
+			if (read_band(w, run, op, op->src_offset + k, n, e) != 0 ||
+			    store_writer_write(wr, t->offset + pc->offset + op->dst_offset + k, w->band, n,
+					       e) != 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
 static int assemble_piece(struct worker *w, struct exec_run *run, const struct plan_tensor *t,
 			  const struct plan_piece *pc, struct err *e)
 {
@@ -374,6 +481,11 @@ static int assemble_piece(struct worker *w, struct exec_run *run, const struct p
 		const struct plan_op *op = &t->ops[pc->first_op + i];
 		bool ok;
 
+		if (run->copy_in) {
+			if (run_op_banded(w, run, op, w->buffer, e) != 0)
+				return -1;
+			continue;
+		}
 		if (view_op_source(w, run, op, e) != 0)
 			return -1;
 		ok = run_op_guarded(op, w->view.data, w->buffer);
@@ -390,8 +502,13 @@ static int write_piece(struct worker *w, struct exec_run *run, const struct work
 {
 	const struct plan_tensor *t = &run->plan->tensors[it->tensor];
 	const struct plan_piece *pc = &t->pieces[it->piece];
+	bool plain = piece_is_plain_copy(t, pc);
 
-	if (run->fast_copy && piece_is_plain_copy(t, pc))
+	if (run->copy_in && !w->band)
+		w->band = xmalloc(EXEC_BAND_MAX);
+	if (run->copy_in && plain)
+		return copy_plain_piece(w, run, t, pc, e);
+	if (!run->copy_in && plain && run->fast_copy)
 		return write_plain_copy(w, run, t, pc, e);
 	if (!w->buffer)
 		w->buffer = xmalloc(PLAN_PIECE_MAX);
@@ -561,7 +678,8 @@ static void *worker_main(void *arg)
 	}
 	pthread_mutex_unlock(&pool->lock);
 	free(w->buffer);
-	w->buffer = NULL;
+	free(w->band);
+	w->buffer = w->band = NULL;
 	return NULL;
 }
 
@@ -696,6 +814,9 @@ struct exec_run *exec_run_new(const struct plan *plan, struct store *src, struct
 	/* A store that copies out of our buffers could fault on a mapping
 	 * outside our guard; only a local destination writes from views. */
 	run->fast_copy = dst && strcmp(dst->backend->scheme, "file") == 0;
+	run->copy_in = o && o->read_mode == EXEC_READ_COPY;
+	if (!o || o->read_mode == EXEC_READ_AUTO)
+		run->copy_in = strcmp(src->backend->scheme, "file") == 0;
 	run->skip_file = xcalloc(plan->nfiles, sizeof(bool));
 	if (o && o->skip_file)
 		memcpy(run->skip_file, o->skip_file, plan->nfiles * sizeof(bool));

@@ -638,10 +638,10 @@ static int tensors_validate(struct job_tensors *t, const char *path, struct err 
 	const unsigned char *base = t->map;
 	uint64_t n, header, i;
 
-	if (t->map_len < 16 || memcmp(base, TENSORS_MAGIC, 8) != 0)
+	if (t->map_len < 24 || memcmp(base, TENSORS_MAGIC, 8) != 0)
 		return err_set(e, "io_error", "%s: not a tensor listing", path);
 	memcpy(&n, base + 8, sizeof(n));
-	if (n > (t->map_len - 16) / 8 - 1)
+	if (n >= (t->map_len - 16) / 8)
 		return err_set(e, "io_error", "%s: tensor count %" PRIu64 " too large", path, n);
 	header = 16 + (n + 1) * 8;
 	t->count = n;

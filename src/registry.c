@@ -404,16 +404,25 @@ static void fail(struct registry *r, struct job *j, const struct err *e)
 	finish(r, j, JOB_FAILED, e, NULL);
 }
 
-/* Puts a job stopped by a drain back in the queue for the next start. */
-static void requeue(struct registry *r, struct job *j)
+/* Puts a job stopped by a drain back in the queue for the next start (lock
+ * held); it will run from the start. */
+static void requeue_locked(struct registry *r, struct job *j)
 {
-	pthread_mutex_lock(&r->lock);
 	set_state(r, j, JOB_QUEUED);
 	j->started_ms = 0;
 	j->cancel = JOB_CANCEL_NONE;
 	j->progress.tensors_done = j->progress.bytes_done = 0;
 	j->progress.elapsed_seconds = 0;
+	free(j->tensor_states);
+	j->tensor_states = NULL;
+	j->ntensor_states = 0;
 	queue_add(r, j);
+}
+
+static void requeue(struct registry *r, struct job *j)
+{
+	pthread_mutex_lock(&r->lock);
+	requeue_locked(r, j);
 	pthread_mutex_unlock(&r->lock);
 	persist(r, j);
 	log_job(LOG_INFO, j, "queued again for the next start", NULL);
@@ -512,33 +521,24 @@ static enum job_cancel publish_conversion(struct registry *r, struct job *j, str
 	return cancel;
 }
 
-/* Takes conv back from the job, keeping its last progress and, when the run
- * did not succeed, its tensor states. */
-static enum job_cancel retire_conversion(struct registry *r, struct job *j, bool ok,
-					 uint8_t **states, size_t *nstates)
+/* Copies the running conversion's tensor states into the job, which keeps
+ * them once the conversion is gone (lock held); returns a copy for the
+ * states file. */
+static uint8_t *keep_tensor_states(struct job *j, size_t *n)
 {
 	const struct plan *plan = conversion_plan(j->conv);
-	enum job_cancel cancel;
+	uint8_t *copy;
 	size_t i;
 
-	pthread_mutex_lock(&r->lock);
-	job_current_progress(j, &j->progress);
-	*states = NULL;
-	*nstates = 0;
-	if (!ok && plan) {
-		*nstates = plan->ntensors;
-		*states = xcalloc(*nstates ? *nstates : 1, 1);
-		for (i = 0; i < *nstates; i++)
-			(*states)[i] = (uint8_t)conversion_tensor_state(j->conv, i);
-		free(j->tensor_states);
-		j->tensor_states = xcalloc(*nstates ? *nstates : 1, 1);
-		memcpy(j->tensor_states, *states, *nstates);
-		j->ntensor_states = *nstates;
-	}
-	j->conv = NULL;
-	cancel = j->cancel;
-	pthread_mutex_unlock(&r->lock);
-	return cancel;
+	*n = plan ? plan->ntensors : 0;
+	free(j->tensor_states);
+	j->tensor_states = xcalloc(*n ? *n : 1, 1);
+	j->ntensor_states = *n;
+	for (i = 0; i < *n; i++)
+		j->tensor_states[i] = (uint8_t)conversion_tensor_state(j->conv, i);
+	copy = xmalloc(*n ? *n : 1);
+	memcpy(copy, j->tensor_states, *n);
+	return copy;
 }
 
 static void cancel_error(struct err *e)
@@ -554,34 +554,55 @@ static void cancelled_by_request(struct registry *r, struct job *j)
 	finish(r, j, JOB_CANCELLED, &e, NULL);
 }
 
-/* After the run: succeeded, cancelled, queued again (drain) or failed. */
+/* After the run: succeeded, cancelled, queued again (drain) or failed.  The
+ * conversion leaves the job in the same step as its state changes, so a
+ * reader never sees a finished run without its outcome. */
 static void settle(struct registry *r, struct job *j, struct conversion *conv, int rc,
-		   const struct err *e)
+		   const struct err *run_error)
 {
-	uint8_t *states;
-	size_t nstates;
-	enum job_cancel cancel = retire_conversion(r, j, rc == 0, &states, &nstates);
-	bool was_cancelled = rc < 0 && e->code && strcmp(e->code, "cancelled") == 0;
-	struct err unknown = {0};
+	json_t *result = rc == 0 ? result_json(conversion_plan(conv), conversion_warnings(conv)) : NULL;
+	bool was_cancelled = rc < 0 && run_error->code && strcmp(run_error->code, "cancelled") == 0;
+	enum job_state outcome = JOB_SUCCEEDED;
+	struct err e = {0};
+	uint8_t *states = NULL;
+	size_t nstates = 0;
+	double seconds = 0;
+	bool requeued = false;
 
-	if (rc < 0 && !e->code) {
-		err_set(&unknown, "internal_error", "the conversion failed without saying why");
-		e = &unknown;
-	}
-
+	if (rc < 0 && run_error->code)
+		e = *run_error;
+	else if (rc < 0)
+		err_set(&e, "internal_error", "the conversion failed without saying why");
+	pthread_mutex_lock(&r->lock);
+	job_current_progress(j, &j->progress);
 	if (rc == 0) {
-		finish(r, j, JOB_SUCCEEDED, NULL, result_json(conversion_plan(conv), conversion_warnings(conv)));
-	} else if (was_cancelled && cancel == JOB_CANCEL_DRAIN) {
-		requeue(r, j);
+		j->conv = NULL;
+		seconds = finish_locked(r, j, JOB_SUCCEEDED, NULL, result);
+	} else if (was_cancelled && j->cancel == JOB_CANCEL_DRAIN) {
+		j->conv = NULL;
+		requeue_locked(r, j);
+		requeued = true;
 	} else {
-		if (states)
-			write_states(r, j, states, nstates);
-		if (was_cancelled && cancel == JOB_CANCEL_USER)
-			cancelled_by_request(r, j);
-		else
-			fail(r, j, e);
+		states = keep_tensor_states(j, &nstates);
+		j->conv = NULL;
+		outcome = JOB_FAILED;
+		if (was_cancelled && j->cancel == JOB_CANCEL_USER) {
+			outcome = JOB_CANCELLED;
+			err_clear(&e);
+			cancel_error(&e);
+		}
+		seconds = finish_locked(r, j, outcome, &e, NULL);
 	}
+	pthread_mutex_unlock(&r->lock);
+	if (states)
+		write_states(r, j, states, nstates);
 	free(states);
+	if (requeued) {
+		persist(r, j);
+		log_job(LOG_INFO, j, "queued again for the next start", NULL);
+	} else {
+		finished(r, j, outcome, seconds, &e);
+	}
 }
 
 static void run_job(struct registry *r, struct job *j)

@@ -369,9 +369,33 @@ static int run_fake(struct fake *f, struct exec_pool *pool, const struct exec_op
 
 /* ---- tests ---------------------------------------------------------------- */
 
-static void check_mixed_with_threads(unsigned threads)
+/* Ops larger than a band: row bands of a transpose, rows longer than a
+ * band (a cast, a strided cast, a transpose), and a long plain copy. */
+static struct fake *large_ops_fake(void)
 {
-	struct fake *f = mixed_fake();
+	struct fake *f = fake_new();
+	uint32_t m = add_source(f, "m.bin", DTYPE_F32, 700 * 600 * 4, 8, 4);
+	uint32_t v = add_source(f, "v.bin", DTYPE_F32, 2 * 300000 * 4, 8, 5);
+	struct plan_tensor *t;
+
+	add_file(f, "out.safetensors");
+	t = add_tensor(f, "transposed", DTYPE_F32, 600 * 700 * 4);
+	add_piece(t, 0, 600 * 700 * 4, (struct plan_op[]){{m, true, DTYPE_F32, DTYPE_F32, 700, 600, 0, 2400, 0, 2800}}, 1);
+	t = add_tensor(f, "cast_long_row", DTYPE_BF16, 600000 * 2);
+	add_piece(t, 0, 600000 * 2, (struct plan_op[]){{v, false, DTYPE_F32, DTYPE_BF16, 1, 600000, 0, 2400000, 0, 1200000}}, 1);
+	t = add_tensor(f, "strided_long_rows", DTYPE_F16, 2 * 290000 * 2);
+	add_piece(t, 0, 2 * 290000 * 2, (struct plan_op[]){{v, false, DTYPE_F32, DTYPE_F16, 2, 290000, 40, 1200000, 0, 580000}}, 1);
+	t = add_tensor(f, "transposed_long_rows", DTYPE_F32, 2 * 300000 * 4);
+	add_piece(t, 0, 2 * 300000 * 4, (struct plan_op[]){{v, true, DTYPE_F32, DTYPE_F32, 2, 300000, 0, 1200000, 0, 8}}, 1);
+	t = add_tensor(f, "copy", DTYPE_F32, 2 * 300000 * 4);
+	add_piece(t, 0, 2 * 300000 * 4, (struct plan_op[]){{v, false, DTYPE_F32, DTYPE_F32, 2, 300000, 0, 1200000, 0, 1200000}}, 1);
+	finish_fake(f);
+	return f;
+}
+
+static void check_fake_with(struct fake *f, unsigned threads, enum exec_read_mode mode)
+{
+	struct exec_options o = {.read_mode = mode};
 	struct exec_pool *pool;
 	struct exec_progress pr;
 	struct exec_run *run;
@@ -384,9 +408,9 @@ static void check_mixed_with_threads(unsigned threads)
 	ck_assert_ptr_nonnull(pool);
 	ck_assert_uint_eq(exec_pool_threads(pool), threads);
 	f->dst->out.durable = true;
-	ck_assert_msg(run_fake(f, pool, NULL, &run, &e) == 0, "%s: %s", e.code, e.msg);
+	ck_assert_msg(run_fake(f, pool, &o, &run, &e) == 0, "%s: %s", e.code, e.msg);
 	check_output(f, NULL);
-	ck_assert_uint_eq(count_entries(f->dst_dir), 2);
+	ck_assert_uint_eq(count_entries(f->dst_dir), f->plan.nfiles);
 
 	exec_run_progress(run, &pr);
 	ck_assert_uint_eq(pr.tensors_total, f->plan.ntensors);
@@ -401,6 +425,12 @@ static void check_mixed_with_threads(unsigned threads)
 	exec_run_free(run);
 	exec_pool_free(pool);
 	fake_free(f);
+}
+
+static void check_mixed_with_threads(unsigned threads)
+{
+	check_fake_with(mixed_fake(), threads, EXEC_READ_AUTO);   /* copies, local */
+	check_fake_with(mixed_fake(), threads, EXEC_READ_VIEW);
 }
 
 START_TEST(test_mixed_plan_1_thread)
@@ -418,6 +448,13 @@ END_TEST
 START_TEST(test_mixed_plan_4_threads)
 {
 	check_mixed_with_threads(4);
+}
+END_TEST
+
+START_TEST(test_ops_larger_than_a_band)
+{
+	check_fake_with(large_ops_fake(), 2, EXEC_READ_COPY);
+	check_fake_with(large_ops_fake(), 1, EXEC_READ_VIEW);
 }
 END_TEST
 
@@ -540,10 +577,10 @@ START_TEST(test_cancel_before_execute)
 }
 END_TEST
 
-START_TEST(test_source_truncated_during_run)
+static void check_truncated_during_run(enum exec_read_mode mode)
 {
 	struct fake *f = big_fake(8 << 20, 1 << 20);
-	struct exec_options o = {.max_bytes_per_second = 2 << 20};
+	struct exec_options o = {.max_bytes_per_second = 2 << 20, .read_mode = mode};
 	struct canceller c = {.after_ms = 200};
 	struct exec_pool *pool;
 	pthread_t thread;
@@ -565,6 +602,12 @@ START_TEST(test_source_truncated_during_run)
 	exec_pool_free(pool);
 	free((char *)c.truncate_path);
 	fake_free(f);
+}
+
+START_TEST(test_source_truncated_during_run)
+{
+	check_truncated_during_run(EXEC_READ_COPY);
+	check_truncated_during_run(EXEC_READ_VIEW);
 }
 END_TEST
 
@@ -606,6 +649,7 @@ static void check_pool_still_works(struct exec_pool *pool)
 /* Only the transposes, which read the mapping in the kernel. */
 static void check_sigbus_caught(struct exec_pool *pool)
 {
+	struct exec_options o = {.read_mode = EXEC_READ_VIEW};
 	struct fake *f = mixed_fake();
 	struct exec_run *run;
 	struct err e;
@@ -615,7 +659,7 @@ static void check_sigbus_caught(struct exec_pool *pool)
 	f->plan.ntensors = 1;
 	f->files[0].ntensors = 1;
 	f->plan.nfiles = 1;
-	ck_assert_int_eq(run_fake(f, pool, NULL, &run, &e), -1);
+	ck_assert_int_eq(run_fake(f, pool, &o, &run, &e), -1);
 	ck_assert_str_eq(e.code, "source_truncated");
 	ck_assert_msg(strstr(e.msg, "a.bin: source file shrank while being read") != NULL, "%s",
 		      e.msg);
@@ -644,6 +688,7 @@ END_TEST
 
 START_TEST(test_fault_while_writing_from_view)
 {
+	struct exec_options o = {.read_mode = EXEC_READ_VIEW};
 	struct fake *f = big_fake(1 << 20, 1 << 20);
 	struct exec_pool *pool;
 	struct err e;
@@ -651,7 +696,7 @@ START_TEST(test_fault_while_writing_from_view)
 	err_clear(&e);
 	use_truncating_source(f);
 	pool = exec_pool_new(2, &e);
-	ck_assert_int_eq(run_fake(f, pool, NULL, NULL, &e), -1);
+	ck_assert_int_eq(run_fake(f, pool, &o, NULL, &e), -1);
 	ck_assert_str_eq(e.code, "source_truncated");
 	ck_assert_msg(strstr(e.msg, "big.bin: source file shrank") != NULL, "%s", e.msg);
 	ck_assert_uint_eq(count_entries(f->dst_dir), 0);
@@ -870,6 +915,7 @@ static Suite *exec_suite(void)
 	tcase_add_test(tc, test_mixed_plan_1_thread);
 	tcase_add_test(tc, test_mixed_plan_2_threads);
 	tcase_add_test(tc, test_mixed_plan_4_threads);
+	tcase_add_test(tc, test_ops_larger_than_a_band);
 	tcase_add_test(tc, test_progress_before_execute);
 	tcase_add_test(tc, test_skip_file);
 	tcase_add_test(tc, test_cancel_throttled_run);

@@ -574,9 +574,10 @@ START_TEST(registry_idempotency)
 	ck_assert_ptr_null(submit(r, "out-a", "key-1", "aaaa", "nlp", &again, &existing));
 	ck_assert(existing);
 	ck_assert_ptr_eq(a, again);
-	ck_assert_str_eq(submit(r, "out-b", "key-1", "bbbb", "nlp", &again, &existing), "idempotency_conflict");
-	job_unref(a);
 	job_unref(again);
+	ck_assert_str_eq(submit(r, "out-b", "key-1", "bbbb", "nlp", &again, &existing), "idempotency_conflict");
+	ck_assert_ptr_null(again);
+	job_unref(a);
 	registry_free(r);
 }
 END_TEST

@@ -34,6 +34,9 @@ struct convert_options {
 	uint64_t max_bytes_per_second;   /* 0 = unlimited */
 	bool overwrite;
 	bool durable;                    /* false = --no-fsync */
+	/* Partitioned conversion (partition.h): write only group
+	 * partition_index of partition_count, no index; count 0 = whole. */
+	uint32_t partition_index, partition_count;
 };
 void convert_options_init(struct convert_options *o);
 

@@ -9,7 +9,8 @@
  * to its output file; a file is committed by the worker that finishes its
  * last piece.  Progress is counted with atomics and may be read from any
  * thread while the run goes on.  A SIGBUS from a source truncated under us
- * fails the run with an error naming the file; the process carries on.
+ * fails the run with an error naming the file; the process carries on
+ * (a source read by copies reports the same error from the short read).
  */
 #ifndef CKPTCONV_EXEC_H
 #define CKPTCONV_EXEC_H
@@ -41,10 +42,20 @@ unsigned exec_cpus_available(void);
  * rounded up; 0 = no limit. */
 unsigned exec_cpu_quota_limit(const char *cpu_max);
 
+/* How workers read source bytes.  Copying bounded bands (at most
+ * EXEC_BAND_MAX bytes, store_read) into a per-worker buffer is the default
+ * for local sources: on machines whose page tables are virtualised, touching
+ * a freshly mapped page costs more than copying it.  Mapped views
+ * (store_view, one per op window) are the default for remote stores, whose
+ * views are fetched whole. */
+enum exec_read_mode { EXEC_READ_AUTO = 0, EXEC_READ_COPY, EXEC_READ_VIEW };
+#define EXEC_BAND_MAX (1u << 20)
+
 struct exec_options {
 	uint64_t max_bytes_per_second;  /* source read rate cap; 0 = none */
 	/* Only files with skip_file[i] false are written (partitions); NULL = all. */
 	const bool *skip_file;
+	enum exec_read_mode read_mode;
 };
 
 /* A run of one plan from `src` into prepared writers of `dst`. */

@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * partition: one conversion split across N processes (Kubernetes Indexed Job
+ * pods, daemon jobs) that share nothing but the destination.  Every
+ * partition computes the same plan; the plan's output files are split into
+ * N groups, balanced by bytes and chosen deterministically, and partition I
+ * writes only group I.  Every partition also writes the same plan manifest
+ * (PARTITION_MANIFEST: source, options, plan digest, planned files with the
+ * SHA-256 of their header bytes) into the destination, so partitions of
+ * different plans cannot mix and finalize knows what must be there.
+ * Finalize checks that every planned file is present and complete, copies
+ * the non-weight files, publishes the index last and removes the manifest;
+ * on a destination it already finished it validates the checkpoint and
+ * succeeds again.
+ *
+ * Threads: every function from one thread at a time per destination;
+ * nothing here keeps global state.
+ *
+ * Codes: invalid_partition, manifest_mismatch, partition_incomplete,
+ * destination_not_empty, insufficient_space, plus the store's, ckpt_open's
+ * and conversion_prepare's.
+ */
+#ifndef CKPTCONV_PARTITION_H
+#define CKPTCONV_PARTITION_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ckptconv/util.h"
+
+struct err;
+struct plan;
+struct store;
+struct store_output_options;
+struct convert_options;
+
+/* The manifest's name in the destination (not a *.safetensors name, so no
+ * reader takes it for weights). */
+#define PARTITION_MANIFEST "ckptconv-plan.json"
+/* Largest manifest accepted when reading one back. */
+#define PARTITION_MANIFEST_MAX (64u << 20)
+
+/* "I/N" with 0 <= I < N (I counts from 0, like JOB_COMPLETION_INDEX).
+ * Code invalid_partition. */
+int partition_parse(const char *text, uint32_t *index, uint32_t *count, struct err *e);
+/* 0 when 0 <= index < count (count >= 1); else invalid_partition. */
+int partition_check(uint32_t index, uint32_t count, struct err *e);
+
+/* The group of each of the plan's files (p->nfiles entries, malloc'd):
+ * files by size descending (ties by plan order) each go to the group with
+ * the fewest bytes so far (ties to the lowest group).  count >= 1. */
+uint32_t *partition_groups(const struct plan *p, uint32_t count);
+/* For exec_options.skip_file: true for every file not in group `index`
+ * (p->nfiles entries, malloc'd). */
+bool *partition_skip_files(const struct plan *p, uint32_t index, uint32_t count);
+/* What partition `index` writes, as a conversion result:
+ * {"files": [names], "tensors": n, "bytes": n, "partition": {"index", "count"}}. */
+json_t *partition_result_json(const struct plan *p, uint32_t index, uint32_t count);
+
+/* ---- the plan manifest ---- */
+
+struct partition_file {
+	char *name;
+	uint64_t size;
+	char header_sha256[65];    /* hex SHA-256 of the header bytes (prefix + JSON) */
+};
+
+struct partition_manifest {
+	char *source;              /* where the partitions read (absolute path or s3://) */
+	uint32_t count;            /* partitions */
+	char plan_digest[65];
+	/* Options that shape the plan (what finalize plans again with). */
+	char *to;                  /* "native" or "hf" */
+	char *dtype;               /* dtype_choice_name */
+	uint32_t ep_size, ep_rank;
+	uint64_t max_shard_size;
+	char *exclude;             /* NULL = none */
+	bool has_index;            /* the output has model.safetensors.index.json */
+	size_t nfiles;
+	struct partition_file *files;
+};
+
+/* The manifest's JSON text (malloc'd, NUL-terminated): the same bytes for
+ * the same source, options, count and plan.  `source` as given; it is made
+ * absolute (local) or freed of trailing slashes (s3://) here. */
+char *partition_manifest_build(const struct plan *p, const char *source,
+			       const struct convert_options *o, uint32_t count);
+/* Code manifest_mismatch when the text is not a manifest ckptconv wrote. */
+int partition_manifest_parse(const char *json, const char *where,
+			     struct partition_manifest **out, struct err *e);
+void partition_manifest_free(struct partition_manifest *m);
+/* Options that rebuild the manifest's plan (exclude points into m). */
+int partition_manifest_options(const struct partition_manifest *m, struct convert_options *o,
+			       struct err *e);
+/* manifest_mismatch unless `found` (in the destination `where`) describes
+ * the same plan as `ours`: same digest, source and partition count. */
+int partition_manifest_compare(const struct partition_manifest *found,
+			       const struct partition_manifest *ours, const char *where,
+			       struct err *e);
+/* Reads and parses the destination's manifest; *out NULL (and 0) when
+ * there is none. */
+int partition_manifest_read(struct store *dst, struct partition_manifest **out, struct err *e);
+
+/* ---- a partition's destination ---- */
+
+/* Prepares `dst` for partition o->partition_index of o->partition_count
+ * of plan `p` (built from `source` with options `o`), before any data moves
+ * and without touching other partitions' output: a manifest of another
+ * plan is refused (manifest_mismatch, even with overwrite); files that
+ * belong to no partition of this plan are refused (destination_not_empty)
+ * unless so->overwrite, which removes a previous checkpoint's index and
+ * weights when no manifest is there yet; a local destination needs room
+ * for this partition's files.  Then the manifest is written (atomically,
+ * harmless when other partitions write it at the same time) and
+ * *skip_file is set for exec_options.skip_file (malloc'd). */
+int partition_prepare_output(struct store *dst, const struct plan *p, const char *source,
+			     const struct convert_options *o, const struct store_output_options *so,
+			     bool **skip_file, struct err *e);
+
+/* partition_incomplete naming (some of) the planned files that are missing
+ * or incomplete: absent, another size, or header bytes whose SHA-256 is not
+ * the planned one. */
+int partition_check_files(struct store *dst, const struct partition_manifest *m, struct err *e);
+
+/* ---- finalize ---- */
+
+struct finalize_options {
+	bool durable;              /* fsync what finalize writes (default true) */
+	/* Optional: vets the manifest's source before it is read (the daemon
+	 * applies its allowed roots and prefixes); nonzero with e set refuses. */
+	int (*check_source)(const char *source, void *arg, struct err *e);
+	void *check_source_arg;
+};
+void finalize_options_init(struct finalize_options *o);
+
+struct finalize_result {
+	bool already_finished;     /* no manifest: the destination was checked only */
+	char *source;              /* the manifest's source; NULL when already finished */
+	struct strvec files;       /* the checkpoint's files, index last */
+	size_t tensors;
+	uint64_t bytes;            /* tensor data bytes */
+	struct strvec warnings;    /* source files not copied (other weight formats, dirs) */
+};
+void finalize_result_fini(struct finalize_result *r);
+
+/* Finishes the partitioned conversion in `dst` (local path or s3://),
+ * see the top of this file.  Codes: partition_incomplete (files missing,
+ * or neither a manifest nor a checkpoint), manifest_mismatch (a manifest
+ * that is not ckptconv's, or a source that no longer gives the planned
+ * output), and those of the store, ckpt_open and conversion_prepare.
+ * r is filled on success (and initialised in any case). */
+int partition_finalize(const char *dst, const struct finalize_options *o,
+		       struct finalize_result *r, struct err *e);
+
+#endif

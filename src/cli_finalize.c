@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cli_finalize: `ckptconv finalize DST`.  Finishes a conversion that ran in
+ * partitions (`convert --partition I/N`): checks that every planned file is
+ * present and complete, copies the non-weight files, publishes the index
+ * and removes the plan manifest.  On a destination that is already a
+ * finished checkpoint it only validates it, so running it twice is safe.
+ */
+#include <getopt.h>
+#include <jansson.h>
+#include <string.h>
+
+#include "ckptconv/cli.h"
+#include "ckptconv/err.h"
+#include "ckptconv/partition.h"
+#include "ckptconv/util.h"
+
+static const char usage_text[] =
+	"Usage: ckptconv finalize [--no-fsync] [--json] DST\n"
+	"\n"
+	"Finishes a partitioned conversion (convert --partition I/N) in DST (a\n"
+	"directory or an s3:// prefix) once every partition has succeeded: checks\n"
+	"that every planned file is present with its planned size and header,\n"
+	"copies config.json and the other non-weight files from the source, publishes\n"
+	"the index last and removes " PARTITION_MANIFEST ".  While a partition's files are\n"
+	"missing it fails with partition_incomplete, naming them.  On a finished\n"
+	"checkpoint it validates it and succeeds.\n"
+	"\n"
+	"  --no-fsync   skip the final fsyncs (scratch output)\n"
+	"  --json       print the result (or the error) as JSON on stdout\n"
+	"\n"
+	"Exit status: 0 finished, 1 incomplete or error, 2 usage error.\n";
+
+struct finalize_args {
+	bool json, help, no_fsync;
+	const char *dst;
+};
+
+static int parse_args(int argc, char **argv, struct finalize_args *a)
+{
+	static const struct option long_options[] = {
+		{"json", no_argument, NULL, 'j'},
+		{"no-fsync", no_argument, NULL, 'n'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	int opt, i;
+
+	memset(a, 0, sizeof(*a));
+	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		a->json = a->json || strcmp(argv[i], "--json") == 0;
+	optind = 0;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
+		if (opt == 'j')
+			a->json = true;
+		else if (opt == 'n')
+			a->no_fsync = true;
+		else if (opt == 'h')
+			a->help = true;
+		else
+			return cli_usage_error("finalize", a->json, "unknown option '%s'",
+					       argv[optind - 1]);
+	}
+	if (a->help)
+		return 0;
+	if (argc - optind != 1)
+		return cli_usage_error("finalize", a->json, "expected one DST");
+	a->dst = argv[optind];
+	return 0;
+}
+
+static json_t *strvec_json(const struct strvec *v)
+{
+	json_t *array = json_array();
+	size_t i;
+
+	for (i = 0; i < v->len; i++)
+		json_array_append_new(array, json_string(v->items[i]));
+	return array;
+}
+
+static void print_result(const struct finalize_result *r, const struct finalize_args *a)
+{
+	char size[32];
+	json_t *out;
+	size_t i;
+
+	if (a->json) {
+		out = json_pack("{s:s, s:b, s:o, s:I, s:I, s:o}", "destination", a->dst,
+				"already_finished", r->already_finished, "files",
+				strvec_json(&r->files), "tensors", (json_int_t)r->tensors, "bytes",
+				(json_int_t)r->bytes, "warnings", strvec_json(&r->warnings));
+		json_dumpf(out, stdout, JSON_COMPACT);
+		fputc('\n', stdout);
+		json_decref(out);
+		return;
+	}
+	for (i = 0; i < r->warnings.len; i++)
+		fprintf(stderr, "ckptconv: warning: %s\n", r->warnings.items[i]);
+	size_format(r->bytes, size, sizeof(size));
+	if (r->already_finished)
+		printf("%s is already a finished checkpoint: %zu tensors (%s) in %zu files\n",
+		       a->dst, r->tensors, size, r->files.len);
+	else
+		printf("finalized %s: %zu tensors (%s) in %zu files\n", a->dst, r->tensors, size,
+		       r->files.len);
+}
+
+int cli_finalize(int argc, char **argv)
+{
+	struct finalize_options o;
+	struct finalize_result r;
+	struct finalize_args a;
+	struct err e = {0};
+	int rc;
+
+	rc = parse_args(argc, argv, &a);
+	if (rc != 0 || a.help) {
+		if (a.help)
+			fputs(usage_text, stdout);
+		return rc;
+	}
+	finalize_options_init(&o);
+	o.durable = !a.no_fsync;
+	if (partition_finalize(a.dst, &o, &r, &e) != 0) {
+		cli_print_error(&e, a.json);
+		return cli_exit_code(&e);
+	}
+	print_result(&r, &a);
+	finalize_result_fini(&r);
+	return EXIT_OK;
+}

@@ -1,0 +1,1156 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * partition: a conversion split across processes that share only the
+ * destination.  Each partition writes one byte-balanced group of the plan's
+ * files and the plan manifest, never the index; partitions of another plan
+ * are kept out by the manifest, and a destination is prepared without
+ * touching what other partitions are writing into it at the same time.
+ * Finalize plans again from the manifest's source and options, checks that
+ * every planned file is there with the planned size and header bytes, copies
+ * the non-weight files, publishes the index last and removes the manifest.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "ckptconv/adapter.h"
+#include "ckptconv/ckpt.h"
+#include "ckptconv/convert.h"
+#include "ckptconv/err.h"
+#include "ckptconv/partition.h"
+#include "ckptconv/plan.h"
+#include "ckptconv/safetensors.h"
+#include "ckptconv/store.h"
+#include "ckptconv/util.h"
+
+#define INDEX_NAME "model.safetensors.index.json"
+#define ST_SUFFIX ".safetensors"
+#define SINGLE_NAME "model.safetensors"
+#define SHARD_PATTERN "model-*-of-*.safetensors"
+/* The local store's temporary names: outputs some writer is still writing. */
+#define TMP_PREFIX ".ckptconv-tmp."
+#define MANIFEST_FORMAT "ckptconv-plan"
+#define MANIFEST_VERSION 1
+/* Header bytes are hashed, and non-weight files copied, in chunks this big. */
+#define CHUNK (4u << 20)
+/* Files up to this size are copied in one read. */
+#define COPY_WHOLE_MAX (16u << 20)
+/* Problems named in a partition_incomplete message. */
+#define NAMED_MAX 8
+
+/* ---- partitions and groups ---------------------------------------------- */
+
+int partition_check(uint32_t index, uint32_t count, struct err *e)
+{
+	if (count == 0)
+		return err_set(e, "invalid_partition", "the partition count must be at least 1");
+	if (index >= count)
+		return err_set(e, "invalid_partition",
+			       "partition %" PRIu32 " is not below the count %" PRIu32
+			       " (partitions count from 0)",
+			       index, count);
+	return 0;
+}
+
+static int parse_u32(const char *s, const char *end, uint32_t *out)
+{
+	uint64_t v = 0;
+
+	if (s == end)
+		return -1;
+	for (; s < end; s++) {
+		if (*s < '0' || *s > '9')
+			return -1;
+		v = v * 10 + (uint64_t)(*s - '0');
+		if (v > UINT32_MAX)
+			return -1;
+	}
+	*out = (uint32_t)v;
+	return 0;
+}
+
+int partition_parse(const char *text, uint32_t *index, uint32_t *count, struct err *e)
+{
+	const char *slash = text ? strchr(text, '/') : NULL;
+
+	if (!slash || parse_u32(text, slash, index) ||
+	    parse_u32(slash + 1, slash + strlen(slash), count))
+		return err_set(e, "invalid_partition",
+			       "--partition wants I/N with whole numbers 0 <= I < N, not '%s'",
+			       text ? text : "");
+	return partition_check(*index, *count, e);
+}
+
+struct by_size {
+	uint64_t size;
+	uint32_t file;
+};
+
+static int bigger_first(const void *a, const void *b)
+{
+	const struct by_size *x = a, *y = b;
+
+	if (x->size != y->size)
+		return x->size > y->size ? -1 : 1;
+	return x->file < y->file ? -1 : x->file > y->file;
+}
+
+uint32_t *partition_groups(const struct plan *p, uint32_t count)
+{
+	uint32_t *groups = xcalloc(p->nfiles ? p->nfiles : 1, sizeof(*groups));
+	struct by_size *order = xcalloc(p->nfiles ? p->nfiles : 1, sizeof(*order));
+	uint64_t *load;
+	size_t i;
+	uint32_t g, least;
+
+	/* Groups past the number of files stay empty: never more to weigh. */
+	if (count > p->nfiles)
+		count = p->nfiles ? (uint32_t)p->nfiles : 1;
+	load = xcalloc(count ? count : 1, sizeof(*load));
+	for (i = 0; i < p->nfiles; i++)
+		order[i] = (struct by_size){p->files[i].size, (uint32_t)i};
+	qsort(order, p->nfiles, sizeof(*order), bigger_first);
+	for (i = 0; i < p->nfiles; i++) {
+		for (least = 0, g = 1; g < count; g++)
+			if (load[g] < load[least])
+				least = g;
+		groups[order[i].file] = least;
+		load[least] += order[i].size;
+	}
+	free(load);
+	free(order);
+	return groups;
+}
+
+bool *partition_skip_files(const struct plan *p, uint32_t index, uint32_t count)
+{
+	uint32_t *groups = partition_groups(p, count);
+	bool *skip = xcalloc(p->nfiles ? p->nfiles : 1, sizeof(*skip));
+	size_t i;
+
+	for (i = 0; i < p->nfiles; i++)
+		skip[i] = groups[i] != index;
+	free(groups);
+	return skip;
+}
+
+json_t *partition_result_json(const struct plan *p, uint32_t index, uint32_t count)
+{
+	uint32_t *groups = partition_groups(p, count);
+	json_t *files = json_array();
+	uint64_t tensors = 0, bytes = 0;
+	size_t i;
+
+	for (i = 0; i < p->nfiles; i++)
+		if (groups[i] == index)
+			json_array_append_new(files, json_string(p->files[i].name));
+	for (i = 0; i < p->ntensors; i++) {
+		if (groups[p->tensors[i].file] != index)
+			continue;
+		tensors++;
+		bytes += p->tensors[i].nbytes;
+	}
+	free(groups);
+	return json_pack("{s:o, s:I, s:I, s:{s:I, s:I}}", "files", files, "tensors",
+			 (json_int_t)tensors, "bytes", (json_int_t)bytes, "partition", "index",
+			 (json_int_t)index, "count", (json_int_t)count);
+}
+
+/* ---- the manifest -------------------------------------------------------- */
+
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+
+	return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* The same source however a partition names it: an absolute, resolved
+ * local path, or an s3:// prefix ending in exactly one '/'. */
+static char *canonical_source(const char *source)
+{
+	char *out;
+	size_t n;
+
+	if (!store_is_remote(source)) {
+		out = realpath(source, NULL);
+		return out ? out : xstrdup(source);
+	}
+	n = strlen(source);
+	while (n > 0 && source[n - 1] == '/')
+		n--;
+	out = xmalloc(n + 2);
+	memcpy(out, source, n);
+	out[n] = '\0';
+	if (!ends_with(out, ST_SUFFIX))
+		strcat(out, "/");
+	return out;
+}
+
+static void sha256_hex(const void *data, size_t len, char out[65])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int n = 0, i;
+
+	EVP_Digest(data, len, md, &n, EVP_sha256(), NULL);
+	for (i = 0; i < n && i < 32; i++) {
+		out[2 * i] = hex[md[i] >> 4];
+		out[2 * i + 1] = hex[md[i] & 15];
+	}
+	out[2 * i] = '\0';
+}
+
+static json_t *json_u64(uint64_t v)
+{
+	return json_integer(v > INT64_MAX ? INT64_MAX : (json_int_t)v);
+}
+
+static json_t *manifest_options(const struct plan *p, const struct convert_options *o)
+{
+	json_t *ep = o->ep_size ? json_pack("{s:I, s:I}", "size", (json_int_t)o->ep_size, "rank",
+					    (json_int_t)o->ep_rank)
+				: json_null();
+
+	return json_pack("{s:s, s:s, s:o, s:o, s:o}", "to", layout_name(p->to), "dtype",
+			 dtype_choice_name(o->dtype), "expert_parallel", ep, "max_shard_size",
+			 json_u64(o->max_shard_size), "exclude",
+			 o->exclude && *o->exclude ? json_string(o->exclude) : json_null());
+}
+
+char *partition_manifest_build(const struct plan *p, const char *source,
+			       const struct convert_options *o, uint32_t count)
+{
+	char digest[65], sha[65], *canonical = canonical_source(source), *text;
+	json_t *root, *files = json_array();
+	size_t i;
+
+	plan_digest(p, digest);
+	for (i = 0; i < p->nfiles; i++) {
+		sha256_hex(p->files[i].header, p->files[i].header_len, sha);
+		json_array_append_new(files, json_pack("{s:s, s:o, s:s}", "name", p->files[i].name,
+						       "size", json_u64(p->files[i].size),
+						       "header_sha256", sha));
+	}
+	root = json_pack("{s:s, s:i, s:s, s:I, s:o, s:s, s:b, s:o}", "format", MANIFEST_FORMAT,
+			 "version", MANIFEST_VERSION, "source", canonical, "partitions",
+			 (json_int_t)count, "options", manifest_options(p, o), "plan_digest",
+			 digest, "index", p->index_json != NULL, "files", files);
+	text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(root);
+	free(canonical);
+	if (!text)
+		abort();
+	return text;
+}
+
+void partition_manifest_free(struct partition_manifest *m)
+{
+	size_t i;
+
+	if (!m)
+		return;
+	for (i = 0; i < m->nfiles; i++)
+		free(m->files[i].name);
+	free(m->files);
+	free(m->exclude);
+	free(m->dtype);
+	free(m->to);
+	free(m->source);
+	free(m);
+}
+
+static int not_a_manifest(const char *where, const char *what, struct err *e)
+{
+	return err_set(e, "manifest_mismatch", "%s/%s: not a plan manifest ckptconv wrote (%s)",
+		       where, PARTITION_MANIFEST, what);
+}
+
+static bool is_hex_digest(const char *s)
+{
+	size_t i;
+
+	for (i = 0; s && i < 64; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return s && s[64] == '\0';
+}
+
+static bool get_u64(const json_t *v, uint64_t *out)
+{
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
+		return false;
+	*out = (uint64_t)json_integer_value(v);
+	return true;
+}
+
+static bool get_u32(const json_t *v, uint32_t *out)
+{
+	uint64_t x;
+
+	if (!get_u64(v, &x) || x > UINT32_MAX)
+		return false;
+	*out = (uint32_t)x;
+	return true;
+}
+
+static int parse_options(const json_t *o, struct partition_manifest *m, const char *where,
+			 struct err *e)
+{
+	const json_t *ep = json_object_get(o, "expert_parallel");
+	const json_t *exclude = json_object_get(o, "exclude");
+	const char *to = json_string_value(json_object_get(o, "to"));
+	const char *dtype = json_string_value(json_object_get(o, "dtype"));
+
+	if (!to || !dtype || !get_u64(json_object_get(o, "max_shard_size"), &m->max_shard_size))
+		return not_a_manifest(where, "options", e);
+	m->to = xstrdup(to);
+	m->dtype = xstrdup(dtype);
+	if (json_is_string(exclude))
+		m->exclude = xstrdup(json_string_value(exclude));
+	else if (exclude && !json_is_null(exclude))
+		return not_a_manifest(where, "options.exclude", e);
+	if (json_is_object(ep) && (!get_u32(json_object_get(ep, "size"), &m->ep_size) ||
+				   !get_u32(json_object_get(ep, "rank"), &m->ep_rank)))
+		return not_a_manifest(where, "options.expert_parallel", e);
+	if (ep && !json_is_object(ep) && !json_is_null(ep))
+		return not_a_manifest(where, "options.expert_parallel", e);
+	return 0;
+}
+
+static int parse_files(const json_t *files, struct partition_manifest *m, const char *where,
+		       struct err *e)
+{
+	const json_t *f;
+	const char *name, *sha;
+	size_t i;
+
+	if (!json_is_array(files))
+		return not_a_manifest(where, "files", e);
+	m->files = xcalloc(json_array_size(files) + 1, sizeof(*m->files));
+	json_array_foreach(files, i, f) {
+		name = json_string_value(json_object_get(f, "name"));
+		sha = json_string_value(json_object_get(f, "header_sha256"));
+		if (!name || !*name || strchr(name, '/') || !is_hex_digest(sha) ||
+		    !get_u64(json_object_get(f, "size"), &m->files[i].size))
+			return not_a_manifest(where, "files", e);
+		m->files[i].name = xstrdup(name);
+		memcpy(m->files[i].header_sha256, sha, 65);
+		m->nfiles = i + 1;
+	}
+	return 0;
+}
+
+static int parse_root(const json_t *root, struct partition_manifest *m, const char *where,
+		      struct err *e)
+{
+	const char *format = json_string_value(json_object_get(root, "format"));
+	const char *source = json_string_value(json_object_get(root, "source"));
+	const char *digest = json_string_value(json_object_get(root, "plan_digest"));
+	const json_t *index = json_object_get(root, "index");
+
+	if (!format || strcmp(format, MANIFEST_FORMAT) != 0)
+		return not_a_manifest(where, "format", e);
+	if (json_integer_value(json_object_get(root, "version")) != MANIFEST_VERSION)
+		return not_a_manifest(where, "an unknown version", e);
+	if (!source || !*source || !is_hex_digest(digest) || !json_is_boolean(index) ||
+	    !get_u32(json_object_get(root, "partitions"), &m->count) || m->count == 0)
+		return not_a_manifest(where, "source, plan_digest, index or partitions", e);
+	m->source = xstrdup(source);
+	memcpy(m->plan_digest, digest, 65);
+	m->has_index = json_is_true(index);
+	if (!json_is_object(json_object_get(root, "options")))
+		return not_a_manifest(where, "options", e);
+	if (parse_options(json_object_get(root, "options"), m, where, e))
+		return -1;
+	return parse_files(json_object_get(root, "files"), m, where, e);
+}
+
+int partition_manifest_parse(const char *json, const char *where,
+			     struct partition_manifest **out, struct err *e)
+{
+	struct partition_manifest *m = xcalloc(1, sizeof(*m));
+	json_error_t jerr;
+	json_t *root;
+	int rc = -1;
+
+	*out = NULL;
+	root = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
+	if (!json_is_object(root)) {
+		not_a_manifest(where, root ? "not an object" : jerr.text, e);
+		goto out;
+	}
+	if (parse_root(root, m, where, e))
+		goto out;
+	*out = m;
+	m = NULL;
+	rc = 0;
+out:
+	json_decref(root);
+	partition_manifest_free(m);
+	return rc;
+}
+
+int partition_manifest_options(const struct partition_manifest *m, struct convert_options *o,
+			       struct err *e)
+{
+	int dtype = dtype_choice_parse(m->dtype);
+
+	convert_options_init(o);
+	if (strcmp(m->to, "native") == 0)
+		o->to = LAYOUT_NATIVE;
+	else if (strcmp(m->to, "hf") == 0)
+		o->to = LAYOUT_HF;
+	else
+		return err_set(e, "manifest_mismatch", "%s: unknown target layout '%s'",
+			       PARTITION_MANIFEST, m->to);
+	if (dtype < 0)
+		return err_set(e, "manifest_mismatch", "%s: unknown dtype '%s'", PARTITION_MANIFEST,
+			       m->dtype);
+	o->dtype = (enum dtype_choice)dtype;
+	o->ep_size = m->ep_size;
+	o->ep_rank = m->ep_rank;
+	o->max_shard_size = m->max_shard_size;
+	o->exclude = m->exclude;
+	return 0;
+}
+
+int partition_manifest_compare(const struct partition_manifest *found,
+			       const struct partition_manifest *ours, const char *where,
+			       struct err *e)
+{
+	if (strcmp(found->source, ours->source) != 0)
+		return err_set(e, "manifest_mismatch",
+			       "%s: the destination holds a partitioned conversion of %s, not of %s;"
+			       " remove it first to start over",
+			       where, found->source, ours->source);
+	if (strcmp(found->plan_digest, ours->plan_digest) != 0)
+		return err_set(e, "manifest_mismatch",
+			       "%s: the destination holds a partitioned conversion of another plan"
+			       " (digest %.12s, this one %.12s: other options or input);"
+			       " remove it first to start over",
+			       where, found->plan_digest, ours->plan_digest);
+	if (found->count != ours->count)
+		return err_set(e, "manifest_mismatch",
+			       "%s: the destination is being converted in %" PRIu32
+			       " partitions, not %" PRIu32,
+			       where, found->count, ours->count);
+	return 0;
+}
+
+/* Hands an error caught locally on to the caller (the first error wins). */
+static void keep_error(struct err *e, const struct err *local)
+{
+	if (e && !e->code)
+		*e = *local;
+}
+
+static bool is_not_found(const struct err *e)
+{
+	return e->code && strcmp(e->code, "source_not_found") == 0;
+}
+
+/* Like store_read_file, with a missing file reported as *out NULL. */
+static int read_optional(struct store *s, const char *name, size_t max, char **out,
+			 struct err *e)
+{
+	struct err local = {0};
+
+	if (store_read_file(s, name, max, out, NULL, &local) == 0)
+		return 0;
+	*out = NULL;
+	if (is_not_found(&local))
+		return 0;
+	keep_error(e, &local);
+	return -1;
+}
+
+int partition_manifest_read(struct store *dst, struct partition_manifest **out, struct err *e)
+{
+	char *text;
+	int rc;
+
+	*out = NULL;
+	if (read_optional(dst, PARTITION_MANIFEST, PARTITION_MANIFEST_MAX, &text, e))
+		return -1;
+	if (!text)
+		return 0;
+	rc = partition_manifest_parse(text, dst->location, out, e);
+	free(text);
+	return rc;
+}
+
+/* ---- a partition's destination ------------------------------------------ */
+
+/* The destination's top-level entries; none when it does not exist yet. */
+static int list_optional(struct store *s, struct store_entry **out, size_t *n, struct err *e)
+{
+	struct err local = {0};
+
+	*out = NULL;
+	*n = 0;
+	if (store_list(s, out, n, &local) == 0)
+		return 0;
+	if (is_not_found(&local))
+		return 0;
+	keep_error(e, &local);
+	return -1;
+}
+
+static bool is_in_progress(const char *name)
+{
+	return strncmp(name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0;
+}
+
+/* A file some partition, or finalize, of plan p writes. */
+static bool is_planned(const struct plan *p, const char *name)
+{
+	size_t i;
+
+	if (p->index_json && strcmp(name, INDEX_NAME) == 0)
+		return true;
+	for (i = 0; i < p->nfiles; i++)
+		if (strcmp(p->files[i].name, name) == 0)
+			return true;
+	for (i = 0; i < p->copy_files.len; i++)
+		if (strcmp(p->copy_files.items[i], name) == 0)
+			return true;
+	return false;
+}
+
+static bool belongs(const struct plan *p, bool same_plan, const struct store_entry *entry)
+{
+	if (is_in_progress(entry->name) || strcmp(entry->name, PARTITION_MANIFEST) == 0)
+		return true;
+	return same_plan && entry->kind == STORE_FILE && is_planned(p, entry->name);
+}
+
+static int refuse_others(const struct store *dst, const struct plan *p, bool same_plan,
+			 const struct store_entry *entries, size_t n, struct err *e)
+{
+	char names[200] = "";
+	size_t i, shown = 0, others = 0, used = 0;
+
+	for (i = 0; i < n; i++) {
+		if (belongs(p, same_plan, &entries[i]))
+			continue;
+		others++;
+		if (shown == 3 || used >= sizeof(names) - 1)
+			continue;
+		used += (size_t)snprintf(names + used, sizeof(names) - used, "%s'%s'",
+					 shown ? ", " : "", entries[i].name);
+		shown++;
+	}
+	if (!others)
+		return 0;
+	return err_set(e, "destination_not_empty",
+		       "%s: the destination holds files of no partition of this plan (%s%s);"
+		       " pass --overwrite to replace them",
+		       dst->location, names, others > shown ? ", ..." : "");
+}
+
+/* With overwrite and no manifest yet: the previous checkpoint goes, index
+ * first, so what remains never looks finished. */
+static int remove_previous(struct store *dst, const struct store_entry *entries, size_t n,
+			   struct err *e)
+{
+	size_t i;
+
+	if (store_remove(dst, INDEX_NAME, e) || store_remove(dst, SINGLE_NAME, e))
+		return -1;
+	for (i = 0; i < n; i++)
+		if (fnmatch(SHARD_PATTERN, entries[i].name, 0) == 0 &&
+		    store_remove(dst, entries[i].name, e))
+			return -1;
+	return 0;
+}
+
+static int not_writable(const char *path, int errnum, struct err *e)
+{
+	if (errnum == ENOSPC || errnum == EDQUOT)
+		return err_set_errno(e, "insufficient_space", errnum, "%s", path);
+	if (errnum == EACCES || errnum == EROFS || errnum == EPERM || errnum == ENOTDIR ||
+	    errnum == EEXIST)
+		return err_set_errno(e, "destination_not_writable", errnum,
+				     "%s: cannot create or write", path);
+	return err_set_errno(e, "io_error", errnum, "%s", path);
+}
+
+/* mkdir -p of a local destination. */
+static int make_dirs(const char *location, struct err *e)
+{
+	char *path = xstrdup(location), *p, saved;
+	struct stat st;
+	int rc = 0;
+
+	for (p = path + 1; rc == 0; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		saved = *p;
+		*p = '\0';
+		if (mkdir(path, 0755) != 0 && errno != EEXIST)
+			rc = not_writable(path, errno, e);
+		*p = saved;
+		if (!saved)
+			break;
+	}
+	if (rc == 0 && stat(location, &st) != 0)
+		rc = not_writable(location, errno, e);
+	else if (rc == 0 && !S_ISDIR(st.st_mode))
+		rc = not_writable(location, ENOTDIR, e);
+	free(path);
+	return rc;
+}
+
+static int local_free_bytes(const char *dir, uint64_t *out, struct err *e)
+{
+	struct statvfs vfs;
+
+	if (store_local_free_bytes_hook)
+		return store_local_free_bytes_hook(dir, out) == 0
+			       ? 0
+			       : err_set(e, "io_error", "%s: cannot read the free space", dir);
+	if (statvfs(dir, &vfs) != 0)
+		return err_set_errno(e, "io_error", errno, "%s: cannot read the free space", dir);
+	if (!u64_mul(vfs.f_bavail, vfs.f_frsize, out))
+		*out = UINT64_MAX;
+	return 0;
+}
+
+/* Room on a local destination for this partition's files and the manifest. */
+static int check_space(struct store *dst, const struct plan *p, const bool *skip,
+		       size_t manifest_len, struct err *e)
+{
+	uint64_t needed = manifest_len, avail;
+	char need_text[32], avail_text[32];
+	size_t i;
+
+	for (i = 0; i < p->nfiles; i++)
+		if (!skip[i] && !u64_add(needed, p->files[i].size, &needed))
+			needed = UINT64_MAX;
+	if (local_free_bytes(dst->location, &avail, e))
+		return -1;
+	if (avail >= needed)
+		return 0;
+	size_format(needed, need_text, sizeof(need_text));
+	size_format(avail, avail_text, sizeof(avail_text));
+	return err_set(e, "insufficient_space",
+		       "%s: this partition needs %s (%" PRIu64 " bytes) but only %s (%" PRIu64
+		       " bytes) is free",
+		       dst->location, need_text, needed, avail_text, avail);
+}
+
+static int write_all(int fd, const char *path, const char *buf, size_t len, struct err *e)
+{
+	ssize_t put;
+
+	while (len) {
+		put = write(fd, buf, len);
+		if (put < 0 && errno == EINTR)
+			continue;
+		if (put < 0)
+			return not_writable(path, errno, e);
+		buf += put;
+		len -= (size_t)put;
+	}
+	return 0;
+}
+
+static int fsync_dir(const char *dir, struct err *e)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc = 0;
+
+	if (fd < 0)
+		return not_writable(dir, errno, e);
+	if (fsync(fd) != 0 && errno != EINVAL)
+		rc = not_writable(dir, errno, e);
+	close(fd);
+	return rc;
+}
+
+/* The manifest into a local directory under a temporary name of this
+ * process's own, then renamed: other partitions writing the same bytes at
+ * the same moment cannot interleave with it. */
+static int put_local_manifest(struct store *dst, const char *json, struct err *e)
+{
+	static atomic_uint serial;
+	char *tmp, *final;
+	int fd, rc = -1;
+
+	if (asprintf(&tmp, "%s/" TMP_PREFIX PARTITION_MANIFEST ".%ld.%u", dst->location,
+		     (long)getpid(), atomic_fetch_add(&serial, 1)) < 0 ||
+	    asprintf(&final, "%s/" PARTITION_MANIFEST, dst->location) < 0)
+		abort();
+	fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		not_writable(tmp, errno, e);
+		goto out;
+	}
+	if (write_all(fd, tmp, json, strlen(json), e) ||
+	    (dst->out.durable && fsync(fd) != 0 && not_writable(tmp, errno, e))) {
+		close(fd);
+		goto out_unlink;
+	}
+	if (close(fd) != 0) {
+		not_writable(tmp, errno, e);
+		goto out_unlink;
+	}
+	if (rename(tmp, final) != 0) {
+		not_writable(final, errno, e);
+		goto out_unlink;
+	}
+	rc = dst->out.durable ? fsync_dir(dst->location, e) : 0;
+	goto out;
+out_unlink:
+	unlink(tmp);
+out:
+	free(final);
+	free(tmp);
+	return rc;
+}
+
+static int put_manifest(struct store *dst, const char *json, struct err *e)
+{
+	if (store_is_remote(dst->location))
+		return store_put(dst, PARTITION_MANIFEST, json, strlen(json), e);
+	return put_local_manifest(dst, json, e);
+}
+
+/* manifest_mismatch when the destination's manifest is another plan's;
+ * *same_plan when it is this plan's. */
+static int check_manifest(struct store *dst, const char *manifest_json, bool *same_plan,
+			  struct err *e)
+{
+	struct partition_manifest *found = NULL, *ours = NULL;
+	int rc = -1;
+
+	*same_plan = false;
+	if (partition_manifest_read(dst, &found, e))
+		goto out;
+	if (!found) {
+		rc = 0;
+		goto out;
+	}
+	if (partition_manifest_parse(manifest_json, dst->location, &ours, e) ||
+	    partition_manifest_compare(found, ours, dst->location, e))
+		goto out;
+	*same_plan = true;
+	rc = 0;
+out:
+	partition_manifest_free(ours);
+	partition_manifest_free(found);
+	return rc;
+}
+
+static int check_destination(struct store *dst, const struct plan *p, const char *manifest_json,
+			     const struct store_output_options *so, struct err *e)
+{
+	struct store_entry *entries;
+	bool same_plan;
+	size_t n;
+	int rc = -1;
+
+	if (check_manifest(dst, manifest_json, &same_plan, e) || list_optional(dst, &entries, &n, e))
+		return -1;
+	if (!so->overwrite && refuse_others(dst, p, same_plan, entries, n, e))
+		goto out;
+	if (so->overwrite && !same_plan && remove_previous(dst, entries, n, e))
+		goto out;
+	rc = 0;
+out:
+	store_entries_free(entries, n);
+	return rc;
+}
+
+int partition_prepare_output(struct store *dst, const struct plan *p, const char *source,
+			     const struct convert_options *o, const struct store_output_options *so,
+			     bool **skip_file, struct err *e)
+{
+	bool remote = store_is_remote(dst->location);
+	char *manifest = NULL;
+	bool *skip = NULL;
+	int rc = -1;
+
+	*skip_file = NULL;
+	if (partition_check(o->partition_index, o->partition_count, e))
+		return -1;
+	/* The store is shared with other writers: its own preparation would
+	 * refuse or remove their output, so only the options are taken over. */
+	dst->out = *so;
+	if (!remote && make_dirs(dst->location, e))
+		return -1;
+	manifest = partition_manifest_build(p, source, o, o->partition_count);
+	if (check_destination(dst, p, manifest, so, e))
+		goto out;
+	skip = partition_skip_files(p, o->partition_index, o->partition_count);
+	if (!remote && check_space(dst, p, skip, strlen(manifest), e))
+		goto out;
+	if (put_manifest(dst, manifest, e))
+		goto out;
+	*skip_file = skip;
+	skip = NULL;
+	rc = 0;
+out:
+	free(skip);
+	free(manifest);
+	return rc;
+}
+
+/* ---- checking the planned files ----------------------------------------- */
+
+static const struct store_entry *find_entry(const struct store_entry *entries, size_t n,
+					    const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (strcmp(entries[i].name, name) == 0)
+			return &entries[i];
+	return NULL;
+}
+
+/* Hex SHA-256 of the file's header bytes (prefix + JSON), read back in
+ * bounded chunks.  Fails when the prefix is not a valid header size. */
+static int header_sha256(struct store *s, const char *name, uint64_t size, char out[65],
+			 struct err *e)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char prefix[ST_PREFIX_LEN], md[EVP_MAX_MD_SIZE], *buf = NULL;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	uint64_t json_len, off;
+	unsigned int n = 0, i;
+	int rc = -1;
+
+	if (!ctx)
+		abort();
+	if (store_read(s, name, 0, prefix, sizeof(prefix), e) ||
+	    st_prefix_parse(name, prefix, size, &json_len, e))
+		goto out;
+	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+	EVP_DigestUpdate(ctx, prefix, sizeof(prefix));
+	buf = xmalloc(CHUNK);
+	for (off = 0; off < json_len; off += CHUNK) {
+		size_t len = json_len - off < CHUNK ? (size_t)(json_len - off) : CHUNK;
+
+		if (store_read(s, name, ST_PREFIX_LEN + off, buf, len, e))
+			goto out;
+		EVP_DigestUpdate(ctx, buf, len);
+	}
+	EVP_DigestFinal_ex(ctx, md, &n);
+	for (i = 0; i < n && i < 32; i++) {
+		out[2 * i] = hex[md[i] >> 4];
+		out[2 * i + 1] = hex[md[i] & 15];
+	}
+	out[2 * i] = '\0';
+	rc = 0;
+out:
+	free(buf);
+	EVP_MD_CTX_free(ctx);
+	return rc;
+}
+
+/* Why a planned file is not as planned, into `why`; "" when it is. */
+static int file_problem(struct store *dst, const struct partition_file *f,
+			const struct store_entry *entry, char *why, size_t len, struct err *e)
+{
+	struct err local = {0};
+	char sha[65];
+
+	why[0] = '\0';
+	if (!entry || entry->kind != STORE_FILE) {
+		snprintf(why, len, "missing");
+		return 0;
+	}
+	if (entry->size != f->size) {
+		snprintf(why, len, "%" PRIu64 " bytes, planned %" PRIu64, entry->size, f->size);
+		return 0;
+	}
+	if (header_sha256(dst, f->name, entry->size, sha, &local)) {
+		if (strcmp(local.code, "io_error") == 0 || strncmp(local.code, "s3_", 3) == 0) {
+			keep_error(e, &local);
+			return -1;
+		}
+		snprintf(why, len, "unreadable header");
+	} else if (strcmp(sha, f->header_sha256) != 0) {
+		snprintf(why, len, "header not as planned");
+	}
+	return 0;
+}
+
+static int incomplete_error(const struct store *dst, const struct strvec *problems,
+			    size_t planned, struct err *e)
+{
+	char names[ERR_MSG_MAX] = "";
+	size_t i, used = 0;
+
+	for (i = 0; i < problems->len && i < NAMED_MAX && used < sizeof(names) - 1; i++)
+		used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s",
+					 i ? ", " : "", problems->items[i]);
+	return err_set(e, "partition_incomplete",
+		       "%s: %zu of %zu planned files missing or incomplete: %s%s;"
+		       " run the partitions that write them, then finalize again",
+		       dst->location, problems->len, planned, names,
+		       problems->len > i ? ", ..." : "");
+}
+
+int partition_check_files(struct store *dst, const struct partition_manifest *m, struct err *e)
+{
+	struct strvec problems = {0};
+	struct store_entry *entries;
+	char why[96];
+	size_t n, i;
+	int rc = -1;
+
+	if (list_optional(dst, &entries, &n, e))
+		return -1;
+	for (i = 0; i < m->nfiles; i++) {
+		const struct partition_file *f = &m->files[i];
+
+		if (file_problem(dst, f, find_entry(entries, n, f->name), why, sizeof(why), e))
+			goto out;
+		if (why[0])
+			strvec_pushf(&problems, "%s (%s)", f->name, why);
+	}
+	rc = problems.len ? incomplete_error(dst, &problems, m->nfiles, e) : 0;
+out:
+	strvec_fini(&problems);
+	store_entries_free(entries, n);
+	return rc;
+}
+
+/* ---- finalize ----------------------------------------------------------- */
+
+void finalize_options_init(struct finalize_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->durable = true;
+}
+
+void finalize_result_fini(struct finalize_result *r)
+{
+	if (!r)
+		return;
+	free(r->source);
+	strvec_fini(&r->files);
+	strvec_fini(&r->warnings);
+	memset(r, 0, sizeof(*r));
+}
+
+/* No manifest: the destination must be a finished checkpoint already. */
+static int check_finished(const char *location, struct finalize_result *r, struct err *e)
+{
+	struct err local = {0};
+	struct ckpt *ck;
+	size_t i;
+
+	if (ckpt_open(location, 0, &ck, &local)) {
+		if (strcmp(local.code, "source_not_found") == 0 ||
+		    strcmp(local.code, "not_a_checkpoint") == 0)
+			return err_set(e, "partition_incomplete",
+				       "%s: holds neither a plan manifest (%s) nor a finished"
+				       " checkpoint; run the partitions first",
+				       location, PARTITION_MANIFEST);
+		keep_error(e, &local);
+		return -1;
+	}
+	r->already_finished = true;
+	for (i = 0; i < ck->nfiles; i++)
+		strvec_push(&r->files, ck->files[i].name);
+	for (i = 0; i < ck->copy_files.len; i++)
+		strvec_push(&r->files, ck->copy_files.items[i]);
+	if (ck->has_index)
+		strvec_push(&r->files, INDEX_NAME);
+	r->tensors = ck->ntensors;
+	r->bytes = ck->total_bytes;
+	ckpt_free(ck);
+	return 0;
+}
+
+/* The location the source's relative file names resolve against (a single
+ * *.safetensors file stands for its directory, as in ckpt_open). */
+static char *source_dir(const char *source)
+{
+	const char *slash = strrchr(source, '/');
+	bool file = ends_with(source, ST_SUFFIX);
+	struct stat st;
+	char *dir;
+
+	if (!store_is_remote(source))
+		file = stat(source, &st) == 0 && S_ISREG(st.st_mode);
+	if (!file || !slash)
+		return xstrdup(file ? "." : source);
+	dir = xstrdup(source);
+	dir[slash == source ? 1 : slash - source] = '\0';
+	return dir;
+}
+
+static int stream_file(struct store *src, struct store *dst, const char *name, uint64_t size,
+		       struct err *e)
+{
+	unsigned char *buf = xmalloc(CHUNK);
+	struct store_writer *w;
+	uint64_t off;
+	int rc = -1;
+
+	if (store_writer_open(dst, name, size, &w, e))
+		goto out;
+	for (off = 0; off < size; off += CHUNK) {
+		size_t len = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
+
+		if (store_read(src, name, off, buf, len, e) ||
+		    store_writer_write(w, off, buf, len, e)) {
+			store_writer_abort(w);
+			goto out;
+		}
+	}
+	rc = store_writer_commit(w, e);
+out:
+	free(buf);
+	return rc;
+}
+
+static int copy_file(struct store *src, struct store *dst, const char *name, struct err *e)
+{
+	struct store_entry st;
+	size_t len;
+	char *data;
+	int rc;
+
+	if (store_stat(src, name, &st, e))
+		return -1;
+	if (st.size > COPY_WHOLE_MAX)
+		return stream_file(src, dst, name, st.size, e);
+	if (store_read_file(src, name, COPY_WHOLE_MAX, &data, &len, e))
+		return -1;
+	rc = store_put(dst, name, data, len, e);
+	free(data);
+	return rc;
+}
+
+/* The non-weight files, then the index; on failure the copies go again. */
+static int publish(struct store *dst, const char *source, const struct plan *p, struct err *e)
+{
+	char *dir = source_dir(source);
+	struct store *src;
+	size_t i, copied = 0;
+	int rc = -1;
+
+	if (store_open(dir, &src, e))
+		goto out;
+	for (copied = 0; copied < p->copy_files.len; copied++)
+		if (copy_file(src, dst, p->copy_files.items[copied], e))
+			goto out_remove;
+	if (p->index_json && store_put(dst, INDEX_NAME, p->index_json, strlen(p->index_json), e))
+		goto out_remove;
+	rc = 0;
+	goto out_store;
+out_remove:
+	for (i = copied; i > 0; i--)
+		store_remove(dst, p->copy_files.items[i - 1], NULL);
+out_store:
+	store_free(src);
+out:
+	free(dir);
+	return rc;
+}
+
+static void fill_result(const struct plan *p, const struct strvec *warnings, const char *source,
+			struct finalize_result *r)
+{
+	size_t i;
+
+	for (i = 0; i < p->nfiles; i++)
+		strvec_push(&r->files, p->files[i].name);
+	for (i = 0; i < p->copy_files.len; i++)
+		strvec_push(&r->files, p->copy_files.items[i]);
+	if (p->index_json)
+		strvec_push(&r->files, INDEX_NAME);
+	for (i = 0; warnings && i < warnings->len; i++)
+		strvec_push(&r->warnings, warnings->items[i]);
+	r->tensors = p->ntensors;
+	r->bytes = p->total_bytes;
+	r->source = xstrdup(source);
+}
+
+/* Plans again from the manifest's source and options: the same digest
+ * proves the source still gives what the partitions wrote. */
+static int replan(const char *location, const struct partition_manifest *m,
+		  struct conversion **out, struct err *e)
+{
+	struct convert_options o;
+	char digest[65];
+
+	*out = NULL;
+	if (partition_manifest_options(m, &o, e) ||
+	    conversion_prepare(m->source, location, &o, out, e))
+		return -1;
+	plan_digest(conversion_plan(*out), digest);
+	if (strcmp(digest, m->plan_digest) == 0)
+		return 0;
+	conversion_free(*out);
+	*out = NULL;
+	return err_set(e, "manifest_mismatch",
+		       "%s: the source %s no longer gives the planned output (plan digest %.12s,"
+		       " the manifest's %.12s)",
+		       location, m->source, digest, m->plan_digest);
+}
+
+static int finalize_planned(struct store *dst, const struct partition_manifest *m,
+			    const struct finalize_options *o, struct finalize_result *r,
+			    struct err *e)
+{
+	struct conversion *c = NULL;
+	const struct plan *p;
+	int rc = -1;
+
+	if (o->check_source && o->check_source(m->source, o->check_source_arg, e))
+		goto out;
+	if (replan(dst->location, m, &c, e) || partition_check_files(dst, m, e))
+		goto out;
+	p = conversion_plan(c);
+	dst->out.durable = o->durable;
+	if (publish(dst, m->source, p, e) || store_remove(dst, PARTITION_MANIFEST, e))
+		goto out;
+	fill_result(p, conversion_warnings(c), m->source, r);
+	rc = 0;
+out:
+	conversion_free(c);
+	return rc;
+}
+
+int partition_finalize(const char *location, const struct finalize_options *o,
+		       struct finalize_result *r, struct err *e)
+{
+	struct finalize_options defaults;
+	struct partition_manifest *m = NULL;
+	struct store *dst;
+	int rc = -1;
+
+	memset(r, 0, sizeof(*r));
+	if (!o) {
+		finalize_options_init(&defaults);
+		o = &defaults;
+	}
+	if (store_open(location, &dst, e))
+		return -1;
+	if (partition_manifest_read(dst, &m, e))
+		goto out;
+	rc = m ? finalize_planned(dst, m, o, r, e) : check_finished(location, r, e);
+	if (rc)
+		finalize_result_fini(r);
+out:
+	partition_manifest_free(m);
+	store_free(dst);
+	return rc;
+}
