@@ -34,7 +34,7 @@
 #define LIST_LIMIT_MAX 1000
 #define TENSORS_LIMIT_DEFAULT 1000
 #define TENSORS_LIMIT_MAX 10000
-#define PROGRESS_INTERVAL 0.5      /* seconds between progress events */
+#define PROGRESS_INTERVAL 0.5 /* seconds between progress events */
 #define KEEPALIVE_INTERVAL 15.0
 #define CONNECTION_MEMORY_LIMIT (64 * 1024)
 #define CONNECTION_TIMEOUT 60
@@ -54,7 +54,7 @@ struct api {
 	const struct job_policy *policy;
 
 	pthread_mutex_t streams_lock;
-	struct stream *streams;      /* protected by streams_lock */
+	struct stream *streams; /* protected by streams_lock */
 	size_t nstreams;
 	bool stopping;
 };
@@ -63,7 +63,7 @@ struct request {
 	enum metrics_route route;
 	char id[JOB_ID_LEN + 1];
 	bool id_valid;
-	bool answered;               /* a response was queued before the body was read */
+	bool answered; /* a response was queued before the body was read */
 	bool too_large;
 	struct job_buf body;
 };
@@ -119,8 +119,24 @@ static enum MHD_Result queue(struct MHD_Connection *c, struct request *req, unsi
 	MHD_destroy_response(resp);
 	metrics_http_observe(req->route, status);
 	if (status >= 500 && status != 503)
-		log_msg(LOG_WARN, NULL, "answered %u on %s", status, metrics_route_name(req->route));
+		log_msg(LOG_WARN, NULL, "answered %u on %s", status,
+			metrics_route_name(req->route));
 	return rc;
+}
+
+/* The Allow header of a route. */
+static const char *allowed_methods(enum metrics_route route)
+{
+	switch (route) {
+	case ROUTE_JOBS_LIST:
+	case ROUTE_JOBS_CREATE:
+		return "GET, POST";
+	case ROUTE_JOB_GET:
+	case ROUTE_JOB_DELETE:
+		return "GET, DELETE";
+	default:
+		return "GET";
+	}
 }
 
 /* Answers with `data` (taken over). */
@@ -144,10 +160,7 @@ static enum MHD_Result respond_data(struct MHD_Connection *c, struct request *re
 	if (status == MHD_HTTP_UNAUTHORIZED)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
 	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->route == ROUTE_JOBS_LIST ||
-					req->route == ROUTE_JOBS_CREATE ? "GET, POST" :
-					req->route == ROUTE_JOB_GET || req->route == ROUTE_JOB_DELETE ?
-					"GET, DELETE" : "GET");
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allowed_methods(req->route));
 	return queue(c, req, status, resp);
 }
 
@@ -201,15 +214,16 @@ static enum MHD_Result respond_error(struct MHD_Connection *c, struct request *r
 	text = xrealloc(text, len + 2);
 	text[len++] = '\n';
 	text[len] = '\0';
-	return respond_data(c, req, status, "application/json", text, len, retry_after_for(code), NULL);
+	return respond_data(c, req, status, "application/json", text, len, retry_after_for(code),
+			    NULL);
 }
 
-static enum MHD_Result respond_errorf(struct MHD_Connection *c, struct request *req, const char *field,
-				      const char *code, const char *fmt, ...)
+static enum MHD_Result respond_errorf(struct MHD_Connection *c, struct request *req,
+				      const char *field, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
 
-static enum MHD_Result respond_errorf(struct MHD_Connection *c, struct request *req, const char *field,
-				      const char *code, const char *fmt, ...)
+static enum MHD_Result respond_errorf(struct MHD_Connection *c, struct request *req,
+				      const char *field, const char *code, const char *fmt, ...)
 {
 	struct job_error je = {0};
 	char msg[ERR_MSG_MAX];
@@ -262,7 +276,8 @@ static enum MHD_Result handle_readyz(struct api *a, struct MHD_Connection *c, st
 	const char *why = NULL;
 
 	if (!registry_ready(a->reg, &why))
-		return respond_errorf(c, req, "", "not_ready", "not ready: %s", why ? why : "starting");
+		return respond_errorf(c, req, "", "not_ready", "not ready: %s",
+				      why ? why : "starting");
 	return respond_json(c, req, MHD_HTTP_OK, json_pack("{s:s}", "status", "ready"), NULL);
 }
 
@@ -271,16 +286,16 @@ static enum MHD_Result handle_metrics(struct api *a, struct MHD_Connection *c, s
 	size_t len;
 	char *text = metrics_render(a->reg, a->pool, &len);
 
-	return respond_data(c, req, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text, len,
-			    NULL, NULL);
+	return respond_data(c, req, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text,
+			    len, NULL, NULL);
 }
 
 static enum MHD_Result handle_version(struct api *a, struct MHD_Connection *c, struct request *req)
 {
 	(void)a;
 	return respond_json(c, req, MHD_HTTP_OK,
-			    json_pack("{s:s, s:s, s:s}", "name", PACKAGE_NAME, "version", PACKAGE_VERSION,
-				      "api", "v1"),
+			    json_pack("{s:s, s:s, s:s}", "name", PACKAGE_NAME, "version",
+				      PACKAGE_VERSION, "api", "v1"),
 			    NULL);
 }
 
@@ -349,14 +364,17 @@ static enum MHD_Result handle_create(struct api *a, struct MHD_Connection *c, st
 	enum MHD_Result rc;
 
 	if (req->too_large)
-		return respond_errorf(c, req, "", "payload_too_large", "the request body is larger than %d bytes",
-				      API_BODY_MAX);
+		return respond_errorf(c, req, "", "payload_too_large",
+				      "the request body is larger than %d bytes", API_BODY_MAX);
 	if (key && !idempotency_key_valid(key))
-		return respond_errorf(c, req, "Idempotency-Key", "invalid_field",
-				      "Idempotency-Key must be 1 to 255 printable ASCII characters");
-	body = json_loadb(req->body.data ? req->body.data : "", req->body.len, JSON_REJECT_DUPLICATES, &jerr);
+		return respond_errorf(
+			c, req, "Idempotency-Key", "invalid_field",
+			"Idempotency-Key must be 1 to 255 printable ASCII characters");
+	body = json_loadb(req->body.data ? req->body.data : "", req->body.len,
+			  JSON_REJECT_DUPLICATES, &jerr);
 	if (!body)
-		return respond_errorf(c, req, "", "invalid_json", "the body is not valid JSON: %s (line %d, column %d)",
+		return respond_errorf(c, req, "", "invalid_json",
+				      "the body is not valid JSON: %s (line %d, column %d)",
 				      jerr.text, jerr.line, jerr.column);
 	request_digest(body, digest);
 	if (job_spec_parse(body, &spec, &je) < 0) {
@@ -415,18 +433,20 @@ static enum MHD_Result handle_list(struct api *a, struct MHD_Connection *c, stru
 	size_t i;
 
 	if (state && (f.state = job_state_parse(state)) < 0)
-		return respond_errorf(c, req, "state", "invalid_field",
-				      "state must be one of queued, running, succeeded, failed, cancelled");
+		return respond_errorf(
+			c, req, "state", "invalid_field",
+			"state must be one of queued, running, succeeded, failed, cancelled");
 	if (query_number(c, "limit", 1, LIST_LIMIT_MAX, LIST_LIMIT_DEFAULT, &limit) < 0)
-		return respond_errorf(c, req, "limit", "invalid_field", "limit must be a number from 1 to %d",
-				      LIST_LIMIT_MAX);
+		return respond_errorf(c, req, "limit", "invalid_field",
+				      "limit must be a number from 1 to %d", LIST_LIMIT_MAX);
 	if (query_number(c, "cursor", 1, UINT64_MAX, 0, &cursor) < 0)
 		return respond_errorf(c, req, "cursor", "invalid_field",
 				      "cursor must be a next_cursor value of an earlier page");
 	MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_label, &labels);
 	if (labels.invalid) {
 		rc = respond_errorf(c, req, "label", "invalid_field",
-				    "label filters are written label=NAME:VALUE (at most %d)", JOB_LABELS_MAX);
+				    "label filters are written label=NAME:VALUE (at most %d)",
+				    JOB_LABELS_MAX);
 		goto out;
 	}
 	f.limit = (size_t)limit;
@@ -480,7 +500,8 @@ static enum MHD_Result handle_delete(struct api *a, struct MHD_Connection *c, st
 		resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
 		return queue(c, req, MHD_HTTP_NO_CONTENT, resp);
 	}
-	return respond_json(c, req, outcome == REGISTRY_CANCELLING ? MHD_HTTP_ACCEPTED : MHD_HTTP_OK, body,
+	return respond_json(c, req,
+			    outcome == REGISTRY_CANCELLING ? MHD_HTTP_ACCEPTED : MHD_HTTP_OK, body,
 			    NULL);
 }
 
@@ -507,10 +528,11 @@ static enum MHD_Result handle_tensors(struct api *a, struct MHD_Connection *c, s
 		return respond_errorf(c, req, "state", "invalid_field",
 				      "state must be one of pending, running, done, failed");
 	if (query_number(c, "offset", 0, UINT32_MAX, 0, &offset) < 0)
-		return respond_errorf(c, req, "offset", "invalid_field", "offset must be a number of 0 or more");
+		return respond_errorf(c, req, "offset", "invalid_field",
+				      "offset must be a number of 0 or more");
 	if (query_number(c, "limit", 1, TENSORS_LIMIT_MAX, TENSORS_LIMIT_DEFAULT, &limit) < 0)
-		return respond_errorf(c, req, "limit", "invalid_field", "limit must be a number from 1 to %d",
-				      TENSORS_LIMIT_MAX);
+		return respond_errorf(c, req, "limit", "invalid_field",
+				      "limit must be a number from 1 to %d", TENSORS_LIMIT_MAX);
 	j = lookup(a, req);
 	if (!j)
 		return job_not_found(c, req, url);
@@ -526,11 +548,11 @@ struct stream {
 	struct api *api;
 	struct job *job;
 	struct MHD_Connection *conn;
-	struct job_buf buf;          /* the event being sent */
+	struct job_buf buf; /* the event being sent */
 	size_t sent;
 	double next_progress, next_keepalive;
 	bool suspended, final_sent;
-	struct stream *prev, *next;  /* protected by api->streams_lock */
+	struct stream *prev, *next; /* protected by api->streams_lock */
 };
 
 static void stream_event(struct stream *s, const char *event, json_t *data)
@@ -642,7 +664,8 @@ static enum MHD_Result handle_events(struct api *a, struct MHD_Connection *c, st
 	a->streams = s;
 	a->nstreams++;
 	pthread_mutex_unlock(&a->streams_lock);
-	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s, stream_free);
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s,
+						 stream_free);
 	if (!resp) {
 		stream_free(s);
 		return MHD_NO;
@@ -707,7 +730,8 @@ static bool id_chars_valid(const char *id, size_t len)
 }
 
 /* Routes url; *allowed receives whether the method fits the route. */
-static enum metrics_route route_of(const char *url, enum method m, struct request *req, bool *allowed)
+static enum metrics_route route_of(const char *url, enum method m, struct request *req,
+				   bool *allowed)
 {
 	const char *rest, *slash;
 	size_t idlen;
@@ -761,10 +785,13 @@ static bool refuse_early(struct api *a, struct MHD_Connection *c, struct request
 	const char *length;
 
 	if ((route_needs_token(req->route) || strncmp(url, "/v1/", 4) == 0) && !authorized(a, c)) {
-		*rc = respond_errorf(c, req, "", "unauthorized",
-				     "this route needs an Authorization: Bearer token, and the one given is %s",
-				     MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION)
-					     ? "wrong" : "missing");
+		*rc = respond_errorf(
+			c, req, "", "unauthorized",
+			"this route needs an Authorization: Bearer token, and the one given is %s",
+			MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+						    MHD_HTTP_HEADER_AUTHORIZATION) ?
+				"wrong" :
+				"missing");
 		return true;
 	}
 	if (req->route == ROUTE_OTHER) {
@@ -772,24 +799,28 @@ static bool refuse_early(struct api *a, struct MHD_Connection *c, struct request
 		return true;
 	}
 	if (!allowed) {
-		*rc = respond_errorf(c, req, "", "method_not_allowed", "%.200s does not accept this method", url);
+		*rc = respond_errorf(c, req, "", "method_not_allowed",
+				     "%.200s does not accept this method", url);
 		return true;
 	}
 	if (m != METHOD_POST)
 		return false;
 	if (registry_draining(a->reg)) {
-		*rc = respond_errorf(c, req, "", "draining", "the service is shutting down and accepts no new jobs");
+		*rc = respond_errorf(c, req, "", "draining",
+				     "the service is shutting down and accepts no new jobs");
 		return true;
 	}
 	length = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	if (length && strtoull(length, NULL, 10) > API_BODY_MAX) {
-		*rc = respond_errorf(c, req, "", "payload_too_large", "the request body is larger than %d bytes",
-				     API_BODY_MAX);
+		*rc = respond_errorf(c, req, "", "payload_too_large",
+				     "the request body is larger than %d bytes", API_BODY_MAX);
 		return true;
 	}
-	if (!json_media_type(MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE))) {
-		*rc = respond_errorf(c, req, "", "unsupported_media_type",
-				     "the request body must be sent as Content-Type: application/json");
+	if (!json_media_type(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+							 MHD_HTTP_HEADER_CONTENT_TYPE))) {
+		*rc = respond_errorf(
+			c, req, "", "unsupported_media_type",
+			"the request body must be sent as Content-Type: application/json");
 		return true;
 	}
 	return false;
@@ -895,8 +926,8 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 int api_start(const struct api_config *cfg, struct api **out, struct err *e)
 {
 	struct api *a = xcalloc(1, sizeof(*a));
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-			 MHD_USE_ERROR_LOG;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+			 MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 
 	*out = NULL;
 	a->listen_fd = cfg->listen_fd;
@@ -909,14 +940,12 @@ int api_start(const struct api_config *cfg, struct api **out, struct err *e)
 	}
 	pthread_mutex_init(&a->streams_lock, NULL);
 	a->daemon = MHD_start_daemon(
-		flags, 0, NULL, NULL, on_request, a,
-		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, a,
-		MHD_OPTION_LISTEN_SOCKET, (MHD_socket)cfg->listen_fd,
-		MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(cfg->threads ? cfg->threads : 1),
-		MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->connection_limit,
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY_LIMIT,
-		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)CONNECTION_TIMEOUT,
-		MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
+		flags, 0, NULL, NULL, on_request, a, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, a,
+		MHD_OPTION_LISTEN_SOCKET, (MHD_socket)cfg->listen_fd, MHD_OPTION_THREAD_POOL_SIZE,
+		(unsigned int)(cfg->threads ? cfg->threads : 1), MHD_OPTION_CONNECTION_LIMIT,
+		(unsigned int)cfg->connection_limit, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+		(size_t)CONNECTION_MEMORY_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned int)CONNECTION_TIMEOUT, MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
 		MHD_OPTION_END);
 	if (!a->daemon) {
 		pthread_mutex_destroy(&a->streams_lock);

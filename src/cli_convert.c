@@ -23,6 +23,7 @@
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
 #include "ckptconv/exec.h"
+#include "ckptconv/partition.h"
 #include "ckptconv/plan.h"
 #include "ckptconv/progress.h"
 #include "ckptconv/util.h"
@@ -35,7 +36,8 @@ static const char usage_text[] =
 	"Usage: ckptconv convert --to native|hf [--ep-size N --ep-rank R]\n"
 	"                        [--dtype auto|bf16|f16|f32|keep] [--max-shard-size 5GB]\n"
 	"                        [--exclude REGEX] [--threads N] [--max-rate 200MB]\n"
-	"                        [--overwrite] [--no-fsync] [--dry-run] [--json] SRC DST\n"
+	"                        [--partition I/N] [--overwrite] [--no-fsync] [--dry-run]\n"
+	"                        [--json] SRC DST\n"
 	"\n"
 	"Converts the checkpoint at SRC (a directory, a .safetensors file or an s3://\n"
 	"prefix) into DST, in the HF or the native (NeMo Automodel) layout.\n"
@@ -52,6 +54,9 @@ static const char usage_text[] =
 	"  --max-rate RATE        cap the source read rate, bytes per second (200MB)\n"
 	"  --overwrite            replace a checkpoint or files already in DST\n"
 	"  --no-fsync             skip the final fsyncs (scratch output, benchmarks)\n"
+	"  --partition I/N        write only partition I (0 <= I < N) of the output files,\n"
+	"                         no index; `ckptconv finalize DST` finishes once all N\n"
+	"                         partitions have succeeded\n"
 	"  --dry-run              print the plan and write nothing\n"
 	"  --json                 print the result (or the error) as JSON on stdout\n"
 	"\n"
@@ -78,6 +83,7 @@ enum {
 	OPT_NO_FSYNC,
 	OPT_DRY_RUN,
 	OPT_JSON,
+	OPT_PARTITION,
 };
 
 static const struct option long_options[] = {
@@ -93,6 +99,7 @@ static const struct option long_options[] = {
 	{"no-fsync", no_argument, NULL, OPT_NO_FSYNC},
 	{"dry-run", no_argument, NULL, OPT_DRY_RUN},
 	{"json", no_argument, NULL, OPT_JSON},
+	{"partition", required_argument, NULL, OPT_PARTITION},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -118,6 +125,16 @@ static int parse_size_option(const char *name, const char *text, uint64_t *out, 
 	if (*out == 0)
 		return cli_usage_error("convert", json, "%s must be greater than 0", name);
 	return 0;
+}
+
+static int parse_partition_option(const char *text, struct convert_options *o, bool json)
+{
+	struct err e = {0};
+
+	if (partition_parse(text, &o->partition_index, &o->partition_count, &e) == 0)
+		return 0;
+	cli_print_error(&e, json);
+	return EXIT_USAGE;
 }
 
 static int parse_u32_option(const char *name, const char *text, unsigned long long min,
@@ -193,6 +210,8 @@ static int apply_option(struct convert_args *a, int opt, const char *value)
 	case OPT_JSON:
 		a->json = true;
 		return 0;
+	case OPT_PARTITION:
+		return parse_partition_option(value, &a->options, a->json);
 	case 'h':
 		a->help = true;
 		return 0;
@@ -399,6 +418,10 @@ static void print_result(const struct conversion *c, const struct convert_args *
 				   "tensors", (json_int_t)plan->ntensors, "bytes",
 				   (json_int_t)plan->total_bytes, "seconds", seconds,
 				   "bytes_per_second", rate, "warnings", string_array(warnings));
+		if (a->options.partition_count)
+			json_object_update_new(result, partition_result_json(
+							       plan, a->options.partition_index,
+							       a->options.partition_count, seconds));
 		json_dumpf(result, stdout, JSON_COMPACT);
 		fputc('\n', stdout);
 		json_decref(result);
@@ -406,6 +429,11 @@ static void print_result(const struct conversion *c, const struct convert_args *
 	}
 	for (i = 0; warnings && i < warnings->len; i++)
 		fprintf(stderr, "ckptconv: warning: %s\n", warnings->items[i]);
+	if (a->options.partition_count) {
+		partition_print_result(stdout, plan, a->options.partition_index,
+				       a->options.partition_count, a->dst, seconds);
+		return;
+	}
 	size_format(plan->total_bytes, size, sizeof(size));
 	size_format((uint64_t)rate, speed, sizeof(speed));
 	printf("converted %zu tensors (%s) into %zu file%s in %.2f s (%s/s): %s\n", plan->ntensors,

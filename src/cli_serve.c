@@ -92,9 +92,22 @@ static const char usage_text[] =
 	"service could not start or had to stop jobs the hard way, 2 on a usage error.\n";
 
 enum option_id {
-	OPT_LISTEN = 1, OPT_WORKERS, OPT_MAX_RUNNING, OPT_MAX_QUEUED, OPT_STATE_DIR,
-	OPT_ALLOW_ROOT, OPT_TOKEN_FILE, OPT_SHUTDOWN_TIMEOUT, OPT_DRAIN_GRACE, OPT_RETAIN_JOBS, OPT_ALLOW_S3,
-	OPT_ALLOW_S3_ENDPOINT, OPT_HTTP_THREADS, OPT_MAX_CONNECTIONS, OPT_LOG_LEVEL, OPT_HELP,
+	OPT_LISTEN = 1,
+	OPT_WORKERS,
+	OPT_MAX_RUNNING,
+	OPT_MAX_QUEUED,
+	OPT_STATE_DIR,
+	OPT_ALLOW_ROOT,
+	OPT_TOKEN_FILE,
+	OPT_SHUTDOWN_TIMEOUT,
+	OPT_DRAIN_GRACE,
+	OPT_RETAIN_JOBS,
+	OPT_ALLOW_S3,
+	OPT_ALLOW_S3_ENDPOINT,
+	OPT_HTTP_THREADS,
+	OPT_MAX_CONNECTIONS,
+	OPT_LOG_LEVEL,
+	OPT_HELP,
 	OPT_COUNT
 };
 
@@ -161,7 +174,8 @@ static int parse_count(const char *text, unsigned long long min, unsigned long l
 		       unsigned long long *out, int id, const char *from)
 {
 	if (cli_parse_uint(text, min, max, out) < 0)
-		return cli_usage_error("serve", 0, "%s '%s' must be a whole number from %llu to %llu", from,
+		return cli_usage_error("serve", 0,
+				       "%s '%s' must be a whole number from %llu to %llu", from,
 				       text, min, max);
 	(void)id;
 	return 0;
@@ -175,8 +189,9 @@ static int parse_seconds(const char *text, double *out, const char *from)
 	errno = 0;
 	v = strtod(text, &end);
 	if (errno || end == text || *end || v < 0 || v > 86400)
-		return cli_usage_error("serve", 0, "%s '%s' must be a number of seconds from 0 to 86400",
-				       from, text);
+		return cli_usage_error("serve", 0,
+				       "%s '%s' must be a number of seconds from 0 to 86400", from,
+				       text);
 	*out = v;
 	return 0;
 }
@@ -192,7 +207,8 @@ static int parse_level(const char *text, enum log_level *out, const char *from)
 			return 0;
 		}
 	}
-	return cli_usage_error("serve", 0, "%s '%s' must be debug, info, warn or error", from, text);
+	return cli_usage_error("serve", 0, "%s '%s' must be debug, info, warn or error", from,
+			       text);
 }
 
 /* Applies one option's value; `from` names where it came from, for errors. */
@@ -338,9 +354,11 @@ static int read_token(const char *path, char **out, struct err *e)
 	n = fread(buf, 1, sizeof(buf) - 1, f);
 	fclose(f);
 	if (n > TOKEN_MAX)
-		return err_set(e, "usage_error", "token file %s is longer than %d bytes", path, TOKEN_MAX);
+		return err_set(e, "usage_error", "token file %s is longer than %d bytes", path,
+			       TOKEN_MAX);
 	buf[n] = '\0';
-	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+		     buf[n - 1] == '\t'))
 		buf[--n] = '\0';
 	if (n == 0 || strlen(buf) != n)
 		return err_set(e, "usage_error", "token file %s holds no usable token", path);
@@ -368,7 +386,8 @@ static int prepare_state_dir(const char *dir, char **resolved, struct err *e)
 	char buf[PATH_MAX];
 
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-		return err_set_errno(e, "io_error", errno, "cannot create the state directory %s", dir);
+		return err_set_errno(e, "io_error", errno, "cannot create the state directory %s",
+				     dir);
 	if (!realpath(dir, buf))
 		return err_set_errno(e, "io_error", errno, "state directory %s", dir);
 	*resolved = xstrdup(buf);
@@ -386,7 +405,8 @@ static int split_listen(const char *listen, char *host, size_t hostlen, char *po
 		const char *close = strchr(listen, ']');
 
 		if (!close || close[1] != ':')
-			return err_set(e, "usage_error", "listen address '%s' is not [IPV6]:PORT", listen);
+			return err_set(e, "usage_error", "listen address '%s' is not [IPV6]:PORT",
+				       listen);
 		n = (size_t)(close - listen - 1);
 		colon = close + 1;
 		if (n >= hostlen)
@@ -396,7 +416,8 @@ static int split_listen(const char *listen, char *host, size_t hostlen, char *po
 	} else {
 		colon = strrchr(listen, ':');
 		if (!colon)
-			return err_set(e, "usage_error", "listen address '%s' is not HOST:PORT", listen);
+			return err_set(e, "usage_error", "listen address '%s' is not HOST:PORT",
+				       listen);
 		n = (size_t)(colon - listen);
 		if (n >= hostlen)
 			return err_set(e, "usage_error", "listen address '%s' is too long", listen);
@@ -405,7 +426,8 @@ static int split_listen(const char *listen, char *host, size_t hostlen, char *po
 		if (strcmp(host, "*") == 0)
 			host[0] = '\0';
 	}
-	if (!colon[1] || strlen(colon + 1) >= portlen || strspn(colon + 1, "0123456789") != strlen(colon + 1))
+	if (!colon[1] || strlen(colon + 1) >= portlen ||
+	    strspn(colon + 1, "0123456789") != strlen(colon + 1))
 		return err_set(e, "usage_error", "listen address '%s' has no valid port", listen);
 	snprintf(port, portlen, "%s", colon + 1);
 	return 0;
@@ -414,7 +436,8 @@ static int split_listen(const char *listen, char *host, size_t hostlen, char *po
 static int bind_address(const struct addrinfo *ai, struct err *e)
 {
 	int one = 1;
-	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+			ai->ai_protocol);
 
 	if (fd < 0)
 		return err_set_errno(e, "io_error", errno, "socket");
@@ -444,7 +467,8 @@ static int open_listener(const char *listen, char *bound, size_t boundlen, unsig
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
 	rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
 	if (rc != 0)
-		return err_set(e, "usage_error", "listen address '%s': %s", listen, gai_strerror(rc));
+		return err_set(e, "usage_error", "listen address '%s': %s", listen,
+			       gai_strerror(rc));
 	for (ai = res; ai && fd < 0; ai = ai->ai_next)
 		fd = bind_address(ai, e);
 	freeaddrinfo(res);
@@ -487,10 +511,11 @@ struct service {
 
 static void log_listening(const char *bound, unsigned port, const struct service *s)
 {
-	json_t *f = json_pack("{s:s, s:i, s:i, s:I, s:I, s:s, s:b}", "address", bound, "port", (int)port,
-			      "workers", (int)exec_pool_threads(s->pool), "max_running",
-			      (json_int_t)s->opts->max_running, "max_queued", (json_int_t)s->opts->max_queued,
-			      "state_dir", s->state_dir, "token", s->token != NULL);
+	json_t *f = json_pack("{s:s, s:i, s:i, s:I, s:I, s:s, s:b}", "address", bound, "port",
+			      (int)port, "workers", (int)exec_pool_threads(s->pool), "max_running",
+			      (json_int_t)s->opts->max_running, "max_queued",
+			      (json_int_t)s->opts->max_queued, "state_dir", s->state_dir, "token",
+			      s->token != NULL);
 
 	log_msg(LOG_INFO, f, "listening on %s", bound);
 	json_decref(f);
@@ -562,9 +587,11 @@ static void serve(struct service *s)
 		int sig = wait_signal(s, TICK_SECONDS);
 
 		if (sig == SIGTERM || sig == SIGINT) {
-			json_t *f = json_pack("{s:s}", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+			json_t *f =
+				json_pack("{s:s}", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 
-			log_msg(LOG_INFO, f, "draining: no new jobs; running jobs stop and stay queued");
+			log_msg(LOG_INFO, f,
+				"draining: no new jobs; running jobs stop and stay queued");
 			json_decref(f);
 			return;
 		}
@@ -612,7 +639,8 @@ static void service_fini(struct service *s, bool clean)
 	if (!clean) {
 		registry_record_running_as_queued(s->reg);
 		api_stop(s->api);
-		log_warn("stopped with jobs still running; they run again from the start at the next start");
+		log_warn(
+			"stopped with jobs still running; they run again from the start at the next start");
 		fflush(stderr);
 		_exit(EXIT_FAILED);
 	}

@@ -472,6 +472,19 @@ static int copy_plain_piece(struct worker *w, struct exec_run *run, const struct
 	return 0;
 }
 
+/* Writes in chunks of a band: workers writing one file take turns on its
+ * lock instead of one waiting out another's whole piece. */
+static int write_chunked(struct store_writer *wr, uint64_t off, const unsigned char *buf,
+			 uint64_t len, struct err *e)
+{
+	uint64_t k;
+
+	for (k = 0; k < len; k += EXEC_BAND_MAX)
+		if (store_writer_write(wr, off + k, buf + k, (size_t)min_u64(EXEC_BAND_MAX, len - k), e))
+			return -1;
+	return 0;
+}
+
 static int assemble_piece(struct worker *w, struct exec_run *run, const struct plan_tensor *t,
 			  const struct plan_piece *pc, struct err *e)
 {
@@ -493,8 +506,7 @@ static int assemble_piece(struct worker *w, struct exec_run *run, const struct p
 		if (!ok)
 			return source_truncated(e, run, source_file_name(run, op));
 	}
-	return store_writer_write(run->writers[t->file], t->offset + pc->offset, w->buffer,
-				  (size_t)pc->nbytes, e);
+	return write_chunked(run->writers[t->file], t->offset + pc->offset, w->buffer, pc->nbytes, e);
 }
 
 static int write_piece(struct worker *w, struct exec_run *run, const struct work_item *it,

@@ -146,9 +146,17 @@ void job_buf_fini(struct job_buf *b)
 
 /* ---- request validation ----------------------------------------------- */
 
-static const char *const request_fields[] = {"source", "destination", "to", "options", "labels", NULL};
-static const char *const option_fields[] = {"dtype", "max_shard_size", "exclude", "expert_parallel",
-					    "max_bytes_per_second", "overwrite", "dry_run", "s3", NULL};
+static const char *const request_fields[] = {"source",	"destination", "to",
+					     "options", "labels",      NULL};
+static const char *const option_fields[] = {"dtype",
+					    "max_shard_size",
+					    "exclude",
+					    "expert_parallel",
+					    "max_bytes_per_second",
+					    "overwrite",
+					    "dry_run",
+					    "s3",
+					    NULL};
 static const char *const ep_fields[] = {"size", "rank", NULL};
 
 static bool name_listed(const char *const *names, const char *name)
@@ -183,9 +191,11 @@ static int string_member(const json_t *v, const char *field, size_t max, const c
 	if (!json_is_string(v))
 		return job_error_set(je, field, "invalid_field", "%s must be a string", field);
 	if (strlen(json_string_value(v)) != json_string_length(v))
-		return job_error_set(je, field, "invalid_field", "%s contains a NUL character", field);
+		return job_error_set(je, field, "invalid_field", "%s contains a NUL character",
+				     field);
 	if (json_string_length(v) > max)
-		return job_error_set(je, field, "invalid_field", "%s is longer than %zu bytes", field, max);
+		return job_error_set(je, field, "invalid_field", "%s is longer than %zu bytes",
+				     field, max);
 	*out = json_string_value(v);
 	return 0;
 }
@@ -213,14 +223,16 @@ static int parse_size_value(const json_t *v, const char *field, bool zero_ok, ui
 
 	if (json_is_integer(v)) {
 		if (json_integer_value(v) < 0)
-			return job_error_set(je, field, "invalid_field", "%s must not be negative", field);
+			return job_error_set(je, field, "invalid_field", "%s must not be negative",
+					     field);
 		*out = (uint64_t)json_integer_value(v);
 	} else if (json_is_string(v)) {
 		if (size_parse(json_string_value(v), out, &e) < 0)
 			return job_error_set(je, field, "invalid_size", "%s: %s", field, e.msg);
 	} else {
 		return job_error_set(je, field, "invalid_field",
-				     "%s must be a size such as \"5GB\" or a number of bytes", field);
+				     "%s must be a size such as \"5GB\" or a number of bytes",
+				     field);
 	}
 	if (!zero_ok && *out == 0)
 		return job_error_set(je, field, "invalid_field", "%s must be larger than 0", field);
@@ -249,8 +261,9 @@ static int parse_expert_parallel(const json_t *v, struct job_spec *spec, struct 
 	if (!v || json_is_null(v))
 		return 0;
 	if (!json_is_object(v))
-		return job_error_set(je, "options.expert_parallel", "invalid_field",
-				     "options.expert_parallel must be an object {\"size\", \"rank\"}");
+		return job_error_set(
+			je, "options.expert_parallel", "invalid_field",
+			"options.expert_parallel must be an object {\"size\", \"rank\"}");
 	if (check_members(v, ep_fields, "options.expert_parallel", je) < 0)
 		return -1;
 	if (spec->to != LAYOUT_NATIVE)
@@ -264,13 +277,16 @@ static int parse_expert_parallel(const json_t *v, struct job_spec *spec, struct 
 	if (!rank)
 		return job_error_set(je, "options.expert_parallel.rank", "missing_field",
 				     "options.expert_parallel.rank is required");
-	if (!json_is_integer(size) || json_integer_value(size) < 1 || json_integer_value(size) > 65536)
-		return job_error_set(je, "options.expert_parallel.size", "invalid_field",
-				     "options.expert_parallel.size must be an integer from 1 to 65536");
+	if (!json_is_integer(size) || json_integer_value(size) < 1 ||
+	    json_integer_value(size) > 65536)
+		return job_error_set(
+			je, "options.expert_parallel.size", "invalid_field",
+			"options.expert_parallel.size must be an integer from 1 to 65536");
 	if (!json_is_integer(rank) || json_integer_value(rank) < 0 ||
 	    json_integer_value(rank) >= json_integer_value(size))
-		return job_error_set(je, "options.expert_parallel.rank", "invalid_field",
-				     "options.expert_parallel.rank must be an integer from 0 to size - 1");
+		return job_error_set(
+			je, "options.expert_parallel.rank", "invalid_field",
+			"options.expert_parallel.rank must be an integer from 0 to size - 1");
 	spec->convert.ep_size = (uint32_t)json_integer_value(size);
 	spec->convert.ep_rank = (uint32_t)json_integer_value(rank);
 	return 0;
@@ -309,7 +325,8 @@ static int parse_options(const json_t *opts, struct job_spec *spec, struct job_e
 		return -1;
 	v = json_object_get(opts, "max_shard_size");
 	if (v && !json_is_null(v) &&
-	    parse_size_value(v, "options.max_shard_size", false, &spec->convert.max_shard_size, je) < 0)
+	    parse_size_value(v, "options.max_shard_size", false, &spec->convert.max_shard_size,
+			     je) < 0)
 		return -1;
 	v = json_object_get(opts, "exclude");
 	if (v && !json_is_null(v) && string_member(v, "options.exclude", 1024, &exclude, je) < 0)
@@ -318,24 +335,28 @@ static int parse_options(const json_t *opts, struct job_spec *spec, struct job_e
 		return -1;
 	v = json_object_get(opts, "max_bytes_per_second");
 	if (v && !json_is_null(v) &&
-	    parse_size_value(v, "options.max_bytes_per_second", true, &spec->convert.max_bytes_per_second,
-			     je) < 0)
+	    parse_size_value(v, "options.max_bytes_per_second", true,
+			     &spec->convert.max_bytes_per_second, je) < 0)
 		return -1;
 	if (parse_bool_option(opts, "overwrite", &overwrite, je) < 0 ||
 	    parse_bool_option(opts, "dry_run", &dry_run, je) < 0)
 		return -1;
 	v = json_object_get(opts, "s3");
 	if (v && !json_is_null(v) && !json_is_object(v))
-		return job_error_set(je, "options.s3", "invalid_field", "options.s3 must be an object");
+		return job_error_set(je, "options.s3", "invalid_field",
+				     "options.s3 must be an object");
 
 	norm = json_object();
 	json_object_set_new(norm, "dtype", json_string(dtype_choice_name(spec->convert.dtype)));
 	v = json_object_get(opts, "max_shard_size");
-	json_object_set_new(norm, "max_shard_size", v && !json_is_null(v) ? json_deep_copy(v) : json_string("5GB"));
+	json_object_set_new(norm, "max_shard_size",
+			    v && !json_is_null(v) ? json_deep_copy(v) : json_string("5GB"));
 	json_object_set_new(norm, "exclude", exclude ? json_string(exclude) : json_null());
 	if (spec->convert.ep_size)
-		json_object_set_new(norm, "expert_parallel", json_pack("{s:I, s:I}", "size",
-				    (json_int_t)spec->convert.ep_size, "rank", (json_int_t)spec->convert.ep_rank));
+		json_object_set_new(norm, "expert_parallel",
+				    json_pack("{s:I, s:I}", "size",
+					      (json_int_t)spec->convert.ep_size, "rank",
+					      (json_int_t)spec->convert.ep_rank));
 	else
 		json_object_set_new(norm, "expert_parallel", json_null());
 	v = json_object_get(opts, "max_bytes_per_second");
@@ -360,8 +381,8 @@ static bool label_key_valid(const char *key)
 	if (!*key || strlen(key) > JOB_LABEL_KEY_MAX)
 		return false;
 	for (p = key; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-		      *p == '_' || *p == '-' || *p == '.' || *p == '/'))
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.' || *p == '/'))
 			return false;
 	return true;
 }
@@ -376,16 +397,18 @@ static int parse_labels(const json_t *labels, struct job_spec *spec, struct job_
 	if (!labels || json_is_null(labels))
 		return 0;
 	if (!json_is_object(labels))
-		return job_error_set(je, "labels", "invalid_field", "labels must be an object of strings");
+		return job_error_set(je, "labels", "invalid_field",
+				     "labels must be an object of strings");
 	if (json_object_size(labels) > JOB_LABELS_MAX)
 		return job_error_set(je, "labels", "invalid_field", "at most %d labels are allowed",
 				     JOB_LABELS_MAX);
 	json_object_foreach((json_t *)labels, key, v) {
 		snprintf(field, sizeof(field), "labels.%.100s", key);
 		if (!label_key_valid(key))
-			return job_error_set(je, field, "invalid_field",
-					     "label names are 1 to %d characters of A-Z a-z 0-9 _ - . /",
-					     JOB_LABEL_KEY_MAX);
+			return job_error_set(
+				je, field, "invalid_field",
+				"label names are 1 to %d characters of A-Z a-z 0-9 _ - . /",
+				JOB_LABEL_KEY_MAX);
 		if (string_member(v, field, JOB_LABEL_VALUE_MAX, &value, je) < 0)
 			return -1;
 		json_object_set_new(spec->labels, key, json_string(value));
@@ -503,8 +526,10 @@ static int check_s3_location(const struct job_policy *p, const char *loc, const 
 	if (strncmp(loc, "s3://", 5) != 0)
 		return job_error_set(je, field, "invalid_location", "%s: unsupported scheme", loc);
 	if (!s3_location_clean(loc))
-		return job_error_set(je, field, "invalid_field",
-				     "%s: an s3:// location needs a bucket and no empty, '.' or '..' parts", loc);
+		return job_error_set(
+			je, field, "invalid_field",
+			"%s: an s3:// location needs a bucket and no empty, '.' or '..' parts",
+			loc);
 	if (!s3_allowed(p->allow_s3, loc))
 		return job_error_set(je, field, "forbidden_s3_location",
 				     "%s is outside the allowed s3:// prefixes (--allow-s3)", loc);
@@ -540,8 +565,8 @@ static int check_s3_options(const struct job_spec *spec, const struct job_policy
 	return p->s3_options_check(s3, p, je);
 }
 
-int job_spec_check(const struct job_spec *spec, const struct job_policy *p,
-		   char **resolved_source, char **resolved_destination, struct job_error *je)
+int job_spec_check(const struct job_spec *spec, const struct job_policy *p, char **resolved_source,
+		   char **resolved_destination, struct job_error *je)
 {
 	char *src = NULL, *dst = NULL;
 	int rc = -1;
@@ -558,7 +583,8 @@ int job_spec_check(const struct job_spec *spec, const struct job_policy *p,
 	}
 	if (store_is_remote(src) == store_is_remote(dst) && paths_overlap(src, dst)) {
 		job_error_set(je, "destination", "invalid_field",
-			      "the destination %s overlaps the source %s", spec->destination, spec->source);
+			      "the destination %s overlaps the source %s", spec->destination,
+			      spec->source);
 		goto out;
 	}
 	*resolved_source = src;
@@ -580,7 +606,7 @@ struct job_tensors {
 	void *map;
 	size_t map_len;
 	size_t count;
-	const uint64_t *offsets;     /* count + 1 entries, relative to data */
+	const uint64_t *offsets; /* count + 1 entries, relative to data */
 	const char *data;
 };
 
@@ -837,7 +863,8 @@ enum tensor_state job_tensor_state(const struct job *j, size_t i)
 	if (j->conv) {
 		const struct plan *plan = conversion_plan(j->conv);
 
-		return plan && i < plan->ntensors ? conversion_tensor_state(j->conv, i) : TENSOR_PENDING;
+		return plan && i < plan->ntensors ? conversion_tensor_state(j->conv, i) :
+						    TENSOR_PENDING;
 	}
 	if (j->state == JOB_SUCCEEDED)
 		return j->spec.dry_run ? TENSOR_PENDING : TENSOR_DONE;
@@ -888,8 +915,10 @@ json_t *job_progress_json(const struct job *j)
 	json_object_set_new(o, "percent", json_real((double)(int64_t)(percent * 10.0) / 10.0));
 	json_object_set_new(o, "bytes_per_second", json_integer((json_int_t)rate));
 	if (j->state == JOB_RUNNING && rate > 0)
-		json_object_set_new(o, "eta_seconds",
-				    json_integer((json_int_t)((double)(p.bytes_total - p.bytes_done) / rate + 0.5)));
+		json_object_set_new(
+			o, "eta_seconds",
+			json_integer(
+				(json_int_t)((double)(p.bytes_total - p.bytes_done) / rate + 0.5)));
 	else if (j->state == JOB_SUCCEEDED)
 		json_object_set_new(o, "eta_seconds", json_integer(0));
 	else
@@ -947,17 +976,19 @@ json_t *job_record_json(const struct job *j)
 	json_object_set_new(o, "resolved_source",
 			    j->resolved_source ? json_string(j->resolved_source) : json_null());
 	json_object_set_new(o, "resolved_destination",
-			    j->resolved_destination ? json_string(j->resolved_destination) : json_null());
+			    j->resolved_destination ? json_string(j->resolved_destination) :
+						      json_null());
 	json_object_set_new(o, "idempotency_key",
 			    j->idempotency_key ? json_string(j->idempotency_key) : json_null());
 	json_object_set_new(o, "request_sha256", json_string(j->request_sha256));
 	json_object_set_new(o, "claimed", json_boolean(j->claimed));
 	json_object_set_new(o, "restarts", json_integer(j->restarts));
-	json_object_set_new(o, "progress",
-			    json_pack("{s:I, s:I, s:I, s:I, s:f}", "tensors_total", (json_int_t)p.tensors_total,
-				      "tensors_done", (json_int_t)p.tensors_done, "bytes_total",
-				      (json_int_t)p.bytes_total, "bytes_done", (json_int_t)p.bytes_done,
-				      "elapsed_seconds", p.elapsed_seconds));
+	json_object_set_new(
+		o, "progress",
+		json_pack("{s:I, s:I, s:I, s:I, s:f}", "tensors_total", (json_int_t)p.tensors_total,
+			  "tensors_done", (json_int_t)p.tensors_done, "bytes_total",
+			  (json_int_t)p.bytes_total, "bytes_done", (json_int_t)p.bytes_done,
+			  "elapsed_seconds", p.elapsed_seconds));
 	json_object_set_new(o, "result", j->result ? json_incref(j->result) : json_null());
 	json_object_set_new(o, "error", error_json(&j->error));
 	return o;
@@ -998,7 +1029,7 @@ static int record_error(const json_t *v, struct err *out, struct err *e)
 	msg = json_string_value(json_object_get(v, "message"));
 	tensor = json_string_value(json_object_get(v, "tensor"));
 	if (!code || !msg)
-		return err_set(e, "config_invalid", "the error has an unknown code or no message");
+		return err_set(e, "io_error", "the error has an unknown code or no message");
 	err_set(out, code, "%s", msg);
 	err_set_tensor(out, tensor);
 	return 0;
@@ -1007,7 +1038,7 @@ static int record_error(const json_t *v, struct err *out, struct err *e)
 static int record_progress(const json_t *v, struct job_progress *p, struct err *e)
 {
 	if (!json_is_object(v))
-		return err_set(e, "config_invalid", "progress is missing");
+		return err_set(e, "io_error", "progress is missing");
 	p->tensors_total = (uint64_t)json_integer_value(json_object_get(v, "tensors_total"));
 	p->tensors_done = (uint64_t)json_integer_value(json_object_get(v, "tensors_done"));
 	p->bytes_total = (uint64_t)json_integer_value(json_object_get(v, "bytes_total"));
@@ -1031,18 +1062,17 @@ int job_from_record(const json_t *r, struct job **out, struct err *e)
 	int rc = -1;
 
 	*out = NULL;
-	if (!json_is_object(r) ||
-	    !json_is_string(json_object_get(r, "format")) ||
+	if (!json_is_object(r) || !json_is_string(json_object_get(r, "format")) ||
 	    strcmp(json_string_value(json_object_get(r, "format")), RECORD_FORMAT) != 0) {
-		err_set(e, "config_invalid", "not a job record of format %s", RECORD_FORMAT);
+		err_set(e, "io_error", "not a job record of format %s", RECORD_FORMAT);
 		goto out;
 	}
 	if (!id_valid(id) || state < 0 || !json_is_integer(json_object_get(r, "seq"))) {
-		err_set(e, "config_invalid", "the record's id, state or seq is invalid");
+		err_set(e, "io_error", "the record's id, state or seq is invalid");
 		goto out;
 	}
 	if (job_spec_parse(json_object_get(r, "request"), &j->spec, &je) < 0) {
-		err_set(e, "config_invalid", "the record's request is invalid: %s", je.err.msg);
+		err_set(e, "io_error", "the record's request is invalid: %s", je.err.msg);
 		goto out;
 	}
 	memcpy(j->id, id, JOB_ID_LEN + 1);
@@ -1085,8 +1115,8 @@ static int write_all(int fd, const char *data, size_t len)
 	return 0;
 }
 
-int job_write_atomic(const char *dir, const char *name, const char *data, size_t len,
-		     bool durable, struct err *e)
+int job_write_atomic(const char *dir, const char *name, const char *data, size_t len, bool durable,
+		     struct err *e)
 {
 	char tmp[PATH_MAX], final[PATH_MAX];
 	int fd, dfd, rc = -1;
@@ -1129,15 +1159,16 @@ int job_parse_duration(const char *text, int64_t *ms, struct err *e)
 		const char *unit;
 		int64_t ms;
 	} units[] = {
-		{"", 1000}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000},
-		{"w", 604800000},
+		{"", 1000},	{"s", 1000},	 {"m", 60000},
+		{"h", 3600000}, {"d", 86400000}, {"w", 604800000},
 	};
 	const char *p = text;
 	int64_t value = 0;
 	size_t i;
 
 	if (!text || *p < '0' || *p > '9')
-		return err_set(e, "invalid_option", "'%s' is not a duration (examples: 7d, 12h, 30m, 90s)",
+		return err_set(e, "invalid_option",
+			       "'%s' is not a duration (examples: 7d, 12h, 30m, 90s)",
 			       text ? text : "");
 	while (*p >= '0' && *p <= '9') {
 		if (__builtin_mul_overflow(value, 10, &value) ||
@@ -1148,7 +1179,8 @@ int job_parse_duration(const char *text, int64_t *ms, struct err *e)
 	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
 		if (strcmp(p, units[i].unit) == 0) {
 			if (__builtin_mul_overflow(value, units[i].ms, ms))
-				return err_set(e, "invalid_option", "duration '%s' is too large", text);
+				return err_set(e, "invalid_option", "duration '%s' is too large",
+					       text);
 			return 0;
 		}
 	}

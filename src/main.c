@@ -19,6 +19,7 @@ struct command {
 
 static const struct command commands[] = {
 	{"convert", cli_convert, "convert a checkpoint between the HF and the native layout"},
+	{"finalize", cli_finalize, "finish a conversion that ran in partitions"},
 	{"inspect", cli_inspect, "describe a checkpoint and validate its headers"},
 	{"verify", cli_verify, "compare two checkpoints tensor by tensor"},
 	{"fixture", cli_fixture, "write a synthetic Ling 2.0 checkpoint"},

@@ -16,21 +16,29 @@
 static const struct {
 	const char *method, *path;
 } routes[ROUTE_COUNT] = {
-	{"GET", "/healthz"}, {"GET", "/readyz"}, {"GET", "/metrics"}, {"GET", "/v1/version"},
-	{"POST", "/v1/jobs"}, {"GET", "/v1/jobs"}, {"GET", "/v1/jobs/{id}"},
-	{"DELETE", "/v1/jobs/{id}"}, {"GET", "/v1/jobs/{id}/tensors"},
-	{"GET", "/v1/jobs/{id}/events"}, {"any", "other"},
+	{"GET", "/healthz"},
+	{"GET", "/readyz"},
+	{"GET", "/metrics"},
+	{"GET", "/v1/version"},
+	{"POST", "/v1/jobs"},
+	{"GET", "/v1/jobs"},
+	{"GET", "/v1/jobs/{id}"},
+	{"DELETE", "/v1/jobs/{id}"},
+	{"GET", "/v1/jobs/{id}/tensors"},
+	{"GET", "/v1/jobs/{id}/events"},
+	{"any", "other"},
 };
 
 /* Status codes tracked one by one; anything else is counted as "other". */
-static const unsigned tracked_status[] = {200, 201, 202, 204, 400, 401, 403, 404, 405, 409,
-					  413, 415, 422, 429, 500, 503, 507};
+static const unsigned tracked_status[] = {200, 201, 202, 204, 400, 401, 403, 404, 405,
+					  409, 413, 415, 422, 429, 500, 503, 507};
 #define NSTATUS (sizeof(tracked_status) / sizeof(tracked_status[0]) + 1)
 
 static _Atomic uint64_t http_requests[ROUTE_COUNT][NSTATUS];
 
-static const double duration_buckets[] = {1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 21600, 86400};
-#define NBUCKETS (sizeof(duration_buckets) / sizeof(duration_buckets[0]))
+/* Upper bounds (seconds) of the job duration histogram's buckets. */
+static const double buckets[] = {1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 21600, 86400};
+#define NBUCKETS (sizeof(buckets) / sizeof(buckets[0]))
 
 static _Atomic uint64_t duration_counts[JOB_STATE_COUNT][NBUCKETS + 1];
 static _Atomic uint64_t duration_sum_ms[JOB_STATE_COUNT];
@@ -61,7 +69,7 @@ void metrics_job_finished(enum job_state state, double seconds)
 	if (seconds < 0)
 		seconds = 0;
 	for (b = 0; b < NBUCKETS; b++)
-		if (seconds <= duration_buckets[b])
+		if (seconds <= buckets[b])
 			break;
 	atomic_fetch_add(&duration_counts[state][b], 1);
 	atomic_fetch_add(&duration_sum_ms[state], (uint64_t)(seconds * 1000.0));
@@ -74,19 +82,25 @@ static void render_jobs(struct job_buf *b, const struct registry_stats *s)
 	job_buf_puts(b, "# HELP ckptconv_jobs Jobs known to the service, by state.\n"
 			"# TYPE ckptconv_jobs gauge\n");
 	for (st = 0; st < JOB_STATE_COUNT; st++)
-		job_buf_printf(b, "ckptconv_jobs{state=\"%s\"} %zu\n", job_state_name((enum job_state)st),
-			       s->jobs[st]);
-	job_buf_printf(b, "# HELP ckptconv_queue_length Jobs waiting for a free slot.\n"
-			  "# TYPE ckptconv_queue_length gauge\n"
-			  "ckptconv_queue_length %zu\n", s->queue_length);
-	job_buf_printf(b, "# HELP ckptconv_tensors_converted_total Output tensors written since start.\n"
-			  "# TYPE ckptconv_tensors_converted_total counter\n"
-			  "ckptconv_tensors_converted_total %llu\n",
-		       (unsigned long long)s->tensors_converted);
-	job_buf_printf(b, "# HELP ckptconv_bytes_converted_total Output tensor bytes written since start.\n"
-			  "# TYPE ckptconv_bytes_converted_total counter\n"
-			  "ckptconv_bytes_converted_total %llu\n",
-		       (unsigned long long)s->bytes_converted);
+		job_buf_printf(b, "ckptconv_jobs{state=\"%s\"} %zu\n",
+			       job_state_name((enum job_state)st), s->jobs[st]);
+	job_buf_printf(b,
+		       "# HELP ckptconv_queue_length Jobs waiting for a free slot.\n"
+		       "# TYPE ckptconv_queue_length gauge\n"
+		       "ckptconv_queue_length %zu\n",
+		       s->queue_length);
+	job_buf_printf(
+		b,
+		"# HELP ckptconv_tensors_converted_total Output tensors written since start.\n"
+		"# TYPE ckptconv_tensors_converted_total counter\n"
+		"ckptconv_tensors_converted_total %llu\n",
+		(unsigned long long)s->tensors_converted);
+	job_buf_printf(
+		b,
+		"# HELP ckptconv_bytes_converted_total Output tensor bytes written since start.\n"
+		"# TYPE ckptconv_bytes_converted_total counter\n"
+		"ckptconv_bytes_converted_total %llu\n",
+		(unsigned long long)s->bytes_converted);
 }
 
 static void render_durations(struct job_buf *b)
@@ -102,12 +116,15 @@ static void render_durations(struct job_buf *b)
 
 		for (i = 0; i < NBUCKETS; i++) {
 			cumulative += atomic_load(&duration_counts[st][i]);
-			job_buf_printf(b, "ckptconv_job_duration_seconds_bucket{state=\"%s\",le=\"%g\"} %llu\n",
-				       name, duration_buckets[i], (unsigned long long)cumulative);
+			job_buf_printf(
+				b,
+				"ckptconv_job_duration_seconds_bucket{state=\"%s\",le=\"%g\"} %llu\n",
+				name, buckets[i], (unsigned long long)cumulative);
 		}
 		cumulative += atomic_load(&duration_counts[st][NBUCKETS]);
-		job_buf_printf(b, "ckptconv_job_duration_seconds_bucket{state=\"%s\",le=\"+Inf\"} %llu\n",
-			       name, (unsigned long long)cumulative);
+		job_buf_printf(
+			b, "ckptconv_job_duration_seconds_bucket{state=\"%s\",le=\"+Inf\"} %llu\n",
+			name, (unsigned long long)cumulative);
 		job_buf_printf(b, "ckptconv_job_duration_seconds_sum{state=\"%s\"} %.3f\n", name,
 			       (double)atomic_load(&duration_sum_ms[st]) / 1000.0);
 		job_buf_printf(b, "ckptconv_job_duration_seconds_count{state=\"%s\"} %llu\n", name,
@@ -119,11 +136,14 @@ static void render_http(struct job_buf *b)
 {
 	size_t r, i;
 
-	job_buf_puts(b, "# HELP ckptconv_http_requests_total HTTP requests answered, by route and status.\n"
-			"# TYPE ckptconv_http_requests_total counter\n");
+	job_buf_puts(
+		b,
+		"# HELP ckptconv_http_requests_total HTTP requests answered, by route and status.\n"
+		"# TYPE ckptconv_http_requests_total counter\n");
 	for (r = 0; r < ROUTE_COUNT; r++) {
 		for (i = 0; i < NSTATUS; i++) {
-			uint64_t n = atomic_load_explicit(&http_requests[r][i], memory_order_relaxed);
+			uint64_t n =
+				atomic_load_explicit(&http_requests[r][i], memory_order_relaxed);
 			char code[8];
 
 			if (!n)
@@ -132,9 +152,10 @@ static void render_http(struct job_buf *b)
 				snprintf(code, sizeof(code), "%u", tracked_status[i]);
 			else
 				snprintf(code, sizeof(code), "other");
-			job_buf_printf(b,
-				       "ckptconv_http_requests_total{method=\"%s\",route=\"%s\",code=\"%s\"} %llu\n",
-				       routes[r].method, routes[r].path, code, (unsigned long long)n);
+			job_buf_printf(
+				b,
+				"ckptconv_http_requests_total{method=\"%s\",route=\"%s\",code=\"%s\"} %llu\n",
+				routes[r].method, routes[r].path, code, (unsigned long long)n);
 		}
 	}
 }
@@ -148,16 +169,19 @@ char *metrics_render(struct registry *reg, struct exec_pool *pool, size_t *len)
 	render_jobs(&b, &s);
 	render_durations(&b);
 	render_http(&b);
-	job_buf_printf(&b, "# HELP ckptconv_workers Conversion worker threads.\n"
-			   "# TYPE ckptconv_workers gauge\n"
-			   "ckptconv_workers %u\n"
-			   "# HELP ckptconv_workers_busy Worker threads working on a piece now.\n"
-			   "# TYPE ckptconv_workers_busy gauge\n"
-			   "ckptconv_workers_busy %u\n",
+	job_buf_printf(&b,
+		       "# HELP ckptconv_workers Conversion worker threads.\n"
+		       "# TYPE ckptconv_workers gauge\n"
+		       "ckptconv_workers %u\n"
+		       "# HELP ckptconv_workers_busy Worker threads working on a piece now.\n"
+		       "# TYPE ckptconv_workers_busy gauge\n"
+		       "ckptconv_workers_busy %u\n",
 		       pool ? exec_pool_threads(pool) : 0, pool ? exec_pool_busy(pool) : 0);
-	job_buf_printf(&b, "# HELP ckptconv_ready Whether the service accepts jobs.\n"
-			   "# TYPE ckptconv_ready gauge\n"
-			   "ckptconv_ready %d\n", registry_ready(reg, NULL) ? 1 : 0);
+	job_buf_printf(&b,
+		       "# HELP ckptconv_ready Whether the service accepts jobs.\n"
+		       "# TYPE ckptconv_ready gauge\n"
+		       "ckptconv_ready %d\n",
+		       registry_ready(reg, NULL) ? 1 : 0);
 	*len = b.len;
 	return b.data;
 }

@@ -105,22 +105,23 @@ static int bigger_first(const void *a, const void *b)
 	return x->file < y->file ? -1 : x->file > y->file;
 }
 
-uint32_t *partition_groups(const struct plan *p, uint32_t count)
+/* The greedy balance over files of these sizes (see partition.h). */
+static uint32_t *assign_groups(const uint64_t *sizes, size_t n, uint32_t count)
 {
-	uint32_t *groups = xcalloc(p->nfiles ? p->nfiles : 1, sizeof(*groups));
-	struct by_size *order = xcalloc(p->nfiles ? p->nfiles : 1, sizeof(*order));
+	uint32_t *groups = xcalloc(n ? n : 1, sizeof(*groups));
+	struct by_size *order = xcalloc(n ? n : 1, sizeof(*order));
 	uint64_t *load;
 	size_t i;
 	uint32_t g, least;
 
 	/* Groups past the number of files stay empty: never more to weigh. */
-	if (count > p->nfiles)
-		count = p->nfiles ? (uint32_t)p->nfiles : 1;
+	if (count > n)
+		count = n ? (uint32_t)n : 1;
 	load = xcalloc(count ? count : 1, sizeof(*load));
-	for (i = 0; i < p->nfiles; i++)
-		order[i] = (struct by_size){p->files[i].size, (uint32_t)i};
-	qsort(order, p->nfiles, sizeof(*order), bigger_first);
-	for (i = 0; i < p->nfiles; i++) {
+	for (i = 0; i < n; i++)
+		order[i] = (struct by_size){sizes[i], (uint32_t)i};
+	qsort(order, n, sizeof(*order), bigger_first);
+	for (i = 0; i < n; i++) {
 		for (least = 0, g = 1; g < count; g++)
 			if (load[g] < load[least])
 				least = g;
@@ -129,6 +130,19 @@ uint32_t *partition_groups(const struct plan *p, uint32_t count)
 	}
 	free(load);
 	free(order);
+	return groups;
+}
+
+uint32_t *partition_groups(const struct plan *p, uint32_t count)
+{
+	uint64_t *sizes = xcalloc(p->nfiles ? p->nfiles : 1, sizeof(*sizes));
+	uint32_t *groups;
+	size_t i;
+
+	for (i = 0; i < p->nfiles; i++)
+		sizes[i] = p->files[i].size;
+	groups = assign_groups(sizes, p->nfiles, count);
+	free(sizes);
 	return groups;
 }
 
@@ -144,26 +158,63 @@ bool *partition_skip_files(const struct plan *p, uint32_t index, uint32_t count)
 	return skip;
 }
 
-json_t *partition_result_json(const struct plan *p, uint32_t index, uint32_t count)
+/* The files, tensors and bytes of group `index`. */
+static void group_totals(const struct plan *p, const uint32_t *groups, uint32_t index,
+			 size_t *files, size_t *tensors, uint64_t *bytes)
+{
+	size_t i;
+
+	*files = *tensors = 0;
+	*bytes = 0;
+	for (i = 0; i < p->nfiles; i++)
+		*files += groups[i] == index;
+	for (i = 0; i < p->ntensors; i++) {
+		if (groups[p->tensors[i].file] != index)
+			continue;
+		(*tensors)++;
+		*bytes += p->tensors[i].nbytes;
+	}
+}
+
+json_t *partition_result_json(const struct plan *p, uint32_t index, uint32_t count,
+			      double seconds)
 {
 	uint32_t *groups = partition_groups(p, count);
-	json_t *files = json_array();
-	uint64_t tensors = 0, bytes = 0;
-	size_t i;
+	json_t *files = json_array(), *out;
+	size_t nfiles, tensors, i;
+	uint64_t bytes;
 
 	for (i = 0; i < p->nfiles; i++)
 		if (groups[i] == index)
 			json_array_append_new(files, json_string(p->files[i].name));
-	for (i = 0; i < p->ntensors; i++) {
-		if (groups[p->tensors[i].file] != index)
-			continue;
-		tensors++;
-		bytes += p->tensors[i].nbytes;
-	}
+	group_totals(p, groups, index, &nfiles, &tensors, &bytes);
 	free(groups);
-	return json_pack("{s:o, s:I, s:I, s:{s:I, s:I}}", "files", files, "tensors",
-			 (json_int_t)tensors, "bytes", (json_int_t)bytes, "partition", "index",
-			 (json_int_t)index, "count", (json_int_t)count);
+	out = json_pack("{s:o, s:I, s:I, s:{s:I, s:I, s:I}}", "files", files, "tensors",
+			(json_int_t)tensors, "bytes", (json_int_t)bytes, "partition", "index",
+			(json_int_t)index, "count", (json_int_t)count, "planned_files",
+			(json_int_t)p->nfiles);
+	if (seconds > 0)
+		json_object_set_new(out, "bytes_per_second", json_real((double)bytes / seconds));
+	return out;
+}
+
+void partition_print_result(FILE *out, const struct plan *p, uint32_t index, uint32_t count,
+			    const char *dst, double seconds)
+{
+	uint32_t *groups = partition_groups(p, count);
+	size_t files, tensors;
+	char size[32], speed[32];
+	uint64_t bytes;
+
+	group_totals(p, groups, index, &files, &tensors, &bytes);
+	free(groups);
+	size_format(bytes, size, sizeof(size));
+	size_format(seconds > 0 ? (uint64_t)((double)bytes / seconds) : 0, speed, sizeof(speed));
+	fprintf(out,
+		"partition %" PRIu32 "/%" PRIu32 ": converted %zu tensors (%s) into %zu of %zu"
+		" files in %.2f s (%s/s): %s\n"
+		"run `ckptconv finalize %s` once all %" PRIu32 " partitions have succeeded\n",
+		index, count, tensors, size, files, p->nfiles, seconds, speed, dst, dst, count);
 }
 
 /* ---- the manifest -------------------------------------------------------- */
@@ -888,24 +939,53 @@ static int file_problem(struct store *dst, const struct partition_file *f,
 	return 0;
 }
 
-static int incomplete_error(const struct store *dst, const struct strvec *problems,
-			    size_t planned, struct err *e)
+/* "1, 4" for the partitions that write the files in `bad`. */
+static void rerun_list(const struct partition_manifest *m, const bool *bad, char *out, size_t len)
 {
-	char names[ERR_MSG_MAX] = "";
+	uint64_t *sizes = xcalloc(m->nfiles ? m->nfiles : 1, sizeof(*sizes));
+	bool *rerun = xcalloc(m->count, sizeof(*rerun));
+	uint32_t *groups, g;
 	size_t i, used = 0;
 
-	for (i = 0; i < problems->len && i < NAMED_MAX && used < sizeof(names) - 1; i++)
+	for (i = 0; i < m->nfiles; i++)
+		sizes[i] = m->files[i].size;
+	groups = assign_groups(sizes, m->nfiles, m->count);
+	for (i = 0; i < m->nfiles; i++)
+		if (bad[i])
+			rerun[groups[i]] = true;
+	out[0] = '\0';
+	for (g = 0; g < m->count && used < len - 1; g++)
+		if (rerun[g])
+			used += (size_t)snprintf(out + used, len - used, "%s%" PRIu32,
+						 used ? ", " : "", g);
+	free(groups);
+	free(rerun);
+	free(sizes);
+}
+
+static int incomplete_error(const struct store *dst, const struct partition_manifest *m,
+			    const bool *bad, const struct strvec *problems, struct err *e)
+{
+	char names[300] = "", partitions[64];
+	size_t i, used = 0;
+
+	for (i = 0; i < problems->len && i < NAMED_MAX; i++) {
+		if (used + strlen(problems->items[i]) + 2 >= sizeof(names))
+			break;   /* only whole names */
 		used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s",
 					 i ? ", " : "", problems->items[i]);
+	}
+	rerun_list(m, bad, partitions, sizeof(partitions));
 	return err_set(e, "partition_incomplete",
-		       "%s: %zu of %zu planned files missing or incomplete: %s%s;"
-		       " run the partitions that write them, then finalize again",
-		       dst->location, problems->len, planned, names,
-		       problems->len > i ? ", ..." : "");
+		       "%s: %zu of %zu planned files missing or incomplete (rerun partition%s %s"
+		       " of %" PRIu32 "): %s%s",
+		       dst->location, problems->len, m->nfiles, strchr(partitions, ',') ? "s" : "",
+		       partitions, m->count, names, problems->len > i ? ", ..." : "");
 }
 
 int partition_check_files(struct store *dst, const struct partition_manifest *m, struct err *e)
 {
+	bool *bad = xcalloc(m->nfiles ? m->nfiles : 1, sizeof(*bad));
 	struct strvec problems = {0};
 	struct store_entry *entries;
 	char why[96];
@@ -913,19 +993,23 @@ int partition_check_files(struct store *dst, const struct partition_manifest *m,
 	int rc = -1;
 
 	if (list_optional(dst, &entries, &n, e))
-		return -1;
+		goto out;
 	for (i = 0; i < m->nfiles; i++) {
 		const struct partition_file *f = &m->files[i];
 
 		if (file_problem(dst, f, find_entry(entries, n, f->name), why, sizeof(why), e))
-			goto out;
-		if (why[0])
-			strvec_pushf(&problems, "%s (%s)", f->name, why);
+			goto out_entries;
+		if (!why[0])
+			continue;
+		bad[i] = true;
+		strvec_pushf(&problems, "%s (%s)", f->name, why);
 	}
-	rc = problems.len ? incomplete_error(dst, &problems, m->nfiles, e) : 0;
-out:
+	rc = problems.len ? incomplete_error(dst, m, bad, &problems, e) : 0;
+out_entries:
 	strvec_fini(&problems);
 	store_entries_free(entries, n);
+out:
+	free(bad);
 	return rc;
 }
 

@@ -83,11 +83,13 @@ int paths_resolve(const char *path, char **out, struct err *e)
 		if (realpath(prefix, resolved))
 			break;
 		if (errno != ENOENT && errno != ENOTDIR) {
-			err_set_errno(e, "forbidden_path", errno, "%s: cannot resolve %s", path, prefix);
+			err_set_errno(e, "forbidden_path", errno, "%s: cannot resolve %s", path,
+				      prefix);
 			goto out;
 		}
 		if (entry_exists(prefix)) {
-			err_set(e, "forbidden_path", "%s: %s is a dangling symbolic link", path, prefix);
+			err_set(e, "forbidden_path", "%s: %s is a dangling symbolic link", path,
+				prefix);
 			goto out;
 		}
 		slash = strrchr(prefix, '/');
@@ -151,9 +153,11 @@ int paths_check(const struct strvec *roots, const char *path, char **resolved, s
 		}
 	}
 	if (!roots || roots->len == 0)
-		err_set(e, "forbidden_path", "%s: local paths are not allowed (no --allow-root given)", path);
+		err_set(e, "forbidden_path",
+			"%s: local paths are not allowed (no --allow-root given)", path);
 	else if (strcmp(r, path) != 0)
-		err_set(e, "forbidden_path", "%s resolves to %s, outside the allowed roots", path, r);
+		err_set(e, "forbidden_path", "%s resolves to %s, outside the allowed roots", path,
+			r);
 	else
 		err_set(e, "forbidden_path", "%s is outside the allowed roots", path);
 	free(r);

@@ -28,7 +28,7 @@
 #include "ckptconv/registry.h"
 #include "ckptconv/store.h"
 
-#define PERSIST_INTERVAL 2.0     /* seconds between records of a running job */
+#define PERSIST_INTERVAL 2.0 /* seconds between records of a running job */
 #define RETENTION_INTERVAL 60.0
 #define PROBE_INTERVAL 5.0
 #define MAX_CRASH_RESTARTS 3
@@ -42,13 +42,13 @@ struct registry {
 	int lock_fd;
 
 	pthread_mutex_t lock;
-	pthread_cond_t work;         /* a job was queued, or draining/stopping */
-	pthread_cond_t idle;         /* a run ended */
+	pthread_cond_t work;		       /* a job was queued, or draining/stopping */
+	pthread_cond_t idle;		       /* a run ended */
 	struct job **by_seq, **by_id, **queue; /* protected by lock */
 	size_t njobs, cap, nqueue, qcap;
 	size_t counts[JOB_STATE_COUNT];
 	uint64_t next_seq;
-	unsigned running;            /* jobs in a runner's hands */
+	unsigned running; /* jobs in a runner's hands */
 	bool draining, stopping;
 	uint64_t tensors_converted, bytes_converted; /* of finished runs */
 
@@ -209,7 +209,8 @@ static json_t *log_fields(const struct job *j)
 	return json_pack("{s:s}", "job", j->id);
 }
 
-static void log_job(enum log_level level, const struct job *j, const char *what, const struct err *e)
+static void log_job(enum log_level level, const struct job *j, const char *what,
+		    const struct err *e)
 {
 	json_t *f = log_fields(j);
 
@@ -360,8 +361,9 @@ static json_t *result_json(const struct plan *plan, const struct strvec *warning
 		json_array_append_new(files, json_string(plan->copy_files.items[i]));
 	for (i = 0; warnings && i < warnings->len; i++)
 		json_array_append_new(warn, json_string(warnings->items[i]));
-	return json_pack("{s:o, s:I, s:I, s:o}", "files", files, "tensors", (json_int_t)plan->ntensors,
-			 "bytes", (json_int_t)plan->total_file_bytes, "warnings", warn);
+	return json_pack("{s:o, s:I, s:I, s:o}", "files", files, "tensors",
+			 (json_int_t)plan->ntensors, "bytes", (json_int_t)plan->total_file_bytes,
+			 "warnings", warn);
 }
 
 /* Moves j to a final state (lock held); returns its running seconds. */
@@ -496,7 +498,8 @@ static int recheck(struct registry *r, struct job *j, char **src, char **dst, st
 		return -1;
 	}
 	if (j->claimed && j->resolved_destination && strcmp(*dst, j->resolved_destination) != 0)
-		return err_set(e, "forbidden_path", "%s now resolves to %s, not %s as when the job started",
+		return err_set(e, "forbidden_path",
+			       "%s now resolves to %s, not %s as when the job started",
 			       j->spec.destination, *dst, j->resolved_destination);
 	pthread_mutex_lock(&r->lock);
 	free(j->resolved_source);
@@ -509,7 +512,8 @@ static int recheck(struct registry *r, struct job *j, char **src, char **dst, st
 
 /* Publishes conv as the job's running conversion unless a cancel came
  * first; returns the cancel reason then. */
-static enum job_cancel publish_conversion(struct registry *r, struct job *j, struct conversion *conv)
+static enum job_cancel publish_conversion(struct registry *r, struct job *j,
+					  struct conversion *conv)
 {
 	enum job_cancel cancel;
 
@@ -560,7 +564,8 @@ static void cancelled_by_request(struct registry *r, struct job *j)
 static void settle(struct registry *r, struct job *j, struct conversion *conv, int rc,
 		   const struct err *run_error)
 {
-	json_t *result = rc == 0 ? result_json(conversion_plan(conv), conversion_warnings(conv)) : NULL;
+	json_t *result = rc == 0 ? result_json(conversion_plan(conv), conversion_warnings(conv)) :
+				   NULL;
 	bool was_cancelled = rc < 0 && run_error->code && strcmp(run_error->code, "cancelled") == 0;
 	enum job_state outcome = JOB_SUCCEEDED;
 	struct err e = {0};
@@ -752,17 +757,17 @@ static int load_record(struct registry *r, const char *name, struct err *e)
 	snprintf(path, sizeof(path), "%s/%s", r->jobs_dir, name);
 	rec = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
 	if (!rec) {
-		err_set(e, "config_invalid", "%s: %s", name, jerr.text);
+		err_set(e, "io_error", "%s: %s", name, jerr.text);
 		return -1;
 	}
 	if (job_from_record(rec, &j, e) < 0)
 		goto out;
 	if (strncmp(name, j->id, JOB_ID_LEN) != 0) {
-		err_set(e, "config_invalid", "%s holds job %s", name, j->id);
+		err_set(e, "io_error", "%s holds job %s", name, j->id);
 		goto out;
 	}
 	if (table_insert(r, j) < 0) {
-		err_set(e, "config_invalid", "%s: job %s is listed twice", name, j->id);
+		err_set(e, "io_error", "%s: job %s is listed twice", name, j->id);
 		goto out;
 	}
 	if (j->seq >= r->next_seq)
@@ -838,7 +843,8 @@ static void recover(struct registry *r)
 			set_state(r, j, JOB_QUEUED);
 			j->started_ms = 0;
 			persist(r, j);
-			log_job(LOG_WARN, j, "was running when the service stopped; queued to run again", NULL);
+			log_job(LOG_WARN, j,
+				"was running when the service stopped; queued to run again", NULL);
 		}
 		if (j->state == JOB_QUEUED)
 			queue_add(r, j);
@@ -854,7 +860,8 @@ static int lock_state_dir(struct registry *r, struct err *e)
 	if (r->lock_fd < 0)
 		return err_set_errno(e, "io_error", errno, "%s", path);
 	if (flock(r->lock_fd, LOCK_EX | LOCK_NB) != 0)
-		return err_set(e, "io_error", "%s: another ckptconv serve uses this state directory",
+		return err_set(e, "io_error",
+			       "%s: another ckptconv serve uses this state directory",
 			       r->state_dir);
 	return 0;
 }
@@ -884,8 +891,8 @@ int registry_open(const struct registry_config *c, struct registry **out, struct
 	pthread_cond_init(&r->work, NULL);
 	pthread_cond_init(&r->idle, NULL);
 	atomic_init(&r->writable, true);
-	if (make_dir(r->state_dir, e) < 0 || lock_state_dir(r, e) < 0 || make_dir(r->jobs_dir, e) < 0 ||
-	    load_records(r, e) < 0)
+	if (make_dir(r->state_dir, e) < 0 || lock_state_dir(r, e) < 0 ||
+	    make_dir(r->jobs_dir, e) < 0 || load_records(r, e) < 0)
 		goto out;
 	recover(r);
 	sweep_retention(r);
@@ -930,12 +937,23 @@ void registry_free(struct registry *r)
 
 /* ---- submitting ------------------------------------------------------------ */
 
+static void log_submitted(const struct job *j)
+{
+	json_t *f = json_pack("{s:s, s:s, s:s, s:s, s:s}", "job", j->id, "state",
+			      job_state_name(j->state), "source", j->spec.source, "destination",
+			      j->spec.destination, "to", layout_name(j->spec.to));
+
+	log_msg(LOG_INFO, f, "job submitted");
+	json_decref(f);
+}
+
 static struct job *find_by_key(const struct registry *r, const char *key)
 {
 	size_t i;
 
 	for (i = 0; key && i < r->njobs; i++)
-		if (r->by_seq[i]->idempotency_key && strcmp(r->by_seq[i]->idempotency_key, key) == 0)
+		if (r->by_seq[i]->idempotency_key &&
+		    strcmp(r->by_seq[i]->idempotency_key, key) == 0)
 			return r->by_seq[i];
 	return NULL;
 }
@@ -950,12 +968,14 @@ static int check_destination(const struct registry *r, const char *dst, struct j
 
 		if (j->state != JOB_QUEUED && j->state != JOB_RUNNING)
 			continue;
-		if (j->resolved_destination && store_is_remote(dst) == store_is_remote(j->resolved_destination) &&
+		if (j->resolved_destination &&
+		    store_is_remote(dst) == store_is_remote(j->resolved_destination) &&
 		    paths_overlap(dst, j->resolved_destination))
 			return job_error_set(je, "destination", "destination_in_use",
 					     "%s overlaps the destination of %s job %s", dst,
 					     job_state_name(j->state), j->id);
-		if (j->resolved_source && store_is_remote(dst) == store_is_remote(j->resolved_source) &&
+		if (j->resolved_source &&
+		    store_is_remote(dst) == store_is_remote(j->resolved_source) &&
 		    paths_overlap(dst, j->resolved_source))
 			return job_error_set(je, "destination", "destination_in_use",
 					     "%s overlaps the source of %s job %s", dst,
@@ -973,7 +993,8 @@ static int admit(struct registry *r, const struct job_spec *spec, const char *ds
 
 	*existing = NULL;
 	if (r->draining)
-		return job_error_set(je, "", "draining", "the service is shutting down and accepts no new jobs");
+		return job_error_set(je, "", "draining",
+				     "the service is shutting down and accepts no new jobs");
 	prior = find_by_key(r, key);
 	if (prior && strcmp(prior->request_sha256, sha) == 0) {
 		*existing = job_ref(prior);
@@ -981,7 +1002,8 @@ static int admit(struct registry *r, const struct job_spec *spec, const char *ds
 	}
 	if (prior)
 		return job_error_set(je, "", "idempotency_conflict",
-				     "Idempotency-Key was used for job %s with a different body", prior->id);
+				     "Idempotency-Key was used for job %s with a different body",
+				     prior->id);
 	if (spec->dry_run)
 		return 0;
 	if (r->counts[JOB_QUEUED] >= r->cfg.max_queued)
@@ -1015,7 +1037,8 @@ static int check_source(struct registry *r, struct job *j, struct job_error *je)
 		job_error_set(je, "options.s3", e.code, "%s", e.msg);
 		goto out;
 	}
-	if (conversion_prepare(j->resolved_source, j->resolved_destination, &j->spec.convert, &conv, &e) < 0) {
+	if (conversion_prepare(j->resolved_source, j->resolved_destination, &j->spec.convert, &conv,
+			       &e) < 0) {
 		job_error_set(je, engine_error_field(e.code), e.code, "%s", e.msg);
 		goto out;
 	}
@@ -1045,7 +1068,8 @@ static void discard(struct registry *r, struct job *j)
 
 int registry_submit(struct registry *r, struct job_spec *spec, const char *resolved_source,
 		    const char *resolved_destination, const char *idempotency_key,
-		    const char *request_sha256, struct job **out, bool *existing, struct job_error *je)
+		    const char *request_sha256, struct job **out, bool *existing,
+		    struct job_error *je)
 {
 	struct job *j = NULL, *prior = NULL;
 	int rc;
@@ -1072,7 +1096,10 @@ int registry_submit(struct registry *r, struct job_spec *spec, const char *resol
 	rc = admit(r, &j->spec, resolved_destination, idempotency_key, request_sha256, &prior, je);
 	if (rc == 0 && !prior) {
 		j->seq = r->next_seq++;
-		table_insert(r, job_ref(j));
+		if (table_insert(r, job_ref(j)) < 0) {
+			job_unref(j);
+			rc = job_error_set(je, "", "internal_error", "job id %s is taken", j->id);
+		}
 	}
 	pthread_mutex_unlock(&r->lock);
 	if (rc < 0 || prior) {
@@ -1086,13 +1113,13 @@ int registry_submit(struct registry *r, struct job_spec *spec, const char *resol
 		discard(r, j);
 		return job_error_set(je, "", "io_error", "the job record could not be written");
 	}
+	log_submitted(j);
 	pthread_mutex_lock(&r->lock);
 	if (j->state == JOB_QUEUED && !j->deleted) {
 		queue_add(r, j);
 		pthread_cond_signal(&r->work);
 	}
 	pthread_mutex_unlock(&r->lock);
-	log_job(LOG_INFO, j, "submitted", NULL);
 	*out = j;
 	return 0;
 
@@ -1152,7 +1179,8 @@ static bool labels_match(const struct job *j, const struct registry_filter *f)
 	size_t i;
 
 	for (i = 0; i < f->nlabels; i++) {
-		const char *v = json_string_value(json_object_get(j->spec.labels, f->label_keys[i]));
+		const char *v =
+			json_string_value(json_object_get(j->spec.labels, f->label_keys[i]));
 
 		if (!v || strcmp(v, f->label_values[i]) != 0)
 			return false;
@@ -1345,8 +1373,8 @@ static void probe_writable(struct registry *r)
 	if (ok != atomic_load(&r->writable)) {
 		json_t *f = json_pack("{s:s}", "state_dir", r->state_dir);
 
-		log_msg(ok ? LOG_INFO : LOG_ERROR, f, ok ? "state directory writable again"
-							 : "state directory is not writable");
+		log_msg(ok ? LOG_INFO : LOG_ERROR, f,
+			ok ? "state directory writable again" : "state directory is not writable");
 		json_decref(f);
 	}
 	atomic_store(&r->writable, ok);

@@ -42,8 +42,8 @@
 #define DEFAULT_BACKOFF_CAP 5.0
 #define DEFAULT_CONNECT_TIMEOUT 10
 #define DEFAULT_STALL_TIMEOUT 30
-#define LANE_HANDLES 8              /* parallel requests of one call */
-#define RESPONSE_MAX (16 * MIB)     /* XML answers (a listing page) */
+#define LANE_HANDLES 8			       /* parallel requests of one call */
+#define RESPONSE_MAX (16 * MIB)		       /* XML answers (a listing page) */
 #define UNRANGED_ANSWER_MAX ((size_t)64 << 10) /* a 200 to a ranged GET */
 #define SETTING_MAX 512
 
@@ -56,7 +56,7 @@ struct settings_copy {
 };
 
 static pthread_mutex_t defaults_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct settings_copy process_settings;   /* protected by defaults_lock */
+static struct settings_copy process_settings; /* protected by defaults_lock */
 static __thread struct settings_copy thread_settings;
 
 enum style { STYLE_AUTO, STYLE_PATH, STYLE_VIRTUAL };
@@ -75,7 +75,8 @@ static int parse_style(const char *text, enum style *out, struct err *e)
 	else if (strcmp(text, "virtual") == 0)
 		*out = STYLE_VIRTUAL;
 	else
-		return err_set(e, "s3_config", "addressing style '%s' is not path, virtual or auto", text);
+		return err_set(e, "s3_config", "addressing style '%s' is not path, virtual or auto",
+			       text);
 	return 0;
 }
 
@@ -93,7 +94,7 @@ static int check_region(const char *region, struct err *e)
 
 struct endpoint {
 	bool https;
-	char *authority;            /* host[:port], lower case, default port dropped */
+	char *authority; /* host[:port], lower case, default port dropped */
 };
 
 static bool host_char(unsigned char c)
@@ -109,7 +110,7 @@ static int endpoint_parse(const char *url, struct endpoint *out, struct err *e)
 	char *q;
 
 	out->authority = NULL;
-	if (strchr(url, '@'))   /* never echo credentials put in a URL */
+	if (strchr(url, '@')) /* never echo credentials put in a URL */
 		return err_set(e, "s3_config", "the endpoint URL must not hold user information");
 	if (strncasecmp(url, "https://", 8) == 0) {
 		out->https = true;
@@ -118,7 +119,8 @@ static int endpoint_parse(const char *url, struct endpoint *out, struct err *e)
 		out->https = false;
 		scheme_len = 7;
 	} else {
-		return err_set(e, "s3_config", "endpoint '%.200s' is not an http:// or https:// URL", url);
+		return err_set(e, "s3_config",
+			       "endpoint '%.200s' is not an http:// or https:// URL", url);
 	}
 	host = url + scheme_len;
 	if (*host == '[') {
@@ -153,7 +155,8 @@ static int endpoint_parse(const char *url, struct endpoint *out, struct err *e)
 	if (port && port_number == (out->https ? 443UL : 80UL))
 		port = NULL;
 	if (port) {
-		if (asprintf(&out->authority, "%.*s:%lu", (int)(host_end - host), host, port_number) < 0)
+		if (asprintf(&out->authority, "%.*s:%lu", (int)(host_end - host), host,
+			     port_number) < 0)
 			abort();
 	} else {
 		out->authority = xmalloc((size_t)(host_end - host) + 1);
@@ -165,7 +168,8 @@ static int endpoint_parse(const char *url, struct endpoint *out, struct err *e)
 	return 0;
 bad:
 	return err_set(e, "s3_config",
-		       "endpoint '%.200s' is not scheme://host[:port] (no user, path or query)", url);
+		       "endpoint '%.200s' is not scheme://host[:port] (no user, path or query)",
+		       url);
 }
 
 char *s3_endpoint_normalize(const char *url, struct err *e)
@@ -274,7 +278,8 @@ static bool valid_prefix(const char *prefix)
 	while (*seg) {
 		end = strchr(seg, '/');
 		n = end ? (size_t)(end - seg) : strlen(seg);
-		if (n == 0 || (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+		if (n == 0 || (n == 1 && seg[0] == '.') ||
+		    (n == 2 && seg[0] == '.' && seg[1] == '.'))
 			return false;
 		if (!end)
 			break;
@@ -300,9 +305,10 @@ int s3_location_parse(const char *location, char **bucket, char **prefix, struct
 		return err_set(e, "invalid_location", "%s: '%.*s' is not a bucket name", location,
 			       (int)blen, b);
 	if (slash && !valid_prefix(slash + 1))
-		return err_set(e, "invalid_location",
-			       "%s: the prefix has an empty, '.' or '..' segment or a control character",
-			       location);
+		return err_set(
+			e, "invalid_location",
+			"%s: the prefix has an empty, '.' or '..' segment or a control character",
+			location);
 	*bucket = xmalloc(blen + 1);
 	memcpy(*bucket, b, blen);
 	(*bucket)[blen] = '\0';
@@ -349,7 +355,7 @@ struct lane {
 struct s3_client {
 	bool https;
 	bool custom_endpoint;
-	char *endpoint_authority;   /* host[:port] of a custom endpoint */
+	char *endpoint_authority; /* host[:port] of a custom endpoint */
 	char *region;
 	enum style style;
 	char *access_key_id;
@@ -359,10 +365,10 @@ struct s3_client {
 	unsigned max_attempts;
 	double backoff_base, backoff_cap;
 	size_t range_size;
-	unsigned max_keys;          /* 0: the server's default */
+	unsigned max_keys; /* 0: the server's default */
 	uint64_t part_size;
 	long connect_timeout, stall_timeout;
-	CURLSH *share;              /* DNS cache and TLS sessions */
+	CURLSH *share; /* DNS cache and TLS sessions */
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 	pthread_mutex_t lanes_lock; /* protects idle_lanes */
 	struct lane *idle_lanes;
@@ -422,9 +428,10 @@ static int client_configure(struct s3_client *c, struct err *e)
 	process = process_settings;
 	pthread_mutex_unlock(&defaults_lock);
 
-	endpoint = resolve(thread_settings.endpoint_url, process.endpoint_url, "AWS_ENDPOINT_URL_S3",
-			   "AWS_ENDPOINT_URL");
-	c->region = resolve(thread_settings.region, process.region, "AWS_REGION", "AWS_DEFAULT_REGION");
+	endpoint = resolve(thread_settings.endpoint_url, process.endpoint_url,
+			   "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL");
+	c->region =
+		resolve(thread_settings.region, process.region, "AWS_REGION", "AWS_DEFAULT_REGION");
 	if (!c->region)
 		c->region = xstrdup(DEFAULT_REGION);
 	style = resolve(thread_settings.addressing_style, process.addressing_style,
@@ -449,15 +456,17 @@ static int client_configure(struct s3_client *c, struct err *e)
 		goto out;
 	}
 	c->ca_bundle = resolve(NULL, NULL, "AWS_CA_BUNDLE", NULL);
-	c->max_attempts = (unsigned)env_u64("CKPTCONV_S3_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, 1, 100);
-	c->range_size = (size_t)env_u64("CKPTCONV_S3_RANGE_SIZE", DEFAULT_RANGE_SIZE, MIN_RANGE_SIZE,
-					 (uint64_t)1 << 30);
+	c->max_attempts =
+		(unsigned)env_u64("CKPTCONV_S3_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, 1, 100);
+	c->range_size = (size_t)env_u64("CKPTCONV_S3_RANGE_SIZE", DEFAULT_RANGE_SIZE,
+					MIN_RANGE_SIZE, (uint64_t)1 << 30);
 	c->part_size = env_u64("CKPTCONV_S3_PART_SIZE", DEFAULT_PART_SIZE, MIN_PART_SIZE,
 			       (uint64_t)5 << 30);
 	c->max_keys = (unsigned)env_u64("CKPTCONV_S3_MAX_KEYS", 0, 1, 1000);
-	c->connect_timeout = (long)env_u64("CKPTCONV_S3_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT, 1,
-					   600);
-	c->stall_timeout = (long)env_u64("CKPTCONV_S3_STALL_TIMEOUT", DEFAULT_STALL_TIMEOUT, 1, 3600);
+	c->connect_timeout =
+		(long)env_u64("CKPTCONV_S3_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT, 1, 600);
+	c->stall_timeout =
+		(long)env_u64("CKPTCONV_S3_STALL_TIMEOUT", DEFAULT_STALL_TIMEOUT, 1, 3600);
 	c->backoff_base = DEFAULT_BACKOFF_BASE;
 	c->backoff_cap = DEFAULT_BACKOFF_CAP;
 	rc = 0;
@@ -614,8 +623,8 @@ static bool use_virtual(const struct s3_client *c, const char *bucket)
 
 struct target {
 	char *host;
-	char *path;                 /* encoded */
-	char *query;                /* canonical */
+	char *path;  /* encoded */
+	char *query; /* canonical */
 	char *url;
 };
 
@@ -642,8 +651,8 @@ static void target_build(const struct s3_client *c, const char *bucket, const ch
 			abort();
 	} else {
 		t->host = xstrdup(base_host);
-		if ((encoded_key ? asprintf(&t->path, "/%s/%s", bucket, encoded_key)
-				 : asprintf(&t->path, "/%s", bucket)) < 0)
+		if ((encoded_key ? asprintf(&t->path, "/%s/%s", bucket, encoded_key) :
+				   asprintf(&t->path, "/%s", bucket)) < 0)
 			abort();
 	}
 	t->query = sigv4_canonical_query(params, nparams);
@@ -822,11 +831,11 @@ enum call_state { CALL_PENDING, CALL_DONE, CALL_RETRY, CALL_FAILED };
 
 struct call {
 	struct s3_client *client;
-	const char *op;             /* the S3 operation, for messages */
+	const char *op; /* the S3 operation, for messages */
 	const char *method;
 	const char *bucket;
 	const char *key;
-	const char *named;          /* the key or prefix messages name */
+	const char *named; /* the key or prefix messages name */
 	const struct sigv4_param *params;
 	size_t nparams;
 	const void *body;
@@ -840,6 +849,7 @@ struct call {
 
 	/* one attempt */
 	CURL *easy;
+	double started;
 	struct curl_slist *headers;
 	struct target target;
 	size_t body_pos, dst_pos;
@@ -1096,11 +1106,10 @@ static bool retryable_s3_code(const char *code)
 	       strcmp(code, "OperationAborted") == 0;
 }
 
-static void call_fail(struct call *k, enum call_state state, const char *code, const char *fmt,
-		      ...) __attribute__((format(printf, 4, 5)));
+static void call_fail(struct call *k, enum call_state state, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 
-static void call_fail(struct call *k, enum call_state state, const char *code, const char *fmt,
-		      ...)
+static void call_fail(struct call *k, enum call_state state, const char *code, const char *fmt, ...)
 {
 	char msg[ERR_MSG_MAX], name[300];
 	va_list ap;
@@ -1156,10 +1165,11 @@ static void check_ranged_answer(struct call *k)
 			k->state = CALL_DONE;
 			return;
 		}
-		call_fail(k, CALL_FAILED, "s3_bad_response",
-			  "the server ignored the Range header (answered 200 to a request for bytes "
-			  "%" PRIu64 "-%" PRIu64 ")",
-			  k->off, last);
+		call_fail(
+			k, CALL_FAILED, "s3_bad_response",
+			"the server ignored the Range header (answered 200 to a request for bytes "
+			"%" PRIu64 "-%" PRIu64 ")",
+			k->off, last);
 		return;
 	}
 	if (k->status != 206 || !k->has_content_range) {
@@ -1170,7 +1180,8 @@ static void check_ranged_answer(struct call *k)
 	if (k->range_first == k->off && k->range_last < last && k->range_total != UINT64_MAX &&
 	    k->range_total <= last) {
 		call_fail(k, CALL_FAILED, "file_truncated",
-			  "the object is %" PRIu64 " bytes, too short for %zu bytes at offset %" PRIu64,
+			  "the object is %" PRIu64
+			  " bytes, too short for %zu bytes at offset %" PRIu64,
 			  k->range_total, k->len, k->off);
 		return;
 	}
@@ -1189,9 +1200,10 @@ static void call_finish(struct call *k, CURLcode rc)
 {
 	if (rc != CURLE_OK && k->overflow) {
 		if (k->ranged && k->status == 200)
-			call_fail(k, CALL_FAILED, "s3_bad_response",
-				  "the server ignored the Range header (answered 200 with the whole "
-				  "object)");
+			call_fail(
+				k, CALL_FAILED, "s3_bad_response",
+				"the server ignored the Range header (answered 200 with the whole "
+				"object)");
 		else
 			call_fail(k, CALL_FAILED, "s3_bad_response",
 				  "the answer is larger than the %s asked for",
@@ -1200,8 +1212,8 @@ static void call_finish(struct call *k, CURLcode rc)
 	}
 	if (rc != CURLE_OK) {
 		call_fail(k, retryable_curl_error(rc) ? CALL_RETRY : CALL_FAILED,
-			  retryable_curl_error(rc) ? "s3_unavailable" : "s3_error", "%s %s",
-			  k->op, k->errbuf[0] ? k->errbuf : curl_easy_strerror(rc));
+			  retryable_curl_error(rc) ? "s3_unavailable" : "s3_error", "%s %s", k->op,
+			  k->errbuf[0] ? k->errbuf : curl_easy_strerror(rc));
 		return;
 	}
 	if (k->status < 200 || k->status > 299) {
@@ -1215,6 +1227,17 @@ static void call_finish(struct call *k, CURLcode rc)
 	k->state = CALL_DONE;
 }
 
+/* One line per request at debug level: what it was and how long it took. */
+static void log_request(const struct call *k)
+{
+	char name[300];
+
+	call_name(k, name, sizeof(name));
+	log_msg(LOG_DEBUG, NULL, "%s %s: HTTP %ld, %zu bytes out, %zu in, %.3f s", k->op, name,
+		k->status, k->body_len, k->ranged ? k->dst_pos : k->answer.len,
+		now_seconds() - k->started);
+}
+
 /* A thread-local xorshift generator for jitter. */
 static double jitter_unit(void)
 {
@@ -1222,7 +1245,8 @@ static double jitter_unit(void)
 	uint64_t x;
 
 	if (!state)
-		state = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)&state << 16) ^ 0x9e3779b97f4a7c15ULL;
+		state = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)&state << 16) ^
+			0x9e3779b97f4a7c15ULL;
 	x = state;
 	x ^= x << 13;
 	x ^= x >> 7;
@@ -1276,6 +1300,7 @@ static void run_round(struct lane *lane, struct call **calls, size_t n)
 				k->state = CALL_FAILED;
 				continue;
 			}
+			k->started = now_seconds();
 			curl_multi_add_handle(lane->multi, k->easy);
 			active[slot] = k;
 			running++;
@@ -1292,6 +1317,7 @@ static void run_round(struct lane *lane, struct call **calls, size_t n)
 				k = active[slot];
 				curl_multi_remove_handle(lane->multi, k->easy);
 				call_finish(k, msg->data.result);
+				log_request(k);
 				active[slot] = NULL;
 				running--;
 				break;
@@ -1440,7 +1466,8 @@ static int list_page(struct s3_client *c, const char *bucket, const char *prefix
 	}
 	if (page.truncated && !page.next_token) {
 		err_set(e, "s3_bad_response",
-			"s3://%s/%s: a truncated listing has no continuation token", bucket, prefix);
+			"s3://%s/%s: a truncated listing has no continuation token", bucket,
+			prefix);
 		goto out;
 	}
 	free(*token);
@@ -1474,8 +1501,7 @@ int s3_list(struct s3_client *c, const char *bucket, const char *prefix, const c
 	return rc;
 }
 
-int s3_head(struct s3_client *c, const char *bucket, const char *key, uint64_t *size,
-	    struct err *e)
+int s3_head(struct s3_client *c, const char *bucket, const char *key, uint64_t *size, struct err *e)
 {
 	struct call k;
 	int rc = -1;
@@ -1573,8 +1599,8 @@ static void single_field(void *arg, const char *path, const char *text)
 	}
 }
 
-int s3_multipart_create(struct s3_client *c, const char *bucket, const char *key,
-			char **upload_id, struct err *e)
+int s3_multipart_create(struct s3_client *c, const char *bucket, const char *key, char **upload_id,
+			struct err *e)
 {
 	struct sigv4_param params[] = {{"uploads", ""}};
 	struct single_field f = {.path = "InitiateMultipartUploadResult/UploadId"};
@@ -1590,8 +1616,8 @@ int s3_multipart_create(struct s3_client *c, const char *bucket, const char *key
 		goto out;
 	if (!xml_walk(k.answer.s ? k.answer.s : "", k.answer.len, single_field, &f) || !f.value ||
 	    !*f.value) {
-		err_set(e, "s3_bad_response", "s3://%s/%s: CreateMultipartUpload answered no UploadId",
-			bucket, key);
+		err_set(e, "s3_bad_response",
+			"s3://%s/%s: CreateMultipartUpload answered no UploadId", bucket, key);
 		goto out;
 	}
 	*upload_id = f.value;
@@ -1604,8 +1630,8 @@ out:
 }
 
 int s3_multipart_upload_part(struct s3_client *c, const char *bucket, const char *key,
-			     const char *upload_id, unsigned part_number, const void *body, size_t len,
-			     char **etag, struct err *e)
+			     const char *upload_id, unsigned part_number, const void *body,
+			     size_t len, char **etag, struct err *e)
 {
 	char number[16];
 	struct sigv4_param params[] = {{"partNumber", number}, {"uploadId", upload_id}};
@@ -1623,8 +1649,8 @@ int s3_multipart_upload_part(struct s3_client *c, const char *bucket, const char
 	if (perform_one(&k, e))
 		goto out;
 	if (!k.etag[0]) {
-		err_set(e, "s3_bad_response", "s3://%s/%s: UploadPart %u answered no ETag", bucket, key,
-			part_number);
+		err_set(e, "s3_bad_response", "s3://%s/%s: UploadPart %u answered no ETag", bucket,
+			key, part_number);
 		goto out;
 	}
 	*etag = xstrdup(k.etag);

@@ -8,9 +8,10 @@
  * executor writes disjoint ranges from several threads), completed with
  * the part list at commit, so the object appears whole or not at all;
  * files no larger than one part are buffered and sent by one PutObject at
- * commit.  Part buffers are anonymous mappings touched only as bytes
- * arrive and unmapped once uploaded, so memory follows what is written but
- * not yet uploaded.
+ * commit.  Memory follows what is fetched but not yet converted and what is
+ * written but not yet uploaded: view and part buffers are anonymous
+ * mappings, kept in a small per-store pool once used (populating fresh
+ * pages costs more than the copy into them) and unmapped beyond it.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -29,16 +30,34 @@
 #define SINGLE_NAME "model.safetensors"
 #define MAX_PARTS 10000
 #define MIB ((uint64_t)1 << 20)
+#define POOL_IDLE_MAX 4
+
+/* Buffers ready for reuse, at most POOL_IDLE_MAX. */
+struct buffer_pool {
+	pthread_mutex_t lock; /* protects idle, nidle */
+	struct buffer *idle[POOL_IDLE_MAX];
+	size_t nidle;
+	size_t keep; /* how many idle buffers to keep */
+};
+
+struct buffer {
+	struct buffer_pool *pool;
+	unsigned char *data;
+	size_t cap;
+};
 
 struct s3_store {
 	struct store base;
 	struct s3_client *client;
 	char *bucket;
-	char *prefix;               /* "" or ending in '/' */
+	char *prefix; /* "" or ending in '/' */
+	struct buffer_pool views;
+	struct buffer_pool parts; /* of multipart uploads */
+	struct buffer_pool whole; /* of files sent whole: not kept */
 };
 
 struct s3_part {
-	unsigned char *buf;         /* NULL until the first write, and after upload */
+	struct buffer *buf; /* NULL until the first write, and after upload */
 	uint64_t filled;
 	bool sent;
 	char *etag;
@@ -49,11 +68,11 @@ struct s3_writer {
 	char *key;
 	uint64_t part_size;
 	size_t nparts;
-	bool multipart;             /* else one PutObject at commit */
+	bool multipart; /* else one PutObject at commit */
 	char *upload_id;
-	pthread_mutex_t lock;       /* protects parts[].buf, filled, sent; failed */
+	pthread_mutex_t lock; /* protects parts[].buf, filled, sent; failed */
 	struct s3_part *parts;
-	bool failed;                /* a part upload failed: commit refuses */
+	bool failed; /* a part upload failed: commit refuses */
 };
 
 static struct s3_store *s3s(struct store *s)
@@ -70,22 +89,68 @@ static char *key_of(const struct s3_store *s, const char *name)
 	return key;
 }
 
-static void *buffer_new(size_t len)
+static void pool_init(struct buffer_pool *bp, size_t keep)
 {
-	void *p;
-
-	if (len == 0)
-		return NULL;
-	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		abort();
-	return p;
+	pthread_mutex_init(&bp->lock, NULL);
+	bp->keep = keep < POOL_IDLE_MAX ? keep : POOL_IDLE_MAX;
 }
 
-static void buffer_free(void *p, size_t len)
+static void buffer_unmap(struct buffer *b)
 {
-	if (p && len)
-		munmap(p, len);
+	munmap(b->data, b->cap);
+	free(b);
+}
+
+static void pool_fini(struct buffer_pool *bp)
+{
+	while (bp->nidle)
+		buffer_unmap(bp->idle[--bp->nidle]);
+	pthread_mutex_destroy(&bp->lock);
+}
+
+/* A buffer of at least len bytes (len > 0): the smallest idle one that
+ * fits, or a new mapping. */
+static struct buffer *buffer_get(struct buffer_pool *bp, size_t len)
+{
+	struct buffer *b = NULL;
+	size_t i, best = POOL_IDLE_MAX;
+
+	pthread_mutex_lock(&bp->lock);
+	for (i = 0; i < bp->nidle; i++)
+		if (bp->idle[i]->cap >= len &&
+		    (best == POOL_IDLE_MAX || bp->idle[i]->cap < bp->idle[best]->cap))
+			best = i;
+	if (best < POOL_IDLE_MAX) {
+		b = bp->idle[best];
+		bp->idle[best] = bp->idle[--bp->nidle];
+	}
+	pthread_mutex_unlock(&bp->lock);
+	if (b)
+		return b;
+	b = xcalloc(1, sizeof(*b));
+	b->pool = bp;
+	b->cap = (len + MIB - 1) / MIB * MIB;
+	b->data = mmap(NULL, b->cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (b->data == MAP_FAILED)
+		abort();
+	return b;
+}
+
+static void buffer_put(struct buffer *b)
+{
+	struct buffer_pool *bp;
+
+	if (!b)
+		return;
+	bp = b->pool;
+	pthread_mutex_lock(&bp->lock);
+	if (bp->nidle < bp->keep) {
+		bp->idle[bp->nidle++] = b;
+		b = NULL;
+	}
+	pthread_mutex_unlock(&bp->lock);
+	if (b)
+		buffer_unmap(b);
 }
 
 static int s3store_open(const char *location, struct store **out, struct err *e)
@@ -94,6 +159,9 @@ static int s3store_open(const char *location, struct store **out, struct err *e)
 	size_t plen;
 
 	s->base.backend = &store_s3_backend;
+	pool_init(&s->views, POOL_IDLE_MAX);
+	pool_init(&s->parts, 2);
+	pool_init(&s->whole, 0);
 	if (s3_location_parse(location, &s->bucket, &s->prefix, e) ||
 	    s3_client_new(&s->client, e)) {
 		store_s3_backend.free(&s->base);
@@ -112,6 +180,9 @@ static void s3store_free(struct store *base)
 	struct s3_store *s = s3s(base);
 
 	s3_client_free(s->client);
+	pool_fini(&s->views);
+	pool_fini(&s->parts);
+	pool_fini(&s->whole);
 	free(s->bucket);
 	free(s->prefix);
 	free(s->base.location);
@@ -142,7 +213,7 @@ static int list_entries(struct s3_store *s, size_t limit, struct store_entry **o
 		return -1;
 	for (i = 0; i < l.nobjects; i++) {
 		if (strncmp(l.objects[i].key, s->prefix, plen) != 0 || !l.objects[i].key[plen])
-			continue;   /* the prefix's own marker object */
+			continue; /* the prefix's own marker object */
 		add_entry(out, n, l.objects[i].key + plen, l.objects[i].size, STORE_FILE);
 	}
 	for (i = 0; i < l.nprefixes; i++) {
@@ -198,6 +269,7 @@ static int s3store_view(struct store *base, const char *name, uint64_t off, size
 			struct store_view *v, struct err *e)
 {
 	static const unsigned char empty[1];
+	struct buffer *b;
 
 	v->file = name;
 	v->backend = base->backend;
@@ -205,22 +277,21 @@ static int s3store_view(struct store *base, const char *name, uint64_t off, size
 		v->data = empty;
 		return 0;
 	}
-	v->base = buffer_new(len);
-	v->base_len = len;
-	if (s3store_read(base, name, off, v->base, len, e)) {
-		buffer_free(v->base, len);
-		v->base = NULL;
-		v->base_len = 0;
+	b = buffer_get(&s3s(base)->views, len);
+	if (s3store_read(base, name, off, b->data, len, e)) {
+		buffer_put(b);
 		return -1;
 	}
-	v->data = v->base;
+	v->base = b;
+	v->base_len = b->cap;
+	v->data = b->data;
 	v->len = len;
 	return 0;
 }
 
 static void s3store_view_release(struct store_view *v)
 {
-	buffer_free(v->base, v->base_len);
+	buffer_put(v->base);
 }
 
 /* ---- writing ---- */
@@ -247,7 +318,7 @@ static void writer_free(struct s3_writer *w)
 	size_t i;
 
 	for (i = 0; i < w->nparts; i++) {
-		buffer_free(w->parts[i].buf, (size_t)part_len(w, i));
+		buffer_put(w->parts[i].buf);
 		free(w->parts[i].etag);
 	}
 	free(w->parts);
@@ -294,9 +365,9 @@ static int send_part(struct s3_writer *w, size_t i, struct err *e)
 	int rc;
 
 	rc = s3_multipart_upload_part(s->client, s->bucket, w->key, w->upload_id, (unsigned)i + 1,
-				      w->parts[i].buf, len, &etag, e);
+				      w->parts[i].buf->data, len, &etag, e);
 	pthread_mutex_lock(&w->lock);
-	buffer_free(w->parts[i].buf, len);
+	buffer_put(w->parts[i].buf);
 	w->parts[i].buf = NULL;
 	w->parts[i].etag = etag;
 	if (rc)
@@ -316,12 +387,15 @@ static int write_part(struct s3_writer *w, size_t i, uint64_t off, const unsigne
 	pthread_mutex_lock(&w->lock);
 	if (w->failed || w->parts[i].sent) {
 		pthread_mutex_unlock(&w->lock);
-		return err_set(e, "io_error", "%s/%s: write to a part that was already sent or failed",
+		return err_set(e, "io_error",
+			       "%s/%s: write to a part that was already sent or failed",
 			       w->base.store->location, w->base.name);
 	}
 	if (!w->parts[i].buf)
-		w->parts[i].buf = buffer_new((size_t)plen);
-	dst = w->parts[i].buf;
+		w->parts[i].buf = buffer_get(w->multipart ? &s3s(w->base.store)->parts :
+							    &s3s(w->base.store)->whole,
+					     (size_t)plen);
+	dst = w->parts[i].buf->data;
 	pthread_mutex_unlock(&w->lock);
 
 	memcpy(dst + (off - start), buf, len);
@@ -382,8 +456,8 @@ static int commit_multipart(struct s3_writer *w, struct err *e)
 	for (i = 0; i < w->nparts; i++) {
 		if (!w->parts[i].etag) {
 			err_set(e, "plan_invalid",
-				"%s/%s: part %zu of %zu was never completed (%" PRIu64 " of %" PRIu64
-				" bytes written)",
+				"%s/%s: part %zu of %zu was never completed (%" PRIu64
+				" of %" PRIu64 " bytes written)",
 				w->base.store->location, w->base.name, i + 1, w->nparts,
 				w->parts[i].filled, part_len(w, i));
 			goto out;
@@ -403,7 +477,8 @@ static int s3store_writer_commit(struct store_writer *base, struct err *e)
 	int rc = -1;
 
 	if (w->failed) {
-		err_set(e, "io_error", "%s/%s: a part upload failed", base->store->location, base->name);
+		err_set(e, "io_error", "%s/%s: a part upload failed", base->store->location,
+			base->name);
 		goto out_abort;
 	}
 	if (w->multipart) {
@@ -417,7 +492,8 @@ static int s3store_writer_commit(struct store_writer *base, struct err *e)
 			base->store->location, base->name, w->parts[0].filled, base->size);
 		goto out;
 	}
-	rc = s3_put(s->client, s->bucket, w->key, w->parts[0].buf, (size_t)base->size, e);
+	rc = s3_put(s->client, s->bucket, w->key, base->size ? w->parts[0].buf->data : NULL,
+		    (size_t)base->size, e);
 	goto out;
 out_abort:
 	abort_upload(w);
@@ -488,8 +564,8 @@ static int refuse_not_empty(const char *location, const struct store_entry *entr
 	size_t i, used = 0;
 
 	for (i = 0; i < n && i < 3; i++) {
-		used += (size_t)snprintf(names + used, sizeof(names) - used, "%s'%s'", i ? ", " : "",
-					 entries[i].name);
+		used += (size_t)snprintf(names + used, sizeof(names) - used, "%s'%s'",
+					 i ? ", " : "", entries[i].name);
 		if (used >= sizeof(names))
 			used = sizeof(names) - 1;
 	}

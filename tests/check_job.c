@@ -84,13 +84,13 @@ static const char *spec_error(const char *text, char *field, size_t len)
 	return rc == 0 ? NULL : je.err.code;
 }
 
-#define ASSERT_SPEC_ERROR(text, code, want_field)                       \
-	do {                                                            \
-		char f_[JOB_FIELD_MAX];                                 \
-		const char *c_ = spec_error(text, f_, sizeof(f_));      \
-		ck_assert_ptr_nonnull(c_);                              \
-		ck_assert_str_eq(c_, code);                             \
-		ck_assert_str_eq(f_, want_field);                       \
+#define ASSERT_SPEC_ERROR(text, code, want_field)                  \
+	do {                                                       \
+		char f_[JOB_FIELD_MAX];                            \
+		const char *c_ = spec_error(text, f_, sizeof(f_)); \
+		ck_assert_ptr_nonnull(c_);                         \
+		ck_assert_str_eq(c_, code);                        \
+		ck_assert_str_eq(f_, want_field);                  \
 	} while (0)
 
 START_TEST(spec_valid_and_normalised)
@@ -115,10 +115,13 @@ START_TEST(spec_valid_and_normalised)
 	ck_assert(!spec.convert.overwrite);
 	ck_assert(!spec.dry_run);
 	shown = job_spec_json(&spec, false);
-	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(shown, "options"), "dtype")),
-			 "bf16");
+	ck_assert_str_eq(
+		json_string_value(json_object_get(json_object_get(shown, "options"), "dtype")),
+		"bf16");
 	ck_assert(json_is_false(json_object_get(json_object_get(shown, "options"), "overwrite")));
-	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(shown, "labels"), "team")), "nlp");
+	ck_assert_str_eq(
+		json_string_value(json_object_get(json_object_get(shown, "labels"), "team")),
+		"nlp");
 	json_decref(shown);
 	job_spec_fini(&spec);
 	json_decref(body);
@@ -150,23 +153,31 @@ END_TEST
 START_TEST(spec_errors_name_the_field)
 {
 	ASSERT_SPEC_ERROR("[1]", "invalid_json", "");
-	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"hf\", \"colour\": 1}",
-			  "unknown_field", "colour");
+	ASSERT_SPEC_ERROR(
+		"{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"hf\", \"colour\": 1}",
+		"unknown_field", "colour");
 	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"native\","
-			  " \"options\": {\"fast\": true}}", "unknown_field", "options.fast");
-	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"native\","
-			  " \"options\": {\"expert_parallel\": {\"size\": 2, \"rank\": 0, \"x\": 1}}}",
-			  "unknown_field", "options.expert_parallel.x");
+			  " \"options\": {\"fast\": true}}",
+			  "unknown_field", "options.fast");
+	ASSERT_SPEC_ERROR(
+		"{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"native\","
+		" \"options\": {\"expert_parallel\": {\"size\": 2, \"rank\": 0, \"x\": 1}}}",
+		"unknown_field", "options.expert_parallel.x");
 	ASSERT_SPEC_ERROR("{\"destination\": \"/b\", \"to\": \"hf\"}", "missing_field", "source");
 	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"to\": \"hf\"}", "missing_field", "destination");
 	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\"}", "missing_field", "to");
-	ASSERT_SPEC_ERROR("{\"source\": 5, \"destination\": \"/b\", \"to\": \"hf\"}", "invalid_field", "source");
-	ASSERT_SPEC_ERROR("{\"source\": \"\", \"destination\": \"/b\", \"to\": \"hf\"}", "invalid_field", "source");
-	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"gguf\"}", "invalid_field", "to");
+	ASSERT_SPEC_ERROR("{\"source\": 5, \"destination\": \"/b\", \"to\": \"hf\"}",
+			  "invalid_field", "source");
+	ASSERT_SPEC_ERROR("{\"source\": \"\", \"destination\": \"/b\", \"to\": \"hf\"}",
+			  "invalid_field", "source");
+	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"gguf\"}",
+			  "invalid_field", "to");
 	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"native\","
-			  " \"options\": {\"dtype\": \"fp8\"}}", "invalid_field", "options.dtype");
+			  " \"options\": {\"dtype\": \"fp8\"}}",
+			  "invalid_field", "options.dtype");
 	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"hf\","
-			  " \"options\": {\"dtype\": \"bf16\"}}", "invalid_field", "options.dtype");
+			  " \"options\": {\"dtype\": \"bf16\"}}",
+			  "invalid_field", "options.dtype");
 	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"hf\","
 			  " \"options\": {\"expert_parallel\": {\"size\": 2, \"rank\": 0}}}",
 			  "invalid_field", "options.expert_parallel");
@@ -177,15 +188,20 @@ START_TEST(spec_errors_name_the_field)
 			  " \"options\": {\"expert_parallel\": {\"rank\": 0}}}",
 			  "missing_field", "options.expert_parallel.size");
 	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"native\","
-			  " \"options\": {\"max_shard_size\": \"5 parsecs\"}}", "invalid_size", "options.max_shard_size");
+			  " \"options\": {\"max_shard_size\": \"5 parsecs\"}}",
+			  "invalid_size", "options.max_shard_size");
 	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"native\","
-			  " \"options\": {\"max_shard_size\": 0}}", "invalid_field", "options.max_shard_size");
+			  " \"options\": {\"max_shard_size\": 0}}",
+			  "invalid_field", "options.max_shard_size");
 	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"native\","
-			  " \"options\": {\"overwrite\": \"yes\"}}", "invalid_field", "options.overwrite");
+			  " \"options\": {\"overwrite\": \"yes\"}}",
+			  "invalid_field", "options.overwrite");
 	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"native\","
-			  " \"labels\": {\"bad key\": \"v\"}}", "invalid_field", "labels.bad key");
+			  " \"labels\": {\"bad key\": \"v\"}}",
+			  "invalid_field", "labels.bad key");
 	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"native\","
-			  " \"labels\": {\"team\": 3}}", "invalid_field", "labels.team");
+			  " \"labels\": {\"team\": 3}}",
+			  "invalid_field", "labels.team");
 	ASSERT_SPEC_ERROR("{\"source\": \"/a\\u0000b\", \"destination\": \"/b\", \"to\": \"hf\"}",
 			  "invalid_field", "source");
 }
@@ -196,7 +212,8 @@ static const char *location_error(const char *src, const char *dst, char *field,
 {
 	static struct job_error je;
 	struct job_spec spec;
-	json_t *body = json_pack("{s:s, s:s, s:s}", "source", src, "destination", dst, "to", "native");
+	json_t *body =
+		json_pack("{s:s, s:s, s:s}", "source", src, "destination", dst, "to", "native");
 	char *rs = NULL, *rd = NULL;
 	int rc;
 
@@ -232,7 +249,8 @@ START_TEST(locations_checked)
 	ck_assert_str_eq(location_error("s3://models/input", out, field, sizeof(field)),
 			 "forbidden_s3_location");
 	ck_assert_ptr_null(location_error("s3://models/in/ling", out, field, sizeof(field)));
-	ck_assert_str_eq(location_error("s3://models/in/../x", out, field, sizeof(field)), "invalid_field");
+	ck_assert_str_eq(location_error("s3://models/in/../x", out, field, sizeof(field)),
+			 "invalid_field");
 	policy.state_dir = tmp;
 	ck_assert_str_eq(location_error(in, out, field, sizeof(field)), "forbidden_path");
 	policy.state_dir = NULL;
@@ -247,8 +265,9 @@ START_TEST(s3_options_need_the_hook)
 {
 	struct job_error je = {0};
 	struct job_spec spec;
-	json_t *body = parse("{\"source\": \"s3://models/in/a\", \"destination\": \"s3://models/in/b\","
-			     " \"to\": \"native\", \"options\": {\"s3\": {\"region\": \"eu-west-1\"}}}");
+	json_t *body =
+		parse("{\"source\": \"s3://models/in/a\", \"destination\": \"s3://models/in/b\","
+		      " \"to\": \"native\", \"options\": {\"s3\": {\"region\": \"eu-west-1\"}}}");
 	char *rs = NULL, *rd = NULL;
 	json_t *shown;
 
@@ -360,12 +379,16 @@ START_TEST(tensor_listing_round_trip)
 		ck_assert_int_ne(asprintf(&text, "%.*sdone\"}", (int)len, frag), -1);
 		v = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
 		ck_assert_msg(v != NULL, "fragment %zu is not JSON: %s", i, text);
-		ck_assert_str_eq(json_string_value(json_object_get(v, "name")), plan->tensors[i].name);
+		ck_assert_str_eq(json_string_value(json_object_get(v, "name")),
+				 plan->tensors[i].name);
 		ck_assert_str_eq(json_string_value(json_object_get(v, "file")),
 				 plan->files[plan->tensors[i].file].name);
-		ck_assert_int_eq(json_integer_value(json_object_get(v, "bytes")), (json_int_t)plan->tensors[i].nbytes);
-		ck_assert_uint_eq(json_array_size(json_object_get(v, "sources")), plan->tensors[i].nsources);
-		ck_assert_uint_eq(json_array_size(json_object_get(v, "shape")), (size_t)plan->tensors[i].ndim);
+		ck_assert_int_eq(json_integer_value(json_object_get(v, "bytes")),
+				 (json_int_t)plan->tensors[i].nbytes);
+		ck_assert_uint_eq(json_array_size(json_object_get(v, "sources")),
+				  plan->tensors[i].nsources);
+		ck_assert_uint_eq(json_array_size(json_object_get(v, "shape")),
+				  (size_t)plan->tensors[i].ndim);
 		json_decref(v);
 		free(text);
 	}
@@ -397,8 +420,9 @@ START_TEST(record_round_trip)
 	struct job_spec spec;
 	struct job *j, *back = NULL;
 	struct err e = {0};
-	json_t *body = parse("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"native\","
-			     " \"labels\": {\"team\": \"nlp\"}, \"options\": {\"overwrite\": true}}");
+	json_t *body =
+		parse("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"native\","
+		      " \"labels\": {\"team\": \"nlp\"}, \"options\": {\"overwrite\": true}}");
 	json_t *rec, *api1, *api2;
 
 	ck_assert_int_eq(job_spec_parse(body, &spec, &je), 0);
@@ -497,7 +521,8 @@ static const char *submit(struct registry *r, const char *dst, const char *key, 
 	memset(&je, 0, sizeof(je));
 	ck_assert_int_eq(job_spec_parse(body, &spec, &je), 0);
 	ck_assert_int_eq(job_spec_check(&spec, &policy, &rs, &rd, &je), 0);
-	rc = registry_submit(r, &spec, rs, rd, key, sha ? sha : "0", out, existing ? existing : &ex, &je);
+	rc = registry_submit(r, &spec, rs, rd, key, sha ? sha : "0", out, existing ? existing : &ex,
+			     &je);
 	job_spec_fini(&spec);
 	json_decref(body);
 	free(rs);
@@ -528,11 +553,14 @@ START_TEST(registry_queue_limits_and_conflicts)
 	submit_ok(r, "out-a", "nlp", &a);
 	ck_assert_int_eq(registry_job_state(r, a), JOB_QUEUED);
 	ck_assert_str_eq(submit(r, "out-a", NULL, NULL, "nlp", &c, NULL), "destination_in_use");
-	ck_assert_str_eq(submit(r, "out-a/inner", NULL, NULL, "nlp", &c, NULL), "destination_in_use");
+	ck_assert_str_eq(submit(r, "out-a/inner", NULL, NULL, "nlp", &c, NULL),
+			 "destination_in_use");
 	submit_ok(r, "out-b", "vision", &b);
 	ck_assert_str_eq(submit(r, "out-c", NULL, NULL, "nlp", &c, NULL), "queue_full");
 	doc = registry_job_json(r, a);
-	ck_assert_uint_eq(json_integer_value(json_object_get(json_object_get(doc, "progress"), "tensors_total")) > 0, 1);
+	ck_assert_uint_eq(json_integer_value(json_object_get(json_object_get(doc, "progress"),
+							     "tensors_total")) > 0,
+			  1);
 	ck_assert(json_is_null(json_object_get(doc, "started_at")));
 	json_decref(doc);
 	job_unref(a);
@@ -548,7 +576,8 @@ START_TEST(registry_bad_source_is_422)
 	struct job_spec spec;
 	struct job *j = NULL;
 	char *src = test_path(tmp, "missing"), *dst = test_path(tmp, "out");
-	json_t *body = json_pack("{s:s, s:s, s:s}", "source", src, "destination", dst, "to", "native");
+	json_t *body =
+		json_pack("{s:s, s:s, s:s}", "source", src, "destination", dst, "to", "native");
 	bool existing;
 
 	ck_assert_int_eq(job_spec_parse(body, &spec, &je), 0);
@@ -575,7 +604,8 @@ START_TEST(registry_idempotency)
 	ck_assert(existing);
 	ck_assert_ptr_eq(a, again);
 	job_unref(again);
-	ck_assert_str_eq(submit(r, "out-b", "key-1", "bbbb", "nlp", &again, &existing), "idempotency_conflict");
+	ck_assert_str_eq(submit(r, "out-b", "key-1", "bbbb", "nlp", &again, &existing),
+			 "idempotency_conflict");
 	ck_assert_ptr_null(again);
 	job_unref(a);
 	registry_free(r);
@@ -600,8 +630,9 @@ START_TEST(registry_listing_filters_and_cursor)
 	}
 	page = registry_list(r, &f);
 	ck_assert_uint_eq(json_array_size(json_object_get(page, "jobs")), 2);
-	ck_assert(strstr(json_string_value(json_object_get(json_array_get(json_object_get(page, "jobs"), 0),
-							   "destination")), "out-4"));
+	ck_assert(strstr(json_string_value(json_object_get(
+				 json_array_get(json_object_get(page, "jobs"), 0), "destination")),
+			 "out-4"));
 	cursor = json_string_value(json_object_get(page, "next_cursor"));
 	ck_assert_ptr_nonnull(cursor);
 	cursor_copy = xstrdup(cursor);
@@ -647,7 +678,8 @@ START_TEST(registry_cancel_then_delete)
 	ck_assert_int_eq(registry_delete(r, id, &outcome, &doc, &je), 0);
 	ck_assert_int_eq(outcome, REGISTRY_CANCELLED);
 	ck_assert_str_eq(json_string_value(json_object_get(doc, "state")), "cancelled");
-	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(doc, "error"), "code")), "cancelled");
+	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(doc, "error"), "code")),
+			 "cancelled");
 	json_decref(doc);
 	/* Its destination is free again. */
 	submit_ok(r, "out-a", "nlp", NULL);
@@ -655,8 +687,9 @@ START_TEST(registry_cancel_then_delete)
 	listing = json_loads(buf.data, 0, NULL);
 	ck_assert_ptr_nonnull(listing);
 	ck_assert_int_gt(json_integer_value(json_object_get(listing, "total")), 0);
-	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(listing, "tensors"), 0),
-							   "state")), "pending");
+	ck_assert_str_eq(json_string_value(json_object_get(
+				 json_array_get(json_object_get(listing, "tensors"), 0), "state")),
+			 "pending");
 	json_decref(listing);
 	job_buf_fini(&buf);
 	ck_assert_int_eq(registry_delete(r, id, &outcome, NULL, &je), 0);

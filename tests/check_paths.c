@@ -16,9 +16,9 @@
 #include "ckptconv/util.h"
 #include "testutil.h"
 
-static char *tmp;      /* resolved temporary directory */
-static char *root;     /* tmp/root, the allowed root */
-static char *outside;  /* tmp/outside */
+static char *tmp;     /* resolved temporary directory */
+static char *root;    /* tmp/root, the allowed root */
+static char *outside; /* tmp/outside */
 static struct strvec roots;
 
 static void setup(void)

@@ -84,7 +84,7 @@ struct fake {
 	handler_fn handler;
 	atomic_bool stop;
 	atomic_int requests;
-	pthread_mutex_t lock;       /* protects the handlers' state below */
+	pthread_mutex_t lock; /* protects the handlers' state below */
 	/* multipart state of the one object the writer tests upload */
 	struct buf parts[8];
 	bool part_seen[8];
@@ -95,8 +95,8 @@ struct fake {
 
 static void respond(struct buf *out, int status, const char *headers, const void *body, size_t len)
 {
-	buf_printf(out, "HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n", status,
-		   len, headers ? headers : "");
+	buf_printf(out, "HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n",
+		   status, len, headers ? headers : "");
 	if (len)
 		buf_add(out, body, len);
 }
@@ -137,7 +137,8 @@ static bool read_request(int fd, struct request *r)
 		if (strncasecmp(line, "content-length:", 15) == 0)
 			want = strtoul(line + 15, NULL, 10);
 		else if (strncasecmp(line, "range:", 6) == 0)
-			snprintf(r->range, sizeof(r->range), "%s", line + 6 + strspn(line + 6, " "));
+			snprintf(r->range, sizeof(r->range), "%s",
+				 line + 6 + strspn(line + 6, " "));
 	}
 	if (in.len > header_len)
 		buf_add(&r->body, in.s + header_len, in.len - header_len);
@@ -555,7 +556,8 @@ START_TEST(test_error_codes)
 	err_clear(&e);
 	ck_assert_int_eq(s3_list(c, "bkt", "p/", "/", 0, &l, &e), -1);
 	ck_assert_str_eq(e.code, "s3_no_such_bucket");
-	ck_assert_ptr_nonnull(strstr(e.msg, "s3://bkt/p/: ListObjectsV2 answered 404 NoSuchBucket"));
+	ck_assert_ptr_nonnull(
+		strstr(e.msg, "s3://bkt/p/: ListObjectsV2 answered 404 NoSuchBucket"));
 	ck_assert_int_eq(atomic_load(&f->requests), 3);
 	s3_client_free(c);
 	fake_stop(f);
@@ -717,7 +719,8 @@ static void mini_s3(struct fake *f, struct request *r, struct buf *out)
 		respond(out, 200, etag, NULL, 0);
 	} else if (strcmp(r->method, "POST") == 0 && strstr(r->target, "uploadId=")) {
 		f->completes++;
-		snprintf(f->complete_body, sizeof(f->complete_body), "%s", r->body.s ? r->body.s : "");
+		snprintf(f->complete_body, sizeof(f->complete_body), "%s",
+			 r->body.s ? r->body.s : "");
 		for (i = 0; i < 8 && f->part_seen[i]; i++)
 			buf_add(&f->object, f->parts[i].s, f->parts[i].len);
 		respond(out, 200, NULL, done, strlen(done));
@@ -760,7 +763,8 @@ static void *write_pieces(void *arg)
 			continue;
 		off = (uint64_t)piece * PIECE;
 		len = OUT_SIZE - off < PIECE ? OUT_SIZE - off : PIECE;
-		ck_assert_msg(store_writer_write(j->w, off, j->data + off, len, &e) == 0, "%s", e.msg);
+		ck_assert_msg(store_writer_write(j->w, off, j->data + off, len, &e) == 0, "%s",
+			      e.msg);
 	}
 	return NULL;
 }
@@ -784,7 +788,8 @@ START_TEST(test_multipart_writer)
 	f = fake_start(mini_s3);
 	ck_assert_msg(store_open("s3://bkt/out/", &s, &e) == 0, "%s", e.msg);
 	ck_assert_msg(store_prepare_output(s, &o, &e) == 0, "%s", e.msg);
-	ck_assert_msg(store_writer_open(s, "model.safetensors", OUT_SIZE, &w, &e) == 0, "%s", e.msg);
+	ck_assert_msg(store_writer_open(s, "model.safetensors", OUT_SIZE, &w, &e) == 0, "%s",
+		      e.msg);
 	for (i = 0; i < 2; i++) {
 		jobs[i] = (struct writer_job){w, data, (int)i};
 		pthread_create(&t[i], NULL, write_pieces, &jobs[i]);
@@ -796,16 +801,17 @@ START_TEST(test_multipart_writer)
 	ck_assert_int_eq(f->completes, 0);
 	ck_assert_msg(store_writer_commit(w, &e) == 0, "%s", e.msg);
 	ck_assert_int_eq(f->completes, 1);
-	ck_assert_ptr_nonnull(strstr(f->complete_body,
-				     "<Part><PartNumber>1</PartNumber><ETag>&quot;etag-1&quot;</ETag>"
-				     "</Part><Part><PartNumber>2</PartNumber><ETag>&quot;etag-2&quot;"
-				     "</ETag></Part><Part><PartNumber>3</PartNumber>"));
+	ck_assert_ptr_nonnull(strstr(
+		f->complete_body, "<Part><PartNumber>1</PartNumber><ETag>&quot;etag-1&quot;</ETag>"
+				  "</Part><Part><PartNumber>2</PartNumber><ETag>&quot;etag-2&quot;"
+				  "</ETag></Part><Part><PartNumber>3</PartNumber>"));
 	ck_assert_uint_eq(f->object.len, OUT_SIZE);
 	ck_assert(memcmp(f->object.s, data, OUT_SIZE) == 0);
 	ck_assert_uint_eq(f->parts[2].len, 12345);
 
 	/* Abort on a server without AbortMultipartUpload: logged, no error. */
-	ck_assert_msg(store_writer_open(s, "model-00001-of-00002.safetensors", OUT_SIZE, &w, &e) == 0,
+	ck_assert_msg(store_writer_open(s, "model-00001-of-00002.safetensors", OUT_SIZE, &w, &e) ==
+			      0,
 		      "%s", e.msg);
 	ck_assert_int_eq(store_writer_write(w, 0, data, 1000, &e), 0);
 	store_writer_abort(w);
@@ -924,7 +930,8 @@ static char *signed_url(const char *bucket)
 	struct err e = {0};
 	char *url;
 
-	ck_assert_msg(s3_sign_request(c, "GET", bucket, "k", NULL, 0, NULL, NULL, 0, 0, &r, &e) == 0,
+	ck_assert_msg(s3_sign_request(c, "GET", bucket, "k", NULL, 0, NULL, NULL, 0, 0, &r, &e) ==
+			      0,
 		      "%s", e.msg);
 	url = strdup(r.url);
 	s3_signed_request_fini(&r);

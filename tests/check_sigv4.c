@@ -27,7 +27,7 @@
 #define ACCESS_KEY "AKIDEXAMPLE0123"
 #define SECRET_KEY "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 #define SESSION_TOKEN "IQoJb3JpZ2luX2VjEXAMPLE//token+with/odd=chars"
-#define WHEN ((time_t)1717171717)   /* 2024-05-31T16:08:37Z */
+#define WHEN ((time_t)1717171717) /* 2024-05-31T16:08:37Z */
 
 START_TEST(test_aws_documentation_example)
 {
@@ -51,10 +51,10 @@ START_TEST(test_aws_documentation_example)
 	char *auth = sigv4_sign(&r, &c);
 
 	ck_assert_ptr_nonnull(auth);
-	ck_assert_str_eq(auth,
-			 "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/"
-			 "aws4_request, SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
-			 "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41");
+	ck_assert_str_eq(
+		auth, "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/"
+		      "aws4_request, SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
+		      "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41");
 	free(auth);
 }
 END_TEST
@@ -81,8 +81,9 @@ END_TEST
 START_TEST(test_canonical_query)
 {
 	struct sigv4_param p[] = {
-		{"prefix", "a b/"}, {"list-type", "2"}, {"uploads", NULL},
-		{"continuation-token", "x+y=="}, {"B", "2"}, {"B", "1"},
+		{"prefix", "a b/"}, {"list-type", "2"},
+		{"uploads", NULL},  {"continuation-token", "x+y=="},
+		{"B", "2"},	    {"B", "1"},
 	};
 	char *q = sigv4_canonical_query(p, 6);
 
@@ -115,9 +116,9 @@ START_TEST(test_session_token_and_trim)
 	char *auth = sigv4_sign(&r, &c);
 
 	ck_assert_ptr_nonnull(strstr(auth, "Credential=AKID/20240531/eu-west-1/s3/aws4_request"));
-	ck_assert_ptr_nonnull(strstr(
-		auth, "SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-meta-note;"
-		      "x-amz-security-token, "));
+	ck_assert_ptr_nonnull(
+		strstr(auth, "SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-meta-note;"
+			     "x-amz-security-token, "));
 	ck_assert_ptr_null(strstr(auth, "SECRET"));
 	ck_assert_ptr_null(strstr(auth, "TOKEN"));
 	free(auth);
@@ -129,7 +130,7 @@ END_TEST
 struct ref_case {
 	const char *name;
 	const char *method;
-	const char *key;            /* NULL: bucket-level */
+	const char *key; /* NULL: bucket-level */
 	struct sigv4_param params[5];
 	size_t nparams;
 	const char *range;
@@ -137,37 +138,89 @@ struct ref_case {
 };
 
 static const struct ref_case path_cases[] = {
-	{"list_first_page", "GET", NULL,
-	 {{"list-type", "2"}, {"prefix", "models/ling mini/"}, {"delimiter", "/"}, {"max-keys", "2"}},
-	 4, NULL, NULL},
-	{"list_next_page", "GET", NULL,
-	 {{"list-type", "2"}, {"prefix", "models/ling mini/"}, {"delimiter", "/"},
+	{"list_first_page",
+	 "GET",
+	 NULL,
+	 {{"list-type", "2"},
+	  {"prefix", "models/ling mini/"},
+	  {"delimiter", "/"},
+	  {"max-keys", "2"}},
+	 4,
+	 NULL,
+	 NULL},
+	{"list_next_page",
+	 "GET",
+	 NULL,
+	 {{"list-type", "2"},
+	  {"prefix", "models/ling mini/"},
+	  {"delimiter", "/"},
 	  {"continuation-token", "1/ZXhh+bXBsZQ==~x"}},
-	 4, NULL, NULL},
-	{"create_multipart", "POST", "out/model-00001-of-00002.safetensors", {{"uploads", ""}}, 1, NULL,
+	 4,
+	 NULL,
+	 NULL},
+	{"create_multipart",
+	 "POST",
+	 "out/model-00001-of-00002.safetensors",
+	 {{"uploads", ""}},
+	 1,
+	 NULL,
 	 ""},
-	{"upload_part", "PUT", "out/model-00001-of-00002.safetensors",
-	 {{"partNumber", "7"}, {"uploadId", "2~iCw_lDY8VoNPGq7Ac/aR+Hw=="}}, 2, NULL,
+	{"upload_part",
+	 "PUT",
+	 "out/model-00001-of-00002.safetensors",
+	 {{"partNumber", "7"}, {"uploadId", "2~iCw_lDY8VoNPGq7Ac/aR+Hw=="}},
+	 2,
+	 NULL,
 	 "the bytes of part seven\n"},
-	{"complete_multipart", "POST", "out/model-00001-of-00002.safetensors",
-	 {{"uploadId", "2~iCw_lDY8VoNPGq7Ac/aR+Hw=="}}, 1, NULL,
+	{"complete_multipart",
+	 "POST",
+	 "out/model-00001-of-00002.safetensors",
+	 {{"uploadId", "2~iCw_lDY8VoNPGq7Ac/aR+Hw=="}},
+	 1,
+	 NULL,
 	 "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Part>"
 	 "<PartNumber>1</PartNumber><ETag>&quot;3858f62230ac3c915f300c664312c11f&quot;</ETag>"
 	 "</Part></CompleteMultipartUpload>"},
-	{"abort_multipart", "DELETE", "out/model-00001-of-00002.safetensors",
-	 {{"uploadId", "2~iCw_lDY8VoNPGq7Ac/aR+Hw=="}}, 1, NULL, NULL},
-	{"get_range_spaces_utf8", "GET", "in/Ling mini \xc3\xbc\xe2\x82\xac/shard 1+2=3&x.safetensors",
-	 {{0}}, 0, "bytes=8-1048583", NULL},
-	{"put_object", "PUT", "out/config.json", {{0}}, 0, NULL, "{\"model_type\": \"bailing_moe\"}\n"},
+	{"abort_multipart",
+	 "DELETE",
+	 "out/model-00001-of-00002.safetensors",
+	 {{"uploadId", "2~iCw_lDY8VoNPGq7Ac/aR+Hw=="}},
+	 1,
+	 NULL,
+	 NULL},
+	{"get_range_spaces_utf8",
+	 "GET",
+	 "in/Ling mini \xc3\xbc\xe2\x82\xac/shard 1+2=3&x.safetensors",
+	 {{0}},
+	 0,
+	 "bytes=8-1048583",
+	 NULL},
+	{"put_object",
+	 "PUT",
+	 "out/config.json",
+	 {{0}},
+	 0,
+	 NULL,
+	 "{\"model_type\": \"bailing_moe\"}\n"},
 	{"head_object", "HEAD", "in/config.json", {{0}}, 0, NULL, NULL},
 	{"delete_object", "DELETE", "out/model.safetensors.index.json", {{0}}, 0, NULL, NULL},
 };
 
 static const struct ref_case virtual_cases[] = {
-	{"tls_put_unsigned_payload", "PUT", "ckpt/x y/model.safetensors", {{0}}, 0, NULL,
+	{"tls_put_unsigned_payload",
+	 "PUT",
+	 "ckpt/x y/model.safetensors",
+	 {{0}},
+	 0,
+	 NULL,
 	 "payload not hashed over TLS"},
-	{"tls_list", "GET", NULL, {{"list-type", "2"}, {"prefix", "ckpt/"}, {"delimiter", "/"}}, 3,
-	 NULL, NULL},
+	{"tls_list",
+	 "GET",
+	 NULL,
+	 {{"list-type", "2"}, {"prefix", "ckpt/"}, {"delimiter", "/"}},
+	 3,
+	 NULL,
+	 NULL},
 	{"tls_get_range", "GET", "ckpt/model.safetensors", {{0}}, 0, "bytes=0-7", NULL},
 };
 
@@ -200,18 +253,19 @@ static void sign_cases(const struct ref_case *rc, size_t n, const char *endpoint
 
 		ck_assert_msg(s3_sign_request(c, rc[i].method, bucket, rc[i].key, rc[i].params,
 					      rc[i].nparams, rc[i].range, rc[i].body,
-					      rc[i].body ? strlen(rc[i].body) : 0, WHEN, &r, &e) == 0,
+					      rc[i].body ? strlen(rc[i].body) : 0, WHEN, &r,
+					      &e) == 0,
 			      "%s", e.msg);
 		for (j = 0; j < rc[i].nparams; j++)
 			json_array_append_new(params, json_pack("[s,s]", rc[i].params[j].name,
 								rc[i].params[j].value));
-		jc = json_pack("{s:s, s:s, s:s?, s:s, s:s, s:s, s:s?, s:o, s:s?, s:s, s:s, s:s, s:s?, "
-			       "s:I}",
-			       "name", rc[i].name, "method", rc[i].method, "endpoint", endpoint,
-			       "style", style, "region", region, "bucket", bucket, "key", rc[i].key,
-			       "params", params, "range", rc[i].range, "body_hex", hex, "access_key",
-			       ACCESS_KEY, "secret_key", SECRET_KEY, "token", token, "time",
-			       (json_int_t)WHEN);
+		jc = json_pack(
+			"{s:s, s:s, s:s?, s:s, s:s, s:s, s:s?, s:o, s:s?, s:s, s:s, s:s, s:s?, "
+			"s:I}",
+			"name", rc[i].name, "method", rc[i].method, "endpoint", endpoint, "style",
+			style, "region", region, "bucket", bucket, "key", rc[i].key, "params",
+			params, "range", rc[i].range, "body_hex", hex, "access_key", ACCESS_KEY,
+			"secret_key", SECRET_KEY, "token", token, "time", (json_int_t)WHEN);
 		ck_assert_ptr_nonnull(jc);
 		json_array_append_new(cases, jc);
 		json_object_set_new(ours, rc[i].name,
@@ -225,7 +279,8 @@ static void sign_cases(const struct ref_case *rc, size_t n, const char *endpoint
 
 static json_t *run_reference(json_t *cases)
 {
-	char *dir = test_mkdtemp(), *in = test_path(dir, "cases.json"), *out = test_path(dir, "out.json");
+	char *dir = test_mkdtemp(), *in = test_path(dir, "cases.json"),
+	     *out = test_path(dir, "out.json");
 	char *cmd;
 	json_error_t je;
 	json_t *result;

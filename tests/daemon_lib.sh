@@ -31,15 +31,17 @@ kill_daemons() {
 }
 CLEANUP_HOOKS+=(kill_daemons)
 
-# daemon_start [ARGS...]: starts the daemon (roots: $DATA, state: $STATE)
-# and waits until it listens; BASE is its URL.  Fails the script when it
+# daemon_start [ARGS...]: starts the daemon (roots: $DATA, state: $STATE,
+# port 0) and waits until it listens; BASE is its URL.  Fails the script when it
 # does not come up within 15 s.
 daemon_start() {
 	local i
 	DAEMON_N=$((DAEMON_N + 1))
 	DAEMON_LOG="$TEST_TMP/daemon.$DAEMON_N.log"
-	"$CKPTCONV" serve --listen 127.0.0.1:0 --state-dir "$STATE" --allow-root "$DATA" \
-		--shutdown-timeout 20 "$@" 2>"$DAEMON_LOG" &
+	local base=(--listen 127.0.0.1:0 --state-dir "$STATE" --allow-root "$DATA" --shutdown-timeout 20)
+	# DAEMON_ENV_ONLY=1: configured by CKPTCONV_* variables alone.
+	[ -n "${DAEMON_ENV_ONLY:-}" ] && base=()
+	"$CKPTCONV" serve "${base[@]+"${base[@]}"}" "$@" 2>"$DAEMON_LOG" &
 	DAEMON_PID=$!
 	DAEMON_PIDS+=("$DAEMON_PID")
 	for i in $(seq 150); do

@@ -26,10 +26,10 @@ struct api;
 #define API_BODY_MAX (64 * 1024)
 
 struct api_config {
-	int listen_fd;                  /* bound and listening; owned by the api from now on */
-	unsigned threads;               /* polling threads */
+	int listen_fd;	  /* bound and listening; owned by the api from now on */
+	unsigned threads; /* polling threads */
 	unsigned connection_limit;
-	const char *token;              /* NULL: no token needed */
+	const char *token; /* NULL: no token needed */
 	struct registry *reg;
 	struct exec_pool *pool;
 	const struct job_policy *policy;

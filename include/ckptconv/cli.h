@@ -19,6 +19,7 @@ int cli_verify(int argc, char **argv);
 int cli_fixture(int argc, char **argv);
 int cli_serve(int argc, char **argv);
 int cli_healthcheck(int argc, char **argv);
+int cli_finalize(int argc, char **argv);
 
 /* Prints e to stderr as one line, or as {"error":{...}} on stdout if json. */
 void cli_print_error(const struct err *e, int json);

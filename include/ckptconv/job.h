@@ -25,16 +25,22 @@
 #include "ckptconv/err.h"
 #include "ckptconv/util.h"
 
-#define JOB_ID_LEN 16           /* lowercase hex characters */
-#define JOB_FIELD_MAX 128       /* longest JSON path reported as "field" */
+#define JOB_ID_LEN 16	  /* lowercase hex characters */
+#define JOB_FIELD_MAX 128 /* longest JSON path reported as "field" */
 #define JOB_LABELS_MAX 32
 #define JOB_LABEL_KEY_MAX 63
 #define JOB_LABEL_VALUE_MAX 256
 
-enum job_state { JOB_QUEUED = 0, JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED,
-		 JOB_STATE_COUNT };
+enum job_state {
+	JOB_QUEUED = 0,
+	JOB_RUNNING,
+	JOB_SUCCEEDED,
+	JOB_FAILED,
+	JOB_CANCELLED,
+	JOB_STATE_COUNT
+};
 const char *job_state_name(enum job_state s);
-int job_state_parse(const char *name);          /* -1 if unknown */
+int job_state_parse(const char *name); /* -1 if unknown */
 bool job_state_finished(enum job_state s);
 
 /* An error of a request: a catalogue error plus the JSON path of the field
@@ -53,12 +59,11 @@ int job_error_set(struct job_error *je, const char *field, const char *code, con
  * (NULL: requests naming options.s3 are refused).  state_dir is never a
  * destination. */
 struct job_policy {
-	const struct strvec *allow_roots;        /* resolved directories */
-	const struct strvec *allow_s3;           /* "s3://bucket[/prefix]" */
+	const struct strvec *allow_roots;	 /* resolved directories */
+	const struct strvec *allow_s3;		 /* "s3://bucket[/prefix]" */
 	const struct strvec *allow_s3_endpoints; /* endpoint URLs options.s3 may name */
-	const char *state_dir;                   /* resolved */
-	int (*s3_options_check)(const json_t *s3, const struct job_policy *p,
-				struct job_error *je);
+	const char *state_dir;			 /* resolved */
+	int (*s3_options_check)(const json_t *s3, const struct job_policy *p, struct job_error *je);
 	/* Called on the thread about to open a job's stores with its
 	 * options.s3 (NULL when it has none), and with NULL once done; NULL:
 	 * nothing to apply. */
@@ -67,10 +72,10 @@ struct job_policy {
 
 /* A validated request. */
 struct job_spec {
-	char *source, *destination;   /* as given */
+	char *source, *destination; /* as given */
 	enum layout to;
-	json_t *options;              /* normalised: every option, defaults filled in */
-	json_t *labels;               /* object of strings */
+	json_t *options;		/* normalised: every option, defaults filled in */
+	json_t *labels;			/* object of strings */
 	struct convert_options convert; /* derived; exclude points into options */
 	bool dry_run;
 };
@@ -87,8 +92,8 @@ json_t *job_spec_json(const struct job_spec *spec, bool for_record);
 /* Checks source and destination against the policy and resolves them.
  * Codes: forbidden_path, forbidden_s3_location, forbidden_s3_endpoint,
  * invalid_field (relative path, destination overlapping the source). */
-int job_spec_check(const struct job_spec *spec, const struct job_policy *p,
-		   char **resolved_source, char **resolved_destination, struct job_error *je);
+int job_spec_check(const struct job_spec *spec, const struct job_policy *p, char **resolved_source,
+		   char **resolved_destination, struct job_error *je);
 
 /* The per-tensor listing of a plan, kept as a file in the state dir and
  * mapped: for each output tensor in plan order, the JSON object without its
@@ -113,29 +118,29 @@ struct job_progress {
 struct job {
 	atomic_int refs;
 	char id[JOB_ID_LEN + 1];
-	uint64_t seq;                 /* creation order, for listing and FIFO */
+	uint64_t seq; /* creation order, for listing and FIFO */
 	struct job_spec spec;
 	char *resolved_source, *resolved_destination;
-	char *idempotency_key;        /* NULL if none */
-	char request_sha256[65];      /* of the canonical request body */
+	char *idempotency_key;	 /* NULL if none */
+	char request_sha256[65]; /* of the canonical request body */
 
 	/* Protected by the registry lock. */
 	enum job_state state;
 	int64_t created_ms, started_ms, finished_ms; /* Unix ms; 0 = not yet */
-	unsigned restarts;            /* runs cut short by a crash */
-	bool claimed;                 /* its output started: a rerun may replace it */
+	unsigned restarts;			     /* runs cut short by a crash */
+	bool claimed; /* its output started: a rerun may replace it */
 	enum job_cancel cancel;
 	struct conversion *conv;      /* while running */
 	struct job_progress progress; /* totals always; done as last seen */
-	json_t *result;               /* NULL until succeeded */
-	struct err error;             /* code NULL if none */
-	uint8_t *tensor_states;       /* final per-tensor states, or NULL */
+	json_t *result;		      /* NULL until succeeded */
+	struct err error;	      /* code NULL if none */
+	uint8_t *tensor_states;	      /* final per-tensor states, or NULL */
 	size_t ntensor_states;
-	struct job_tensors *tensors;  /* NULL until the listing exists */
-	double persisted_at;          /* monotonic seconds of the last record write */
-	bool deleted;                 /* removed from the registry */
+	struct job_tensors *tensors; /* NULL until the listing exists */
+	double persisted_at;	     /* monotonic seconds of the last record write */
+	bool deleted;		     /* removed from the registry */
 
-	pthread_mutex_t write_lock;   /* orders record writes of this job */
+	pthread_mutex_t write_lock; /* orders record writes of this job */
 };
 
 /* A new queued job with a fresh random id; takes over spec's contents. */
@@ -165,8 +170,8 @@ int job_from_record(const json_t *record, struct job **out, struct err *e);
 
 /* Writes `json` to dir/name atomically (temporary file, fsync, rename,
  * fsync of the directory).  Code io_error. */
-int job_write_atomic(const char *dir, const char *name, const char *data, size_t len,
-		     bool durable, struct err *e);
+int job_write_atomic(const char *dir, const char *name, const char *data, size_t len, bool durable,
+		     struct err *e);
 
 /* A growable byte buffer for responses built by copying (aborts on
  * out-of-memory, like xmalloc). */

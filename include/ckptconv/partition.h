@@ -26,6 +26,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "ckptconv/util.h"
 
@@ -54,9 +55,14 @@ uint32_t *partition_groups(const struct plan *p, uint32_t count);
 /* For exec_options.skip_file: true for every file not in group `index`
  * (p->nfiles entries, malloc'd). */
 bool *partition_skip_files(const struct plan *p, uint32_t index, uint32_t count);
-/* What partition `index` writes, as a conversion result:
- * {"files": [names], "tensors": n, "bytes": n, "partition": {"index", "count"}}. */
-json_t *partition_result_json(const struct plan *p, uint32_t index, uint32_t count);
+/* What partition `index` writes, as (part of) a conversion result:
+ * {"files": [names], "tensors": n, "bytes": n, "partition": {"index",
+ * "count", "planned_files"}}, plus "bytes_per_second" when seconds > 0. */
+json_t *partition_result_json(const struct plan *p, uint32_t index, uint32_t count,
+			      double seconds);
+/* The same as the CLI's text summary, with the finalize command to run. */
+void partition_print_result(FILE *out, const struct plan *p, uint32_t index, uint32_t count,
+			    const char *dst, double seconds);
 
 /* ---- the plan manifest ---- */
 

@@ -35,12 +35,12 @@ struct exec_pool;
 struct registry;
 
 struct registry_config {
-	const char *state_dir;          /* resolved; created if missing */
-	unsigned max_running;           /* >= 1 */
-	unsigned max_queued;            /* >= 1 */
-	int64_t retain_ms;              /* finished records kept this long; 0 = forever */
+	const char *state_dir; /* resolved; created if missing */
+	unsigned max_running;  /* >= 1 */
+	unsigned max_queued;   /* >= 1 */
+	int64_t retain_ms;     /* finished records kept this long; 0 = forever */
 	const struct job_policy *policy;
-	struct exec_pool *pool;         /* shared by every job; not owned */
+	struct exec_pool *pool; /* shared by every job; not owned */
 };
 
 /* Locks the state dir (one daemon per state dir), loads the records and
@@ -59,7 +59,8 @@ void registry_free(struct registry *r);
  * destination_in_use, idempotency_conflict, the engine's (422), io_error. */
 int registry_submit(struct registry *r, struct job_spec *spec, const char *resolved_source,
 		    const char *resolved_destination, const char *idempotency_key,
-		    const char *request_sha256, struct job **out, bool *existing, struct job_error *je);
+		    const char *request_sha256, struct job **out, bool *existing,
+		    struct job_error *je);
 
 /* The job with this id (a new reference), or NULL. */
 struct job *registry_get(struct registry *r, const char *id);
@@ -70,9 +71,9 @@ json_t *registry_progress_json(struct registry *r, struct job *j);
 enum job_state registry_job_state(struct registry *r, struct job *j);
 
 enum registry_delete_outcome {
-	REGISTRY_CANCELLED,             /* was queued: now cancelled */
-	REGISTRY_CANCELLING,            /* is running: stops at the next safe point */
-	REGISTRY_DELETED,               /* was finished: its record is gone */
+	REGISTRY_CANCELLED,  /* was queued: now cancelled */
+	REGISTRY_CANCELLING, /* is running: stops at the next safe point */
+	REGISTRY_DELETED,    /* was finished: its record is gone */
 };
 /* DELETE /v1/jobs/<id>.  *job_json (may be NULL) receives the job after
  * the change (not for DELETED).  Code: job_not_found. */
@@ -80,11 +81,11 @@ int registry_delete(struct registry *r, const char *id, enum registry_delete_out
 		    json_t **job_json, struct job_error *je);
 
 struct registry_filter {
-	int state;                      /* -1: any */
-	const char *const *label_keys;  /* label filters: key = value, all must match */
+	int state;		       /* -1: any */
+	const char *const *label_keys; /* label filters: key = value, all must match */
 	const char *const *label_values;
 	size_t nlabels;
-	uint64_t before_seq;            /* cursor: only jobs older than this; 0 = none */
+	uint64_t before_seq; /* cursor: only jobs older than this; 0 = none */
 	size_t limit;
 };
 /* {"jobs": [...], "next_cursor": "<seq>" | null}, newest first. */

@@ -38,9 +38,9 @@ struct sigv4_param;
 /* The settings a user may choose per run or per job (never secrets).  NULL
  * or "" leaves a field to the next level: thread, process, environment. */
 struct s3_settings {
-	const char *endpoint_url;       /* http(s)://host[:port] */
+	const char *endpoint_url; /* http(s)://host[:port] */
 	const char *region;
-	const char *addressing_style;   /* "path", "virtual" or "auto" */
+	const char *addressing_style; /* "path", "virtual" or "auto" */
 };
 
 /* Checks the fields that are set (code s3_config). */
@@ -82,7 +82,7 @@ struct s3_object {
 struct s3_listing {
 	struct s3_object *objects;
 	size_t nobjects;
-	char **prefixes;            /* CommonPrefixes, with their trailing delimiter */
+	char **prefixes; /* CommonPrefixes, with their trailing delimiter */
 	size_t nprefixes;
 };
 
@@ -105,12 +105,12 @@ int s3_put(struct s3_client *c, const char *bucket, const char *key, const void 
 /* A missing key is not an error. */
 int s3_delete(struct s3_client *c, const char *bucket, const char *key, struct err *e);
 
-int s3_multipart_create(struct s3_client *c, const char *bucket, const char *key,
-			char **upload_id, struct err *e);
+int s3_multipart_create(struct s3_client *c, const char *bucket, const char *key, char **upload_id,
+			struct err *e);
 /* part_number from 1; *etag malloc'd. */
 int s3_multipart_upload_part(struct s3_client *c, const char *bucket, const char *key,
-			     const char *upload_id, unsigned part_number, const void *body, size_t len,
-			     char **etag, struct err *e);
+			     const char *upload_id, unsigned part_number, const void *body,
+			     size_t len, char **etag, struct err *e);
 /* etags[i] is the ETag of part i+1. */
 int s3_multipart_complete(struct s3_client *c, const char *bucket, const char *key,
 			  const char *upload_id, char *const *etags, size_t nparts, struct err *e);

@@ -18,36 +18,36 @@
 #include <stddef.h>
 #include <time.h>
 
-#define SIGV4_AMZ_DATE_SIZE 17      /* "20130524T000000Z" and NUL */
-#define SIGV4_SHA256_HEX_SIZE 65    /* 64 hex digits and NUL */
+#define SIGV4_AMZ_DATE_SIZE 17	 /* "20130524T000000Z" and NUL */
+#define SIGV4_SHA256_HEX_SIZE 65 /* 64 hex digits and NUL */
 #define SIGV4_UNSIGNED_PAYLOAD "UNSIGNED-PAYLOAD"
 
 struct sigv4_param {
 	const char *name;
-	const char *value;          /* NULL or "" both sign as "name=" */
+	const char *value; /* NULL or "" both sign as "name=" */
 };
 
 struct sigv4_header {
-	const char *name;           /* lower case */
+	const char *name; /* lower case */
 	const char *value;
 };
 
 struct sigv4_credentials {
 	const char *access_key_id;
 	const char *secret_access_key;
-	const char *session_token;  /* NULL when none */
+	const char *session_token; /* NULL when none */
 };
 
 struct sigv4_request {
 	const char *method;
-	const char *host;           /* the Host header as sent */
-	const char *canonical_uri;  /* URI-encoded path, exactly as sent */
-	const char *canonical_query; /* from sigv4_canonical_query, "" when none */
+	const char *host;		    /* the Host header as sent */
+	const char *canonical_uri;	    /* URI-encoded path, exactly as sent */
+	const char *canonical_query;	    /* from sigv4_canonical_query, "" when none */
 	const struct sigv4_header *headers; /* extra signed headers, may be NULL */
 	size_t nheaders;
-	const char *payload_hash;   /* hex SHA-256 of the body or SIGV4_UNSIGNED_PAYLOAD */
+	const char *payload_hash; /* hex SHA-256 of the body or SIGV4_UNSIGNED_PAYLOAD */
 	const char *region;
-	const char *service;        /* "s3" */
+	const char *service; /* "s3" */
 	time_t when;
 };
 
