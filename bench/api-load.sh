@@ -16,7 +16,8 @@
 # tensor bytes per job, median, for jobs that ran entirely inside the
 # phase) and their ratio, and the CPU seconds each party used in the loaded
 # phase: wrk, the daemon's HTTP threads, its conversion workers, the rest.
-# Prints figures only; never fails on time.
+# Then times pages of the per-tensor listing of a job with about 23,000
+# tensors.  Prints figures only; never fails on time.
 #
 # Usage: bench/api-load.sh [DURATION]   (seconds, default 20)
 # Environment: CKPTCONV (default build/ckptconv), BENCH_DIR (default
@@ -204,6 +205,24 @@ LOOP_PID=
 wait_done "$(tail -1 "$WORK/jobs.loaded")"
 read -r LOADED LOADED_N <<<"$(throughput loaded "$T0" "$T1")"
 
+# ---- a large per-tensor listing ----------------------------------------------------
+# fixture --preset tiny --layers 1000 converted to native gives a native -> HF
+# plan of about 23,000 output tensors (Ling-1T has 62,000): pages of the
+# listing are timed with curl, each the median of 20 requests.
+echo "bench: per-tensor listing of a job with many tensors"
+"$CKPTCONV" fixture --preset tiny --layers 1000 "$WORK/data/wide-hf" >/dev/null
+"$CKPTCONV" convert --no-fsync --to native "$WORK/data/wide-hf" "$WORK/data/wide-native" >/dev/null
+WIDE=$(curl -sf -X POST -H 'Content-Type: application/json' --data-binary \
+	"{\"source\": \"$WORK/data/wide-native\", \"destination\": \"$WORK/data/wide-out\", \"to\": \"hf\", \"options\": {\"dry_run\": true}}" \
+	"$BASE/v1/jobs" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+: >"$WORK/listing.times"
+for q in "limit=1000" "offset=20000&limit=1000" "state=pending&offset=15000&limit=100" "limit=10000"; do
+	for _ in $(seq 20); do
+		curl -sf -o "$WORK/listing.json" -w "%{time_total}\n" "$BASE/v1/jobs/$WIDE/tensors?$q"
+	done | sort -n | sed -n '10p' | sed "s|^|$q |" >>"$WORK/listing.times"
+done
+WIDE_TOTAL=$(curl -sf "$BASE/v1/jobs/$WIDE/tensors?limit=1" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["total"])')
+
 # ---- report ---------------------------------------------------------------------
 read -r REQS SECS P50 P99 PMAX E_CONN E_READ E_WRITE E_STATUS E_TIMEOUT NON2XX \
 	<<<"$(grep '^RESULT ' "$WORK/wrk.out" | cut -d' ' -f2-)"
@@ -237,4 +256,9 @@ print(f"CPU seconds in the loaded phase ({wall:.1f} s wall, {wall * 2:.1f} CPU-s
 print(f"  wrk               {wrk:10.1f}")
 print(f"  daemon HTTP+main  {http:10.1f}")
 print(f"  conversion        {workers + runner:10.1f}   (workers {workers:.1f}, job runner {runner:.1f})")
+print()
+print(f"per-tensor listing of a job with $WIDE_TOTAL tensors (median of 20, no other load)")
+for line in open("$WORK/listing.times"):
+    q, t = line.split()
+    print(f"  {q:38s} {float(t) * 1000:8.2f} ms")
 PYEOF

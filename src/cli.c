@@ -2,8 +2,8 @@
 /*
  * cli: what every subcommand shares: how an error is shown (one line on
  * stderr, or a JSON object on stdout for tools), which error codes are
- * usage errors (exit 2) rather than failures (exit 1), and strict parsing of
- * numeric options.
+ * usage errors (exit 2) rather than failures (exit 1), strict parsing of
+ * numeric options, and the --s3-* flags.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -14,6 +14,7 @@
 
 #include "ckptconv/cli.h"
 #include "ckptconv/err.h"
+#include "ckptconv/s3.h"
 
 static const char *const usage_codes[] = {
 	"usage_error", "invalid_option", "invalid_size", "invalid_exclude", "invalid_partition",
@@ -83,4 +84,37 @@ int cli_parse_uint(const char *text, unsigned long long min, unsigned long long 
 		return -1;
 	*out = value;
 	return 0;
+}
+
+int cli_s3_flag(struct cli_s3_flags *f, int opt, const char *value)
+{
+	switch (opt) {
+	case CLI_OPT_S3_ENDPOINT_URL:
+		f->endpoint_url = value;
+		return 1;
+	case CLI_OPT_S3_REGION:
+		f->region = value;
+		return 1;
+	case CLI_OPT_S3_ADDRESSING_STYLE:
+		f->addressing_style = value;
+		return 1;
+	}
+	return 0;
+}
+
+int cli_s3_apply(const struct cli_s3_flags *f, int json)
+{
+	struct s3_settings settings = {
+		.endpoint_url = f->endpoint_url,
+		.region = f->region,
+		.addressing_style = f->addressing_style,
+	};
+	struct err e = {0};
+
+	if (!f->endpoint_url && !f->region && !f->addressing_style)
+		return 0;
+	if (s3_set_defaults(&settings, &e) == 0)
+		return 0;
+	cli_print_error(&e, json);
+	return EXIT_USAGE;
 }

@@ -59,6 +59,7 @@ static const char usage_text[] =
 	"                         partitions have succeeded\n"
 	"  --dry-run              print the plan and write nothing\n"
 	"  --json                 print the result (or the error) as JSON on stdout\n"
+	CLI_S3_USAGE
 	"\n"
 	"Exit status: 0 converted, 1 conversion error, 2 usage error.\n";
 
@@ -67,6 +68,7 @@ struct convert_args {
 	unsigned threads;
 	bool have_ep_size, have_ep_rank, have_dtype, have_to;
 	bool dry_run, json, help;
+	struct cli_s3_flags s3;
 	const char *src, *dst;
 };
 
@@ -100,6 +102,7 @@ static const struct option long_options[] = {
 	{"dry-run", no_argument, NULL, OPT_DRY_RUN},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"partition", required_argument, NULL, OPT_PARTITION},
+	CLI_S3_LONG_OPTIONS,
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -156,6 +159,8 @@ static int apply_option(struct convert_args *a, int opt, const char *value)
 	uint32_t threads = 0;
 	int choice;
 
+	if (cli_s3_flag(&a->s3, opt, value))
+		return 0;
 	switch (opt) {
 	case OPT_TO:
 		a->have_to = true;
@@ -478,6 +483,9 @@ int cli_convert(int argc, char **argv)
 		fputs(usage_text, stdout);
 		goto out;
 	}
+	rc = cli_s3_apply(&a.s3, a.json);
+	if (rc != 0)
+		goto out;
 	if (conversion_prepare(a.src, a.dst, &a.options, &c, &e) < 0)
 		goto out_error;
 	if (a.dry_run) {

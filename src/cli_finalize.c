@@ -16,7 +16,7 @@
 #include "ckptconv/util.h"
 
 static const char usage_text[] =
-	"Usage: ckptconv finalize [--no-fsync] [--json] DST\n"
+	"Usage: ckptconv finalize [--no-fsync] [--json] [S3 OPTIONS] DST\n"
 	"\n"
 	"Finishes a partitioned conversion (convert --partition I/N) in DST (a\n"
 	"directory or an s3:// prefix) once every partition has succeeded: checks\n"
@@ -26,13 +26,15 @@ static const char usage_text[] =
 	"missing it fails with partition_incomplete, naming them.  On a finished\n"
 	"checkpoint it validates it and succeeds.\n"
 	"\n"
-	"  --no-fsync   skip the final fsyncs (scratch output)\n"
-	"  --json       print the result (or the error) as JSON on stdout\n"
+	"  --no-fsync             skip the final fsyncs (scratch output)\n"
+	"  --json                 print the result (or the error) as JSON on stdout\n"
+	CLI_S3_USAGE
 	"\n"
 	"Exit status: 0 finished, 1 incomplete or error, 2 usage error.\n";
 
 struct finalize_args {
 	bool json, help, no_fsync;
+	struct cli_s3_flags s3;
 	const char *dst;
 };
 
@@ -41,6 +43,7 @@ static int parse_args(int argc, char **argv, struct finalize_args *a)
 	static const struct option long_options[] = {
 		{"json", no_argument, NULL, 'j'},
 		{"no-fsync", no_argument, NULL, 'n'},
+		CLI_S3_LONG_OPTIONS,
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -52,12 +55,17 @@ static int parse_args(int argc, char **argv, struct finalize_args *a)
 	optind = 0;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
+		if (cli_s3_flag(&a->s3, opt, optarg))
+			continue;
 		if (opt == 'j')
 			a->json = true;
 		else if (opt == 'n')
 			a->no_fsync = true;
 		else if (opt == 'h')
 			a->help = true;
+		else if (opt == ':')
+			return cli_usage_error("finalize", a->json, "option '%s' needs a value",
+					       argv[optind - 1]);
 		else
 			return cli_usage_error("finalize", a->json, "unknown option '%s'",
 					       argv[optind - 1]);
@@ -121,6 +129,9 @@ int cli_finalize(int argc, char **argv)
 			fputs(usage_text, stdout);
 		return rc;
 	}
+	rc = cli_s3_apply(&a.s3, a.json);
+	if (rc != 0)
+		return rc;
 	finalize_options_init(&o);
 	o.durable = !a.no_fsync;
 	if (partition_finalize(a.dst, &o, &r, &e) != 0) {

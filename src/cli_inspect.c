@@ -26,11 +26,13 @@ static const char usage_text[] =
 	"\n"
 	"  --json      print the description as one JSON object\n"
 	"  --tensors   list every tensor: name, dtype, shape, file\n"
+	CLI_S3_USAGE
 	"\n"
 	"Exit status: 0 valid, 1 invalid or unreadable, 2 usage error.\n";
 
 struct inspect_args {
 	bool json, tensors, help;
+	struct cli_s3_flags s3;
 	const char *path;
 };
 
@@ -39,6 +41,7 @@ static int parse_args(int argc, char **argv, struct inspect_args *a)
 	static const struct option long_options[] = {
 		{"json", no_argument, NULL, 'j'},
 		{"tensors", no_argument, NULL, 't'},
+		CLI_S3_LONG_OPTIONS,
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -50,12 +53,17 @@ static int parse_args(int argc, char **argv, struct inspect_args *a)
 	optind = 0;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
+		if (cli_s3_flag(&a->s3, opt, optarg))
+			continue;
 		if (opt == 'j')
 			a->json = true;
 		else if (opt == 't')
 			a->tensors = true;
 		else if (opt == 'h')
 			a->help = true;
+		else if (opt == ':')
+			return cli_usage_error("inspect", a->json, "option '%s' needs a value",
+					       argv[optind - 1]);
 		else
 			return cli_usage_error("inspect", a->json, "unknown option '%s'",
 					       argv[optind - 1]);
@@ -300,6 +308,9 @@ int cli_inspect(int argc, char **argv)
 			fputs(usage_text, stdout);
 		goto out;
 	}
+	rc = cli_s3_apply(&a.s3, a.json);
+	if (rc != 0)
+		goto out;
 	if (ckpt_open(a.path, 0, &c, &e) < 0) {
 		cli_print_error(&e, a.json);
 		rc = cli_exit_code(&e);

@@ -35,6 +35,7 @@
 #include "ckptconv/notify.h"
 #include "ckptconv/paths.h"
 #include "ckptconv/registry.h"
+#include "ckptconv/s3.h"
 #include "ckptconv/util.h"
 
 #define TICK_SECONDS 0.1
@@ -381,6 +382,33 @@ static int resolve_roots(const struct strvec *given, struct strvec *resolved, st
 	return 0;
 }
 
+/* Checks the --allow-s3 prefixes and normalises the --allow-s3-endpoint
+ * URLs (as the S3 client compares them). */
+static int check_s3_policy(const struct serve_options *o, struct strvec *endpoints, struct err *e)
+{
+	size_t i;
+
+	for (i = 0; i < o->allow_s3.len; i++) {
+		char *bucket = NULL, *prefix = NULL;
+
+		if (s3_location_parse(o->allow_s3.items[i], &bucket, &prefix, e) < 0)
+			return err_set(e, "usage_error", "--allow-s3 %s: %s", o->allow_s3.items[i],
+				       e->msg);
+		free(bucket);
+		free(prefix);
+	}
+	for (i = 0; i < o->allow_s3_endpoints.len; i++) {
+		struct err ee = {0};
+		char *url = s3_endpoint_normalize(o->allow_s3_endpoints.items[i], &ee);
+
+		if (!url)
+			return err_set(e, "usage_error", "--allow-s3-endpoint: %s", ee.msg);
+		strvec_push(endpoints, url);
+		free(url);
+	}
+	return 0;
+}
+
 static int prepare_state_dir(const char *dir, char **resolved, struct err *e)
 {
 	char buf[PATH_MAX];
@@ -498,7 +526,7 @@ static int open_listener(const char *listen, char *bound, size_t boundlen, unsig
 
 struct service {
 	struct serve_options *opts;
-	struct strvec roots;
+	struct strvec roots, s3_endpoints;
 	char *state_dir;
 	char *token;
 	struct job_policy policy;
@@ -529,13 +557,17 @@ static int start(struct service *s, struct err *e)
 	unsigned port = 0;
 
 	if (resolve_roots(&s->opts->allow_roots, &s->roots, e) < 0 ||
+	    check_s3_policy(s->opts, &s->s3_endpoints, e) < 0 ||
 	    prepare_state_dir(s->opts->state_dir, &s->state_dir, e) < 0 ||
 	    (s->opts->token_file && read_token(s->opts->token_file, &s->token, e) < 0))
 		return -1;
 	s->policy.allow_roots = &s->roots;
 	s->policy.allow_s3 = &s->opts->allow_s3;
-	s->policy.allow_s3_endpoints = &s->opts->allow_s3_endpoints;
+	s->policy.allow_s3_endpoints = &s->s3_endpoints;
 	s->policy.state_dir = s->state_dir;
+	/* Per-job S3 settings (options.s3): s->policy.s3_options_check and
+	 * s3_options_apply are set here by the object-storage support; while
+	 * they are NULL, a job naming options.s3 is refused. */
 	s->pool = exec_pool_new((unsigned)s->opts->workers, e);
 	if (!s->pool)
 		return -1;
@@ -650,6 +682,7 @@ static void service_fini(struct service *s, bool clean)
 	registry_free(s->reg);
 	exec_pool_free(s->pool);
 	strvec_fini(&s->roots);
+	strvec_fini(&s->s3_endpoints);
 	free(s->state_dir);
 	if (s->token) {
 		explicit_bzero(s->token, strlen(s->token));
@@ -700,6 +733,7 @@ int cli_serve(int argc, char **argv)
 		registry_free(s.reg);
 		exec_pool_free(s.pool);
 		strvec_fini(&s.roots);
+		strvec_fini(&s.s3_endpoints);
 		free(s.state_dir);
 		free(s.token);
 		options_fini(&opts);

@@ -25,11 +25,13 @@ static const char usage_text[] =
 	"\n"
 	"  --json          print the summary (or the error) as JSON on stdout\n"
 	"  --max-lines N   print at most N differences (default 50)\n"
+	CLI_S3_USAGE
 	"\n"
 	"Exit status: 0 equal, 1 different or unreadable, 2 usage error.\n";
 
 struct verify_args {
 	bool json, help;
+	struct cli_s3_flags s3;
 	unsigned long long max_lines;
 	const char *expected, *actual;
 };
@@ -39,6 +41,7 @@ static int parse_args(int argc, char **argv, struct verify_args *a)
 	static const struct option long_options[] = {
 		{"json", no_argument, NULL, 'j'},
 		{"max-lines", required_argument, NULL, 'm'},
+		CLI_S3_LONG_OPTIONS,
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -51,6 +54,8 @@ static int parse_args(int argc, char **argv, struct verify_args *a)
 	optind = 0;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
+		if (cli_s3_flag(&a->s3, opt, optarg))
+			continue;
 		if (opt == 'j') {
 			a->json = true;
 		} else if (opt == 'h') {
@@ -119,6 +124,9 @@ int cli_verify(int argc, char **argv)
 			fputs(usage_text, stdout);
 		goto out;
 	}
+	rc = cli_s3_apply(&a.s3, a.json);
+	if (rc != 0)
+		goto out;
 	memset(&report, 0, sizeof(report));
 	if (verify_checkpoints(a.expected, a.actual, a.json ? stderr : stdout, a.max_lines, &report,
 			       &e) < 0) {

@@ -273,7 +273,10 @@ static int prepare_destination(struct conversion *c, struct err *e)
 	if (c->opts.partition_count)
 		return partition_prepare_output(c->dst, c->plan, c->src_location, &c->opts, &so,
 						&c->skip_file, e);
-	return store_prepare_output(c->dst, &so, e);
+	if (store_prepare_output(c->dst, &so, e))
+		return -1;
+	/* An abandoned partitioned conversion's manifest goes with its files. */
+	return so.overwrite ? store_remove(c->dst, PARTITION_MANIFEST, e) : 0;
 }
 
 /* Copies a file too large to hold in memory in bounded chunks. */

@@ -35,7 +35,7 @@
 struct work_item {
 	uint32_t tensor;
 	uint32_t piece;
-	uint64_t source_bytes;      /* what the rate cap charges for it */
+	uint64_t source_bytes; /* what the rate cap charges for it */
 };
 
 struct worker {
@@ -43,20 +43,20 @@ struct worker {
 	unsigned index;
 	pthread_t thread;
 	bool started;
-	unsigned char *buffer;      /* PLAN_PIECE_MAX bytes, this worker's only */
-	unsigned char *band;        /* EXEC_BAND_MAX bytes of source */
-	struct store_view view;     /* the view being read; survives a fault */
+	unsigned char *buffer;	/* PLAN_PIECE_MAX bytes, this worker's only */
+	unsigned char *band;	/* EXEC_BAND_MAX bytes of source */
+	struct store_view view; /* the view being read; survives a fault */
 };
 
 struct exec_pool {
 	pthread_mutex_t lock;
-	pthread_cond_t work;        /* signalled when pieces become available
-				     * (CLOCK_MONOTONIC, for rate-capped runs) */
+	pthread_cond_t work; /* signalled when pieces become available
+			      * (CLOCK_MONOTONIC, for rate-capped runs) */
 	unsigned nthreads;
 	struct worker *workers;
-	bool stopping;              /* lock */
-	struct exec_run *runs;      /* active runs, lock */
-	struct exec_run *next_run;  /* where the round-robin resumes, lock */
+	bool stopping;		   /* lock */
+	struct exec_run *runs;	   /* active runs, lock */
+	struct exec_run *next_run; /* where the round-robin resumes, lock */
 	_Atomic unsigned busy;
 };
 
@@ -64,30 +64,30 @@ struct exec_run {
 	const struct plan *plan;
 	struct store *src, *dst;
 	uint64_t max_bytes_per_second;
-	bool *skip_file;            /* nfiles entries */
-	bool copy_in;               /* sources read in bands, not views */
-	bool fast_copy;             /* plain copies may be written from views */
+	bool *skip_file; /* nfiles entries */
+	bool copy_in;	 /* sources read in bands, not views */
+	bool fast_copy;	 /* plain copies may be written from views */
 
 	struct work_item *items;
 	size_t nitems;
 
 	/* Scheduling, protected by the pool's lock. */
-	struct exec_run *next;      /* in pool->runs */
-	pthread_cond_t changed;     /* a piece finished or the run stopped */
+	struct exec_run *next;	/* in pool->runs */
+	pthread_cond_t changed; /* a piece finished or the run stopped */
 	size_t next_item, items_finished, in_flight;
 	bool stopped;
 	bool executed;
-	double rate_next;           /* when the next piece may be handed out */
+	double rate_next; /* when the next piece may be handed out */
 
 	_Atomic(struct exec_pool *) pool;
 	atomic_bool cancelled;
 	atomic_bool failed;
 
 	pthread_mutex_t err_lock;
-	struct err err;             /* first failure, err_lock */
+	struct err err; /* first failure, err_lock */
 
 	/* Outputs. */
-	struct store_writer **writers;  /* NULL once committed or aborted */
+	struct store_writer **writers; /* NULL once committed or aborted */
 	bool *published;
 	_Atomic uint64_t *file_remaining;
 	_Atomic uint32_t *tensor_remaining;
@@ -97,17 +97,21 @@ struct exec_run {
 	uint64_t tensors_total, bytes_total;
 	_Atomic uint64_t tensors_done, bytes_done;
 	_Atomic uint64_t start_ns, end_ns;
-	_Atomic(_Atomic uint32_t *) slots;  /* per worker: tensor + 1, 0 = idle */
+	_Atomic(_Atomic uint32_t *) slots; /* per worker: tensor + 1, 0 = idle */
 	_Atomic unsigned nslots;
 };
 
 const char *tensor_state_name(enum tensor_state s)
 {
 	switch (s) {
-	case TENSOR_PENDING: return "pending";
-	case TENSOR_RUNNING: return "running";
-	case TENSOR_DONE: return "done";
-	case TENSOR_FAILED: return "failed";
+	case TENSOR_PENDING:
+		return "pending";
+	case TENSOR_RUNNING:
+		return "running";
+	case TENSOR_DONE:
+		return "done";
+	case TENSOR_FAILED:
+		return "failed";
 	}
 	return "unknown";
 }
@@ -265,7 +269,6 @@ static int cancelled_error(struct err *e)
 	return err_set(e, "cancelled", "conversion cancelled");
 }
 
-
 /* ---- executing one piece ---------------------------------------------- */
 
 static const char *source_file_name(const struct exec_run *run, const struct plan_op *op)
@@ -277,6 +280,8 @@ static const char *source_file_name(const struct exec_run *run, const struct pla
 
 static uint64_t op_window_len(const struct plan_op *op)
 {
+	if (op->rows == 0 || op->cols == 0)
+		return 0;
 	return (op->rows - 1) * op->src_stride + op->cols * dtype_size(op->src_dtype);
 }
 
@@ -371,8 +376,8 @@ static int write_plain_copy(struct worker *w, struct exec_run *run, const struct
 /* ---- reading sources in bands ------------------------------------------ */
 
 /* Copies [off, off+len) of the op's source tensor into w->band. */
-static int read_band(struct worker *w, struct exec_run *run, const struct plan_op *op,
-		     uint64_t off, size_t len, struct err *e)
+static int read_band(struct worker *w, struct exec_run *run, const struct plan_op *op, uint64_t off,
+		     size_t len, struct err *e)
 {
 	const struct ckpt_tensor *t = &run->plan->src->tensors[op->src];
 	const char *file = source_file_name(run, op);
@@ -430,7 +435,8 @@ static int run_op_banded(struct worker *w, struct exec_run *run, const struct pl
 	struct plan_op sub;
 
 	if (row_bytes <= EXEC_BAND_MAX) {
-		band_rows = op->src_stride ? 1 + (EXEC_BAND_MAX - row_bytes) / op->src_stride : op->rows;
+		band_rows = op->src_stride ? 1 + (EXEC_BAND_MAX - row_bytes) / op->src_stride :
+					     op->rows;
 		for (r = 0; r < op->rows; r += band_rows) {
 			sub = sub_op(op, r, min_u64(band_rows, op->rows - r), 0, op->cols);
 			if (run_sub_op(w, run, &sub, piece, e) != 0)
@@ -464,8 +470,8 @@ static int copy_plain_piece(struct worker *w, struct exec_run *run, const struct
 			size_t n = (size_t)min_u64(EXEC_BAND_MAX, len - k);
 
 			if (read_band(w, run, op, op->src_offset + k, n, e) != 0 ||
-			    store_writer_write(wr, t->offset + pc->offset + op->dst_offset + k, w->band, n,
-					       e) != 0)
+			    store_writer_write(wr, t->offset + pc->offset + op->dst_offset + k,
+					       w->band, n, e) != 0)
 				return -1;
 		}
 	}
@@ -480,7 +486,8 @@ static int write_chunked(struct store_writer *wr, uint64_t off, const unsigned c
 	uint64_t k;
 
 	for (k = 0; k < len; k += EXEC_BAND_MAX)
-		if (store_writer_write(wr, off + k, buf + k, (size_t)min_u64(EXEC_BAND_MAX, len - k), e))
+		if (store_writer_write(wr, off + k, buf + k,
+				       (size_t)min_u64(EXEC_BAND_MAX, len - k), e))
 			return -1;
 	return 0;
 }
@@ -506,7 +513,8 @@ static int assemble_piece(struct worker *w, struct exec_run *run, const struct p
 		if (!ok)
 			return source_truncated(e, run, source_file_name(run, op));
 	}
-	return write_chunked(run->writers[t->file], t->offset + pc->offset, w->buffer, pc->nbytes, e);
+	return write_chunked(run->writers[t->file], t->offset + pc->offset, w->buffer, pc->nbytes,
+			     e);
 }
 
 static int write_piece(struct worker *w, struct exec_run *run, const struct work_item *it,
@@ -533,7 +541,7 @@ static int commit_file(struct exec_run *run, uint32_t file, struct err *e)
 	struct store_writer *wr = run->writers[file];
 
 	if (atomic_load(&run->failed))
-		return 0;   /* run_cleanup aborts it */
+		return 0; /* run_cleanup aborts it */
 	run->writers[file] = NULL;
 	if (store_writer_commit(wr, e) != 0)
 		return -1;
@@ -709,7 +717,8 @@ static int start_worker(struct worker *w, struct err *e)
 	rc = pthread_create(&w->thread, NULL, worker_main, w);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0)
-		return err_set_errno(e, "internal_error", rc, "cannot start worker thread %u", w->index);
+		return err_set_errno(e, "internal_error", rc, "cannot start worker thread %u",
+				     w->index);
 	w->started = true;
 	return 0;
 }
@@ -804,8 +813,8 @@ static void run_flatten(struct exec_run *run)
 		if (file_skipped(run, pt->file))
 			continue;
 		for (k = 0; k < pt->npieces; k++)
-			run->items[run->nitems++] =
-				(struct work_item){(uint32_t)t, k, piece_source_bytes(pt, &pt->pieces[k])};
+			run->items[run->nitems++] = (struct work_item){
+				(uint32_t)t, k, piece_source_bytes(pt, &pt->pieces[k])};
 		atomic_init(&run->tensor_remaining[t], pt->npieces);
 		atomic_fetch_add(&run->file_remaining[pt->file], pt->npieces);
 		run->tensors_total++;

@@ -22,6 +22,7 @@
 #include "ckptconv/job.h"
 #include "ckptconv/paths.h"
 #include "ckptconv/plan.h"
+#include "ckptconv/s3.h"
 #include "ckptconv/store.h"
 
 /* ---- states and errors ------------------------------------------------ */
@@ -483,57 +484,22 @@ json_t *job_spec_json(const struct job_spec *spec, bool for_record)
 
 /* ---- location policy ---------------------------------------------------- */
 
-/* s3://bucket/prefix without empty, "." or ".." components. */
-static bool s3_location_clean(const char *loc)
-{
-	const char *p = loc + strlen("s3://");
-
-	if (!*p)
-		return false;
-	while (*p) {
-		const char *end = strchr(p, '/');
-		size_t len = end ? (size_t)(end - p) : strlen(p);
-
-		if ((len == 0 && end && end[1]) || (len == 1 && p[0] == '.') ||
-		    (len == 2 && p[0] == '.' && p[1] == '.'))
-			return false;
-		p += len;
-		if (*p == '/')
-			p++;
-	}
-	return true;
-}
-
-static bool s3_allowed(const struct strvec *allowed, const char *loc)
-{
-	size_t i;
-
-	for (i = 0; allowed && i < allowed->len; i++) {
-		const char *prefix = allowed->items[i];
-		size_t n = strlen(prefix);
-
-		while (n > strlen("s3://") && prefix[n - 1] == '/')
-			n--;
-		if (strncmp(loc, prefix, n) == 0 && (loc[n] == '\0' || loc[n] == '/'))
-			return true;
-	}
-	return false;
-}
-
 static int check_s3_location(const struct job_policy *p, const char *loc, const char *field,
 			     struct job_error *je)
 {
-	if (strncmp(loc, "s3://", 5) != 0)
-		return job_error_set(je, field, "invalid_location", "%s: unsupported scheme", loc);
-	if (!s3_location_clean(loc))
-		return job_error_set(
-			je, field, "invalid_field",
-			"%s: an s3:// location needs a bucket and no empty, '.' or '..' parts",
-			loc);
-	if (!s3_allowed(p->allow_s3, loc))
-		return job_error_set(je, field, "forbidden_s3_location",
-				     "%s is outside the allowed s3:// prefixes (--allow-s3)", loc);
-	return 0;
+	struct err e = {0};
+	char *bucket = NULL, *prefix = NULL;
+	size_t i;
+
+	if (s3_location_parse(loc, &bucket, &prefix, &e) < 0)
+		return job_error_set(je, field, e.code, "%s", e.msg);
+	free(bucket);
+	free(prefix);
+	for (i = 0; p->allow_s3 && i < p->allow_s3->len; i++)
+		if (s3_location_within(loc, p->allow_s3->items[i]))
+			return 0;
+	return job_error_set(je, field, "forbidden_s3_location",
+			     "%s is outside the allowed s3:// prefixes (--allow-s3)", loc);
 }
 
 static int check_location(const struct job_policy *p, const char *loc, const char *field,

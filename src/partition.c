@@ -176,8 +176,7 @@ static void group_totals(const struct plan *p, const uint32_t *groups, uint32_t 
 	}
 }
 
-json_t *partition_result_json(const struct plan *p, uint32_t index, uint32_t count,
-			      double seconds)
+json_t *partition_result_json(const struct plan *p, uint32_t index, uint32_t count, double seconds)
 {
 	uint32_t *groups = partition_groups(p, count);
 	json_t *files = json_array(), *out;
@@ -270,8 +269,8 @@ static json_t *json_u64(uint64_t v)
 static json_t *manifest_options(const struct plan *p, const struct convert_options *o)
 {
 	json_t *ep = o->ep_size ? json_pack("{s:I, s:I}", "size", (json_int_t)o->ep_size, "rank",
-					    (json_int_t)o->ep_rank)
-				: json_null();
+					    (json_int_t)o->ep_rank) :
+				  json_null();
 
 	return json_pack("{s:s, s:s, s:o, s:o, s:o}", "to", layout_name(p->to), "dtype",
 			 dtype_choice_name(o->dtype), "expert_parallel", ep, "max_shard_size",
@@ -289,9 +288,9 @@ char *partition_manifest_build(const struct plan *p, const char *source,
 	plan_digest(p, digest);
 	for (i = 0; i < p->nfiles; i++) {
 		sha256_hex(p->files[i].header, p->files[i].header_len, sha);
-		json_array_append_new(files, json_pack("{s:s, s:o, s:s}", "name", p->files[i].name,
-						       "size", json_u64(p->files[i].size),
-						       "header_sha256", sha));
+		json_array_append_new(files,
+				      json_pack("{s:s, s:o, s:s}", "name", p->files[i].name, "size",
+						json_u64(p->files[i].size), "header_sha256", sha));
 	}
 	root = json_pack("{s:s, s:i, s:s, s:I, s:o, s:s, s:b, s:o}", "format", MANIFEST_FORMAT,
 			 "version", MANIFEST_VERSION, "source", canonical, "partitions",
@@ -427,8 +426,8 @@ static int parse_root(const json_t *root, struct partition_manifest *m, const ch
 	return parse_files(json_object_get(root, "files"), m, where, e);
 }
 
-int partition_manifest_parse(const char *json, const char *where,
-			     struct partition_manifest **out, struct err *e)
+int partition_manifest_parse(const char *json, const char *where, struct partition_manifest **out,
+			     struct err *e)
 {
 	struct partition_manifest *m = xcalloc(1, sizeof(*m));
 	json_error_t jerr;
@@ -481,10 +480,11 @@ int partition_manifest_compare(const struct partition_manifest *found,
 			       struct err *e)
 {
 	if (strcmp(found->source, ours->source) != 0)
-		return err_set(e, "manifest_mismatch",
-			       "%s: the destination holds a partitioned conversion of %s, not of %s;"
-			       " remove it first to start over",
-			       where, found->source, ours->source);
+		return err_set(
+			e, "manifest_mismatch",
+			"%s: the destination holds a partitioned conversion of %s, not of %s;"
+			" remove it first to start over",
+			where, found->source, ours->source);
 	if (strcmp(found->plan_digest, ours->plan_digest) != 0)
 		return err_set(e, "manifest_mismatch",
 			       "%s: the destination holds a partitioned conversion of another plan"
@@ -512,8 +512,7 @@ static bool is_not_found(const struct err *e)
 }
 
 /* Like store_read_file, with a missing file reported as *out NULL. */
-static int read_optional(struct store *s, const char *name, size_t max, char **out,
-			 struct err *e)
+static int read_optional(struct store *s, const char *name, size_t max, char **out, struct err *e)
 {
 	struct err local = {0};
 
@@ -668,9 +667,9 @@ static int local_free_bytes(const char *dir, uint64_t *out, struct err *e)
 	struct statvfs vfs;
 
 	if (store_local_free_bytes_hook)
-		return store_local_free_bytes_hook(dir, out) == 0
-			       ? 0
-			       : err_set(e, "io_error", "%s: cannot read the free space", dir);
+		return store_local_free_bytes_hook(dir, out) == 0 ?
+			       0 :
+			       err_set(e, "io_error", "%s: cannot read the free space", dir);
 	if (statvfs(dir, &vfs) != 0)
 		return err_set_errno(e, "io_error", errno, "%s: cannot read the free space", dir);
 	if (!u64_mul(vfs.f_bavail, vfs.f_frsize, out))
@@ -812,7 +811,8 @@ static int check_destination(struct store *dst, const struct plan *p, const char
 	size_t n;
 	int rc = -1;
 
-	if (check_manifest(dst, manifest_json, &same_plan, e) || list_optional(dst, &entries, &n, e))
+	if (check_manifest(dst, manifest_json, &same_plan, e) ||
+	    list_optional(dst, &entries, &n, e))
 		return -1;
 	if (!so->overwrite && refuse_others(dst, p, same_plan, entries, n, e))
 		goto out;
@@ -942,8 +942,10 @@ static int file_problem(struct store *dst, const struct partition_file *f,
 /* "1, 4" for the partitions that write the files in `bad`. */
 static void rerun_list(const struct partition_manifest *m, const bool *bad, char *out, size_t len)
 {
+	/* Only the first nfiles groups can hold files. */
+	size_t groups_used = m->count < m->nfiles ? m->count : m->nfiles;
 	uint64_t *sizes = xcalloc(m->nfiles ? m->nfiles : 1, sizeof(*sizes));
-	bool *rerun = xcalloc(m->count, sizeof(*rerun));
+	bool *rerun = xcalloc(groups_used ? groups_used : 1, sizeof(*rerun));
 	uint32_t *groups, g;
 	size_t i, used = 0;
 
@@ -954,7 +956,7 @@ static void rerun_list(const struct partition_manifest *m, const bool *bad, char
 		if (bad[i])
 			rerun[groups[i]] = true;
 	out[0] = '\0';
-	for (g = 0; g < m->count && used < len - 1; g++)
+	for (g = 0; g < groups_used && used < len - 1; g++)
 		if (rerun[g])
 			used += (size_t)snprintf(out + used, len - used, "%s%" PRIu32,
 						 used ? ", " : "", g);
@@ -971,9 +973,9 @@ static int incomplete_error(const struct store *dst, const struct partition_mani
 
 	for (i = 0; i < problems->len && i < NAMED_MAX; i++) {
 		if (used + strlen(problems->items[i]) + 2 >= sizeof(names))
-			break;   /* only whole names */
-		used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s",
-					 i ? ", " : "", problems->items[i]);
+			break; /* only whole names */
+		used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s", i ? ", " : "",
+					 problems->items[i]);
 	}
 	rerun_list(m, bad, partitions, sizeof(partitions));
 	return err_set(e, "partition_incomplete",
@@ -1169,8 +1171,8 @@ static void fill_result(const struct plan *p, const struct strvec *warnings, con
 
 /* Plans again from the manifest's source and options: the same digest
  * proves the source still gives what the partitions wrote. */
-static int replan(const char *location, const struct partition_manifest *m,
-		  struct conversion **out, struct err *e)
+static int replan(const char *location, const struct partition_manifest *m, struct conversion **out,
+		  struct err *e)
 {
 	struct convert_options o;
 	char digest[65];

@@ -10,8 +10,8 @@
  * files no larger than one part are buffered and sent by one PutObject at
  * commit.  Memory follows what is fetched but not yet converted and what is
  * written but not yet uploaded: view and part buffers are anonymous
- * mappings, kept in a small per-store pool once used (populating fresh
- * pages costs more than the copy into them) and unmapped beyond it.
+ * mappings backed by huge pages, unmapped when done (a couple of view
+ * buffers are kept for reuse).
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -30,14 +30,19 @@
 #define SINGLE_NAME "model.safetensors"
 #define MAX_PARTS 10000
 #define MIB ((uint64_t)1 << 20)
+#define HUGE_PAGE ((size_t)2 << 20)
 #define POOL_IDLE_MAX 4
+#define VIEWS_KEPT 2
+#define VIEW_KEPT_MAX ((size_t)16 << 20)
 
-/* Buffers ready for reuse, at most POOL_IDLE_MAX. */
+/* Buffers ready for reuse: at most `keep` (<= POOL_IDLE_MAX) of at most
+ * max_cap bytes each. */
 struct buffer_pool {
 	pthread_mutex_t lock; /* protects idle, nidle */
 	struct buffer *idle[POOL_IDLE_MAX];
 	size_t nidle;
-	size_t keep; /* how many idle buffers to keep */
+	size_t keep;
+	size_t max_cap;
 };
 
 struct buffer {
@@ -52,8 +57,7 @@ struct s3_store {
 	char *bucket;
 	char *prefix; /* "" or ending in '/' */
 	struct buffer_pool views;
-	struct buffer_pool parts; /* of multipart uploads */
-	struct buffer_pool whole; /* of files sent whole: not kept */
+	struct buffer_pool writes; /* none kept: a reused buffer is resident whole */
 };
 
 struct s3_part {
@@ -89,10 +93,11 @@ static char *key_of(const struct s3_store *s, const char *name)
 	return key;
 }
 
-static void pool_init(struct buffer_pool *bp, size_t keep)
+static void pool_init(struct buffer_pool *bp, size_t keep, size_t max_cap)
 {
 	pthread_mutex_init(&bp->lock, NULL);
 	bp->keep = keep < POOL_IDLE_MAX ? keep : POOL_IDLE_MAX;
+	bp->max_cap = max_cap;
 }
 
 static void buffer_unmap(struct buffer *b)
@@ -106,6 +111,26 @@ static void pool_fini(struct buffer_pool *bp)
 	while (bp->nidle)
 		buffer_unmap(bp->idle[--bp->nidle]);
 	pthread_mutex_destroy(&bp->lock);
+}
+
+/* An anonymous mapping of cap bytes (a multiple of HUGE_PAGE) aligned for
+ * transparent huge pages: populating 4 KiB pages one fault at a time costs
+ * more than the network transfer into them on virtualised machines. */
+static unsigned char *map_aligned(size_t cap)
+{
+	size_t head, span = cap + HUGE_PAGE;
+	unsigned char *p;
+
+	p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		abort();
+	head = (HUGE_PAGE - (uintptr_t)p % HUGE_PAGE) % HUGE_PAGE;
+	if (head)
+		munmap(p, head);
+	if (HUGE_PAGE - head)
+		munmap(p + head + cap, HUGE_PAGE - head);
+	madvise(p + head, cap, MADV_HUGEPAGE);
+	return p + head;
 }
 
 /* A buffer of at least len bytes (len > 0): the smallest idle one that
@@ -129,10 +154,8 @@ static struct buffer *buffer_get(struct buffer_pool *bp, size_t len)
 		return b;
 	b = xcalloc(1, sizeof(*b));
 	b->pool = bp;
-	b->cap = (len + MIB - 1) / MIB * MIB;
-	b->data = mmap(NULL, b->cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (b->data == MAP_FAILED)
-		abort();
+	b->cap = (len + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+	b->data = map_aligned(b->cap);
 	return b;
 }
 
@@ -144,7 +167,7 @@ static void buffer_put(struct buffer *b)
 		return;
 	bp = b->pool;
 	pthread_mutex_lock(&bp->lock);
-	if (bp->nidle < bp->keep) {
+	if (bp->nidle < bp->keep && b->cap <= bp->max_cap) {
 		bp->idle[bp->nidle++] = b;
 		b = NULL;
 	}
@@ -159,9 +182,8 @@ static int s3store_open(const char *location, struct store **out, struct err *e)
 	size_t plen;
 
 	s->base.backend = &store_s3_backend;
-	pool_init(&s->views, POOL_IDLE_MAX);
-	pool_init(&s->parts, 2);
-	pool_init(&s->whole, 0);
+	pool_init(&s->views, VIEWS_KEPT, VIEW_KEPT_MAX);
+	pool_init(&s->writes, 0, 0);
 	if (s3_location_parse(location, &s->bucket, &s->prefix, e) ||
 	    s3_client_new(&s->client, e)) {
 		store_s3_backend.free(&s->base);
@@ -181,8 +203,7 @@ static void s3store_free(struct store *base)
 
 	s3_client_free(s->client);
 	pool_fini(&s->views);
-	pool_fini(&s->parts);
-	pool_fini(&s->whole);
+	pool_fini(&s->writes);
 	free(s->bucket);
 	free(s->prefix);
 	free(s->base.location);
@@ -392,9 +413,7 @@ static int write_part(struct s3_writer *w, size_t i, uint64_t off, const unsigne
 			       w->base.store->location, w->base.name);
 	}
 	if (!w->parts[i].buf)
-		w->parts[i].buf = buffer_get(w->multipart ? &s3s(w->base.store)->parts :
-							    &s3s(w->base.store)->whole,
-					     (size_t)plen);
+		w->parts[i].buf = buffer_get(&s3s(w->base.store)->writes, (size_t)plen);
 	dst = w->parts[i].buf->data;
 	pthread_mutex_unlock(&w->lock);
 

@@ -29,7 +29,7 @@
 #include "ckptconv/verify.h"
 #include "testutil.h"
 
-static char *tmp;   /* per-test scratch directory */
+static char *tmp; /* per-test scratch directory */
 
 static void setup(void)
 {
@@ -326,7 +326,7 @@ START_TEST(test_deterministic_across_runs_and_threads)
 	size_t i;
 
 	err_clear(&e);
-	o.max_shard_size = 40000;   /* several shards and an index */
+	o.max_shard_size = 40000; /* several shards and an index */
 	for (i = 0; i < 4; i++) {
 		char name[16];
 
@@ -382,7 +382,7 @@ START_TEST(test_progress_and_states)
 	ck_assert_uint_eq(pr.bytes_done, 0);
 	ck_assert_int_eq(conversion_tensor_state(c, 0), TENSOR_PENDING);
 	ck_assert_uint_eq(conversion_in_flight(c, in_flight, 8), 0);
-	ck_assert_uint_eq(count_entries(tmp), 0);   /* prepare writes nothing */
+	ck_assert_uint_eq(count_entries(tmp), 0); /* prepare writes nothing */
 
 	ASSERT_OK(conversion_run(c, pool, &e), e);
 	conversion_progress(c, &pr);
@@ -409,7 +409,7 @@ END_TEST
 struct interrupter {
 	struct conversion *c;
 	long after_ms;
-	char *truncate_dir;         /* truncate every shard here instead of cancelling */
+	char *truncate_dir; /* truncate every shard here instead of cancelling */
 	struct exec_progress seen;
 };
 
@@ -452,15 +452,14 @@ static char *tiny_fixture(const char *name)
 	return dir;
 }
 
-static int run_interrupted(const char *src, const char *dst, struct interrupter *it,
-			   struct err *e)
+static int run_interrupted(const char *src, const char *dst, struct interrupter *it, struct err *e)
 {
 	struct convert_options o = options(LAYOUT_NATIVE);
 	struct exec_pool *pool = exec_pool_new(2, e);
 	pthread_t thread;
 	int rc;
 
-	o.max_bytes_per_second = 50000;   /* the tiny checkpoint takes ~4 s */
+	o.max_bytes_per_second = 50000; /* the tiny checkpoint takes ~4 s */
 	ASSERT_OK(conversion_prepare(src, dst, &o, &it->c, e), *e);
 	pthread_create(&thread, NULL, interrupt_later, it);
 	rc = conversion_run(it->c, pool, e);
@@ -593,7 +592,7 @@ END_TEST
 static int little_space(const char *dir, uint64_t *free_bytes)
 {
 	(void)dir;
-	*free_bytes = 100000;   /* half of what the tiny output needs */
+	*free_bytes = 100000; /* half of what the tiny output needs */
 	return 0;
 }
 
@@ -634,7 +633,8 @@ END_TEST
 START_TEST(test_destination_is_source)
 {
 	struct convert_options o = options(LAYOUT_NATIVE);
-	char *src = copy_golden("hf", "hf"), *file = test_path(src, "model-00001-of-00005.safetensors");
+	char *src = copy_golden("hf", "hf"),
+	     *file = test_path(src, "model-00001-of-00005.safetensors");
 	struct conversion *c = NULL;
 	struct err e;
 
@@ -757,8 +757,10 @@ START_TEST(test_exclude_and_warnings)
 	w = conversion_warnings(c);
 	ck_assert_uint_eq(w->len, 2);
 	ck_assert(strstr(w->items[0], "extra") || strstr(w->items[1], "extra"));
-	ck_assert(strstr(w->items[0], "pytorch_model.bin") || strstr(w->items[1], "pytorch_model.bin"));
-	ck_assert_int_lt(plan_find(conversion_plan(c), "model.layers.1.mlp.experts.gate_and_up_projs"), 0);
+	ck_assert(strstr(w->items[0], "pytorch_model.bin") ||
+		  strstr(w->items[1], "pytorch_model.bin"));
+	ck_assert_int_lt(
+		plan_find(conversion_plan(c), "model.layers.1.mlp.experts.gate_and_up_projs"), 0);
 	ck_assert_int_ge(plan_find(conversion_plan(c), "model.embed_tokens.weight"), 0);
 	ASSERT_OK(conversion_run(c, pool, &e), e);
 	ck_assert(has_entry(dst, "tokenizer.json"));
@@ -843,7 +845,8 @@ static unsigned char *tensor_bytes(const char *dir, const char *name, enum dtype
 	*len = (size_t)c->tensors[i].nbytes;
 	buf = xmalloc(*len);
 	ASSERT_OK(store_read(c->store, c->files[c->tensors[i].file].name, c->tensors[i].offset, buf,
-			     *len, &e), e);
+			     *len, &e),
+		  e);
 	ckpt_free(c);
 	return buf;
 }
@@ -953,7 +956,7 @@ START_TEST(test_two_conversions_share_pool)
 
 	err_clear(&e);
 	a.pool = b.pool = exec_pool_new(2, &e);
-	a.o.max_bytes_per_second = b.o.max_bytes_per_second = 400000;   /* overlap */
+	a.o.max_bytes_per_second = b.o.max_bytes_per_second = 400000; /* overlap */
 	pthread_create(&ta, NULL, convert_in_background, &a);
 	pthread_create(&tb, NULL, convert_in_background, &b);
 	pthread_join(ta, NULL);

@@ -51,8 +51,8 @@ struct fake {
 	struct plan_piece pieces[MAX_OUT][MAX_PIECES];
 	struct plan_op ops[MAX_OUT][MAX_OPS];
 	char headers[2][HEADER_LEN];
-	unsigned char *expected[MAX_OUT];   /* each output tensor's bytes */
-	unsigned char *src_data[MAX_SRC];   /* each source tensor's bytes */
+	unsigned char *expected[MAX_OUT]; /* each output tensor's bytes */
+	unsigned char *src_data[MAX_SRC]; /* each source tensor's bytes */
 };
 
 static void sleep_ms(long ms)
@@ -155,9 +155,13 @@ static uint32_t add_source(struct fake *f, const char *file, enum dtype dt, uint
 	test_write_file(path, bytes, prefix + nbytes);
 	f->src_files[i].name = xstrdup(file);
 	f->src_files[i].size = prefix + nbytes;
-	f->src_tensors[i] = (struct ckpt_tensor){.name = f->src_files[i].name, .dtype = dt, .ndim = 1,
-						 .shape = {nbytes / dtype_size(dt)}, .file = i,
-						 .offset = prefix, .nbytes = nbytes};
+	f->src_tensors[i] = (struct ckpt_tensor){.name = f->src_files[i].name,
+						 .dtype = dt,
+						 .ndim = 1,
+						 .shape = {nbytes / dtype_size(dt)},
+						 .file = i,
+						 .offset = prefix,
+						 .nbytes = nbytes};
 	f->src_data[i] = xmalloc(nbytes);
 	memcpy(f->src_data[i], bytes + prefix, nbytes);
 	f->ckpt.nfiles++;
@@ -227,7 +231,7 @@ static void put_element(unsigned char *dst, enum dtype to, const unsigned char *
 		memcpy(dst, src, dtype_size(from));
 		return;
 	}
-	memcpy(&v, src, 4);   /* the tests cast only from F32 */
+	memcpy(&v, src, 4); /* the tests cast only from F32 */
 	h = to == DTYPE_BF16 ? kern_f32_to_bf16(v) : kern_f32_to_f16(v);
 	memcpy(dst, &h, 2);
 }
@@ -244,8 +248,8 @@ static void expect_op(struct fake *f, size_t t, const struct plan_piece *pc,
 	for (r = 0; r < op->rows; r++)
 		for (c = 0; c < op->cols; c++) {
 			const unsigned char *s = src + r * op->src_stride + c * is;
-			unsigned char *d = op->transpose ? dst + c * op->dst_stride + r * os
-							 : dst + r * op->dst_stride + c * os;
+			unsigned char *d = op->transpose ? dst + c * op->dst_stride + r * os :
+							   dst + r * op->dst_stride + c * os;
 
 			put_element(d, op->dst_dtype, s, op->src_dtype);
 		}
@@ -262,7 +266,8 @@ static void finish_fake(struct fake *f)
 		f->plan.npieces += pt->npieces;
 		for (k = 0; k < pt->npieces; k++)
 			for (i = 0; i < pt->pieces[k].nops; i++)
-				expect_op(f, t, &pt->pieces[k], &pt->ops[pt->pieces[k].first_op + i]);
+				expect_op(f, t, &pt->pieces[k],
+					  &pt->ops[pt->pieces[k].first_op + i]);
 	}
 	for (k = 0; k < f->plan.nfiles; k++)
 		f->plan.total_file_bytes += f->files[k].size;
@@ -283,24 +288,43 @@ static struct fake *mixed_fake(void)
 
 	add_file(f, "out-1.safetensors");
 	t = add_tensor(f, "t0.transposed", DTYPE_F32, 53 * 37 * 4);
-	add_piece(t, 0, 27 * 37 * 4, (struct plan_op[]){{a, true, DTYPE_F32, DTYPE_F32, 37, 27, 0, 53 * 4, 0, 37 * 4}}, 1);
-	add_piece(t, 27 * 37 * 4, 26 * 37 * 4, (struct plan_op[]){{a, true, DTYPE_F32, DTYPE_F32, 37, 26, 27 * 4, 53 * 4, 0, 37 * 4}}, 1);
+	add_piece(t, 0, 27 * 37 * 4,
+		  (struct plan_op[]){{a, true, DTYPE_F32, DTYPE_F32, 37, 27, 0, 53 * 4, 0, 37 * 4}},
+		  1);
+	add_piece(t, 27 * 37 * 4, 26 * 37 * 4,
+		  (struct plan_op[]){
+			  {a, true, DTYPE_F32, DTYPE_F32, 37, 26, 27 * 4, 53 * 4, 0, 37 * 4}},
+		  1);
 	t = add_tensor(f, "t1.cast_bf16", DTYPE_BF16, 37 * 53 * 2);
-	add_piece(t, 0, 37 * 53 * 2, (struct plan_op[]){{a, false, DTYPE_F32, DTYPE_BF16, 1, 37 * 53, 0, 37 * 53 * 4, 0, 37 * 53 * 2}}, 1);
+	add_piece(t, 0, 37 * 53 * 2,
+		  (struct plan_op[]){{a, false, DTYPE_F32, DTYPE_BF16, 1, 37 * 53, 0, 37 * 53 * 4,
+				      0, 37 * 53 * 2}},
+		  1);
 	t = add_tensor(f, "t2.strided_f16", DTYPE_F16, 37 * 10 * 2);
-	add_piece(t, 0, 37 * 10 * 2, (struct plan_op[]){{a, false, DTYPE_F32, DTYPE_F16, 37, 10, 5 * 4, 53 * 4, 0, 10 * 2}}, 1);
+	add_piece(t, 0, 37 * 10 * 2,
+		  (struct plan_op[]){
+			  {a, false, DTYPE_F32, DTYPE_F16, 37, 10, 5 * 4, 53 * 4, 0, 10 * 2}},
+		  1);
 
 	add_file(f, "out-2.safetensors");
 	t = add_tensor(f, "t3.copy", DTYPE_BF16, 1000 * 2);
-	add_piece(t, 0, 700, (struct plan_op[]){{b, false, DTYPE_BF16, DTYPE_BF16, 1, 350, 0, 700, 0, 700}}, 1);
-	add_piece(t, 700, 700, (struct plan_op[]){{b, false, DTYPE_BF16, DTYPE_BF16, 1, 350, 700, 700, 0, 700}}, 1);
-	add_piece(t, 1400, 600, (struct plan_op[]){{b, false, DTYPE_BF16, DTYPE_BF16, 1, 300, 1400, 600, 0, 600}}, 1);
+	add_piece(t, 0, 700,
+		  (struct plan_op[]){{b, false, DTYPE_BF16, DTYPE_BF16, 1, 350, 0, 700, 0, 700}},
+		  1);
+	add_piece(t, 700, 700,
+		  (struct plan_op[]){{b, false, DTYPE_BF16, DTYPE_BF16, 1, 350, 700, 700, 0, 700}},
+		  1);
+	add_piece(t, 1400, 600,
+		  (struct plan_op[]){{b, false, DTYPE_BF16, DTYPE_BF16, 1, 300, 1400, 600, 0, 600}},
+		  1);
 	t = add_tensor(f, "t4.fused", DTYPE_BF16, 66 * 48 * 2);
-	add_piece(t, 0, 66 * 48 * 2, (struct plan_op[]){
-		{c, false, DTYPE_BF16, DTYPE_BF16, 64, 48, 0, 96, 0, 96},
-		{b, false, DTYPE_BF16, DTYPE_BF16, 2, 48, 0, 96, 64 * 96, 96}}, 2);
+	add_piece(t, 0, 66 * 48 * 2,
+		  (struct plan_op[]){{c, false, DTYPE_BF16, DTYPE_BF16, 64, 48, 0, 96, 0, 96},
+				     {b, false, DTYPE_BF16, DTYPE_BF16, 2, 48, 0, 96, 64 * 96, 96}},
+		  2);
 	t = add_tensor(f, "t5.transposed_bf16", DTYPE_BF16, 48 * 64 * 2);
-	add_piece(t, 0, 48 * 64 * 2, (struct plan_op[]){{c, true, DTYPE_BF16, DTYPE_BF16, 64, 48, 0, 96, 0, 128}}, 1);
+	add_piece(t, 0, 48 * 64 * 2,
+		  (struct plan_op[]){{c, true, DTYPE_BF16, DTYPE_BF16, 64, 48, 0, 96, 0, 128}}, 1);
 	add_tensor(f, "t6.empty", DTYPE_BF16, 0);
 	finish_fake(f);
 	return f;
@@ -380,15 +404,28 @@ static struct fake *large_ops_fake(void)
 
 	add_file(f, "out.safetensors");
 	t = add_tensor(f, "transposed", DTYPE_F32, 600 * 700 * 4);
-	add_piece(t, 0, 600 * 700 * 4, (struct plan_op[]){{m, true, DTYPE_F32, DTYPE_F32, 700, 600, 0, 2400, 0, 2800}}, 1);
+	add_piece(t, 0, 600 * 700 * 4,
+		  (struct plan_op[]){{m, true, DTYPE_F32, DTYPE_F32, 700, 600, 0, 2400, 0, 2800}},
+		  1);
 	t = add_tensor(f, "cast_long_row", DTYPE_BF16, 600000 * 2);
-	add_piece(t, 0, 600000 * 2, (struct plan_op[]){{v, false, DTYPE_F32, DTYPE_BF16, 1, 600000, 0, 2400000, 0, 1200000}}, 1);
+	add_piece(t, 0, 600000 * 2,
+		  (struct plan_op[]){
+			  {v, false, DTYPE_F32, DTYPE_BF16, 1, 600000, 0, 2400000, 0, 1200000}},
+		  1);
 	t = add_tensor(f, "strided_long_rows", DTYPE_F16, 2 * 290000 * 2);
-	add_piece(t, 0, 2 * 290000 * 2, (struct plan_op[]){{v, false, DTYPE_F32, DTYPE_F16, 2, 290000, 40, 1200000, 0, 580000}}, 1);
+	add_piece(t, 0, 2 * 290000 * 2,
+		  (struct plan_op[]){
+			  {v, false, DTYPE_F32, DTYPE_F16, 2, 290000, 40, 1200000, 0, 580000}},
+		  1);
 	t = add_tensor(f, "transposed_long_rows", DTYPE_F32, 2 * 300000 * 4);
-	add_piece(t, 0, 2 * 300000 * 4, (struct plan_op[]){{v, true, DTYPE_F32, DTYPE_F32, 2, 300000, 0, 1200000, 0, 8}}, 1);
+	add_piece(t, 0, 2 * 300000 * 4,
+		  (struct plan_op[]){{v, true, DTYPE_F32, DTYPE_F32, 2, 300000, 0, 1200000, 0, 8}},
+		  1);
 	t = add_tensor(f, "copy", DTYPE_F32, 2 * 300000 * 4);
-	add_piece(t, 0, 2 * 300000 * 4, (struct plan_op[]){{v, false, DTYPE_F32, DTYPE_F32, 2, 300000, 0, 1200000, 0, 1200000}}, 1);
+	add_piece(t, 0, 2 * 300000 * 4,
+		  (struct plan_op[]){
+			  {v, false, DTYPE_F32, DTYPE_F32, 2, 300000, 0, 1200000, 0, 1200000}},
+		  1);
 	finish_fake(f);
 	return f;
 }
@@ -429,7 +466,7 @@ static void check_fake_with(struct fake *f, unsigned threads, enum exec_read_mod
 
 static void check_mixed_with_threads(unsigned threads)
 {
-	check_fake_with(mixed_fake(), threads, EXEC_READ_AUTO);   /* copies, local */
+	check_fake_with(mixed_fake(), threads, EXEC_READ_AUTO); /* copies, local */
 	check_fake_with(mixed_fake(), threads, EXEC_READ_VIEW);
 }
 

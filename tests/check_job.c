@@ -250,7 +250,7 @@ START_TEST(locations_checked)
 			 "forbidden_s3_location");
 	ck_assert_ptr_null(location_error("s3://models/in/ling", out, field, sizeof(field)));
 	ck_assert_str_eq(location_error("s3://models/in/../x", out, field, sizeof(field)),
-			 "invalid_field");
+			 "invalid_location");
 	policy.state_dir = tmp;
 	ck_assert_str_eq(location_error(in, out, field, sizeof(field)), "forbidden_path");
 	policy.state_dir = NULL;

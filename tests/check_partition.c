@@ -27,7 +27,7 @@
 #include "ckptconv/util.h"
 #include "testutil.h"
 
-#define SHARD 20000   /* makes a dozen shards of the tiny checkpoint */
+#define SHARD 20000 /* makes a dozen shards of the tiny checkpoint */
 #define INDEX_NAME "model.safetensors.index.json"
 
 static char *tmp;
@@ -227,8 +227,18 @@ static void sha256_hex(const void *data, size_t len, char out[65])
 
 START_TEST(test_parse)
 {
-	static const char *const bad[] = {"3/3", "1/0", "", "/", "a/b", "1/2/3", "-1/3", " 1/3",
-					  "1/3 ", "1", "4294967296/4294967297", "0x1/3"};
+	static const char *const bad[] = {"3/3",
+					  "1/0",
+					  "",
+					  "/",
+					  "a/b",
+					  "1/2/3",
+					  "-1/3",
+					  " 1/3",
+					  "1/3 ",
+					  "1",
+					  "4294967296/4294967297",
+					  "0x1/3"};
 	uint32_t index = 99, count = 99;
 	struct err e = {0};
 	size_t i;
@@ -435,17 +445,20 @@ START_TEST(test_manifest_not_ours)
 		"{\"format\": \"something-else\", \"version\": 1}",
 		"{\"format\": \"ckptconv-plan\", \"version\": 2}",
 		"{\"format\": \"ckptconv-plan\", \"version\": 1, \"source\": \"/s\", \"partitions\": 0,"
-		" \"plan_digest\": \"" "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		" \"plan_digest\": \""
+		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 		"\", \"index\": true, \"options\": {\"to\": \"native\", \"dtype\": \"auto\","
 		" \"max_shard_size\": 1}, \"files\": []}",
 		"{\"format\": \"ckptconv-plan\", \"version\": 1, \"source\": \"/s\", \"partitions\": 2,"
 		" \"plan_digest\": \"xyz\", \"index\": true, \"options\": {\"to\": \"native\","
 		" \"dtype\": \"auto\", \"max_shard_size\": 1}, \"files\": []}",
 		"{\"format\": \"ckptconv-plan\", \"version\": 1, \"source\": \"/s\", \"partitions\": 2,"
-		" \"plan_digest\": \"" "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		" \"plan_digest\": \""
+		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 		"\", \"index\": true, \"options\": {\"to\": \"native\", \"dtype\": \"auto\","
 		" \"max_shard_size\": 1}, \"files\": [{\"name\": \"../x\", \"size\": 1,"
-		" \"header_sha256\": \"" "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		" \"header_sha256\": \""
+		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 		"\"}]}",
 	};
 	struct partition_manifest *m;

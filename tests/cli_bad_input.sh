@@ -431,12 +431,14 @@ usage "missing DST" usage_error convert --to native "$G/hf"
 usage "extra argument" usage_error convert --to native "$G/hf" "$T/u12" "$T/u13"
 usage "unknown option" usage_error convert --to native --fast "$G/hf" "$T/u14"
 usage "invalid --exclude" invalid_exclude convert --to native --exclude '(' "$G/hf" "$T/u15"
+usage "bad --s3-addressing-style" s3_config convert --to native --s3-addressing-style sideways \
+	"$G/hf" "$T/u18"
 usage "fixture without --preset" usage_error fixture "$T/u16"
 usage "fixture --preset huge" usage_error fixture --preset huge "$T/u17"
 usage "inspect without PATH" usage_error inspect
 usage "verify with one side" usage_error verify "$G/hf"
 expect_empty "no usage error wrote anything" "$T/u1"
-for i in 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17; do
+for i in $(seq 2 18); do
 	[ -e "$T/u$i" ] && fail "usage error wrote $T/u$i"
 done
 run "$CKPTCONV"

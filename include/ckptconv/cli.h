@@ -35,4 +35,27 @@ int cli_usage_error(const char *command, int json, const char *fmt, ...)
 int cli_parse_uint(const char *text, unsigned long long min, unsigned long long max,
 		   unsigned long long *out);
 
+/* The --s3-* flags of the subcommands that open checkpoints, which override
+ * the AWS environment for s3:// locations: put CLI_S3_LONG_OPTIONS in the
+ * getopt_long table, hand each option to cli_s3_flag, and call
+ * cli_s3_apply before opening anything. */
+enum { CLI_OPT_S3_ENDPOINT_URL = 0x1000, CLI_OPT_S3_REGION, CLI_OPT_S3_ADDRESSING_STYLE };
+#define CLI_S3_LONG_OPTIONS                                                              \
+	{"s3-endpoint-url", required_argument, NULL, CLI_OPT_S3_ENDPOINT_URL},           \
+	{"s3-region", required_argument, NULL, CLI_OPT_S3_REGION},                       \
+	{"s3-addressing-style", required_argument, NULL, CLI_OPT_S3_ADDRESSING_STYLE}
+#define CLI_S3_USAGE                                                                     \
+	"  --s3-endpoint-url URL  S3 endpoint (default: AWS_ENDPOINT_URL_S3, AWS)\n"        \
+	"  --s3-region REGION     S3 region (default: AWS_REGION, us-east-1)\n"            \
+	"  --s3-addressing-style path|virtual|auto\n"                                       \
+	"                         S3 URL style (default: auto, path with an endpoint)\n"
+struct cli_s3_flags {
+	const char *endpoint_url, *region, *addressing_style;
+};
+/* Records opt if it is an --s3-* flag; returns whether it was. */
+int cli_s3_flag(struct cli_s3_flags *f, int opt, const char *value);
+/* Makes the flags given the process's S3 settings; EXIT_USAGE after
+ * printing the error (s3_config) when a value is not valid. */
+int cli_s3_apply(const struct cli_s3_flags *f, int json);
+
 #endif

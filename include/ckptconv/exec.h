@@ -3,10 +3,11 @@
  * exec: the worker pool that runs plans.  One pool serves every conversion
  * of the process (the CLI's single run, or all of the daemon's jobs); the
  * pieces of the running conversions are shared out among its threads.
- * Source bytes are read through bounded views (store_view), each piece is
- * assembled in a per-worker buffer of at most PLAN_PIECE_MAX bytes (or
- * written straight from the view when it is a plain copy) and written once
- * to its output file; a file is committed by the worker that finishes its
+ * Source bytes are read in bounded bands copied into a per-worker buffer
+ * (store_read) or through bounded views (store_view), see exec_read_mode;
+ * each piece is assembled in a per-worker buffer of at most PLAN_PIECE_MAX
+ * bytes (a plain copy goes straight through) and written once to its
+ * output file; a file is committed by the worker that finishes its
  * last piece.  Progress is counted with atomics and may be read from any
  * thread while the run goes on.  A SIGBUS from a source truncated under us
  * fails the run with an error naming the file; the process carries on

@@ -58,8 +58,7 @@ bool *partition_skip_files(const struct plan *p, uint32_t index, uint32_t count)
 /* What partition `index` writes, as (part of) a conversion result:
  * {"files": [names], "tensors": n, "bytes": n, "partition": {"index",
  * "count", "planned_files"}}, plus "bytes_per_second" when seconds > 0. */
-json_t *partition_result_json(const struct plan *p, uint32_t index, uint32_t count,
-			      double seconds);
+json_t *partition_result_json(const struct plan *p, uint32_t index, uint32_t count, double seconds);
 /* The same as the CLI's text summary, with the finalize command to run. */
 void partition_print_result(FILE *out, const struct plan *p, uint32_t index, uint32_t count,
 			    const char *dst, double seconds);
@@ -69,32 +68,33 @@ void partition_print_result(FILE *out, const struct plan *p, uint32_t index, uin
 struct partition_file {
 	char *name;
 	uint64_t size;
-	char header_sha256[65];    /* hex SHA-256 of the header bytes (prefix + JSON) */
+	char header_sha256[65]; /* hex SHA-256 of the header bytes (prefix + JSON) */
 };
 
 struct partition_manifest {
-	char *source;              /* where the partitions read (absolute path or s3://) */
-	uint32_t count;            /* partitions */
+	char *source;	/* where the partitions read (absolute path or s3://) */
+	uint32_t count; /* partitions */
 	char plan_digest[65];
 	/* Options that shape the plan (what finalize plans again with). */
-	char *to;                  /* "native" or "hf" */
-	char *dtype;               /* dtype_choice_name */
+	char *to;    /* "native" or "hf" */
+	char *dtype; /* dtype_choice_name */
 	uint32_t ep_size, ep_rank;
 	uint64_t max_shard_size;
-	char *exclude;             /* NULL = none */
-	bool has_index;            /* the output has model.safetensors.index.json */
+	char *exclude;	/* NULL = none */
+	bool has_index; /* the output has model.safetensors.index.json */
 	size_t nfiles;
 	struct partition_file *files;
 };
 
 /* The manifest's JSON text (malloc'd, NUL-terminated): the same bytes for
- * the same source, options, count and plan.  `source` as given; it is made
- * absolute (local) or freed of trailing slashes (s3://) here. */
+ * the same source, options, count and plan.  `source` as given to the
+ * conversion; recorded resolved and absolute (local) or with exactly one
+ * trailing '/' (an s3:// prefix), so every partition records it alike. */
 char *partition_manifest_build(const struct plan *p, const char *source,
 			       const struct convert_options *o, uint32_t count);
 /* Code manifest_mismatch when the text is not a manifest ckptconv wrote. */
-int partition_manifest_parse(const char *json, const char *where,
-			     struct partition_manifest **out, struct err *e);
+int partition_manifest_parse(const char *json, const char *where, struct partition_manifest **out,
+			     struct err *e);
 void partition_manifest_free(struct partition_manifest *m);
 /* Options that rebuild the manifest's plan (exclude points into m). */
 int partition_manifest_options(const struct partition_manifest *m, struct convert_options *o,
@@ -132,7 +132,7 @@ int partition_check_files(struct store *dst, const struct partition_manifest *m,
 /* ---- finalize ---- */
 
 struct finalize_options {
-	bool durable;              /* fsync what finalize writes (default true) */
+	bool durable; /* fsync what finalize writes (default true) */
 	/* Optional: vets the manifest's source before it is read (the daemon
 	 * applies its allowed roots and prefixes); nonzero with e set refuses. */
 	int (*check_source)(const char *source, void *arg, struct err *e);
@@ -141,12 +141,12 @@ struct finalize_options {
 void finalize_options_init(struct finalize_options *o);
 
 struct finalize_result {
-	bool already_finished;     /* no manifest: the destination was checked only */
-	char *source;              /* the manifest's source; NULL when already finished */
-	struct strvec files;       /* the checkpoint's files, index last */
+	bool already_finished; /* no manifest: the destination was checked only */
+	char *source;	       /* the manifest's source; NULL when already finished */
+	struct strvec files;   /* the checkpoint's files, index last */
 	size_t tensors;
-	uint64_t bytes;            /* tensor data bytes */
-	struct strvec warnings;    /* source files not copied (other weight formats, dirs) */
+	uint64_t bytes;		/* tensor data bytes */
+	struct strvec warnings; /* source files not copied (other weight formats, dirs) */
 };
 void finalize_result_fini(struct finalize_result *r);
 
@@ -156,7 +156,7 @@ void finalize_result_fini(struct finalize_result *r);
  * that is not ckptconv's, or a source that no longer gives the planned
  * output), and those of the store, ckpt_open and conversion_prepare.
  * r is filled on success (and initialised in any case). */
-int partition_finalize(const char *dst, const struct finalize_options *o,
-		       struct finalize_result *r, struct err *e);
+int partition_finalize(const char *dst, const struct finalize_options *o, struct finalize_result *r,
+		       struct err *e);
 
 #endif
