@@ -36,6 +36,7 @@
 #include "ckptconv/paths.h"
 #include "ckptconv/registry.h"
 #include "ckptconv/s3.h"
+#include "ckptconv/s3_job.h"
 #include "ckptconv/util.h"
 
 #define TICK_SECONDS 0.1
@@ -565,9 +566,10 @@ static int start(struct service *s, struct err *e)
 	s->policy.allow_s3 = &s->opts->allow_s3;
 	s->policy.allow_s3_endpoints = &s->s3_endpoints;
 	s->policy.state_dir = s->state_dir;
-	/* Per-job S3 settings (options.s3): s->policy.s3_options_check and
-	 * s3_options_apply are set here by the object-storage support; while
-	 * they are NULL, a job naming options.s3 is refused. */
+	/* Per-job S3 settings (options.s3): checked against the endpoint
+	 * allow list at submission, applied around the job's store opens. */
+	s->policy.s3_options_check = s3_job_options_check;
+	s->policy.s3_options_apply = s3_job_options_apply;
 	s->pool = exec_pool_new((unsigned)s->opts->workers, e);
 	if (!s->pool)
 		return -1;

@@ -32,8 +32,8 @@
 #define MIB ((uint64_t)1 << 20)
 #define HUGE_PAGE ((size_t)2 << 20)
 #define POOL_IDLE_MAX 4
-#define VIEWS_KEPT 2
-#define VIEW_KEPT_MAX ((size_t)16 << 20)
+#define VIEWS_KEPT 1
+#define VIEW_KEPT_MAX ((size_t)4 << 20)
 
 /* Buffers ready for reuse: at most `keep` (<= POOL_IDLE_MAX) of at most
  * max_cap bytes each. */

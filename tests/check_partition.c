@@ -6,8 +6,9 @@
  * identical bytes, mismatches, text that is not a manifest), and whole runs
  * through convert.h: N partitions then finalize equal one unpartitioned
  * conversion byte for byte; finalize refuses a missing, truncated or
- * changed file and a changed source, and is idempotent; the destination
- * checks (another plan, unrelated files, overwrite, free space).
+ * changed file, a changed source and a source the caller does not allow,
+ * and is idempotent; the destination checks (another plan, unrelated
+ * files, overwrite, free space, an unpartitioned overwrite).
  */
 #include <check.h>
 #include <dirent.h>
@@ -740,6 +741,53 @@ START_TEST(test_overwrite_previous_checkpoint)
 }
 END_TEST
 
+START_TEST(test_unpartitioned_overwrite)
+{
+	char *out = scratch("out"), *ref = scratch("ref");
+	struct err e = {0};
+
+	ck_assert_int_eq(convert(out, SHARD, 0, 3, false, &e), 0);
+	ck_assert_int_eq(convert(out, SHARD, 0, 0, false, &e), -1);
+	ck_assert_str_eq(e.code, "destination_not_empty");
+	err_clear(&e);
+	/* Replacing an abandoned partitioned conversion drops its manifest. */
+	ck_assert_int_eq(convert(out, SHARD, 0, 0, true, &e), 0);
+	ck_assert(!exists(out, PARTITION_MANIFEST));
+	ck_assert_int_eq(convert(ref, SHARD, 0, 0, false, &e), 0);
+	assert_same_dirs(ref, out);
+	free(ref);
+	free(out);
+}
+END_TEST
+
+static int refuse_source(const char *source, void *arg, struct err *e)
+{
+	*(char **)arg = xstrdup(source);
+	return err_set(e, "forbidden_path", "%s: not allowed", source);
+}
+
+START_TEST(test_finalize_source_vetted)
+{
+	char *out = scratch("out"), *seen = NULL, *real = realpath(src, NULL);
+	struct finalize_options o;
+	struct finalize_result r;
+	struct err e = {0};
+
+	all_partitions(out, SHARD, 2);
+	finalize_options_init(&o);
+	o.check_source = refuse_source;
+	o.check_source_arg = &seen;
+	ck_assert_int_eq(partition_finalize(out, &o, &r, &e), -1);
+	ck_assert_str_eq(e.code, "forbidden_path");
+	ck_assert_str_eq(seen, real);
+	ck_assert(!exists(out, INDEX_NAME));
+	ck_assert(exists(out, PARTITION_MANIFEST));
+	free(seen);
+	free(real);
+	free(out);
+}
+END_TEST
+
 static int little_space(const char *dir, uint64_t *free_bytes)
 {
 	(void)dir;
@@ -786,6 +834,8 @@ static Suite *partition_suite(void)
 	tcase_add_test(tc, test_unrelated_files);
 	tcase_add_test(tc, test_overwrite_previous_checkpoint);
 	tcase_add_test(tc, test_insufficient_space);
+	tcase_add_test(tc, test_unpartitioned_overwrite);
+	tcase_add_test(tc, test_finalize_source_vetted);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -129,6 +129,17 @@ expect_ok "s3 destination with --overwrite" "$CKPTCONV" convert --overwrite --to
 	s3://src-bkt/tiny/hf/ s3://dst-bkt/s3s3/native/ && keep_output
 check_output s3s3-overwrite "$G/native" s3://dst-bkt/s3s3/native/ "$(local_twin native --to native "$G/hf")"
 
+# The --s3-* flags override the environment.
+twin=$(local_twin native --to native "$G/hf")
+expect_ok "--s3-endpoint-url wins over AWS_ENDPOINT_URL_S3" env AWS_ENDPOINT_URL_S3=http://127.0.0.1:1 \
+	"$CKPTCONV" convert --to native --s3-endpoint-url "http://127.0.0.1:$S3_PORT" \
+	--s3-region us-east-1 --s3-addressing-style path s3://src-bkt/tiny/hf/ s3://dst-bkt/flags/ &&
+	keep_output
+check_output flags "$G/native" s3://dst-bkt/flags/ "$twin"
+expect_exit "--s3-addressing-style sideways is a usage error" 2 "$CKPTCONV" convert --to native \
+	--s3-addressing-style sideways s3://src-bkt/tiny/hf/ "$TEST_TMP/x"
+keep_output
+
 # Clear errors.
 expect_fail "unknown access key" s3_access_denied "s3://src-bkt/" \
 	env AWS_ACCESS_KEY_ID=AKIDUNKNOWN "$CKPTCONV" convert --to native s3://src-bkt/tiny/hf/ \
