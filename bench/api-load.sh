@@ -219,7 +219,7 @@ WIDE=$(curl -sf -X POST -H 'Content-Type: application/json' --data-binary \
 for q in "limit=1000" "offset=20000&limit=1000" "state=pending&offset=15000&limit=100" "limit=10000"; do
 	for _ in $(seq 20); do
 		curl -sf -o "$WORK/listing.json" -w "%{time_total}\n" "$BASE/v1/jobs/$WIDE/tensors?$q"
-	done | sort -n | sed -n '10p' | sed "s|^|$q |" >>"$WORK/listing.times"
+	done | sort -n | sed -n '10p' | while read -r t; do echo "$q $t"; done >>"$WORK/listing.times"
 done
 WIDE_TOTAL=$(curl -sf "$BASE/v1/jobs/$WIDE/tensors?limit=1" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["total"])')
 

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "ckptconv/api.h"
@@ -48,6 +49,7 @@ struct api {
 	struct MHD_Daemon *daemon;
 	int listen_fd;
 	bool has_token;
+	int nice;
 	unsigned char token_digest[32];
 	struct registry *reg;
 	struct exec_pool *pool;
@@ -58,6 +60,18 @@ struct api {
 	size_t nstreams;
 	bool stopping;
 };
+
+/* Whether this polling thread has taken its priority yet. */
+static __thread bool thread_prioritised;
+
+/* Lowers the calling polling thread's priority by a->nice, once: under CPU
+ * contention the conversions come first, status answers second. */
+static void prioritise_thread(const struct api *a)
+{
+	thread_prioritised = true;
+	if (a->nice > 0 && setpriority(PRIO_PROCESS, (id_t)gettid(), a->nice) != 0)
+		log_warn("cannot lower the HTTP threads' priority: %s", strerror(errno));
+}
 
 struct request {
 	enum metrics_route route;
@@ -475,13 +489,16 @@ static enum MHD_Result handle_get(struct api *a, struct MHD_Connection *c, struc
 				  const char *url)
 {
 	struct job *j = lookup(a, req);
-	json_t *body;
+	char *text;
+	size_t len = 0;
 
 	if (!j)
 		return job_not_found(c, req, url);
-	body = registry_job_json(a->reg, j);
+	text = registry_job_text(a->reg, j, &len);
 	job_unref(j);
-	return respond_json(c, req, MHD_HTTP_OK, body, NULL);
+	if (!text)
+		return MHD_NO;
+	return respond_data(c, req, MHD_HTTP_OK, "application/json", text, len, NULL, NULL);
 }
 
 static enum MHD_Result handle_delete(struct api *a, struct MHD_Connection *c, struct request *req,
@@ -866,6 +883,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	bool allowed;
 
 	(void)version;
+	if (!thread_prioritised)
+		prioritise_thread(a);
 	if (!req) {
 		req = xcalloc(1, sizeof(*req));
 		*con_cls = req;
@@ -934,6 +953,7 @@ int api_start(const struct api_config *cfg, struct api **out, struct err *e)
 	a->reg = cfg->reg;
 	a->pool = cfg->pool;
 	a->policy = cfg->policy;
+	a->nice = cfg->nice;
 	if (cfg->token) {
 		a->has_token = true;
 		sha256(cfg->token, strlen(cfg->token), a->token_digest);

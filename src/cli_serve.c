@@ -391,10 +391,10 @@ static int check_s3_policy(const struct serve_options *o, struct strvec *endpoin
 
 	for (i = 0; i < o->allow_s3.len; i++) {
 		char *bucket = NULL, *prefix = NULL;
+		struct err pe = {0};
 
-		if (s3_location_parse(o->allow_s3.items[i], &bucket, &prefix, e) < 0)
-			return err_set(e, "usage_error", "--allow-s3 %s: %s", o->allow_s3.items[i],
-				       e->msg);
+		if (s3_location_parse(o->allow_s3.items[i], &bucket, &prefix, &pe) < 0)
+			return err_set(e, "usage_error", "--allow-s3: %s", pe.msg);
 		free(bucket);
 		free(prefix);
 	}

@@ -772,6 +772,7 @@ void job_unref(struct job *j)
 	free(j->resolved_destination);
 	free(j->idempotency_key);
 	json_decref(j->result);
+	free(j->api_text);
 	free(j->tensor_states);
 	job_tensors_unref(j->tensors);
 	pthread_mutex_destroy(&j->write_lock);

@@ -191,6 +191,7 @@ static void set_state(struct registry *r, struct job *j, enum job_state s)
 	r->counts[j->state]--;
 	r->counts[s]++;
 	j->state = s;
+	j->version++;
 }
 
 /* ---- files ---------------------------------------------------------------- */
@@ -338,6 +339,7 @@ static int install_tensors(struct registry *r, struct job *j, const struct plan 
 	j->ntensor_states = 0;
 	j->progress.tensors_total = plan->ntensors;
 	j->progress.bytes_total = plan->total_bytes;
+	j->version++;
 	pthread_mutex_unlock(&r->lock);
 	job_tensors_unref(old);
 	rc = 0;
@@ -1154,6 +1156,44 @@ json_t *registry_job_json(struct registry *r, struct job *j)
 	return o;
 }
 
+/* How long the API form of a queued or running job may be served again
+ * (its progress moves without a version change); a finished job's form
+ * only changes with its version. */
+#define API_TEXT_TTL 0.1
+
+char *registry_job_text(struct registry *r, struct job *j, size_t *len)
+{
+	double now = now_seconds();
+	json_t *o;
+	char *text, *copy;
+
+	pthread_mutex_lock(&r->lock);
+	if (!j->api_text || j->api_text_version != j->version ||
+	    (!job_state_finished(j->state) && now - j->api_text_at >= API_TEXT_TTL)) {
+		o = job_to_json(j);
+		text = json_dumps(o, JSON_COMPACT);
+		json_decref(o);
+		free(j->api_text);
+		j->api_text = NULL;
+		if (!text)
+			goto out_unlock;
+		j->api_text_len = strlen(text);
+		j->api_text = xrealloc(text, j->api_text_len + 2);
+		j->api_text[j->api_text_len++] = '\n';
+		j->api_text[j->api_text_len] = '\0';
+		j->api_text_version = j->version;
+		j->api_text_at = now;
+	}
+	copy = xmalloc(j->api_text_len + 1);
+	memcpy(copy, j->api_text, j->api_text_len + 1);
+	*len = j->api_text_len;
+	pthread_mutex_unlock(&r->lock);
+	return copy;
+out_unlock:
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
 json_t *registry_progress_json(struct registry *r, struct job *j)
 {
 	json_t *o;
@@ -1303,6 +1343,7 @@ int registry_delete(struct registry *r, const char *id, enum registry_delete_out
 	if (j->state == JOB_RUNNING) {
 		*outcome = REGISTRY_CANCELLING;
 		j->cancel = JOB_CANCEL_USER;
+		j->version++;
 		if (j->conv)
 			conversion_cancel(j->conv);
 	} else if (j->state == JOB_QUEUED) {

@@ -1210,9 +1210,15 @@ static void call_finish(struct call *k, CURLcode rc)
 				  k->ranged ? "range" : "client accepts");
 		return;
 	}
+	if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE) {
+		call_fail(k, CALL_FAILED, "s3_config",
+			  "%s: %s (is AWS_CA_BUNDLE the endpoint's certificate authority?)", k->op,
+			  k->errbuf[0] ? k->errbuf : curl_easy_strerror(rc));
+		return;
+	}
 	if (rc != CURLE_OK) {
 		call_fail(k, retryable_curl_error(rc) ? CALL_RETRY : CALL_FAILED,
-			  retryable_curl_error(rc) ? "s3_unavailable" : "s3_error", "%s %s", k->op,
+			  retryable_curl_error(rc) ? "s3_unavailable" : "s3_error", "%s: %s", k->op,
 			  k->errbuf[0] ? k->errbuf : curl_easy_strerror(rc));
 		return;
 	}

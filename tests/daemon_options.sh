@@ -25,6 +25,10 @@ expect_exit "bad --workers" 2 "$CKPTCONV" serve --workers many
 expect_exit "bad --retain-jobs" 2 "$CKPTCONV" serve --retain-jobs 3y
 expect_exit "bad variable" 2 env CKPTCONV_MAX_RUNNING=0 "$CKPTCONV" serve
 expect_exit "bad flag value beside a valid variable" 2 env CKPTCONV_MAX_QUEUED=1 "$CKPTCONV" serve --max-queued x
+expect_exit "bad --allow-s3 prefix" 2 "$CKPTCONV" serve --listen 127.0.0.1:0 \
+	--state-dir "$STATE" --allow-s3 s3://
+expect_exit "bad --allow-s3-endpoint" 2 "$CKPTCONV" serve --listen 127.0.0.1:0 \
+	--state-dir "$STATE" --allow-s3-endpoint ftp://files.example
 expect_exit "allow-root must exist" 2 "$CKPTCONV" serve --listen 127.0.0.1:0 \
 	--state-dir "$STATE" --allow-root "$TEST_TMP/none"
 expect_exit "unreadable token file" 2 "$CKPTCONV" serve --listen 127.0.0.1:0 \

@@ -16,6 +16,10 @@ S3_PORT=
 S3_DATA=$TEST_TMP/s3-data
 S3_LOG=$TEST_TMP/s3rver.log
 S3_BUCKETS=()
+# With S3_TLS_KEY and S3_TLS_CERT set, the server speaks https only.
+S3_TLS_KEY=${S3_TLS_KEY:-}
+S3_TLS_CERT=${S3_TLS_CERT:-}
+S3_SCHEME=http
 
 # The server's launcher: on PATH (scripts/test.sh puts the npm tools there)
 # or in the npm directory scripts/install-deps.sh test fills.
@@ -51,6 +55,10 @@ start_s3rver() {
 	for b in "${S3_BUCKETS[@]}"; do
 		args+=(--configure-bucket "$b")
 	done
+	if [ -n "$S3_TLS_CERT" ]; then
+		args+=(--key "$S3_TLS_KEY" --cert "$S3_TLS_CERT")
+		S3_SCHEME=https
+	fi
 	mkdir -p "$S3_DATA"
 	: >"$S3_LOG"
 	NODE_OPTIONS=--openssl-legacy-provider "$bin" --directory "$S3_DATA" --address 127.0.0.1 \
@@ -73,7 +81,7 @@ start_s3rver() {
 	export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY
 	export AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY
 	export AWS_REGION=us-east-1
-	export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$S3_PORT
+	export AWS_ENDPOINT_URL_S3=$S3_SCHEME://127.0.0.1:$S3_PORT
 	unset AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_DEFAULT_REGION AWS_PROFILE
 	unset CKPTCONV_S3_ADDRESSING_STYLE CKPTCONV_S3_MAX_KEYS
 	# Keep the AWS CLI away from the user's configuration.
@@ -93,7 +101,7 @@ kill_s3rver() {
 
 # s3cli ARGS...: the AWS CLI against the test server.
 s3cli() {
-	/usr/bin/aws --endpoint-url "http://127.0.0.1:$S3_PORT" "$@"
+	/usr/bin/aws --endpoint-url "$S3_SCHEME://127.0.0.1:$S3_PORT" "$@"
 }
 
 # s3_upload DIR S3URL: a local directory's files under a prefix.

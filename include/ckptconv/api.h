@@ -29,6 +29,7 @@ struct api_config {
 	int listen_fd;	  /* bound and listening; owned by the api from now on */
 	unsigned threads; /* polling threads */
 	unsigned connection_limit;
+	int nice;	   /* added to the polling threads' nice value: conversions first */
 	const char *token; /* NULL: no token needed */
 	struct registry *reg;
 	struct exec_pool *pool;

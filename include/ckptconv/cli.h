@@ -40,6 +40,7 @@ int cli_parse_uint(const char *text, unsigned long long min, unsigned long long 
  * getopt_long table, hand each option to cli_s3_flag, and call
  * cli_s3_apply before opening anything. */
 enum { CLI_OPT_S3_ENDPOINT_URL = 0x1000, CLI_OPT_S3_REGION, CLI_OPT_S3_ADDRESSING_STYLE };
+/* clang-format off */
 #define CLI_S3_LONG_OPTIONS                                                              \
 	{"s3-endpoint-url", required_argument, NULL, CLI_OPT_S3_ENDPOINT_URL},           \
 	{"s3-region", required_argument, NULL, CLI_OPT_S3_REGION},                       \
@@ -49,6 +50,7 @@ enum { CLI_OPT_S3_ENDPOINT_URL = 0x1000, CLI_OPT_S3_REGION, CLI_OPT_S3_ADDRESSIN
 	"  --s3-region REGION     S3 region (default: AWS_REGION, us-east-1)\n"            \
 	"  --s3-addressing-style path|virtual|auto\n"                                       \
 	"                         S3 URL style (default: auto, path with an endpoint)\n"
+/* clang-format on */
 struct cli_s3_flags {
 	const char *endpoint_url, *region, *addressing_style;
 };

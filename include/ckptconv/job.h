@@ -139,6 +139,11 @@ struct job {
 	struct job_tensors *tensors; /* NULL until the listing exists */
 	double persisted_at;	     /* monotonic seconds of the last record write */
 	bool deleted;		     /* removed from the registry */
+	uint64_t version;	     /* bumped when a field of the API form changes */
+	char *api_text;		     /* the API form as last built, or NULL */
+	size_t api_text_len;
+	uint64_t api_text_version;
+	double api_text_at; /* monotonic seconds it was built */
 
 	pthread_mutex_t write_lock; /* orders record writes of this job */
 };

@@ -68,6 +68,10 @@ struct job *registry_get(struct registry *r, const char *id);
 /* Snapshots under the lock. */
 json_t *registry_job_json(struct registry *r, struct job *j);
 json_t *registry_progress_json(struct registry *r, struct job *j);
+/* The API form as compact JSON text with a newline (malloc'd; NULL on
+ * out-of-memory), rebuilt when the job changed and, while it runs, at most
+ * every 100 ms: the hot path of status polling. */
+char *registry_job_text(struct registry *r, struct job *j, size_t *len);
 enum job_state registry_job_state(struct registry *r, struct job *j);
 
 enum registry_delete_outcome {
