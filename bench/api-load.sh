@@ -21,8 +21,8 @@
 #
 # Usage: bench/api-load.sh [DURATION]   (seconds, default 20)
 # Environment: CKPTCONV (default build/ckptconv), BENCH_DIR (default
-# /var/tmp), CONNECTIONS (default 64), WRK_THREADS (default 2), WORKERS
-# (--workers of the daemon; default its own), HTTP_THREADS.
+# /var/tmp), CONNECTIONS (default 64), WRK_THREADS (default 2), WORKERS,
+# HTTP_THREADS, HTTP_NICE (the daemon's options; default its own).
 
 set -euo pipefail
 
@@ -61,6 +61,7 @@ args=(serve --listen 127.0.0.1:0 --state-dir "$WORK/state" --allow-root "$WORK/d
 	--retain-jobs 1h)
 [ -n "${WORKERS:-}" ] && args+=(--workers "$WORKERS")
 [ -n "${HTTP_THREADS:-}" ] && args+=(--http-threads "$HTTP_THREADS")
+[ -n "${HTTP_NICE:-}" ] && args+=(--http-nice "$HTTP_NICE")
 "$CKPTCONV" "${args[@]}" 2>"$WORK/daemon.log" &
 DAEMON_PID=$!
 PORT=
@@ -81,8 +82,10 @@ submit() {
 
 # wait_done ID: polls until the job is finished.
 wait_done() {
-	while :; do
-		state=$(curl -sf "$BASE/v1/jobs/$1" | grep -o '"state":"[a-z]*"' | head -1 | cut -d'"' -f4)
+	local state
+	[ -n "$1" ] || return 0
+	for _ in $(seq 3000); do
+		state=$(curl -sf "$BASE/v1/jobs/$1" | grep -o '"state":"[a-z]*"' | head -1 | cut -d'"' -f4) || true
 		case "$state" in succeeded | failed | cancelled) return 0 ;; esac
 		sleep 0.2
 	done

@@ -68,9 +68,18 @@ static __thread bool thread_prioritised;
  * contention the conversions come first, status answers second. */
 static void prioritise_thread(const struct api *a)
 {
+	id_t tid = (id_t)gettid();
+	int current;
+
 	thread_prioritised = true;
-	if (a->nice > 0 && setpriority(PRIO_PROCESS, (id_t)gettid(), a->nice) != 0)
-		log_warn("cannot lower the HTTP threads' priority: %s", strerror(errno));
+	if (a->nice <= 0)
+		return;
+	errno = 0;
+	current = getpriority(PRIO_PROCESS, tid);
+	if (errno == 0 &&
+	    setpriority(PRIO_PROCESS, tid, current + a->nice > 19 ? 19 : current + a->nice) == 0)
+		return;
+	log_warn("cannot lower the HTTP threads' priority: %s", strerror(errno));
 }
 
 struct request {

@@ -48,7 +48,8 @@
 
 struct serve_options {
 	const char *listen;
-	unsigned long long workers, max_running, max_queued, http_threads, max_connections;
+	unsigned long long workers, max_running, max_queued, http_threads, max_connections,
+		http_nice;
 	const char *state_dir;
 	struct strvec allow_roots, allow_s3, allow_s3_endpoints;
 	const char *token_file;
@@ -89,6 +90,9 @@ static const char usage_text[] =
 	"                           [CKPTCONV_HTTP_THREADS]\n"
 	"  --max-connections N      open HTTP connections at most (default 512)\n"
 	"                           [CKPTCONV_MAX_CONNECTIONS]\n"
+	"  --http-nice N            nice value added to the HTTP threads, so that under CPU\n"
+	"                           contention conversions come first (0 to 19, default 5)\n"
+	"                           [CKPTCONV_HTTP_NICE]\n"
 	"  --log-level LEVEL        debug, info, warn or error (default info) [CKPTCONV_LOG_LEVEL]\n"
 	"Logs are JSON lines on stderr.  Exit status: 0 after a clean drain, 1 when the\n"
 	"service could not start or had to stop jobs the hard way, 2 on a usage error.\n";
@@ -108,6 +112,7 @@ enum option_id {
 	OPT_ALLOW_S3_ENDPOINT,
 	OPT_HTTP_THREADS,
 	OPT_MAX_CONNECTIONS,
+	OPT_HTTP_NICE,
 	OPT_LOG_LEVEL,
 	OPT_HELP,
 	OPT_COUNT
@@ -128,6 +133,7 @@ static const struct option long_options[] = {
 	{"allow-s3-endpoint", required_argument, NULL, OPT_ALLOW_S3_ENDPOINT},
 	{"http-threads", required_argument, NULL, OPT_HTTP_THREADS},
 	{"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+	{"http-nice", required_argument, NULL, OPT_HTTP_NICE},
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
@@ -149,6 +155,7 @@ static const char *const option_env[OPT_COUNT] = {
 	[OPT_ALLOW_S3_ENDPOINT] = "CKPTCONV_ALLOW_S3_ENDPOINT",
 	[OPT_HTTP_THREADS] = "CKPTCONV_HTTP_THREADS",
 	[OPT_MAX_CONNECTIONS] = "CKPTCONV_MAX_CONNECTIONS",
+	[OPT_HTTP_NICE] = "CKPTCONV_HTTP_NICE",
 	[OPT_LOG_LEVEL] = "CKPTCONV_LOG_LEVEL",
 };
 
@@ -232,6 +239,8 @@ static int apply_option(struct serve_options *o, int id, const char *value, cons
 		return parse_count(value, 1, 256, &o->http_threads, id, from);
 	case OPT_MAX_CONNECTIONS:
 		return parse_count(value, 4, 65536, &o->max_connections, id, from);
+	case OPT_HTTP_NICE:
+		return parse_count(value, 0, 19, &o->http_nice, id, from);
 	case OPT_STATE_DIR:
 		o->state_dir = value;
 		return 0;
@@ -328,6 +337,7 @@ static void options_init(struct serve_options *o)
 	o->max_queued = 100;
 	o->http_threads = cpus < 2 ? 2 : cpus > 8 ? 8 : cpus;
 	o->max_connections = 512;
+	o->http_nice = 5;
 	o->state_dir = "/var/lib/ckptconv";
 	o->shutdown_timeout = 25;
 	o->retain_ms = 7LL * 86400 * 1000;
@@ -587,6 +597,7 @@ static int start(struct service *s, struct err *e)
 	ac.listen_fd = s->listen_fd;
 	ac.threads = (unsigned)s->opts->http_threads;
 	ac.connection_limit = (unsigned)s->opts->max_connections;
+	ac.nice = (int)s->opts->http_nice;
 	ac.token = s->token;
 	ac.reg = s->reg;
 	ac.pool = s->pool;

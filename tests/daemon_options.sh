@@ -29,6 +29,7 @@ expect_exit "bad --allow-s3 prefix" 2 "$CKPTCONV" serve --listen 127.0.0.1:0 \
 	--state-dir "$STATE" --allow-s3 s3://
 expect_exit "bad --allow-s3-endpoint" 2 "$CKPTCONV" serve --listen 127.0.0.1:0 \
 	--state-dir "$STATE" --allow-s3-endpoint ftp://files.example
+expect_exit "bad --http-nice" 2 "$CKPTCONV" serve --http-nice 25
 expect_exit "allow-root must exist" 2 "$CKPTCONV" serve --listen 127.0.0.1:0 \
 	--state-dir "$STATE" --allow-root "$TEST_TMP/none"
 expect_exit "unreadable token file" 2 "$CKPTCONV" serve --listen 127.0.0.1:0 \
@@ -80,6 +81,28 @@ for i in $(seq 100); do
 	sleep 0.1
 done
 assert_eq "writable again: ready" 200 "$STATUS"
+
+# The HTTP threads run at a lower priority than the conversion workers
+# (default --http-nice 5): some thread answering requests has nice 5, the
+# workers keep 0.
+for i in $(seq 20); do api GET /healthz; done
+NICES=$("$PY" - "$DAEMON_PID" <<'PYEOF'
+import os, sys
+pid = sys.argv[1]
+out = []
+for tid in os.listdir(f"/proc/{pid}/task"):
+    comm = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+    nice = int(open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()[16])
+    out.append(f"{'worker' if comm.startswith('ckptconv-w') else 'other'}:{nice}")
+print(" ".join(sorted(set(out))))
+PYEOF
+)
+if [[ " $NICES " == *" other:5 "* ]] && [[ " $NICES " == *" worker:0 "* ]] &&
+	[[ " $NICES " != *" worker:5 "* ]]; then
+	pass "HTTP threads niced, workers not ($NICES)"
+else
+	fail "HTTP threads niced, workers not" "$NICES"
+fi
 
 HUGE=$(head -c 100000 /dev/zero | tr '\0' a)
 api GET /healthz -H "X-Padding: $HUGE"

@@ -8,8 +8,10 @@
 # progress followed while it runs (throttled), its output checked with
 # `ckptconv verify` after the AWS CLI takes it out; then the refusals: a
 # location outside --allow-s3 (403), an endpoint outside the list (403),
-# secrets in options.s3 (400), and the clear errors of a missing bucket and
-# an unreachable store.  The secret key appears in no answer, log or record.
+# secrets in options.s3 (400), the clear errors of a missing bucket and an
+# unreachable store, and the store killed in the middle of a job (the job
+# retries, fails, publishes nothing).  The secret key appears in no
+# answer, log or record.
 
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.sh"
@@ -106,8 +108,36 @@ else
 fi
 cp "$BODY" "$TEST_TMP/last.json"
 
+# The store dies in the middle of a throttled job: the job retries, fails
+# with a clear error, and publishes nothing.
+if submit "s3 job killed mid-way" s3://src-bkt/tiny/hf/ s3://dst-bkt/jobs/killed/ native \
+	"{\"max_bytes_per_second\": \"40KB\", \"s3\": $S3_OPTS}"; then
+	if wait_progress "$JOB"; then
+		pass "killed job: running with bytes written"
+	else
+		fail "killed job: running with bytes written" "state $(job_state "$JOB")"
+	fi
+	kill_s3rver
+	expect_job "killed job: fails once the store is gone" "$JOB" failed 60
+	api GET "/v1/jobs/$JOB"
+	assert_eq "killed job: error code" s3_unavailable "$(jget error.code)"
+	if jget error.message | grep -q "attempts"; then
+		pass "killed job: the message says it retried"
+	else
+		fail "killed job: the message says it retried" "$(jget error.message)"
+	fi
+	cp "$BODY" "$TEST_TMP/killed.json"
+	start_s3rver
+	left=$(s3_keys s3://dst-bkt/jobs/killed/)
+	if echo "$left" | grep -qx -e model.safetensors.index.json -e model.safetensors; then
+		fail "killed job: nothing that looks finished was published" "$left"
+	else
+		pass "killed job: nothing that looks finished was published"
+	fi
+fi
+
 daemon_stop
 no_secret_in "the secret key appears in no answer, log or job record" "$DAEMON_LOG" \
-	"$TEST_TMP/job.json" "$TEST_TMP/last.json" $(find "$STATE" -type f)
+	"$TEST_TMP/job.json" "$TEST_TMP/last.json" "$TEST_TMP/killed.json" $(find "$STATE" -type f)
 
 finish
