@@ -20,7 +20,7 @@ BUILD_PACKAGES=(build-essential autoconf automake libtool pkg-config libjansson-
 	libmicrohttpd-dev libcurl4-openssl-dev libssl-dev libexpat1-dev check)
 RUNTIME_PACKAGES=(libjansson4 libmicrohttpd12 libcurl4 libssl3 libexpat1 ca-certificates)
 TEST_PACKAGES=(python3 time awscli python3-botocore wrk systemd iproute2 curl procps
-	util-linux coreutils)
+	util-linux coreutils openssl)
 
 as_root() {
 	if [ "$(id -u)" -eq 0 ]; then
