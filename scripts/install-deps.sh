@@ -1,10 +1,11 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 #
-# install-deps.sh [build|runtime|test]...: installs what ckptconv needs on
+# install-deps.sh [build|runtime|demo|test]...: installs what ckptconv needs on
 # Debian 12, and nothing that is already there (so it is quick and safe to
 # run again).  build: compiler, autotools and the -dev libraries; runtime:
-# the shared libraries alone (container runtime stage); test: build plus
+# the shared libraries alone (container runtime stage); demo: build plus
+# curl and Python for scripts/demo.sh; test: build plus
 # the tools the test suite drives (Python, AWS CLI and botocore, wrk,
 # systemd-analyze, Node.js and the npm test tools of tests/package.json,
 # installed outside the source tree in $CKPTCONV_NPM_DIR, default
@@ -79,13 +80,14 @@ main() {
 		case "$set" in
 		build) apt_install "${BUILD_PACKAGES[@]}" ;;
 		runtime) apt_install "${RUNTIME_PACKAGES[@]}" ;;
+		demo) apt_install "${BUILD_PACKAGES[@]}" curl python3 ;;
 		test)
 			apt_install "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
 			npm_tools
 			echo "install-deps: npm tools in $NPM_DIR/node_modules/.bin"
 			;;
 		*)
-			echo "usage: install-deps.sh [build|runtime|test]..." >&2
+			echo "usage: install-deps.sh [build|runtime|demo|test]..." >&2
 			exit 2
 			;;
 		esac

@@ -20,6 +20,7 @@
 
 #include "ckptconv/ckpt.h"
 #include "ckptconv/job.h"
+#include "ckptconv/partition.h"
 #include "ckptconv/paths.h"
 #include "ckptconv/plan.h"
 #include "ckptconv/s3.h"
@@ -157,8 +158,15 @@ static const char *const option_fields[] = {"dtype",
 					    "overwrite",
 					    "dry_run",
 					    "s3",
+					    "partition",
+					    "finalize",
 					    NULL};
 static const char *const ep_fields[] = {"size", "rank", NULL};
+static const char *const partition_fields[] = {"index", "count", NULL};
+/* Options that shape a conversion, so make no sense with finalize. */
+static const char *const conversion_only_fields[] = {
+	"dtype",	"max_shard_size", "exclude",   "expert_parallel", "max_bytes_per_second",
+	"overwrite",	"dry_run",	  "partition", NULL};
 
 static bool name_listed(const char *const *names, const char *name)
 {
@@ -309,19 +317,89 @@ static int parse_dtype(const json_t *v, struct job_spec *spec, struct job_error 
 	return 0;
 }
 
+/* A partition number: an integer from 0 to UINT32_MAX. */
+static int partition_number(const json_t *v, const char *field, uint32_t *out,
+			    struct job_error *je)
+{
+	if (!v)
+		return job_error_set(je, field, "missing_field", "%s is required", field);
+	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+	    json_integer_value(v) > (json_int_t)UINT32_MAX)
+		return job_error_set(je, "options.partition", "invalid_partition",
+				     "%s must be a non-negative integer", field);
+	*out = (uint32_t)json_integer_value(v);
+	return 0;
+}
+
+static int parse_partition(const json_t *v, struct job_spec *spec, struct job_error *je)
+{
+	uint32_t index, count;
+	struct err e = {0};
+
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_object(v))
+		return job_error_set(je, "options.partition", "invalid_partition",
+				     "options.partition must be an object {\"index\", \"count\"}");
+	if (check_members(v, partition_fields, "options.partition", je) < 0 ||
+	    partition_number(json_object_get(v, "index"), "options.partition.index", &index,
+			     je) < 0 ||
+	    partition_number(json_object_get(v, "count"), "options.partition.count", &count,
+			     je) < 0)
+		return -1;
+	if (partition_check(index, count, &e) < 0)
+		return job_error_set(je, "options.partition", e.code, "options.partition: %s",
+				     e.msg);
+	spec->convert.partition_index = index;
+	spec->convert.partition_count = count;
+	return 0;
+}
+
+/* A finalize job takes only options.s3 besides finalize itself; the
+ * normalised options are {"finalize": true} and s3. */
+static int parse_finalize_options(const json_t *opts, struct job_spec *spec, struct job_error *je)
+{
+	const char *const *name;
+	const json_t *v;
+	char field[JOB_FIELD_MAX];
+
+	for (name = conversion_only_fields; *name; name++) {
+		v = json_object_get(opts, *name);
+		if (!v || json_is_null(v) || json_is_false(v))
+			continue;
+		snprintf(field, sizeof(field), "options.%s", *name);
+		return job_error_set(je, field, "invalid_field",
+				     "%s does not apply to a finalize job", field);
+	}
+	v = json_object_get(opts, "s3");
+	if (v && !json_is_null(v) && !json_is_object(v))
+		return job_error_set(je, "options.s3", "invalid_field",
+				     "options.s3 must be an object");
+	spec->options = json_pack("{s:b}", "finalize", 1);
+	if (v && json_is_object(v))
+		json_object_set_new(spec->options, "s3", json_deep_copy(v));
+	spec->convert.durable = true;
+	spec->finalize = true;
+	return 0;
+}
+
 /* Fills spec->convert from the request's options and builds the normalised
  * options object. */
 static int parse_options(const json_t *opts, struct job_spec *spec, struct job_error *je)
 {
 	const json_t *v;
 	const char *exclude = NULL;
-	bool overwrite, dry_run;
+	bool overwrite, dry_run, finalize;
 	json_t *norm;
 
 	if (opts && !json_is_object(opts))
 		return job_error_set(je, "options", "invalid_field", "options must be an object");
 	if (opts && check_members(opts, option_fields, "options", je) < 0)
 		return -1;
+	if (parse_bool_option(opts, "finalize", &finalize, je) < 0)
+		return -1;
+	if (finalize)
+		return parse_finalize_options(opts, spec, je);
 	if (parse_dtype(json_object_get(opts, "dtype"), spec, je) < 0)
 		return -1;
 	v = json_object_get(opts, "max_shard_size");
@@ -340,7 +418,8 @@ static int parse_options(const json_t *opts, struct job_spec *spec, struct job_e
 			     &spec->convert.max_bytes_per_second, je) < 0)
 		return -1;
 	if (parse_bool_option(opts, "overwrite", &overwrite, je) < 0 ||
-	    parse_bool_option(opts, "dry_run", &dry_run, je) < 0)
+	    parse_bool_option(opts, "dry_run", &dry_run, je) < 0 ||
+	    parse_partition(json_object_get(opts, "partition"), spec, je) < 0)
 		return -1;
 	v = json_object_get(opts, "s3");
 	if (v && !json_is_null(v) && !json_is_object(v))
@@ -364,6 +443,14 @@ static int parse_options(const json_t *opts, struct job_spec *spec, struct job_e
 	json_object_set_new(norm, "max_bytes_per_second", v ? json_deep_copy(v) : json_null());
 	json_object_set_new(norm, "overwrite", json_boolean(overwrite));
 	json_object_set_new(norm, "dry_run", json_boolean(dry_run));
+	if (spec->convert.partition_count)
+		json_object_set_new(norm, "partition",
+				    json_pack("{s:I, s:I}", "index",
+					      (json_int_t)spec->convert.partition_index, "count",
+					      (json_int_t)spec->convert.partition_count));
+	else
+		json_object_set_new(norm, "partition", json_null());
+	json_object_set_new(norm, "finalize", json_false());
 	v = json_object_get(opts, "s3");
 	if (v && json_is_object(v))
 		json_object_set_new(norm, "s3", json_deep_copy(v));
@@ -417,9 +504,18 @@ static int parse_labels(const json_t *labels, struct job_spec *spec, struct job_
 	return 0;
 }
 
+/* Whether the request asks for finalize (checked in full with the options). */
+static bool finalize_requested(const json_t *body)
+{
+	const json_t *opts = json_object_get(body, "options");
+
+	return json_is_object(opts) && json_is_true(json_object_get(opts, "finalize"));
+}
+
 int job_spec_parse(const json_t *body, struct job_spec *spec, struct job_error *je)
 {
-	const json_t *to;
+	const json_t *to, *source;
+	bool finalize;
 	int rc = -1;
 
 	memset(spec, 0, sizeof(*spec));
@@ -428,12 +524,17 @@ int job_spec_parse(const json_t *body, struct job_spec *spec, struct job_error *
 		job_error_set(je, "", "invalid_json", "the request body must be a JSON object");
 		goto out;
 	}
+	finalize = finalize_requested(body);
+	source = json_object_get(body, "source");
 	if (check_members(body, request_fields, "", je) < 0 ||
-	    parse_location(body, "source", &spec->source, je) < 0 ||
+	    (!(finalize && (!source || json_is_null(source))) &&
+	     parse_location(body, "source", &spec->source, je) < 0) ||
 	    parse_location(body, "destination", &spec->destination, je) < 0)
 		goto out;
 	to = json_object_get(body, "to");
-	if (!to) {
+	if (finalize && (!to || json_is_null(to))) {
+		spec->to = LAYOUT_NATIVE;
+	} else if (!to) {
 		job_error_set(je, "to", "missing_field", "to is required (\"native\" or \"hf\")");
 		goto out;
 	}
@@ -445,6 +546,7 @@ int job_spec_parse(const json_t *body, struct job_spec *spec, struct job_error *
 		job_error_set(je, "to", "invalid_field", "to must be \"native\" or \"hf\"");
 		goto out;
 	}
+	spec->to_given = to && !json_is_null(to);
 	spec->convert.to = spec->to;
 	if (parse_options(json_object_get(body, "options"), spec, je) < 0 ||
 	    parse_labels(json_object_get(body, "labels"), spec, je) < 0)
@@ -474,9 +576,10 @@ json_t *job_spec_json(const struct job_spec *spec, bool for_record)
 
 	if (!for_record)
 		json_object_del(options, "s3");
-	json_object_set_new(o, "source", json_string(spec->source));
+	json_object_set_new(o, "source", spec->source ? json_string(spec->source) : json_null());
 	json_object_set_new(o, "destination", json_string(spec->destination));
-	json_object_set_new(o, "to", json_string(layout_name(spec->to)));
+	json_object_set_new(o, "to",
+			    spec->to_given ? json_string(layout_name(spec->to)) : json_null());
 	json_object_set_new(o, "options", options);
 	json_object_set_new(o, "labels", json_deep_copy(spec->labels));
 	return o;
@@ -538,7 +641,7 @@ int job_spec_check(const struct job_spec *spec, const struct job_policy *p, char
 	int rc = -1;
 
 	*resolved_source = *resolved_destination = NULL;
-	if (check_location(p, spec->source, "source", &src, je) < 0 ||
+	if ((spec->source && check_location(p, spec->source, "source", &src, je) < 0) ||
 	    check_location(p, spec->destination, "destination", &dst, je) < 0 ||
 	    check_s3_options(spec, p, je) < 0)
 		goto out;
@@ -547,7 +650,7 @@ int job_spec_check(const struct job_spec *spec, const struct job_policy *p, char
 			      "%s overlaps the service's state directory", spec->destination);
 		goto out;
 	}
-	if (store_is_remote(src) == store_is_remote(dst) && paths_overlap(src, dst)) {
+	if (src && store_is_remote(src) == store_is_remote(dst) && paths_overlap(src, dst)) {
 		job_error_set(je, "destination", "invalid_field",
 			      "the destination %s overlaps the source %s", spec->destination,
 			      spec->source);
@@ -561,6 +664,19 @@ out:
 	free(src);
 	free(dst);
 	return rc;
+}
+
+int job_policy_check_source(const char *source, void *policy, struct err *e)
+{
+	struct job_error je = {0};
+	char *resolved = NULL;
+
+	if (check_location(policy, source, "source", &resolved, &je) < 0) {
+		*e = je.err;
+		return -1;
+	}
+	free(resolved);
+	return 0;
 }
 
 /* ---- per-tensor listing ------------------------------------------------ */

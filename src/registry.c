@@ -23,6 +23,7 @@
 
 #include "ckptconv/log.h"
 #include "ckptconv/metrics.h"
+#include "ckptconv/partition.h"
 #include "ckptconv/paths.h"
 #include "ckptconv/plan.h"
 #include "ckptconv/registry.h"
@@ -368,6 +369,38 @@ static json_t *result_json(const struct plan *plan, const struct strvec *warning
 			 "warnings", warn);
 }
 
+/* The result of a conversion: a partition's says what it wrote. */
+static json_t *conversion_result_json(const struct convert_options *o, const struct plan *plan,
+				      const struct strvec *warnings)
+{
+	json_t *result, *warn;
+	size_t i;
+
+	if (!o->partition_count)
+		return result_json(plan, warnings);
+	result = partition_result_json(plan, o->partition_index, o->partition_count, 0);
+	warn = json_array();
+	for (i = 0; warnings && i < warnings->len; i++)
+		json_array_append_new(warn, json_string(warnings->items[i]));
+	json_object_set_new(result, "warnings", warn);
+	return result;
+}
+
+static json_t *finalize_result_json(const struct finalize_result *fr)
+{
+	json_t *files = json_array(), *warn = json_array();
+	size_t i;
+
+	for (i = 0; i < fr->files.len; i++)
+		json_array_append_new(files, json_string(fr->files.items[i]));
+	for (i = 0; i < fr->warnings.len; i++)
+		json_array_append_new(warn, json_string(fr->warnings.items[i]));
+	return json_pack("{s:o, s:I, s:I, s:o, s:{s:s?, s:b}}", "files", files, "tensors",
+			 (json_int_t)fr->tensors, "bytes", (json_int_t)fr->bytes, "warnings", warn,
+			 "finalize", "source", fr->source, "already_finished",
+			 fr->already_finished);
+}
+
 /* Moves j to a final state (lock held); returns its running seconds. */
 static double finish_locked(struct registry *r, struct job *j, enum job_state state,
 			    const struct err *e, json_t *result)
@@ -506,7 +539,7 @@ static int recheck(struct registry *r, struct job *j, char **src, char **dst, st
 	pthread_mutex_lock(&r->lock);
 	free(j->resolved_source);
 	free(j->resolved_destination);
-	j->resolved_source = xstrdup(*src);
+	j->resolved_source = *src ? xstrdup(*src) : NULL;
 	j->resolved_destination = xstrdup(*dst);
 	pthread_mutex_unlock(&r->lock);
 	return 0;
@@ -566,7 +599,8 @@ static void cancelled_by_request(struct registry *r, struct job *j)
 static void settle(struct registry *r, struct job *j, struct conversion *conv, int rc,
 		   const struct err *run_error)
 {
-	json_t *result = rc == 0 ? result_json(conversion_plan(conv), conversion_warnings(conv)) :
+	json_t *result = rc == 0 ? conversion_result_json(&j->spec.convert, conversion_plan(conv),
+							  conversion_warnings(conv)) :
 				   NULL;
 	bool was_cancelled = rc < 0 && run_error->code && strcmp(run_error->code, "cancelled") == 0;
 	enum job_state outcome = JOB_SUCCEEDED;
@@ -612,6 +646,31 @@ static void settle(struct registry *r, struct job *j, struct conversion *conv, i
 	}
 }
 
+/* A finalize job: the manifest's source must be one the policy allows. */
+static void run_finalize(struct registry *r, struct job *j, const char *dst)
+{
+	struct finalize_options fo;
+	struct finalize_result fr = {0};
+	struct err e = {0};
+
+	finalize_options_init(&fo);
+	if (r->cfg.policy) {
+		fo.check_source = job_policy_check_source;
+		fo.check_source_arg = (void *)r->cfg.policy;
+	}
+	if (s3_enter(r, j, &e) < 0 || partition_finalize(dst, &fo, &fr, &e) < 0) {
+		fail(r, j, &e);
+		goto out;
+	}
+	pthread_mutex_lock(&r->lock);
+	j->progress.tensors_total = j->progress.tensors_done = fr.tensors;
+	j->progress.bytes_total = j->progress.bytes_done = fr.bytes;
+	pthread_mutex_unlock(&r->lock);
+	finish(r, j, JOB_SUCCEEDED, NULL, finalize_result_json(&fr));
+out:
+	finalize_result_fini(&fr);
+}
+
 static void run_job(struct registry *r, struct job *j)
 {
 	struct conversion *conv = NULL;
@@ -625,6 +684,10 @@ static void run_job(struct registry *r, struct job *j)
 	log_job(LOG_INFO, j, "started", NULL);
 	if (recheck(r, j, &src, &dst, &e) < 0) {
 		fail(r, j, &e);
+		goto out;
+	}
+	if (j->spec.finalize) {
+		run_finalize(r, j, dst);
 		goto out;
 	}
 	o = j->spec.convert;
@@ -941,7 +1004,7 @@ void registry_free(struct registry *r)
 
 static void log_submitted(const struct job *j)
 {
-	json_t *f = json_pack("{s:s, s:s, s:s, s:s, s:s}", "job", j->id, "state",
+	json_t *f = json_pack("{s:s, s:s, s:s?, s:s, s:s}", "job", j->id, "state",
 			      job_state_name(j->state), "source", j->spec.source, "destination",
 			      j->spec.destination, "to", layout_name(j->spec.to));
 
@@ -960,8 +1023,19 @@ static struct job *find_by_key(const struct registry *r, const char *key)
 	return NULL;
 }
 
+/* Partitions of one conversion share their destination: the same count,
+ * another index. */
+static bool partition_siblings(const struct job_spec *spec, const char *dst, const struct job *j)
+{
+	return spec->convert.partition_count &&
+	       j->spec.convert.partition_count == spec->convert.partition_count &&
+	       j->spec.convert.partition_index != spec->convert.partition_index &&
+	       j->resolved_destination && strcmp(j->resolved_destination, dst) == 0;
+}
+
 /* An active job whose destination or source overlaps dst (lock held). */
-static int check_destination(const struct registry *r, const char *dst, struct job_error *je)
+static int check_destination(const struct registry *r, const struct job_spec *spec,
+			     const char *dst, struct job_error *je)
 {
 	size_t i;
 
@@ -970,7 +1044,7 @@ static int check_destination(const struct registry *r, const char *dst, struct j
 
 		if (j->state != JOB_QUEUED && j->state != JOB_RUNNING)
 			continue;
-		if (j->resolved_destination &&
+		if (j->resolved_destination && !partition_siblings(spec, dst, j) &&
 		    store_is_remote(dst) == store_is_remote(j->resolved_destination) &&
 		    paths_overlap(dst, j->resolved_destination))
 			return job_error_set(je, "destination", "destination_in_use",
@@ -1011,7 +1085,7 @@ static int admit(struct registry *r, const struct job_spec *spec, const char *ds
 	if (r->counts[JOB_QUEUED] >= r->cfg.max_queued)
 		return job_error_set(je, "", "queue_full", "%zu jobs are queued (the limit is %u)",
 				     r->counts[JOB_QUEUED], r->cfg.max_queued);
-	return check_destination(r, dst, je);
+	return check_destination(r, spec, dst, je);
 }
 
 /* Field of a request an engine error is about. */
@@ -1035,6 +1109,8 @@ static int check_source(struct registry *r, struct job *j, struct job_error *je)
 	struct err e = {0};
 	int rc = -1;
 
+	if (j->spec.finalize)
+		return 0; /* the manifest names the source when the job runs */
 	if (s3_enter(r, j, &e) < 0) {
 		job_error_set(je, "options.s3", e.code, "%s", e.msg);
 		goto out;
@@ -1053,7 +1129,7 @@ static int check_source(struct registry *r, struct job *j, struct job_error *je)
 
 		j->state = JOB_SUCCEEDED;
 		j->started_ms = j->finished_ms = job_now_ms();
-		j->result = result_json(plan, &plan->warnings);
+		j->result = conversion_result_json(&j->spec.convert, plan, &plan->warnings);
 	}
 	rc = 0;
 out:
@@ -1085,7 +1161,7 @@ int registry_submit(struct registry *r, struct job_spec *spec, const char *resol
 		goto out_existing;
 
 	j = job_new(spec, 0);
-	j->resolved_source = xstrdup(resolved_source);
+	j->resolved_source = resolved_source ? xstrdup(resolved_source) : NULL;
 	j->resolved_destination = xstrdup(resolved_destination);
 	j->idempotency_key = idempotency_key ? xstrdup(idempotency_key) : NULL;
 	snprintf(j->request_sha256, sizeof(j->request_sha256), "%s", request_sha256);

@@ -78,6 +78,10 @@ struct job_spec {
 	json_t *labels;			/* object of strings */
 	struct convert_options convert; /* derived; exclude points into options */
 	bool dry_run;
+	/* options.finalize: finish a partitioned conversion in destination
+	 * (partition.h); source and to are optional then (NULL / not given). */
+	bool finalize;
+	bool to_given;
 };
 
 /* Validates a request body (unknown_field, missing_field, invalid_field,
@@ -94,6 +98,11 @@ json_t *job_spec_json(const struct job_spec *spec, bool for_record);
  * invalid_field (relative path, destination overlapping the source). */
 int job_spec_check(const struct job_spec *spec, const struct job_policy *p, char **resolved_source,
 		   char **resolved_destination, struct job_error *je);
+
+/* For finalize_options.check_source: refuses a manifest's source outside
+ * the policy's allowed roots and prefixes (arg is the job_policy).
+ * Codes: forbidden_path, forbidden_s3_location. */
+int job_policy_check_source(const char *source, void *policy, struct err *e);
 
 /* The per-tensor listing of a plan, kept as a file in the state dir and
  * mapped: for each output tensor in plan order, the JSON object without its
