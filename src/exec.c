@@ -575,9 +575,11 @@ static bool run_item(struct worker *w, struct exec_run *run, size_t item)
 	atomic_store(&slots[w->index], it->tensor + 1);
 	atomic_compare_exchange_strong(&run->tensor_state[it->tensor], &pending, TENSOR_RUNNING);
 	rc = write_piece(w, run, it, &e);
+	/* The piece's bytes are written: committing its file (fsync) is not
+	 * work on the tensor, so it no longer counts as in flight. */
+	atomic_store(&slots[w->index], 0);
 	if (rc == 0)
 		rc = finish_piece(run, it, &e);
-	atomic_store(&slots[w->index], 0);
 	if (rc == 0)
 		return true;
 	if (e.code && strcmp(e.code, "cancelled") != 0) {
