@@ -537,8 +537,7 @@ int job_spec_parse(const json_t *body, struct job_spec *spec, struct job_error *
 	} else if (!to) {
 		job_error_set(je, "to", "missing_field", "to is required (\"native\" or \"hf\")");
 		goto out;
-	}
-	if (json_is_string(to) && strcmp(json_string_value(to), "native") == 0) {
+	} else if (json_is_string(to) && strcmp(json_string_value(to), "native") == 0) {
 		spec->to = LAYOUT_NATIVE;
 	} else if (json_is_string(to) && strcmp(json_string_value(to), "hf") == 0) {
 		spec->to = LAYOUT_HF;

@@ -31,7 +31,7 @@ post_job "$(job_json "$DATA/src" "$DATA/bad" native '{"partition": {"index": 0, 
 expect_error "unknown partition member" 400 unknown_field options.partition.of
 post_job '{"destination": "'"$DATA/bad"'", "options": {"finalize": true, "dtype": "bf16"}}'
 expect_error "finalize with a conversion option" 400 invalid_field options.dtype
-post_job '{"destination": "'"$DATA/bad"'", "options": {"finalize": "yes"}}'
+post_job "$(job_json "$DATA/src" "$DATA/bad" native '{"finalize": "yes"}')"
 expect_error "finalize not a boolean" 400 invalid_field options.finalize
 
 # ---- three partitions, one destination, then finalize --------------------------------
@@ -99,7 +99,7 @@ post_job '{"destination": "'"$DATA/foreign"'", "options": {"finalize": true}}'
 FOREIGN=$(jget id)
 expect_job "finalize of a foreign source fails" "$FOREIGN" failed 60
 assert_eq "foreign source: forbidden_path" forbidden_path "$(job_field "$FOREIGN" error.code)"
-[ -e "$DATA/foreign/ckptconv-plan.json" ] && [ ! -e "$DATA/foreign/model.safetensors" ] &&
+[ -e "$DATA/foreign/ckptconv-plan.json" ] && [ ! -e "$DATA/foreign/config.json" ] &&
 	pass "foreign finalize leaves the destination as it was" ||
 	fail "foreign finalize leaves the destination as it was" "$(ls -A "$DATA/foreign")"
 
