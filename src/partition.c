@@ -176,6 +176,23 @@ static void group_totals(const struct plan *p, const uint32_t *groups, uint32_t 
 	}
 }
 
+void partition_totals(const struct plan *p, uint32_t index, uint32_t count, uint64_t *tensors,
+		      uint64_t *bytes)
+{
+	uint32_t *groups;
+	size_t nfiles, ntensors;
+
+	if (count == 0) {
+		*tensors = p->ntensors;
+		*bytes = p->total_bytes;
+		return;
+	}
+	groups = partition_groups(p, count);
+	group_totals(p, groups, index, &nfiles, &ntensors, bytes);
+	free(groups);
+	*tensors = ntensors;
+}
+
 json_t *partition_result_json(const struct plan *p, uint32_t index, uint32_t count, double seconds)
 {
 	uint32_t *groups = partition_groups(p, count);

@@ -338,8 +338,8 @@ static int install_tensors(struct registry *r, struct job *j, const struct plan 
 	free(j->tensor_states);
 	j->tensor_states = NULL;
 	j->ntensor_states = 0;
-	j->progress.tensors_total = plan->ntensors;
-	j->progress.bytes_total = plan->total_bytes;
+	partition_totals(plan, j->spec.convert.partition_index, j->spec.convert.partition_count,
+			 &j->progress.tensors_total, &j->progress.bytes_total);
 	j->version++;
 	pthread_mutex_unlock(&r->lock);
 	job_tensors_unref(old);

@@ -53,6 +53,9 @@ done
 api GET "/v1/jobs/${PARTS[1]}"
 assert_eq "partition job echoes options.partition" '{"index": 1, "count": 3}' "$(jget options.partition)"
 assert_eq "partition result names its partition" 1 "$(jget result.partition.index)"
+assert_eq "a finished partition's progress counts its own tensors" \
+	"$(jget result.tensors)/$(jget result.tensors)" \
+	"$(jget progress.tensors_done)/$(jget progress.tensors_total)"
 PLANNED=$(jget result.partition.planned_files)
 WRITTEN=0
 for id in "${PARTS[@]}"; do

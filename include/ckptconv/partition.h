@@ -55,6 +55,10 @@ uint32_t *partition_groups(const struct plan *p, uint32_t count);
 /* For exec_options.skip_file: true for every file not in group `index`
  * (p->nfiles entries, malloc'd). */
 bool *partition_skip_files(const struct plan *p, uint32_t index, uint32_t count);
+/* Tensors and tensor bytes partition `index` writes (every tensor of the
+ * plan when count is 0: no partitioning). */
+void partition_totals(const struct plan *p, uint32_t index, uint32_t count, uint64_t *tensors,
+		      uint64_t *bytes);
 /* What partition `index` writes, as (part of) a conversion result:
  * {"files": [names], "tensors": n, "bytes": n, "partition": {"index",
  * "count", "planned_files"}}, plus "bytes_per_second" when seconds > 0. */
