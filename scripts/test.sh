@@ -22,12 +22,13 @@ export PATH="$CKPTCONV_NPM_DIR/node_modules/.bin:$PATH"
 
 TOTAL_PASS=0
 TOTAL_FAIL=0
+TOTAL_SKIP=0
 STATUS=0
 
 # suite NAME BUILD_DIR CONFIGURE_FLAGS...: builds and runs make check,
 # adding its automake summary to the totals.
 suite() {
-	local name=$1 dir=$2 log pass fail error xpass rc=0
+	local name=$1 dir=$2 log pass fail skip error xpass rc=0
 	shift 2
 	log="$REPO/$dir/check-output.txt"
 	echo "=== $name: build in $dir ($*)"
@@ -42,9 +43,11 @@ suite() {
 	(cd "$dir" && make -j"$(nproc)" check) 2>&1 | tee "$log" || rc=$?
 	pass=$(sed -n 's/^# PASS: *\([0-9]*\).*/\1/p' "$log" | tail -1)
 	fail=$(sed -n 's/^# FAIL: *\([0-9]*\).*/\1/p' "$log" | tail -1)
+	skip=$(sed -n 's/^# SKIP: *\([0-9]*\).*/\1/p' "$log" | tail -1)
 	error=$(sed -n 's/^# ERROR: *\([0-9]*\).*/\1/p' "$log" | tail -1)
 	xpass=$(sed -n 's/^# XPASS: *\([0-9]*\).*/\1/p' "$log" | tail -1)
 	pass=${pass:-0}
+	skip=${skip:-0}
 	fail=$((${fail:-0} + ${error:-0} + ${xpass:-0}))
 	if [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; then
 		# make check itself failed (e.g. a test program did not build).
@@ -57,14 +60,15 @@ suite() {
 			cat "$dir/test-suite.log"
 		fi
 	fi
-	echo "=== $name: $pass passed, $fail failed"
+	echo "=== $name: $pass passed, $fail failed, $skip skipped"
 	TOTAL_PASS=$((TOTAL_PASS + pass))
 	TOTAL_FAIL=$((TOTAL_FAIL + fail))
+	TOTAL_SKIP=$((TOTAL_SKIP + skip))
 }
 
 suite "warnings as errors" build-ci --enable-werror
 # Tests may read CKPTCONV_SANITIZERS: memory figures mean nothing under ASan.
 CKPTCONV_SANITIZERS=1 suite "sanitizers" build-asan --enable-sanitizers --enable-werror
 
-echo "$TOTAL_PASS passed, $TOTAL_FAIL failed"
+echo "$TOTAL_PASS passed, $TOTAL_FAIL failed, $TOTAL_SKIP skipped"
 exit "$STATUS"
