@@ -15,7 +15,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <openssl/evp.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -717,81 +716,11 @@ static int check_space(struct store *dst, const struct plan *p, const bool *skip
 		       dst->location, need_text, needed, avail_text, avail);
 }
 
-static int write_all(int fd, const char *path, const char *buf, size_t len, struct err *e)
-{
-	ssize_t put;
-
-	while (len) {
-		put = write(fd, buf, len);
-		if (put < 0 && errno == EINTR)
-			continue;
-		if (put < 0)
-			return not_writable(path, errno, e);
-		buf += put;
-		len -= (size_t)put;
-	}
-	return 0;
-}
-
-static int fsync_dir(const char *dir, struct err *e)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int rc = 0;
-
-	if (fd < 0)
-		return not_writable(dir, errno, e);
-	if (fsync(fd) != 0 && errno != EINVAL)
-		rc = not_writable(dir, errno, e);
-	close(fd);
-	return rc;
-}
-
-/* The manifest into a local directory under a temporary name of this
- * process's own, then renamed: other partitions writing the same bytes at
- * the same moment cannot interleave with it. */
-static int put_local_manifest(struct store *dst, const char *json, struct err *e)
-{
-	static atomic_uint serial;
-	char *tmp, *final;
-	int fd, rc = -1;
-
-	if (asprintf(&tmp, "%s/" TMP_PREFIX PARTITION_MANIFEST ".%ld.%u", dst->location,
-		     (long)getpid(), atomic_fetch_add(&serial, 1)) < 0 ||
-	    asprintf(&final, "%s/" PARTITION_MANIFEST, dst->location) < 0)
-		abort();
-	fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		not_writable(tmp, errno, e);
-		goto out;
-	}
-	if (write_all(fd, tmp, json, strlen(json), e) ||
-	    (dst->out.durable && fsync(fd) != 0 && not_writable(tmp, errno, e))) {
-		close(fd);
-		goto out_unlink;
-	}
-	if (close(fd) != 0) {
-		not_writable(tmp, errno, e);
-		goto out_unlink;
-	}
-	if (rename(tmp, final) != 0) {
-		not_writable(final, errno, e);
-		goto out_unlink;
-	}
-	rc = dst->out.durable ? fsync_dir(dst->location, e) : 0;
-	goto out;
-out_unlink:
-	unlink(tmp);
-out:
-	free(final);
-	free(tmp);
-	return rc;
-}
-
+/* Every partition puts the same bytes; a put is atomic, so concurrent
+ * partitions leave one whole manifest. */
 static int put_manifest(struct store *dst, const char *json, struct err *e)
 {
-	if (store_is_remote(dst->location))
-		return store_put(dst, PARTITION_MANIFEST, json, strlen(json), e);
-	return put_local_manifest(dst, json, e);
+	return store_put(dst, PARTITION_MANIFEST, json, strlen(json), e);
 }
 
 /* manifest_mismatch when the destination's manifest is another plan's;

@@ -9,6 +9,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <inttypes.h>
@@ -334,19 +335,22 @@ static void writer_free(struct local_writer *w)
 	free(w);
 }
 
-static int local_writer_open(struct store *base, const char *name, uint64_t size,
-			     struct store_writer **out, struct err *e)
+/* A writer whose temporary file is tmp_path (owned by the writer). */
+static int open_writer(struct store *base, const char *name, uint64_t size, char *tmp_path,
+		       struct store_writer **out, struct err *e)
 {
 	struct local_writer *w;
 
-	if (strchr(name, '/') || !*name)
+	if (strchr(name, '/') || !*name) {
+		free(tmp_path);
 		return err_set(e, "plan_invalid", "%s: output name '%s' is not a plain file name",
 			       base->location, name);
+	}
 	w = xcalloc(1, sizeof(*w));
 	w->base.store = base;
 	w->base.name = xstrdup(name);
 	w->base.size = size;
-	w->tmp_path = tmp_path_for(base->location, name);
+	w->tmp_path = tmp_path;
 	w->final_path = join(base->location, name);
 	w->fd = create_tmp(w->tmp_path, e);
 	if (w->fd < 0)
@@ -361,6 +365,12 @@ out_unlink:
 out_free:
 	writer_free(w);
 	return -1;
+}
+
+static int local_writer_open(struct store *base, const char *name, uint64_t size,
+			     struct store_writer **out, struct err *e)
+{
+	return open_writer(base, name, size, tmp_path_for(base->location, name), out, e);
 }
 
 static int local_writer_write(struct store_writer *base, uint64_t off, const void *buf,
@@ -437,9 +447,17 @@ static void local_writer_abort(struct store_writer *base)
 static int local_put(struct store *base, const char *name, const void *buf, size_t len,
 		     struct err *e)
 {
+	static atomic_uint serial;
 	struct store_writer *w;
+	char *tmp_path;
 
-	if (local_writer_open(base, name, len, &w, e))
+	/* A temporary name of this process and call alone: processes putting
+	 * the same file at once (partitions writing one manifest) never
+	 * share a temporary file, and the last rename wins whole. */
+	if (asprintf(&tmp_path, "%s/" TMP_PREFIX "%s.%ld.%u", base->location, name, (long)getpid(),
+		     atomic_fetch_add(&serial, 1)) < 0)
+		abort();
+	if (open_writer(base, name, len, tmp_path, &w, e))
 		return -1;
 	if (local_writer_write(w, 0, buf, len, e)) {
 		local_writer_abort(w);
