@@ -70,6 +70,23 @@ int cli_usage_error(const char *command, int json, const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
+bool cli_wants_json(int argc, char **argv)
+{
+	int i;
+
+	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "--json") == 0)
+			return true;
+	return false;
+}
+
+int cli_option_error(const char *command, int json, int opt, const char *arg)
+{
+	if (opt == ':')
+		return cli_usage_error(command, json, "option '%s' needs a value", arg);
+	return cli_usage_error(command, json, "unknown option '%s'", arg);
+}
+
 int cli_parse_uint(const char *text, unsigned long long min, unsigned long long max,
 		   unsigned long long *out)
 {

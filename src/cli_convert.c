@@ -107,16 +107,6 @@ static const struct option long_options[] = {
 	{NULL, 0, NULL, 0},
 };
 
-static bool wants_json(int argc, char **argv)
-{
-	int i;
-
-	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
-		if (strcmp(argv[i], "--json") == 0)
-			return true;
-	return false;
-}
-
 static int parse_size_option(const char *name, const char *text, uint64_t *out, bool json)
 {
 	struct err e = {0};
@@ -249,16 +239,12 @@ static int parse_args(int argc, char **argv, struct convert_args *a)
 
 	memset(a, 0, sizeof(*a));
 	convert_options_init(&a->options);
-	a->json = wants_json(argc, argv);
+	a->json = cli_wants_json(argc, argv);
 	optind = 0;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
-		if (opt == '?')
-			return cli_usage_error("convert", a->json, "unknown option '%s'",
-					       argv[optind - 1]);
-		if (opt == ':')
-			return cli_usage_error("convert", a->json, "option '%s' needs a value",
-					       argv[optind - 1]);
+		if (opt == '?' || opt == ':')
+			return cli_option_error("convert", a->json, opt, argv[optind - 1]);
 		if (apply_option(a, opt, optarg) != 0)
 			return EXIT_USAGE;
 	}

@@ -109,12 +109,8 @@ static int parse_args(int argc, char **argv, struct fixture_args *a)
 	optind = 0;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
-		if (opt == '?')
-			return cli_usage_error("fixture", false, "unknown option '%s'",
-					       argv[optind - 1]);
-		if (opt == ':')
-			return cli_usage_error("fixture", false, "option '%s' needs a value",
-					       argv[optind - 1]);
+		if (opt == '?' || opt == ':')
+			return cli_option_error("fixture", false, opt, argv[optind - 1]);
 		if (apply_option(a, opt, optarg) != 0)
 			return EXIT_USAGE;
 	}

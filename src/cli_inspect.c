@@ -45,11 +45,10 @@ static int parse_args(int argc, char **argv, struct inspect_args *a)
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	int opt, i;
+	int opt;
 
 	memset(a, 0, sizeof(*a));
-	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
-		a->json = a->json || strcmp(argv[i], "--json") == 0;
+	a->json = cli_wants_json(argc, argv);
 	optind = 0;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
@@ -61,12 +60,8 @@ static int parse_args(int argc, char **argv, struct inspect_args *a)
 			a->tensors = true;
 		else if (opt == 'h')
 			a->help = true;
-		else if (opt == ':')
-			return cli_usage_error("inspect", a->json, "option '%s' needs a value",
-					       argv[optind - 1]);
 		else
-			return cli_usage_error("inspect", a->json, "unknown option '%s'",
-					       argv[optind - 1]);
+			return cli_option_error("inspect", a->json, opt, argv[optind - 1]);
 	}
 	if (a->help)
 		return 0;

@@ -45,12 +45,11 @@ static int parse_args(int argc, char **argv, struct verify_args *a)
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	int opt, i;
+	int opt;
 
 	memset(a, 0, sizeof(*a));
 	a->max_lines = DEFAULT_MAX_LINES;
-	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
-		a->json = a->json || strcmp(argv[i], "--json") == 0;
+	a->json = cli_wants_json(argc, argv);
 	optind = 0;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
@@ -65,12 +64,8 @@ static int parse_args(int argc, char **argv, struct verify_args *a)
 				return cli_usage_error("verify", a->json,
 						       "--max-lines wants a whole number, not '%s'",
 						       optarg);
-		} else if (opt == ':') {
-			return cli_usage_error("verify", a->json, "option '%s' needs a value",
-					       argv[optind - 1]);
 		} else {
-			return cli_usage_error("verify", a->json, "unknown option '%s'",
-					       argv[optind - 1]);
+			return cli_option_error("verify", a->json, opt, argv[optind - 1]);
 		}
 	}
 	if (a->help)

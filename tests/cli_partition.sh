@@ -60,7 +60,11 @@ partitions() {
 		wait "${pids[$i]}" || bad="$bad $i"
 	done
 	if [ -n "$bad" ]; then
-		fail "partitions $* into $dst" "failed:$bad" "$(cat "$TEST_TMP"/part-*.err | head -5)"
+		# With --json the error is on stdout.
+		for i in $bad; do
+			fail "partition $i/$N into $dst" "$(head -c 600 "$TEST_TMP/part-$i.json")" \
+				"$(head -5 "$TEST_TMP/part-$i.err")"
+		done
 		return 1
 	fi
 	pass "partitions $* of $N into $(basename "$dst") ran at once"

@@ -7,6 +7,7 @@
 #ifndef CKPTCONV_CLI_H
 #define CKPTCONV_CLI_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 struct err;
@@ -31,6 +32,12 @@ int cli_exit_code(const struct err *e);
  * EXIT_USAGE. */
 int cli_usage_error(const char *command, int json, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* Whether --json is among the arguments (before any "--"), so errors met
+ * while parsing them are printed the way the caller asked. */
+bool cli_wants_json(int argc, char **argv);
+/* The usage error for getopt_long's ':' (a missing value) or any other
+ * unknown option `arg`; returns EXIT_USAGE. */
+int cli_option_error(const char *command, int json, int opt, const char *arg);
 /* A whole decimal number in [min, max]; -1 otherwise. */
 int cli_parse_uint(const char *text, unsigned long long min, unsigned long long max,
 		   unsigned long long *out);
