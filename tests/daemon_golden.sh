@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 #
 # daemon_golden.sh: conversions through the API give the reference outputs
-# of ../shared/golden (HF -> native, expert-parallel ranks, native -> HF),
+# of tests/golden (HF -> native, expert-parallel ranks, native -> HF),
 # checked with `ckptconv verify`; each job's per-tensor listing agrees with
 # the files it wrote; two jobs run at once on the shared pool; the event
 # stream sends progress while a job runs, then its final state, then ends.

@@ -13,7 +13,7 @@ set -u
 
 : "${TOP_SRCDIR:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 : "${CKPTCONV:=$PWD/ckptconv}"
-: "${GOLDEN_DIR:=$TOP_SRCDIR/../shared/golden}"
+: "${GOLDEN_DIR:=$TOP_SRCDIR/tests/golden}"
 export TOP_SRCDIR CKPTCONV GOLDEN_DIR
 
 TESTS_PASSED=0
