@@ -23,6 +23,10 @@
 #define TMP_PREFIX ".ckptconv-tmp."
 #define ST_SUFFIX ".safetensors"
 #define SMALL_FILE_MAX (64u << 20)
+/* A git-lfs pointer file (git-lfs docs/spec.md) starts with this line and
+ * is at most a few hundred bytes. */
+#define LFS_POINTER_PREFIX "version https://git-lfs.github.com/spec/"
+#define LFS_POINTER_MAX 1024
 
 static const char *const other_weight_suffixes[] = {
 	".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack",
@@ -63,6 +67,36 @@ static void add_file(struct ckpt *c, const char *name, uint64_t size)
 	c->files[c->nfiles].name = xstrdup(name);
 	c->files[c->nfiles].size = size;
 	c->nfiles++;
+}
+
+/* ---- git-lfs pointers ---- */
+
+static bool is_lfs_pointer(const char *text, size_t len)
+{
+	return len >= strlen(LFS_POINTER_PREFIX) &&
+	       memcmp(text, LFS_POINTER_PREFIX, strlen(LFS_POINTER_PREFIX)) == 0;
+}
+
+/* `name` holds the git-lfs pointer `text` instead of its content: the
+ * repository was cloned without fetching its large files. */
+static int lfs_pointer_error(const struct ckpt *c, const char *name, const char *text, size_t len,
+			     struct err *e)
+{
+	const char *size = memmem(text, len, "\nsize ", 6), *end = text + len, *p;
+	uint64_t bytes = 0;
+
+	for (p = size ? size + 6 : end; p < end && *p >= '0' && *p <= '9'; p++)
+		if (!u64_mul(bytes, 10, &bytes) || !u64_add(bytes, (uint64_t)(*p - '0'), &bytes))
+			break;
+	if (size && p > size + 6)
+		return err_set(e, "lfs_pointer",
+			       "%s/%s: a git-lfs pointer to %" PRIu64
+			       " bytes, not the file itself; fetch the file (git lfs pull)",
+			       c->store->location, name, bytes);
+	return err_set(
+		e, "lfs_pointer",
+		"%s/%s: a git-lfs pointer, not the file itself; fetch the file (git lfs pull)",
+		c->store->location, name);
 }
 
 /* ---- opening the store ---- */
@@ -129,6 +163,11 @@ static int parse_index(struct ckpt *c, json_t **weight_map_out, struct err *e)
 
 	if (store_read_file(c->store, INDEX_NAME, SMALL_FILE_MAX, &text, &len, e))
 		return -1;
+	if (is_lfs_pointer(text, len)) {
+		lfs_pointer_error(c, INDEX_NAME, text, len, e);
+		free(text);
+		return -1;
+	}
 	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	free(text);
 	if (!root)
@@ -227,6 +266,17 @@ static int file_from_path(struct ckpt *c, const char *single, const struct store
 
 /* ---- headers and the tensor table ---- */
 
+/* A file whose first bytes spell "version " may be a git-lfs pointer. */
+static int check_lfs_pointer(struct ckpt *c, const struct ckpt_file *f, struct err *e)
+{
+	char text[LFS_POINTER_MAX];
+	size_t len = f->size < sizeof(text) ? (size_t)f->size : sizeof(text);
+
+	if (store_read(c->store, f->name, 0, text, len, e))
+		return -1;
+	return is_lfs_pointer(text, len) ? lfs_pointer_error(c, f->name, text, len, e) : 0;
+}
+
 static int read_header(struct ckpt *c, struct ckpt_file *f, struct err *e)
 {
 	unsigned char prefix[ST_PREFIX_LEN];
@@ -240,8 +290,11 @@ static int read_header(struct ckpt *c, struct ckpt_file *f, struct err *e)
 		st_prefix_parse(path, prefix, f->size, &header_len, e);
 		goto out;
 	}
-	if (store_read(c->store, f->name, 0, prefix, sizeof(prefix), e) ||
-	    st_prefix_parse(path, prefix, f->size, &header_len, e))
+	if (store_read(c->store, f->name, 0, prefix, sizeof(prefix), e))
+		goto out;
+	if (memcmp(prefix, LFS_POINTER_PREFIX, ST_PREFIX_LEN) == 0 && check_lfs_pointer(c, f, e))
+		goto out;
+	if (st_prefix_parse(path, prefix, f->size, &header_len, e))
 		goto out;
 	json = xmalloc((size_t)header_len + 1);
 	if (store_read(c->store, f->name, ST_PREFIX_LEN, json, (size_t)header_len, e) == 0)
@@ -355,6 +408,11 @@ static int load_config(struct ckpt *c, const struct store_entry *entries, size_t
 	}
 	if (store_read_file(c->store, CONFIG_NAME, SMALL_FILE_MAX, &text, &len, e))
 		return -1;
+	if (is_lfs_pointer(text, len)) {
+		lfs_pointer_error(c, CONFIG_NAME, text, len, e);
+		free(text);
+		return -1;
+	}
 	c->config = json_loadb(text, len, 0, &jerr);
 	free(text);
 	if (!c->config)
@@ -521,4 +579,18 @@ int ckpt_config_int(const struct ckpt *c, const char *key, int64_t *out, struct 
 const char *ckpt_config_string(const struct ckpt *c, const char *key)
 {
 	return c->config ? json_string_value(json_object_get(c->config, key)) : NULL;
+}
+
+const char *ckpt_config_dtype_key(const struct ckpt *c)
+{
+	static const char *const keys[] = {"dtype", "torch_dtype"};
+	size_t i;
+
+	for (i = 0; c->config && i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const json_t *v = json_object_get(c->config, keys[i]);
+
+		if (v && !json_is_null(v))
+			return keys[i];
+	}
+	return NULL;
 }

@@ -110,8 +110,9 @@ static void describe_config(const struct ckpt *c, json_t *out)
 		json_object_set(out, "architecture", json_array_get(archs, 0));
 }
 
-/* What the family's adapter knows: layout, layers, experts, dtype.  A
- * checkpoint it cannot describe gets "model_error" instead. */
+/* What the family's adapter knows: layout, layers, experts, the model's
+ * dtype and the config.json key it comes from ("default" when none is
+ * set).  A checkpoint it cannot describe gets "model_error" instead. */
 static void describe_model(const struct ckpt *c, json_t *out)
 {
 	const struct adapter *adapter;
@@ -133,8 +134,11 @@ static void describe_model(const struct ckpt *c, json_t *out)
 	json_object_set_new(out, "layout", json_string(layout_name(layout)));
 	json_object_set_new(out, "layers", json_integer((json_int_t)info.layers));
 	json_object_set_new(out, "experts", json_integer((json_int_t)info.experts));
-	if (info.torch_dtype != DTYPE_INVALID)
-		json_object_set_new(out, "torch_dtype", json_string(dtype_name(info.torch_dtype)));
+	json_object_set_new(out, "dtype",
+			    info.dtype != DTYPE_INVALID ? json_string(dtype_name(info.dtype)) :
+							  json_null());
+	json_object_set_new(out, "dtype_source",
+			    json_string(info.dtype_key ? info.dtype_key : "default"));
 }
 
 static json_t *describe_files(const struct ckpt *c)
@@ -239,7 +243,13 @@ static void print_model_text(const json_t *d)
 	       "layers:", (long long)json_integer_value(json_object_get(d, "layers")));
 	printf("%-14s %lld\n",
 	       "experts:", (long long)json_integer_value(json_object_get(d, "experts")));
-	printf("%-14s %s\n", "torch_dtype:", text_of(d, "torch_dtype", "?"));
+	if (strcmp(text_of(d, "dtype_source", ""), "default") == 0)
+		printf("%-14s %s (default: config.json sets neither dtype nor torch_dtype)\n",
+		       "dtype:", text_of(d, "dtype", "?"));
+	else
+		printf("%-14s %s (config.json \"%s\")\n",
+		       "dtype:", text_of(d, "dtype", "not bfloat16, float16 or float32"),
+		       text_of(d, "dtype_source", "?"));
 }
 
 static void print_shape(const json_t *shape)

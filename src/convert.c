@@ -158,7 +158,10 @@ static int build_plan(struct conversion *c, const struct adapter *a, enum layout
 	struct plan_options po = {.max_shard_size = c->opts.max_shard_size, .exclude = c->exclude};
 
 	c->plan = plan_new(c->ckpt, from, c->opts.to);
-	return a->build_plan(c->ckpt, &ao, c->plan, e) || plan_finish(c->plan, &po, e) ? -1 : 0;
+	if (a->build_plan(c->ckpt, &ao, c->plan, e) || plan_finish(c->plan, &po, e))
+		return -1;
+	/* Output that could not be converted back is refused before any write. */
+	return a->check_round_trip(c->ckpt, &ao, c->plan, e) ? -1 : 0;
 }
 
 static int open_and_plan(struct conversion *c, struct err *e)

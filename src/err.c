@@ -45,12 +45,13 @@ static const struct err_code catalogue[] = {
 	{"index_missing_file", 422, "The index names a file that does not exist."},
 	{"weight_map_mismatch", 422, "The index's weight_map disagrees with the tensors the files hold."},
 	{"missing_config", 422, "config.json is missing."},
-	{"config_invalid", 422, "config.json is not valid JSON or a key has the wrong type."},
+	{"config_invalid", 422, "config.json is not valid JSON, or a key has the wrong type or a value out of range."},
 	{"missing_config_key", 422, "config.json lacks a key the conversion needs."},
 	{"unsupported_model", 422, "The checkpoint is not a model family ckptconv converts (Ling 2.0)."},
 	{"ambiguous_layout", 422, "Tensor names of both the HF and the native layout are present."},
 	{"unknown_layout", 422, "No tensor name identifies the HF or the native layout."},
 	{"already_in_layout", 422, "The checkpoint already has the requested layout."},
+	{"lfs_pointer", 422, "A weight file, the index or config.json is a git-lfs pointer, not the file (run git lfs pull)."},
 	/* safetensors */
 	{"file_truncated", 422, "A safetensors file is shorter than its header says."},
 	{"header_too_large", 422, "A safetensors header size is over 100,000,000 bytes."},
@@ -76,6 +77,7 @@ static const struct err_code catalogue[] = {
 	{"grouped_shape_mismatch", 422, "A grouped expert tensor does not have the shape config.json implies."},
 	{"quantized_input", 422, "FP8 tensors or *_scale_inv scales are not supported."},
 	{"unsupported_cast", 422, "The tensor's dtype cannot be cast to the target dtype."},
+	{"unsupported_tensor", 422, "A tensor has no place in the target layout: the output could not be converted back."},
 	{"manifest_mismatch", 409, "The destination holds a partition manifest of a different plan."},
 	{"partition_incomplete", 409, "Some planned output files of a partitioned conversion are missing."},
 	/* destination and execution */

@@ -230,6 +230,7 @@ static int drop_excluded(struct plan *p, const char *pattern, struct err *e)
 		else
 			p->tensors[kept++] = p->tensors[i];
 	}
+	p->nexcluded += p->ntensors - kept;
 	p->ntensors = kept;
 	regfree(&re);
 	return 0;
@@ -502,6 +503,10 @@ int plan_finish(struct plan *p, const struct plan_options *o, struct err *e)
 	if (drop_excluded(p, o ? o->exclude : NULL, e) < 0 || sort_tensors(p, e) < 0 ||
 	    validate(p, e) < 0)
 		return -1;
+	if (o && o->tensors_only) {
+		p->finished = true;
+		return 0;
+	}
 	assign_shards(p, max);
 	for (i = 0; i < p->nfiles; i++)
 		if (build_header(p, &p->files[i], e) < 0)

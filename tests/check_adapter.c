@@ -50,12 +50,15 @@ struct conv {
 	uint32_t ep_size, ep_rank;
 };
 
-/* Adapter, layout and plan for c, as conversion_prepare does it; NULL
- * with e set on failure. */
-static struct plan *plan_for(const struct ckpt *c, const struct conv *cv, struct err *e)
+/* Adapter, layout and plan for c, as conversion_prepare does it (with
+ * the round-trip check unless `unchecked`, and the exclude pattern when
+ * given); NULL with e set on failure. */
+static struct plan *plan_with(const struct ckpt *c, const struct conv *cv, const char *exclude,
+			      bool unchecked, struct err *e)
 {
 	struct adapter_options o = {
 		.to = cv->to, .dtype = cv->dtype, .ep_size = cv->ep_size, .ep_rank = cv->ep_rank};
+	struct plan_options po = {.exclude = exclude};
 	const struct adapter *a = adapter_for(c, e);
 	enum layout from;
 	struct plan *p;
@@ -63,11 +66,17 @@ static struct plan *plan_for(const struct ckpt *c, const struct conv *cv, struct
 	if (!a || a->detect(c, &from, e) < 0)
 		return NULL;
 	p = plan_new(c, from, cv->to);
-	if (a->build_plan(c, &o, p, e) < 0 || plan_finish(p, NULL, e) < 0) {
+	if (a->build_plan(c, &o, p, e) < 0 || plan_finish(p, &po, e) < 0 ||
+	    (!unchecked && a->check_round_trip(c, &o, p, e) < 0)) {
 		plan_free(p);
 		return NULL;
 	}
 	return p;
+}
+
+static struct plan *plan_for(const struct ckpt *c, const struct conv *cv, struct err *e)
+{
+	return plan_with(c, cv, NULL, false, e);
 }
 
 static struct plan *must_plan(const struct ckpt *c, const struct conv *cv)
@@ -215,7 +224,8 @@ START_TEST(test_golden_detect)
 		ck_assert_int_eq(info.layout, layouts[i]);
 		ck_assert_uint_eq(info.layers, 2);
 		ck_assert_uint_eq(info.experts, 4);
-		ck_assert_int_eq(info.torch_dtype, DTYPE_BF16);
+		ck_assert_int_eq(info.dtype, DTYPE_BF16);
+		ck_assert_str_eq(info.dtype_key, "torch_dtype");
 		ckpt_free(c);
 		free(dir);
 	}
@@ -887,6 +897,7 @@ END_TEST
 START_TEST(test_renames)
 {
 	struct testckpt *tc = tiny(LAYOUT_NATIVE);
+	struct err e = {0};
 	struct ckpt *c;
 	struct plan *p;
 
@@ -897,7 +908,8 @@ START_TEST(test_renames)
 	testckpt_add(tc, "model.embed_tokens.self_attn.q_norm.bias", DTYPE_BF16, 1, TC_SHAPE(2));
 	testckpt_add(tc, "model.layers.1.mlp.experts.empty", DTYPE_BF16, 2, TC_SHAPE(0, 3));
 	c = materialise(tc);
-	p = must_plan(c, &to_hf);
+	p = plan_with(c, &to_hf, NULL, true, &e);
+	ck_assert_msg(p != NULL, "%s", e.msg);
 	ck_assert_int_ge(plan_find(p, "x.attention.dense.y.attention.dense.weight"), 0);
 	ck_assert_int_ge(plan_find(p, "model.word_embeddings.self_attn.q_norm.bias"), 0);
 	ck_assert_int_ge(plan_find(p, "model.layers.1.mlp.gate.expert_bias"), 0);
@@ -905,7 +917,10 @@ START_TEST(test_renames)
 	ck_assert_uint_eq(p->tensors[plan_find(p, "model.layers.1.mlp.experts.empty")].nbytes, 0);
 	plan_free(p);
 	ckpt_free(c);
-	testckpt_free(tc);
+	/* The second rule is not applied, so ".self_attn." stays in an HF
+	 * name: that output would read as both layouts, and is refused. */
+	expect_error(tc, &to_hf, "unsupported_tensor", "model.embed_tokens.self_attn.q_norm.bias",
+		     "(as model.word_embeddings.self_attn.q_norm.bias)");
 }
 END_TEST
 
@@ -934,6 +949,342 @@ START_TEST(test_dtype_choice_names)
 	ck_assert_int_eq(dtype_choice_parse(NULL), -1);
 	ck_assert_str_eq(layout_name(LAYOUT_HF), "hf");
 	ck_assert_str_eq(layout_name(LAYOUT_NATIVE), "native");
+}
+END_TEST
+
+/* ---- config.json as transformers writes it -------------------------------- */
+
+static void retype(struct testckpt *tc, enum dtype from, enum dtype to)
+{
+	size_t i;
+
+	for (i = 0; i < tc->ntensors; i++)
+		if (tc->tensors[i].dtype == from)
+			tc->tensors[i].dtype = to;
+}
+
+/* describe() and the plan for auto agree on the model's dtype and key. */
+static void expect_model_dtype(struct testckpt *tc, enum dtype dtype, const char *key)
+{
+	struct ckpt *c = materialise(tc);
+	struct model_info info;
+	struct err e = {0};
+	struct plan *p;
+
+	ck_assert_int_eq(bailing_moe_v2_adapter.describe(c, &info, &e), 0);
+	ck_assert_int_eq(info.dtype, dtype);
+	if (key)
+		ck_assert_str_eq(info.dtype_key, key);
+	else
+		ck_assert_ptr_null(info.dtype_key);
+	p = must_plan(c, &to_native);
+	expect_grouped(c, p, dtype, 0, 4);
+	plan_free(p);
+	ckpt_free(c);
+}
+
+START_TEST(test_model_dtype)
+{
+	struct testckpt *tc = tiny(LAYOUT_HF);
+	struct model_info info;
+	struct err e = {0};
+	struct ckpt *c;
+	struct plan *p;
+
+	/* A float16 model saved by transformers >= 4.56: only "dtype".  The
+	 * experts stay F16, so the round trip is lossless. */
+	retype(tc, DTYPE_BF16, DTYPE_F16);
+	json_object_del(tc->config, "torch_dtype");
+	json_object_set_new(tc->config, "dtype", json_string("float16"));
+	expect_model_dtype(tc, DTYPE_F16, "dtype");
+	/* Both keys: transformers uses dtype. */
+	json_object_set_new(tc->config, "torch_dtype", json_string("bfloat16"));
+	expect_model_dtype(tc, DTYPE_F16, "dtype");
+	/* dtype null counts as absent. */
+	json_object_set_new(tc->config, "dtype", json_null());
+	json_object_set_new(tc->config, "torch_dtype", json_string("float32"));
+	expect_model_dtype(tc, DTYPE_F32, "torch_dtype");
+	/* Neither: bfloat16, as NeMo builds the adapter. */
+	json_object_del(tc->config, "dtype");
+	json_object_del(tc->config, "torch_dtype");
+	expect_model_dtype(tc, DTYPE_BF16, NULL);
+
+	/* A dtype that is not one of the three: auto is refused naming the
+	 * key; describe reports it without failing; a named dtype works. */
+	json_object_set_new(tc->config, "torch_dtype", json_string("bfloat16"));
+	json_object_set_new(tc->config, "dtype", json_string("int8"));
+	c = materialise(tc);
+	ck_assert_int_eq(bailing_moe_v2_adapter.describe(c, &info, &e), 0);
+	ck_assert_int_eq(info.dtype, DTYPE_INVALID);
+	ck_assert_str_eq(info.dtype_key, "dtype");
+	p = must_plan(c, &(struct conv){.to = LAYOUT_NATIVE, .dtype = DTYPE_CHOICE_F16});
+	plan_free(p);
+	ckpt_free(c);
+	expect_error(tc, &to_native, "config_invalid", NULL, "config.json: dtype \"int8\" is not");
+	tc = tiny(LAYOUT_HF);
+	json_object_set_new(tc->config, "dtype", json_integer(16));
+	expect_error(tc, &to_native, "config_invalid", NULL, "dtype (not a string)");
+}
+END_TEST
+
+/* A config.json value that makes some tensor larger than a file can hold
+ * is config_invalid naming the key, from describe (inspect) and from
+ * planning either way, never a wrapped size or an internal error. */
+static void expect_config_invalid(enum layout from, const char *key, json_t *value,
+				  const char *part)
+{
+	struct testckpt *tc = tiny(from);
+	struct model_info info;
+	struct err e = {0};
+	struct ckpt *c;
+
+	json_object_set_new(tc->config, key, value);
+	c = materialise(tc);
+	ck_assert_int_eq(bailing_moe_v2_adapter.describe(c, &info, &e), -1);
+	ck_assert_str_eq(e.code, "config_invalid");
+	ck_assert_msg(strstr(e.msg, part), "message lacks '%s': %s", part, e.msg);
+	ckpt_free(c);
+	expect_error(tc, from == LAYOUT_HF ? &to_native : &to_hf, "config_invalid", NULL, part);
+}
+
+START_TEST(test_config_overflow)
+{
+	/* (4 + 2 x 2) x 2^62 wraps to 0 in 64 bits; x 2^55 x 64 columns to 2^64. */
+	expect_config_invalid(LAYOUT_HF, "head_dim", json_integer(1LL << 62),
+			      "head_dim 4611686018427387904, hidden_size 64] would have more");
+	expect_config_invalid(LAYOUT_NATIVE, "head_dim", json_integer(1LL << 55),
+			      "head_dim 36028797018963968");
+	expect_config_invalid(LAYOUT_HF, "num_key_value_heads", json_integer(INT64_MAX),
+			      "num_key_value_heads 9223372036854775807");
+	expect_config_invalid(LAYOUT_HF, "num_attention_heads", json_integer(1LL << 62),
+			      "num_attention_heads 4611686018427387904");
+	expect_config_invalid(LAYOUT_NATIVE, "hidden_size", json_integer(1LL << 58),
+			      "hidden_size 288230376151711744");
+	expect_config_invalid(LAYOUT_HF, "intermediate_size", json_integer(1LL << 60),
+			      "[intermediate_size 1152921504606846976, hidden_size 64]");
+	expect_config_invalid(LAYOUT_HF, "moe_intermediate_size", json_integer(INT64_MAX),
+			      "2 x moe_intermediate_size 9223372036854775807");
+	/* The bound: E x H x 2I = 2^48 x 64 x 64 = 2^60 elements is one too many. */
+	expect_config_invalid(LAYOUT_HF, "num_experts", json_integer(1LL << 48),
+			      "[num_experts 281474976710656, hidden_size 64, 2 x "
+			      "moe_intermediate_size 32] would have more than the "
+			      "1152921504606846975 elements");
+}
+END_TEST
+
+START_TEST(test_config_many_experts)
+{
+	struct testckpt *tc;
+
+	/* A null head_dim means hidden_size / heads, which must not be 0. */
+	tc = tiny(LAYOUT_HF);
+	json_object_set_new(tc->config, "head_dim", json_null());
+	json_object_set_new(tc->config, "num_attention_heads", json_integer(65));
+	expect_error(tc, &to_native, "config_invalid", NULL,
+		     "head_dim is null, which means hidden_size 64 / num_attention_heads 65 = 0");
+
+	/* One under the bound is a valid config.json, and the checkpoint
+	 * cannot hold that many experts: said, without reserving room for
+	 * 2^48 of them. */
+	tc = tiny(LAYOUT_HF);
+	json_object_set_new(tc->config, "num_experts", json_integer((1LL << 48) - 1));
+	expect_error(tc, &to_native, "missing_experts",
+		     "model.layers.1.mlp.experts.0.down_proj.weight",
+		     "num_experts 281474976710655 means 844424930131965 expert weights in this "
+		     "layer, more than the 35 tensors");
+	tc = tiny(LAYOUT_HF);
+	json_object_set_new(tc->config, "num_experts", json_integer(1LL << 40));
+	expect_error(tc, &(struct conv){.to = LAYOUT_NATIVE, .ep_size = 4, .ep_rank = 3},
+		     "missing_experts", "model.layers.1.mlp.experts.0.down_proj.weight",
+		     "num_experts 1099511627776 means 824633720832 expert weights");
+	tc = tiny(LAYOUT_NATIVE);
+	json_object_set_new(tc->config, "num_experts", json_integer(1LL << 40));
+	expect_error(tc, &to_hf, "grouped_shape_mismatch", "model.layers.1.mlp.experts.down_projs",
+		     "expected [1099511627776, 32, 64]");
+}
+END_TEST
+
+/* ---- output that converts back ------------------------------------------- */
+
+static void rename_tensor(struct testckpt *tc, const char *from, const char *to)
+{
+	struct testckpt_tensor *t = testckpt_find(tc, from);
+
+	ck_assert_msg(t != NULL, "no tensor %s", from);
+	free(t->name);
+	t->name = xstrdup(to);
+}
+
+START_TEST(test_round_trip_refused)
+{
+	struct testckpt *tc;
+	struct ckpt *c;
+	struct plan *p;
+	struct err e = {0};
+	char from[128], to[128];
+	int x, k;
+
+	/* Per-expert biases: the native layout groups only the weights. */
+	tc = tiny(LAYOUT_HF);
+	testckpt_add(tc, "model.layers.1.mlp.experts.2.up_proj.bias", DTYPE_BF16, 1, TC_SHAPE(32));
+	expect_error(tc, &to_native, "unsupported_tensor",
+		     "model.layers.1.mlp.experts.2.up_proj.bias",
+		     "the native layout has no place for 1 tensor: "
+		     "model.layers.1.mlp.experts.2.up_proj.bias; with these HF-layout names left "
+		     "as they are, the output could not be converted back (routed experts are "
+		     "grouped from [model.][language_model.]layers.L.mlp.experts.E."
+		     "{gate,up,down}_proj.weight only)");
+
+	/* INT8 experts with their scales, dtype kept: the scales have no
+	 * place; without them the experts convert (and come back). */
+	tc = tiny(LAYOUT_HF);
+	for (x = 0; x < 4; x++)
+		for (k = 0; k < 3; k++) {
+			snprintf(from, sizeof(from), "model.layers.1.mlp.experts.%d.%s.weight", x,
+				 k == 0 ? "gate_proj" :
+				 k == 1 ? "up_proj" :
+					  "down_proj");
+			testckpt_find(tc, from)->dtype = DTYPE_I8;
+		}
+	c = materialise(tc);
+	p = must_plan(c, &(struct conv){.to = LAYOUT_NATIVE, .dtype = DTYPE_CHOICE_KEEP});
+	ck_assert_int_eq(p->tensors[plan_find(p, "model.layers.1.mlp.experts.down_projs")].dtype,
+			 DTYPE_I8);
+	plan_free(p);
+	ckpt_free(c);
+	for (x = 0; x < 4; x++)
+		for (k = 0; k < 3; k++) {
+			snprintf(from, sizeof(from),
+				 "model.layers.1.mlp.experts.%d.%s.weight_scale", x,
+				 k == 0 ? "gate_proj" :
+				 k == 1 ? "up_proj" :
+					  "down_proj");
+			testckpt_add(tc, from, DTYPE_F32, 2, TC_SHAPE(k == 2 ? 64 : 32, 1));
+		}
+	c = materialise(tc);
+	ck_assert_ptr_null(
+		plan_for(c, &(struct conv){.to = LAYOUT_NATIVE, .dtype = DTYPE_CHOICE_KEEP}, &e));
+	ck_assert_str_eq(e.code, "unsupported_tensor");
+	ck_assert_str_eq(e.tensor, "model.layers.1.mlp.experts.0.down_proj.weight_scale");
+	ck_assert_msg(strstr(e.msg,
+			     "no place for 12 tensors: "
+			     "model.layers.1.mlp.experts.0.down_proj.weight_scale, "
+			     "model.layers.1.mlp.experts.0.gate_proj.weight_scale, "
+			     "model.layers.1.mlp.experts.0.up_proj.weight_scale, "
+			     "model.layers.1.mlp.experts.1.down_proj.weight_scale and 8 more"),
+		      "%s", e.msg);
+	ckpt_free(c);
+	/* With the default dtype the INT8 experts cannot be cast at all. */
+	expect_error(tc, &to_native, "unsupported_cast", NULL, "I8 cannot be cast to BF16");
+
+	/* Experts under a prefix the HF layout does not know stay ungrouped. */
+	tc = tiny(LAYOUT_HF);
+	for (x = 0; x < 4; x++)
+		for (k = 0; k < 3; k++) {
+			const char *proj = k == 0 ? "gate_proj" : k == 1 ? "up_proj" : "down_proj";
+
+			snprintf(from, sizeof(from), "model.layers.1.mlp.experts.%d.%s.weight", x,
+				 proj);
+			snprintf(to, sizeof(to), "transformer.layers.1.mlp.experts.%d.%s.weight", x,
+				 proj);
+			rename_tensor(tc, from, to);
+		}
+	expect_error(tc, &to_native, "unsupported_tensor",
+		     "transformer.layers.1.mlp.experts.0.down_proj.weight", "and 8 more");
+
+	/* A fused QKV bias, and embeddings without "model.". */
+	tc = tiny(LAYOUT_HF);
+	testckpt_add(tc, "model.layers.0.attention.query_key_value.bias", DTYPE_BF16, 1,
+		     TC_SHAPE(128));
+	expect_error(tc, &to_native, "unsupported_tensor",
+		     "model.layers.0.attention.query_key_value.bias", "no place for 1 tensor");
+	tc = tiny(LAYOUT_HF);
+	rename_tensor(tc, "model.word_embeddings.weight", "word_embeddings.weight");
+	expect_error(tc, &to_native, "unsupported_tensor", "word_embeddings.weight", NULL);
+
+	/* An expert number with a leading zero comes back without it. */
+	tc = tiny(LAYOUT_HF);
+	rename_tensor(tc, "model.layers.1.mlp.experts.3.gate_proj.weight",
+		      "model.layers.1.mlp.experts.03.gate_proj.weight");
+	expect_error(tc, &to_native, "unsupported_tensor",
+		     "model.layers.1.mlp.experts.03.gate_proj.weight",
+		     "converting the output back would not restore 1 tensor: "
+		     "model.layers.1.mlp.experts.03.gate_proj.weight (comes back as "
+		     "model.layers.1.mlp.experts.3.gate_proj.weight)");
+
+	/* Native names the HF layout has no rule for. */
+	tc = tiny(LAYOUT_NATIVE);
+	testckpt_add(tc, "model.layers.0.self_attn.q_proj.bias", DTYPE_BF16, 1, TC_SHAPE(64));
+	expect_error(tc, &to_hf, "unsupported_tensor", "model.layers.0.self_attn.q_proj.bias",
+		     "the HF layout has no place for 1 tensor");
+	tc = tiny(LAYOUT_NATIVE);
+	rename_tensor(tc, "model.layers.1.mlp.experts.down_projs", "model.mlp.experts.down_projs");
+	expect_error(tc, &to_hf, "unsupported_tensor", "model.mlp.experts.down_projs", NULL);
+
+	/* q/k/v that fuse but whose rows config.json does not explain: the
+	 * HF output could not be split again. */
+	tc = tiny(LAYOUT_NATIVE);
+	testckpt_find(tc, "model.layers.0.self_attn.q_proj.weight")->shape[0] = 48;
+	expect_error(tc, &to_hf, "qkv_shape_mismatch", "model.layers.0.self_attn.q_proj.weight",
+		     "model.layers.0.self_attn.q_proj.weight: the output could not be converted "
+		     "back: model.layers.0.attention.query_key_value.weight: shape [112, 64], "
+		     "expected 128 rows");
+
+	/* Nothing in the output would say which layout it is in. */
+	tc = testckpt_new();
+	testckpt_add(tc, "model.layers.0.self_attn.q_proj.weight", DTYPE_BF16, 2, TC_SHAPE(64, 64));
+	testckpt_add(tc, "lm_head.weight", DTYPE_BF16, 2, TC_SHAPE(128, 64));
+	expect_error(tc, &to_hf, "unsupported_tensor", NULL,
+		     "no output tensor would have a name of the hf layout");
+	tc = tiny(LAYOUT_HF);
+	c = materialise(tc);
+	ck_assert_ptr_null(
+		plan_with(c, &to_native, "self_attn|embed_tokens|experts|e_score", false, &e));
+	ck_assert_str_eq(e.code, "unsupported_tensor");
+	ckpt_free(c);
+	testckpt_free(tc);
+}
+END_TEST
+
+START_TEST(test_round_trip_accepted)
+{
+	struct testckpt *tc = tiny(LAYOUT_HF);
+	struct err e = {0};
+	struct ckpt *c;
+	struct plan *p;
+
+	/* Excluding part of the output is the user's choice. */
+	c = materialise(tc);
+	p = plan_with(c, &to_native, "layers\\.1\\.self_attn\\.k_proj", false, &e);
+	ck_assert_msg(p != NULL, "%s: %s", e.code, e.msg);
+	ck_assert_uint_eq(p->nexcluded, 1);
+	plan_free(p);
+	ckpt_free(c);
+
+	/* An MTP layer (one past num_hidden_layers) converts like any other. */
+	testckpt_add(tc, "model.layers.2.attention.query_key_value.weight", DTYPE_BF16, 2,
+		     TC_SHAPE(128, 64));
+	testckpt_add(tc, "model.layers.2.enorm.weight", DTYPE_BF16, 1, TC_SHAPE(64));
+	testckpt_add(tc, "model.layers.2.eh_proj.weight", DTYPE_BF16, 2, TC_SHAPE(64, 128));
+	c = materialise(tc);
+	p = must_plan(c, &to_native);
+	ck_assert_int_ge(plan_find(p, "model.layers.2.self_attn.v_proj.weight"), 0);
+	plan_free(p);
+	ckpt_free(c);
+
+	/* Expert parallel: a rank's share is checked as the whole.  Expert
+	 * "03" belongs to rank 1 of 2: rank 0 does not read it, rank 1 would
+	 * write it back as "3". */
+	rename_tensor(tc, "model.layers.1.mlp.experts.3.up_proj.weight",
+		      "model.layers.1.mlp.experts.03.up_proj.weight");
+	c = materialise(tc);
+	p = must_plan(c, &(struct conv){.to = LAYOUT_NATIVE, .ep_size = 2, .ep_rank = 0});
+	expect_grouped(c, p, DTYPE_BF16, 0, 2);
+	plan_free(p);
+	ckpt_free(c);
+	expect_error(tc, &(struct conv){.to = LAYOUT_NATIVE, .ep_size = 2, .ep_rank = 1},
+		     "unsupported_tensor", "model.layers.1.mlp.experts.03.up_proj.weight",
+		     "(comes back as model.layers.1.mlp.experts.3.up_proj.weight)");
 }
 END_TEST
 
@@ -1147,6 +1498,9 @@ static Suite *adapter_suite(void)
 	tcase_add_test(bad, test_missing_config_key);
 	tcase_add_test(bad, test_layout_detection);
 	tcase_add_test(bad, test_options_to_hf);
+	tcase_add_test(bad, test_config_overflow);
+	tcase_add_test(bad, test_config_many_experts);
+	tcase_add_test(bad, test_round_trip_refused);
 	tcase_add_unchecked_fixture(rules, setup, teardown);
 	tcase_add_test(rules, test_head_dim);
 	tcase_add_test(rules, test_target_dtypes);
@@ -1155,6 +1509,8 @@ static Suite *adapter_suite(void)
 	tcase_add_test(rules, test_partial_qkv);
 	tcase_add_test(rules, test_renames);
 	tcase_add_test(rules, test_dtype_choice_names);
+	tcase_add_test(rules, test_model_dtype);
+	tcase_add_test(rules, test_round_trip_accepted);
 	tcase_add_test(large, test_large_experts_to_native);
 	tcase_add_test(large, test_large_experts_to_hf);
 	suite_add_tcase(s, gold);

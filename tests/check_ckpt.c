@@ -414,6 +414,80 @@ START_TEST(test_config_keys)
 }
 END_TEST
 
+START_TEST(test_config_dtype_key)
+{
+	static const char *const names[] = {"w", NULL};
+	static const struct {
+		const char *config, *key;
+	} cases[] = {
+		/* transformers >= 4.56 writes "dtype"; it wins over "torch_dtype" */
+		{"{\"dtype\": \"float16\"}", "dtype"},
+		{"{\"torch_dtype\": \"float32\"}", "torch_dtype"},
+		{"{\"torch_dtype\": \"float32\", \"dtype\": \"float16\"}", "dtype"},
+		{"{\"dtype\": null, \"torch_dtype\": \"float16\"}", "torch_dtype"},
+		{"{\"dtype\": 3}", "dtype"},
+		{"{\"dtype\": null, \"torch_dtype\": null}", NULL},
+		{"{\"hidden_size\": 64}", NULL},
+	};
+	static const uint64_t lens[] = {2};
+	struct ckpt *c;
+	struct err e = {0};
+	size_t i;
+
+	write_st("model.safetensors", names, lens);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		write_text("config.json", cases[i].config);
+		ck_assert_int_eq(ckpt_open(tmpdir, CKPT_REQUIRE_CONFIG, &c, &e), 0);
+		if (cases[i].key)
+			ck_assert_str_eq(ckpt_config_dtype_key(c), cases[i].key);
+		else
+			ck_assert_ptr_null(ckpt_config_dtype_key(c));
+		ckpt_free(c);
+	}
+}
+END_TEST
+
+/* A git-lfs pointer file, as a clone without `git lfs pull` leaves it. */
+static const char lfs_pointer[] =
+	"version https://git-lfs.github.com/spec/v1\n"
+	"oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
+	"size 4000000000\n";
+
+START_TEST(test_lfs_pointer)
+{
+	static const char *const names[] = {"w", NULL};
+	static const uint64_t lens[] = {2};
+	char *shard2 = test_path(tmpdir, "model-00002-of-00002.safetensors");
+
+	/* a shard */
+	write_sharded(GOOD_INDEX);
+	write_text("model-00002-of-00002.safetensors", lfs_pointer);
+	expect_open_fails(tmpdir, 0, "lfs_pointer", shard2, "git-lfs pointer to 4000000000 bytes");
+	/* the index, and config.json */
+	write_sharded(GOOD_INDEX);
+	write_text("model.safetensors.index.json", lfs_pointer);
+	expect_open_fails(tmpdir, 0, "lfs_pointer", "model.safetensors.index.json", "git lfs pull");
+	write_sharded(GOOD_INDEX);
+	write_text("config.json", lfs_pointer);
+	expect_open_fails(tmpdir, 0, "lfs_pointer", "config.json", "git-lfs pointer");
+	free(shard2);
+
+	/* a single file, opened by its path; without the size line */
+	test_rmtree(tmpdir);
+	ck_assert_int_eq(mkdir(tmpdir, 0700), 0);
+	write_st("model.safetensors", names, lens);
+	write_text("model.safetensors",
+		   "version https://git-lfs.github.com/spec/v1\noid sha256:00\n");
+	shard2 = test_path(tmpdir, "model.safetensors");
+	expect_open_fails(shard2, 0, "lfs_pointer", "model.safetensors: a git-lfs pointer,", NULL);
+	free(shard2);
+
+	/* A file that only starts like one is judged as safetensors. */
+	write_text("model.safetensors", "version 2 of something else, not a pointer\n");
+	expect_open_fails(tmpdir, 0, "header_too_large", "model.safetensors", NULL);
+}
+END_TEST
+
 START_TEST(test_single_file_path)
 {
 	static const char *const names[] = {"w", NULL}, *const other[] = {"q", NULL};
@@ -518,6 +592,7 @@ static Suite *ckpt_suite(void)
 	tcase_add_test(open_tc, test_single_file_path);
 	tcase_add_test(open_tc, test_copy_files_and_warnings);
 	tcase_add_test(open_tc, test_config_keys);
+	tcase_add_test(open_tc, test_config_dtype_key);
 	tcase_add_test(bad, test_index_missing_file);
 	tcase_add_test(bad, test_index_invalid);
 	tcase_add_test(bad, test_index_weight_map_not_object);
@@ -528,6 +603,7 @@ static Suite *ckpt_suite(void)
 	tcase_add_test(bad, test_bad_shard_header);
 	tcase_add_test(bad, test_missing_config);
 	tcase_add_test(bad, test_config_invalid);
+	tcase_add_test(bad, test_lfs_pointer);
 	tcase_add_test(bad, test_several_files_without_index);
 	tcase_add_test(bad, test_no_weights);
 	tcase_add_test(bad, test_source_not_found);

@@ -301,6 +301,7 @@ START_TEST(test_exclude)
 	/* Unanchored: matches inside names; `\.` keeps layers.11 out. */
 	finished(p, 0, "layers\\.1\\.|^lm_");
 	ck_assert_uint_eq(p->ntensors, 2);
+	ck_assert_uint_eq(p->nexcluded, 2);
 	ck_assert_str_eq(p->tensors[0].name, "model.layers.2.attn.w");
 	ck_assert_str_eq(p->tensors[1].name, "model.layers.11.mlp.w");
 	plan_free(p);
@@ -308,6 +309,40 @@ START_TEST(test_exclude)
 	p = plan_new(&f.c, LAYOUT_HF, LAYOUT_NATIVE);
 	copy_of(p, &f, "a", 0);
 	expect_finish_error(p, &bad, "invalid_exclude", NULL);
+	plan_free(p);
+}
+END_TEST
+
+/* A plan that is only read: sorted and checked, no shards or headers. */
+START_TEST(test_tensors_only)
+{
+	struct plan_options o = {.tensors_only = true};
+	struct fake_src f = {0};
+	struct plan *p = plan_new(&f.c, LAYOUT_HF, LAYOUT_NATIVE);
+	struct err e = {0};
+
+	fake_add(&f, "w", DTYPE_BF16, 4);
+	copy_of(p, &f, "model.layers.10.w", 0);
+	copy_of(p, &f, "model.layers.9.w", 0);
+	ck_assert_msg(plan_finish(p, &o, &e) == 0, "%s", e.msg);
+	ck_assert(p->finished);
+	ck_assert_uint_eq(p->nfiles, 0);
+	ck_assert_ptr_null(p->files);
+	ck_assert_ptr_null(p->index_json);
+	ck_assert_str_eq(p->tensors[0].name, "model.layers.9.w");
+	ck_assert_int_eq(plan_find(p, "model.layers.10.w"), 1);
+	plan_free(p);
+
+	/* Still checked: two outputs of one name, an op past its source. */
+	p = plan_new(&f.c, LAYOUT_HF, LAYOUT_NATIVE);
+	copy_of(p, &f, "a", 0);
+	copy_of(p, &f, "a", 0);
+	expect_finish_error(p, &o, "duplicate_tensor", "a");
+	plan_free(p);
+	p = plan_new(&f.c, LAYOUT_HF, LAYOUT_NATIVE);
+	ck_assert_int_eq(plan_add_tensor(p, "b", DTYPE_BF16, 1, (const uint64_t[]){8}, &e), 0);
+	ck_assert_int_eq(plan_add_contiguous(p, 0, 0, 0, 0, 8, DTYPE_BF16, DTYPE_BF16, &e), 0);
+	expect_finish_error(p, &o, "plan_invalid", "b");
 	plan_free(p);
 }
 END_TEST
@@ -596,6 +631,7 @@ static Suite *plan_suite(void)
 	tcase_add_test(layout, test_exclude);
 	tcase_add_test(layout, test_empty_plan);
 	tcase_add_test(checks, test_duplicate_output);
+	tcase_add_test(checks, test_tensors_only);
 	tcase_add_test(checks, test_validation);
 	tcase_add_test(checks, test_validation_limits);
 	tcase_add_test(checks, test_print);

@@ -206,6 +206,38 @@ edit_config(".", architectures=["BailingMoeForCausalLM"])
 EOF
 case_convert ling-1x unsupported_model "BailingMoeForCausalLM"
 
+# git-lfs pointers where the files should be (a clone without `git lfs
+# pull`): every command that reads the checkpoint says so.
+lfs_pointer() { # lfs_pointer FILE: FILE becomes a git-lfs pointer
+	printf 'version https://git-lfs.github.com/spec/v1\noid sha256:%064d\nsize 88064\n' 0 >"$1"
+}
+broken lfs-shard
+lfs_pointer "$T/lfs-shard/$S4"
+case_convert lfs-shard lfs_pointer "$S4: a git-lfs pointer to 88064 bytes"
+expect_fail "lfs-shard: inspect" lfs_pointer "$S4" "$CKPTCONV" inspect "$T/lfs-shard"
+expect_fail "lfs-shard: verify" lfs_pointer "$S4" "$CKPTCONV" verify "$G/hf" "$T/lfs-shard"
+broken lfs-config
+lfs_pointer "$T/lfs-config/config.json"
+case_convert lfs-config lfs_pointer "config.json: a git-lfs pointer"
+broken lfs-index
+lfs_pointer "$T/lfs-index/model.safetensors.index.json"
+case_convert lfs-index lfs_pointer "model.safetensors.index.json: a git-lfs pointer"
+
+# A dimension whose tensors no file could hold: config_invalid naming the
+# key, from convert and from inspect alike.
+broken config-overflow
+py "$T/config-overflow" <<'EOF'
+edit_config(".", head_dim=2**62)
+EOF
+case_convert config-overflow config_invalid "head_dim 4611686018427387904"
+expect_ok "config-overflow: inspect describes the checkpoint" "$CKPTCONV" inspect "$T/config-overflow"
+if run_out | grep -q "^convertible: *config_invalid: .*head_dim 4611686018427387904"; then
+	pass "config-overflow: inspect says config_invalid naming head_dim"
+else
+	fail "config-overflow: inspect says config_invalid naming head_dim"
+	show_run
+fi
+
 # --- model rules ----------------------------------------------------------
 
 broken qkv-rows

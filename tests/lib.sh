@@ -317,6 +317,32 @@ def edit_index(directory, drop=(), rename=None, add=None):
         json.dump(index, f, indent=2)
 
 
+def add_tensors(directory, file, tensors):
+    """Appends tensors (name -> (dtype, shape)) to one file of a sharded
+    checkpoint and maps them in its index."""
+    rewrite(os.path.join(directory, file), add=tensors)
+    edit_index(directory, add={n: file for n in tensors})
+
+
+def shards(directory):
+    return sorted(n for n in os.listdir(directory) if n.endswith(".safetensors"))
+
+
+def map_tensors(directory, name=None, dtype=None):
+    """Renames (name(n) -> new name) and retypes (dtype(n, dt) -> new
+    dtype) tensors in every file of a checkpoint and in its index."""
+    renamed = {}
+    for file in shards(directory):
+        header, _ = read(os.path.join(directory, file))
+        names = [n for n in header if n != "__metadata__"]
+        rename = {n: name(n) for n in names if name and name(n) != n}
+        retype = {n: dtype(n, header[n]["dtype"]) for n in names if dtype}
+        renamed.update(rename)
+        rewrite(os.path.join(directory, file), rename=rename, dtype=retype)
+    if renamed and os.path.exists(os.path.join(directory, "model.safetensors.index.json")):
+        edit_index(directory, rename=renamed)
+
+
 def edit_config(directory, **changes):
     """Sets config.json keys (a value of None removes the key)."""
     path = os.path.join(directory, "config.json")

@@ -3,7 +3,9 @@
  * adapter: the table of model families ckptconv converts.  Each adapter
  * recognises its checkpoints from config.json, tells their layout from the
  * tensor names, and builds the conversion plan.  Adding a family means one
- * new file in src/adapters/ and one line in the table in adapter.c.
+ * new file in src/adapters/ and one line in the table in adapter.c.  Every
+ * function is pure over its arguments (no I/O, no shared state): any thread
+ * may call them.
  */
 #ifndef CKPTCONV_ADAPTER_H
 #define CKPTCONV_ADAPTER_H
@@ -36,7 +38,12 @@ struct model_info {
 	enum layout layout;
 	uint64_t layers;            /* num_hidden_layers */
 	uint64_t experts;           /* num_experts */
-	enum dtype torch_dtype;
+	enum dtype dtype;           /* the model's dtype; DTYPE_INVALID when
+				     * config.json names one ckptconv cannot
+				     * cast to */
+	const char *dtype_key;      /* config.json key it comes from ("dtype",
+				     * "torch_dtype"); NULL: neither is set
+				     * and the dtype is the default */
 };
 
 struct adapter {
@@ -45,12 +52,27 @@ struct adapter {
 	bool (*matches)(const struct ckpt *c);
 	/* Layout by tensor names; codes ambiguous_layout, unknown_layout. */
 	int (*detect)(const struct ckpt *c, enum layout *out, struct err *e);
-	/* Model facts from config.json (missing keys are errors). */
+	/* Model facts from config.json.  Codes: missing_config_key,
+	 * config_invalid (a wrong type, or a dimension no safetensors tensor
+	 * could hold); a dtype it cannot cast to is out->dtype DTYPE_INVALID,
+	 * not an error. */
 	int (*describe)(const struct ckpt *c, struct model_info *out, struct err *e);
 	/* Adds the output tensors, pieces and ops to p (plan_finish is the
-	 * caller's). */
+	 * caller's).  Codes: config_invalid and missing_config_key (the
+	 * dimensions), the model rules of docs/errors.md. */
 	int (*build_plan)(const struct ckpt *c, const struct adapter_options *o,
 			  struct plan *p, struct err *e);
+	/* Checks, before anything is written, that the output of p (built by
+	 * build_plan from c with o, then finished) can be converted back: it
+	 * reads as layout o->to, converting it back (--dtype keep) plans
+	 * without error, and, from HF to native with nothing excluded, it
+	 * gives back every source tensor under its own name and shape (the
+	 * round trip SPEC.md calls lossless).  An expert-parallel rank's
+	 * output is checked as the whole of which it is one share.  Names the
+	 * first offending source tensors.  Codes: unsupported_tensor, or the
+	 * code converting back would fail with.  Reads no tensor data. */
+	int (*check_round_trip)(const struct ckpt *c, const struct adapter_options *o,
+				const struct plan *p, struct err *e);
 };
 
 /* The adapter for this checkpoint.  Codes: unsupported_model (naming the

@@ -57,7 +57,8 @@ enum ckpt_open_flags {
 /* Opens and validates the checkpoint at `location` (local path or s3://).
  * Codes: source_not_found, not_a_checkpoint, index_invalid,
  * index_missing_file, weight_map_mismatch, missing_config, config_invalid,
- * duplicate_tensor (across files), and every safetensors code. */
+ * duplicate_tensor (across files), lfs_pointer (a weight file, the index or
+ * config.json is a git-lfs pointer file), and every safetensors code. */
 int ckpt_open(const char *location, unsigned flags, struct ckpt **out, struct err *e);
 void ckpt_free(struct ckpt *c);
 
@@ -68,5 +69,11 @@ long ckpt_find(const struct ckpt *c, const char *name);
  * key when required and absent. */
 int ckpt_config_int(const struct ckpt *c, const char *key, int64_t *out, struct err *e);
 const char *ckpt_config_string(const struct ckpt *c, const char *key);
+/* The config.json key that holds the model's dtype, read as transformers'
+ * PretrainedConfig reads it: "dtype" (what transformers writes since 4.56,
+ * and the one it uses when both are set), else "torch_dtype"; a key set to
+ * null counts as absent.  NULL when neither is set.  The value may still be
+ * anything: the caller checks it. */
+const char *ckpt_config_dtype_key(const struct ckpt *c);
 
 #endif

@@ -79,6 +79,9 @@ struct plan_file {
 struct plan_options {
 	uint64_t max_shard_size;    /* 0 = 5GB */
 	const char *exclude;        /* POSIX ERE or NULL */
+	bool tensors_only;          /* sort and check the tensors, but assign
+				     * no shards and build no headers: for a
+				     * plan that is read, never executed */
 };
 
 struct plan {
@@ -92,6 +95,7 @@ struct plan {
 	uint64_t total_file_bytes;  /* every output file, headers included */
 	uint64_t source_bytes;      /* source bytes the ops read */
 	size_t npieces;
+	size_t nexcluded;           /* tensors the exclude pattern dropped */
 	struct strvec copy_files;   /* files to copy from the source unchanged */
 	struct strvec warnings;
 	const struct ckpt *src;     /* not owned */
@@ -120,8 +124,9 @@ int plan_add_source(struct plan *p, long t, uint32_t src);
 
 /* Drops tensors matching the exclude pattern, sorts naturally, checks that
  * pieces tile their tensors and ops stay inside their sources, assigns
- * shards, builds headers and the index.  Codes: invalid_exclude,
- * duplicate_tensor (two outputs with one name), plan_invalid. */
+ * shards, builds headers and the index (the last three not when
+ * o->tensors_only).  Codes: invalid_exclude, duplicate_tensor (two outputs
+ * with one name), plan_invalid. */
 int plan_finish(struct plan *p, const struct plan_options *o, struct err *e);
 
 /* Human-readable (one line per file and tensor) or JSON description. */

@@ -8,7 +8,10 @@
  * share) or split back, everything else passed through.  It is stricter
  * than the reference where the reference would silently write wrong
  * weights: missing or misshapen experts, quantized tensors, q/k/v that do
- * not fit together.
+ * not fit together, dimensions in config.json no tensor could have, and
+ * output that would not convert back (a tensor the target layout has no
+ * place for), which is found by planning the way back over the output's
+ * tensor descriptions before anything is written.
  */
 #include <ctype.h>
 #include <inttypes.h>
@@ -76,6 +79,12 @@ static bool matches(const struct ckpt *c)
 	return declares_architecture(c, ARCHITECTURE);
 }
 
+/* The most elements a tensor may have: that many elements of the widest
+ * safetensors dtype (8 bytes) still end at an offset a file can hold
+ * (off_t, 2^63 - 1 bytes).  Every dimension from config.json is checked
+ * against it, so no size computed from them can overflow. */
+#define TENSOR_ELEMENTS_MAX ((uint64_t)INT64_MAX / 8)
+
 static int config_count(const struct ckpt *c, const char *key, int64_t min, uint64_t *out,
 			struct err *e)
 {
@@ -103,6 +112,12 @@ static int read_head_dim(const struct ckpt *c, struct dims *d, struct err *e)
 	}
 	if (json_is_null(v) || (json_is_integer(v) && json_integer_value(v) == 0)) {
 		d->head_dim = d->hidden / d->heads;
+		if (d->head_dim == 0)
+			return err_set(
+				e, "config_invalid",
+				"config.json: head_dim is %s, which means hidden_size %" PRIu64
+				" / num_attention_heads %" PRIu64 " = 0",
+				json_is_null(v) ? "null" : "0", d->hidden, d->heads);
 		return 0;
 	}
 	if (!json_is_integer(v) || json_integer_value(v) < 0)
@@ -112,29 +127,101 @@ static int read_head_dim(const struct ckpt *c, struct dims *d, struct err *e)
 	return 0;
 }
 
+/* A tensor of a x b x c elements (as config.json implies it; `ok` false
+ * when computing a already overflowed) must be one a safetensors file can
+ * hold; `fmt` describes the tensor and the keys it comes from. */
+static int check_holdable(bool ok, uint64_t a, uint64_t b, uint64_t c, struct err *e,
+			  const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+static int check_holdable(bool ok, uint64_t a, uint64_t b, uint64_t c, struct err *e,
+			  const char *fmt, ...)
+{
+	char what[ERR_MSG_MAX];
+	uint64_t n;
+	va_list ap;
+
+	if (ok && u64_mul(a, b, &n) && u64_mul(n, c, &n) && n <= TENSOR_ELEMENTS_MAX)
+		return 0;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	return err_set(e, "config_invalid",
+		       "config.json: %s would have more than the %" PRIu64
+		       " elements a safetensors tensor can hold",
+		       what, TENSOR_ELEMENTS_MAX);
+}
+
+/* Every tensor shape SPEC.md derives from the dimensions fits a file. */
+static int check_dims(const struct dims *d, uint64_t dense_inter, struct err *e)
+{
+	uint64_t heads = 0, rows = 0, inter2 = 0;
+	bool ok = u64_mul(d->kv_heads, 2, &heads) && u64_add(heads, d->heads, &heads) &&
+		  u64_mul(heads, d->head_dim, &rows);
+
+	if (check_holdable(ok, rows, d->hidden, 1, e,
+			   "the fused query_key_value weight [(num_attention_heads %" PRIu64
+			   " + 2 x num_key_value_heads %" PRIu64 ") x head_dim %" PRIu64
+			   ", hidden_size %" PRIu64 "]",
+			   d->heads, d->kv_heads, d->head_dim, d->hidden) < 0 ||
+	    check_holdable(true, dense_inter, d->hidden, 1, e,
+			   "a dense MLP weight [intermediate_size %" PRIu64 ", hidden_size %" PRIu64
+			   "]",
+			   dense_inter, d->hidden) < 0)
+		return -1;
+	ok = u64_mul(d->moe_inter, 2, &inter2);
+	return check_holdable(ok, d->experts, d->hidden, inter2, e,
+			      "a grouped gate_and_up_projs [num_experts %" PRIu64
+			      ", hidden_size %" PRIu64 ", 2 x moe_intermediate_size %" PRIu64 "]",
+			      d->experts, d->hidden, d->moe_inter);
+}
+
 static int read_dims(const struct ckpt *c, struct dims *d, struct err *e)
 {
-	uint64_t unused;
+	uint64_t dense_inter = 0, unused;
 
 	if (!c->config)
 		return err_set(e, "missing_config", "the checkpoint has no config.json");
 	if (config_count(c, "hidden_size", 1, &d->hidden, e) < 0 ||
 	    config_count(c, "num_attention_heads", 1, &d->heads, e) < 0 ||
 	    config_count(c, "num_key_value_heads", 1, &d->kv_heads, e) < 0 ||
-	    config_count(c, "intermediate_size", 1, &unused, e) < 0 ||
+	    config_count(c, "intermediate_size", 1, &dense_inter, e) < 0 ||
 	    config_count(c, "moe_intermediate_size", 1, &d->moe_inter, e) < 0 ||
 	    config_count(c, "num_experts", 1, &d->experts, e) < 0 ||
 	    config_count(c, "num_hidden_layers", 1, &d->layers, e) < 0 ||
-	    config_count(c, "first_k_dense_replace", 0, &unused, e) < 0)
+	    config_count(c, "first_k_dense_replace", 0, &unused, e) < 0 ||
+	    read_head_dim(c, d, e) < 0)
 		return -1;
-	return read_head_dim(c, d, e);
+	return check_dims(d, dense_inter, e);
+}
+
+/* The model's dtype: config.json's dtype or torch_dtype as transformers
+ * reads them (ckpt_config_dtype_key), bfloat16 when neither is set, as
+ * NeMo builds the adapter.  *key is the key it came from, NULL for the
+ * default. */
+static int model_dtype(const struct ckpt *c, enum dtype *out, const char **key, struct err *e)
+{
+	const char *name;
+
+	*key = ckpt_config_dtype_key(c);
+	if (!*key) {
+		*out = DTYPE_BF16;
+		return 0;
+	}
+	name = ckpt_config_string(c, *key);
+	*out = dtype_from_torch_name(name);
+	if (*out == DTYPE_INVALID)
+		return err_set(
+			e, "config_invalid",
+			"config.json: %s %s%s%s is not bfloat16, float16 or float32; choose a dtype",
+			*key, name ? "\"" : "", name ? name : "(not a string)", name ? "\"" : "");
+	return 0;
 }
 
 /* The dtype of the grouped expert tensors; DTYPE_INVALID for "keep". */
 static int target_dtype(const struct ckpt *c, enum dtype_choice choice, enum dtype *out,
 			struct err *e)
 {
-	const char *torch;
+	const char *key;
 
 	switch (choice) {
 	case DTYPE_CHOICE_KEEP:
@@ -150,24 +237,11 @@ static int target_dtype(const struct ckpt *c, enum dtype_choice choice, enum dty
 		*out = DTYPE_F32;
 		return 0;
 	case DTYPE_CHOICE_AUTO:
-		break;
+		return model_dtype(c, out, &key, e);
 	default:
 		return err_set(e, "invalid_option",
 			       "dtype choice %d is not auto, keep, bf16, f16 or f32", (int)choice);
 	}
-	if (json_is_null(json_object_get(c->config, "torch_dtype")) ||
-	    !json_object_get(c->config, "torch_dtype")) {
-		*out = DTYPE_BF16;
-		return 0;
-	}
-	torch = ckpt_config_string(c, "torch_dtype");
-	*out = dtype_from_torch_name(torch);
-	if (*out == DTYPE_INVALID)
-		return err_set(
-			e, "config_invalid",
-			"config.json: torch_dtype %s is not bfloat16, float16 or float32; choose a dtype",
-			torch ? torch : "(not a string)");
-	return 0;
 }
 
 /* ---- names ------------------------------------------------------------- */
@@ -384,9 +458,11 @@ static int describe(const struct ckpt *c, struct model_info *out, struct err *e)
 	snprintf(out->architecture, sizeof(out->architecture), "%s", ARCHITECTURE);
 	out->layers = d.layers;
 	out->experts = d.experts;
-	out->torch_dtype = json_object_get(c->config, "torch_dtype") ?
-				   dtype_from_torch_name(ckpt_config_string(c, "torch_dtype")) :
-				   DTYPE_BF16;
+	/* A dtype ckptconv cannot cast to is reported, not an error: a
+	 * conversion that names its dtype does not need it. */
+	if (model_dtype(c, &out->dtype, &out->dtype_key, &ignored) < 0)
+		out->dtype = DTYPE_INVALID;
+	err_clear(&ignored);
 	/* inspect reports an unrecognisable layout as unknown rather than failing. */
 	detect(c, &out->layout, &ignored);
 	return 0;
@@ -504,7 +580,7 @@ static int refuse_quantized(const struct ckpt *c, struct err *e)
 /* The routed experts of one MoE layer, by expert number and projection. */
 struct expert_group {
 	char *base;  /* "…layers.L.mlp.experts." */
-	long *slots; /* [expert][proj]: source tensor, -1 when absent */
+	long *slots; /* [expert - start][proj]: source tensor, -1 when absent */
 };
 
 struct expert_groups {
@@ -526,20 +602,41 @@ static void expert_groups_fini(struct expert_groups *g)
 	free(g->items);
 }
 
-static struct expert_group *expert_group_get(struct expert_groups *g, const char *name, size_t len)
+/* Source tensor of expert x's projection k, x in [start, end). */
+static long *expert_slot(const struct expert_groups *g, const struct expert_group *grp, uint64_t x,
+			 int k)
 {
+	return &grp->slots[(x - g->start) * PROJ_COUNT + (uint64_t)k];
+}
+
+/* The group of layer `name` (its first len bytes), made on first use.  A
+ * layer needs all (end - start) x 3 expert weights; when the checkpoint
+ * holds fewer tensors than that, they cannot all be there, which is said
+ * before room for them is made. */
+static struct expert_group *expert_group_get(struct expert_groups *g, const struct ckpt *c,
+					     const char *name, size_t len, struct err *e)
+{
+	uint64_t k, nslots = (g->end - g->start) * PROJ_COUNT;
 	struct expert_group *grp;
 	size_t i;
-	uint64_t k;
 
 	for (i = g->n; i-- > 0;)
 		if (strlen(g->items[i].base) == len && memcmp(g->items[i].base, name, len) == 0)
 			return &g->items[i];
+	if (nslots > c->ntensors) {
+		err_set_tensor(e, name);
+		err_set(e, "missing_experts",
+			"%s: num_experts %" PRIu64 " means %" PRIu64
+			" expert weights in this layer, more than the %zu tensors the checkpoint "
+			"holds",
+			name, g->experts, nslots, c->ntensors);
+		return NULL;
+	}
 	g->items = xrealloc(g->items, (g->n + 1) * sizeof(*g->items));
 	grp = &g->items[g->n++];
 	grp->base = join(name, len, "%s", "");
-	grp->slots = xmalloc(g->experts * PROJ_COUNT * sizeof(*grp->slots));
-	for (k = 0; k < g->experts * PROJ_COUNT; k++)
+	grp->slots = xmalloc((nslots ? nslots : 1) * sizeof(*grp->slots));
+	for (k = 0; k < nslots; k++)
 		grp->slots[k] = -1;
 	return grp;
 }
@@ -557,8 +654,12 @@ static int collect_expert(struct expert_groups *g, const struct ckpt *c, uint32_
 			       "%s: expert %" PRIu64 " is not below num_experts %" PRIu64, name,
 			       x->expert, g->experts);
 	}
-	grp = expert_group_get(g, name, x->base_len);
-	slot = &grp->slots[x->expert * PROJ_COUNT + x->proj];
+	grp = expert_group_get(g, c, name, x->base_len, e);
+	if (!grp)
+		return -1;
+	if (x->expert < g->start || x->expert >= g->end)
+		return 0; /* another expert-parallel rank's */
+	slot = expert_slot(g, grp, x->expert, x->proj);
 	if (*slot >= 0) {
 		err_set_tensor(e, name);
 		return err_set(e, "duplicate_tensor",
@@ -580,7 +681,7 @@ static int check_complete(const struct expert_groups *g, struct err *e)
 	for (i = 0; i < g->n; i++)
 		for (x = g->start; x < g->end; x++)
 			for (k = 0; k < PROJ_COUNT; k++) {
-				if (g->items[i].slots[x * PROJ_COUNT + k] >= 0)
+				if (*expert_slot(g, &g->items[i], x, k) >= 0)
 					continue;
 				if (missing < MISSING_NAMES_SHOWN && used < sizeof(shown))
 					used += (size_t)snprintf(shown + used, sizeof(shown) - used,
@@ -643,14 +744,14 @@ static int check_expert(const struct ckpt *c, const struct dims *d, const struct
 static int check_shapes(const struct ckpt *c, const struct dims *d, const struct expert_groups *g,
 			const struct expert_group *grp, struct err *e)
 {
-	enum dtype first = c->tensors[grp->slots[g->start * PROJ_COUNT]].dtype;
+	enum dtype first = c->tensors[*expert_slot(g, grp, g->start, PROJ_GATE)].dtype;
 	uint64_t x;
 	int k;
 
 	for (x = g->start; x < g->end; x++)
 		for (k = 0; k < PROJ_COUNT; k++)
-			if (check_expert(c, d, g, grp->slots[x * PROJ_COUNT + k], (enum proj)k,
-					 first, e) < 0)
+			if (check_expert(c, d, g, *expert_slot(g, grp, x, k), (enum proj)k, first,
+					 e) < 0)
 				return -1;
 	return 0;
 }
@@ -670,8 +771,8 @@ static int emit_gate_up(struct plan *p, const struct ckpt *c, const struct dims 
 	int rc = t < 0 ? -1 : 0;
 
 	for (k = 0; k < n && rc == 0; k++) {
-		uint32_t gate = (uint32_t)grp->slots[(g->start + k) * PROJ_COUNT + PROJ_GATE];
-		uint32_t up = (uint32_t)grp->slots[(g->start + k) * PROJ_COUNT + PROJ_UP];
+		uint32_t gate = (uint32_t)*expert_slot(g, grp, g->start + k, PROJ_GATE);
+		uint32_t up = (uint32_t)*expert_slot(g, grp, g->start + k, PROJ_UP);
 
 		for (h0 = 0; h0 < H && rc == 0; h0 = h1) {
 			h1 = H - h0 < per ? H : h0 + per;
@@ -702,7 +803,7 @@ static int emit_down(struct plan *p, const struct ckpt *c, const struct dims *d,
 	int rc = t < 0 ? -1 : 0;
 
 	for (k = 0; k < n && rc == 0; k++) {
-		uint32_t down = (uint32_t)grp->slots[(g->start + k) * PROJ_COUNT + PROJ_DOWN];
+		uint32_t down = (uint32_t)*expert_slot(g, grp, g->start + k, PROJ_DOWN);
 
 		for (i0 = 0; i0 < I && rc == 0; i0 = i1) {
 			i1 = I - i0 < per ? I : i0 + per;
@@ -734,7 +835,7 @@ static int emit_groups(struct plan *p, const struct ckpt *c, const struct dims *
 		if (check_shapes(c, d, g, grp, e) < 0)
 			return -1;
 		if (to == DTYPE_INVALID)
-			to = c->tensors[grp->slots[g->start * PROJ_COUNT]].dtype;
+			to = c->tensors[*expert_slot(g, grp, g->start, PROJ_GATE)].dtype;
 		if (emit_gate_up(p, c, d, g, grp, to, e) < 0 ||
 		    emit_down(p, c, d, g, grp, to, e) < 0)
 			return -1;
@@ -1094,6 +1195,20 @@ static int native_to_hf(const struct ckpt *c, const struct adapter_options *o, c
 
 /* ---- entry point ------------------------------------------------------- */
 
+/* The plan's tensors and pieces for a checkpoint whose dimensions are d. */
+static int plan_layout(const struct ckpt *c, const struct adapter_options *o, const struct dims *d,
+		       struct plan *p, struct err *e)
+{
+	switch (o->to) {
+	case LAYOUT_NATIVE:
+		return hf_to_native(c, o, d, p, e);
+	case LAYOUT_HF:
+		return native_to_hf(c, o, d, p, e);
+	default:
+		return err_set(e, "invalid_option", "target layout must be hf or native");
+	}
+}
+
 static int build_plan(const struct ckpt *c, const struct adapter_options *o, struct plan *p,
 		      struct err *e)
 {
@@ -1104,14 +1219,264 @@ static int build_plan(const struct ckpt *c, const struct adapter_options *o, str
 	if (p->from == o->to)
 		return err_set(e, "already_in_layout", "the checkpoint is already in the %s layout",
 			       layout_name(o->to));
-	switch (o->to) {
-	case LAYOUT_NATIVE:
-		return hf_to_native(c, o, &d, p, e);
-	case LAYOUT_HF:
-		return native_to_hf(c, o, &d, p, e);
-	default:
-		return err_set(e, "invalid_option", "target layout must be hf or native");
+	return plan_layout(c, o, &d, p, e);
+}
+
+/* ---- reading the output back --------------------------------------------- */
+
+/* The first few source tensors at fault, for one message. */
+struct offenders {
+	size_t n;
+	size_t used;
+	char shown[ERR_MSG_MAX / 2];
+	char first[ERR_TENSOR_MAX];
+	bool expert; /* one is named like a routed expert's tensor */
+};
+
+static void offender_add(struct offenders *o, const char *source, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void offender_add(struct offenders *o, const char *source, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (o->n == 0)
+		snprintf(o->first, sizeof(o->first), "%s", source);
+	o->expert |= has_numbered_expert(source);
+	if (o->n++ >= MISSING_NAMES_SHOWN || o->used >= sizeof(o->shown))
+		return;
+	o->used += (size_t)snprintf(o->shown + o->used, sizeof(o->shown) - o->used, "%s%s",
+				    o->n > 1 ? ", " : "", source);
+	if (!fmt || o->used >= sizeof(o->shown))
+		return;
+	va_start(ap, fmt);
+	o->used += (size_t)vsnprintf(o->shown + o->used, sizeof(o->shown) - o->used, fmt, ap);
+	va_end(ap);
+}
+
+/* "<lead> N tensor(s): A, B (detail) and N more<tail>", with a word on
+ * routed experts when one is among them. */
+static int offenders_error(const struct offenders *o, struct err *e, const char *lead,
+			   const char *tail)
+{
+	char more[48] = "";
+
+	if (o->n > MISSING_NAMES_SHOWN)
+		snprintf(more, sizeof(more), " and %zu more", o->n - MISSING_NAMES_SHOWN);
+	err_set_tensor(e, o->first);
+	return err_set(e, "unsupported_tensor", "%s %zu tensor%s: %s%s%s%s", lead, o->n,
+		       o->n == 1 ? "" : "s", o->shown, more, tail,
+		       o->expert ? " (routed experts are grouped from "
+				   "[model.][language_model.]layers.L.mlp.experts.E."
+				   "{gate,up,down}_proj.weight only)" :
+				   "");
+}
+
+/* The output of a finished plan as a checkpoint of tensor descriptions
+ * only (no store, no data), with the source's config.json, which the
+ * conversion copies: what converting the output back reads.  An
+ * expert-parallel rank's grouped tensors stand for the whole, all E
+ * experts, so that the output is checked as the checkpoint of which it is
+ * one share. */
+static void output_view(struct ckpt *v, const struct ckpt *c, const struct plan *p,
+			const struct adapter_options *o, const struct dims *d)
+{
+	size_t i;
+
+	memset(v, 0, sizeof(*v));
+	v->config = c->config;
+	v->ntensors = p->ntensors;
+	v->tensors = xcalloc(p->ntensors ? p->ntensors : 1, sizeof(*v->tensors));
+	for (i = 0; i < p->ntensors; i++) {
+		const struct plan_tensor *pt = &p->tensors[i];
+		struct ckpt_tensor *t = &v->tensors[i];
+
+		t->name = pt->name;
+		t->dtype = pt->dtype;
+		t->ndim = pt->ndim;
+		memcpy(t->shape, pt->shape, sizeof(t->shape));
+		t->nbytes = pt->nbytes;
+		if (o->ep_size && pt->ndim == 3 &&
+		    (layer_prefix_len(pt->name, GATE_UP_SUFFIX) ||
+		     layer_prefix_len(pt->name, DOWN_SUFFIX))) {
+			t->shape[0] = d->experts;
+			t->nbytes =
+				d->experts * pt->shape[1] * pt->shape[2] * dtype_size(pt->dtype);
+		}
 	}
+}
+
+/* The source tensor output tensor i of p was made from (the first). */
+static const char *source_of(const struct ckpt *c, const struct plan *p, size_t i)
+{
+	return p->tensors[i].nsources ? c->tensors[p->tensors[i].sources[0]].name :
+					p->tensors[i].name;
+}
+
+/* The output reads as the layout it was made in: no name of the other
+ * layout left in it, and some name of its own. */
+static int check_output_layout(const struct ckpt *c, const struct plan *p, const struct ckpt *v,
+			       struct err *e)
+{
+	struct offenders off = {0};
+	struct err why = {0};
+	enum layout got;
+	size_t i;
+
+	detect(v, &got, &why);
+	if (got == p->to)
+		return 0;
+	for (i = 0; i < p->ntensors; i++) {
+		const char *name = p->tensors[i].name, *src = source_of(c, p, i);
+
+		if (p->to == LAYOUT_NATIVE ? !hf_name(name) : !native_name(name))
+			continue;
+		if (strcmp(name, src) == 0)
+			offender_add(&off, src, NULL);
+		else
+			offender_add(&off, src, " (as %s)", name);
+	}
+	if (off.n == 0)
+		return err_set(e, "unsupported_tensor",
+			       "no output tensor would have a name of the %s layout, so the output "
+			       "could not be converted back",
+			       layout_name(p->to));
+	return offenders_error(&off, e,
+			       p->to == LAYOUT_NATIVE ? "the native layout has no place for" :
+							"the HF layout has no place for",
+			       p->to == LAYOUT_NATIVE ?
+				       "; with these HF-layout names left as they "
+				       "are, the output could not be converted back" :
+				       "; with these native-layout names left as "
+				       "they are, the output could not be converted "
+				       "back");
+}
+
+/* Converting the output back fails: the error, said of the source. */
+static int back_error(const struct ckpt *c, const struct plan *p, const struct err *why,
+		      struct err *e)
+{
+	long i = why->tensor[0] ? plan_find(p, why->tensor) : -1;
+	const char *src = i >= 0 ? source_of(c, p, (size_t)i) : why->tensor;
+
+	err_set_tensor(e, src);
+	return err_set(e, why->code, "%s%sthe output could not be converted back: %s", src,
+		       src[0] ? ": " : "", why->msg);
+}
+
+/* An expert out of the rank's range, which the rank's output lacks. */
+static bool other_rank_expert(const char *name, const struct adapter_options *o,
+			      const struct dims *d)
+{
+	uint64_t start, end;
+	struct expert_name x;
+
+	if (!o->ep_size || !parse_hf_expert(name, &x))
+		return false;
+	ep_range(d->experts, o->ep_size, o->ep_rank, &start, &end);
+	return x.expert < start || x.expert >= end;
+}
+
+/* The first source tensor behind reverse tensor r (made from output
+ * tensors of p) that no reverse tensor gave back; -1 if none. */
+static long unreturned_source(const struct plan *p, const struct plan_tensor *r, const bool *back)
+{
+	uint32_t i, j;
+
+	for (i = 0; i < r->nsources; i++) {
+		const struct plan_tensor *t = &p->tensors[r->sources[i]];
+
+		for (j = 0; j < t->nsources; j++)
+			if (!back[t->sources[j]])
+				return t->sources[j];
+	}
+	return -1;
+}
+
+/* Converting back (plan q) gives every source tensor p was made from under
+ * its own name and shape (dtypes differ only where p casts).  A reverse
+ * tensor under another name is paired with a source tensor behind it that
+ * did not come back, to say what became of it. */
+static int check_same_tensors(const struct ckpt *c, const struct plan *p, const struct plan *q,
+			      const struct adapter_options *o, const struct dims *d, struct err *e)
+{
+	bool *back = xcalloc(c->ntensors ? c->ntensors : 1, sizeof(*back));
+	long *found = xcalloc(q->ntensors ? q->ntensors : 1, sizeof(*found));
+	struct offenders off = {0};
+	char shape[128];
+	size_t i;
+	uint32_t j;
+	long s;
+	int rc = 0;
+
+	for (i = 0; i < q->ntensors; i++) {
+		const struct plan_tensor *r = &q->tensors[i];
+
+		if ((s = found[i] = ckpt_find(c, r->name)) < 0)
+			continue;
+		back[s] = true;
+		if (r->ndim != c->tensors[s].ndim ||
+		    memcmp(r->shape, c->tensors[s].shape, (size_t)r->ndim * sizeof(*r->shape))) {
+			struct ckpt_tensor as_back = {.ndim = r->ndim};
+
+			memcpy(as_back.shape, r->shape, sizeof(as_back.shape));
+			format_shape(&as_back, shape, sizeof(shape));
+			offender_add(&off, c->tensors[s].name, " (comes back with shape %s)",
+				     shape);
+		}
+	}
+	for (i = 0; i < q->ntensors; i++) {
+		const struct plan_tensor *r = &q->tensors[i];
+
+		if (found[i] >= 0 || other_rank_expert(r->name, o, d))
+			continue;
+		s = unreturned_source(p, r, back);
+		if (s >= 0)
+			back[s] = true;
+		offender_add(&off, s >= 0 ? c->tensors[s].name : r->name, " (comes back as %s)",
+			     r->name);
+	}
+	for (i = 0; i < p->ntensors; i++)
+		for (j = 0; j < p->tensors[i].nsources; j++)
+			if (!back[p->tensors[i].sources[j]]) {
+				back[p->tensors[i].sources[j]] = true;
+				offender_add(&off, c->tensors[p->tensors[i].sources[j]].name,
+					     " (does not come back)");
+			}
+	if (off.n)
+		rc = offenders_error(&off, e, "converting the output back would not restore", "");
+	free(found);
+	free(back);
+	return rc;
+}
+
+static int check_round_trip(const struct ckpt *c, const struct adapter_options *o,
+			    const struct plan *p, struct err *e)
+{
+	struct adapter_options back = {.to = p->from, .dtype = DTYPE_CHOICE_KEEP};
+	struct plan_options tensors_only = {.tensors_only = true};
+	struct err why = {0};
+	struct plan *q = NULL;
+	struct ckpt v;
+	struct dims d;
+	int rc;
+
+	if (read_dims(c, &d, e) < 0)
+		return -1;
+	output_view(&v, c, p, o, &d);
+	rc = check_output_layout(c, p, &v, e);
+	if (rc == 0) {
+		q = plan_new(&v, p->to, p->from);
+		if (plan_layout(&v, &back, &d, q, &why) < 0 ||
+		    plan_finish(q, &tensors_only, &why) < 0)
+			rc = back_error(c, p, &why, e);
+	}
+	/* SPEC.md's lossless round trip: HF -> native -> HF. */
+	if (rc == 0 && p->from == LAYOUT_HF && p->nexcluded == 0)
+		rc = check_same_tensors(c, p, q, o, &d, e);
+	plan_free(q);
+	free(v.tensors);
+	return rc;
 }
 
 const struct adapter bailing_moe_v2_adapter = {
@@ -1120,4 +1485,5 @@ const struct adapter bailing_moe_v2_adapter = {
 	.detect = detect,
 	.describe = describe,
 	.build_plan = build_plan,
+	.check_round_trip = check_round_trip,
 };
