@@ -66,20 +66,20 @@ daemon_stop
 
 # ---- pruning by age -------------------------------------------------------------------
 rm -rf "$STATE"
-daemon_start --job-retention 3
+daemon_start --job-retention 4
 dry_run old
 OLD=$(jget id)
-sleep 2
-dry_run newer
-NEWER=$(jget id)
 api GET "/v1/jobs/$OLD"
 assert_eq "a fresh record is kept" 200 "$STATUS"
+sleep 2.5
+dry_run newer
+NEWER=$(jget id)
 for i in $(seq 100); do
 	api GET "/v1/jobs/$OLD"
 	[ "$STATUS" = 404 ] && break
 	sleep 0.1
 done
-expect_error "a record older than --job-retention 3 is removed" 404 job_not_found
+expect_error "a record older than --job-retention 4 is removed" 404 job_not_found
 if [ ! -e "$STATE/jobs/$OLD.json" ] && [ ! -e "$STATE/jobs/$OLD.tensors" ]; then
 	pass "and its files left the state dir"
 else
