@@ -63,6 +63,26 @@
 #define MHD_LOG_INTERVAL 10.0
 #define MHD_LOG_RECENT 8
 
+/* The api's lists (streams, submissions, connections) are doubly linked
+ * through members prev and next; these keep them so, under their lock. */
+#define LIST_PUSH(head, node)                  \
+	do {                                   \
+		(node)->prev = NULL;           \
+		(node)->next = (head);         \
+		if (head)                      \
+			(head)->prev = (node); \
+		(head) = (node);               \
+	} while (0)
+#define LIST_UNLINK(head, node)                            \
+	do {                                               \
+		if ((node)->prev)                          \
+			(node)->prev->next = (node)->next; \
+		else                                       \
+			(head) = (node)->next;             \
+		if ((node)->next)                          \
+			(node)->next->prev = (node)->prev; \
+	} while (0)
+
 struct stream;
 struct create_wait;
 struct api;
@@ -158,10 +178,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 		k->fd = info ? info->connect_fd : -1;
 		k->deadline = a->request_timeout > 0 ? now_seconds() + a->request_timeout : 0;
 		pthread_mutex_lock(&a->conns_lock);
-		k->next = a->conns;
-		if (a->conns)
-			a->conns->prev = k;
-		a->conns = k;
+		LIST_PUSH(a->conns, k);
 		pthread_mutex_unlock(&a->conns_lock);
 		*socket_context = k;
 		return;
@@ -171,12 +188,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 	/* Called before libmicrohttpd closes the socket: once k is off the
 	 * list, api_tick can no longer shut its descriptor down. */
 	pthread_mutex_lock(&a->conns_lock);
-	if (k->prev)
-		k->prev->next = k->next;
-	else
-		a->conns = k->next;
-	if (k->next)
-		k->next->prev = k->prev;
+	LIST_UNLINK(a->conns, k);
 	pthread_mutex_unlock(&a->conns_lock);
 	free(k);
 	*socket_context = NULL;
@@ -633,10 +645,7 @@ static enum MHD_Result handle_create(struct api *a, struct MHD_Connection *c, st
 	if (submitted == 0) {
 		MHD_suspend_connection(c);
 		req->wait = w;
-		w->next = a->waits;
-		if (a->waits)
-			a->waits->prev = w;
-		a->waits = w;
+		LIST_PUSH(a->waits, w);
 		a->nwaits++;
 		a->waits_unanswered++;
 	}
@@ -896,12 +905,7 @@ static void stream_free(void *cls)
 	struct api *a = s->api;
 
 	pthread_mutex_lock(&a->streams_lock);
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		a->streams = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
+	LIST_UNLINK(a->streams, s);
 	a->nstreams--;
 	pthread_mutex_unlock(&a->streams_lock);
 	job_unref(s->job);
@@ -924,10 +928,7 @@ static enum MHD_Result handle_events(struct api *a, struct MHD_Connection *c, st
 	s->conn = c;
 	s->next_keepalive = now_seconds() + KEEPALIVE_INTERVAL;
 	pthread_mutex_lock(&a->streams_lock);
-	s->next = a->streams;
-	if (a->streams)
-		a->streams->prev = s;
-	a->streams = s;
+	LIST_PUSH(a->streams, s);
 	a->nstreams++;
 	pthread_mutex_unlock(&a->streams_lock);
 	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s,
@@ -1239,12 +1240,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	w = req->wait;
 	if (w) {
 		pthread_mutex_lock(&a->streams_lock);
-		if (w->prev)
-			w->prev->next = w->next;
-		else
-			a->waits = w->next;
-		if (w->next)
-			w->next->prev = w->prev;
+		LIST_UNLINK(a->waits, w);
 		a->nwaits--;
 		last = wait_release(w);
 		pthread_mutex_unlock(&a->streams_lock);

@@ -120,24 +120,28 @@ body = got.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1 ")[0].decode(errors="replac
 print(answers, status, "closed" if closed else "open", body.strip())
 PYEOF
 }
+# refused NAME REQUEST: one answer, 400 malformed_request, then closed.
+refused() {
+	local out
+	out=$(raw "$2")
+	case "$out" in
+	"1 400 closed "*'"code":"malformed_request"'*) pass "$1: 400 malformed_request, one answer, closed" ;;
+	*) fail "$1: 400 malformed_request, one answer, closed" "$out" ;;
+	esac
+}
 SMUGGLED='GET /v1/jobs/0123456789abcdef HTTP/1.1\r\nHost: x\r\n\r\n'
 LEN=$(printf "$SMUGGLED" | wc -c)
-OUT=$(raw "b'POST /v1/jobs HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\nContent-Length: 0\\r\\nContent-Length: $LEN\\r\\n\\r\\n$SMUGGLED'")
-case "$OUT" in
-"1 400 closed "*'"code":"malformed_request"'*) pass "two Content-Length headers: 400 malformed_request, one answer, closed" ;;
-*) fail "two Content-Length headers: 400 malformed_request, one answer, closed" "$OUT" ;;
-esac
-OUT=$(raw "b'POST /v1/jobs HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\nContent-Length: 3\\r\\nContent-Length: 3\\r\\n\\r\\n{}\\n'")
-assert_eq "even two equal Content-Length headers" "1 400 closed" "$(cut -d' ' -f1-3 <<<"$OUT")"
-OUT=$(raw "b'POST /v1/jobs HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\nContent-Length: 5\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n0\\r\\n\\r\\n$SMUGGLED'")
-case "$OUT" in
-"1 400 closed "*'"code":"malformed_request"'*) pass "Content-Length with Transfer-Encoding: 400, one answer, closed" ;;
-*) fail "Content-Length with Transfer-Encoding: 400, one answer, closed" "$OUT" ;;
-esac
-OUT=$(raw "b'POST /v1/jobs HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\nTransfer-Encoding: gzip, chunked\\r\\n\\r\\n0\\r\\n\\r\\n'")
-assert_eq "a Transfer-Encoding other than chunked" "1 400 closed" "$(cut -d' ' -f1-3 <<<"$OUT")"
-OUT=$(raw "b'GET /healthz HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 0\\r\\nContent-Length: 1\\r\\n\\r\\n'")
-assert_eq "any route, a GET too" "1 400 closed" "$(cut -d' ' -f1-3 <<<"$OUT")"
+POST="POST /v1/jobs HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\n"
+refused "two Content-Length headers, a request in the body" \
+	"b'${POST}Content-Length: 0\\r\\nContent-Length: $LEN\\r\\n\\r\\n$SMUGGLED'"
+refused "two equal Content-Length headers" \
+	"b'${POST}Content-Length: 3\\r\\nContent-Length: 3\\r\\n\\r\\n{}\\n'"
+refused "Content-Length with Transfer-Encoding, a request in the body" \
+	"b'${POST}Content-Length: 5\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n0\\r\\n\\r\\n$SMUGGLED'"
+refused "a Transfer-Encoding other than chunked" \
+	"b'${POST}Transfer-Encoding: gzip, chunked\\r\\n\\r\\n0\\r\\n\\r\\n'"
+refused "any route, a GET too" \
+	"b'GET /healthz HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 0\\r\\nContent-Length: 1\\r\\n\\r\\n'"
 # Well-formed requests pipelined on one connection are all served.
 OUT=$(raw "b'GET /healthz HTTP/1.1\\r\\nHost: x\\r\\n\\r\\nGET /healthz HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n'")
 assert_eq "two well-formed pipelined requests: two answers" "2 200 closed" "$(cut -d' ' -f1-3 <<<"$OUT")"
