@@ -1614,23 +1614,23 @@ static int compare_finished(const void *a, const void *b)
 static void sweep_retention(struct registry *r)
 {
 	int64_t cutoff = job_now_ms() - r->cfg.retain_ms;
-	struct job **finished = NULL, **expired = NULL;
-	size_t nfinished = 0, fcap = 0, n = 0, cap = 0, excess = 0, i;
+	struct job **done = NULL, **expired = NULL;
+	size_t ndone = 0, fcap = 0, n = 0, cap = 0, excess = 0, i;
 
 	if (r->cfg.retain_ms <= 0 && r->cfg.max_finished == 0)
 		return;
 	pthread_mutex_lock(&r->lock);
-	nfinished = r->counts[JOB_SUCCEEDED] + r->counts[JOB_FAILED] + r->counts[JOB_CANCELLED];
-	if (r->cfg.max_finished && nfinished > r->cfg.max_finished)
-		excess = nfinished - r->cfg.max_finished;
-	nfinished = 0;
+	ndone = r->counts[JOB_SUCCEEDED] + r->counts[JOB_FAILED] + r->counts[JOB_CANCELLED];
+	if (r->cfg.max_finished && ndone > r->cfg.max_finished)
+		excess = ndone - r->cfg.max_finished;
+	ndone = 0;
 	for (i = 0; i < r->njobs; i++)
 		if (job_state_finished(r->by_seq[i]->state))
-			array_insert(&finished, &nfinished, &fcap, nfinished, r->by_seq[i]);
+			array_insert(&done, &ndone, &fcap, ndone, r->by_seq[i]);
 	if (excess)
-		qsort(finished, nfinished, sizeof(*finished), compare_finished);
-	for (i = 0; i < nfinished; i++) {
-		struct job *j = finished[i];
+		qsort(done, ndone, sizeof(*done), compare_finished);
+	for (i = 0; i < ndone; i++) {
+		struct job *j = done[i];
 
 		if (i < excess ||
 		    (r->cfg.retain_ms > 0 && j->finished_ms && j->finished_ms < cutoff))
@@ -1643,7 +1643,7 @@ static void sweep_retention(struct registry *r)
 		job_unref(expired[i]);
 	}
 	free(expired);
-	free(finished);
+	free(done);
 }
 
 static void probe_writable(struct registry *r)

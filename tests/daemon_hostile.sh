@@ -154,114 +154,8 @@ fi
 daemon_stop
 
 # ---- slow clients ---------------------------------------------------------------------------
-# TRICKLE.py PORT ADDRESSES PER_ADDRESS SECONDS [PROBE_PORT]: opens
-# PER_ADDRESS connections from each source address (127.0.0.N), each
-# sending a request line and then one header line a second, never ending
-# its headers; a connection the server closes is opened again, so the
-# attack lasts SECONDS.  Meanwhile it probes GET /healthz, /readyz and
-# /metrics from 127.0.0.1 on PROBE_PORT (default: the main port) every
-# 0.25 s with a 2 s timeout, and when PROBE_PORT is another port, /healthz
-# on the main port too.  Prints: probes sent, probes that failed,
-# connections opened, connections the server closed within 0.5 s
-# (refused at the limit), the longest a connection lived, the most
-# trickling connections open at once, and the main port's probes sent and
-# failed.
-TRICKLE=$TEST_TMP/trickle.py
-cat >"$TRICKLE" <<'PYEOF'
-import errno, selectors, socket, sys, time, urllib.request, threading
-
-port, naddr, per, seconds = (int(a) for a in sys.argv[1:5])
-probe_port = int(sys.argv[5]) if len(sys.argv) > 5 else port
-sel = selectors.DefaultSelector()
-conns = {}  # socket -> [opened, last_line, source]
-stats = {"opened": 0, "refused": 0, "longest": 0.0, "held": 0}
-
-def open_one(src):
-    s = socket.socket()
-    s.setblocking(False)
-    s.bind((src, 0))
-    try:
-        s.connect(("127.0.0.1", port))
-    except BlockingIOError:
-        pass
-    conns[s] = [time.time(), 0.0, src]
-    sel.register(s, selectors.EVENT_READ)
-    stats["opened"] += 1
-
-reopen = []  # (when, source): a refused connection is tried again 0.2 s later
-
-def closed(s):
-    opened, _, src = conns.pop(s)
-    sel.unregister(s)
-    s.close()
-    life = time.time() - opened
-    if life < 0.5:
-        stats["refused"] += 1
-    stats["longest"] = max(stats["longest"], life)
-    reopen.append((time.time() + (0.2 if life < 0.5 else 0.0), src))
-
-probes = {"sent": 0, "failed": 0, "why": []}
-main_probes = {"sent": 0, "failed": 0, "why": []}
-def prober(end, at, paths, record):
-    while time.time() < end:
-        t = time.time()
-        path = paths[record["sent"] % len(paths)]
-        record["sent"] += 1
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{at}{path}", timeout=2) as r:
-                if r.status != 200:
-                    raise RuntimeError(f"status {r.status}")
-        except Exception as e:
-            record["failed"] += 1
-            record["why"].append(f"{path}: {e}")
-        time.sleep(max(0.0, 0.25 - (time.time() - t)))
-
-end = time.time() + seconds
-for a in range(naddr):
-    for _ in range(per):
-        open_one(f"127.0.0.{a + 2}")
-time.sleep(0.5)
-threading.Thread(target=prober, args=(end, probe_port, ["/healthz", "/readyz", "/metrics"],
-                                      probes), daemon=True).start()
-if probe_port != port:
-    threading.Thread(target=prober, args=(end, port, ["/healthz"], main_probes),
-                     daemon=True).start()
-while time.time() < end:
-    now = time.time()
-    for key, _ in sel.select(timeout=0.05):
-        s = key.fileobj
-        try:
-            data = s.recv(4096)
-        except OSError:
-            data = b""
-        if not data:
-            closed(s)
-    for when, src in [r for r in reopen if r[0] <= now]:
-        reopen.remove((when, src))
-        open_one(src)
-    held = 0
-    for s, state in list(conns.items()):
-        if now - state[0] >= 0.5:
-            held += 1
-        if now - state[1] >= 1.0:
-            line = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" if state[1] == 0 else b"X-Slow: 1\r\n"
-            try:
-                s.send(line)
-                state[1] = now
-            except BlockingIOError:
-                pass
-            except OSError:
-                closed(s)
-    stats["held"] = max(stats["held"], held)
-time.sleep(0.3)
-for s in list(conns):
-    sel.unregister(s)
-    s.close()
-print(probes["sent"], probes["failed"], stats["opened"], stats["refused"],
-      f"{stats['longest']:.1f}", stats["held"], main_probes["sent"], main_probes["failed"])
-for why in probes["why"][:5]:
-    print("probe failed:", why, file=sys.stderr)
-PYEOF
+# The slow clients: tests/trickle.py (see there what it prints).
+TRICKLE=$TOP_SRCDIR/tests/trickle.py
 
 daemon_start --max-connections 100 --max-connections-per-ip 20 --request-timeout 3 \
 	--http-threads 2 --health-listen 127.0.0.1:0
@@ -270,7 +164,7 @@ HEALTH_PORT=$(grep -m1 -o '"health_port":[0-9]*' "$DAEMON_LOG" | cut -d: -f2)
 # One address, 150 trickling connections for 8 s: it gets 20 of them, the
 # others are closed at once, none outlives the 3 s request timeout by
 # much, and /healthz from 127.0.0.1 on the main listener answers throughout.
-read -r SENT FAILED OPENED REFUSED LONGEST HELD _ _ < <("$PY" "$TRICKLE" "$DAEMON_PORT" 1 150 8 2>"$TEST_TMP/trickle1.err")
+read -r SENT FAILED OPENED REFUSED LONGEST HELD _ < <("$PY" "$TRICKLE" "$DAEMON_PORT" 1 150 8 2>"$TEST_TMP/trickle1.err")
 assert_eq "one address trickling 150 connections: every probe on the main listener answered" \
 	"0 of ${SENT:-?}" "${FAILED:-?} of ${SENT:-?}"
 if [ "${HELD:-0}" -ge 10 ] && [ "${HELD:-99}" -le 20 ]; then
@@ -288,7 +182,7 @@ fi
 # --max-connections 100, so the main listener is full (connections past
 # it wait in the listen queue, and /healthz there goes unanswered); the
 # health listener answers every probe within 2 s.
-read -r SENT FAILED OPENED REFUSED LONGEST HELD MAIN_SENT MAIN_FAILED < <("$PY" "$TRICKLE" "$DAEMON_PORT" 30 20 10 "$HEALTH_PORT" 2>"$TEST_TMP/trickle2.err")
+read -r SENT FAILED OPENED REFUSED LONGEST HELD MAIN_SENT MAIN_FAILED _ < <("$PY" "$TRICKLE" "$DAEMON_PORT" 30 20 10 "$HEALTH_PORT" 2>"$TEST_TMP/trickle2.err")
 if [ "${HELD:-0}" -ge 500 ] && [ "${MAIN_FAILED:-0}" -gt 0 ]; then
 	pass "600 trickling connections fill the main listener (${MAIN_FAILED} of ${MAIN_SENT} probes there failed)"
 else
