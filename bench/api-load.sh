@@ -58,7 +58,7 @@ echo "bench: making the fixture (fixture --preset mini --layers 2) in $WORK"
 cat "$WORK"/data/src/*.safetensors >/dev/null   # warm the page cache
 
 args=(serve --listen 127.0.0.1:0 --state-dir "$WORK/state" --allow-root "$WORK/data" --max-running 1
-	--retain-jobs 1h)
+	--job-retention 1h)
 [ -n "${WORKERS:-}" ] && args+=(--workers "$WORKERS")
 [ -n "${HTTP_THREADS:-}" ] && args+=(--http-threads "$HTTP_THREADS")
 [ -n "${HTTP_NICE:-}" ] && args+=(--http-nice "$HTTP_NICE")

@@ -7,7 +7,17 @@
  * for the per-tensor listing, by copying precomputed fragments.  Server-Sent
  * Events streams suspend their connection whenever they have nothing to
  * send; the main loop resumes them through api_tick() when an event is due,
- * so no polling thread ever blocks.
+ * so no polling thread ever blocks.  A new job's connection is suspended
+ * the same way while a submission thread of the registry reads and plans
+ * its source, and resumed with the outcome.
+ *
+ * Slow or hostile clients: each connection must deliver a whole request
+ * (headers and body) within the request timeout of opening or of its
+ * previous answer, else the main loop shuts its socket down; one client
+ * address may hold at most so many connections; a request whose body
+ * length is ambiguous is refused and its connection closed; and an
+ * optional second listener, with its own thread and connection budget,
+ * serves /healthz, /readyz and /metrics whatever the main one suffers.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -21,6 +31,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "ckptconv/api.h"
@@ -42,14 +53,60 @@
 #define RETRY_QUEUE_FULL "5"
 #define RETRY_DRAINING "30"
 #define RETRY_NOT_READY "5"
+/* The health listener: one polling thread and its own connection budget. */
+#define HEALTH_CONNECTION_LIMIT 64
+#define HEALTH_PER_IP_LIMIT 8
+/* Seconds between log lines about connections cut at their deadline, and
+ * between two lines of one libmicrohttpd message (a flood of refused
+ * connections would flood the log). */
+#define DEADLINE_LOG_INTERVAL 60.0
+#define MHD_LOG_INTERVAL 10.0
+#define MHD_LOG_RECENT 8
+
+/* The api's lists (streams, submissions, connections) are doubly linked
+ * through members prev and next; these keep them so, under their lock. */
+#define LIST_PUSH(head, node)                  \
+	do {                                   \
+		(node)->prev = NULL;           \
+		(node)->next = (head);         \
+		if (head)                      \
+			(head)->prev = (node); \
+		(head) = (node);               \
+	} while (0)
+#define LIST_UNLINK(head, node)                            \
+	do {                                               \
+		if ((node)->prev)                          \
+			(node)->prev->next = (node)->next; \
+		else                                       \
+			(head) = (node)->next;             \
+		if ((node)->next)                          \
+			(node)->next->prev = (node)->prev; \
+	} while (0)
 
 struct stream;
+struct create_wait;
+struct api;
+
+/* One listening socket and the libmicrohttpd daemon serving it. */
+struct listener {
+	struct api *api;
+	struct MHD_Daemon *daemon;
+	bool health_only; /* serves /healthz, /readyz and /metrics only */
+};
+
+/* An open connection: when its socket is shut down unless a whole request
+ * has arrived. */
+struct conn {
+	int fd;
+	double deadline;	  /* monotonic seconds; 0: none (answering) */
+	struct conn *prev, *next; /* protected by api->conns_lock */
+};
 
 struct api {
-	struct MHD_Daemon *daemon;
-	int listen_fd;
+	struct listener main, health; /* health.daemon NULL when not configured */
 	bool has_token;
 	int nice;
+	double request_timeout; /* seconds; 0: none */
 	unsigned char token_digest[32];
 	struct registry *reg;
 	struct exec_pool *pool;
@@ -58,7 +115,21 @@ struct api {
 	pthread_mutex_t streams_lock;
 	struct stream *streams; /* protected by streams_lock */
 	size_t nstreams;
+	struct create_wait *waits; /* protected by streams_lock */
+	size_t nwaits, waits_unanswered;
 	bool stopping;
+
+	pthread_mutex_t conns_lock;
+	struct conn *conns; /* protected by conns_lock */
+	unsigned long cut;  /* connections cut since the last log line (main thread) */
+	double cut_logged_at;
+
+	pthread_mutex_t log_lock;
+	struct { /* libmicrohttpd's recent messages; protected by log_lock */
+		char text[160];
+		double at;
+		unsigned long repeated;
+	} mhd_log[MHD_LOG_RECENT];
 };
 
 /* Whether this polling thread has taken its priority yet. */
@@ -89,7 +160,81 @@ struct request {
 	bool answered; /* a response was queued before the body was read */
 	bool too_large;
 	struct job_buf body;
+	struct create_wait *wait; /* a job submission under way */
 };
+
+/* ---- connections and their deadline ----------------------------------------- */
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	struct api *a = cls;
+	struct conn *k = *socket_context;
+	const union MHD_ConnectionInfo *info;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		k = xcalloc(1, sizeof(*k));
+		k->fd = info ? info->connect_fd : -1;
+		k->deadline = a->request_timeout > 0 ? now_seconds() + a->request_timeout : 0;
+		pthread_mutex_lock(&a->conns_lock);
+		LIST_PUSH(a->conns, k);
+		pthread_mutex_unlock(&a->conns_lock);
+		*socket_context = k;
+		return;
+	}
+	if (!k)
+		return;
+	/* Called before libmicrohttpd closes the socket: once k is off the
+	 * list, api_tick can no longer shut its descriptor down. */
+	pthread_mutex_lock(&a->conns_lock);
+	LIST_UNLINK(a->conns, k);
+	pthread_mutex_unlock(&a->conns_lock);
+	free(k);
+	*socket_context = NULL;
+}
+
+/* Starts (waiting for a request) or stops (answering) the connection's
+ * deadline. */
+static void set_deadline(struct api *a, struct MHD_Connection *c, bool waiting)
+{
+	const union MHD_ConnectionInfo *info =
+		MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct conn *k = info ? info->socket_context : NULL;
+
+	if (!k)
+		return;
+	pthread_mutex_lock(&a->conns_lock);
+	k->deadline = waiting && a->request_timeout > 0 ? now_seconds() + a->request_timeout : 0;
+	pthread_mutex_unlock(&a->conns_lock);
+}
+
+/* Shuts down the sockets of connections past their deadline: the polling
+ * thread then sees the end of the stream and closes the connection. */
+static void cut_slow_connections(struct api *a, double now)
+{
+	struct conn *k;
+
+	pthread_mutex_lock(&a->conns_lock);
+	for (k = a->conns; k; k = k->next) {
+		if (k->deadline > 0 && now >= k->deadline && k->fd >= 0) {
+			shutdown(k->fd, SHUT_RDWR);
+			k->deadline = 0;
+			a->cut++;
+		}
+	}
+	pthread_mutex_unlock(&a->conns_lock);
+	if (a->cut && now - a->cut_logged_at >= DEADLINE_LOG_INTERVAL) {
+		json_t *f = json_pack("{s:I, s:f}", "connections", (json_int_t)a->cut,
+				      "request_timeout", a->request_timeout);
+
+		log_msg(LOG_WARN, f, "closed %lu connections that sent no whole request in time",
+			a->cut);
+		json_decref(f);
+		a->cut = 0;
+		a->cut_logged_at = now;
+	}
+}
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -374,17 +519,91 @@ static enum MHD_Result answer_created(struct api *a, struct MHD_Connection *c, s
 	return respond_json(c, req, existing ? MHD_HTTP_OK : MHD_HTTP_CREATED, body, location);
 }
 
+/* A job submission under way: the connection is suspended until a
+ * submission thread calls on_submitted, or api_stop gives up on it. */
+struct create_wait {
+	struct api *api;
+	struct MHD_Connection *conn;
+	int refs; /* the request's and the submission's; protected by streams_lock */
+	bool done, orphaned;
+	struct job *job; /* the outcome: a job, or NULL and je */
+	bool existing;
+	struct job_error je;
+	struct create_wait *prev, *next; /* in api->waits, protected by streams_lock */
+};
+
+/* Drops a reference (streams_lock held); true when it was the last. */
+static bool wait_release(struct create_wait *w)
+{
+	return --w->refs == 0;
+}
+
+static void wait_free(struct create_wait *w)
+{
+	job_unref(w->job);
+	free(w);
+}
+
+static void on_submitted(void *arg, struct job *j, bool existing, const struct job_error *je)
+{
+	struct create_wait *w = arg;
+	struct api *a = w->api;
+	bool last;
+
+	pthread_mutex_lock(&a->streams_lock);
+	w->job = j;
+	w->existing = existing;
+	if (!j && je)
+		w->je = *je;
+	w->done = true;
+	a->waits_unanswered--;
+	if (!w->orphaned)
+		MHD_resume_connection(w->conn);
+	last = wait_release(w);
+	pthread_mutex_unlock(&a->streams_lock);
+	if (last)
+		wait_free(w);
+}
+
+/* Answers a resumed job submission. */
+static enum MHD_Result answer_submission(struct api *a, struct MHD_Connection *c,
+					 struct request *req)
+{
+	struct create_wait *w = req->wait;
+	struct job_error je = {0};
+	struct job *j;
+	bool done, existing;
+
+	pthread_mutex_lock(&a->streams_lock);
+	done = w->done;
+	j = w->job;
+	w->job = NULL;
+	existing = w->existing;
+	je = w->je;
+	pthread_mutex_unlock(&a->streams_lock);
+	if (!done)
+		return respond_errorf(
+			c, req, "", "draining",
+			"the service stopped before the job was created or refused; "
+			"submit it again (with the same Idempotency-Key to find it if "
+			"it was created)");
+	if (!j)
+		return respond_error(c, req, &je);
+	return answer_created(a, c, req, j, existing);
+}
+
 static enum MHD_Result handle_create(struct api *a, struct MHD_Connection *c, struct request *req)
 {
 	struct job_error je = {0};
 	struct job_spec spec;
 	json_error_t jerr;
 	json_t *body;
-	struct job *j = NULL;
+	struct job *prior = NULL;
+	struct create_wait *w;
 	char *src = NULL, *dst = NULL, digest[65];
 	const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Idempotency-Key");
-	bool existing = false;
 	enum MHD_Result rc;
+	int submitted;
 
 	if (req->too_large)
 		return respond_errorf(c, req, "", "payload_too_large",
@@ -405,11 +624,41 @@ static enum MHD_Result handle_create(struct api *a, struct MHD_Connection *c, st
 		return respond_error(c, req, &je);
 	}
 	json_decref(body);
-	if (job_spec_check(&spec, a->policy, &src, &dst, &je) < 0 ||
-	    registry_submit(a->reg, &spec, src, dst, key, digest, &j, &existing, &je) < 0)
+	if (job_spec_check(&spec, a->policy, &src, &dst, &je) < 0) {
 		rc = respond_error(c, req, &je);
+		goto out;
+	}
+	/* Reading and planning the source (and compiling the exclude
+	 * pattern) happen on a submission thread; this connection waits,
+	 * suspended, and the polling thread goes on serving others. */
+	w = xcalloc(1, sizeof(*w));
+	w->api = a;
+	w->conn = c;
+	w->refs = 2;
+	pthread_mutex_lock(&a->streams_lock);
+	if (a->stopping)
+		submitted = job_error_set(&je, "", "draining",
+					  "the service is shutting down and accepts no new jobs");
 	else
-		rc = answer_created(a, c, req, j, existing);
+		submitted = registry_submit_async(a->reg, &spec, src, dst, key, digest,
+						  on_submitted, w, &prior, &je);
+	if (submitted == 0) {
+		MHD_suspend_connection(c);
+		req->wait = w;
+		LIST_PUSH(a->waits, w);
+		a->nwaits++;
+		a->waits_unanswered++;
+	}
+	pthread_mutex_unlock(&a->streams_lock);
+	if (submitted == 0)
+		rc = MHD_YES;
+	else if (submitted == 1)
+		rc = answer_created(a, c, req, prior, true);
+	else
+		rc = respond_error(c, req, &je);
+	if (submitted != 0)
+		free(w);
+out:
 	job_spec_fini(&spec);
 	free(src);
 	free(dst);
@@ -656,12 +905,7 @@ static void stream_free(void *cls)
 	struct api *a = s->api;
 
 	pthread_mutex_lock(&a->streams_lock);
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		a->streams = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
+	LIST_UNLINK(a->streams, s);
 	a->nstreams--;
 	pthread_mutex_unlock(&a->streams_lock);
 	job_unref(s->job);
@@ -684,10 +928,7 @@ static enum MHD_Result handle_events(struct api *a, struct MHD_Connection *c, st
 	s->conn = c;
 	s->next_keepalive = now_seconds() + KEEPALIVE_INTERVAL;
 	pthread_mutex_lock(&a->streams_lock);
-	s->next = a->streams;
-	if (a->streams)
-		a->streams->prev = s;
-	a->streams = s;
+	LIST_PUSH(a->streams, s);
 	a->nstreams++;
 	pthread_mutex_unlock(&a->streams_lock);
 	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s,
@@ -718,6 +959,7 @@ void api_tick(struct api *a)
 	double now = now_seconds();
 	struct stream *s;
 
+	cut_slow_connections(a, now);
 	pthread_mutex_lock(&a->streams_lock);
 	for (s = a->streams; s; s = s->next) {
 		if (s->suspended && stream_due(s, now)) {
@@ -803,13 +1045,71 @@ static bool route_needs_token(enum metrics_route r)
 	return r != ROUTE_HEALTHZ && r != ROUTE_READYZ && r != ROUTE_METRICS;
 }
 
+/* The headers that say how long a request's body is. */
+struct framing {
+	unsigned content_length, transfer_encoding;
+	bool other_coding; /* a Transfer-Encoding other than exactly "chunked" */
+};
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+				     const char *value)
+{
+	struct framing *f = cls;
+	size_t n;
+
+	(void)kind;
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+		f->content_length++;
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+		f->transfer_encoding++;
+		n = value ? strlen(value) : 0;
+		while (n && (value[n - 1] == ' ' || value[n - 1] == '\t'))
+			n--;
+		if (n != 7 || strncasecmp(value, "chunked", 7) != 0)
+			f->other_coding = true;
+	}
+	return MHD_YES;
+}
+
+/* Why the request's body length is ambiguous (RFC 9112, section 6), or
+ * NULL.  libmicrohttpd reads the first Content-Length and ignores the
+ * others, and lets Transfer-Encoding win over Content-Length, so a proxy
+ * in front that reads the other header would take part of the body for a
+ * second request: such requests are refused, and answering before the
+ * body is read makes libmicrohttpd close the connection after the answer,
+ * so no byte of the body is ever read as a request. */
+static const char *framing_problem(struct MHD_Connection *c)
+{
+	struct framing f = {0};
+
+	MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &f);
+	if (f.content_length > 1)
+		return "the request has more than one Content-Length header";
+	if (f.transfer_encoding && f.content_length)
+		return "the request has both Transfer-Encoding and Content-Length";
+	if (f.transfer_encoding > 1 || f.other_coding)
+		return "the request's only Transfer-Encoding may be chunked";
+	return NULL;
+}
+
 /* Checks made as soon as the headers are in; answers and returns true when
  * the request is refused. */
-static bool refuse_early(struct api *a, struct MHD_Connection *c, struct request *req,
+static bool refuse_early(struct listener *l, struct MHD_Connection *c, struct request *req,
 			 const char *url, enum method m, bool allowed, enum MHD_Result *rc)
 {
-	const char *length;
+	struct api *a = l->api;
+	const char *length, *framing = framing_problem(c);
 
+	if (framing) {
+		*rc = respond_errorf(c, req, "", "malformed_request", "%s", framing);
+		return true;
+	}
+	if (l->health_only && req->route != ROUTE_HEALTHZ && req->route != ROUTE_READYZ &&
+	    req->route != ROUTE_METRICS) {
+		*rc = respond_errorf(c, req, "", "not_found",
+				     "this listener serves only /healthz, /readyz and /metrics");
+		return true;
+	}
 	if ((route_needs_token(req->route) || strncmp(url, "/v1/", 4) == 0) && !authorized(a, c)) {
 		*rc = respond_errorf(
 			c, req, "", "unauthorized",
@@ -885,22 +1185,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 				  const char *method, const char *version, const char *upload_data,
 				  size_t *upload_size, void **con_cls)
 {
-	struct api *a = cls;
+	struct listener *l = cls;
+	struct api *a = l->api;
 	struct request *req = *con_cls;
 	enum MHD_Result rc;
 	enum method m;
 	bool allowed;
 
 	(void)version;
-	if (!thread_prioritised)
+	if (!thread_prioritised && !l->health_only)
 		prioritise_thread(a);
 	if (!req) {
 		req = xcalloc(1, sizeof(*req));
 		*con_cls = req;
 		m = method_of(method);
 		req->route = route_of(url, m, req, &allowed);
-		if (refuse_early(a, c, req, url, m, allowed, &rc)) {
+		if (refuse_early(l, c, req, url, m, allowed, &rc)) {
 			req->answered = true;
+			set_deadline(a, c, false);
 			return rc;
 		}
 		return MHD_YES;
@@ -915,85 +1217,172 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*upload_size = 0;
 		return MHD_YES;
 	}
+	if (req->wait)
+		return answer_submission(a, c, req);
 	if (req->answered)
 		return MHD_YES;
 	req->answered = true;
+	set_deadline(a, c, false);
 	return dispatch(a, c, req, url);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
+	struct api *a = cls;
 	struct request *req = *con_cls;
+	struct create_wait *w;
+	bool last = false;
 
-	(void)cls;
-	(void)c;
 	(void)toe;
 	if (!req)
 		return;
+	w = req->wait;
+	if (w) {
+		pthread_mutex_lock(&a->streams_lock);
+		LIST_UNLINK(a->waits, w);
+		a->nwaits--;
+		last = wait_release(w);
+		pthread_mutex_unlock(&a->streams_lock);
+		if (last)
+			wait_free(w);
+	}
 	job_buf_fini(&req->body);
 	free(req);
 	*con_cls = NULL;
+	/* A kept-alive connection has the request timeout again for its
+	 * next request. */
+	set_deadline(a, c, true);
 }
 
+/* Logs a message of libmicrohttpd, the same one at most every
+ * MHD_LOG_INTERVAL seconds with the count of those left out. */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	struct api *a = cls;
+	double now = now_seconds();
+	unsigned long repeated = 0;
+	size_t n, i, slot = 0;
 	char msg[512];
-	size_t n;
+	json_t *f = NULL;
 
-	(void)cls;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	n = strlen(msg);
 	while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
 		msg[--n] = '\0';
-	log_msg(LOG_WARN, NULL, "http: %s", msg);
+	pthread_mutex_lock(&a->log_lock);
+	for (i = 0; i < MHD_LOG_RECENT; i++) {
+		if (strncmp(a->mhd_log[i].text, msg, sizeof(a->mhd_log[i].text) - 1) == 0)
+			break;
+		if (a->mhd_log[i].at < a->mhd_log[slot].at)
+			slot = i;
+	}
+	if (i < MHD_LOG_RECENT && now - a->mhd_log[i].at < MHD_LOG_INTERVAL) {
+		a->mhd_log[i].repeated++;
+		pthread_mutex_unlock(&a->log_lock);
+		return;
+	}
+	if (i < MHD_LOG_RECENT) {
+		slot = i;
+		repeated = a->mhd_log[i].repeated;
+	}
+	snprintf(a->mhd_log[slot].text, sizeof(a->mhd_log[slot].text), "%s", msg);
+	a->mhd_log[slot].at = now;
+	a->mhd_log[slot].repeated = 0;
+	pthread_mutex_unlock(&a->log_lock);
+	if (repeated)
+		f = json_pack("{s:I}", "repeated", (json_int_t)repeated);
+	log_msg(LOG_WARN, f, "http: %s", msg);
+	json_decref(f);
 }
 
 /* ---- lifecycle ----------------------------------------------------------------------- */
 
+/* Starts the daemon of one listener. */
+static int start_listener(struct api *a, struct listener *l, const struct api_config *cfg, int fd,
+			  bool health_only, struct err *e)
+{
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+			 MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+	unsigned threads = health_only ? 1 : (cfg->threads ? cfg->threads : 1);
+	unsigned limit = health_only ? HEALTH_CONNECTION_LIMIT : cfg->connection_limit;
+	unsigned per_ip = cfg->per_ip_limit;
+
+	if (health_only && (per_ip == 0 || per_ip > HEALTH_PER_IP_LIMIT))
+		per_ip = HEALTH_PER_IP_LIMIT;
+	l->api = a;
+	l->health_only = health_only;
+	l->daemon = MHD_start_daemon(
+		flags, 0, NULL, NULL, on_request, l, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, a,
+		MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_THREAD_POOL_SIZE, threads,
+		MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY_LIMIT,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)CONNECTION_TIMEOUT,
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, a, MHD_OPTION_NOTIFY_CONNECTION,
+		on_connection, a, MHD_OPTION_END);
+	if (!l->daemon)
+		return err_set(e, "internal_error", "the HTTP server%s could not start",
+			       health_only ? " of the health listener" : "");
+	return 0;
+}
+
 int api_start(const struct api_config *cfg, struct api **out, struct err *e)
 {
 	struct api *a = xcalloc(1, sizeof(*a));
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-			 MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 
 	*out = NULL;
-	a->listen_fd = cfg->listen_fd;
 	a->reg = cfg->reg;
 	a->pool = cfg->pool;
 	a->policy = cfg->policy;
 	a->nice = cfg->nice;
+	a->request_timeout = cfg->request_timeout;
 	if (cfg->token) {
 		a->has_token = true;
 		sha256(cfg->token, strlen(cfg->token), a->token_digest);
 	}
 	pthread_mutex_init(&a->streams_lock, NULL);
-	a->daemon = MHD_start_daemon(
-		flags, 0, NULL, NULL, on_request, a, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, a,
-		MHD_OPTION_LISTEN_SOCKET, (MHD_socket)cfg->listen_fd, MHD_OPTION_THREAD_POOL_SIZE,
-		(unsigned int)(cfg->threads ? cfg->threads : 1), MHD_OPTION_CONNECTION_LIMIT,
-		(unsigned int)cfg->connection_limit, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-		(size_t)CONNECTION_MEMORY_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-		(unsigned int)CONNECTION_TIMEOUT, MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
-		MHD_OPTION_END);
-	if (!a->daemon) {
-		pthread_mutex_destroy(&a->streams_lock);
-		free(a);
-		return err_set(e, "internal_error", "the HTTP server could not start");
+	pthread_mutex_init(&a->conns_lock, NULL);
+	pthread_mutex_init(&a->log_lock, NULL);
+	if (start_listener(a, &a->main, cfg, cfg->listen_fd, false, e) < 0)
+		goto fail;
+	if (cfg->health_listen_fd >= 0 &&
+	    start_listener(a, &a->health, cfg, cfg->health_listen_fd, true, e) < 0) {
+		MHD_stop_daemon(a->main.daemon);
+		goto fail;
 	}
 	*out = a;
 	return 0;
+fail:
+	pthread_mutex_destroy(&a->log_lock);
+	pthread_mutex_destroy(&a->conns_lock);
+	pthread_mutex_destroy(&a->streams_lock);
+	free(a);
+	return -1;
+}
+
+static void stop_listener(struct listener *l)
+{
+	MHD_socket fd;
+
+	if (!l->daemon)
+		return;
+	fd = MHD_quiesce_daemon(l->daemon);
+	MHD_stop_daemon(l->daemon);
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
 }
 
 void api_stop(struct api *a)
 {
+	struct create_wait *w;
 	struct stream *s;
 	double deadline;
 	MHD_socket fd;
+	bool abandoned;
 
 	if (!a)
 		return;
-	fd = MHD_quiesce_daemon(a->daemon);
+	fd = MHD_quiesce_daemon(a->main.daemon);
 	pthread_mutex_lock(&a->streams_lock);
 	a->stopping = true;
 	for (s = a->streams; s; s = s->next) {
@@ -1002,22 +1391,40 @@ void api_stop(struct api *a)
 			MHD_resume_connection(s->conn);
 		}
 	}
+	/* Submissions still being prepared (only when the service stops
+	 * without waiting for them) are answered 503. */
+	for (w = a->waits; w; w = w->next) {
+		if (!w->done && !w->orphaned) {
+			w->orphaned = true;
+			MHD_resume_connection(w->conn);
+		}
+	}
 	pthread_mutex_unlock(&a->streams_lock);
-	/* Let the resumed streams end before the daemon goes. */
+	/* Let the resumed streams and submissions end before the daemon goes. */
 	deadline = now_seconds() + 1.0;
 	for (;;) {
 		size_t n;
 
 		pthread_mutex_lock(&a->streams_lock);
-		n = a->nstreams;
+		n = a->nstreams + a->nwaits;
 		pthread_mutex_unlock(&a->streams_lock);
 		if (n == 0 || now_seconds() > deadline)
 			break;
 		usleep(10000);
 	}
-	MHD_stop_daemon(a->daemon);
+	MHD_stop_daemon(a->main.daemon);
 	if (fd != MHD_INVALID_SOCKET)
 		close(fd);
+	stop_listener(&a->health);
+	pthread_mutex_lock(&a->streams_lock);
+	abandoned = a->waits_unanswered > 0;
+	pthread_mutex_unlock(&a->streams_lock);
+	/* A submission thread still holding a wait calls back into the api
+	 * later: then it is left in place for the process's exit. */
+	if (abandoned)
+		return;
+	pthread_mutex_destroy(&a->log_lock);
+	pthread_mutex_destroy(&a->conns_lock);
 	pthread_mutex_destroy(&a->streams_lock);
 	free(a);
 }

@@ -22,6 +22,7 @@
 #include "ckptconv/cli.h"
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
+#include "ckptconv/exclude.h"
 #include "ckptconv/exec.h"
 #include "ckptconv/partition.h"
 #include "ckptconv/plan.h"
@@ -148,6 +149,7 @@ static int parse_u32_option(const char *name, const char *text, unsigned long lo
 static int apply_option(struct convert_args *a, int opt, const char *value)
 {
 	uint32_t threads = 0;
+	struct err e = {0};
 	int choice;
 
 	if (cli_s3_flag(&a->s3, opt, value))
@@ -184,6 +186,10 @@ static int apply_option(struct convert_args *a, int opt, const char *value)
 		return parse_size_option("--max-shard-size", value, &a->options.max_shard_size,
 					 a->json);
 	case OPT_EXCLUDE:
+		if (exclude_check(value, NULL, &e) < 0) {
+			cli_print_error(&e, a->json);
+			return EXIT_USAGE;
+		}
 		a->options.exclude = value;
 		return 0;
 	case OPT_THREADS:

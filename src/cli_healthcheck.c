@@ -4,8 +4,9 @@
  * runs inside the daemon's container (images carry no curl).  It sends one
  * GET to the daemon's /healthz and exits 0 on HTTP 200, 1 otherwise with a
  * one-line reason on stderr, 2 on a usage error.  Without --url it derives
- * the address from CKPTCONV_LISTEN, reaching a daemon bound to a wildcard
- * address through the loopback interface.
+ * the address from CKPTCONV_HEALTH_LISTEN (the daemon's health listener)
+ * or else CKPTCONV_LISTEN, reaching a daemon bound to a wildcard address
+ * through the loopback interface.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -30,8 +31,9 @@ struct healthcheck_options {
 
 static const char usage_text[] =
 	"usage: ckptconv healthcheck [--url URL] [--timeout SEC]\n"
-	"  --url URL      address to probe (default: /healthz of CKPTCONV_LISTEN,\n"
-	"                 a wildcard host replaced by loopback; else " HEALTHCHECK_DEFAULT_URL ")\n"
+	"  --url URL      address to probe (default: /healthz of CKPTCONV_HEALTH_LISTEN,\n"
+	"                 else of CKPTCONV_LISTEN, a wildcard host replaced by loopback;\n"
+	"                 else " HEALTHCHECK_DEFAULT_URL ")\n"
 	"  --timeout SEC  give up after SEC seconds (default 5)\n"
 	"Exits 0 when the URL answers HTTP 200, 1 otherwise.\n";
 
@@ -52,7 +54,8 @@ static const char *url_host(const char *host, size_t len, int bracketed, char *b
 }
 
 /* "HOST:PORT", "[V6]:PORT" or ":PORT" as the daemon's /healthz URL. */
-static int url_from_listen(const char *listen, char *url, size_t size, struct err *e)
+static int url_from_listen(const char *variable, const char *listen, char *url, size_t size,
+			   struct err *e)
 {
 	const char *host = listen, *colon, *port;
 	char host_buf[HEALTHCHECK_URL_MAX / 2], *end;
@@ -83,8 +86,8 @@ static int url_from_listen(const char *listen, char *url, size_t size, struct er
 		 url_host(host, host_len, bracketed, host_buf, sizeof(host_buf)), port_number);
 	return 0;
 out_invalid:
-	return err_set(e, "invalid_option",
-		       "CKPTCONV_LISTEN=%s: not HOST:PORT with a port from 1 to 65535", listen);
+	return err_set(e, "invalid_option", "%s=%s: not HOST:PORT with a port from 1 to 65535",
+		       variable, listen);
 }
 
 static int parse_timeout(const char *text, double *out, struct err *e)
@@ -110,6 +113,7 @@ static int parse_options(int argc, char **argv, struct healthcheck_options *opt,
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
+	const char *health = getenv("CKPTCONV_HEALTH_LISTEN");
 	const char *listen = getenv("CKPTCONV_LISTEN");
 	const char *url = NULL;
 	int c;
@@ -149,8 +153,11 @@ static int parse_options(int argc, char **argv, struct healthcheck_options *opt,
 		snprintf(opt->url, sizeof(opt->url), "%s", url);
 		return 0;
 	}
+	if (health && *health)
+		return url_from_listen("CKPTCONV_HEALTH_LISTEN", health, opt->url, sizeof(opt->url),
+				       e);
 	if (listen && *listen)
-		return url_from_listen(listen, opt->url, sizeof(opt->url), e);
+		return url_from_listen("CKPTCONV_LISTEN", listen, opt->url, sizeof(opt->url), e);
 	snprintf(opt->url, sizeof(opt->url), "%s", HEALTHCHECK_DEFAULT_URL);
 	return 0;
 }

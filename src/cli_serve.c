@@ -47,13 +47,13 @@
 #define SHUTDOWN_RESERVE 1.0
 
 struct serve_options {
-	const char *listen;
+	const char *listen, *health_listen;
 	unsigned long long workers, max_running, max_queued, http_threads, max_connections,
-		http_nice;
+		max_connections_per_ip, http_nice, max_finished_jobs;
 	const char *state_dir;
 	struct strvec allow_roots, allow_s3, allow_s3_endpoints;
 	const char *token_file;
-	double shutdown_timeout, drain_grace;
+	double shutdown_timeout, drain_grace, request_timeout;
 	int64_t retain_ms;
 	enum log_level log_level;
 };
@@ -80,8 +80,10 @@ static const char usage_text[] =
 	"  --drain-grace SEC        after SIGTERM, keep answering (readyz 503, new jobs\n"
 	"                           503) at least SEC seconds so load balancers notice\n"
 	"                           (default 0) [CKPTCONV_DRAIN_GRACE]\n"
-	"  --retain-jobs DURATION   finished job records kept this long (default 7d;\n"
-	"                           s, m, h, d, w; 0 = forever) [CKPTCONV_RETAIN_JOBS]\n"
+	"  --job-retention DURATION finished job records kept this long (default 7d;\n"
+	"                           s, m, h, d, w; 0 = forever) [CKPTCONV_JOB_RETENTION]\n"
+	"  --max-finished-jobs N    finished job records kept at most; the oldest go first\n"
+	"                           (default 1000; 0 = no limit) [CKPTCONV_MAX_FINISHED_JOBS]\n"
 	"  --allow-s3 PREFIX        s3:// prefix jobs may use; repeatable (variable:\n"
 	"                           space-separated) [CKPTCONV_ALLOW_S3]\n"
 	"  --allow-s3-endpoint URL  endpoint jobs may name in options.s3; repeatable\n"
@@ -90,6 +92,18 @@ static const char usage_text[] =
 	"                           [CKPTCONV_HTTP_THREADS]\n"
 	"  --max-connections N      open HTTP connections at most (default 512)\n"
 	"                           [CKPTCONV_MAX_CONNECTIONS]\n"
+	"  --max-connections-per-ip N\n"
+	"                           open HTTP connections of one client address at most\n"
+	"                           (default 64; 0 = no limit) [CKPTCONV_MAX_CONNECTIONS_PER_IP]\n"
+	"  --request-timeout SEC    a connection must send a whole request (headers and\n"
+	"                           body) within SEC seconds of opening or of its previous\n"
+	"                           answer, else it is closed (default 10; 0 = no limit)\n"
+	"                           [CKPTCONV_REQUEST_TIMEOUT]\n"
+	"  --health-listen HOST:PORT\n"
+	"                           a second address serving only /healthz, /readyz and\n"
+	"                           /metrics, with its own thread and connections, so probes\n"
+	"                           are answered however busy the main one is (default:\n"
+	"                           none) [CKPTCONV_HEALTH_LISTEN]\n"
 	"  --http-nice N            nice value added to the HTTP threads, so that under CPU\n"
 	"                           contention conversions come first (0 to 19, default 5)\n"
 	"                           [CKPTCONV_HTTP_NICE]\n"
@@ -107,11 +121,15 @@ enum option_id {
 	OPT_TOKEN_FILE,
 	OPT_SHUTDOWN_TIMEOUT,
 	OPT_DRAIN_GRACE,
-	OPT_RETAIN_JOBS,
+	OPT_JOB_RETENTION,
+	OPT_MAX_FINISHED_JOBS,
 	OPT_ALLOW_S3,
 	OPT_ALLOW_S3_ENDPOINT,
 	OPT_HTTP_THREADS,
 	OPT_MAX_CONNECTIONS,
+	OPT_MAX_CONNECTIONS_PER_IP,
+	OPT_REQUEST_TIMEOUT,
+	OPT_HEALTH_LISTEN,
 	OPT_HTTP_NICE,
 	OPT_LOG_LEVEL,
 	OPT_HELP,
@@ -128,11 +146,15 @@ static const struct option long_options[] = {
 	{"token-file", required_argument, NULL, OPT_TOKEN_FILE},
 	{"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
 	{"drain-grace", required_argument, NULL, OPT_DRAIN_GRACE},
-	{"retain-jobs", required_argument, NULL, OPT_RETAIN_JOBS},
+	{"job-retention", required_argument, NULL, OPT_JOB_RETENTION},
+	{"max-finished-jobs", required_argument, NULL, OPT_MAX_FINISHED_JOBS},
 	{"allow-s3", required_argument, NULL, OPT_ALLOW_S3},
 	{"allow-s3-endpoint", required_argument, NULL, OPT_ALLOW_S3_ENDPOINT},
 	{"http-threads", required_argument, NULL, OPT_HTTP_THREADS},
 	{"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+	{"max-connections-per-ip", required_argument, NULL, OPT_MAX_CONNECTIONS_PER_IP},
+	{"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
+	{"health-listen", required_argument, NULL, OPT_HEALTH_LISTEN},
 	{"http-nice", required_argument, NULL, OPT_HTTP_NICE},
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 	{"help", no_argument, NULL, OPT_HELP},
@@ -150,11 +172,15 @@ static const char *const option_env[OPT_COUNT] = {
 	[OPT_TOKEN_FILE] = "CKPTCONV_TOKEN_FILE",
 	[OPT_SHUTDOWN_TIMEOUT] = "CKPTCONV_SHUTDOWN_TIMEOUT",
 	[OPT_DRAIN_GRACE] = "CKPTCONV_DRAIN_GRACE",
-	[OPT_RETAIN_JOBS] = "CKPTCONV_RETAIN_JOBS",
+	[OPT_JOB_RETENTION] = "CKPTCONV_JOB_RETENTION",
+	[OPT_MAX_FINISHED_JOBS] = "CKPTCONV_MAX_FINISHED_JOBS",
 	[OPT_ALLOW_S3] = "CKPTCONV_ALLOW_S3",
 	[OPT_ALLOW_S3_ENDPOINT] = "CKPTCONV_ALLOW_S3_ENDPOINT",
 	[OPT_HTTP_THREADS] = "CKPTCONV_HTTP_THREADS",
 	[OPT_MAX_CONNECTIONS] = "CKPTCONV_MAX_CONNECTIONS",
+	[OPT_MAX_CONNECTIONS_PER_IP] = "CKPTCONV_MAX_CONNECTIONS_PER_IP",
+	[OPT_REQUEST_TIMEOUT] = "CKPTCONV_REQUEST_TIMEOUT",
+	[OPT_HEALTH_LISTEN] = "CKPTCONV_HEALTH_LISTEN",
 	[OPT_HTTP_NICE] = "CKPTCONV_HTTP_NICE",
 	[OPT_LOG_LEVEL] = "CKPTCONV_LOG_LEVEL",
 };
@@ -239,6 +265,15 @@ static int apply_option(struct serve_options *o, int id, const char *value, cons
 		return parse_count(value, 1, 256, &o->http_threads, id, from);
 	case OPT_MAX_CONNECTIONS:
 		return parse_count(value, 4, 65536, &o->max_connections, id, from);
+	case OPT_MAX_CONNECTIONS_PER_IP:
+		return parse_count(value, 0, 65536, &o->max_connections_per_ip, id, from);
+	case OPT_REQUEST_TIMEOUT:
+		return parse_seconds(value, &o->request_timeout, from);
+	case OPT_HEALTH_LISTEN:
+		o->health_listen = *value ? value : NULL;
+		return 0;
+	case OPT_MAX_FINISHED_JOBS:
+		return parse_count(value, 0, 100000000, &o->max_finished_jobs, id, from);
 	case OPT_HTTP_NICE:
 		return parse_count(value, 0, 19, &o->http_nice, id, from);
 	case OPT_STATE_DIR:
@@ -251,7 +286,7 @@ static int apply_option(struct serve_options *o, int id, const char *value, cons
 		return parse_seconds(value, &o->shutdown_timeout, from);
 	case OPT_DRAIN_GRACE:
 		return parse_seconds(value, &o->drain_grace, from);
-	case OPT_RETAIN_JOBS:
+	case OPT_JOB_RETENTION:
 		if (job_parse_duration(value, &o->retain_ms, &e) < 0)
 			return cli_usage_error("serve", 0, "%s: %s", from, e.msg);
 		return 0;
@@ -337,6 +372,9 @@ static void options_init(struct serve_options *o)
 	o->max_queued = 100;
 	o->http_threads = cpus < 2 ? 2 : cpus > 8 ? 8 : cpus;
 	o->max_connections = 512;
+	o->max_connections_per_ip = 64;
+	o->request_timeout = 10;
+	o->max_finished_jobs = 1000;
 	o->http_nice = 5;
 	o->state_dir = "/var/lib/ckptconv";
 	o->shutdown_timeout = 25;
@@ -544,11 +582,12 @@ struct service {
 	struct exec_pool *pool;
 	struct registry *reg;
 	struct api *api;
-	int listen_fd;
+	int listen_fd, health_fd;
 	sigset_t signals;
 };
 
-static void log_listening(const char *bound, unsigned port, const struct service *s)
+static void log_listening(const char *bound, unsigned port, const char *health_bound,
+			  unsigned health_port, const struct service *s)
 {
 	json_t *f = json_pack("{s:s, s:i, s:i, s:I, s:I, s:s, s:b}", "address", bound, "port",
 			      (int)port, "workers", (int)exec_pool_threads(s->pool), "max_running",
@@ -556,6 +595,10 @@ static void log_listening(const char *bound, unsigned port, const struct service
 			      (json_int_t)s->opts->max_queued, "state_dir", s->state_dir, "token",
 			      s->token != NULL);
 
+	if (health_bound) {
+		json_object_set_new(f, "health_address", json_string(health_bound));
+		json_object_set_new(f, "health_port", json_integer((json_int_t)health_port));
+	}
 	log_msg(LOG_INFO, f, "listening on %s", bound);
 	json_decref(f);
 }
@@ -564,8 +607,8 @@ static int start(struct service *s, struct err *e)
 {
 	struct registry_config rc = {0};
 	struct api_config ac = {0};
-	char bound[300];
-	unsigned port = 0;
+	char bound[300], health_bound[300];
+	unsigned port = 0, health_port = 0;
 
 	if (resolve_roots(&s->opts->allow_roots, &s->roots, e) < 0 ||
 	    check_s3_policy(s->opts, &s->s3_endpoints, e) < 0 ||
@@ -587,16 +630,28 @@ static int start(struct service *s, struct err *e)
 	rc.max_running = (unsigned)s->opts->max_running;
 	rc.max_queued = (unsigned)s->opts->max_queued;
 	rc.retain_ms = s->opts->retain_ms;
+	rc.max_finished = (size_t)s->opts->max_finished_jobs;
 	rc.policy = &s->policy;
 	rc.pool = s->pool;
 	if (registry_open(&rc, &s->reg, e) < 0)
 		return -1;
 	s->listen_fd = open_listener(s->opts->listen, bound, sizeof(bound), &port, e);
-	if (s->listen_fd < 0 || registry_start(s->reg, e) < 0)
+	if (s->listen_fd < 0)
+		return -1;
+	if (s->opts->health_listen) {
+		s->health_fd = open_listener(s->opts->health_listen, health_bound,
+					     sizeof(health_bound), &health_port, e);
+		if (s->health_fd < 0)
+			return -1;
+	}
+	if (registry_start(s->reg, e) < 0)
 		return -1;
 	ac.listen_fd = s->listen_fd;
+	ac.health_listen_fd = s->health_fd;
 	ac.threads = (unsigned)s->opts->http_threads;
 	ac.connection_limit = (unsigned)s->opts->max_connections;
+	ac.per_ip_limit = (unsigned)s->opts->max_connections_per_ip;
+	ac.request_timeout = s->opts->request_timeout;
 	ac.nice = (int)s->opts->http_nice;
 	ac.token = s->token;
 	ac.reg = s->reg;
@@ -605,7 +660,8 @@ static int start(struct service *s, struct err *e)
 	if (api_start(&ac, &s->api, e) < 0)
 		return -1;
 	s->listen_fd = -1;
-	log_listening(bound, port, s);
+	s->health_fd = -1;
+	log_listening(bound, port, s->opts->health_listen ? health_bound : NULL, health_port, s);
 	notify_send("READY=1");
 	return 0;
 }
@@ -692,6 +748,8 @@ static void service_fini(struct service *s, bool clean)
 	api_stop(s->api);
 	if (s->listen_fd >= 0)
 		close(s->listen_fd);
+	if (s->health_fd >= 0)
+		close(s->health_fd);
 	registry_free(s->reg);
 	exec_pool_free(s->pool);
 	strvec_fini(&s->roots);
@@ -722,6 +780,7 @@ int cli_serve(int argc, char **argv)
 	log_init(opts.log_level, 1);
 	s.opts = &opts;
 	s.listen_fd = -1;
+	s.health_fd = -1;
 	sigemptyset(&s.signals);
 	sigaddset(&s.signals, SIGTERM);
 	sigaddset(&s.signals, SIGINT);
@@ -738,9 +797,12 @@ int cli_serve(int argc, char **argv)
 		if (s.api) {
 			api_stop(s.api);
 			s.listen_fd = -1;
+			s.health_fd = -1;
 		}
 		if (s.listen_fd >= 0)
 			close(s.listen_fd);
+		if (s.health_fd >= 0)
+			close(s.health_fd);
 		if (s.reg)
 			registry_drain(s.reg);
 		registry_free(s.reg);

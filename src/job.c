@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "ckptconv/ckpt.h"
+#include "ckptconv/exclude.h"
 #include "ckptconv/job.h"
 #include "ckptconv/partition.h"
 #include "ckptconv/paths.h"
@@ -383,6 +384,19 @@ static int parse_finalize_options(const json_t *opts, struct job_spec *spec, str
 	return 0;
 }
 
+/* options.exclude: only the cheap check here, on the HTTP thread; the
+ * pattern is compiled where the conversion is planned. */
+static int parse_exclude(const json_t *v, const char **out, struct job_error *je)
+{
+	struct err e = {0};
+
+	if (string_member(v, "options.exclude", SIZE_MAX, out, je) < 0) /* bounded below */
+		return -1;
+	if (exclude_check(*out, NULL, &e) < 0)
+		return job_error_set(je, "options.exclude", e.code, "%s", e.msg);
+	return 0;
+}
+
 /* Fills spec->convert from the request's options and builds the normalised
  * options object. */
 static int parse_options(const json_t *opts, struct job_spec *spec, struct job_error *je)
@@ -408,7 +422,7 @@ static int parse_options(const json_t *opts, struct job_spec *spec, struct job_e
 			     je) < 0)
 		return -1;
 	v = json_object_get(opts, "exclude");
-	if (v && !json_is_null(v) && string_member(v, "options.exclude", 1024, &exclude, je) < 0)
+	if (v && !json_is_null(v) && parse_exclude(v, &exclude, je) < 0)
 		return -1;
 	if (parse_expert_parallel(json_object_get(opts, "expert_parallel"), spec, je) < 0)
 		return -1;

@@ -55,8 +55,11 @@ int main(int argc, char **argv)
 {
 	const struct command *cmd;
 
-	/* A closed pipe or socket must be an error to handle, not a death. */
+	/* A closed pipe or socket must be an error to handle, not a death;
+	 * so must a write past the file size limit (RLIMIT_FSIZE, ulimit -f):
+	 * it then fails with EFBIG, reported and cleaned up like any error. */
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGXFSZ, SIG_IGN);
 	log_init(LOG_INFO, -1);
 	if (argc < 2) {
 		print_usage(stderr);

@@ -16,6 +16,7 @@
 
 #include "ckptconv/ckpt.h"
 #include "ckptconv/err.h"
+#include "ckptconv/exclude.h"
 #include "ckptconv/kernels.h"
 #include "ckptconv/plan.h"
 
@@ -212,18 +213,13 @@ int plan_add_contiguous(struct plan *p, long t, uint32_t src, uint64_t src_offse
 
 static int drop_excluded(struct plan *p, const char *pattern, struct err *e)
 {
-	char why[256];
 	regex_t re;
 	size_t i, kept = 0;
-	int rc;
 
 	if (!pattern)
 		return 0;
-	rc = regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB);
-	if (rc != 0) {
-		regerror(rc, &re, why, sizeof(why));
-		return err_set(e, "invalid_exclude", "exclude pattern '%s': %s", pattern, why);
-	}
+	if (exclude_compile(pattern, &re, e) < 0)
+		return -1;
 	for (i = 0; i < p->ntensors; i++) {
 		if (regexec(&re, p->tensors[i].name, 0, NULL, 0) == 0)
 			tensor_fini(&p->tensors[i]);

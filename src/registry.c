@@ -30,12 +30,21 @@
 #include "ckptconv/store.h"
 
 #define PERSIST_INTERVAL 2.0 /* seconds between records of a running job */
-#define RETENTION_INTERVAL 60.0
+#define RETENTION_INTERVAL 60.0 /* seconds between sweeps, at most */
+#define SUBMIT_THREADS 2
 #define PROBE_INTERVAL 5.0
 #define MAX_CRASH_RESTARTS 3
 #define RECORD_MAX (1u << 20)
 /* Names the local store gives its unfinished output files. */
 #define STORE_TMP_PREFIX ".ckptconv-tmp."
+
+/* A submission waiting for a submission thread. */
+struct submission {
+	struct job *job; /* not in the table yet */
+	registry_submit_fn done;
+	void *arg;
+	struct submission *next;
+};
 
 struct registry {
 	struct registry_config cfg;
@@ -44,19 +53,27 @@ struct registry {
 
 	pthread_mutex_t lock;
 	pthread_cond_t work;		       /* a job was queued, or draining/stopping */
-	pthread_cond_t idle;		       /* a run ended */
+	pthread_cond_t idle;		       /* a run or a submission ended */
+	pthread_cond_t submitted;	       /* a submission is pending, or stopping */
 	struct job **by_seq, **by_id, **queue; /* protected by lock */
 	size_t njobs, cap, nqueue, qcap;
 	size_t counts[JOB_STATE_COUNT];
 	uint64_t next_seq;
 	unsigned running; /* jobs in a runner's hands */
+	/* Submissions admitted but not yet a job or refused: they hold a
+	 * place in the queue (--max-queued), dry runs included. */
+	size_t preparing;
+	struct submission *pending, *pending_tail; /* for the submission threads */
 	bool draining, stopping;
+	bool opened; /* records loaded: a job that finishes may prune others */
 	uint64_t tensors_converted, bytes_converted; /* of finished runs */
 
 	_Atomic bool writable;
 	double last_retention, last_probe; /* main loop only */
 	pthread_t *runners;
 	unsigned nrunners;
+	pthread_t submitters[SUBMIT_THREADS];
+	unsigned nsubmitters;
 };
 
 /* ---- tables (lock held) --------------------------------------------------- */
@@ -416,13 +433,18 @@ static double finish_locked(struct registry *r, struct job *j, enum job_state st
 	return j->started_ms ? (double)(j->finished_ms - j->started_ms) / 1000.0 : 0.0;
 }
 
-/* What follows a final state: the record, the metrics, the log. */
+static void sweep_retention(struct registry *r);
+
+/* What follows a final state: the record, the metrics, the log, and
+ * the oldest finished record going if there are now too many. */
 static void finished(struct registry *r, struct job *j, enum job_state state, double seconds,
 		     const struct err *e)
 {
 	persist(r, j);
 	metrics_job_finished(state, seconds);
 	log_job(state == JOB_SUCCEEDED ? LOG_INFO : LOG_WARN, j, job_state_name(state), e);
+	if (r->opened)
+		sweep_retention(r);
 }
 
 static void finish(struct registry *r, struct job *j, enum job_state state, const struct err *e,
@@ -754,11 +776,13 @@ static void *runner_main(void *arg)
 	return NULL;
 }
 
+static void *submitter_main(void *arg);
+
 int registry_start(struct registry *r, struct err *e)
 {
 	sigset_t all, old;
 	unsigned i;
-	int rc;
+	int rc = 0;
 
 	r->runners = xcalloc(r->cfg.max_running, sizeof(*r->runners));
 	sigfillset(&all);
@@ -767,14 +791,22 @@ int registry_start(struct registry *r, struct err *e)
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	for (i = 0; i < r->cfg.max_running; i++) {
 		rc = pthread_create(&r->runners[i], NULL, runner_main, r);
-		if (rc != 0) {
-			pthread_sigmask(SIG_SETMASK, &old, NULL);
-			return err_set_errno(e, "internal_error", rc, "cannot start a job runner");
-		}
+		if (rc != 0)
+			goto out;
 		pthread_setname_np(r->runners[i], "ckptconv-job");
 		r->nrunners++;
 	}
+	for (i = 0; i < SUBMIT_THREADS; i++) {
+		rc = pthread_create(&r->submitters[i], NULL, submitter_main, r);
+		if (rc != 0)
+			goto out;
+		pthread_setname_np(r->submitters[i], "ckptconv-submit");
+		r->nsubmitters++;
+	}
+out:
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0)
+		return err_set_errno(e, "internal_error", rc, "cannot start the job threads");
 	return 0;
 }
 
@@ -938,8 +970,6 @@ static int make_dir(const char *path, struct err *e)
 	return 0;
 }
 
-static void sweep_retention(struct registry *r);
-
 int registry_open(const struct registry_config *c, struct registry **out, struct err *e)
 {
 	struct registry *r = xcalloc(1, sizeof(*r));
@@ -955,12 +985,14 @@ int registry_open(const struct registry_config *c, struct registry **out, struct
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->work, NULL);
 	pthread_cond_init(&r->idle, NULL);
+	pthread_cond_init(&r->submitted, NULL);
 	atomic_init(&r->writable, true);
 	if (make_dir(r->state_dir, e) < 0 || lock_state_dir(r, e) < 0 ||
 	    make_dir(r->jobs_dir, e) < 0 || load_records(r, e) < 0)
 		goto out;
 	recover(r);
 	sweep_retention(r);
+	r->opened = true;
 	*out = r;
 	r = NULL;
 	rc = 0;
@@ -979,9 +1011,12 @@ void registry_free(struct registry *r)
 	pthread_mutex_lock(&r->lock);
 	r->stopping = true;
 	pthread_cond_broadcast(&r->work);
+	pthread_cond_broadcast(&r->submitted);
 	pthread_mutex_unlock(&r->lock);
 	for (i = 0; i < r->nrunners; i++)
 		pthread_join(r->runners[i], NULL);
+	for (i = 0; i < r->nsubmitters; i++)
+		pthread_join(r->submitters[i], NULL);
 	for (k = 0; k < r->njobs; k++) {
 		r->by_seq[k]->deleted = true;
 		job_unref(r->by_seq[k]);
@@ -995,6 +1030,7 @@ void registry_free(struct registry *r)
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->work);
 	pthread_cond_destroy(&r->idle);
+	pthread_cond_destroy(&r->submitted);
 	free(r->state_dir);
 	free(r->jobs_dir);
 	free(r);
@@ -1080,11 +1116,14 @@ static int admit(struct registry *r, const struct job_spec *spec, const char *ds
 		return job_error_set(je, "", "idempotency_conflict",
 				     "Idempotency-Key was used for job %s with a different body",
 				     prior->id);
+	/* Submissions still being prepared hold their place, and dry runs
+	 * count like any job: each costs a plan and a record. */
+	if (r->counts[JOB_QUEUED] + r->preparing >= r->cfg.max_queued)
+		return job_error_set(je, "", "queue_full",
+				     "%zu jobs are queued or being prepared (the limit is %u)",
+				     r->counts[JOB_QUEUED] + r->preparing, r->cfg.max_queued);
 	if (spec->dry_run)
 		return 0;
-	if (r->counts[JOB_QUEUED] >= r->cfg.max_queued)
-		return job_error_set(je, "", "queue_full", "%zu jobs are queued (the limit is %u)",
-				     r->counts[JOB_QUEUED], r->cfg.max_queued);
 	return check_destination(r, spec, dst, je);
 }
 
@@ -1144,34 +1183,65 @@ static void discard(struct registry *r, struct job *j)
 	job_unref(j);
 }
 
-int registry_submit(struct registry *r, struct job_spec *spec, const char *resolved_source,
-		    const char *resolved_destination, const char *idempotency_key,
-		    const char *request_sha256, struct job **out, bool *existing,
-		    struct job_error *je)
+/* A job made of a validated request (taking spec's contents), not yet in
+ * the table. */
+static struct job *submission_job(struct job_spec *spec, const char *resolved_source,
+				  const char *resolved_destination, const char *idempotency_key,
+				  const char *request_sha256)
 {
-	struct job *j = NULL, *prior = NULL;
-	int rc;
+	struct job *j = job_new(spec, 0);
 
-	*out = NULL;
-	*existing = false;
-	pthread_mutex_lock(&r->lock);
-	rc = admit(r, spec, resolved_destination, idempotency_key, request_sha256, &prior, je);
-	pthread_mutex_unlock(&r->lock);
-	if (rc < 0 || prior)
-		goto out_existing;
-
-	j = job_new(spec, 0);
 	j->resolved_source = resolved_source ? xstrdup(resolved_source) : NULL;
 	j->resolved_destination = xstrdup(resolved_destination);
 	j->idempotency_key = idempotency_key ? xstrdup(idempotency_key) : NULL;
 	snprintf(j->request_sha256, sizeof(j->request_sha256), "%s", request_sha256);
-	if (check_source(r, j, je) < 0) {
-		discard(r, j);
-		return -1;
-	}
+	return j;
+}
+
+/* The checks of admit before the source is read; on success the
+ * submission holds a place in the queue until submit_reserved. */
+static int reserve(struct registry *r, struct job *j, struct job **prior, struct job_error *je)
+{
+	int rc;
 
 	pthread_mutex_lock(&r->lock);
-	rc = admit(r, &j->spec, resolved_destination, idempotency_key, request_sha256, &prior, je);
+	rc = admit(r, &j->spec, j->resolved_destination, j->idempotency_key, j->request_sha256,
+		   prior, je);
+	if (rc == 0 && !*prior)
+		r->preparing++;
+	pthread_mutex_unlock(&r->lock);
+	return rc;
+}
+
+/* Gives back the place a submission held (lock held). */
+static void release(struct registry *r)
+{
+	if (--r->preparing == 0)
+		pthread_cond_broadcast(&r->idle);
+}
+
+/* The rest of a submission that holds a place: reads and plans the source
+ * (the exclude pattern is compiled and matched here), admits again (the
+ * table may have changed meanwhile), and records and queues the job.
+ * Takes j over. */
+static int submit_reserved(struct registry *r, struct job *j, struct job **out, bool *existing,
+			   struct job_error *je)
+{
+	struct job *prior = NULL;
+	int rc = 0;
+
+	*out = NULL;
+	*existing = false;
+	if (registry_draining(r))
+		rc = job_error_set(je, "", "draining",
+				   "the service is shutting down and accepts no new jobs");
+	else
+		rc = check_source(r, j, je);
+	pthread_mutex_lock(&r->lock);
+	release(r);
+	if (rc == 0)
+		rc = admit(r, &j->spec, j->resolved_destination, j->idempotency_key,
+			   j->request_sha256, &prior, je);
 	if (rc == 0 && !prior) {
 		j->seq = r->next_seq++;
 		if (table_insert(r, job_ref(j)) < 0) {
@@ -1182,7 +1252,11 @@ int registry_submit(struct registry *r, struct job_spec *spec, const char *resol
 	pthread_mutex_unlock(&r->lock);
 	if (rc < 0 || prior) {
 		discard(r, j);
-		goto out_existing;
+		if (!prior)
+			return -1;
+		*out = prior;
+		*existing = true;
+		return 0;
 	}
 	if (!persist(r, j)) {
 		pthread_mutex_lock(&r->lock);
@@ -1198,16 +1272,93 @@ int registry_submit(struct registry *r, struct job_spec *spec, const char *resol
 		pthread_cond_signal(&r->work);
 	}
 	pthread_mutex_unlock(&r->lock);
+	if (job_state_finished(j->state)) /* a dry run */
+		sweep_retention(r);
 	*out = j;
 	return 0;
+}
 
-out_existing:
-	if (prior) {
+int registry_submit(struct registry *r, struct job_spec *spec, const char *resolved_source,
+		    const char *resolved_destination, const char *idempotency_key,
+		    const char *request_sha256, struct job **out, bool *existing,
+		    struct job_error *je)
+{
+	struct job *j = submission_job(spec, resolved_source, resolved_destination, idempotency_key,
+				       request_sha256);
+	struct job *prior = NULL;
+
+	*out = NULL;
+	*existing = false;
+	if (reserve(r, j, &prior, je) < 0 || prior) {
+		job_unref(j);
+		if (!prior)
+			return -1;
 		*out = prior;
 		*existing = true;
 		return 0;
 	}
-	return -1;
+	return submit_reserved(r, j, out, existing, je);
+}
+
+int registry_submit_async(struct registry *r, struct job_spec *spec, const char *resolved_source,
+			  const char *resolved_destination, const char *idempotency_key,
+			  const char *request_sha256, registry_submit_fn done, void *arg,
+			  struct job **existing, struct job_error *je)
+{
+	struct job *j = submission_job(spec, resolved_source, resolved_destination, idempotency_key,
+				       request_sha256);
+	struct submission *sub;
+
+	*existing = NULL;
+	if (reserve(r, j, existing, je) < 0 || *existing) {
+		job_unref(j);
+		return *existing ? 1 : -1;
+	}
+	sub = xcalloc(1, sizeof(*sub));
+	sub->job = j;
+	sub->done = done;
+	sub->arg = arg;
+	pthread_mutex_lock(&r->lock);
+	if (r->pending_tail)
+		r->pending_tail->next = sub;
+	else
+		r->pending = sub;
+	r->pending_tail = sub;
+	pthread_cond_signal(&r->submitted);
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}
+
+/* A submission thread: takes pending submissions in order, until the
+ * registry stops and none is left. */
+static void *submitter_main(void *arg)
+{
+	struct registry *r = arg;
+	struct submission *sub;
+
+	pthread_mutex_lock(&r->lock);
+	for (;;) {
+		struct job_error je = {0};
+		struct job *j = NULL;
+		bool existing = false;
+		int rc;
+
+		while (!r->stopping && !r->pending)
+			pthread_cond_wait(&r->submitted, &r->lock);
+		sub = r->pending;
+		if (!sub)
+			break;
+		r->pending = sub->next;
+		if (!r->pending)
+			r->pending_tail = NULL;
+		pthread_mutex_unlock(&r->lock);
+		rc = submit_reserved(r, sub->job, &j, &existing, &je);
+		sub->done(sub->arg, rc < 0 ? NULL : j, existing, &je);
+		free(sub);
+		pthread_mutex_lock(&r->lock);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
 }
 
 /* ---- reading ---------------------------------------------------------------- */
@@ -1448,23 +1599,42 @@ int registry_delete(struct registry *r, const char *id, enum registry_delete_out
 	return 0;
 }
 
+static int compare_finished(const void *a, const void *b)
+{
+	const struct job *x = *(struct job *const *)a, *y = *(struct job *const *)b;
+
+	if (x->finished_ms != y->finished_ms)
+		return x->finished_ms < y->finished_ms ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Removes the records of finished jobs that finished more than retain_ms
+ * ago, and the oldest ones beyond the newest max_finished, from memory
+ * and from the state dir (their output stays). */
 static void sweep_retention(struct registry *r)
 {
 	int64_t cutoff = job_now_ms() - r->cfg.retain_ms;
-	struct job **expired = NULL;
-	size_t n = 0, cap = 0, i;
+	struct job **done = NULL, **expired = NULL;
+	size_t ndone = 0, fcap = 0, n = 0, cap = 0, excess = 0, i;
 
-	if (r->cfg.retain_ms <= 0)
+	if (r->cfg.retain_ms <= 0 && r->cfg.max_finished == 0)
 		return;
 	pthread_mutex_lock(&r->lock);
-	for (i = 0; i < r->njobs;) {
-		struct job *j = r->by_seq[i];
+	ndone = r->counts[JOB_SUCCEEDED] + r->counts[JOB_FAILED] + r->counts[JOB_CANCELLED];
+	if (r->cfg.max_finished && ndone > r->cfg.max_finished)
+		excess = ndone - r->cfg.max_finished;
+	ndone = 0;
+	for (i = 0; i < r->njobs; i++)
+		if (job_state_finished(r->by_seq[i]->state))
+			array_insert(&done, &ndone, &fcap, ndone, r->by_seq[i]);
+	if (excess)
+		qsort(done, ndone, sizeof(*done), compare_finished);
+	for (i = 0; i < ndone; i++) {
+		struct job *j = done[i];
 
-		if (job_state_finished(j->state) && j->finished_ms && j->finished_ms < cutoff) {
+		if (i < excess ||
+		    (r->cfg.retain_ms > 0 && j->finished_ms && j->finished_ms < cutoff))
 			array_insert(&expired, &n, &cap, n, table_remove(r, j));
-			continue;
-		}
-		i++;
 	}
 	pthread_mutex_unlock(&r->lock);
 	for (i = 0; i < n; i++) {
@@ -1473,6 +1643,7 @@ static void sweep_retention(struct registry *r)
 		job_unref(expired[i]);
 	}
 	free(expired);
+	free(done);
 }
 
 static void probe_writable(struct registry *r)
@@ -1497,6 +1668,16 @@ static void probe_writable(struct registry *r)
 	atomic_store(&r->writable, ok);
 }
 
+/* Seconds between sweeps: a quarter of the retention, at most a minute. */
+static double retention_interval(const struct registry *r)
+{
+	double quarter = (double)r->cfg.retain_ms / 4000.0;
+
+	if (r->cfg.retain_ms <= 0 || quarter > RETENTION_INTERVAL)
+		return RETENTION_INTERVAL;
+	return quarter < 0.25 ? 0.25 : quarter;
+}
+
 void registry_tick(struct registry *r)
 {
 	double now = now_seconds();
@@ -1516,7 +1697,7 @@ void registry_tick(struct registry *r)
 		job_unref(due[i]);
 	}
 	free(due);
-	if (now - r->last_retention >= RETENTION_INTERVAL) {
+	if (now - r->last_retention >= retention_interval(r)) {
 		r->last_retention = now;
 		sweep_retention(r);
 	}
@@ -1558,10 +1739,10 @@ bool registry_wait_idle(struct registry *r, double timeout_seconds)
 		deadline.tv_nsec -= 1000000000L;
 	}
 	pthread_mutex_lock(&r->lock);
-	while (r->running > 0)
+	while (r->running > 0 || r->preparing > 0)
 		if (pthread_cond_timedwait(&r->idle, &r->lock, &deadline) == ETIMEDOUT)
 			break;
-	idle = r->running == 0;
+	idle = r->running == 0 && r->preparing == 0;
 	pthread_mutex_unlock(&r->lock);
 	return idle;
 }

@@ -782,13 +782,21 @@ static void XMLCALL xml_chars(void *data, const XML_Char *s, int len)
 		text_add(&w->text, s, (size_t)len);
 }
 
-/* Calls fn(path, text) at the end of every element ("A/B/C"). */
+/* Calls fn(path, text) at the end of every element ("A/B/C").  Leading
+ * white space is skipped: S3 sends some to keep the connection open while
+ * a long operation (CompleteMultipartUpload) works, before the XML
+ * declaration. */
 static bool xml_walk(const char *body, size_t len, xml_field_fn fn, void *arg)
 {
 	struct xml_walk w = {.fn = fn, .arg = arg};
-	XML_Parser p = XML_ParserCreate("UTF-8");
+	XML_Parser p;
 	bool ok;
 
+	while (len && (*body == ' ' || *body == '\t' || *body == '\r' || *body == '\n')) {
+		body++;
+		len--;
+	}
+	p = XML_ParserCreate("UTF-8");
 	if (!p)
 		abort();
 	XML_SetUserData(p, &w);
@@ -841,6 +849,10 @@ struct call {
 	const void *body;
 	size_t body_len;
 	const char *content_type;
+	/* The operation may answer 200 with an <Error> body: S3 sends the
+	 * status before the work is done (CompleteMultipartUpload, and
+	 * CopyObject and UploadPartCopy were they used). */
+	bool error_in_ok;
 	bool ranged;
 	uint64_t off;
 	size_t len;
@@ -1123,14 +1135,15 @@ static void call_fail(struct call *k, enum call_state state, const char *code, c
 	k->state = state;
 }
 
-static void classify_status(struct call *k)
+/* Decides what an error answer means: an HTTP error status, or a 200
+ * whose body is an <Error>, which is retried alike when its code is a
+ * transient one (InternalError, SlowDown, ...). */
+static void classify_error(struct call *k, const struct xml_error *error)
 {
-	struct xml_error x;
+	struct xml_error x = *error;
 	const char *code;
 	char what[300];
 
-	memset(&x, 0, sizeof(x));
-	xml_walk(k->answer.s ? k->answer.s : "", k->answer.len, error_field, &x);
 	if (x.code[0])
 		snprintf(what, sizeof(what), "%s answered %ld %s (%s)", k->op, k->status, x.code,
 			 x.message[0] ? x.message : "no message");
@@ -1140,7 +1153,7 @@ static void classify_status(struct call *k)
 		call_fail(k, CALL_RETRY, "s3_unavailable", "%s", what);
 		return;
 	}
-	if (k->status == 403)
+	if (k->status == 403 || strcmp(x.code, "AccessDenied") == 0)
 		code = "s3_access_denied";
 	else if (strcmp(x.code, "NoSuchBucket") == 0)
 		code = "s3_no_such_bucket";
@@ -1151,6 +1164,14 @@ static void classify_status(struct call *k)
 	else
 		code = "s3_error";
 	call_fail(k, CALL_FAILED, code, "%s", what);
+}
+
+/* The <Error> of an answer's body, if it is one. */
+static bool answer_error(const struct call *k, struct xml_error *x)
+{
+	memset(x, 0, sizeof(*x));
+	xml_walk(k->answer.s ? k->answer.s : "", k->answer.len, error_field, x);
+	return x->is_error;
 }
 
 static void check_ranged_answer(struct call *k)
@@ -1198,6 +1219,8 @@ static void check_ranged_answer(struct call *k)
 /* Decides what one finished attempt means. */
 static void call_finish(struct call *k, CURLcode rc)
 {
+	struct xml_error x;
+
 	if (rc != CURLE_OK && k->overflow) {
 		if (k->ranged && k->status == 200)
 			call_fail(
@@ -1223,7 +1246,12 @@ static void call_finish(struct call *k, CURLcode rc)
 		return;
 	}
 	if (k->status < 200 || k->status > 299) {
-		classify_status(k);
+		answer_error(k, &x);
+		classify_error(k, &x);
+		return;
+	}
+	if (k->error_in_ok && answer_error(k, &x)) {
+		classify_error(k, &x);
 		return;
 	}
 	if (k->ranged) {
@@ -1716,15 +1744,13 @@ int s3_multipart_complete(struct s3_client *c, const char *bucket, const char *k
 	k.body = body.s;
 	k.body_len = body.len;
 	k.content_type = "application/xml";
+	k.error_in_ok = true;
 	if (perform_one(&k, e))
 		goto out;
-	/* S3 may answer 200 and report a failure in the body. */
-	if (!xml_walk(k.answer.s ? k.answer.s : "", k.answer.len, single_field, &f) ||
-	    f.error.is_error) {
-		err_set(e, f.error.is_error ? "s3_error" : "s3_bad_response",
-			"s3://%s/%s: CompleteMultipartUpload failed: %s (%s)", bucket, key,
-			f.error.code[0] ? f.error.code : "malformed answer",
-			f.error.message[0] ? f.error.message : "no message");
+	if (!xml_walk(k.answer.s ? k.answer.s : "", k.answer.len, single_field, &f)) {
+		err_set(e, "s3_bad_response",
+			"s3://%s/%s: CompleteMultipartUpload answered 200 with a malformed body",
+			bucket, key);
 		goto out;
 	}
 	rc = 0;

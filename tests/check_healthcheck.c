@@ -122,6 +122,7 @@ static void setup(void)
 {
 	tmp_dir = test_mkdtemp();
 	unsetenv("CKPTCONV_LISTEN");
+	unsetenv("CKPTCONV_HEALTH_LISTEN");
 	server.listen_fd = -1;
 }
 
@@ -280,6 +281,24 @@ START_TEST(test_listen_address_is_used)
 }
 END_TEST
 
+START_TEST(test_health_listen_wins_over_listen)
+{
+	char listen_addr[64], err_text[1024], line[256];
+
+	responder_start(200);
+	snprintf(listen_addr, sizeof(listen_addr), "127.0.0.1:%d", closed_port());
+	setenv("CKPTCONV_LISTEN", listen_addr, 1);
+	snprintf(listen_addr, sizeof(listen_addr), "0.0.0.0:%d", server.port);
+	setenv("CKPTCONV_HEALTH_LISTEN", listen_addr, 1);
+	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), NULL), EXIT_OK);
+	ck_assert_int_eq(requests_seen(line, sizeof(line)), 1);
+	ck_assert_str_eq(line, "GET /healthz HTTP/1.1");
+	setenv("CKPTCONV_HEALTH_LISTEN", "127.0.0.1", 1);
+	ck_assert_int_eq(run_healthcheck(err_text, sizeof(err_text), NULL), EXIT_USAGE);
+	ck_assert_ptr_nonnull(strstr(err_text, "CKPTCONV_HEALTH_LISTEN=127.0.0.1"));
+}
+END_TEST
+
 START_TEST(test_url_flag_wins_over_listen)
 {
 	char listen_addr[64], url[128], err_text[1024], line[256];
@@ -341,6 +360,7 @@ static Suite *healthcheck_suite(void)
 	tcase_add_test(tc, test_fails_on_timeout);
 	tcase_add_test(tc, test_wildcard_listen_probes_loopback);
 	tcase_add_test(tc, test_listen_address_is_used);
+	tcase_add_test(tc, test_health_listen_wins_over_listen);
 	tcase_add_test(tc, test_url_flag_wins_over_listen);
 	tcase_add_test(tc, test_usage_errors);
 	tcase_add_test(tc, test_help);

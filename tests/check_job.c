@@ -196,6 +196,17 @@ START_TEST(spec_errors_name_the_field)
 	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"native\","
 			  " \"options\": {\"overwrite\": \"yes\"}}",
 			  "invalid_field", "options.overwrite");
+	/* The exclude pattern's bounds are checked while parsing, before any
+	 * thread compiles it. */
+	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"native\","
+			  " \"options\": {\"exclude\": \"((a{1,100}){1,100}){1,100}\"}}",
+			  "invalid_exclude", "options.exclude");
+	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"native\","
+			  " \"options\": {\"exclude\": \"(a)\\\\1\"}}",
+			  "invalid_exclude", "options.exclude");
+	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"native\","
+			  " \"options\": {\"exclude\": 7}}",
+			  "invalid_field", "options.exclude");
 	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"native\","
 			  " \"labels\": {\"bad key\": \"v\"}}",
 			  "invalid_field", "labels.bad key");
@@ -487,7 +498,7 @@ END_TEST
 
 /* ---- registry without runners ---------------------------------------------- */
 
-static struct registry *open_registry(unsigned max_queued)
+static struct registry *open_registry_keeping(unsigned max_queued, size_t max_finished)
 {
 	struct registry_config c = {0};
 	struct registry *r = NULL;
@@ -499,22 +510,26 @@ static struct registry *open_registry(unsigned max_queued)
 	c.max_running = 1;
 	c.max_queued = max_queued;
 	c.retain_ms = 0;
+	c.max_finished = max_finished;
 	c.policy = &policy;
 	ck_assert_msg(registry_open(&c, &r, &e) == 0, "%s", e.msg);
 	free(state);
 	return r;
 }
 
-/* Submits golden tiny -> tmp/<dst>; returns the error code or NULL. */
-static const char *submit(struct registry *r, const char *dst, const char *key, const char *sha,
-			  const char *label, struct job **out, bool *existing)
+static struct registry *open_registry(unsigned max_queued)
+{
+	return open_registry_keeping(max_queued, 0);
+}
+
+/* Parses, checks and submits a request body (taken); returns the error
+ * code or NULL. */
+static const char *submit_request(struct registry *r, json_t *body, const char *key,
+				  const char *sha, struct job **out, bool *existing)
 {
 	static struct job_error je;
 	struct job_spec spec;
-	char *src = golden_hf(), *d = test_path(tmp, dst);
 	char *rs = NULL, *rd = NULL;
-	json_t *body = json_pack("{s:s, s:s, s:s, s:{s:s}}", "source", src, "destination", d, "to",
-				 "native", "labels", "team", label);
 	bool ex = false;
 	int rc;
 
@@ -527,9 +542,20 @@ static const char *submit(struct registry *r, const char *dst, const char *key, 
 	json_decref(body);
 	free(rs);
 	free(rd);
+	return rc == 0 ? NULL : je.err.code;
+}
+
+/* Submits golden tiny -> tmp/<dst>; returns the error code or NULL. */
+static const char *submit(struct registry *r, const char *dst, const char *key, const char *sha,
+			  const char *label, struct job **out, bool *existing)
+{
+	char *src = golden_hf(), *d = test_path(tmp, dst);
+	json_t *body = json_pack("{s:s, s:s, s:s, s:{s:s}}", "source", src, "destination", d, "to",
+				 "native", "labels", "team", label);
+
 	free(src);
 	free(d);
-	return rc == 0 ? NULL : je.err.code;
+	return submit_request(r, body, key, sha, out, existing);
 }
 
 static void submit_ok(struct registry *r, const char *dst, const char *label, struct job **out)
@@ -563,6 +589,81 @@ START_TEST(registry_queue_limits_and_conflicts)
 			  1);
 	ck_assert(json_is_null(json_object_get(doc, "started_at")));
 	json_decref(doc);
+	job_unref(a);
+	job_unref(b);
+	registry_free(r);
+}
+END_TEST
+
+/* A dry run of golden tiny into tmp/<dst>; returns the error code or NULL. */
+static const char *submit_dry(struct registry *r, const char *dst, struct job **out)
+{
+	char *src = golden_hf(), *d = test_path(tmp, dst);
+	json_t *body = json_pack("{s:s, s:s, s:s, s:{s:b}}", "source", src, "destination", d, "to",
+				 "native", "options", "dry_run", 1);
+
+	free(src);
+	free(d);
+	return submit_request(r, body, NULL, NULL, out, NULL);
+}
+
+static bool record_exists(const char *id)
+{
+	char name[64], *path;
+	bool exists;
+
+	snprintf(name, sizeof(name), "state/jobs/%s.json", id);
+	path = test_path(tmp, name);
+	exists = access(path, F_OK) == 0;
+	free(path);
+	return exists;
+}
+
+/* Dry runs take a place in the queue like any job; finished records
+ * beyond max_finished go, oldest first, from memory and the state dir. */
+START_TEST(registry_dry_runs_counted_and_pruned)
+{
+	struct registry *r = open_registry_keeping(2, 3);
+	struct job *a = NULL, *b = NULL, *d[4] = {NULL};
+	enum registry_delete_outcome outcome;
+	struct job_error je = {0};
+	char ida[JOB_ID_LEN + 1], idd0[JOB_ID_LEN + 1];
+	struct job *gone;
+	int i;
+
+	submit_ok(r, "out-a", "nlp", &a);
+	submit_ok(r, "out-b", "nlp", &b);
+	ck_assert_str_eq(submit_dry(r, "dry-0", &d[0]), "queue_full");
+	/* a, cancelled, is the oldest finished record. */
+	snprintf(ida, sizeof(ida), "%s", a->id);
+	ck_assert_int_eq(registry_delete(r, ida, &outcome, NULL, &je), 0);
+	ck_assert_int_eq(outcome, REGISTRY_CANCELLED);
+	for (i = 0; i < 4; i++) {
+		char dst[16];
+
+		snprintf(dst, sizeof(dst), "dry-%d", i);
+		ck_assert_ptr_null(submit_dry(r, dst, &d[i]));
+		ck_assert_int_eq(registry_job_state(r, d[i]), JOB_SUCCEEDED);
+	}
+	snprintf(idd0, sizeof(idd0), "%s", d[0]->id);
+	/* Five finished (a and four dry runs), three kept: a and d0 went. */
+	gone = registry_get(r, ida);
+	ck_assert_ptr_null(gone);
+	gone = registry_get(r, idd0);
+	ck_assert_ptr_null(gone);
+	ck_assert(!record_exists(ida) && !record_exists(idd0));
+	for (i = 1; i < 4; i++) {
+		struct job *kept = registry_get(r, d[i]->id);
+
+		ck_assert_ptr_nonnull(kept);
+		ck_assert(record_exists(d[i]->id));
+		job_unref(kept);
+	}
+	/* The queued job is never pruned. */
+	ck_assert_int_eq(registry_job_state(r, b), JOB_QUEUED);
+	ck_assert(record_exists(b->id));
+	for (i = 0; i < 4; i++)
+		job_unref(d[i]);
 	job_unref(a);
 	job_unref(b);
 	registry_free(r);
@@ -861,6 +962,7 @@ static Suite *job_suite(void)
 
 	tcase_add_checked_fixture(reg, setup, teardown);
 	tcase_add_test(reg, registry_queue_limits_and_conflicts);
+	tcase_add_test(reg, registry_dry_runs_counted_and_pruned);
 	tcase_add_test(reg, registry_bad_source_is_422);
 	tcase_add_test(reg, registry_idempotency);
 	tcase_add_test(reg, registry_listing_filters_and_cursor);

@@ -564,6 +564,84 @@ START_TEST(test_error_codes)
 }
 END_TEST
 
+/* CompleteMultipartUpload answered 200 with an <Error> body, as S3 does
+ * when it fails after sending the status (white space first, as S3 sends
+ * while it works).  complete_errors counts how many answers fail so. */
+static int complete_errors;
+static const char *complete_error_code;
+
+static void complete_then_error(struct fake *f, struct request *r, struct buf *out)
+{
+	static const char done[] = "   \n  <?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+				   "<CompleteMultipartUploadResult><ETag>\"x-2\"</ETag>"
+				   "</CompleteMultipartUploadResult>";
+	char body[512];
+
+	(void)r;
+	if (atomic_load(&f->requests) > complete_errors) {
+		respond(out, 200, NULL, done, strlen(done));
+		return;
+	}
+	snprintf(body, sizeof(body),
+		 "  \n <?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>%s</Code>"
+		 "<Message>We encountered an internal error. Please try again.</Message></Error>",
+		 complete_error_code);
+	respond(out, 200, "Content-Type: application/xml\r\n", body, strlen(body));
+}
+
+static int complete_with(int errors, const char *code, struct fake **out, struct err *e)
+{
+	char etag1[] = "\"e1\"", etag2[] = "\"e2\"";
+	char *etags[] = {etag1, etag2};
+	struct s3_client *c;
+	int rc;
+
+	complete_errors = errors;
+	complete_error_code = code;
+	*out = fake_start(complete_then_error);
+	c = client();
+	rc = s3_multipart_complete(c, "bkt", "out/model.safetensors", "up1", etags, 2, e);
+	s3_client_free(c);
+	return rc;
+}
+
+START_TEST(test_complete_error_with_200_is_retried)
+{
+	struct fake *f;
+	struct err e = {0};
+
+	setup_env();
+	/* The first answer is 200 with InternalError: retried, then done. */
+	ck_assert_msg(complete_with(1, "InternalError", &f, &e) == 0, "%s", e.msg);
+	ck_assert_int_eq(atomic_load(&f->requests), 2);
+	fake_stop(f);
+	/* SlowDown too, twice. */
+	ck_assert_msg(complete_with(2, "SlowDown", &f, &e) == 0, "%s", e.msg);
+	ck_assert_int_eq(atomic_load(&f->requests), 3);
+	fake_stop(f);
+	/* Every attempt so: s3_unavailable after CKPTCONV_S3_MAX_ATTEMPTS (3). */
+	ck_assert_int_eq(complete_with(1000, "InternalError", &f, &e), -1);
+	ck_assert_str_eq(e.code, "s3_unavailable");
+	ck_assert_ptr_nonnull(strstr(e.msg, "CompleteMultipartUpload answered 200 InternalError"));
+	ck_assert_ptr_nonnull(strstr(e.msg, "gave up after 3 attempts"));
+	ck_assert_ptr_nonnull(strstr(e.msg, "s3://bkt/out/model.safetensors"));
+	ck_assert_int_eq(atomic_load(&f->requests), 3);
+	fake_stop(f);
+	/* A permanent error in a 200 answer fails at once, with its code. */
+	err_clear(&e);
+	ck_assert_int_eq(complete_with(1000, "InvalidPart", &f, &e), -1);
+	ck_assert_str_eq(e.code, "s3_error");
+	ck_assert_ptr_nonnull(strstr(e.msg, "answered 200 InvalidPart"));
+	ck_assert_int_eq(atomic_load(&f->requests), 1);
+	fake_stop(f);
+	err_clear(&e);
+	ck_assert_int_eq(complete_with(1000, "AccessDenied", &f, &e), -1);
+	ck_assert_str_eq(e.code, "s3_access_denied");
+	ck_assert_int_eq(atomic_load(&f->requests), 1);
+	fake_stop(f);
+}
+END_TEST
+
 /* Three pages of two entries; checks the continuation tokens. */
 static void paged_list(struct fake *f, struct request *r, struct buf *out)
 {
@@ -1083,6 +1161,7 @@ static Suite *s3_suite(void)
 	tcase_add_test(t, test_retries_are_bounded);
 	tcase_add_test(t, test_connection_refused);
 	tcase_add_test(t, test_error_codes);
+	tcase_add_test(t, test_complete_error_with_200_is_retried);
 	tcase_add_test(t, test_list_pages);
 	suite_add_tcase(s, t);
 	t = tcase_create("store");

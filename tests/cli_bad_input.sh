@@ -360,6 +360,19 @@ expect_fail "destination holding files" destination_not_empty "$T/not-empty" \
 assert_eq "its files are untouched" "notes.txt keep" \
 	"$(ls "$T/not-empty") $(cat "$T/not-empty/notes.txt")"
 
+# A file size limit (ulimit -f, RLIMIT_FSIZE) below the output's size: the
+# write fails with EFBIG instead of SIGXFSZ killing the process, the error
+# names the file, and what was written (and published) is removed.  With
+# 20 KB shards only model-00009 (32,920 bytes) is over 24 KiB, so eight
+# shards are published before it fails.
+expect_fail "file size limit, one output file" io_error "model.safetensors: File too large" \
+	bash -c 'ulimit -f 100 && exec "$@"' limit "$CKPTCONV" convert --to native "$G/hf" "$T/fsize1"
+expect_empty "file size limit, one output file: nothing left" "$T/fsize1"
+expect_fail "file size limit, a later shard" io_error "model-00009-of-00012.safetensors: File too large" \
+	bash -c 'ulimit -f 24 && exec "$@"' limit "$CKPTCONV" convert --to native \
+	--max-shard-size 20KB "$G/hf" "$T/fsize2"
+expect_empty "file size limit, a later shard: published shards removed" "$T/fsize2"
+
 unmount_small() {
 	if mountpoint -q "$T/small" 2>/dev/null; then
 		umount "$T/small"

@@ -180,10 +180,10 @@ api GET '/v1/jobs?limit=100'
 assert_eq "newest first" "$B $A" "$(jget jobs.0.id) $(jget jobs.1.id)"
 api GET '/v1/jobs?state=queued'
 assert_eq "state filter" "1 $B" "$(jget jobs.#) $(jget jobs.0.id)"
-post_job "$(job_json "$DATA/hf" "$DATA/lab" native '{"dry_run": true}' | sed 's/}$/, "labels": {"team": "nlp"}}/')"
-LABELLED=$(jget id)
-api GET '/v1/jobs?label=team:nlp'
-assert_eq "label filter" "1 $LABELLED" "$(jget jobs.#) $(jget jobs.0.id)"
+# A dry run costs a plan and a record like any job: it counts toward
+# --max-queued (1, held by B).
+post_job "$(job_json "$DATA/hf" "$DATA/dry2" native '{"dry_run": true}')"
+expect_error "a dry run counts toward --max-queued" 429 queue_full
 api GET '/v1/jobs?state=sleeping'
 expect_error "bad state filter" 400 invalid_field state
 api GET '/v1/jobs?limit=0'
@@ -212,6 +212,11 @@ expect_error "tensor limit too large" 400 invalid_field limit
 # ---- cancelling ---------------------------------------------------------------------------
 api DELETE "/v1/jobs/$B"
 assert_eq "DELETE queued job: cancelled at once" "200 cancelled" "$STATUS $(jget state)"
+post_job "$(job_json "$DATA/hf" "$DATA/lab" native '{"dry_run": true}' | sed 's/}$/, "labels": {"team": "nlp"}}/')"
+LABELLED=$(jget id)
+assert_eq "with the queue empty again a dry run is accepted" 201 "$STATUS"
+api GET '/v1/jobs?label=team:nlp'
+assert_eq "label filter" "1 $LABELLED" "$(jget jobs.#) $(jget jobs.0.id)"
 api DELETE "/v1/jobs/$A"
 assert_eq "DELETE running job: 202" "202 true" "$STATUS $(jget cancel_requested)"
 expect_job "running job ends cancelled" "$A" cancelled 30

@@ -22,7 +22,7 @@ else
 fi
 expect_exit "unknown flag" 2 "$CKPTCONV" serve --colour
 expect_exit "bad --workers" 2 "$CKPTCONV" serve --workers many
-expect_exit "bad --retain-jobs" 2 "$CKPTCONV" serve --retain-jobs 3y
+expect_exit "bad --job-retention" 2 "$CKPTCONV" serve --job-retention 3y
 expect_exit "bad variable" 2 env CKPTCONV_MAX_RUNNING=0 "$CKPTCONV" serve
 expect_exit "bad flag value beside a valid variable" 2 env CKPTCONV_MAX_QUEUED=1 "$CKPTCONV" serve --max-queued x
 expect_exit "bad --allow-s3 prefix" 2 "$CKPTCONV" serve --listen 127.0.0.1:0 \
@@ -130,7 +130,7 @@ api DELETE "/v1/jobs/$D"
 daemon_stop
 assert_eq "clean exit" 0 "$DAEMON_RC"
 
-# Retention: finished records older than --retain-jobs are removed (the
+# Retention: finished records older than --job-retention are removed (the
 # converted output stays).  A fresh state dir: the jobs queued above may
 # still be waiting in the old one.
 unset CKPTCONV_MAX_QUEUED
@@ -141,7 +141,7 @@ G=$JOB
 expect_job "short job succeeds" "$G" succeeded 60
 daemon_stop
 sleep 1.2
-daemon_start --retain-jobs 1
+daemon_start --job-retention 1
 api GET "/v1/jobs/$G"
 expect_error "expired record removed" 404 job_not_found
 if [ ! -e "$STATE/jobs/$G.json" ] && [ ! -e "$STATE/jobs/$G.tensors" ] && [ -e "$DATA/g/model.safetensors" ]; then

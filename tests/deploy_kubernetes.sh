@@ -87,6 +87,10 @@ mutant state-not-on-pvc deployment.yaml 's/claimName: ckptconv-state/claimName: 
 mutant secret-in-configmap configmap.yaml 's/^data:$/data:\n  AWS_SECRET_ACCESS_KEY: "x"/' \
 	'credentials belong in the Secret'
 mutant loopback-listen configmap.yaml 's/"0.0.0.0:8080"/"127.0.0.1:8080"/' 'does not listen on 0.0.0.0'
+mutant probes-on-main-port deployment.yaml 's/port: health$/port: http/' \
+	'livenessProbe is not GET /healthz on port 8081'
+mutant loopback-health-listen configmap.yaml 's/"0.0.0.0:8081"/"127.0.0.1:8081"/' \
+	'CKPTCONV_HEALTH_LISTEN does not listen on 0.0.0.0'
 mutant not-indexed partition-job.yaml 's/completionMode: Indexed/completionMode: NonIndexed/' \
 	'no Job with completionMode: Indexed'
 mutant half-parallel partition-job.yaml 's/parallelism: 16/parallelism: 8/' 'parallelism differs from completions'

@@ -219,6 +219,14 @@ function checkAll(objects) {
   check(listen && listen[1] === '0.0.0.0', where(configMap), 'CKPTCONV_LISTEN does not listen on 0.0.0.0');
   const listenPort = listen ? Number(listen[2]) : NaN;
   check(listenPort === 8080, where(configMap), 'CKPTCONV_LISTEN port is not 8080');
+  // Probes go to the health listener when there is one: it answers
+  // however many connections the main one holds.
+  const healthListen = /^(.*):(\d+)$/.exec(settings.CKPTCONV_HEALTH_LISTEN || '');
+  check(!settings.CKPTCONV_HEALTH_LISTEN || (healthListen && healthListen[1] === '0.0.0.0'), where(configMap),
+    'CKPTCONV_HEALTH_LISTEN does not listen on 0.0.0.0');
+  const probePortNumber = healthListen ? Number(healthListen[2]) : listenPort;
+  check(probePortNumber !== listenPort || !healthListen, where(configMap),
+    'CKPTCONV_HEALTH_LISTEN uses the port of CKPTCONV_LISTEN');
   const stateDir = settings.CKPTCONV_STATE_DIR || DEFAULT_STATE_DIR;
 
   // Secret example: placeholders only.
@@ -247,12 +255,13 @@ function checkAll(objects) {
   check(podSpec.containers && podSpec.containers.length === 1, dw, 'not exactly one container');
   check(commandLine(container).slice(0, 2).join(' ') === 'ckptconv serve', dw, 'container does not run `ckptconv serve`');
   check((container.ports || []).some((p) => p.containerPort === listenPort), dw, `no containerPort ${listenPort}`);
+  check((container.ports || []).some((p) => p.containerPort === probePortNumber), dw, `no containerPort ${probePortNumber}`);
   const liveness = container.livenessProbe || {};
   const readiness = container.readinessProbe || {};
-  check(get(liveness, 'httpGet.path') === '/healthz' && probePort(container, get(liveness, 'httpGet.port')) === listenPort,
-    dw, `livenessProbe is not GET /healthz on port ${listenPort}`);
-  check(get(readiness, 'httpGet.path') === '/readyz' && probePort(container, get(readiness, 'httpGet.port')) === listenPort,
-    dw, `readinessProbe is not GET /readyz on port ${listenPort}`);
+  check(get(liveness, 'httpGet.path') === '/healthz' && probePort(container, get(liveness, 'httpGet.port')) === probePortNumber,
+    dw, `livenessProbe is not GET /healthz on port ${probePortNumber}`);
+  check(get(readiness, 'httpGet.path') === '/readyz' && probePort(container, get(readiness, 'httpGet.port')) === probePortNumber,
+    dw, `readinessProbe is not GET /readyz on port ${probePortNumber}`);
   checkPodSecurity(dw, podSpec);
   checkEnvFrom(dw, container, secret.obj.metadata.name, configMap.obj.metadata.name);
   checkScratch(dw, podSpec, container);

@@ -3,7 +3,10 @@
  * registry: the daemon's jobs.  It owns the job table (by id and in
  * creation order), the FIFO queue, the runner threads (one per
  * --max-running slot, named "ckptconv-job", each running one conversion at
- * a time on the shared exec pool), idempotency keys, retention, and the
+ * a time on the shared exec pool), the submission threads (named
+ * "ckptconv-submit": they read and plan the sources of new jobs off the
+ * HTTP threads), idempotency keys, retention (by age and by number of
+ * finished records), and the
  * records in the state dir: <state>/jobs/<id>.json (written atomically at
  * every state change and every few seconds while running),
  * <id>.tensors (the per-tensor listing) and <id>.states (final tensor
@@ -39,6 +42,7 @@ struct registry_config {
 	unsigned max_running;  /* >= 1 */
 	unsigned max_queued;   /* >= 1 */
 	int64_t retain_ms;     /* finished records kept this long; 0 = forever */
+	size_t max_finished;   /* finished records kept at most (the newest); 0 = no limit */
 	const struct job_policy *policy;
 	struct exec_pool *pool; /* shared by every job; not owned */
 };
@@ -46,21 +50,44 @@ struct registry_config {
 /* Locks the state dir (one daemon per state dir), loads the records and
  * re-queues interrupted jobs.  Codes: io_error. */
 int registry_open(const struct registry_config *c, struct registry **out, struct err *e);
-/* Starts the runner threads. */
+/* Starts the runner threads and the submission threads. */
 int registry_start(struct registry *r, struct err *e);
 /* Stops and joins the runners (which must be idle: after drain and
  * registry_wait_idle) and frees everything. */
 void registry_free(struct registry *r);
 
 /* Creates a job from a validated request (taking spec's contents) after
- * checking the source (conversion_prepare) and the limits.  With an
- * idempotency key already used for the same request body it returns that
- * job with *existing true.  Codes: draining, queue_full,
- * destination_in_use, idempotency_conflict, the engine's (422), io_error. */
+ * checking the source (conversion_prepare, which reads the source's
+ * headers and compiles and matches the exclude pattern) and the limits:
+ * queued jobs plus submissions being prepared, dry runs included, stay
+ * within max_queued.  A dry run is finished at once and counts towards
+ * max_finished.  With an idempotency key already used for the same
+ * request body it returns that job with *existing true.  *out is a new
+ * reference.  Codes: draining, queue_full, destination_in_use,
+ * idempotency_conflict, invalid_exclude, the engine's (422), io_error.
+ * Threads: not the HTTP threads, since reading the source may take long
+ * (they use registry_submit_async). */
 int registry_submit(struct registry *r, struct job_spec *spec, const char *resolved_source,
 		    const char *resolved_destination, const char *idempotency_key,
 		    const char *request_sha256, struct job **out, bool *existing,
 		    struct job_error *je);
+
+/* The outcome of an asynchronous submission: j (a new reference, NULL on
+ * failure), whether it is an earlier job with the same idempotency key,
+ * and the error when j is NULL.  Called on a submission thread. */
+typedef void (*registry_submit_fn)(void *arg, struct job *j, bool existing,
+				   const struct job_error *je);
+/* registry_submit in two halves: the checks that need only the registry
+ * (draining, idempotency, queue_full, destination_in_use) now, on the
+ * calling thread, and the rest on one of the registry's submission
+ * threads (registry_start), which calls done exactly once.  Returns 0 when
+ * the submission is queued (spec's contents taken), 1 when an earlier job
+ * has the same idempotency key and body (*existing, a new reference), -1
+ * when refused (je).  Threads: any, the HTTP threads included. */
+int registry_submit_async(struct registry *r, struct job_spec *spec, const char *resolved_source,
+			  const char *resolved_destination, const char *idempotency_key,
+			  const char *request_sha256, registry_submit_fn done, void *arg,
+			  struct job **existing, struct job_error *je);
 
 /* The job with this id (a new reference), or NULL. */
 struct job *registry_get(struct registry *r, const char *id);
@@ -107,7 +134,8 @@ void registry_tick(struct registry *r);
 /* Refuses new jobs from now on and stops the running ones at a safe point;
  * they are recorded as queued for the next start. */
 void registry_drain(struct registry *r);
-/* Waits until no job runs; false when timeout_seconds passed first. */
+/* Waits until no job runs and no submission is being prepared; false
+ * when timeout_seconds passed first. */
 bool registry_wait_idle(struct registry *r, double timeout_seconds);
 /* For an exit that cannot wait any longer: records every running job as
  * queued (to be rerun from scratch at the next start). */
