@@ -37,6 +37,7 @@
 #include "ckptconv/registry.h"
 #include "ckptconv/s3.h"
 #include "ckptconv/s3_job.h"
+#include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
 #define TICK_SECONDS 0.1
@@ -568,6 +569,7 @@ static int start(struct service *s, struct err *e)
 	unsigned port = 0;
 
 	if (resolve_roots(&s->opts->allow_roots, &s->roots, e) < 0 ||
+	    store_local_confine(&s->roots, e) < 0 ||
 	    check_s3_policy(s->opts, &s->s3_endpoints, e) < 0 ||
 	    prepare_state_dir(s->opts->state_dir, &s->state_dir, e) < 0 ||
 	    (s->opts->token_file && read_token(s->opts->token_file, &s->token, e) < 0))
@@ -694,6 +696,7 @@ static void service_fini(struct service *s, bool clean)
 		close(s->listen_fd);
 	registry_free(s->reg);
 	exec_pool_free(s->pool);
+	store_local_confine(NULL, NULL);
 	strvec_fini(&s->roots);
 	strvec_fini(&s->s3_endpoints);
 	free(s->state_dir);
@@ -745,6 +748,7 @@ int cli_serve(int argc, char **argv)
 			registry_drain(s.reg);
 		registry_free(s.reg);
 		exec_pool_free(s.pool);
+		store_local_confine(NULL, NULL);
 		strvec_fini(&s.roots);
 		strvec_fini(&s.s3_endpoints);
 		free(s.state_dir);

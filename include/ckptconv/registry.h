@@ -13,7 +13,9 @@
  * is queued again and rerun from scratch, replacing whatever of its own
  * output the first run left (its destination is "claimed" once the run
  * has checked that it was empty or that overwrite was asked for).  After
- * three such restarts it fails with "interrupted" rather than looping.
+ * three such restarts it fails with "interrupted" rather than looping, and
+ * what its last run left in the claimed destination is removed as a
+ * failed run's output is (conversion_clean_destination).
  *
  * Threads: every function may be called from any thread except
  * registry_free (main thread, after the runners went idle).  One mutex
@@ -56,7 +58,9 @@ void registry_free(struct registry *r);
  * checking the source (conversion_prepare) and the limits.  With an
  * idempotency key already used for the same request body it returns that
  * job with *existing true.  Codes: draining, queue_full,
- * destination_in_use, idempotency_conflict, the engine's (422), io_error. */
+ * destination_in_use (its destination overlaps a queued or running job's
+ * source or destination, or its source such a job's destination),
+ * idempotency_conflict, the engine's (422), forbidden_path, io_error. */
 int registry_submit(struct registry *r, struct job_spec *spec, const char *resolved_source,
 		    const char *resolved_destination, const char *idempotency_key,
 		    const char *request_sha256, struct job **out, bool *existing,
