@@ -1129,7 +1129,8 @@ static const char *engine_error_field(const char *code)
 		return "options.max_shard_size";
 	if (strcmp(code, "already_in_layout") == 0)
 		return "to";
-	if (err_http_status(code) == 422)
+	/* a file of the source leads outside the allowed roots */
+	if (err_http_status(code) == 422 || strcmp(code, "forbidden_path") == 0)
 		return "source";
 	return "";
 }
