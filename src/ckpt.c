@@ -415,8 +415,8 @@ static void sort_other_files(struct ckpt *c, const struct store_entry *entries, 
 		    store_is_temporary(name))
 			continue;
 		if (entries[i].kind == STORE_OUTSIDE)
-			strvec_pushf(&c->warnings, "skipped '%s': it resolves outside the allowed roots",
-				     name);
+			strvec_pushf(&c->warnings,
+				     "skipped '%s': it resolves outside the allowed roots", name);
 		else if (entries[i].kind == STORE_DIR)
 			strvec_pushf(&c->warnings, "skipped subdirectory '%s'", name);
 		else if (entries[i].kind != STORE_FILE)

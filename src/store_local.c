@@ -291,9 +291,9 @@ struct cached_fd {
 
 struct local_store {
 	struct store base;
-	const struct root *root;    /* confined: the root holding the location */
-	pthread_mutex_t lock;       /* protects dirfd, fds, nfds, cap */
-	int dirfd;                  /* the location, once opened; -1 before */
+	const struct root *root; /* confined: the root holding the location */
+	pthread_mutex_t lock;	 /* protects dirfd, fds, nfds, cap */
+	int dirfd;		 /* the location, once opened; -1 before */
 	struct cached_fd *fds;
 	size_t nfds, cap;
 };
@@ -301,9 +301,9 @@ struct local_store {
 struct local_writer {
 	struct store_writer base;
 	int fd;
-	int dirfd;                  /* the store's */
+	int dirfd; /* the store's */
 	char *tmp_name;
-	char *tmp_path;             /* for messages */
+	char *tmp_path; /* for messages */
 };
 
 static struct local_store *local(struct store *s)
@@ -526,9 +526,8 @@ static void entry_kind(const struct local_store *s, int dirfd, const char *name,
 
 	out->size = 0;
 	out->kind = STORE_OTHER;
-	if (!s->root) {
-		rc = fstatat(dirfd, name, &st, 0);
-	} else {
+	rc = fstatat(dirfd, name, &st, s->root ? AT_SYMLINK_NOFOLLOW : 0);
+	if (rc == 0 && S_ISLNK(st.st_mode)) {
 		fd = open_name(s, dirfd, name, O_PATH);
 		if (fd < 0) {
 			if (errno == EXDEV)

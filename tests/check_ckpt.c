@@ -10,7 +10,6 @@
  */
 #include <check.h>
 #include <jansson.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +20,6 @@
 #include "ckptconv/err.h"
 #include "ckptconv/safetensors.h"
 #include "ckptconv/store.h"
-#include "ckptconv/util.h"
 #include "testutil.h"
 
 static char *tmpdir;
@@ -545,31 +543,19 @@ static char *base_dir, *outside_dir;
  * lies outside it.  Loop 1 resolves with the O_NOFOLLOW walk. */
 static void roots_setup(void)
 {
-	char resolved[PATH_MAX];
-	struct strvec roots = {0};
-	struct err e = {0};
 	char *root;
 
 	setup();
-	ck_assert_ptr_nonnull(realpath(tmpdir, resolved));
-	free(tmpdir);
-	base_dir = strdup(resolved);
-	root = test_path(base_dir, "root");
-	outside_dir = test_path(base_dir, "outside");
+	base_dir = tmpdir;
+	test_confine_under(base_dir, &root, &outside_dir);
 	tmpdir = test_path(root, "ckpt");
-	ck_assert_int_eq(mkdir(root, 0755), 0);
-	ck_assert_int_eq(mkdir(outside_dir, 0755), 0);
 	ck_assert_int_eq(mkdir(tmpdir, 0755), 0);
-	strvec_push(&roots, root);
-	ck_assert_int_eq(store_local_confine(&roots, &e), 0);
-	strvec_fini(&roots);
 	free(root);
 }
 
 static void roots_teardown(void)
 {
-	store_local_confine(NULL, NULL);
-	store_local_force_walk = false;
+	test_unconfine();
 	free(tmpdir);
 	tmpdir = base_dir;
 	base_dir = NULL;
@@ -663,7 +649,6 @@ START_TEST(test_confined_extra_outside_skipped)
 	free(shared);
 }
 END_TEST
-
 
 static Suite *ckpt_suite(void)
 {

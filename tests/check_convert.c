@@ -1074,7 +1074,6 @@ START_TEST(test_clean_destination_partition)
 }
 END_TEST
 
-
 static Suite *convert_suite(void)
 {
 	Suite *s = suite_create("convert");

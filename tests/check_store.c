@@ -11,7 +11,6 @@
  * links inside its root only.
  */
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -23,7 +22,6 @@
 
 #include "ckptconv/err.h"
 #include "ckptconv/store.h"
-#include "ckptconv/util.h"
 #include "testutil.h"
 
 static char *tmpdir;
@@ -619,8 +617,7 @@ END_TEST
 
 /* ---- a directory swapped for a symbolic link ---- */
 
-static char *base_dir; /* holds root/ and outside/ */
-static char *root_dir, *outside_dir;
+static char *root_dir, *outside_dir; /* the allowed root, and beside it */
 
 static void make_dir(const char *dir, const char *name)
 {
@@ -636,21 +633,6 @@ static void link_in(const char *dir, const char *name, const char *target)
 
 	ck_assert_int_eq(symlink(target, p), 0);
 	free(p);
-}
-
-/* Entries of dir, read without a store (confinement does not apply). */
-static size_t count_dir(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *ent;
-	size_t n = 0;
-
-	ck_assert_ptr_nonnull(d);
-	while ((ent = readdir(d)))
-		if (strcmp(ent->d_name, ".") != 0 && strcmp(ent->d_name, "..") != 0)
-			n++;
-	closedir(d);
-	return n;
 }
 
 static char *read_in(const char *dir, const char *name)
@@ -675,29 +657,15 @@ static void write_text_in(const char *dir, const char *name, const char *text)
 
 static void roots_setup(void)
 {
-	char resolved[PATH_MAX];
-	struct strvec roots = {0};
-	struct err e = {0};
-
 	setup();
-	ck_assert_ptr_nonnull(realpath(tmpdir, resolved));
-	base_dir = strdup(resolved);
-	root_dir = test_path(base_dir, "root");
-	outside_dir = test_path(base_dir, "outside");
-	ck_assert_int_eq(mkdir(root_dir, 0755), 0);
-	ck_assert_int_eq(mkdir(outside_dir, 0755), 0);
-	strvec_push(&roots, root_dir);
-	ck_assert_int_eq(store_local_confine(&roots, &e), 0);
-	strvec_fini(&roots);
+	test_confine_under(tmpdir, &root_dir, &outside_dir);
 }
 
 static void roots_teardown(void)
 {
-	store_local_confine(NULL, NULL);
-	store_local_force_walk = false;
+	test_unconfine();
 	free(root_dir);
 	free(outside_dir);
-	free(base_dir);
 	teardown();
 }
 
@@ -735,7 +703,7 @@ static void swap_destination_while_open(const char *dir)
 	text = read_in(outside_dir, "a.json");
 	ck_assert_str_eq(text, "theirs");
 	free(text);
-	ck_assert_uint_eq(count_dir(outside_dir), 1);
+	ck_assert_uint_eq(test_count_entries(outside_dir), 1);
 	free(out);
 	free(moved);
 }
@@ -829,7 +797,7 @@ static char *make_linked_source(void)
 }
 
 static const struct store_entry *entry_named(const struct store_entry *entries, size_t n,
-					    const char *name)
+					     const char *name)
 {
 	size_t i;
 
@@ -929,14 +897,14 @@ START_TEST(test_confined_locations)
 	ck_assert_str_eq(e.code, "forbidden_path");
 	ck_assert_ptr_nonnull(strstr(e.msg, link));
 	store_free(s);
-	ck_assert_uint_eq(count_dir(outside_dir), 0);
+	ck_assert_uint_eq(test_count_entries(outside_dir), 0);
 	err_clear(&e);
 	/* the same through store_create_location (partitions) */
 	ck_assert_int_eq(store_open(below, &s, &e), 0);
 	ck_assert_int_eq(store_create_location(s, &e), -1);
 	ck_assert_str_eq(e.code, "forbidden_path");
 	store_free(s);
-	ck_assert_uint_eq(count_dir(outside_dir), 0);
+	ck_assert_uint_eq(test_count_entries(outside_dir), 0);
 	err_clear(&e);
 	/* below a link that stays inside: created where it leads */
 	ck_assert_int_eq(symlink("shared-dir", in_link), 0);
@@ -975,11 +943,10 @@ START_TEST(test_confined_destination_link_refused)
 	ck_assert_str_eq(e.code, "forbidden_path");
 	store_free(s);
 	ck_assert(exists(outside_dir, "model.safetensors"));
-	ck_assert_uint_eq(count_dir(outside_dir), 1);
+	ck_assert_uint_eq(test_count_entries(outside_dir), 1);
 	free(out);
 }
 END_TEST
-
 
 static Suite *store_suite(void)
 {
