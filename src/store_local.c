@@ -63,7 +63,7 @@ struct root {
 static struct root *roots;
 static size_t nroots;
 static bool confined;
-static atomic_bool no_openat2; /* the kernel answered ENOSYS */
+static atomic_bool no_openat2; /* openat2 answered ENOSYS or EPERM */
 
 static void roots_free(void)
 {
@@ -257,9 +257,12 @@ static int walk_beneath(const struct root *root, const char *path, int flags)
 }
 
 /* Opens `path` (relative) beneath the root: openat2 where the kernel has
- * it; the walk where it does not, and to tell an absolute link that stays
- * inside the root (which RESOLVE_BENEATH refuses) from an escape.  -1 with
- * errno, EXDEV when the path leads outside the root. */
+ * it; the walk where it does not (ENOSYS, or EPERM from a seccomp filter
+ * that does not know openat2, as older systemd and container runtimes
+ * answer; a genuine EPERM is answered again by the walk, as strict), and
+ * to tell an absolute link that stays inside the root (which
+ * RESOLVE_BENEATH refuses) from an escape.  -1 with errno, EXDEV when the
+ * path leads outside the root. */
 static int open_beneath(const struct root *root, const char *path, int flags)
 {
 	struct open_how how = {
@@ -274,9 +277,9 @@ static int open_beneath(const struct root *root, const char *path, int flags)
 			if (fd >= 0 || errno != EAGAIN)
 				break;
 		}
-		if (fd >= 0 || (errno != ENOSYS && errno != EXDEV))
+		if (fd >= 0 || (errno != ENOSYS && errno != EPERM && errno != EXDEV))
 			return fd;
-		if (errno == ENOSYS)
+		if (errno == ENOSYS || errno == EPERM)
 			atomic_store(&no_openat2, true);
 	}
 	return walk_beneath(root, path, flags);
