@@ -5,7 +5,11 @@
  * validates every header without touching tensor data, checks that the
  * index's weight_map agrees with what the files hold, loads config.json, and
  * sorts out which other top-level files a conversion copies and which it
- * skips with a warning.
+ * skips with a warning.  Unfinished output of the local store (its
+ * temporary names) is never taken for part of a checkpoint.  In a confined
+ * process (store.h), a weight file, the index or config.json that leads
+ * outside the allowed roots is refused with forbidden_path; any other file
+ * that does is skipped with a warning.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -20,7 +24,6 @@
 
 #define INDEX_NAME "model.safetensors.index.json"
 #define CONFIG_NAME "config.json"
-#define TMP_PREFIX ".ckptconv-tmp."
 #define ST_SUFFIX ".safetensors"
 #define SMALL_FILE_MAX (64u << 20)
 /* A git-lfs pointer file (git-lfs docs/spec.md) starts with this line and
@@ -219,7 +222,9 @@ static int files_from_index(struct ckpt *c, const json_t *map, const struct stor
 		if (i > 0 && strcmp(names[i], names[i - 1]) == 0)
 			continue;
 		entry = find_entry(entries, n, names[i]);
-		if (!entry || entry->kind != STORE_FILE)
+		if (entry && entry->kind == STORE_OUTSIDE)
+			rc = store_outside_error(c->store, names[i], e);
+		else if (!entry || entry->kind != STORE_FILE)
 			rc = err_set(e, "index_missing_file",
 				     "%s/%s: the index names '%s', which does not exist",
 				     c->store->location, INDEX_NAME, names[i]);
@@ -230,13 +235,21 @@ static int files_from_index(struct ckpt *c, const json_t *map, const struct stor
 	return rc;
 }
 
+/* A *.safetensors file of the listing that may hold weights (not
+ * unfinished output), leading outside the roots or not. */
+static bool is_weight_candidate(const struct store_entry *entry)
+{
+	return (entry->kind == STORE_FILE || entry->kind == STORE_OUTSIDE) &&
+	       ends_with(entry->name, ST_SUFFIX) && !store_is_temporary(entry->name);
+}
+
 static int files_from_listing(struct ckpt *c, const struct store_entry *entries, size_t n,
 			      struct err *e)
 {
 	size_t i, found = 0;
 
 	for (i = 0; i < n; i++)
-		if (entries[i].kind == STORE_FILE && ends_with(entries[i].name, ST_SUFFIX))
+		if (is_weight_candidate(&entries[i]))
 			found++;
 	if (found > 1)
 		return err_set(e, "not_a_checkpoint",
@@ -246,9 +259,13 @@ static int files_from_listing(struct ckpt *c, const struct store_entry *entries,
 	if (found == 0)
 		return err_set(e, "not_a_checkpoint", "%s: holds no *.safetensors file nor %s",
 			       c->store->location, INDEX_NAME);
-	for (i = 0; i < n; i++)
-		if (entries[i].kind == STORE_FILE && ends_with(entries[i].name, ST_SUFFIX))
-			add_file(c, entries[i].name, entries[i].size);
+	for (i = 0; i < n; i++) {
+		if (!is_weight_candidate(&entries[i]))
+			continue;
+		if (entries[i].kind == STORE_OUTSIDE)
+			return store_outside_error(c->store, entries[i].name, e);
+		add_file(c, entries[i].name, entries[i].size);
+	}
 	return 0;
 }
 
@@ -257,6 +274,12 @@ static int file_from_path(struct ckpt *c, const char *single, const struct store
 {
 	const struct store_entry *entry = find_entry(entries, n, single);
 
+	if (store_is_temporary(single))
+		return err_set(e, "not_a_checkpoint",
+			       "%s/%s: an unfinished output file of ckptconv, not a checkpoint",
+			       c->store->location, single);
+	if (entry && entry->kind == STORE_OUTSIDE)
+		return store_outside_error(c->store, single, e);
 	if (!entry || entry->kind != STORE_FILE)
 		return err_set(e, "source_not_found", "%s/%s: no such file", c->store->location,
 			       single);
@@ -400,6 +423,8 @@ static int load_config(struct ckpt *c, const struct store_entry *entries, size_t
 	size_t len;
 	char *text;
 
+	if (entry && entry->kind == STORE_OUTSIDE)
+		return store_outside_error(c->store, CONFIG_NAME, e);
 	if (!entry || entry->kind != STORE_FILE) {
 		if (flags & CKPT_REQUIRE_CONFIG)
 			return err_set(e, "missing_config", "%s: config.json is missing",
@@ -445,9 +470,12 @@ static void sort_other_files(struct ckpt *c, const struct store_entry *entries, 
 		const char *name = entries[i].name;
 
 		if (strcmp(name, INDEX_NAME) == 0 || is_weight_file(c, name) ||
-		    strncmp(name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0)
+		    store_is_temporary(name))
 			continue;
-		if (entries[i].kind == STORE_DIR)
+		if (entries[i].kind == STORE_OUTSIDE)
+			strvec_pushf(&c->warnings,
+				     "skipped '%s': it resolves outside the allowed roots", name);
+		else if (entries[i].kind == STORE_DIR)
 			strvec_pushf(&c->warnings, "skipped subdirectory '%s'", name);
 		else if (entries[i].kind != STORE_FILE)
 			strvec_pushf(&c->warnings, "skipped '%s': not a regular file", name);
@@ -465,6 +493,7 @@ static void sort_other_files(struct ckpt *c, const struct store_entry *entries, 
 
 static int open_files(struct ckpt *c, const char *single, unsigned flags, struct err *e)
 {
+	const struct store_entry *index;
 	struct store_entry *entries = NULL;
 	json_t *map = NULL;
 	size_t n = 0, i;
@@ -478,9 +507,10 @@ static int open_files(struct ckpt *c, const char *single, unsigned flags, struct
 	}
 	if (single)
 		rc = file_from_path(c, single, entries, n, e);
-	else if (find_entry(entries, n, INDEX_NAME)) {
+	else if ((index = find_entry(entries, n, INDEX_NAME))) {
 		c->has_index = true;
-		rc = parse_index(c, &map, e);
+		rc = index->kind == STORE_OUTSIDE ? store_outside_error(c->store, INDEX_NAME, e) :
+						    parse_index(c, &map, e);
 		if (rc == 0)
 			rc = files_from_index(c, map, entries, n, e);
 	} else

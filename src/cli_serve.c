@@ -37,6 +37,7 @@
 #include "ckptconv/registry.h"
 #include "ckptconv/s3.h"
 #include "ckptconv/s3_job.h"
+#include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
 #define TICK_SECONDS 0.1
@@ -70,7 +71,8 @@ static const char usage_text[] =
 	"  --max-queued N           queued jobs beyond which POST answers 429 (default 100)\n"
 	"                           [CKPTCONV_MAX_QUEUED]\n"
 	"  --state-dir DIR          job records (default /var/lib/ckptconv) [CKPTCONV_STATE_DIR]\n"
-	"  --allow-root DIR         local paths must resolve inside one of these; repeatable\n"
+	"  --allow-root DIR         local paths, and every file a job opens there, must\n"
+	"                           resolve inside one of these; repeatable\n"
 	"                           (variable: ':'-separated; none = no local paths)\n"
 	"                           [CKPTCONV_ALLOW_ROOT]\n"
 	"  --token-file FILE        /v1/* requests need 'Authorization: Bearer <token>'\n"
@@ -611,6 +613,7 @@ static int start(struct service *s, struct err *e)
 	unsigned port = 0, health_port = 0;
 
 	if (resolve_roots(&s->opts->allow_roots, &s->roots, e) < 0 ||
+	    store_local_confine(&s->roots, e) < 0 ||
 	    check_s3_policy(s->opts, &s->s3_endpoints, e) < 0 ||
 	    prepare_state_dir(s->opts->state_dir, &s->state_dir, e) < 0 ||
 	    (s->opts->token_file && read_token(s->opts->token_file, &s->token, e) < 0))
@@ -752,6 +755,7 @@ static void service_fini(struct service *s, bool clean)
 		close(s->health_fd);
 	registry_free(s->reg);
 	exec_pool_free(s->pool);
+	store_local_confine(NULL, NULL);
 	strvec_fini(&s->roots);
 	strvec_fini(&s->s3_endpoints);
 	free(s->state_dir);
@@ -807,6 +811,7 @@ int cli_serve(int argc, char **argv)
 			registry_drain(s.reg);
 		registry_free(s.reg);
 		exec_pool_free(s.pool);
+		store_local_confine(NULL, NULL);
 		strvec_fini(&s.roots);
 		strvec_fini(&s.s3_endpoints);
 		free(s.state_dir);

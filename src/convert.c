@@ -413,6 +413,58 @@ out:
 	return rc;
 }
 
+/* The names a run of c writes in its destination, index first. */
+static void output_names(const struct conversion *c, struct strvec *names)
+{
+	const struct plan *p = c->plan;
+	uint32_t count = c->opts.partition_count;
+	bool *skip = count ? partition_skip_files(p, c->opts.partition_index, count) : NULL;
+	size_t i;
+
+	if (!count && p->index_json)
+		strvec_push(names, INDEX_NAME);
+	for (i = 0; i < p->nfiles; i++)
+		if (!skip || !skip[i])
+			strvec_push(names, p->files[i].name);
+	for (i = 0; !count && i < p->copy_files.len; i++)
+		strvec_push(names, p->copy_files.items[i]);
+	free(skip);
+}
+
+int conversion_clean_destination(struct conversion *c, struct err *e)
+{
+	struct store_entry *entries = NULL;
+	struct strvec names = {0};
+	struct store *dst = NULL;
+	struct err listing = {0};
+	size_t n = 0, i, k;
+	int rc = -1;
+
+	output_names(c, &names);
+	if (store_open(c->dst_location, &dst, e))
+		goto out;
+	for (i = 0; i < names.len; i++)
+		if (store_remove(dst, names.items[i], e))
+			goto out;
+	if (store_list(dst, &entries, &n, &listing)) {
+		rc = strcmp(listing.code, "source_not_found") == 0 ? 0 : -1;
+		if (rc)
+			*e = listing;
+		goto out;
+	}
+	for (i = 0; i < n; i++)
+		for (k = 0; k < names.len; k++)
+			if (store_is_temporary_of(entries[i].name, names.items[k]) &&
+			    store_remove(dst, entries[i].name, e))
+				goto out;
+	rc = 0;
+out:
+	store_entries_free(entries, n);
+	store_free(dst);
+	strvec_fini(&names);
+	return rc;
+}
+
 void conversion_cancel(struct conversion *c)
 {
 	struct exec_run *run;

@@ -31,7 +31,6 @@
 #define INDEX_NAME "model.safetensors.index.json"
 #define CONFIG_NAME "config.json"
 #define SINGLE_NAME "model.safetensors"
-#define TMP_PREFIX ".ckptconv-tmp."
 #define CHUNK_BYTES (4u << 20)
 #define DEFAULT_LAYERS 2
 
@@ -223,11 +222,14 @@ struct writer {
 	char *tmp_path;		 /* the file being written, if any */
 };
 
-/* Opens dir/.ckptconv-tmp.<name> for writing. */
+/* Opens the temporary file of dir/name (the store's naming) for writing. */
 static int open_tmp(struct writer *w, const char *name, int *fd, struct err *e)
 {
-	if (asprintf(&w->tmp_path, "%s/" TMP_PREFIX "%s", w->dir, name) < 0)
+	char *tmp = store_temporary_name(name, NULL);
+
+	if (asprintf(&w->tmp_path, "%s/%s", w->dir, tmp) < 0)
 		abort();
+	free(tmp);
 	*fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (*fd < 0) {
 		err_set_errno(e, "destination_not_writable", errno, "%s: cannot create",

@@ -9,7 +9,6 @@
  * every planned file is there with the planned size and header bytes, copies
  * the non-weight files, publishes the index last and removes the manifest.
  */
-#include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <inttypes.h>
@@ -19,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "ckptconv/adapter.h"
@@ -36,8 +34,6 @@
 #define ST_SUFFIX ".safetensors"
 #define SINGLE_NAME "model.safetensors"
 #define SHARD_PATTERN "model-*-of-*.safetensors"
-/* The local store's temporary names: outputs some writer is still writing. */
-#define TMP_PREFIX ".ckptconv-tmp."
 #define MANIFEST_FORMAT "ckptconv-plan"
 #define MANIFEST_VERSION 1
 /* Header bytes are hashed, and non-weight files copied, in chunks this big. */
@@ -573,11 +569,6 @@ static int list_optional(struct store *s, struct store_entry **out, size_t *n, s
 	return -1;
 }
 
-static bool is_in_progress(const char *name)
-{
-	return strncmp(name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0;
-}
-
 /* A file some partition, or finalize, of plan p writes. */
 static bool is_planned(const struct plan *p, const char *name)
 {
@@ -596,7 +587,7 @@ static bool is_planned(const struct plan *p, const char *name)
 
 static bool belongs(const struct plan *p, bool same_plan, const struct store_entry *entry)
 {
-	if (is_in_progress(entry->name) || strcmp(entry->name, PARTITION_MANIFEST) == 0)
+	if (store_is_temporary(entry->name) || strcmp(entry->name, PARTITION_MANIFEST) == 0)
 		return true;
 	return same_plan && entry->kind == STORE_FILE && is_planned(p, entry->name);
 }
@@ -641,58 +632,6 @@ static int remove_previous(struct store *dst, const struct store_entry *entries,
 	return 0;
 }
 
-static int not_writable(const char *path, int errnum, struct err *e)
-{
-	if (errnum == ENOSPC || errnum == EDQUOT)
-		return err_set_errno(e, "insufficient_space", errnum, "%s", path);
-	if (errnum == EACCES || errnum == EROFS || errnum == EPERM || errnum == ENOTDIR ||
-	    errnum == EEXIST)
-		return err_set_errno(e, "destination_not_writable", errnum,
-				     "%s: cannot create or write", path);
-	return err_set_errno(e, "io_error", errnum, "%s", path);
-}
-
-/* mkdir -p of a local destination. */
-static int make_dirs(const char *location, struct err *e)
-{
-	char *path = xstrdup(location), *p, saved;
-	struct stat st;
-	int rc = 0;
-
-	for (p = path + 1; rc == 0; p++) {
-		if (*p != '/' && *p != '\0')
-			continue;
-		saved = *p;
-		*p = '\0';
-		if (mkdir(path, 0755) != 0 && errno != EEXIST)
-			rc = not_writable(path, errno, e);
-		*p = saved;
-		if (!saved)
-			break;
-	}
-	if (rc == 0 && stat(location, &st) != 0)
-		rc = not_writable(location, errno, e);
-	else if (rc == 0 && !S_ISDIR(st.st_mode))
-		rc = not_writable(location, ENOTDIR, e);
-	free(path);
-	return rc;
-}
-
-static int local_free_bytes(const char *dir, uint64_t *out, struct err *e)
-{
-	struct statvfs vfs;
-
-	if (store_local_free_bytes_hook)
-		return store_local_free_bytes_hook(dir, out) == 0 ?
-			       0 :
-			       err_set(e, "io_error", "%s: cannot read the free space", dir);
-	if (statvfs(dir, &vfs) != 0)
-		return err_set_errno(e, "io_error", errno, "%s: cannot read the free space", dir);
-	if (!u64_mul(vfs.f_bavail, vfs.f_frsize, out))
-		*out = UINT64_MAX;
-	return 0;
-}
-
 /* Room on a local destination for this partition's files and the manifest. */
 static int check_space(struct store *dst, const struct plan *p, const bool *skip,
 		       size_t manifest_len, struct err *e)
@@ -704,7 +643,7 @@ static int check_space(struct store *dst, const struct plan *p, const bool *skip
 	for (i = 0; i < p->nfiles; i++)
 		if (!skip[i] && !u64_add(needed, p->files[i].size, &needed))
 			needed = UINT64_MAX;
-	if (local_free_bytes(dst->location, &avail, e))
+	if (store_free_bytes(dst, &avail, e))
 		return -1;
 	if (avail >= needed)
 		return 0;
@@ -774,7 +713,6 @@ int partition_prepare_output(struct store *dst, const struct plan *p, const char
 			     const struct convert_options *o, const struct store_output_options *so,
 			     bool **skip_file, struct err *e)
 {
-	bool remote = store_is_remote(dst->location);
 	char *manifest = NULL;
 	bool *skip = NULL;
 	int rc = -1;
@@ -785,13 +723,13 @@ int partition_prepare_output(struct store *dst, const struct plan *p, const char
 	/* The store is shared with other writers: its own preparation would
 	 * refuse or remove their output, so only the options are taken over. */
 	dst->out = *so;
-	if (!remote && make_dirs(dst->location, e))
+	if (store_create_location(dst, e))
 		return -1;
 	manifest = partition_manifest_build(p, source, o, o->partition_count);
 	if (check_destination(dst, p, manifest, so, e))
 		goto out;
 	skip = partition_skip_files(p, o->partition_index, o->partition_count);
-	if (!remote && check_space(dst, p, skip, strlen(manifest), e))
+	if (check_space(dst, p, skip, strlen(manifest), e))
 		goto out;
 	if (put_manifest(dst, manifest, e))
 		goto out;

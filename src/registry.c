@@ -35,8 +35,6 @@
 #define PROBE_INTERVAL 5.0
 #define MAX_CRASH_RESTARTS 3
 #define RECORD_MAX (1u << 20)
-/* Names the local store gives its unfinished output files. */
-#define STORE_TMP_PREFIX ".ckptconv-tmp."
 
 /* A submission waiting for a submission thread. */
 struct submission {
@@ -526,7 +524,7 @@ static bool destination_claimable(const char *dst, bool overwrite)
 		goto out;
 	}
 	for (i = 0; i < n; i++)
-		if (strncmp(entries[i].name, STORE_TMP_PREFIX, strlen(STORE_TMP_PREFIX)) != 0)
+		if (!store_is_temporary(entries[i].name))
 			empty = false;
 	store_entries_free(entries, n);
 out:
@@ -915,8 +913,32 @@ static int load_records(struct registry *r, struct err *e)
 	return 0;
 }
 
+/* A job the service stopped under once too often: what its last run left
+ * in the destination goes as a failed run's would, if the job had claimed
+ * the destination and it still resolves as it did then.  A finalize job's
+ * destination holds the partitions' output and stays as it is. */
+static void clean_interrupted(struct registry *r, struct job *j)
+{
+	struct conversion *conv = NULL;
+	struct err e = {0};
+	char *src = NULL, *dst = NULL;
+
+	if (!j->claimed || j->spec.finalize)
+		return;
+	if (recheck(r, j, &src, &dst, &e) < 0 || s3_enter(r, j, &e) < 0 ||
+	    conversion_prepare(src, dst, &j->spec.convert, &conv, &e) < 0 ||
+	    conversion_clean_destination(conv, &e) < 0)
+		log_job(LOG_WARN, j, "output of the interrupted run not removed", &e);
+	else
+		log_job(LOG_INFO, j, "output of the interrupted run removed", NULL);
+	conversion_free(conv);
+	s3_leave(r);
+	free(src);
+	free(dst);
+}
+
 /* Jobs whose record says running were cut short: queue them again (or
- * give up after MAX_CRASH_RESTARTS). */
+ * give up after MAX_CRASH_RESTARTS, removing their partial output). */
 static void recover(struct registry *r)
 {
 	size_t i;
@@ -935,6 +957,7 @@ static void recover(struct registry *r)
 					"the service stopped %u times while the job was running; it is not retried again",
 					j->restarts);
 				finish(r, j, JOB_FAILED, &e, NULL);
+				clean_interrupted(r, j);
 				continue;
 			}
 			set_state(r, j, JOB_QUEUED);
@@ -1069,9 +1092,17 @@ static bool partition_siblings(const struct job_spec *spec, const char *dst, con
 	       j->resolved_destination && strcmp(j->resolved_destination, dst) == 0;
 }
 
-/* An active job whose destination or source overlaps dst (lock held). */
-static int check_destination(const struct registry *r, const struct job_spec *spec,
-			     const char *dst, struct job_error *je)
+static bool same_kind_overlap(const char *a, const char *b)
+{
+	return a && b && store_is_remote(a) == store_is_remote(b) && paths_overlap(a, b);
+}
+
+/* An active job whose locations overlap the new job's (lock held): its
+ * source must not overlap their destinations (it would read unfinished
+ * output), nor, unless it is a dry run, its destination their sources or
+ * destinations (partitions of one conversion share theirs). */
+static int check_overlaps(const struct registry *r, const struct job_spec *spec, const char *src,
+			  const char *dst, struct job_error *je)
 {
 	size_t i;
 
@@ -1080,15 +1111,18 @@ static int check_destination(const struct registry *r, const struct job_spec *sp
 
 		if (j->state != JOB_QUEUED && j->state != JOB_RUNNING)
 			continue;
-		if (j->resolved_destination && !partition_siblings(spec, dst, j) &&
-		    store_is_remote(dst) == store_is_remote(j->resolved_destination) &&
-		    paths_overlap(dst, j->resolved_destination))
+		if (same_kind_overlap(src, j->resolved_destination))
+			return job_error_set(je, "source", "destination_in_use",
+					     "%s overlaps the destination of %s job %s", src,
+					     job_state_name(j->state), j->id);
+		if (spec->dry_run)
+			continue;
+		if (!partition_siblings(spec, dst, j) &&
+		    same_kind_overlap(dst, j->resolved_destination))
 			return job_error_set(je, "destination", "destination_in_use",
 					     "%s overlaps the destination of %s job %s", dst,
 					     job_state_name(j->state), j->id);
-		if (j->resolved_source &&
-		    store_is_remote(dst) == store_is_remote(j->resolved_source) &&
-		    paths_overlap(dst, j->resolved_source))
+		if (same_kind_overlap(dst, j->resolved_source))
 			return job_error_set(je, "destination", "destination_in_use",
 					     "%s overlaps the source of %s job %s", dst,
 					     job_state_name(j->state), j->id);
@@ -1098,8 +1132,8 @@ static int check_destination(const struct registry *r, const struct job_spec *sp
 
 /* The checks of a submission that need the lock; *existing receives the job
  * of a repeated idempotency key. */
-static int admit(struct registry *r, const struct job_spec *spec, const char *dst, const char *key,
-		 const char *sha, struct job **existing, struct job_error *je)
+static int admit(struct registry *r, const struct job_spec *spec, const char *src, const char *dst,
+		 const char *key, const char *sha, struct job **existing, struct job_error *je)
 {
 	struct job *prior;
 
@@ -1122,9 +1156,7 @@ static int admit(struct registry *r, const struct job_spec *spec, const char *ds
 		return job_error_set(je, "", "queue_full",
 				     "%zu jobs are queued or being prepared (the limit is %u)",
 				     r->counts[JOB_QUEUED] + r->preparing, r->cfg.max_queued);
-	if (spec->dry_run)
-		return 0;
-	return check_destination(r, spec, dst, je);
+	return check_overlaps(r, spec, src, dst, je);
 }
 
 /* Field of a request an engine error is about. */
@@ -1136,7 +1168,8 @@ static const char *engine_error_field(const char *code)
 		return "options.max_shard_size";
 	if (strcmp(code, "already_in_layout") == 0)
 		return "to";
-	if (err_http_status(code) == 422)
+	/* a file of the source leads outside the allowed roots */
+	if (err_http_status(code) == 422 || strcmp(code, "forbidden_path") == 0)
 		return "source";
 	return "";
 }
@@ -1205,8 +1238,8 @@ static int reserve(struct registry *r, struct job *j, struct job **prior, struct
 	int rc;
 
 	pthread_mutex_lock(&r->lock);
-	rc = admit(r, &j->spec, j->resolved_destination, j->idempotency_key, j->request_sha256,
-		   prior, je);
+	rc = admit(r, &j->spec, j->resolved_source, j->resolved_destination, j->idempotency_key,
+		   j->request_sha256, prior, je);
 	if (rc == 0 && !*prior)
 		r->preparing++;
 	pthread_mutex_unlock(&r->lock);
@@ -1240,8 +1273,8 @@ static int submit_reserved(struct registry *r, struct job *j, struct job **out, 
 	pthread_mutex_lock(&r->lock);
 	release(r);
 	if (rc == 0)
-		rc = admit(r, &j->spec, j->resolved_destination, j->idempotency_key,
-			   j->request_sha256, &prior, je);
+		rc = admit(r, &j->spec, j->resolved_source, j->resolved_destination,
+			   j->idempotency_key, j->request_sha256, &prior, je);
 	if (rc == 0 && !prior) {
 		j->seq = r->next_seq++;
 		if (table_insert(r, job_ref(j)) < 0) {

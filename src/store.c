@@ -5,6 +5,7 @@
  * modules above never know where bytes live.
  */
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -189,4 +190,70 @@ int store_put(struct store *s, const char *name, const void *buf, size_t len, st
 int store_remove(struct store *s, const char *name, struct err *e)
 {
 	return s->backend->remove(s, name, e);
+}
+
+int store_create_location(struct store *s, struct err *e)
+{
+	return s->backend->create_location ? s->backend->create_location(s, e) : 0;
+}
+
+int store_free_bytes(struct store *s, uint64_t *out, struct err *e)
+{
+	if (s->backend->free_bytes)
+		return s->backend->free_bytes(s, out, e);
+	*out = UINT64_MAX;
+	return 0;
+}
+
+int store_outside_error(const struct store *s, const char *name, struct err *e)
+{
+	return err_set(e, "forbidden_path", "%s/%s resolves outside the allowed roots", s->location,
+		       name);
+}
+
+/* ---- temporary names ---- */
+
+char *store_temporary_name(const char *name, const char *unique)
+{
+	char *out;
+
+	if (asprintf(&out, STORE_TMP_PREFIX "%s%s%s" STORE_TMP_SUFFIX, name, unique ? "." : "",
+		     unique ? unique : "") < 0)
+		abort();
+	return out;
+}
+
+bool store_is_temporary(const char *entry)
+{
+	return strncmp(entry, STORE_TMP_PREFIX, strlen(STORE_TMP_PREFIX)) == 0;
+}
+
+/* Skips "." and a run of digits; NULL when `p` does not start so. */
+static const char *skip_number(const char *p)
+{
+	const char *start;
+
+	if (*p != '.')
+		return NULL;
+	start = ++p;
+	while (*p >= '0' && *p <= '9')
+		p++;
+	return p > start ? p : NULL;
+}
+
+bool store_is_temporary_of(const char *entry, const char *name)
+{
+	size_t prefix = strlen(STORE_TMP_PREFIX), n = strlen(name);
+	const char *rest, *after;
+
+	if (!store_is_temporary(entry) || strncmp(entry + prefix, name, n) != 0)
+		return false;
+	rest = entry + prefix + n;
+	/* ".<pid>.<serial>" of a put */
+	after = skip_number(rest);
+	if (after)
+		after = skip_number(after);
+	if (after)
+		rest = after;
+	return *rest == '\0' || strcmp(rest, STORE_TMP_SUFFIX) == 0;
 }

@@ -1,11 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * store_local: the store backend for a local directory.  Reads go through a
- * cache of one read-only descriptor per file; views are memory mappings of
- * a page-aligned window around the requested bytes, advised for sequential
- * access.  Outputs are written under a hidden temporary name in the
- * destination (space reserved with fallocate) and renamed into place on
- * commit, after fsync when the output is durable.
+ * store_local: the store backend for a local directory.  The directory is
+ * opened once (lazily: a destination may not exist yet) and every name is
+ * opened, created, renamed, listed or removed relative to that descriptor.
+ * In a confined process (store_local_confine) the directory is opened
+ * beneath the allowed root that holds it, and a name that turns out to be a
+ * symbolic link is followed beneath that root only: openat2 with
+ * RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS, and where the kernel lacks it
+ * (or refuses an absolute link that stays inside the root) a walk that
+ * opens one component at a time with O_NOFOLLOW relative to descriptors it
+ * holds, reading each link and never climbing above the root.  Either way
+ * the check is the open itself, so a rename cannot race it.
+ *
+ * Reads go through a cache of one read-only descriptor per file; views
+ * are memory mappings of a page-aligned window around the requested bytes,
+ * advised for sequential access.  Outputs are written under a temporary
+ * name (store.h) in the destination (space reserved with fallocate) and
+ * renamed into place on commit, after fsync when the output is durable.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -13,6 +24,8 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <linux/openat2.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,18 +33,259 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "ckptconv/err.h"
+#include "ckptconv/paths.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
-#define TMP_PREFIX ".ckptconv-tmp."
 #define INDEX_NAME "model.safetensors.index.json"
 #define SINGLE_NAME "model.safetensors"
 #define SHARD_PATTERN "model-*-of-*.safetensors"
+/* Symbolic links followed in one resolution, as the kernel's MAXSYMLINKS. */
+#define MAX_LINKS 40
+/* openat2 answers EAGAIN when a rename races its ".." handling. */
+#define OPENAT2_TRIES 8
 
 int (*store_local_free_bytes_hook)(const char *dir, uint64_t *free_bytes);
+bool store_local_force_walk;
+
+/* ---- the allowed roots ---- */
+
+struct root {
+	char *path; /* resolved, absolute */
+	int fd;	    /* O_PATH descriptor of the directory */
+};
+
+/* Set by store_local_confine on the main thread before stores exist. */
+static struct root *roots;
+static size_t nroots;
+static bool confined;
+static atomic_bool no_openat2; /* openat2 answered ENOSYS or EPERM */
+
+static void roots_free(void)
+{
+	size_t i;
+
+	for (i = 0; i < nroots; i++) {
+		close(roots[i].fd);
+		free(roots[i].path);
+	}
+	free(roots);
+	roots = NULL;
+	nroots = 0;
+	confined = false;
+}
+
+int store_local_confine(const struct strvec *dirs, struct err *e)
+{
+	size_t i;
+
+	roots_free();
+	if (!dirs)
+		return 0;
+	confined = true;
+	roots = xcalloc(dirs->len ? dirs->len : 1, sizeof(*roots));
+	for (i = 0; i < dirs->len; i++) {
+		int fd = open(dirs->items[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+		if (fd < 0) {
+			err_set_errno(e, "usage_error", errno, "allowed root %s", dirs->items[i]);
+			roots_free();
+			return -1;
+		}
+		roots[nroots].path = xstrdup(dirs->items[i]);
+		roots[nroots].fd = fd;
+		nroots++;
+	}
+	return 0;
+}
+
+/* The widest root holding `path` lexically, or NULL. */
+static const struct root *root_of(const char *path)
+{
+	const struct root *best = NULL;
+	size_t i;
+
+	for (i = 0; path[0] == '/' && i < nroots; i++)
+		if (paths_inside(path, roots[i].path) &&
+		    (!best || strlen(roots[i].path) < strlen(best->path)))
+			best = &roots[i];
+	return best;
+}
+
+/* `path` (inside r) relative to r; "." for r itself. */
+static const char *relative_to(const struct root *r, const char *path)
+{
+	size_t n = strlen(r->path);
+
+	path += n == 1 ? 0 : n;
+	while (*path == '/')
+		path++;
+	return *path ? path : ".";
+}
+
+/* ---- resolving beneath a root ---- */
+
+struct walk {
+	const struct root *root;
+	int *fds; /* fds[0] is the root's (not owned); the rest are O_PATH */
+	size_t depth, cap;
+	char *todo; /* the path still to resolve */
+};
+
+static void walk_pop_to(struct walk *w, size_t depth)
+{
+	while (w->depth > depth)
+		close(w->fds[w->depth--]);
+}
+
+static void walk_push(struct walk *w, int fd)
+{
+	if (w->depth + 1 == w->cap) {
+		w->cap *= 2;
+		w->fds = xrealloc(w->fds, w->cap * sizeof(*w->fds));
+	}
+	w->fds[++w->depth] = fd;
+}
+
+/* Replaces the resolved component by the link's `target` in front of
+ * `rest`; an absolute target restarts from the root.  0, or -1 with errno
+ * EXDEV when an absolute target lies outside the root. */
+static int walk_splice(struct walk *w, const char *target, const char *rest)
+{
+	char *todo;
+
+	if (target[0] == '/') {
+		if (!paths_inside(target, w->root->path)) {
+			errno = EXDEV;
+			return -1;
+		}
+		walk_pop_to(w, 0);
+		target = relative_to(w->root, target);
+	}
+	if (asprintf(&todo, "%s/%s", target, rest) < 0)
+		abort();
+	free(w->todo);
+	w->todo = todo;
+	return 0;
+}
+
+/* Drops the first `len` bytes of the path still to resolve. */
+static void walk_advance(struct walk *w, size_t len)
+{
+	memmove(w->todo, w->todo + len, strlen(w->todo + len) + 1);
+}
+
+/* Opens `path` beneath the root as openat2(RESOLVE_BENEATH) does, one
+ * component at a time: each opened with O_NOFOLLOW relative to the
+ * descriptor of its parent, a symbolic link read and its target resolved
+ * in its place, ".." going back to a descriptor already held.  -1 with
+ * errno, EXDEV when the path leads outside the root. */
+static int walk_beneath(const struct root *root, const char *path, int flags)
+{
+	struct walk w = {.root = root, .cap = 16};
+	char name[NAME_MAX + 1], target[PATH_MAX];
+	unsigned links = 0;
+	int fd = -1, saved;
+
+	w.fds = xmalloc(w.cap * sizeof(*w.fds));
+	w.fds[0] = root->fd;
+	w.todo = xstrdup(path);
+	for (;;) {
+		size_t skip = strspn(w.todo, "/"), len = strcspn(w.todo + skip, "/");
+		const char *rest = w.todo + skip + len;
+		bool last = rest[strspn(rest, "/")] == '\0';
+		int dir = w.fds[w.depth];
+		ssize_t n;
+
+		if (len == 0) {
+			fd = openat(dir, ".", flags | O_CLOEXEC);
+			break;
+		}
+		if (len > NAME_MAX) {
+			errno = ENAMETOOLONG;
+			break;
+		}
+		memcpy(name, w.todo + skip, len);
+		name[len] = '\0';
+		if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+			if (name[1] == '.' && w.depth == 0) {
+				errno = EXDEV;
+				break;
+			}
+			if (name[1] == '.')
+				walk_pop_to(&w, w.depth - 1);
+			walk_advance(&w, skip + len);
+			continue;
+		}
+		n = readlinkat(dir, name, target, sizeof(target) - 1);
+		if (n >= 0) {
+			if (++links > MAX_LINKS) {
+				errno = ELOOP;
+				break;
+			}
+			target[n] = '\0';
+			if (walk_splice(&w, target, rest) < 0)
+				break;
+			continue;
+		}
+		if (errno != EINVAL)
+			break;
+		if (last) {
+			fd = openat(dir, name, flags | O_NOFOLLOW | O_CLOEXEC);
+			/* ELOOP: it became a link since readlinkat; look again. */
+			if (fd < 0 && errno == ELOOP && ++links <= MAX_LINKS)
+				continue;
+			break;
+		}
+		fd = openat(dir, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			break;
+		walk_push(&w, fd);
+		fd = -1;
+		walk_advance(&w, skip + len);
+	}
+	saved = errno;
+	walk_pop_to(&w, 0);
+	free(w.fds);
+	free(w.todo);
+	errno = saved;
+	return fd;
+}
+
+/* Opens `path` (relative) beneath the root: openat2 where the kernel has
+ * it; the walk where it does not (ENOSYS, or EPERM from a seccomp filter
+ * that does not know openat2, as older systemd and container runtimes
+ * answer; a genuine EPERM is answered again by the walk, as strict), and
+ * to tell an absolute link that stays inside the root (which
+ * RESOLVE_BENEATH refuses) from an escape.  -1 with errno, EXDEV when the
+ * path leads outside the root. */
+static int open_beneath(const struct root *root, const char *path, int flags)
+{
+	struct open_how how = {
+		.flags = (uint64_t)(flags | O_CLOEXEC),
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+	};
+	int fd = -1, tries;
+
+	if (!store_local_force_walk && !atomic_load(&no_openat2)) {
+		for (tries = 0; tries < OPENAT2_TRIES; tries++) {
+			fd = (int)syscall(SYS_openat2, root->fd, path, &how, sizeof(how));
+			if (fd >= 0 || errno != EAGAIN)
+				break;
+		}
+		if (fd >= 0 || (errno != ENOSYS && errno != EPERM && errno != EXDEV))
+			return fd;
+		if (errno == ENOSYS || errno == EPERM)
+			atomic_store(&no_openat2, true);
+	}
+	return walk_beneath(root, path, flags);
+}
+
+/* ---- the store ---- */
 
 struct cached_fd {
 	char *name;
@@ -40,7 +294,9 @@ struct cached_fd {
 
 struct local_store {
 	struct store base;
-	pthread_mutex_t lock;       /* protects fds, nfds, cap */
+	const struct root *root; /* confined: the root holding the location */
+	pthread_mutex_t lock;	 /* protects dirfd, fds, nfds, cap */
+	int dirfd;		 /* the location, once opened; -1 before */
 	struct cached_fd *fds;
 	size_t nfds, cap;
 };
@@ -48,8 +304,9 @@ struct local_store {
 struct local_writer {
 	struct store_writer base;
 	int fd;
-	char *tmp_path;
-	char *final_path;
+	int dirfd; /* the store's */
+	char *tmp_name;
+	char *tmp_path; /* for messages */
 };
 
 static struct local_store *local(struct store *s)
@@ -66,15 +323,6 @@ static char *join(const char *dir, const char *name)
 	return p;
 }
 
-static char *tmp_path_for(const char *dir, const char *name)
-{
-	char *p;
-
-	if (asprintf(&p, "%s/" TMP_PREFIX "%s", dir, name) < 0)
-		abort();
-	return p;
-}
-
 static int local_open(const char *location, struct store **out, struct err *e)
 {
 	struct local_store *s;
@@ -87,6 +335,16 @@ static int local_open(const char *location, struct store **out, struct err *e)
 	s->base.location = xstrdup(location);
 	while (len > 1 && s->base.location[len - 1] == '/')
 		s->base.location[--len] = '\0';
+	s->dirfd = -1;
+	if (confined) {
+		s->root = root_of(s->base.location);
+		if (!s->root) {
+			err_set(e, "forbidden_path", "%s is outside the allowed roots", location);
+			free(s->base.location);
+			free(s);
+			return -1;
+		}
+	}
 	pthread_mutex_init(&s->lock, NULL);
 	*out = &s->base;
 	return 0;
@@ -102,6 +360,8 @@ static void local_free(struct store *base)
 		free(s->fds[i].name);
 	}
 	free(s->fds);
+	if (s->dirfd >= 0)
+		close(s->dirfd);
 	pthread_mutex_destroy(&s->lock);
 	free(s->base.location);
 	free(s);
@@ -120,20 +380,193 @@ static int open_error(const char *path, int errnum, struct err *e)
 {
 	if (errnum == ENOENT)
 		return err_set(e, "source_not_found", "%s: no such file or directory", path);
+	if (errnum == EXDEV)
+		return err_set(e, "forbidden_path", "%s resolves outside the allowed roots", path);
 	return err_set_errno(e, "source_unreadable", errnum, "%s", path);
+}
+
+static int write_error(const char *path, int errnum, struct err *e)
+{
+	if (errnum == ENOSPC || errnum == EDQUOT)
+		return err_set_errno(e, "insufficient_space", errnum, "%s", path);
+	if (errnum == EXDEV)
+		return err_set(e, "forbidden_path", "%s resolves outside the allowed roots", path);
+	if (errnum == EACCES || errnum == EROFS || errnum == EPERM || errnum == ENOTDIR)
+		return err_set_errno(e, "destination_not_writable", errnum, "%s", path);
+	return err_set_errno(e, "io_error", errnum, "%s", path);
+}
+
+static int not_writable(const char *path, int errnum, struct err *e)
+{
+	if (errnum == EXDEV)
+		return err_set(e, "forbidden_path", "%s resolves outside the allowed roots", path);
+	return err_set_errno(e, "destination_not_writable", errnum, "%s: cannot create or write",
+			     path);
+}
+
+/* The directory at `path`: the location or one of its ancestors, beneath
+ * the root when confined.  -1 with errno. */
+static int open_dir(const struct local_store *s, const char *path)
+{
+	if (!s->root)
+		return open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return open_beneath(s->root, relative_to(s->root, path), O_RDONLY | O_DIRECTORY);
+}
+
+/* mkdir -p of the location, each directory created relative to its
+ * opened parent; the location's descriptor, or -1 with e set. */
+static int create_dirs(const struct local_store *s, struct err *e)
+{
+	const char *location = s->base.location;
+	char *path = xstrdup(location), *p, saved;
+	size_t start = s->root ? strlen(s->root->path) : (location[0] == '/' ? 1 : 0);
+	int parent, child;
+
+	saved = path[start];
+	path[start] = '\0';
+	parent = open_dir(s, start ? path : ".");
+	path[start] = saved;
+	if (parent < 0) {
+		not_writable(start ? location : ".", errno, e);
+		goto out;
+	}
+	for (p = path + start; *p;) {
+		char *comp, *end;
+
+		while (*p == '/')
+			p++;
+		if (!*p)
+			break;
+		comp = p;
+		end = strchr(p, '/');
+		p = end ? end : p + strlen(p);
+		saved = *p;
+		*p = '\0';
+		child = open_dir(s, path);
+		if (child < 0 && errno == ENOENT) {
+			if (mkdirat(parent, comp, 0755) != 0 && errno != EEXIST) {
+				not_writable(path, errno, e);
+				close(parent);
+				parent = -1;
+				goto out;
+			}
+			child = open_dir(s, path);
+		}
+		if (child < 0) {
+			not_writable(path, errno, e);
+			close(parent);
+			parent = -1;
+			goto out;
+		}
+		*p = saved;
+		close(parent);
+		parent = child;
+	}
+out:
+	free(path);
+	return parent;
+}
+
+enum location_use { FOR_READING, FOR_WRITING, FOR_CREATING };
+
+/* The descriptor of the location, opened on first use (created with its
+ * parents FOR_CREATING); -1 with e set in the terms of the use. */
+static int location_fd(struct local_store *s, enum location_use use, struct err *e)
+{
+	int fd;
+
+	pthread_mutex_lock(&s->lock);
+	fd = s->dirfd;
+	if (fd >= 0)
+		goto out_unlock;
+	if (use == FOR_CREATING) {
+		fd = create_dirs(s, e);
+	} else {
+		fd = open_dir(s, s->base.location);
+		if (fd < 0 && use == FOR_READING)
+			open_error(s->base.location, errno, e);
+		else if (fd < 0)
+			write_error(s->base.location, errno, e);
+	}
+	s->dirfd = fd;
+out_unlock:
+	pthread_mutex_unlock(&s->lock);
+	return fd;
+}
+
+/* Opens `name` in the location (dirfd).  Confined, a symbolic link is
+ * followed beneath the root only.  -1 with errno, EXDEV when it leads
+ * outside the root. */
+static int open_name(const struct local_store *s, int dirfd, const char *name, int flags)
+{
+	struct stat st;
+	char *path;
+	int fd;
+
+	if (!s->root)
+		return openat(dirfd, name, flags | O_CLOEXEC);
+	if (!strchr(name, '/')) {
+		fd = openat(dirfd, name, flags | O_NOFOLLOW | O_CLOEXEC);
+		/* O_PATH | O_NOFOLLOW opens a link itself. */
+		if (fd >= 0 && (flags & O_PATH) && fstat(fd, &st) == 0 && S_ISLNK(st.st_mode))
+			close(fd);
+		else if (fd >= 0 || errno != ELOOP)
+			return fd;
+	}
+	path = join(s->base.location, name);
+	fd = open_beneath(s->root, relative_to(s->root, path), flags);
+	free(path);
+	return fd;
+}
+
+/* Kind and size of entry `name` of the listing: a confined store follows
+ * a link beneath the root only (STORE_OUTSIDE when it leads outside). */
+static void entry_kind(const struct local_store *s, int dirfd, const char *name,
+		       struct store_entry *out)
+{
+	struct stat st;
+	int fd, rc;
+
+	out->size = 0;
+	out->kind = STORE_OTHER;
+	rc = fstatat(dirfd, name, &st, s->root ? AT_SYMLINK_NOFOLLOW : 0);
+	if (rc == 0 && S_ISLNK(st.st_mode)) {
+		fd = open_name(s, dirfd, name, O_PATH);
+		if (fd < 0) {
+			if (errno == EXDEV)
+				out->kind = STORE_OUTSIDE;
+			return;
+		}
+		rc = fstat(fd, &st);
+		close(fd);
+	}
+	if (rc == 0) {
+		out->size = (uint64_t)st.st_size;
+		out->kind = kind_of(st.st_mode);
+	}
 }
 
 static int local_list(struct store *base, struct store_entry **out, size_t *n, struct err *e)
 {
+	struct local_store *s = local(base);
 	struct store_entry *entries = NULL;
 	size_t len = 0, cap = 0;
 	struct dirent *d;
-	struct stat st;
 	DIR *dir;
+	int dirfd, fd;
 
-	dir = opendir(base->location);
-	if (!dir)
-		return open_error(base->location, errno, e);
+	dirfd = location_fd(s, FOR_READING, e);
+	if (dirfd < 0)
+		return -1;
+	/* A description of its own: readdir's position is not shared. */
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	dir = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!dir) {
+		open_error(base->location, errno, e);
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
 	while ((d = readdir(dir))) {
 		if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0)
 			continue;
@@ -142,13 +575,7 @@ static int local_list(struct store *base, struct store_entry **out, size_t *n, s
 			entries = xrealloc(entries, cap * sizeof(*entries));
 		}
 		entries[len].name = xstrdup(d->d_name);
-		if (fstatat(dirfd(dir), d->d_name, &st, 0) == 0) {
-			entries[len].size = (uint64_t)st.st_size;
-			entries[len].kind = kind_of(st.st_mode);
-		} else {
-			entries[len].size = 0;
-			entries[len].kind = STORE_OTHER;
-		}
+		entry_kind(s, dirfd, d->d_name, &entries[len]);
 		len++;
 	}
 	closedir(dir);
@@ -160,18 +587,26 @@ static int local_list(struct store *base, struct store_entry **out, size_t *n, s
 static int local_stat(struct store *base, const char *name, struct store_entry *out,
 		      struct err *e)
 {
-	char *path = join(base->location, name);
+	struct local_store *s = local(base);
 	struct stat st;
-	int rc = 0;
+	char *path;
+	int dirfd, fd, rc = 0;
 
-	if (stat(path, &st) != 0)
+	dirfd = location_fd(s, FOR_READING, e);
+	if (dirfd < 0)
+		return -1;
+	fd = open_name(s, dirfd, name, O_PATH);
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		path = join(base->location, name);
 		rc = open_error(path, errno, e);
-	else {
+		free(path);
+	} else {
 		out->name = NULL;
 		out->size = (uint64_t)st.st_size;
 		out->kind = kind_of(st.st_mode);
 	}
-	free(path);
+	if (fd >= 0)
+		close(fd);
 	return rc;
 }
 
@@ -182,8 +617,11 @@ static int cached_fd(struct local_store *s, const char *name, const char **cache
 {
 	char *path;
 	size_t i;
-	int fd = -1;
+	int dirfd, fd = -1;
 
+	dirfd = location_fd(s, FOR_READING, e);
+	if (dirfd < 0)
+		return -1;
 	pthread_mutex_lock(&s->lock);
 	for (i = 0; i < s->nfds; i++) {
 		if (strcmp(s->fds[i].name, name) == 0) {
@@ -192,14 +630,13 @@ static int cached_fd(struct local_store *s, const char *name, const char **cache
 			goto out_unlock;
 		}
 	}
-	path = join(s->base.location, name);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = open_name(s, dirfd, name, O_RDONLY);
 	if (fd < 0) {
+		path = join(s->base.location, name);
 		open_error(path, errno, e);
 		free(path);
 		goto out_unlock;
 	}
-	free(path);
 	if (s->nfds == s->cap) {
 		s->cap = s->cap ? 2 * s->cap : 8;
 		s->fds = xrealloc(s->fds, s->cap * sizeof(*s->fds));
@@ -290,15 +727,6 @@ static void local_view_release(struct store_view *v)
 
 /* ---- writing ---- */
 
-static int write_error(const char *path, int errnum, struct err *e)
-{
-	if (errnum == ENOSPC || errnum == EDQUOT)
-		return err_set_errno(e, "insufficient_space", errnum, "%s", path);
-	if (errnum == EACCES || errnum == EROFS || errnum == EPERM || errnum == ENOTDIR)
-		return err_set_errno(e, "destination_not_writable", errnum, "%s", path);
-	return err_set_errno(e, "io_error", errnum, "%s", path);
-}
-
 static int reserve_space(int fd, const char *path, uint64_t size, struct err *e)
 {
 	if (size == 0)
@@ -312,47 +740,56 @@ static int reserve_space(int fd, const char *path, uint64_t size, struct err *e)
 	return 0;
 }
 
-static int create_tmp(const char *tmp_path, struct err *e)
+/* A new file `name` in the directory; never follows a link there. */
+static int create_tmp(int dirfd, const char *name, const char *path, struct err *e)
 {
+	int flags = O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC;
 	int fd;
 
-	fd = open(tmp_path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+	fd = openat(dirfd, name, flags, 0644);
 	if (fd < 0 && errno == EEXIST) {
 		/* A leftover of an interrupted run: ours to replace. */
-		unlink(tmp_path);
-		fd = open(tmp_path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+		unlinkat(dirfd, name, 0);
+		fd = openat(dirfd, name, flags, 0644);
 	}
 	if (fd < 0)
-		write_error(tmp_path, errno, e);
+		write_error(path, errno, e);
 	return fd;
 }
 
 static void writer_free(struct local_writer *w)
 {
 	free(w->base.name);
+	free(w->tmp_name);
 	free(w->tmp_path);
-	free(w->final_path);
 	free(w);
 }
 
-/* A writer whose temporary file is tmp_path (owned by the writer). */
-static int open_writer(struct store *base, const char *name, uint64_t size, char *tmp_path,
+/* A writer whose temporary file is tmp_name (owned by the writer). */
+static int open_writer(struct store *base, const char *name, uint64_t size, char *tmp_name,
 		       struct store_writer **out, struct err *e)
 {
 	struct local_writer *w;
+	int dirfd;
 
 	if (strchr(name, '/') || !*name) {
-		free(tmp_path);
+		free(tmp_name);
 		return err_set(e, "plan_invalid", "%s: output name '%s' is not a plain file name",
 			       base->location, name);
+	}
+	dirfd = location_fd(local(base), FOR_WRITING, e);
+	if (dirfd < 0) {
+		free(tmp_name);
+		return -1;
 	}
 	w = xcalloc(1, sizeof(*w));
 	w->base.store = base;
 	w->base.name = xstrdup(name);
 	w->base.size = size;
-	w->tmp_path = tmp_path;
-	w->final_path = join(base->location, name);
-	w->fd = create_tmp(w->tmp_path, e);
+	w->dirfd = dirfd;
+	w->tmp_name = tmp_name;
+	w->tmp_path = join(base->location, tmp_name);
+	w->fd = create_tmp(dirfd, w->tmp_name, w->tmp_path, e);
 	if (w->fd < 0)
 		goto out_free;
 	if (reserve_space(w->fd, w->tmp_path, size, e))
@@ -361,7 +798,7 @@ static int open_writer(struct store *base, const char *name, uint64_t size, char
 	return 0;
 out_unlink:
 	close(w->fd);
-	unlink(w->tmp_path);
+	unlinkat(dirfd, w->tmp_name, 0);
 out_free:
 	writer_free(w);
 	return -1;
@@ -370,7 +807,7 @@ out_free:
 static int local_writer_open(struct store *base, const char *name, uint64_t size,
 			     struct store_writer **out, struct err *e)
 {
-	return open_writer(base, name, size, tmp_path_for(base->location, name), out, e);
+	return open_writer(base, name, size, store_temporary_name(name, NULL), out, e);
 }
 
 static int local_writer_write(struct store_writer *base, uint64_t off, const void *buf,
@@ -391,19 +828,6 @@ static int local_writer_write(struct store_writer *base, uint64_t off, const voi
 	return 0;
 }
 
-static int fsync_dir(const char *dir, struct err *e)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int rc = 0;
-
-	if (fd < 0)
-		return write_error(dir, errno, e);
-	if (fsync(fd) != 0 && errno != EINVAL)
-		rc = write_error(dir, errno, e);
-	close(fd);
-	return rc;
-}
-
 static int local_writer_commit(struct store_writer *base, struct err *e)
 {
 	struct local_writer *w = (struct local_writer *)base;
@@ -420,16 +844,21 @@ static int local_writer_commit(struct store_writer *base, struct err *e)
 		goto out_unlink;
 	}
 	w->fd = -1;
-	if (rename(w->tmp_path, w->final_path) != 0) {
-		write_error(w->final_path, errno, e);
+	if (renameat(w->dirfd, w->tmp_name, w->dirfd, base->name) != 0) {
+		char *final = join(base->store->location, base->name);
+
+		write_error(final, errno, e);
+		free(final);
 		goto out_unlink;
 	}
-	rc = durable ? fsync_dir(base->store->location, e) : 0;
+	rc = 0;
+	if (durable && fsync(w->dirfd) != 0 && errno != EINVAL)
+		rc = write_error(base->store->location, errno, e);
 	goto out;
 out_unlink:
 	if (w->fd >= 0)
 		close(w->fd);
-	unlink(w->tmp_path);
+	unlinkat(w->dirfd, w->tmp_name, 0);
 out:
 	writer_free(w);
 	return rc;
@@ -440,7 +869,7 @@ static void local_writer_abort(struct store_writer *base)
 	struct local_writer *w = (struct local_writer *)base;
 
 	close(w->fd);
-	unlink(w->tmp_path);
+	unlinkat(w->dirfd, w->tmp_name, 0);
 	writer_free(w);
 }
 
@@ -449,15 +878,13 @@ static int local_put(struct store *base, const char *name, const void *buf, size
 {
 	static atomic_uint serial;
 	struct store_writer *w;
-	char *tmp_path;
+	char unique[48];
 
 	/* A temporary name of this process and call alone: processes putting
 	 * the same file at once (partitions writing one manifest) never
 	 * share a temporary file, and the last rename wins whole. */
-	if (asprintf(&tmp_path, "%s/" TMP_PREFIX "%s.%ld.%u", base->location, name, (long)getpid(),
-		     atomic_fetch_add(&serial, 1)) < 0)
-		abort();
-	if (open_writer(base, name, len, tmp_path, &w, e))
+	snprintf(unique, sizeof(unique), "%ld.%u", (long)getpid(), atomic_fetch_add(&serial, 1));
+	if (open_writer(base, name, len, store_temporary_name(name, unique), &w, e))
 		return -1;
 	if (local_writer_write(w, 0, buf, len, e)) {
 		local_writer_abort(w);
@@ -468,81 +895,68 @@ static int local_put(struct store *base, const char *name, const void *buf, size
 
 static int local_remove(struct store *base, const char *name, struct err *e)
 {
-	char *path = join(base->location, name);
-	int rc = 0;
+	struct err local_err = {0};
+	char *path;
+	int dirfd, rc = 0;
 
-	if (unlink(path) != 0 && errno != ENOENT)
+	dirfd = location_fd(local(base), FOR_WRITING, &local_err);
+	if (dirfd < 0) {
+		/* No location, nothing to remove. */
+		if (local_err.errnum == ENOENT)
+			return 0;
+		*e = local_err;
+		return -1;
+	}
+	if (unlinkat(dirfd, name, 0) != 0 && errno != ENOENT) {
+		path = join(base->location, name);
 		rc = write_error(path, errno, e);
-	free(path);
+		free(path);
+	}
 	return rc;
 }
 
 /* ---- preparing a destination ---- */
 
-static int not_writable(const char *path, int errnum, struct err *e)
+static int local_create_location(struct store *base, struct err *e)
 {
-	return err_set_errno(e, "destination_not_writable", errnum, "%s: cannot create or write",
-			     path);
+	return location_fd(local(base), FOR_CREATING, e) < 0 ? -1 : 0;
 }
 
-/* mkdir -p, then the location must be a directory. */
-static int make_dirs(const char *location, struct err *e)
+static int probe_writable(struct store *base, int dirfd, struct err *e)
 {
-	char *path = xstrdup(location);
-	struct stat st;
-	char saved, *p;
-	int rc = 0;
-
-	for (p = path + 1;; p++) {
-		if (*p != '/' && *p != '\0')
-			continue;
-		saved = *p;
-		*p = '\0';
-		if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-			rc = not_writable(path, errno, e);
-			break;
-		}
-		*p = saved;
-		if (!saved)
-			break;
-	}
-	if (rc == 0 && stat(location, &st) != 0)
-		rc = not_writable(location, errno, e);
-	else if (rc == 0 && !S_ISDIR(st.st_mode))
-		rc = not_writable(location, ENOTDIR, e);
-	free(path);
-	return rc;
-}
-
-static int probe_writable(const char *location, struct err *e)
-{
-	char *probe;
+	char unique[32], *probe;
 	int fd;
 
-	if (asprintf(&probe, "%s/" TMP_PREFIX "probe.%ld", location, (long)getpid()) < 0)
-		abort();
-	fd = open(probe, O_CREAT | O_WRONLY | O_CLOEXEC | O_TRUNC, 0644);
+	snprintf(unique, sizeof(unique), "%ld", (long)getpid());
+	probe = store_temporary_name("probe", unique);
+	fd = openat(dirfd, probe, O_CREAT | O_WRONLY | O_CLOEXEC | O_TRUNC | O_NOFOLLOW, 0644);
 	if (fd < 0) {
-		not_writable(location, errno, e);
+		not_writable(base->location, errno, e);
 		free(probe);
 		return -1;
 	}
 	close(fd);
-	unlink(probe);
+	unlinkat(dirfd, probe, 0);
 	free(probe);
 	return 0;
 }
 
-static int free_bytes(const char *location, uint64_t *out, struct err *e)
+static int local_free_bytes(struct store *base, uint64_t *out, struct err *e)
 {
 	struct statvfs vfs;
+	int dirfd;
 
 	if (store_local_free_bytes_hook)
-		return store_local_free_bytes_hook(location, out) == 0
-			       ? 0
-			       : err_set(e, "io_error", "%s: cannot read the free space", location);
-	if (statvfs(location, &vfs) != 0)
-		return err_set_errno(e, "io_error", errno, "%s: cannot read the free space", location);
+		return store_local_free_bytes_hook(base->location, out) == 0 ?
+			       0 :
+			       err_set(e, "io_error", "%s: cannot read the free space",
+				       base->location);
+	dirfd = location_fd(local(base), FOR_WRITING, e);
+	if (dirfd < 0)
+		return -1;
+	if (fstatvfs(dirfd, &vfs) != 0)
+		return err_set_errno(e, "io_error", errno, "%s: cannot read the free space",
+				     base->location);
 	if (!u64_mul(vfs.f_bavail, vfs.f_frsize, out))
 		*out = UINT64_MAX;
 	return 0;
@@ -555,11 +969,6 @@ static bool is_replaced_checkpoint_file(const char *name)
 	       fnmatch(SHARD_PATTERN, name, 0) == 0;
 }
 
-static bool is_ours(const char *name)
-{
-	return strncmp(name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0;
-}
-
 static int refuse_not_empty(const char *location, const struct store_entry *entries, size_t n,
 			    size_t others, struct err *e)
 {
@@ -567,7 +976,7 @@ static int refuse_not_empty(const char *location, const struct store_entry *entr
 	size_t i, shown = 0, used = 0;
 
 	for (i = 0; i < n && shown < 3; i++) {
-		if (is_ours(entries[i].name))
+		if (store_is_temporary(entries[i].name))
 			continue;
 		used += (size_t)snprintf(names + used, sizeof(names) - used, "%s'%s'",
 					 shown ? ", " : "", entries[i].name);
@@ -580,12 +989,12 @@ static int refuse_not_empty(const char *location, const struct store_entry *entr
 		       location, names, others > shown ? ", ..." : "");
 }
 
-static int check_space(const char *location, uint64_t needed, uint64_t freed, struct err *e)
+static int check_space(struct store *base, uint64_t needed, uint64_t freed, struct err *e)
 {
 	char need_text[32], avail_text[32];
 	uint64_t avail;
 
-	if (free_bytes(location, &avail, e))
+	if (local_free_bytes(base, &avail, e))
 		return -1;
 	if (!u64_add(avail, freed, &avail))
 		avail = UINT64_MAX;
@@ -596,7 +1005,7 @@ static int check_space(const char *location, uint64_t needed, uint64_t freed, st
 	return err_set(e, "insufficient_space",
 		       "%s: the output needs %s (%" PRIu64 " bytes) but only %s (%" PRIu64
 		       " bytes) is free",
-		       location, need_text, needed, avail_text, avail);
+		       base->location, need_text, needed, avail_text, avail);
 }
 
 /* Removes the replaced checkpoint, index first, so that what remains never
@@ -621,15 +1030,16 @@ static int local_prepare_output(struct store *base, const struct store_output_op
 	struct store_entry *entries = NULL;
 	uint64_t freed = 0;
 	size_t n = 0, i, others = 0;
-	int rc = -1;
+	int dirfd, rc = -1;
 
 	base->out = *o;
-	if (make_dirs(base->location, e) || probe_writable(base->location, e))
+	dirfd = location_fd(local(base), FOR_CREATING, e);
+	if (dirfd < 0 || probe_writable(base, dirfd, e))
 		goto out;
 	if (store_list(base, &entries, &n, e))
 		goto out;
 	for (i = 0; i < n; i++) {
-		if (is_ours(entries[i].name)) {
+		if (store_is_temporary(entries[i].name)) {
 			if (local_remove(base, entries[i].name, e))
 				goto out_entries;
 			continue;
@@ -643,7 +1053,7 @@ static int local_prepare_output(struct store *base, const struct store_output_op
 		refuse_not_empty(base->location, entries, n, others, e);
 		goto out_entries;
 	}
-	if (check_space(base->location, o->bytes_needed, o->overwrite ? freed : 0, e))
+	if (check_space(base, o->bytes_needed, o->overwrite ? freed : 0, e))
 		goto out_entries;
 	rc = o->overwrite ? remove_replaced(base, entries, n, e) : 0;
 out_entries:
@@ -668,4 +1078,6 @@ const struct store_backend store_local_backend = {
 	.put = local_put,
 	.remove = local_remove,
 	.stat = local_stat,
+	.create_location = local_create_location,
+	.free_bytes = local_free_bytes,
 };

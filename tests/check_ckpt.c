@@ -4,6 +4,9 @@
  * index, and single files), tensors in natural order with their absolute
  * offsets, config.json, which other files are copied or skipped, and each
  * way a checkpoint can be malformed, refused with its exact error.
+ * Unfinished output (temporary names) is never taken for weights, and in a
+ * process confined to allowed roots a weight file, the index or config.json
+ * leading outside is refused, another file skipped with a warning.
  */
 #include <check.h>
 #include <jansson.h>
@@ -11,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "ckptconv/ckpt.h"
 #include "ckptconv/err.h"
@@ -574,12 +578,159 @@ START_TEST(test_source_not_found)
 }
 END_TEST
 
+/* A kill -9 during a single-file conversion leaves a full-size temporary
+ * file: alone it is no checkpoint, beside one it is not part of it, and
+ * named directly it is refused.  The same for an earlier version's name,
+ * which ended in .safetensors. */
+START_TEST(test_temporary_files_ignored)
+{
+	static const char *const names[] = {"w", NULL};
+	static const uint64_t lens[] = {2};
+	char *current = store_temporary_name("model.safetensors", NULL);
+	char *old_path = test_path(tmpdir, ".ckptconv-tmp.model.safetensors");
+	struct ckpt *c;
+	struct err e = {0};
+
+	write_st(current, names, lens);
+	write_st(".ckptconv-tmp.model.safetensors", names, lens);
+	write_text("config.json", config_text);
+	expect_open_fails(tmpdir, 0, "not_a_checkpoint", "holds no *.safetensors file", NULL);
+	expect_open_fails(old_path, 0, "not_a_checkpoint", "unfinished output file", NULL);
+	write_st("model.safetensors", names, lens);
+	ck_assert_msg(ckpt_open(tmpdir, 0, &c, &e) == 0, "%s", e.msg);
+	ck_assert_uint_eq(c->nfiles, 1);
+	ck_assert_str_eq(c->files[0].name, "model.safetensors");
+	ck_assert_uint_eq(c->copy_files.len, 1);
+	ck_assert_str_eq(c->copy_files.items[0], "config.json");
+	ck_assert_uint_eq(c->warnings.len, 0);
+	ckpt_free(c);
+	free(current);
+	free(old_path);
+}
+END_TEST
+
+/* ---- confined to allowed roots ---- */
+
+static char *base_dir, *outside_dir;
+
+/* tmpdir becomes root/ckpt inside the allowed root base/root; base/outside
+ * lies outside it.  Loop 1 resolves with the O_NOFOLLOW walk. */
+static void roots_setup(void)
+{
+	char *root;
+
+	setup();
+	base_dir = tmpdir;
+	test_confine_under(base_dir, &root, &outside_dir);
+	tmpdir = test_path(root, "ckpt");
+	ck_assert_int_eq(mkdir(tmpdir, 0755), 0);
+	free(root);
+}
+
+static void roots_teardown(void)
+{
+	test_unconfine();
+	free(tmpdir);
+	tmpdir = base_dir;
+	base_dir = NULL;
+	free(outside_dir);
+	teardown();
+}
+
+/* Moves tmpdir/name to `to` and leaves a symbolic link to it. */
+static void move_and_link(const char *name, const char *to_dir, const char *link_target)
+{
+	char *from = test_path(tmpdir, name), *to = test_path(to_dir, name);
+
+	ck_assert_int_eq(rename(from, to), 0);
+	ck_assert_int_eq(symlink(link_target ? link_target : to, from), 0);
+	free(from);
+	free(to);
+}
+
+START_TEST(test_confined_shard_outside)
+{
+	store_local_force_walk = _i == 1;
+	write_sharded(GOOD_INDEX);
+	move_and_link("model-00002-of-00002.safetensors", outside_dir, NULL);
+	expect_open_fails(tmpdir, 0, "forbidden_path", "model-00002-of-00002.safetensors",
+			  "outside the allowed roots");
+}
+END_TEST
+
+START_TEST(test_confined_single_file_outside)
+{
+	static const char *const names[] = {"w", NULL};
+	static const uint64_t lens[] = {2};
+	char *path = test_path(tmpdir, "model.safetensors");
+
+	store_local_force_walk = _i == 1;
+	write_st("model.safetensors", names, lens);
+	write_text("config.json", config_text);
+	move_and_link("model.safetensors", outside_dir, NULL);
+	expect_open_fails(tmpdir, 0, "forbidden_path", "model.safetensors", "outside");
+	expect_open_fails(path, 0, "forbidden_path", "model.safetensors", "outside");
+	free(path);
+}
+END_TEST
+
+START_TEST(test_confined_index_outside)
+{
+	store_local_force_walk = _i == 1;
+	write_sharded(GOOD_INDEX);
+	move_and_link("model.safetensors.index.json", outside_dir, NULL);
+	expect_open_fails(tmpdir, 0, "forbidden_path", "model.safetensors.index.json", "outside");
+}
+END_TEST
+
+START_TEST(test_confined_config_outside)
+{
+	store_local_force_walk = _i == 1;
+	write_sharded(GOOD_INDEX);
+	move_and_link("config.json", outside_dir, NULL);
+	expect_open_fails(tmpdir, CKPT_REQUIRE_CONFIG, "forbidden_path", "config.json", "outside");
+}
+END_TEST
+
+/* An extra file leading outside (the daemon's token, say) is skipped with
+ * a warning; links that stay inside the root are followed. */
+START_TEST(test_confined_extra_outside_skipped)
+{
+	char *shared = test_path(tmpdir, "../shared"), *target;
+	struct ckpt *c;
+	struct err e = {0};
+
+	store_local_force_walk = _i == 1;
+	write_sharded(GOOD_INDEX);
+	write_text("tokenizer_config.json", "token");
+	write_text("README.md", "readme");
+	move_and_link("tokenizer_config.json", outside_dir, NULL);
+	ck_assert_int_eq(mkdir(shared, 0755), 0);
+	move_and_link("README.md", shared, "../shared/README.md");
+	target = test_path(shared, "model-00001-of-00002.safetensors");
+	move_and_link("model-00001-of-00002.safetensors", shared, target);
+	ck_assert_msg(ckpt_open(tmpdir, CKPT_REQUIRE_CONFIG, &c, &e) == 0, "%s", e.msg);
+	ck_assert_uint_eq(c->nfiles, 2);
+	ck_assert_uint_eq(c->ntensors, 3);
+	ck_assert_uint_eq(c->copy_files.len, 2);
+	ck_assert_str_eq(c->copy_files.items[0], "README.md");
+	ck_assert_str_eq(c->copy_files.items[1], "config.json");
+	ck_assert_uint_eq(c->warnings.len, 1);
+	ck_assert_str_eq(c->warnings.items[0],
+			 "skipped 'tokenizer_config.json': it resolves outside the allowed roots");
+	ckpt_free(c);
+	free(target);
+	free(shared);
+}
+END_TEST
+
 static Suite *ckpt_suite(void)
 {
 	Suite *s = suite_create("ckpt");
 	TCase *golden_tc = tcase_create("golden");
 	TCase *open_tc = tcase_create("open");
 	TCase *bad = tcase_create("bad_input");
+	TCase *confined = tcase_create("confined");
 
 	tcase_add_checked_fixture(golden_tc, setup, teardown);
 	tcase_add_checked_fixture(open_tc, setup, teardown);
@@ -593,6 +744,13 @@ static Suite *ckpt_suite(void)
 	tcase_add_test(open_tc, test_copy_files_and_warnings);
 	tcase_add_test(open_tc, test_config_keys);
 	tcase_add_test(open_tc, test_config_dtype_key);
+	tcase_add_test(open_tc, test_temporary_files_ignored);
+	tcase_add_checked_fixture(confined, roots_setup, roots_teardown);
+	tcase_add_loop_test(confined, test_confined_shard_outside, 0, 2);
+	tcase_add_loop_test(confined, test_confined_single_file_outside, 0, 2);
+	tcase_add_loop_test(confined, test_confined_index_outside, 0, 2);
+	tcase_add_loop_test(confined, test_confined_config_outside, 0, 2);
+	tcase_add_loop_test(confined, test_confined_extra_outside_skipped, 0, 2);
 	tcase_add_test(bad, test_index_missing_file);
 	tcase_add_test(bad, test_index_invalid);
 	tcase_add_test(bad, test_index_weight_map_not_object);
@@ -610,6 +768,7 @@ static Suite *ckpt_suite(void)
 	suite_add_tcase(s, golden_tc);
 	suite_add_tcase(s, open_tc);
 	suite_add_tcase(s, bad);
+	suite_add_tcase(s, confined);
 	return s;
 }
 

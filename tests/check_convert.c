@@ -6,7 +6,8 @@
  * thread counts; cancellation and a source truncated mid-run, each leaving
  * nothing behind; the destination checks (not empty, overwrite with stale
  * shards, insufficient space, not writable); option errors; progress and
- * tensor states; two conversions sharing one pool.
+ * tensor states; two conversions sharing one pool; removing what a run cut
+ * short with its process left (whole and partitioned).
  */
 #include <check.h>
 #include <dirent.h>
@@ -23,6 +24,7 @@
 #include "ckptconv/err.h"
 #include "ckptconv/exec.h"
 #include "ckptconv/fixture.h"
+#include "ckptconv/partition.h"
 #include "ckptconv/plan.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
@@ -973,6 +975,105 @@ START_TEST(test_two_conversions_share_pool)
 }
 END_TEST
 
+/* ---- output of a run cut short ----------------------------------------------- */
+
+static void plant(const char *dir, const char *name)
+{
+	char *p = test_path(dir, name);
+
+	test_write_file(p, "partial", 7);
+	free(p);
+}
+
+static void clean(const char *src, const char *dst, const struct convert_options *o)
+{
+	struct conversion *c;
+	struct err e;
+
+	err_clear(&e);
+	ASSERT_OK(conversion_prepare(src, dst, o, &c, &e), e);
+	ASSERT_OK(conversion_clean_destination(c, &e), e);
+	conversion_free(c);
+}
+
+/* What a killed run leaves (published shards, the copied config, the
+ * index, reserved temporary files of this and an earlier naming) goes; a
+ * file the destination held before and another name's temporary file
+ * stay. */
+START_TEST(test_clean_destination)
+{
+	struct convert_options o = options(LAYOUT_NATIVE);
+	char *src = golden("hf"), *dst = scratch("out");
+	char names[64][128];
+	struct err e;
+	size_t n;
+
+	err_clear(&e);
+	o.max_shard_size = 30000;
+	ck_assert_int_eq(mkdir(dst, 0755), 0);
+	plant(dst, "notes.txt");
+	o.overwrite = true;
+	ASSERT_OK(convert(src, dst, &o, 2, &e), e);
+	ck_assert_uint_gt(count_entries(dst), 5);
+	plant(dst, ".ckptconv-tmp.model-00002-of-00009.safetensors.tmp");
+	plant(dst, ".ckptconv-tmp.model-00003-of-00009.safetensors");
+	plant(dst, ".ckptconv-tmp.config.json.4242.7.tmp");
+	plant(dst, ".ckptconv-tmp.someone-else.bin.tmp");
+	clean(src, dst, &o);
+	n = list_dir(dst, names, 64);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(names[0], ".ckptconv-tmp.someone-else.bin.tmp");
+	ck_assert_str_eq(names[1], "notes.txt");
+	/* a destination that is gone already is clean */
+	test_rmtree(dst);
+	clean(src, dst, &o);
+	free(src);
+	free(dst);
+}
+END_TEST
+
+/* A partition's cleanup leaves the other partitions' output and the
+ * shared manifest alone. */
+START_TEST(test_clean_destination_partition)
+{
+	struct convert_options o = options(LAYOUT_NATIVE);
+	struct convert_options other;
+	char *src = golden("hf"), *dst = scratch("out");
+	struct conversion *c;
+	bool *skip;
+	struct err e;
+	size_t i, nfiles;
+	char **shards;
+
+	err_clear(&e);
+	o.max_shard_size = 30000;
+	o.partition_count = 2;
+	other = o;
+	other.partition_index = 1;
+	ASSERT_OK(convert(src, dst, &o, 2, &e), e);
+	ASSERT_OK(convert(src, dst, &other, 2, &e), e);
+	ASSERT_OK(conversion_prepare(src, dst, &o, &c, &e), e);
+	nfiles = conversion_plan(c)->nfiles;
+	skip = partition_skip_files(conversion_plan(c), 0, 2);
+	shards = xcalloc(nfiles, sizeof(*shards));
+	for (i = 0; i < nfiles; i++)
+		shards[i] = xstrdup(conversion_plan(c)->files[i].name);
+	conversion_free(c);
+	for (i = 0; i < nfiles; i++)
+		ck_assert(has_entry(dst, shards[i]));
+	clean(src, dst, &o);
+	for (i = 0; i < nfiles; i++) {
+		ck_assert_msg(has_entry(dst, shards[i]) == skip[i], "%s", shards[i]);
+		free(shards[i]);
+	}
+	ck_assert(has_entry(dst, PARTITION_MANIFEST));
+	free(shards);
+	free(skip);
+	free(src);
+	free(dst);
+}
+END_TEST
+
 static Suite *convert_suite(void)
 {
 	Suite *s = suite_create("convert");
@@ -1004,6 +1105,8 @@ static Suite *convert_suite(void)
 	tcase_add_test(tc, test_round_trip_f32_keep);
 	tcase_add_test(tc, test_cast_grouped_experts);
 	tcase_add_test(tc, test_two_conversions_share_pool);
+	tcase_add_test(tc, test_clean_destination);
+	tcase_add_test(tc, test_clean_destination_partition);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -80,20 +80,6 @@ static unsigned char *read_whole(const char *path, size_t *len)
 	return buf;
 }
 
-/* Entries of a directory, temporary files included. */
-static size_t count_entries(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	size_t n = 0;
-
-	ck_assert_ptr_nonnull(d);
-	while ((de = readdir(d)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			n++;
-	closedir(d);
-	return n;
-}
 
 /* ---- building fakes ------------------------------------------------------ */
 
@@ -447,7 +433,7 @@ static void check_fake_with(struct fake *f, unsigned threads, enum exec_read_mod
 	f->dst->out.durable = true;
 	ck_assert_msg(run_fake(f, pool, &o, &run, &e) == 0, "%s: %s", e.code, e.msg);
 	check_output(f, NULL);
-	ck_assert_uint_eq(count_entries(f->dst_dir), f->plan.nfiles);
+	ck_assert_uint_eq(test_count_entries(f->dst_dir), f->plan.nfiles);
 
 	exec_run_progress(run, &pr);
 	ck_assert_uint_eq(pr.tensors_total, f->plan.ntensors);
@@ -529,7 +515,7 @@ START_TEST(test_skip_file)
 	pool = exec_pool_new(2, &e);
 	ck_assert_msg(run_fake(f, pool, &o, &run, &e) == 0, "%s: %s", e.code, e.msg);
 	check_output(f, skip);
-	ck_assert_uint_eq(count_entries(f->dst_dir), 1);
+	ck_assert_uint_eq(test_count_entries(f->dst_dir), 1);
 	exec_run_progress(run, &pr);
 	ck_assert_uint_eq(pr.tensors_total, 4);
 	ck_assert_uint_eq(pr.tensors_done, 4);
@@ -585,7 +571,7 @@ START_TEST(test_cancel_throttled_run)
 	ck_assert_uint_lt(c.seen.bytes_done, c.seen.bytes_total);
 	exec_run_progress(c.run, &pr);
 	ck_assert_uint_lt(pr.bytes_done, pr.bytes_total);
-	ck_assert_uint_eq(count_entries(f->dst_dir), 0);
+	ck_assert_uint_eq(test_count_entries(f->dst_dir), 0);
 	ck_assert_int_ne(exec_run_tensor_state(c.run, 0), TENSOR_RUNNING);
 	ck_assert_uint_eq(exec_pool_busy(pool), 0);
 	exec_run_free(c.run);
@@ -607,7 +593,7 @@ START_TEST(test_cancel_before_execute)
 	exec_run_cancel(run);
 	ck_assert_int_eq(exec_run_execute(run, pool, &e), -1);
 	ck_assert_str_eq(e.code, "cancelled");
-	ck_assert_uint_eq(count_entries(f->dst_dir), 0);
+	ck_assert_uint_eq(test_count_entries(f->dst_dir), 0);
 	exec_run_free(run);
 	exec_pool_free(pool);
 	fake_free(f);
@@ -634,7 +620,7 @@ static void check_truncated_during_run(enum exec_read_mode mode)
 	ck_assert_msg(strstr(e.msg, "big.bin") != NULL, "%s", e.msg);
 	ck_assert_str_eq(e.tensor, "big");
 	ck_assert_int_eq(exec_run_tensor_state(c.run, 0), TENSOR_FAILED);
-	ck_assert_uint_eq(count_entries(f->dst_dir), 0);
+	ck_assert_uint_eq(test_count_entries(f->dst_dir), 0);
 	exec_run_free(c.run);
 	exec_pool_free(pool);
 	free((char *)c.truncate_path);
@@ -702,7 +688,7 @@ static void check_sigbus_caught(struct exec_pool *pool)
 		      e.msg);
 	ck_assert_str_eq(e.tensor, "t0.transposed");
 	ck_assert_int_eq(exec_run_tensor_state(run, 0), TENSOR_FAILED);
-	ck_assert_uint_eq(count_entries(f->dst_dir), 0);
+	ck_assert_uint_eq(test_count_entries(f->dst_dir), 0);
 	exec_run_free(run);
 	fake_free(f);
 }
@@ -736,7 +722,7 @@ START_TEST(test_fault_while_writing_from_view)
 	ck_assert_int_eq(run_fake(f, pool, &o, NULL, &e), -1);
 	ck_assert_str_eq(e.code, "source_truncated");
 	ck_assert_msg(strstr(e.msg, "big.bin: source file shrank") != NULL, "%s", e.msg);
-	ck_assert_uint_eq(count_entries(f->dst_dir), 0);
+	ck_assert_uint_eq(test_count_entries(f->dst_dir), 0);
 	check_pool_still_works(pool);
 	exec_pool_free(pool);
 	fake_free(f);
@@ -812,7 +798,7 @@ START_TEST(test_unwritable_destination)
 	pool = exec_pool_new(2, &e);
 	ck_assert_int_eq(run_fake(f, pool, NULL, NULL, &e), -1);
 	ck_assert_str_eq(e.code, "destination_not_writable");
-	ck_assert_uint_eq(count_entries(f->dst_dir), 1);
+	ck_assert_uint_eq(test_count_entries(f->dst_dir), 1);
 	exec_pool_free(pool);
 	free(below);
 	free(blocker);

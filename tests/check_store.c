@@ -5,9 +5,14 @@
  * prepares a destination strictly: refuses a non-empty one without
  * overwrite, checks free space before removing anything, removes only the
  * previous checkpoint's index and weights, and cleans its own leftovers.
+ * Temporary names never look like weights.  A store keeps working on the
+ * directory it opened when that is swapped for a symbolic link, and a
+ * confined store (both with openat2 and with the O_NOFOLLOW walk) follows
+ * links inside its root only.
  */
 #include <check.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -243,7 +248,8 @@ START_TEST(test_writer_invisible_until_commit)
 	struct store_writer *w;
 	struct store *s;
 	struct err e = {0};
-	char *tmp = test_path(dst, ".ckptconv-tmp.model.safetensors");
+	char *tmp_name = store_temporary_name("model.safetensors", NULL);
+	char *tmp = test_path(dst, tmp_name);
 	char *final = test_path(dst, "model.safetensors");
 	char buf[16];
 	struct stat st;
@@ -263,13 +269,14 @@ START_TEST(test_writer_invisible_until_commit)
 	ck_assert_str_eq(e.code, "plan_invalid");
 	err_clear(&e);
 	ck_assert_int_eq(store_writer_commit(w, &e), 0);
-	ck_assert(!exists(dst, ".ckptconv-tmp.model.safetensors"));
+	ck_assert(!exists(dst, tmp_name));
 	f = fopen(final, "rb");
 	ck_assert_ptr_nonnull(f);
 	ck_assert_uint_eq(fread(buf, 1, sizeof(buf), f), 10);
 	fclose(f);
 	ck_assert_mem_eq(buf, "0123456789", 10);
 	store_free(s);
+	free(tmp_name);
 	free(tmp);
 	free(final);
 }
@@ -557,14 +564,387 @@ START_TEST(test_leftover_temp_files_removed)
 {
 	struct store *s;
 	struct err e = {0};
+	char *current = store_temporary_name("model-00001-of-00002.safetensors", NULL);
 	int rc;
 
 	ck_assert_int_eq(mkdir(dst, 0755), 0);
-	write_in(dst, ".ckptconv-tmp.model-00001-of-00002.safetensors", 50);
+	/* this version's name, and an earlier one's */
+	write_in(dst, current, 50);
+	write_in(dst, ".ckptconv-tmp.model-00002-of-00002.safetensors", 50);
+	free(current);
 	s = open_output(false, 10, &e, &rc);
 	ck_assert_msg(rc == 0, "%s", e.msg);
 	ck_assert_uint_eq(count_entries(dst), 0);
 	store_free(s);
+}
+END_TEST
+
+/* ---- temporary names ---- */
+
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+
+	return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+START_TEST(test_temporary_names)
+{
+	char *single = store_temporary_name("model.safetensors", NULL);
+	char *put = store_temporary_name("config.json", "123.4");
+
+	ck_assert_str_eq(single, ".ckptconv-tmp.model.safetensors.tmp");
+	ck_assert(!ends_with(single, ".safetensors"));
+	ck_assert_str_eq(put, ".ckptconv-tmp.config.json.123.4.tmp");
+	ck_assert(store_is_temporary(single));
+	ck_assert(store_is_temporary(".ckptconv-tmp.model.safetensors"));
+	ck_assert(!store_is_temporary("model.safetensors"));
+	ck_assert(!store_is_temporary("ckptconv-tmp.model.safetensors"));
+	ck_assert(store_is_temporary_of(single, "model.safetensors"));
+	ck_assert(store_is_temporary_of(".ckptconv-tmp.model.safetensors", "model.safetensors"));
+	ck_assert(store_is_temporary_of(put, "config.json"));
+	ck_assert(store_is_temporary_of(".ckptconv-tmp.config.json.123.4", "config.json"));
+	ck_assert(!store_is_temporary_of(".ckptconv-tmp.model.safetensors.index.json.tmp",
+					 "model.safetensors"));
+	ck_assert(!store_is_temporary_of(".ckptconv-tmp.model-00001-of-00002.safetensors.tmp",
+					 "model-00001-of-00002.safetensor"));
+	ck_assert(!store_is_temporary_of(".ckptconv-tmp.config.json.123.tmp", "config.json"));
+	ck_assert(!store_is_temporary_of("config.json", "config.json"));
+	free(single);
+	free(put);
+}
+END_TEST
+
+/* ---- a directory swapped for a symbolic link ---- */
+
+static char *root_dir, *outside_dir; /* the allowed root, and beside it */
+
+static void make_dir(const char *dir, const char *name)
+{
+	char *p = test_path(dir, name);
+
+	ck_assert_int_eq(mkdir(p, 0755), 0);
+	free(p);
+}
+
+static void link_in(const char *dir, const char *name, const char *target)
+{
+	char *p = test_path(dir, name);
+
+	ck_assert_int_eq(symlink(target, p), 0);
+	free(p);
+}
+
+static char *read_in(const char *dir, const char *name)
+{
+	char *p = test_path(dir, name), *text = calloc(1, 256);
+	FILE *f = fopen(p, "rb");
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_gt(fread(text, 1, 255, f) + 1, 0);
+	fclose(f);
+	free(p);
+	return text;
+}
+
+static void write_text_in(const char *dir, const char *name, const char *text)
+{
+	char *p = test_path(dir, name);
+
+	test_write_file(p, text, strlen(text));
+	free(p);
+}
+
+static void roots_setup(void)
+{
+	setup();
+	test_confine_under(tmpdir, &root_dir, &outside_dir);
+}
+
+static void roots_teardown(void)
+{
+	test_unconfine();
+	free(root_dir);
+	free(outside_dir);
+	teardown();
+}
+
+/* The destination `out` is prepared and opened, then replaced by a link to
+ * `outside`, which holds a file of the same name as one the store wrote:
+ * later writes, renames and removals still happen in the directory
+ * opened, now at `out.moved`, and never in `outside`. */
+static void swap_destination_while_open(const char *dir)
+{
+	struct store_output_options o = {.durable = true, .bytes_needed = 10};
+	char *out = test_path(dir, "out"), *moved = test_path(dir, "out.moved");
+	struct store_writer *w;
+	struct store *s;
+	struct err e = {0};
+	char *text;
+
+	ck_assert_int_eq(store_open(out, &s, &e), 0);
+	ck_assert_msg(store_prepare_output(s, &o, &e) == 0, "%s", e.msg);
+	ck_assert_int_eq(store_put(s, "a.json", "first", 5, &e), 0);
+	ck_assert_int_eq(rename(out, moved), 0);
+	ck_assert_int_eq(symlink(outside_dir, out), 0);
+	write_text_in(outside_dir, "a.json", "theirs");
+	ck_assert_int_eq(store_writer_open(s, "b.safetensors", 4, &w, &e), 0);
+	ck_assert_int_eq(store_writer_write(w, 0, "bbbb", 4, &e), 0);
+	ck_assert_int_eq(store_writer_commit(w, &e), 0);
+	ck_assert_int_eq(store_put(s, "c.json", "third", 5, &e), 0);
+	ck_assert_int_eq(store_remove(s, "a.json", &e), 0);
+	ck_assert_msg(e.code == NULL, "%s", e.msg);
+	store_free(s);
+	/* the opened directory got the writes and the removal */
+	ck_assert(!exists(moved, "a.json"));
+	ck_assert(exists(moved, "b.safetensors"));
+	ck_assert(exists(moved, "c.json"));
+	/* the link's target kept its file and got nothing */
+	text = read_in(outside_dir, "a.json");
+	ck_assert_str_eq(text, "theirs");
+	free(text);
+	ck_assert_uint_eq(test_count_entries(outside_dir), 1);
+	free(out);
+	free(moved);
+}
+
+START_TEST(test_swapped_destination_unconfined)
+{
+	char resolved[PATH_MAX];
+
+	ck_assert_ptr_nonnull(realpath(tmpdir, resolved));
+	outside_dir = test_path(resolved, "outside");
+	ck_assert_int_eq(mkdir(outside_dir, 0755), 0);
+	swap_destination_while_open(resolved);
+	free(outside_dir);
+	outside_dir = NULL;
+}
+END_TEST
+
+START_TEST(test_swapped_destination_confined)
+{
+	store_local_force_walk = _i == 1;
+	swap_destination_while_open(root_dir);
+}
+END_TEST
+
+/* A source listed (its directory opened), then swapped for a link to a
+ * directory outside the root holding a file of the same name: reads come
+ * from the directory listed. */
+START_TEST(test_swapped_source_confined)
+{
+	char *src = test_path(root_dir, "src"), *moved = test_path(root_dir, "src.moved");
+	struct store_entry *entries;
+	struct store *s;
+	struct err e = {0};
+	size_t n, len;
+	char *text;
+
+	store_local_force_walk = _i == 1;
+	ck_assert_int_eq(mkdir(src, 0755), 0);
+	write_text_in(src, "config.json", "ours");
+	write_text_in(outside_dir, "config.json", "secret");
+	ck_assert_int_eq(store_open(src, &s, &e), 0);
+	ck_assert_int_eq(store_list(s, &entries, &n, &e), 0);
+	store_entries_free(entries, n);
+	ck_assert_int_eq(rename(src, moved), 0);
+	ck_assert_int_eq(symlink(outside_dir, src), 0);
+	ck_assert_msg(store_read_file(s, "config.json", 100, &text, &len, &e) == 0, "%s", e.msg);
+	ck_assert_str_eq(text, "ours");
+	free(text);
+	store_free(s);
+	/* opened now, the location leads outside the root */
+	ck_assert_int_eq(store_open(src, &s, &e), 0);
+	ck_assert_int_eq(store_list(s, &entries, &n, &e), -1);
+	ck_assert_str_eq(e.code, "forbidden_path");
+	ck_assert_ptr_nonnull(strstr(e.msg, src));
+	store_free(s);
+	free(src);
+	free(moved);
+}
+END_TEST
+
+/* ---- confinement to allowed roots ---- */
+
+/* root/src holds a file, links that stay inside the root (relative,
+ * absolute, through a linked directory) and links that leave it (absolute,
+ * relative with "..", a chain ending outside, a loop). */
+static char *make_linked_source(void)
+{
+	char *src = test_path(root_dir, "src"), *shared = test_path(root_dir, "shared");
+	char *target;
+
+	ck_assert_int_eq(mkdir(src, 0755), 0);
+	ck_assert_int_eq(mkdir(shared, 0755), 0);
+	write_text_in(src, "a.json", "plain");
+	write_text_in(shared, "tok.json", "shared");
+	write_text_in(outside_dir, "token", "secret");
+	link_in(src, "in-relative", "../shared/tok.json");
+	target = test_path(shared, "tok.json");
+	link_in(src, "in-absolute", target);
+	free(target);
+	link_in(root_dir, "shared-link", "shared");
+	link_in(src, "in-via-dir", "../shared-link/tok.json");
+	target = test_path(outside_dir, "token");
+	link_in(src, "out-absolute", target);
+	free(target);
+	link_in(src, "out-relative", "../../outside/token");
+	link_in(src, "out-chain", "in-chain-step");
+	link_in(src, "in-chain-step", "../../outside/token");
+	link_in(src, "loop", "loop");
+	free(shared);
+	return src;
+}
+
+static const struct store_entry *entry_named(const struct store_entry *entries, size_t n,
+					     const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (strcmp(entries[i].name, name) == 0)
+			return &entries[i];
+	ck_abort_msg("no entry %s", name);
+	return NULL;
+}
+
+START_TEST(test_confined_links)
+{
+	static const char *const inside[] = {"in-relative", "in-absolute", "in-via-dir"};
+	static const char *const outside[] = {"out-absolute", "out-relative", "out-chain",
+					      "in-chain-step"};
+	char *src = make_linked_source(), *text;
+	struct store_entry *entries, st;
+	struct store *s;
+	struct err e = {0};
+	size_t n, len, i;
+
+	store_local_force_walk = _i == 1;
+	ck_assert_int_eq(store_open(src, &s, &e), 0);
+	ck_assert_int_eq(store_list(s, &entries, &n, &e), 0);
+	ck_assert_int_eq(entry_named(entries, n, "a.json")->kind, STORE_FILE);
+	ck_assert_int_eq(entry_named(entries, n, "loop")->kind, STORE_OTHER);
+	for (i = 0; i < sizeof(inside) / sizeof(inside[0]); i++) {
+		ck_assert_int_eq(entry_named(entries, n, inside[i])->kind, STORE_FILE);
+		ck_assert_msg(store_read_file(s, inside[i], 100, &text, &len, &e) == 0, "%s: %s",
+			      inside[i], e.msg);
+		ck_assert_str_eq(text, "shared");
+		free(text);
+	}
+	for (i = 0; i < sizeof(outside) / sizeof(outside[0]); i++) {
+		ck_assert_int_eq(entry_named(entries, n, outside[i])->kind, STORE_OUTSIDE);
+		err_clear(&e);
+		ck_assert_int_eq(store_read_file(s, outside[i], 100, &text, &len, &e), -1);
+		ck_assert_str_eq(e.code, "forbidden_path");
+		ck_assert_ptr_nonnull(strstr(e.msg, outside[i]));
+		err_clear(&e);
+		ck_assert_int_eq(store_stat(s, outside[i], &st, &e), -1);
+		ck_assert_str_eq(e.code, "forbidden_path");
+		err_clear(&e);
+		ck_assert_int_eq(store_read(s, outside[i], 0, &len, 1, &e), -1);
+		ck_assert_str_eq(e.code, "forbidden_path");
+	}
+	store_entries_free(entries, n);
+	store_free(s);
+	free(src);
+}
+END_TEST
+
+/* Without confinement (the CLI), links are followed wherever they lead. */
+START_TEST(test_unconfined_links_followed)
+{
+	char *src, *text;
+	struct store_entry *entries;
+	struct store *s;
+	struct err e = {0};
+	size_t n, len;
+
+	src = make_linked_source();
+	store_local_confine(NULL, NULL);
+	ck_assert_int_eq(store_open(src, &s, &e), 0);
+	ck_assert_int_eq(store_list(s, &entries, &n, &e), 0);
+	ck_assert_int_eq(entry_named(entries, n, "out-absolute")->kind, STORE_FILE);
+	ck_assert_int_eq(store_read_file(s, "out-relative", 100, &text, &len, &e), 0);
+	ck_assert_str_eq(text, "secret");
+	free(text);
+	store_entries_free(entries, n);
+	store_free(s);
+	free(src);
+}
+END_TEST
+
+START_TEST(test_confined_locations)
+{
+	char *link = test_path(root_dir, "away"), *below = test_path(link, "new/out");
+	char *in_link = test_path(root_dir, "alias"), *in_out = test_path(in_link, "out");
+	struct store_output_options o = {.bytes_needed = 1};
+	struct store *s;
+	struct err e = {0};
+	struct stat st;
+
+	store_local_force_walk = _i == 1;
+	/* outside every root, by name */
+	ck_assert_int_eq(store_open(outside_dir, &s, &e), -1);
+	ck_assert_str_eq(e.code, "forbidden_path");
+	err_clear(&e);
+	ck_assert_int_eq(store_open("relative/dir", &s, &e), -1);
+	ck_assert_str_eq(e.code, "forbidden_path");
+	err_clear(&e);
+	/* a destination below a link that leaves the root: nothing created */
+	ck_assert_int_eq(symlink(outside_dir, link), 0);
+	ck_assert_int_eq(store_open(below, &s, &e), 0);
+	ck_assert_int_eq(store_prepare_output(s, &o, &e), -1);
+	ck_assert_str_eq(e.code, "forbidden_path");
+	ck_assert_ptr_nonnull(strstr(e.msg, link));
+	store_free(s);
+	ck_assert_uint_eq(test_count_entries(outside_dir), 0);
+	err_clear(&e);
+	/* the same through store_create_location (partitions) */
+	ck_assert_int_eq(store_open(below, &s, &e), 0);
+	ck_assert_int_eq(store_create_location(s, &e), -1);
+	ck_assert_str_eq(e.code, "forbidden_path");
+	store_free(s);
+	ck_assert_uint_eq(test_count_entries(outside_dir), 0);
+	err_clear(&e);
+	/* below a link that stays inside: created where it leads */
+	ck_assert_int_eq(symlink("shared-dir", in_link), 0);
+	make_dir(root_dir, "shared-dir");
+	ck_assert_int_eq(store_open(in_out, &s, &e), 0);
+	ck_assert_msg(store_prepare_output(s, &o, &e) == 0, "%s", e.msg);
+	ck_assert_int_eq(store_put(s, "x.json", "x", 1, &e), 0);
+	store_free(s);
+	ck_assert_int_eq(stat(in_out, &st), 0);
+	ck_assert(S_ISDIR(st.st_mode));
+	ck_assert(exists(in_out, "x.json"));
+	free(link);
+	free(below);
+	free(in_link);
+	free(in_out);
+}
+END_TEST
+
+/* A destination that is itself a link to outside the root, as when a
+ * directory was swapped before the job ran: refused, nothing written. */
+START_TEST(test_confined_destination_link_refused)
+{
+	char *out = test_path(root_dir, "out");
+	struct store_output_options o = {.overwrite = true, .bytes_needed = 1};
+	struct store *s;
+	struct err e = {0};
+
+	store_local_force_walk = _i == 1;
+	write_text_in(outside_dir, "model.safetensors", "theirs");
+	ck_assert_int_eq(symlink(outside_dir, out), 0);
+	ck_assert_int_eq(store_open(out, &s, &e), 0);
+	ck_assert_int_eq(store_prepare_output(s, &o, &e), -1);
+	ck_assert_str_eq(e.code, "forbidden_path");
+	err_clear(&e);
+	ck_assert_int_eq(store_remove(s, "model.safetensors", &e), -1);
+	ck_assert_str_eq(e.code, "forbidden_path");
+	store_free(s);
+	ck_assert(exists(outside_dir, "model.safetensors"));
+	ck_assert_uint_eq(test_count_entries(outside_dir), 1);
+	free(out);
 }
 END_TEST
 
@@ -574,6 +954,9 @@ static Suite *store_suite(void)
 	TCase *read = tcase_create("read");
 	TCase *write = tcase_create("write");
 	TCase *prepare = tcase_create("prepare_output");
+	TCase *names = tcase_create("temporary_names");
+	TCase *swap = tcase_create("swapped_directories");
+	TCase *confined = tcase_create("confined");
 
 	tcase_add_checked_fixture(read, setup, teardown);
 	tcase_add_checked_fixture(write, setup, teardown);
@@ -597,9 +980,23 @@ static Suite *store_suite(void)
 	tcase_add_test(prepare, test_not_writable_under_file);
 	tcase_add_test(prepare, test_not_writable_is_file);
 	tcase_add_test(prepare, test_leftover_temp_files_removed);
+	tcase_add_test(names, test_temporary_names);
+	tcase_add_checked_fixture(swap, setup, teardown);
+	tcase_add_test(swap, test_swapped_destination_unconfined);
+	/* loops: 0 resolves with openat2, 1 with the O_NOFOLLOW walk */
+	tcase_add_checked_fixture(confined, roots_setup, roots_teardown);
+	tcase_add_loop_test(confined, test_swapped_destination_confined, 0, 2);
+	tcase_add_loop_test(confined, test_swapped_source_confined, 0, 2);
+	tcase_add_loop_test(confined, test_confined_links, 0, 2);
+	tcase_add_loop_test(confined, test_confined_locations, 0, 2);
+	tcase_add_loop_test(confined, test_confined_destination_link_refused, 0, 2);
+	tcase_add_test(confined, test_unconfined_links_followed);
 	suite_add_tcase(s, read);
 	suite_add_tcase(s, write);
 	suite_add_tcase(s, prepare);
+	suite_add_tcase(s, names);
+	suite_add_tcase(s, swap);
+	suite_add_tcase(s, confined);
 	return s;
 }
 

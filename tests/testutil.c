@@ -1,16 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * testutil: temporary directories, files and paths for the Check suites.
+ * testutil: temporary directories, files and paths for the Check suites,
+ * and confinement of the local store to a root for them.
  */
 
 #include <check.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "ckptconv/err.h"
+#include "ckptconv/store.h"
+#include "ckptconv/util.h"
 #include "testutil.h"
 
 char *test_mkdtemp(void)
@@ -78,4 +85,40 @@ int test_run_suite(Suite *s)
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
 	return failed == 0 ? 0 : 1;
+}
+
+size_t test_count_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	size_t n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			n++;
+	closedir(d);
+	return n;
+}
+
+void test_confine_under(const char *base, char **root, char **outside)
+{
+	char resolved[PATH_MAX];
+	struct strvec roots = {0};
+	struct err e = {0};
+
+	ck_assert_ptr_nonnull(realpath(base, resolved));
+	*root = test_path(resolved, "root");
+	*outside = test_path(resolved, "outside");
+	ck_assert_int_eq(mkdir(*root, 0755), 0);
+	ck_assert_int_eq(mkdir(*outside, 0755), 0);
+	strvec_push(&roots, *root);
+	ck_assert_msg(store_local_confine(&roots, &e) == 0, "%s", e.msg);
+	strvec_fini(&roots);
+}
+
+void test_unconfine(void)
+{
+	store_local_confine(NULL, NULL);
+	store_local_force_walk = false;
 }

@@ -16,6 +16,14 @@ void test_rmtree(const char *dir);
 void test_write_file(const char *path, const void *data, size_t len);
 /* path/name joined; caller frees. */
 char *test_path(const char *dir, const char *name);
+/* Entries of a directory, hidden ones included (read without a store). */
+size_t test_count_entries(const char *dir);
+/* Creates base/root and base/outside and confines the local store to
+ * base/root (store_local_confine); *root and *outside receive their
+ * resolved paths (caller frees).  test_unconfine lifts the confinement and
+ * restores the openat2 resolution (store_local_force_walk). */
+void test_confine_under(const char *base, char **root, char **outside);
+void test_unconfine(void);
 /* The golden directory: $GOLDEN_DIR or the compiled-in ../shared/golden. */
 const char *test_golden_dir(void);
 /* Runs a suite with CK_NORMAL output; returns the process exit code. */

@@ -46,7 +46,8 @@ struct ckpt {
 	struct ckpt_tensor *tensors; /* natural order by name */
 	json_t *config;             /* config.json; NULL when opened without it */
 	struct strvec copy_files;   /* top-level files copied unchanged to output */
-	struct strvec warnings;     /* skipped weights in other formats, subdirectories */
+	struct strvec warnings;     /* skipped: weights in other formats, subdirectories,
+				     * files leading outside the allowed roots */
 	uint64_t total_bytes;       /* sum of tensor bytes */
 };
 
@@ -55,10 +56,13 @@ enum ckpt_open_flags {
 };
 
 /* Opens and validates the checkpoint at `location` (local path or s3://).
- * Codes: source_not_found, not_a_checkpoint, index_invalid,
- * index_missing_file, weight_map_mismatch, missing_config, config_invalid,
- * duplicate_tensor (across files), lfs_pointer (a weight file, the index or
- * config.json is a git-lfs pointer file), and every safetensors code. */
+ * The local store's temporary files are never part of it (store.h).
+ * Codes: source_not_found, not_a_checkpoint (also for a location naming a
+ * temporary file), index_invalid, index_missing_file, weight_map_mismatch,
+ * missing_config, config_invalid, duplicate_tensor (across files),
+ * lfs_pointer (a weight file, the index or config.json is a git-lfs pointer
+ * file), forbidden_path (confined: the index, a weight file or config.json
+ * leads outside the allowed roots, named), and every safetensors code. */
 int ckpt_open(const char *location, unsigned flags, struct ckpt **out, struct err *e);
 void ckpt_free(struct ckpt *c);
 

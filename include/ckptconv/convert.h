@@ -52,6 +52,13 @@ const struct plan *conversion_plan(const struct conversion *c);
  * checkpoint.  Warnings (skipped files) are in conversion_warnings(). */
 int conversion_run(struct conversion *c, struct exec_pool *pool, struct err *e);
 void conversion_cancel(struct conversion *c);
+/* Removes from the destination what a run of c may have left when its
+ * process died: the index first, then its output files (a partition's own
+ * group only), the copied non-weight files (not for a partition), and the
+ * temporary files of all these; nothing else.  For a run that can no
+ * longer be finished (the daemon's "interrupted" jobs).  Not together with
+ * conversion_run.  Codes: the store's. */
+int conversion_clean_destination(struct conversion *c, struct err *e);
 const struct strvec *conversion_warnings(const struct conversion *c);
 
 /* Progress of a run in progress (all zero before run starts). */

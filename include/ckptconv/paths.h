@@ -7,8 +7,10 @@
  *
  * Pure functions over the filesystem's current state; any thread.  A path
  * can change between the check and its use (someone with write access under
- * a root replaces a directory by a symlink); the daemon re-checks when a job
- * starts, and the check guards against requests, not against local users.
+ * a root replaces a directory by a symlink); these checks refuse requests
+ * early with a clear answer, and the local store, confined to the same
+ * roots (store_local_confine), is what holds at the moment each file is
+ * opened.
  */
 #ifndef CKPTCONV_PATHS_H
 #define CKPTCONV_PATHS_H

@@ -16,7 +16,9 @@
  * is queued again and rerun from scratch, replacing whatever of its own
  * output the first run left (its destination is "claimed" once the run
  * has checked that it was empty or that overwrite was asked for).  After
- * three such restarts it fails with "interrupted" rather than looping.
+ * three such restarts it fails with "interrupted" rather than looping, and
+ * what its last run left in the claimed destination is removed as a
+ * failed run's output is (conversion_clean_destination).
  *
  * Threads: every function may be called from any thread except
  * registry_free (main thread, after the runners went idle).  One mutex
@@ -63,8 +65,10 @@ void registry_free(struct registry *r);
  * within max_queued.  A dry run is finished at once and counts towards
  * max_finished.  With an idempotency key already used for the same
  * request body it returns that job with *existing true.  *out is a new
- * reference.  Codes: draining, queue_full, destination_in_use,
- * idempotency_conflict, invalid_exclude, the engine's (422), io_error.
+ * reference.  Codes: draining, queue_full, destination_in_use (its
+ * destination overlaps a queued or running job's source or destination,
+ * or its source such a job's destination), idempotency_conflict,
+ * invalid_exclude, the engine's (422), forbidden_path, io_error.
  * Threads: not the HTTP threads, since reading the source may take long
  * (they use registry_submit_async). */
 int registry_submit(struct registry *r, struct job_spec *spec, const char *resolved_source,

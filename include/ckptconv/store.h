@@ -7,6 +7,16 @@
  * through writers that keep the output under a temporary name until
  * store_writer_commit() publishes it under its final name.
  *
+ * A local store holds a descriptor of its directory, opened once, and does
+ * every open, create, rename, fsync, unlink, list and stat relative to it:
+ * a directory replaced by a symbolic link after that still means the one
+ * opened.  In a process confined to allowed roots (store_local_confine,
+ * the daemon's --allow-root), the location must lie inside a root and is
+ * opened beneath it, and a name that is a symbolic link is followed only
+ * beneath that root (openat2 RESOLVE_BENEATH, else a walk of O_NOFOLLOW
+ * opens), checked on the descriptor it yields: a link leading outside
+ * fails with forbidden_path naming the file.
+ *
  * Threads: a store may be shared by worker threads for store_view,
  * store_read and writes to distinct writers or disjoint ranges of one writer;
  * open/list/prepare/put/remove are called by one thread at a time.
@@ -21,8 +31,11 @@
 struct err;
 struct store;
 struct store_writer;
+struct strvec;
 
-enum store_entry_kind { STORE_FILE, STORE_DIR, STORE_OTHER };
+/* STORE_OUTSIDE: a symbolic link that leads outside the allowed roots
+ * (confined local stores only); its size is 0. */
+enum store_entry_kind { STORE_FILE, STORE_DIR, STORE_OTHER, STORE_OUTSIDE };
 
 struct store_entry {
 	char *name;               /* relative to the store's location, owned */
@@ -68,6 +81,9 @@ struct store_backend {
 	/* Optional (NULL: store_stat falls back to list): size and kind of one
 	 * top-level entry; source_not_found when absent. */
 	int (*stat)(struct store *s, const char *name, struct store_entry *out, struct err *e);
+	/* Optional (NULL: nothing to create, room unknown). */
+	int (*create_location)(struct store *s, struct err *e);
+	int (*free_bytes)(struct store *s, uint64_t *out, struct err *e);
 };
 
 /* Common head of every backend's struct store_writer: the generic calls
@@ -87,21 +103,26 @@ struct store {
 
 /* Opens `location` ("/path", "relative/path" or "s3://bucket/prefix/").
  * Does not require it to exist (a destination may not yet).  Codes:
- * invalid_location (empty, or a scheme this build cannot serve), and the
- * backend's. */
+ * invalid_location (empty, or a scheme this build cannot serve),
+ * forbidden_path (a local location outside the roots of a confined
+ * process), and the backend's. */
 int store_open(const char *location, struct store **out, struct err *e);
 void store_free(struct store *s);
 bool store_is_remote(const char *location);
 
-/* Top-level entries (no recursion), sorted by name. Code: source_not_found. */
+/* Top-level entries (no recursion), sorted by name.  Codes:
+ * source_not_found, source_unreadable, forbidden_path (the location leads
+ * outside the allowed roots). */
 int store_list(struct store *s, struct store_entry **out, size_t *n, struct err *e);
 void store_entries_free(struct store_entry *entries, size_t n);
 
 /* Size and kind of one top-level entry (entry.name is NULL: the caller
- * passes the name).  Code: source_not_found. */
+ * passes the name), symbolic links followed.  Codes: source_not_found,
+ * forbidden_path (it leads outside the allowed roots). */
 int store_stat(struct store *s, const char *name, struct store_entry *out, struct err *e);
 
-/* Exactly len bytes at off, or an error (file_truncated, io_error). */
+/* Exactly len bytes at off, or an error (file_truncated, io_error,
+ * source_not_found, forbidden_path). */
 int store_read(struct store *s, const char *name, uint64_t off, void *buf, size_t len, struct err *e);
 /* A whole small file (at most max bytes), NUL-terminated; *out malloc'd. */
 int store_read_file(struct store *s, const char *name, size_t max, char **out, size_t *len, struct err *e);
@@ -123,13 +144,62 @@ int store_writer_commit(struct store_writer *w, struct err *e);
 void store_writer_abort(struct store_writer *w);
 /* Publishes a small file atomically under `name`. */
 int store_put(struct store *s, const char *name, const void *buf, size_t len, struct err *e);
-/* Removes a published file; a missing file is not an error. */
+/* Removes a published file; a missing file (or location) is not an
+ * error. */
 int store_remove(struct store *s, const char *name, struct err *e);
+
+/* Creates a local location and its missing parents as directories
+ * (beneath its root when confined) and keeps it open, leaving what it
+ * holds alone: for a destination several writers share (the partitions of
+ * one conversion).  A no-op for an object store.  Codes:
+ * destination_not_writable, forbidden_path. */
+int store_create_location(struct store *s, struct err *e);
+/* Bytes free for output: a local location's filesystem (statvfs, or
+ * store_local_free_bytes_hook), UINT64_MAX for an object store.  Code
+ * io_error. */
+int store_free_bytes(struct store *s, uint64_t *out, struct err *e);
+
+/* Sets forbidden_path naming location/name as a file that leads outside
+ * the allowed roots (for an entry of kind STORE_OUTSIDE); returns -1. */
+int store_outside_error(const struct store *s, const char *name, struct err *e);
+
+/* ---- temporary names ----
+ *
+ * An output of the local store is written as STORE_TMP_PREFIX <name>
+ * [.<pid>.<serial> for a put] STORE_TMP_SUFFIX and renamed to <name> once
+ * complete.  The name is hidden and does not end in ".safetensors", so no
+ * reader takes an unfinished file for weights; ckpt ignores every name
+ * with the prefix, which also marks the ".ckptconv-tmp.<name>" files of
+ * earlier versions as unfinished output.  Pure functions, any thread. */
+#define STORE_TMP_PREFIX ".ckptconv-tmp."
+#define STORE_TMP_SUFFIX ".tmp"
+
+/* The temporary name of `name`; `unique` (NULL: none) is inserted before
+ * the suffix.  malloc'd. */
+char *store_temporary_name(const char *name, const char *unique);
+/* Whether `entry` is a temporary name (this version's or an earlier one's). */
+bool store_is_temporary(const char *entry);
+/* Whether `entry` is a temporary name of final name `name`: with or
+ * without the suffix, with or without a ".<pid>.<serial>" part. */
+bool store_is_temporary_of(const char *entry, const char *name);
 
 extern const struct store_backend store_local_backend;
 extern const struct store_backend store_s3_backend;
 
+/* Confines every local store opened from now on to the directories in
+ * `roots` (absolute and resolved, as paths_root gives them; an empty list
+ * allows no local location), or lifts the confinement (roots NULL, the
+ * CLI's default).  A location must lie inside a root (forbidden_path
+ * otherwise) and the files of a store resolve beneath the root that holds
+ * its location: a symbolic link into another root is refused too.  Main
+ * thread, while no local store is open.  Code usage_error when a root
+ * cannot be opened. */
+int store_local_confine(const struct strvec *roots, struct err *e);
+
 /* Test seam: when set, the local store reads free space through it. */
 extern int (*store_local_free_bytes_hook)(const char *dir, uint64_t *free_bytes);
+/* Test seam: when true, confined names are resolved by the O_NOFOLLOW walk
+ * even where the kernel has openat2. */
+extern bool store_local_force_walk;
 
 #endif
