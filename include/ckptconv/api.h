@@ -2,10 +2,11 @@
 /*
  * api: the daemon's HTTP interface (docs/openapi.yaml) on libmicrohttpd,
  * run by its own pool of polling threads (epoll).  Routes: /healthz,
- * /readyz, /metrics, /v1/version and /v1/jobs[/<id>[/tensors|/events]].
- * Bodies are JSON; errors are {"error": {"code", "message", "field"}} with
- * the catalogue's status.  Routes under /v1/ need "Authorization: Bearer TOKEN"
- * when a token is configured (compared in constant time).  Event streams
+ * /readyz, /metrics, /v1/version, /v1/jobs[/<id>[/tensors|/events]] and
+ * the jobs page (/, /ui/...; ui.h).  Bodies are JSON; errors are
+ * {"error": {"code", "message", "field"}} with the catalogue's status.
+ * Routes under /v1/ need "Authorization: Bearer TOKEN" when a token is
+ * configured (compared in constant time).  Event streams
  * park their connection between events and are woken by api_tick().
  *
  * Threads: api_start/api_tick/api_stop from the main thread; the handlers
