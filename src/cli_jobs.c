@@ -102,6 +102,7 @@ struct jobs_args {
 	const char *idempotency_key, *state, *cursor;
 	unsigned long long limit;
 	const char *id;
+	struct cli_convert_args convert; /* submit's */
 };
 
 /* ---- options ------------------------------------------------------------ */
@@ -566,69 +567,60 @@ static json_t *job_request(const struct cli_convert_args *c, json_t *labels)
 			 layout_name(o->to), "options", options, "labels", labels);
 }
 
-static int jobs_submit(int argc, char **argv, struct jobs_args *a)
+static const struct option submit_options[] = {
+	COMMON_OPTIONS,
+	{"label", required_argument, NULL, OPT_LABEL},
+	{"wait", no_argument, NULL, OPT_WAIT},
+	{"idempotency-key", required_argument, NULL, OPT_IDEMPOTENCY_KEY},
+	{NULL, 0, NULL, 0},
+};
+
+/* submit's command line: convert's, plus submit_options. */
+static int parse_submit(int argc, char **argv, struct jobs_args *a)
 {
-	static const struct option extra_table[] = {
-		COMMON_OPTIONS,
-		{"label", required_argument, NULL, OPT_LABEL},
-		{"wait", no_argument, NULL, OPT_WAIT},
-		{"idempotency-key", required_argument, NULL, OPT_IDEMPOTENCY_KEY},
-		{NULL, 0, NULL, 0},
-	};
-	const struct cli_extra_options extra = {extra_table, apply_jobs_option, a};
-	struct cli_convert_args c;
-	struct client *client = NULL;
-	json_t *request, *job = NULL;
+	const struct cli_extra_options extra = {submit_options, apply_jobs_option, a};
+	struct cli_convert_args *c = &a->convert;
+	int rc = cli_convert_parse(a->command, argc, argv, &extra, c);
+
+	a->json = c->json;
+	a->help = c->help;
+	if (rc != 0 || c->help)
+		return rc;
+	if (c->have_threads)
+		return cli_usage_error(
+			a->command, a->json,
+			"--threads is not a job option: the daemon's --workers decide");
+	if (!c->options.durable)
+		return cli_usage_error(a->command, a->json,
+				       "--no-fsync is not a job option: a daemon always syncs");
+	return 0;
+}
+
+static int jobs_submit(struct jobs_args *a, struct client *client)
+{
+	json_t *request = job_request(&a->convert, a->labels), *job = NULL;
 	struct err e = {0};
 	long status;
 	int rc;
 
-	a->command = "jobs submit";
-	rc = cli_convert_parse(a->command, argc, argv, &extra, &c);
-	a->json = c.json;
-	if (rc != 0 || c.help) {
-		if (c.help)
-			fputs(usage_text, stdout);
-		return rc;
-	}
-	if (c.have_threads)
-		return cli_usage_error(
-			a->command, a->json,
-			"--threads is not a job option: the daemon's --workers decide");
-	if (!c.options.durable)
-		return cli_usage_error(a->command, a->json,
-				       "--no-fsync is not a job option: a daemon always syncs");
-	rc = open_client(a, &client);
-	if (rc != 0)
-		return rc;
-	request = job_request(&c, a->labels);
 	if (client_call(client, "POST", "/v1/jobs", request, a->idempotency_key, &status, &job,
 			&e) < 0) {
 		cli_print_error(&e, a->json);
 		rc = cli_exit_code(&e);
 		goto out;
 	}
-	if (a->json && !a->wait)
+	if (a->json && !a->wait) {
 		print_json(job);
-	else if (!a->json) {
+	} else if (!a->json) {
 		printf("%s\n", string_member(job, "id"));
 		fflush(stdout);
 	}
-	if (a->wait)
-		rc = wait_for(client, string_member(job, "id"), a->json, false);
+	rc = a->wait ? wait_for(client, string_member(job, "id"), a->json, false) : EXIT_OK;
 out:
 	json_decref(job);
 	json_decref(request);
-	client_free(client);
 	return rc;
 }
-
-static const struct option get_table[] = {
-	COMMON_OPTIONS,
-	{"json", no_argument, NULL, OPT_JSON},
-	{"help", no_argument, NULL, OPT_HELP},
-	{NULL, 0, NULL, 0},
-};
 
 /* GET path; the answer in *out, or an exit status after printing. */
 static int get_json(struct jobs_args *a, struct client *client, const char *path, json_t **out)
@@ -642,29 +634,18 @@ static int get_json(struct jobs_args *a, struct client *client, const char *path
 	return cli_exit_code(&e);
 }
 
-static int jobs_get(int argc, char **argv, struct jobs_args *a)
+static int jobs_get(struct jobs_args *a, struct client *client)
 {
-	struct client *client = NULL;
+	char *path = job_path(a->id, "");
 	json_t *job = NULL;
-	char *path;
-	int rc = parse_args("jobs get", argc, argv, true, get_table, a);
+	int rc = get_json(a, client, path, &job);
 
-	if (rc != 0 || a->help)
-		return rc;
-	rc = open_client(a, &client);
-	if (rc != 0)
-		return rc;
-	path = job_path(a->id, "");
-	rc = get_json(a, client, path, &job);
-	if (rc == 0) {
-		if (a->json)
-			print_json(job);
-		else
-			print_job_text(job);
-	}
+	if (rc == 0 && a->json)
+		print_json(job);
+	else if (rc == 0)
+		print_job_text(job);
 	json_decref(job);
 	free(path);
-	client_free(client);
 	return rc;
 }
 
@@ -695,92 +676,68 @@ static void print_list_text(const json_t *page)
 		printf("(more: --cursor %s)\n", cursor);
 }
 
-static int jobs_list(int argc, char **argv, struct jobs_args *a)
+static const struct option list_options[] = {
+	COMMON_OPTIONS,
+	{"state", required_argument, NULL, OPT_STATE},
+	{"label", required_argument, NULL, OPT_LABEL},
+	{"limit", required_argument, NULL, OPT_LIMIT},
+	{"cursor", required_argument, NULL, OPT_CURSOR},
+	{"json", no_argument, NULL, OPT_JSON},
+	{"help", no_argument, NULL, OPT_HELP},
+	{NULL, 0, NULL, 0},
+};
+
+/* Appends "&NAME=VALUE" with VALUE escaped for a query string. */
+static void add_query(struct job_buf *path, const char *name, const char *value)
 {
-	static const struct option table[] = {
-		COMMON_OPTIONS,
-		{"state", required_argument, NULL, OPT_STATE},
-		{"label", required_argument, NULL, OPT_LABEL},
-		{"limit", required_argument, NULL, OPT_LIMIT},
-		{"cursor", required_argument, NULL, OPT_CURSOR},
-		{"json", no_argument, NULL, OPT_JSON},
-		{"help", no_argument, NULL, OPT_HELP},
-		{NULL, 0, NULL, 0},
-	};
-	struct client *client = NULL;
+	char *escaped = curl_easy_escape(NULL, value, 0);
+
+	job_buf_printf(path, "&%s=%s", name, escaped ? escaped : "");
+	curl_free(escaped);
+}
+
+static int jobs_list(struct jobs_args *a, struct client *client)
+{
 	struct job_buf path = {0};
 	json_t *page = NULL, *value;
 	const char *key;
-	int rc = parse_args("jobs list", argc, argv, false, table, a);
+	int rc;
 
-	if (rc != 0 || a->help)
-		return rc;
-	rc = open_client(a, &client);
-	if (rc != 0)
-		return rc;
 	job_buf_printf(&path, "/v1/jobs?limit=%llu", a->limit ? a->limit : 50);
 	if (a->state)
-		job_buf_printf(&path, "&state=%s", a->state);
-	if (a->cursor) {
-		char *escaped = curl_easy_escape(NULL, a->cursor, 0);
-
-		job_buf_printf(&path, "&cursor=%s", escaped ? escaped : "");
-		curl_free(escaped);
-	}
+		add_query(&path, "state", a->state);
+	if (a->cursor)
+		add_query(&path, "cursor", a->cursor);
 	json_object_foreach(a->labels, key, value) {
 		struct job_buf filter = {0};
-		char *escaped;
 
 		job_buf_printf(&filter, "%s:%s", key, json_string_value(value));
-		escaped = curl_easy_escape(NULL, filter.data, (int)filter.len);
-		job_buf_printf(&path, "&label=%s", escaped ? escaped : "");
-		curl_free(escaped);
+		add_query(&path, "label", filter.data);
 		job_buf_fini(&filter);
 	}
 	rc = get_json(a, client, path.data, &page);
-	if (rc == 0) {
-		if (a->json)
-			print_json(page);
-		else
-			print_list_text(page);
-	}
+	if (rc == 0 && a->json)
+		print_json(page);
+	else if (rc == 0)
+		print_list_text(page);
 	json_decref(page);
 	job_buf_fini(&path);
-	client_free(client);
 	return rc;
 }
 
-static int jobs_watch(int argc, char **argv, struct jobs_args *a)
+static int jobs_watch(struct jobs_args *a, struct client *client)
 {
-	struct client *client = NULL;
-	int rc = parse_args("jobs watch", argc, argv, true, get_table, a);
-
-	if (rc != 0 || a->help)
-		return rc;
-	rc = open_client(a, &client);
-	if (rc != 0)
-		return rc;
-	rc = wait_for(client, a->id, false, a->json);
-	client_free(client);
-	return rc;
+	return wait_for(client, a->id, false, a->json);
 }
 
-static int jobs_cancel(int argc, char **argv, struct jobs_args *a)
+static int jobs_cancel(struct jobs_args *a, struct client *client)
 {
-	struct client *client = NULL;
+	char *path = job_path(a->id, "");
 	json_t *job = NULL, *after = NULL;
 	struct err e = {0};
-	char *path = NULL;
 	long status = 0;
-	int rc = parse_args("jobs cancel", argc, argv, true, get_table, a);
+	int rc = get_json(a, client, path, &job);
 
-	if (rc != 0 || a->help)
-		return rc;
-	rc = open_client(a, &client);
-	if (rc != 0)
-		return rc;
-	path = job_path(a->id, "");
-	rc = get_json(a, client, path, &job);
 	if (rc != 0)
 		goto out;
 	/* DELETE of a finished job removes its record: cancel never asks that. */
@@ -812,23 +769,56 @@ out:
 	json_decref(after);
 	json_decref(job);
 	free(path);
+	return rc;
+}
+
+static const struct option id_options[] = {
+	COMMON_OPTIONS,
+	{"json", no_argument, NULL, OPT_JSON},
+	{"help", no_argument, NULL, OPT_HELP},
+	{NULL, 0, NULL, 0},
+};
+
+static const struct subcommand {
+	const char *name, *command;
+	const struct option *options; /* NULL: convert's and submit_options */
+	bool takes_id;
+	int (*run)(struct jobs_args *a, struct client *client);
+} subcommands[] = {
+	{"submit", "jobs submit", NULL, false, jobs_submit},
+	{"get", "jobs get", id_options, true, jobs_get},
+	{"list", "jobs list", list_options, false, jobs_list},
+	{"watch", "jobs watch", id_options, true, jobs_watch},
+	{"cancel", "jobs cancel", id_options, true, jobs_cancel},
+};
+
+static int run_subcommand(const struct subcommand *sub, int argc, char **argv)
+{
+	struct jobs_args a = {.command = sub->command, .labels = json_object()};
+	struct client *client = NULL;
+	int rc = sub->options ?
+			 parse_args(sub->command, argc, argv, sub->takes_id, sub->options, &a) :
+			 parse_submit(argc, argv, &a);
+
+	if (rc != 0)
+		goto out;
+	if (a.help) {
+		fputs(usage_text, stdout);
+		goto out;
+	}
+	rc = open_client(&a, &client);
+	if (rc == 0)
+		rc = sub->run(&a, client);
 	client_free(client);
+out:
+	json_decref(a.labels);
 	return rc;
 }
 
 int cli_jobs(int argc, char **argv)
 {
-	static const struct {
-		const char *name;
-		int (*run)(int argc, char **argv, struct jobs_args *a);
-	} subcommands[] = {
-		{"submit", jobs_submit}, {"get", jobs_get},	  {"list", jobs_list},
-		{"watch", jobs_watch},	 {"cancel", jobs_cancel},
-	};
-	struct jobs_args a = {.command = "jobs"};
 	bool json = cli_wants_json(argc, argv);
 	size_t i;
-	int rc;
 
 	if (argc < 2)
 		return cli_usage_error("jobs", json,
@@ -837,16 +827,9 @@ int cli_jobs(int argc, char **argv)
 		fputs(usage_text, stdout);
 		return EXIT_OK;
 	}
-	for (i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++) {
-		if (strcmp(argv[1], subcommands[i].name) != 0)
-			continue;
-		a.labels = json_object();
-		rc = subcommands[i].run(argc - 1, argv + 1, &a);
-		if (a.help && rc == 0 && i != 0)
-			fputs(usage_text, stdout);
-		json_decref(a.labels);
-		return rc;
-	}
+	for (i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
+		if (strcmp(argv[1], subcommands[i].name) == 0)
+			return run_subcommand(&subcommands[i], argc - 1, argv + 1);
 	return cli_usage_error("jobs", json,
 			       "unknown subcommand '%s' (submit, get, list, watch, cancel)",
 			       argv[1]);

@@ -17,10 +17,7 @@
 
 const fs = require('fs');
 const path = require('path');
-const { createRequire } = require('module');
-
-const npmDir = process.env.CKPTCONV_NPM_DIR || '/var/cache/ckptconv-test-npm';
-const npmRequire = createRequire(path.join(path.resolve(npmDir), 'package.json'));
+const { npmDir, npmRequire } = require('./npm.js');
 
 let YAML, models;
 try {

@@ -17,10 +17,7 @@
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
-const { createRequire } = require('module');
-
-const npmDir = process.env.CKPTCONV_NPM_DIR || '/var/cache/ckptconv-test-npm';
-const npmRequire = createRequire(path.join(path.resolve(npmDir), 'package.json'));
+const { npmRequire } = require('./npm.js');
 const CHROMIUM = process.env.CKPTCONV_CHROMIUM || '/usr/bin/chromium';
 const OVERALL_TIMEOUT_MS = 110000;
 

@@ -80,7 +80,7 @@
   }
 
   // A long path shortened from the left: its last components say the most.
-  function shortPath(p, max = 44) {
+  function shortPath(p, max = 40) {
     if (!p || p.length <= max) return p || '';
     return `\u2026${p.slice(p.length - max + 1)}`;
   }
