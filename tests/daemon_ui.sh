@@ -110,7 +110,7 @@ if ! command -v node >/dev/null || [ ! -x "${CKPTCONV_CHROMIUM:-/usr/bin/chromiu
 fi
 export CKPTCONV_NPM_DIR=${CKPTCONV_NPM_DIR:-/var/cache/ckptconv-test-npm}
 rm -f "$SHOT"
-timeout 150 node "$TOP_SRCDIR/tests/ui_check.js" "$BASE" "$TOKEN_FILE" "$DATA" "$SLOW" \
+timeout 115 node "$TOP_SRCDIR/tests/ui_check.js" "$BASE" "$TOKEN_FILE" "$DATA" "$SLOW" \
 	"$MARKUP_LABEL" "$SHOT" >"$TEST_TMP/ui.out" 2>&1
 UI_RC=$?
 while IFS= read -r line; do

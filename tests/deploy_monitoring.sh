@@ -58,6 +58,25 @@ if out=$(promtool check metrics <"$TEST_TMP/metrics.txt" 2>&1); then
 else
 	fail "promtool check metrics: the exposition is clean" "$out"
 fi
+
+# The stall gauge: a job throttled to 1 KB/s waits seconds between its
+# pieces, converting nothing meanwhile; once it is gone the gauge is 0.
+submit "a job throttled to 1 KB/s" "$DATA/src" "$DATA/out-stall" native '{"max_bytes_per_second": 1000}'
+STALL_JOB=$JOB
+STALL_MAX=0
+for i in $(seq 60); do
+	stall=$(curl -s "$BASE/metrics" | sed -n 's/^ckptconv_job_stall_seconds //p')
+	STALL_MAX=$("$PY" -c 'import sys; print(max(float(sys.argv[1]), float(sys.argv[2] or 0)))' "$STALL_MAX" "$stall")
+	"$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 2 else 1)' "$STALL_MAX" && break
+	sleep 0.5
+done
+"$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 2 else 1)' "$STALL_MAX" &&
+	pass "ckptconv_job_stall_seconds rises while the running job converts nothing ($STALL_MAX s)" ||
+	fail "ckptconv_job_stall_seconds rises while the running job converts nothing" "largest seen: $STALL_MAX"
+api DELETE "/v1/jobs/$STALL_JOB"
+expect_job "the throttled job is cancelled" "$STALL_JOB" cancelled 30
+assert_eq "with no job running the gauge is 0" 0.000 \
+	"$(curl -s "$BASE/metrics" | sed -n 's/^ckptconv_job_stall_seconds //p')"
 api GET /healthz
 assert_eq "the daemon is healthy" 200 "$STATUS"
 daemon_stop

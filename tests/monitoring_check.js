@@ -18,7 +18,7 @@
 
 const fs = require('fs');
 const path = require('path');
-const { npmDir, npmRequire } = require('./npm.js');
+const { npmDir, npmRequire, Findings } = require('./checklib.js');
 
 let YAML, promql;
 try {
@@ -43,13 +43,8 @@ if (!rulesOut) {
   process.exit(2);
 }
 
-const findings = [];
-let checks = 0;
-function check(ok, where, message) {
-  checks++;
-  if (!ok) findings.push(`${where}: ${message}`);
-  return ok;
-}
+const findings = new Findings();
+const { check } = findings;
 
 // ---- the scrape: metric name -> label names ----
 
@@ -230,10 +225,10 @@ const queries = checkDashboard(path.join(dir, 'ckptconv-dashboard.json'));
 const alerts = checkRules(path.join(dir, 'prometheusrule.yaml'));
 checkServiceMonitor(path.join(dir, 'servicemonitor.yaml'));
 
-for (const f of findings) console.log(f);
-if (findings.length) {
-  console.log(`${findings.length} finding(s) in ${checks} checks`);
+for (const f of findings.list) console.log(f);
+if (findings.list.length) {
+  console.log(`${findings.list.length} finding(s) in ${findings.checks} checks`);
   process.exit(1);
 }
-console.log(`${checks} checks passed: ${queries} dashboard queries and ${alerts} alerts over ` +
+console.log(`${findings.checks} checks passed: ${queries} dashboard queries and ${alerts} alerts over ` +
   `${referenced.size} metrics (${[...referenced].sort().join(', ')})`);

@@ -17,9 +17,9 @@
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
-const { npmRequire } = require('./npm.js');
+const { npmRequire } = require('./checklib.js');
 const CHROMIUM = process.env.CKPTCONV_CHROMIUM || '/usr/bin/chromium';
-const OVERALL_TIMEOUT_MS = 110000;
+const OVERALL_TIMEOUT_MS = 100000;
 
 const [base, tokenFile, dataDir, runningJob, markupLabel, screenshot] = process.argv.slice(2);
 if (!screenshot) {
