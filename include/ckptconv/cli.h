@@ -92,7 +92,8 @@ enum { CLI_OPT_CONVERT = 0x100, CLI_OPT_EXTRA = 0x2000 };
 	"  --ep-size N            expert-parallel size: write only one rank's experts\n"   \
 	"  --ep-rank R            expert-parallel rank, 0 <= R < N (with --ep-size)\n"     \
 	"  --dtype D              grouped expert tensors' dtype (to native): auto (the\n"  \
-	"                         config's torch_dtype, default), bf16, f16, f32, keep\n"  \
+	"                         model's dtype in config.json, default), bf16, f16,\n"   \
+	"                         f32, keep\n"                                            \
 	"  --max-shard-size SIZE  largest shard's tensor data (default 5GB; KB/MB/GB are\n" \
 	"                         powers of 1000, KiB/MiB/GiB of 1024)\n"                 \
 	"  --exclude REGEX        leave out output tensors whose names match (POSIX ERE)\n" \
