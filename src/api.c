@@ -41,6 +41,7 @@
 #include "ckptconv/log.h"
 #include "ckptconv/metrics.h"
 #include "ckptconv/registry.h"
+#include "ckptconv/ui.h"
 
 #define LIST_LIMIT_DEFAULT 50
 #define LIST_LIMIT_MAX 1000
@@ -155,6 +156,7 @@ static void prioritise_thread(const struct api *a)
 
 struct request {
 	enum metrics_route route;
+	double started; /* monotonic seconds the headers arrived */
 	char id[JOB_ID_LEN + 1];
 	bool id_valid;
 	bool answered; /* a response was queued before the body was read */
@@ -285,7 +287,7 @@ static enum MHD_Result queue(struct MHD_Connection *c, struct request *req, unsi
 		return MHD_NO;
 	rc = MHD_queue_response(c, status, resp);
 	MHD_destroy_response(resp);
-	metrics_http_observe(req->route, status);
+	metrics_http_observe(req->route, status, now_seconds() - req->started);
 	if (status >= 500 && status != 503)
 		log_msg(LOG_WARN, NULL, "answered %u on %s", status,
 			metrics_route_name(req->route));
@@ -373,6 +375,7 @@ static enum MHD_Result respond_error(struct MHD_Connection *c, struct request *r
 
 	if (je->field[0])
 		json_object_set_new(error, "field", json_string(je->field));
+	metrics_api_error(code);
 	body = json_pack("{s:o}", "error", error);
 	text = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
@@ -465,6 +468,21 @@ static enum MHD_Result handle_version(struct api *a, struct MHD_Connection *c, s
 			    json_pack("{s:s, s:s, s:s}", "name", PACKAGE_NAME, "version",
 				      PACKAGE_VERSION, "api", "v1"),
 			    NULL);
+}
+
+/* The jobs page (ui.h); it needs no token, the API calls it makes do. */
+static enum MHD_Result handle_ui(struct api *a, struct MHD_Connection *c, struct request *req,
+				 const char *url)
+{
+	unsigned status;
+	struct MHD_Response *resp = ui_response(
+		url, MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH),
+		&status);
+
+	(void)a;
+	if (!resp)
+		return respond_errorf(c, req, "", "not_found", "no route %.200s", url);
+	return queue(c, req, status, resp);
 }
 
 /* ---- jobs ------------------------------------------------------------------------ */
@@ -1013,6 +1031,8 @@ static enum metrics_route route_of(const char *url, enum method m, struct reques
 		return ROUTE_METRICS;
 	if (strcmp(url, "/v1/version") == 0)
 		return ROUTE_VERSION;
+	if (strcmp(url, "/") == 0 || strcmp(url, "/ui") == 0 || strncmp(url, "/ui/", 4) == 0)
+		return ROUTE_UI;
 	if (strcmp(url, "/v1/jobs") == 0) {
 		*allowed = m == METHOD_GET || m == METHOD_POST;
 		return m == METHOD_POST ? ROUTE_JOBS_CREATE : ROUTE_JOBS_LIST;
@@ -1042,7 +1062,7 @@ static enum metrics_route route_of(const char *url, enum method m, struct reques
 
 static bool route_needs_token(enum metrics_route r)
 {
-	return r != ROUTE_HEALTHZ && r != ROUTE_READYZ && r != ROUTE_METRICS;
+	return r != ROUTE_HEALTHZ && r != ROUTE_READYZ && r != ROUTE_METRICS && r != ROUTE_UI;
 }
 
 /* The headers that say how long a request's body is. */
@@ -1176,6 +1196,8 @@ static enum MHD_Result dispatch(struct api *a, struct MHD_Connection *c, struct 
 		return handle_tensors(a, c, req, url);
 	case ROUTE_JOB_EVENTS:
 		return handle_events(a, c, req, url);
+	case ROUTE_UI:
+		return handle_ui(a, c, req, url);
 	default:
 		return respond_errorf(c, req, "", "not_found", "no route %.200s", url);
 	}
@@ -1197,6 +1219,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		prioritise_thread(a);
 	if (!req) {
 		req = xcalloc(1, sizeof(*req));
+		req->started = now_seconds();
 		*con_cls = req;
 		m = method_of(method);
 		req->route = route_of(url, m, req, &allowed);

@@ -3,7 +3,7 @@
  * cli: what every subcommand shares: how an error is shown (one line on
  * stderr, or a JSON object on stdout for tools), which error codes are
  * usage errors (exit 2) rather than failures (exit 1), strict parsing of
- * numeric options, and the --s3-* flags.
+ * numeric options, the --s3-* flags, the token file and the daemon's URL.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -15,6 +15,10 @@
 #include "ckptconv/cli.h"
 #include "ckptconv/err.h"
 #include "ckptconv/s3.h"
+#include "ckptconv/util.h"
+
+#define TOKEN_MAX 4096
+#define HOST_MAX 256
 
 static const char *const usage_codes[] = {
 	"usage_error", "invalid_option", "invalid_size", "invalid_exclude", "invalid_partition",
@@ -134,4 +138,83 @@ int cli_s3_apply(const struct cli_s3_flags *f, int json)
 		return 0;
 	cli_print_error(&e, json);
 	return EXIT_USAGE;
+}
+
+int cli_read_token(const char *path, char **out, struct err *e)
+{
+	char buf[TOKEN_MAX + 2];
+	size_t n;
+	FILE *f;
+
+	*out = NULL;
+	f = fopen(path, "r");
+	if (!f)
+		return err_set_errno(e, "usage_error", errno, "token file %s", path);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	if (n > TOKEN_MAX)
+		return err_set(e, "usage_error", "token file %s is longer than %d bytes", path,
+			       TOKEN_MAX);
+	buf[n] = '\0';
+	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+		     buf[n - 1] == '\t'))
+		buf[--n] = '\0';
+	if (n == 0 || strlen(buf) != n)
+		return err_set(e, "usage_error", "token file %s holds no usable token", path);
+	*out = xstrdup(buf);
+	explicit_bzero(buf, sizeof(buf));
+	return 0;
+}
+
+/* Host part of a listen address as a URL host: wildcards become loopback,
+ * IPv6 literals get their brackets. */
+static const char *url_host(const char *host, size_t len, int bracketed, char *buf, size_t size)
+{
+	if (len == 0 || (len == 1 && host[0] == '*') ||
+	    (len == 7 && memcmp(host, "0.0.0.0", 7) == 0))
+		return "127.0.0.1";
+	if (len == 2 && memcmp(host, "::", 2) == 0)
+		return "[::1]";
+	if (bracketed || memchr(host, ':', len))
+		snprintf(buf, size, "[%.*s]", (int)len, host);
+	else
+		snprintf(buf, size, "%.*s", (int)len, host);
+	return buf;
+}
+
+int cli_listen_url(const char *variable, const char *listen, const char *path, char *url,
+		   size_t size, struct err *e)
+{
+	const char *host = listen, *colon, *port;
+	char host_buf[HOST_MAX], *end;
+	size_t host_len;
+	int bracketed = listen[0] == '[';
+	long port_number;
+
+	if (bracketed) {
+		colon = strchr(listen, ']');
+		if (!colon || colon[1] != ':')
+			goto out_invalid;
+		host = listen + 1;
+		host_len = (size_t)(colon - host);
+		colon++;
+	} else {
+		colon = strrchr(listen, ':');
+		if (!colon)
+			goto out_invalid;
+		host_len = (size_t)(colon - listen);
+	}
+	port = colon + 1;
+	errno = 0;
+	port_number = strtol(port, &end, 10);
+	if (errno || end == port || *end || port_number < 1 || port_number > 65535 ||
+	    host_len >= sizeof(host_buf) - 2)
+		goto out_invalid;
+	snprintf(url, size, "http://%s:%ld%s",
+		 url_host(host, host_len, bracketed, host_buf, sizeof(host_buf)), port_number,
+		 path);
+	return 0;
+out_invalid:
+	return err_set(e, "invalid_option", "%s=%s: not HOST:PORT with a port from 1 to 65535",
+		       variable, listen);
 }

@@ -43,39 +43,17 @@ static const char usage_text[] =
 	"Converts the checkpoint at SRC (a directory, a .safetensors file or an s3://\n"
 	"prefix) into DST, in the HF or the native (NeMo Automodel) layout.\n"
 	"\n"
-	"  --to native|hf         target layout (required)\n"
-	"  --ep-size N            expert-parallel size: write only one rank's experts\n"
-	"  --ep-rank R            expert-parallel rank, 0 <= R < N (with --ep-size)\n"
-	"  --dtype D              grouped expert tensors' dtype (to native): auto (the\n"
-	"                         model's dtype in config.json, default), bf16, f16,\n"
-	"                         f32, keep\n"
-	"  --max-shard-size SIZE  largest shard's tensor data (default 5GB; KB/MB/GB are\n"
-	"                         powers of 1000, KiB/MiB/GiB of 1024)\n"
-	"  --exclude REGEX        leave out output tensors whose names match (POSIX ERE)\n"
+	CLI_CONVERT_OPTIONS_USAGE
 	"  --threads N            worker threads (default: the CPUs available)\n"
-	"  --max-rate RATE        cap the source read rate, bytes per second (200MB)\n"
-	"  --overwrite            replace a checkpoint or files already in DST\n"
 	"  --no-fsync             skip the final fsyncs (scratch output, benchmarks)\n"
-	"  --partition I/N        write only partition I (0 <= I < N) of the output files,\n"
-	"                         no index; `ckptconv finalize DST` finishes once all N\n"
-	"                         partitions have succeeded\n"
 	"  --dry-run              print the plan and write nothing\n"
 	"  --json                 print the result (or the error) as JSON on stdout\n"
 	CLI_S3_USAGE
 	"\n"
 	"Exit status: 0 converted, 1 conversion error, 2 usage error.\n";
 
-struct convert_args {
-	struct convert_options options;
-	unsigned threads;
-	bool have_ep_size, have_ep_rank, have_dtype, have_to;
-	bool dry_run, json, help;
-	struct cli_s3_flags s3;
-	const char *src, *dst;
-};
-
 enum {
-	OPT_TO = 256,
+	OPT_TO = CLI_OPT_CONVERT,
 	OPT_EP_SIZE,
 	OPT_EP_RANK,
 	OPT_DTYPE,
@@ -109,7 +87,8 @@ static const struct option long_options[] = {
 	{NULL, 0, NULL, 0},
 };
 
-static int parse_size_option(const char *name, const char *text, uint64_t *out, bool json)
+static int parse_size_option(const char *command, const char *name, const char *text, uint64_t *out,
+			     bool json)
 {
 	struct err e = {0};
 
@@ -118,7 +97,7 @@ static int parse_size_option(const char *name, const char *text, uint64_t *out, 
 		return EXIT_USAGE;
 	}
 	if (*out == 0)
-		return cli_usage_error("convert", json, "%s must be greater than 0", name);
+		return cli_usage_error(command, json, "%s must be greater than 0", name);
 	return 0;
 }
 
@@ -132,13 +111,14 @@ static int parse_partition_option(const char *text, struct convert_options *o, b
 	return EXIT_USAGE;
 }
 
-static int parse_u32_option(const char *name, const char *text, unsigned long long min,
-			    unsigned long long max, uint32_t *out, bool json)
+static int parse_u32_option(const char *command, const char *name, const char *text,
+			    unsigned long long min, unsigned long long max, uint32_t *out,
+			    bool json)
 {
 	unsigned long long value;
 
 	if (cli_parse_uint(text, min, max, &value) < 0)
-		return cli_usage_error("convert", json,
+		return cli_usage_error(command, json,
 				       "%s wants a whole number from %llu to %llu, not '%s'", name,
 				       min, max, text);
 	*out = (uint32_t)value;
@@ -146,7 +126,8 @@ static int parse_u32_option(const char *name, const char *text, unsigned long lo
 }
 
 /* One option into a; EXIT_USAGE after printing a usage error. */
-static int apply_option(struct convert_args *a, int opt, const char *value)
+static int apply_option(struct cli_convert_args *a, const struct cli_extra_options *extra, int opt,
+			const char *value)
 {
 	uint32_t threads = 0;
 	struct err e = {0};
@@ -154,6 +135,8 @@ static int apply_option(struct convert_args *a, int opt, const char *value)
 
 	if (cli_s3_flag(&a->s3, opt, value))
 		return 0;
+	if (opt >= CLI_OPT_EXTRA && extra)
+		return extra->apply(extra->ctx, opt, value, a->json);
 	switch (opt) {
 	case OPT_TO:
 		a->have_to = true;
@@ -162,29 +145,29 @@ static int apply_option(struct convert_args *a, int opt, const char *value)
 		else if (strcmp(value, "hf") == 0)
 			a->options.to = LAYOUT_HF;
 		else
-			return cli_usage_error("convert", a->json,
+			return cli_usage_error(a->command, a->json,
 					       "--to wants native or hf, not '%s'", value);
 		return 0;
 	case OPT_EP_SIZE:
 		a->have_ep_size = true;
-		return parse_u32_option("--ep-size", value, 1, UINT32_MAX, &a->options.ep_size,
-					a->json);
+		return parse_u32_option(a->command, "--ep-size", value, 1, UINT32_MAX,
+					&a->options.ep_size, a->json);
 	case OPT_EP_RANK:
 		a->have_ep_rank = true;
-		return parse_u32_option("--ep-rank", value, 0, UINT32_MAX - 1, &a->options.ep_rank,
-					a->json);
+		return parse_u32_option(a->command, "--ep-rank", value, 0, UINT32_MAX - 1,
+					&a->options.ep_rank, a->json);
 	case OPT_DTYPE:
 		a->have_dtype = true;
 		choice = dtype_choice_parse(value);
 		if (choice < 0)
 			return cli_usage_error(
-				"convert", a->json,
+				a->command, a->json,
 				"--dtype wants auto, bf16, f16, f32 or keep, not '%s'", value);
 		a->options.dtype = (enum dtype_choice)choice;
 		return 0;
 	case OPT_MAX_SHARD_SIZE:
-		return parse_size_option("--max-shard-size", value, &a->options.max_shard_size,
-					 a->json);
+		return parse_size_option(a->command, "--max-shard-size", value,
+					 &a->options.max_shard_size, a->json);
 	case OPT_EXCLUDE:
 		if (exclude_check(value, NULL, &e) < 0) {
 			cli_print_error(&e, a->json);
@@ -193,13 +176,15 @@ static int apply_option(struct convert_args *a, int opt, const char *value)
 		a->options.exclude = value;
 		return 0;
 	case OPT_THREADS:
-		if (parse_u32_option("--threads", value, 1, MAX_THREADS, &threads, a->json) != 0)
+		if (parse_u32_option(a->command, "--threads", value, 1, MAX_THREADS, &threads,
+				     a->json) != 0)
 			return EXIT_USAGE;
 		a->threads = threads;
+		a->have_threads = true;
 		return 0;
 	case OPT_MAX_RATE:
-		return parse_size_option("--max-rate", value, &a->options.max_bytes_per_second,
-					 a->json);
+		return parse_size_option(a->command, "--max-rate", value,
+					 &a->options.max_bytes_per_second, a->json);
 	case OPT_OVERWRITE:
 		a->options.overwrite = true;
 		return 0;
@@ -218,52 +203,79 @@ static int apply_option(struct convert_args *a, int opt, const char *value)
 		a->help = true;
 		return 0;
 	}
-	return cli_usage_error("convert", a->json, "unexpected option");
+	return cli_usage_error(a->command, a->json, "unexpected option");
 }
 
 /* The combinations of options that make no sense, as usage errors. */
-static int check_combinations(const struct convert_args *a)
+static int check_combinations(const struct cli_convert_args *a)
 {
 	if (!a->have_to)
-		return cli_usage_error("convert", a->json, "--to native|hf is required");
+		return cli_usage_error(a->command, a->json, "--to native|hf is required");
 	if (a->options.to == LAYOUT_HF && (a->have_ep_size || a->have_ep_rank))
-		return cli_usage_error("convert", a->json,
+		return cli_usage_error(a->command, a->json,
 				       "--ep-size and --ep-rank apply only to --to native");
 	if (a->options.to == LAYOUT_HF && a->have_dtype)
-		return cli_usage_error("convert", a->json,
+		return cli_usage_error(a->command, a->json,
 				       "--dtype applies only to --to native (to hf keeps dtypes)");
 	if (a->have_ep_size != a->have_ep_rank)
-		return cli_usage_error("convert", a->json, "--ep-size and --ep-rank go together");
+		return cli_usage_error(a->command, a->json, "--ep-size and --ep-rank go together");
 	if (a->have_ep_size && a->options.ep_rank >= a->options.ep_size)
-		return cli_usage_error("convert", a->json, "--ep-rank %u is not below --ep-size %u",
+		return cli_usage_error(a->command, a->json,
+				       "--ep-rank %u is not below --ep-size %u",
 				       (unsigned)a->options.ep_rank, (unsigned)a->options.ep_size);
 	return 0;
 }
 
-static int parse_args(int argc, char **argv, struct convert_args *a)
+/* convert's options followed by extra's, in one getopt_long table. */
+static struct option *option_table(const struct cli_extra_options *extra)
 {
-	int opt;
+	size_t n = sizeof(long_options) / sizeof(long_options[0]) - 1, m = 0;
+	struct option *table;
+
+	while (extra && extra->options[m].name)
+		m++;
+	table = xcalloc(n + m + 1, sizeof(*table));
+	memcpy(table, long_options, n * sizeof(*table));
+	if (m)
+		memcpy(table + n, extra->options, m * sizeof(*table));
+	return table;
+}
+
+int cli_convert_parse(const char *command, int argc, char **argv,
+		      const struct cli_extra_options *extra, struct cli_convert_args *a)
+{
+	struct option *table = option_table(extra);
+	int opt, rc = 0;
 
 	memset(a, 0, sizeof(*a));
 	convert_options_init(&a->options);
+	a->command = command;
 	a->json = cli_wants_json(argc, argv);
 	optind = 0;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
-		if (opt == '?' || opt == ':')
-			return cli_option_error("convert", a->json, opt, argv[optind - 1]);
-		if (apply_option(a, opt, optarg) != 0)
-			return EXIT_USAGE;
+	while ((opt = getopt_long(argc, argv, ":h", table, NULL)) != -1) {
+		if (opt == '?' || opt == ':') {
+			rc = cli_option_error(command, a->json, opt, argv[optind - 1]);
+			goto out;
+		}
+		if (apply_option(a, extra, opt, optarg) != 0) {
+			rc = EXIT_USAGE;
+			goto out;
+		}
 	}
 	if (a->help)
-		return 0;
-	if (argc - optind != 2)
-		return cli_usage_error("convert", a->json,
-				       "expected SRC and DST, got %d argument%s", argc - optind,
-				       argc - optind == 1 ? "" : "s");
+		goto out;
+	if (argc - optind != 2) {
+		rc = cli_usage_error(command, a->json, "expected SRC and DST, got %d argument%s",
+				     argc - optind, argc - optind == 1 ? "" : "s");
+		goto out;
+	}
 	a->src = argv[optind];
 	a->dst = argv[optind + 1];
-	return check_combinations(a);
+	rc = check_combinations(a);
+out:
+	free(table);
+	return rc;
 }
 
 /* The watcher: progress on stderr, SIGINT/SIGTERM as cancellation. */
@@ -402,7 +414,8 @@ static json_t *string_array(const struct strvec *v)
 	return array;
 }
 
-static void print_result(const struct conversion *c, const struct convert_args *a, double seconds)
+static void print_result(const struct conversion *c, const struct cli_convert_args *a,
+			 double seconds)
 {
 	const struct plan *plan = conversion_plan(c);
 	const struct strvec *warnings = conversion_warnings(c);
@@ -439,7 +452,7 @@ static void print_result(const struct conversion *c, const struct convert_args *
 }
 
 /* Runs the prepared conversion with the watcher alongside. */
-static int run_conversion(struct conversion *c, const struct convert_args *a, struct err *e)
+static int run_conversion(struct conversion *c, const struct cli_convert_args *a, struct err *e)
 {
 	struct exec_pool *pool;
 	struct watcher w;
@@ -465,11 +478,11 @@ out:
 int cli_convert(int argc, char **argv)
 {
 	struct conversion *c = NULL;
-	struct convert_args a;
+	struct cli_convert_args a;
 	struct err e = {0};
 	int rc;
 
-	rc = parse_args(argc, argv, &a);
+	rc = cli_convert_parse("convert", argc, argv, NULL, &a);
 	if (rc != 0)
 		goto out;
 	if (a.help) {

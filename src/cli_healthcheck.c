@@ -37,59 +37,6 @@ static const char usage_text[] =
 	"  --timeout SEC  give up after SEC seconds (default 5)\n"
 	"Exits 0 when the URL answers HTTP 200, 1 otherwise.\n";
 
-/* Host part of a listen address as a URL host: wildcards become loopback,
- * IPv6 literals get their brackets. */
-static const char *url_host(const char *host, size_t len, int bracketed, char *buf, size_t size)
-{
-	if (len == 0 || (len == 1 && host[0] == '*') ||
-	    (len == 7 && memcmp(host, "0.0.0.0", 7) == 0))
-		return "127.0.0.1";
-	if (len == 2 && memcmp(host, "::", 2) == 0)
-		return "[::1]";
-	if (bracketed || memchr(host, ':', len))
-		snprintf(buf, size, "[%.*s]", (int)len, host);
-	else
-		snprintf(buf, size, "%.*s", (int)len, host);
-	return buf;
-}
-
-/* "HOST:PORT", "[V6]:PORT" or ":PORT" as the daemon's /healthz URL. */
-static int url_from_listen(const char *variable, const char *listen, char *url, size_t size,
-			   struct err *e)
-{
-	const char *host = listen, *colon, *port;
-	char host_buf[HEALTHCHECK_URL_MAX / 2], *end;
-	size_t host_len;
-	int bracketed = listen[0] == '[';
-	long port_number;
-
-	if (bracketed) {
-		colon = strchr(listen, ']');
-		if (!colon || colon[1] != ':')
-			goto out_invalid;
-		host = listen + 1;
-		host_len = (size_t)(colon - host);
-		colon++;
-	} else {
-		colon = strrchr(listen, ':');
-		if (!colon)
-			goto out_invalid;
-		host_len = (size_t)(colon - listen);
-	}
-	port = colon + 1;
-	errno = 0;
-	port_number = strtol(port, &end, 10);
-	if (errno || end == port || *end || port_number < 1 || port_number > 65535 ||
-	    host_len >= sizeof(host_buf) - 2)
-		goto out_invalid;
-	snprintf(url, size, "http://%s:%ld/healthz",
-		 url_host(host, host_len, bracketed, host_buf, sizeof(host_buf)), port_number);
-	return 0;
-out_invalid:
-	return err_set(e, "invalid_option", "%s=%s: not HOST:PORT with a port from 1 to 65535",
-		       variable, listen);
-}
-
 static int parse_timeout(const char *text, double *out, struct err *e)
 {
 	char *end;
@@ -154,10 +101,11 @@ static int parse_options(int argc, char **argv, struct healthcheck_options *opt,
 		return 0;
 	}
 	if (health && *health)
-		return url_from_listen("CKPTCONV_HEALTH_LISTEN", health, opt->url, sizeof(opt->url),
-				       e);
+		return cli_listen_url("CKPTCONV_HEALTH_LISTEN", health, "/healthz", opt->url,
+				      sizeof(opt->url), e);
 	if (listen && *listen)
-		return url_from_listen("CKPTCONV_LISTEN", listen, opt->url, sizeof(opt->url), e);
+		return cli_listen_url("CKPTCONV_LISTEN", listen, "/healthz", opt->url,
+				      sizeof(opt->url), e);
 	snprintf(opt->url, sizeof(opt->url), "%s", HEALTHCHECK_DEFAULT_URL);
 	return 0;
 }

@@ -41,7 +41,6 @@
 #include "ckptconv/util.h"
 
 #define TICK_SECONDS 0.1
-#define TOKEN_MAX 4096
 #define LISTEN_BACKLOG 512
 /* Part of the shutdown timeout kept for stopping the HTTP server and
  * writing the last records. */
@@ -393,31 +392,6 @@ static void options_fini(struct serve_options *o)
 
 /* ---- start-up ------------------------------------------------------------- */
 
-static int read_token(const char *path, char **out, struct err *e)
-{
-	char buf[TOKEN_MAX + 2];
-	size_t n;
-	FILE *f;
-
-	*out = NULL;
-	f = fopen(path, "r");
-	if (!f)
-		return err_set_errno(e, "usage_error", errno, "token file %s", path);
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	if (n > TOKEN_MAX)
-		return err_set(e, "usage_error", "token file %s is longer than %d bytes", path,
-			       TOKEN_MAX);
-	buf[n] = '\0';
-	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
-		     buf[n - 1] == '\t'))
-		buf[--n] = '\0';
-	if (n == 0 || strlen(buf) != n)
-		return err_set(e, "usage_error", "token file %s holds no usable token", path);
-	*out = xstrdup(buf);
-	return 0;
-}
-
 static int resolve_roots(const struct strvec *given, struct strvec *resolved, struct err *e)
 {
 	size_t i;
@@ -616,7 +590,7 @@ static int start(struct service *s, struct err *e)
 	    store_local_confine(&s->roots, e) < 0 ||
 	    check_s3_policy(s->opts, &s->s3_endpoints, e) < 0 ||
 	    prepare_state_dir(s->opts->state_dir, &s->state_dir, e) < 0 ||
-	    (s->opts->token_file && read_token(s->opts->token_file, &s->token, e) < 0))
+	    (s->opts->token_file && cli_read_token(s->opts->token_file, &s->token, e) < 0))
 		return -1;
 	s->policy.allow_roots = &s->roots;
 	s->policy.allow_s3 = &s->opts->allow_s3;

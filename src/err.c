@@ -37,6 +37,9 @@ static const struct err_code catalogue[] = {
 	{"draining", 503, "The service is shutting down and accepts no new jobs."},
 	{"not_ready", 503, "The service is not ready (starting, draining or its state dir is not writable)."},
 	{"unhealthy", 503, "ckptconv healthcheck got no HTTP 200 from the daemon (no answer, a timeout or another status)."},
+	{"server_unreachable", 502, "ckptconv jobs got no answer from the daemon (refused, timed out, or the connection broke)."},
+	{"server_bad_response", 502, "The daemon's answer is not what its API describes."},
+	{"job_finished", 409, "The job had already finished: there was nothing to cancel."},
 	/* source checkpoint */
 	{"source_not_found", 422, "The source does not exist."},
 	{"source_unreadable", 422, "The source cannot be read."},

@@ -1010,6 +1010,8 @@ json_t *job_progress_json(const struct job *j)
 	json_object_set_new(o, "bytes_done", json_integer((json_int_t)p.bytes_done));
 	json_object_set_new(o, "percent", json_real((double)(int64_t)(percent * 10.0) / 10.0));
 	json_object_set_new(o, "bytes_per_second", json_integer((json_int_t)rate));
+	json_object_set_new(o, "elapsed_seconds",
+			    json_real((double)(int64_t)(p.elapsed_seconds * 1000.0) / 1000.0));
 	if (j->state == JOB_RUNNING && rate > 0)
 		json_object_set_new(
 			o, "eta_seconds",

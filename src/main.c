@@ -25,6 +25,7 @@ static const struct command commands[] = {
 	{"fixture", cli_fixture, "write a synthetic Ling 2.0 checkpoint"},
 	{"serve", cli_serve, "run the HTTP conversion service"},
 	{"healthcheck", cli_healthcheck, "check that a running service answers"},
+	{"jobs", cli_jobs, "submit, list, follow and cancel the service's jobs"},
 };
 
 static void print_usage(FILE *out)

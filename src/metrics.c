@@ -8,7 +8,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "ckptconv/err.h"
 #include "ckptconv/exec.h"
 #include "ckptconv/metrics.h"
 #include "ckptconv/registry.h"
@@ -26,15 +28,30 @@ static const struct {
 	{"DELETE", "/v1/jobs/{id}"},
 	{"GET", "/v1/jobs/{id}/tensors"},
 	{"GET", "/v1/jobs/{id}/events"},
+	{"GET", "/ui"},
 	{"any", "other"},
 };
 
 /* Status codes tracked one by one; anything else is counted as "other". */
-static const unsigned tracked_status[] = {200, 201, 202, 204, 400, 401, 403, 404, 405,
-					  409, 413, 415, 422, 429, 500, 503, 507};
+static const unsigned tracked_status[] = {200, 201, 202, 204, 304, 400, 401, 403, 404,
+					  405, 409, 413, 415, 422, 429, 500, 503, 507};
 #define NSTATUS (sizeof(tracked_status) / sizeof(tracked_status[0]) + 1)
 
 static _Atomic uint64_t http_requests[ROUTE_COUNT][NSTATUS];
+
+/* Upper bounds (seconds) of the HTTP latency histogram's buckets. */
+static const double latency_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+					 0.05,	 0.1,	0.25,	0.5,   1,    2.5};
+#define NLATENCY (sizeof(latency_buckets) / sizeof(latency_buckets[0]))
+
+static _Atomic uint64_t latency_counts[ROUTE_COUNT][NLATENCY + 1];
+static _Atomic uint64_t latency_sum_us[ROUTE_COUNT];
+
+/* Counters by error code, indexed like the catalogue (err_catalogue());
+ * codes past ERR_COUNTED, and unknown ones, count as internal_error. */
+#define ERR_COUNTED 256
+enum error_series { ERRORS_API, ERRORS_JOBS, ERRORS_COUNT };
+static _Atomic uint64_t error_counts[ERRORS_COUNT][ERR_COUNTED];
 
 /* Upper bounds (seconds) of the job duration histogram's buckets. */
 static const double buckets[] = {1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 21600, 86400};
@@ -48,9 +65,9 @@ const char *metrics_route_name(enum metrics_route r)
 	return (unsigned)r < ROUTE_COUNT ? routes[r].path : "other";
 }
 
-void metrics_http_observe(enum metrics_route route, unsigned status)
+void metrics_http_observe(enum metrics_route route, unsigned status, double seconds)
 {
-	size_t i;
+	size_t i, b;
 
 	if ((unsigned)route >= ROUTE_COUNT)
 		route = ROUTE_OTHER;
@@ -58,9 +75,38 @@ void metrics_http_observe(enum metrics_route route, unsigned status)
 		if (tracked_status[i] == status)
 			break;
 	atomic_fetch_add_explicit(&http_requests[route][i], 1, memory_order_relaxed);
+	if (!(seconds > 0))
+		seconds = 0;
+	for (b = 0; b < NLATENCY; b++)
+		if (seconds <= latency_buckets[b])
+			break;
+	atomic_fetch_add_explicit(&latency_counts[route][b], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&latency_sum_us[route], (uint64_t)(seconds * 1e6),
+				  memory_order_relaxed);
 }
 
-void metrics_job_finished(enum job_state state, double seconds)
+/* The counter slot of `code`. */
+static size_t error_slot(const char *code)
+{
+	size_t n, i, fallback = 0;
+	const struct err_code *catalogue = err_catalogue(&n);
+
+	for (i = 0; i < n && i < ERR_COUNTED; i++) {
+		if (code && strcmp(catalogue[i].code, code) == 0)
+			return i;
+		if (strcmp(catalogue[i].code, "internal_error") == 0)
+			fallback = i;
+	}
+	return fallback;
+}
+
+void metrics_api_error(const char *code)
+{
+	atomic_fetch_add_explicit(&error_counts[ERRORS_API][error_slot(code)], 1,
+				  memory_order_relaxed);
+}
+
+void metrics_job_finished(enum job_state state, double seconds, const char *code)
 {
 	size_t b;
 
@@ -73,6 +119,8 @@ void metrics_job_finished(enum job_state state, double seconds)
 			break;
 	atomic_fetch_add(&duration_counts[state][b], 1);
 	atomic_fetch_add(&duration_sum_ms[state], (uint64_t)(seconds * 1000.0));
+	if (state == JOB_FAILED)
+		atomic_fetch_add(&error_counts[ERRORS_JOBS][error_slot(code)], 1);
 }
 
 static void render_jobs(struct job_buf *b, const struct registry_stats *s)
@@ -87,8 +135,12 @@ static void render_jobs(struct job_buf *b, const struct registry_stats *s)
 	job_buf_printf(b,
 		       "# HELP ckptconv_queue_length Jobs waiting for a free slot.\n"
 		       "# TYPE ckptconv_queue_length gauge\n"
-		       "ckptconv_queue_length %zu\n",
-		       s->queue_length);
+		       "ckptconv_queue_length %zu\n"
+		       "# HELP ckptconv_queue_capacity Queued jobs beyond which submissions are "
+		       "refused (--max-queued).\n"
+		       "# TYPE ckptconv_queue_capacity gauge\n"
+		       "ckptconv_queue_capacity %zu\n",
+		       s->queue_length, s->queue_capacity);
 	job_buf_printf(
 		b,
 		"# HELP ckptconv_tensors_converted_total Output tensors written since start.\n"
@@ -101,6 +153,37 @@ static void render_jobs(struct job_buf *b, const struct registry_stats *s)
 		"# TYPE ckptconv_bytes_converted_total counter\n"
 		"ckptconv_bytes_converted_total %llu\n",
 		(unsigned long long)s->bytes_converted);
+	job_buf_printf(b,
+		       "# HELP ckptconv_job_stall_seconds Longest time a running job has gone "
+		       "without converting a byte (0 when none runs).\n"
+		       "# TYPE ckptconv_job_stall_seconds gauge\n"
+		       "ckptconv_job_stall_seconds %.3f\n",
+		       s->longest_stall_seconds);
+}
+
+static void render_errors(struct job_buf *b)
+{
+	static const char *const names[ERRORS_COUNT] = {"ckptconv_api_errors_total",
+							"ckptconv_job_failures_total"};
+	static const char *const help[ERRORS_COUNT] = {
+		"Error answers of the API, by error code.",
+		"Jobs that failed, by error code.",
+	};
+	size_t n, i;
+	const struct err_code *catalogue = err_catalogue(&n);
+	int k;
+
+	for (k = 0; k < ERRORS_COUNT; k++) {
+		job_buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", names[k], help[k], names[k]);
+		for (i = 0; i < n && i < ERR_COUNTED; i++) {
+			uint64_t count =
+				atomic_load_explicit(&error_counts[k][i], memory_order_relaxed);
+
+			if (count)
+				job_buf_printf(b, "%s{code=\"%s\"} %llu\n", names[k],
+					       catalogue[i].code, (unsigned long long)count);
+		}
+	}
 }
 
 static void render_durations(struct job_buf *b)
@@ -160,6 +243,45 @@ static void render_http(struct job_buf *b)
 	}
 }
 
+static void render_latency(struct job_buf *b)
+{
+	size_t r, i;
+
+	job_buf_puts(b, "# HELP ckptconv_http_request_duration_seconds Time from a request's "
+			"headers to its answer, by route.\n"
+			"# TYPE ckptconv_http_request_duration_seconds histogram\n");
+	for (r = 0; r < ROUTE_COUNT; r++) {
+		uint64_t cumulative = 0;
+
+		for (i = 0; i <= NLATENCY; i++)
+			cumulative +=
+				atomic_load_explicit(&latency_counts[r][i], memory_order_relaxed);
+		if (!cumulative)
+			continue;
+		cumulative = 0;
+		for (i = 0; i < NLATENCY; i++) {
+			cumulative +=
+				atomic_load_explicit(&latency_counts[r][i], memory_order_relaxed);
+			job_buf_printf(b,
+				       "ckptconv_http_request_duration_seconds_bucket{route=\"%s\","
+				       "le=\"%g\"} %llu\n",
+				       routes[r].path, latency_buckets[i],
+				       (unsigned long long)cumulative);
+		}
+		cumulative +=
+			atomic_load_explicit(&latency_counts[r][NLATENCY], memory_order_relaxed);
+		job_buf_printf(
+			b,
+			"ckptconv_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n"
+			"ckptconv_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
+			"ckptconv_http_request_duration_seconds_count{route=\"%s\"} %llu\n",
+			routes[r].path, (unsigned long long)cumulative, routes[r].path,
+			(double)atomic_load_explicit(&latency_sum_us[r], memory_order_relaxed) /
+				1e6,
+			routes[r].path, (unsigned long long)cumulative);
+	}
+}
+
 char *metrics_render(struct registry *reg, struct exec_pool *pool, size_t *len)
 {
 	struct registry_stats s;
@@ -168,7 +290,9 @@ char *metrics_render(struct registry *reg, struct exec_pool *pool, size_t *len)
 	registry_stats(reg, &s);
 	render_jobs(&b, &s);
 	render_durations(&b);
+	render_errors(&b);
 	render_http(&b);
+	render_latency(&b);
 	job_buf_printf(&b,
 		       "# HELP ckptconv_workers Conversion worker threads.\n"
 		       "# TYPE ckptconv_workers gauge\n"

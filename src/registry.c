@@ -439,7 +439,7 @@ static void finished(struct registry *r, struct job *j, enum job_state state, do
 		     const struct err *e)
 {
 	persist(r, j);
-	metrics_job_finished(state, seconds);
+	metrics_job_finished(state, seconds, e ? e->code : NULL);
 	log_job(state == JOB_SUCCEEDED ? LOG_INFO : LOG_WARN, j, job_state_name(state), e);
 	if (r->opened)
 		sweep_retention(r);
@@ -1711,6 +1711,21 @@ static double retention_interval(const struct registry *r)
 	return quarter < 0.25 ? 0.25 : quarter;
 }
 
+/* Seconds the running job j has gone without its bytes_done moving, as
+ * sampled now and at earlier calls (lock held). */
+static double watch_progress_locked(struct job *j, double now)
+{
+	struct job_progress p;
+
+	job_current_progress(j, &p);
+	if (j->watch_started_ms != j->started_ms || p.bytes_done != j->watch_bytes) {
+		j->watch_started_ms = j->started_ms;
+		j->watch_bytes = p.bytes_done;
+		j->watch_since = now;
+	}
+	return now - j->watch_since;
+}
+
 void registry_tick(struct registry *r)
 {
 	double now = now_seconds();
@@ -1721,7 +1736,10 @@ void registry_tick(struct registry *r)
 	for (i = 0; i < r->njobs; i++) {
 		struct job *j = r->by_seq[i];
 
-		if (j->state == JOB_RUNNING && now - j->persisted_at >= PERSIST_INTERVAL)
+		if (j->state != JOB_RUNNING)
+			continue;
+		watch_progress_locked(j, now);
+		if (now - j->persisted_at >= PERSIST_INTERVAL)
 			array_insert(&due, &n, &cap, n, job_ref(j));
 	}
 	pthread_mutex_unlock(&r->lock);
@@ -1834,23 +1852,29 @@ bool registry_ready(struct registry *r, const char **why)
 
 void registry_stats(struct registry *r, struct registry_stats *out)
 {
+	double now = now_seconds();
 	size_t i;
 
 	memset(out, 0, sizeof(*out));
 	pthread_mutex_lock(&r->lock);
 	memcpy(out->jobs, r->counts, sizeof(out->jobs));
 	out->queue_length = r->counts[JOB_QUEUED];
+	out->queue_capacity = r->cfg.max_queued;
 	out->tensors_converted = r->tensors_converted;
 	out->bytes_converted = r->bytes_converted;
 	for (i = 0; i < r->njobs; i++) {
 		struct job *j = r->by_seq[i];
 		struct job_progress p;
+		double stall;
 
 		if (j->state != JOB_RUNNING)
 			continue;
 		job_current_progress(j, &p);
 		out->tensors_converted += p.tensors_done;
 		out->bytes_converted += p.bytes_done;
+		stall = watch_progress_locked(j, now);
+		if (stall > out->longest_stall_seconds)
+			out->longest_stall_seconds = stall;
 	}
 	pthread_mutex_unlock(&r->lock);
 }

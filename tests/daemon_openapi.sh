@@ -29,7 +29,7 @@ else
 fi
 
 for route in /v1/jobs /v1/jobs/{id} /v1/jobs/{id}/tensors /v1/jobs/{id}/events /v1/version \
-	/healthz /readyz /metrics; do
+	/healthz /readyz /metrics / /ui /ui/{asset}; do
 	if grep -q "^  $route:\$" "$SPEC"; then
 		pass "route $route documented"
 	else

@@ -17,10 +17,7 @@
 
 const fs = require('fs');
 const path = require('path');
-const { createRequire } = require('module');
-
-const npmDir = process.env.CKPTCONV_NPM_DIR || '/var/cache/ckptconv-test-npm';
-const npmRequire = createRequire(path.join(path.resolve(npmDir), 'package.json'));
+const { npmDir, npmRequire, Findings } = require('./checklib.js');
 
 let YAML, models;
 try {
@@ -43,14 +40,8 @@ const SECRET_VARS = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_
 const DEFAULT_SHUTDOWN_TIMEOUT = 25;
 const DEFAULT_STATE_DIR = '/var/lib/ckptconv';
 
-const findings = [];
-let checks = 0;
-
-function check(ok, where, message) {
-  checks++;
-  if (!ok) findings.push(`${where}: ${message}`);
-  return ok;
-}
+const findings = new Findings();
+const { check } = findings;
 
 // ---- loading ----
 
@@ -335,6 +326,6 @@ const dir = process.argv[2] || path.join(__dirname, '..', 'docker', 'kubernetes'
 const objects = load(dir);
 checkAll(objects);
 checkKustomization(dir, objects);
-for (const f of findings) console.log(`not ok: ${f}`);
-console.log(`k8s_check: ${objects.length} objects, ${checks} checks, ${findings.length} failed`);
-process.exit(findings.length === 0 ? 0 : 1);
+for (const f of findings.list) console.log(`not ok: ${f}`);
+console.log(`k8s_check: ${objects.length} objects, ${findings.checks} checks, ${findings.list.length} failed`);
+process.exit(findings.list.length === 0 ? 0 : 1);

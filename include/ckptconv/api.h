@@ -2,14 +2,15 @@
 /*
  * api: the daemon's HTTP interface (docs/openapi.yaml) on libmicrohttpd,
  * run by its own pool of polling threads (epoll).  Routes: /healthz,
- * /readyz, /metrics, /v1/version and /v1/jobs[/<id>[/tensors|/events]].
- * Bodies are JSON; errors are {"error": {"code", "message", "field"}} with
- * the catalogue's status.  Routes under /v1/ need "Authorization: Bearer TOKEN"
- * when a token is configured (compared in constant time).  Event streams
- * park their connection between events and are woken by api_tick(); so do
- * job submissions while the registry's submission threads read and plan
- * their sources (registry_submit_async), so no polling thread ever waits
- * on storage or compiles an exclude pattern.
+ * /readyz, /metrics, /v1/version, /v1/jobs[/<id>[/tensors|/events]] and
+ * the jobs page (/, /ui/...; ui.h).  Bodies are JSON; errors are
+ * {"error": {"code", "message", "field"}} with the catalogue's status.
+ * Routes under /v1/ need "Authorization: Bearer TOKEN" when a token is
+ * configured (compared in constant time).  Event streams park their
+ * connection between events and are woken by api_tick(); so do job
+ * submissions while the registry's submission threads read and plan their
+ * sources (registry_submit_async), so no polling thread ever waits on
+ * storage or compiles an exclude pattern.
  *
  * Hostile clients: a connection that has not sent a whole request
  * (headers and body) within request_timeout seconds of opening or of its

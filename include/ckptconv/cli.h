@@ -7,8 +7,11 @@
 #ifndef CKPTCONV_CLI_H
 #define CKPTCONV_CLI_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
+
+#include "ckptconv/convert.h"
 
 struct err;
 
@@ -21,6 +24,7 @@ int cli_fixture(int argc, char **argv);
 int cli_serve(int argc, char **argv);
 int cli_healthcheck(int argc, char **argv);
 int cli_finalize(int argc, char **argv);
+int cli_jobs(int argc, char **argv);
 
 /* Prints e to stderr as one line, or as {"error":{...}} on stdout if json. */
 void cli_print_error(const struct err *e, int json);
@@ -41,6 +45,18 @@ int cli_option_error(const char *command, int json, int opt, const char *arg);
 /* A whole decimal number in [min, max]; -1 otherwise. */
 int cli_parse_uint(const char *text, unsigned long long min, unsigned long long max,
 		   unsigned long long *out);
+/* Reads a bearer token from `path` (the daemon's --token-file and the
+ * jobs client's): at most 4096 bytes, trailing white space dropped, no NUL.
+ * *out is the caller's (wipe it with explicit_bzero before freeing).
+ * Code: usage_error naming the file. */
+int cli_read_token(const char *path, char **out, struct err *e);
+/* The daemon's URL for a listen address "HOST:PORT", "[V6]:PORT" or
+ * ":PORT" read from the environment variable named `variable`
+ * (CKPTCONV_LISTEN, CKPTCONV_HEALTH_LISTEN), followed by `path`
+ * ("/healthz", or "" for the base): a wildcard host (0.0.0.0, ::, * or
+ * none) becomes loopback.  Code: invalid_option naming the variable. */
+int cli_listen_url(const char *variable, const char *listen, const char *path, char *url,
+		   size_t size, struct err *e);
 
 /* The --s3-* flags of the subcommands that open checkpoints, which override
  * the AWS environment for s3:// locations: put CLI_S3_LONG_OPTIONS in the
@@ -66,5 +82,51 @@ int cli_s3_flag(struct cli_s3_flags *f, int opt, const char *value);
 /* Makes the flags given the process's S3 settings; EXIT_USAGE after
  * printing the error (s3_config) when a value is not valid. */
 int cli_s3_apply(const struct cli_s3_flags *f, int json);
+
+/* The options of `convert`, which `jobs submit` takes too (one parser, so
+ * both read a command line the same way).  Option ids: convert's from
+ * CLI_OPT_CONVERT, the --s3-* flags from CLI_OPT_S3_ENDPOINT_URL, a
+ * command's own extra options from CLI_OPT_EXTRA. */
+enum { CLI_OPT_CONVERT = 0x100, CLI_OPT_EXTRA = 0x2000 };
+/* clang-format off */
+#define CLI_CONVERT_OPTIONS_USAGE                                                        \
+	"  --to native|hf         target layout (required)\n"                              \
+	"  --ep-size N            expert-parallel size: write only one rank's experts\n"   \
+	"  --ep-rank R            expert-parallel rank, 0 <= R < N (with --ep-size)\n"     \
+	"  --dtype D              grouped expert tensors' dtype (to native): auto (the\n"  \
+	"                         model's dtype in config.json, default), bf16, f16,\n"   \
+	"                         f32, keep\n"                                            \
+	"  --max-shard-size SIZE  largest shard's tensor data (default 5GB; KB/MB/GB are\n" \
+	"                         powers of 1000, KiB/MiB/GiB of 1024)\n"                 \
+	"  --exclude REGEX        leave out output tensors whose names match (POSIX ERE)\n" \
+	"  --max-rate RATE        cap the source read rate, bytes per second (200MB)\n"    \
+	"  --overwrite            replace a checkpoint or files already in DST\n"          \
+	"  --partition I/N        write only partition I (0 <= I < N) of the output files,\n" \
+	"                         no index; `ckptconv finalize DST` finishes once all N\n" \
+	"                         partitions have succeeded\n"
+/* clang-format on */
+struct cli_convert_args {
+	const char *command; /* as named in usage errors: "convert", "jobs submit" */
+	struct convert_options options;
+	unsigned threads; /* 0: not given */
+	bool have_ep_size, have_ep_rank, have_dtype, have_to, have_threads;
+	bool dry_run, json, help;
+	struct cli_s3_flags s3;
+	const char *src, *dst; /* argv's */
+};
+/* A command's options beyond convert's: a getopt_long table ending with a
+ * zero entry, ids from CLI_OPT_EXTRA, and the function that takes each
+ * (returns 0, or EXIT_USAGE after printing a usage error). */
+struct cli_extra_options {
+	const struct option *options;
+	int (*apply)(void *ctx, int opt, const char *value, bool json);
+	void *ctx;
+};
+/* Parses convert's command line (argv[0] is the command's name) plus
+ * `extra` (may be NULL) into *a: exactly SRC and DST, and the combinations
+ * convert allows.  Returns 0 (also for --help: a->help), or EXIT_USAGE
+ * after printing the usage error, --json respected. */
+int cli_convert_parse(const char *command, int argc, char **argv,
+		      const struct cli_extra_options *extra, struct cli_convert_args *a);
 
 #endif

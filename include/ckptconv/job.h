@@ -153,6 +153,12 @@ struct job {
 	size_t api_text_len;
 	uint64_t api_text_version;
 	double api_text_at; /* monotonic seconds it was built */
+	/* Progress watch of a running job (ckptconv_job_stall_seconds): the
+	 * run it belongs to (its started_ms), bytes_done as last seen and
+	 * since when (monotonic seconds). */
+	int64_t watch_started_ms;
+	uint64_t watch_bytes;
+	double watch_since;
 
 	pthread_mutex_t write_lock; /* orders record writes of this job */
 };

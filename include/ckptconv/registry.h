@@ -151,8 +151,12 @@ bool registry_ready(struct registry *r, const char **why);
 
 struct registry_stats {
 	size_t jobs[JOB_STATE_COUNT];
-	size_t queue_length;
+	size_t queue_length, queue_capacity;	     /* capacity: max_queued */
 	uint64_t tensors_converted, bytes_converted; /* since start, running jobs included */
+	/* Longest time, in seconds, a running job has gone without its
+	 * bytes_done moving, as seen by this and earlier calls (each call
+	 * samples the running jobs); 0 when none runs. */
+	double longest_stall_seconds;
 };
 void registry_stats(struct registry *r, struct registry_stats *out);
 

@@ -1,0 +1,378 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * client: talks to the daemon for `ckptconv jobs`.  One libcurl handle per
+ * client keeps the connection open between requests.  Answers are read
+ * into memory up to a bound; an event stream is cut into lines and events
+ * as its bytes arrive, so each progress event is handed over at once.
+ */
+#include <curl/curl.h>
+#include <string.h>
+
+#include "ckptconv/client.h"
+#include "ckptconv/err.h"
+#include "ckptconv/job.h"
+#include "ckptconv/util.h"
+
+#define CONNECT_TIMEOUT_S 10L
+#define REQUEST_TIMEOUT_S 60L
+#define STREAM_SILENCE_S 60L   /* the daemon sends a keepalive every 15 s */
+#define ANSWER_MAX (64u << 20) /* a page of 10,000 tensors is a few MB */
+#define EVENT_MAX (1u << 20)   /* one event's data */
+#define EVENT_NAME_MAX 64
+
+struct client {
+	char *base;  /* no trailing slash */
+	char *token; /* NULL: none */
+	CURL *curl;
+};
+
+int client_new(const char *server, const char *token, struct client **out, struct err *e)
+{
+	struct client *c;
+	size_t n;
+
+	*out = NULL;
+	if (strncmp(server, "http://", 7) != 0 && strncmp(server, "https://", 8) != 0)
+		return err_set(e, "usage_error", "the server %s is not an http:// or https:// URL",
+			       server);
+	c = xcalloc(1, sizeof(*c));
+	c->base = xstrdup(server);
+	n = strlen(c->base);
+	while (n > 8 && c->base[n - 1] == '/')
+		c->base[--n] = '\0';
+	c->token = token ? xstrdup(token) : NULL;
+	c->curl = curl_easy_init();
+	if (!c->curl) {
+		client_free(c);
+		return err_set(e, "internal_error", "cannot initialise libcurl");
+	}
+	*out = c;
+	return 0;
+}
+
+void client_free(struct client *c)
+{
+	if (!c)
+		return;
+	if (c->token) {
+		explicit_bzero(c->token, strlen(c->token));
+		free(c->token);
+	}
+	if (c->curl)
+		curl_easy_cleanup(c->curl);
+	free(c->base);
+	free(c);
+}
+
+/* The headers of a request; the caller frees them. */
+static struct curl_slist *request_headers(const struct client *c, const char *accept,
+					  bool json_body, const char *idempotency_key)
+{
+	struct curl_slist *h = NULL;
+	struct job_buf line = {0};
+
+	h = curl_slist_append(h, accept);
+	h = curl_slist_append(h, "Expect:");
+	if (json_body)
+		h = curl_slist_append(h, "Content-Type: application/json");
+	if (idempotency_key) {
+		job_buf_printf(&line, "Idempotency-Key: %s", idempotency_key);
+		h = curl_slist_append(h, line.data);
+		line.len = 0;
+	}
+	if (c->token) {
+		job_buf_printf(&line, "Authorization: Bearer %s", c->token);
+		h = curl_slist_append(h, line.data);
+		explicit_bzero(line.data, line.len);
+	}
+	job_buf_fini(&line);
+	return h;
+}
+
+/* Options every transfer shares. */
+static void common_options(struct client *c, const char *path, struct job_buf *url, char *errbuf)
+{
+	curl_easy_reset(c->curl);
+	job_buf_printf(url, "%s%s", c->base, path);
+	curl_easy_setopt(c->curl, CURLOPT_URL, url->data);
+#if LIBCURL_VERSION_NUM >= 0x075500
+	curl_easy_setopt(c->curl, CURLOPT_PROTOCOLS_STR, "http,https");
+#endif
+	curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c->curl, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
+	curl_easy_setopt(c->curl, CURLOPT_USERAGENT, "ckptconv/" PACKAGE_VERSION);
+	curl_easy_setopt(c->curl, CURLOPT_ERRORBUFFER, errbuf);
+	errbuf[0] = '\0';
+}
+
+static size_t collect(char *data, size_t size, size_t nmemb, void *userdata)
+{
+	struct job_buf *b = userdata;
+	size_t n = size * nmemb;
+
+	if (b->len + n > ANSWER_MAX)
+		return 0;
+	job_buf_append(b, data, n);
+	return n;
+}
+
+/* The catalogue's own copy of `code` (err.code must outlive the answer). */
+static const char *catalogue_code(const char *code)
+{
+	size_t n, i;
+	const struct err_code *catalogue = err_catalogue(&n);
+
+	for (i = 0; code && i < n; i++)
+		if (strcmp(catalogue[i].code, code) == 0)
+			return catalogue[i].code;
+	return NULL;
+}
+
+/* e from an error answer {"error": {"code", "message", "field"}}. */
+static int answer_error(long status, const struct job_buf *body, const char *url, struct err *e)
+{
+	json_t *doc = json_loadb(body->data ? body->data : "", body->len, 0, NULL);
+	json_t *error = json_object_get(doc, "error");
+	const char *code = json_string_value(json_object_get(error, "code"));
+	const char *message = json_string_value(json_object_get(error, "message"));
+	const char *field = json_string_value(json_object_get(error, "field"));
+	const char *known = catalogue_code(code);
+
+	if (!code || !message)
+		err_set(e, "server_bad_response", "%s answered HTTP %ld without an error body", url,
+			status);
+	else if (!known)
+		err_set(e, "server_bad_response",
+			"%s answered HTTP %ld with the unknown code %s: %s", url, status, code,
+			message);
+	else if (field && *field)
+		err_set(e, known, "%s (field %s)", message, field);
+	else
+		err_set(e, known, "%s", message);
+	json_decref(doc);
+	return -1;
+}
+
+static int transfer_error(CURLcode res, const char *errbuf, const char *url, struct err *e)
+{
+	return err_set(e, "server_unreachable", "%s: %s", url,
+		       errbuf[0] ? errbuf : curl_easy_strerror(res));
+}
+
+int client_call(struct client *c, const char *method, const char *path, const json_t *body,
+		const char *idempotency_key, long *status, json_t **answer, struct err *e)
+{
+	char errbuf[CURL_ERROR_SIZE];
+	struct job_buf url = {0}, in = {0};
+	struct curl_slist *headers;
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_error_t jerr;
+	CURLcode res;
+	int rc = -1;
+
+	*status = 0;
+	*answer = NULL;
+	common_options(c, path, &url, errbuf);
+	headers = request_headers(c, "Accept: application/json", text != NULL, idempotency_key);
+	curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(c->curl, CURLOPT_TIMEOUT, REQUEST_TIMEOUT_S);
+	curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, collect);
+	curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, &in);
+	if (text)
+		curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, text);
+	if (strcmp(method, "GET") != 0)
+		curl_easy_setopt(c->curl, CURLOPT_CUSTOMREQUEST, method);
+	res = curl_easy_perform(c->curl);
+	if (res != CURLE_OK) {
+		transfer_error(res, errbuf, url.data, e);
+		goto out;
+	}
+	curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, status);
+	if (*status < 200 || *status > 299) {
+		answer_error(*status, &in, url.data, e);
+		goto out;
+	}
+	if (*status == 204) {
+		rc = 0;
+		goto out;
+	}
+	*answer = json_loadb(in.data ? in.data : "", in.len, 0, &jerr);
+	if (!*answer) {
+		err_set(e, "server_bad_response", "%s answered HTTP %ld with invalid JSON: %s",
+			url.data, *status, jerr.text);
+		goto out;
+	}
+	rc = 0;
+out:
+	curl_slist_free_all(headers);
+	free(text);
+	job_buf_fini(&in);
+	job_buf_fini(&url);
+	return rc;
+}
+
+int client_job_error(const json_t *job, struct err *e)
+{
+	const json_t *error = json_object_get(job, "error");
+	const char *code = json_string_value(json_object_get(error, "code"));
+	const char *message = json_string_value(json_object_get(error, "message"));
+	const char *tensor = json_string_value(json_object_get(error, "tensor"));
+	const char *known = catalogue_code(code);
+
+	if (!json_is_object(error))
+		return 0;
+	if (known)
+		err_set(e, known, "%s", message ? message : "");
+	else
+		err_set(e, "server_bad_response", "the job failed with the unknown code %s: %s",
+			code ? code : "(none)", message ? message : "");
+	err_set_tensor(e, tensor);
+	return -1;
+}
+
+/* ---- event streams ---------------------------------------------------------- */
+
+struct stream {
+	struct client *client;
+	client_event_fn fn;
+	void *ctx;
+	long status; /* 0 until known */
+	struct job_buf line, data, error_body;
+	char event[EVENT_NAME_MAX];
+	bool stopped, failed;
+	struct err *e;
+	const char *url;
+};
+
+/* Hands the event gathered so far to fn; false to end the transfer. */
+static bool dispatch(struct stream *s)
+{
+	json_t *data;
+	json_error_t jerr;
+	bool go_on = true;
+
+	if (s->data.len == 0)
+		goto out;
+	data = json_loadb(s->data.data, s->data.len, 0, &jerr);
+	if (!data) {
+		err_set(s->e, "server_bad_response", "%s: event '%s' carries invalid JSON: %s",
+			s->url, s->event[0] ? s->event : "message", jerr.text);
+		s->failed = true;
+		go_on = false;
+		goto out;
+	}
+	if (s->fn(s->ctx, s->event[0] ? s->event : "message", data) != 0) {
+		s->stopped = true;
+		go_on = false;
+	}
+	json_decref(data);
+out:
+	s->data.len = 0;
+	s->event[0] = '\0';
+	return go_on;
+}
+
+/* One line of the stream, without its end of line. */
+static bool take_line(struct stream *s, const char *line, size_t len)
+{
+	const char *colon, *value;
+	size_t name_len, value_len;
+
+	if (len == 0)
+		return dispatch(s);
+	if (line[0] == ':')
+		return true;
+	colon = memchr(line, ':', len);
+	name_len = colon ? (size_t)(colon - line) : len;
+	value = colon ? colon + 1 : line + len;
+	value_len = len - (size_t)(value - line);
+	if (value_len && value[0] == ' ') {
+		value++;
+		value_len--;
+	}
+	if (name_len == 5 && memcmp(line, "event", 5) == 0) {
+		snprintf(s->event, sizeof(s->event), "%.*s", (int)value_len, value);
+	} else if (name_len == 4 && memcmp(line, "data", 4) == 0) {
+		if (s->data.len)
+			job_buf_append(&s->data, "\n", 1);
+		job_buf_append(&s->data, value, value_len);
+	}
+	return true;
+}
+
+static size_t stream_bytes(char *bytes, size_t size, size_t nmemb, void *userdata)
+{
+	struct stream *s = userdata;
+	size_t n = size * nmemb, i;
+
+	if (!s->status)
+		curl_easy_getinfo(s->client->curl, CURLINFO_RESPONSE_CODE, &s->status);
+	if (s->status != 200)
+		return collect(bytes, size, nmemb, &s->error_body);
+	for (i = 0; i < n; i++) {
+		char ch = bytes[i];
+
+		if (ch == '\n') {
+			size_t len = s->line.len;
+
+			if (len && s->line.data[len - 1] == '\r')
+				len--;
+			if (!take_line(s, s->line.data ? s->line.data : "", len))
+				return 0;
+			s->line.len = 0;
+			continue;
+		}
+		if (s->line.len + s->data.len >= EVENT_MAX) {
+			err_set(s->e, "server_bad_response", "%s: an event is over %u bytes",
+				s->url, EVENT_MAX);
+			s->failed = true;
+			return 0;
+		}
+		job_buf_append(&s->line, &ch, 1);
+	}
+	return n;
+}
+
+int client_follow(struct client *c, const char *path, client_event_fn fn, void *ctx, struct err *e)
+{
+	char errbuf[CURL_ERROR_SIZE];
+	struct job_buf url = {0};
+	struct curl_slist *headers;
+	struct stream s = {.client = c, .fn = fn, .ctx = ctx, .e = e};
+	CURLcode res;
+	int rc = -1;
+
+	common_options(c, path, &url, errbuf);
+	s.url = url.data;
+	headers = request_headers(c, "Accept: text/event-stream", false, NULL);
+	curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(c->curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c->curl, CURLOPT_LOW_SPEED_TIME, STREAM_SILENCE_S);
+	curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, stream_bytes);
+	curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, &s);
+	res = curl_easy_perform(c->curl);
+	if (s.stopped) {
+		rc = 0;
+		goto out;
+	}
+	if (s.failed)
+		goto out;
+	if (!s.status)
+		curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &s.status);
+	if (s.status && s.status != 200) {
+		answer_error(s.status, &s.error_body, url.data, e);
+		goto out;
+	}
+	if (res != CURLE_OK) {
+		transfer_error(res, errbuf, url.data, e);
+		goto out;
+	}
+	rc = 0;
+out:
+	curl_slist_free_all(headers);
+	job_buf_fini(&s.line);
+	job_buf_fini(&s.data);
+	job_buf_fini(&s.error_body);
+	job_buf_fini(&url);
+	return rc;
+}
