@@ -500,6 +500,71 @@ START_TEST(test_source_not_found)
 }
 END_TEST
 
+/* The parsers over bytes: they read exactly `len` bytes, name `where` in
+ * their errors, and hand back nothing on failure. */
+START_TEST(test_index_parse)
+{
+	static const char text[] =
+		"{\"metadata\": {\"total_size\": 8}, \"weight_map\": {\"a\": \"x.safetensors\", "
+		"\"b\": \"y.safetensors\"}}trailing garbage";
+	const size_t len = strlen(text) - strlen("trailing garbage");
+	struct err e = {0};
+	json_t *map = NULL;
+	const char *text2;
+
+	ck_assert_int_eq(ckpt_index_parse("m/model.safetensors.index.json", text, len, &map, &e),
+			 0);
+	ck_assert_ptr_null(e.code);
+	ck_assert_uint_eq(json_object_size(map), 2);
+	ck_assert_str_eq(json_string_value(json_object_get(map, "b")), "y.safetensors");
+	json_decref(map);
+
+	map = (json_t *)1;
+	ck_assert_int_eq(ckpt_index_parse("m/model.safetensors.index.json", text, strlen(text),
+					  &map, &e),
+			 -1);
+	ck_assert_ptr_null(map);
+	ck_assert_str_eq(e.code, "index_invalid");
+	ck_assert_ptr_nonnull(strstr(e.msg, "m/model.safetensors.index.json: not valid JSON"));
+
+	err_clear(&e);
+	text2 = "{\"weight_map\": {\"w\": \"../x.safetensors\"}}";
+	ck_assert_int_eq(ckpt_index_parse("idx", text2, strlen(text2), &map, &e), -1);
+	ck_assert_str_eq(e.code, "index_invalid");
+	ck_assert_str_eq(e.tensor, "w");
+	ck_assert_ptr_null(map);
+
+	err_clear(&e);
+	text2 = "{\"weight_map\": {\"w\": \"a\", \"w\": \"b\"}}";
+	ck_assert_int_eq(ckpt_index_parse("idx", text2, strlen(text2), &map, &e), -1);
+	ck_assert_str_eq(e.code, "index_invalid");
+}
+END_TEST
+
+START_TEST(test_config_parse)
+{
+	static const char text[] = "{\"num_experts\": 4}[";
+	struct err e = {0};
+	json_t *config = NULL;
+
+	ck_assert_int_eq(ckpt_config_parse("m/config.json", text, strlen(text) - 1, &config, &e),
+			 0);
+	ck_assert_int_eq(json_integer_value(json_object_get(config, "num_experts")), 4);
+	json_decref(config);
+
+	ck_assert_int_eq(ckpt_config_parse("m/config.json", text, strlen(text), &config, &e), -1);
+	ck_assert_ptr_null(config);
+	ck_assert_str_eq(e.code, "config_invalid");
+	ck_assert_ptr_nonnull(strstr(e.msg, "m/config.json: not valid JSON"));
+
+	err_clear(&e);
+	ck_assert_int_eq(ckpt_config_parse("m/config.json", "[4]", strlen("[4]"), &config, &e), -1);
+	ck_assert_ptr_null(config);
+	ck_assert_str_eq(e.code, "config_invalid");
+	ck_assert_str_eq(e.msg, "m/config.json: not a JSON object");
+}
+END_TEST
+
 static Suite *ckpt_suite(void)
 {
 	Suite *s = suite_create("ckpt");
@@ -531,6 +596,8 @@ static Suite *ckpt_suite(void)
 	tcase_add_test(bad, test_several_files_without_index);
 	tcase_add_test(bad, test_no_weights);
 	tcase_add_test(bad, test_source_not_found);
+	tcase_add_test(bad, test_index_parse);
+	tcase_add_test(bad, test_config_parse);
 	suite_add_tcase(s, golden_tc);
 	suite_add_tcase(s, open_tc);
 	suite_add_tcase(s, bad);
