@@ -410,6 +410,23 @@ START_TEST(test_missing_experts_many)
 }
 END_TEST
 
+/* A num_experts no checkpoint of this size can hold is refused before
+ * anything is sized by it, with or without expert parallelism. */
+START_TEST(test_num_experts_beyond_checkpoint)
+{
+	static const char first[] = "model.layers.1.mlp.experts.0.down_proj.weight";
+	struct testckpt *tc = tiny(LAYOUT_HF);
+
+	json_object_set_new(tc->config, "num_experts", json_integer(4000000000));
+	expect_error(tc, &to_native, "missing_experts", first,
+		     "1 MoE layers x 4000000000 experts x 3 projections (num_experts 4000000000)");
+	tc = tiny(LAYOUT_HF);
+	json_object_set_new(tc->config, "num_experts", json_integer(INT64_MAX));
+	expect_error(tc, &(struct conv){.to = LAYOUT_NATIVE, .ep_size = 65536, .ep_rank = 65535},
+		     "missing_experts", first, "x 140737488355327 experts x 3 projections");
+}
+END_TEST
+
 START_TEST(test_expert_shapes)
 {
 	struct testckpt *tc = tiny(LAYOUT_HF);
@@ -1138,6 +1155,7 @@ static Suite *adapter_suite(void)
 	tcase_add_test(bad, test_qkv_rows);
 	tcase_add_test(bad, test_missing_experts);
 	tcase_add_test(bad, test_missing_experts_many);
+	tcase_add_test(bad, test_num_experts_beyond_checkpoint);
 	tcase_add_test(bad, test_expert_shapes);
 	tcase_add_test(bad, test_expert_out_of_range);
 	tcase_add_test(bad, test_native_grouped_shapes);
