@@ -86,10 +86,10 @@ for name in "${TARGETS[@]}"; do
 		FAIL=$((FAIL + 1))
 		echo "=== fuzz $name: FAILED (exit $rc) after ${runs:-?} executions; the end of $log:"
 		tail -n 60 "$log"
-		echo "=== fuzz $name: inputs saved in $artifacts/:"
+		echo "=== fuzz $name: the inputs that failed, in $artifacts/:"
 		ls -l "$artifacts"
-		echo "=== fuzz $name: reproduce with $bin ${options[*]} $artifacts/FILE;" \
-			"once fixed, add the input to $seeds/ as a regression input"
+		echo "=== fuzz $name: reproduce with GOLDEN_DIR=tests/golden $bin INPUT;" \
+			"once fixed, add INPUT to $seeds/ as a regression input"
 	fi
 done
 

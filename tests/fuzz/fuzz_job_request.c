@@ -5,7 +5,8 @@
  * refused), validated by job_spec_parse, shown back by job_spec_json, and
  * checked against a policy (job_spec_check: an allowed root in a temporary
  * directory, an allowed s3:// prefix and S3 endpoint, the state
- * directory).  What is accepted must show no options.s3 in its API form.
+ * directory).  What is accepted must show no options.s3 in its API form
+ * and read back from its record form as the same request.
  *
  * libFuzzer options: -max_len=65536 -dict=tests/fuzz/json.dict
  */
@@ -71,9 +72,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
+/* The API form hides options.s3; the record form, which the daemon writes
+ * to its state dir and reads back when it restarts, parses again into the
+ * same request. */
 static void show(const struct job_spec *spec)
 {
-	json_t *api = job_spec_json(spec, false), *record = job_spec_json(spec, true);
+	json_t *api = job_spec_json(spec, false), *record = job_spec_json(spec, true), *again;
+	struct job_error je = {0};
+	struct job_spec reread;
+	json_error_t jerr;
 	char *text;
 
 	if (!api || !record)
@@ -83,6 +90,18 @@ static void show(const struct job_spec *spec)
 	text = json_dumps(record, JSON_COMPACT | JSON_SORT_KEYS);
 	if (!text)
 		fuzz_fail("the record form of a job cannot be encoded");
+	again = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+	if (!again)
+		fuzz_fail("the record form of a job does not read back: %s", jerr.text);
+	if (job_spec_parse(again, &reread, &je) < 0)
+		fuzz_fail("the record form of a job is refused: %s %s: %s", je.err.code, je.field,
+			  je.err.msg);
+	json_decref(again);
+	again = job_spec_json(&reread, true);
+	if (!json_equal(again, record))
+		fuzz_fail("the record form of a job changes when read back");
+	json_decref(again);
+	job_spec_fini(&reread);
 	free(text);
 	json_decref(api);
 	json_decref(record);
