@@ -136,6 +136,10 @@ int ckpt_index_parse(const char *where, const char *text, size_t len, json_t **w
 		json_decref(root);
 		return err_set(e, "index_invalid", "%s: has no \"weight_map\" object", where);
 	}
+	if (json_object_size(map) == 0) {
+		json_decref(root);
+		return err_set(e, "index_invalid", "%s: the weight_map lists no tensor", where);
+	}
 	json_object_foreach(map, key, v) {
 		if (!json_is_string(v) || strchr(json_string_value(v), '/')) {
 			err_set(e, "index_invalid",

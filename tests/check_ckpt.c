@@ -292,6 +292,24 @@ START_TEST(test_index_weight_map_not_object)
 }
 END_TEST
 
+/* An index naming no tensor is refused, not opened as a checkpoint
+ * without tensors whose shards are all skipped. */
+START_TEST(test_index_weight_map_empty)
+{
+	struct ckpt *c = NULL;
+	struct err e = {0};
+
+	write_sharded("{\"metadata\": {\"total_size\": 0}, \"weight_map\": {}}");
+	expect_open_fails(tmpdir, 0, "index_invalid", "model.safetensors.index.json",
+			  "the weight_map lists no tensor");
+	/* The same files open with a proper index. */
+	write_text("model.safetensors.index.json", GOOD_INDEX);
+	ck_assert_msg(ckpt_open(tmpdir, 0, &c, &e) == 0, "%s", e.msg);
+	ck_assert_uint_eq(c->ntensors, 3);
+	ckpt_free(c);
+}
+END_TEST
+
 START_TEST(test_weight_map_wrong_file)
 {
 	write_sharded("{\"weight_map\": {\"a\": \"model-00001-of-00002.safetensors\", "
@@ -535,6 +553,12 @@ START_TEST(test_index_parse)
 	ck_assert_ptr_null(map);
 
 	err_clear(&e);
+	text2 = "{\"metadata\": {\"total_size\": 0}, \"weight_map\": {}}";
+	ck_assert_int_eq(ckpt_index_parse("idx", text2, strlen(text2), &map, &e), -1);
+	ck_assert_str_eq(e.code, "index_invalid");
+	ck_assert_str_eq(e.msg, "idx: the weight_map lists no tensor");
+
+	err_clear(&e);
 	text2 = "{\"weight_map\": {\"w\": \"a\", \"w\": \"b\"}}";
 	ck_assert_int_eq(ckpt_index_parse("idx", text2, strlen(text2), &map, &e), -1);
 	ck_assert_str_eq(e.code, "index_invalid");
@@ -586,6 +610,7 @@ static Suite *ckpt_suite(void)
 	tcase_add_test(bad, test_index_missing_file);
 	tcase_add_test(bad, test_index_invalid);
 	tcase_add_test(bad, test_index_weight_map_not_object);
+	tcase_add_test(bad, test_index_weight_map_empty);
 	tcase_add_test(bad, test_weight_map_wrong_file);
 	tcase_add_test(bad, test_weight_map_lacks_tensor);
 	tcase_add_test(bad, test_weight_map_extra_tensor);

@@ -63,8 +63,9 @@ void ckpt_free(struct ckpt *c);
 
 /* Parses the `len` bytes of a model.safetensors.index.json (HF's index of
  * a sharded checkpoint; need not be NUL-terminated): a JSON object, no
- * duplicate keys, whose "weight_map" object maps every tensor name to the
- * shard file holding it, a file beside the index (no '/').  Its other
+ * duplicate keys, whose "weight_map" object maps every tensor name (at
+ * least one) to the shard file holding it, a file beside the index (no
+ * '/').  Its other
  * members (metadata.total_size) are not used.  `where` names the file in
  * errors.  On success *weight_map is a new reference (json_decref it); on
  * failure NULL.  No I/O; any thread.  Code: index_invalid (with the tensor
