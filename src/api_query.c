@@ -6,11 +6,11 @@
  * parameter at fault is reported, in the order state, limit/offset, cursor,
  * label.
  */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ckptconv/api_query.h"
+#include "ckptconv/cli.h"
 #include "ckptconv/exec.h"
 #include "ckptconv/util.h"
 
@@ -25,23 +25,18 @@ static const char *arg_value(const struct api_query_arg *args, size_t n, const c
 	return NULL;
 }
 
-/* A whole decimal number in [min, max], or dflt when absent; -1 when
- * present but invalid. */
+/* A whole decimal number in [min, max] (cli_parse_uint's rule), or dflt
+ * when absent; -1 when present but invalid. */
 static int number(const struct api_query_arg *args, size_t n, const char *name, uint64_t min,
 		  uint64_t max, uint64_t dflt, uint64_t *out)
 {
 	const char *text = arg_value(args, n, name);
 	unsigned long long v;
-	char *end;
 
 	*out = dflt;
 	if (!text)
 		return 0;
-	if (*text < '0' || *text > '9')
-		return -1;
-	errno = 0;
-	v = strtoull(text, &end, 10);
-	if (errno || *end || v < min || v > max)
+	if (cli_parse_uint(text, min, max, &v) < 0)
 		return -1;
 	*out = v;
 	return 0;
