@@ -420,6 +420,10 @@ START_TEST(test_num_experts_beyond_checkpoint)
 	json_object_set_new(tc->config, "num_experts", json_integer(4000000000));
 	expect_error(tc, &to_native, "missing_experts", first,
 		     "1 MoE layers x 4000000000 experts x 3 projections (num_experts 4000000000)");
+	/* 3 x num_experts wraps around to 2 in 64 bits. */
+	tc = tiny(LAYOUT_HF);
+	json_object_set_new(tc->config, "num_experts", json_integer(6148914691236517206));
+	expect_error(tc, &to_native, "missing_experts", first, "x 6148914691236517206 experts");
 	tc = tiny(LAYOUT_HF);
 	json_object_set_new(tc->config, "num_experts", json_integer(INT64_MAX));
 	expect_error(tc, &(struct conv){.to = LAYOUT_NATIVE, .ep_size = 65536, .ep_rank = 65535},
