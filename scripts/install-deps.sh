@@ -8,7 +8,8 @@
 # curl and Python for scripts/demo.sh; test: build plus
 # the tools the test suite drives (Python, AWS CLI and botocore, wrk,
 # systemd-analyze, Chromium for the jobs page, promtool (package prometheus)
-# for the alerting rules, Node.js and the npm test tools of tests/package.json,
+# for the alerting rules, clang with libFuzzer for scripts/fuzz.sh, Node.js
+# and the npm test tools of tests/package.json,
 # installed outside the source tree in $CKPTCONV_NPM_DIR, default
 # /var/cache/ckptconv-test-npm; scripts/test.sh puts its node_modules/.bin
 # on PATH and exports CKPTCONV_NPM_DIR for the tests).  Default: build.
@@ -22,7 +23,7 @@ BUILD_PACKAGES=(build-essential autoconf automake libtool pkg-config libjansson-
 	libmicrohttpd-dev libcurl4-openssl-dev libssl-dev libexpat1-dev check)
 RUNTIME_PACKAGES=(libjansson4 libmicrohttpd12 libcurl4 libssl3 libexpat1 ca-certificates)
 TEST_PACKAGES=(python3 time awscli python3-botocore wrk systemd iproute2 curl procps
-	util-linux coreutils openssl chromium prometheus)
+	util-linux coreutils openssl chromium prometheus clang libclang-rt-14-dev)
 
 as_root() {
 	if [ "$(id -u)" -eq 0 ]; then

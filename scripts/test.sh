@@ -4,8 +4,10 @@
 # test.sh: the whole test suite, from a fresh Debian 12 machine.  Installs
 # the dependencies, then builds and runs `make check` twice: with warnings
 # as errors (build-ci/), and with AddressSanitizer and UndefinedBehavior-
-# Sanitizer (build-asan/).  Prints the logs of what failed and ends with one
-# line "N passed, N failed" over both runs; exits non-zero on any failure.
+# Sanitizer (build-asan/); then runs every fuzz target for 20 s
+# (scripts/fuzz.sh, in build-fuzz/).  Prints the logs of what failed and
+# ends with one line "N passed, N failed, N skipped" over all of it, a fuzz
+# target counting once; exits non-zero on any failure.
 
 set -uo pipefail
 
@@ -66,9 +68,30 @@ suite() {
 	TOTAL_SKIP=$((TOTAL_SKIP + skip))
 }
 
+# fuzz SECONDS: every libFuzzer target for SECONDS (scripts/fuzz.sh), one
+# pass or fail each in the totals.
+fuzz() {
+	local log="$REPO/build-fuzz/fuzz-output.txt" pass fail rc=0
+	echo "=== fuzzing: each target for $1 s"
+	mkdir -p build-fuzz
+	CKPTCONV_FUZZ_BUILD_DIR=build-fuzz bash scripts/fuzz.sh "$1" 2>&1 | tee "$log" || rc=$?
+	pass=$(sed -n 's/^fuzz: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$log" | tail -1)
+	fail=$(sed -n 's/^fuzz: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$log" | tail -1)
+	pass=${pass:-0}
+	fail=${fail:-0}
+	if [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; then
+		fail=1
+	fi
+	[ "$fail" -eq 0 ] || STATUS=1
+	echo "=== fuzzing: $pass passed, $fail failed"
+	TOTAL_PASS=$((TOTAL_PASS + pass))
+	TOTAL_FAIL=$((TOTAL_FAIL + fail))
+}
+
 suite "warnings as errors" build-ci --enable-werror
 # Tests may read CKPTCONV_SANITIZERS: memory figures mean nothing under ASan.
 CKPTCONV_SANITIZERS=1 suite "sanitizers" build-asan --enable-sanitizers --enable-werror
+fuzz 20
 
 echo "$TOTAL_PASS passed, $TOTAL_FAIL failed, $TOTAL_SKIP skipped"
 exit "$STATUS"

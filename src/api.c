@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "ckptconv/api.h"
+#include "ckptconv/api_query.h"
 #include "ckptconv/err.h"
 #include "ckptconv/exec.h"
 #include "ckptconv/job.h"
@@ -43,10 +44,6 @@
 #include "ckptconv/registry.h"
 #include "ckptconv/ui.h"
 
-#define LIST_LIMIT_DEFAULT 50
-#define LIST_LIMIT_MAX 1000
-#define TENSORS_LIMIT_DEFAULT 1000
-#define TENSORS_LIMIT_MAX 10000
 #define PROGRESS_INTERVAL 0.5 /* seconds between progress events */
 #define KEEPALIVE_INTERVAL 15.0
 #define CONNECTION_MEMORY_LIMIT (64 * 1024)
@@ -407,31 +404,32 @@ static enum MHD_Result respond_errorf(struct MHD_Connection *c, struct request *
 	return respond_error(c, req, &je);
 }
 
-static const char *query(struct MHD_Connection *c, const char *name)
+/* The query string's arguments, as libmicrohttpd decoded them; they point
+ * into the connection's memory. */
+struct query_args {
+	struct api_query_arg *args;
+	size_t n;
+};
+
+static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+				   const char *value)
 {
-	return MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
+	struct query_args *q = cls;
+
+	(void)kind;
+	if (!key)
+		return MHD_YES;
+	q->args = xrealloc(q->args, (q->n + 1) * sizeof(*q->args));
+	q->args[q->n].name = key;
+	q->args[q->n].value = value;
+	q->n++;
+	return MHD_YES;
 }
 
-/* A whole decimal number in [min, max] from the query, or dflt when
- * absent; -1 when present but invalid. */
-static int query_number(struct MHD_Connection *c, const char *name, uint64_t min, uint64_t max,
-			uint64_t dflt, uint64_t *out)
+static void query_args_get(struct MHD_Connection *c, struct query_args *q)
 {
-	const char *text = query(c, name);
-	char *end;
-	unsigned long long v;
-
-	*out = dflt;
-	if (!text)
-		return 0;
-	if (*text < '0' || *text > '9')
-		return -1;
-	errno = 0;
-	v = strtoull(text, &end, 10);
-	if (errno || *end || v < min || v > max)
-		return -1;
-	*out = v;
-	return 0;
+	memset(q, 0, sizeof(*q));
+	MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_arg, q);
 }
 
 /* ---- health, readiness, metrics, version ------------------------------------------ */
@@ -683,71 +681,29 @@ out:
 	return rc;
 }
 
-struct label_filters {
-	const char *keys[JOB_LABELS_MAX];
-	const char *values[JOB_LABELS_MAX];
-	char *storage[JOB_LABELS_MAX];
-	size_t n;
-	bool invalid;
-};
-
-static enum MHD_Result collect_label(void *cls, enum MHD_ValueKind kind, const char *key,
-				     const char *value)
-{
-	struct label_filters *f = cls;
-	char *copy, *colon;
-
-	(void)kind;
-	if (strcmp(key, "label") != 0)
-		return MHD_YES;
-	if (!value || !(colon = strchr(value, ':')) || colon == value || f->n == JOB_LABELS_MAX) {
-		f->invalid = true;
-		return MHD_YES;
-	}
-	copy = xstrdup(value);
-	copy[colon - value] = '\0';
-	f->storage[f->n] = copy;
-	f->keys[f->n] = copy;
-	f->values[f->n] = copy + (colon - value) + 1;
-	f->n++;
-	return MHD_YES;
-}
-
 static enum MHD_Result handle_list(struct api *a, struct MHD_Connection *c, struct request *req)
 {
-	struct registry_filter f = {.state = -1};
-	struct label_filters labels = {0};
-	const char *state = query(c, "state");
-	uint64_t limit, cursor;
+	struct job_error je = {0};
+	struct api_jobs_query q;
+	struct registry_filter f;
+	struct query_args args;
 	enum MHD_Result rc;
-	size_t i;
 
-	if (state && (f.state = job_state_parse(state)) < 0)
-		return respond_errorf(
-			c, req, "state", "invalid_field",
-			"state must be one of queued, running, succeeded, failed, cancelled");
-	if (query_number(c, "limit", 1, LIST_LIMIT_MAX, LIST_LIMIT_DEFAULT, &limit) < 0)
-		return respond_errorf(c, req, "limit", "invalid_field",
-				      "limit must be a number from 1 to %d", LIST_LIMIT_MAX);
-	if (query_number(c, "cursor", 1, UINT64_MAX, 0, &cursor) < 0)
-		return respond_errorf(c, req, "cursor", "invalid_field",
-				      "cursor must be a next_cursor value of an earlier page");
-	MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_label, &labels);
-	if (labels.invalid) {
-		rc = respond_errorf(c, req, "label", "invalid_field",
-				    "label filters are written label=NAME:VALUE (at most %d)",
-				    JOB_LABELS_MAX);
+	query_args_get(c, &args);
+	if (api_jobs_query_parse(args.args, args.n, &q, &je) < 0) {
+		rc = respond_error(c, req, &je);
 		goto out;
 	}
-	f.limit = (size_t)limit;
-	f.before_seq = cursor;
-	f.label_keys = labels.keys;
-	f.label_values = labels.values;
-	f.nlabels = labels.n;
+	f.state = q.state;
+	f.limit = (size_t)q.limit;
+	f.before_seq = q.cursor;
+	f.label_keys = q.label_keys;
+	f.label_values = q.label_values;
+	f.nlabels = q.nlabels;
 	rc = respond_json(c, req, MHD_HTTP_OK, registry_list(a->reg, &f), NULL);
 out:
-	for (i = 0; i < labels.n; i++)
-		free(labels.storage[i]);
+	api_jobs_query_fini(&q);
+	free(args.args);
 	return rc;
 }
 
@@ -798,38 +754,25 @@ static enum MHD_Result handle_delete(struct api *a, struct MHD_Connection *c, st
 			    NULL);
 }
 
-static int tensor_state_parse(const char *name)
-{
-	int s;
-
-	for (s = TENSOR_PENDING; s <= TENSOR_FAILED; s++)
-		if (strcmp(tensor_state_name((enum tensor_state)s), name) == 0)
-			return s;
-	return -1;
-}
-
 static enum MHD_Result handle_tensors(struct api *a, struct MHD_Connection *c, struct request *req,
 				      const char *url)
 {
-	const char *state = query(c, "state");
+	struct job_error je = {0};
+	struct api_tensors_query q;
 	struct job_buf out = {0};
-	uint64_t offset, limit;
-	int filter = -1;
+	struct query_args args;
 	struct job *j;
+	int rc;
 
-	if (state && (filter = tensor_state_parse(state)) < 0)
-		return respond_errorf(c, req, "state", "invalid_field",
-				      "state must be one of pending, running, done, failed");
-	if (query_number(c, "offset", 0, UINT32_MAX, 0, &offset) < 0)
-		return respond_errorf(c, req, "offset", "invalid_field",
-				      "offset must be a number of 0 or more");
-	if (query_number(c, "limit", 1, TENSORS_LIMIT_MAX, TENSORS_LIMIT_DEFAULT, &limit) < 0)
-		return respond_errorf(c, req, "limit", "invalid_field",
-				      "limit must be a number from 1 to %d", TENSORS_LIMIT_MAX);
+	query_args_get(c, &args);
+	rc = api_tensors_query_parse(args.args, args.n, &q, &je);
+	free(args.args);
+	if (rc < 0)
+		return respond_error(c, req, &je);
 	j = lookup(a, req);
 	if (!j)
 		return job_not_found(c, req, url);
-	registry_tensors(a->reg, j, filter, (size_t)offset, (size_t)limit, &out);
+	registry_tensors(a->reg, j, q.state, (size_t)q.offset, (size_t)q.limit, &out);
 	job_unref(j);
 	job_buf_append(&out, "\n", 1);
 	return respond_data(c, req, MHD_HTTP_OK, "application/json", out.data, out.len, NULL, NULL);

@@ -156,13 +156,47 @@ static int open_store(const char *location, struct ckpt *c, char **single, struc
 
 /* ---- choosing the weight files ---- */
 
-static int parse_index(struct ckpt *c, json_t **weight_map_out, struct err *e)
+int ckpt_index_parse(const char *where, const char *text, size_t len, json_t **weight_map,
+		     struct err *e)
 {
 	json_error_t jerr;
 	json_t *root, *map, *v;
 	const char *key;
+
+	*weight_map = NULL;
+	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root)
+		return err_set(e, "index_invalid", "%s: not valid JSON: %s (line %d)", where,
+			       jerr.text, jerr.line);
+	map = json_object_get(root, "weight_map");
+	if (!json_is_object(map)) {
+		json_decref(root);
+		return err_set(e, "index_invalid", "%s: has no \"weight_map\" object", where);
+	}
+	if (json_object_size(map) == 0) {
+		json_decref(root);
+		return err_set(e, "index_invalid", "%s: the weight_map lists no tensor", where);
+	}
+	json_object_foreach(map, key, v) {
+		if (!json_is_string(v) || strchr(json_string_value(v), '/')) {
+			err_set(e, "index_invalid",
+				"%s: weight_map entry '%s' is not the name of a file beside the index",
+				where, key);
+			err_set_tensor(e, key);
+			json_decref(root);
+			return -1;
+		}
+	}
+	*weight_map = json_incref(map);
+	json_decref(root);
+	return 0;
+}
+
+static int parse_index(struct ckpt *c, json_t **weight_map_out, struct err *e)
+{
+	char *text, *where;
 	size_t len;
-	char *text;
+	int rc;
 
 	if (store_read_file(c->store, INDEX_NAME, SMALL_FILE_MAX, &text, &len, e))
 		return -1;
@@ -171,30 +205,12 @@ static int parse_index(struct ckpt *c, json_t **weight_map_out, struct err *e)
 		free(text);
 		return -1;
 	}
-	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (asprintf(&where, "%s/%s", c->store->location, INDEX_NAME) < 0)
+		abort();
+	rc = ckpt_index_parse(where, text, len, weight_map_out, e);
+	free(where);
 	free(text);
-	if (!root)
-		return err_set(e, "index_invalid", "%s/%s: not valid JSON: %s (line %d)",
-			       c->store->location, INDEX_NAME, jerr.text, jerr.line);
-	map = json_object_get(root, "weight_map");
-	if (!json_is_object(map)) {
-		json_decref(root);
-		return err_set(e, "index_invalid", "%s/%s: has no \"weight_map\" object",
-			       c->store->location, INDEX_NAME);
-	}
-	json_object_foreach(map, key, v) {
-		if (!json_is_string(v) || strchr(json_string_value(v), '/')) {
-			err_set(e, "index_invalid",
-				"%s/%s: weight_map entry '%s' is not the name of a file beside the index",
-				c->store->location, INDEX_NAME, key);
-			err_set_tensor(e, key);
-			json_decref(root);
-			return -1;
-		}
-	}
-	*weight_map_out = json_incref(map);
-	json_decref(root);
-	return 0;
+	return rc;
 }
 
 static int compare_names(const void *pa, const void *pb)
@@ -415,13 +431,32 @@ static int check_weight_map(struct ckpt *c, const json_t *map, struct err *e)
 
 /* ---- config.json and the other files ---- */
 
+int ckpt_config_parse(const char *where, const char *text, size_t len, json_t **config,
+		      struct err *e)
+{
+	json_error_t jerr;
+	json_t *root;
+
+	*config = NULL;
+	root = json_loadb(text, len, 0, &jerr);
+	if (!root)
+		return err_set(e, "config_invalid", "%s: not valid JSON: %s (line %d)", where,
+			       jerr.text, jerr.line);
+	if (!json_is_object(root)) {
+		json_decref(root);
+		return err_set(e, "config_invalid", "%s: not a JSON object", where);
+	}
+	*config = root;
+	return 0;
+}
+
 static int load_config(struct ckpt *c, const struct store_entry *entries, size_t n,
 		       unsigned flags, struct err *e)
 {
 	const struct store_entry *entry = find_entry(entries, n, CONFIG_NAME);
-	json_error_t jerr;
+	char *text, *where;
 	size_t len;
-	char *text;
+	int rc;
 
 	if (entry && entry->kind == STORE_OUTSIDE)
 		return store_outside_error(c->store, CONFIG_NAME, e);
@@ -438,18 +473,12 @@ static int load_config(struct ckpt *c, const struct store_entry *entries, size_t
 		free(text);
 		return -1;
 	}
-	c->config = json_loadb(text, len, 0, &jerr);
+	if (asprintf(&where, "%s/%s", c->store->location, CONFIG_NAME) < 0)
+		abort();
+	rc = ckpt_config_parse(where, text, len, &c->config, e);
+	free(where);
 	free(text);
-	if (!c->config)
-		return err_set(e, "config_invalid", "%s/%s: not valid JSON: %s (line %d)",
-			       c->store->location, CONFIG_NAME, jerr.text, jerr.line);
-	if (!json_is_object(c->config)) {
-		json_decref(c->config);
-		c->config = NULL;
-		return err_set(e, "config_invalid", "%s/%s: not a JSON object", c->store->location,
-			       CONFIG_NAME);
-	}
-	return 0;
+	return rc;
 }
 
 static bool is_weight_file(const struct ckpt *c, const char *name)

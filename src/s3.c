@@ -808,15 +808,9 @@ static bool xml_walk(const char *body, size_t len, xml_field_fn fn, void *arg)
 	return ok;
 }
 
-struct xml_error {
-	char code[64];
-	char message[200];
-	bool is_error;
-};
-
 static void error_field(void *arg, const char *path, const char *text)
 {
-	struct xml_error *x = arg;
+	struct s3_error_answer *x = arg;
 
 	if (strcmp(path, "Error") == 0)
 		x->is_error = true;
@@ -824,6 +818,12 @@ static void error_field(void *arg, const char *path, const char *text)
 		snprintf(x->code, sizeof(x->code), "%s", text);
 	else if (strcmp(path, "Error/Message") == 0)
 		snprintf(x->message, sizeof(x->message), "%s", text);
+}
+
+bool s3_error_answer_parse(const char *body, size_t len, struct s3_error_answer *out)
+{
+	memset(out, 0, sizeof(*out));
+	return xml_walk(body, len, error_field, out);
 }
 
 /* ---- calls ---- */
@@ -1138,12 +1138,11 @@ static void call_fail(struct call *k, enum call_state state, const char *code, c
 /* Decides what an error answer means: an HTTP error status, or a 200
  * whose body is an <Error>, which is retried alike when its code is a
  * transient one (InternalError, SlowDown, ...). */
-static void classify_error(struct call *k, const struct xml_error *error)
+static void classify_error(struct call *k, const struct s3_error_answer *error)
 {
-	struct xml_error x = *error;
+	struct s3_error_answer x = *error;
 	const char *code;
 	char what[300];
-
 	if (x.code[0])
 		snprintf(what, sizeof(what), "%s answered %ld %s (%s)", k->op, k->status, x.code,
 			 x.message[0] ? x.message : "no message");
@@ -1167,10 +1166,9 @@ static void classify_error(struct call *k, const struct xml_error *error)
 }
 
 /* The <Error> of an answer's body, if it is one. */
-static bool answer_error(const struct call *k, struct xml_error *x)
+static bool answer_error(const struct call *k, struct s3_error_answer *x)
 {
-	memset(x, 0, sizeof(*x));
-	xml_walk(k->answer.s ? k->answer.s : "", k->answer.len, error_field, x);
+	s3_error_answer_parse(k->answer.s ? k->answer.s : "", k->answer.len, x);
 	return x->is_error;
 }
 
@@ -1219,7 +1217,7 @@ static void check_ranged_answer(struct call *k)
 /* Decides what one finished attempt means. */
 static void call_finish(struct call *k, CURLcode rc)
 {
-	struct xml_error x;
+	struct s3_error_answer x;
 
 	if (rc != CURLE_OK && k->overflow) {
 		if (k->ranged && k->status == 200)
@@ -1452,6 +1450,33 @@ static void list_field(void *arg, const char *path, const char *text)
 	}
 }
 
+int s3_list_answer_parse(const char *body, size_t len, const char *where, struct s3_listing *out,
+			 bool *truncated, char **next_token, struct err *e)
+{
+	struct list_page page = {.out = out};
+	int rc = -1;
+
+	*truncated = false;
+	*next_token = NULL;
+	if (!xml_walk(body, len, list_field, &page) || !page.is_listing) {
+		err_set(e, "s3_bad_response", "%s: the listing is not a ListBucketResult", where);
+		goto out;
+	}
+	if (page.truncated && !page.next_token) {
+		err_set(e, "s3_bad_response", "%s: a truncated listing has no continuation token",
+			where);
+		goto out;
+	}
+	*truncated = page.truncated;
+	*next_token = page.next_token;
+	page.next_token = NULL;
+	rc = 0;
+out:
+	free(page.key);
+	free(page.next_token);
+	return rc;
+}
+
 void s3_listing_fini(struct s3_listing *l)
 {
 	size_t i;
@@ -1470,8 +1495,7 @@ static int list_page(struct s3_client *c, const char *bucket, const char *prefix
 		     struct err *e)
 {
 	struct sigv4_param params[5];
-	struct list_page page = {.out = out};
-	char max_keys[16];
+	char max_keys[16], *where = NULL, *next_token;
 	size_t n = 0;
 	struct call k;
 	int rc = -1;
@@ -1492,26 +1516,16 @@ static int list_page(struct s3_client *c, const char *bucket, const char *prefix
 	k.nparams = n;
 	if (perform_one(&k, e))
 		goto out;
-	if (!xml_walk(k.answer.s ? k.answer.s : "", k.answer.len, list_field, &page) ||
-	    !page.is_listing) {
-		err_set(e, "s3_bad_response", "s3://%s/%s: the listing is not a ListBucketResult",
-			bucket, prefix);
+	if (asprintf(&where, "s3://%s/%s", bucket, prefix) < 0)
+		abort();
+	if (s3_list_answer_parse(k.answer.s ? k.answer.s : "", k.answer.len, where, out, more,
+				 &next_token, e))
 		goto out;
-	}
-	if (page.truncated && !page.next_token) {
-		err_set(e, "s3_bad_response",
-			"s3://%s/%s: a truncated listing has no continuation token", bucket,
-			prefix);
-		goto out;
-	}
 	free(*token);
-	*token = page.next_token;
-	page.next_token = NULL;
-	*more = page.truncated;
+	*token = next_token;
 	rc = 0;
 out:
-	free(page.key);
-	free(page.next_token);
+	free(where);
 	call_fini(&k);
 	return rc;
 }
@@ -1619,7 +1633,7 @@ struct single_field {
 	const char *path;
 	char *value;
 	bool is_error;
-	struct xml_error error;
+	struct s3_error_answer error;
 };
 
 static void single_field(void *arg, const char *path, const char *text)
@@ -1633,11 +1647,42 @@ static void single_field(void *arg, const char *path, const char *text)
 	}
 }
 
+int s3_create_multipart_answer_parse(const char *body, size_t len, const char *where,
+				     char **upload_id, struct err *e)
+{
+	struct single_field f = {.path = "InitiateMultipartUploadResult/UploadId"};
+
+	*upload_id = NULL;
+	if (!xml_walk(body, len, single_field, &f) || !f.value || !*f.value) {
+		free(f.value);
+		return err_set(e, "s3_bad_response",
+			       "%s: CreateMultipartUpload answered no UploadId", where);
+	}
+	*upload_id = f.value;
+	return 0;
+}
+
+int s3_complete_multipart_answer_parse(const char *body, size_t len, const char *where,
+				       struct err *e)
+{
+	struct single_field f = {.path = "CompleteMultipartUploadResult/ETag"};
+	int rc = 0;
+
+	/* S3 may answer 200 and report a failure in the body. */
+	if (!xml_walk(body, len, single_field, &f) || f.error.is_error)
+		rc = err_set(e, f.error.is_error ? "s3_error" : "s3_bad_response",
+			     "%s: CompleteMultipartUpload failed: %s (%s)", where,
+			     f.error.code[0] ? f.error.code : "malformed answer",
+			     f.error.message[0] ? f.error.message : "no message");
+	free(f.value);
+	return rc;
+}
+
 int s3_multipart_create(struct s3_client *c, const char *bucket, const char *key, char **upload_id,
 			struct err *e)
 {
 	struct sigv4_param params[] = {{"uploads", ""}};
-	struct single_field f = {.path = "InitiateMultipartUploadResult/UploadId"};
+	char *where = NULL;
 	struct call k;
 	int rc = -1;
 
@@ -1648,17 +1693,12 @@ int s3_multipart_create(struct s3_client *c, const char *bucket, const char *key
 	k.content_type = "application/octet-stream";
 	if (perform_one(&k, e))
 		goto out;
-	if (!xml_walk(k.answer.s ? k.answer.s : "", k.answer.len, single_field, &f) || !f.value ||
-	    !*f.value) {
-		err_set(e, "s3_bad_response",
-			"s3://%s/%s: CreateMultipartUpload answered no UploadId", bucket, key);
-		goto out;
-	}
-	*upload_id = f.value;
-	f.value = NULL;
-	rc = 0;
+	if (asprintf(&where, "s3://%s/%s", bucket, key) < 0)
+		abort();
+	rc = s3_create_multipart_answer_parse(k.answer.s ? k.answer.s : "", k.answer.len, where,
+					      upload_id, e);
 out:
-	free(f.value);
+	free(where);
 	call_fini(&k);
 	return rc;
 }
@@ -1723,9 +1763,8 @@ int s3_multipart_complete(struct s3_client *c, const char *bucket, const char *k
 		"<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">";
 	static const char tail[] = "</CompleteMultipartUpload>";
 	struct sigv4_param params[] = {{"uploadId", upload_id}};
-	struct single_field f = {.path = "CompleteMultipartUploadResult/ETag"};
 	struct text body = {0};
-	char part[64];
+	char part[64], *where = NULL;
 	size_t i;
 	struct call k;
 	int rc = -1;
@@ -1747,15 +1786,12 @@ int s3_multipart_complete(struct s3_client *c, const char *bucket, const char *k
 	k.error_in_ok = true;
 	if (perform_one(&k, e))
 		goto out;
-	if (!xml_walk(k.answer.s ? k.answer.s : "", k.answer.len, single_field, &f)) {
-		err_set(e, "s3_bad_response",
-			"s3://%s/%s: CompleteMultipartUpload answered 200 with a malformed body",
-			bucket, key);
-		goto out;
-	}
-	rc = 0;
+	if (asprintf(&where, "s3://%s/%s", bucket, key) < 0)
+		abort();
+	rc = s3_complete_multipart_answer_parse(k.answer.s ? k.answer.s : "", k.answer.len, where,
+						e);
 out:
-	free(f.value);
+	free(where);
 	text_reset(&body);
 	call_fini(&k);
 	return rc;

@@ -420,6 +420,27 @@ START_TEST(test_missing_experts_many)
 }
 END_TEST
 
+/* A num_experts no checkpoint of this size can hold is refused before
+ * anything is sized by it, with or without expert parallelism. */
+START_TEST(test_num_experts_beyond_checkpoint)
+{
+	static const char first[] = "model.layers.1.mlp.experts.0.down_proj.weight";
+	struct testckpt *tc = tiny(LAYOUT_HF);
+
+	json_object_set_new(tc->config, "num_experts", json_integer(4000000000));
+	expect_error(tc, &to_native, "missing_experts", first,
+		     "1 MoE layers x 4000000000 experts x 3 projections (num_experts 4000000000)");
+	/* 3 x num_experts wraps around to 2 in 64 bits. */
+	tc = tiny(LAYOUT_HF);
+	json_object_set_new(tc->config, "num_experts", json_integer(6148914691236517206));
+	expect_error(tc, &to_native, "missing_experts", first, "x 6148914691236517206 experts");
+	tc = tiny(LAYOUT_HF);
+	json_object_set_new(tc->config, "num_experts", json_integer(INT64_MAX));
+	expect_error(tc, &(struct conv){.to = LAYOUT_NATIVE, .ep_size = 65536, .ep_rank = 65535},
+		     "missing_experts", first, "x 140737488355327 experts x 3 projections");
+}
+END_TEST
+
 START_TEST(test_expert_shapes)
 {
 	struct testckpt *tc = tiny(LAYOUT_HF);
@@ -1090,13 +1111,13 @@ START_TEST(test_config_many_experts)
 	json_object_set_new(tc->config, "num_experts", json_integer((1LL << 48) - 1));
 	expect_error(tc, &to_native, "missing_experts",
 		     "model.layers.1.mlp.experts.0.down_proj.weight",
-		     "num_experts 281474976710655 means 844424930131965 expert weights in this "
-		     "layer, more than the 35 tensors");
+		     "x 281474976710655 experts x 3 projections (num_experts 281474976710655) "
+		     "are more expert weights than the checkpoint's 35 tensors");
 	tc = tiny(LAYOUT_HF);
 	json_object_set_new(tc->config, "num_experts", json_integer(1LL << 40));
 	expect_error(tc, &(struct conv){.to = LAYOUT_NATIVE, .ep_size = 4, .ep_rank = 3},
 		     "missing_experts", "model.layers.1.mlp.experts.0.down_proj.weight",
-		     "num_experts 1099511627776 means 824633720832 expert weights");
+		     "x 274877906944 experts x 3 projections (num_experts 1099511627776)");
 	tc = tiny(LAYOUT_NATIVE);
 	json_object_set_new(tc->config, "num_experts", json_integer(1LL << 40));
 	expect_error(tc, &to_hf, "grouped_shape_mismatch", "model.layers.1.mlp.experts.down_projs",
@@ -1489,6 +1510,7 @@ static Suite *adapter_suite(void)
 	tcase_add_test(bad, test_qkv_rows);
 	tcase_add_test(bad, test_missing_experts);
 	tcase_add_test(bad, test_missing_experts_many);
+	tcase_add_test(bad, test_num_experts_beyond_checkpoint);
 	tcase_add_test(bad, test_expert_shapes);
 	tcase_add_test(bad, test_expert_out_of_range);
 	tcase_add_test(bad, test_native_grouped_shapes);

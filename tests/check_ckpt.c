@@ -296,6 +296,24 @@ START_TEST(test_index_weight_map_not_object)
 }
 END_TEST
 
+/* An index naming no tensor is refused, not opened as a checkpoint
+ * without tensors whose shards are all skipped. */
+START_TEST(test_index_weight_map_empty)
+{
+	struct ckpt *c = NULL;
+	struct err e = {0};
+
+	write_sharded("{\"metadata\": {\"total_size\": 0}, \"weight_map\": {}}");
+	expect_open_fails(tmpdir, 0, "index_invalid", "model.safetensors.index.json",
+			  "the weight_map lists no tensor");
+	/* The same files open with a proper index. */
+	write_text("model.safetensors.index.json", GOOD_INDEX);
+	ck_assert_msg(ckpt_open(tmpdir, 0, &c, &e) == 0, "%s", e.msg);
+	ck_assert_uint_eq(c->ntensors, 3);
+	ckpt_free(c);
+}
+END_TEST
+
 START_TEST(test_weight_map_wrong_file)
 {
 	write_sharded("{\"weight_map\": {\"a\": \"model-00001-of-00002.safetensors\", "
@@ -724,6 +742,77 @@ START_TEST(test_confined_extra_outside_skipped)
 }
 END_TEST
 
+/* The parsers over bytes: they read exactly `len` bytes, name `where` in
+ * their errors, and hand back nothing on failure. */
+START_TEST(test_index_parse)
+{
+	static const char text[] =
+		"{\"metadata\": {\"total_size\": 8}, \"weight_map\": {\"a\": \"x.safetensors\", "
+		"\"b\": \"y.safetensors\"}}trailing garbage";
+	const size_t len = strlen(text) - strlen("trailing garbage");
+	struct err e = {0};
+	json_t *map = NULL;
+	const char *text2;
+
+	ck_assert_int_eq(ckpt_index_parse("m/model.safetensors.index.json", text, len, &map, &e),
+			 0);
+	ck_assert_ptr_null(e.code);
+	ck_assert_uint_eq(json_object_size(map), 2);
+	ck_assert_str_eq(json_string_value(json_object_get(map, "b")), "y.safetensors");
+	json_decref(map);
+
+	map = (json_t *)1;
+	ck_assert_int_eq(ckpt_index_parse("m/model.safetensors.index.json", text, strlen(text),
+					  &map, &e),
+			 -1);
+	ck_assert_ptr_null(map);
+	ck_assert_str_eq(e.code, "index_invalid");
+	ck_assert_ptr_nonnull(strstr(e.msg, "m/model.safetensors.index.json: not valid JSON"));
+
+	err_clear(&e);
+	text2 = "{\"weight_map\": {\"w\": \"../x.safetensors\"}}";
+	ck_assert_int_eq(ckpt_index_parse("idx", text2, strlen(text2), &map, &e), -1);
+	ck_assert_str_eq(e.code, "index_invalid");
+	ck_assert_str_eq(e.tensor, "w");
+	ck_assert_ptr_null(map);
+
+	err_clear(&e);
+	text2 = "{\"metadata\": {\"total_size\": 0}, \"weight_map\": {}}";
+	ck_assert_int_eq(ckpt_index_parse("idx", text2, strlen(text2), &map, &e), -1);
+	ck_assert_str_eq(e.code, "index_invalid");
+	ck_assert_str_eq(e.msg, "idx: the weight_map lists no tensor");
+
+	err_clear(&e);
+	text2 = "{\"weight_map\": {\"w\": \"a\", \"w\": \"b\"}}";
+	ck_assert_int_eq(ckpt_index_parse("idx", text2, strlen(text2), &map, &e), -1);
+	ck_assert_str_eq(e.code, "index_invalid");
+}
+END_TEST
+
+START_TEST(test_config_parse)
+{
+	static const char text[] = "{\"num_experts\": 4}[";
+	struct err e = {0};
+	json_t *config = NULL;
+
+	ck_assert_int_eq(ckpt_config_parse("m/config.json", text, strlen(text) - 1, &config, &e),
+			 0);
+	ck_assert_int_eq(json_integer_value(json_object_get(config, "num_experts")), 4);
+	json_decref(config);
+
+	ck_assert_int_eq(ckpt_config_parse("m/config.json", text, strlen(text), &config, &e), -1);
+	ck_assert_ptr_null(config);
+	ck_assert_str_eq(e.code, "config_invalid");
+	ck_assert_ptr_nonnull(strstr(e.msg, "m/config.json: not valid JSON"));
+
+	err_clear(&e);
+	ck_assert_int_eq(ckpt_config_parse("m/config.json", "[4]", strlen("[4]"), &config, &e), -1);
+	ck_assert_ptr_null(config);
+	ck_assert_str_eq(e.code, "config_invalid");
+	ck_assert_str_eq(e.msg, "m/config.json: not a JSON object");
+}
+END_TEST
+
 static Suite *ckpt_suite(void)
 {
 	Suite *s = suite_create("ckpt");
@@ -754,6 +843,7 @@ static Suite *ckpt_suite(void)
 	tcase_add_test(bad, test_index_missing_file);
 	tcase_add_test(bad, test_index_invalid);
 	tcase_add_test(bad, test_index_weight_map_not_object);
+	tcase_add_test(bad, test_index_weight_map_empty);
 	tcase_add_test(bad, test_weight_map_wrong_file);
 	tcase_add_test(bad, test_weight_map_lacks_tensor);
 	tcase_add_test(bad, test_weight_map_extra_tensor);
@@ -765,6 +855,8 @@ static Suite *ckpt_suite(void)
 	tcase_add_test(bad, test_several_files_without_index);
 	tcase_add_test(bad, test_no_weights);
 	tcase_add_test(bad, test_source_not_found);
+	tcase_add_test(bad, test_index_parse);
+	tcase_add_test(bad, test_config_parse);
 	suite_add_tcase(s, golden_tc);
 	suite_add_tcase(s, open_tc);
 	suite_add_tcase(s, bad);

@@ -700,6 +700,126 @@ START_TEST(test_list_pages)
 }
 END_TEST
 
+/* The answer parsers over bytes, without a server. */
+START_TEST(test_list_answer_parse)
+{
+	static const char page[] =
+		"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+		"<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+		"<IsTruncated>true</IsTruncated><NextContinuationToken>t1</NextContinuationToken>"
+		"<Contents><Size>7</Size></Contents>"
+		"<Contents><Key>p/a &amp; b</Key><Size>3</Size></Contents>"
+		"<CommonPrefixes><Prefix>p/sub/</Prefix></CommonPrefixes></ListBucketResult>";
+	static const char no_token[] =
+		"<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>";
+	static const char not_listing[] = "<Error><Code>x</Code></Error>";
+	struct s3_listing l = {0};
+	struct err e = {0};
+	char *token = NULL;
+	bool truncated = false;
+
+	ck_assert_int_eq(s3_list_answer_parse(page, strlen(page), "s3://b/p/", &l, &truncated,
+					      &token, &e),
+			 0);
+	ck_assert(truncated);
+	ck_assert_str_eq(token, "t1");
+	free(token);
+	/* The Contents without a Key is skipped. */
+	ck_assert_uint_eq(l.nobjects, 1);
+	ck_assert_str_eq(l.objects[0].key, "p/a & b");
+	ck_assert_uint_eq(l.objects[0].size, 3);
+	ck_assert_uint_eq(l.nprefixes, 1);
+	ck_assert_str_eq(l.prefixes[0], "p/sub/");
+	s3_listing_fini(&l);
+
+	ck_assert_int_eq(s3_list_answer_parse(no_token, strlen(no_token), "s3://b/p/", &l,
+					      &truncated, &token, &e),
+			 -1);
+	ck_assert_str_eq(e.code, "s3_bad_response");
+	ck_assert_str_eq(e.msg, "s3://b/p/: a truncated listing has no continuation token");
+	ck_assert_ptr_null(token);
+	ck_assert(!truncated);
+	s3_listing_fini(&l);
+
+	err_clear(&e);
+	ck_assert_int_eq(s3_list_answer_parse(not_listing, strlen(not_listing), "s3://b/p/", &l,
+					      &truncated, &token, &e),
+			 -1);
+	ck_assert_str_eq(e.code, "s3_bad_response");
+	ck_assert_str_eq(e.msg, "s3://b/p/: the listing is not a ListBucketResult");
+	s3_listing_fini(&l);
+
+	/* Bytes past `len` are not read: the page cut short is malformed. */
+	err_clear(&e);
+	ck_assert_int_eq(s3_list_answer_parse(page, strlen(page) - 1, "s3://b/p/", &l, &truncated,
+					      &token, &e),
+			 -1);
+	ck_assert_str_eq(e.code, "s3_bad_response");
+	s3_listing_fini(&l);
+}
+END_TEST
+
+START_TEST(test_error_answer_parse)
+{
+	static const char answer[] = "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code>"
+				     "<Message>The specified key does not exist.</Message></Error>";
+	struct s3_error_answer x;
+
+	ck_assert(s3_error_answer_parse(answer, strlen(answer), &x));
+	ck_assert(x.is_error);
+	ck_assert_str_eq(x.code, "NoSuchKey");
+	ck_assert_str_eq(x.message, "The specified key does not exist.");
+	ck_assert(!s3_error_answer_parse("Service Unavailable", strlen("Service Unavailable"), &x));
+	ck_assert(!x.is_error);
+	ck_assert_str_eq(x.code, "");
+	ck_assert_str_eq(x.message, "");
+}
+END_TEST
+
+START_TEST(test_multipart_answer_parse)
+{
+	static const char created[] =
+		"<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key>"
+		"<UploadId>VXBsb2FkIElE</UploadId></InitiateMultipartUploadResult>";
+	static const char no_id[] =
+		"<InitiateMultipartUploadResult><UploadId></UploadId></InitiateMultipartUploadResult>";
+	static const char completed[] = "<CompleteMultipartUploadResult><ETag>\"3858f6-9\"</ETag>"
+					"</CompleteMultipartUploadResult>";
+	static const char failed[] = "<Error><Code>InternalError</Code><Message>We encountered an "
+				     "internal error.</Message></Error>";
+	struct err e = {0};
+	char *upload_id = NULL;
+
+	ck_assert_int_eq(s3_create_multipart_answer_parse(created, strlen(created), "s3://b/k",
+							  &upload_id, &e),
+			 0);
+	ck_assert_str_eq(upload_id, "VXBsb2FkIElE");
+	free(upload_id);
+	ck_assert_int_eq(s3_create_multipart_answer_parse(no_id, strlen(no_id), "s3://b/k",
+							  &upload_id, &e),
+			 -1);
+	ck_assert_ptr_null(upload_id);
+	ck_assert_str_eq(e.code, "s3_bad_response");
+	ck_assert_str_eq(e.msg, "s3://b/k: CreateMultipartUpload answered no UploadId");
+
+	err_clear(&e);
+	ck_assert_int_eq(s3_complete_multipart_answer_parse(completed, strlen(completed),
+							    "s3://b/k", &e),
+			 0);
+	ck_assert_ptr_null(e.code);
+	ck_assert_int_eq(s3_complete_multipart_answer_parse(failed, strlen(failed), "s3://b/k", &e),
+			 -1);
+	ck_assert_str_eq(e.code, "s3_error");
+	ck_assert_str_eq(e.msg, "s3://b/k: CompleteMultipartUpload failed: InternalError (We "
+				"encountered an internal error.)");
+	err_clear(&e);
+	ck_assert_int_eq(s3_complete_multipart_answer_parse("<Complete", strlen("<Complete"),
+							    "s3://b/k", &e),
+			 -1);
+	ck_assert_str_eq(e.code, "s3_bad_response");
+}
+END_TEST
+
 START_TEST(test_store_listing_and_view)
 {
 	struct store_entry *entries;
@@ -1163,6 +1283,9 @@ static Suite *s3_suite(void)
 	tcase_add_test(t, test_error_codes);
 	tcase_add_test(t, test_complete_error_with_200_is_retried);
 	tcase_add_test(t, test_list_pages);
+	tcase_add_test(t, test_list_answer_parse);
+	tcase_add_test(t, test_error_answer_parse);
+	tcase_add_test(t, test_multipart_answer_parse);
 	suite_add_tcase(s, t);
 	t = tcase_create("store");
 	tcase_set_timeout(t, 60);

@@ -66,6 +66,26 @@ enum ckpt_open_flags {
 int ckpt_open(const char *location, unsigned flags, struct ckpt **out, struct err *e);
 void ckpt_free(struct ckpt *c);
 
+/* Parses the `len` bytes of a model.safetensors.index.json (HF's index of
+ * a sharded checkpoint; need not be NUL-terminated): a JSON object, no
+ * duplicate keys, whose "weight_map" object maps every tensor name (at
+ * least one) to the shard file holding it, a file beside the index (no
+ * '/').  Its other
+ * members (metadata.total_size) are not used.  `where` names the file in
+ * errors.  On success *weight_map is a new reference (json_decref it); on
+ * failure NULL.  No I/O; any thread.  Code: index_invalid (with the tensor
+ * when one weight_map entry is at fault). */
+int ckpt_index_parse(const char *where, const char *text, size_t len, json_t **weight_map,
+		     struct err *e);
+
+/* Parses the `len` bytes of a config.json (need not be NUL-terminated):
+ * one JSON object.  `where` names the file in errors.  On success *config
+ * is a new reference (json_decref it); on failure NULL.  The adapters read
+ * the keys they need (adapter.h).  No I/O; any thread.  Code:
+ * config_invalid. */
+int ckpt_config_parse(const char *where, const char *text, size_t len, json_t **config,
+		      struct err *e);
+
 /* Index of the tensor named `name`, or -1. O(log n). */
 long ckpt_find(const struct ckpt *c, const char *name);
 

@@ -119,6 +119,46 @@ int s3_multipart_complete(struct s3_client *c, const char *bucket, const char *k
 int s3_multipart_abort(struct s3_client *c, const char *bucket, const char *key,
 		       const char *upload_id, struct err *e);
 
+/* S3's XML answers, parsed from the `len` bytes of a body (need not be
+ * NUL-terminated) by expat.  No I/O; any thread.  `where` names the
+ * location ("s3://bucket/key") in errors.  Elements are matched by their
+ * path from the root, namespaces as sent; elements nested deeper than 32
+ * levels make the answer malformed.  (AWS S3 API Reference: ListObjectsV2,
+ * CreateMultipartUpload, CompleteMultipartUpload, Error Responses.) */
+
+/* An error answer, <Error><Code/><Message/></Error>.  code and message are
+ * "" when absent and cut to fit. */
+struct s3_error_answer {
+	char code[64];
+	char message[200];
+	bool is_error; /* the root element is Error */
+};
+/* Fills *out from whatever the body holds; false when it is not
+ * well-formed XML (what was read before the fault is kept). */
+bool s3_error_answer_parse(const char *body, size_t len, struct s3_error_answer *out);
+
+/* One page of a ListObjectsV2 answer (ListBucketResult): appends its
+ * Contents (Key, Size; entries without a Key are skipped) to out->objects
+ * and its CommonPrefixes to out->prefixes (the caller owns *out and frees it
+ * with s3_listing_fini, also after an error).  *truncated is IsTruncated;
+ * *next_token the NextContinuationToken (malloc'd) or NULL.  Code:
+ * s3_bad_response (not XML, not a ListBucketResult, or truncated without a
+ * continuation token). */
+int s3_list_answer_parse(const char *body, size_t len, const char *where, struct s3_listing *out,
+			 bool *truncated, char **next_token, struct err *e);
+
+/* CreateMultipartUpload's answer: *upload_id (malloc'd) is
+ * InitiateMultipartUploadResult/UploadId.  Code: s3_bad_response (none, or
+ * empty, or not XML). */
+int s3_create_multipart_answer_parse(const char *body, size_t len, const char *where,
+				     char **upload_id, struct err *e);
+
+/* CompleteMultipartUpload's answer, which may be an Error even with HTTP
+ * 200.  Codes: s3_error (an Error, naming its Code and Message),
+ * s3_bad_response (not XML). */
+int s3_complete_multipart_answer_parse(const char *body, size_t len, const char *where,
+				       struct err *e);
+
 /* The request the client would send, signed at `when` (for signature
  * tests).  range: NULL or a Range header value. */
 struct s3_signed_request {

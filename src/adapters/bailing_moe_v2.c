@@ -602,34 +602,35 @@ static void expert_groups_fini(struct expert_groups *g)
 	free(g->items);
 }
 
-/* Source tensor of expert x's projection k, x in [start, end). */
-static long *expert_slot(const struct expert_groups *g, const struct expert_group *grp, uint64_t x,
-			 int k)
+/* The slot of stacked expert x (start <= x < end), projection k. */
+static long *slot_of(const struct expert_groups *g, const struct expert_group *grp, uint64_t x,
+		     int k)
 {
 	return &grp->slots[(x - g->start) * PROJ_COUNT + (uint64_t)k];
 }
 
-/* The group of layer `name` (its first len bytes), made on first use.  A
- * layer needs all (end - start) x 3 expert weights; when the checkpoint
- * holds fewer tensors than that, they cannot all be there, which is said
- * before room for them is made. */
+/* The group of layer `name` (its first len bytes), made on first use.  Each
+ * group needs the three projections of every stacked expert, so groups that
+ * the checkpoint's tensors cannot fill are refused before their slots, sized
+ * by num_experts, are allocated (every product overflow-checked). */
 static struct expert_group *expert_group_get(struct expert_groups *g, const struct ckpt *c,
 					     const char *name, size_t len, struct err *e)
 {
-	uint64_t k, nslots = (g->end - g->start) * PROJ_COUNT;
 	struct expert_group *grp;
+	uint64_t k, nslots, needed;
 	size_t i;
 
 	for (i = g->n; i-- > 0;)
 		if (strlen(g->items[i].base) == len && memcmp(g->items[i].base, name, len) == 0)
 			return &g->items[i];
-	if (nslots > c->ntensors) {
+	if (!u64_mul(g->end - g->start, PROJ_COUNT, &nslots) ||
+	    !u64_mul(nslots, (uint64_t)g->n + 1, &needed) || needed > c->ntensors) {
 		err_set_tensor(e, name);
 		err_set(e, "missing_experts",
-			"%s: num_experts %" PRIu64 " means %" PRIu64
-			" expert weights in this layer, more than the %zu tensors the checkpoint "
-			"holds",
-			name, g->experts, nslots, c->ntensors);
+			"%s: %zu MoE layers x %" PRIu64
+			" experts x %d projections (num_experts %" PRIu64
+			") are more expert weights than the checkpoint's %zu tensors",
+			name, g->n + 1, g->end - g->start, PROJ_COUNT, g->experts, c->ntensors);
 		return NULL;
 	}
 	g->items = xrealloc(g->items, (g->n + 1) * sizeof(*g->items));
@@ -657,9 +658,10 @@ static int collect_expert(struct expert_groups *g, const struct ckpt *c, uint32_
 	grp = expert_group_get(g, c, name, x->base_len, e);
 	if (!grp)
 		return -1;
+	/* Only the stacked experts (an expert-parallel rank's share) matter. */
 	if (x->expert < g->start || x->expert >= g->end)
-		return 0; /* another expert-parallel rank's */
-	slot = expert_slot(g, grp, x->expert, x->proj);
+		return 0;
+	slot = slot_of(g, grp, x->expert, x->proj);
 	if (*slot >= 0) {
 		err_set_tensor(e, name);
 		return err_set(e, "duplicate_tensor",
@@ -681,7 +683,7 @@ static int check_complete(const struct expert_groups *g, struct err *e)
 	for (i = 0; i < g->n; i++)
 		for (x = g->start; x < g->end; x++)
 			for (k = 0; k < PROJ_COUNT; k++) {
-				if (*expert_slot(g, &g->items[i], x, k) >= 0)
+				if (*slot_of(g, &g->items[i], x, k) >= 0)
 					continue;
 				if (missing < MISSING_NAMES_SHOWN && used < sizeof(shown))
 					used += (size_t)snprintf(shown + used, sizeof(shown) - used,
@@ -744,14 +746,14 @@ static int check_expert(const struct ckpt *c, const struct dims *d, const struct
 static int check_shapes(const struct ckpt *c, const struct dims *d, const struct expert_groups *g,
 			const struct expert_group *grp, struct err *e)
 {
-	enum dtype first = c->tensors[*expert_slot(g, grp, g->start, PROJ_GATE)].dtype;
+	enum dtype first = c->tensors[*slot_of(g, grp, g->start, PROJ_GATE)].dtype;
 	uint64_t x;
 	int k;
 
 	for (x = g->start; x < g->end; x++)
 		for (k = 0; k < PROJ_COUNT; k++)
-			if (check_expert(c, d, g, *expert_slot(g, grp, x, k), (enum proj)k, first,
-					 e) < 0)
+			if (check_expert(c, d, g, *slot_of(g, grp, x, k), (enum proj)k, first, e) <
+			    0)
 				return -1;
 	return 0;
 }
@@ -771,8 +773,8 @@ static int emit_gate_up(struct plan *p, const struct ckpt *c, const struct dims 
 	int rc = t < 0 ? -1 : 0;
 
 	for (k = 0; k < n && rc == 0; k++) {
-		uint32_t gate = (uint32_t)*expert_slot(g, grp, g->start + k, PROJ_GATE);
-		uint32_t up = (uint32_t)*expert_slot(g, grp, g->start + k, PROJ_UP);
+		uint32_t gate = (uint32_t)*slot_of(g, grp, g->start + k, PROJ_GATE);
+		uint32_t up = (uint32_t)*slot_of(g, grp, g->start + k, PROJ_UP);
 
 		for (h0 = 0; h0 < H && rc == 0; h0 = h1) {
 			h1 = H - h0 < per ? H : h0 + per;
@@ -803,7 +805,7 @@ static int emit_down(struct plan *p, const struct ckpt *c, const struct dims *d,
 	int rc = t < 0 ? -1 : 0;
 
 	for (k = 0; k < n && rc == 0; k++) {
-		uint32_t down = (uint32_t)*expert_slot(g, grp, g->start + k, PROJ_DOWN);
+		uint32_t down = (uint32_t)*slot_of(g, grp, g->start + k, PROJ_DOWN);
 
 		for (i0 = 0; i0 < I && rc == 0; i0 = i1) {
 			i1 = I - i0 < per ? I : i0 + per;
@@ -835,7 +837,7 @@ static int emit_groups(struct plan *p, const struct ckpt *c, const struct dims *
 		if (check_shapes(c, d, g, grp, e) < 0)
 			return -1;
 		if (to == DTYPE_INVALID)
-			to = c->tensors[*expert_slot(g, grp, g->start, PROJ_GATE)].dtype;
+			to = c->tensors[*slot_of(g, grp, g->start, PROJ_GATE)].dtype;
 		if (emit_gate_up(p, c, d, g, grp, to, e) < 0 ||
 		    emit_down(p, c, d, g, grp, to, e) < 0)
 			return -1;

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fuzz.h: what every libFuzzer target of tests/fuzz/ checks besides the
+ * sanitizers: a failing parse reports an error code from the catalogue,
+ * and not one of a bug; a successful one reports none; the properties a
+ * target asserts hold.  A broken property aborts, which libFuzzer records
+ * as a crash with its input.
+ */
+#ifndef CKPTCONV_FUZZ_H
+#define CKPTCONV_FUZZ_H
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ckptconv/err.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+
+__attribute__((format(printf, 1, 2), noreturn)) static inline void fuzz_fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fputs("fuzz: property broken: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	abort();
+}
+
+/* rc is a parser's result (0 or negative) and e its error.  plan_invalid
+ * and internal_error say the program is wrong (docs/errors.md): no input
+ * may cause them. */
+static inline void fuzz_check_err(const char *what, int rc, const struct err *e)
+{
+	if (rc == 0 && e->code)
+		fuzz_fail("%s succeeded but set error %s (%s)", what, e->code, e->msg);
+	if (rc < 0 && !e->code)
+		fuzz_fail("%s failed without an error code", what);
+	if (rc < 0 && !err_code_known(e->code))
+		fuzz_fail("%s failed with %s, which is not in the catalogue", what, e->code);
+	if (rc < 0 &&
+	    (strcmp(e->code, "plan_invalid") == 0 || strcmp(e->code, "internal_error") == 0))
+		fuzz_fail("%s failed with %s: %s", what, e->code, e->msg);
+	if (rc > 0)
+		fuzz_fail("%s returned %d", what, rc);
+}
+
+#endif
