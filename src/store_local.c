@@ -306,7 +306,7 @@ struct local_writer {
 	int fd;
 	int dirfd; /* the store's */
 	char *tmp_name;
-	char *tmp_path; /* for messages */
+	char *path; /* the final file's path, which messages name */
 };
 
 static struct local_store *local(struct store *s)
@@ -761,7 +761,7 @@ static void writer_free(struct local_writer *w)
 {
 	free(w->base.name);
 	free(w->tmp_name);
-	free(w->tmp_path);
+	free(w->path);
 	free(w);
 }
 
@@ -788,11 +788,11 @@ static int open_writer(struct store *base, const char *name, uint64_t size, char
 	w->base.size = size;
 	w->dirfd = dirfd;
 	w->tmp_name = tmp_name;
-	w->tmp_path = join(base->location, tmp_name);
-	w->fd = create_tmp(dirfd, w->tmp_name, w->tmp_path, e);
+	w->path = join(base->location, name);
+	w->fd = create_tmp(dirfd, w->tmp_name, w->path, e);
 	if (w->fd < 0)
 		goto out_free;
-	if (reserve_space(w->fd, w->tmp_path, size, e))
+	if (reserve_space(w->fd, w->path, size, e))
 		goto out_unlink;
 	*out = &w->base;
 	return 0;
@@ -822,7 +822,7 @@ static int local_writer_write(struct store_writer *base, uint64_t off, const voi
 		if (put < 0 && errno == EINTR)
 			continue;
 		if (put < 0)
-			return write_error(w->tmp_path, errno, e);
+			return write_error(w->path, errno, e);
 		done += (size_t)put;
 	}
 	return 0;
@@ -835,12 +835,12 @@ static int local_writer_commit(struct store_writer *base, struct err *e)
 	int rc = -1;
 
 	if (durable && fsync(w->fd) != 0) {
-		write_error(w->tmp_path, errno, e);
+		write_error(w->path, errno, e);
 		goto out_unlink;
 	}
 	if (close(w->fd) != 0) {
 		w->fd = -1;
-		write_error(w->tmp_path, errno, e);
+		write_error(w->path, errno, e);
 		goto out_unlink;
 	}
 	w->fd = -1;
