@@ -44,6 +44,12 @@ struct conversion {
 	atomic_bool cancelled;
 	bool ran;
 
+	/* While suspended (ckpt->store NULL): where the source's store was
+	 * and its top-level entries then. */
+	char *source_store;
+	struct store_entry *source_entries;
+	size_t nsource_entries;
+
 	/* What this conversion published outside exec, for the cleanup. */
 	struct strvec published;
 	bool *skip_file;            /* a partition: the files it does not write */
@@ -217,6 +223,8 @@ void conversion_free(struct conversion *c)
 	strvec_fini(&c->published);
 	free(c->skip_file);
 	strvec_fini(&c->warnings);
+	store_entries_free(c->source_entries, c->nsource_entries);
+	free(c->source_store);
 	free(c->exclude);
 	free(c->dst_location);
 	free(c->src_location);
@@ -231,6 +239,62 @@ const struct plan *conversion_plan(const struct conversion *c)
 const struct strvec *conversion_warnings(const struct conversion *c)
 {
 	return &c->warnings;
+}
+
+/* ---- waiting ------------------------------------------------------------ */
+
+int conversion_suspend(struct conversion *c, struct err *e)
+{
+	if (!c->ckpt->store)
+		return 0;
+	if (store_list(c->ckpt->store, &c->source_entries, &c->nsource_entries, e))
+		return -1;
+	c->source_store = xstrdup(c->ckpt->store->location);
+	store_free(c->ckpt->store);
+	c->ckpt->store = NULL;
+	return 0;
+}
+
+static bool same_entries(const struct store_entry *a, size_t na, const struct store_entry *b,
+			 size_t nb)
+{
+	size_t i;
+
+	if (na != nb)
+		return false;
+	for (i = 0; i < na; i++)
+		if (strcmp(a[i].name, b[i].name) != 0 || a[i].size != b[i].size ||
+		    a[i].kind != b[i].kind)
+			return false;
+	return true;
+}
+
+int conversion_resume(struct conversion *c, struct err *e)
+{
+	struct store_entry *entries = NULL;
+	struct store *s = NULL;
+	size_t n = 0;
+	int rc = -1;
+
+	if (c->ckpt->store)
+		return 0;
+	if (store_open(c->source_store, &s, e) || store_list(s, &entries, &n, e))
+		goto out;
+	rc = 1;
+	if (!same_entries(c->source_entries, c->nsource_entries, entries, n))
+		goto out;
+	c->ckpt->store = s;
+	s = NULL;
+	store_entries_free(c->source_entries, c->nsource_entries);
+	c->source_entries = NULL;
+	c->nsource_entries = 0;
+	free(c->source_store);
+	c->source_store = NULL;
+	rc = 0;
+out:
+	store_entries_free(entries, n);
+	store_free(s);
+	return rc;
 }
 
 /* ---- running ------------------------------------------------------------ */
@@ -393,6 +457,8 @@ int conversion_run(struct conversion *c, struct exec_pool *pool, struct err *e)
 
 	if (c->ran)
 		return err_set(e, "internal_error", "a conversion runs only once");
+	if (!c->ckpt->store)
+		return err_set(e, "internal_error", "a suspended conversion runs once resumed");
 	c->ran = true;
 	if (is_cancelled(c)) {
 		cancelled_error(e);

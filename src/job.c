@@ -184,6 +184,7 @@ void job_unref(struct job *j)
 	free(j->resolved_destination);
 	free(j->idempotency_key);
 	json_decref(j->result);
+	conversion_free(j->prepared);
 	free(j->api_text);
 	free(j->tensor_states);
 	job_tensors_unref(j->tensors);

@@ -511,6 +511,7 @@ void registry_tensors(struct registry *r, struct job *j, int state_filter, size_
 int registry_delete(struct registry *r, const char *id, enum registry_delete_outcome *outcome,
 		    json_t **job_json, struct job_error *je)
 {
+	struct conversion *prepared = NULL;
 	struct job *j, *removed = NULL;
 	struct err e = {0};
 	double seconds = 0;
@@ -532,6 +533,8 @@ int registry_delete(struct registry *r, const char *id, enum registry_delete_out
 	} else if (j->state == JOB_QUEUED) {
 		*outcome = REGISTRY_CANCELLED;
 		queue_remove(r, j);
+		prepared = j->prepared; /* its plan goes now, not with the record */
+		j->prepared = NULL;
 		registry_cancel_error(&e);
 		seconds = registry_finish_locked(r, j, JOB_CANCELLED, &e, NULL);
 	} else {
@@ -539,6 +542,7 @@ int registry_delete(struct registry *r, const char *id, enum registry_delete_out
 		removed = registry_table_remove(r, j);
 	}
 	pthread_mutex_unlock(&r->lock);
+	conversion_free(prepared);
 
 	if (*outcome == REGISTRY_CANCELLED) {
 		registry_finished(r, j, JOB_CANCELLED, seconds, &e);

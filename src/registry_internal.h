@@ -134,6 +134,8 @@ json_t *registry_conversion_result_json(const struct convert_options *o, const s
  * registry_s3_leave clears them. */
 int registry_s3_enter(const struct registry *r, const struct job *j, struct err *e);
 void registry_s3_leave(const struct registry *r);
+/* Logs that a plan was made for j, its size and the seconds it took. */
+void registry_log_planned(const struct job *j, const struct plan *plan, double seconds);
 /* The error of a job cancelled by a DELETE request. */
 void registry_cancel_error(struct err *e);
 /* Removes what the last run of a job that will not run again left in its

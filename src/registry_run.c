@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * registry_run: the runner threads ("ckptconv-job", one per --max-running
- * slot).  A runner takes the oldest queued job, checks its locations
- * against the policy again, plans and runs its conversion (or a finalize)
- * on the shared exec pool, and settles the outcome: succeeded, failed,
- * cancelled, or queued again when the service drains.  A job's
- * destination is "claimed" once the run has checked that it was empty or
- * that overwrite was asked for, so a rerun after a crash may replace what
- * the first run left.
+ * slot).  A runner takes the oldest queued job and runs its conversion on
+ * the shared exec pool: the one its submission planned, once the source's
+ * listing is found unchanged, else (after a restart, its locations
+ * checked against the policy again, or when the source changed) one
+ * planned now; or runs its finalize.  Then it settles the outcome:
+ * succeeded, failed, cancelled, or queued again when the service drains.
+ * A job's destination is "claimed" once the run has checked that it was
+ * empty or that overwrite was asked for, so a rerun after a crash may
+ * replace what the first run left.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -279,10 +281,64 @@ out:
 	finalize_result_fini(&fr);
 }
 
+/* Takes the conversion j's submission planned, if there is one. */
+static struct conversion *take_prepared(struct registry *r, struct job *j)
+{
+	struct conversion *conv;
+
+	pthread_mutex_lock(&r->lock);
+	conv = j->prepared;
+	j->prepared = NULL;
+	pthread_mutex_unlock(&r->lock);
+	return conv;
+}
+
+/* Plans j's conversion from src to dst and makes its listing the job's. */
+static int plan_job(struct registry *r, struct job *j, const char *src, const char *dst,
+		    struct conversion **conv, struct err *e)
+{
+	struct convert_options o = j->spec.convert;
+	double started = now_seconds();
+
+	if (j->claimed)
+		o.overwrite = true;
+	if (conversion_prepare(src, dst, &o, conv, e) < 0 ||
+	    registry_install_tensors(r, j, conversion_plan(*conv), true, e) < 0)
+		return -1;
+	registry_log_planned(j, conversion_plan(*conv), now_seconds() - started);
+	return 0;
+}
+
+/* The job's conversion, ready to run: the one planned at submission while
+ * the source is as it was then (its paths resolved then), else planned
+ * now.  A job with none was loaded from its record: its locations are
+ * checked against the policy again first (paths may have changed since
+ * it was submitted). */
+static int ready_conversion(struct registry *r, struct job *j, struct conversion **conv,
+			    struct err *e)
+{
+	char *src = NULL, *dst = NULL;
+	int rc;
+
+	if (*conv) {
+		rc = conversion_resume(*conv, e);
+		if (rc <= 0)
+			return rc;
+		registry_log_job(LOG_INFO, j, "source changed since it was planned; planning again",
+				 NULL);
+		conversion_free(*conv);
+		*conv = NULL;
+		return plan_job(r, j, j->resolved_source, j->resolved_destination, conv, e);
+	}
+	rc = recheck(r, j, &src, &dst, e) < 0 || plan_job(r, j, src, dst, conv, e) < 0 ? -1 : 0;
+	free(src);
+	free(dst);
+	return rc;
+}
+
 static void run_job(struct registry *r, struct job *j)
 {
-	struct conversion *conv = NULL;
-	struct convert_options o;
+	struct conversion *conv = take_prepared(r, j);
 	struct err e = {0};
 	char *src = NULL, *dst = NULL;
 	enum job_cancel cancel;
@@ -290,23 +346,18 @@ static void run_job(struct registry *r, struct job *j)
 
 	registry_persist(r, j);
 	registry_log_job(LOG_INFO, j, "started", NULL);
-	if (recheck(r, j, &src, &dst, &e) < 0) {
-		registry_fail(r, j, &e);
-		goto out;
-	}
 	if (j->spec.finalize) {
-		run_finalize(r, j, dst);
+		if (recheck(r, j, &src, &dst, &e) < 0)
+			registry_fail(r, j, &e);
+		else
+			run_finalize(r, j, dst);
 		goto out;
 	}
-	o = j->spec.convert;
-	if (j->claimed)
-		o.overwrite = true;
-	if (registry_s3_enter(r, j, &e) < 0 || conversion_prepare(src, dst, &o, &conv, &e) < 0 ||
-	    registry_install_tensors(r, j, conversion_plan(conv), true, &e) < 0) {
+	if (registry_s3_enter(r, j, &e) < 0 || ready_conversion(r, j, &conv, &e) < 0) {
 		registry_fail(r, j, &e);
 		goto out;
 	}
-	claim(r, j, dst, o.overwrite);
+	claim(r, j, j->resolved_destination, j->spec.convert.overwrite || j->claimed);
 	cancel = publish_conversion(r, j, conv);
 	if (cancel == JOB_CANCEL_DRAIN) {
 		registry_requeue(r, j);
@@ -323,6 +374,18 @@ out:
 	registry_s3_leave(r);
 	free(src);
 	free(dst);
+}
+
+/* The log line of a plan made for j: its size and how long planning took
+ * (reading the source's headers is most of it). */
+void registry_log_planned(const struct job *j, const struct plan *plan, double seconds)
+{
+	json_t *f = json_pack("{s:s, s:I, s:I, s:f}", "job", j->id, "tensors",
+			      (json_int_t)plan->ntensors, "files", (json_int_t)plan->nfiles,
+			      "seconds", seconds);
+
+	log_msg(LOG_INFO, f, "job planned");
+	json_decref(f);
 }
 
 /* The oldest queued job, now running (lock held); NULL when stopping. */

@@ -135,11 +135,13 @@ static const char *engine_error_field(const char *code)
 	return "";
 }
 
-/* conversion_prepare of the request: the source is read and planned. */
+/* conversion_prepare of the request: the source is read and planned.  A
+ * job to run keeps the conversion, suspended, for its runner. */
 static int check_source(struct registry *r, struct job *j, struct job_error *je)
 {
 	struct conversion *conv = NULL;
-	struct err e = {0};
+	struct err e = {0}, suspend_error = {0};
+	double started = now_seconds();
 	int rc = -1;
 
 	if (j->spec.finalize)
@@ -153,10 +155,11 @@ static int check_source(struct registry *r, struct job *j, struct job_error *je)
 		job_error_set(je, engine_error_field(e.code), e.code, "%s", e.msg);
 		goto out;
 	}
-	if (registry_install_tensors(r, j, conversion_plan(conv), false, &e) < 0) {
+	if (registry_install_tensors(r, j, conversion_plan(conv), !j->spec.dry_run, &e) < 0) {
 		job_error_set(je, "", e.code, "%s", e.msg);
 		goto out;
 	}
+	registry_log_planned(j, conversion_plan(conv), now_seconds() - started);
 	if (j->spec.dry_run) {
 		const struct plan *plan = conversion_plan(conv);
 
@@ -164,6 +167,10 @@ static int check_source(struct registry *r, struct job *j, struct job_error *je)
 		j->started_ms = j->finished_ms = job_now_ms();
 		j->result =
 			registry_conversion_result_json(&j->spec.convert, plan, &plan->warnings);
+	} else if (conversion_suspend(conv, &suspend_error) == 0) {
+		/* Not in the table yet: no one else sees j. */
+		j->prepared = conv;
+		conv = NULL;
 	}
 	rc = 0;
 out:

@@ -7,7 +7,9 @@
  * nothing behind; the destination checks (not empty, overwrite with stale
  * shards, insufficient space, not writable); option errors; progress and
  * tensor states; two conversions sharing one pool; removing what a run cut
- * short with its process left (whole and partitioned).
+ * short with its process left (whole and partitioned); a prepared
+ * conversion suspended while it waits (no descriptor open, the plan run
+ * without reading the headers again, a changed or vanished source seen).
  */
 #include <check.h>
 #include <dirent.h>
@@ -1074,6 +1076,94 @@ START_TEST(test_clean_destination_partition)
 }
 END_TEST
 
+/* ---- a prepared conversion waiting to run ------------------------------------ */
+
+/* Descriptors this process has open. */
+static size_t open_descriptors(void)
+{
+	return test_count_entries("/proc/self/fd");
+}
+
+/* The first byte of a shard's header JSON becomes 'X'; the size stays. */
+static void overwrite_header(const char *dir, const char *shard)
+{
+	char *path = test_path(dir, shard);
+	FILE *f = fopen(path, "r+b");
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fseek(f, 8, SEEK_SET), 0);
+	ck_assert_int_eq(fputc('X', f), 'X');
+	ck_assert_int_eq(fclose(f), 0);
+	free(path);
+}
+
+START_TEST(test_suspend_and_resume)
+{
+	struct convert_options o = options(LAYOUT_NATIVE);
+	char *src = copy_golden("hf", "src"), *dst = scratch("out"),
+	     *notes = test_path(src, "NOTES.md");
+	struct exec_pool *pool;
+	struct conversion *c;
+	struct ckpt *fresh = NULL;
+	size_t before = open_descriptors();
+	struct err e;
+
+	err_clear(&e);
+	pool = exec_pool_new(2, &e);
+	ck_assert_ptr_nonnull(pool);
+	ASSERT_OK(conversion_prepare(src, dst, &o, &c, &e), e);
+	ck_assert_uint_gt(open_descriptors(), before + 1); /* the directory and shards */
+	ASSERT_OK(conversion_suspend(c, &e), e);
+	ck_assert_uint_eq(open_descriptors(), before);
+	/* A suspended conversion does not run before it is resumed. */
+	ck_assert_int_eq(conversion_run(c, pool, &e), -1);
+	ck_assert_str_eq(e.code, "internal_error");
+	ck_assert(!has_entry(tmp, "out"));
+
+	/* A file added: the source changed; removed again: it is as planned. */
+	test_write_file(notes, "notes", 5);
+	err_clear(&e);
+	ck_assert_int_eq(conversion_resume(c, &e), 1);
+	ck_assert_uint_eq(open_descriptors(), before);
+	ck_assert_int_eq(unlink(notes), 0);
+
+	/* A header overwritten in place keeps the listing: the plan made
+	 * before is run, without reading the headers again. */
+	overwrite_header(src, "model-00002-of-00005.safetensors");
+	ck_assert_int_eq(ckpt_open(src, CKPT_REQUIRE_CONFIG, &fresh, &e), -1);
+	ck_assert_str_eq(e.code, "header_not_object");
+	err_clear(&e);
+	ck_assert_int_eq(conversion_resume(c, &e), 0);
+	ASSERT_OK(conversion_run(c, pool, &e), e);
+	assert_equals_golden("native", dst);
+	conversion_free(c);
+	free(notes);
+	free(src);
+	free(dst);
+	exec_pool_free(pool);
+}
+END_TEST
+
+START_TEST(test_resume_source_gone)
+{
+	struct convert_options o = options(LAYOUT_NATIVE);
+	char *src = copy_golden("hf", "src"), *dst = scratch("out"), *moved = scratch("moved");
+	struct conversion *c;
+	struct err e;
+
+	err_clear(&e);
+	ASSERT_OK(conversion_prepare(src, dst, &o, &c, &e), e);
+	ASSERT_OK(conversion_suspend(c, &e), e);
+	ck_assert_int_eq(rename(src, moved), 0);
+	ck_assert_int_eq(conversion_resume(c, &e), -1);
+	ck_assert_str_eq(e.code, "source_not_found");
+	conversion_free(c);
+	free(moved);
+	free(src);
+	free(dst);
+}
+END_TEST
+
 static Suite *convert_suite(void)
 {
 	Suite *s = suite_create("convert");
@@ -1107,6 +1197,8 @@ static Suite *convert_suite(void)
 	tcase_add_test(tc, test_two_conversions_share_pool);
 	tcase_add_test(tc, test_clean_destination);
 	tcase_add_test(tc, test_clean_destination_partition);
+	tcase_add_test(tc, test_suspend_and_resume);
+	tcase_add_test(tc, test_resume_source_gone);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -48,6 +48,22 @@ void conversion_free(struct conversion *c);
 
 const struct plan *conversion_plan(const struct conversion *c);
 
+/* A prepared conversion that waits before it runs (a queued job) need not
+ * hold its source open.  conversion_suspend notes the top-level entries of
+ * the source's location (name, size, kind), listed just after planning,
+ * and closes the source's store, its descriptors and connections with it.
+ * conversion_resume, on the thread that will run it, opens the store again
+ * and lists it: 0 when the entries are as noted, so the plan still
+ * describes the source and conversion_run may follow; 1 when they differ
+ * (a file added, removed, resized, or now a link leading outside the
+ * allowed roots): the source changed and must be prepared again.  A change
+ * that keeps every size (a header rewritten in place) is not seen, as one
+ * made while a conversion runs is not.  Resuming a conversion that is not
+ * suspended returns 0 at once.  Codes: store_open's and store_list's
+ * (source_not_found, source_unreadable, forbidden_path). */
+int conversion_suspend(struct conversion *c, struct err *e);
+int conversion_resume(struct conversion *c, struct err *e);
+
 /* Writes the output; returns 0 when the destination holds the finished
  * checkpoint.  Warnings (skipped files) are in conversion_warnings(). */
 int conversion_run(struct conversion *c, struct exec_pool *pool, struct err *e);

@@ -65,7 +65,13 @@ struct job {
 	unsigned restarts;			     /* runs cut short by a crash */
 	bool claimed; /* its output started: a rerun may replace it */
 	enum job_cancel cancel;
-	struct conversion *conv;      /* while running */
+	struct conversion *conv; /* while running */
+	/* The conversion planned at submission, suspended (convert.h), kept
+	 * for the runner so that a job's source is read and planned once per
+	 * start; NULL once a runner took it, for dry runs and finalize jobs,
+	 * and for jobs loaded from records (planned when they run).  Freed
+	 * with the job. */
+	struct conversion *prepared;
 	struct job_progress progress; /* totals always; done as last seen */
 	json_t *result;		      /* NULL until succeeded */
 	struct err error;	      /* code NULL if none */

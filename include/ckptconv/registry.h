@@ -20,6 +20,14 @@
  * what its last run left in the claimed destination is removed as a
  * failed run's output is (conversion_clean_destination).
  *
+ * Plans: a job's source is read and planned once per start of the
+ * service.  The submission's plan is kept with the queued job, its source
+ * closed (conversion_suspend: the memory of a plan per queued job, which
+ * max_queued bounds, and no descriptor), and run by the runner unless the
+ * source's listing changed meanwhile (then it is planned again).  Jobs
+ * loaded from records are planned when they run, their locations checked
+ * against the policy again.
+ *
  * Threads: every function may be called from any thread except
  * registry_free (main thread, after the runners went idle).  One mutex
  * (the "registry lock") protects the table, the queue and the mutable
@@ -60,7 +68,8 @@ void registry_free(struct registry *r);
 
 /* Creates a job from a validated request (taking spec's contents) after
  * checking the source (conversion_prepare, which reads the source's
- * headers and compiles and matches the exclude pattern) and the limits:
+ * headers and compiles and matches the exclude pattern; the job keeps the
+ * plan, its source closed, for the runner) and the limits:
  * queued jobs plus submissions being prepared, dry runs included, stay
  * within max_queued.  A dry run is finished at once and counts towards
  * max_finished.  With an idempotency key already used for the same
