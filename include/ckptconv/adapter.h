@@ -79,6 +79,10 @@ struct adapter {
  * architecture found), missing_config. */
 const struct adapter *adapter_for(const struct ckpt *c, struct err *e);
 
+/* Whether config.json's architectures (transformers' list of model class
+ * names) holds `architecture`; false without a config.json. */
+bool adapter_declares(const struct ckpt *c, const char *architecture);
+
 extern const struct adapter bailing_moe_v2_adapter;
 
 #endif
