@@ -346,10 +346,7 @@ int moe_describe(const struct moe_family *f, const struct ckpt *c, struct model_
 	 * conversion that names its dtype does not need it. */
 	if (model_dtype(c, &out->dtype, &out->dtype_key, &ignored) < 0)
 		out->dtype = DTYPE_INVALID;
-	err_clear(&ignored);
-	/* inspect reports an unrecognisable layout as unknown rather than failing. */
-	moe_detect(f, c, &out->layout, &ignored);
-	return 0;
+	return moe_detect(f, c, &out->layout, e);
 }
 
 /* ---- building blocks --------------------------------------------------- */
