@@ -39,13 +39,13 @@ const char *dtype_choice_name(enum dtype_choice c)
 	return dtype_choice_names[c];
 }
 
-static bool declares(const json_t *architectures, const char *name)
+bool adapter_declares(const struct ckpt *c, const char *architecture)
 {
+	json_t *list = c->config ? json_object_get(c->config, "architectures") : NULL, *a;
 	size_t i;
-	json_t *a;
 
-	json_array_foreach(architectures, i, a)
-		if (json_is_string(a) && strcmp(json_string_value(a), name) == 0)
+	json_array_foreach(list, i, a)
+		if (json_is_string(a) && strcmp(json_string_value(a), architecture) == 0)
 			return true;
 	return false;
 }
@@ -61,7 +61,7 @@ static int refuse(const struct ckpt *c, struct err *e)
 			       "config.json names no architectures; ckptconv converts Ling 2.0 "
 			       "(BailingMoeV2ForCausalLM)");
 	found = json_dumps(architectures, JSON_COMPACT | JSON_ENCODE_ANY);
-	if (declares(architectures, "BailingMoeForCausalLM"))
+	if (adapter_declares(c, "BailingMoeForCausalLM"))
 		rc = err_set(
 			e, "unsupported_model",
 			"config.json architectures %s: Ling 1.x uses a different layout and is not supported",

@@ -117,13 +117,11 @@ static void describe_model(const struct ckpt *c, json_t *out)
 {
 	const struct adapter *adapter;
 	struct model_info info;
-	enum layout layout;
 	struct err e = {0};
 
 	memset(&info, 0, sizeof(info));
 	adapter = adapter_for(c, &e);
-	if (!adapter || adapter->describe(c, &info, &e) < 0 ||
-	    adapter->detect(c, &layout, &e) < 0) {
+	if (!adapter || adapter->describe(c, &info, &e) < 0) {
 		json_object_set_new(out, "model_error",
 				    json_pack("{s:s, s:s}", "code",
 					      e.code ? e.code : "internal_error", "message",
@@ -131,7 +129,7 @@ static void describe_model(const struct ckpt *c, json_t *out)
 		return;
 	}
 	json_object_set_new(out, "adapter", json_string(adapter->name));
-	json_object_set_new(out, "layout", json_string(layout_name(layout)));
+	json_object_set_new(out, "layout", json_string(layout_name(info.layout)));
 	json_object_set_new(out, "layers", json_integer((json_int_t)info.layers));
 	json_object_set_new(out, "experts", json_integer((json_int_t)info.experts));
 	json_object_set_new(out, "dtype",

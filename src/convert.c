@@ -174,17 +174,16 @@ static int open_and_plan(struct conversion *c, struct err *e)
 {
 	const struct adapter *a;
 	struct model_info info;
-	enum layout from;
 
 	if (ckpt_open(c->src_location, CKPT_REQUIRE_CONFIG, &c->ckpt, e))
 		return -1;
 	a = adapter_for(c->ckpt, e);
-	if (!a || a->describe(c->ckpt, &info, e) || a->detect(c->ckpt, &from, e))
+	if (!a || a->describe(c->ckpt, &info, e))
 		return -1;
-	if (from == c->opts.to)
+	if (info.layout == c->opts.to)
 		return err_set(e, "already_in_layout", "%s is already in %s layout", c->src_location,
-			       layout_name(from));
-	if (build_plan(c, a, from, e))
+			       layout_name(info.layout));
+	if (build_plan(c, a, info.layout, e))
 		return -1;
 	collect_warnings(c);
 	return 0;

@@ -228,6 +228,23 @@ static void install_fault_handler(void)
 	sigaction(SIGBUS, &sa, NULL);
 }
 
+/* Runs a plan op with the kernels: src at the op's first source byte,
+ * piece at the first byte of the piece the op fills. */
+static void run_op(const struct plan_op *op, const unsigned char *src, unsigned char *piece)
+{
+	const struct kern_op k = {
+		.transpose = op->transpose,
+		.src_dtype = op->src_dtype,
+		.dst_dtype = op->dst_dtype,
+		.rows = op->rows,
+		.cols = op->cols,
+		.src_stride = op->src_stride,
+		.dst_stride = op->dst_stride,
+	};
+
+	kern_run_op(&k, src, piece + op->dst_offset);
+}
+
 /* Runs an op over mapped source bytes; false when the source faulted. */
 static bool run_op_guarded(const struct plan_op *op, const unsigned char *src, unsigned char *dst)
 {
@@ -242,7 +259,7 @@ static bool run_op_guarded(const struct plan_op *op, const unsigned char *src, u
 		return false;
 	}
 	fault_jump = &jump;
-	kern_run_op(op, src, dst);
+	run_op(op, src, dst);
 	fault_jump = NULL;
 	return true;
 }
@@ -419,9 +436,8 @@ static int run_sub_op(struct worker *w, struct exec_run *run, const struct plan_
 {
 	if (read_band(w, run, sub, sub->src_offset, (size_t)op_window_len(sub), e) != 0)
 		return -1;
-	/* kern_run_op applies the op's dst_offset; the band starts at its
-	 * source offset. */
-	kern_run_op(sub, w->band, piece);
+	/* The band starts at the op's source offset. */
+	run_op(sub, w->band, piece);
 	return 0;
 }
 

@@ -4,7 +4,8 @@
  * and BF16 that round to nearest even like torch, keep infinities and keep a
  * NaN a NaN of the same sign; cache-blocked 2-D transposes (an SSE2 8x8
  * micro-kernel for 16-bit elements and 4x4 for 32-bit ones, with a portable
- * path for other targets and element sizes); and the runner of one plan op.
+ * path for other targets and element sizes); and the runner of one strided
+ * matrix move, the op a plan's ops are made of.
  * Pointers need no particular alignment.  No allocation, no I/O.
  */
 #include <stdio.h>
@@ -16,7 +17,6 @@
 #endif
 
 #include "ckptconv/kernels.h"
-#include "ckptconv/plan.h"
 
 /* A tile is TILE_ROWS source rows by TILE_BYTES bytes of each: the
  * destination rows of a tile are then written in whole cache lines, and
@@ -515,14 +515,14 @@ void kern_transpose_cast(const void *src, enum dtype from, size_t src_stride, vo
 	}
 }
 
-/* ---- plan ops ---- */
+/* ---- strided matrix moves ---- */
 
-void kern_run_op(const struct plan_op *op, const void *src, void *dst)
+void kern_run_op(const struct kern_op *op, const void *src, void *dst)
 {
 	const unsigned char *s = src;
-	unsigned char *d = (unsigned char *)dst + op->dst_offset;
+	unsigned char *d = dst;
 	size_t esize = dtype_size(op->src_dtype);
-	uint64_t r;
+	size_t r;
 
 	if (op->transpose) {
 		if (op->src_dtype == op->dst_dtype)

@@ -10,6 +10,7 @@
 
 #include "ckptconv/cli.h"
 #include "ckptconv/log.h"
+#include "fixture/fixture.h"
 
 struct command {
 	const char *name;

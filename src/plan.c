@@ -209,6 +209,114 @@ int plan_add_contiguous(struct plan *p, long t, uint32_t src, uint64_t src_offse
 	return 0;
 }
 
+/* Destination rows of row_bytes bytes that fit one piece (at least one). */
+static uint64_t rows_per_piece(uint64_t row_bytes)
+{
+	return row_bytes >= PLAN_PIECE_MAX ? 1 : PLAN_PIECE_MAX / row_bytes;
+}
+
+/* The ops of one piece, reused from piece to piece. */
+struct opvec {
+	struct plan_op *ops;
+	size_t n, cap;
+};
+
+static struct plan_op *opvec_add(struct opvec *v)
+{
+	if (v->n == v->cap) {
+		v->cap = v->cap ? 2 * v->cap : 8;
+		v->ops = xrealloc(v->ops, v->cap * sizeof(*v->ops));
+	}
+	memset(&v->ops[v->n], 0, sizeof(*v->ops));
+	return &v->ops[v->n++];
+}
+
+/* Appends the ops writing the transpose of columns [c0, c1) of block b
+ * into a piece whose rows are row_bytes apart, dst_col bytes into each
+ * row: the block's rows are split so that no op reads a window larger
+ * than PLAN_WINDOW_MAX. */
+static void add_block_ops(struct opvec *v, const struct plan_block *b, enum dtype from,
+			  enum dtype to, uint64_t c0, uint64_t c1, uint64_t dst_col,
+			  uint64_t row_bytes)
+{
+	uint64_t ssize = dtype_size(from), dsize = dtype_size(to);
+	uint64_t read = (c1 - c0) * ssize, per, r0, n;
+	struct plan_op *op;
+
+	per = read >= PLAN_WINDOW_MAX ? 1 : (PLAN_WINDOW_MAX - read) / b->stride + 1;
+	for (r0 = 0; r0 < b->rows; r0 += n) {
+		n = b->rows - r0 < per ? b->rows - r0 : per;
+		op = opvec_add(v);
+		op->src = b->src;
+		op->transpose = true;
+		op->src_dtype = from;
+		op->dst_dtype = to;
+		op->rows = n;
+		op->cols = c1 - c0;
+		op->src_offset = b->offset + r0 * b->stride + c0 * ssize;
+		op->src_stride = b->stride;
+		op->dst_offset = dst_col + r0 * dsize;
+		op->dst_stride = row_bytes;
+	}
+}
+
+/* The bytes of one destination row: every block's rows, in the dtype of
+ * output tensor pt. */
+static int transposed_row_bytes(const struct plan *p, const struct plan_tensor *pt,
+				const struct plan_block *blocks, size_t nblocks, uint64_t *out,
+				struct err *e)
+{
+	uint64_t bytes, total = 0;
+	size_t k;
+
+	for (k = 0; k < nblocks; k++) {
+		if (!p->src || blocks[k].src >= p->src->ntensors || blocks[k].stride == 0)
+			return err_set(
+				e, "plan_invalid",
+				"%s: block %zu reads source tensor %u with row stride %" PRIu64,
+				pt->name, k, blocks[k].src, blocks[k].stride);
+		if (!u64_mul(blocks[k].rows, dtype_size(pt->dtype), &bytes) ||
+		    !u64_add(total, bytes, &total))
+			return err_set(e, "plan_invalid", "%s: transposed rows overflow", pt->name);
+	}
+	if (total == 0)
+		return err_set(e, "plan_invalid", "%s: transposed rows of no bytes", pt->name);
+	*out = total;
+	return 0;
+}
+
+int plan_add_transposed(struct plan *p, long t, uint64_t offset, uint64_t nrows,
+			const struct plan_block *blocks, size_t nblocks, struct err *e)
+{
+	const struct plan_tensor *pt = tensor_at(p, t);
+	uint64_t dsize, row_bytes = 0, per, j0, j1, col;
+	struct opvec v = {0};
+	enum dtype to;
+	size_t k;
+	int rc = 0;
+
+	if (!pt)
+		return err_set(e, "plan_invalid",
+			       "transposed blocks added to output tensor %ld, which does not exist",
+			       t);
+	if (transposed_row_bytes(p, pt, blocks, nblocks, &row_bytes, e) < 0)
+		return -1;
+	to = pt->dtype;
+	dsize = dtype_size(to);
+	per = rows_per_piece(row_bytes);
+	for (j0 = 0; j0 < nrows && rc == 0; j0 = j1) {
+		j1 = nrows - j0 < per ? nrows : j0 + per;
+		v.n = 0;
+		for (k = 0, col = 0; k < nblocks; col += blocks[k].rows * dsize, k++)
+			add_block_ops(&v, &blocks[k], p->src->tensors[blocks[k].src].dtype, to,
+				      blocks[k].col + j0, blocks[k].col + j1, col, row_bytes);
+		rc = plan_add_piece(p, t, offset + j0 * row_bytes, (j1 - j0) * row_bytes, v.ops,
+				    v.n, e);
+	}
+	free(v.ops);
+	return rc;
+}
+
 /* ---- finishing --------------------------------------------------------- */
 
 static int drop_excluded(struct plan *p, const char *pattern, struct err *e)

@@ -25,12 +25,12 @@
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
 #include "ckptconv/exec.h"
-#include "ckptconv/fixture.h"
 #include "ckptconv/partition.h"
 #include "ckptconv/plan.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 #include "ckptconv/verify.h"
+#include "fixture/fixture.h"
 #include "testutil.h"
 
 static char *tmp; /* per-test scratch directory */

@@ -18,10 +18,10 @@
 
 #include "ckptconv/ckpt.h"
 #include "ckptconv/err.h"
-#include "ckptconv/fixture.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 #include "ckptconv/verify.h"
+#include "fixture/fixture.h"
 #include "testutil.h"
 
 static char *tmp;

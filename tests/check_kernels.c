@@ -14,7 +14,6 @@
 #include <string.h>
 
 #include "ckptconv/kernels.h"
-#include "ckptconv/plan.h"
 #include "testutil.h"
 
 /* Check records every ck_assert it passes, which dominates loops over
@@ -553,9 +552,9 @@ START_TEST(transpose_cast_all_sizes)
 }
 END_TEST
 
-/* ---- plan ops ---- */
+/* ---- strided matrix moves ---- */
 
-static void run_op_case(const struct plan_op *op, size_t src_len, size_t dst_len)
+static void run_op_case(const struct kern_op *op, size_t dst_offset, size_t src_len, size_t dst_len)
 {
 	unsigned char *src = malloc(src_len), *dst = malloc(dst_len), *want = malloc(dst_len);
 	size_t fs = dtype_size(op->src_dtype), ts = dtype_size(op->dst_dtype);
@@ -567,14 +566,13 @@ static void run_op_case(const struct plan_op *op, size_t src_len, size_t dst_len
 	for (r = 0; r < op->rows; r++)
 		for (c = 0; c < op->cols; c++) {
 			const unsigned char *s = src + r * op->src_stride + c * fs;
-			unsigned char *d =
-				op->transpose ?
-					want + op->dst_offset + c * op->dst_stride + r * ts :
-					want + op->dst_offset + r * op->dst_stride + c * ts;
+			unsigned char *d = op->transpose ?
+						   want + dst_offset + c * op->dst_stride + r * ts :
+						   want + dst_offset + r * op->dst_stride + c * ts;
 
 			ref_convert(s, op->src_dtype, d, op->dst_dtype);
 		}
-	kern_run_op(op, src, dst);
+	kern_run_op(op, src, dst + dst_offset);
 	ck_assert_msg(memcmp(dst, want, dst_len) == 0, "op %s->%s %s %llux%llu",
 		      dtype_name(op->src_dtype), dtype_name(op->dst_dtype),
 		      op->transpose ? "transposed" : "straight", (unsigned long long)op->rows,
@@ -586,7 +584,8 @@ static void run_op_case(const struct plan_op *op, size_t src_len, size_t dst_len
 
 START_TEST(run_op_kinds)
 {
-	struct plan_op op;
+	struct kern_op op;
+	size_t dst_offset;
 
 	rng_state = 5;
 	/* plain copy of one run */
@@ -595,23 +594,23 @@ START_TEST(run_op_kinds)
 	op.rows = 1;
 	op.cols = 1000;
 	op.src_stride = op.dst_stride = 2000;
-	op.dst_offset = 24;
-	run_op_case(&op, 2000, 2100);
+	dst_offset = 24;
+	run_op_case(&op, dst_offset, 2000, 2100);
 	/* strided copy: a column slice of rows (gate/up halves, q/k/v rows) */
 	op.rows = 37;
 	op.cols = 19;
 	op.src_stride = 100;
 	op.dst_stride = 64;
-	op.dst_offset = 6;
-	run_op_case(&op, 37 * 100, 37 * 64 + 6);
+	dst_offset = 6;
+	run_op_case(&op, dst_offset, 37 * 100, 37 * 64 + 6);
 	/* cast without transpose */
 	op.src_dtype = DTYPE_F32;
 	op.dst_dtype = DTYPE_BF16;
 	op.src_stride = 19 * 4 + 12;
 	op.dst_stride = 19 * 2 + 2;
-	run_op_case(&op, 37 * (19 * 4 + 12), 37 * 40 + 6);
+	run_op_case(&op, dst_offset, 37 * (19 * 4 + 12), 37 * 40 + 6);
 	op.dst_dtype = DTYPE_F16;
-	run_op_case(&op, 37 * (19 * 4 + 12), 37 * 40 + 6);
+	run_op_case(&op, dst_offset, 37 * (19 * 4 + 12), 37 * 40 + 6);
 	/* transpose, 16-bit: gate_e [I, H] into out[e][:, 0:I] of a [H, 2I] */
 	op.transpose = true;
 	op.src_dtype = op.dst_dtype = DTYPE_BF16;
@@ -619,25 +618,25 @@ START_TEST(run_op_kinds)
 	op.cols = 64; /* H */
 	op.src_stride = 64 * 2;
 	op.dst_stride = 2 * 32 * 2; /* 2I elements */
-	op.dst_offset = 32 * 2;	    /* the up half */
-	run_op_case(&op, 32 * 128, 64 * 128 + 64);
+	dst_offset = 32 * 2;	    /* the up half */
+	run_op_case(&op, dst_offset, 32 * 128, 64 * 128 + 64);
 	/* transpose, 32-bit, odd sizes */
 	op.src_dtype = op.dst_dtype = DTYPE_F32;
 	op.rows = 61;
 	op.cols = 67;
 	op.src_stride = 67 * 4 + 4;
 	op.dst_stride = 61 * 4 + 8;
-	op.dst_offset = 8;
-	run_op_case(&op, 61 * (67 * 4 + 4), 67 * (61 * 4 + 8) + 8);
+	dst_offset = 8;
+	run_op_case(&op, dst_offset, 61 * (67 * 4 + 4), 67 * (61 * 4 + 8) + 8);
 	/* transpose with cast */
 	op.dst_dtype = DTYPE_BF16;
 	op.dst_stride = 61 * 2 + 6;
-	run_op_case(&op, 61 * (67 * 4 + 4), 67 * (61 * 2 + 6) + 8);
+	run_op_case(&op, dst_offset, 61 * (67 * 4 + 4), 67 * (61 * 2 + 6) + 8);
 	op.src_dtype = DTYPE_BF16;
 	op.dst_dtype = DTYPE_F32;
 	op.src_stride = 67 * 2;
 	op.dst_stride = 61 * 4;
-	run_op_case(&op, 61 * 67 * 2, 67 * 61 * 4 + 8);
+	run_op_case(&op, dst_offset, 61 * 67 * 2, 67 * 61 * 4 + 8);
 }
 END_TEST
 

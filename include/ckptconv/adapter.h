@@ -52,10 +52,12 @@ struct adapter {
 	bool (*matches)(const struct ckpt *c);
 	/* Layout by tensor names; codes ambiguous_layout, unknown_layout. */
 	int (*detect)(const struct ckpt *c, enum layout *out, struct err *e);
-	/* Model facts from config.json.  Codes: missing_config_key,
-	 * config_invalid (a wrong type, or a dimension no safetensors tensor
-	 * could hold); a dtype it cannot cast to is out->dtype DTYPE_INVALID,
-	 * not an error. */
+	/* Model facts from config.json, and the layout as detect tells it:
+	 * what a conversion and `inspect` derive once and hand down.  Codes:
+	 * missing_config, missing_config_key, config_invalid (a wrong type,
+	 * or a dimension no safetensors tensor could hold), then detect's; a
+	 * dtype it cannot cast to is out->dtype DTYPE_INVALID, not an
+	 * error. */
 	int (*describe)(const struct ckpt *c, struct model_info *out, struct err *e);
 	/* Adds the output tensors, pieces and ops to p (plan_finish is the
 	 * caller's).  Codes: config_invalid and missing_config_key (the
@@ -78,6 +80,10 @@ struct adapter {
 /* The adapter for this checkpoint.  Codes: unsupported_model (naming the
  * architecture found), missing_config. */
 const struct adapter *adapter_for(const struct ckpt *c, struct err *e);
+
+/* Whether config.json's architectures (transformers' list of model class
+ * names) holds `architecture`; false without a config.json. */
+bool adapter_declares(const struct ckpt *c, const char *architecture);
 
 extern const struct adapter bailing_moe_v2_adapter;
 

@@ -20,7 +20,6 @@ enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 int cli_convert(int argc, char **argv);
 int cli_inspect(int argc, char **argv);
 int cli_verify(int argc, char **argv);
-int cli_fixture(int argc, char **argv);
 int cli_serve(int argc, char **argv);
 int cli_healthcheck(int argc, char **argv);
 int cli_finalize(int argc, char **argv);

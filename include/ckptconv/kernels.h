@@ -3,17 +3,18 @@
  * kernels: the arithmetic of a conversion.  Cache-blocked 2-D transposes of
  * 2- and 4-byte elements, and casts between F32, F16 and BF16 with
  * round-to-nearest-even (as torch), infinities kept, NaN kept a NaN of the
- * same sign.  No allocation, no I/O; safe from any thread.
+ * same sign; and the move of one strided matrix (kern_op), which is what a
+ * plan's op asks for in these terms.  Knows nothing of plans or files.  No
+ * allocation, no I/O; safe from any thread.
  */
 #ifndef CKPTCONV_KERNELS_H
 #define CKPTCONV_KERNELS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "ckptconv/dtype.h"
-
-struct plan_op;
 
 uint16_t kern_f32_to_bf16(float f);
 uint16_t kern_f32_to_f16(float f);
@@ -39,8 +40,21 @@ void kern_transpose_cast(const void *src, enum dtype from, size_t src_stride,
 			 void *dst, enum dtype to, size_t dst_stride,
 			 size_t rows, size_t cols);
 
-/* Runs one plan op: src points at the op's first source byte (src_offset
- * already applied), dst at the piece's first byte (dst_offset not applied). */
-void kern_run_op(const struct plan_op *op, const void *src, void *dst);
+/* One strided matrix move: rows x cols elements of src_dtype, src_stride
+ * bytes between source rows, written transposed (dst[c][r] = src[r][c])
+ * or not, cast to dst_dtype or not, dst_stride bytes between destination
+ * rows.  A plain copy is rows = 1.  The pair of dtypes must be one
+ * kern_can_cast accepts. */
+struct kern_op {
+	bool transpose;
+	enum dtype src_dtype, dst_dtype;
+	size_t rows, cols;          /* of the source matrix, in elements */
+	size_t src_stride;          /* bytes between source rows */
+	size_t dst_stride;          /* bytes between destination rows */
+};
+
+/* Runs op: src points at the matrix's first source byte, dst at its first
+ * destination byte.  Source and destination must not overlap. */
+void kern_run_op(const struct kern_op *op, const void *src, void *dst);
 
 #endif

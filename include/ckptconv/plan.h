@@ -118,6 +118,27 @@ int plan_add_piece(struct plan *p, long t, uint64_t offset, uint64_t nbytes,
 int plan_add_contiguous(struct plan *p, long t, uint32_t src, uint64_t src_offset,
 			uint64_t dst_offset, uint64_t nelems, enum dtype src_dtype,
 			enum dtype dst_dtype, struct err *e);
+/* A matrix of a source tensor, read by column: element (r, c) is
+ * r * stride + c * element size bytes after `offset` bytes into source
+ * tensor src, and columns col, col + 1, ... are read. */
+struct plan_block {
+	uint32_t src;               /* index into the source ckpt's tensors */
+	uint64_t offset;            /* bytes from the source tensor's start */
+	uint64_t stride;            /* bytes between rows */
+	uint64_t rows;
+	uint64_t col;               /* the first column read */
+};
+/* Writes nrows rows of tensor t, starting `offset` bytes into it, with the
+ * transposes of the blocks side by side: destination row j holds column
+ * col + j of each block in turn (rows[0] elements of blocks[0], then
+ * rows[1] of blocks[1], ...; a row is every block's rows together, in t's
+ * dtype).  Each block's elements are cast from its source tensor's dtype
+ * to t's.  The rows go into pieces of as many whole rows as fit in
+ * PLAN_PIECE_MAX bytes (at least one), and each op reads a window of at
+ * most PLAN_WINDOW_MAX bytes.  Codes: plan_invalid (a bad tensor or
+ * source index, a row of no bytes). */
+int plan_add_transposed(struct plan *p, long t, uint64_t offset, uint64_t nrows,
+			const struct plan_block *blocks, size_t nblocks, struct err *e);
 /* Records that tensor t is made from source tensor src (once; pieces
  * record their ops' sources themselves).  -1 for a bad index. */
 int plan_add_source(struct plan *p, long t, uint32_t src);

@@ -72,7 +72,6 @@ static void adapt(const struct ckpt *c)
 	struct model_info info;
 	const struct adapter *a;
 	struct err e = {0};
-	enum layout from;
 	int rc;
 
 	a = adapter_for(c, &e);
@@ -83,17 +82,13 @@ static void adapt(const struct ckpt *c)
 	fuzz_check_err("describe", rc, &e);
 	if (rc)
 		return;
-	rc = a->detect(c, &from, &e);
-	fuzz_check_err("detect", rc, &e);
-	if (rc)
-		return;
-	o.to = from == LAYOUT_HF ? LAYOUT_NATIVE : LAYOUT_HF;
-	plan(a, c, from, &o);
+	o.to = info.layout == LAYOUT_HF ? LAYOUT_NATIVE : LAYOUT_HF;
+	plan(a, c, info.layout, &o);
 	if (o.to == LAYOUT_NATIVE) {
 		o.dtype = DTYPE_CHOICE_KEEP;
 		o.ep_size = 3;
 		o.ep_rank = 2;
-		plan(a, c, from, &o);
+		plan(a, c, info.layout, &o);
 	}
 }
 

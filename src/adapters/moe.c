@@ -1,0 +1,1069 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * moe: the parts of a mixture-of-experts adapter that do not depend on the
+ * family (moe.h).  Routed experts are stacked per layer into
+ * gate_and_up_projs [E, H, 2I] and down_projs [E, I, H] (optionally only
+ * one expert-parallel rank's share) or split back, as NeMo Automodel does
+ * it (SPEC.md), refusing missing or misshapen experts and quantized
+ * tensors.  Output that would not convert back (a tensor the target
+ * layout has no place for) is found by planning the way back over the
+ * output's tensor descriptions before anything is written.
+ */
+#include <ctype.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ckptconv/adapter.h"
+#include "ckptconv/ckpt.h"
+#include "ckptconv/err.h"
+#include "ckptconv/kernels.h"
+#include "ckptconv/plan.h"
+#include "moe.h"
+
+#define MISSING_NAMES_SHOWN 4
+#define EXPERTS_SEGMENT ".mlp.experts."
+
+/* The most elements a tensor may have: that many elements of the widest
+ * safetensors dtype (8 bytes) still end at an offset a file can hold
+ * (off_t, 2^63 - 1 bytes).  Every dimension from config.json is checked
+ * against it, so no size computed from them can overflow. */
+#define TENSOR_ELEMENTS_MAX ((uint64_t)INT64_MAX / 8)
+
+enum proj { PROJ_GATE, PROJ_UP, PROJ_DOWN, PROJ_COUNT };
+static const char *const proj_names[PROJ_COUNT] = {"gate_proj", "up_proj", "down_proj"};
+
+/* ---- config.json ------------------------------------------------------- */
+
+int moe_config_count(const struct ckpt *c, const char *key, int64_t min, uint64_t *out,
+		     struct err *e)
+{
+	int64_t v;
+
+	if (ckpt_config_int(c, key, &v, e) < 0)
+		return -1;
+	if (v < min)
+		return err_set(e, "config_invalid",
+			       "config.json: %s is %" PRId64 ", expected at least %" PRId64, key, v,
+			       min);
+	*out = (uint64_t)v;
+	return 0;
+}
+
+int moe_check_holdable(bool ok, uint64_t a, uint64_t b, uint64_t c, struct err *e, const char *fmt,
+		       ...)
+{
+	char what[ERR_MSG_MAX];
+	uint64_t n;
+	va_list ap;
+
+	if (ok && u64_mul(a, b, &n) && u64_mul(n, c, &n) && n <= TENSOR_ELEMENTS_MAX)
+		return 0;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	return err_set(e, "config_invalid",
+		       "config.json: %s would have more than the %" PRIu64
+		       " elements a safetensors tensor can hold",
+		       what, TENSOR_ELEMENTS_MAX);
+}
+
+int moe_check_experts_holdable(const struct moe_dims *d, struct err *e)
+{
+	uint64_t inter2 = 0;
+	bool ok = u64_mul(d->moe_inter, 2, &inter2);
+
+	return moe_check_holdable(ok, d->experts, d->hidden, inter2, e,
+				  "a grouped gate_and_up_projs [num_experts %" PRIu64
+				  ", hidden_size %" PRIu64 ", 2 x moe_intermediate_size %" PRIu64
+				  "]",
+				  d->experts, d->hidden, d->moe_inter);
+}
+
+static int read_dims(const struct moe_family *f, const struct ckpt *c, struct moe_dims *d,
+		     struct err *e)
+{
+	if (!c->config)
+		return err_set(e, "missing_config", "the checkpoint has no config.json");
+	return f->read_dims(c, d, e);
+}
+
+/* The model's dtype: config.json's dtype or torch_dtype as transformers
+ * reads them (ckpt_config_dtype_key), bfloat16 when neither is set, as
+ * NeMo builds the adapter.  *key is the key it came from, NULL for the
+ * default. */
+static int model_dtype(const struct ckpt *c, enum dtype *out, const char **key, struct err *e)
+{
+	const char *name;
+
+	*key = ckpt_config_dtype_key(c);
+	if (!*key) {
+		*out = DTYPE_BF16;
+		return 0;
+	}
+	name = ckpt_config_string(c, *key);
+	*out = dtype_from_torch_name(name);
+	if (*out == DTYPE_INVALID)
+		return err_set(
+			e, "config_invalid",
+			"config.json: %s %s%s%s is not bfloat16, float16 or float32; choose a dtype",
+			*key, name ? "\"" : "", name ? name : "(not a string)", name ? "\"" : "");
+	return 0;
+}
+
+/* The dtype of the grouped expert tensors; DTYPE_INVALID for "keep". */
+static int target_dtype(const struct ckpt *c, enum dtype_choice choice, enum dtype *out,
+			struct err *e)
+{
+	const char *key;
+
+	switch (choice) {
+	case DTYPE_CHOICE_KEEP:
+		*out = DTYPE_INVALID;
+		return 0;
+	case DTYPE_CHOICE_BF16:
+		*out = DTYPE_BF16;
+		return 0;
+	case DTYPE_CHOICE_F16:
+		*out = DTYPE_F16;
+		return 0;
+	case DTYPE_CHOICE_F32:
+		*out = DTYPE_F32;
+		return 0;
+	case DTYPE_CHOICE_AUTO:
+		return model_dtype(c, out, &key, e);
+	default:
+		return err_set(e, "invalid_option",
+			       "dtype choice %d is not auto, keep, bf16, f16 or f32", (int)choice);
+	}
+}
+
+/* ---- names ------------------------------------------------------------- */
+
+static bool ends_with(const char *s, size_t n, const char *suffix)
+{
+	size_t k = strlen(suffix);
+
+	return n >= k && memcmp(s + n - k, suffix, k) == 0;
+}
+
+size_t moe_layer_prefix_len(const char *name, const char *suffix)
+{
+	size_t n = strlen(name), end, i;
+
+	if (!ends_with(name, n, suffix))
+		return 0;
+	end = n - strlen(suffix);
+	for (i = end; i > 0 && isdigit((unsigned char)name[i - 1]); i--)
+		;
+	if (i == end || i < 7 || memcmp(name + i - 7, "layers.", 7) != 0)
+		return 0;
+	if (i > 7 && name[i - 8] != '.')
+		return 0;
+	return end;
+}
+
+static const char *skip_digits(const char *s, uint64_t *value)
+{
+	uint64_t v = 0;
+
+	if (!isdigit((unsigned char)*s))
+		return NULL;
+	for (; isdigit((unsigned char)*s); s++)
+		v = v > UINT64_MAX / 10 - 1 ? UINT64_MAX : v * 10 + (uint64_t)(*s - '0');
+	if (value)
+		*value = v;
+	return s;
+}
+
+/* `[model.][language_model.]layers.L.mlp.experts.e.{gate,up,down}_proj.weight`:
+ * base_len covers everything up to and including ".mlp.experts.". */
+struct expert_name {
+	size_t base_len;
+	uint64_t expert;
+	enum proj proj;
+};
+
+static bool parse_hf_expert(const char *name, struct expert_name *out)
+{
+	static const char *const prefixes[] = {"model.language_model.layers.", "model.layers.",
+					       "language_model.layers.", "layers."};
+	const char *p = NULL;
+	size_t i;
+	int k;
+
+	for (i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]) && !p; i++)
+		if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0)
+			p = name + strlen(prefixes[i]);
+	if (!p || !(p = skip_digits(p, NULL)) ||
+	    strncmp(p, EXPERTS_SEGMENT, strlen(EXPERTS_SEGMENT)) != 0)
+		return false;
+	p += strlen(EXPERTS_SEGMENT);
+	out->base_len = (size_t)(p - name);
+	if (!(p = skip_digits(p, &out->expert)) || *p++ != '.')
+		return false;
+	for (k = 0; k < PROJ_COUNT; k++) {
+		size_t len = strlen(proj_names[k]);
+
+		if (strncmp(p, proj_names[k], len) == 0 && strcmp(p + len, ".weight") == 0) {
+			out->proj = (enum proj)k;
+			return true;
+		}
+	}
+	return false;
+}
+
+bool moe_has_numbered_expert(const char *name)
+{
+	const char *p = name;
+
+	while ((p = strstr(p, EXPERTS_SEGMENT))) {
+		const char *q = skip_digits(p + strlen(EXPERTS_SEGMENT), NULL);
+
+		if (q && *q == '.')
+			return true;
+		p++;
+	}
+	return false;
+}
+
+static char *replace_all(const char *s, const char *from, const char *to)
+{
+	size_t nfrom = strlen(from), nto = strlen(to), count = 0, len;
+	const char *p;
+	char *out, *w;
+
+	for (p = s; (p = strstr(p, from)); p += nfrom)
+		count++;
+	len = strlen(s) + count * nto - count * nfrom;
+	out = w = xmalloc(len + 1);
+	while ((p = strstr(s, from))) {
+		memcpy(w, s, (size_t)(p - s));
+		w += p - s;
+		memcpy(w, to, nto);
+		w += nto;
+		s = p + nfrom;
+	}
+	strcpy(w, s);
+	return out;
+}
+
+char *moe_rename(const char *name, const struct moe_rename *rules, size_t nrules, enum layout to)
+{
+	size_t i;
+
+	for (i = 0; i < nrules; i++) {
+		const char *from = to == LAYOUT_NATIVE ? rules[i].hf : rules[i].native;
+		const char *into = to == LAYOUT_NATIVE ? rules[i].native : rules[i].hf;
+
+		if (strstr(name, from))
+			return replace_all(name, from, into);
+	}
+	return xstrdup(name);
+}
+
+char *moe_join(const char *prefix, size_t prefix_len, const char *fmt, ...)
+{
+	char *rest, *out;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&rest, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		abort();
+	if (asprintf(&out, "%.*s%s", (int)prefix_len, prefix, rest) < 0)
+		abort();
+	free(rest);
+	return out;
+}
+
+void moe_format_shape(const struct ckpt_tensor *t, char *buf, size_t len)
+{
+	size_t used = 0;
+	int d;
+
+	used += (size_t)snprintf(buf, len, "[");
+	for (d = 0; d < t->ndim && used < len; d++)
+		used += (size_t)snprintf(buf + used, len - used, "%s%" PRIu64, d ? ", " : "",
+					 t->shape[d]);
+	if (used < len)
+		snprintf(buf + used, len - used, "]");
+}
+
+/* ---- detection ----------------------------------------------------------- */
+
+bool moe_matches(const struct moe_family *f, const struct ckpt *c)
+{
+	return adapter_declares(c, f->architecture);
+}
+
+int moe_detect(const struct moe_family *f, const struct ckpt *c, enum layout *out, struct err *e)
+{
+	const char *hf = NULL, *native = NULL;
+	size_t i;
+
+	*out = LAYOUT_UNKNOWN;
+	for (i = 0; i < c->ntensors && !(hf && native); i++) {
+		if (!hf && f->hf_name(c->tensors[i].name))
+			hf = c->tensors[i].name;
+		if (!native && f->native_name(c->tensors[i].name))
+			native = c->tensors[i].name;
+	}
+	if (hf && native)
+		return err_set(e, "ambiguous_layout",
+			       "tensor names of both layouts are present: %s (HF) and %s (native)",
+			       hf, native);
+	if (!hf && !native)
+		return err_set(
+			e, "unknown_layout",
+			"no tensor name identifies the HF or the native layout of %s (%zu tensors)",
+			f->model, c->ntensors);
+	*out = hf ? LAYOUT_HF : LAYOUT_NATIVE;
+	return 0;
+}
+
+int moe_describe(const struct moe_family *f, const struct ckpt *c, struct model_info *out,
+		 struct err *e)
+{
+	struct err ignored = {0};
+	struct moe_dims d;
+	const char *model_type;
+
+	memset(out, 0, sizeof(*out));
+	if (read_dims(f, c, &d, e) < 0)
+		return -1;
+	model_type = ckpt_config_string(c, "model_type");
+	snprintf(out->model_type, sizeof(out->model_type), "%s", model_type ? model_type : "");
+	snprintf(out->architecture, sizeof(out->architecture), "%s", f->architecture);
+	out->layers = d.layers;
+	out->experts = d.experts;
+	/* A dtype ckptconv cannot cast to is reported, not an error: a
+	 * conversion that names its dtype does not need it. */
+	if (model_dtype(c, &out->dtype, &out->dtype_key, &ignored) < 0)
+		out->dtype = DTYPE_INVALID;
+	return moe_detect(f, c, &out->layout, e);
+}
+
+/* ---- building blocks --------------------------------------------------- */
+
+int moe_pass_through(struct plan *p, const struct ckpt *c, uint32_t i, const char *name,
+		     struct err *e)
+{
+	const struct ckpt_tensor *t = &c->tensors[i];
+	long out = plan_add_tensor(p, name, t->dtype, t->ndim, t->shape, e);
+
+	if (out < 0)
+		return -1;
+	plan_add_source(p, out, i);
+	return plan_add_contiguous(p, out, i, 0, 0, t->nbytes / dtype_size(t->dtype), t->dtype,
+				   t->dtype, e);
+}
+
+static int refuse_quantized(const struct ckpt *c, struct err *e)
+{
+	size_t i;
+
+	for (i = 0; i < c->ntensors; i++) {
+		const struct ckpt_tensor *t = &c->tensors[i];
+
+		if (dtype_is_float8(t->dtype) ||
+		    ends_with(t->name, strlen(t->name), "_scale_inv")) {
+			err_set_tensor(e, t->name);
+			if (dtype_is_float8(t->dtype))
+				return err_set(
+					e, "quantized_input",
+					"%s: %s is a quantized (FP8) dtype; only unquantized checkpoints "
+					"are converted",
+					t->name, dtype_name(t->dtype));
+			return err_set(e, "quantized_input",
+				       "%s: quantization scales (*_scale_inv) are not supported",
+				       t->name);
+		}
+	}
+	return 0;
+}
+
+/* The experts [start, end) an expert-parallel rank of `size` holds: E / size
+ * each, the first E % size ranks one more.  size 0: all of them. */
+static void ep_range(uint64_t experts, uint32_t size, uint32_t rank, uint64_t *start, uint64_t *end)
+{
+	uint64_t per, rem;
+
+	if (size == 0) {
+		*start = 0;
+		*end = experts;
+		return;
+	}
+	per = experts / size;
+	rem = experts % size;
+	if (rank < rem) {
+		per += 1;
+		*start = rank * per;
+	} else {
+		*start = rank * per + rem;
+	}
+	*end = *start + per;
+}
+
+/* ---- HF -> native -------------------------------------------------------- */
+
+/* The routed experts of one MoE layer, by expert number and projection. */
+struct moe_group {
+	char *base;  /* "…layers.L.mlp.experts." */
+	long *slots; /* [expert - start][proj]: source tensor, -1 when absent */
+};
+
+int moe_groups_init(struct moe_groups *g, const struct ckpt *c, const struct adapter_options *o,
+		    const struct moe_dims *d, struct err *e)
+{
+	memset(g, 0, sizeof(*g));
+	g->dims = d;
+	if (o->ep_size && o->ep_rank >= o->ep_size)
+		return err_set(e, "invalid_option",
+			       "expert-parallel rank %" PRIu32 " is not below size %" PRIu32,
+			       o->ep_rank, o->ep_size);
+	if (target_dtype(c, o->dtype, &g->to, e) < 0)
+		return -1;
+	ep_range(d->experts, o->ep_size, o->ep_rank, &g->start, &g->end);
+	return 0;
+}
+
+void moe_groups_fini(struct moe_groups *g)
+{
+	size_t i;
+
+	for (i = 0; i < g->n; i++) {
+		free(g->items[i].base);
+		free(g->items[i].slots);
+	}
+	free(g->items);
+}
+
+/* The slot of stacked expert x (start <= x < end), projection k. */
+static long *slot_of(const struct moe_groups *g, const struct moe_group *grp, uint64_t x, int k)
+{
+	return &grp->slots[(x - g->start) * PROJ_COUNT + (uint64_t)k];
+}
+
+/* The group of layer `name` (its first len bytes), made on first use.  Each
+ * group needs the three projections of every stacked expert, so groups that
+ * the checkpoint's tensors cannot fill are refused before their slots, sized
+ * by num_experts, are allocated (every product overflow-checked). */
+static struct moe_group *group_get(struct moe_groups *g, const struct ckpt *c, const char *name,
+				   size_t len, struct err *e)
+{
+	struct moe_group *grp;
+	uint64_t k, nslots, needed;
+	size_t i;
+
+	for (i = g->n; i-- > 0;)
+		if (strlen(g->items[i].base) == len && memcmp(g->items[i].base, name, len) == 0)
+			return &g->items[i];
+	if (!u64_mul(g->end - g->start, PROJ_COUNT, &nslots) ||
+	    !u64_mul(nslots, (uint64_t)g->n + 1, &needed) || needed > c->ntensors) {
+		err_set_tensor(e, name);
+		err_set(e, "missing_experts",
+			"%s: %zu MoE layers x %" PRIu64
+			" experts x %d projections (num_experts %" PRIu64
+			") are more expert weights than the checkpoint's %zu tensors",
+			name, g->n + 1, g->end - g->start, PROJ_COUNT, g->dims->experts,
+			c->ntensors);
+		return NULL;
+	}
+	g->items = xrealloc(g->items, (g->n + 1) * sizeof(*g->items));
+	grp = &g->items[g->n++];
+	grp->base = moe_join(name, len, "%s", "");
+	grp->slots = xmalloc((nslots ? nslots : 1) * sizeof(*grp->slots));
+	for (k = 0; k < nslots; k++)
+		grp->slots[k] = -1;
+	return grp;
+}
+
+int moe_groups_collect(struct moe_groups *g, const struct ckpt *c, uint32_t i, struct err *e)
+{
+	const char *name = c->tensors[i].name;
+	struct moe_group *grp;
+	struct expert_name x;
+	long *slot;
+
+	if (!parse_hf_expert(name, &x))
+		return 0;
+	if (x.expert >= g->dims->experts) {
+		err_set_tensor(e, name);
+		return err_set(e, "expert_out_of_range",
+			       "%s: expert %" PRIu64 " is not below num_experts %" PRIu64, name,
+			       x.expert, g->dims->experts);
+	}
+	grp = group_get(g, c, name, x.base_len, e);
+	if (!grp)
+		return -1;
+	/* Only the stacked experts (an expert-parallel rank's share) matter. */
+	if (x.expert < g->start || x.expert >= g->end)
+		return 1;
+	slot = slot_of(g, grp, x.expert, x.proj);
+	if (*slot >= 0) {
+		err_set_tensor(e, name);
+		return err_set(e, "duplicate_tensor",
+			       "%s: expert %" PRIu64 " %s is given twice (also as %s)", name,
+			       x.expert, proj_names[x.proj], c->tensors[*slot].name);
+	}
+	*slot = i;
+	return 1;
+}
+
+/* Every needed expert of every group has all three projections. */
+static int check_complete(const struct moe_groups *g, struct err *e)
+{
+	char shown[ERR_MSG_MAX] = "", first[ERR_TENSOR_MAX] = "";
+	size_t missing = 0, used = 0, i;
+	uint64_t x;
+	int k;
+
+	for (i = 0; i < g->n; i++)
+		for (x = g->start; x < g->end; x++)
+			for (k = 0; k < PROJ_COUNT; k++) {
+				if (*slot_of(g, &g->items[i], x, k) >= 0)
+					continue;
+				if (missing < MISSING_NAMES_SHOWN && used < sizeof(shown))
+					used += (size_t)snprintf(shown + used, sizeof(shown) - used,
+								 "%s%s%" PRIu64 ".%s.weight",
+								 missing ? ", " : "",
+								 g->items[i].base, x,
+								 proj_names[k]);
+				if (missing == 0)
+					snprintf(first, sizeof(first), "%s%" PRIu64 ".%s.weight",
+						 g->items[i].base, x, proj_names[k]);
+				missing++;
+			}
+	if (missing == 0)
+		return 0;
+	err_set_tensor(e, first);
+	if (missing > MISSING_NAMES_SHOWN)
+		return err_set(e, "missing_experts",
+			       "%zu of %" PRIu64 " expert weights are missing: %s and %zu more",
+			       missing, (uint64_t)g->n * (g->end - g->start) * PROJ_COUNT, shown,
+			       missing - MISSING_NAMES_SHOWN);
+	return err_set(e, "missing_experts", "%zu of %" PRIu64 " expert weights are missing: %s",
+		       missing, (uint64_t)g->n * (g->end - g->start) * PROJ_COUNT, shown);
+}
+
+/* gate/up [I, H] and down [H, I] for every stacked expert, in one dtype
+ * when it is kept, castable to the target otherwise. */
+static int check_expert(const struct ckpt *c, const struct moe_groups *g, long src, enum proj k,
+			enum dtype first_dtype, struct err *e)
+{
+	const struct moe_dims *d = g->dims;
+	const struct ckpt_tensor *t = &c->tensors[src];
+	uint64_t rows = k == PROJ_DOWN ? d->hidden : d->moe_inter;
+	uint64_t cols = k == PROJ_DOWN ? d->moe_inter : d->hidden;
+	char shape[128];
+
+	if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols) {
+		moe_format_shape(t, shape, sizeof(shape));
+		err_set_tensor(e, t->name);
+		return err_set(e, "expert_shape_mismatch",
+			       "%s: shape %s differs from [%" PRIu64 ", %" PRIu64
+			       "], the shape of the layer's "
+			       "experts by config.json (moe_intermediate_size %" PRIu64
+			       ", hidden_size %" PRIu64 ")",
+			       t->name, shape, rows, cols, d->moe_inter, d->hidden);
+	}
+	if (g->to == DTYPE_INVALID && t->dtype != first_dtype) {
+		err_set_tensor(e, t->name);
+		return err_set(
+			e, "expert_shape_mismatch",
+			"%s: dtype %s differs from %s of the layer's other experts (kept dtype)",
+			t->name, dtype_name(t->dtype), dtype_name(first_dtype));
+	}
+	if (g->to != DTYPE_INVALID && !kern_can_cast(t->dtype, g->to)) {
+		err_set_tensor(e, t->name);
+		return err_set(e, "unsupported_cast", "%s: %s cannot be cast to %s", t->name,
+			       dtype_name(t->dtype), dtype_name(g->to));
+	}
+	return 0;
+}
+
+static int check_shapes(const struct ckpt *c, const struct moe_groups *g,
+			const struct moe_group *grp, struct err *e)
+{
+	enum dtype first = c->tensors[*slot_of(g, grp, g->start, PROJ_GATE)].dtype;
+	uint64_t x;
+	int k;
+
+	for (x = g->start; x < g->end; x++)
+		for (k = 0; k < PROJ_COUNT; k++)
+			if (check_expert(c, g, *slot_of(g, grp, x, k), (enum proj)k, first, e) < 0)
+				return -1;
+	return 0;
+}
+
+/* The [rows, cols] source tensor of expert x's projection k, read whole:
+ * transposed into cols destination rows. */
+static struct plan_block expert_block(const struct ckpt *c, const struct moe_groups *g,
+				      const struct moe_group *grp, uint64_t x, enum proj k)
+{
+	const struct ckpt_tensor *t = &c->tensors[*slot_of(g, grp, x, k)];
+
+	return (struct plan_block){.src = (uint32_t)*slot_of(g, grp, x, k),
+				   .stride = t->shape[1] * dtype_size(t->dtype),
+				   .rows = t->shape[0]};
+}
+
+/* out[x][h][i] = gate_x[i][h], out[x][h][I + i] = up_x[i][h]: per expert,
+ * its [H, 2I] block. */
+static int emit_gate_up(const struct moe_groups *g, struct plan *p, const struct ckpt *c,
+			const struct moe_group *grp, enum dtype to, struct err *e)
+{
+	uint64_t n = g->end - g->start, H = g->dims->hidden, I = g->dims->moe_inter;
+	uint64_t shape[3] = {n, H, 2 * I}, expert_bytes = H * 2 * I * dtype_size(to), k;
+	char *name = moe_join(grp->base, strlen(grp->base), "gate_and_up_projs");
+	long t = plan_add_tensor(p, name, to, 3, shape, e);
+	int rc = t < 0 ? -1 : 0;
+
+	for (k = 0; k < n && rc == 0; k++) {
+		const struct plan_block halves[2] = {
+			expert_block(c, g, grp, g->start + k, PROJ_GATE),
+			expert_block(c, g, grp, g->start + k, PROJ_UP),
+		};
+
+		rc = plan_add_transposed(p, t, k * expert_bytes, H, halves, 2, e);
+	}
+	free(name);
+	return rc;
+}
+
+/* out[x][i][h] = down_x[h][i]: per expert, its [I, H] block. */
+static int emit_down(const struct moe_groups *g, struct plan *p, const struct ckpt *c,
+		     const struct moe_group *grp, enum dtype to, struct err *e)
+{
+	uint64_t n = g->end - g->start, H = g->dims->hidden, I = g->dims->moe_inter;
+	uint64_t shape[3] = {n, I, H}, expert_bytes = I * H * dtype_size(to), k;
+	char *name = moe_join(grp->base, strlen(grp->base), "down_projs");
+	long t = plan_add_tensor(p, name, to, 3, shape, e);
+	int rc = t < 0 ? -1 : 0;
+
+	for (k = 0; k < n && rc == 0; k++) {
+		const struct plan_block down = expert_block(c, g, grp, g->start + k, PROJ_DOWN);
+
+		rc = plan_add_transposed(p, t, k * expert_bytes, I, &down, 1, e);
+	}
+	free(name);
+	return rc;
+}
+
+int moe_groups_emit(const struct moe_groups *g, struct plan *p, const struct ckpt *c, struct err *e)
+{
+	size_t i;
+
+	if (g->end <= g->start)
+		return 0; /* an expert-parallel rank without experts */
+	if (check_complete(g, e) < 0)
+		return -1;
+	for (i = 0; i < g->n; i++) {
+		const struct moe_group *grp = &g->items[i];
+		enum dtype to = g->to;
+
+		if (check_shapes(c, g, grp, e) < 0)
+			return -1;
+		if (to == DTYPE_INVALID)
+			to = c->tensors[*slot_of(g, grp, g->start, PROJ_GATE)].dtype;
+		if (emit_gate_up(g, p, c, grp, to, e) < 0 || emit_down(g, p, c, grp, to, e) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* ---- native -> HF -------------------------------------------------------- */
+
+int moe_check_ungroup_options(const struct adapter_options *o, struct err *e)
+{
+	if (o->dtype != DTYPE_CHOICE_AUTO && o->dtype != DTYPE_CHOICE_KEEP)
+		return err_set(e, "invalid_option",
+			       "a dtype (%s) applies only to conversions to native",
+			       dtype_choice_name(o->dtype));
+	if (o->ep_size)
+		return err_set(e, "invalid_option",
+			       "expert parallelism applies only to conversions to native");
+	return 0;
+}
+
+/* gate_and_up_projs [E, H, 2I] -> per expert gate_proj = ([x][:, 0:I])^T and
+ * up_proj = ([x][:, I:2I])^T, each [I, H]. */
+static int split_gate_up(struct plan *p, const struct ckpt *c, uint32_t src, size_t prefix_len,
+			 const struct moe_dims *d, struct err *e)
+{
+	const struct ckpt_tensor *t = &c->tensors[src];
+	uint64_t H = d->hidden, I = d->moe_inter, es = dtype_size(t->dtype), x;
+	uint64_t shape[2] = {I, H};
+	int k, rc = 0;
+
+	for (x = 0; x < d->experts && rc == 0; x++)
+		for (k = PROJ_GATE; k <= PROJ_UP && rc == 0; k++) {
+			char *name = moe_join(t->name, prefix_len,
+					      ".mlp.experts.%" PRIu64 ".%s.weight", x,
+					      proj_names[k]);
+			long out = plan_add_tensor(p, name, t->dtype, 2, shape, e);
+			const struct plan_block half = {.src = src,
+							.offset = x * H * 2 * I * es,
+							.stride = 2 * I * es,
+							.rows = H,
+							.col = k == PROJ_GATE ? 0 : I};
+
+			free(name);
+			rc = out < 0 ? -1 : plan_add_transposed(p, out, 0, I, &half, 1, e);
+		}
+	return rc;
+}
+
+/* down_projs [E, I, H] -> per expert down_proj = ([x])^T, [H, I]. */
+static int split_down(struct plan *p, const struct ckpt *c, uint32_t src, size_t prefix_len,
+		      const struct moe_dims *d, struct err *e)
+{
+	const struct ckpt_tensor *t = &c->tensors[src];
+	uint64_t H = d->hidden, I = d->moe_inter, es = dtype_size(t->dtype), x;
+	uint64_t shape[2] = {H, I};
+	int rc = 0;
+
+	for (x = 0; x < d->experts && rc == 0; x++) {
+		char *name = moe_join(t->name, prefix_len,
+				      ".mlp.experts.%" PRIu64 ".down_proj.weight", x);
+		long out = plan_add_tensor(p, name, t->dtype, 2, shape, e);
+		const struct plan_block block = {
+			.src = src, .offset = x * I * H * es, .stride = H * es, .rows = I};
+
+		free(name);
+		rc = out < 0 ? -1 : plan_add_transposed(p, out, 0, H, &block, 1, e);
+	}
+	return rc;
+}
+
+static int check_grouped(const struct ckpt_tensor *t, uint64_t d0, uint64_t d1, uint64_t d2,
+			 const char *what, struct err *e)
+{
+	char shape[128];
+
+	if (t->ndim == 3 && t->shape[0] == d0 && t->shape[1] == d1 && t->shape[2] == d2)
+		return 0;
+	moe_format_shape(t, shape, sizeof(shape));
+	err_set_tensor(e, t->name);
+	return err_set(e, "grouped_shape_mismatch",
+		       "%s: shape %s, expected [%" PRIu64 ", %" PRIu64 ", %" PRIu64
+		       "] = [%s] from config.json",
+		       t->name, shape, d0, d1, d2, what);
+}
+
+int moe_ungroup(struct plan *p, const struct ckpt *c, uint32_t i, const struct moe_dims *d,
+		struct err *e)
+{
+	const struct ckpt_tensor *t = &c->tensors[i];
+	size_t prefix_len;
+
+	if ((prefix_len = moe_layer_prefix_len(t->name, MOE_GATE_UP_SUFFIX))) {
+		if (check_grouped(t, d->experts, d->hidden, 2 * d->moe_inter,
+				  "num_experts, hidden_size, 2 x moe_intermediate_size", e) < 0 ||
+		    split_gate_up(p, c, i, prefix_len, d, e) < 0)
+			return -1;
+		return 1;
+	}
+	if ((prefix_len = moe_layer_prefix_len(t->name, MOE_DOWN_SUFFIX))) {
+		if (check_grouped(t, d->experts, d->moe_inter, d->hidden,
+				  "num_experts, moe_intermediate_size, hidden_size", e) < 0 ||
+		    split_down(p, c, i, prefix_len, d, e) < 0)
+			return -1;
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- planning ------------------------------------------------------------ */
+
+/* The plan's tensors and pieces for a checkpoint whose dimensions are d. */
+static int plan_layout(const struct moe_family *f, const struct ckpt *c,
+		       const struct adapter_options *o, const struct moe_dims *d, struct plan *p,
+		       struct err *e)
+{
+	switch (o->to) {
+	case LAYOUT_NATIVE:
+		return f->to_native(c, o, d, p, e);
+	case LAYOUT_HF:
+		return f->to_hf(c, o, d, p, e);
+	default:
+		return err_set(e, "invalid_option", "target layout must be hf or native");
+	}
+}
+
+int moe_build_plan(const struct moe_family *f, const struct ckpt *c,
+		   const struct adapter_options *o, struct plan *p, struct err *e)
+{
+	struct moe_dims d;
+
+	if (read_dims(f, c, &d, e) < 0 || refuse_quantized(c, e) < 0)
+		return -1;
+	if (p->from == o->to)
+		return err_set(e, "already_in_layout", "the checkpoint is already in the %s layout",
+			       layout_name(o->to));
+	return plan_layout(f, c, o, &d, p, e);
+}
+
+/* ---- reading the output back --------------------------------------------- */
+
+/* The first few source tensors at fault, for one message. */
+struct offenders {
+	size_t n;
+	size_t used;
+	char shown[ERR_MSG_MAX / 2];
+	char first[ERR_TENSOR_MAX];
+	bool expert; /* one is named like a routed expert's tensor */
+};
+
+static void offender_add(struct offenders *o, const char *source, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void offender_add(struct offenders *o, const char *source, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (o->n == 0)
+		snprintf(o->first, sizeof(o->first), "%s", source);
+	o->expert |= moe_has_numbered_expert(source);
+	if (o->n++ >= MISSING_NAMES_SHOWN || o->used >= sizeof(o->shown))
+		return;
+	o->used += (size_t)snprintf(o->shown + o->used, sizeof(o->shown) - o->used, "%s%s",
+				    o->n > 1 ? ", " : "", source);
+	if (!fmt || o->used >= sizeof(o->shown))
+		return;
+	va_start(ap, fmt);
+	o->used += (size_t)vsnprintf(o->shown + o->used, sizeof(o->shown) - o->used, fmt, ap);
+	va_end(ap);
+}
+
+/* "<lead> N tensor(s): A, B (detail) and N more<tail>", with a word on
+ * routed experts when one is among them. */
+static int offenders_error(const struct offenders *o, struct err *e, const char *lead,
+			   const char *tail)
+{
+	char more[48] = "";
+
+	if (o->n > MISSING_NAMES_SHOWN)
+		snprintf(more, sizeof(more), " and %zu more", o->n - MISSING_NAMES_SHOWN);
+	err_set_tensor(e, o->first);
+	return err_set(e, "unsupported_tensor", "%s %zu tensor%s: %s%s%s%s", lead, o->n,
+		       o->n == 1 ? "" : "s", o->shown, more, tail,
+		       o->expert ? " (routed experts are grouped from "
+				   "[model.][language_model.]layers.L.mlp.experts.E."
+				   "{gate,up,down}_proj.weight only)" :
+				   "");
+}
+
+/* The output of a finished plan as a checkpoint of tensor descriptions
+ * only (no store, no data), with the source's config.json, which the
+ * conversion copies: what converting the output back reads.  An
+ * expert-parallel rank's grouped tensors stand for the whole, all E
+ * experts, so that the output is checked as the checkpoint of which it is
+ * one share. */
+static void output_view(struct ckpt *v, const struct ckpt *c, const struct plan *p,
+			const struct adapter_options *o, const struct moe_dims *d)
+{
+	size_t i;
+
+	memset(v, 0, sizeof(*v));
+	v->config = c->config;
+	v->ntensors = p->ntensors;
+	v->tensors = xcalloc(p->ntensors ? p->ntensors : 1, sizeof(*v->tensors));
+	for (i = 0; i < p->ntensors; i++) {
+		const struct plan_tensor *pt = &p->tensors[i];
+		struct ckpt_tensor *t = &v->tensors[i];
+
+		t->name = pt->name;
+		t->dtype = pt->dtype;
+		t->ndim = pt->ndim;
+		memcpy(t->shape, pt->shape, sizeof(t->shape));
+		t->nbytes = pt->nbytes;
+		if (o->ep_size && pt->ndim == 3 &&
+		    (moe_layer_prefix_len(pt->name, MOE_GATE_UP_SUFFIX) ||
+		     moe_layer_prefix_len(pt->name, MOE_DOWN_SUFFIX))) {
+			t->shape[0] = d->experts;
+			t->nbytes =
+				d->experts * pt->shape[1] * pt->shape[2] * dtype_size(pt->dtype);
+		}
+	}
+}
+
+/* The source tensor output tensor i of p was made from (the first). */
+static const char *source_of(const struct ckpt *c, const struct plan *p, size_t i)
+{
+	return p->tensors[i].nsources ? c->tensors[p->tensors[i].sources[0]].name :
+					p->tensors[i].name;
+}
+
+/* The output reads as the layout it was made in: no name of the other
+ * layout left in it, and some name of its own. */
+static int check_output_layout(const struct moe_family *f, const struct ckpt *c,
+			       const struct plan *p, const struct ckpt *v, struct err *e)
+{
+	struct offenders off = {0};
+	struct err why = {0};
+	enum layout got;
+	size_t i;
+
+	moe_detect(f, v, &got, &why);
+	if (got == p->to)
+		return 0;
+	for (i = 0; i < p->ntensors; i++) {
+		const char *name = p->tensors[i].name, *src = source_of(c, p, i);
+
+		if (p->to == LAYOUT_NATIVE ? !f->hf_name(name) : !f->native_name(name))
+			continue;
+		if (strcmp(name, src) == 0)
+			offender_add(&off, src, NULL);
+		else
+			offender_add(&off, src, " (as %s)", name);
+	}
+	if (off.n == 0)
+		return err_set(e, "unsupported_tensor",
+			       "no output tensor would have a name of the %s layout, so the output "
+			       "could not be converted back",
+			       layout_name(p->to));
+	return offenders_error(&off, e,
+			       p->to == LAYOUT_NATIVE ? "the native layout has no place for" :
+							"the HF layout has no place for",
+			       p->to == LAYOUT_NATIVE ?
+				       "; with these HF-layout names left as they "
+				       "are, the output could not be converted back" :
+				       "; with these native-layout names left as "
+				       "they are, the output could not be converted "
+				       "back");
+}
+
+/* Converting the output back fails: the error, said of the source. */
+static int back_error(const struct ckpt *c, const struct plan *p, const struct err *why,
+		      struct err *e)
+{
+	long i = why->tensor[0] ? plan_find(p, why->tensor) : -1;
+	const char *src = i >= 0 ? source_of(c, p, (size_t)i) : why->tensor;
+
+	err_set_tensor(e, src);
+	return err_set(e, why->code, "%s%sthe output could not be converted back: %s", src,
+		       src[0] ? ": " : "", why->msg);
+}
+
+/* An expert out of the rank's range, which the rank's output lacks. */
+static bool other_rank_expert(const char *name, const struct adapter_options *o,
+			      const struct moe_dims *d)
+{
+	uint64_t start, end;
+	struct expert_name x;
+
+	if (!o->ep_size || !parse_hf_expert(name, &x))
+		return false;
+	ep_range(d->experts, o->ep_size, o->ep_rank, &start, &end);
+	return x.expert < start || x.expert >= end;
+}
+
+/* The first source tensor behind reverse tensor r (made from output
+ * tensors of p) that no reverse tensor gave back; -1 if none. */
+static long unreturned_source(const struct plan *p, const struct plan_tensor *r, const bool *back)
+{
+	uint32_t i, j;
+
+	for (i = 0; i < r->nsources; i++) {
+		const struct plan_tensor *t = &p->tensors[r->sources[i]];
+
+		for (j = 0; j < t->nsources; j++)
+			if (!back[t->sources[j]])
+				return t->sources[j];
+	}
+	return -1;
+}
+
+/* Converting back (plan q) gives every source tensor p was made from under
+ * its own name and shape (dtypes differ only where p casts).  A reverse
+ * tensor under another name is paired with a source tensor behind it that
+ * did not come back, to say what became of it. */
+static int check_same_tensors(const struct ckpt *c, const struct plan *p, const struct plan *q,
+			      const struct adapter_options *o, const struct moe_dims *d,
+			      struct err *e)
+{
+	bool *back = xcalloc(c->ntensors ? c->ntensors : 1, sizeof(*back));
+	long *found = xcalloc(q->ntensors ? q->ntensors : 1, sizeof(*found));
+	struct offenders off = {0};
+	char shape[128];
+	size_t i;
+	uint32_t j;
+	long s;
+	int rc = 0;
+
+	for (i = 0; i < q->ntensors; i++) {
+		const struct plan_tensor *r = &q->tensors[i];
+
+		if ((s = found[i] = ckpt_find(c, r->name)) < 0)
+			continue;
+		back[s] = true;
+		if (r->ndim != c->tensors[s].ndim ||
+		    memcmp(r->shape, c->tensors[s].shape, (size_t)r->ndim * sizeof(*r->shape))) {
+			struct ckpt_tensor as_back = {.ndim = r->ndim};
+
+			memcpy(as_back.shape, r->shape, sizeof(as_back.shape));
+			moe_format_shape(&as_back, shape, sizeof(shape));
+			offender_add(&off, c->tensors[s].name, " (comes back with shape %s)",
+				     shape);
+		}
+	}
+	for (i = 0; i < q->ntensors; i++) {
+		const struct plan_tensor *r = &q->tensors[i];
+
+		if (found[i] >= 0 || other_rank_expert(r->name, o, d))
+			continue;
+		s = unreturned_source(p, r, back);
+		if (s >= 0)
+			back[s] = true;
+		offender_add(&off, s >= 0 ? c->tensors[s].name : r->name, " (comes back as %s)",
+			     r->name);
+	}
+	for (i = 0; i < p->ntensors; i++)
+		for (j = 0; j < p->tensors[i].nsources; j++)
+			if (!back[p->tensors[i].sources[j]]) {
+				back[p->tensors[i].sources[j]] = true;
+				offender_add(&off, c->tensors[p->tensors[i].sources[j]].name,
+					     " (does not come back)");
+			}
+	if (off.n)
+		rc = offenders_error(&off, e, "converting the output back would not restore", "");
+	free(found);
+	free(back);
+	return rc;
+}
+
+int moe_check_round_trip(const struct moe_family *f, const struct ckpt *c,
+			 const struct adapter_options *o, const struct plan *p, struct err *e)
+{
+	struct adapter_options back = {.to = p->from, .dtype = DTYPE_CHOICE_KEEP};
+	struct plan_options tensors_only = {.tensors_only = true};
+	struct err why = {0};
+	struct plan *q = NULL;
+	struct moe_dims d;
+	struct ckpt v;
+	int rc;
+
+	if (read_dims(f, c, &d, e) < 0)
+		return -1;
+	output_view(&v, c, p, o, &d);
+	rc = check_output_layout(f, c, p, &v, e);
+	if (rc == 0) {
+		q = plan_new(&v, p->to, p->from);
+		if (plan_layout(f, &v, &back, &d, q, &why) < 0 ||
+		    plan_finish(q, &tensors_only, &why) < 0)
+			rc = back_error(c, p, &why, e);
+	}
+	/* SPEC.md's lossless round trip: HF -> native -> HF. */
+	if (rc == 0 && p->from == LAYOUT_HF && p->nexcluded == 0)
+		rc = check_same_tensors(c, p, q, o, &d, e);
+	plan_free(q);
+	free(v.tensors);
+	return rc;
+}
