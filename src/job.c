@@ -1033,6 +1033,11 @@ static json_t *error_json(const struct err *e)
 			 e->tensor[0] ? json_string(e->tensor) : json_null());
 }
 
+static json_t *credentials_source_json(const struct job *j)
+{
+	return j->credentials_source[0] ? json_string(j->credentials_source) : json_null();
+}
+
 json_t *job_to_json(const struct job *j)
 {
 	json_t *o = json_object();
@@ -1050,6 +1055,7 @@ json_t *job_to_json(const struct job *j)
 	json_object_set_new(o, "error", error_json(&j->error));
 	json_object_set_new(o, "cancel_requested", json_boolean(j->cancel == JOB_CANCEL_USER));
 	json_object_set_new(o, "restarts", json_integer(j->restarts));
+	json_object_set_new(o, "credentials_source", credentials_source_json(j));
 	return o;
 }
 
@@ -1089,6 +1095,7 @@ json_t *job_record_json(const struct job *j)
 			  "elapsed_seconds", p.elapsed_seconds));
 	json_object_set_new(o, "result", j->result ? json_incref(j->result) : json_null());
 	json_object_set_new(o, "error", error_json(&j->error));
+	json_object_set_new(o, "credentials_source", credentials_source_json(j));
 	return o;
 }
 
@@ -1185,6 +1192,9 @@ int job_from_record(const json_t *r, struct job **out, struct err *e)
 	snprintf(j->request_sha256, sizeof(j->request_sha256), "%s", sha ? sha : "");
 	j->claimed = json_is_true(json_object_get(r, "claimed"));
 	j->restarts = (unsigned)json_integer_value(json_object_get(r, "restarts"));
+	if (json_is_string(json_object_get(r, "credentials_source")))
+		snprintf(j->credentials_source, sizeof(j->credentials_source), "%s",
+			 json_string_value(json_object_get(r, "credentials_source")));
 	if (record_progress(json_object_get(r, "progress"), &j->progress, e) < 0 ||
 	    record_error(json_object_get(r, "error"), &j->error, e) < 0)
 		goto out;

@@ -497,6 +497,27 @@ static int s3_enter(const struct registry *r, const struct job *j, struct err *e
 	return p->s3_options_apply(json_object_get(j->spec.options, "s3"), e);
 }
 
+/* Notes where the credentials came from of a job that reaches the object
+ * store (the service's provider has given some by the time its stores are
+ * open). */
+static void note_credentials(struct registry *r, struct job *j, const char *src, const char *dst)
+{
+	const struct job_policy *p = r->cfg.policy;
+	const char *source;
+
+	if (!p || !p->s3_credentials_source || !((src && store_is_remote(src)) || store_is_remote(dst)))
+		return;
+	source = p->s3_credentials_source();
+	if (!source)
+		return;
+	pthread_mutex_lock(&r->lock);
+	if (strcmp(j->credentials_source, source) != 0) {
+		snprintf(j->credentials_source, sizeof(j->credentials_source), "%s", source);
+		j->version++;
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
 static void s3_leave(const struct registry *r)
 {
 	const struct job_policy *p = r->cfg.policy;
@@ -682,6 +703,7 @@ static void run_finalize(struct registry *r, struct job *j, const char *dst)
 		fail(r, j, &e);
 		goto out;
 	}
+	note_credentials(r, j, fr.source, dst);
 	pthread_mutex_lock(&r->lock);
 	j->progress.tensors_total = j->progress.tensors_done = fr.tensors;
 	j->progress.bytes_total = j->progress.bytes_done = fr.bytes;
@@ -718,6 +740,7 @@ static void run_job(struct registry *r, struct job *j)
 		fail(r, j, &e);
 		goto out;
 	}
+	note_credentials(r, j, src, dst);
 	claim(r, j, dst, o.overwrite);
 	cancel = publish_conversion(r, j, conv);
 	if (cancel == JOB_CANCEL_DRAIN) {
@@ -1196,6 +1219,7 @@ static int check_source(struct registry *r, struct job *j, struct job_error *je)
 		job_error_set(je, "", e.code, "%s", e.msg);
 		goto out;
 	}
+	note_credentials(r, j, j->resolved_source, j->resolved_destination);
 	if (j->spec.dry_run) {
 		const struct plan *plan = conversion_plan(conv);
 

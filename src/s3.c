@@ -25,6 +25,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "ckptconv/aws_credentials.h"
 #include "ckptconv/err.h"
 #include "ckptconv/log.h"
 #include "ckptconv/s3.h"
@@ -56,7 +57,8 @@ struct settings_copy {
 };
 
 static pthread_mutex_t defaults_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct settings_copy process_settings; /* protected by defaults_lock */
+static struct settings_copy process_settings;	    /* protected by defaults_lock */
+static struct aws_credentials *process_credentials; /* protected by defaults_lock */
 static __thread struct settings_copy thread_settings;
 
 enum style { STYLE_AUTO, STYLE_PATH, STYLE_VIRTUAL };
@@ -228,6 +230,28 @@ int s3_set_defaults(const struct s3_settings *s, struct err *e)
 	return 0;
 }
 
+void s3_set_credentials(struct aws_credentials *p)
+{
+	struct aws_credentials *old;
+
+	pthread_mutex_lock(&defaults_lock);
+	old = process_credentials;
+	process_credentials = p ? aws_credentials_ref(p) : NULL;
+	pthread_mutex_unlock(&defaults_lock);
+	aws_credentials_unref(old);
+}
+
+const char *s3_credentials_source(void)
+{
+	const char *source = NULL;
+
+	pthread_mutex_lock(&defaults_lock);
+	if (process_credentials)
+		source = aws_credentials_source(process_credentials);
+	pthread_mutex_unlock(&defaults_lock);
+	return source;
+}
+
 int s3_set_thread_settings(const struct s3_settings *s, struct err *e)
 {
 	if (s3_settings_check(s, e))
@@ -358,9 +382,7 @@ struct s3_client {
 	char *endpoint_authority; /* host[:port] of a custom endpoint */
 	char *region;
 	enum style style;
-	char *access_key_id;
-	char *secret_access_key;
-	char *session_token;
+	struct aws_credentials *credentials;
 	char *ca_bundle;
 	unsigned max_attempts;
 	double backoff_base, backoff_cap;
@@ -409,16 +431,9 @@ static uint64_t env_u64(const char *name, uint64_t fallback, uint64_t min, uint6
 	return n < min ? min : n > max ? max : n;
 }
 
-static void secret_free(char *s)
-{
-	if (s) {
-		memset(s, 0, strlen(s));
-		free(s);
-	}
-}
-
 static int client_configure(struct s3_client *c, struct err *e)
 {
+	const struct aws_credentials_snapshot *credentials;
 	struct settings_copy process;
 	char *endpoint, *style;
 	struct endpoint ep;
@@ -447,14 +462,15 @@ static int client_configure(struct s3_client *c, struct err *e)
 	} else {
 		c->https = true;
 	}
-	c->access_key_id = resolve(NULL, NULL, "AWS_ACCESS_KEY_ID", NULL);
-	c->secret_access_key = resolve(NULL, NULL, "AWS_SECRET_ACCESS_KEY", NULL);
-	c->session_token = resolve(NULL, NULL, "AWS_SESSION_TOKEN", NULL);
-	if (!c->access_key_id || !c->secret_access_key) {
-		err_set(e, "s3_config",
-			"no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
+	/* The process's provider, or one of the client's own; credentials
+	 * are obtained now so that a store without any fails when opened. */
+	pthread_mutex_lock(&defaults_lock);
+	c->credentials = process_credentials ? aws_credentials_ref(process_credentials) :
+					       aws_credentials_new();
+	pthread_mutex_unlock(&defaults_lock);
+	if (aws_credentials_get(c->credentials, &credentials, e))
 		goto out;
-	}
+	aws_credentials_release(credentials);
 	c->ca_bundle = resolve(NULL, NULL, "AWS_CA_BUNDLE", NULL);
 	c->max_attempts =
 		(unsigned)env_u64("CKPTCONV_S3_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, 1, 100);
@@ -537,9 +553,7 @@ void s3_client_free(struct s3_client *c)
 	pthread_mutex_destroy(&c->lanes_lock);
 	free(c->endpoint_authority);
 	free(c->region);
-	secret_free(c->access_key_id);
-	secret_free(c->secret_access_key);
-	secret_free(c->session_token);
+	aws_credentials_unref(c->credentials);
 	free(c->ca_bundle);
 	free(c);
 }
@@ -672,11 +686,13 @@ static void payload_hash_of(const struct s3_client *c, const void *body, size_t 
 		sigv4_sha256_hex(len ? body : "", len, out);
 }
 
-static char *authorization_for(const struct s3_client *c, const char *method,
-			       const struct target *t, const char *range, const char *payload_hash,
-			       time_t when)
+static char *authorization_for(const struct s3_client *c,
+			       const struct aws_credentials_snapshot *credentials,
+			       const char *method, const struct target *t, const char *range,
+			       const char *payload_hash, time_t when)
 {
-	struct sigv4_credentials cred = {c->access_key_id, c->secret_access_key, c->session_token};
+	struct sigv4_credentials cred = {credentials->access_key_id, credentials->secret_access_key,
+					 credentials->session_token};
 	struct sigv4_header range_header = {"range", range};
 	struct sigv4_request r = {
 		.method = method,
@@ -699,13 +715,17 @@ int s3_sign_request(struct s3_client *c, const char *method, const char *bucket,
 		    const void *body, size_t len, time_t when, struct s3_signed_request *out,
 		    struct err *e)
 {
+	const struct aws_credentials_snapshot *credentials;
 	char hash[SIGV4_SHA256_HEX_SIZE];
 	struct target t = {0};
 
 	memset(out, 0, sizeof(*out));
+	if (aws_credentials_get(c->credentials, &credentials, e))
+		return -1;
 	target_build(c, bucket, key, params, nparams, &t);
 	payload_hash_of(c, body, len, hash);
-	out->authorization = authorization_for(c, method, &t, range, hash, when);
+	out->authorization = authorization_for(c, credentials, method, &t, range, hash, when);
+	aws_credentials_release(credentials);
 	if (!out->authorization) {
 		target_fini(&t);
 		return err_set(e, "internal_error", "signing the request failed");
@@ -861,6 +881,7 @@ struct call {
 
 	/* one attempt */
 	CURL *easy;
+	const struct aws_credentials_snapshot *credentials; /* it is signed with */
 	double started;
 	struct curl_slist *headers;
 	struct target target;
@@ -894,6 +915,8 @@ static void call_init(struct call *k, struct s3_client *c, const char *op, const
 
 static void call_attempt_reset(struct call *k)
 {
+	aws_credentials_release(k->credentials);
+	k->credentials = NULL;
 	curl_slist_free_all(k->headers);
 	k->headers = NULL;
 	target_fini(&k->target);
@@ -1028,11 +1051,13 @@ static int call_setup(struct call *k)
 	char *auth;
 
 	call_attempt_reset(k);
+	if (aws_credentials_get(c->credentials, &k->credentials, &k->err))
+		return -1;
 	target_build(c, k->bucket, k->key, k->params, k->nparams, &k->target);
 	if (k->ranged)
 		snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, k->off,
 			 k->off + k->len - 1);
-	auth = authorization_for(c, k->method, &k->target, k->ranged ? range : NULL,
+	auth = authorization_for(c, k->credentials, k->method, &k->target, k->ranged ? range : NULL,
 				 k->payload_hash, now);
 	if (!auth)
 		return err_set(&k->err, "internal_error", "signing the request failed");
@@ -1040,8 +1065,8 @@ static int call_setup(struct call *k)
 	add_header(k, "Host: %s", k->target.host);
 	add_header(k, "x-amz-date: %s", amz_date);
 	add_header(k, "x-amz-content-sha256: %s", k->payload_hash);
-	if (is_set(c->session_token))
-		add_header(k, "x-amz-security-token: %s", c->session_token);
+	if (k->credentials->session_token)
+		add_header(k, "x-amz-security-token: %s", k->credentials->session_token);
 	add_header(k, "Authorization: %s", auth);
 	memset(auth, 0, strlen(auth));
 	free(auth);
@@ -1150,6 +1175,13 @@ static void classify_error(struct call *k, const struct s3_error_answer *error)
 		snprintf(what, sizeof(what), "%s answered HTTP %ld", k->op, k->status);
 	if (k->status == 429 || k->status >= 500 || retryable_s3_code(x.code)) {
 		call_fail(k, CALL_RETRY, "s3_unavailable", "%s", what);
+		return;
+	}
+	/* Credentials the service holds expired (its clock runs ahead of
+	 * ours): refreshed before the next attempt. */
+	if (strcmp(x.code, "ExpiredToken") == 0) {
+		aws_credentials_expire(k->client->credentials, k->credentials);
+		call_fail(k, CALL_RETRY, "s3_credentials", "%s", what);
 		return;
 	}
 	if (k->status == 403 || strcmp(x.code, "AccessDenied") == 0)

@@ -30,6 +30,7 @@
 #define JOB_LABELS_MAX 32
 #define JOB_LABEL_KEY_MAX 63
 #define JOB_LABEL_VALUE_MAX 256
+#define JOB_CREDENTIALS_SOURCE_MAX 32
 
 enum job_state {
 	JOB_QUEUED = 0,
@@ -68,6 +69,9 @@ struct job_policy {
 	 * options.s3 (NULL when it has none), and with NULL once done; NULL:
 	 * nothing to apply. */
 	int (*s3_options_apply)(const json_t *s3, struct err *e);
+	/* The name of the source the service's object store credentials came
+	 * from (aws_credentials.h), or NULL (none yet); NULL: not told. */
+	const char *(*s3_credentials_source)(void);
 };
 
 /* A validated request. */
@@ -146,6 +150,9 @@ struct job {
 	uint8_t *tensor_states;	      /* final per-tensor states, or NULL */
 	size_t ntensor_states;
 	struct job_tensors *tensors; /* NULL until the listing exists */
+	/* Where the object store credentials it used came from ("web_identity",
+	 * ...; aws_credentials.h), "" when it used none. */
+	char credentials_source[JOB_CREDENTIALS_SOURCE_MAX];
 	double persisted_at;	     /* monotonic seconds of the last record write */
 	bool deleted;		     /* removed from the registry */
 	uint64_t version;	     /* bumped when a field of the API form changes */
