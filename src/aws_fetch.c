@@ -535,6 +535,22 @@ static int send_request(const struct request *rq, const char *source,
 		       r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->rc));
 }
 
+/* A request to STS or the container endpoint: their timeouts, one more
+ * try after a transient failure. */
+static struct request service_request(const char *method, const char *url, const char *ca_bundle)
+{
+	struct request rq = {
+		.method = method,
+		.url = url,
+		.timeout_ms = AWS_FETCH_TIMEOUT_MS,
+		.connect_timeout_ms = AWS_FETCH_CONNECT_TIMEOUT_MS,
+		.ca_bundle = ca_bundle,
+		.attempts = 2,
+	};
+
+	return rq;
+}
+
 /* A token file's content, trailing white space dropped; *out malloc'd. */
 static int read_token_file(const char *path, const char *source, char **out, struct err *e)
 {
@@ -588,6 +604,7 @@ int aws_sts_fetch(const struct aws_sts_config *c, struct aws_credentials_answer 
 	char *token = NULL, *enc_role = NULL, *enc_name = NULL, *enc_token = NULL, *body = NULL;
 	char *url = NULL, source[400];
 	struct reply r = {0};
+	struct request rq;
 	int rc = -1;
 
 	memset(out, 0, sizeof(*out));
@@ -603,22 +620,12 @@ int aws_sts_fetch(const struct aws_sts_config *c, struct aws_credentials_answer 
 		     enc_role, enc_name, enc_token) < 0 ||
 	    asprintf(&url, "%s/", c->endpoint) < 0)
 		abort();
-	{
-		struct request rq = {
-			.method = "POST",
-			.url = url,
-			.headers = {"Content-Type: application/x-www-form-urlencoded; charset=utf-8",
-				    "Accept: text/xml", NULL},
-			.body = body,
-			.timeout_ms = AWS_FETCH_TIMEOUT_MS,
-			.connect_timeout_ms = AWS_FETCH_CONNECT_TIMEOUT_MS,
-			.ca_bundle = c->ca_bundle,
-			.attempts = 2,
-		};
-
-		if (send_request(&rq, source, sts_transient_answer, &r, e) < 0)
-			goto out;
-	}
+	rq = service_request("POST", url, c->ca_bundle);
+	rq.headers[0] = "Content-Type: application/x-www-form-urlencoded; charset=utf-8";
+	rq.headers[1] = "Accept: text/xml";
+	rq.body = body;
+	if (send_request(&rq, source, sts_transient_answer, &r, e) < 0)
+		goto out;
 	rc = aws_sts_answer_parse(r.data ? r.data : "", r.len, r.status, c->endpoint, out, e);
 out:
 	reply_fini(&r);
@@ -638,6 +645,7 @@ int aws_container_fetch(const struct aws_container_config *c, struct aws_credent
 {
 	char source[400], *token = NULL, *header = NULL;
 	struct reply r = {0};
+	struct request rq;
 	int rc = -1;
 
 	memset(out, 0, sizeof(*out));
@@ -654,21 +662,12 @@ int aws_container_fetch(const struct aws_container_config *c, struct aws_credent
 	}
 	if (token && asprintf(&header, "Authorization: %s", token) < 0)
 		abort();
-	{
-		struct request rq = {
-			.method = "GET",
-			.url = c->url,
-			.headers = {"Accept: application/json", header, NULL},
-			.timeout_ms = AWS_FETCH_TIMEOUT_MS,
-			.connect_timeout_ms = AWS_FETCH_CONNECT_TIMEOUT_MS,
-			.direct = true,
-			.ca_bundle = c->ca_bundle,
-			.attempts = 2,
-		};
-
-		if (send_request(&rq, source, NULL, &r, e) < 0)
-			goto out;
-	}
+	rq = service_request("GET", c->url, c->ca_bundle);
+	rq.headers[0] = "Accept: application/json";
+	rq.headers[1] = header;
+	rq.direct = true;
+	if (send_request(&rq, source, NULL, &r, e) < 0)
+		goto out;
 	if (r.status != 200) {
 		json_t *o = json_loadb(r.data ? r.data : "", r.len, 0, NULL);
 		const char *code = json_is_object(o) ? json_field(o, "code") : NULL;
