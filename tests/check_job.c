@@ -20,6 +20,8 @@
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
 #include "ckptconv/job.h"
+#include "ckptconv/job_record.h"
+#include "ckptconv/job_tensors.h"
 #include "ckptconv/log.h"
 #include "ckptconv/registry.h"
 #include "ckptconv/util.h"

@@ -424,7 +424,7 @@ wait_for_output() {
 finish_slow() {
 	local name=$1 code=$2 names=$3 rc=0 line
 	wait "$SLOW_PID" || rc=$?
-	line=$(grep -m1 "^ckptconv: [a-z_]*: " "$T/$name.err" || true)
+	line=$(error_line "$T/$name.err")
 	if [ "$rc" -eq 1 ] && [[ "$line" == "ckptconv: $code: "* ]] && [[ "$line" == *"$names"* ]]; then
 		pass "$name: exit 1 with $code naming '$names'"
 	else

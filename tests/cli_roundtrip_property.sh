@@ -62,7 +62,7 @@ property() {
 	run "$CKPTCONV" convert --no-fsync "$@" "$src" "$out"
 	if [ "$RUN_RC" -ne 0 ]; then
 		REFUSED=$((REFUSED + 1))
-		line=$(grep -m1 "^ckptconv: [a-z0-9_]*: " "$TEST_TMP/run.err" || true)
+		line=$(error_line "$TEST_TMP/run.err")
 		case "$expect" in
 		lossless | converts)
 			fail "$name: accepted" "refused: $line"

@@ -130,6 +130,12 @@ expect_exit() {
 	return 1
 }
 
+# error_line FILE: the first "ckptconv: <code>: <message>" line of a
+# command's stderr, skipping progress lines.
+error_line() {
+	grep -v "^ckptconv: progress: " "$1" | grep -m1 "^ckptconv: [a-z0-9_]*: " || true
+}
+
 # expect_fail NAME CODE NAMES CMD...: the command fails cleanly: exit 1 (not
 # a crash), one line "ckptconv: CODE: ..." on stderr, and the message
 # contains NAMES (the file or tensor at fault; "" to skip that check).
@@ -137,7 +143,7 @@ expect_fail() {
 	local name=$1 code=$2 names=$3 line
 	shift 3
 	run "$@"
-	line=$(grep -m1 "^ckptconv: [a-z0-9_]*: " "$TEST_TMP/run.err" || true)
+	line=$(error_line "$TEST_TMP/run.err")
 	if [ "$RUN_RC" -ge 128 ]; then
 		fail "$name: no crash" "killed by signal $((RUN_RC - 128))"
 		show_run

@@ -64,7 +64,8 @@ start_s3rver() {
 	NODE_OPTIONS=--openssl-legacy-provider "$bin" --directory "$S3_DATA" --address 127.0.0.1 \
 		--port "${S3_PORT:-0}" "${args[@]}" >"$S3_LOG" 2>&1 &
 	S3RVER_PID=$!
-	for i in $(seq 1 100); do
+	# Node can take many seconds to start on a loaded machine.
+	for i in $(seq 1 600); do
 		if grep -q "listening on 127.0.0.1:" "$S3_LOG"; then
 			S3_PORT=$(grep -o "listening on 127.0.0.1:[0-9]*" "$S3_LOG" | head -1 | cut -d: -f2)
 			break

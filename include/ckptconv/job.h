@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * job: one conversion job of the daemon: the request it was made from
- * (validated into a job_spec), its state machine
+ * (a job_spec, job_request.h), its state machine
  * (queued -> running -> succeeded | failed | cancelled, and running ->
- * queued when the service stops), its JSON form for the API, its record in
- * the state dir (written atomically) and its per-tensor listing.
+ * queued when the service stops) and its JSON form for the API.  Its
+ * record in the state dir is job_record.h, its per-tensor listing
+ * job_tensors.h.
  *
  * Threads: a job is shared (registry, runner, HTTP threads) and reference
  * counted.  Its spec, id and seq never change after creation; every other
@@ -23,14 +24,13 @@
 
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
+#include "ckptconv/job_request.h"
 #include "ckptconv/util.h"
 
-#define JOB_ID_LEN 16	  /* lowercase hex characters */
-#define JOB_FIELD_MAX 128 /* longest JSON path reported as "field" */
-#define JOB_LABELS_MAX 32
-#define JOB_LABEL_KEY_MAX 63
-#define JOB_LABEL_VALUE_MAX 256
+#define JOB_ID_LEN 16 /* lowercase hex characters */
 #define JOB_CREDENTIALS_SOURCE_MAX 32
+
+struct job_tensors;
 
 enum job_state {
 	JOB_QUEUED = 0,
@@ -43,83 +43,6 @@ enum job_state {
 const char *job_state_name(enum job_state s);
 int job_state_parse(const char *name); /* -1 if unknown */
 bool job_state_finished(enum job_state s);
-
-/* An error of a request: a catalogue error plus the JSON path of the field
- * at fault ("" when the request as a whole is). */
-struct job_error {
-	struct err err;
-	char field[JOB_FIELD_MAX];
-};
-/* Sets je's error (first wins) and its field; returns -1. */
-int job_error_set(struct job_error *je, const char *field, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-/* What a request may name.  Local paths must resolve inside allow_roots;
- * s3:// locations must start with one of allow_s3 (whole path components),
- * and options.s3 is checked by s3_options_check, which the S3 support sets
- * (NULL: requests naming options.s3 are refused).  state_dir is never a
- * destination. */
-struct job_policy {
-	const struct strvec *allow_roots;	 /* resolved directories */
-	const struct strvec *allow_s3;		 /* "s3://bucket[/prefix]" */
-	const struct strvec *allow_s3_endpoints; /* endpoint URLs options.s3 may name */
-	const char *state_dir;			 /* resolved */
-	int (*s3_options_check)(const json_t *s3, const struct job_policy *p, struct job_error *je);
-	/* Called on the thread about to open a job's stores with its
-	 * options.s3 (NULL when it has none), and with NULL once done; NULL:
-	 * nothing to apply. */
-	int (*s3_options_apply)(const json_t *s3, struct err *e);
-	/* The name of the source the service's object store credentials came
-	 * from (aws_credentials.h), or NULL (none yet); NULL: not told. */
-	const char *(*s3_credentials_source)(void);
-};
-
-/* A validated request. */
-struct job_spec {
-	char *source, *destination; /* as given */
-	enum layout to;
-	json_t *options;		/* normalised: every option, defaults filled in */
-	json_t *labels;			/* object of strings */
-	struct convert_options convert; /* derived; exclude points into options */
-	bool dry_run;
-	/* options.finalize: finish a partitioned conversion in destination
-	 * (partition.h); source and to are optional then (NULL / not given). */
-	bool finalize;
-	bool to_given;
-};
-
-/* Validates a request body (unknown_field, missing_field, invalid_field,
- * invalid_size; je->field names the member).  Does not look at the
- * filesystem. */
-int job_spec_parse(const json_t *body, struct job_spec *spec, struct job_error *je);
-void job_spec_fini(struct job_spec *spec);
-/* The request as the API shows it: {"source","destination","to","options","labels"}
- * (options.s3 left out: it may hold credentials). */
-json_t *job_spec_json(const struct job_spec *spec, bool for_record);
-
-/* Checks source and destination against the policy and resolves them.
- * Codes: forbidden_path, forbidden_s3_location, forbidden_s3_endpoint,
- * invalid_field (relative path, destination overlapping the source). */
-int job_spec_check(const struct job_spec *spec, const struct job_policy *p, char **resolved_source,
-		   char **resolved_destination, struct job_error *je);
-
-/* For finalize_options.check_source: refuses a manifest's source outside
- * the policy's allowed roots and prefixes (arg is the job_policy).
- * Codes: forbidden_path, forbidden_s3_location. */
-int job_policy_check_source(const char *source, void *policy, struct err *e);
-
-/* The per-tensor listing of a plan, kept as a file in the state dir and
- * mapped: for each output tensor in plan order, the JSON object without its
- * state ({"name","dtype","shape","bytes","file","sources","state":") so a
- * page of the listing is built by copying bytes.  Immutable; ref counted. */
-struct job_tensors;
-int job_tensors_write(const struct plan *plan, const char *path, bool durable, struct err *e);
-int job_tensors_open(const char *path, struct job_tensors **out, struct err *e);
-struct job_tensors *job_tensors_ref(struct job_tensors *t);
-void job_tensors_unref(struct job_tensors *t);
-size_t job_tensors_count(const struct job_tensors *t);
-/* The fragment of tensor i (without its state and closing brace). */
-void job_tensors_fragment(const struct job_tensors *t, size_t i, const char **out, size_t *len);
 
 enum job_cancel { JOB_CANCEL_NONE = 0, JOB_CANCEL_USER, JOB_CANCEL_DRAIN };
 
@@ -150,9 +73,6 @@ struct job {
 	uint8_t *tensor_states;	      /* final per-tensor states, or NULL */
 	size_t ntensor_states;
 	struct job_tensors *tensors; /* NULL until the listing exists */
-	/* Where the object store credentials it used came from ("web_identity",
-	 * ...; aws_credentials.h), "" when it used none. */
-	char credentials_source[JOB_CREDENTIALS_SOURCE_MAX];
 	double persisted_at;	     /* monotonic seconds of the last record write */
 	bool deleted;		     /* removed from the registry */
 	uint64_t version;	     /* bumped when a field of the API form changes */
@@ -160,6 +80,9 @@ struct job {
 	size_t api_text_len;
 	uint64_t api_text_version;
 	double api_text_at; /* monotonic seconds it was built */
+	/* Where the object store credentials it used came from ("web_identity",
+	 * ...; aws_credentials.h), "" when it used none. */
+	char credentials_source[JOB_CREDENTIALS_SOURCE_MAX];
 	/* Progress watch of a running job (ckptconv_job_stall_seconds): the
 	 * run it belongs to (its started_ms), bytes_done as last seen and
 	 * since when (monotonic seconds). */
@@ -189,16 +112,6 @@ enum tensor_state job_tensor_state(const struct job *j, size_t i);
 json_t *job_to_json(const struct job *j);
 /* Locked.  The progress object of the API form. */
 json_t *job_progress_json(const struct job *j);
-
-/* Locked.  The record's JSON; job_from_record rebuilds a job from it
- * (codes: config_invalid naming what is wrong). */
-json_t *job_record_json(const struct job *j);
-int job_from_record(const json_t *record, struct job **out, struct err *e);
-
-/* Writes `json` to dir/name atomically (temporary file, fsync, rename,
- * fsync of the directory).  Code io_error. */
-int job_write_atomic(const char *dir, const char *name, const char *data, size_t len, bool durable,
-		     struct err *e);
 
 /* A growable byte buffer for responses built by copying (aborts on
  * out-of-memory, like xmalloc). */

@@ -1,0 +1,408 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * registry_run: the runner threads ("ckptconv-job", one per --max-running
+ * slot).  A runner takes the oldest queued job, checks its locations
+ * against the policy again, plans and runs its conversion (or a finalize)
+ * on the shared exec pool, and settles the outcome: succeeded, failed,
+ * cancelled, or queued again when the service drains.  A job's
+ * destination is "claimed" once the run has checked that it was empty or
+ * that overwrite was asked for, so a rerun after a crash may replace what
+ * the first run left.
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ckptconv/log.h"
+#include "ckptconv/partition.h"
+#include "ckptconv/plan.h"
+#include "ckptconv/store.h"
+#include "registry_internal.h"
+
+/* ---- results -------------------------------------------------------------- */
+
+static json_t *result_json(const struct plan *plan, const struct strvec *warnings)
+{
+	json_t *files = json_array(), *warn = json_array();
+	size_t i;
+
+	for (i = 0; i < plan->nfiles; i++)
+		json_array_append_new(files, json_string(plan->files[i].name));
+	if (plan->index_json)
+		json_array_append_new(files, json_string("model.safetensors.index.json"));
+	for (i = 0; i < plan->copy_files.len; i++)
+		json_array_append_new(files, json_string(plan->copy_files.items[i]));
+	for (i = 0; warnings && i < warnings->len; i++)
+		json_array_append_new(warn, json_string(warnings->items[i]));
+	return json_pack("{s:o, s:I, s:I, s:o}", "files", files, "tensors",
+			 (json_int_t)plan->ntensors, "bytes", (json_int_t)plan->total_file_bytes,
+			 "warnings", warn);
+}
+
+/* The result of a conversion: a partition's says what it wrote. */
+json_t *registry_conversion_result_json(const struct convert_options *o, const struct plan *plan,
+					const struct strvec *warnings)
+{
+	json_t *result, *warn;
+	size_t i;
+
+	if (!o->partition_count)
+		return result_json(plan, warnings);
+	result = partition_result_json(plan, o->partition_index, o->partition_count, 0);
+	warn = json_array();
+	for (i = 0; warnings && i < warnings->len; i++)
+		json_array_append_new(warn, json_string(warnings->items[i]));
+	json_object_set_new(result, "warnings", warn);
+	return result;
+}
+
+static json_t *finalize_result_json(const struct finalize_result *fr)
+{
+	json_t *files = json_array(), *warn = json_array();
+	size_t i;
+
+	for (i = 0; i < fr->files.len; i++)
+		json_array_append_new(files, json_string(fr->files.items[i]));
+	for (i = 0; i < fr->warnings.len; i++)
+		json_array_append_new(warn, json_string(fr->warnings.items[i]));
+	return json_pack("{s:o, s:I, s:I, s:o, s:{s:s?, s:b}}", "files", files, "tensors",
+			 (json_int_t)fr->tensors, "bytes", (json_int_t)fr->bytes, "warnings", warn,
+			 "finalize", "source", fr->source, "already_finished",
+			 fr->already_finished);
+}
+
+/* ---- running -------------------------------------------------------------- */
+
+/* Applies the job's options.s3 to the stores this thread opens next. */
+int registry_s3_enter(const struct registry *r, const struct job *j, struct err *e)
+{
+	const struct job_policy *p = r->cfg.policy;
+
+	if (!p || !p->s3_options_apply)
+		return 0;
+	return p->s3_options_apply(json_object_get(j->spec.options, "s3"), e);
+}
+
+void registry_note_credentials(struct registry *r, struct job *j, const char *src, const char *dst)
+{
+	const struct job_policy *p = r->cfg.policy;
+	const char *source;
+
+	if (!p || !p->s3_credentials_source ||
+	    !((src && store_is_remote(src)) || store_is_remote(dst)))
+		return;
+	source = p->s3_credentials_source();
+	if (!source)
+		return;
+	pthread_mutex_lock(&r->lock);
+	if (strcmp(j->credentials_source, source) != 0) {
+		snprintf(j->credentials_source, sizeof(j->credentials_source), "%s", source);
+		j->version++;
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+void registry_s3_leave(const struct registry *r)
+{
+	const struct job_policy *p = r->cfg.policy;
+
+	if (p && p->s3_options_apply)
+		p->s3_options_apply(NULL, NULL);
+}
+
+/* Whether a destination may be claimed by the job: replacing it was asked
+ * for, or it holds nothing (but unfinished output of the local store). */
+static bool destination_claimable(const char *dst, bool overwrite)
+{
+	struct store *s = NULL;
+	struct store_entry *entries = NULL;
+	struct err e = {0};
+	size_t n = 0, i;
+	bool empty = true;
+
+	if (overwrite)
+		return true;
+	if (store_open(dst, &s, &e) < 0)
+		return false;
+	if (store_list(s, &entries, &n, &e) < 0) {
+		empty = strcmp(e.code, "source_not_found") == 0;
+		goto out;
+	}
+	for (i = 0; i < n; i++)
+		if (!store_is_temporary(entries[i].name))
+			empty = false;
+	store_entries_free(entries, n);
+out:
+	store_free(s);
+	return empty;
+}
+
+static void claim(struct registry *r, struct job *j, const char *dst, bool overwrite)
+{
+	if (j->claimed || !destination_claimable(dst, overwrite))
+		return;
+	pthread_mutex_lock(&r->lock);
+	j->claimed = true;
+	pthread_mutex_unlock(&r->lock);
+	registry_persist(r, j);
+}
+
+/* Re-checks the job's locations against the current policy: paths may have
+ * changed since it was submitted. */
+static int recheck(struct registry *r, struct job *j, char **src, char **dst, struct err *e)
+{
+	struct job_error je = {0};
+
+	if (job_spec_check(&j->spec, r->cfg.policy, src, dst, &je) < 0) {
+		*e = je.err;
+		return -1;
+	}
+	if (j->claimed && j->resolved_destination && strcmp(*dst, j->resolved_destination) != 0)
+		return err_set(e, "forbidden_path",
+			       "%s now resolves to %s, not %s as when the job started",
+			       j->spec.destination, *dst, j->resolved_destination);
+	pthread_mutex_lock(&r->lock);
+	free(j->resolved_source);
+	free(j->resolved_destination);
+	j->resolved_source = *src ? xstrdup(*src) : NULL;
+	j->resolved_destination = xstrdup(*dst);
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}
+
+/* Publishes conv as the job's running conversion unless a cancel came
+ * first; returns the cancel reason then. */
+static enum job_cancel publish_conversion(struct registry *r, struct job *j,
+					  struct conversion *conv)
+{
+	enum job_cancel cancel;
+
+	pthread_mutex_lock(&r->lock);
+	cancel = j->cancel;
+	if (cancel == JOB_CANCEL_NONE)
+		j->conv = conv;
+	pthread_mutex_unlock(&r->lock);
+	return cancel;
+}
+
+/* Copies the running conversion's tensor states into the job, which keeps
+ * them once the conversion is gone (lock held); returns a copy for the
+ * states file. */
+static uint8_t *keep_tensor_states(struct job *j, size_t *n)
+{
+	const struct plan *plan = conversion_plan(j->conv);
+	uint8_t *copy;
+	size_t i;
+
+	*n = plan ? plan->ntensors : 0;
+	free(j->tensor_states);
+	j->tensor_states = xcalloc(*n ? *n : 1, 1);
+	j->ntensor_states = *n;
+	for (i = 0; i < *n; i++)
+		j->tensor_states[i] = (uint8_t)conversion_tensor_state(j->conv, i);
+	copy = xmalloc(*n ? *n : 1);
+	memcpy(copy, j->tensor_states, *n);
+	return copy;
+}
+
+void registry_cancel_error(struct err *e)
+{
+	err_set(e, "cancelled", "the job was cancelled by a DELETE request");
+}
+
+static void cancelled_by_request(struct registry *r, struct job *j)
+{
+	struct err e = {0};
+
+	registry_cancel_error(&e);
+	registry_finish(r, j, JOB_CANCELLED, &e, NULL);
+}
+
+/* After the run: succeeded, cancelled, queued again (drain) or failed.  The
+ * conversion leaves the job in the same step as its state changes, so a
+ * reader never sees a finished run without its outcome. */
+static void settle(struct registry *r, struct job *j, struct conversion *conv, int rc,
+		   const struct err *run_error)
+{
+	json_t *result = rc == 0 ? registry_conversion_result_json(&j->spec.convert,
+								   conversion_plan(conv),
+								   conversion_warnings(conv)) :
+				   NULL;
+	bool was_cancelled = rc < 0 && run_error->code && strcmp(run_error->code, "cancelled") == 0;
+	enum job_state outcome = JOB_SUCCEEDED;
+	struct err e = {0};
+	uint8_t *states = NULL;
+	size_t nstates = 0;
+	double seconds = 0;
+	bool requeued = false;
+
+	if (rc < 0 && run_error->code)
+		e = *run_error;
+	else if (rc < 0)
+		err_set(&e, "internal_error", "the conversion failed without saying why");
+	pthread_mutex_lock(&r->lock);
+	job_current_progress(j, &j->progress);
+	if (rc == 0) {
+		j->conv = NULL;
+		seconds = registry_finish_locked(r, j, JOB_SUCCEEDED, NULL, result);
+	} else if (was_cancelled && j->cancel == JOB_CANCEL_DRAIN) {
+		j->conv = NULL;
+		registry_requeue_locked(r, j);
+		requeued = true;
+	} else {
+		states = keep_tensor_states(j, &nstates);
+		j->conv = NULL;
+		outcome = JOB_FAILED;
+		if (was_cancelled && j->cancel == JOB_CANCEL_USER) {
+			outcome = JOB_CANCELLED;
+			err_clear(&e);
+			registry_cancel_error(&e);
+		}
+		seconds = registry_finish_locked(r, j, outcome, &e, NULL);
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (states)
+		registry_write_states(r, j, states, nstates);
+	free(states);
+	if (requeued) {
+		registry_persist(r, j);
+		registry_log_job(LOG_INFO, j, "queued again for the next start", NULL);
+	} else {
+		registry_finished(r, j, outcome, seconds, &e);
+	}
+}
+
+/* A finalize job: the manifest's source must be one the policy allows. */
+static void run_finalize(struct registry *r, struct job *j, const char *dst)
+{
+	struct finalize_options fo;
+	struct finalize_result fr = {0};
+	struct err e = {0};
+
+	finalize_options_init(&fo);
+	if (r->cfg.policy) {
+		fo.check_source = job_policy_check_source;
+		fo.check_source_arg = (void *)r->cfg.policy;
+	}
+	if (registry_s3_enter(r, j, &e) < 0 || partition_finalize(dst, &fo, &fr, &e) < 0) {
+		registry_fail(r, j, &e);
+		goto out;
+	}
+	registry_note_credentials(r, j, fr.source, dst);
+	pthread_mutex_lock(&r->lock);
+	j->progress.tensors_total = j->progress.tensors_done = fr.tensors;
+	j->progress.bytes_total = j->progress.bytes_done = fr.bytes;
+	pthread_mutex_unlock(&r->lock);
+	registry_finish(r, j, JOB_SUCCEEDED, NULL, finalize_result_json(&fr));
+out:
+	finalize_result_fini(&fr);
+}
+
+static void run_job(struct registry *r, struct job *j)
+{
+	struct conversion *conv = NULL;
+	struct convert_options o;
+	struct err e = {0};
+	char *src = NULL, *dst = NULL;
+	enum job_cancel cancel;
+	int rc;
+
+	registry_persist(r, j);
+	registry_log_job(LOG_INFO, j, "started", NULL);
+	if (recheck(r, j, &src, &dst, &e) < 0) {
+		registry_fail(r, j, &e);
+		goto out;
+	}
+	if (j->spec.finalize) {
+		run_finalize(r, j, dst);
+		goto out;
+	}
+	o = j->spec.convert;
+	if (j->claimed)
+		o.overwrite = true;
+	if (registry_s3_enter(r, j, &e) < 0 || conversion_prepare(src, dst, &o, &conv, &e) < 0 ||
+	    registry_install_tensors(r, j, conversion_plan(conv), true, &e) < 0) {
+		registry_fail(r, j, &e);
+		goto out;
+	}
+	registry_note_credentials(r, j, src, dst);
+	claim(r, j, dst, o.overwrite);
+	cancel = publish_conversion(r, j, conv);
+	if (cancel == JOB_CANCEL_DRAIN) {
+		registry_requeue(r, j);
+		goto out;
+	}
+	if (cancel == JOB_CANCEL_USER) {
+		cancelled_by_request(r, j);
+		goto out;
+	}
+	rc = conversion_run(conv, r->cfg.pool, &e);
+	settle(r, j, conv, rc, &e);
+out:
+	conversion_free(conv);
+	registry_s3_leave(r);
+	free(src);
+	free(dst);
+}
+
+/* The oldest queued job, now running (lock held); NULL when stopping. */
+static struct job *next_job(struct registry *r)
+{
+	struct job *j;
+
+	while (!r->stopping && (r->draining || r->nqueue == 0))
+		pthread_cond_wait(&r->work, &r->lock);
+	if (r->stopping)
+		return NULL;
+	j = r->queue[0];
+	registry_array_remove(r->queue, &r->nqueue, 0);
+	registry_set_state(r, j, JOB_RUNNING);
+	j->started_ms = job_now_ms();
+	j->finished_ms = 0;
+	j->cancel = JOB_CANCEL_NONE;
+	r->running++;
+	return job_ref(j);
+}
+
+void *registry_runner_main(void *arg)
+{
+	struct registry *r = arg;
+	struct job *j;
+
+	pthread_mutex_lock(&r->lock);
+	while ((j = next_job(r))) {
+		pthread_mutex_unlock(&r->lock);
+		run_job(r, j);
+		job_unref(j);
+		pthread_mutex_lock(&r->lock);
+		r->running--;
+		pthread_cond_broadcast(&r->idle);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+/* A job the service stopped under once too often: what its last run left
+ * in the destination goes as a failed run's would, if the job had claimed
+ * the destination and it still resolves as it did then.  A finalize job's
+ * destination holds the partitions' output and stays as it is. */
+void registry_clean_interrupted(struct registry *r, struct job *j)
+{
+	struct conversion *conv = NULL;
+	struct err e = {0};
+	char *src = NULL, *dst = NULL;
+
+	if (!j->claimed || j->spec.finalize)
+		return;
+	if (recheck(r, j, &src, &dst, &e) < 0 || registry_s3_enter(r, j, &e) < 0 ||
+	    conversion_prepare(src, dst, &j->spec.convert, &conv, &e) < 0 ||
+	    conversion_clean_destination(conv, &e) < 0)
+		registry_log_job(LOG_WARN, j, "output of the interrupted run not removed", &e);
+	else
+		registry_log_job(LOG_INFO, j, "output of the interrupted run removed", NULL);
+	conversion_free(conv);
+	registry_s3_leave(r);
+	free(src);
+	free(dst);
+}

@@ -1,0 +1,571 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * s3_call: running S3 requests.  Every request is addressed and signed
+ * (s3_sign.c) and run on a "lane": a curl multi handle with its own
+ * connection cache and a few easy handles, borrowed from the client for
+ * the duration of one call.  A call may be several requests run in
+ * parallel (the chunks of a ranged read); requests that fail transiently
+ * are retried together after an exponential, jittered delay.  Answers are
+ * checked before their bytes are used: a ranged GET must come back 206
+ * with the Content-Range asked for, and never writes past the caller's
+ * buffer.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "ckptconv/err.h"
+#include "ckptconv/log.h"
+#include "ckptconv/s3.h"
+#include "ckptconv/sigv4.h"
+#include "ckptconv/util.h"
+#include "s3_internal.h"
+
+#define RESPONSE_MAX (16 * MIB)		       /* XML answers (a listing page) */
+#define UNRANGED_ANSWER_MAX ((size_t)64 << 10) /* a 200 to a ranged GET */
+
+void s3_call_init(struct call *k, struct s3_client *c, const char *op, const char *method,
+		  const char *bucket, const char *key)
+{
+	memset(k, 0, sizeof(*k));
+	k->client = c;
+	k->op = op;
+	k->method = method;
+	k->bucket = bucket;
+	k->key = key;
+	k->named = key;
+}
+
+static void call_attempt_reset(struct call *k)
+{
+	aws_credentials_release(k->credentials);
+	k->credentials = NULL;
+	curl_slist_free_all(k->headers);
+	k->headers = NULL;
+	s3_target_fini(&k->target);
+	memset(&k->target, 0, sizeof(k->target));
+	text_reset(&k->answer);
+	k->body_pos = k->dst_pos = 0;
+	k->status = 0;
+	k->overflow = k->has_content_range = k->has_length = false;
+	k->etag[0] = '\0';
+	k->errbuf[0] = '\0';
+}
+
+void s3_call_fini(struct call *k)
+{
+	call_attempt_reset(k);
+}
+
+/* "s3://bucket/key" for messages. */
+static void call_name(const struct call *k, char *buf, size_t len)
+{
+	snprintf(buf, len, "s3://%s/%s", k->bucket, k->named ? k->named : "");
+}
+
+static size_t on_header(char *line, size_t size, size_t n, void *arg)
+{
+	struct call *k = arg;
+	size_t len = size * n;
+	char buf[512], *v;
+	unsigned long long first, last, total;
+
+	if (len >= sizeof(buf))
+		return len;
+	memcpy(buf, line, len);
+	buf[len] = '\0';
+	if (strncmp(buf, "HTTP/", 5) == 0) {
+		v = strchr(buf, ' ');
+		k->status = v ? strtol(v + 1, NULL, 10) : 0;
+		k->has_content_range = k->has_length = false;
+		k->etag[0] = '\0';
+		return len;
+	}
+	v = strchr(buf, ':');
+	if (!v)
+		return len;
+	*v++ = '\0';
+	v += strspn(v, " \t");
+	v[strcspn(v, "\r\n")] = '\0';
+	if (strcasecmp(buf, "content-range") == 0) {
+		if (sscanf(v, "bytes %llu-%llu/%llu", &first, &last, &total) == 3) {
+			k->has_content_range = true;
+			k->range_first = first;
+			k->range_last = last;
+			k->range_total = total;
+		} else if (sscanf(v, "bytes %llu-%llu/*", &first, &last) == 2) {
+			k->has_content_range = true;
+			k->range_first = first;
+			k->range_last = last;
+			k->range_total = UINT64_MAX;
+		}
+	} else if (strcasecmp(buf, "content-length") == 0) {
+		k->has_length = true;
+		k->content_length = strtoull(v, NULL, 10);
+	} else if (strcasecmp(buf, "etag") == 0) {
+		snprintf(k->etag, sizeof(k->etag), "%s", v);
+	}
+	return len;
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *arg)
+{
+	struct call *k = arg;
+	size_t len = size * n;
+	size_t cap = k->ranged ? UNRANGED_ANSWER_MAX : RESPONSE_MAX;
+
+	if (k->ranged && k->status == 206) {
+		if (len > k->len - k->dst_pos) {
+			k->overflow = true;
+			return 0;
+		}
+		memcpy(k->dst + k->dst_pos, data, len);
+		k->dst_pos += len;
+		return len;
+	}
+	if (k->answer.len + len > cap) {
+		k->overflow = true;
+		return 0;
+	}
+	text_add(&k->answer, data, len);
+	return len;
+}
+
+static size_t on_read(char *buf, size_t size, size_t n, void *arg)
+{
+	struct call *k = arg;
+	size_t len = size * n, left = k->body_len - k->body_pos;
+
+	if (len > left)
+		len = left;
+	if (len)
+		memcpy(buf, (const char *)k->body + k->body_pos, len);
+	k->body_pos += len;
+	return len;
+}
+
+static void add_header(struct call *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void add_header(struct call *k, const char *fmt, ...)
+{
+	struct curl_slist *l;
+	va_list ap;
+	char *h;
+
+	va_start(ap, fmt);
+	if (vasprintf(&h, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	l = curl_slist_append(k->headers, h);
+	memset(h, 0, strlen(h));
+	free(h);
+	if (!l)
+		abort();
+	k->headers = l;
+}
+
+/* Configures k->easy for one attempt, signed now. */
+static int call_setup(struct call *k)
+{
+	struct s3_client *c = k->client;
+	char amz_date[SIGV4_AMZ_DATE_SIZE], range[64] = "";
+	time_t now = time(NULL);
+	CURL *h = k->easy;
+	char *auth;
+
+	call_attempt_reset(k);
+	if (aws_credentials_get(c->credentials, &k->credentials, &k->err))
+		return -1;
+	s3_target_build(c, k->bucket, k->key, k->params, k->nparams, &k->target);
+	if (k->ranged)
+		snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, k->off,
+			 k->off + k->len - 1);
+	auth = s3_authorization_for(c, k->credentials, k->method, &k->target,
+				    k->ranged ? range : NULL, k->payload_hash, now);
+	if (!auth)
+		return err_set(&k->err, "internal_error", "signing the request failed");
+	sigv4_amz_date(now, amz_date);
+	add_header(k, "Host: %s", k->target.host);
+	add_header(k, "x-amz-date: %s", amz_date);
+	add_header(k, "x-amz-content-sha256: %s", k->payload_hash);
+	if (k->credentials->session_token)
+		add_header(k, "x-amz-security-token: %s", k->credentials->session_token);
+	add_header(k, "Authorization: %s", auth);
+	memset(auth, 0, strlen(auth));
+	free(auth);
+	if (k->ranged)
+		add_header(k, "Range: %s", range);
+	add_header(k, "Expect:");
+	if (k->content_type)
+		add_header(k, "Content-Type: %s", k->content_type);
+	else
+		add_header(k, "Content-Type:");
+
+	curl_easy_reset(h);
+	curl_easy_setopt(h, CURLOPT_SHARE, c->share);
+	curl_easy_setopt(h, CURLOPT_URL, k->target.url);
+	curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, k->headers);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, c->connect_timeout);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->stall_timeout);
+	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 256L << 10);
+	curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, 1L << 20);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, k->errbuf);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, k);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, k);
+	curl_easy_setopt(h, CURLOPT_PRIVATE, k);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	if (c->ca_bundle)
+		curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_bundle);
+	if (strcmp(k->method, "HEAD") == 0) {
+		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+	} else if (strcmp(k->method, "PUT") == 0) {
+		curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(h, CURLOPT_READDATA, k);
+		curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)k->body_len);
+	} else if (strcmp(k->method, "POST") == 0) {
+		curl_easy_setopt(h, CURLOPT_POST, 1L);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, k->body ? k->body : "");
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)k->body_len);
+	} else if (strcmp(k->method, "GET") != 0) {
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, k->method);
+	}
+	return 0;
+}
+
+static bool retryable_curl_error(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_OPERATION_TIMEDOUT:
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+	case CURLE_WEIRD_SERVER_REPLY:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static bool retryable_s3_code(const char *code)
+{
+	return strcmp(code, "SlowDown") == 0 || strcmp(code, "RequestTimeout") == 0 ||
+	       strcmp(code, "InternalError") == 0 || strcmp(code, "ServiceUnavailable") == 0 ||
+	       strcmp(code, "OperationAborted") == 0;
+}
+
+static void call_fail(struct call *k, enum call_state state, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void call_fail(struct call *k, enum call_state state, const char *code, const char *fmt, ...)
+{
+	char msg[ERR_MSG_MAX], name[300];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	call_name(k, name, sizeof(name));
+	err_clear(&k->err);
+	err_set(&k->err, code, "%s: %s", name, msg);
+	k->state = state;
+}
+
+/* Decides what an error answer means: an HTTP error status, or a 200
+ * whose body is an <Error>, which is retried alike when its code is a
+ * transient one (InternalError, SlowDown, ...). */
+static void classify_error(struct call *k, const struct s3_error_answer *error)
+{
+	struct s3_error_answer x = *error;
+	const char *code;
+	char what[300];
+	if (x.code[0])
+		snprintf(what, sizeof(what), "%s answered %ld %s (%s)", k->op, k->status, x.code,
+			 x.message[0] ? x.message : "no message");
+	else
+		snprintf(what, sizeof(what), "%s answered HTTP %ld", k->op, k->status);
+	if (k->status == 429 || k->status >= 500 || retryable_s3_code(x.code)) {
+		call_fail(k, CALL_RETRY, "s3_unavailable", "%s", what);
+		return;
+	}
+	/* Credentials the service holds expired (its clock runs ahead of
+	 * ours): refreshed before the next attempt. */
+	if (strcmp(x.code, "ExpiredToken") == 0) {
+		aws_credentials_expire(k->client->credentials, k->credentials);
+		call_fail(k, CALL_RETRY, "s3_credentials", "%s", what);
+		return;
+	}
+	if (k->status == 403 || strcmp(x.code, "AccessDenied") == 0)
+		code = "s3_access_denied";
+	else if (strcmp(x.code, "NoSuchBucket") == 0)
+		code = "s3_no_such_bucket";
+	else if (k->status == 404 && (strcmp(x.code, "NoSuchKey") == 0 || !x.code[0]))
+		code = "source_not_found";
+	else if (k->status == 416)
+		code = "file_truncated";
+	else
+		code = "s3_error";
+	call_fail(k, CALL_FAILED, code, "%s", what);
+}
+
+/* The <Error> of an answer's body, if it is one. */
+static bool answer_error(const struct call *k, struct s3_error_answer *x)
+{
+	s3_error_answer_parse(k->answer.s ? k->answer.s : "", k->answer.len, x);
+	return x->is_error;
+}
+
+static void check_ranged_answer(struct call *k)
+{
+	uint64_t last = k->off + k->len - 1;
+
+	if (k->status == 200) {
+		/* A server that ignores Range sends the whole object: usable
+		 * only when that is exactly the bytes asked for. */
+		if (!k->overflow && k->off == 0 && k->answer.len == k->len) {
+			memcpy(k->dst, k->answer.s, k->len);
+			k->state = CALL_DONE;
+			return;
+		}
+		call_fail(
+			k, CALL_FAILED, "s3_bad_response",
+			"the server ignored the Range header (answered 200 to a request for bytes "
+			"%" PRIu64 "-%" PRIu64 ")",
+			k->off, last);
+		return;
+	}
+	if (k->status != 206 || !k->has_content_range) {
+		call_fail(k, CALL_FAILED, "s3_bad_response",
+			  "answered %ld without a Content-Range to a ranged GET", k->status);
+		return;
+	}
+	if (k->range_first == k->off && k->range_last < last && k->range_total != UINT64_MAX &&
+	    k->range_total <= last) {
+		call_fail(k, CALL_FAILED, "file_truncated",
+			  "the object is %" PRIu64
+			  " bytes, too short for %zu bytes at offset %" PRIu64,
+			  k->range_total, k->len, k->off);
+		return;
+	}
+	if (k->range_first != k->off || k->range_last != last || k->dst_pos != k->len) {
+		call_fail(k, CALL_FAILED, "s3_bad_response",
+			  "asked for bytes %" PRIu64 "-%" PRIu64 ", got Content-Range %" PRIu64
+			  "-%" PRIu64 " with %zu bytes",
+			  k->off, last, k->range_first, k->range_last, k->dst_pos);
+		return;
+	}
+	k->state = CALL_DONE;
+}
+
+/* Decides what one finished attempt means. */
+static void call_finish(struct call *k, CURLcode rc)
+{
+	struct s3_error_answer x;
+
+	if (rc != CURLE_OK && k->overflow) {
+		if (k->ranged && k->status == 200)
+			call_fail(
+				k, CALL_FAILED, "s3_bad_response",
+				"the server ignored the Range header (answered 200 with the whole "
+				"object)");
+		else
+			call_fail(k, CALL_FAILED, "s3_bad_response",
+				  "the answer is larger than the %s asked for",
+				  k->ranged ? "range" : "client accepts");
+		return;
+	}
+	if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE) {
+		call_fail(k, CALL_FAILED, "s3_config",
+			  "%s: %s (is AWS_CA_BUNDLE the endpoint's certificate authority?)", k->op,
+			  k->errbuf[0] ? k->errbuf : curl_easy_strerror(rc));
+		return;
+	}
+	if (rc != CURLE_OK) {
+		call_fail(k, retryable_curl_error(rc) ? CALL_RETRY : CALL_FAILED,
+			  retryable_curl_error(rc) ? "s3_unavailable" : "s3_error", "%s: %s", k->op,
+			  k->errbuf[0] ? k->errbuf : curl_easy_strerror(rc));
+		return;
+	}
+	if (k->status < 200 || k->status > 299) {
+		answer_error(k, &x);
+		classify_error(k, &x);
+		return;
+	}
+	if (k->error_in_ok && answer_error(k, &x)) {
+		classify_error(k, &x);
+		return;
+	}
+	if (k->ranged) {
+		check_ranged_answer(k);
+		return;
+	}
+	k->state = CALL_DONE;
+}
+
+/* One line per request at debug level: what it was and how long it took. */
+static void log_request(const struct call *k)
+{
+	char name[300];
+
+	call_name(k, name, sizeof(name));
+	log_msg(LOG_DEBUG, NULL, "%s %s: HTTP %ld, %zu bytes out, %zu in, %.3f s", k->op, name,
+		k->status, k->body_len, k->ranged ? k->dst_pos : k->answer.len,
+		now_seconds() - k->started);
+}
+
+/* A thread-local xorshift generator for jitter. */
+static double jitter_unit(void)
+{
+	static __thread uint64_t state;
+	uint64_t x;
+
+	if (!state)
+		state = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)&state << 16) ^
+			0x9e3779b97f4a7c15ULL;
+	x = state;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	state = x;
+	return (double)(x >> 11) / (double)(1ULL << 53);
+}
+
+/* Half the exponential delay plus up to half again at random. */
+static void backoff_sleep(const struct s3_client *c, unsigned failures)
+{
+	double d = c->backoff_base;
+	struct timespec ts;
+	unsigned i;
+
+	for (i = 1; i < failures && d < c->backoff_cap; i++)
+		d *= 2;
+	if (d > c->backoff_cap)
+		d = c->backoff_cap;
+	d = d / 2 + jitter_unit() * d / 2;
+	ts.tv_sec = (time_t)d;
+	ts.tv_nsec = (long)((d - (double)ts.tv_sec) * 1e9);
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* Runs every call not yet done, at most LANE_HANDLES at once. */
+static void run_round(struct lane *lane, struct call **calls, size_t n)
+{
+	struct call *active[LANE_HANDLES] = {0};
+	size_t next = 0, running = 0;
+	int still, slot, queued;
+	struct call *k;
+	CURLMsg *msg;
+
+	for (;;) {
+		for (slot = 0; slot < LANE_HANDLES && next < n; slot++) {
+			if (active[slot])
+				continue;
+			while (next < n && calls[next]->state == CALL_DONE)
+				next++;
+			if (next == n)
+				break;
+			k = calls[next++];
+			if (!lane->easy[slot] && !(lane->easy[slot] = curl_easy_init()))
+				abort();
+			k->easy = lane->easy[slot];
+			k->state = CALL_PENDING;
+			err_clear(&k->err);
+			if (call_setup(k)) {
+				k->state = CALL_FAILED;
+				continue;
+			}
+			k->started = now_seconds();
+			curl_multi_add_handle(lane->multi, k->easy);
+			active[slot] = k;
+			running++;
+		}
+		if (running == 0)
+			break;
+		curl_multi_perform(lane->multi, &still);
+		while ((msg = curl_multi_info_read(lane->multi, &queued))) {
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			for (slot = 0; slot < LANE_HANDLES; slot++) {
+				if (!active[slot] || active[slot]->easy != msg->easy_handle)
+					continue;
+				k = active[slot];
+				curl_multi_remove_handle(lane->multi, k->easy);
+				call_finish(k, msg->data.result);
+				log_request(k);
+				active[slot] = NULL;
+				running--;
+				break;
+			}
+		}
+		if (running > 0 && still > 0)
+			curl_multi_poll(lane->multi, NULL, 0, 1000, NULL);
+	}
+}
+
+/* Runs the calls to completion with bounded retries.  On failure e holds
+ * the first permanent error, or s3_unavailable naming the last transient
+ * one. */
+int s3_perform(struct s3_client *c, struct call **calls, size_t n, struct err *e)
+{
+	struct lane *lane = s3_lane_get(c);
+	size_t i, retry;
+	unsigned attempt;
+	struct call *last_retry = NULL;
+	int rc = -1;
+
+	for (attempt = 1;; attempt++) {
+		run_round(lane, calls, n);
+		retry = 0;
+		for (i = 0; i < n; i++) {
+			if (calls[i]->state == CALL_FAILED) {
+				err_copy(e, &calls[i]->err);
+				goto out;
+			}
+			if (calls[i]->state == CALL_RETRY) {
+				retry++;
+				last_retry = calls[i];
+			}
+		}
+		if (retry == 0)
+			break;
+		if (attempt >= c->max_attempts) {
+			err_set(e, "s3_unavailable", "%s; gave up after %u attempts",
+				last_retry->err.msg, attempt);
+			goto out;
+		}
+		log_warn("%s; retrying (attempt %u of %u)", last_retry->err.msg, attempt + 1,
+			 c->max_attempts);
+		backoff_sleep(c, attempt);
+	}
+	rc = 0;
+out:
+	s3_lane_put(c, lane);
+	return rc;
+}
+
+int s3_perform_one(struct call *k, struct err *e)
+{
+	struct call *calls[1] = {k};
+
+	s3_payload_hash_of(k->client, k->body, k->body_len, k->payload_hash);
+	return s3_perform(k->client, calls, 1, e);
+}

@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * s3_internal: what the files of the S3 client share, and nothing outside
+ * them sees.  s3.c holds the client (its curl share and lanes) and the
+ * operations; s3_settings.c the settings, endpoints and s3:// locations;
+ * s3_sign.c addressing and signing; s3_call.c the calls (curl multi,
+ * answers checked, retries with backoff); s3_xml.c the XML of S3 (expat).
+ */
+#ifndef CKPTCONV_S3_INTERNAL_H
+#define CKPTCONV_S3_INTERNAL_H
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ckptconv/aws_credentials.h"
+#include "ckptconv/err.h"
+#include "ckptconv/s3.h"
+#include "ckptconv/sigv4.h"
+#include "ckptconv/util.h"
+
+#define MIB ((uint64_t)1 << 20)
+#define LANE_HANDLES 8 /* parallel requests of one call */
+
+enum style { STYLE_AUTO, STYLE_PATH, STYLE_VIRTUAL };
+
+static inline bool is_set(const char *v)
+{
+	return v && *v;
+}
+
+/* ---- the client (s3.c) ---- */
+
+/* A curl multi handle with its own connection cache, and its easy handles;
+ * used by one call at a time. */
+struct lane {
+	CURLM *multi;
+	CURL *easy[LANE_HANDLES];
+	struct lane *next;
+};
+
+struct s3_client {
+	bool https;
+	bool custom_endpoint;
+	char *endpoint_authority; /* host[:port] of a custom endpoint */
+	char *region;
+	enum style style;
+	struct aws_credentials *credentials; /* shared with the process's other clients */
+	char *ca_bundle;
+	unsigned max_attempts;
+	double backoff_base, backoff_cap;
+	size_t range_size;
+	unsigned max_keys; /* 0: the server's default */
+	uint64_t part_size;
+	long connect_timeout, stall_timeout;
+	CURLSH *share; /* DNS cache and TLS sessions */
+	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+	pthread_mutex_t lanes_lock; /* protects idle_lanes */
+	struct lane *idle_lanes;
+};
+
+/* Fills c's settings, resolved thread > process > environment, and its
+ * credentials provider, the process's (s3_settings.c), from which it
+ * obtains credentials once.  Codes: s3_config, s3_credentials. */
+int s3_client_configure(struct s3_client *c, struct err *e);
+/* An idle lane of c, or a new one; s3_lane_put gives it back. */
+struct lane *s3_lane_get(struct s3_client *c);
+void s3_lane_put(struct s3_client *c, struct lane *l);
+
+/* ---- text ---- */
+
+struct text {
+	char *s;
+	size_t len, cap;
+};
+
+static inline void text_add(struct text *t, const void *s, size_t n)
+{
+	if (t->len + n + 1 > t->cap) {
+		t->cap = (t->len + n + 1) * 2;
+		t->s = xrealloc(t->s, t->cap);
+	}
+	memcpy(t->s + t->len, s, n);
+	t->len += n;
+	t->s[t->len] = '\0';
+}
+
+static inline void text_reset(struct text *t)
+{
+	free(t->s);
+	memset(t, 0, sizeof(*t));
+}
+
+/* ---- addressing and signing (s3_sign.c) ---- */
+
+struct target {
+	char *host;
+	char *path;  /* encoded */
+	char *query; /* canonical */
+	char *url;
+};
+
+void s3_target_fini(struct target *t);
+/* The host, path, canonical query and URL of a request (path-style or
+ * virtual-hosted, as the client's style and the bucket say). */
+void s3_target_build(const struct s3_client *c, const char *bucket, const char *key,
+		     const struct sigv4_param *params, size_t nparams, struct target *t);
+/* The x-amz-content-sha256 of a body: UNSIGNED-PAYLOAD over https. */
+void s3_payload_hash_of(const struct s3_client *c, const void *body, size_t len,
+			char out[SIGV4_SHA256_HEX_SIZE]);
+/* The Authorization header value (malloc'd) signed with `credentials`, or
+ * NULL. */
+char *s3_authorization_for(const struct s3_client *c,
+			   const struct aws_credentials_snapshot *credentials, const char *method,
+			   const struct target *t, const char *range, const char *payload_hash,
+			   time_t when);
+
+/* ---- calls (s3_call.c) ---- */
+
+/* Passes an error recorded elsewhere on to e (first error wins). */
+static inline void err_copy(struct err *e, const struct err *from)
+{
+	if (e && !err_is_set(e))
+		*e = *from;
+}
+
+enum call_state { CALL_PENDING, CALL_DONE, CALL_RETRY, CALL_FAILED };
+
+struct call {
+	struct s3_client *client;
+	const char *op; /* the S3 operation, for messages */
+	const char *method;
+	const char *bucket;
+	const char *key;
+	const char *named; /* the key or prefix messages name */
+	const struct sigv4_param *params;
+	size_t nparams;
+	const void *body;
+	size_t body_len;
+	const char *content_type;
+	/* The operation may answer 200 with an <Error> body: S3 sends the
+	 * status before the work is done (CompleteMultipartUpload, and
+	 * CopyObject and UploadPartCopy were they used). */
+	bool error_in_ok;
+	bool ranged;
+	uint64_t off;
+	size_t len;
+	unsigned char *dst;
+	char payload_hash[SIGV4_SHA256_HEX_SIZE];
+
+	/* one attempt */
+	CURL *easy;
+	const struct aws_credentials_snapshot *credentials; /* it is signed with */
+	double started;
+	struct curl_slist *headers;
+	struct target target;
+	size_t body_pos, dst_pos;
+	long status;
+	bool overflow;
+	bool has_content_range;
+	uint64_t range_first, range_last, range_total;
+	bool has_length;
+	uint64_t content_length;
+	char etag[256];
+	struct text answer;
+	char errbuf[CURL_ERROR_SIZE];
+
+	/* outcome */
+	enum call_state state;
+	struct err err;
+};
+
+void s3_call_init(struct call *k, struct s3_client *c, const char *op, const char *method,
+		  const char *bucket, const char *key);
+void s3_call_fini(struct call *k);
+/* Runs the calls to completion with bounded retries.  On failure e holds
+ * the first permanent error, or s3_unavailable naming the last transient
+ * one. */
+int s3_perform(struct s3_client *c, struct call **calls, size_t n, struct err *e);
+/* s3_perform of one call, its payload hash computed first. */
+int s3_perform_one(struct call *k, struct err *e);
+
+/* ---- XML (s3_xml.c) ---- */
+
+/* Appends s to t with XML's special characters escaped. */
+void s3_xml_escape_into(struct text *t, const char *s);
+
+#endif

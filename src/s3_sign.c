@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * s3_sign: where a request goes and its signature.  Path-style or
+ * virtual-hosted addressing (AWS S3 User Guide, "Virtual hosting of
+ * buckets"), the payload hash, and the sigv4 Authorization header.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ckptconv/err.h"
+#include "ckptconv/s3.h"
+#include "ckptconv/sigv4.h"
+#include "s3_internal.h"
+
+/* Whether a bucket name can be a DNS label set under the endpoint (no
+ * dots, so TLS wildcard certificates still match). */
+static bool dns_compatible(const char *bucket)
+{
+	const char *p;
+
+	for (p = bucket; *p; p++)
+		if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && *p != '-')
+			return false;
+	return bucket[0] != '-';
+}
+
+static bool use_virtual(const struct s3_client *c, const char *bucket)
+{
+	if (c->style == STYLE_VIRTUAL)
+		return true;
+	if (c->style == STYLE_PATH)
+		return false;
+	return !c->custom_endpoint && dns_compatible(bucket);
+}
+
+void s3_target_fini(struct target *t)
+{
+	free(t->host);
+	free(t->path);
+	free(t->query);
+	free(t->url);
+}
+
+void s3_target_build(const struct s3_client *c, const char *bucket, const char *key,
+		     const struct sigv4_param *params, size_t nparams, struct target *t)
+{
+	char *base_host, *encoded_key = key ? sigv4_uri_encode(key, true) : NULL;
+
+	if (c->custom_endpoint)
+		base_host = xstrdup(c->endpoint_authority);
+	else if (asprintf(&base_host, "s3.%s.amazonaws.com", c->region) < 0)
+		abort();
+	if (use_virtual(c, bucket)) {
+		if (asprintf(&t->host, "%s.%s", bucket, base_host) < 0 ||
+		    asprintf(&t->path, "/%s", encoded_key ? encoded_key : "") < 0)
+			abort();
+	} else {
+		t->host = xstrdup(base_host);
+		if ((encoded_key ? asprintf(&t->path, "/%s/%s", bucket, encoded_key) :
+				   asprintf(&t->path, "/%s", bucket)) < 0)
+			abort();
+	}
+	t->query = sigv4_canonical_query(params, nparams);
+	if (asprintf(&t->url, "%s://%s%s%s%s", c->https ? "https" : "http", t->host, t->path,
+		     *t->query ? "?" : "", t->query) < 0)
+		abort();
+	free(base_host);
+	free(encoded_key);
+}
+
+void s3_payload_hash_of(const struct s3_client *c, const void *body, size_t len,
+			char out[SIGV4_SHA256_HEX_SIZE])
+{
+	if (c->https && len > 0)
+		snprintf(out, SIGV4_SHA256_HEX_SIZE, "%s", SIGV4_UNSIGNED_PAYLOAD);
+	else
+		sigv4_sha256_hex(len ? body : "", len, out);
+}
+
+char *s3_authorization_for(const struct s3_client *c,
+			   const struct aws_credentials_snapshot *credentials, const char *method,
+			   const struct target *t, const char *range, const char *payload_hash,
+			   time_t when)
+{
+	struct sigv4_credentials cred = {credentials->access_key_id, credentials->secret_access_key,
+					 credentials->session_token};
+	struct sigv4_header range_header = {"range", range};
+	struct sigv4_request r = {
+		.method = method,
+		.host = t->host,
+		.canonical_uri = t->path,
+		.canonical_query = t->query,
+		.headers = range ? &range_header : NULL,
+		.nheaders = range ? 1 : 0,
+		.payload_hash = payload_hash,
+		.region = c->region,
+		.service = "s3",
+		.when = when,
+	};
+
+	return sigv4_sign(&r, &cred);
+}
+
+int s3_sign_request(struct s3_client *c, const char *method, const char *bucket, const char *key,
+		    const struct sigv4_param *params, size_t nparams, const char *range,
+		    const void *body, size_t len, time_t when, struct s3_signed_request *out,
+		    struct err *e)
+{
+	const struct aws_credentials_snapshot *credentials;
+	char hash[SIGV4_SHA256_HEX_SIZE];
+	struct target t = {0};
+
+	memset(out, 0, sizeof(*out));
+	if (aws_credentials_get(c->credentials, &credentials, e))
+		return -1;
+	s3_target_build(c, bucket, key, params, nparams, &t);
+	s3_payload_hash_of(c, body, len, hash);
+	out->authorization = s3_authorization_for(c, credentials, method, &t, range, hash, when);
+	aws_credentials_release(credentials);
+	if (!out->authorization) {
+		s3_target_fini(&t);
+		return err_set(e, "internal_error", "signing the request failed");
+	}
+	out->url = t.url;
+	out->host = t.host;
+	out->payload_hash = xstrdup(hash);
+	free(t.path);
+	free(t.query);
+	return 0;
+}
+
+void s3_signed_request_fini(struct s3_signed_request *r)
+{
+	free(r->url);
+	free(r->host);
+	free(r->payload_hash);
+	free(r->authorization);
+	memset(r, 0, sizeof(*r));
+}
