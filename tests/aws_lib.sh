@@ -10,8 +10,8 @@
 #
 # creds_run VAR=VALUE... -- CMD...: runs CMD (as lib.sh's run does) with no
 # credentials in its environment but the assignments given, HOME and the
-# shared files in the test's directory and instance metadata disabled,
-# unless an assignment says otherwise.
+# shared files in the test's directory, instance metadata disabled and the
+# front as the S3 endpoint, unless an assignment says otherwise.
 
 # The system's Python when there is one (a pyenv shim costs half a second
 # a call).
@@ -71,20 +71,28 @@ CREDS_VARIABLES=(AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_R
 	AWS_CONTAINER_AUTHORIZATION_TOKEN AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE
 	AWS_EC2_METADATA_SERVICE_ENDPOINT)
 
-creds_run() {
-	local args=() v
+# creds_env VAR=VALUE...: CREDS_ENV, the arguments of env(1) that make
+# that environment (for creds_run, or lib.sh's expect_fail).
+creds_env() {
+	local v
+	CREDS_ENV=()
 	for v in "${CREDS_VARIABLES[@]}"; do
-		args+=(-u "$v")
+		CREDS_ENV+=(-u "$v")
 	done
-	args+=(HOME="$CREDS_HOME" AWS_CONFIG_FILE="$CREDS_HOME/.aws/config"
+	CREDS_ENV+=(HOME="$CREDS_HOME" AWS_CONFIG_FILE="$CREDS_HOME/.aws/config"
 		AWS_SHARED_CREDENTIALS_FILE="$CREDS_HOME/.aws/credentials"
-		AWS_EC2_METADATA_DISABLED=true AWS_ENDPOINT_URL_S3="$S3_FRONT" AWS_REGION=us-east-1)
+		AWS_EC2_METADATA_DISABLED=true AWS_ENDPOINT_URL_S3="$S3_FRONT" AWS_REGION=us-east-1 "$@")
+}
+
+creds_run() {
+	local assignments=()
 	while [ $# -gt 0 ] && [ "$1" != "--" ]; do
-		args+=("$1")
+		assignments+=("$1")
 		shift
 	done
 	shift
-	run env "${args[@]}" "$@"
+	creds_env "${assignments[@]+"${assignments[@]}"}"
+	run env "${CREDS_ENV[@]}" "$@"
 }
 
 # events_count FILTER: how many events of the stand-ins match FILTER, a
