@@ -83,6 +83,12 @@ fi
 api GET "/v1/jobs/$LONG"
 cp "$BODY" "$TEST_TMP/long.json"
 assert_eq "long job: credentials_source" web_identity "$(job_field "$LONG" credentials_source)"
+if "$CKPTCONV" jobs get --server "$BASE" "$LONG" >"$TEST_TMP/jobs-get.out" 2>&1 &&
+	grep -q "^credentials  web_identity$" "$TEST_TMP/jobs-get.out"; then
+	pass "ckptconv jobs get names the credentials' source"
+else
+	fail "ckptconv jobs get names the credentials' source" "$(cat "$TEST_TMP/jobs-get.out")"
+fi
 assert_eq "not one request refused by the front" 0 \
 	"$(events_since "$mark" "e['event'] == 's3' and e['verdict'] != 'ok'")"
 ISSUES=$(events_since "$mark" "e['event'] == 'issue'")
@@ -122,6 +128,7 @@ api GET "/v1/jobs?limit=10"
 cp "$BODY" "$TEST_TMP/jobs.json"
 no_credentials_in "no secret or token in the answers, the log, the records or /metrics" \
 	"$TEST_TMP/long.json" "$TEST_TMP/metrics.txt" "$TEST_TMP/jobs.json" "$DAEMON_LOG" \
+	"$TEST_TMP/jobs-get.out" \
 	$(find "$STATE" -type f)
 
 finish
