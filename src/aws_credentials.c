@@ -199,20 +199,12 @@ static void chain_from_environment(struct chain *c)
 	c->ca_bundle = env_copy("AWS_CA_BUNDLE");
 }
 
-static void wipe_free(char *s)
-{
-	if (s) {
-		memset(s, 0, strlen(s));
-		free(s);
-	}
-}
-
 static void chain_fini(struct chain *c)
 {
-	wipe_free(c->access_key_id);
-	wipe_free(c->secret_access_key);
-	wipe_free(c->session_token);
-	wipe_free(c->container_token);
+	secret_free(c->access_key_id);
+	secret_free(c->secret_access_key);
+	secret_free(c->session_token);
+	secret_free(c->container_token);
 	free(c->role_arn);
 	free(c->token_file);
 	free(c->session_name);
@@ -455,6 +447,14 @@ static int resolve(struct aws_credentials *p, struct aws_credentials_answer *out
 }
 
 /* ---- snapshots ---- */
+
+void aws_credentials_answer_fini(struct aws_credentials_answer *a)
+{
+	secret_free(a->access_key_id);
+	secret_free(a->secret_access_key);
+	secret_free(a->session_token);
+	memset(a, 0, sizeof(*a));
+}
 
 static struct snapshot *snapshot_new(struct aws_credentials_answer *a, const char *source)
 {

@@ -34,19 +34,6 @@
 
 /* ---- answers ---- */
 
-void aws_credentials_answer_fini(struct aws_credentials_answer *a)
-{
-	char **s[] = {&a->access_key_id, &a->secret_access_key, &a->session_token};
-	size_t i;
-
-	for (i = 0; i < sizeof(s) / sizeof(s[0]); i++)
-		if (*s[i]) {
-			memset(*s[i], 0, strlen(*s[i]));
-			free(*s[i]);
-		}
-	memset(a, 0, sizeof(*a));
-}
-
 bool aws_parse_time(const char *text, time_t *out)
 {
 	struct tm tm = {0};
@@ -151,14 +138,6 @@ static void XMLCALL sts_chars(void *data, const XML_Char *s, int len)
 	w->text_len += (size_t)len;
 }
 
-static void wipe_free(char *s)
-{
-	if (s) {
-		memset(s, 0, strlen(s));
-		free(s);
-	}
-}
-
 int aws_sts_answer_parse(const char *body, size_t len, long status, const char *where,
 			 struct aws_credentials_answer *out, struct err *e)
 {
@@ -215,9 +194,9 @@ int aws_sts_answer_parse(const char *body, size_t len, long status, const char *
 	rc = 0;
 out:
 	for (i = 0; i < 6; i++)
-		wipe_free(w.fields[i]);
+		secret_free(w.fields[i]);
 	if (w.text) {
-		memset(w.text, 0, w.text_len);
+		explicit_bzero(w.text, w.text_len);
 		free(w.text);
 	}
 	return rc;
@@ -422,7 +401,7 @@ static size_t on_data(char *data, size_t size, size_t n, void *arg)
 static void reply_fini(struct reply *r)
 {
 	if (r->data) {
-		memset(r->data, 0, r->len);
+		explicit_bzero(r->data, r->len);
 		free(r->data);
 	}
 	memset(r, 0, sizeof(*r));
@@ -431,7 +410,7 @@ static void reply_fini(struct reply *r)
 static void wipe_headers(struct curl_slist *l)
 {
 	for (; l; l = l->next)
-		memset(l->data, 0, strlen(l->data));
+		explicit_bzero(l->data, strlen(l->data));
 }
 
 static void send_once(const struct request *rq, struct reply *r)
@@ -580,7 +559,7 @@ static int read_token_file(const char *path, const char *source, char **out, str
 	if (n == 0 || strlen(buf) != n) {
 		err_set(e, "s3_credentials", "%s: the token file %s is empty or not text", source,
 			path);
-		memset(buf, 0, AWS_TOKEN_FILE_MAX + 1);
+		explicit_bzero(buf, AWS_TOKEN_FILE_MAX + 1);
 		free(buf);
 		goto out;
 	}
@@ -629,9 +608,9 @@ int aws_sts_fetch(const struct aws_sts_config *c, struct aws_credentials_answer 
 	rc = aws_sts_answer_parse(r.data ? r.data : "", r.len, r.status, c->endpoint, out, e);
 out:
 	reply_fini(&r);
-	wipe_free(token);
-	wipe_free(enc_token);
-	wipe_free(body);
+	secret_free(token);
+	secret_free(enc_token);
+	secret_free(body);
 	free(enc_role);
 	free(enc_name);
 	free(url);
@@ -682,8 +661,8 @@ int aws_container_fetch(const struct aws_container_config *c, struct aws_credent
 	rc = aws_credentials_json_parse(r.data ? r.data : "", r.len, source, out, e);
 out:
 	reply_fini(&r);
-	wipe_free(token);
-	wipe_free(header);
+	secret_free(token);
+	secret_free(header);
 	return rc;
 }
 
@@ -758,7 +737,7 @@ int aws_imds_fetch(const struct aws_imds_config *c, struct aws_credentials_answe
 	rc = aws_credentials_json_parse(r.data ? r.data : "", r.len, source, out, e);
 out:
 	reply_fini(&r);
-	wipe_free(token_header);
+	secret_free(token_header);
 	free(role);
 	free(url);
 	return rc;

@@ -42,21 +42,13 @@ struct aws_profiles {
 	size_t nprofiles;
 };
 
-static void wipe_free(char *s)
-{
-	if (s) {
-		memset(s, 0, strlen(s));
-		free(s);
-	}
-}
-
 static void profile_fini(struct profile *p)
 {
 	size_t i;
 
 	for (i = 0; i < p->nprops; i++) {
 		free(p->props[i].name);
-		wipe_free(p->props[i].value);
+		secret_free(p->props[i].value);
 	}
 	free(p->props);
 	free(p->name);
@@ -126,7 +118,7 @@ static struct property *set_property(struct profile *p, const char *name, size_t
 	prop = find_property(p, lower);
 	if (prop) {
 		free(lower);
-		wipe_free(prop->value);
+		secret_free(prop->value);
 	} else {
 		p->props = xrealloc(p->props, (p->nprops + 1) * sizeof(*p->props));
 		prop = &p->props[p->nprops++];
@@ -148,7 +140,7 @@ static void extend_property(struct property *prop, const char *text, size_t len)
 	v[old] = '\n';
 	memcpy(v + old + 1, text, len);
 	v[old + len + 1] = '\0';
-	wipe_free(prop->value);
+	secret_free(prop->value);
 	prop->value = v;
 }
 
@@ -403,7 +395,7 @@ static int load_file(struct aws_profiles *ps, enum aws_profile_file kind, const 
 	rc = aws_profiles_parse(ps, kind, text, len, path, e);
 out:
 	if (text) {
-		memset(text, 0, (size_t)st.st_size + 1);
+		explicit_bzero(text, (size_t)st.st_size + 1);
 		free(text);
 	}
 	fclose(f);
