@@ -27,6 +27,8 @@
 #include "ckptconv/partition.h"
 #include "ckptconv/plan.h"
 #include "ckptconv/progress.h"
+#include "ckptconv/s3.h"
+#include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
 #define INDEX_NAME "model.safetensors.index.json"
@@ -433,6 +435,9 @@ static void print_result(const struct conversion *c, const struct cli_convert_ar
 			json_object_update_new(result, partition_result_json(
 							       plan, a->options.partition_index,
 							       a->options.partition_count, seconds));
+		if ((store_is_remote(a->src) || store_is_remote(a->dst)) && s3_credentials_source())
+			json_object_set_new(result, "credentials_source",
+					    json_string(s3_credentials_source()));
 		json_dumpf(result, stdout, JSON_COMPACT);
 		fputc('\n', stdout);
 		json_decref(result);

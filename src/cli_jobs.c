@@ -393,6 +393,8 @@ static void print_job_text(const json_t *job)
 	if (json_is_string(json_object_get(job, "finished_at")))
 		printf("finished     %s\n", string_member(job, "finished_at"));
 	printf("labels       %s\n", labels.len ? labels.data : "");
+	if (json_is_string(json_object_get(job, "credentials_source")))
+		printf("credentials  %s\n", string_member(job, "credentials_source"));
 	if (client_job_error(job, &e) < 0)
 		printf("error        %s: %s%s%s%s\n", e.code, e.msg, e.tensor[0] ? " (tensor " : "",
 		       e.tensor, e.tensor[0] ? ")" : "");

@@ -600,6 +600,7 @@ static int start(struct service *s, struct err *e)
 	 * allow list at submission, applied around the job's store opens. */
 	s->policy.s3_options_check = s3_job_options_check;
 	s->policy.s3_options_apply = s3_job_options_apply;
+	s->policy.s3_credentials_source = s3_credentials_source;
 	s->pool = exec_pool_new((unsigned)s->opts->workers, e);
 	if (!s->pool)
 		return -1;

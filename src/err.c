@@ -98,7 +98,8 @@ static const struct err_code catalogue[] = {
 	{"s3_no_such_bucket", 422, "The bucket does not exist."},
 	{"s3_unavailable", 502, "The object store could not be reached after retries."},
 	{"s3_bad_response", 502, "The object store's answer was malformed (e.g. a range not honoured)."},
-	{"s3_config", 400, "The S3 configuration (credentials, endpoint, region) is incomplete or invalid."},
+	{"s3_config", 400, "The S3 configuration (endpoint, region, addressing style, CA bundle) is invalid."},
+	{"s3_credentials", 502, "No credentials for the object store could be obtained: the source in use (environment, web identity, shared files, container endpoint, instance metadata) failed, answered something malformed or expired credentials, or none is configured; the message names the source."},
 	/* internal */
 	{"plan_invalid", 500, "The conversion plan is inconsistent (a bug)."},
 	{"internal_error", 500, "An unexpected internal failure."},

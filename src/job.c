@@ -334,7 +334,13 @@ json_t *job_to_json(const struct job *j)
 	json_object_set_new(o, "error", job_err_json(&j->error));
 	json_object_set_new(o, "cancel_requested", json_boolean(j->cancel == JOB_CANCEL_USER));
 	json_object_set_new(o, "restarts", json_integer(j->restarts));
+	json_object_set_new(o, "credentials_source", job_credentials_source_json(j));
 	return o;
+}
+
+json_t *job_credentials_source_json(const struct job *j)
+{
+	return j->credentials_source[0] ? json_string(j->credentials_source) : json_null();
 }
 
 /* ---- durations ---------------------------------------------------------- */

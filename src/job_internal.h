@@ -15,5 +15,8 @@ struct job *job_alloc(void);
 /* An error as the API and the records show it: {"code", "message",
  * "tensor"}, or null when e has no code. */
 json_t *job_err_json(const struct err *e);
+/* The job's credentials_source as the API and the records show it: the
+ * source's name, or null. */
+json_t *job_credentials_source_json(const struct job *j);
 
 #endif

@@ -49,6 +49,7 @@ json_t *job_record_json(const struct job *j)
 			  "elapsed_seconds", p.elapsed_seconds));
 	json_object_set_new(o, "result", j->result ? json_incref(j->result) : json_null());
 	json_object_set_new(o, "error", job_err_json(&j->error));
+	json_object_set_new(o, "credentials_source", job_credentials_source_json(j));
 	return o;
 }
 
@@ -145,6 +146,9 @@ int job_from_record(const json_t *r, struct job **out, struct err *e)
 	snprintf(j->request_sha256, sizeof(j->request_sha256), "%s", sha ? sha : "");
 	j->claimed = json_is_true(json_object_get(r, "claimed"));
 	j->restarts = (unsigned)json_integer_value(json_object_get(r, "restarts"));
+	if (json_is_string(json_object_get(r, "credentials_source")))
+		snprintf(j->credentials_source, sizeof(j->credentials_source), "%s",
+			 json_string_value(json_object_get(r, "credentials_source")));
 	if (record_progress(json_object_get(r, "progress"), &j->progress, e) < 0 ||
 	    record_error(json_object_get(r, "error"), &j->error, e) < 0)
 		goto out;

@@ -136,6 +136,10 @@ int registry_s3_enter(const struct registry *r, const struct job *j, struct err 
 void registry_s3_leave(const struct registry *r);
 /* Logs that a plan was made for j, its size and the seconds it took. */
 void registry_log_planned(const struct job *j, const struct plan *plan, double seconds);
+/* Notes where the credentials came from of a job whose source (NULL: none)
+ * or destination is on the object store, once its stores are open (takes
+ * the lock). */
+void registry_note_credentials(struct registry *r, struct job *j, const char *src, const char *dst);
 /* The error of a job cancelled by a DELETE request. */
 void registry_cancel_error(struct err *e);
 /* Removes what the last run of a job that will not run again left in its

@@ -86,6 +86,25 @@ int registry_s3_enter(const struct registry *r, const struct job *j, struct err 
 	return p->s3_options_apply(json_object_get(j->spec.options, "s3"), e);
 }
 
+void registry_note_credentials(struct registry *r, struct job *j, const char *src, const char *dst)
+{
+	const struct job_policy *p = r->cfg.policy;
+	const char *source;
+
+	if (!p || !p->s3_credentials_source ||
+	    !((src && store_is_remote(src)) || store_is_remote(dst)))
+		return;
+	source = p->s3_credentials_source();
+	if (!source)
+		return;
+	pthread_mutex_lock(&r->lock);
+	if (strcmp(j->credentials_source, source) != 0) {
+		snprintf(j->credentials_source, sizeof(j->credentials_source), "%s", source);
+		j->version++;
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
 void registry_s3_leave(const struct registry *r)
 {
 	const struct job_policy *p = r->cfg.policy;
@@ -272,6 +291,7 @@ static void run_finalize(struct registry *r, struct job *j, const char *dst)
 		registry_fail(r, j, &e);
 		goto out;
 	}
+	registry_note_credentials(r, j, fr.source, dst);
 	pthread_mutex_lock(&r->lock);
 	j->progress.tensors_total = j->progress.tensors_done = fr.tensors;
 	j->progress.bytes_total = j->progress.bytes_done = fr.bytes;
@@ -357,6 +377,7 @@ static void run_job(struct registry *r, struct job *j)
 		registry_fail(r, j, &e);
 		goto out;
 	}
+	registry_note_credentials(r, j, j->resolved_source, j->resolved_destination);
 	claim(r, j, j->resolved_destination, j->spec.convert.overwrite || j->claimed);
 	cancel = publish_conversion(r, j, conv);
 	if (cancel == JOB_CANCEL_DRAIN) {

@@ -160,6 +160,7 @@ static int check_source(struct registry *r, struct job *j, struct job_error *je)
 		goto out;
 	}
 	registry_log_planned(j, conversion_plan(conv), now_seconds() - started);
+	registry_note_credentials(r, j, j->resolved_source, j->resolved_destination);
 	if (j->spec.dry_run) {
 		const struct plan *plan = conversion_plan(conv);
 

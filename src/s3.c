@@ -43,14 +43,6 @@ static void share_unlock(CURL *h, curl_lock_data data, void *arg)
 	pthread_mutex_unlock(&c->share_locks[data]);
 }
 
-static void secret_free(char *s)
-{
-	if (s) {
-		memset(s, 0, strlen(s));
-		free(s);
-	}
-}
-
 int s3_client_new(struct s3_client **out, struct err *e)
 {
 	struct s3_client *c;
@@ -112,9 +104,7 @@ void s3_client_free(struct s3_client *c)
 	pthread_mutex_destroy(&c->lanes_lock);
 	free(c->endpoint_authority);
 	free(c->region);
-	secret_free(c->access_key_id);
-	secret_free(c->secret_access_key);
-	secret_free(c->session_token);
+	aws_credentials_unref(c->credentials);
 	free(c->ca_bundle);
 	free(c);
 }

@@ -44,6 +44,8 @@ void s3_call_init(struct call *k, struct s3_client *c, const char *op, const cha
 
 static void call_attempt_reset(struct call *k)
 {
+	aws_credentials_release(k->credentials);
+	k->credentials = NULL;
 	curl_slist_free_all(k->headers);
 	k->headers = NULL;
 	s3_target_fini(&k->target);
@@ -178,20 +180,22 @@ static int call_setup(struct call *k)
 	char *auth;
 
 	call_attempt_reset(k);
+	if (aws_credentials_get(c->credentials, &k->credentials, &k->err))
+		return -1;
 	s3_target_build(c, k->bucket, k->key, k->params, k->nparams, &k->target);
 	if (k->ranged)
 		snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, k->off,
 			 k->off + k->len - 1);
-	auth = s3_authorization_for(c, k->method, &k->target, k->ranged ? range : NULL,
-				    k->payload_hash, now);
+	auth = s3_authorization_for(c, k->credentials, k->method, &k->target,
+				    k->ranged ? range : NULL, k->payload_hash, now);
 	if (!auth)
 		return err_set(&k->err, "internal_error", "signing the request failed");
 	sigv4_amz_date(now, amz_date);
 	add_header(k, "Host: %s", k->target.host);
 	add_header(k, "x-amz-date: %s", amz_date);
 	add_header(k, "x-amz-content-sha256: %s", k->payload_hash);
-	if (is_set(c->session_token))
-		add_header(k, "x-amz-security-token: %s", c->session_token);
+	if (k->credentials->session_token)
+		add_header(k, "x-amz-security-token: %s", k->credentials->session_token);
 	add_header(k, "Authorization: %s", auth);
 	memset(auth, 0, strlen(auth));
 	free(auth);
@@ -300,6 +304,13 @@ static void classify_error(struct call *k, const struct s3_error_answer *error)
 		snprintf(what, sizeof(what), "%s answered HTTP %ld", k->op, k->status);
 	if (k->status == 429 || k->status >= 500 || retryable_s3_code(x.code)) {
 		call_fail(k, CALL_RETRY, "s3_unavailable", "%s", what);
+		return;
+	}
+	/* Credentials the service holds expired (its clock runs ahead of
+	 * ours): refreshed before the next attempt. */
+	if (strcmp(x.code, "ExpiredToken") == 0) {
+		aws_credentials_expire(k->client->credentials, k->credentials);
+		call_fail(k, CALL_RETRY, "s3_credentials", "%s", what);
 		return;
 	}
 	if (k->status == 403 || strcmp(x.code, "AccessDenied") == 0)

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ckptconv/aws_credentials.h"
 #include "ckptconv/err.h"
 #include "ckptconv/s3.h"
 #include "ckptconv/sigv4.h"
@@ -49,9 +50,7 @@ struct s3_client {
 	char *endpoint_authority; /* host[:port] of a custom endpoint */
 	char *region;
 	enum style style;
-	char *access_key_id;
-	char *secret_access_key;
-	char *session_token;
+	struct aws_credentials *credentials; /* shared with the process's other clients */
 	char *ca_bundle;
 	unsigned max_attempts;
 	double backoff_base, backoff_cap;
@@ -65,8 +64,9 @@ struct s3_client {
 	struct lane *idle_lanes;
 };
 
-/* Fills c's settings, resolved thread > process > environment, and the
- * environment's credentials (s3_settings.c).  Code: s3_config. */
+/* Fills c's settings, resolved thread > process > environment, and its
+ * credentials provider, the process's (s3_settings.c), from which it
+ * obtains credentials once.  Codes: s3_config, s3_credentials. */
 int s3_client_configure(struct s3_client *c, struct err *e);
 /* An idle lane of c, or a new one; s3_lane_put gives it back. */
 struct lane *s3_lane_get(struct s3_client *c);
@@ -113,9 +113,12 @@ void s3_target_build(const struct s3_client *c, const char *bucket, const char *
 /* The x-amz-content-sha256 of a body: UNSIGNED-PAYLOAD over https. */
 void s3_payload_hash_of(const struct s3_client *c, const void *body, size_t len,
 			char out[SIGV4_SHA256_HEX_SIZE]);
-/* The Authorization header value (malloc'd), or NULL. */
-char *s3_authorization_for(const struct s3_client *c, const char *method, const struct target *t,
-			   const char *range, const char *payload_hash, time_t when);
+/* The Authorization header value (malloc'd) signed with `credentials`, or
+ * NULL. */
+char *s3_authorization_for(const struct s3_client *c,
+			   const struct aws_credentials_snapshot *credentials, const char *method,
+			   const struct target *t, const char *range, const char *payload_hash,
+			   time_t when);
 
 /* ---- calls (s3_call.c) ---- */
 
@@ -152,6 +155,7 @@ struct call {
 
 	/* one attempt */
 	CURL *easy;
+	const struct aws_credentials_snapshot *credentials; /* it is signed with */
 	double started;
 	struct curl_slist *headers;
 	struct target target;

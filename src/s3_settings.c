@@ -37,7 +37,8 @@ struct settings_copy {
 };
 
 static pthread_mutex_t defaults_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct settings_copy process_settings; /* protected by defaults_lock */
+static struct settings_copy process_settings;	    /* protected by defaults_lock */
+static struct aws_credentials *process_credentials; /* protected by defaults_lock */
 static __thread struct settings_copy thread_settings;
 
 static int parse_style(const char *text, enum style *out, struct err *e)
@@ -202,6 +203,28 @@ int s3_set_defaults(const struct s3_settings *s, struct err *e)
 	return 0;
 }
 
+void s3_set_credentials(struct aws_credentials *p)
+{
+	struct aws_credentials *old;
+
+	pthread_mutex_lock(&defaults_lock);
+	old = process_credentials;
+	process_credentials = p ? aws_credentials_ref(p) : NULL;
+	pthread_mutex_unlock(&defaults_lock);
+	aws_credentials_unref(old);
+}
+
+const char *s3_credentials_source(void)
+{
+	const char *source = NULL;
+
+	pthread_mutex_lock(&defaults_lock);
+	if (process_credentials)
+		source = aws_credentials_source(process_credentials);
+	pthread_mutex_unlock(&defaults_lock);
+	return source;
+}
+
 int s3_set_thread_settings(const struct s3_settings *s, struct err *e)
 {
 	if (s3_settings_check(s, e))
@@ -241,6 +264,7 @@ static uint64_t env_u64(const char *name, uint64_t fallback, uint64_t min, uint6
 
 int s3_client_configure(struct s3_client *c, struct err *e)
 {
+	const struct aws_credentials_snapshot *credentials;
 	struct settings_copy process;
 	char *endpoint, *style;
 	struct endpoint ep;
@@ -269,14 +293,15 @@ int s3_client_configure(struct s3_client *c, struct err *e)
 	} else {
 		c->https = true;
 	}
-	c->access_key_id = resolve(NULL, NULL, "AWS_ACCESS_KEY_ID", NULL);
-	c->secret_access_key = resolve(NULL, NULL, "AWS_SECRET_ACCESS_KEY", NULL);
-	c->session_token = resolve(NULL, NULL, "AWS_SESSION_TOKEN", NULL);
-	if (!c->access_key_id || !c->secret_access_key) {
-		err_set(e, "s3_config",
-			"no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
+	/* The process's provider, or one of the client's own; credentials
+	 * are obtained now so that a store without any fails when opened. */
+	pthread_mutex_lock(&defaults_lock);
+	c->credentials = process_credentials ? aws_credentials_ref(process_credentials) :
+					       aws_credentials_new();
+	pthread_mutex_unlock(&defaults_lock);
+	if (aws_credentials_get(c->credentials, &credentials, e))
 		goto out;
-	}
+	aws_credentials_release(credentials);
 	c->ca_bundle = resolve(NULL, NULL, "AWS_CA_BUNDLE", NULL);
 	c->max_attempts =
 		(unsigned)env_u64("CKPTCONV_S3_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, 1, 100);

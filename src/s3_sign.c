@@ -79,10 +79,13 @@ void s3_payload_hash_of(const struct s3_client *c, const void *body, size_t len,
 		sigv4_sha256_hex(len ? body : "", len, out);
 }
 
-char *s3_authorization_for(const struct s3_client *c, const char *method, const struct target *t,
-			   const char *range, const char *payload_hash, time_t when)
+char *s3_authorization_for(const struct s3_client *c,
+			   const struct aws_credentials_snapshot *credentials, const char *method,
+			   const struct target *t, const char *range, const char *payload_hash,
+			   time_t when)
 {
-	struct sigv4_credentials cred = {c->access_key_id, c->secret_access_key, c->session_token};
+	struct sigv4_credentials cred = {credentials->access_key_id, credentials->secret_access_key,
+					 credentials->session_token};
 	struct sigv4_header range_header = {"range", range};
 	struct sigv4_request r = {
 		.method = method,
@@ -105,13 +108,17 @@ int s3_sign_request(struct s3_client *c, const char *method, const char *bucket,
 		    const void *body, size_t len, time_t when, struct s3_signed_request *out,
 		    struct err *e)
 {
+	const struct aws_credentials_snapshot *credentials;
 	char hash[SIGV4_SHA256_HEX_SIZE];
 	struct target t = {0};
 
 	memset(out, 0, sizeof(*out));
+	if (aws_credentials_get(c->credentials, &credentials, e))
+		return -1;
 	s3_target_build(c, bucket, key, params, nparams, &t);
 	s3_payload_hash_of(c, body, len, hash);
-	out->authorization = s3_authorization_for(c, method, &t, range, hash, when);
+	out->authorization = s3_authorization_for(c, credentials, method, &t, range, hash, when);
+	aws_credentials_release(credentials);
 	if (!out->authorization) {
 		s3_target_fini(&t);
 		return err_set(e, "internal_error", "signing the request failed");

@@ -191,6 +191,14 @@ char *xstrdup(const char *s)
 	return p;
 }
 
+void secret_free(char *s)
+{
+	if (s) {
+		explicit_bzero(s, strlen(s));
+		free(s);
+	}
+}
+
 double now_seconds(void)
 {
 	struct timespec ts;

@@ -8,7 +8,8 @@
  * error, a missing AbortMultipartUpload, listing pagination, parallel
  * chunked views, and multipart writes arriving out of order from several
  * threads.  Also the settings: precedence, validation, locations and
- * addressing.
+ * addressing; and the credentials: one provider shared by the clients,
+ * session tokens sent, S3's ExpiredToken answered by a refresh.
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -22,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ckptconv/aws_credentials.h"
 #include "ckptconv/err.h"
 #include "ckptconv/job.h"
 #include "ckptconv/s3.h"
@@ -71,6 +73,8 @@ struct request {
 	char method[16];
 	char target[4096];
 	char range[128];
+	char authorization[512];
+	char security_token[128];
 	struct buf body;
 };
 
@@ -139,6 +143,12 @@ static bool read_request(int fd, struct request *r)
 		else if (strncasecmp(line, "range:", 6) == 0)
 			snprintf(r->range, sizeof(r->range), "%s",
 				 line + 6 + strspn(line + 6, " "));
+		else if (strncasecmp(line, "authorization:", 14) == 0)
+			snprintf(r->authorization, sizeof(r->authorization), "%s",
+				 line + 14 + strspn(line + 14, " "));
+		else if (strncasecmp(line, "x-amz-security-token:", 21) == 0)
+			snprintf(r->security_token, sizeof(r->security_token), "%s",
+				 line + 21 + strspn(line + 21, " "));
 	}
 	if (in.len > header_len)
 		buf_add(&r->body, in.s + header_len, in.len - header_len);
@@ -302,6 +312,77 @@ static void good_get(struct fake *f, struct request *r, struct buf *out)
 	(void)f;
 	serve_range(r, out, OBJECT_SIZE);
 }
+
+/* ---- credentials from the process's provider ---- */
+
+static atomic_uint rotations;
+
+/* Temporary credentials "ASIA<n>" / "TOKEN<n>", new at every fetch. */
+static int rotating(void *arg, struct aws_credentials_answer *out, struct err *e)
+{
+	unsigned n = atomic_fetch_add(&rotations, 1) + 1;
+
+	(void)arg;
+	(void)e;
+	if (asprintf(&out->access_key_id, "ASIA%u", n) < 0 ||
+	    asprintf(&out->secret_access_key, SECRET "%u", n) < 0 ||
+	    asprintf(&out->session_token, "TOKEN%u", n) < 0)
+		abort();
+	out->expiration = time(NULL) + 3600;
+	return 0;
+}
+
+/* Takes the first credentials for expired; serves the second ones. */
+static void expiring_get(struct fake *f, struct request *r, struct buf *out)
+{
+	(void)f;
+	if (strstr(r->authorization, "Credential=ASIA1/") &&
+	    strcmp(r->security_token, "TOKEN1") == 0)
+		respond_error(out, 400, "ExpiredToken");
+	else if (strstr(r->authorization, "Credential=ASIA2/") &&
+		 strcmp(r->security_token, "TOKEN2") == 0)
+		serve_range(r, out, OBJECT_SIZE);
+	else
+		respond_error(out, 403, "InvalidToken");
+}
+
+/* Every client signs with the process's provider, session token included;
+ * S3's ExpiredToken makes the provider refresh and the request go again. */
+START_TEST(test_process_credentials)
+{
+	struct aws_credentials *p = aws_credentials_new_custom("rotating", rotating, NULL);
+	struct s3_client *c, *c2;
+	struct err e = {0};
+	unsigned char buf[64];
+	struct fake *f;
+	size_t i;
+
+	setup_env();
+	unsetenv("AWS_ACCESS_KEY_ID"); /* not the environment's keys */
+	atomic_store(&rotations, 0);
+	s3_set_credentials(p);
+	aws_credentials_unref(p);
+	ck_assert_ptr_null(s3_credentials_source());
+	f = fake_start(expiring_get);
+	c = client();
+	c2 = client();
+	ck_assert_uint_eq(atomic_load(&rotations), 1); /* one provider for both */
+	ck_assert_str_eq(s3_credentials_source(), "rotating");
+	ck_assert_msg(s3_get_range(c, "bkt", "obj", 10, buf, 64, &e) == 0, "%s", e.msg);
+	for (i = 0; i < 64; i++)
+		ck_assert_uint_eq(buf[i], byte_at(10 + i));
+	ck_assert_int_eq(atomic_load(&f->requests), 2);
+	ck_assert_uint_eq(atomic_load(&rotations), 2);
+	/* the other client signs with the refreshed credentials at once */
+	ck_assert_msg(s3_get_range(c2, "bkt", "obj", 0, buf, 64, &e) == 0, "%s", e.msg);
+	ck_assert_int_eq(atomic_load(&f->requests), 3);
+	s3_client_free(c);
+	s3_client_free(c2);
+	fake_stop(f);
+	s3_set_credentials(NULL);
+	ck_assert_ptr_null(s3_credentials_source());
+}
+END_TEST
 
 START_TEST(test_parallel_ranged_read)
 {
@@ -1196,10 +1277,11 @@ START_TEST(test_missing_credentials)
 	setup_env();
 	unsetenv("AWS_SECRET_ACCESS_KEY");
 	ck_assert_int_eq(s3_client_new(&c, &e), -1);
-	ck_assert_str_eq(e.code, "s3_config");
+	ck_assert_str_eq(e.code, "s3_credentials");
+	ck_assert_ptr_nonnull(strstr(e.msg, "AWS_SECRET_ACCESS_KEY is not"));
 	err_clear(&e);
 	ck_assert_int_eq(store_open("s3://bkt/x/", &s, &e), -1);
-	ck_assert_str_eq(e.code, "s3_config");
+	ck_assert_str_eq(e.code, "s3_credentials");
 	setenv("AWS_SECRET_ACCESS_KEY", "x", 1);
 	setenv("AWS_REGION", "Not A Region", 1);
 	err_clear(&e);
@@ -1281,6 +1363,7 @@ static Suite *s3_suite(void)
 	tcase_add_test(t, test_retries_are_bounded);
 	tcase_add_test(t, test_connection_refused);
 	tcase_add_test(t, test_error_codes);
+	tcase_add_test(t, test_process_credentials);
 	tcase_add_test(t, test_complete_error_with_200_is_retried);
 	tcase_add_test(t, test_list_pages);
 	tcase_add_test(t, test_list_answer_parse);

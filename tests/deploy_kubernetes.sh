@@ -3,8 +3,9 @@
 #
 # deploy_kubernetes: parses and checks every manifest of docker/kubernetes
 # with tests/k8s_check.js (a real YAML parser and the Kubernetes API
-# schemas), then proves the checker catches each broken rule: a copy of the
-# manifests with one rule broken must be rejected with the matching finding.
+# schemas), the static-keys/ variant included, then proves the checker
+# catches each broken rule: a copy of the manifests with one rule broken
+# must be rejected with the matching finding.
 set -u
 
 top=${TOP_SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -79,13 +80,33 @@ mutant runs-as-root deployment.yaml 's/runAsNonRoot: true/runAsNonRoot: false/g'
 mutant unconfined deployment.yaml 's/type: RuntimeDefault/type: Unconfined/g' 'seccompProfile.type is not RuntimeDefault'
 mutant latest-image deployment.yaml 's|ckptconv:0.1.0|ckptconv:latest|' 'is not pinned to a version tag'
 mutant no-limits deployment.yaml '/limits:/,/ephemeral-storage: 2Gi/d' 'resources.limits.memory missing'
-mutant no-secret-envfrom deployment.yaml '/secretRef:/,/name: ckptconv-s3/ s/name: ckptconv-s3/name: other/' \
+mutant keys-secret-by-default deployment.yaml \
+	's/^            - configMapRef:$/            - secretRef:\n                name: ckptconv-s3\n            - configMapRef:/' \
+	'reads a Secret through envFrom by default'
+mutant keys-in-default-secret secret.example.yaml 's/^  token: /  AWS_SECRET_ACCESS_KEY: "replace"\n  token: /' \
+	'the default example has no access keys'
+mutant no-service-account deployment.yaml '/serviceAccountName: ckptconv/d' 'serviceAccountName is not ckptconv'
+mutant job-without-service-account partition-job.yaml '/serviceAccountName: ckptconv/d' \
+	'serviceAccountName is not ckptconv'
+mutant no-irsa-annotation serviceaccount.yaml 's|eks.amazonaws.com/role-arn|example.com/role-arn|' \
+	'no eks.amazonaws.com/role-arn annotation'
+mutant bad-role-arn serviceaccount.yaml 's|:role/ckptconv|:user/ckptconv|' 'naming an IAM role ARN'
+mutant service-account-token serviceaccount.yaml 's/^automountServiceAccountToken: false/automountServiceAccountToken: true/' \
+	'automountServiceAccountToken is not false'
+mutant service-account-not-applied kustomization.yaml '/- serviceaccount.yaml/d' 'does not list serviceaccount.yaml'
+mutant static-keys-other-secret static-keys/envfrom-secret.yaml 's/name: ckptconv-s3/name: other/' \
+	'static-keys on deployment.yaml[0] Deployment/ckptconv: envFrom has no secretRef to ckptconv-s3'
+mutant static-keys-wrong-path static-keys/envfrom-secret.yaml 's|/containers/0/envFrom/-|/containers/0/envFromm/-|' \
 	'envFrom has no secretRef to ckptconv-s3'
+mutant static-keys-real-key static-keys/secret.example.yaml 's/replace-with-secret-access-key/wJalrXUtnFEMI/' \
+	'AWS_SECRET_ACCESS_KEY is not a placeholder'
+mutant static-keys-not-over-base static-keys/kustomization.yaml 's|  - \.\./$|  - ../deployment.yaml|' \
+	'does not build on ../'
 mutant no-scratch deployment.yaml 's|mountPath: /tmp|mountPath: /scratch|' 'no emptyDir mounted at /tmp'
 mutant state-not-on-pvc deployment.yaml 's/claimName: ckptconv-state/claimName: other-claim/' \
 	'is not on the PersistentVolumeClaim'
 mutant secret-in-configmap configmap.yaml 's/^data:$/data:\n  AWS_SECRET_ACCESS_KEY: "x"/' \
-	'credentials belong in the Secret'
+	'credentials never belong in the ConfigMap'
 mutant loopback-listen configmap.yaml 's/"0.0.0.0:8080"/"127.0.0.1:8080"/' 'does not listen on 0.0.0.0'
 mutant probes-on-main-port deployment.yaml 's/port: health$/port: http/' \
 	'livenessProbe is not GET /healthz on port 8081'

@@ -5,9 +5,12 @@
 // (as YAML 1.1, the way Kubernetes reads it, and as YAML 1.2, which must
 // agree), validated against the Kubernetes API schemas (kubernetes-models),
 // and then held to the deployment rules: one replica with Recreate, probes,
-// security contexts, secrets only through envFrom, the state volume, and the
-// Indexed partition Job with its finalize Job.  Prints one line per finding
-// and exits 1 if there is any.
+// security contexts, settings through envFrom, the state volume, the Indexed
+// partition Job with its finalize Job, and object store credentials from
+// the ServiceAccount's IAM role (IRSA annotation) with no access key Secret
+// read by default.  The static-keys/ variant is checked too: its JSON patch,
+// applied to the Deployment and the Jobs, makes them read the keys of its
+// example Secret.  Prints one line per finding and exits 1 if there is any.
 //
 // usage: node tests/k8s_check.js [DIR]
 // The npm packages come from $CKPTCONV_NPM_DIR/node_modules
@@ -25,6 +28,7 @@ try {
   models = {
     'v1/ConfigMap': npmRequire('kubernetes-models/v1/ConfigMap').ConfigMap,
     'v1/Secret': npmRequire('kubernetes-models/v1/Secret').Secret,
+    'v1/ServiceAccount': npmRequire('kubernetes-models/v1/ServiceAccount').ServiceAccount,
     'v1/Service': npmRequire('kubernetes-models/v1/Service').Service,
     'v1/PersistentVolumeClaim': npmRequire('kubernetes-models/v1/PersistentVolumeClaim').PersistentVolumeClaim,
     'apps/v1/Deployment': npmRequire('kubernetes-models/apps/v1/Deployment').Deployment,
@@ -39,6 +43,9 @@ try {
 const SECRET_VARS = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN'];
 const DEFAULT_SHUTDOWN_TIMEOUT = 25;
 const DEFAULT_STATE_DIR = '/var/lib/ckptconv';
+const STATIC_KEYS_DIR = 'static-keys';
+// arn:PARTITION:iam::ACCOUNT:role/NAME (IAM User Guide, IAM ARNs).
+const ROLE_ARN = /^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@\/-]+$/;
 
 const findings = new Findings();
 const { check } = findings;
@@ -154,14 +161,37 @@ function checkPodSecurity(label, podSpec) {
   }
 }
 
-// The container reads S3 credentials from the Secret and settings from the
-// ConfigMap, both through envFrom.
-function checkEnvFrom(label, container, secretName, configMapName) {
+// The container reads its settings from the ConfigMap through envFrom, and
+// by default no Secret: its credentials come from the ServiceAccount.
+function checkEnvFrom(label, container, configMapName) {
   const envFrom = container.envFrom || [];
-  check(envFrom.some((s) => get(s, 'secretRef.name') === secretName), label,
-    `envFrom has no secretRef to ${secretName}`);
   check(envFrom.some((s) => get(s, 'configMapRef.name') === configMapName), label,
     `envFrom has no configMapRef to ${configMapName}`);
+  check(!envFrom.some((s) => s.secretRef), label,
+    'reads a Secret through envFrom by default (object store credentials come from the ServiceAccount)');
+  for (const e of container.env || [])
+    check(!(SECRET_VARS.includes(e.name) && get(e, 'valueFrom.secretKeyRef')), label,
+      `${e.name} read from a Secret by default`);
+}
+
+function checkServiceAccount(label, podSpec, serviceAccountName) {
+  check(podSpec.serviceAccountName === serviceAccountName, label,
+    `serviceAccountName is not ${serviceAccountName}`);
+}
+
+// Applies an RFC 6902 patch's "add" operations to a copy of obj.
+function applyPatch(obj, ops, label) {
+  const copy = JSON.parse(JSON.stringify(obj));
+  for (const op of Array.isArray(ops) ? ops : []) {
+    if (!check(op.op === 'add' && typeof op.path === 'string', label, `unsupported operation ${JSON.stringify(op)}`)) continue;
+    const keys = op.path.split('/').slice(1).map((k) => k.replace(/~1/g, '/').replace(/~0/g, '~'));
+    const last = keys.pop();
+    const parent = keys.reduce((v, k) => (v === undefined ? undefined : v[k]), copy);
+    if (!check(parent !== undefined, label, `path ${op.path} does not exist`)) continue;
+    if (Array.isArray(parent)) parent.splice(last === '-' ? parent.length : Number(last), 0, op.value);
+    else parent[last] = op.value;
+  }
+  return copy;
 }
 
 function mountedVolume(podSpec, container, mountPath) {
@@ -186,10 +216,12 @@ function checkAll(objects) {
   objects.forEach(validateSchema);
 
   const configMap = one(objects, 'ConfigMap');
-  const secret = one(objects, 'Secret', (e) => {
+  const serviceAccount = one(objects, 'ServiceAccount');
+  for (const e of byKind(objects, 'Secret')) {
     const d = { ...(e.obj.stringData || {}), ...(e.obj.data || {}) };
-    return 'AWS_SECRET_ACCESS_KEY' in d;
-  }, 'Secret with S3 credentials');
+    for (const name of SECRET_VARS)
+      check(!(name in d), where(e), `holds ${name}: the default example has no access keys (static-keys/ has)`);
+  }
   const pvc = one(objects, 'PersistentVolumeClaim');
   const deployment = one(objects, 'Deployment');
   const service = one(objects, 'Service');
@@ -198,12 +230,12 @@ function checkAll(objects) {
   const finalizeJob = jobs.find((e) => commandLine(get(e.obj, 'spec.template.spec.containers.0') || {})[1] === 'finalize');
   check(Boolean(partitionJob), 'partition job', 'no Job with completionMode: Indexed');
   check(Boolean(finalizeJob), 'finalize job', 'no Job running `ckptconv finalize`');
-  if (!configMap || !secret || !pvc || !deployment || !service || !partitionJob || !finalizeJob) return;
+  if (!configMap || !serviceAccount || !pvc || !deployment || !service || !partitionJob || !finalizeJob) return;
 
   // ConfigMap: settings only.
   const settings = configMap.obj.data || {};
   for (const name of SECRET_VARS)
-    check(!(name in settings), where(configMap), `holds ${name}: credentials belong in the Secret`);
+    check(!(name in settings), where(configMap), `holds ${name}: credentials never belong in the ConfigMap`);
   const shutdownTimeout = parseDurationSeconds(settings.CKPTCONV_SHUTDOWN_TIMEOUT || DEFAULT_SHUTDOWN_TIMEOUT);
   check(Number.isFinite(shutdownTimeout), where(configMap), 'CKPTCONV_SHUTDOWN_TIMEOUT is not a number of seconds');
   const listen = /^(.*):(\d+)$/.exec(settings.CKPTCONV_LISTEN || '');
@@ -220,11 +252,12 @@ function checkAll(objects) {
     'CKPTCONV_HEALTH_LISTEN uses the port of CKPTCONV_LISTEN');
   const stateDir = settings.CKPTCONV_STATE_DIR || DEFAULT_STATE_DIR;
 
-  // Secret example: placeholders only.
-  const secretData = { ...(secret.obj.stringData || {}) };
-  for (const name of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'])
-    check(typeof secretData[name] === 'string' && /replace/i.test(secretData[name]), where(secret),
-      `${name} is not a placeholder in stringData`);
+  // ServiceAccount: the IAM role of IRSA, no API token mounted.
+  const sa = serviceAccount.obj;
+  const saName = sa.metadata.name;
+  check(ROLE_ARN.test(get(sa, 'metadata.annotations') ? sa.metadata.annotations['eks.amazonaws.com/role-arn'] || '' : ''),
+    where(serviceAccount), 'no eks.amazonaws.com/role-arn annotation naming an IAM role ARN');
+  check(sa.automountServiceAccountToken === false, where(serviceAccount), 'automountServiceAccountToken is not false');
 
   // PVC.
   check(get(pvc.obj, 'spec.resources.requests.storage') !== undefined, where(pvc), 'no storage request');
@@ -254,7 +287,8 @@ function checkAll(objects) {
   check(get(readiness, 'httpGet.path') === '/readyz' && probePort(container, get(readiness, 'httpGet.port')) === probePortNumber,
     dw, `readinessProbe is not GET /readyz on port ${probePortNumber}`);
   checkPodSecurity(dw, podSpec);
-  checkEnvFrom(dw, container, secret.obj.metadata.name, configMap.obj.metadata.name);
+  checkServiceAccount(dw, podSpec, saName);
+  checkEnvFrom(dw, container, configMap.obj.metadata.name);
   checkScratch(dw, podSpec, container);
   const state = mountedVolume(podSpec, container, stateDir);
   check(state && get(state, 'persistentVolumeClaim.claimName') === pvc.obj.metadata.name, dw,
@@ -295,7 +329,8 @@ function checkAll(objects) {
     pw, 'the last two arguments are not two different s3:// locations');
   check(pArgs.includes('--to'), pw, 'no --to');
   checkPodSecurity(pw, pPod);
-  checkEnvFrom(pw, pContainer, secret.obj.metadata.name, configMap.obj.metadata.name);
+  checkServiceAccount(pw, pPod, saName);
+  checkEnvFrom(pw, pContainer, configMap.obj.metadata.name);
   checkScratch(pw, pPod, pContainer);
 
   // Finalize Job: same destination, one pod, after the partitions.
@@ -309,13 +344,57 @@ function checkAll(objects) {
   check(get(f, 'spec.completionMode') !== 'Indexed' && (f.spec.completions || 1) === 1, fw, 'is not a single-pod Job');
   check(['Never', 'OnFailure'].includes(fPod.restartPolicy), fw, 'restartPolicy is not Never or OnFailure');
   checkPodSecurity(fw, fPod);
-  checkEnvFrom(fw, fContainer, secret.obj.metadata.name, configMap.obj.metadata.name);
+  checkServiceAccount(fw, fPod, saName);
+  checkEnvFrom(fw, fContainer, configMap.obj.metadata.name);
   checkScratch(fw, fPod, fContainer);
+  return { deployment, jobs: [partitionJob, finalizeJob] };
+}
+
+// static-keys/: a kustomization over ../ whose JSON patch makes the
+// Deployment (and, applied by hand, the Jobs) read the keys of its Secret.
+function checkStaticKeys(dir, workloads) {
+  const sdir = path.join(dir, STATIC_KEYS_DIR);
+  if (!check(fs.existsSync(sdir), STATIC_KEYS_DIR, 'the static keys variant is missing')) return;
+  const read = (name) => {
+    const file = path.join(sdir, name);
+    if (!check(fs.existsSync(file), STATIC_KEYS_DIR, `${name} is missing`)) return [];
+    return parseDocuments(`${STATIC_KEYS_DIR}/${name}`, fs.readFileSync(file, 'utf8'), '1.1');
+  };
+  const [k] = read('kustomization.yaml');
+  const [secret] = read('secret.example.yaml');
+  if (!k || !secret) return;
+  const label = `${STATIC_KEYS_DIR}/kustomization.yaml`;
+  check((k.resources || []).includes('../'), label, 'does not build on ../');
+  const patch = (k.patches || []).find((p) => get(p, 'target.kind') === 'Deployment');
+  if (!check(patch && typeof patch.path === 'string', label, 'no patch of the Deployment')) return;
+  check(get(patch, 'target.name') === workloads.deployment.obj.metadata.name, label,
+    `the patch's target is not the Deployment ${workloads.deployment.obj.metadata.name}`);
+  const [ops] = read(patch.path);
+  validateSchema({ file: `${STATIC_KEYS_DIR}/secret.example.yaml`, index: 0, obj: secret });
+  const data = { ...(secret.stringData || {}) };
+  for (const name of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'])
+    check(typeof data[name] === 'string' && /replace/i.test(data[name]), `${STATIC_KEYS_DIR}/secret.example.yaml`,
+      `${name} is not a placeholder in stringData`);
+  for (const w of [workloads.deployment, ...workloads.jobs]) {
+    const here = `${STATIC_KEYS_DIR} on ${where(w)}`;
+    const patched = applyPatch(w.obj, ops, here);
+    const envFrom = get(patched, 'spec.template.spec.containers.0.envFrom') || [];
+    check(envFrom.some((s) => get(s, 'secretRef.name') === secret.metadata.name), here,
+      `envFrom has no secretRef to ${secret.metadata.name}`);
+    const kind = w.obj.kind;
+    try {
+      new models[`${w.obj.apiVersion}/${kind}`](patched).validate();
+    } catch (e) {
+      check(false, here, `schema: ${e.message}`);
+    }
+  }
 }
 
 function checkKustomization(dir, objects) {
   const k = objects.find((e) => e.obj.kind === 'Kustomization');
   if (!k) return;
+  for (const e of byKind(objects, 'ServiceAccount'))
+    check((k.obj.resources || []).includes(e.file), where(k), `does not list ${e.file}`);
   for (const resource of k.obj.resources || []) {
     check(fs.existsSync(path.join(dir, resource)), where(k), `resource ${resource} does not exist`);
     check(!/secret/i.test(resource), where(k), `lists ${resource}: Secrets are created by the operator`);
@@ -324,8 +403,9 @@ function checkKustomization(dir, objects) {
 
 const dir = process.argv[2] || path.join(__dirname, '..', 'docker', 'kubernetes');
 const objects = load(dir);
-checkAll(objects);
+const workloads = checkAll(objects);
 checkKustomization(dir, objects);
+if (workloads) checkStaticKeys(dir, workloads);
 for (const f of findings.list) console.log(`not ok: ${f}`);
 console.log(`k8s_check: ${objects.length} objects, ${findings.checks} checks, ${findings.list.length} failed`);
 process.exit(findings.list.length === 0 ? 0 : 1);

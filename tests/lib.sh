@@ -15,6 +15,10 @@ set -u
 : "${CKPTCONV:=$PWD/ckptconv}"
 : "${GOLDEN_DIR:=$TOP_SRCDIR/tests/golden}"
 export TOP_SRCDIR CKPTCONV GOLDEN_DIR
+# No test may reach the instance metadata address (169.254.169.254): the
+# credential chain's last source stays off unless a test points it at a
+# stand-in on 127.0.0.1.
+export AWS_EC2_METADATA_DISABLED=true
 
 TESTS_PASSED=0
 TESTS_FAILED=0

@@ -160,7 +160,7 @@ keep_output
 expect_fail "missing source prefix" source_not_found "s3://src-bkt/nothing" \
 	"$CKPTCONV" convert --to native s3://src-bkt/nothing/ "$TEST_TMP/nothing"
 keep_output
-expect_fail "no credentials" s3_config "AWS_ACCESS_KEY_ID" \
+expect_fail "keys in part in the environment" s3_credentials "AWS_ACCESS_KEY_ID" \
 	env -u AWS_ACCESS_KEY_ID "$CKPTCONV" convert --to native s3://src-bkt/tiny/hf/ "$TEST_TMP/x"
 keep_output
 expect_fail "a server that is not there" s3_unavailable "attempts" \

@@ -28,6 +28,7 @@
 #include "ckptconv/util.h"
 
 #define JOB_ID_LEN 16 /* lowercase hex characters */
+#define JOB_CREDENTIALS_SOURCE_MAX 32
 
 struct job_tensors;
 
@@ -85,6 +86,9 @@ struct job {
 	size_t api_text_len;
 	uint64_t api_text_version;
 	double api_text_at; /* monotonic seconds it was built */
+	/* Where the object store credentials it used came from ("web_identity",
+	 * ...; aws_credentials.h), "" when it used none. */
+	char credentials_source[JOB_CREDENTIALS_SOURCE_MAX];
 	/* Progress watch of a running job (ckptconv_job_stall_seconds): the
 	 * run it belongs to (its started_ms), bytes_done as last seen and
 	 * since when (monotonic seconds). */

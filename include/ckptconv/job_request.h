@@ -48,6 +48,9 @@ struct job_policy {
 	 * options.s3 (NULL when it has none), and with NULL once done; NULL:
 	 * nothing to apply. */
 	int (*s3_options_apply)(const json_t *s3, struct err *e);
+	/* The name of the source the service's object store credentials came
+	 * from (aws_credentials.h), or NULL (none yet); NULL: not told. */
+	const char *(*s3_credentials_source)(void);
 };
 
 /* A validated request. */

@@ -8,8 +8,10 @@
  * RequestTimeout) are retried with exponential backoff and jitter, a
  * bounded number of times, then reported as s3_unavailable.
  *
- * Configuration follows the AWS conventions: credentials from
- * AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, region from
+ * Configuration follows the AWS conventions: credentials from the AWS
+ * default chain (aws_credentials.h: environment, web identity, shared
+ * files, container endpoint, instance metadata), each request signed with
+ * the credentials current when it is sent, region from
  * AWS_REGION / AWS_DEFAULT_REGION (default us-east-1), endpoint from
  * AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (default AWS), AWS_CA_BUNDLE, and
  * CKPTCONV_S3_ADDRESSING_STYLE path|virtual|auto (auto: path-style with a
@@ -19,7 +21,9 @@
  * override both for the clients the calling thread creates.
  *
  * Threads: a client is shared by any number of threads.  Credentials are
- * never put in errors or logs.  Codes: s3_config, s3_access_denied,
+ * never put in errors or logs.  Codes: s3_config, s3_credentials (no
+ * credentials could be had; S3's ExpiredToken is retried with refreshed
+ * ones), s3_access_denied,
  * s3_no_such_bucket, s3_unavailable, s3_bad_response, s3_error,
  * source_not_found (no such key), file_truncated (a range past the end).
  */
@@ -31,6 +35,7 @@
 #include <stdint.h>
 #include <time.h>
 
+struct aws_credentials;
 struct err;
 struct s3_client;
 struct sigv4_param;
@@ -53,6 +58,16 @@ int s3_set_defaults(const struct s3_settings *s, struct err *e);
  * that open that job's stores.  Copied.  Code: s3_config. */
 int s3_set_thread_settings(const struct s3_settings *s, struct err *e);
 
+/* The credentials provider every client made from now on shares (a
+ * reference is taken; NULL drops it): the CLI and the daemon set one for
+ * the process.  Without one, each client makes its own from the
+ * environment.  Any thread. */
+void s3_set_credentials(struct aws_credentials *p);
+/* The name of the source the process's provider has credentials from
+ * (aws_credentials_source), or NULL (no provider, or none yet).  The
+ * string is static.  Any thread. */
+const char *s3_credentials_source(void);
+
 /* "s3://bucket/a/b/" -> bucket "bucket", prefix "a/b/" ("" for the bucket's
  * root); both malloc'd.  Refuses empty or "."/".." segments and "//".
  * Code: invalid_location. */
@@ -67,7 +82,8 @@ bool s3_location_within(const char *location, const char *allowed);
 char *s3_endpoint_normalize(const char *url, struct err *e);
 
 /* A client with the settings in force for the calling thread and the
- * credentials of the environment.  Code: s3_config. */
+ * credentials provider of the process; it obtains credentials now, so a
+ * client is not made without any.  Codes: s3_config, s3_credentials. */
 int s3_client_new(struct s3_client **out, struct err *e);
 void s3_client_free(struct s3_client *c);
 /* Upload part size chosen for new multipart uploads (64 MiB, or

@@ -39,6 +39,9 @@ void *xmalloc(size_t n);   /* aborts on out-of-memory */
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
+/* Overwrites a NUL-terminated secret (a key, a token) with zeros, in a way
+ * the compiler keeps, then frees it; NULL is a no-op. */
+void secret_free(char *s);
 
 /* Monotonic seconds. */
 double now_seconds(void);

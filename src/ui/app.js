@@ -437,6 +437,7 @@
     if (job.started_at) summaryItem(dl, 'Started', job.started_at);
     if (job.finished_at) summaryItem(dl, 'Finished', job.finished_at);
     if (job.restarts) summaryItem(dl, 'Restarts', String(job.restarts));
+    if (job.credentials_source) summaryItem(dl, 'Credentials from', job.credentials_source);
     summaryItem(dl, 'Options', el('code', { class: 'options' }, JSON.stringify(job.options)));
     const inFlight = p.in_flight || [];
     if (job.state === 'running' && inFlight.length) {
