@@ -537,18 +537,33 @@ static int read_optional(struct store *s, const char *name, size_t max, char **o
 	return -1;
 }
 
+/* How often an unparseable manifest is read again: a store whose PUT is not
+ * atomic (some S3-compatible servers write the object in place) shows a
+ * concurrent partition's manifest half-written for a moment. */
+#define MANIFEST_READ_TRIES 5
+#define MANIFEST_READ_PAUSE_US 200000
+
 int partition_manifest_read(struct store *dst, struct partition_manifest **out, struct err *e)
 {
+	struct err local = {0};
 	char *text;
-	int rc;
+	int tries, rc = -1;
 
 	*out = NULL;
-	if (read_optional(dst, PARTITION_MANIFEST, PARTITION_MANIFEST_MAX, &text, e))
-		return -1;
-	if (!text)
-		return 0;
-	rc = partition_manifest_parse(text, dst->location, out, e);
-	free(text);
+	for (tries = 1;; tries++) {
+		if (read_optional(dst, PARTITION_MANIFEST, PARTITION_MANIFEST_MAX, &text, e))
+			return -1;
+		if (!text)
+			return 0;
+		err_clear(&local);
+		rc = partition_manifest_parse(text, dst->location, out, &local);
+		free(text);
+		if (rc == 0 || tries == MANIFEST_READ_TRIES)
+			break;
+		usleep(MANIFEST_READ_PAUSE_US);
+	}
+	if (rc)
+		keep_error(e, &local);
 	return rc;
 }
 
@@ -689,19 +704,21 @@ out:
 }
 
 static int check_destination(struct store *dst, const struct plan *p, const char *manifest_json,
-			     const struct store_output_options *so, struct err *e)
+			     const struct store_output_options *so, bool *same_plan, struct err *e)
 {
 	struct store_entry *entries;
-	bool same_plan;
 	size_t n;
 	int rc = -1;
 
-	if (check_manifest(dst, manifest_json, &same_plan, e) ||
-	    list_optional(dst, &entries, &n, e))
+	/* Listed before the manifest is read: a partition puts the manifest
+	 * before its first file, so any file listed here is covered by it. */
+	if (list_optional(dst, &entries, &n, e))
 		return -1;
-	if (!so->overwrite && refuse_others(dst, p, same_plan, entries, n, e))
+	if (check_manifest(dst, manifest_json, same_plan, e))
 		goto out;
-	if (so->overwrite && !same_plan && remove_previous(dst, entries, n, e))
+	if (!so->overwrite && refuse_others(dst, p, *same_plan, entries, n, e))
+		goto out;
+	if (so->overwrite && !*same_plan && remove_previous(dst, entries, n, e))
 		goto out;
 	rc = 0;
 out:
@@ -714,7 +731,7 @@ int partition_prepare_output(struct store *dst, const struct plan *p, const char
 			     bool **skip_file, struct err *e)
 {
 	char *manifest = NULL;
-	bool *skip = NULL;
+	bool *skip = NULL, same_plan = false;
 	int rc = -1;
 
 	*skip_file = NULL;
@@ -726,12 +743,14 @@ int partition_prepare_output(struct store *dst, const struct plan *p, const char
 	if (store_create_location(dst, e))
 		return -1;
 	manifest = partition_manifest_build(p, source, o, o->partition_count);
-	if (check_destination(dst, p, manifest, so, e))
+	if (check_destination(dst, p, manifest, so, &same_plan, e))
 		goto out;
 	skip = partition_skip_files(p, o->partition_index, o->partition_count);
 	if (check_space(dst, p, skip, strlen(manifest), e))
 		goto out;
-	if (put_manifest(dst, manifest, e))
+	/* An equal manifest is not put again, so a partition starting while
+	 * others run never rewrites the object they may be reading. */
+	if (!same_plan && put_manifest(dst, manifest, e))
 		goto out;
 	*skip_file = skip;
 	skip = NULL;
