@@ -2,8 +2,10 @@
 # SPDX-License-Identifier: MIT
 #
 # cli_roundtrip_property: whatever `ckptconv convert` accepts converts back.
-# Over every fixture (the golden tiny checkpoints, `fixture` presets) and a
-# set of inputs changed the ways real checkpoints differ from the golden one
+# Over every fixture (the golden tiny checkpoints, what Automodel's
+# consolidation writes, the tiny `fixture` preset; mini's two layers hold
+# 1.6 GB of experts, bench/ material) and a set of inputs changed the ways
+# real checkpoints differ from the golden one
 # (config.json as newer transformers writes it, other prefixes, extra
 # layers and tensors, INT8 experts) or are malformed (tensors the other
 # layout has no place for, dimensions that overflow), each case is
@@ -113,6 +115,32 @@ property golden-hf-small-shards "$G/hf" lossless --to native --max-shard-size 20
 # a checkpoint of its own: converting it alone back is refused (SPEC.md:
 # E must equal num_experts).
 property golden-ep-rank "$G/native-ep2-rank0" "grouped_shape_mismatch:model.layers.1.mlp.experts." --to hf
+property golden-ep-rank1 "$G/native-ep2-rank1" "grouped_shape_mismatch:model.layers.1.mlp.experts." --to hf
+
+# What NeMo Automodel's offline consolidation writes (golden/consolidate):
+# HF checkpoints whose config.json carries "dtype" (and sometimes a
+# different "torch_dtype"), some with F32 or F16 experts.  Kept as they
+# are, each comes back bit for bit; cast to the model's dtype, each
+# converts back.  One has experts of two dtypes in a layer (Automodel maps
+# only rank 0's experts back to BF16): keeping that is refused, naming the
+# first expert that differs.
+CONSOLIDATED=0
+for dir in "$GOLDEN_DIR"/consolidate/outputs/*/; do
+	name=consolidate-$(basename "$dir")
+	if [ "$name" = consolidate-tiny-ep2-f32save ]; then
+		property "$name-keep" "$dir" \
+			"expert_shape_mismatch:model.layers.1.mlp.experts.2.gate_proj.weight: dtype F32 differs from BF16" \
+			--to native --dtype keep
+	else
+		property "$name-keep" "$dir" lossless --to native --dtype keep
+	fi
+	property "$name" "$dir" converts --to native
+	CONSOLIDATED=$((CONSOLIDATED + 1))
+done
+assert_eq "every consolidation golden is a case" \
+	"$(find "$GOLDEN_DIR/consolidate/outputs" -mindepth 1 -maxdepth 1 -type d | wc -l)" "$CONSOLIDATED"
+if [ "$CONSOLIDATED" -ge 15 ]; then pass "the consolidation goldens are there ($CONSOLIDATED)"; else
+	fail "the consolidation goldens are there" "found $CONSOLIDATED"; fi
 
 expect_ok "fixture --preset tiny" "$CKPTCONV" fixture --preset tiny --seed 3 "$T/fixture-bf16"
 expect_ok "fixture --preset tiny --dtype f32" "$CKPTCONV" fixture --preset tiny --dtype f32 "$T/fixture-f32"
