@@ -476,6 +476,23 @@ usage "missing DST" usage_error convert --to native "$G/hf"
 usage "extra argument" usage_error convert --to native "$G/hf" "$T/u12" "$T/u13"
 usage "unknown option" usage_error convert --to native --fast "$G/hf" "$T/u14"
 usage "invalid --exclude" invalid_exclude convert --to native --exclude '(' "$G/hf" "$T/u15"
+# Patterns beyond the bounds on their cost are refused before regcomp sees
+# them, as the daemon refuses options.exclude (exclude.h).
+exclude_bound() { # exclude_bound NAME PATTERN MESSAGE DST
+	usage "$1" invalid_exclude convert --to native --exclude "$2" "$G/hf" "$4"
+	if run_err | grep -qF -- "$3"; then
+		pass "$1: the message says '$3'"
+	else
+		fail "$1: the message says '$3'" "$(run_err)"
+	fi
+	expect_empty "$1: nothing written" "$4"
+}
+exclude_bound "--exclude with nested repetitions" '((a{1,100}){1,100}){1,100}' \
+	"expands to more than 4000 regular-expression nodes" "$T/u19"
+exclude_bound "--exclude with a back-reference" '^(.*)(.*)\2\1$' \
+	"back-references such as \2 (offset 9) are not allowed" "$T/u20"
+exclude_bound "--exclude over 1024 bytes" "$(head -c 1100 /dev/zero | tr '\0' a)" \
+	"1100 bytes long, over the limit of 1024" "$T/u21"
 usage "bad --s3-addressing-style" s3_config convert --to native --s3-addressing-style sideways \
 	"$G/hf" "$T/u18"
 usage "fixture without --preset" usage_error fixture "$T/u16"

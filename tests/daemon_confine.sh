@@ -83,7 +83,7 @@ expect_error "shard linked outside the root" 403 forbidden_path source
 message_names "the message names the shard" "$DATA/shard-out/$SHARD"
 post_job "$(job_json "$DATA/index-out" "$DATA/o2" native)"
 expect_error "index linked outside the root" 403 forbidden_path source
-message_names "the message names the index" "model.safetensors.index.json"
+message_names "the message names the index" "$DATA/index-out/model.safetensors.index.json"
 post_job "$(job_json "$DATA/config-out" "$DATA/o3" native)"
 expect_error "config.json linked outside the root" 403 forbidden_path source
 message_names "the message names config.json" "$DATA/config-out/config.json"
