@@ -89,7 +89,7 @@ static const struct err_code catalogue[] = {
 	{"destination_not_empty", 409, "The destination holds files; pass overwrite to replace them."},
 	{"insufficient_space", 507, "The destination's filesystem lacks room for the output."},
 	{"source_truncated", 422, "A source file shrank while it was being converted."},
-	{"io_error", 500, "Reading or writing a file failed."},
+	{"io_error", 500, "Reading or writing a file failed (also a write past the file size limit, ulimit -f: \"File too large\"); what was written is removed."},
 	{"cancelled", 409, "The conversion was cancelled."},
 	{"interrupted", 500, "The service stopped while the job was running, more than 3 times; what the job left in its destination was removed."},
 	/* object storage */
