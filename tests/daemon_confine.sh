@@ -6,9 +6,10 @@
 # outside: a shard, the index and config.json are refused (403
 # forbidden_path naming the file), an extra file (one pointing at the
 # daemon's own --token-file) is skipped with a warning and never copied;
-# links that stay inside the root work.  Files and directories swapped for
-# such links after a job was accepted and before it runs (the job waits
-# behind a throttled one) fail it without touching anything outside.  A
+# links that stay inside the root work.  Files (a shard, config.json, an
+# extra file) and directories swapped for such links after a job was
+# accepted and before it runs (the job waits behind a throttled one) fail
+# it, or skip the extra file, without touching anything outside.  A
 # destination swapped for a link while its job runs: the cancelled job's
 # cleanup happens in the directory it opened, never in the link's target.
 # A source overlapping a running job's destination is refused (409), and
@@ -157,8 +158,11 @@ hf_copy swap-extra
 echo "notes" >"$DATA/swap-extra/NOTES.md"
 submit "queued: extra file to be swapped" "$DATA/swap-extra" "$DATA/swap-extra-out" native
 J_EXTRA=$JOB
-assert_eq "they wait behind the throttled job" "queued queued queued queued" \
-	"$(job_state "$J_SRC") $(job_state "$J_DST") $(job_state "$J_SHARD") $(job_state "$J_EXTRA")"
+hf_copy swap-config
+submit "queued: config.json to be swapped" "$DATA/swap-config" "$DATA/swap-config-out" native
+J_CONFIG=$JOB
+assert_eq "they wait behind the throttled job" "queued queued queued queued queued" \
+	"$(job_state "$J_SRC") $(job_state "$J_DST") $(job_state "$J_SHARD") $(job_state "$J_EXTRA") $(job_state "$J_CONFIG")"
 
 # The source: a checkpoint outside the root takes its place.
 copy_dir "$GOLDEN_DIR/tiny/hf" "$OUTSIDE/ckpt"
@@ -172,6 +176,11 @@ outside_link "$DATA/swap-shard" "$SHARD"
 echo "secret notes" >"$OUTSIDE/NOTES.md"
 rm "$DATA/swap-extra/NOTES.md"
 ln -s "$OUTSIDE/NOTES.md" "$DATA/swap-extra/NOTES.md"
+# config.json: one outside, marked so that a copy of it would show.
+mkdir -p "$OUTSIDE/config"
+sed 's/^{/{"outside_marker": "'"$SECRET"'",/' "$DATA/swap-config/config.json" >"$OUTSIDE/config/config.json"
+rm "$DATA/swap-config/config.json"
+ln -s "$OUTSIDE/config/config.json" "$DATA/swap-config/config.json"
 snapshot_outside
 
 api DELETE "/v1/jobs/$SLOW_JOB"
@@ -193,9 +202,12 @@ if grep -q "skipped 'NOTES.md': it resolves outside the allowed roots" "$BODY" &
 else
 	fail "... skipping the file with a warning" "$(jget result.warnings)"
 fi
+expect_job "swapped config.json: the job fails" "$J_CONFIG" failed 60
+assert_eq "... with forbidden_path" forbidden_path "$(job_field "$J_CONFIG" error.code)"
+message_names "... naming config.json" "$DATA/swap-config/config.json"
 outside_unchanged "nothing outside the root was touched"
 if [ -z "$(ls -A "$OUTSIDE/dst-target")" ] && [ ! -e "$DATA/swap-src-out" ] &&
-	[ ! -e "$DATA/swap-shard-out" ]; then
+	[ ! -e "$DATA/swap-shard-out" ] && [ ! -e "$DATA/swap-config-out" ]; then
 	pass "failed jobs wrote nothing"
 else
 	fail "failed jobs wrote nothing" "$(ls -A "$OUTSIDE/dst-target" "$DATA")"
