@@ -172,7 +172,7 @@ if [ "${HELD:-0}" -ge 10 ] && [ "${HELD:-99}" -le 20 ]; then
 else
 	fail "it held at most --max-connections-per-ip 20 connections" "held ${HELD:-?}, refused ${REFUSED:-?} of ${OPENED:-?}"
 fi
-if "$PY" -c 'import sys; sys.exit(0 if 2.5 <= float(sys.argv[1]) <= 5.0 else 1)' "${LONGEST:-0}"; then
+if "$PY" -c 'import sys; sys.exit(0 if 2.5 <= float(sys.argv[1]) <= 6.5 else 1)' "${LONGEST:-0}"; then
 	pass "a trickling connection was cut at --request-timeout 3 (lived ${LONGEST} s)"
 else
 	fail "a trickling connection was cut at --request-timeout 3" "longest life ${LONGEST:-?} s" "$(cat "$TEST_TMP/trickle1.err")"
