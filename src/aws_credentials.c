@@ -29,7 +29,6 @@
 #include "ckptconv/log.h"
 #include "ckptconv/util.h"
 
-#define CONTAINER_HOST "http://169.254.170.2"
 #define IMDS_ENDPOINT "http://169.254.169.254"
 #define IMDS_ENDPOINT_IPV6 "http://[fd00:ec2::254]"
 #define RETRY_MIN 1.0 /* seconds between refresh attempts after a failure */
@@ -340,18 +339,11 @@ static int from_container(const struct chain *c, struct aws_credentials_answer *
 		.token = c->container_token,
 		.ca_bundle = c->ca_bundle,
 	};
-	char *url = NULL;
+	char *url = aws_container_url(c->container_relative, c->container_full, e);
 	int rc;
 
-	if (c->container_relative) {
-		if (asprintf(&url, "%s%s%s", CONTAINER_HOST,
-			     c->container_relative[0] == '/' ? "" : "/", c->container_relative) < 0)
-			abort();
-	} else {
-		if (!aws_container_url_allowed(c->container_full, e))
-			return -1;
-		url = xstrdup(c->container_full);
-	}
+	if (!url)
+		return -1;
 	cc.url = url;
 	rc = aws_container_fetch(&cc, out, e);
 	free(url);

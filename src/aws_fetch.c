@@ -351,6 +351,27 @@ out:
 	return ok;
 }
 
+char *aws_container_url(const char *relative, const char *full, struct err *e)
+{
+	char *url;
+
+	if (relative && *relative) {
+		if (asprintf(&url, "%s%s%s", AWS_CONTAINER_HOST, relative[0] == '/' ? "" : "/",
+			     relative) < 0)
+			abort();
+		return url;
+	}
+	if (!full || !*full) {
+		err_set(e, "s3_credentials",
+			"container credentials: neither AWS_CONTAINER_CREDENTIALS_RELATIVE_URI nor "
+			"AWS_CONTAINER_CREDENTIALS_FULL_URI is set");
+		return NULL;
+	}
+	if (!aws_container_url_allowed(full, e))
+		return NULL;
+	return xstrdup(full);
+}
+
 /* ---- exchanges ---- */
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;

@@ -234,6 +234,33 @@ START_TEST(container_urls)
 }
 END_TEST
 
+/* ECS's relative URI is a path on 169.254.170.2 and wins over a full URI;
+ * a full URI must be allowed; one of them is needed. */
+START_TEST(container_url_choice)
+{
+	struct err e = {0};
+	char *u;
+
+	u = aws_container_url("/v2/credentials/4f1b", NULL, &e);
+	ck_assert_str_eq(u, "http://169.254.170.2/v2/credentials/4f1b");
+	free(u);
+	u = aws_container_url("v2/credentials/4f1b", "http://10.0.0.1/creds", &e);
+	ck_assert_str_eq(u, "http://169.254.170.2/v2/credentials/4f1b");
+	free(u);
+	u = aws_container_url("", "http://169.254.170.23/v1/credentials", &e);
+	ck_assert_str_eq(u, "http://169.254.170.23/v1/credentials");
+	free(u);
+	ck_assert(!err_is_set(&e));
+	ck_assert_ptr_null(aws_container_url(NULL, "http://10.0.0.1/creds", &e));
+	ck_assert_str_eq(e.code, "s3_credentials");
+	ck_assert_ptr_nonnull(strstr(e.msg, "10.0.0.1 over http"));
+	err_clear(&e);
+	ck_assert_ptr_null(aws_container_url(NULL, NULL, &e));
+	ck_assert_str_eq(e.code, "s3_credentials");
+	ck_assert_ptr_nonnull(strstr(e.msg, "neither AWS_CONTAINER_CREDENTIALS_RELATIVE_URI nor"));
+}
+END_TEST
+
 START_TEST(sts_endpoints)
 {
 	char *u;
@@ -722,6 +749,7 @@ static Suite *aws_credentials_suite(void)
 	tcase_add_test(tc, sts_answer_too_deep);
 	tcase_add_test(tc, json_answers);
 	tcase_add_test(tc, container_urls);
+	tcase_add_test(tc, container_url_choice);
 	tcase_add_test(tc, sts_endpoints);
 	suite_add_tcase(s, tc);
 	tcase_add_checked_fixture(tp, clock_setup, clock_teardown);

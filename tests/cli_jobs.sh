@@ -34,33 +34,59 @@ json_of() { jget "$2" "$1"; }
 
 # ---- usage ----
 
+# expect_usage NAME MESSAGE CMD...: exit 2 and, first on stderr, the line
+# "ckptconv: usage_error: MESSAGE" (MESSAGE a prefix of the rest).
+expect_usage() {
+	local name=$1 message=$2 line
+	shift 2
+	expect_exit "$name: exit 2" 2 "$@" || return 1
+	line=$(head -1 "$TEST_TMP/run.err")
+	if [[ "$line" == "ckptconv: usage_error: $message"* ]]; then
+		pass "$name: usage_error, $message"
+	else
+		fail "$name: usage_error, $message" "$line"
+	fi
+}
+
 expect_ok "jobs --help" "${J[@]}" --help
 grep -q 'ckptconv jobs submit' "$TEST_TMP/run.out" && grep -q 'CKPTCONV_TOKEN_FILE' "$TEST_TMP/run.out" &&
 	pass "the help names the subcommands and the variables" || fail "the help names the subcommands and the variables"
+expect_ok "convert --help" "$CKPTCONV" convert --help
+CONVERT_OPTIONS=$(grep -o '^  --[a-z0-9-]*' "$TEST_TMP/run.out" | tr -d ' ' | sort -u)
 expect_ok "jobs submit --help" "${J[@]}" submit --help
-grep -q -- '--max-shard-size' "$TEST_TMP/run.out" && pass "submit's help lists convert's options" ||
-	fail "submit's help lists convert's options"
-expect_exit "jobs without a subcommand: exit 2" 2 "${J[@]}"
-grep -q '^ckptconv: usage_error: ' "$TEST_TMP/run.err" && pass "it is a usage_error" || fail "it is a usage_error"
-expect_exit "an unknown subcommand: exit 2" 2 "${J[@]}" frobnicate
-expect_exit "submit without --to: exit 2" 2 "${J[@]}" submit "${S[@]}" "$DATA/src" "$DATA/x"
-grep -q "^ckptconv: usage_error: --to native|hf is required (see 'ckptconv jobs submit --help')" "$TEST_TMP/run.err" &&
-	pass "convert's own rule, naming jobs submit" || fail "convert's own rule, naming jobs submit" "$(run_err)"
-expect_exit "submit --threads: exit 2" 2 "${J[@]}" submit "${S[@]}" --to native --threads 2 "$DATA/src" "$DATA/x"
-grep -q '^ckptconv: usage_error: --threads is not a job option' "$TEST_TMP/run.err" &&
-	pass "--threads is refused as a job option" || fail "--threads is refused as a job option" "$(run_err)"
-expect_exit "submit --no-fsync: exit 2" 2 "${J[@]}" submit "${S[@]}" --to native --no-fsync "$DATA/src" "$DATA/x"
-expect_exit "submit --dtype with --to hf: exit 2" 2 "${J[@]}" submit "${S[@]}" --to hf --dtype f32 "$DATA/src" "$DATA/x"
-expect_exit "submit --label without =: exit 2" 2 "${J[@]}" submit "${S[@]}" --to native --label team "$DATA/src" "$DATA/x"
-expect_exit "list --state bogus: exit 2" 2 "${J[@]}" list "${S[@]}" --state bogus
-expect_exit "list --limit 0: exit 2" 2 "${J[@]}" list "${S[@]}" --limit 0
-expect_exit "get without an id: exit 2" 2 "${J[@]}" get "${S[@]}"
+MISSING=
+for option in $CONVERT_OPTIONS; do
+	case "$option" in
+	--threads | --no-fsync) grep -q -- "^($option and \|^(--threads and $option" "$TEST_TMP/run.out" ||
+		MISSING+=" $option(refusal)" ;;
+	*) grep -q -- "^  $option[ ,]" "$TEST_TMP/run.out" || grep -q -- ", $option " "$TEST_TMP/run.out" ||
+		MISSING+=" $option" ;;
+	esac
+done
+assert_eq "submit's help lists every one of convert's $(wc -w <<<"$CONVERT_OPTIONS") options (--threads and --no-fsync as refused)" \
+	"" "$MISSING"
+expect_usage "jobs without a subcommand" "expected a subcommand: submit, get, list, watch or cancel" "${J[@]}"
+expect_usage "an unknown subcommand" "unknown subcommand 'frobnicate'" "${J[@]}" frobnicate
+expect_usage "submit without --to" "--to native|hf is required (see 'ckptconv jobs submit --help')" \
+	"${J[@]}" submit "${S[@]}" "$DATA/src" "$DATA/x"
+expect_usage "submit --threads" "--threads is not a job option" \
+	"${J[@]}" submit "${S[@]}" --to native --threads 2 "$DATA/src" "$DATA/x"
+expect_usage "submit --no-fsync" "--no-fsync is not a job option: a daemon always syncs" \
+	"${J[@]}" submit "${S[@]}" --to native --no-fsync "$DATA/src" "$DATA/x"
+expect_usage "submit --dtype with --to hf" "--dtype applies only to --to native" \
+	"${J[@]}" submit "${S[@]}" --to hf --dtype f32 "$DATA/src" "$DATA/x"
+expect_usage "submit --label without =" "--label wants NAME=VALUE, not 'team'" \
+	"${J[@]}" submit "${S[@]}" --to native --label team "$DATA/src" "$DATA/x"
+expect_usage "list --state bogus" "--state wants queued, running, succeeded, failed or cancelled, not 'bogus'" \
+	"${J[@]}" list "${S[@]}" --state bogus
+expect_usage "list --limit 0" "--limit wants a number from 1 to 1000, not '0'" "${J[@]}" list "${S[@]}" --limit 0
+expect_usage "get without an id" "expected one job ID, got 0 arguments" "${J[@]}" get "${S[@]}"
 expect_exit "--json usage error: exit 2" 2 "${J[@]}" list "${S[@]}" --json --limit 0
 assert_eq "--json usage error is JSON on stdout" usage_error "$(json_of "$TEST_TMP/run.out" error.code)"
-expect_exit "a server that is not http(s): exit 2" 2 "${J[@]}" list --server ftp://127.0.0.1/ --token-file "$TOKEN_FILE"
-expect_exit "a missing token file: exit 2" 2 "${J[@]}" list --server "$BASE" --token-file "$TEST_TMP/nope"
-grep -q "^ckptconv: usage_error: token file $TEST_TMP/nope" "$TEST_TMP/run.err" &&
-	pass "the error names the token file" || fail "the error names the token file" "$(run_err)"
+expect_usage "a server that is not http(s)" "the server ftp://127.0.0.1/ is not an http:// or https:// URL" \
+	"${J[@]}" list --server ftp://127.0.0.1/ --token-file "$TOKEN_FILE"
+expect_usage "a missing token file" "token file $TEST_TMP/nope" \
+	"${J[@]}" list --server "$BASE" --token-file "$TEST_TMP/nope"
 api GET /v1/jobs
 assert_eq "usage errors created no job" 0 "$(jget jobs.#)"
 
@@ -124,6 +150,19 @@ expect_exit "--wait --json on a failing job: exit 1" 1 "${J[@]}" submit "${S[@]}
 	"$DATA/src" "$DATA/occupied"
 assert_eq "it prints the failed job" "failed destination_not_empty" \
 	"$(json_of "$TEST_TMP/run.out" state) $(json_of "$TEST_TMP/run.out" error.code)"
+expect_fail "watch on the failed job: exit 1 with its error" destination_not_empty "$DATA/occupied" \
+	"${J[@]}" watch "${S[@]}" "$F"
+
+expect_ok "submit --idempotency-key" "${J[@]}" submit "${S[@]}" --to native --dry-run --idempotency-key k-1 \
+	"$DATA/src" "$DATA/out-idem"
+I1=$(run_out)
+expect_ok "submit again with the same key" "${J[@]}" submit "${S[@]}" --to native --dry-run --idempotency-key k-1 \
+	"$DATA/src" "$DATA/out-idem"
+assert_eq "the same key and options give the same job" "$I1" "$(run_out)"
+expect_fail "--s3-* become the job's options.s3, which this daemon does not allow" forbidden_s3_endpoint \
+	"endpoint http://127.0.0.1:9 is not one the service allows (--allow-s3-endpoint) (field options.s3.endpoint_url)" \
+	"${J[@]}" submit "${S[@]}" --to native --s3-endpoint-url http://127.0.0.1:9 \
+	--s3-region eu-west-1 --s3-addressing-style path "$DATA/src" "$DATA/out-s3"
 
 # ---- get and list ----
 
@@ -231,6 +270,8 @@ assert_eq "--wait followed the job through the restart to success" 0 "$?"
 grep -q "^job $RJ converted 29 tensors" "$TEST_TMP/restart.out" && grep -q 'ended early; following it again' "$TEST_TMP/restart.err" &&
 	pass "it said so, and printed the result" || fail "it said so, and printed the result" "$(cat "$TEST_TMP/restart.out" "$TEST_TMP/restart.err")"
 same_files "the rerun's output equals convert's" "$TEST_TMP/ref" "$DATA/out-restart"
+grep -q '^ckptconv: progress: [0-9]*%, [0-9]*/29 tensors, [0-9.]*/[0-9.]* [KMG]*B, [0-9.]* [KMG]*B/s, ETA ' "$TEST_TMP/restart.err" &&
+	pass "--wait shows convert's progress lines" || fail "--wait shows convert's progress lines" "$(cat "$TEST_TMP/restart.err")"
 
 api GET /healthz
 assert_eq "the daemon is healthy" 200 "$STATUS"

@@ -63,6 +63,14 @@ for asset in app.js:text/javascript app.css:text/css favicon.svg:image/svg+xml; 
 		fail "/ui/$name: 200 $type, the source file's bytes" "status $STATUS, $(header Content-Type)"
 	fi
 done
+# Every value reaches the page as text: the script never has a string
+# parsed as HTML or run as code.
+HTML_SINKS='innerHTML|outerHTML|insertAdjacentHTML|document\.write|createContextualFragment|DOMParser|srcdoc|eval\(|new Function'
+if grep -nE "$HTML_SINKS" "$TOP_SRCDIR/src/ui/app.js" >"$TEST_TMP/sinks"; then
+	fail "app.js puts values in the page as text only (no HTML parsing, no eval)" "$(head -3 "$TEST_TMP/sinks")"
+else
+	pass "app.js puts values in the page as text only (no HTML parsing, no eval)"
+fi
 api GET /ui/app.js
 ETAG=$(header ETag)
 assert_eq "assets revalidate (no-cache) by a strong ETag" "no-cache yes" \

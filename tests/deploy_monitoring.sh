@@ -136,6 +136,12 @@ mutant no-datasource ckptconv-dashboard.json '0,/"uid": "${datasource}"/s//"uid"
 mutant rule-metric prometheusrule.yaml 's/ckptconv_job_stall_seconds > 600/ckptconv_job_stalled_seconds > 600/' \
 	'metric ckptconv_job_stalled_seconds is not exposed by /metrics'
 mutant no-severity prometheusrule.yaml '0,/severity: critical/s//severity: page/' 'severity is not critical or warning'
+mutant no-latency-panel ckptconv-dashboard.json 's/ckptconv_http_request_duration_seconds_bucket/ckptconv_http_request_duration_seconds_count/g' \
+	'no panel on HTTP latency (ckptconv_http_request_duration_seconds_bucket)'
+mutant no-state-panel ckptconv-dashboard.json 's/sum by (state) (ckptconv_jobs{/sum(ckptconv_jobs{/' \
+	'no panel on jobs by state (ckptconv_jobs by state)'
+mutant no-readiness-alert prometheusrule.yaml 's/ckptconv_ready == 0/up == 0/' \
+	'no alert on daemon not ready (ckptconv_ready)'
 mutant wrong-selector servicemonitor.yaml 's|app.kubernetes.io/name: ckptconv|app.kubernetes.io/name: converter|' \
 	'does not select the Service'
 mutant wrong-port servicemonitor.yaml 's/port: http/port: metrics/' 'endpoint port metrics is not a port of the Service'

@@ -76,10 +76,11 @@ function substituteGrafana(expr) {
 function analyse(exprText) {
   const expr = substituteGrafana(exprText);
   const lv = /^\s*label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*$/.exec(expr);
-  if (lv) return { error: null, metrics: new Set([lv[1]]), labels: new Set([lv[2]]) };
+  if (lv) return { error: null, metrics: new Set([lv[1]]), labels: new Set([lv[2]]), grouping: new Set() };
   const tree = promql.parser.parse(expr);
   const metrics = new Set();
   const labels = new Set();
+  const grouping = new Set(); // the labels of by (...)
   let error = null;
   tree.iterate({
     enter: (node) => {
@@ -87,20 +88,28 @@ function analyse(exprText) {
       if (node.name === 'Identifier' && node.node.parent && node.node.parent.name === 'VectorSelector')
         metrics.add(expr.slice(node.from, node.to));
       if (node.name === 'LabelName') labels.add(expr.slice(node.from, node.to));
+      const modifier = node.node.parent && node.node.parent.name === 'GroupingLabels' && node.node.parent.parent;
+      if (node.name === 'LabelName' && modifier && modifier.firstChild && modifier.firstChild.name === 'By')
+        grouping.add(expr.slice(node.from, node.to));
     },
   });
   if (!expr.trim()) error = 'empty expression';
-  return { error, metrics, labels };
+  return { error, metrics, labels, grouping };
 }
 
 const exposed = parseExposition(fs.readFileSync(metricsFile, 'utf8'));
 check(exposed.size > 0, metricsFile, 'no samples in the scrape');
 const referenced = new Set();
 
-function checkExpr(where, exprText) {
+// What the dashboard's queries and the alerts select: [{where, metrics,
+// labels}], for the coverage the operators need (NEEDED_PANELS, NEEDED_ALERTS).
+const uses = { dashboard: [], alerts: [] };
+
+function checkExpr(where, exprText, kind) {
   if (!check(typeof exprText === 'string' && exprText.trim() !== '', where, 'empty query')) return;
-  const { error, metrics, labels } = analyse(exprText);
+  const { error, metrics, labels, grouping } = analyse(exprText);
   if (!check(!error, where, `${error} in ${exprText}`)) return;
+  if (kind) uses[kind].push({ where, metrics, grouping });
   check(metrics.size > 0, where, `selects no metric: ${exprText}`);
   const known = new Set(TARGET_LABELS);
   known.add('le');
@@ -153,7 +162,7 @@ function checkDashboard(file) {
     for (const t of targets) {
       queries++;
       check(!t.datasource || t.datasource.uid === '${datasource}', `${where} query ${t.refId}`, 'not on the ${datasource} variable');
-      checkExpr(`${where} query ${t.refId}`, t.expr);
+      checkExpr(`${where} query ${t.refId}`, t.expr, 'dashboard');
       for (const ref of (t.expr || '').matchAll(/\$\{?([a-zA-Z_]+)/g))
         check(ref[1] in GRAFANA_VARIABLES || variables.has(ref[1]), `${where} query ${t.refId}`, `unknown variable $${ref[1]}`);
     }
@@ -192,7 +201,7 @@ function checkRules(file) {
       check(['critical', 'warning'].includes((r.labels || {}).severity), where, 'severity is not critical or warning');
       check(typeof (r.annotations || {}).summary === 'string' && typeof r.annotations.description === 'string',
         where, 'no summary and description');
-      checkExpr(where, r.expr);
+      checkExpr(where, r.expr, 'alerts');
     }
   }
   fs.writeFileSync(rulesOut, YAML.stringify({ groups }));
@@ -223,6 +232,31 @@ function checkServiceMonitor(file) {
 
 const queries = checkDashboard(path.join(dir, 'ckptconv-dashboard.json'));
 const alerts = checkRules(path.join(dir, 'prometheusrule.yaml'));
+
+// What an operator must find: panels for jobs by state, bytes/s, queue
+// depth, job durations, errors by code and HTTP latency; alerts for jobs
+// failing, a queue that grows, a job with no progress and a daemon that is
+// not ready.  [what, metric one of, label grouped by (by ...) or null]
+const NEEDED_PANELS = [
+  ['jobs by state', ['ckptconv_jobs'], 'state'],
+  ['bytes per second', ['ckptconv_bytes_converted_total'], null],
+  ['queue depth', ['ckptconv_queue_length'], null],
+  ['job durations', ['ckptconv_job_duration_seconds_bucket'], null],
+  ['errors by code', ['ckptconv_job_failures_total', 'ckptconv_api_errors_total'], 'code'],
+  ['HTTP latency', ['ckptconv_http_request_duration_seconds_bucket'], null],
+];
+const NEEDED_ALERTS = [
+  ['jobs failing', ['ckptconv_job_duration_seconds_count', 'ckptconv_job_failures_total'], null],
+  ['queue growing', ['ckptconv_queue_length'], null],
+  ['a job with no progress', ['ckptconv_job_stall_seconds'], null],
+  ['daemon not ready', ['ckptconv_ready'], null],
+];
+for (const [kind, needed, file] of [['dashboard', NEEDED_PANELS, 'ckptconv-dashboard.json'],
+  ['alerts', NEEDED_ALERTS, 'prometheusrule.yaml']]) {
+  for (const [what, names, label] of needed)
+    check(uses[kind].some((u) => names.some((n) => u.metrics.has(n)) && (!label || u.grouping.has(label))),
+      file, `no ${kind === 'dashboard' ? 'panel' : 'alert'} on ${what} (${names.join(' or ')}${label ? ` by ${label}` : ''})`);
+}
 checkServiceMonitor(path.join(dir, 'servicemonitor.yaml'));
 
 for (const f of findings.list) console.log(f);

@@ -79,6 +79,14 @@ async function run(context) {
   const page = context.pages()[0] || await context.newPage();
   page.setDefaultTimeout(20000);
   page.on('request', (r) => requests.push(r.url()));
+  // The event streams the page opens: /v1/jobs/ID/events answered as SSE,
+  // the token in the Authorization header.
+  const streams = [];
+  page.on('response', (r) => {
+    const m = /\/v1\/jobs\/([0-9a-f]{16})\/events$/.exec(new URL(r.url()).pathname);
+    if (m) streams.push(r.request().allHeaders().then((h) => ({ id: m[1], status: r.status(),
+      type: r.headers()['content-type'] || '', auth: h.authorization === `Bearer ${token}` }), (e) => ({ id: m[1], error: e.message })));
+  });
   page.on('console', (m) => {
     // The page's first API call is refused with 401 until it has the token.
     if (m.type() === 'error' && !/status of 401/.test(m.text())) consoleErrors.push(m.text());
@@ -193,6 +201,12 @@ async function run(context) {
   }, 45000, 50);
   check(finalState === 'succeeded' && seen.includes('running'),
     'the list follows the queued job live through running to succeeded', seen.join(' -> '));
+  const opened = await Promise.all(streams);
+  const sse = (id) => opened.some((x) => x.id === id && x.status === 200 &&
+    x.type.startsWith('text/event-stream') && x.auth);
+  check(sse(runningJob) && sse(formJob),
+    'the running jobs are followed through their SSE streams (text/event-stream, token in the header)',
+    JSON.stringify(opened));
   check((await page.getAttribute(row(runningJob), 'data-state')) === 'cancelled',
     'the list shows the cancelled job as cancelled');
   if (!shot) await page.screenshot({ path: screenshot });

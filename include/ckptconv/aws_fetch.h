@@ -45,6 +45,7 @@ struct err;
 #define AWS_FETCH_ANSWER_MAX ((size_t)1 << 20) /* larger answers are malformed */
 #define AWS_TOKEN_FILE_MAX ((size_t)64 << 10)  /* web identity and container tokens */
 #define AWS_IMDS_TOKEN_TTL_SECONDS 21600
+#define AWS_CONTAINER_HOST "http://169.254.170.2" /* of a relative URI (ECS) */
 
 struct aws_sts_config {
 	const char *endpoint; /* "https://sts.us-east-1.amazonaws.com" */
@@ -82,6 +83,14 @@ char *aws_sts_regional_endpoint(const char *region);
  * fd00:ec2::23 (a host name must resolve only to such addresses).  When
  * not, e says why (code s3_credentials). */
 bool aws_container_url_allowed(const char *url, struct err *e);
+
+/* The container credentials endpoint's URL, malloc'd (the caller frees
+ * it): with AWS_CONTAINER_CREDENTIALS_RELATIVE_URI `relative` (ECS), that
+ * path on AWS_CONTAINER_HOST, whatever `full` says, as the AWS SDKs do;
+ * else AWS_CONTAINER_CREDENTIALS_FULL_URI `full` once
+ * aws_container_url_allowed accepts it.  NULL with e set (code
+ * s3_credentials) when it does not, or when neither is given. */
+char *aws_container_url(const char *relative, const char *full, struct err *e);
 
 /* An ISO 8601 UTC time as the services send it ("2025-01-02T03:04:05Z";
  * fractional seconds and a "+00:00" zone allowed) into Unix seconds; false
