@@ -20,7 +20,7 @@
 
 static void stream_event(struct stream *s, const char *event, json_t *data)
 {
-	char *text = json_dumps(data, JSON_COMPACT);
+	char *text = json_dumps(data, JSON_COMPACT | JSON_REAL_PRECISION(9));
 
 	json_decref(data);
 	job_buf_printf(&s->buf, "event: %s\ndata: %s\n\n", event, text ? text : "null");

@@ -35,7 +35,7 @@ static const char usage_text[] =
 	"                 else of CKPTCONV_LISTEN, a wildcard host replaced by loopback;\n"
 	"                 else " HEALTHCHECK_DEFAULT_URL ")\n"
 	"  --timeout SEC  give up after SEC seconds (default 5)\n"
-	"Exits 0 when the URL answers HTTP 200, 1 otherwise.\n";
+	"Exits 0 when the URL answers HTTP 200, 1 otherwise, 2 on a usage error.\n";
 
 static int parse_timeout(const char *text, double *out, struct err *e)
 {

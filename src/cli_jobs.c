@@ -373,7 +373,10 @@ static void print_job_text(const json_t *job)
 	labels_text(json_object_get(job, "labels"), &labels);
 	printf("id           %s\n", string_member(job, "id"));
 	printf("state        %s%s\n", state,
-	       json_is_true(json_object_get(job, "cancel_requested")) ? " (cancelling)" : "");
+	       json_is_true(json_object_get(job, "cancel_requested")) &&
+			       (strcmp(state, "queued") == 0 || strcmp(state, "running") == 0)
+		       ? " (cancelling)"
+		       : "");
 	printf("source       %s\n", string_member(job, "source"));
 	printf("destination  %s\n", string_member(job, "destination"));
 	printf("to           %s\n", string_member(job, "to"));
