@@ -4,7 +4,10 @@
  * golden HF checkpoint's tensor names, dtypes, shapes and config; output is
  * byte-identical for the same options and differs with the seed; the f32
  * variant, the mini preset's Ling-mini-2.0 shapes and shard split, the
- * destination checks, and a failed write leaving nothing behind.
+ * destination checks, and a failed write leaving nothing behind; the
+ * published presets (Ling-mini-2.0, Ling-flash-2.0, Ling-1T, with and
+ * without the MTP layer) written sparse: their tensor counts, shapes and
+ * sizes, with the data as holes that read as zeros and take no disk.
  */
 #include <check.h>
 #include <dirent.h>
@@ -439,6 +442,191 @@ START_TEST(insufficient_space_writes_nothing)
 }
 END_TEST
 
+/* Disk blocks (bytes) and apparent size of the regular files in dir. */
+static void dir_usage(const char *dir, uint64_t *disk, uint64_t *apparent)
+{
+	struct dirent *de;
+	struct stat st;
+	DIR *d = opendir(dir);
+	char *path;
+
+	ck_assert_ptr_nonnull(d);
+	*disk = *apparent = 0;
+	while ((de = readdir(d)) != NULL) {
+		path = test_path(dir, de->d_name);
+		if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+			*disk += (uint64_t)st.st_blocks * 512;
+			*apparent += (uint64_t)st.st_size;
+		}
+		free(path);
+	}
+	closedir(d);
+}
+
+static int64_t config_int(const struct ckpt *c, const char *key)
+{
+	struct err e = {0};
+	int64_t v = -1;
+
+	ck_assert_msg(ckpt_config_int(c, key, &v, &e) == 0, "%s: %s", key, e.msg);
+	return v;
+}
+
+/* Writes the published preset sparse into tmp/name, checks it opens as a
+ * checkpoint of `tensors` tensors whose data takes no disk, and returns it
+ * open (caller frees both). */
+static struct ckpt *sparse_published(const char *name, enum fixture_preset preset, bool mtp,
+				     size_t tensors, char **dir)
+{
+	struct fixture_options o = {.preset = preset, .dtype = DTYPE_BF16, .mtp = mtp,
+				    .sparse = true};
+	uint64_t disk, apparent, headers = 0;
+	struct ckpt *c;
+	size_t i;
+
+	*dir = make_fixture(name, &o);
+	c = open_ckpt(*dir);
+	ck_assert_uint_eq(c->ntensors, tensors);
+	for (i = 0; i < c->nfiles; i++) {
+		headers += c->files[i].header.data_start;
+		/* every shard holds at most 5 GB of data (save_pretrained's split) */
+		ck_assert_uint_le(c->files[i].size - c->files[i].header.data_start,
+				  5000000000ULL);
+	}
+	dir_usage(*dir, &disk, &apparent);
+	/* the files are as long as the data they describe ... */
+	ck_assert_uint_ge(apparent, c->total_bytes + headers);
+	ck_assert_uint_lt(apparent, c->total_bytes + headers + (32u << 20));
+	/* ... and the data takes no disk: only headers, index and config do */
+	ck_assert_msg(disk < headers + (64u << 20), "%s: %llu bytes on disk", name,
+		      (unsigned long long)disk);
+	ck_assert_int_eq(config_int(c, "num_nextn_predict_layers"), mtp ? 1 : 0);
+	ck_assert_int_eq(config_int(c, "vocab_size"), 157184);
+	ck_assert_int_eq(config_int(c, "num_experts"), 256);
+	return c;
+}
+
+/* Reads a tensor's last 4 KiB (or all of it): holes read as zeros. */
+static void assert_zeros(const char *dir, const struct ckpt *c, const char *name)
+{
+	const struct ckpt_tensor *t = tensor(c, name);
+	uint64_t len = t->nbytes < 4096 ? t->nbytes : 4096, i;
+	char *path = test_path(dir, c->files[t->file].name);
+	unsigned char buf[4096];
+	FILE *f = fopen(path, "rb");
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fseeko(f, (off_t)(t->offset + t->nbytes - len), SEEK_SET), 0);
+	ck_assert_uint_eq(fread(buf, 1, len, f), len);
+	for (i = 0; i < len; i++)
+		ck_assert_uint_eq(buf[i], 0);
+	fclose(f);
+	free(path);
+}
+
+/* Ling-mini-2.0 as published: 20 layers (layer 0 dense), vocabulary
+ * 157,184, 14,813 tensors, 15,596 with the MTP layer at layers.20; about
+ * 34 GB of data that takes no disk. */
+START_TEST(ling_mini_published)
+{
+	struct ckpt *c;
+	char *dir;
+
+	c = sparse_published("mini-mtp", FIXTURE_LING_MINI_2, true, 15596, &dir);
+	ck_assert_int_eq(config_int(c, "num_hidden_layers"), 20);
+	ck_assert_int_eq(config_int(c, "first_k_dense_replace"), 1);
+	ck_assert(c->total_bytes > 34000000000ULL && c->total_bytes < 34400000000ULL);
+	ck_assert_uint_eq(c->nfiles, 7);
+	assert_shape2(c, "model.word_embeddings.weight", 157184, 2048);
+	assert_shape2(c, "lm_head.weight", 157184, 2048);
+	assert_shape2(c, "model.layers.0.mlp.gate_proj.weight", 5120, 2048);
+	assert_shape2(c, "model.layers.19.mlp.experts.255.down_proj.weight", 2048, 512);
+	/* the MTP layer: a MoE layer plus enorm, hnorm, eh_proj, final_layernorm */
+	assert_shape2(c, "model.layers.20.eh_proj.weight", 2048, 4096);
+	assert_shape2(c, "model.layers.20.mlp.experts.255.gate_proj.weight", 512, 2048);
+	assert_shape2(c, "model.layers.20.attention.query_key_value.weight", 3072, 2048);
+	ck_assert_uint_eq(tensor(c, "model.layers.20.enorm.weight")->shape[0], 2048);
+	ck_assert_uint_eq(tensor(c, "model.layers.20.hnorm.weight")->shape[0], 2048);
+	ck_assert_uint_eq(tensor(c, "model.layers.20.final_layernorm.weight")->shape[0], 2048);
+	ck_assert(tensor(c, "model.layers.20.mlp.gate.weight")->dtype == DTYPE_F32);
+	assert_zeros(dir, c, "lm_head.weight");
+	assert_zeros(dir, c, "model.layers.20.eh_proj.weight");
+	ckpt_free(c);
+	test_rmtree(dir);
+	free(dir);
+
+	c = sparse_published("mini", FIXTURE_LING_MINI_2, false, 14813, &dir);
+	ck_assert(ckpt_find(c, "model.layers.20.eh_proj.weight") < 0);
+	ck_assert(ckpt_find(c, "model.layers.20.input_layernorm.weight") < 0);
+	ckpt_free(c);
+	test_rmtree(dir);
+	free(dir);
+}
+END_TEST
+
+/* Ling-flash-2.0: 32 layers, H 4096, experts of 1024; 24,161 tensors. */
+START_TEST(ling_flash_published)
+{
+	char *dir;
+	struct ckpt *c = sparse_published("flash", FIXTURE_LING_FLASH_2, false, 24161, &dir);
+
+	ck_assert_int_eq(config_int(c, "num_hidden_layers"), 32);
+	assert_shape2(c, "model.layers.0.mlp.down_proj.weight", 4096, 9216);
+	assert_shape2(c, "model.layers.31.mlp.experts.0.up_proj.weight", 1024, 4096);
+	assert_shape2(c, "model.layers.31.attention.query_key_value.weight", (32 + 8) * 128, 4096);
+	ck_assert(c->total_bytes > 200000000000ULL && c->total_bytes < 210000000000ULL);
+	ckpt_free(c);
+	test_rmtree(dir);
+	free(dir);
+}
+END_TEST
+
+static int one_gib_free(const char *dir, uint64_t *free_bytes)
+{
+	(void)dir;
+	*free_bytes = 1ULL << 30;
+	return 0;
+}
+
+/* Ling-1T with the MTP layer: 80 layers (4 dense), 60,026 tensors, about
+ * 2 TB described and nothing of it on disk; free space is checked for
+ * the headers only. */
+START_TEST(ling_1t_published)
+{
+	struct fixture_options o = {.preset = FIXTURE_LING_1T, .dtype = DTYPE_BF16, .mtp = true,
+				    .sparse = true};
+	struct err e = {0};
+	struct ckpt *c;
+	char *dir, *other = test_path(tmp, "1t-dense");
+	int rc;
+
+	store_local_free_bytes_hook = one_gib_free;
+	c = sparse_published("1t", FIXTURE_LING_1T, true, 60026, &dir);
+	store_local_free_bytes_hook = NULL;
+	ck_assert_int_eq(config_int(c, "num_hidden_layers"), 80);
+	ck_assert_int_eq(config_int(c, "first_k_dense_replace"), 4);
+	assert_shape2(c, "model.layers.3.mlp.up_proj.weight", 18432, 8192);
+	ck_assert(ckpt_find(c, "model.layers.3.mlp.gate.weight") < 0);
+	assert_shape2(c, "model.layers.4.mlp.gate.weight", 256, 8192);
+	assert_shape2(c, "model.layers.80.eh_proj.weight", 8192, 16384);
+	assert_shape2(c, "model.layers.80.mlp.experts.7.down_proj.weight", 8192, 2048);
+	ck_assert(c->total_bytes > 1990000000000ULL && c->total_bytes < 2060000000000ULL);
+	assert_zeros(dir, c, "model.layers.80.mlp.experts.7.down_proj.weight");
+	ckpt_free(c);
+	test_rmtree(dir);
+	free(dir);
+
+	/* without --sparse the 2 TB must fit: refused, nothing written */
+	o.sparse = false;
+	store_local_free_bytes_hook = little_free_space;
+	rc = fixture_write(other, &o, &e);
+	store_local_free_bytes_hook = NULL;
+	ck_assert_int_eq(rc, -1);
+	ck_assert_str_eq(e.code, "insufficient_space");
+	free(other);
+}
+END_TEST
+
 /* A write that fails part way (here: a file size limit) leaves nothing
  * that looks like a checkpoint, nor temporary files. */
 START_TEST(failed_write_leaves_nothing)
@@ -483,6 +671,9 @@ static Suite *fixture_suite(void)
 	tcase_add_test(tc, bad_destination_and_options);
 	tcase_add_test(tc, insufficient_space_writes_nothing);
 	tcase_add_test(tc, failed_write_leaves_nothing);
+	tcase_add_test(tc, ling_mini_published);
+	tcase_add_test(tc, ling_flash_published);
+	tcase_add_test(tc, ling_1t_published);
 	suite_add_tcase(s, tc);
 	return s;
 }
