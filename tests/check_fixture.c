@@ -627,6 +627,286 @@ START_TEST(ling_1t_published)
 }
 END_TEST
 
+/* ---- the Automodel sharded layout ---- */
+
+struct seen_chunk {
+	uint64_t off[2], size[2];
+	size_t next; /* the tensor's next chunk, SIZE_MAX at the end */
+};
+
+/* Reads len bytes at offset of path. */
+static unsigned char *read_at(const char *path, uint64_t offset, size_t len)
+{
+	unsigned char *buf = malloc(len + 1);
+	FILE *f = fopen(path, "rb");
+
+	ck_assert_msg(f != NULL, "%s", path);
+	ck_assert_int_eq(fseeko(f, (off_t)offset, SEEK_SET), 0);
+	ck_assert_uint_eq(fread(buf, 1, len, f), len);
+	fclose(f);
+	return buf;
+}
+
+static uint64_t json_u64(json_t *array, size_t i)
+{
+	json_t *v = json_array_get(array, i);
+
+	ck_assert(json_is_integer(v) && json_integer_value(v) >= 0);
+	return (uint64_t)json_integer_value(v);
+}
+
+/* Checks the sharded checkpoint in sh against the HF fixture in hf (same
+ * preset and seed): R shard files whose headers are well formed (length a
+ * multiple of 8, compact members, offsets contiguous from 0 to the end of
+ * the file, __metadata__ last with DCP_SHARDING_INFO naming every chunk);
+ * the chunks of every tensor tile it exactly (inside its shape, no two
+ * overlapping, volumes adding up to it), with the HF tensor's bytes when
+ * compare_data; and .hf_metadata's mappings name every tensor with its HF
+ * file index and dtype, in sorted order, without a trailing newline. */
+static void check_sharded(const char *hf, const char *sh, uint32_t ranks, bool compare_data)
+{
+	struct ckpt *c = open_ckpt(hf);
+	uint64_t *covered = calloc(c->ntensors, sizeof(*covered));
+	struct seen_chunk *chunks = calloc(c->ntensors * ranks + 16, sizeof(*chunks));
+	size_t *first = calloc(c->ntensors, sizeof(*first)), nchunks = 0, i, j, len;
+	char name[96], *path, *text, *prev = NULL, *line;
+	json_t *map, *dtypes;
+	uint32_t r;
+
+	for (i = 0; i < c->ntensors; i++)
+		first[i] = SIZE_MAX;
+	for (r = 0; r < ranks; r++) {
+		unsigned char *file;
+		uint64_t n = 0, expect = 0, b, e;
+		json_t *header, *meta, *info, *v;
+		const char *key, *end;
+		struct stat st;
+		json_error_t jerr;
+		int k;
+
+		snprintf(name, sizeof(name), "shard-%05u-model-00001-of-00001.safetensors",
+			 (unsigned)r + 1);
+		path = test_path(sh, name);
+		ck_assert_int_eq(stat(path, &st), 0);
+		len = (size_t)st.st_size;
+		file = read_at(path, 0, 8);
+		for (k = 7; k >= 0; k--)
+			n = (n << 8) | file[k];
+		ck_assert_uint_eq(n % 8, 0);
+		ck_assert_uint_le(8 + n, len);
+		free(file);
+		file = read_at(path, 0, 8 + n); /* prefix and header only */
+		/* members end with __metadata__, then only padding */
+		text = strndup((char *)file + 8, (size_t)n);
+		end = strstr(text, ",\"DCP_VERSION\":\"1.0\",\"format\":\"pt\"}}");
+		ck_assert_ptr_nonnull(end);
+		end += strlen(",\"DCP_VERSION\":\"1.0\",\"format\":\"pt\"}}");
+		ck_assert_uint_eq(strspn(end, " "), strlen(end));
+		header = json_loadb((char *)file + 8, (size_t)n, 0, &jerr);
+		ck_assert_msg(header != NULL, "%s: %s", name, jerr.text);
+		meta = json_object_get(header, "__metadata__");
+		ck_assert_uint_eq(json_object_size(meta), 3);
+		ck_assert_str_eq(json_string_value(json_object_get(meta, "DCP_VERSION")), "1.0");
+		ck_assert_str_eq(json_string_value(json_object_get(meta, "format")), "pt");
+		info = json_loads(json_string_value(json_object_get(meta, "DCP_SHARDING_INFO")), 0,
+				  &jerr);
+		ck_assert_msg(info != NULL, "%s: DCP_SHARDING_INFO: %s", name, jerr.text);
+		ck_assert_uint_eq(json_object_size(info), json_object_size(header) - 1);
+		/* offsets contiguous: visit the chunks by begin */
+		while (expect < len - 8 - n || json_object_size(header) > 1) {
+			bool found = false;
+
+			json_object_foreach(header, key, v) {
+				const struct ckpt_tensor *t;
+				json_t *shape, *saved, *offs;
+				long idx;
+				struct seen_chunk *ch;
+
+				if (strcmp(key, "__metadata__") == 0)
+					continue;
+				offs = json_object_get(v, "data_offsets");
+				b = json_u64(offs, 0);
+				e = json_u64(offs, 1);
+				if (b != expect || found)
+					continue;
+				found = true;
+				idx = ckpt_find(c, key);
+				ck_assert_msg(idx >= 0, "%s: %s is not in the HF checkpoint", name, key);
+				t = &c->tensors[idx];
+				ck_assert_str_eq(json_string_value(json_object_get(v, "dtype")),
+						 dtype_name(t->dtype));
+				shape = json_object_get(v, "shape");
+				saved = json_object_get(json_object_get(info, key), "saved_offsets");
+				ck_assert_int_eq((int)json_array_size(shape), t->ndim);
+				ck_assert_int_eq((int)json_array_size(saved), t->ndim);
+				ch = &chunks[nchunks];
+				ch->off[1] = 0, ch->size[1] = 1;
+				for (k = 0; k < t->ndim; k++) {
+					ch->off[k] = json_u64(saved, (size_t)k);
+					ch->size[k] = json_u64(shape, (size_t)k);
+					ck_assert_uint_le(ch->off[k] + ch->size[k], t->shape[k]);
+				}
+				ck_assert_uint_eq(e - b, ch->size[0] * (t->ndim == 2 ? ch->size[1] : 1) *
+								 dtype_size(t->dtype));
+				/* an empty chunk is recorded at the global size */
+				if (ch->size[0] == 0)
+					ck_assert_uint_eq(ch->off[0], t->shape[0]);
+				/* no two chunks of a tensor overlap */
+				for (j = first[idx]; j != SIZE_MAX; j = chunks[j].next) {
+					struct seen_chunk *o = &chunks[j];
+					bool apart = ch->size[0] == 0 || o->size[0] == 0;
+
+					for (k = 0; k < 2; k++)
+						if (o->off[k] + o->size[k] <= ch->off[k] ||
+						    ch->off[k] + ch->size[k] <= o->off[k])
+							apart = true;
+					ck_assert_msg(apart, "%s: two chunks overlap", key);
+				}
+				ch->next = first[idx];
+				first[idx] = nchunks;
+				covered[idx] += ch->size[0] * ch->size[1];
+				if (compare_data && ch->size[0]) {
+					char *hf_path = test_path(hf, c->files[t->file].name);
+					uint64_t es = dtype_size(t->dtype),
+						 cols = t->ndim == 2 ? t->shape[1] : 1;
+					size_t row = (size_t)(ch->size[1] * es);
+					unsigned char *want, *got;
+
+					for (j = 0; j < ch->size[0]; j++) {
+						want = read_at(hf_path,
+							       t->offset + ((ch->off[0] + j) * cols +
+									    ch->off[1]) * es,
+							       row);
+						got = read_at(path, 8 + n + b + j * row, row);
+						ck_assert_msg(memcmp(want, got, row) == 0,
+							      "%s: %s row %zu differs", name, key, j);
+						free(want);
+						free(got);
+					}
+					free(hf_path);
+				}
+				nchunks++;
+				expect = e;
+				json_object_del(header, key);
+				break;
+			}
+			if (!found)
+				break;
+		}
+		ck_assert_uint_eq(json_object_size(header), 1); /* all visited */
+		ck_assert_uint_eq(8 + n + expect, len);          /* up to the end */
+		json_decref(info);
+		json_decref(header);
+		free(text);
+		free(file);
+		free(path);
+	}
+	for (i = 0; i < c->ntensors; i++)
+		ck_assert_msg(covered[i] * dtype_size(c->tensors[i].dtype) == c->tensors[i].nbytes,
+			      "%s: chunks cover %llu of its elements", c->tensors[i].name,
+			      (unsigned long long)covered[i]);
+
+	/* .hf_metadata */
+	path = test_path(sh, ".hf_metadata/fqn_to_file_index_mapping.json");
+	text = read_whole(path, &len);
+	ck_assert(len > 4 && strncmp(text, "{\n  \"", 5) == 0 && text[len - 1] == '}' &&
+		  text[len - 2] == '\n');
+	text[len] = '\0';
+	for (line = strtok(text + 2, "\n"); line; line = strtok(NULL, "\n")) {
+		if (prev)
+			ck_assert_msg(strcmp(prev, line) < 0, "not sorted: %s, %s", prev, line);
+		prev = line;
+	}
+	free(text);
+	map = json_load_file(path, 0, NULL);
+	free(path);
+	path = test_path(sh, ".hf_metadata/fqn_to_dtype_mapping.json");
+	dtypes = json_load_file(path, 0, NULL);
+	free(path);
+	ck_assert_uint_eq(json_object_size(map), c->ntensors);
+	ck_assert_uint_eq(json_object_size(dtypes), c->ntensors);
+	for (i = 0; i < c->ntensors; i++) {
+		const struct ckpt_tensor *t = &c->tensors[i];
+		const char *file = c->files[t->file].name;
+		json_int_t want = 1;
+
+		if (strncmp(file, "model-", 6) == 0)
+			want = strtol(file + 6, NULL, 10);
+		ck_assert_int_eq(json_integer_value(json_object_get(map, t->name)), want);
+		ck_assert_str_eq(json_string_value(json_object_get(dtypes, t->name)),
+				 dtype_name(t->dtype));
+	}
+	path = test_path(sh, ".hf_metadata/config.json");
+	ck_assert_int_eq(access(path, R_OK), 0);
+	free(path);
+	json_decref(map);
+	json_decref(dtypes);
+	free(first);
+	free(chunks);
+	free(covered);
+	ckpt_free(c);
+}
+
+/* The tiny preset over 3 ranks, against the HF fixture of the same seed:
+ * the golden consolidation input's split (rows 2/2/0 of a 4-row tensor,
+ * the empty chunk at offset 4; the router bias whole in shard-00002). */
+START_TEST(sharded_chunks_tile)
+{
+	struct fixture_options o = tiny_options();
+	char *hf = make_fixture("hf", &o), *sh, *listing, *path, *text;
+	size_t len;
+
+	o.sharded = 3;
+	sh = make_fixture("sharded", &o);
+	listing = list_dir(sh);
+	ck_assert_str_eq(listing, ".hf_metadata\n"
+				  "shard-00001-model-00001-of-00001.safetensors\n"
+				  "shard-00002-model-00001-of-00001.safetensors\n"
+				  "shard-00003-model-00001-of-00001.safetensors\n");
+	check_sharded(hf, sh, 3, true);
+	path = test_path(sh, "shard-00003-model-00001-of-00001.safetensors");
+	text = read_whole(path, &len);
+	text[len] = '\0';
+	ck_assert_ptr_nonnull(strstr(text + 8, "\"model.layers.1.mlp.gate.weight\":{\"dtype\":\"F32\","
+					       "\"shape\":[0,64],\"data_offsets\":["));
+	ck_assert_ptr_nonnull(strstr(text + 8, "\\\"model.layers.1.mlp.gate.weight\\\": "
+					       "{\\\"saved_offsets\\\": [4, 0]}"));
+	ck_assert_ptr_null(strstr(text + 8, "expert_bias"));
+	free(text);
+	free(path);
+	path = test_path(sh, "shard-00002-model-00001-of-00001.safetensors");
+	text = read_whole(path, &len);
+	text[len] = '\0';
+	ck_assert_ptr_nonnull(strstr(text + 8, "\"model.layers.1.mlp.gate.expert_bias\":{\"dtype\":"
+					       "\"F32\",\"shape\":[4],\"data_offsets\":["));
+	free(text);
+	free(path);
+	free(listing);
+	free(sh);
+	free(hf);
+}
+END_TEST
+
+/* Ling-mini-2.0 as published over 4 ranks, sparse: every one of the
+ * 14,813 tensors tiled by its 4 chunks, 32.5 GB described, no disk taken. */
+START_TEST(sharded_published_sparse)
+{
+	struct fixture_options o = {.preset = FIXTURE_LING_MINI_2, .dtype = DTYPE_BF16,
+				    .sparse = true};
+	char *hf = make_fixture("hf", &o), *sh;
+	uint64_t disk, apparent;
+
+	o.sharded = 4;
+	sh = make_fixture("sharded", &o);
+	check_sharded(hf, sh, 4, false);
+	dir_usage(sh, &disk, &apparent);
+	ck_assert_uint_gt(apparent, 32000000000ULL); /* 32.5 GB without the MTP layer */
+	ck_assert_uint_lt(disk, 64u << 20);
+	free(sh);
+	free(hf);
+}
+END_TEST
+
 /* A write that fails part way (here: a file size limit) leaves nothing
  * that looks like a checkpoint, nor temporary files. */
 START_TEST(failed_write_leaves_nothing)
@@ -674,6 +954,8 @@ static Suite *fixture_suite(void)
 	tcase_add_test(tc, ling_mini_published);
 	tcase_add_test(tc, ling_flash_published);
 	tcase_add_test(tc, ling_1t_published);
+	tcase_add_test(tc, sharded_chunks_tile);
+	tcase_add_test(tc, sharded_published_sparse);
 	suite_add_tcase(s, tc);
 	return s;
 }
