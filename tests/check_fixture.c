@@ -887,6 +887,63 @@ START_TEST(sharded_chunks_tile)
 }
 END_TEST
 
+/* The shard headers of the tiny preset over 2 and 3 ranks are, byte for
+ * byte, those of the golden consolidation inputs (Automodel's own saves of
+ * the golden checkpoint): same chunks, offsets, write order, sharding info
+ * and padding; the dtype mapping is the same file. */
+START_TEST(sharded_headers_match_golden)
+{
+	static const unsigned ranks[] = {2, 3};
+	struct fixture_options o = tiny_options();
+	char name[96], sub[64], *dir, *golden, *mine, *theirs, *inputs;
+	unsigned char *a, *b;
+	uint64_t na, nb;
+	size_t i, la, lb;
+	unsigned r;
+	int k;
+
+	inputs = test_path(test_golden_dir(), "consolidate/inputs");
+	for (i = 0; i < 2; i++) {
+		o.sharded = ranks[i];
+		snprintf(sub, sizeof(sub), "r%u", ranks[i]);
+		dir = make_fixture(sub, &o);
+		snprintf(sub, sizeof(sub), "tiny-r%u/model", ranks[i]);
+		golden = test_path(inputs, sub);
+		for (r = 1; r <= ranks[i]; r++) {
+			snprintf(name, sizeof(name), "shard-%05u-model-00001-of-00001.safetensors", r);
+			mine = test_path(dir, name);
+			theirs = test_path(golden, name);
+			a = (unsigned char *)read_whole(mine, &la);
+			b = (unsigned char *)read_whole(theirs, &lb);
+			ck_assert_uint_eq(la, lb);
+			for (na = nb = 0, k = 7; k >= 0; k--) {
+				na = (na << 8) | a[k];
+				nb = (nb << 8) | b[k];
+			}
+			ck_assert_uint_eq(na, nb);
+			ck_assert_msg(memcmp(a, b, 8 + na) == 0, "%s: header differs from %s", mine,
+				      theirs);
+			free(a);
+			free(b);
+			free(mine);
+			free(theirs);
+		}
+		mine = test_path(dir, ".hf_metadata/fqn_to_dtype_mapping.json");
+		theirs = test_path(golden, ".hf_metadata/fqn_to_dtype_mapping.json");
+		a = (unsigned char *)read_whole(mine, &la);
+		b = (unsigned char *)read_whole(theirs, &lb);
+		ck_assert(la == lb && memcmp(a, b, la) == 0);
+		free(a);
+		free(b);
+		free(mine);
+		free(theirs);
+		free(golden);
+		free(dir);
+	}
+	free(inputs);
+}
+END_TEST
+
 /* Ling-mini-2.0 as published over 4 ranks, sparse: every one of the
  * 14,813 tensors tiled by its 4 chunks, 32.5 GB described, no disk taken. */
 START_TEST(sharded_published_sparse)
@@ -955,6 +1012,7 @@ static Suite *fixture_suite(void)
 	tcase_add_test(tc, ling_flash_published);
 	tcase_add_test(tc, ling_1t_published);
 	tcase_add_test(tc, sharded_chunks_tile);
+	tcase_add_test(tc, sharded_headers_match_golden);
 	tcase_add_test(tc, sharded_published_sparse);
 	suite_add_tcase(s, tc);
 	return s;
