@@ -10,6 +10,9 @@
 # commands alternated, it reports the median of RUNS runs of:
 #
 #   cp -r --sparse=never --reflink=never   of the HF source, then of the native one
+#   dd bs=4M of each file of the same source (a copy that reads every byte:
+#     cp finds the holes with SEEK_DATA and writes their zeros unread, so
+#     on a sparse source it does only half of the conversion's work)
 #   convert --no-fsync --to native, and --to hf
 #   the same copies + sync of the copied files (durability at equal cost)
 #   convert --to native, and --to hf (fsync before publishing, the default)
@@ -18,7 +21,7 @@
 # peaks of the page cache's Dirty and Writeback (/proc/meminfo, sampled
 # every 0.2 s during the run: machine-wide figures, so on a shared machine
 # they include the others' writes), and each conversion's ratio to the
-# copy of its own source (<= 1.0: not slower).  Then, when the disk has room for a
+# copy of its own source (<= 1.0: not slower), to cp and to dd.  Then, when the disk has room for a
 # second copy, cold reads of a real (not sparse) source: the output of a
 # --to native run is kept, dropped from the page cache before each run
 # (posix_fadvise DONTNEED on every file, after fsync; nothing machine-wide),
@@ -127,10 +130,13 @@ if [ "$LOAD" -gt 0 ]; then
 	"$CKPTCONV" fixture "${fixture_args[@]}" --seed 1 "$WORK/load" >/dev/null
 fi
 
-COMMANDS=(cp_hf to_native_nofsync cp_native to_hf_nofsync cp_hf_sync to_native cp_native_sync to_hf)
+COMMANDS=(cp_hf dd_hf to_native_nofsync cp_native dd_native to_hf_nofsync cp_hf_sync to_native
+	cp_native_sync to_hf)
 declare -A LABEL=(
 	[cp_hf]="cp -r (HF source)"
 	[cp_native]="cp -r (native source)"
+	[dd_hf]="dd bs=4M (HF source)"
+	[dd_native]="dd bs=4M (native source)"
 	[to_native_nofsync]="convert --no-fsync --to native"
 	[to_hf_nofsync]="convert --no-fsync --to hf"
 	[cp_hf_sync]="cp -r + sync (HF source)"
@@ -147,12 +153,20 @@ declare -A BASELINE=(
 	[to_native]=cp_hf_sync [to_hf]=cp_native_sync
 	[cold_cp]=cold_cat [cold_to_hf]=cold_cp
 )
+# And the copy that reads every byte.
+declare -A BASELINE_DD=([to_native_nofsync]=dd_hf [to_hf_nofsync]=dd_native)
 CP="cp -r --sparse=never --reflink=never"
 
 run_command() {
 	case "$1" in
 	cp_hf) $CP "$WORK/hf" "$WORK/dst" ;;
 	cp_native) $CP "$WORK/native" "$WORK/dst" ;;
+	dd_hf | dd_native)
+		mkdir "$WORK/dst"
+		for f in "$WORK/${1#dd_}"/*; do
+			dd if="$f" of="$WORK/dst/${f##*/}" bs=4M status=none
+		done
+		;;
 	cp_hf_sync) $CP "$WORK/hf" "$WORK/dst" && sync "$WORK/dst"/* "$WORK/dst" ;;
 	cp_native_sync) $CP "$WORK/native" "$WORK/dst" && sync "$WORK/dst"/* "$WORK/dst" ;;
 	to_native_nofsync) "$CKPTCONV" convert --no-fsync --to native "$WORK/hf" "$WORK/dst" ;;
@@ -219,7 +233,7 @@ time_once() {
 # bench_set TITLE BYTES NAME...: RUNS alternated rounds of the commands, then
 # the table.
 bench_set() {
-	local title=$1 bytes=$2 name ratio base
+	local title=$1 bytes=$2 name ratio ratio_dd base
 	shift 2
 	local names=("$@")
 	declare -A wall user sys rss dirty wb
@@ -238,8 +252,8 @@ bench_set() {
 	done
 	printf '\n%s: %.2f GB, %d runs each, medians (peaks over the runs)\n' "$title" \
 		"$(calc "$bytes / 1e9")" "$RUNS"
-	printf '%-32s %8s %8s %8s %7s %9s %9s %9s %8s\n' "command" "wall s" "user s" "sys s" \
-		"GB/s" "RSS MiB" "Dirty MiB" "Wback MiB" "ratio"
+	printf '%-32s %8s %8s %8s %7s %9s %9s %9s %6s %6s\n' "command" "wall s" "user s" "sys s" \
+		"GB/s" "RSS MiB" "Dirty MiB" "Wback MiB" "/cp" "/dd"
 	declare -A med
 	for name in "${names[@]}"; do
 		med[$name]=$(tr ' ' '\n' <<<"${wall[$name]}" | grep . | median)
@@ -250,13 +264,18 @@ bench_set() {
 		if [ -n "$base" ]; then
 			ratio=$(printf '%.2f' "$(calc "${med[$name]} / ${med[$base]}")")
 		fi
-		printf '%-32s %8.2f %8.2f %8.2f %7.2f %9.1f %9.1f %9.1f %8s\n' "${LABEL[$name]}" \
+		base=${BASELINE_DD[$name]:-}
+		ratio_dd="-"
+		if [ -n "$base" ] && [ -n "${med[$base]:-}" ]; then
+			ratio_dd=$(printf '%.2f' "$(calc "${med[$name]} / ${med[$base]}")")
+		fi
+		printf '%-32s %8.2f %8.2f %8.2f %7.2f %9.1f %9.1f %9.1f %6s %6s\n' "${LABEL[$name]}" \
 			"${med[$name]}" \
 			"$(tr ' ' '\n' <<<"${user[$name]}" | grep . | median)" \
 			"$(tr ' ' '\n' <<<"${sys[$name]}" | grep . | median)" \
 			"$(calc "$bytes / ${med[$name]} / 1e9")" \
 			"$(calc "${rss[$name]} / 1024")" "$(calc "${dirty[$name]} / 1024")" \
-			"$(calc "${wb[$name]} / 1024")" "$ratio"
+			"$(calc "${wb[$name]} / 1024")" "$ratio" "$ratio_dd"
 	done
 }
 
@@ -267,7 +286,7 @@ if [ "$LOAD" -gt 0 ]; then
 	start_load
 fi
 bench_set "both directions" "$BYTES" "${COMMANDS[@]}"
-echo "(ratio: to the copy of the same source; fsyncing conversions to the copy + sync)"
+echo "(/cp, /dd: to that copy of the same source; fsyncing conversions to cp + sync)"
 
 if [ "$COLD" != 1 ]; then
 	echo
@@ -280,7 +299,7 @@ else
 	"$CKPTCONV" convert --to native "$WORK/hf" "$WORK/real" >/dev/null 2>&1
 	bench_set "cold reads of a real native source (dropped from the page cache before each run)" \
 		"$BYTES" cold_cat cold_cp cold_to_hf
-	echo "(ratio: cp to cat, the conversion to cp)"
+	echo "(/cp column: cp to cat, the conversion to cp)"
 	rm -rf "$WORK/real"
 fi
 stop_load
