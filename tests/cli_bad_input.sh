@@ -497,10 +497,12 @@ usage "bad --s3-addressing-style" s3_config convert --to native --s3-addressing-
 	"$G/hf" "$T/u18"
 usage "fixture without --preset" usage_error fixture "$T/u16"
 usage "fixture --preset huge" usage_error fixture --preset huge "$T/u17"
+usage "fixture --sharded 0" usage_error fixture --preset tiny --sharded 0 "$T/u19"
+usage "fixture --sharded not a number" usage_error fixture --preset tiny --sharded x "$T/u20"
 usage "inspect without PATH" usage_error inspect
 usage "verify with one side" usage_error verify "$G/hf"
 expect_empty "no usage error wrote anything" "$T/u1"
-for i in $(seq 2 18); do
+for i in $(seq 2 20); do
 	[ -e "$T/u$i" ] && fail "usage error wrote $T/u$i"
 done
 run "$CKPTCONV"
