@@ -208,23 +208,23 @@ static int apply_option(struct cli_convert_args *a, const struct cli_extra_optio
 	return cli_usage_error(a->command, a->json, "unexpected option");
 }
 
-/* The combinations of options that make no sense, as usage errors. */
+/* The combinations of options that make no sense, as usage errors: which
+ * flags go together here, the rules between the options
+ * convert_options_check's (the partition, checked by partition_parse
+ * already, passes). */
 static int check_combinations(const struct cli_convert_args *a)
 {
+	struct err e = {0};
+
 	if (!a->have_to)
 		return cli_usage_error(a->command, a->json, "--to native|hf is required");
-	if (a->options.to == LAYOUT_HF && (a->have_ep_size || a->have_ep_rank))
-		return cli_usage_error(a->command, a->json,
-				       "--ep-size and --ep-rank apply only to --to native");
 	if (a->options.to == LAYOUT_HF && a->have_dtype)
 		return cli_usage_error(a->command, a->json,
 				       "--dtype applies only to --to native (to hf keeps dtypes)");
 	if (a->have_ep_size != a->have_ep_rank)
 		return cli_usage_error(a->command, a->json, "--ep-size and --ep-rank go together");
-	if (a->have_ep_size && a->options.ep_rank >= a->options.ep_size)
-		return cli_usage_error(a->command, a->json,
-				       "--ep-rank %u is not below --ep-size %u",
-				       (unsigned)a->options.ep_rank, (unsigned)a->options.ep_size);
+	if (convert_options_check(&a->options, NULL, &e) < 0)
+		return cli_usage_error(a->command, a->json, "%s", e.msg);
 	return 0;
 }
 

@@ -535,34 +535,18 @@ static json_t *s3_options(const struct cli_s3_flags *s3)
 	return o;
 }
 
-/* The request body for convert's options (docs/openapi.yaml JobRequest). */
+/* The request body for convert's options (docs/openapi.yaml JobRequest):
+ * convert_options' JSON form, leaving the shard size to the service's
+ * default when not given. */
 static json_t *job_request(const struct cli_convert_args *c, json_t *labels)
 {
 	const struct convert_options *o = &c->options;
-	json_t *options = json_object();
+	json_t *options = convert_options_to_json(o, CONVERT_JSON_PLAN | CONVERT_JSON_RUN);
 
-	if (c->have_dtype)
-		json_object_set_new(options, "dtype", json_string(dtype_choice_name(o->dtype)));
-	if (o->max_shard_size)
-		json_object_set_new(options, "max_shard_size",
-				    json_integer((json_int_t)o->max_shard_size));
-	if (o->exclude)
-		json_object_set_new(options, "exclude", json_string(o->exclude));
-	if (c->have_ep_size)
-		json_object_set_new(options, "expert_parallel",
-				    json_pack("{s:I, s:I}", "size", (json_int_t)o->ep_size, "rank",
-					      (json_int_t)o->ep_rank));
-	if (o->max_bytes_per_second)
-		json_object_set_new(options, "max_bytes_per_second",
-				    json_integer((json_int_t)o->max_bytes_per_second));
-	if (o->overwrite)
-		json_object_set_new(options, "overwrite", json_true());
+	if (!o->max_shard_size)
+		json_object_del(options, "max_shard_size");
 	if (c->dry_run)
 		json_object_set_new(options, "dry_run", json_true());
-	if (o->partition_count)
-		json_object_set_new(options, "partition",
-				    json_pack("{s:I, s:I}", "index", (json_int_t)o->partition_index,
-					      "count", (json_int_t)o->partition_count));
 	if (c->s3.endpoint_url || c->s3.region || c->s3.addressing_style)
 		json_object_set_new(options, "s3", s3_options(&c->s3));
 	return json_pack("{s:s, s:s, s:s, s:o, s:O}", "source", c->src, "destination", c->dst, "to",

@@ -278,16 +278,13 @@ static json_t *json_u64(uint64_t v)
 	return json_integer(v > INT64_MAX ? INT64_MAX : (json_int_t)v);
 }
 
+/* The options that shape the plan, in convert_options' JSON form. */
 static json_t *manifest_options(const struct plan *p, const struct convert_options *o)
 {
-	json_t *ep = o->ep_size ? json_pack("{s:I, s:I}", "size", (json_int_t)o->ep_size, "rank",
-					    (json_int_t)o->ep_rank) :
-				  json_null();
+	struct convert_options shaping = *o;
 
-	return json_pack("{s:s, s:s, s:o, s:o, s:o}", "to", layout_name(p->to), "dtype",
-			 dtype_choice_name(o->dtype), "expert_parallel", ep, "max_shard_size",
-			 json_u64(o->max_shard_size), "exclude",
-			 o->exclude && *o->exclude ? json_string(o->exclude) : json_null());
+	shaping.to = p->to;
+	return convert_options_to_json(&shaping, CONVERT_JSON_TO | CONVERT_JSON_PLAN);
 }
 
 char *partition_manifest_build(const struct plan *p, const char *source,
@@ -366,27 +363,25 @@ static bool get_u32(const json_t *v, uint32_t *out)
 	return true;
 }
 
+/* The options in convert_options' JSON form, as this version writes them
+ * and as earlier ones did (max_shard_size 0 for the default). */
 static int parse_options(const json_t *o, struct partition_manifest *m, const char *where,
 			 struct err *e)
 {
-	const json_t *ep = json_object_get(o, "expert_parallel");
-	const json_t *exclude = json_object_get(o, "exclude");
-	const char *to = json_string_value(json_object_get(o, "to"));
-	const char *dtype = json_string_value(json_object_get(o, "dtype"));
+	struct convert_options opts;
+	char field[CONVERT_FIELD_MAX];
+	struct err local = {0};
 
-	if (!to || !dtype || !get_u64(json_object_get(o, "max_shard_size"), &m->max_shard_size))
-		return not_a_manifest(where, "options", e);
-	m->to = xstrdup(to);
-	m->dtype = xstrdup(dtype);
-	if (json_is_string(exclude))
-		m->exclude = xstrdup(json_string_value(exclude));
-	else if (exclude && !json_is_null(exclude))
-		return not_a_manifest(where, "options.exclude", e);
-	if (json_is_object(ep) && (!get_u32(json_object_get(ep, "size"), &m->ep_size) ||
-				   !get_u32(json_object_get(ep, "rank"), &m->ep_rank)))
-		return not_a_manifest(where, "options.expert_parallel", e);
-	if (ep && !json_is_object(ep) && !json_is_null(ep))
-		return not_a_manifest(where, "options.expert_parallel", e);
+	convert_options_init(&opts);
+	if (convert_options_from_json(o, CONVERT_JSON_TO | CONVERT_JSON_PLAN | CONVERT_JSON_STORED,
+				      "options.", &opts, field, &local) < 0)
+		return not_a_manifest(where, field, e);
+	m->to = xstrdup(layout_name(opts.to));
+	m->dtype = xstrdup(dtype_choice_name(opts.dtype));
+	m->ep_size = opts.ep_size;
+	m->ep_rank = opts.ep_rank;
+	m->max_shard_size = opts.max_shard_size;
+	m->exclude = opts.exclude ? xstrdup(opts.exclude) : NULL;
 	return 0;
 }
 

@@ -20,7 +20,6 @@
 #include "ckptconv/kernels.h"
 #include "ckptconv/plan.h"
 
-#define DEFAULT_MAX_SHARD_SIZE 5000000000ULL
 #define INDEX_NAME "model.safetensors.index.json"
 #define PRINT_SOURCES_MAX 3
 
@@ -599,7 +598,7 @@ static void count_totals(struct plan *p)
 
 int plan_finish(struct plan *p, const struct plan_options *o, struct err *e)
 {
-	uint64_t max = o && o->max_shard_size ? o->max_shard_size : DEFAULT_MAX_SHARD_SIZE;
+	uint64_t max = o && o->max_shard_size ? o->max_shard_size : PLAN_MAX_SHARD_SIZE_DEFAULT;
 	size_t i;
 
 	if (p->finished || p->files)
