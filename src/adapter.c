@@ -70,9 +70,8 @@ int adapter_options_check(const struct adapter_options *o, const char **field, s
 		return refuse_option(field, "expert_parallel.size");
 	}
 	if (o->ep_size > ADAPTER_EP_SIZE_MAX) {
-		err_set(e, "invalid_option",
-			"the expert-parallel size %" PRIu32 " is above %u", o->ep_size,
-			ADAPTER_EP_SIZE_MAX);
+		err_set(e, "invalid_option", "the expert-parallel size %" PRIu32 " is above %u",
+			o->ep_size, ADAPTER_EP_SIZE_MAX);
 		return refuse_option(field, "expert_parallel.size");
 	}
 	if (o->ep_size && o->ep_rank >= o->ep_size) {

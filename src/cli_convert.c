@@ -19,6 +19,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "ckptconv/ckpt.h"
 #include "ckptconv/cli.h"
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
@@ -31,7 +32,6 @@
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
-#define INDEX_NAME "model.safetensors.index.json"
 #define WATCH_TICK_MS 200
 #define MAX_THREADS 1024
 
@@ -402,7 +402,7 @@ static json_t *result_files(const struct plan *plan)
 	for (i = 0; i < plan->copy_files.len; i++)
 		json_array_append_new(files, json_string(plan->copy_files.items[i]));
 	if (plan->index_json)
-		json_array_append_new(files, json_string(INDEX_NAME));
+		json_array_append_new(files, json_string(CKPT_INDEX_NAME));
 	return files;
 }
 

@@ -26,7 +26,7 @@
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
-#define INDEX_NAME "model.safetensors.index.json"
+#define INDEX_NAME CKPT_INDEX_NAME
 /* Non-weight files up to this size are copied in one read; larger ones are
  * streamed through a buffer of COPY_CHUNK bytes. */
 #define COPY_WHOLE_MAX (16u << 20)

@@ -61,10 +61,10 @@ json_t *convert_options_to_json(const struct convert_options *o, unsigned member
 		json_object_set_new(j, "exclude",
 				    o->exclude ? json_string(o->exclude) : json_null());
 		json_object_set_new(j, "expert_parallel",
-				    o->ep_size ? json_pack("{s:I, s:I}", "size",
-							   (json_int_t)o->ep_size, "rank",
-							   (json_int_t)o->ep_rank) :
-						 json_null());
+				    o->ep_size ?
+					    json_pack("{s:I, s:I}", "size", (json_int_t)o->ep_size,
+						      "rank", (json_int_t)o->ep_rank) :
+					    json_null());
 	}
 	if (members & CONVERT_JSON_RUN) {
 		json_object_set_new(j, "max_bytes_per_second",
@@ -215,8 +215,7 @@ static int read_exclude(struct reader *r, const json_t *obj, struct convert_opti
 /* An integer member `name` of the {…} option `member`, from min to max;
  * out of range it is bad_code, about the member itself when whole. */
 static int read_u32(struct reader *r, const json_t *obj, const char *member, const char *name,
-		    json_int_t min, json_int_t max, const char *bad_code, bool whole,
-		    uint32_t *out)
+		    json_int_t min, json_int_t max, const char *bad_code, bool whole, uint32_t *out)
 {
 	const json_t *v = json_object_get(obj, name);
 	char path[CONVERT_FIELD_MAX];
@@ -226,7 +225,8 @@ static int read_u32(struct reader *r, const json_t *obj, const char *member, con
 		return fault(r, path, "missing_field", "is required");
 	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
 		return fault(r, whole ? member : path, bad_code,
-			     "%s must be an integer from %" JSON_INTEGER_FORMAT " to %" JSON_INTEGER_FORMAT,
+			     "%s must be an integer from %" JSON_INTEGER_FORMAT
+			     " to %" JSON_INTEGER_FORMAT,
 			     name, min, max);
 	*out = (uint32_t)json_integer_value(v);
 	return 0;
@@ -299,8 +299,7 @@ int convert_options_from_json(const json_t *obj, unsigned members, const char *p
 		return -1;
 	if ((members & CONVERT_JSON_RUN) &&
 	    (read_size(&r, obj, "max_bytes_per_second", true, &o->max_bytes_per_second) < 0 ||
-	     read_bool(&r, obj, "overwrite", &o->overwrite) < 0 ||
-	     read_partition(&r, obj, o) < 0))
+	     read_bool(&r, obj, "overwrite", &o->overwrite) < 0 || read_partition(&r, obj, o) < 0))
 		return -1;
 	return 0;
 }

@@ -163,8 +163,8 @@ static int rule_error(struct job_error *je, const char *member, const struct err
 	else
 		snprintf(field, sizeof(field), "options.%s", member);
 	return job_error_set(je, field,
-			     strcmp(member, "partition") == 0 ? e->code : "invalid_field",
-			     "%s: %s", field, e->msg);
+			     strcmp(member, "partition") == 0 ? e->code : "invalid_field", "%s: %s",
+			     field, e->msg);
 }
 
 /* Fills spec->convert from the request's options (read by

@@ -13,7 +13,6 @@
 #include <fnmatch.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,10 +29,10 @@
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
-#define INDEX_NAME "model.safetensors.index.json"
+#define INDEX_NAME CKPT_INDEX_NAME
 #define ST_SUFFIX ".safetensors"
-#define SINGLE_NAME "model.safetensors"
-#define SHARD_PATTERN "model-*-of-*.safetensors"
+#define SINGLE_NAME CKPT_SINGLE_NAME
+#define SHARD_PATTERN CKPT_SHARD_PATTERN
 #define MANIFEST_FORMAT "ckptconv-plan"
 #define MANIFEST_VERSION 1
 /* Header bytes are hashed, and non-weight files copied, in chunks this big. */
@@ -257,20 +256,6 @@ static char *canonical_source(const char *source)
 	if (!ends_with(out, ST_SUFFIX))
 		strcat(out, "/");
 	return out;
-}
-
-static void sha256_hex(const void *data, size_t len, char out[65])
-{
-	static const char hex[] = "0123456789abcdef";
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int n = 0, i;
-
-	EVP_Digest(data, len, md, &n, EVP_sha256(), NULL);
-	for (i = 0; i < n && i < 32; i++) {
-		out[2 * i] = hex[md[i] >> 4];
-		out[2 * i + 1] = hex[md[i] & 15];
-	}
-	out[2 * i] = '\0';
 }
 
 static json_t *json_u64(uint64_t v)
@@ -774,38 +759,27 @@ static const struct store_entry *find_entry(const struct store_entry *entries, s
 static int header_sha256(struct store *s, const char *name, uint64_t size, char out[65],
 			 struct err *e)
 {
-	static const char hex[] = "0123456789abcdef";
-	unsigned char prefix[ST_PREFIX_LEN], md[EVP_MAX_MD_SIZE], *buf = NULL;
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned char prefix[ST_PREFIX_LEN], *buf = NULL;
+	struct sha256_ctx *ctx = sha256_begin();
 	uint64_t json_len, off;
-	unsigned int n = 0, i;
 	int rc = -1;
 
-	if (!ctx)
-		abort();
 	if (store_read(s, name, 0, prefix, sizeof(prefix), e) ||
 	    st_prefix_parse(name, prefix, size, &json_len, e))
 		goto out;
-	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-	EVP_DigestUpdate(ctx, prefix, sizeof(prefix));
+	sha256_add(ctx, prefix, sizeof(prefix));
 	buf = xmalloc(CHUNK);
 	for (off = 0; off < json_len; off += CHUNK) {
 		size_t len = json_len - off < CHUNK ? (size_t)(json_len - off) : CHUNK;
 
 		if (store_read(s, name, ST_PREFIX_LEN + off, buf, len, e))
 			goto out;
-		EVP_DigestUpdate(ctx, buf, len);
+		sha256_add(ctx, buf, len);
 	}
-	EVP_DigestFinal_ex(ctx, md, &n);
-	for (i = 0; i < n && i < 32; i++) {
-		out[2 * i] = hex[md[i] >> 4];
-		out[2 * i + 1] = hex[md[i] & 15];
-	}
-	out[2 * i] = '\0';
 	rc = 0;
 out:
 	free(buf);
-	EVP_MD_CTX_free(ctx);
+	sha256_finish_hex(ctx, out); /* on failure a digest of a part, not used */
 	return rc;
 }
 

@@ -38,12 +38,12 @@ struct err;
 struct convert_options {
 	enum layout to;
 	enum dtype_choice dtype;
-	uint32_t ep_size, ep_rank;       /* 0 = off */
-	uint64_t max_shard_size;         /* 0 = PLAN_MAX_SHARD_SIZE_DEFAULT */
-	const char *exclude;             /* NULL = none; not owned */
-	uint64_t max_bytes_per_second;   /* 0 = unlimited */
+	uint32_t ep_size, ep_rank;     /* 0 = off */
+	uint64_t max_shard_size;       /* 0 = PLAN_MAX_SHARD_SIZE_DEFAULT */
+	const char *exclude;	       /* NULL = none; not owned */
+	uint64_t max_bytes_per_second; /* 0 = unlimited */
 	bool overwrite;
-	bool durable;                    /* false = --no-fsync */
+	bool durable; /* false = --no-fsync */
 	/* Partitioned conversion (partition.h): write only group
 	 * partition_index of partition_count, no index; count 0 = whole. */
 	uint32_t partition_index, partition_count;

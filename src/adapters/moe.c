@@ -676,7 +676,6 @@ int moe_groups_emit(const struct moe_groups *g, struct plan *p, const struct ckp
 
 /* ---- native -> HF -------------------------------------------------------- */
 
-
 /* gate_and_up_projs [E, H, 2I] -> per expert gate_proj = ([x][:, 0:I])^T and
  * up_proj = ([x][:, I:2I])^T, each [I, H]. */
 static int split_gate_up(struct plan *p, const struct ckpt *c, uint32_t src, size_t prefix_len,
