@@ -5,6 +5,7 @@
  * adapter claims is refused naming the architectures it declares, with a
  * precise reason for the families known to be different (Ling 1.x).
  */
+#include <inttypes.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,49 @@ const char *dtype_choice_name(enum dtype_choice c)
 	if ((unsigned)c >= sizeof(dtype_choice_names) / sizeof(dtype_choice_names[0]))
 		return "invalid";
 	return dtype_choice_names[c];
+}
+
+static int refuse_option(const char **field, const char *name)
+{
+	if (field)
+		*field = name;
+	return -1;
+}
+
+int adapter_options_check(const struct adapter_options *o, const char **field, struct err *e)
+{
+	if (o->to != LAYOUT_HF && o->to != LAYOUT_NATIVE) {
+		err_set(e, "invalid_option", "the target layout must be native or hf");
+		return refuse_option(field, "to");
+	}
+	if (o->to == LAYOUT_HF && (o->ep_size || o->ep_rank)) {
+		err_set(e, "invalid_option",
+			"expert parallelism applies only to conversions to native");
+		return refuse_option(field, "expert_parallel");
+	}
+	if (o->to == LAYOUT_HF && o->dtype != DTYPE_CHOICE_AUTO) {
+		err_set(e, "invalid_option",
+			"a dtype (%s) applies only to conversions to native (to hf keeps dtypes)",
+			dtype_choice_name(o->dtype));
+		return refuse_option(field, "dtype");
+	}
+	if (o->ep_rank && !o->ep_size) {
+		err_set(e, "invalid_option",
+			"an expert-parallel rank needs an expert-parallel size");
+		return refuse_option(field, "expert_parallel.size");
+	}
+	if (o->ep_size > ADAPTER_EP_SIZE_MAX) {
+		err_set(e, "invalid_option", "the expert-parallel size %" PRIu32 " is above %u",
+			o->ep_size, ADAPTER_EP_SIZE_MAX);
+		return refuse_option(field, "expert_parallel.size");
+	}
+	if (o->ep_size && o->ep_rank >= o->ep_size) {
+		err_set(e, "invalid_option",
+			"the expert-parallel rank %" PRIu32 " is not below the size %" PRIu32,
+			o->ep_rank, o->ep_size);
+		return refuse_option(field, "expert_parallel.rank");
+	}
+	return 0;
 }
 
 bool adapter_declares(const struct ckpt *c, const char *architecture)

@@ -21,7 +21,6 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -159,31 +158,24 @@ void api_tick(struct api *a)
 
 /* ---- the token ------------------------------------------------------------------- */
 
-void api_sha256(const void *data, size_t len, unsigned char out[32])
-{
-	unsigned int n = 32;
-
-	EVP_Digest(data, len, out, &n, EVP_sha256(), NULL);
-}
-
 bool api_token_matches(const char *header, const char *token)
 {
-	unsigned char want[32], got[32];
+	unsigned char want[SHA256_BYTES], got[SHA256_BYTES];
 	const char *given;
 
 	if (!header || !token || strncasecmp(header, "Bearer ", 7) != 0)
 		return false;
 	for (given = header + 7; *given == ' '; given++)
 		;
-	api_sha256(token, strlen(token), want);
-	api_sha256(given, strlen(given), got);
+	sha256(token, strlen(token), want);
+	sha256(given, strlen(given), got);
 	return CRYPTO_memcmp(want, got, sizeof(want)) == 0;
 }
 
 static bool authorized(const struct api *a, struct MHD_Connection *c)
 {
 	const char *header;
-	unsigned char got[32];
+	unsigned char got[SHA256_BYTES];
 	const char *given;
 
 	if (!a->has_token)
@@ -193,7 +185,7 @@ static bool authorized(const struct api *a, struct MHD_Connection *c)
 		return false;
 	for (given = header + 7; *given == ' '; given++)
 		;
-	api_sha256(given, strlen(given), got);
+	sha256(given, strlen(given), got);
 	return CRYPTO_memcmp(a->token_digest, got, sizeof(got)) == 0;
 }
 
@@ -454,7 +446,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			if (req->body.len + *upload_size > API_BODY_MAX)
 				req->too_large = true;
 			else
-				job_buf_append(&req->body, upload_data, *upload_size);
+				buf_append(&req->body, upload_data, *upload_size);
 		}
 		*upload_size = 0;
 		return MHD_YES;
@@ -489,7 +481,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 		if (last)
 			api_wait_free(w);
 	}
-	job_buf_fini(&req->body);
+	buf_fini(&req->body);
 	free(req);
 	*con_cls = NULL;
 	/* A kept-alive connection has the request timeout again for its
@@ -580,7 +572,7 @@ int api_start(const struct api_config *cfg, struct api **out, struct err *e)
 	a->request_timeout = cfg->request_timeout;
 	if (cfg->token) {
 		a->has_token = true;
-		api_sha256(cfg->token, strlen(cfg->token), a->token_digest);
+		sha256(cfg->token, strlen(cfg->token), a->token_digest);
 	}
 	pthread_mutex_init(&a->streams_lock, NULL);
 	pthread_mutex_init(&a->conns_lock, NULL);

@@ -23,7 +23,7 @@ static void stream_event(struct stream *s, const char *event, json_t *data)
 	char *text = json_dumps(data, JSON_COMPACT | JSON_REAL_PRECISION(9));
 
 	json_decref(data);
-	job_buf_printf(&s->buf, "event: %s\ndata: %s\n\n", event, text ? text : "null");
+	buf_printf(&s->buf, "event: %s\ndata: %s\n\n", event, text ? text : "null");
 	free(text);
 }
 
@@ -48,7 +48,7 @@ static bool stream_fill(struct stream *s)
 		return true;
 	}
 	if (now >= s->next_keepalive) {
-		job_buf_puts(&s->buf, ": keepalive\n\n");
+		buf_puts(&s->buf, ": keepalive\n\n");
 		s->next_keepalive = now + KEEPALIVE_INTERVAL;
 		return true;
 	}
@@ -97,7 +97,7 @@ static void stream_free(void *cls)
 	a->nstreams--;
 	pthread_mutex_unlock(&a->streams_lock);
 	job_unref(s->job);
-	job_buf_fini(&s->buf);
+	buf_fini(&s->buf);
 	free(s);
 }
 

@@ -70,7 +70,7 @@ struct api {
 	bool has_token;
 	int nice;
 	double request_timeout; /* seconds; 0: none */
-	unsigned char token_digest[32];
+	unsigned char token_digest[SHA256_BYTES];
 	struct registry *reg;
 	struct exec_pool *pool;
 	const struct job_policy *policy;
@@ -102,7 +102,7 @@ struct request {
 	bool id_valid;
 	bool answered; /* a response was queued before the body was read */
 	bool too_large;
-	struct job_buf body;
+	struct buf body;
 	struct create_wait *wait; /* a job submission under way */
 };
 
@@ -123,7 +123,7 @@ struct stream {
 	struct api *api;
 	struct job *job;
 	struct MHD_Connection *conn;
-	struct job_buf buf; /* the event being sent */
+	struct buf buf; /* the event being sent */
 	size_t sent;
 	double next_progress, next_keepalive;
 	bool suspended, final_sent;
@@ -154,7 +154,6 @@ enum MHD_Result api_respond_errorf(struct MHD_Connection *c, struct request *req
 /* ---- api.c ---------------------------------------------------------------------- */
 
 /* SHA-256 of data. */
-void api_sha256(const void *data, size_t len, unsigned char out[32]);
 
 /* ---- the route handlers ---------------------------------------------------------- */
 

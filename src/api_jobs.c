@@ -58,20 +58,12 @@ static bool idempotency_key_valid(const char *key)
 	return true;
 }
 
-static void request_digest(const json_t *body, char out[65])
+static void request_digest(const json_t *body, char out[SHA256_HEX_SIZE])
 {
-	static const char hex[] = "0123456789abcdef";
-	unsigned char d[32];
 	char *canonical = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
-	int i;
 
-	api_sha256(canonical ? canonical : "", canonical ? strlen(canonical) : 0, d);
+	sha256_hex(canonical ? canonical : "", canonical ? strlen(canonical) : 0, out);
 	free(canonical);
-	for (i = 0; i < 32; i++) {
-		out[2 * i] = hex[d[i] >> 4];
-		out[2 * i + 1] = hex[d[i] & 15];
-	}
-	out[64] = '\0';
 }
 
 static enum MHD_Result answer_created(struct api *a, struct MHD_Connection *c, struct request *req,
@@ -295,7 +287,7 @@ enum MHD_Result api_handle_tensors(struct api *a, struct MHD_Connection *c, stru
 {
 	struct job_error je = {0};
 	struct api_tensors_query q;
-	struct job_buf out = {0};
+	struct buf out = {0};
 	struct query_args args;
 	struct job *j;
 	int rc;
@@ -310,7 +302,7 @@ enum MHD_Result api_handle_tensors(struct api *a, struct MHD_Connection *c, stru
 		return api_job_not_found(c, req, url);
 	registry_tensors(a->reg, j, q.state, (size_t)q.offset, (size_t)q.limit, &out);
 	job_unref(j);
-	job_buf_append(&out, "\n", 1);
+	buf_append(&out, "\n", 1);
 	return api_respond_data(c, req, MHD_HTTP_OK, "application/json", out.data, out.len, NULL,
 				NULL);
 }

@@ -22,7 +22,6 @@
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
-#define INDEX_NAME "model.safetensors.index.json"
 #define CONFIG_NAME "config.json"
 #define ST_SUFFIX ".safetensors"
 #define SMALL_FILE_MAX (64u << 20)
@@ -198,14 +197,14 @@ static int parse_index(struct ckpt *c, json_t **weight_map_out, struct err *e)
 	size_t len;
 	int rc;
 
-	if (store_read_file(c->store, INDEX_NAME, SMALL_FILE_MAX, &text, &len, e))
+	if (store_read_file(c->store, CKPT_INDEX_NAME, SMALL_FILE_MAX, &text, &len, e))
 		return -1;
 	if (is_lfs_pointer(text, len)) {
-		lfs_pointer_error(c, INDEX_NAME, text, len, e);
+		lfs_pointer_error(c, CKPT_INDEX_NAME, text, len, e);
 		free(text);
 		return -1;
 	}
-	if (asprintf(&where, "%s/%s", c->store->location, INDEX_NAME) < 0)
+	if (asprintf(&where, "%s/%s", c->store->location, CKPT_INDEX_NAME) < 0)
 		abort();
 	rc = ckpt_index_parse(where, text, len, weight_map_out, e);
 	free(where);
@@ -243,7 +242,7 @@ static int files_from_index(struct ckpt *c, const json_t *map, const struct stor
 		else if (!entry || entry->kind != STORE_FILE)
 			rc = err_set(e, "index_missing_file",
 				     "%s/%s: the index names '%s', which does not exist",
-				     c->store->location, INDEX_NAME, names[i]);
+				     c->store->location, CKPT_INDEX_NAME, names[i]);
 		else
 			add_file(c, entry->name, entry->size);
 	}
@@ -271,10 +270,10 @@ static int files_from_listing(struct ckpt *c, const struct store_entry *entries,
 		return err_set(e, "not_a_checkpoint",
 			       "%s: holds %zu *.safetensors files but no %s saying how they form "
 			       "one checkpoint",
-			       c->store->location, found, INDEX_NAME);
+			       c->store->location, found, CKPT_INDEX_NAME);
 	if (found == 0)
 		return err_set(e, "not_a_checkpoint", "%s: holds no *.safetensors file nor %s",
-			       c->store->location, INDEX_NAME);
+			       c->store->location, CKPT_INDEX_NAME);
 	for (i = 0; i < n; i++) {
 		if (!is_weight_candidate(&entries[i]))
 			continue;
@@ -405,11 +404,12 @@ static int check_weight_map(struct ckpt *c, const json_t *map, struct err *e)
 		if (!v)
 			err_set(e, "weight_map_mismatch",
 				"%s/%s: tensor '%s' is in %s but the weight_map does not list it",
-				c->store->location, INDEX_NAME, t->name, file);
+				c->store->location, CKPT_INDEX_NAME, t->name, file);
 		else if (strcmp(json_string_value(v), file) != 0)
 			err_set(e, "weight_map_mismatch",
 				"%s/%s: the weight_map puts tensor '%s' in %s but it is in %s",
-				c->store->location, INDEX_NAME, t->name, json_string_value(v), file);
+				c->store->location, CKPT_INDEX_NAME, t->name, json_string_value(v),
+				file);
 		if (err_is_set(e)) {
 			err_set_tensor(e, t->name);
 			return -1;
@@ -421,7 +421,7 @@ static int check_weight_map(struct ckpt *c, const json_t *map, struct err *e)
 	if (missing) {
 		err_set(e, "weight_map_mismatch",
 			"%s/%s: the weight_map puts tensor '%s' in %s but no file holds it",
-			c->store->location, INDEX_NAME, missing,
+			c->store->location, CKPT_INDEX_NAME, missing,
 			json_string_value(json_object_get(map, missing)));
 		err_set_tensor(e, missing);
 		return -1;
@@ -498,7 +498,7 @@ static void sort_other_files(struct ckpt *c, const struct store_entry *entries, 
 	for (i = 0; i < n; i++) {
 		const char *name = entries[i].name;
 
-		if (strcmp(name, INDEX_NAME) == 0 || is_weight_file(c, name) ||
+		if (strcmp(name, CKPT_INDEX_NAME) == 0 || is_weight_file(c, name) ||
 		    store_is_temporary(name))
 			continue;
 		if (entries[i].kind == STORE_OUTSIDE)
@@ -536,10 +536,11 @@ static int open_files(struct ckpt *c, const char *single, unsigned flags, struct
 	}
 	if (single)
 		rc = file_from_path(c, single, entries, n, e);
-	else if ((index = find_entry(entries, n, INDEX_NAME))) {
+	else if ((index = find_entry(entries, n, CKPT_INDEX_NAME))) {
 		c->has_index = true;
-		rc = index->kind == STORE_OUTSIDE ? store_outside_error(c->store, INDEX_NAME, e) :
-						    parse_index(c, &map, e);
+		rc = index->kind == STORE_OUTSIDE ?
+			     store_outside_error(c->store, CKPT_INDEX_NAME, e) :
+			     parse_index(c, &map, e);
 		if (rc == 0)
 			rc = files_from_index(c, map, entries, n, e);
 	} else

@@ -19,6 +19,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "ckptconv/ckpt.h"
 #include "ckptconv/cli.h"
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
@@ -31,7 +32,6 @@
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
-#define INDEX_NAME "model.safetensors.index.json"
 #define WATCH_TICK_MS 200
 #define MAX_THREADS 1024
 
@@ -208,23 +208,23 @@ static int apply_option(struct cli_convert_args *a, const struct cli_extra_optio
 	return cli_usage_error(a->command, a->json, "unexpected option");
 }
 
-/* The combinations of options that make no sense, as usage errors. */
+/* The combinations of options that make no sense, as usage errors: which
+ * flags go together here, the rules between the options
+ * convert_options_check's (the partition, checked by partition_parse
+ * already, passes). */
 static int check_combinations(const struct cli_convert_args *a)
 {
+	struct err e = {0};
+
 	if (!a->have_to)
 		return cli_usage_error(a->command, a->json, "--to native|hf is required");
-	if (a->options.to == LAYOUT_HF && (a->have_ep_size || a->have_ep_rank))
-		return cli_usage_error(a->command, a->json,
-				       "--ep-size and --ep-rank apply only to --to native");
 	if (a->options.to == LAYOUT_HF && a->have_dtype)
 		return cli_usage_error(a->command, a->json,
 				       "--dtype applies only to --to native (to hf keeps dtypes)");
 	if (a->have_ep_size != a->have_ep_rank)
 		return cli_usage_error(a->command, a->json, "--ep-size and --ep-rank go together");
-	if (a->have_ep_size && a->options.ep_rank >= a->options.ep_size)
-		return cli_usage_error(a->command, a->json,
-				       "--ep-rank %u is not below --ep-size %u",
-				       (unsigned)a->options.ep_rank, (unsigned)a->options.ep_size);
+	if (convert_options_check(&a->options, NULL, &e) < 0)
+		return cli_usage_error(a->command, a->json, "%s", e.msg);
 	return 0;
 }
 
@@ -402,7 +402,7 @@ static json_t *result_files(const struct plan *plan)
 	for (i = 0; i < plan->copy_files.len; i++)
 		json_array_append_new(files, json_string(plan->copy_files.items[i]));
 	if (plan->index_json)
-		json_array_append_new(files, json_string(INDEX_NAME));
+		json_array_append_new(files, json_string(CKPT_INDEX_NAME));
 	return files;
 }
 

@@ -241,9 +241,9 @@ out_error:
 static char *job_path(const char *id, const char *suffix)
 {
 	char *escaped = curl_easy_escape(NULL, id, 0);
-	struct job_buf path = {0};
+	struct buf path = {0};
 
-	job_buf_printf(&path, "/v1/jobs/%s%s", escaped ? escaped : "", suffix);
+	buf_printf(&path, "/v1/jobs/%s%s", escaped ? escaped : "", suffix);
 	curl_free(escaped);
 	return path.data;
 }
@@ -307,13 +307,13 @@ static void format_age(double seconds, char *buf, size_t len)
 		snprintf(buf, len, "%lud%02luh", s / 86400, s / 3600 % 24);
 }
 
-static void labels_text(const json_t *labels, struct job_buf *out)
+static void labels_text(const json_t *labels, struct buf *out)
 {
 	const char *key;
 	json_t *value;
 
 	json_object_foreach((json_t *)labels, key, value) {
-		job_buf_printf(out, "%s%s=%s", out->len ? "," : "", key, json_string_value(value));
+		buf_printf(out, "%s%s=%s", out->len ? "," : "", key, json_string_value(value));
 	}
 }
 
@@ -360,7 +360,7 @@ static void print_job_text(const json_t *job)
 	const json_t *p = json_object_get(job, "progress");
 	const char *state = string_member(job, "state");
 	struct exec_progress ep;
-	struct job_buf labels = {0};
+	struct buf labels = {0};
 	char done[32], total[32], rate[32], age[32];
 	struct err e = {0};
 	json_t *v;
@@ -409,7 +409,7 @@ static void print_job_text(const json_t *job)
 		       (unsigned long long)count_member(result, "tensors"), total,
 		       safetensors_files(result), safetensors_files(result) == 1 ? "" : "s");
 	}
-	job_buf_fini(&labels);
+	buf_fini(&labels);
 }
 
 /* ---- following a job ---------------------------------------------------- */
@@ -538,34 +538,18 @@ static json_t *s3_options(const struct cli_s3_flags *s3)
 	return o;
 }
 
-/* The request body for convert's options (docs/openapi.yaml JobRequest). */
+/* The request body for convert's options (docs/openapi.yaml JobRequest):
+ * convert_options' JSON form, leaving the shard size to the service's
+ * default when not given. */
 static json_t *job_request(const struct cli_convert_args *c, json_t *labels)
 {
 	const struct convert_options *o = &c->options;
-	json_t *options = json_object();
+	json_t *options = convert_options_to_json(o, CONVERT_JSON_PLAN | CONVERT_JSON_RUN);
 
-	if (c->have_dtype)
-		json_object_set_new(options, "dtype", json_string(dtype_choice_name(o->dtype)));
-	if (o->max_shard_size)
-		json_object_set_new(options, "max_shard_size",
-				    json_integer((json_int_t)o->max_shard_size));
-	if (o->exclude)
-		json_object_set_new(options, "exclude", json_string(o->exclude));
-	if (c->have_ep_size)
-		json_object_set_new(options, "expert_parallel",
-				    json_pack("{s:I, s:I}", "size", (json_int_t)o->ep_size, "rank",
-					      (json_int_t)o->ep_rank));
-	if (o->max_bytes_per_second)
-		json_object_set_new(options, "max_bytes_per_second",
-				    json_integer((json_int_t)o->max_bytes_per_second));
-	if (o->overwrite)
-		json_object_set_new(options, "overwrite", json_true());
+	if (!o->max_shard_size)
+		json_object_del(options, "max_shard_size");
 	if (c->dry_run)
 		json_object_set_new(options, "dry_run", json_true());
-	if (o->partition_count)
-		json_object_set_new(options, "partition",
-				    json_pack("{s:I, s:I}", "index", (json_int_t)o->partition_index,
-					      "count", (json_int_t)o->partition_count));
 	if (c->s3.endpoint_url || c->s3.region || c->s3.addressing_style)
 		json_object_set_new(options, "s3", s3_options(&c->s3));
 	return json_pack("{s:s, s:s, s:s, s:o, s:O}", "source", c->src, "destination", c->dst, "to",
@@ -663,7 +647,7 @@ static void print_list_text(const json_t *page)
 	printf("%-16s  %-9s  %6s  %7s  %s\n", "ID", "STATE", "DONE", "AGE",
 	       "SOURCE -> DESTINATION [LABELS]");
 	json_array_foreach(jobs, i, job) {
-		struct job_buf labels = {0};
+		struct buf labels = {0};
 		char age[32];
 
 		labels_text(json_object_get(job, "labels"), &labels);
@@ -675,7 +659,7 @@ static void print_list_text(const json_t *page)
 		       age, string_member(job, "source"), string_member(job, "destination"),
 		       labels.len ? " [" : "", labels.len ? labels.data : "",
 		       labels.len ? "]" : "");
-		job_buf_fini(&labels);
+		buf_fini(&labels);
 	}
 	if (cursor)
 		printf("(more: --cursor %s)\n", cursor);
@@ -693,32 +677,32 @@ static const struct option list_options[] = {
 };
 
 /* Appends "&NAME=VALUE" with VALUE escaped for a query string. */
-static void add_query(struct job_buf *path, const char *name, const char *value)
+static void add_query(struct buf *path, const char *name, const char *value)
 {
 	char *escaped = curl_easy_escape(NULL, value, 0);
 
-	job_buf_printf(path, "&%s=%s", name, escaped ? escaped : "");
+	buf_printf(path, "&%s=%s", name, escaped ? escaped : "");
 	curl_free(escaped);
 }
 
 static int jobs_list(struct jobs_args *a, struct client *client)
 {
-	struct job_buf path = {0};
+	struct buf path = {0};
 	json_t *page = NULL, *value;
 	const char *key;
 	int rc;
 
-	job_buf_printf(&path, "/v1/jobs?limit=%llu", a->limit ? a->limit : 50);
+	buf_printf(&path, "/v1/jobs?limit=%llu", a->limit ? a->limit : 50);
 	if (a->state)
 		add_query(&path, "state", a->state);
 	if (a->cursor)
 		add_query(&path, "cursor", a->cursor);
 	json_object_foreach(a->labels, key, value) {
-		struct job_buf filter = {0};
+		struct buf filter = {0};
 
-		job_buf_printf(&filter, "%s:%s", key, json_string_value(value));
+		buf_printf(&filter, "%s:%s", key, json_string_value(value));
 		add_query(&path, "label", filter.data);
-		job_buf_fini(&filter);
+		buf_fini(&filter);
 	}
 	rc = get_json(a, client, path.data, &page);
 	if (rc == 0 && a->json)
@@ -726,7 +710,7 @@ static int jobs_list(struct jobs_args *a, struct client *client)
 	else if (rc == 0)
 		print_list_text(page);
 	json_decref(page);
-	job_buf_fini(&path);
+	buf_fini(&path);
 	return rc;
 }
 

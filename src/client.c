@@ -69,31 +69,31 @@ static struct curl_slist *request_headers(const struct client *c, const char *ac
 					  bool json_body, const char *idempotency_key)
 {
 	struct curl_slist *h = NULL;
-	struct job_buf line = {0};
+	struct buf line = {0};
 
 	h = curl_slist_append(h, accept);
 	h = curl_slist_append(h, "Expect:");
 	if (json_body)
 		h = curl_slist_append(h, "Content-Type: application/json");
 	if (idempotency_key) {
-		job_buf_printf(&line, "Idempotency-Key: %s", idempotency_key);
+		buf_printf(&line, "Idempotency-Key: %s", idempotency_key);
 		h = curl_slist_append(h, line.data);
 		line.len = 0;
 	}
 	if (c->token) {
-		job_buf_printf(&line, "Authorization: Bearer %s", c->token);
+		buf_printf(&line, "Authorization: Bearer %s", c->token);
 		h = curl_slist_append(h, line.data);
 		explicit_bzero(line.data, line.len);
 	}
-	job_buf_fini(&line);
+	buf_fini(&line);
 	return h;
 }
 
 /* Options every transfer shares. */
-static void common_options(struct client *c, const char *path, struct job_buf *url, char *errbuf)
+static void common_options(struct client *c, const char *path, struct buf *url, char *errbuf)
 {
 	curl_easy_reset(c->curl);
-	job_buf_printf(url, "%s%s", c->base, path);
+	buf_printf(url, "%s%s", c->base, path);
 	curl_easy_setopt(c->curl, CURLOPT_URL, url->data);
 #if LIBCURL_VERSION_NUM >= 0x075500
 	curl_easy_setopt(c->curl, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -107,12 +107,12 @@ static void common_options(struct client *c, const char *path, struct job_buf *u
 
 static size_t collect(char *data, size_t size, size_t nmemb, void *userdata)
 {
-	struct job_buf *b = userdata;
+	struct buf *b = userdata;
 	size_t n = size * nmemb;
 
 	if (b->len + n > ANSWER_MAX)
 		return 0;
-	job_buf_append(b, data, n);
+	buf_append(b, data, n);
 	return n;
 }
 
@@ -129,7 +129,7 @@ static const char *catalogue_code(const char *code)
 }
 
 /* e from an error answer {"error": {"code", "message", "field"}}. */
-static int answer_error(long status, const struct job_buf *body, const char *url, struct err *e)
+static int answer_error(long status, const struct buf *body, const char *url, struct err *e)
 {
 	json_t *doc = json_loadb(body->data ? body->data : "", body->len, 0, NULL);
 	json_t *error = json_object_get(doc, "error");
@@ -163,7 +163,7 @@ int client_call(struct client *c, const char *method, const char *path, const js
 		const char *idempotency_key, long *status, json_t **answer, struct err *e)
 {
 	char errbuf[CURL_ERROR_SIZE];
-	struct job_buf url = {0}, in = {0};
+	struct buf url = {0}, in = {0};
 	struct curl_slist *headers;
 	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
 	json_error_t jerr;
@@ -206,8 +206,8 @@ int client_call(struct client *c, const char *method, const char *path, const js
 out:
 	curl_slist_free_all(headers);
 	free(text);
-	job_buf_fini(&in);
-	job_buf_fini(&url);
+	buf_fini(&in);
+	buf_fini(&url);
 	return rc;
 }
 
@@ -237,7 +237,7 @@ struct stream {
 	client_event_fn fn;
 	void *ctx;
 	long status; /* 0 until known */
-	struct job_buf line, data, error_body;
+	struct buf line, data, error_body;
 	char event[EVENT_NAME_MAX];
 	bool stopped, failed;
 	struct err *e;
@@ -294,8 +294,8 @@ static bool take_line(struct stream *s, const char *line, size_t len)
 		snprintf(s->event, sizeof(s->event), "%.*s", (int)value_len, value);
 	} else if (name_len == 4 && memcmp(line, "data", 4) == 0) {
 		if (s->data.len)
-			job_buf_append(&s->data, "\n", 1);
-		job_buf_append(&s->data, value, value_len);
+			buf_append(&s->data, "\n", 1);
+		buf_append(&s->data, value, value_len);
 	}
 	return true;
 }
@@ -328,7 +328,7 @@ static size_t stream_bytes(char *bytes, size_t size, size_t nmemb, void *userdat
 			s->failed = true;
 			return 0;
 		}
-		job_buf_append(&s->line, &ch, 1);
+		buf_append(&s->line, &ch, 1);
 	}
 	return n;
 }
@@ -336,7 +336,7 @@ static size_t stream_bytes(char *bytes, size_t size, size_t nmemb, void *userdat
 int client_follow(struct client *c, const char *path, client_event_fn fn, void *ctx, struct err *e)
 {
 	char errbuf[CURL_ERROR_SIZE];
-	struct job_buf url = {0};
+	struct buf url = {0};
 	struct curl_slist *headers;
 	struct stream s = {.client = c, .fn = fn, .ctx = ctx, .e = e};
 	CURLcode res;
@@ -370,9 +370,9 @@ int client_follow(struct client *c, const char *path, client_event_fn fn, void *
 	rc = 0;
 out:
 	curl_slist_free_all(headers);
-	job_buf_fini(&s.line);
-	job_buf_fini(&s.data);
-	job_buf_fini(&s.error_body);
-	job_buf_fini(&url);
+	buf_fini(&s.line);
+	buf_fini(&s.data);
+	buf_fini(&s.error_body);
+	buf_fini(&url);
 	return rc;
 }

@@ -26,7 +26,7 @@
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
-#define INDEX_NAME "model.safetensors.index.json"
+#define INDEX_NAME CKPT_INDEX_NAME
 /* Non-weight files up to this size are copied in one read; larger ones are
  * streamed through a buffer of COPY_CHUNK bytes. */
 #define COPY_WHOLE_MAX (16u << 20)
@@ -55,36 +55,7 @@ struct conversion {
 	bool *skip_file;            /* a partition: the files it does not write */
 };
 
-void convert_options_init(struct convert_options *o)
-{
-	memset(o, 0, sizeof(*o));
-	o->to = LAYOUT_UNKNOWN;
-	o->dtype = DTYPE_CHOICE_AUTO;
-	o->durable = true;
-}
-
 /* ---- preparing ---------------------------------------------------------- */
-
-static int check_options(const struct convert_options *o, struct err *e)
-{
-	if (o->to != LAYOUT_HF && o->to != LAYOUT_NATIVE)
-		return err_set(e, "invalid_option", "the target layout must be native or hf");
-	if (o->to == LAYOUT_HF && (o->ep_size || o->ep_rank))
-		return err_set(e, "invalid_option",
-			       "expert parallelism applies only to conversions to native");
-	if (o->to == LAYOUT_HF && o->dtype != DTYPE_CHOICE_AUTO)
-		return err_set(e, "invalid_option",
-			       "a dtype applies only to conversions to native (to hf keeps dtypes)");
-	if (o->ep_rank && !o->ep_size)
-		return err_set(e, "invalid_option", "an expert-parallel rank needs an expert-parallel size");
-	if (o->ep_size && o->ep_rank >= o->ep_size)
-		return err_set(e, "invalid_option",
-			       "expert-parallel rank %" PRIu32 " is not below the size %" PRIu32,
-			       o->ep_rank, o->ep_size);
-	if (o->partition_count && partition_check(o->partition_index, o->partition_count, e))
-		return -1;
-	return 0;
-}
 
 /* The directory a local checkpoint location stands for (a single
  * *.safetensors file stands for its directory); NULL if it cannot be
@@ -195,7 +166,7 @@ int conversion_prepare(const char *src, const char *dst, const struct convert_op
 	struct conversion *c;
 
 	*out = NULL;
-	if (check_options(o, e) || check_not_source(src, dst, e))
+	if (convert_options_check(o, NULL, e) || check_not_source(src, dst, e))
 		return -1;
 	c = xcalloc(1, sizeof(*c));
 	c->src_location = xstrdup(src);

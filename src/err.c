@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "ckptconv/ckpt.h"
 #include "ckptconv/err.h"
 
 static const struct err_code catalogue[] = {
@@ -45,7 +46,7 @@ static const struct err_code catalogue[] = {
 	{"source_unreadable", 422, "The source cannot be read."},
 	{"invalid_location", 400, "A location is empty or uses a scheme this build cannot serve."},
 	{"not_a_checkpoint", 422, "The source holds no safetensors checkpoint (unfinished `.ckptconv-tmp.*` files do not count)."},
-	{"index_invalid", 422, "model.safetensors.index.json is not a valid index."},
+	{"index_invalid", 422, CKPT_INDEX_NAME " is not a valid index."},
 	{"index_missing_file", 422, "The index names a file that does not exist."},
 	{"weight_map_mismatch", 422, "The index's weight_map disagrees with the tensors the files hold."},
 	{"missing_config", 422, "config.json is missing."},

@@ -14,6 +14,7 @@
 #include "ckptconv/job.h"
 #include "ckptconv/job_tensors.h"
 #include "ckptconv/plan.h"
+#include "ckptconv/progress.h"
 #include "job_internal.h"
 
 /* ---- states ----------------------------------------------------------- */
@@ -42,93 +43,12 @@ bool job_state_finished(enum job_state s)
 	return s == JOB_SUCCEEDED || s == JOB_FAILED || s == JOB_CANCELLED;
 }
 
-/* ---- buffers ---------------------------------------------------------- */
-
-static void buf_reserve(struct job_buf *b, size_t extra)
-{
-	size_t need = b->len + extra + 1;
-
-	if (need <= b->cap)
-		return;
-	b->cap = b->cap ? b->cap : 256;
-	while (b->cap < need)
-		b->cap *= 2;
-	b->data = xrealloc(b->data, b->cap);
-}
-
-void job_buf_append(struct job_buf *b, const char *s, size_t n)
-{
-	buf_reserve(b, n);
-	memcpy(b->data + b->len, s, n);
-	b->len += n;
-	b->data[b->len] = '\0';
-}
-
-void job_buf_puts(struct job_buf *b, const char *s)
-{
-	job_buf_append(b, s, strlen(s));
-}
-
-void job_buf_printf(struct job_buf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	if (n <= 0)
-		return;
-	buf_reserve(b, (size_t)n);
-	va_start(ap, fmt);
-	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	b->len += (size_t)n;
-}
-
-void job_buf_json_string(struct job_buf *b, const char *s)
-{
-	static const char hex[] = "0123456789abcdef";
-	const unsigned char *p = (const unsigned char *)s;
-	const unsigned char *run = p;
-
-	job_buf_append(b, "\"", 1);
-	for (; *p; p++) {
-		char esc[6];
-
-		if (*p >= 0x20 && *p != '"' && *p != '\\')
-			continue;
-		job_buf_append(b, (const char *)run, (size_t)(p - run));
-		if (*p == '"' || *p == '\\') {
-			esc[0] = '\\';
-			esc[1] = (char)*p;
-			job_buf_append(b, esc, 2);
-		} else {
-			memcpy(esc, "\\u00", 4);
-			esc[4] = hex[*p >> 4];
-			esc[5] = hex[*p & 15];
-			job_buf_append(b, esc, 6);
-		}
-		run = p + 1;
-	}
-	job_buf_append(b, (const char *)run, (size_t)(p - run));
-	job_buf_append(b, "\"", 1);
-}
-
-void job_buf_fini(struct job_buf *b)
-{
-	free(b->data);
-	memset(b, 0, sizeof(*b));
-}
-
 /* ---- the job object ---------------------------------------------------- */
 
 static void random_id(char out[JOB_ID_LEN + 1])
 {
-	static const char hex[] = "0123456789abcdef";
 	unsigned char bytes[JOB_ID_LEN / 2];
 	size_t got = 0;
-	int i;
 
 	while (got < sizeof(bytes)) {
 		ssize_t n = getrandom(bytes + got, sizeof(bytes) - got, 0);
@@ -139,11 +59,7 @@ static void random_id(char out[JOB_ID_LEN + 1])
 			abort();
 		got += (size_t)n;
 	}
-	for (i = 0; i < JOB_ID_LEN / 2; i++) {
-		out[2 * i] = hex[bytes[i] >> 4];
-		out[2 * i + 1] = hex[bytes[i] & 15];
-	}
-	out[JOB_ID_LEN] = '\0';
+	hex_encode(bytes, sizeof(bytes), out);
 }
 
 struct job *job_alloc(void)
@@ -221,7 +137,7 @@ static json_t *time_json(int64_t ms)
 	return json_string(buf);
 }
 
-void job_current_progress(const struct job *j, struct job_progress *out)
+void job_current_progress(const struct job *j, struct exec_progress *out)
 {
 	struct exec_progress p;
 
@@ -274,8 +190,8 @@ static json_t *in_flight_json(const struct job *j)
 
 json_t *job_progress_json(const struct job *j)
 {
-	struct job_progress p;
-	double percent = 0, rate = 0;
+	struct exec_progress p;
+	double percent = 0, rate;
 	json_t *o;
 
 	job_current_progress(j, &p);
@@ -285,8 +201,7 @@ json_t *job_progress_json(const struct job *j)
 		percent = 100.0 * (double)p.tensors_done / (double)p.tensors_total;
 	else if (j->state == JOB_SUCCEEDED)
 		percent = 100.0;
-	if (p.elapsed_seconds > 0)
-		rate = (double)p.bytes_done / p.elapsed_seconds;
+	rate = progress_rate(&p);
 	o = json_object();
 	json_object_set_new(o, "tensors_total", json_integer((json_int_t)p.tensors_total));
 	json_object_set_new(o, "tensors_done", json_integer((json_int_t)p.tensors_done));
@@ -297,10 +212,8 @@ json_t *job_progress_json(const struct job *j)
 	json_object_set_new(o, "elapsed_seconds",
 			    json_real((double)(int64_t)(p.elapsed_seconds * 1000.0) / 1000.0));
 	if (j->state == JOB_RUNNING && rate > 0)
-		json_object_set_new(
-			o, "eta_seconds",
-			json_integer(
-				(json_int_t)((double)(p.bytes_total - p.bytes_done) / rate + 0.5)));
+		json_object_set_new(o, "eta_seconds",
+				    json_integer((json_int_t)(progress_eta(&p) + 0.5)));
 	else if (j->state == JOB_SUCCEEDED)
 		json_object_set_new(o, "eta_seconds", json_integer(0));
 	else

@@ -19,7 +19,7 @@
 
 json_t *job_record_json(const struct job *j)
 {
-	struct job_progress p;
+	struct exec_progress p;
 	json_t *o = json_object();
 
 	job_current_progress(j, &p);
@@ -94,7 +94,7 @@ static int record_error(const json_t *v, struct err *out, struct err *e)
 	return 0;
 }
 
-static int record_progress(const json_t *v, struct job_progress *p, struct err *e)
+static int record_progress(const json_t *v, struct exec_progress *p, struct err *e)
 {
 	if (!json_is_object(v))
 		return err_set(e, "io_error", "progress is missing");

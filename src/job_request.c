@@ -11,9 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ckptconv/exclude.h"
 #include "ckptconv/job_request.h"
-#include "ckptconv/partition.h"
 #include "ckptconv/paths.h"
 #include "ckptconv/s3.h"
 #include "ckptconv/store.h"
@@ -43,8 +41,6 @@ static const char *const option_fields[] = {
 	"dtype",     "max_shard_size", "exclude", "expert_parallel", "max_bytes_per_second",
 	"overwrite", "dry_run",	       "s3",	  "partition",	     "finalize",
 	NULL};
-static const char *const ep_fields[] = {"size", "rank", NULL};
-static const char *const partition_fields[] = {"index", "count", NULL};
 /* Options that shape a conversion, so make no sense with finalize. */
 static const char *const conversion_only_fields[] = {"dtype",
 						     "max_shard_size",
@@ -112,30 +108,6 @@ static int parse_location(const json_t *body, const char *field, char **out, str
 	return 0;
 }
 
-/* A size given as a string in the size syntax or as a non-negative integer. */
-static int parse_size_value(const json_t *v, const char *field, bool zero_ok, uint64_t *out,
-			    struct job_error *je)
-{
-	struct err e = {0};
-
-	if (json_is_integer(v)) {
-		if (json_integer_value(v) < 0)
-			return job_error_set(je, field, "invalid_field", "%s must not be negative",
-					     field);
-		*out = (uint64_t)json_integer_value(v);
-	} else if (json_is_string(v)) {
-		if (size_parse(json_string_value(v), out, &e) < 0)
-			return job_error_set(je, field, "invalid_size", "%s: %s", field, e.msg);
-	} else {
-		return job_error_set(je, field, "invalid_field",
-				     "%s must be a size such as \"5GB\" or a number of bytes",
-				     field);
-	}
-	if (!zero_ok && *out == 0)
-		return job_error_set(je, field, "invalid_field", "%s must be larger than 0", field);
-	return 0;
-}
-
 static int parse_bool_option(const json_t *opts, const char *name, bool *out, struct job_error *je)
 {
 	const json_t *v = json_object_get(opts, name);
@@ -148,97 +120,6 @@ static int parse_bool_option(const json_t *opts, const char *name, bool *out, st
 	if (!json_is_boolean(v))
 		return job_error_set(je, field, "invalid_field", "%s must be true or false", field);
 	*out = json_is_true(v);
-	return 0;
-}
-
-static int parse_expert_parallel(const json_t *v, struct job_spec *spec, struct job_error *je)
-{
-	const json_t *size, *rank;
-
-	if (!v || json_is_null(v))
-		return 0;
-	if (!json_is_object(v))
-		return job_error_set(
-			je, "options.expert_parallel", "invalid_field",
-			"options.expert_parallel must be an object {\"size\", \"rank\"}");
-	if (check_members(v, ep_fields, "options.expert_parallel", je) < 0)
-		return -1;
-	if (spec->to != LAYOUT_NATIVE)
-		return job_error_set(je, "options.expert_parallel", "invalid_field",
-				     "options.expert_parallel applies only to \"to\": \"native\"");
-	size = json_object_get(v, "size");
-	rank = json_object_get(v, "rank");
-	if (!size)
-		return job_error_set(je, "options.expert_parallel.size", "missing_field",
-				     "options.expert_parallel.size is required");
-	if (!rank)
-		return job_error_set(je, "options.expert_parallel.rank", "missing_field",
-				     "options.expert_parallel.rank is required");
-	if (!json_is_integer(size) || json_integer_value(size) < 1 ||
-	    json_integer_value(size) > 65536)
-		return job_error_set(
-			je, "options.expert_parallel.size", "invalid_field",
-			"options.expert_parallel.size must be an integer from 1 to 65536");
-	if (!json_is_integer(rank) || json_integer_value(rank) < 0 ||
-	    json_integer_value(rank) >= json_integer_value(size))
-		return job_error_set(
-			je, "options.expert_parallel.rank", "invalid_field",
-			"options.expert_parallel.rank must be an integer from 0 to size - 1");
-	spec->convert.ep_size = (uint32_t)json_integer_value(size);
-	spec->convert.ep_rank = (uint32_t)json_integer_value(rank);
-	return 0;
-}
-
-static int parse_dtype(const json_t *v, struct job_spec *spec, struct job_error *je)
-{
-	int choice;
-
-	if (!v || json_is_null(v))
-		return 0;
-	if (!json_is_string(v) || (choice = dtype_choice_parse(json_string_value(v))) < 0)
-		return job_error_set(je, "options.dtype", "invalid_field",
-				     "options.dtype must be one of auto, bf16, f16, f32, keep");
-	if (spec->to != LAYOUT_NATIVE && choice != DTYPE_CHOICE_AUTO)
-		return job_error_set(je, "options.dtype", "invalid_field",
-				     "options.dtype applies only to \"to\": \"native\"");
-	spec->convert.dtype = (enum dtype_choice)choice;
-	return 0;
-}
-
-/* A partition number: an integer from 0 to UINT32_MAX. */
-static int partition_number(const json_t *v, const char *field, uint32_t *out, struct job_error *je)
-{
-	if (!v)
-		return job_error_set(je, field, "missing_field", "%s is required", field);
-	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-	    json_integer_value(v) > (json_int_t)UINT32_MAX)
-		return job_error_set(je, "options.partition", "invalid_partition",
-				     "%s must be a non-negative integer", field);
-	*out = (uint32_t)json_integer_value(v);
-	return 0;
-}
-
-static int parse_partition(const json_t *v, struct job_spec *spec, struct job_error *je)
-{
-	uint32_t index, count;
-	struct err e = {0};
-
-	if (!v || json_is_null(v))
-		return 0;
-	if (!json_is_object(v))
-		return job_error_set(je, "options.partition", "invalid_partition",
-				     "options.partition must be an object {\"index\", \"count\"}");
-	if (check_members(v, partition_fields, "options.partition", je) < 0 ||
-	    partition_number(json_object_get(v, "index"), "options.partition.index", &index, je) <
-		    0 ||
-	    partition_number(json_object_get(v, "count"), "options.partition.count", &count, je) <
-		    0)
-		return -1;
-	if (partition_check(index, count, &e) < 0)
-		return job_error_set(je, "options.partition", e.code, "options.partition: %s",
-				     e.msg);
-	spec->convert.partition_index = index;
-	spec->convert.partition_count = count;
 	return 0;
 }
 
@@ -270,26 +151,35 @@ static int parse_finalize_options(const json_t *opts, struct job_spec *spec, str
 	return 0;
 }
 
-/* options.exclude: only the cheap check here, on the HTTP thread; the
- * pattern is compiled where the conversion is planned. */
-static int parse_exclude(const json_t *v, const char **out, struct job_error *je)
+/* A rule between options broken (convert_options_check): a bad
+ * partition keeps its code, any other is a field of the request that is
+ * invalid with the others. */
+static int rule_error(struct job_error *je, const char *member, const struct err *e)
 {
-	struct err e = {0};
+	char field[JOB_FIELD_MAX];
 
-	if (string_member(v, "options.exclude", SIZE_MAX, out, je) < 0) /* bounded below */
-		return -1;
-	if (exclude_check(*out, NULL, &e) < 0)
-		return job_error_set(je, "options.exclude", e.code, "%s", e.msg);
-	return 0;
+	if (strcmp(member, "to") == 0)
+		snprintf(field, sizeof(field), "to");
+	else
+		snprintf(field, sizeof(field), "options.%s", member);
+	return job_error_set(je, field,
+			     strcmp(member, "partition") == 0 ? e->code : "invalid_field", "%s: %s",
+			     field, e->msg);
 }
 
-/* Fills spec->convert from the request's options and builds the normalised
- * options object. */
+/* Fills spec->convert from the request's options (read by
+ * convert_options_from_json, the rules convert_options_check's) and builds
+ * the normalised options object the API shows and the job record keeps:
+ * the JSON form of convert_options.h, with the sizes as the request spelled
+ * them ("5GB" for the default shard size), plus dry_run, finalize and s3. */
 static int parse_options(const json_t *opts, struct job_spec *spec, struct job_error *je)
 {
+	const unsigned members = CONVERT_JSON_PLAN | CONVERT_JSON_RUN;
+	char field[CONVERT_FIELD_MAX];
+	const char *member = "";
+	struct err e = {0};
+	bool dry_run, finalize;
 	const json_t *v;
-	const char *exclude = NULL;
-	bool overwrite, dry_run, finalize;
 	json_t *norm;
 
 	if (opts && !json_is_object(opts))
@@ -300,63 +190,30 @@ static int parse_options(const json_t *opts, struct job_spec *spec, struct job_e
 		return -1;
 	if (finalize)
 		return parse_finalize_options(opts, spec, je);
-	if (parse_dtype(json_object_get(opts, "dtype"), spec, je) < 0)
-		return -1;
-	v = json_object_get(opts, "max_shard_size");
-	if (v && !json_is_null(v) &&
-	    parse_size_value(v, "options.max_shard_size", false, &spec->convert.max_shard_size,
-			     je) < 0)
-		return -1;
-	v = json_object_get(opts, "exclude");
-	if (v && !json_is_null(v) && parse_exclude(v, &exclude, je) < 0)
-		return -1;
-	if (parse_expert_parallel(json_object_get(opts, "expert_parallel"), spec, je) < 0)
-		return -1;
-	v = json_object_get(opts, "max_bytes_per_second");
-	if (v && !json_is_null(v) &&
-	    parse_size_value(v, "options.max_bytes_per_second", true,
-			     &spec->convert.max_bytes_per_second, je) < 0)
-		return -1;
-	if (parse_bool_option(opts, "overwrite", &overwrite, je) < 0 ||
-	    parse_bool_option(opts, "dry_run", &dry_run, je) < 0 ||
-	    parse_partition(json_object_get(opts, "partition"), spec, je) < 0)
+	if (convert_options_from_json(opts, members, "options.", &spec->convert, field, &e) < 0)
+		return job_error_set(je, field, e.code, "%s", e.msg);
+	if (convert_options_check(&spec->convert, &member, &e) < 0)
+		return rule_error(je, member, &e);
+	if (parse_bool_option(opts, "dry_run", &dry_run, je) < 0)
 		return -1;
 	v = json_object_get(opts, "s3");
 	if (v && !json_is_null(v) && !json_is_object(v))
 		return job_error_set(je, "options.s3", "invalid_field",
 				     "options.s3 must be an object");
 
-	norm = json_object();
-	json_object_set_new(norm, "dtype", json_string(dtype_choice_name(spec->convert.dtype)));
+	norm = convert_options_to_json(&spec->convert, members);
 	v = json_object_get(opts, "max_shard_size");
 	json_object_set_new(norm, "max_shard_size",
 			    v && !json_is_null(v) ? json_deep_copy(v) : json_string("5GB"));
-	json_object_set_new(norm, "exclude", exclude ? json_string(exclude) : json_null());
-	if (spec->convert.ep_size)
-		json_object_set_new(norm, "expert_parallel",
-				    json_pack("{s:I, s:I}", "size",
-					      (json_int_t)spec->convert.ep_size, "rank",
-					      (json_int_t)spec->convert.ep_rank));
-	else
-		json_object_set_new(norm, "expert_parallel", json_null());
 	v = json_object_get(opts, "max_bytes_per_second");
 	json_object_set_new(norm, "max_bytes_per_second", v ? json_deep_copy(v) : json_null());
-	json_object_set_new(norm, "overwrite", json_boolean(overwrite));
 	json_object_set_new(norm, "dry_run", json_boolean(dry_run));
-	if (spec->convert.partition_count)
-		json_object_set_new(norm, "partition",
-				    json_pack("{s:I, s:I}", "index",
-					      (json_int_t)spec->convert.partition_index, "count",
-					      (json_int_t)spec->convert.partition_count));
-	else
-		json_object_set_new(norm, "partition", json_null());
 	json_object_set_new(norm, "finalize", json_false());
 	v = json_object_get(opts, "s3");
 	if (v && json_is_object(v))
 		json_object_set_new(norm, "s3", json_deep_copy(v));
 	spec->options = norm;
 	spec->convert.exclude = json_string_value(json_object_get(norm, "exclude"));
-	spec->convert.overwrite = overwrite;
 	spec->convert.durable = true;
 	spec->dry_run = dry_run;
 	return 0;

@@ -35,30 +35,30 @@ struct job_tensors {
 	const char *data;
 };
 
-static void fragment_build(struct job_buf *b, const struct plan *plan, const struct plan_tensor *t)
+static void fragment_build(struct buf *b, const struct plan *plan, const struct plan_tensor *t)
 {
 	uint32_t k;
 	int d;
 
-	job_buf_puts(b, "{\"name\":");
-	job_buf_json_string(b, t->name);
-	job_buf_printf(b, ",\"dtype\":\"%s\",\"shape\":[", dtype_name(t->dtype));
+	buf_puts(b, "{\"name\":");
+	buf_json_string(b, t->name);
+	buf_printf(b, ",\"dtype\":\"%s\",\"shape\":[", dtype_name(t->dtype));
 	for (d = 0; d < t->ndim; d++)
-		job_buf_printf(b, "%s%" PRIu64, d ? "," : "", t->shape[d]);
-	job_buf_printf(b, "],\"bytes\":%" PRIu64 ",\"file\":", t->nbytes);
-	job_buf_json_string(b, plan->files[t->file].name);
-	job_buf_puts(b, ",\"sources\":[");
+		buf_printf(b, "%s%" PRIu64, d ? "," : "", t->shape[d]);
+	buf_printf(b, "],\"bytes\":%" PRIu64 ",\"file\":", t->nbytes);
+	buf_json_string(b, plan->files[t->file].name);
+	buf_puts(b, ",\"sources\":[");
 	for (k = 0; k < t->nsources; k++) {
 		if (k)
-			job_buf_append(b, ",", 1);
-		job_buf_json_string(b, plan->src->tensors[t->sources[k]].name);
+			buf_append(b, ",", 1);
+		buf_json_string(b, plan->src->tensors[t->sources[k]].name);
 	}
-	job_buf_puts(b, "],\"state\":\"");
+	buf_puts(b, "],\"state\":\"");
 }
 
 int job_tensors_write(const struct plan *plan, const char *path, bool durable, struct err *e)
 {
-	struct job_buf data = {0}, file = {0};
+	struct buf data = {0}, file = {0};
 	uint64_t *offsets = xcalloc(plan->ntensors + 1, sizeof(*offsets));
 	uint64_t n = plan->ntensors;
 	char dir[PATH_MAX];
@@ -71,15 +71,15 @@ int job_tensors_write(const struct plan *plan, const char *path, bool durable, s
 		fragment_build(&data, plan, &plan->tensors[i]);
 	}
 	offsets[plan->ntensors] = data.len;
-	job_buf_append(&file, TENSORS_MAGIC, 8);
-	job_buf_append(&file, (const char *)&n, sizeof(n));
-	job_buf_append(&file, (const char *)offsets, (plan->ntensors + 1) * sizeof(*offsets));
+	buf_append(&file, TENSORS_MAGIC, 8);
+	buf_append(&file, (const char *)&n, sizeof(n));
+	buf_append(&file, (const char *)offsets, (plan->ntensors + 1) * sizeof(*offsets));
 	if (data.len)
-		job_buf_append(&file, data.data, data.len);
+		buf_append(&file, data.data, data.len);
 	snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
 	rc = job_write_atomic(dir, slash ? slash + 1 : path, file.data, file.len, durable, e);
-	job_buf_fini(&data);
-	job_buf_fini(&file);
+	buf_fini(&data);
+	buf_fini(&file);
 	free(offsets);
 	return rc;
 }

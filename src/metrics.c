@@ -123,45 +123,44 @@ void metrics_job_finished(enum job_state state, double seconds, const char *code
 		atomic_fetch_add(&error_counts[ERRORS_JOBS][error_slot(code)], 1);
 }
 
-static void render_jobs(struct job_buf *b, const struct registry_stats *s)
+static void render_jobs(struct buf *b, const struct registry_stats *s)
 {
 	int st;
 
-	job_buf_puts(b, "# HELP ckptconv_jobs Jobs known to the service, by state.\n"
-			"# TYPE ckptconv_jobs gauge\n");
+	buf_puts(b, "# HELP ckptconv_jobs Jobs known to the service, by state.\n"
+		    "# TYPE ckptconv_jobs gauge\n");
 	for (st = 0; st < JOB_STATE_COUNT; st++)
-		job_buf_printf(b, "ckptconv_jobs{state=\"%s\"} %zu\n",
-			       job_state_name((enum job_state)st), s->jobs[st]);
-	job_buf_printf(b,
-		       "# HELP ckptconv_queue_length Jobs waiting for a free slot.\n"
-		       "# TYPE ckptconv_queue_length gauge\n"
-		       "ckptconv_queue_length %zu\n"
-		       "# HELP ckptconv_queue_capacity Queued jobs beyond which submissions are "
-		       "refused (--max-queued).\n"
-		       "# TYPE ckptconv_queue_capacity gauge\n"
-		       "ckptconv_queue_capacity %zu\n",
-		       s->queue_length, s->queue_capacity);
-	job_buf_printf(
-		b,
-		"# HELP ckptconv_tensors_converted_total Output tensors written since start.\n"
-		"# TYPE ckptconv_tensors_converted_total counter\n"
-		"ckptconv_tensors_converted_total %llu\n",
-		(unsigned long long)s->tensors_converted);
-	job_buf_printf(
+		buf_printf(b, "ckptconv_jobs{state=\"%s\"} %zu\n",
+			   job_state_name((enum job_state)st), s->jobs[st]);
+	buf_printf(b,
+		   "# HELP ckptconv_queue_length Jobs waiting for a free slot.\n"
+		   "# TYPE ckptconv_queue_length gauge\n"
+		   "ckptconv_queue_length %zu\n"
+		   "# HELP ckptconv_queue_capacity Queued jobs beyond which submissions are "
+		   "refused (--max-queued).\n"
+		   "# TYPE ckptconv_queue_capacity gauge\n"
+		   "ckptconv_queue_capacity %zu\n",
+		   s->queue_length, s->queue_capacity);
+	buf_printf(b,
+		   "# HELP ckptconv_tensors_converted_total Output tensors written since start.\n"
+		   "# TYPE ckptconv_tensors_converted_total counter\n"
+		   "ckptconv_tensors_converted_total %llu\n",
+		   (unsigned long long)s->tensors_converted);
+	buf_printf(
 		b,
 		"# HELP ckptconv_bytes_converted_total Output tensor bytes written since start.\n"
 		"# TYPE ckptconv_bytes_converted_total counter\n"
 		"ckptconv_bytes_converted_total %llu\n",
 		(unsigned long long)s->bytes_converted);
-	job_buf_printf(b,
-		       "# HELP ckptconv_job_stall_seconds Longest time a running job has gone "
-		       "without converting a byte (0 when none runs).\n"
-		       "# TYPE ckptconv_job_stall_seconds gauge\n"
-		       "ckptconv_job_stall_seconds %.3f\n",
-		       s->longest_stall_seconds);
+	buf_printf(b,
+		   "# HELP ckptconv_job_stall_seconds Longest time a running job has gone "
+		   "without converting a byte (0 when none runs).\n"
+		   "# TYPE ckptconv_job_stall_seconds gauge\n"
+		   "ckptconv_job_stall_seconds %.3f\n",
+		   s->longest_stall_seconds);
 }
 
-static void render_errors(struct job_buf *b)
+static void render_errors(struct buf *b)
 {
 	static const char *const names[ERRORS_COUNT] = {"ckptconv_api_errors_total",
 							"ckptconv_job_failures_total"};
@@ -174,52 +173,52 @@ static void render_errors(struct job_buf *b)
 	int k;
 
 	for (k = 0; k < ERRORS_COUNT; k++) {
-		job_buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", names[k], help[k], names[k]);
+		buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", names[k], help[k], names[k]);
 		for (i = 0; i < n && i < ERR_COUNTED; i++) {
 			uint64_t count =
 				atomic_load_explicit(&error_counts[k][i], memory_order_relaxed);
 
 			if (count)
-				job_buf_printf(b, "%s{code=\"%s\"} %llu\n", names[k],
-					       catalogue[i].code, (unsigned long long)count);
+				buf_printf(b, "%s{code=\"%s\"} %llu\n", names[k], catalogue[i].code,
+					   (unsigned long long)count);
 		}
 	}
 }
 
-static void render_durations(struct job_buf *b)
+static void render_durations(struct buf *b)
 {
 	int st;
 	size_t i;
 
-	job_buf_puts(b, "# HELP ckptconv_job_duration_seconds Running time of finished jobs.\n"
-			"# TYPE ckptconv_job_duration_seconds histogram\n");
+	buf_puts(b, "# HELP ckptconv_job_duration_seconds Running time of finished jobs.\n"
+		    "# TYPE ckptconv_job_duration_seconds histogram\n");
 	for (st = JOB_SUCCEEDED; st < JOB_STATE_COUNT; st++) {
 		const char *name = job_state_name((enum job_state)st);
 		uint64_t cumulative = 0;
 
 		for (i = 0; i < NBUCKETS; i++) {
 			cumulative += atomic_load(&duration_counts[st][i]);
-			job_buf_printf(
+			buf_printf(
 				b,
 				"ckptconv_job_duration_seconds_bucket{state=\"%s\",le=\"%g\"} %llu\n",
 				name, buckets[i], (unsigned long long)cumulative);
 		}
 		cumulative += atomic_load(&duration_counts[st][NBUCKETS]);
-		job_buf_printf(
-			b, "ckptconv_job_duration_seconds_bucket{state=\"%s\",le=\"+Inf\"} %llu\n",
-			name, (unsigned long long)cumulative);
-		job_buf_printf(b, "ckptconv_job_duration_seconds_sum{state=\"%s\"} %.3f\n", name,
-			       (double)atomic_load(&duration_sum_ms[st]) / 1000.0);
-		job_buf_printf(b, "ckptconv_job_duration_seconds_count{state=\"%s\"} %llu\n", name,
-			       (unsigned long long)cumulative);
+		buf_printf(b,
+			   "ckptconv_job_duration_seconds_bucket{state=\"%s\",le=\"+Inf\"} %llu\n",
+			   name, (unsigned long long)cumulative);
+		buf_printf(b, "ckptconv_job_duration_seconds_sum{state=\"%s\"} %.3f\n", name,
+			   (double)atomic_load(&duration_sum_ms[st]) / 1000.0);
+		buf_printf(b, "ckptconv_job_duration_seconds_count{state=\"%s\"} %llu\n", name,
+			   (unsigned long long)cumulative);
 	}
 }
 
-static void render_http(struct job_buf *b)
+static void render_http(struct buf *b)
 {
 	size_t r, i;
 
-	job_buf_puts(
+	buf_puts(
 		b,
 		"# HELP ckptconv_http_requests_total HTTP requests answered, by route and status.\n"
 		"# TYPE ckptconv_http_requests_total counter\n");
@@ -235,7 +234,7 @@ static void render_http(struct job_buf *b)
 				snprintf(code, sizeof(code), "%u", tracked_status[i]);
 			else
 				snprintf(code, sizeof(code), "other");
-			job_buf_printf(
+			buf_printf(
 				b,
 				"ckptconv_http_requests_total{method=\"%s\",route=\"%s\",code=\"%s\"} %llu\n",
 				routes[r].method, routes[r].path, code, (unsigned long long)n);
@@ -243,13 +242,13 @@ static void render_http(struct job_buf *b)
 	}
 }
 
-static void render_latency(struct job_buf *b)
+static void render_latency(struct buf *b)
 {
 	size_t r, i;
 
-	job_buf_puts(b, "# HELP ckptconv_http_request_duration_seconds Time from a request's "
-			"headers to its answer, by route.\n"
-			"# TYPE ckptconv_http_request_duration_seconds histogram\n");
+	buf_puts(b, "# HELP ckptconv_http_request_duration_seconds Time from a request's "
+		    "headers to its answer, by route.\n"
+		    "# TYPE ckptconv_http_request_duration_seconds histogram\n");
 	for (r = 0; r < ROUTE_COUNT; r++) {
 		uint64_t cumulative = 0;
 
@@ -262,15 +261,15 @@ static void render_latency(struct job_buf *b)
 		for (i = 0; i < NLATENCY; i++) {
 			cumulative +=
 				atomic_load_explicit(&latency_counts[r][i], memory_order_relaxed);
-			job_buf_printf(b,
-				       "ckptconv_http_request_duration_seconds_bucket{route=\"%s\","
-				       "le=\"%g\"} %llu\n",
-				       routes[r].path, latency_buckets[i],
-				       (unsigned long long)cumulative);
+			buf_printf(b,
+				   "ckptconv_http_request_duration_seconds_bucket{route=\"%s\","
+				   "le=\"%g\"} %llu\n",
+				   routes[r].path, latency_buckets[i],
+				   (unsigned long long)cumulative);
 		}
 		cumulative +=
 			atomic_load_explicit(&latency_counts[r][NLATENCY], memory_order_relaxed);
-		job_buf_printf(
+		buf_printf(
 			b,
 			"ckptconv_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n"
 			"ckptconv_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
@@ -285,7 +284,7 @@ static void render_latency(struct job_buf *b)
 char *metrics_render(struct registry *reg, struct exec_pool *pool, size_t *len)
 {
 	struct registry_stats s;
-	struct job_buf b = {0};
+	struct buf b = {0};
 
 	registry_stats(reg, &s);
 	render_jobs(&b, &s);
@@ -293,19 +292,19 @@ char *metrics_render(struct registry *reg, struct exec_pool *pool, size_t *len)
 	render_errors(&b);
 	render_http(&b);
 	render_latency(&b);
-	job_buf_printf(&b,
-		       "# HELP ckptconv_workers Conversion worker threads.\n"
-		       "# TYPE ckptconv_workers gauge\n"
-		       "ckptconv_workers %u\n"
-		       "# HELP ckptconv_workers_busy Worker threads working on a piece now.\n"
-		       "# TYPE ckptconv_workers_busy gauge\n"
-		       "ckptconv_workers_busy %u\n",
-		       pool ? exec_pool_threads(pool) : 0, pool ? exec_pool_busy(pool) : 0);
-	job_buf_printf(&b,
-		       "# HELP ckptconv_ready Whether the service accepts jobs.\n"
-		       "# TYPE ckptconv_ready gauge\n"
-		       "ckptconv_ready %d\n",
-		       registry_ready(reg, NULL) ? 1 : 0);
+	buf_printf(&b,
+		   "# HELP ckptconv_workers Conversion worker threads.\n"
+		   "# TYPE ckptconv_workers gauge\n"
+		   "ckptconv_workers %u\n"
+		   "# HELP ckptconv_workers_busy Worker threads working on a piece now.\n"
+		   "# TYPE ckptconv_workers_busy gauge\n"
+		   "ckptconv_workers_busy %u\n",
+		   pool ? exec_pool_threads(pool) : 0, pool ? exec_pool_busy(pool) : 0);
+	buf_printf(&b,
+		   "# HELP ckptconv_ready Whether the service accepts jobs.\n"
+		   "# TYPE ckptconv_ready gauge\n"
+		   "ckptconv_ready %d\n",
+		   registry_ready(reg, NULL) ? 1 : 0);
 	*len = b.len;
 	return b.data;
 }

@@ -13,7 +13,6 @@
 #include <fnmatch.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,10 +29,10 @@
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
-#define INDEX_NAME "model.safetensors.index.json"
+#define INDEX_NAME CKPT_INDEX_NAME
 #define ST_SUFFIX ".safetensors"
-#define SINGLE_NAME "model.safetensors"
-#define SHARD_PATTERN "model-*-of-*.safetensors"
+#define SINGLE_NAME CKPT_SINGLE_NAME
+#define SHARD_PATTERN CKPT_SHARD_PATTERN
 #define MANIFEST_FORMAT "ckptconv-plan"
 #define MANIFEST_VERSION 1
 /* Header bytes are hashed, and non-weight files copied, in chunks this big. */
@@ -259,35 +258,18 @@ static char *canonical_source(const char *source)
 	return out;
 }
 
-static void sha256_hex(const void *data, size_t len, char out[65])
-{
-	static const char hex[] = "0123456789abcdef";
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int n = 0, i;
-
-	EVP_Digest(data, len, md, &n, EVP_sha256(), NULL);
-	for (i = 0; i < n && i < 32; i++) {
-		out[2 * i] = hex[md[i] >> 4];
-		out[2 * i + 1] = hex[md[i] & 15];
-	}
-	out[2 * i] = '\0';
-}
-
 static json_t *json_u64(uint64_t v)
 {
 	return json_integer(v > INT64_MAX ? INT64_MAX : (json_int_t)v);
 }
 
+/* The options that shape the plan, in convert_options' JSON form. */
 static json_t *manifest_options(const struct plan *p, const struct convert_options *o)
 {
-	json_t *ep = o->ep_size ? json_pack("{s:I, s:I}", "size", (json_int_t)o->ep_size, "rank",
-					    (json_int_t)o->ep_rank) :
-				  json_null();
+	struct convert_options shaping = *o;
 
-	return json_pack("{s:s, s:s, s:o, s:o, s:o}", "to", layout_name(p->to), "dtype",
-			 dtype_choice_name(o->dtype), "expert_parallel", ep, "max_shard_size",
-			 json_u64(o->max_shard_size), "exclude",
-			 o->exclude && *o->exclude ? json_string(o->exclude) : json_null());
+	shaping.to = p->to;
+	return convert_options_to_json(&shaping, CONVERT_JSON_TO | CONVERT_JSON_PLAN);
 }
 
 char *partition_manifest_build(const struct plan *p, const char *source,
@@ -366,27 +348,25 @@ static bool get_u32(const json_t *v, uint32_t *out)
 	return true;
 }
 
+/* The options in convert_options' JSON form, as this version writes them
+ * and as earlier ones did (max_shard_size 0 for the default). */
 static int parse_options(const json_t *o, struct partition_manifest *m, const char *where,
 			 struct err *e)
 {
-	const json_t *ep = json_object_get(o, "expert_parallel");
-	const json_t *exclude = json_object_get(o, "exclude");
-	const char *to = json_string_value(json_object_get(o, "to"));
-	const char *dtype = json_string_value(json_object_get(o, "dtype"));
+	struct convert_options opts;
+	char field[CONVERT_FIELD_MAX];
+	struct err local = {0};
 
-	if (!to || !dtype || !get_u64(json_object_get(o, "max_shard_size"), &m->max_shard_size))
-		return not_a_manifest(where, "options", e);
-	m->to = xstrdup(to);
-	m->dtype = xstrdup(dtype);
-	if (json_is_string(exclude))
-		m->exclude = xstrdup(json_string_value(exclude));
-	else if (exclude && !json_is_null(exclude))
-		return not_a_manifest(where, "options.exclude", e);
-	if (json_is_object(ep) && (!get_u32(json_object_get(ep, "size"), &m->ep_size) ||
-				   !get_u32(json_object_get(ep, "rank"), &m->ep_rank)))
-		return not_a_manifest(where, "options.expert_parallel", e);
-	if (ep && !json_is_object(ep) && !json_is_null(ep))
-		return not_a_manifest(where, "options.expert_parallel", e);
+	convert_options_init(&opts);
+	if (convert_options_from_json(o, CONVERT_JSON_TO | CONVERT_JSON_PLAN | CONVERT_JSON_STORED,
+				      "options.", &opts, field, &local) < 0)
+		return not_a_manifest(where, field, e);
+	m->to = xstrdup(layout_name(opts.to));
+	m->dtype = xstrdup(dtype_choice_name(opts.dtype));
+	m->ep_size = opts.ep_size;
+	m->ep_rank = opts.ep_rank;
+	m->max_shard_size = opts.max_shard_size;
+	m->exclude = opts.exclude ? xstrdup(opts.exclude) : NULL;
 	return 0;
 }
 
@@ -779,38 +759,27 @@ static const struct store_entry *find_entry(const struct store_entry *entries, s
 static int header_sha256(struct store *s, const char *name, uint64_t size, char out[65],
 			 struct err *e)
 {
-	static const char hex[] = "0123456789abcdef";
-	unsigned char prefix[ST_PREFIX_LEN], md[EVP_MAX_MD_SIZE], *buf = NULL;
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned char prefix[ST_PREFIX_LEN], *buf = NULL;
+	struct sha256_ctx *ctx = sha256_begin();
 	uint64_t json_len, off;
-	unsigned int n = 0, i;
 	int rc = -1;
 
-	if (!ctx)
-		abort();
 	if (store_read(s, name, 0, prefix, sizeof(prefix), e) ||
 	    st_prefix_parse(name, prefix, size, &json_len, e))
 		goto out;
-	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-	EVP_DigestUpdate(ctx, prefix, sizeof(prefix));
+	sha256_add(ctx, prefix, sizeof(prefix));
 	buf = xmalloc(CHUNK);
 	for (off = 0; off < json_len; off += CHUNK) {
 		size_t len = json_len - off < CHUNK ? (size_t)(json_len - off) : CHUNK;
 
 		if (store_read(s, name, ST_PREFIX_LEN + off, buf, len, e))
 			goto out;
-		EVP_DigestUpdate(ctx, buf, len);
+		sha256_add(ctx, buf, len);
 	}
-	EVP_DigestFinal_ex(ctx, md, &n);
-	for (i = 0; i < n && i < 32; i++) {
-		out[2 * i] = hex[md[i] >> 4];
-		out[2 * i + 1] = hex[md[i] & 15];
-	}
-	out[2 * i] = '\0';
 	rc = 0;
 out:
 	free(buf);
-	EVP_MD_CTX_free(ctx);
+	sha256_finish_hex(ctx, out); /* on failure a digest of a part, not used */
 	return rc;
 }
 

@@ -9,7 +9,6 @@
  */
 #include <inttypes.h>
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <regex.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +19,6 @@
 #include "ckptconv/kernels.h"
 #include "ckptconv/plan.h"
 
-#define DEFAULT_MAX_SHARD_SIZE 5000000000ULL
-#define INDEX_NAME "model.safetensors.index.json"
 #define PRINT_SOURCES_MAX 3
 
 const char *layout_name(enum layout l)
@@ -502,10 +499,9 @@ static void assign_shards(struct plan *p, uint64_t max)
 	p->files = xcalloc(nfiles, sizeof(*p->files));
 	for (i = 0; i < nfiles; i++) {
 		if (nfiles == 1)
-			snprintf(name, sizeof(name), "model.safetensors");
+			snprintf(name, sizeof(name), CKPT_SINGLE_NAME);
 		else
-			snprintf(name, sizeof(name), "model-%05zu-of-%05zu.safetensors", i + 1,
-				 nfiles);
+			snprintf(name, sizeof(name), CKPT_SHARD_FORMAT, i + 1, nfiles);
 		p->files[i].name = xstrdup(name);
 	}
 	for (i = 0; i < p->ntensors; i++) {
@@ -563,7 +559,7 @@ static int build_index(struct plan *p, struct err *e)
 	json_object_set_new(root, "weight_map", map);
 	text = json_dumps(root, JSON_INDENT(2) | JSON_ENSURE_ASCII);
 	if (!text) {
-		err_set(e, "internal_error", "cannot encode %s", INDEX_NAME);
+		err_set(e, "internal_error", "cannot encode %s", CKPT_INDEX_NAME);
 		goto out;
 	}
 	len = strlen(text);
@@ -599,7 +595,7 @@ static void count_totals(struct plan *p)
 
 int plan_finish(struct plan *p, const struct plan_options *o, struct err *e)
 {
-	uint64_t max = o && o->max_shard_size ? o->max_shard_size : DEFAULT_MAX_SHARD_SIZE;
+	uint64_t max = o && o->max_shard_size ? o->max_shard_size : PLAN_MAX_SHARD_SIZE_DEFAULT;
 	size_t i;
 
 	if (p->finished || p->files)
@@ -811,7 +807,7 @@ static void print_json(const struct plan *p, FILE *out)
 			p->files[i].size, p->files[i].header_len, p->files[i].ntensors);
 	}
 	fputs("],\n  \"index\": ", out);
-	fputs(p->index_json ? "\"" INDEX_NAME "\"" : "null", out);
+	fputs(p->index_json ? "\"" CKPT_INDEX_NAME "\"" : "null", out);
 	fputs(",\n  \"tensors\": [", out);
 	for (i = 0; i < p->ntensors; i++) {
 		fputs(i ? ",\n" : "\n", out);
@@ -834,23 +830,23 @@ void plan_print(const struct plan *p, FILE *out, bool json)
 
 /* ---- digest ------------------------------------------------------------ */
 
-static void digest_u64(EVP_MD_CTX *ctx, uint64_t v)
+static void digest_u64(struct sha256_ctx *ctx, uint64_t v)
 {
 	unsigned char b[8];
 	int i;
 
 	for (i = 0; i < 8; i++)
 		b[i] = (unsigned char)(v >> (8 * i));
-	EVP_DigestUpdate(ctx, b, sizeof(b));
+	sha256_add(ctx, b, sizeof(b));
 }
 
-static void digest_bytes(EVP_MD_CTX *ctx, const void *data, size_t len)
+static void digest_bytes(struct sha256_ctx *ctx, const void *data, size_t len)
 {
 	digest_u64(ctx, len);
-	EVP_DigestUpdate(ctx, data, len);
+	sha256_add(ctx, data, len);
 }
 
-static void digest_tensor(EVP_MD_CTX *ctx, const struct plan *p, const struct plan_tensor *t)
+static void digest_tensor(struct sha256_ctx *ctx, const struct plan *p, const struct plan_tensor *t)
 {
 	const char *src;
 	uint32_t i;
@@ -883,16 +879,9 @@ static void digest_tensor(EVP_MD_CTX *ctx, const struct plan *p, const struct pl
 
 void plan_digest(const struct plan *p, char out[65])
 {
-	static const char hex[] = "0123456789abcdef";
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0, i;
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	struct sha256_ctx *ctx = sha256_begin();
 	size_t f;
 
-	out[0] = '\0';
-	if (!ctx)
-		return;
-	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
 	digest_u64(ctx, (uint64_t)p->from);
 	digest_u64(ctx, (uint64_t)p->to);
 	digest_u64(ctx, p->nfiles);
@@ -905,11 +894,5 @@ void plan_digest(const struct plan *p, char out[65])
 		digest_tensor(ctx, p, &p->tensors[f]);
 	if (p->index_json)
 		digest_bytes(ctx, p->index_json, strlen(p->index_json));
-	EVP_DigestFinal_ex(ctx, md, &mdlen);
-	EVP_MD_CTX_free(ctx);
-	for (i = 0; i < mdlen && i < 32; i++) {
-		out[2 * i] = hex[md[i] >> 4];
-		out[2 * i + 1] = hex[md[i] & 15];
-	}
-	out[2 * i] = '\0';
+	sha256_finish_hex(ctx, out);
 }

@@ -455,7 +455,7 @@ static void copy_states(const struct job *j, size_t from, size_t n, uint8_t *sta
 		states[i] = (uint8_t)job_tensor_state(j, from + i);
 }
 
-static void append_tensor(struct job_buf *out, const struct job_tensors *t, size_t i, uint8_t state,
+static void append_tensor(struct buf *out, const struct job_tensors *t, size_t i, uint8_t state,
 			  bool first)
 {
 	const char *frag;
@@ -463,14 +463,14 @@ static void append_tensor(struct job_buf *out, const struct job_tensors *t, size
 
 	job_tensors_fragment(t, i, &frag, &len);
 	if (!first)
-		job_buf_append(out, ",", 1);
-	job_buf_append(out, frag, len);
-	job_buf_puts(out, tensor_state_name((enum tensor_state)state));
-	job_buf_append(out, "\"}", 2);
+		buf_append(out, ",", 1);
+	buf_append(out, frag, len);
+	buf_puts(out, tensor_state_name((enum tensor_state)state));
+	buf_append(out, "\"}", 2);
 }
 
 void registry_tensors(struct registry *r, struct job *j, int state_filter, size_t offset,
-		      size_t limit, struct job_buf *out)
+		      size_t limit, struct buf *out)
 {
 	struct job_tensors *t;
 	uint8_t *states;
@@ -487,7 +487,7 @@ void registry_tensors(struct registry *r, struct job *j, int state_filter, size_
 	copy_states(j, from, count, states);
 	pthread_mutex_unlock(&r->lock);
 
-	job_buf_puts(out, "{\"tensors\":[");
+	buf_puts(out, "{\"tensors\":[");
 	if (state_filter < 0) {
 		for (i = 0; i < count; i++)
 			append_tensor(out, t, from + i, states[i], i == 0);
@@ -501,7 +501,7 @@ void registry_tensors(struct registry *r, struct job *j, int state_filter, size_
 			total++;
 		}
 	}
-	job_buf_printf(out, "],\"total\":%zu,\"offset\":%zu,\"limit\":%zu}", total, offset, limit);
+	buf_printf(out, "],\"total\":%zu,\"offset\":%zu,\"limit\":%zu}", total, offset, limit);
 	free(states);
 	job_tensors_unref(t);
 }
@@ -563,7 +563,7 @@ int registry_delete(struct registry *r, const char *id, enum registry_delete_out
  * sampled now and at earlier calls (lock held). */
 double registry_watch_progress_locked(struct job *j, double now)
 {
-	struct job_progress p;
+	struct exec_progress p;
 
 	job_current_progress(j, &p);
 	if (j->watch_started_ms != j->started_ms || p.bytes_done != j->watch_bytes) {
@@ -653,7 +653,7 @@ void registry_stats(struct registry *r, struct registry_stats *out)
 	out->bytes_converted = r->bytes_converted;
 	for (i = 0; i < r->njobs; i++) {
 		struct job *j = r->by_seq[i];
-		struct job_progress p;
+		struct exec_progress p;
 		double stall;
 
 		if (j->state != JOB_RUNNING)

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckptconv/ckpt.h"
 #include "ckptconv/log.h"
 #include "ckptconv/partition.h"
 #include "ckptconv/plan.h"
@@ -32,7 +33,7 @@ static json_t *result_json(const struct plan *plan, const struct strvec *warning
 	for (i = 0; i < plan->nfiles; i++)
 		json_array_append_new(files, json_string(plan->files[i].name));
 	if (plan->index_json)
-		json_array_append_new(files, json_string("model.safetensors.index.json"));
+		json_array_append_new(files, json_string(CKPT_INDEX_NAME));
 	for (i = 0; i < plan->copy_files.len; i++)
 		json_array_append_new(files, json_string(plan->copy_files.items[i]));
 	for (i = 0; warnings && i < warnings->len; i++)

@@ -171,7 +171,7 @@ static int list_page(struct s3_client *c, const char *bucket, const char *prefix
 		goto out;
 	if (asprintf(&where, "s3://%s/%s", bucket, prefix) < 0)
 		abort();
-	if (s3_list_answer_parse(k.answer.s ? k.answer.s : "", k.answer.len, where, out, more,
+	if (s3_list_answer_parse(k.answer.data ? k.answer.data : "", k.answer.len, where, out, more,
 				 &next_token, e))
 		goto out;
 	free(*token);
@@ -299,8 +299,8 @@ int s3_multipart_create(struct s3_client *c, const char *bucket, const char *key
 		goto out;
 	if (asprintf(&where, "s3://%s/%s", bucket, key) < 0)
 		abort();
-	rc = s3_create_multipart_answer_parse(k.answer.s ? k.answer.s : "", k.answer.len, where,
-					      upload_id, e);
+	rc = s3_create_multipart_answer_parse(k.answer.data ? k.answer.data : "", k.answer.len,
+					      where, upload_id, e);
 out:
 	free(where);
 	s3_call_fini(&k);
@@ -345,24 +345,24 @@ int s3_multipart_complete(struct s3_client *c, const char *bucket, const char *k
 		"<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">";
 	static const char tail[] = "</CompleteMultipartUpload>";
 	struct sigv4_param params[] = {{"uploadId", upload_id}};
-	struct text body = {0};
+	struct buf body = {0};
 	char part[64], *where = NULL;
 	size_t i;
 	struct call k;
 	int rc = -1;
 
-	text_add(&body, head, strlen(head));
+	buf_append(&body, head, strlen(head));
 	for (i = 0; i < nparts; i++) {
 		snprintf(part, sizeof(part), "<Part><PartNumber>%zu</PartNumber><ETag>", i + 1);
-		text_add(&body, part, strlen(part));
+		buf_append(&body, part, strlen(part));
 		s3_xml_escape_into(&body, etags[i]);
-		text_add(&body, "</ETag></Part>", 14);
+		buf_append(&body, "</ETag></Part>", 14);
 	}
-	text_add(&body, tail, strlen(tail));
+	buf_append(&body, tail, strlen(tail));
 	s3_call_init(&k, c, "CompleteMultipartUpload", "POST", bucket, key);
 	k.params = params;
 	k.nparams = 1;
-	k.body = body.s;
+	k.body = body.data;
 	k.body_len = body.len;
 	k.content_type = "application/xml";
 	k.error_in_ok = true;
@@ -370,11 +370,11 @@ int s3_multipart_complete(struct s3_client *c, const char *bucket, const char *k
 		goto out;
 	if (asprintf(&where, "s3://%s/%s", bucket, key) < 0)
 		abort();
-	rc = s3_complete_multipart_answer_parse(k.answer.s ? k.answer.s : "", k.answer.len, where,
-						e);
+	rc = s3_complete_multipart_answer_parse(k.answer.data ? k.answer.data : "", k.answer.len,
+						where, e);
 out:
 	free(where);
-	text_reset(&body);
+	buf_fini(&body);
 	s3_call_fini(&k);
 	return rc;
 }

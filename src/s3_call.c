@@ -50,7 +50,7 @@ static void call_attempt_reset(struct call *k)
 	k->headers = NULL;
 	s3_target_fini(&k->target);
 	memset(&k->target, 0, sizeof(k->target));
-	text_reset(&k->answer);
+	buf_fini(&k->answer);
 	k->body_pos = k->dst_pos = 0;
 	k->status = 0;
 	k->overflow = k->has_content_range = k->has_length = false;
@@ -133,7 +133,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 		k->overflow = true;
 		return 0;
 	}
-	text_add(&k->answer, data, len);
+	buf_append(&k->answer, data, len);
 	return len;
 }
 
@@ -329,7 +329,7 @@ static void classify_error(struct call *k, const struct s3_error_answer *error)
 /* The <Error> of an answer's body, if it is one. */
 static bool answer_error(const struct call *k, struct s3_error_answer *x)
 {
-	s3_error_answer_parse(k->answer.s ? k->answer.s : "", k->answer.len, x);
+	s3_error_answer_parse(k->answer.data ? k->answer.data : "", k->answer.len, x);
 	return x->is_error;
 }
 
@@ -341,7 +341,7 @@ static void check_ranged_answer(struct call *k)
 		/* A server that ignores Range sends the whole object: usable
 		 * only when that is exactly the bytes asked for. */
 		if (!k->overflow && k->off == 0 && k->answer.len == k->len) {
-			memcpy(k->dst, k->answer.s, k->len);
+			memcpy(k->dst, k->answer.data, k->len);
 			k->state = CALL_DONE;
 			return;
 		}

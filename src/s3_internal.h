@@ -72,30 +72,6 @@ int s3_client_configure(struct s3_client *c, struct err *e);
 struct lane *s3_lane_get(struct s3_client *c);
 void s3_lane_put(struct s3_client *c, struct lane *l);
 
-/* ---- text ---- */
-
-struct text {
-	char *s;
-	size_t len, cap;
-};
-
-static inline void text_add(struct text *t, const void *s, size_t n)
-{
-	if (t->len + n + 1 > t->cap) {
-		t->cap = (t->len + n + 1) * 2;
-		t->s = xrealloc(t->s, t->cap);
-	}
-	memcpy(t->s + t->len, s, n);
-	t->len += n;
-	t->s[t->len] = '\0';
-}
-
-static inline void text_reset(struct text *t)
-{
-	free(t->s);
-	memset(t, 0, sizeof(*t));
-}
-
 /* ---- addressing and signing (s3_sign.c) ---- */
 
 struct target {
@@ -112,7 +88,7 @@ void s3_target_build(const struct s3_client *c, const char *bucket, const char *
 		     const struct sigv4_param *params, size_t nparams, struct target *t);
 /* The x-amz-content-sha256 of a body: UNSIGNED-PAYLOAD over https. */
 void s3_payload_hash_of(const struct s3_client *c, const void *body, size_t len,
-			char out[SIGV4_SHA256_HEX_SIZE]);
+			char out[SHA256_HEX_SIZE]);
 /* The Authorization header value (malloc'd) signed with `credentials`, or
  * NULL. */
 char *s3_authorization_for(const struct s3_client *c,
@@ -151,7 +127,7 @@ struct call {
 	uint64_t off;
 	size_t len;
 	unsigned char *dst;
-	char payload_hash[SIGV4_SHA256_HEX_SIZE];
+	char payload_hash[SHA256_HEX_SIZE];
 
 	/* one attempt */
 	CURL *easy;
@@ -167,7 +143,7 @@ struct call {
 	bool has_length;
 	uint64_t content_length;
 	char etag[256];
-	struct text answer;
+	struct buf answer;
 	char errbuf[CURL_ERROR_SIZE];
 
 	/* outcome */
@@ -188,6 +164,6 @@ int s3_perform_one(struct call *k, struct err *e);
 /* ---- XML (s3_xml.c) ---- */
 
 /* Appends s to t with XML's special characters escaped. */
-void s3_xml_escape_into(struct text *t, const char *s);
+void s3_xml_escape_into(struct buf *t, const char *s);
 
 #endif

@@ -75,26 +75,37 @@ static int check_endpoint(const char *url, const struct job_policy *p, struct jo
 	return 0;
 }
 
+/* s3_settings_check of each setting alone, so that an error names its
+ * field. */
+static int check_each_setting(const struct s3_settings *s, struct job_error *je)
+{
+	const struct {
+		const char *field;
+		struct s3_settings one;
+	} each[] = {
+		{"options.s3.endpoint_url", {.endpoint_url = s->endpoint_url}},
+		{"options.s3.region", {.region = s->region}},
+		{"options.s3.addressing_style", {.addressing_style = s->addressing_style}},
+	};
+	struct err e = {0};
+	size_t i;
+
+	for (i = 0; i < sizeof(each) / sizeof(each[0]); i++)
+		if (s3_settings_check(&each[i].one, &e))
+			return job_error_set(je, each[i].field, e.code, "%s", e.msg);
+	return 0;
+}
+
 int s3_job_options_check(const json_t *s3, const struct job_policy *p, struct job_error *je)
 {
 	struct s3_settings s;
-	struct err e = {0};
 
 	if (!s3 || json_is_null(s3))
 		return 0;
 	if (settings_from_json(s3, &s, je))
 		return -1;
-	if (s3_settings_check(&s, &e)) {
-		const char *field = "options.s3";
-
-		if (strstr(e.msg, "region"))
-			field = "options.s3.region";
-		else if (strstr(e.msg, "addressing style"))
-			field = "options.s3.addressing_style";
-		else if (strstr(e.msg, "endpoint"))
-			field = "options.s3.endpoint_url";
-		return job_error_set(je, field, e.code, "%s", e.msg);
-	}
+	if (check_each_setting(&s, je))
+		return -1;
 	if (s.endpoint_url && *s.endpoint_url)
 		return check_endpoint(s.endpoint_url, p, je);
 	return 0;

@@ -71,12 +71,12 @@ void s3_target_build(const struct s3_client *c, const char *bucket, const char *
 }
 
 void s3_payload_hash_of(const struct s3_client *c, const void *body, size_t len,
-			char out[SIGV4_SHA256_HEX_SIZE])
+			char out[SHA256_HEX_SIZE])
 {
 	if (c->https && len > 0)
-		snprintf(out, SIGV4_SHA256_HEX_SIZE, "%s", SIGV4_UNSIGNED_PAYLOAD);
+		snprintf(out, SHA256_HEX_SIZE, "%s", SIGV4_UNSIGNED_PAYLOAD);
 	else
-		sigv4_sha256_hex(len ? body : "", len, out);
+		sha256_hex(len ? body : "", len, out);
 }
 
 char *s3_authorization_for(const struct s3_client *c,
@@ -109,7 +109,7 @@ int s3_sign_request(struct s3_client *c, const char *method, const char *bucket,
 		    struct err *e)
 {
 	const struct aws_credentials_snapshot *credentials;
-	char hash[SIGV4_SHA256_HEX_SIZE];
+	char hash[SHA256_HEX_SIZE];
 	struct target t = {0};
 
 	memset(out, 0, sizeof(*out));

@@ -22,7 +22,7 @@ struct xml_walk {
 	size_t depth_len[32];
 	int depth;
 	bool too_deep;
-	struct text text;
+	struct buf text;
 	xml_field_fn fn;
 	void *arg;
 };
@@ -40,9 +40,7 @@ static void XMLCALL xml_start(void *data, const XML_Char *name, const XML_Char *
 	}
 	w->depth_len[w->depth++] = len;
 	snprintf(w->path + len, sizeof(w->path) - len, "%s%s", len ? "/" : "", name);
-	w->text.len = 0;
-	if (w->text.s)
-		w->text.s[0] = '\0';
+	buf_clear(&w->text);
 }
 
 static void XMLCALL xml_end(void *data, const XML_Char *name)
@@ -53,11 +51,9 @@ static void XMLCALL xml_end(void *data, const XML_Char *name)
 	w->depth--;
 	if (w->depth >= 32 || w->too_deep)
 		return;
-	w->fn(w->arg, w->path, w->text.s ? w->text.s : "");
+	w->fn(w->arg, w->path, w->text.data ? w->text.data : "");
 	w->path[w->depth_len[w->depth]] = '\0';
-	w->text.len = 0;
-	if (w->text.s)
-		w->text.s[0] = '\0';
+	buf_clear(&w->text);
 }
 
 static void XMLCALL xml_chars(void *data, const XML_Char *s, int len)
@@ -65,7 +61,7 @@ static void XMLCALL xml_chars(void *data, const XML_Char *s, int len)
 	struct xml_walk *w = data;
 
 	if (len > 0 && w->text.len + (size_t)len <= 1 << 20)
-		text_add(&w->text, s, (size_t)len);
+		buf_append(&w->text, s, (size_t)len);
 }
 
 /* Calls fn(path, text) at the end of every element ("A/B/C").  Leading
@@ -90,7 +86,7 @@ static bool xml_walk(const char *body, size_t len, xml_field_fn fn, void *arg)
 	XML_SetCharacterDataHandler(p, xml_chars);
 	ok = len <= INT32_MAX && XML_Parse(p, body, (int)len, 1) == XML_STATUS_OK && !w.too_deep;
 	XML_ParserFree(p);
-	text_reset(&w.text);
+	buf_fini(&w.text);
 	return ok;
 }
 
@@ -244,24 +240,24 @@ int s3_complete_multipart_answer_parse(const char *body, size_t len, const char 
 	return rc;
 }
 
-void s3_xml_escape_into(struct text *t, const char *s)
+void s3_xml_escape_into(struct buf *t, const char *s)
 {
 	for (; *s; s++) {
 		switch (*s) {
 		case '&':
-			text_add(t, "&amp;", 5);
+			buf_append(t, "&amp;", 5);
 			break;
 		case '<':
-			text_add(t, "&lt;", 4);
+			buf_append(t, "&lt;", 4);
 			break;
 		case '>':
-			text_add(t, "&gt;", 4);
+			buf_append(t, "&gt;", 4);
 			break;
 		case '"':
-			text_add(t, "&quot;", 6);
+			buf_append(t, "&quot;", 6);
 			break;
 		default:
-			text_add(t, s, 1);
+			buf_append(t, s, 1);
 		}
 	}
 }

@@ -12,6 +12,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
 #include "ckptconv/err.h"
 #include "ckptconv/util.h"
 
@@ -205,4 +207,152 @@ double now_seconds(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- buffers ------------------------------------------------------------ */
+
+static void buf_reserve(struct buf *b, size_t extra)
+{
+	size_t need = b->len + extra + 1;
+
+	if (need <= b->cap)
+		return;
+	b->cap = b->cap ? b->cap : 256;
+	while (b->cap < need)
+		b->cap *= 2;
+	b->data = xrealloc(b->data, b->cap);
+}
+
+void buf_append(struct buf *b, const void *data, size_t n)
+{
+	buf_reserve(b, n);
+	memcpy(b->data + b->len, data, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+
+void buf_puts(struct buf *b, const char *s)
+{
+	buf_append(b, s, strlen(s));
+}
+
+void buf_printf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n <= 0)
+		return;
+	buf_reserve(b, (size_t)n);
+	va_start(ap, fmt);
+	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
+
+void buf_json_string(struct buf *b, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	const unsigned char *run = p;
+
+	buf_append(b, "\"", 1);
+	for (; *p; p++) {
+		char esc[6], hex[3];
+
+		if (*p >= 0x20 && *p != '"' && *p != '\\')
+			continue;
+		buf_append(b, (const char *)run, (size_t)(p - run));
+		if (*p == '"' || *p == '\\') {
+			esc[0] = '\\';
+			esc[1] = (char)*p;
+			buf_append(b, esc, 2);
+		} else {
+			memcpy(esc, "\\u00", 4);
+			hex_encode(p, 1, hex);
+			memcpy(esc + 4, hex, 2);
+			buf_append(b, esc, 6);
+		}
+		run = p + 1;
+	}
+	buf_append(b, (const char *)run, (size_t)(p - run));
+	buf_append(b, "\"", 1);
+}
+
+void buf_clear(struct buf *b)
+{
+	b->len = 0;
+	if (b->data)
+		b->data[0] = '\0';
+}
+
+void buf_fini(struct buf *b)
+{
+	free(b->data);
+	memset(b, 0, sizeof(*b));
+}
+
+/* ---- hex and SHA-256 ---------------------------------------------------- */
+
+void hex_encode(const void *bytes, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	const unsigned char *b = bytes;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		out[2 * i] = digits[b[i] >> 4];
+		out[2 * i + 1] = digits[b[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+void sha256(const void *data, size_t len, unsigned char out[SHA256_BYTES])
+{
+	unsigned int n = 0;
+
+	if (!EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) || n != SHA256_BYTES)
+		abort();
+}
+
+void sha256_hex(const void *data, size_t len, char out[SHA256_HEX_SIZE])
+{
+	unsigned char md[SHA256_BYTES];
+
+	sha256(data, len, md);
+	hex_encode(md, sizeof(md), out);
+}
+
+struct sha256_ctx {
+	EVP_MD_CTX *md;
+};
+
+struct sha256_ctx *sha256_begin(void)
+{
+	struct sha256_ctx *c = xmalloc(sizeof(*c));
+
+	c->md = EVP_MD_CTX_new();
+	if (!c->md || !EVP_DigestInit_ex(c->md, EVP_sha256(), NULL))
+		abort();
+	return c;
+}
+
+void sha256_add(struct sha256_ctx *c, const void *data, size_t len)
+{
+	if (!EVP_DigestUpdate(c->md, data, len))
+		abort();
+}
+
+void sha256_finish_hex(struct sha256_ctx *c, char out[SHA256_HEX_SIZE])
+{
+	unsigned char md[SHA256_BYTES];
+	unsigned int n = 0;
+
+	if (!EVP_DigestFinal_ex(c->md, md, &n) || n != SHA256_BYTES)
+		abort();
+	hex_encode(md, sizeof(md), out);
+	EVP_MD_CTX_free(c->md);
+	free(c);
 }

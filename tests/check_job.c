@@ -325,15 +325,15 @@ END_TEST
 
 START_TEST(json_strings_escaped)
 {
-	struct job_buf b = {0};
+	struct buf b = {0};
 	json_t *v;
 
-	job_buf_json_string(&b, "a\"b\\c\nd\x01");
+	buf_json_string(&b, "a\"b\\c\nd\x01");
 	v = json_loads(b.data, JSON_DECODE_ANY, NULL);
 	ck_assert_ptr_nonnull(v);
 	ck_assert_str_eq(json_string_value(v), "a\"b\\c\nd\x01");
 	json_decref(v);
-	job_buf_fini(&b);
+	buf_fini(&b);
 }
 END_TEST
 
@@ -772,7 +772,7 @@ START_TEST(registry_cancel_then_delete)
 	struct job_error je = {0};
 	enum registry_delete_outcome outcome;
 	struct job *a = NULL;
-	struct job_buf buf = {0};
+	struct buf buf = {0};
 	char id[JOB_ID_LEN + 1];
 	json_t *doc = NULL, *listing;
 
@@ -794,7 +794,7 @@ START_TEST(registry_cancel_then_delete)
 				 json_array_get(json_object_get(listing, "tensors"), 0), "state")),
 			 "pending");
 	json_decref(listing);
-	job_buf_fini(&buf);
+	buf_fini(&buf);
 	ck_assert_int_eq(registry_delete(r, id, &outcome, NULL, &je), 0);
 	ck_assert_int_eq(outcome, REGISTRY_DELETED);
 	ck_assert_int_eq(registry_delete(r, id, &outcome, NULL, &je), -1);

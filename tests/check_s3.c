@@ -36,12 +36,12 @@
 
 /* ---- a scripted HTTP server ---- */
 
-struct buf {
+struct http_buf {
 	char *s;
 	size_t len, cap;
 };
 
-static void buf_add(struct buf *b, const void *p, size_t n)
+static void http_buf_add(struct http_buf *b, const void *p, size_t n)
 {
 	if (b->len + n + 1 > b->cap) {
 		b->cap = (b->len + n + 1) * 2;
@@ -52,9 +52,10 @@ static void buf_add(struct buf *b, const void *p, size_t n)
 	b->s[b->len] = '\0';
 }
 
-static void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void http_buf_printf(struct http_buf *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
-static void buf_printf(struct buf *b, const char *fmt, ...)
+static void http_buf_printf(struct http_buf *b, const char *fmt, ...)
 {
 	va_list ap;
 	char *s;
@@ -65,7 +66,7 @@ static void buf_printf(struct buf *b, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0)
 		abort();
-	buf_add(b, s, (size_t)n);
+	http_buf_add(b, s, (size_t)n);
 	free(s);
 }
 
@@ -75,11 +76,11 @@ struct request {
 	char range[128];
 	char authorization[512];
 	char security_token[128];
-	struct buf body;
+	struct http_buf body;
 };
 
 struct fake;
-typedef void (*handler_fn)(struct fake *f, struct request *r, struct buf *out);
+typedef void (*handler_fn)(struct fake *f, struct request *r, struct http_buf *out);
 
 struct fake {
 	int fd;
@@ -90,22 +91,23 @@ struct fake {
 	atomic_int requests;
 	pthread_mutex_t lock; /* protects the handlers' state below */
 	/* multipart state of the one object the writer tests upload */
-	struct buf parts[8];
+	struct http_buf parts[8];
 	bool part_seen[8];
-	struct buf object;
+	struct http_buf object;
 	int completes, aborts;
 	char complete_body[4096];
 };
 
-static void respond(struct buf *out, int status, const char *headers, const void *body, size_t len)
+static void respond(struct http_buf *out, int status, const char *headers, const void *body,
+		    size_t len)
 {
-	buf_printf(out, "HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n",
-		   status, len, headers ? headers : "");
+	http_buf_printf(out, "HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n",
+			status, len, headers ? headers : "");
 	if (len)
-		buf_add(out, body, len);
+		http_buf_add(out, body, len);
 }
 
-static void respond_error(struct buf *out, int status, const char *code)
+static void respond_error(struct http_buf *out, int status, const char *code)
 {
 	char body[512];
 
@@ -118,7 +120,7 @@ static void respond_error(struct buf *out, int status, const char *code)
 
 static bool read_request(int fd, struct request *r)
 {
-	struct buf in = {0};
+	struct http_buf in = {0};
 	char chunk[65536], *end, *line, *next;
 	size_t header_len, want = 0;
 	ssize_t n;
@@ -128,7 +130,7 @@ static bool read_request(int fd, struct request *r)
 		n = read(fd, chunk, sizeof(chunk));
 		if (n <= 0)
 			goto fail;
-		buf_add(&in, chunk, (size_t)n);
+		http_buf_add(&in, chunk, (size_t)n);
 	}
 	header_len = (size_t)(end - in.s) + 4;
 	*end = '\0';
@@ -151,12 +153,12 @@ static bool read_request(int fd, struct request *r)
 				 line + 21 + strspn(line + 21, " "));
 	}
 	if (in.len > header_len)
-		buf_add(&r->body, in.s + header_len, in.len - header_len);
+		http_buf_add(&r->body, in.s + header_len, in.len - header_len);
 	while (r->body.len < want) {
 		n = read(fd, chunk, sizeof(chunk));
 		if (n <= 0)
 			goto fail;
-		buf_add(&r->body, chunk, (size_t)n);
+		http_buf_add(&r->body, chunk, (size_t)n);
 	}
 	free(in.s);
 	return true;
@@ -171,7 +173,7 @@ static void *serve(void *arg)
 	struct fake *f = arg;
 	struct pollfd p = {.fd = f->fd, .events = POLLIN};
 	struct request r;
-	struct buf out;
+	struct http_buf out;
 	size_t done;
 	ssize_t n;
 	int c;
@@ -280,10 +282,10 @@ static bool parse_range(const char *range, uint64_t *first, uint64_t *last)
 #define OBJECT_SIZE 300000
 
 /* A well-behaved GET of an OBJECT_SIZE-byte object. */
-static void serve_range(const struct request *r, struct buf *out, uint64_t size)
+static void serve_range(const struct request *r, struct http_buf *out, uint64_t size)
 {
 	uint64_t first, last, i;
-	struct buf body = {0};
+	struct http_buf body = {0};
 	char headers[128];
 
 	if (!parse_range(r->range, &first, &last)) {
@@ -299,7 +301,7 @@ static void serve_range(const struct request *r, struct buf *out, uint64_t size)
 	for (i = first; i <= last; i++) {
 		unsigned char b = byte_at(i);
 
-		buf_add(&body, &b, 1);
+		http_buf_add(&body, &b, 1);
 	}
 	snprintf(headers, sizeof(headers), "Content-Range: bytes %llu-%llu/%llu\r\n",
 		 (unsigned long long)first, (unsigned long long)last, (unsigned long long)size);
@@ -307,7 +309,7 @@ static void serve_range(const struct request *r, struct buf *out, uint64_t size)
 	free(body.s);
 }
 
-static void good_get(struct fake *f, struct request *r, struct buf *out)
+static void good_get(struct fake *f, struct request *r, struct http_buf *out)
 {
 	(void)f;
 	serve_range(r, out, OBJECT_SIZE);
@@ -333,7 +335,7 @@ static int rotating(void *arg, struct aws_credentials_answer *out, struct err *e
 }
 
 /* Takes the first credentials for expired; serves the second ones. */
-static void expiring_get(struct fake *f, struct request *r, struct buf *out)
+static void expiring_get(struct fake *f, struct request *r, struct http_buf *out)
 {
 	(void)f;
 	if (strstr(r->authorization, "Credential=ASIA1/") &&
@@ -432,9 +434,9 @@ START_TEST(test_read_past_end_is_truncated)
 END_TEST
 
 /* Answers every GET with the whole object and 200. */
-static void ignores_range(struct fake *f, struct request *r, struct buf *out)
+static void ignores_range(struct fake *f, struct request *r, struct http_buf *out)
 {
-	struct buf body = {0};
+	struct http_buf body = {0};
 	uint64_t i;
 
 	(void)f;
@@ -442,7 +444,7 @@ static void ignores_range(struct fake *f, struct request *r, struct buf *out)
 	for (i = 0; i < OBJECT_SIZE; i++) {
 		unsigned char b = byte_at(i);
 
-		buf_add(&body, &b, 1);
+		http_buf_add(&body, &b, 1);
 	}
 	respond(out, 200, NULL, body.s, body.len);
 	free(body.s);
@@ -472,7 +474,7 @@ START_TEST(test_server_ignoring_range)
 }
 END_TEST
 
-static void whole_small_object(struct fake *f, struct request *r, struct buf *out)
+static void whole_small_object(struct fake *f, struct request *r, struct http_buf *out)
 {
 	(void)f;
 	(void)r;
@@ -500,7 +502,7 @@ START_TEST(test_unranged_answer_of_exactly_the_range)
 }
 END_TEST
 
-static void wrong_content_range(struct fake *f, struct request *r, struct buf *out)
+static void wrong_content_range(struct fake *f, struct request *r, struct http_buf *out)
 {
 	(void)f;
 	(void)r;
@@ -525,7 +527,7 @@ START_TEST(test_wrong_content_range)
 }
 END_TEST
 
-static void flaky_get(struct fake *f, struct request *r, struct buf *out)
+static void flaky_get(struct fake *f, struct request *r, struct http_buf *out)
 {
 	/* The first two attempts fail differently, the third succeeds. */
 	int n = atomic_load(&f->requests);
@@ -558,7 +560,7 @@ START_TEST(test_retry_then_success)
 }
 END_TEST
 
-static void always_503(struct fake *f, struct request *r, struct buf *out)
+static void always_503(struct fake *f, struct request *r, struct http_buf *out)
 {
 	(void)f;
 	(void)r;
@@ -605,7 +607,7 @@ START_TEST(test_connection_refused)
 }
 END_TEST
 
-static void denied(struct fake *f, struct request *r, struct buf *out)
+static void denied(struct fake *f, struct request *r, struct http_buf *out)
 {
 	(void)f;
 	if (strstr(r->target, "list-type"))
@@ -651,7 +653,7 @@ END_TEST
 static int complete_errors;
 static const char *complete_error_code;
 
-static void complete_then_error(struct fake *f, struct request *r, struct buf *out)
+static void complete_then_error(struct fake *f, struct request *r, struct http_buf *out)
 {
 	static const char done[] = "   \n  <?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
 				   "<CompleteMultipartUploadResult><ETag>\"x-2\"</ETag>"
@@ -724,7 +726,7 @@ START_TEST(test_complete_error_with_200_is_retried)
 END_TEST
 
 /* Three pages of two entries; checks the continuation tokens. */
-static void paged_list(struct fake *f, struct request *r, struct buf *out)
+static void paged_list(struct fake *f, struct request *r, struct http_buf *out)
 {
 	const char *page;
 
@@ -940,7 +942,7 @@ START_TEST(test_store_listing_and_view)
 }
 END_TEST
 
-static void empty_bucket(struct fake *f, struct request *r, struct buf *out)
+static void empty_bucket(struct fake *f, struct request *r, struct http_buf *out)
 {
 	static const char empty[] = "<ListBucketResult><IsTruncated>false</IsTruncated>"
 				    "</ListBucketResult>";
@@ -970,7 +972,7 @@ START_TEST(test_empty_prefix_is_not_found)
 END_TEST
 
 /* A one-object S3: multipart upload, PutObject, listing of nothing. */
-static void mini_s3(struct fake *f, struct request *r, struct buf *out)
+static void mini_s3(struct fake *f, struct request *r, struct http_buf *out)
 {
 	static const char create[] = "<InitiateMultipartUploadResult><UploadId>up/1+=</UploadId>"
 				     "</InitiateMultipartUploadResult>";
@@ -1001,7 +1003,7 @@ static void mini_s3(struct fake *f, struct request *r, struct buf *out)
 		snprintf(f->complete_body, sizeof(f->complete_body), "%s",
 			 r->body.s ? r->body.s : "");
 		for (i = 0; i < 8 && f->part_seen[i]; i++)
-			buf_add(&f->object, f->parts[i].s, f->parts[i].len);
+			http_buf_add(&f->object, f->parts[i].s, f->parts[i].len);
 		respond(out, 200, NULL, done, strlen(done));
 	} else if (strcmp(r->method, "DELETE") == 0 && strstr(r->target, "uploadId=")) {
 		f->aborts++;
@@ -1110,7 +1112,7 @@ START_TEST(test_multipart_writer)
 }
 END_TEST
 
-static void one_object(struct fake *f, struct request *r, struct buf *out)
+static void one_object(struct fake *f, struct request *r, struct http_buf *out)
 {
 	static const char listing[] = "<ListBucketResult><IsTruncated>false</IsTruncated>"
 				      "<Contents><Key>out/old.txt</Key><Size>3</Size></Contents>"

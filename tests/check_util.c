@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * check_util: the size syntax, natural ordering, overflow-checked
- * arithmetic, string vectors, the error record, and that the error
- * catalogue and docs/errors.md list the same codes.
+ * arithmetic, string vectors, the growable buffer, hex and SHA-256 (FIPS
+ * 180-2 test vectors), the error record, and that the error catalogue and
+ * docs/errors.md list the same codes.
  */
 #include <check.h>
 #include <ctype.h>
@@ -334,6 +335,74 @@ START_TEST(test_log_plain)
 }
 END_TEST
 
+/* FIPS 180-2, appendix B: "abc", the 448-bit message, and the empty one. */
+START_TEST(test_sha256_vectors)
+{
+	static const char two_blocks[] =
+		"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+	char hex[SHA256_HEX_SIZE];
+	struct sha256_ctx *c;
+	unsigned char raw[SHA256_BYTES];
+
+	sha256_hex("abc", 3, hex);
+	ck_assert_str_eq(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+	sha256_hex(two_blocks, strlen(two_blocks), hex);
+	ck_assert_str_eq(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+	sha256_hex("", 0, hex);
+	ck_assert_str_eq(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+	/* In pieces, split inside a block, gives the same digest. */
+	c = sha256_begin();
+	sha256_add(c, two_blocks, 5);
+	sha256_add(c, two_blocks + 5, 0);
+	sha256_add(c, two_blocks + 5, strlen(two_blocks) - 5);
+	sha256_finish_hex(c, hex);
+	ck_assert_str_eq(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+	sha256("abc", 3, raw);
+	ck_assert_uint_eq(raw[0], 0xba);
+	ck_assert_uint_eq(raw[31], 0xad);
+}
+END_TEST
+
+START_TEST(test_hex_encode)
+{
+	static const unsigned char bytes[] = {0x00, 0x0f, 0xa5, 0xff};
+	char out[2 * sizeof(bytes) + 1];
+
+	hex_encode(bytes, sizeof(bytes), out);
+	ck_assert_str_eq(out, "000fa5ff");
+	hex_encode(bytes, 0, out);
+	ck_assert_str_eq(out, "");
+}
+END_TEST
+
+START_TEST(test_buf)
+{
+	struct buf b = {0};
+	size_t i;
+
+	buf_clear(&b); /* empty and never written: still fine */
+	ck_assert_ptr_null(b.data);
+	buf_puts(&b, "ab");
+	buf_append(&b, "c\0d", 3); /* bytes, a NUL among them */
+	buf_printf(&b, "%d-%s", 42, "x");
+	ck_assert_uint_eq(b.len, 9);
+	ck_assert(memcmp(b.data, "abc\0d42-x", 10) == 0); /* kept NUL-terminated */
+	buf_clear(&b);
+	ck_assert_uint_eq(b.len, 0);
+	ck_assert_str_eq(b.data, "");
+	for (i = 0; i < 10000; i++) /* grows past its first capacity many times */
+		buf_append(&b, "0123456789", 10);
+	ck_assert_uint_eq(b.len, 100000);
+	ck_assert(memcmp(b.data + 99990, "0123456789", 11) == 0);
+	buf_fini(&b);
+	ck_assert_ptr_null(b.data);
+	ck_assert_uint_eq(b.len, 0);
+	buf_json_string(&b, "q\"\\\x1f");
+	ck_assert_str_eq(b.data, "\"q\\\"\\\\\\u001f\"");
+	buf_fini(&b);
+}
+END_TEST
+
 static Suite *util_suite(void)
 {
 	Suite *s = suite_create("util");
@@ -350,6 +419,9 @@ static Suite *util_suite(void)
 	tcase_add_test(names, test_natural_compare);
 	tcase_add_test(names, test_natural_sort_sequence);
 	tcase_add_test(names, test_strvec);
+	tcase_add_test(names, test_buf);
+	tcase_add_test(names, test_hex_encode);
+	tcase_add_test(names, test_sha256_vectors);
 	tcase_add_test(errors, test_err_first_wins);
 	tcase_add_test(errors, test_catalogue_documented);
 	tcase_add_test(errors, test_documented_codes_exist);

@@ -31,6 +31,21 @@ struct adapter_options {
 	uint32_t ep_size, ep_rank;  /* ep_size 0 = no expert parallelism */
 };
 
+/* Largest expert-parallel size accepted (ranks beyond it hold no expert of
+ * any released model). */
+#define ADAPTER_EP_SIZE_MAX 65536
+
+/* The rules between the target layout, the dtype and expert parallelism,
+ * for every caller (convert_options_check, the CLI, the API, the adapters):
+ * the target is native or hf; a dtype other than auto and expert
+ * parallelism apply only to native (SPEC.md: to hf keeps the dtypes and
+ * needs every expert); an expert-parallel rank needs a size from 1 to
+ * ADAPTER_EP_SIZE_MAX and is below it.  Code invalid_option; *field (may
+ * be NULL) is set to the option at fault, named as in the JSON form
+ * (convert_options.h): "to", "dtype", "expert_parallel",
+ * "expert_parallel.size" or "expert_parallel.rank". */
+int adapter_options_check(const struct adapter_options *o, const char **field, struct err *e);
+
 /* What `inspect` reports about a checkpoint. */
 struct model_info {
 	char model_type[64];

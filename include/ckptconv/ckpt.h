@@ -21,6 +21,15 @@
 struct err;
 struct store;
 
+/* The file names of a checkpoint in the HF layout (SPEC.md), for every
+ * module that reads, writes or replaces one: the index, the single file of
+ * an unsharded checkpoint, the shards (a printf format taking the shard
+ * number from 1 and the count, as size_t; and its fnmatch pattern). */
+#define CKPT_INDEX_NAME "model.safetensors.index.json"
+#define CKPT_SINGLE_NAME "model.safetensors"
+#define CKPT_SHARD_FORMAT "model-%05zu-of-%05zu.safetensors"
+#define CKPT_SHARD_PATTERN "model-*-of-*.safetensors"
+
 struct ckpt_file {
 	char *name;                 /* relative to the checkpoint's location */
 	uint64_t size;

@@ -19,29 +19,17 @@
 #include <stdint.h>
 
 #include "ckptconv/adapter.h"
+#include "ckptconv/convert_options.h"
 #include "ckptconv/exec.h"
 #include "ckptconv/plan.h"
 
 struct err;
 struct conversion;
 
-struct convert_options {
-	enum layout to;
-	enum dtype_choice dtype;
-	uint32_t ep_size, ep_rank;       /* 0 = off */
-	uint64_t max_shard_size;         /* 0 = 5GB */
-	const char *exclude;             /* NULL = none */
-	uint64_t max_bytes_per_second;   /* 0 = unlimited */
-	bool overwrite;
-	bool durable;                    /* false = --no-fsync */
-	/* Partitioned conversion (partition.h): write only group
-	 * partition_index of partition_count, no index; count 0 = whole. */
-	uint32_t partition_index, partition_count;
-};
-void convert_options_init(struct convert_options *o);
 
 /* Codes: everything ckpt_open and the adapter return, plus
- * already_in_layout, invalid_option. */
+ * already_in_layout and convert_options_check's (invalid_option,
+ * invalid_partition). */
 int conversion_prepare(const char *src, const char *dst, const struct convert_options *o,
 		       struct conversion **out, struct err *e);
 void conversion_free(struct conversion *c);

@@ -46,11 +46,6 @@ bool job_state_finished(enum job_state s);
 
 enum job_cancel { JOB_CANCEL_NONE = 0, JOB_CANCEL_USER, JOB_CANCEL_DRAIN };
 
-struct job_progress {
-	uint64_t tensors_total, tensors_done, bytes_total, bytes_done;
-	double elapsed_seconds;
-};
-
 struct job {
 	atomic_int refs;
 	char id[JOB_ID_LEN + 1];
@@ -73,10 +68,10 @@ struct job {
 	 * and for jobs loaded from records (planned when they run).  Freed
 	 * with the job. */
 	struct conversion *prepared;
-	struct job_progress progress; /* totals always; done as last seen */
-	json_t *result;		      /* NULL until succeeded */
-	struct err error;	      /* code NULL if none */
-	uint8_t *tensor_states;	      /* final per-tensor states, or NULL */
+	struct exec_progress progress; /* totals always; done as last seen */
+	json_t *result;		       /* NULL until succeeded */
+	struct err error;	       /* code NULL if none */
+	uint8_t *tensor_states;	       /* final per-tensor states, or NULL */
 	size_t ntensor_states;
 	struct job_tensors *tensors; /* NULL until the listing exists */
 	double persisted_at;	     /* monotonic seconds of the last record write */
@@ -111,26 +106,13 @@ void job_format_time(int64_t ms, char *buf, size_t len);
 
 /* Locked.  Current progress (from the running conversion when there is
  * one) and the state of tensor i. */
-void job_current_progress(const struct job *j, struct job_progress *out);
+void job_current_progress(const struct job *j, struct exec_progress *out);
 enum tensor_state job_tensor_state(const struct job *j, size_t i);
 
 /* Locked.  The API form of the job (see docs/openapi.yaml). */
 json_t *job_to_json(const struct job *j);
 /* Locked.  The progress object of the API form. */
 json_t *job_progress_json(const struct job *j);
-
-/* A growable byte buffer for responses built by copying (aborts on
- * out-of-memory, like xmalloc). */
-struct job_buf {
-	char *data;
-	size_t len, cap;
-};
-void job_buf_append(struct job_buf *b, const char *s, size_t n);
-void job_buf_puts(struct job_buf *b, const char *s);
-void job_buf_printf(struct job_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* s as a JSON string literal, quotes included. */
-void job_buf_json_string(struct job_buf *b, const char *s);
-void job_buf_fini(struct job_buf *b);
 
 /* Parses a duration: "7d", "12h", "30m", "45s", "2w" or plain seconds;
  * code invalid_option. */

@@ -33,6 +33,8 @@ struct ckpt;
 #define PLAN_WINDOW_MAX (64ULL << 20)
 
 enum layout { LAYOUT_UNKNOWN = 0, LAYOUT_HF, LAYOUT_NATIVE };
+/* The largest shard's tensor data unless asked otherwise (HF's 5GB). */
+#define PLAN_MAX_SHARD_SIZE_DEFAULT 5000000000ULL
 const char *layout_name(enum layout l);   /* "hf", "native" */
 
 struct plan_op {
@@ -77,7 +79,7 @@ struct plan_file {
 };
 
 struct plan_options {
-	uint64_t max_shard_size;    /* 0 = 5GB */
+	uint64_t max_shard_size;    /* 0 = PLAN_MAX_SHARD_SIZE_DEFAULT */
 	const char *exclude;        /* POSIX ERE or NULL */
 	bool tensors_only;          /* sort and check the tensors, but assign
 				     * no shards and build no headers: for a

@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * progress: the CLI's view of a running conversion: a one-line bar redrawn
- * on a terminal (tensors, GB, GB/s, ETA), plain lines otherwise.
+ * progress: a running conversion's rate and remaining time, computed here
+ * for every view of it (the CLI's display, the API's progress object), and
+ * the CLI's display: a one-line bar redrawn on a terminal (tensors, GB,
+ * GB/s, ETA), plain lines otherwise.  The sample is exec's struct
+ * exec_progress, which a daemon job keeps as its last seen progress too.
  */
 #ifndef CKPTCONV_PROGRESS_H
 #define CKPTCONV_PROGRESS_H
@@ -22,8 +25,10 @@ struct progress_display {
 void progress_init(struct progress_display *d, FILE *out);
 void progress_update(struct progress_display *d, const struct exec_progress *p, bool final);
 
-/* Rate and remaining time from a progress sample. */
-double progress_rate(const struct exec_progress *p);          /* bytes/s */
-double progress_eta(const struct exec_progress *p);           /* seconds, -1 unknown */
+/* Rate and remaining time from a progress sample: bytes_done per elapsed
+ * second (0 before any time passed); seconds left at that rate, 0 when all
+ * bytes are done, -1 when the rate is still 0.  Any thread. */
+double progress_rate(const struct exec_progress *p);
+double progress_eta(const struct exec_progress *p);
 
 #endif

@@ -138,7 +138,7 @@ json_t *registry_list(struct registry *r, const struct registry_filter *f);
 /* Appends {"total", "offset", "limit", "tensors": [...]} for the job's
  * tensors in plan order, those in state `state_filter` only (-1: all). */
 void registry_tensors(struct registry *r, struct job *j, int state_filter, size_t offset,
-		      size_t limit, struct job_buf *out);
+		      size_t limit, struct buf *out);
 
 /* Periodic work from the main loop: records of running jobs, retention,
  * the state dir's writability. */

@@ -18,8 +18,7 @@
 #include <stddef.h>
 #include <time.h>
 
-#define SIGV4_AMZ_DATE_SIZE 17	 /* "20130524T000000Z" and NUL */
-#define SIGV4_SHA256_HEX_SIZE 65 /* 64 hex digits and NUL */
+#define SIGV4_AMZ_DATE_SIZE 17 /* "20130524T000000Z" and NUL */
 #define SIGV4_UNSIGNED_PAYLOAD "UNSIGNED-PAYLOAD"
 
 struct sigv4_param {
@@ -50,9 +49,6 @@ struct sigv4_request {
 	const char *service; /* "s3" */
 	time_t when;
 };
-
-/* Hex SHA-256 of len bytes. */
-void sigv4_sha256_hex(const void *data, size_t len, char out[SIGV4_SHA256_HEX_SIZE]);
 
 /* RFC 3986 percent-encoding of s: unreserved characters kept, '/' kept when
  * keep_slash; malloc'd. */

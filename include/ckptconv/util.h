@@ -2,7 +2,7 @@
 /*
  * util: small pure helpers shared by the modules: overflow-checked
  * arithmetic, the size syntax of SPEC.md, natural name ordering, string
- * vectors.
+ * vectors, a growable buffer, hex and SHA-256.
  */
 #ifndef CKPTCONV_UTIL_H
 #define CKPTCONV_UTIL_H
@@ -35,6 +35,22 @@ int strvec_push(struct strvec *v, const char *s);        /* copies s; -1 on ENOM
 int strvec_pushf(struct strvec *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void strvec_fini(struct strvec *v);
 
+/* A growable byte buffer, kept NUL-terminated (data is NULL while empty
+ * and never written).  Growing aborts on out-of-memory, like xmalloc. */
+struct buf {
+	char *data;
+	size_t len, cap;
+};
+void buf_append(struct buf *b, const void *data, size_t n);
+void buf_puts(struct buf *b, const char *s);
+void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* s as a JSON string literal, quotes included. */
+void buf_json_string(struct buf *b, const char *s);
+/* Empties b, keeping its memory. */
+void buf_clear(struct buf *b);
+/* Frees b's memory and empties it. */
+void buf_fini(struct buf *b);
+
 void *xmalloc(size_t n);   /* aborts on out-of-memory */
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
@@ -45,5 +61,23 @@ void secret_free(char *s);
 
 /* Monotonic seconds. */
 double now_seconds(void);
+
+/* ---- hex and SHA-256 (OpenSSL) ---- */
+
+#define SHA256_BYTES 32
+#define SHA256_HEX_SIZE 65 /* 64 lowercase hex digits and a NUL */
+
+/* The n bytes as 2n lowercase hex digits and a NUL, into out. */
+void hex_encode(const void *bytes, size_t n, char *out);
+/* SHA-256 of the len bytes at data, raw or as hex (aborts if OpenSSL
+ * fails, as on out-of-memory). */
+void sha256(const void *data, size_t len, unsigned char out[SHA256_BYTES]);
+void sha256_hex(const void *data, size_t len, char out[SHA256_HEX_SIZE]);
+/* The same over data given in pieces: begin, add any number of times,
+ * then finish, which frees the context.  One thread at a time. */
+struct sha256_ctx;
+struct sha256_ctx *sha256_begin(void);
+void sha256_add(struct sha256_ctx *c, const void *data, size_t len);
+void sha256_finish_hex(struct sha256_ctx *c, char out[SHA256_HEX_SIZE]);
 
 #endif

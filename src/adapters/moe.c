@@ -423,10 +423,6 @@ int moe_groups_init(struct moe_groups *g, const struct ckpt *c, const struct ada
 {
 	memset(g, 0, sizeof(*g));
 	g->dims = d;
-	if (o->ep_size && o->ep_rank >= o->ep_size)
-		return err_set(e, "invalid_option",
-			       "expert-parallel rank %" PRIu32 " is not below size %" PRIu32,
-			       o->ep_rank, o->ep_size);
 	if (target_dtype(c, o->dtype, &g->to, e) < 0)
 		return -1;
 	ep_range(d->experts, o->ep_size, o->ep_rank, &g->start, &g->end);
@@ -680,18 +676,6 @@ int moe_groups_emit(const struct moe_groups *g, struct plan *p, const struct ckp
 
 /* ---- native -> HF -------------------------------------------------------- */
 
-int moe_check_ungroup_options(const struct adapter_options *o, struct err *e)
-{
-	if (o->dtype != DTYPE_CHOICE_AUTO && o->dtype != DTYPE_CHOICE_KEEP)
-		return err_set(e, "invalid_option",
-			       "a dtype (%s) applies only to conversions to native",
-			       dtype_choice_name(o->dtype));
-	if (o->ep_size)
-		return err_set(e, "invalid_option",
-			       "expert parallelism applies only to conversions to native");
-	return 0;
-}
-
 /* gate_and_up_projs [E, H, 2I] -> per expert gate_proj = ([x][:, 0:I])^T and
  * up_proj = ([x][:, I:2I])^T, each [I, H]. */
 static int split_gate_up(struct plan *p, const struct ckpt *c, uint32_t src, size_t prefix_len,
@@ -807,6 +791,8 @@ int moe_build_plan(const struct moe_family *f, const struct ckpt *c,
 	if (p->from == o->to)
 		return err_set(e, "already_in_layout", "the checkpoint is already in the %s layout",
 			       layout_name(o->to));
+	if (adapter_options_check(o, NULL, e) < 0)
+		return -1;
 	return plan_layout(f, c, o, &d, p, e);
 }
 

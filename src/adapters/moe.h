@@ -70,9 +70,10 @@ int moe_detect(const struct moe_family *f, const struct ckpt *c, enum layout *ou
 	       struct err *e);
 int moe_describe(const struct moe_family *f, const struct ckpt *c, struct model_info *out,
 		 struct err *e);
-/* Reads the dimensions, refuses quantized input and a checkpoint already
- * in o->to, then lets f plan.  Codes: missing_config, those of
- * f->read_dims, quantized_input, already_in_layout, the model rules. */
+/* Reads the dimensions, refuses quantized input, a checkpoint already in
+ * o->to and options adapter_options_check refuses, then lets f plan.
+ * Codes: missing_config, those of f->read_dims, quantized_input,
+ * already_in_layout, invalid_option, the model rules. */
 int moe_build_plan(const struct moe_family *f, const struct ckpt *c,
 		   const struct adapter_options *o, struct plan *p, struct err *e);
 int moe_check_round_trip(const struct moe_family *f, const struct ckpt *c,
@@ -133,9 +134,9 @@ struct moe_groups {
 				     * expert-parallel rank's share */
 	enum dtype to;              /* DTYPE_INVALID: keep the source dtype */
 };
-/* Empty groups for a conversion with o.  Codes: invalid_option (an
- * expert-parallel rank not below the size), config_invalid (--dtype auto
- * and a model dtype that cannot be cast to). */
+/* Empty groups for a conversion with o (checked by moe_build_plan).
+ * Codes: config_invalid (--dtype auto and a model dtype that cannot be
+ * cast to). */
 int moe_groups_init(struct moe_groups *g, const struct ckpt *c, const struct adapter_options *o,
 		    const struct moe_dims *d, struct err *e);
 /* 1 when source tensor i is a routed expert's, now collected; 0 when it
@@ -148,9 +149,6 @@ int moe_groups_emit(const struct moe_groups *g, struct plan *p, const struct ckp
 		    struct err *e);
 void moe_groups_fini(struct moe_groups *g);
 
-/* native -> HF: invalid_option unless o asks for no dtype and no expert
- * parallelism (both apply to grouping only). */
-int moe_check_ungroup_options(const struct adapter_options *o, struct err *e);
 /* 1 when source tensor i is a layer's grouped tensor, now split into its
  * experts' tensors; 0 when it is not one.  Codes: grouped_shape_mismatch. */
 int moe_ungroup(struct plan *p, const struct ckpt *c, uint32_t i, const struct moe_dims *d,
