@@ -216,9 +216,7 @@ static int check_combinations(const struct cli_convert_args *a)
 	if (a->options.to == LAYOUT_HF && (a->have_ep_size || a->have_ep_rank))
 		return cli_usage_error(a->command, a->json,
 				       "--ep-size and --ep-rank apply only to --to native");
-	if (a->options.to == LAYOUT_HF && a->have_dtype)
-		return cli_usage_error(a->command, a->json,
-				       "--dtype applies only to --to native (to hf keeps dtypes)");
+	/* --dtype with --to hf: only a consolidation takes it (convert.c). */
 	if (a->have_ep_size != a->have_ep_rank)
 		return cli_usage_error(a->command, a->json, "--ep-size and --ep-rank go together");
 	if (a->have_ep_size && a->options.ep_rank >= a->options.ep_size)

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "ckptconv/adapter.h"
+#include "ckptconv/automodel.h"
 #include "ckptconv/ckpt.h"
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
@@ -37,6 +38,7 @@ struct conversion {
 	struct convert_options opts;
 	char *exclude;              /* opts.exclude points here */
 	struct ckpt *ckpt;
+	struct automodel *automodel; /* a sharded Automodel source; frees after ckpt */
 	struct plan *plan;
 	struct strvec warnings;
 	struct store *dst;
@@ -72,9 +74,6 @@ static int check_options(const struct convert_options *o, struct err *e)
 	if (o->to == LAYOUT_HF && (o->ep_size || o->ep_rank))
 		return err_set(e, "invalid_option",
 			       "expert parallelism applies only to conversions to native");
-	if (o->to == LAYOUT_HF && o->dtype != DTYPE_CHOICE_AUTO)
-		return err_set(e, "invalid_option",
-			       "a dtype applies only to conversions to native (to hf keeps dtypes)");
 	if (o->ep_rank && !o->ep_size)
 		return err_set(e, "invalid_option", "an expert-parallel rank needs an expert-parallel size");
 	if (o->ep_size && o->ep_rank >= o->ep_size)
@@ -170,11 +169,37 @@ static int build_plan(struct conversion *c, const struct adapter *a, enum layout
 	return a->check_round_trip(c->ckpt, &ao, c->plan, e) ? -1 : 0;
 }
 
+/* ---- consolidation of an Automodel sharded checkpoint (automodel.h) ---- */
+
+static int plan_consolidation(struct conversion *c, struct err *e)
+{
+	if (c->opts.to != LAYOUT_HF)
+		return err_set(e, "invalid_option",
+			       "%s is a sharded Automodel checkpoint: it consolidates to hf "
+			       "(--to hf), then converts from there",
+			       c->src_location);
+	if (c->opts.partition_count)
+		return err_set(e, "invalid_option",
+			       "a consolidation is not split into partitions");
+	c->plan = plan_new(c->ckpt, LAYOUT_HF, LAYOUT_HF);
+	if (automodel_build_plan(c->automodel, c->ckpt, c->opts.dtype, c->plan, e))
+		return -1;
+	collect_warnings(c);
+	return 0;
+}
+
 static int open_and_plan(struct conversion *c, struct err *e)
 {
 	const struct adapter *a;
 	struct model_info info;
+	int rc;
 
+	rc = automodel_open(c->src_location, &c->ckpt, &c->automodel, e);
+	if (rc <= 0)
+		return rc < 0 ? -1 : plan_consolidation(c, e);
+	if (c->opts.to == LAYOUT_HF && c->opts.dtype != DTYPE_CHOICE_AUTO)
+		return err_set(e, "invalid_option",
+			       "a dtype applies only to conversions to native (to hf keeps dtypes)");
 	if (ckpt_open(c->src_location, CKPT_REQUIRE_CONFIG, &c->ckpt, e))
 		return -1;
 	a = adapter_for(c->ckpt, e);
@@ -219,6 +244,7 @@ void conversion_free(struct conversion *c)
 	store_free(c->dst);
 	plan_free(c->plan);
 	ckpt_free(c->ckpt);
+	automodel_free(c->automodel);
 	strvec_fini(&c->published);
 	free(c->skip_file);
 	strvec_fini(&c->warnings);
@@ -318,6 +344,9 @@ static int bytes_needed(struct conversion *c, uint64_t *out, struct err *e)
 
 	if (c->plan->index_json)
 		total += strlen(c->plan->index_json);
+	for (i = 0; i < c->plan->nputs; i++)
+		if (!u64_add(total, c->plan->puts[i].len, &total))
+			total = UINT64_MAX;
 	for (i = 0; i < files->len; i++) {
 		if (store_stat(c->ckpt->store, files->items[i], &st, e))
 			return -1;
@@ -408,6 +437,15 @@ static int copy_files(struct conversion *c, struct err *e)
 		if (copy_file(c, files->items[i], e))
 			return -1;
 	}
+	for (i = 0; i < c->plan->nputs; i++) {
+		const struct plan_put *put = &c->plan->puts[i];
+
+		if (is_cancelled(c))
+			return cancelled_error(e);
+		strvec_push(&c->published, put->name);
+		if (store_put(c->dst, put->name, put->data, put->len, e))
+			return -1;
+	}
 	return 0;
 }
 
@@ -493,6 +531,8 @@ static void output_names(const struct conversion *c, struct strvec *names)
 			strvec_push(names, p->files[i].name);
 	for (i = 0; !count && i < p->copy_files.len; i++)
 		strvec_push(names, p->copy_files.items[i]);
+	for (i = 0; !count && i < p->nputs; i++)
+		strvec_push(names, p->puts[i].name);
 	free(skip);
 }
 
