@@ -2,7 +2,7 @@
 /*
  * automodel: opening a NeMo Automodel sharded checkpoint — the shard
  * headers and their DCP_SHARDING_INFO, `.hf_metadata/` — and checking that
- * the chunks tile every full tensor exactly (CONSOLIDATE.md §2, §3).  The
+ * the chunks tile every full tensor exactly (docs/consolidation.md §2, §3).  The
  * consolidation plan is built in automodel_plan.c.
  */
 #include <errno.h>

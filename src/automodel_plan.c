@@ -2,7 +2,7 @@
 /*
  * automodel_plan: the consolidation of an Automodel sharded checkpoint as a
  * plan: output files and tensors in the order Automodel's offline tool
- * writes them (CONSOLIDATE.md §5.5, §5.6), their header bytes and index in
+ * writes them (docs/consolidation.md §5.5, §5.6), their header bytes and index in
  * Python's JSON spelling (§5.7, §5.9), the output dtypes by its rules
  * (§5.4), every full tensor assembled from pieces whose ops copy (or cast)
  * the chunk boxes that fall in them, and the .hf_metadata files to write

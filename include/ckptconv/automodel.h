@@ -12,7 +12,7 @@
  * config.json, fqn_to_file_index_mapping.json (name -> 1-based output file)
  * and, when not empty, fqn_to_dtype_mapping.json (name -> original dtype).
  * Automodel's consolidation (tools/offline_hf_consolidation.py, commit
- * 36044ad3) turns it into HF shards; every rule is in CONSOLIDATE.md and
+ * 36044ad3) turns it into HF shards; every rule is in docs/consolidation.md and
  * this module reproduces its output byte for byte, as a plan (plan.h) whose
  * ops copy N-dimensional chunk boxes into the full tensors, so exec writes
  * it like any conversion.  Unlike Automodel it refuses what it would

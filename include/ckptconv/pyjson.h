@@ -7,7 +7,7 @@
  * and either the default separators ", " and ": " on one line or indent=2
  * (members on their own lines, empty containers inline, no final newline).
  * NeMo Automodel writes its consolidated index and headers this way
- * (CONSOLIDATE.md §5.12); reproducing them needs the same spelling.
+ * (docs/consolidation.md §5.12); reproducing them needs the same spelling.
  *
  * Pure functions writing to a stdio stream (open_memstream for a string);
  * any thread.
