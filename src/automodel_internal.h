@@ -41,4 +41,17 @@ struct automodel {
 	struct strvec metadata_files;   /* .hf_metadata files copied to the output */
 };
 
+struct plan;
+
+/* The dtype a consolidation writes tensor t in (docs/consolidation.md
+ * §5.4): KEEP the saved one, AUTO the original one restored, BF16/F16/F32
+ * Automodel's CAST_DTYPE. */
+enum dtype automodel_output_dtype(const struct automodel_tensor *t, enum dtype_choice choice);
+
+/* Adds the .hf_metadata files but the two mappings to p as files written
+ * from memory; with a cast (not INVALID) config.json rewritten as Python
+ * does, with torch_dtype.  Codes: the store's. */
+int automodel_add_metadata(struct plan *p, const struct automodel *am, const struct ckpt *c,
+			   enum dtype cast, struct err *e);
+
 #endif

@@ -60,6 +60,13 @@ static enum dtype output_dtype(enum dtype s, enum dtype m, enum dtype c)
 	return regular_float(m) && any_float(s) ? m : s;
 }
 
+enum dtype automodel_output_dtype(const struct automodel_tensor *t, enum dtype_choice choice)
+{
+	if (choice == DTYPE_CHOICE_KEEP)
+		return t->dtype;
+	return output_dtype(t->dtype, t->mapped_dtype, cast_of(choice));
+}
+
 /* ---- pieces ------------------------------------------------------------ */
 
 struct opvec {
@@ -369,8 +376,8 @@ static void rewrite_config(struct plan *p, enum dtype cast, char **data, size_t 
 	*len = n;
 }
 
-static int add_metadata(struct plan *p, const struct automodel *am, const struct ckpt *c,
-			enum dtype cast, struct err *e)
+int automodel_add_metadata(struct plan *p, const struct automodel *am, const struct ckpt *c,
+			   enum dtype cast, struct err *e)
 {
 	size_t i, len;
 	char *path, *data;
@@ -436,8 +443,7 @@ int automodel_build_plan(const struct automodel *am, const struct ckpt *ckpt,
 				continue;
 			}
 			t = &am->tensors[ti];
-			out = dtype == DTYPE_CHOICE_KEEP ? t->dtype
-							 : output_dtype(t->dtype, t->mapped_dtype, cast);
+			out = automodel_output_dtype(t, dtype);
 			if (!kern_can_cast(t->dtype, out)) {
 				err_set(e, "unsupported_cast", "%s: cannot convert %s to %s",
 					t->name, dtype_name(t->dtype), dtype_name(out));
@@ -459,7 +465,7 @@ int automodel_build_plan(const struct automodel *am, const struct ckpt *ckpt,
 		free(name);
 	}
 	build_index(p, am);
-	if (add_metadata(p, am, ckpt, cast, e) || plan_finish_laid_out(p, e))
+	if (automodel_add_metadata(p, am, ckpt, cast, e) || plan_finish_laid_out(p, e))
 		goto out;
 	rc = 0;
 out:

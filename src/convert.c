@@ -173,14 +173,24 @@ static int build_plan(struct conversion *c, const struct adapter *a, enum layout
 
 static int plan_consolidation(struct conversion *c, struct err *e)
 {
-	if (c->opts.to != LAYOUT_HF)
-		return err_set(e, "invalid_option",
-			       "%s is a sharded Automodel checkpoint: it consolidates to hf "
-			       "(--to hf), then converts from there",
-			       c->src_location);
+	struct adapter_options ao = {
+		.to = c->opts.to, .dtype = c->opts.dtype,
+		.ep_size = c->opts.ep_size, .ep_rank = c->opts.ep_rank,
+	};
+	struct plan_options po = {.max_shard_size = c->opts.max_shard_size, .exclude = c->exclude};
+
 	if (c->opts.partition_count)
 		return err_set(e, "invalid_option",
 			       "a consolidation is not split into partitions");
+	if (c->opts.to == LAYOUT_NATIVE) {
+		if (automodel_build_native_plan(c->automodel, c->ckpt, &ao, &po, &c->plan, e))
+			return -1;
+		collect_warnings(c);
+		return 0;
+	}
+	if (c->exclude)
+		return err_set(e, "invalid_option",
+			       "a consolidation to hf writes every tensor: no exclude");
 	c->plan = plan_new(c->ckpt, LAYOUT_HF, LAYOUT_HF);
 	if (automodel_build_plan(c->automodel, c->ckpt, c->opts.dtype, c->plan, e))
 		return -1;

@@ -55,6 +55,44 @@ expect_ok "consolidated output converts to native" "$CKPTCONV" convert --to nati
 expect_ok "... equal to the reference's native" "$CKPTCONV" verify \
 	"$GOLDEN_DIR/tiny/native" "$T/native-from-consolidated"
 
+# ---- consolidation and conversion to native in one pass ----
+
+for input in tiny-r4-ep2s2 tiny-r3 tiny-r3-dim1 tiny-r3-f32save tiny-ep2; do
+	if expect_ok "$input --to native in one pass" "$CKPTCONV" convert --to native \
+		"$C/inputs/$input/model" "$T/native-$input"; then
+		expect_ok "$input --to native equals golden/tiny/native" "$CKPTCONV" verify \
+			"$GOLDEN_DIR/tiny/native" "$T/native-$input"
+		same_tensors "$input --to native: same tensors (python digest)" \
+			"$GOLDEN_DIR/tiny/native" "$T/native-$input"
+	fi
+done
+for rank in 0 1; do
+	if expect_ok "tiny-r4-ep2s2 --to native EP 2 rank $rank" "$CKPTCONV" convert --to native \
+		--ep-size 2 --ep-rank "$rank" "$C/inputs/tiny-r4-ep2s2/model" "$T/native-ep$rank"; then
+		expect_ok "EP rank $rank equals golden/tiny/native-ep2-rank$rank" "$CKPTCONV" verify \
+			"$GOLDEN_DIR/tiny/native-ep2-rank$rank" "$T/native-ep$rank"
+	fi
+done
+if cmp -s "$C/inputs/tiny-r3/model/.hf_metadata/config.json" "$T/native-tiny-r3/config.json"; then
+	pass "--to native: config.json from .hf_metadata, unchanged"
+else
+	fail "--to native: config.json from .hf_metadata, unchanged"
+fi
+d=$T/bad-native-gap
+copy_dir "$C/inputs/tiny-r3/model" "$d"
+rm "$d/shard-00002-model-00001-of-00001.safetensors"
+expect_fail "--to native of a checkpoint with a missing shard" chunk_gap "shard-00002" \
+	"$CKPTCONV" convert --to native "$d" "$T/dst-native-gap"
+expect_empty "--to native refused: nothing written" "$T/dst-native-gap"
+# Without the last shard the chunks still tile smaller tensors (the full
+# shape is stored nowhere); the model's own shape rules catch it.
+d=$T/bad-native-last
+copy_dir "$C/inputs/tiny-r3/model" "$d"
+rm "$d/shard-00003-model-00001-of-00001.safetensors"
+expect_fail "--to native without the last shard" qkv_shape_mismatch "query_key_value" \
+	"$CKPTCONV" convert --to native "$d" "$T/dst-native-last"
+expect_empty "--to native without the last shard: nothing written" "$T/dst-native-last"
+
 # ---- inspect ----
 
 expect_ok "inspect a sharded checkpoint" "$CKPTCONV" inspect --json "$C/inputs/tiny-r3/model"
@@ -91,9 +129,9 @@ fi
 expect_exit "--dtype bogus is a usage error" 2 "$CKPTCONV" convert --to hf --dtype fp32 \
 	"$C/inputs/tiny-r3/model" "$T/u1"
 expect_empty "--dtype bogus: nothing written" "$T/u1"
-expect_exit "--to native of a sharded checkpoint is refused" 2 "$CKPTCONV" convert \
-	--to native "$C/inputs/tiny-r3/model" "$T/u2"
-expect_empty "--to native: nothing written" "$T/u2"
+expect_exit "--exclude with a consolidation to hf is refused" 2 "$CKPTCONV" convert \
+	--to hf --exclude lm_head "$C/inputs/tiny-r3/model" "$T/u2"
+expect_empty "--exclude: nothing written" "$T/u2"
 
 # ---- damaged input ----
 

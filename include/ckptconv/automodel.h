@@ -107,6 +107,21 @@ void automodel_free(struct automodel *am);
 int automodel_build_plan(const struct automodel *am, const struct ckpt *ckpt,
 			 enum dtype_choice dtype, struct plan *p, struct err *e);
 
+struct plan_options;
+
+/* Consolidation and conversion to native in one pass: the adapter that
+ * recognises the metadata's config.json plans from the consolidated
+ * tensors (their full shapes, the dtypes a consolidation restores, or the
+ * saved ones for KEEP), then every op is rewritten to read the chunks
+ * holding its elements (tensors of at most 2 dimensions, as HF weights
+ * are), and the plan finished and checked as any conversion's.  *out is
+ * a new plan whose src is `chunks`.  Codes: missing_config, the adapter's
+ * (unsupported_model, unknown_layout, ...), plan_finish's, the store's for
+ * the metadata files. */
+int automodel_build_native_plan(const struct automodel *am, const struct ckpt *chunks,
+				const struct adapter_options *ao, const struct plan_options *po,
+				struct plan **out, struct err *e);
+
 /* The description `inspect` shows: ranks, chunks per tensor, full shapes,
  * output files.  A new reference. */
 json_t *automodel_describe(const struct automodel *am, const struct ckpt *ckpt);
