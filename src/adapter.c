@@ -19,7 +19,7 @@ static const struct adapter *const adapters[] = {
 
 static const char *const dtype_choice_names[] = {
 	[DTYPE_CHOICE_AUTO] = "auto", [DTYPE_CHOICE_KEEP] = "keep", [DTYPE_CHOICE_BF16] = "bf16",
-	[DTYPE_CHOICE_F16] = "f16",   [DTYPE_CHOICE_F32] = "f32",
+	[DTYPE_CHOICE_F16] = "f16",   [DTYPE_CHOICE_F32] = "f32", [DTYPE_CHOICE_F64] = "f64",
 };
 
 int dtype_choice_parse(const char *text)

@@ -42,6 +42,7 @@ static enum dtype cast_of(enum dtype_choice choice)
 	case DTYPE_CHOICE_BF16: return DTYPE_BF16;
 	case DTYPE_CHOICE_F16: return DTYPE_F16;
 	case DTYPE_CHOICE_F32: return DTYPE_F32;
+	case DTYPE_CHOICE_F64: return DTYPE_F64;
 	default: return DTYPE_INVALID;
 	}
 }
@@ -342,7 +343,7 @@ static const char *torch_name(enum dtype t)
 	case DTYPE_BF16: return "bfloat16";
 	case DTYPE_F16: return "float16";
 	case DTYPE_F32: return "float32";
-	default: return "float64";
+	default: return "float64";   /* DTYPE_F64 */
 	}
 }
 

@@ -197,7 +197,7 @@ static int parse_dtype(const json_t *v, struct job_spec *spec, struct job_error 
 		return 0;
 	if (!json_is_string(v) || (choice = dtype_choice_parse(json_string_value(v))) < 0)
 		return job_error_set(je, "options.dtype", "invalid_field",
-				     "options.dtype must be one of auto, bf16, f16, f32, keep");
+				     "options.dtype must be one of auto, bf16, f16, f32, f64, keep");
 	/* With "to": "hf" only a consolidation takes a dtype (automodel.h);
 	 * conversion_prepare refuses it for other sources. */
 	spec->convert.dtype = (enum dtype_choice)choice;

@@ -55,6 +55,48 @@ expect_ok "consolidated output converts to native" "$CKPTCONV" convert --to nati
 expect_ok "... equal to the reference's native" "$CKPTCONV" verify \
 	"$GOLDEN_DIR/tiny/native" "$T/native-from-consolidated"
 
+# --dtype f64 (Automodel's CAST_DTYPE fp64, no golden case): every tensor
+# but the F32-original router becomes F64 holding the values of the
+# golden fp32 cast; config.json says float64.
+if expect_ok "consolidate tiny-r3-f32save --dtype f64" "$CKPTCONV" convert --to hf --dtype f64 \
+	"$C/inputs/tiny-r3-f32save/model" "$T/out-f64"; then
+	if python3 - "$T/out-f64" "$C/outputs/tiny-r3-cast-fp32" <<'PYEOF'; then
+import json, os, struct, sys
+def load(d):
+    out = {}
+    for f in sorted(os.listdir(d)):
+        if f.endswith(".safetensors"):
+            b = open(os.path.join(d, f), "rb").read()
+            n = struct.unpack("<Q", b[:8])[0]
+            for k, v in json.loads(b[8:8 + n]).items():
+                s, e = v["data_offsets"]
+                out[k] = (v["dtype"], v["shape"], b[8 + n + s:8 + n + e])
+    return out
+a, g = load(sys.argv[1]), load(sys.argv[2])
+assert a.keys() == g.keys()
+f64 = 0
+for k, (dt, shape, data) in a.items():
+    gdt, gshape, gdata = g[k]
+    assert shape == gshape, k
+    if dt == "F64":
+        f64 += 1
+        x = struct.unpack("<%dd" % (len(data) // 8), data)
+        y = struct.unpack("<%df" % (len(gdata) // 4), gdata)
+        assert x == y, k
+    else:
+        assert (dt, data) == ("F32", gdata) and gdt == "F32", k
+assert f64 == len(a) - 2, f64
+assert json.load(open(os.path.join(sys.argv[1], "config.json")))["torch_dtype"] == "float64"
+PYEOF
+		pass "--dtype f64: F64 values of the fp32 cast, F32 router kept, torch_dtype float64"
+	else
+		fail "--dtype f64: F64 values of the fp32 cast, F32 router kept, torch_dtype float64"
+	fi
+fi
+expect_exit "--dtype f64 --to native is refused" 2 "$CKPTCONV" convert --to native --dtype f64 \
+	"$C/inputs/tiny-r3/model" "$T/u-f64"
+expect_empty "--dtype f64 --to native: nothing written" "$T/u-f64"
+
 # ---- consolidation and conversion to native in one pass ----
 
 for input in tiny-r4-ep2s2 tiny-r3 tiny-r3-dim1 tiny-r3-f32save tiny-ep2; do

@@ -19,9 +19,11 @@
 struct err;
 struct ckpt;
 
+/* F64 only for consolidating a sharded checkpoint to hf (automodel.h),
+ * Automodel's CAST_DTYPE fp64; the adapters refuse it. */
 enum dtype_choice { DTYPE_CHOICE_AUTO = 0, DTYPE_CHOICE_KEEP, DTYPE_CHOICE_BF16,
-		    DTYPE_CHOICE_F16, DTYPE_CHOICE_F32 };
-/* "auto" | "keep" | "bf16" | "f16" | "f32"; -1 if unknown. */
+		    DTYPE_CHOICE_F16, DTYPE_CHOICE_F32, DTYPE_CHOICE_F64 };
+/* "auto" | "keep" | "bf16" | "f16" | "f32" | "f64"; -1 if unknown. */
 int dtype_choice_parse(const char *text);
 const char *dtype_choice_name(enum dtype_choice c);
 
