@@ -35,7 +35,6 @@ trap 'rm -rf "$WORK"' EXIT
 echo "bench: fixture --preset mini --layers $LAYERS, sharded over $RANKS ranks, in $WORK"
 "$CKPTCONV" fixture --preset mini --layers "$LAYERS" "$WORK/hf" >/dev/null
 python3 "$REPO/bench/shard_automodel.py" "$WORK/hf" "$RANKS" "$WORK/src"
-rm -rf "$WORK/hf-check"
 "$CKPTCONV" convert --to hf --no-fsync "$WORK/src" "$WORK/check" >/dev/null
 "$CKPTCONV" verify "$WORK/hf" "$WORK/check" >/dev/null ||
 	{ echo "bench: the consolidation does not have the fixture's tensors" >&2; exit 1; }
