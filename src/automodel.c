@@ -31,7 +31,8 @@
 static int parse_offsets(const char *where, const char *name, const json_t *entry,
 			 struct automodel_chunk *c, struct err *e)
 {
-	const json_t *offsets = json_is_object(entry) ? json_object_get(entry, "saved_offsets") : NULL;
+	const json_t *offsets = json_is_object(entry) ? json_object_get(entry, "saved_offsets") :
+							NULL;
 	size_t i;
 
 	if (!json_is_array(offsets) || json_object_size(entry) != 1)
@@ -76,8 +77,7 @@ static const struct st_tensor *header_tensor(const struct st_header *h, const ch
 	return NULL;
 }
 
-static int parse_sharding_info(const char *where, const json_t *root, json_t **out,
-			       struct err *e)
+static int parse_sharding_info(const char *where, const json_t *root, json_t **out, struct err *e)
 {
 	const json_t *meta = json_object_get(root, "__metadata__");
 	const json_t *info = json_is_object(meta) ? json_object_get(meta, SHARDING_INFO_KEY) : NULL;
@@ -93,8 +93,8 @@ static int parse_sharding_info(const char *where, const json_t *root, json_t **o
 	doc = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
 	if (!json_is_object(doc)) {
 		json_decref(doc);
-		return err_set(e, "sharding_info_invalid", "%s: %s is not a JSON object (%s)", where,
-			       SHARDING_INFO_KEY, doc ? "another JSON value" : jerr.text);
+		return err_set(e, "sharding_info_invalid", "%s: %s is not a JSON object (%s)",
+			       where, SHARDING_INFO_KEY, doc ? "another JSON value" : jerr.text);
 	}
 	*out = doc;
 	return 0;
@@ -140,8 +140,8 @@ int automodel_shard_parse(const char *where, const char *json, size_t len, uint6
 		c->begin = t->begin;
 		c->end = t->end;
 		if (!entry) {
-			err_set(e, "sharding_info_invalid",
-				"%s: %s has no entry for tensor '%s'", where, SHARDING_INFO_KEY, key);
+			err_set(e, "sharding_info_invalid", "%s: %s has no entry for tensor '%s'",
+				where, SHARDING_INFO_KEY, key);
 			err_set_tensor(e, key);
 			goto out;
 		}
@@ -193,15 +193,16 @@ int automodel_mapping_parse(const char *where, const char *text, size_t len, boo
 			       root ? "another JSON value" : jerr.text);
 	}
 	json_object_foreach(root, key, v) {
-		bool ok = want_dtypes ? json_is_string(v) &&
-						dtype_from_name(json_string_value(v)) != DTYPE_INVALID
-				      : json_is_integer(v) && json_integer_value(v) >= 1 &&
-						json_integer_value(v) <= 99999;
+		bool ok = want_dtypes ?
+				  json_is_string(v) &&
+					  dtype_from_name(json_string_value(v)) != DTYPE_INVALID :
+				  json_is_integer(v) && json_integer_value(v) >= 1 &&
+					  json_integer_value(v) <= 99999;
 
 		if (!ok) {
 			err_set(e, "mapping_invalid", "%s: '%s' maps to %s", where, key,
-				want_dtypes ? "no safetensors dtype"
-					    : "no output file index (an integer 1..99999)");
+				want_dtypes ? "no safetensors dtype" :
+					      "no output file index (an integer 1..99999)");
 			err_set_tensor(e, key);
 			json_decref(root);
 			return -1;
@@ -211,8 +212,8 @@ int automodel_mapping_parse(const char *where, const char *text, size_t len, boo
 	return 0;
 }
 
-static int read_small(struct store *s, const char *dir, const char *name, char **text,
-		      size_t *len, struct err *e)
+static int read_small(struct store *s, const char *dir, const char *name, char **text, size_t *len,
+		      struct err *e)
 {
 	char *path;
 	int rc;
@@ -234,7 +235,7 @@ static int load_mapping(struct automodel *am, struct store *s, const char *name,
 
 	if (read_small(s, AUTOMODEL_METADATA_DIR, name, &text, &len, &missing)) {
 		if (dtypes && strcmp(missing.code, "source_not_found") == 0)
-			return 0;   /* written only when not empty */
+			return 0; /* written only when not empty */
 		if (strcmp(missing.code, "source_not_found") == 0)
 			return err_set(e, "hf_metadata_missing", "%s/%s/%s: no such file",
 				       am->location, AUTOMODEL_METADATA_DIR, name);
@@ -447,8 +448,7 @@ static void format_index(char *buf, size_t len, int ndim, const uint64_t *v)
 
 /* An element no chunk covers, tried at the corners the chunks define;
  * false when none is found within GAP_PROBES tries. */
-static bool find_gap(const struct automodel *am, const struct automodel_tensor *t,
-		     uint64_t *point)
+static bool find_gap(const struct automodel *am, const struct automodel_tensor *t, uint64_t *point)
 {
 	uint64_t *cand[ST_MAX_DIMS], idx[ST_MAX_DIMS] = {0}, probes = 0;
 	size_t ncand[ST_MAX_DIMS];
@@ -498,15 +498,14 @@ static void missing_shards(const struct automodel *am, char *buf, size_t len)
 	buf[0] = '\0';
 	for (i = 0; i < am->nshards && used < len; i++) {
 		for (; want < am->shard_index[i] && used < len; want++)
-			used += (size_t)snprintf(buf + used, len - used, "%sshard-%05" PRIu64,
-						 used ? ", " : "; absent from the shard numbers: ",
-						 want);
+			used += (size_t)snprintf(
+				buf + used, len - used, "%sshard-%05" PRIu64,
+				used ? ", " : "; absent from the shard numbers: ", want);
 		want = am->shard_index[i] + 1;
 	}
 }
 
-static int check_tensor(const struct automodel *am, const struct automodel_tensor *t,
-			struct err *e)
+static int check_tensor(const struct automodel *am, const struct automodel_tensor *t, struct err *e)
 {
 	uint64_t covered = 0, total = 1, point[ST_MAX_DIMS];
 	char where[160], missing[160];
@@ -519,13 +518,14 @@ static int check_tensor(const struct automodel *am, const struct automodel_tenso
 		const struct automodel_chunk *a = &am->chunks[t->chunks[i]];
 
 		for (d = 0; d < t->ndim && chunk_elems(a) == 0; d++)
-			if (a->shape[d] ? a->offsets[d] + a->shape[d] > t->shape[d]
-					: a->offsets[d] > t->shape[d]) {
+			if (a->shape[d] ? a->offsets[d] + a->shape[d] > t->shape[d] :
+					  a->offsets[d] > t->shape[d]) {
 				err_set(e, "chunk_out_of_bounds",
 					"%s: the empty chunk of '%s' in %s starts at %" PRIu64
 					" in dimension %d, past the full size %" PRIu64,
-					am->location, t->name, am->files[am->chunk_file[t->chunks[i]]],
-					a->offsets[d], d, t->shape[d]);
+					am->location, t->name,
+					am->files[am->chunk_file[t->chunks[i]]], a->offsets[d], d,
+					t->shape[d]);
 				goto fail;
 			}
 		for (j = 0; j < i; j++) {
@@ -589,8 +589,11 @@ static int build_tensors(struct automodel *am, struct ckpt *c, struct err *e)
 			am->chunks[k] = *ch;
 			am->chunk_file[k] = (uint32_t)f;
 			c->tensors[k] = (struct ckpt_tensor){
-				.name = ch->name, .dtype = ch->dtype, .ndim = ch->ndim,
-				.file = (uint32_t)f, .offset = s->header.data_start + ch->begin,
+				.name = ch->name,
+				.dtype = ch->dtype,
+				.ndim = ch->ndim,
+				.file = (uint32_t)f,
+				.offset = s->header.data_start + ch->begin,
 				.nbytes = ch->end - ch->begin,
 			};
 			memcpy(c->tensors[k].shape, ch->shape, sizeof(ch->shape));
@@ -608,23 +611,25 @@ static int build_tensors(struct automodel *am, struct ckpt *c, struct err *e)
 			}
 			if (t->ndim != ch->ndim) {
 				err_set(e, "chunk_ndim_mismatch",
-					"%s: '%s' has %d dimensions in %s but %d in %s", am->location,
-					ch->name, t->ndim, am->files[am->chunk_file[t->chunks[0]]],
-					ch->ndim, am->files[f]);
-				err_set_tensor(e, ch->name);
-				goto out;
-			}
-			if (t->dtype != ch->dtype) {
-				err_set(e, "chunk_dtype_mismatch", "%s: '%s' is %s in %s but %s in %s",
-					am->location, ch->name, dtype_name(t->dtype),
-					am->files[am->chunk_file[t->chunks[0]]], dtype_name(ch->dtype),
+					"%s: '%s' has %d dimensions in %s but %d in %s",
+					am->location, ch->name, t->ndim,
+					am->files[am->chunk_file[t->chunks[0]]], ch->ndim,
 					am->files[f]);
 				err_set_tensor(e, ch->name);
 				goto out;
 			}
+			if (t->dtype != ch->dtype) {
+				err_set(e, "chunk_dtype_mismatch",
+					"%s: '%s' is %s in %s but %s in %s", am->location, ch->name,
+					dtype_name(t->dtype),
+					am->files[am->chunk_file[t->chunks[0]]],
+					dtype_name(ch->dtype), am->files[f]);
+				err_set_tensor(e, ch->name);
+				goto out;
+			}
 			if (t->nchunks == am->nshards) {
-				err_set(e, "chunk_overlap", "%s: '%s' appears twice in %s", am->location,
-					ch->name, am->files[f]);
+				err_set(e, "chunk_overlap", "%s: '%s' appears twice in %s",
+					am->location, ch->name, am->files[f]);
 				err_set_tensor(e, ch->name);
 				goto out;
 			}
@@ -660,7 +665,8 @@ static int build_tensors(struct automodel *am, struct ckpt *c, struct err *e)
 		if (!index) {
 			err_set(e, "tensor_not_mapped",
 				"%s: '%s' is in the shards but not in %s/%s: no output file takes it",
-				am->location, t->name, AUTOMODEL_METADATA_DIR, AUTOMODEL_FILE_MAPPING);
+				am->location, t->name, AUTOMODEL_METADATA_DIR,
+				AUTOMODEL_FILE_MAPPING);
 			err_set_tensor(e, t->name);
 			goto out;
 		}
@@ -680,8 +686,7 @@ static uint32_t shard_number(const char *name)
 	return (uint32_t)strtoul(name + strlen(SHARD_PREFIX), NULL, 10);
 }
 
-int automodel_open(const char *location, struct ckpt **ckpt, struct automodel **out,
-		   struct err *e)
+int automodel_open(const char *location, struct ckpt **ckpt, struct automodel **out, struct err *e)
 {
 	struct automodel *am;
 	struct ckpt *c;
@@ -692,7 +697,7 @@ int automodel_open(const char *location, struct ckpt **ckpt, struct automodel **
 	*ckpt = NULL;
 	*out = NULL;
 	if (!store_is_remote(location) && (stat(location, &st) != 0 || !S_ISDIR(st.st_mode)))
-		return 1;   /* ckpt_open says why */
+		return 1; /* ckpt_open says why */
 	am = xcalloc(1, sizeof(*am));
 	c = xcalloc(1, sizeof(*c));
 	if (store_open(location, &c->store, e)) {
@@ -793,8 +798,11 @@ json_t *automodel_describe(const struct automodel *am, const struct ckpt *ckpt)
 			const struct automodel_chunk *ch = &am->chunks[t->chunks[j]];
 			json_t *cj = json_object();
 
-			json_object_set_new(cj, "rank", json_integer(
-				(json_int_t)am->shard_index[am->chunk_file[t->chunks[j]]] - 1));
+			json_object_set_new(
+				cj, "rank",
+				json_integer(
+					(json_int_t)am->shard_index[am->chunk_file[t->chunks[j]]] -
+					1));
 			json_object_set_new(cj, "offsets", u64_array(ch->ndim, ch->offsets));
 			json_object_set_new(cj, "shape", u64_array(ch->ndim, ch->shape));
 			json_array_append_new(chunks, cj);

@@ -23,7 +23,7 @@
 
 struct full_entry {
 	const char *name;
-	uint32_t tensor;            /* into automodel.tensors */
+	uint32_t tensor; /* into automodel.tensors */
 };
 
 static int compare_entries(const void *pa, const void *pb)
@@ -55,8 +55,8 @@ static struct ckpt *full_ckpt(const struct automodel *am, const struct ckpt *chu
 
 		(*order)[i] = entries[i].tensor;
 		ct->name = t->name;
-		ct->dtype = automodel_output_dtype(t, dtype == DTYPE_CHOICE_KEEP ? DTYPE_CHOICE_KEEP
-										 : DTYPE_CHOICE_AUTO);
+		ct->dtype = automodel_output_dtype(
+			t, dtype == DTYPE_CHOICE_KEEP ? DTYPE_CHOICE_KEEP : DTYPE_CHOICE_AUTO);
 		ct->ndim = t->ndim;
 		memcpy(ct->shape, t->shape, sizeof(ct->shape));
 		ct->nbytes = dtype_size(ct->dtype);
@@ -75,13 +75,13 @@ static struct ckpt *full_ckpt(const struct automodel *am, const struct ckpt *chu
 /* A run of op rows reading the same columns of one chunk at a fixed
  * stride: one op on the chunk. */
 struct run {
-	uint32_t chunk;             /* ckpt (chunk) index */
-	uint64_t col;               /* first op column */
-	uint64_t n;                 /* columns */
-	uint64_t row;               /* first op row */
+	uint32_t chunk; /* ckpt (chunk) index */
+	uint64_t col;	/* first op column */
+	uint64_t n;	/* columns */
+	uint64_t row;	/* first op row */
 	uint64_t rows;
-	uint64_t local;             /* chunk element of (row, col) */
-	uint64_t stride;            /* chunk elements between rows (rows > 1) */
+	uint64_t local;	 /* chunk element of (row, col) */
+	uint64_t stride; /* chunk elements between rows (rows > 1) */
 	bool open;
 };
 
@@ -89,10 +89,10 @@ struct rewrite {
 	const struct automodel *am;
 	const struct ckpt *chunks;
 	const struct automodel_tensor *t;
-	const struct plan_op *op;   /* the op on the full tensor */
+	const struct plan_op *op; /* the op on the full tensor */
 	struct plan_op *out;
 	size_t nout, cap;
-	struct run *runs;           /* open runs, by segment position */
+	struct run *runs; /* open runs, by segment position */
 	size_t nruns, runs_cap;
 };
 
@@ -138,10 +138,9 @@ static void add_segment(struct rewrite *w, size_t k, uint64_t row, uint32_t chun
 	if (k >= w->nruns)
 		w->nruns = k + 1;
 	r = &w->runs[k];
-	if (r->open && r->chunk == chunk && r->col == col && r->n == n &&
-	    r->row + r->rows == row && local > r->local &&
-	    (r->rows == 1 ? local - r->local >= n
-			  : local == r->local + r->rows * r->stride)) {
+	if (r->open && r->chunk == chunk && r->col == col && r->n == n && r->row + r->rows == row &&
+	    local > r->local &&
+	    (r->rows == 1 ? local - r->local >= n : local == r->local + r->rows * r->stride)) {
 		if (r->rows == 1)
 			r->stride = local - r->local;
 		r->rows++;
@@ -149,8 +148,13 @@ static void add_segment(struct rewrite *w, size_t k, uint64_t row, uint32_t chun
 	}
 	if (r->open)
 		emit(w, r);
-	*r = (struct run){.chunk = chunk, .col = col, .n = n, .row = row, .rows = 1,
-			  .local = local, .open = true};
+	*r = (struct run){.chunk = chunk,
+			  .col = col,
+			  .n = n,
+			  .row = row,
+			  .rows = 1,
+			  .local = local,
+			  .open = true};
 }
 
 /* One op row: elements [flat, flat + cols) of the full tensor, seen as
@@ -192,7 +196,7 @@ static void rewrite_row(struct rewrite *w, uint64_t row, uint64_t flat, uint64_t
 				break;
 			}
 			if (best == UINT32_MAX)
-				return;   /* cannot happen: the chunks tile the tensor */
+				return; /* cannot happen: the chunks tile the tensor */
 			add_segment(w, k++, row, best, done, best_end - best_start, local);
 			done += best_end - best_start;
 			j = best_end;

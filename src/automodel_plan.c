@@ -39,11 +39,16 @@ static bool any_float(enum dtype t)
 static enum dtype cast_of(enum dtype_choice choice)
 {
 	switch (choice) {
-	case DTYPE_CHOICE_BF16: return DTYPE_BF16;
-	case DTYPE_CHOICE_F16: return DTYPE_F16;
-	case DTYPE_CHOICE_F32: return DTYPE_F32;
-	case DTYPE_CHOICE_F64: return DTYPE_F64;
-	default: return DTYPE_INVALID;
+	case DTYPE_CHOICE_BF16:
+		return DTYPE_BF16;
+	case DTYPE_CHOICE_F16:
+		return DTYPE_F16;
+	case DTYPE_CHOICE_F32:
+		return DTYPE_F32;
+	case DTYPE_CHOICE_F64:
+		return DTYPE_F64;
+	default:
+		return DTYPE_INVALID;
 	}
 }
 
@@ -53,7 +58,7 @@ static enum dtype output_dtype(enum dtype s, enum dtype m, enum dtype c)
 {
 	if (c != DTYPE_INVALID) {
 		if (m == DTYPE_F32 && regular_float(s))
-			return DTYPE_F32;   /* an F32 original is never cast */
+			return DTYPE_F32; /* an F32 original is never cast */
 		return s != c && regular_float(s) ? c : s;
 	}
 	if (m == DTYPE_INVALID || m == s)
@@ -90,12 +95,12 @@ struct box_job {
 	const struct automodel_chunk *ch;
 	uint32_t src;
 	enum dtype out;
-	int split;                   /* the dimension pieces are cut along */
-	uint64_t gs[ST_MAX_DIMS];    /* full tensor strides, elements */
-	uint64_t cs[ST_MAX_DIMS];    /* chunk strides, elements */
-	uint64_t lo[ST_MAX_DIMS];    /* the piece's box: [lo, hi) per dim */
+	int split;		  /* the dimension pieces are cut along */
+	uint64_t gs[ST_MAX_DIMS]; /* full tensor strides, elements */
+	uint64_t cs[ST_MAX_DIMS]; /* chunk strides, elements */
+	uint64_t lo[ST_MAX_DIMS]; /* the piece's box: [lo, hi) per dim */
 	uint64_t hi[ST_MAX_DIMS];
-	uint64_t piece_start;        /* the piece's first element */
+	uint64_t piece_start; /* the piece's first element */
 };
 
 /* The ops copying the part of chunk ch inside the piece's box: runs along
@@ -110,8 +115,8 @@ static void chunk_ops(const struct box_job *j, struct opvec *v)
 
 	for (d = 0; d < n; d++) {
 		from[d] = j->lo[d] > ch->offsets[d] ? j->lo[d] : ch->offsets[d];
-		to[d] = j->hi[d] < ch->offsets[d] + ch->shape[d] ? j->hi[d]
-								 : ch->offsets[d] + ch->shape[d];
+		to[d] = j->hi[d] < ch->offsets[d] + ch->shape[d] ? j->hi[d] :
+								   ch->offsets[d] + ch->shape[d];
 		if (from[d] >= to[d])
 			return;
 	}
@@ -133,7 +138,7 @@ static void chunk_ops(const struct box_job *j, struct opvec *v)
 			dst += idx[d] * j->gs[d];
 		}
 		if (n == 0) {
-			rows = run = 1;   /* a scalar */
+			rows = run = 1; /* a scalar */
 		} else if (inner < 0) {
 			rows = 1;
 			run = (to[j->split] - from[j->split]) * j->gs[j->split];
@@ -236,8 +241,8 @@ static int add_pieces(struct plan *p, long pt, const struct automodel *am,
 				j.src = t->chunks[c];
 				chunk_ops(&j, &v);
 			}
-			if (plan_add_piece(p, pt, j.piece_start * dsize, (b - a) * unit * dsize, v.ops,
-					   v.n, e))
+			if (plan_add_piece(p, pt, j.piece_start * dsize, (b - a) * unit * dsize,
+					   v.ops, v.n, e))
 				goto out;
 		}
 	}
@@ -340,10 +345,14 @@ static void build_index(struct plan *p, const struct automodel *am)
 static const char *torch_name(enum dtype t)
 {
 	switch (t) {
-	case DTYPE_BF16: return "bfloat16";
-	case DTYPE_F16: return "float16";
-	case DTYPE_F32: return "float32";
-	default: return "float64";   /* DTYPE_F64 */
+	case DTYPE_BF16:
+		return "bfloat16";
+	case DTYPE_F16:
+		return "float16";
+	case DTYPE_F32:
+		return "float32";
+	default:
+		return "float64"; /* DTYPE_F64 */
 	}
 }
 
@@ -359,8 +368,9 @@ static void rewrite_config(struct plan *p, enum dtype cast, char **data, size_t 
 
 	if (!json_is_object(config)) {
 		json_decref(config);
-		strvec_push(&p->warnings, "config.json is not JSON ckptconv reads: copied as it is, "
-					  "without torch_dtype");
+		strvec_push(&p->warnings,
+			    "config.json is not JSON ckptconv reads: copied as it is, "
+			    "without torch_dtype");
 		return;
 	}
 	json_object_set_new(config, "torch_dtype", json_string(torch_name(cast)));
@@ -438,9 +448,10 @@ int automodel_build_plan(const struct automodel *am, const struct ckpt *ckpt,
 				continue;
 			ti = tensor_index(am, by_name, key);
 			if (ti < 0) {
-				strvec_pushf(&p->warnings,
-					     "%s: in %s but in no shard (a tied weight?): not written",
-					     key, AUTOMODEL_FILE_MAPPING);
+				strvec_pushf(
+					&p->warnings,
+					"%s: in %s but in no shard (a tied weight?): not written",
+					key, AUTOMODEL_FILE_MAPPING);
 				continue;
 			}
 			t = &am->tensors[ti];
@@ -459,7 +470,7 @@ int automodel_build_plan(const struct automodel *am, const struct ckpt *ckpt,
 			n++;
 		}
 		if (n == 0)
-			continue;   /* no file, the numbering keeps the gap */
+			continue; /* no file, the numbering keeps the gap */
 		build_header(p, first, n, &header, &header_len);
 		name = file_name(file, am->max_index);
 		plan_add_file(p, name, header, header_len, first, n);

@@ -49,20 +49,35 @@ void pyjson_string(FILE *out, const char *s)
 		uint32_t c = next_code_point(&p);
 
 		switch (c) {
-		case '"': fputs("\\\"", out); break;
-		case '\\': fputs("\\\\", out); break;
-		case '\b': fputs("\\b", out); break;
-		case '\f': fputs("\\f", out); break;
-		case '\n': fputs("\\n", out); break;
-		case '\r': fputs("\\r", out); break;
-		case '\t': fputs("\\t", out); break;
+		case '"':
+			fputs("\\\"", out);
+			break;
+		case '\\':
+			fputs("\\\\", out);
+			break;
+		case '\b':
+			fputs("\\b", out);
+			break;
+		case '\f':
+			fputs("\\f", out);
+			break;
+		case '\n':
+			fputs("\\n", out);
+			break;
+		case '\r':
+			fputs("\\r", out);
+			break;
+		case '\t':
+			fputs("\\t", out);
+			break;
 		default:
 			if (c >= 0x20 && c < 0x7F)
 				fputc((int)c, out);
 			else if (c < 0x10000)
 				fprintf(out, "\\u%04x", (unsigned)c);
 			else
-				fprintf(out, "\\u%04x\\u%04x", (unsigned)(0xD800 + ((c - 0x10000) >> 10)),
+				fprintf(out, "\\u%04x\\u%04x",
+					(unsigned)(0xD800 + ((c - 0x10000) >> 10)),
 					(unsigned)(0xDC00 + ((c - 0x10000) & 0x3FF)));
 		}
 	}

@@ -94,9 +94,9 @@ static int parse_shard(const char *json, uint64_t data, struct automodel_shard *
 				     len, 8 + len + data, s, e);
 }
 
-#define TWO_CHUNKS                                                                        \
-	"{\"b\":{\"dtype\":\"F32\",\"shape\":[0,4],\"data_offsets\":[0,0]},"              \
-	"\"a\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[0,12]},"             \
+#define TWO_CHUNKS                                                            \
+	"{\"b\":{\"dtype\":\"F32\",\"shape\":[0,4],\"data_offsets\":[0,0]},"  \
+	"\"a\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[0,12]}," \
 	"\"__metadata__\":{\"DCP_SHARDING_INFO\":\"%s\",\"DCP_VERSION\":\"1.0\",\"format\":\"pt\"}}"
 
 static int parse_with_info(const char *info, struct automodel_shard *s, struct err *e)
@@ -117,7 +117,7 @@ START_TEST(shard_header_order_and_offsets)
 					 &s, &e),
 			 0);
 	ck_assert_uint_eq(s.nchunks, 2);
-	ck_assert_str_eq(s.chunks[0].name, "b");   /* header order, not data order */
+	ck_assert_str_eq(s.chunks[0].name, "b"); /* header order, not data order */
 	ck_assert_uint_eq(s.chunks[0].offsets[0], 6);
 	ck_assert_uint_eq(s.chunks[0].shape[0], 0);
 	ck_assert_str_eq(s.chunks[1].name, "a");

@@ -44,17 +44,17 @@ struct plan;
 
 /* One tensor chunk of one shard: a box of the full tensor. */
 struct automodel_chunk {
-	const char *name;              /* points into the shard's parse */
+	const char *name; /* points into the shard's parse */
 	enum dtype dtype;
 	int ndim;
 	uint64_t shape[ST_MAX_DIMS];   /* the chunk's sizes */
 	uint64_t offsets[ST_MAX_DIMS]; /* saved_offsets: its first element's index per dim */
-	uint64_t begin, end;           /* data_offsets, relative to the data area */
+	uint64_t begin, end;	       /* data_offsets, relative to the data area */
 };
 
 /* One shard's header as Automodel wrote it: its chunks in header order. */
 struct automodel_shard {
-	struct st_header header;       /* validated as any safetensors header */
+	struct st_header header; /* validated as any safetensors header */
 	size_t nchunks;
 	struct automodel_chunk *chunks;
 };
@@ -93,8 +93,7 @@ struct automodel;
  * mapping_invalid, config_invalid, chunk_overlap, chunk_gap,
  * chunk_dtype_mismatch, chunk_ndim_mismatch, chunk_out_of_bounds,
  * tensor_not_mapped (each with the tensor). */
-int automodel_open(const char *location, struct ckpt **ckpt, struct automodel **am,
-		   struct err *e);
+int automodel_open(const char *location, struct ckpt **ckpt, struct automodel **am, struct err *e);
 void automodel_free(struct automodel *am);
 
 /* Builds into `p` (fresh, plan_new(ckpt, LAYOUT_HF, LAYOUT_HF)) the

@@ -50,12 +50,14 @@ static void check_shard(const struct automodel_shard *s)
 				break;
 		if (k == s->header.ntensors)
 			fuzz_fail("chunk %zu's name is no header tensor's", i);
-		if (c->ndim != s->header.tensors[k].ndim || c->dtype != s->header.tensors[k].dtype ||
+		if (c->ndim != s->header.tensors[k].ndim ||
+		    c->dtype != s->header.tensors[k].dtype ||
 		    c->begin != s->header.tensors[k].begin || c->end != s->header.tensors[k].end)
 			fuzz_fail("chunk '%s' disagrees with its header entry", c->name);
 		for (d = 0; d < c->ndim; d++)
 			if (c->offsets[d] + c->shape[d] < c->offsets[d])
-				fuzz_fail("chunk '%s' offset + size overflows in dimension %d", c->name, d);
+				fuzz_fail("chunk '%s' offset + size overflows in dimension %d",
+					  c->name, d);
 	}
 }
 
@@ -106,8 +108,9 @@ static void mapping(const uint8_t *data, size_t size, bool dtypes)
 		return;
 	}
 	json_object_foreach(map, key, v) {
-		if (dtypes ? !json_is_string(v) || dtype_from_name(json_string_value(v)) == DTYPE_INVALID
-			   : !json_is_integer(v) || json_integer_value(v) < 1 ||
+		if (dtypes ? !json_is_string(v) ||
+				     dtype_from_name(json_string_value(v)) == DTYPE_INVALID :
+			     !json_is_integer(v) || json_integer_value(v) < 1 ||
 				     json_integer_value(v) > 99999)
 			fuzz_fail("mapping entry '%s' is not what the parse promises", key);
 	}
