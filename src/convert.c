@@ -191,6 +191,10 @@ static int plan_consolidation(struct conversion *c, struct err *e)
 	if (c->exclude)
 		return err_set(e, "invalid_option",
 			       "a consolidation to hf writes every tensor: no exclude");
+	if (c->opts.max_shard_size)
+		return err_set(e, "invalid_option",
+			       "a consolidation to hf writes the files of %s/%s: no max shard size",
+			       AUTOMODEL_METADATA_DIR, AUTOMODEL_FILE_MAPPING);
 	c->plan = plan_new(c->ckpt, LAYOUT_HF, LAYOUT_HF);
 	if (automodel_build_plan(c->automodel, c->ckpt, c->opts.dtype, c->plan, e))
 		return -1;

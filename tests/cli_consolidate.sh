@@ -174,6 +174,9 @@ expect_empty "--dtype bogus: nothing written" "$T/u1"
 expect_exit "--exclude with a consolidation to hf is refused" 2 "$CKPTCONV" convert \
 	--to hf --exclude lm_head "$C/inputs/tiny-r3/model" "$T/u2"
 expect_empty "--exclude: nothing written" "$T/u2"
+expect_exit "--max-shard-size with a consolidation to hf is refused" 2 "$CKPTCONV" convert \
+	--to hf --max-shard-size 1MB "$C/inputs/tiny-r3/model" "$T/u3"
+expect_empty "--max-shard-size: nothing written" "$T/u3"
 
 # ---- damaged input ----
 
