@@ -20,7 +20,7 @@ static const struct adapter *const adapters[] = {
 
 static const char *const dtype_choice_names[] = {
 	[DTYPE_CHOICE_AUTO] = "auto", [DTYPE_CHOICE_KEEP] = "keep", [DTYPE_CHOICE_BF16] = "bf16",
-	[DTYPE_CHOICE_F16] = "f16",   [DTYPE_CHOICE_F32] = "f32",
+	[DTYPE_CHOICE_F16] = "f16",   [DTYPE_CHOICE_F32] = "f32", [DTYPE_CHOICE_F64] = "f64",
 };
 
 int dtype_choice_parse(const char *text)
@@ -57,12 +57,6 @@ int adapter_options_check(const struct adapter_options *o, const char **field, s
 		err_set(e, "invalid_option",
 			"expert parallelism applies only to conversions to native");
 		return refuse_option(field, "expert_parallel");
-	}
-	if (o->to == LAYOUT_HF && o->dtype != DTYPE_CHOICE_AUTO) {
-		err_set(e, "invalid_option",
-			"a dtype (%s) applies only to conversions to native (to hf keeps dtypes)",
-			dtype_choice_name(o->dtype));
-		return refuse_option(field, "dtype");
 	}
 	if (o->ep_rank && !o->ep_size) {
 		err_set(e, "invalid_option",

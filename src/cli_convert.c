@@ -37,7 +37,7 @@
 
 static const char usage_text[] =
 	"Usage: ckptconv convert --to native|hf [--ep-size N --ep-rank R]\n"
-	"                        [--dtype auto|bf16|f16|f32|keep] [--max-shard-size 5GB]\n"
+	"                        [--dtype auto|bf16|f16|f32|f64|keep] [--max-shard-size 5GB]\n"
 	"                        [--exclude REGEX] [--threads N] [--max-rate 200MB]\n"
 	"                        [--partition I/N] [--overwrite] [--no-fsync] [--dry-run]\n"
 	"                        [--json] SRC DST\n"
@@ -164,7 +164,7 @@ static int apply_option(struct cli_convert_args *a, const struct cli_extra_optio
 		if (choice < 0)
 			return cli_usage_error(
 				a->command, a->json,
-				"--dtype wants auto, bf16, f16, f32 or keep, not '%s'", value);
+				"--dtype wants auto, bf16, f16, f32, f64 or keep, not '%s'", value);
 		a->options.dtype = (enum dtype_choice)choice;
 		return 0;
 	case OPT_MAX_SHARD_SIZE:
@@ -218,9 +218,7 @@ static int check_combinations(const struct cli_convert_args *a)
 
 	if (!a->have_to)
 		return cli_usage_error(a->command, a->json, "--to native|hf is required");
-	if (a->options.to == LAYOUT_HF && a->have_dtype)
-		return cli_usage_error(a->command, a->json,
-				       "--dtype applies only to --to native (to hf keeps dtypes)");
+	/* --dtype with --to hf: only a consolidation takes it (convert.c). */
 	if (a->have_ep_size != a->have_ep_rank)
 		return cli_usage_error(a->command, a->json, "--ep-size and --ep-rank go together");
 	if (convert_options_check(&a->options, NULL, &e) < 0)

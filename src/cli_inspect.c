@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "ckptconv/adapter.h"
+#include "ckptconv/automodel.h"
 #include "ckptconv/ckpt.h"
 #include "ckptconv/cli.h"
 #include "ckptconv/err.h"
@@ -206,6 +207,28 @@ static json_t *describe(const struct ckpt *c, const struct inspect_args *a)
 	return out;
 }
 
+/* A NeMo Automodel sharded checkpoint (automodel.h): what its shards hold
+ * and what consolidating it (convert --to hf) writes. */
+static json_t *describe_sharded(const struct ckpt *c, const struct automodel *am,
+				const struct inspect_args *a)
+{
+	json_t *out = json_object(), *sharded = automodel_describe(am, c);
+
+	json_object_set_new(out, "location", json_string(a->path));
+	describe_config(c, out);
+	json_object_set_new(out, "layout", json_string("hf"));
+	json_object_set_new(sharded, "format", json_string("nemo_automodel"));
+	json_object_set_new(out, "tensors",
+			    json_integer((json_int_t)json_array_size(json_object_get(sharded, "tensors"))));
+	json_object_set_new(out, "bytes", json_integer((json_int_t)c->total_bytes));
+	json_object_set_new(out, "bytes_by_dtype", describe_bytes_by_dtype(c));
+	json_object_set_new(out, "warnings", strvec_json(&c->warnings));
+	if (!a->tensors && !a->json)
+		json_object_del(sharded, "tensors");
+	json_object_set_new(out, "sharded", sharded);
+	return out;
+}
+
 static const char *text_of(const json_t *o, const char *key, const char *absent)
 {
 	const char *s = json_string_value(json_object_get(o, key));
@@ -261,6 +284,48 @@ static void print_shape(const json_t *shape)
 	putchar(']');
 }
 
+static void print_sharded_text(const json_t *d)
+{
+	const json_t *sh = json_object_get(d, "sharded"), *v, *ch;
+	size_t i, k, nchunks = 0;
+
+	printf("%-14s %s\n", "location:", text_of(d, "location", ""));
+	json_array_foreach(json_object_get(sh, "ranks"), i, v)
+		nchunks += (size_t)json_integer_value(json_object_get(v, "chunks"));
+	printf("%-14s NeMo Automodel sharded checkpoint: %zu ranks, %zu chunks "
+	       "(convert --to hf consolidates it)\n",
+	       "format:", json_array_size(json_object_get(sh, "ranks")), nchunks);
+	if (json_is_true(json_object_get(d, "config")))
+		printf("%-14s %s (%s)\n", "model:", text_of(d, "model_type", "?"),
+		       text_of(d, "architecture", "no architecture"));
+	printf("%-14s %lld\n",
+	       "tensors:", (long long)json_integer_value(json_object_get(d, "tensors")));
+	print_size_line("bytes:", json_integer_value(json_object_get(d, "bytes")));
+	json_array_foreach(json_object_get(sh, "ranks"), i, v)
+		printf("  rank %-5lld %-40s %8lld chunks\n",
+		       (long long)json_integer_value(json_object_get(v, "rank")),
+		       text_of(v, "file", ""),
+		       (long long)json_integer_value(json_object_get(v, "chunks")));
+	printf("%-14s %zu\n", "output files:", json_array_size(json_object_get(sh, "output_files")));
+	json_array_foreach(json_object_get(sh, "output_files"), i, v)
+		printf("  %s\n", json_string_value(v));
+	json_array_foreach(json_object_get(d, "warnings"), i, v)
+		printf("warning: %s\n", json_string_value(v));
+	printf("%-14s valid (chunks tile every tensor)\n", "headers:");
+	json_array_foreach(json_object_get(sh, "tensors"), i, v) {
+		printf("%s %s ", text_of(v, "name", ""), text_of(v, "dtype", ""));
+		print_shape(json_object_get(v, "shape"));
+		printf(" -> %s:", text_of(v, "file", ""));
+		json_array_foreach(json_object_get(v, "chunks"), k, ch) {
+			printf(" rank %lld ", (long long)json_integer_value(json_object_get(ch, "rank")));
+			print_shape(json_object_get(ch, "shape"));
+			putchar('@');
+			print_shape(json_object_get(ch, "offsets"));
+		}
+		putchar('\n');
+	}
+}
+
 static void print_text(const json_t *d)
 {
 	const char *key;
@@ -300,6 +365,7 @@ static void print_text(const json_t *d)
 int cli_inspect(int argc, char **argv)
 {
 	struct inspect_args a;
+	struct automodel *am = NULL;
 	struct ckpt *c = NULL;
 	struct err e = {0};
 	json_t *description;
@@ -314,20 +380,27 @@ int cli_inspect(int argc, char **argv)
 	rc = cli_s3_apply(&a.s3, a.json);
 	if (rc != 0)
 		goto out;
-	if (ckpt_open(a.path, 0, &c, &e) < 0) {
+	/* A NeMo Automodel sharded checkpoint is described as one (automodel.h). */
+	rc = automodel_open(a.path, &c, &am, &e);
+	if (rc == 1)
+		rc = ckpt_open(a.path, 0, &c, &e);
+	if (rc < 0) {
 		cli_print_error(&e, a.json);
 		rc = cli_exit_code(&e);
 		goto out;
 	}
-	description = describe(c, &a);
+	description = am ? describe_sharded(c, am, &a) : describe(c, &a);
 	if (a.json) {
 		json_dumpf(description, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		putchar('\n');
+	} else if (am) {
+		print_sharded_text(description);
 	} else {
 		print_text(description);
 	}
 	json_decref(description);
 	ckpt_free(c);
+	automodel_free(am);
 out:
 	return rc;
 }

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "ckptconv/adapter.h"
+#include "ckptconv/automodel.h"
 #include "ckptconv/ckpt.h"
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
@@ -37,6 +38,7 @@ struct conversion {
 	struct convert_options opts;
 	char *exclude;              /* opts.exclude points here */
 	struct ckpt *ckpt;
+	struct automodel *automodel; /* a sharded Automodel source; frees after ckpt */
 	struct plan *plan;
 	struct strvec warnings;
 	struct store *dst;
@@ -141,11 +143,51 @@ static int build_plan(struct conversion *c, const struct adapter *a, enum layout
 	return a->check_round_trip(c->ckpt, &ao, c->plan, e) ? -1 : 0;
 }
 
+/* ---- consolidation of an Automodel sharded checkpoint (automodel.h) ---- */
+
+static int plan_consolidation(struct conversion *c, struct err *e)
+{
+	struct adapter_options ao = {
+		.to = c->opts.to, .dtype = c->opts.dtype,
+		.ep_size = c->opts.ep_size, .ep_rank = c->opts.ep_rank,
+	};
+	struct plan_options po = {.max_shard_size = c->opts.max_shard_size, .exclude = c->exclude};
+
+	if (c->opts.partition_count)
+		return err_set(e, "invalid_option",
+			       "a consolidation is not split into partitions");
+	if (c->opts.to == LAYOUT_NATIVE) {
+		if (automodel_build_native_plan(c->automodel, c->ckpt, &ao, &po, &c->plan, e))
+			return -1;
+		collect_warnings(c);
+		return 0;
+	}
+	if (c->exclude)
+		return err_set(e, "invalid_option",
+			       "a consolidation to hf writes every tensor: no exclude");
+	if (c->opts.max_shard_size)
+		return err_set(e, "invalid_option",
+			       "a consolidation to hf writes the files of %s/%s: no max shard size",
+			       AUTOMODEL_METADATA_DIR, AUTOMODEL_FILE_MAPPING);
+	c->plan = plan_new(c->ckpt, LAYOUT_HF, LAYOUT_HF);
+	if (automodel_build_plan(c->automodel, c->ckpt, c->opts.dtype, c->plan, e))
+		return -1;
+	collect_warnings(c);
+	return 0;
+}
+
 static int open_and_plan(struct conversion *c, struct err *e)
 {
 	const struct adapter *a;
 	struct model_info info;
+	int rc;
 
+	rc = automodel_open(c->src_location, &c->ckpt, &c->automodel, e);
+	if (rc <= 0)
+		return rc < 0 ? -1 : plan_consolidation(c, e);
+	if (c->opts.to == LAYOUT_HF && c->opts.dtype != DTYPE_CHOICE_AUTO)
+		return err_set(e, "invalid_option",
+			       "a dtype applies only to conversions to native (to hf keeps dtypes)");
 	if (ckpt_open(c->src_location, CKPT_REQUIRE_CONFIG, &c->ckpt, e))
 		return -1;
 	a = adapter_for(c->ckpt, e);
@@ -190,6 +232,7 @@ void conversion_free(struct conversion *c)
 	store_free(c->dst);
 	plan_free(c->plan);
 	ckpt_free(c->ckpt);
+	automodel_free(c->automodel);
 	strvec_fini(&c->published);
 	free(c->skip_file);
 	strvec_fini(&c->warnings);
@@ -289,6 +332,9 @@ static int bytes_needed(struct conversion *c, uint64_t *out, struct err *e)
 
 	if (c->plan->index_json)
 		total += strlen(c->plan->index_json);
+	for (i = 0; i < c->plan->nputs; i++)
+		if (!u64_add(total, c->plan->puts[i].len, &total))
+			total = UINT64_MAX;
 	for (i = 0; i < files->len; i++) {
 		if (store_stat(c->ckpt->store, files->items[i], &st, e))
 			return -1;
@@ -379,6 +425,15 @@ static int copy_files(struct conversion *c, struct err *e)
 		if (copy_file(c, files->items[i], e))
 			return -1;
 	}
+	for (i = 0; i < c->plan->nputs; i++) {
+		const struct plan_put *put = &c->plan->puts[i];
+
+		if (is_cancelled(c))
+			return cancelled_error(e);
+		strvec_push(&c->published, put->name);
+		if (store_put(c->dst, put->name, put->data, put->len, e))
+			return -1;
+	}
 	return 0;
 }
 
@@ -464,6 +519,8 @@ static void output_names(const struct conversion *c, struct strvec *names)
 			strvec_push(names, p->files[i].name);
 	for (i = 0; !count && i < p->copy_files.len; i++)
 		strvec_push(names, p->copy_files.items[i]);
+	for (i = 0; !count && i < p->nputs; i++)
+		strvec_push(names, p->puts[i].name);
 	free(skip);
 }
 

@@ -185,7 +185,7 @@ static int read_dtype(struct reader *r, const json_t *obj, struct convert_option
 		return 0;
 	if (!json_is_string(v) || (choice = dtype_choice_parse(json_string_value(v))) < 0)
 		return fault(r, "dtype", "invalid_field",
-			     "must be one of auto, bf16, f16, f32, keep");
+			     "must be one of auto, bf16, f16, f32, f64, keep");
 	o->dtype = (enum dtype_choice)choice;
 	return 0;
 }

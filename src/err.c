@@ -73,6 +73,17 @@ static const struct err_code catalogue[] = {
 	{"offsets_out_of_bounds", 422, "A tensor's data lies past the end of the file."},
 	{"trailing_bytes", 422, "The file continues past the end of its data."},
 	{"invalid_metadata", 422, "__metadata__ is not an object of strings."},
+	/* sharded training checkpoints (NeMo Automodel) */
+	{"sharding_info_missing", 422, "A shard of an Automodel sharded checkpoint has no __metadata__.DCP_SHARDING_INFO."},
+	{"sharding_info_invalid", 422, "DCP_SHARDING_INFO is not JSON, lacks a tensor of the header, names one the header lacks, or gives offsets that are not one non-negative integer per dimension."},
+	{"hf_metadata_missing", 422, "A sharded Automodel checkpoint lacks .hf_metadata/ or its fqn_to_file_index_mapping.json."},
+	{"mapping_invalid", 422, "fqn_to_file_index_mapping.json is not an object of names to file indices 1..99999, or fqn_to_dtype_mapping.json not one of names to safetensors dtypes."},
+	{"chunk_overlap", 422, "Two chunks of one tensor cover the same elements (or one shard holds a tensor twice)."},
+	{"chunk_gap", 422, "The chunks of a tensor leave elements of its full shape uncovered (a shard missing, or a damaged DCP_SHARDING_INFO)."},
+	{"chunk_dtype_mismatch", 422, "The chunks of one tensor have different dtypes."},
+	{"chunk_ndim_mismatch", 422, "The chunks of one tensor have different numbers of dimensions."},
+	{"chunk_out_of_bounds", 422, "An empty chunk's offsets lie past the full shape the other chunks give the tensor."},
+	{"tensor_not_mapped", 422, "A tensor of the shards is in no output file of fqn_to_file_index_mapping.json."},
 	/* model rules */
 	{"qkv_shape_mismatch", 422, "A fused query_key_value tensor has the wrong row count."},
 	{"qkv_mismatch", 422, "q/k/v projections of one layer differ in dtype or column count."},

@@ -147,7 +147,7 @@ float kern_f16_to_f32(uint16_t h)
 
 static int is_float_type(enum dtype t)
 {
-	return t == DTYPE_F32 || t == DTYPE_F16 || t == DTYPE_BF16;
+	return t == DTYPE_F32 || t == DTYPE_F16 || t == DTYPE_BF16 || t == DTYPE_F64;
 }
 
 int kern_can_cast(enum dtype from, enum dtype to)
@@ -315,6 +315,32 @@ CAST_PAIR(cast_f16_f32, DTYPE_F16, DTYPE_F32)
 CAST_PAIR(cast_f16_bf16, DTYPE_F16, DTYPE_BF16)
 CAST_PAIR(cast_bf16_f16, DTYPE_BF16, DTYPE_F16)
 
+/* F64 to or from F32, F16, BF16 as torch converts on a CPU: to a narrower
+ * type through F32 (double -> float rounds to nearest even, overflowing
+ * to infinity; then float -> 16 bits rounds again), to F64 exactly. */
+static void cast_f64(const unsigned char *s, enum dtype from, unsigned char *d, enum dtype to,
+		     size_t n)
+{
+	size_t i, fs = dtype_size(from), ts = dtype_size(to);
+	uint32_t w;
+	double v;
+	float f;
+
+	for (i = 0; i < n; i++) {
+		if (from == DTYPE_F64) {
+			memcpy(&v, s + i * 8, 8);
+			f = (float)v;
+			memcpy(&w, &f, 4);
+			element_from_f32(d + i * ts, to, w);
+		} else {
+			w = element_to_f32(s + i * fs, from);
+			memcpy(&f, &w, 4);
+			v = f;
+			memcpy(d + i * 8, &v, 8);
+		}
+	}
+}
+
 void kern_cast(const void *src, enum dtype from, void *dst, enum dtype to, size_t n)
 {
 	const unsigned char *s = src;
@@ -324,7 +350,9 @@ void kern_cast(const void *src, enum dtype from, void *dst, enum dtype to, size_
 		memmove(d, s, n * dtype_size(from));
 		return;
 	}
-	if (from == DTYPE_F32 && to == DTYPE_BF16)
+	if (from == DTYPE_F64 || to == DTYPE_F64)
+		cast_f64(s, from, d, to, n);
+	else if (from == DTYPE_F32 && to == DTYPE_BF16)
 		cast_f32_bf16(s, d, n);
 	else if (from == DTYPE_BF16 && to == DTYPE_F32)
 		cast_bf16_f32(s, d, n);
@@ -498,8 +526,16 @@ void kern_transpose_cast(const void *src, enum dtype from, size_t src_stride, vo
 	size_t from_size = dtype_size(from), to_size = dtype_size(to);
 	size_t r0, c0, c, rn, cn;
 
-	if (from == to || from_size > 4) {
+	if (from == to) {
 		kern_transpose(src, src_stride, dst, dst_stride, rows, cols, from_size);
+		return;
+	}
+	if (from_size > 4) {
+		/* F64, rare: element by element. */
+		for (c = 0; c < cols; c++)
+			for (r0 = 0; r0 < rows; r0++)
+				kern_cast(s + r0 * src_stride + c * from_size, from,
+					  d + c * dst_stride + r0 * to_size, to, 1);
 		return;
 	}
 	for (r0 = 0; r0 < rows; r0 += TILE_ROWS) {

@@ -93,6 +93,11 @@ void plan_free(struct plan *p)
 	}
 	free(p->files);
 	free(p->index_json);
+	for (i = 0; i < p->nputs; i++) {
+		free(p->puts[i].name);
+		free(p->puts[i].data);
+	}
+	free(p->puts);
 	strvec_fini(&p->copy_files);
 	strvec_fini(&p->warnings);
 	free(p);
@@ -618,11 +623,81 @@ int plan_finish(struct plan *p, const struct plan_options *o, struct err *e)
 	return 0;
 }
 
+void plan_add_put(struct plan *p, const char *name, char *data, size_t len)
+{
+	p->puts = reserve(p->puts, p->nputs, 1, sizeof(*p->puts));
+	p->puts[p->nputs].name = xstrdup(name);
+	p->puts[p->nputs].data = data;
+	p->puts[p->nputs].len = len;
+	p->nputs++;
+}
+
+size_t plan_add_file(struct plan *p, const char *name, char *header, size_t header_len,
+		     uint32_t first_tensor, uint32_t ntensors)
+{
+	struct plan_file *f;
+	uint32_t i;
+
+	p->files = reserve(p->files, p->nfiles, 1, sizeof(*p->files));
+	f = &p->files[p->nfiles];
+	memset(f, 0, sizeof(*f));
+	f->name = xstrdup(name);
+	f->header = header;
+	f->header_len = header_len;
+	f->first_tensor = first_tensor;
+	f->ntensors = ntensors;
+	f->size = header_len;
+	for (i = 0; i < ntensors; i++)
+		f->size += p->tensors[first_tensor + i].nbytes;
+	return p->nfiles++;
+}
+
+int plan_finish_laid_out(struct plan *p, struct err *e)
+{
+	json_t *names = json_object();
+	size_t i, j;
+
+	if (p->finished)
+		return err_set(e, "plan_invalid", "plan is already finished");
+	for (i = 0; i < p->ntensors; i++) {
+		if (json_object_get(names, p->tensors[i].name)) {
+			json_decref(names);
+			return err_set(e, "duplicate_tensor", "two output tensors are named '%s'",
+				       p->tensors[i].name);
+		}
+		json_object_set_new(names, p->tensors[i].name, json_true());
+	}
+	json_decref(names);
+	if (validate(p, e) < 0)
+		return -1;
+	for (i = 0; i < p->nfiles; i++) {
+		const struct plan_file *f = &p->files[i];
+		uint64_t offset = f->header_len;
+
+		if ((size_t)f->first_tensor + f->ntensors > p->ntensors)
+			return err_set(e, "plan_invalid", "%s: tensors out of range", f->name);
+		for (j = 0; j < f->ntensors; j++) {
+			const struct plan_tensor *t = &p->tensors[f->first_tensor + j];
+
+			if (t->file != i || t->offset != offset)
+				return err_set(e, "plan_invalid", "%s: '%s' is not where its header says",
+					       f->name, t->name);
+			offset += t->nbytes;
+		}
+		if (offset != f->size)
+			return err_set(e, "plan_invalid", "%s: size disagrees with its tensors",
+				       f->name);
+	}
+	count_totals(p);
+	p->finished = p->laid_out = true;
+	return 0;
+}
+
 long plan_find(const struct plan *p, const char *name)
 {
 	size_t lo = 0, hi = p->ntensors, i;
 
-	if (!p->finished) {
+	if (!p->finished || p->laid_out) {
 		for (i = 0; i < p->ntensors; i++)
 			if (strcmp(p->tensors[i].name, name) == 0)
 				return (long)i;

@@ -269,6 +269,50 @@ START_TEST(f32_halfway_neighbours)
 }
 END_TEST
 
+/* F64 as torch converts it on a CPU: to 16 bits through float (double
+ * rounding), to float with overflow to infinity, widening exactly. */
+START_TEST(f64_casts)
+{
+	const double in[] = {1.0 + 0x1p-8 + 0x1p-30, 1e300, -1e300, 0.1, -0.0, 3 * 0x1p-25};
+	uint16_t bf[6], h[6];
+	float f[6];
+	double back[3];
+	const float narrow[3] = {1.5f, -0x1p-149f, 65504.0f};
+	const uint16_t halves[3] = {0x3c00, 0x0001, 0x7bff};
+	double from_half[3];
+
+	kern_cast(in, DTYPE_F64, bf, DTYPE_BF16, 6);
+	ck_assert_uint_eq(bf[0], 0x3f80);          /* not 0x3f81: rounded twice */
+	ck_assert_uint_eq(bf[1], 0x7f80);
+	ck_assert_uint_eq(bf[2], 0xff80);
+	ck_assert_uint_eq(bf[3], kern_f32_to_bf16(0.1f));
+	ck_assert_uint_eq(bf[4], 0x8000);
+	kern_cast(in, DTYPE_F64, h, DTYPE_F16, 6);
+	ck_assert_uint_eq(h[1], 0x7c00);
+	ck_assert_uint_eq(h[5], 0x0002);
+	kern_cast(in, DTYPE_F64, f, DTYPE_F32, 6);
+	ck_assert(isinf(f[1]) && f[1] > 0);
+	ck_assert(f[3] == 0.1f);
+	ck_assert(signbit(f[4]));
+	kern_cast(narrow, DTYPE_F32, back, DTYPE_F64, 3);
+	ck_assert(back[0] == 1.5 && back[1] == -0x1p-149 && back[2] == 65504.0);
+	kern_cast(halves, DTYPE_F16, from_half, DTYPE_F64, 3);
+	ck_assert(from_half[0] == 1.0 && from_half[1] == 0x1p-24 && from_half[2] == 65504.0);
+	ck_assert(kern_can_cast(DTYPE_F64, DTYPE_BF16) && kern_can_cast(DTYPE_BF16, DTYPE_F64));
+	ck_assert(!kern_can_cast(DTYPE_F64, DTYPE_I64));
+	{
+		/* transposed: a 2 x 3 F64 matrix to 3 x 2 BF16 */
+		const double m[6] = {1, 2, 3, 4, 5, 6};
+		uint16_t t[6];
+		size_t i;
+
+		kern_transpose_cast(m, DTYPE_F64, 3 * 8, t, DTYPE_BF16, 2 * 2, 2, 3);
+		for (i = 0; i < 6; i++)
+			ck_assert_uint_eq(t[i], kern_f32_to_bf16((float)m[(i % 2) * 3 + i / 2]));
+	}
+}
+END_TEST
+
 START_TEST(f32_special_values)
 {
 	/* ties to even, just above and below halfway */
@@ -653,6 +697,7 @@ static Suite *kernels_suite(void)
 	tcase_add_test(tc, f32_random);
 	tcase_add_test(tc, f32_halfway_neighbours);
 	tcase_add_test(tc, f32_special_values);
+	tcase_add_test(tc, f64_casts);
 	tcase_add_test(tc, bulk_casts_match_scalar);
 	tcase_add_test(tc, bulk_casts_exhaustive);
 	suite_add_tcase(s, tc);

@@ -464,7 +464,8 @@ usage "unknown command" usage_error frobnicate
 usage "convert without --to" usage_error convert "$G/hf" "$T/u1"
 usage "--to bogus" usage_error convert --to gguf "$G/hf" "$T/u2"
 usage "--ep-size with --to hf" usage_error convert --to hf --ep-size 2 --ep-rank 0 "$G/native" "$T/u3"
-usage "--dtype with --to hf" usage_error convert --to hf --dtype bf16 "$G/native" "$T/u4"
+# --dtype with --to hf is for consolidating a sharded checkpoint; elsewhere refused.
+usage "--dtype with --to hf" invalid_option convert --to hf --dtype bf16 "$G/native" "$T/u4"
 usage "--ep-size without --ep-rank" usage_error convert --to native --ep-size 2 "$G/hf" "$T/u5"
 usage "--ep-rank without --ep-size" usage_error convert --to native --ep-rank 0 "$G/hf" "$T/u6"
 usage "--ep-rank not below --ep-size" usage_error convert --to native --ep-size 2 --ep-rank 2 "$G/hf" "$T/u7"

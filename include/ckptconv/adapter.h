@@ -19,9 +19,11 @@
 struct err;
 struct ckpt;
 
+/* F64 only for consolidating a sharded checkpoint to hf (automodel.h),
+ * Automodel's CAST_DTYPE fp64; the adapters refuse it. */
 enum dtype_choice { DTYPE_CHOICE_AUTO = 0, DTYPE_CHOICE_KEEP, DTYPE_CHOICE_BF16,
-		    DTYPE_CHOICE_F16, DTYPE_CHOICE_F32 };
-/* "auto" | "keep" | "bf16" | "f16" | "f32"; -1 if unknown. */
+		    DTYPE_CHOICE_F16, DTYPE_CHOICE_F32, DTYPE_CHOICE_F64 };
+/* "auto" | "keep" | "bf16" | "f16" | "f32" | "f64"; -1 if unknown. */
 int dtype_choice_parse(const char *text);
 const char *dtype_choice_name(enum dtype_choice c);
 
@@ -37,9 +39,8 @@ struct adapter_options {
 
 /* The rules between the target layout, the dtype and expert parallelism,
  * for every caller (convert_options_check, the CLI, the API, the adapters):
- * the target is native or hf; a dtype other than auto and expert
- * parallelism apply only to native (SPEC.md: to hf keeps the dtypes and
- * needs every expert); an expert-parallel rank needs a size from 1 to
+ * the target is native or hf; expert parallelism applies only to native
+ * (SPEC.md: to hf needs every expert); an expert-parallel rank needs a size from 1 to
  * ADAPTER_EP_SIZE_MAX and is below it.  Code invalid_option; *field (may
  * be NULL) is set to the option at fault, named as in the JSON form
  * (convert_options.h): "to", "dtype", "expert_parallel",

@@ -94,7 +94,9 @@ enum { CLI_OPT_CONVERT = 0x100, CLI_OPT_EXTRA = 0x2000 };
 	"  --ep-rank R            expert-parallel rank, 0 <= R < N (with --ep-size)\n"     \
 	"  --dtype D              grouped expert tensors' dtype (to native): auto (the\n"  \
 	"                         model's dtype in config.json, default), bf16, f16,\n"   \
-	"                         f32, keep\n"                                            \
+	"                         f32, keep; consolidating a NeMo Automodel sharded\n"   \
+	"                         checkpoint to hf: auto restores the original dtypes,\n" \
+	"                         bf16, f16, f32, f64 cast, keep keeps the saved ones\n" \
 	"  --max-shard-size SIZE  largest shard's tensor data (default 5GB; KB/MB/GB are\n" \
 	"                         powers of 1000, KiB/MiB/GiB of 1024)\n"                 \
 	"  --exclude REGEX        leave out output tensors whose names match (POSIX ERE)\n" \

@@ -25,7 +25,9 @@ float kern_f16_to_f32(uint16_t h);
 int kern_can_cast(enum dtype from, enum dtype to);
 
 /* n elements, contiguous; F16 <-> BF16 goes through F32 exactly, so it
- * rounds once.  A pair kern_can_cast refuses is a caller's bug: the process
+ * rounds once; F64 -> F16/BF16 goes through F32 too, rounding twice as
+ * torch does on a CPU (docs/consolidation.md §5.8), F64 -> F32 rounds to
+ * nearest even with overflow to infinity, widening is exact.  A pair kern_can_cast refuses is a caller's bug: the process
  * aborts rather than write wrong bytes. */
 void kern_cast(const void *src, enum dtype from, void *dst, enum dtype to, size_t n);
 

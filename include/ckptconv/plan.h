@@ -78,6 +78,15 @@ struct plan_file {
 	uint32_t first_tensor, ntensors;
 };
 
+/* A file the conversion writes from memory beside the shards, before them
+ * (a consolidation's metadata files, taken from the source's .hf_metadata/
+ * and possibly rewritten). */
+struct plan_put {
+	char *name;                 /* relative to the destination */
+	char *data;                 /* owned */
+	size_t len;
+};
+
 struct plan_options {
 	uint64_t max_shard_size;    /* 0 = PLAN_MAX_SHARD_SIZE_DEFAULT */
 	const char *exclude;        /* POSIX ERE or NULL */
@@ -100,8 +109,12 @@ struct plan {
 	size_t nexcluded;           /* tensors the exclude pattern dropped */
 	struct strvec copy_files;   /* files to copy from the source unchanged */
 	struct strvec warnings;
+	struct plan_put *puts;      /* written besides copy_files */
+	size_t nputs;
 	const struct ckpt *src;     /* not owned */
 	bool finished;              /* plan_finish succeeded: sorted, sharded */
+	bool laid_out;              /* finished by plan_finish_laid_out: the
+				     * builder's order, files and headers */
 };
 
 struct plan *plan_new(const struct ckpt *src, enum layout from, enum layout to);
@@ -151,6 +164,24 @@ int plan_add_source(struct plan *p, long t, uint32_t src);
  * o->tensors_only).  Codes: invalid_exclude, duplicate_tensor (two outputs
  * with one name), plan_invalid. */
 int plan_finish(struct plan *p, const struct plan_options *o, struct err *e);
+
+/* Adds a file to write from memory; takes `data` (malloc'd, len bytes). */
+void plan_add_put(struct plan *p, const char *name, char *data, size_t len);
+
+/* Adds an output file whose header bytes (prefix + JSON, `header` taken,
+ * malloc'd) the builder made; its tensors are the ntensors added last,
+ * starting at first_tensor, whose `file` and absolute `offset` the builder
+ * set too.  Returns the file's index. */
+size_t plan_add_file(struct plan *p, const char *name, char *header, size_t header_len,
+		     uint32_t first_tensor, uint32_t ntensors);
+
+/* Finishes a plan whose builder laid out the output itself (tensor order,
+ * files, header bytes, offsets, index_json: a format ckptconv reproduces
+ * rather than chooses, as a consolidation): checks pieces and ops as
+ * plan_finish does, that each file's tensors follow its header back to back
+ * and end at its size, and counts the totals.  No exclusion, no sorting;
+ * plan_find searches linearly.  Codes: plan_invalid, duplicate_tensor. */
+int plan_finish_laid_out(struct plan *p, struct err *e);
 
 /* Human-readable (one line per file and tensor) or JSON description. */
 void plan_print(const struct plan *p, FILE *out, bool json);

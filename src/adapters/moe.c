@@ -137,7 +137,9 @@ static int target_dtype(const struct ckpt *c, enum dtype_choice choice, enum dty
 		return model_dtype(c, out, &key, e);
 	default:
 		return err_set(e, "invalid_option",
-			       "dtype choice %d is not auto, keep, bf16, f16 or f32", (int)choice);
+			       "dtype %s is not auto, keep, bf16, f16 or f32 (f64 only consolidates "
+			       "a sharded checkpoint to hf)",
+			       dtype_choice_name(choice));
 	}
 }
 

@@ -1,0 +1,316 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# cli_consolidate: NeMo Automodel sharded training checkpoints.  Every case
+# of golden/consolidate/cases.jsonl converted with --to hf must equal
+# Automodel's own consolidation byte for byte (file names, headers, tensor
+# order, index, config.json); inspect describes a sharded checkpoint; and
+# every class of damaged input is refused with its exact error code, naming
+# the tensor or file, with nothing left in the destination.
+
+. "$(dirname "$0")/lib.sh"
+need_binary
+
+C=$GOLDEN_DIR/consolidate
+T=$TEST_TMP
+
+if [ ! -f "$C/cases.jsonl" ]; then
+	fail "golden consolidation cases at $C"
+	finish
+fi
+
+# ---- every golden case, byte for byte ----
+
+# CAST_DTYPE of a case -> --dtype.
+dtype_flag() {
+	case "$1" in
+	"") echo auto ;;
+	fp32) echo f32 ;;
+	fp16) echo f16 ;;
+	bf16) echo bf16 ;;
+	fp64) echo f64 ;;
+	*) echo "unknown-cast-$1" ;;
+	esac
+}
+
+ncases=0
+while read -r name input output cast; do
+	ncases=$((ncases + 1))
+	flag=$(dtype_flag "$cast")
+	if expect_ok "consolidate $name (--dtype $flag)" "$CKPTCONV" convert --to hf \
+		--dtype "$flag" "$C/$input" "$T/out-$name"; then
+		same_files "$name: output identical to Automodel's" "$C/$output" "$T/out-$name"
+	fi
+done < <(python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    c = json.loads(line)
+    print(c["case"], c["input"], c["output"], c["cast_dtype"] or "")
+' "$C/cases.jsonl")
+assert_eq "all 15 golden cases ran" 15 "$ncases"
+
+# The consolidated checkpoint is an ordinary HF checkpoint: it converts.
+expect_ok "consolidated output converts to native" "$CKPTCONV" convert --to native \
+	"$T/out-tiny-r4-ep2s2" "$T/native-from-consolidated"
+expect_ok "... equal to the reference's native" "$CKPTCONV" verify \
+	"$GOLDEN_DIR/tiny/native" "$T/native-from-consolidated"
+
+# --dtype f64 (Automodel's CAST_DTYPE fp64, no golden case): every tensor
+# but the F32-original router becomes F64 holding the values of the
+# golden fp32 cast; config.json says float64.
+if expect_ok "consolidate tiny-r3-f32save --dtype f64" "$CKPTCONV" convert --to hf --dtype f64 \
+	"$C/inputs/tiny-r3-f32save/model" "$T/out-f64"; then
+	if python3 - "$T/out-f64" "$C/outputs/tiny-r3-cast-fp32" <<'PYEOF'; then
+import json, os, struct, sys
+def load(d):
+    out = {}
+    for f in sorted(os.listdir(d)):
+        if f.endswith(".safetensors"):
+            b = open(os.path.join(d, f), "rb").read()
+            n = struct.unpack("<Q", b[:8])[0]
+            for k, v in json.loads(b[8:8 + n]).items():
+                s, e = v["data_offsets"]
+                out[k] = (v["dtype"], v["shape"], b[8 + n + s:8 + n + e])
+    return out
+a, g = load(sys.argv[1]), load(sys.argv[2])
+assert a.keys() == g.keys()
+f64 = 0
+for k, (dt, shape, data) in a.items():
+    gdt, gshape, gdata = g[k]
+    assert shape == gshape, k
+    if dt == "F64":
+        f64 += 1
+        x = struct.unpack("<%dd" % (len(data) // 8), data)
+        y = struct.unpack("<%df" % (len(gdata) // 4), gdata)
+        assert x == y, k
+    else:
+        assert (dt, data) == ("F32", gdata) and gdt == "F32", k
+assert f64 == len(a) - 2, f64
+assert json.load(open(os.path.join(sys.argv[1], "config.json")))["torch_dtype"] == "float64"
+PYEOF
+		pass "--dtype f64: F64 values of the fp32 cast, F32 router kept, torch_dtype float64"
+	else
+		fail "--dtype f64: F64 values of the fp32 cast, F32 router kept, torch_dtype float64"
+	fi
+fi
+expect_exit "--dtype f64 --to native is refused" 2 "$CKPTCONV" convert --to native --dtype f64 \
+	"$C/inputs/tiny-r3/model" "$T/u-f64"
+expect_empty "--dtype f64 --to native: nothing written" "$T/u-f64"
+
+# ---- consolidation and conversion to native in one pass ----
+
+for input in tiny-r4-ep2s2 tiny-r3 tiny-r3-dim1 tiny-r3-f32save tiny-ep2; do
+	if expect_ok "$input --to native in one pass" "$CKPTCONV" convert --to native \
+		"$C/inputs/$input/model" "$T/native-$input"; then
+		expect_ok "$input --to native equals golden/tiny/native" "$CKPTCONV" verify \
+			"$GOLDEN_DIR/tiny/native" "$T/native-$input"
+		same_tensors "$input --to native: same tensors (python digest)" \
+			"$GOLDEN_DIR/tiny/native" "$T/native-$input"
+	fi
+done
+for rank in 0 1; do
+	if expect_ok "tiny-r4-ep2s2 --to native EP 2 rank $rank" "$CKPTCONV" convert --to native \
+		--ep-size 2 --ep-rank "$rank" "$C/inputs/tiny-r4-ep2s2/model" "$T/native-ep$rank"; then
+		expect_ok "EP rank $rank equals golden/tiny/native-ep2-rank$rank" "$CKPTCONV" verify \
+			"$GOLDEN_DIR/tiny/native-ep2-rank$rank" "$T/native-ep$rank"
+	fi
+done
+if cmp -s "$C/inputs/tiny-r3/model/.hf_metadata/config.json" "$T/native-tiny-r3/config.json"; then
+	pass "--to native: config.json from .hf_metadata, unchanged"
+else
+	fail "--to native: config.json from .hf_metadata, unchanged"
+fi
+d=$T/bad-native-gap
+copy_dir "$C/inputs/tiny-r3/model" "$d"
+rm "$d/shard-00002-model-00001-of-00001.safetensors"
+expect_fail "--to native of a checkpoint with a missing shard" chunk_gap "shard-00002" \
+	"$CKPTCONV" convert --to native "$d" "$T/dst-native-gap"
+expect_empty "--to native refused: nothing written" "$T/dst-native-gap"
+# Without the last shard the chunks still tile smaller tensors (the full
+# shape is stored nowhere); the model's own shape rules catch it.
+d=$T/bad-native-last
+copy_dir "$C/inputs/tiny-r3/model" "$d"
+rm "$d/shard-00003-model-00001-of-00001.safetensors"
+expect_fail "--to native without the last shard" qkv_shape_mismatch "query_key_value" \
+	"$CKPTCONV" convert --to native "$d" "$T/dst-native-last"
+expect_empty "--to native without the last shard: nothing written" "$T/dst-native-last"
+
+# ---- inspect ----
+
+expect_ok "inspect a sharded checkpoint" "$CKPTCONV" inspect --json "$C/inputs/tiny-r3/model"
+run_out >"$T/inspect.json"
+if python3 - "$T/inspect.json" <<'PYEOF'; then
+import json, sys
+d = json.load(open(sys.argv[1]))
+s = d["sharded"]
+assert s["format"] == "nemo_automodel", s["format"]
+assert [r["rank"] for r in s["ranks"]] == [0, 1, 2], s["ranks"]
+t = {x["name"]: x for x in s["tensors"]}
+g = t["model.layers.1.mlp.gate.weight"]
+assert g["shape"] == [4, 64], g["shape"]
+assert [c["shape"] for c in g["chunks"]] == [[2, 64], [2, 64], [0, 64]], g["chunks"]
+assert [c["offsets"] for c in g["chunks"]] == [[0, 0], [2, 0], [4, 0]], g["chunks"]
+assert g["file"] == "model-00004-of-00005.safetensors" or g["file"].startswith("model-0000"), g
+assert len(s["output_files"]) == 5, s["output_files"]
+assert d["layout"] == "hf", d["layout"]
+PYEOF
+	pass "inspect --json: ranks, chunks, full shapes, output files"
+else
+	fail "inspect --json: ranks, chunks, full shapes, output files" "$(head -c 600 "$T/inspect.json")"
+fi
+expect_ok "inspect (text) a sharded checkpoint" "$CKPTCONV" inspect "$C/inputs/tiny-r3/model"
+if run_out | grep -q "NeMo Automodel sharded checkpoint: 3 ranks"; then
+	pass "inspect says it is a sharded Automodel checkpoint"
+else
+	fail "inspect says it is a sharded Automodel checkpoint"
+	show_run
+fi
+
+# ---- options ----
+
+expect_exit "--dtype bogus is a usage error" 2 "$CKPTCONV" convert --to hf --dtype fp32 \
+	"$C/inputs/tiny-r3/model" "$T/u1"
+expect_empty "--dtype bogus: nothing written" "$T/u1"
+expect_exit "--exclude with a consolidation to hf is refused" 2 "$CKPTCONV" convert \
+	--to hf --exclude lm_head "$C/inputs/tiny-r3/model" "$T/u2"
+expect_empty "--exclude: nothing written" "$T/u2"
+expect_exit "--max-shard-size with a consolidation to hf is refused" 2 "$CKPTCONV" convert \
+	--to hf --max-shard-size 1MB "$C/inputs/tiny-r3/model" "$T/u3"
+expect_empty "--max-shard-size: nothing written" "$T/u3"
+
+# ---- damaged input ----
+
+# A writable copy of a golden input's model/ folder.
+damaged() { # damaged NAME INPUT: prints the copy's path
+	local dir=$T/bad-$1
+	copy_dir "$C/inputs/$2/model" "$dir" && echo "$dir"
+}
+
+# edit_shard FILE PYTHON: runs PYTHON with `h` the header (dict, in order),
+# `info` its DCP_SHARDING_INFO (dict) and `data` the data bytes, then
+# writes the file back (info re-encoded unless the code sets raw_info).
+edit_shard() {
+	python3 - "$1" "$2" <<'PYEOF'
+import json, struct, sys
+path, code = sys.argv[1], sys.argv[2]
+b = open(path, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+data = b[8 + n:]
+meta = h["__metadata__"]
+info = json.loads(meta["DCP_SHARDING_INFO"])
+raw_info = None
+exec(code)
+if "__metadata__" in h and "DCP_SHARDING_INFO" in h["__metadata__"]:
+    h["__metadata__"]["DCP_SHARDING_INFO"] = raw_info if raw_info is not None else json.dumps(info)
+j = json.dumps(h, separators=(",", ":")).encode()
+j += b" " * ((8 - len(j) % 8) % 8)
+open(path, "wb").write(struct.pack("<Q", len(j)) + j + data)
+PYEOF
+}
+
+# refused NAME CODE NAMES DIR: conversion and inspect fail with CODE, and
+# the destination stays empty.
+refused() {
+	local name=$1 code=$2 names=$3 dir=$4
+	expect_fail "$name: convert refuses" "$code" "$names" "$CKPTCONV" convert --to hf \
+		"$dir" "$T/dst-$name"
+	expect_empty "$name: nothing written" "$T/dst-$name"
+	expect_fail "$name: inspect refuses" "$code" "$names" "$CKPTCONV" inspect "$dir"
+}
+
+GATE=model.layers.1.mlp.gate.weight
+DENSE=model.layers.0.attention.dense.weight
+
+d=$(damaged overlap tiny-r3)
+edit_shard "$d/shard-00002-model-00001-of-00001.safetensors" \
+	"info['$GATE']['saved_offsets'] = [1, 0]"
+refused overlap chunk_overlap "$GATE" "$d"
+
+d=$(damaged gap tiny-r3)
+edit_shard "$d/shard-00002-model-00001-of-00001.safetensors" \
+	"info['$GATE']['saved_offsets'] = [3, 0]; info['$DENSE']['saved_offsets'][0] += 0"
+refused gap chunk_gap "$GATE" "$d"
+
+d=$(damaged missing-shard tiny-r3)
+rm "$d/shard-00002-model-00001-of-00001.safetensors"
+refused missing-shard chunk_gap "shard-00002" "$d"
+
+d=$(damaged dtype tiny-r3)
+edit_shard "$d/shard-00002-model-00001-of-00001.safetensors" \
+	"h['$DENSE']['dtype'] = 'F16'"
+refused dtype chunk_dtype_mismatch "$DENSE" "$d"
+
+d=$(damaged ndim tiny-r3)
+edit_shard "$d/shard-00002-model-00001-of-00001.safetensors" "
+s = h['$GATE']['shape']; h['$GATE']['shape'] = [s[0] * s[1]]
+info['$GATE']['saved_offsets'] = [info['$GATE']['saved_offsets'][0] * s[1]]"
+refused ndim chunk_ndim_mismatch "$GATE" "$d"
+
+d=$(damaged bounds tiny-r3)
+edit_shard "$d/shard-00003-model-00001-of-00001.safetensors" \
+	"info['$GATE']['saved_offsets'] = [9, 0]"
+refused bounds chunk_out_of_bounds "$GATE" "$d"
+
+d=$(damaged no-info tiny-r3)
+edit_shard "$d/shard-00001-model-00001-of-00001.safetensors" "del h['__metadata__']['DCP_SHARDING_INFO']"
+refused no-info sharding_info_missing "shard-00001" "$d"
+
+d=$(damaged info-not-json tiny-r3)
+edit_shard "$d/shard-00001-model-00001-of-00001.safetensors" "raw_info = '{\"x\": '"
+refused info-not-json sharding_info_invalid "shard-00001" "$d"
+
+d=$(damaged info-extra tiny-r3)
+edit_shard "$d/shard-00001-model-00001-of-00001.safetensors" \
+	"info['model.no_such.weight'] = {'saved_offsets': [0]}"
+refused info-extra sharding_info_invalid "model.no_such.weight" "$d"
+
+d=$(damaged info-lacks tiny-r3)
+edit_shard "$d/shard-00001-model-00001-of-00001.safetensors" "del info['$GATE']"
+refused info-lacks sharding_info_invalid "$GATE" "$d"
+
+d=$(damaged info-offsets tiny-r3)
+edit_shard "$d/shard-00001-model-00001-of-00001.safetensors" \
+	"info['$GATE']['saved_offsets'] = [0]"
+refused info-offsets sharding_info_invalid "$GATE" "$d"
+
+d=$(damaged no-metadata tiny-r3)
+rm -r "$d/.hf_metadata"
+refused no-metadata hf_metadata_missing ".hf_metadata" "$d"
+
+d=$(damaged no-mapping tiny-r3)
+rm "$d/.hf_metadata/fqn_to_file_index_mapping.json"
+refused no-mapping hf_metadata_missing "fqn_to_file_index_mapping.json" "$d"
+
+d=$(damaged bad-mapping tiny-r3)
+printf '{"%s": 0}' "$GATE" >"$d/.hf_metadata/fqn_to_file_index_mapping.json"
+refused bad-mapping mapping_invalid "$GATE" "$d"
+
+d=$(damaged mapping-not-json tiny-r3)
+printf '[1, 2' >"$d/.hf_metadata/fqn_to_file_index_mapping.json"
+refused mapping-not-json mapping_invalid "fqn_to_file_index_mapping.json" "$d"
+
+d=$(damaged bad-dtypes tiny-r3)
+printf '{"%s": "F31"}' "$GATE" >"$d/.hf_metadata/fqn_to_dtype_mapping.json"
+refused bad-dtypes mapping_invalid "$GATE" "$d"
+
+d=$(damaged unmapped tiny-r3)
+python3 - "$d/.hf_metadata/fqn_to_file_index_mapping.json" "$GATE" <<'PYEOF'
+import json, sys
+m = json.load(open(sys.argv[1]))
+del m[sys.argv[2]]
+open(sys.argv[1], "w").write(json.dumps(m, indent=2, sort_keys=True))
+PYEOF
+refused unmapped tensor_not_mapped "$GATE" "$d"
+
+d=$(damaged truncated tiny-r3)
+truncate -s 1000 "$d/shard-00002-model-00001-of-00001.safetensors"
+refused truncated header_out_of_bounds "shard-00002" "$d"
+
+# A failure in the middle of a run (the destination cannot take a file)
+# leaves nothing that looks finished.
+mkdir -p "$T/dst-blocked/model.safetensors.index.json"
+expect_fail "index cannot be written: convert fails" destination_not_empty "" "$CKPTCONV" \
+	convert --to hf "$C/inputs/tiny-r3/model" "$T/dst-blocked"
+
+finish
