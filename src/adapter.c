@@ -58,6 +58,12 @@ int adapter_options_check(const struct adapter_options *o, const char **field, s
 			"expert parallelism applies only to conversions to native");
 		return refuse_option(field, "expert_parallel");
 	}
+	if (o->to == LAYOUT_HF && o->dtype != DTYPE_CHOICE_AUTO) {
+		err_set(e, "invalid_option",
+			"a dtype (%s) applies only to conversions to native (to hf keeps dtypes)",
+			dtype_choice_name(o->dtype));
+		return refuse_option(field, "dtype");
+	}
 	if (o->ep_rank && !o->ep_size) {
 		err_set(e, "invalid_option",
 			"an expert-parallel rank needs an expert-parallel size");

@@ -27,8 +27,13 @@ void convert_options_init(struct convert_options *o)
 
 int convert_options_check(const struct convert_options *o, const char **field, struct err *e)
 {
+	/* A dtype with to hf is the source's to take: a consolidation does
+	 * (docs/consolidation.md), a model adapter refuses it. */
 	struct adapter_options ao = {
-		.to = o->to, .dtype = o->dtype, .ep_size = o->ep_size, .ep_rank = o->ep_rank};
+		.to = o->to,
+		.dtype = o->to == LAYOUT_HF ? DTYPE_CHOICE_AUTO : o->dtype,
+		.ep_size = o->ep_size,
+		.ep_rank = o->ep_rank};
 
 	if (adapter_options_check(&ao, field, e) < 0)
 		return -1;

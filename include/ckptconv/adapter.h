@@ -39,8 +39,9 @@ struct adapter_options {
 
 /* The rules between the target layout, the dtype and expert parallelism,
  * for every caller (convert_options_check, the CLI, the API, the adapters):
- * the target is native or hf; expert parallelism applies only to native
- * (SPEC.md: to hf needs every expert); an expert-parallel rank needs a size from 1 to
+ * the target is native or hf; a dtype other than auto and expert
+ * parallelism apply only to native (SPEC.md: to hf keeps the dtypes and
+ * needs every expert); an expert-parallel rank needs a size from 1 to
  * ADAPTER_EP_SIZE_MAX and is below it.  Code invalid_option; *field (may
  * be NULL) is set to the option at fault, named as in the JSON form
  * (convert_options.h): "to", "dtype", "expert_parallel",
