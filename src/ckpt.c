@@ -124,24 +124,18 @@ static void split_path(const char *location, char **dir, char **name)
  * the file.  Anything else opens as a directory or prefix. */
 static int open_store(const char *location, struct ckpt *c, char **single, struct err *e)
 {
-	bool file = ends_with(location, ST_SUFFIX);
-	struct stat st;
+	enum store_entry_kind kind;
+	bool file;
 	char *dir;
 	int rc;
 
 	*single = NULL;
-	if (!store_is_remote(location)) {
-		if (stat(location, &st) != 0)
-			return err_set_errno(e, errno == ENOENT ? "source_not_found" : "source_unreadable",
-					     errno, "%s", location);
-		file = S_ISREG(st.st_mode);
-		if (file && !ends_with(location, ST_SUFFIX))
-			return err_set(e, "not_a_checkpoint",
-				       "%s: neither a directory nor a *.safetensors file", location);
-		if (!file && !S_ISDIR(st.st_mode))
-			return err_set(e, "not_a_checkpoint",
-				       "%s: neither a directory nor a *.safetensors file", location);
-	}
+	if (store_location_kind(location, &kind, e))
+		return -1;
+	file = kind == STORE_FILE;
+	if ((file && !ends_with(location, ST_SUFFIX)) || (!file && kind != STORE_DIR))
+		return err_set(e, "not_a_checkpoint",
+			       "%s: neither a directory nor a *.safetensors file", location);
 	if (!file)
 		return store_open(location, &c->store, e);
 	split_path(location, &dir, single);
@@ -530,7 +524,7 @@ static int open_files(struct ckpt *c, const char *single, unsigned flags, struct
 
 	if (store_list(c->store, &entries, &n, e))
 		goto out;
-	if (n == 0 && store_is_remote(c->store->location)) {
+	if (n == 0 && !(store_caps(c->store) & STORE_DIRECTORIES)) {
 		err_set(e, "source_not_found", "%s: no such prefix", c->store->location);
 		goto out_entries;
 	}

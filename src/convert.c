@@ -86,52 +86,10 @@ static int check_options(const struct convert_options *o, struct err *e)
 	return 0;
 }
 
-/* The directory a local checkpoint location stands for (a single
- * *.safetensors file stands for its directory); NULL if it cannot be
- * resolved. */
-static char *resolved_dir(const char *location)
-{
-	char *path = realpath(location, NULL);
-	struct stat st;
-	char *slash;
-
-	if (!path)
-		return NULL;
-	if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode)) {
-		slash = strrchr(path, '/');
-		if (slash && slash != path)
-			*slash = '\0';
-		else if (slash)
-			slash[1] = '\0';
-	}
-	return path;
-}
-
-static size_t trimmed_len(const char *s)
-{
-	size_t n = strlen(s);
-
-	while (n > 1 && s[n - 1] == '/')
-		n--;
-	return n;
-}
-
 /* Writing into the source's own directory would replace the source. */
 static int check_not_source(const char *src, const char *dst, struct err *e)
 {
-	char *a, *b;
-	bool same;
-
-	if (store_is_remote(src) || store_is_remote(dst)) {
-		same = trimmed_len(src) == trimmed_len(dst) && strncmp(src, dst, trimmed_len(src)) == 0;
-	} else {
-		a = resolved_dir(src);
-		b = realpath(dst, NULL);
-		same = a && b && strcmp(a, b) == 0;
-		free(a);
-		free(b);
-	}
-	if (same)
+	if (store_same_location(src, dst))
 		return err_set(e, "invalid_option",
 			       "%s: the destination is the source checkpoint's own location", dst);
 	return 0;

@@ -230,35 +230,6 @@ void partition_print_result(FILE *out, const struct plan *p, uint32_t index, uin
 
 /* ---- the manifest -------------------------------------------------------- */
 
-static bool ends_with(const char *s, const char *suffix)
-{
-	size_t n = strlen(s), m = strlen(suffix);
-
-	return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
-/* The same source however a partition names it: an absolute, resolved
- * local path, or an s3:// prefix ending in exactly one '/'. */
-static char *canonical_source(const char *source)
-{
-	char *out;
-	size_t n;
-
-	if (!store_is_remote(source)) {
-		out = realpath(source, NULL);
-		return out ? out : xstrdup(source);
-	}
-	n = strlen(source);
-	while (n > 0 && source[n - 1] == '/')
-		n--;
-	out = xmalloc(n + 2);
-	memcpy(out, source, n);
-	out[n] = '\0';
-	if (!ends_with(out, ST_SUFFIX))
-		strcat(out, "/");
-	return out;
-}
-
 static void sha256_hex(const void *data, size_t len, char out[65])
 {
 	static const char hex[] = "0123456789abcdef";
@@ -293,7 +264,7 @@ static json_t *manifest_options(const struct plan *p, const struct convert_optio
 char *partition_manifest_build(const struct plan *p, const char *source,
 			       const struct convert_options *o, uint32_t count)
 {
-	char digest[65], sha[65], *canonical = canonical_source(source), *text;
+	char digest[65], sha[65], *canonical = store_canonical_location(source), *text;
 	json_t *root, *files = json_array();
 	size_t i;
 
@@ -658,7 +629,7 @@ static int check_space(struct store *dst, const struct plan *p, const bool *skip
 	for (i = 0; i < p->nfiles; i++)
 		if (!skip[i] && !u64_add(needed, p->files[i].size, &needed))
 			needed = UINT64_MAX;
-	if (store_free_bytes(dst, &avail, e))
+	if (store_free_space(dst, &avail, e))
 		return -1;
 	if (avail >= needed)
 		return 0;
@@ -738,9 +709,8 @@ int partition_prepare_output(struct store *dst, const struct plan *p, const char
 	if (partition_check(o->partition_index, o->partition_count, e))
 		return -1;
 	/* The store is shared with other writers: its own preparation would
-	 * refuse or remove their output, so only the options are taken over. */
-	dst->out = *so;
-	if (store_create_location(dst, e))
+	 * refuse or remove their output. */
+	if (store_ensure(dst, so, e))
 		return -1;
 	manifest = partition_manifest_build(p, source, o, o->partition_count);
 	if (check_destination(dst, p, manifest, so, &same_plan, e))
@@ -971,12 +941,11 @@ static int check_finished(const char *location, struct finalize_result *r, struc
 static char *source_dir(const char *source)
 {
 	const char *slash = strrchr(source, '/');
-	bool file = ends_with(source, ST_SUFFIX);
-	struct stat st;
+	enum store_entry_kind kind;
+	bool file;
 	char *dir;
 
-	if (!store_is_remote(source))
-		file = stat(source, &st) == 0 && S_ISREG(st.st_mode);
+	file = store_location_kind(source, &kind, NULL) == 0 && kind == STORE_FILE;
 	if (!file || !slash)
 		return xstrdup(file ? "." : source);
 	dir = xstrdup(source);
@@ -1108,7 +1077,8 @@ static int finalize_planned(struct store *dst, const struct partition_manifest *
 	if (replan(dst->location, m, &c, e) || partition_check_files(dst, m, e))
 		goto out;
 	p = conversion_plan(c);
-	dst->out.durable = o->durable;
+	if (store_ensure(dst, &(struct store_output_options){.durable = o->durable}, e))
+		goto out;
 	if (publish(dst, m->source, p, e) || store_remove(dst, PARTITION_MANIFEST, e))
 		goto out;
 	fill_result(p, conversion_warnings(c), m->source, r);

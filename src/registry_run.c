@@ -92,7 +92,7 @@ void registry_note_credentials(struct registry *r, struct job *j, const char *sr
 	const char *source;
 
 	if (!p || !p->s3_credentials_source ||
-	    !((src && store_is_remote(src)) || store_is_remote(dst)))
+	    !((store_location_caps(src) | store_location_caps(dst)) & STORE_REMOTE))
 		return;
 	source = p->s3_credentials_source();
 	if (!source)

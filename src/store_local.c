@@ -917,7 +917,7 @@ static int local_remove(struct store *base, const char *name, struct err *e)
 
 /* ---- preparing a destination ---- */
 
-static int local_create_location(struct store *base, struct err *e)
+static int local_ensure(struct store *base, struct err *e)
 {
 	return location_fd(local(base), FOR_CREATING, e) < 0 ? -1 : 0;
 }
@@ -941,7 +941,7 @@ static int probe_writable(struct store *base, int dirfd, struct err *e)
 	return 0;
 }
 
-static int local_free_bytes(struct store *base, uint64_t *out, struct err *e)
+static int local_free_space(struct store *base, uint64_t *out, struct err *e)
 {
 	struct statvfs vfs;
 	int dirfd;
@@ -994,7 +994,7 @@ static int check_space(struct store *base, uint64_t needed, uint64_t freed, stru
 	char need_text[32], avail_text[32];
 	uint64_t avail;
 
-	if (local_free_bytes(base, &avail, e))
+	if (local_free_space(base, &avail, e))
 		return -1;
 	if (!u64_add(avail, freed, &avail))
 		avail = UINT64_MAX;
@@ -1062,8 +1062,60 @@ out:
 	return rc;
 }
 
+/* ---- locations before opening ---- */
+
+static int local_location_kind(const char *location, enum store_entry_kind *out, struct err *e)
+{
+	struct stat st;
+
+	if (stat(location, &st) != 0)
+		return err_set_errno(e, errno == ENOENT ? "source_not_found" : "source_unreadable",
+				     errno, "%s", location);
+	*out = S_ISREG(st.st_mode) ? STORE_FILE : S_ISDIR(st.st_mode) ? STORE_DIR : STORE_OTHER;
+	return 0;
+}
+
+static char *local_canonical(const char *location)
+{
+	char *path = realpath(location, NULL);
+
+	return path ? path : xstrdup(location);
+}
+
+/* The resolved directory a location stands for (a file stands for the
+ * directory holding it); NULL if it cannot be resolved. */
+static char *resolved_dir(const char *location)
+{
+	char *path = realpath(location, NULL);
+	struct stat st;
+	char *slash;
+
+	if (!path)
+		return NULL;
+	if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode)) {
+		slash = strrchr(path, '/');
+		if (slash && slash != path)
+			*slash = '\0';
+		else if (slash)
+			slash[1] = '\0';
+	}
+	return path;
+}
+
+static bool local_same_location(const char *a, const char *b)
+{
+	char *ra = resolved_dir(a), *rb = resolved_dir(b);
+	bool same = ra && rb && strcmp(ra, rb) == 0;
+
+	free(ra);
+	free(rb);
+	return same;
+}
+
 const struct store_backend store_local_backend = {
 	.scheme = "file",
+	.caps = STORE_CHEAP_READ | STORE_MAPS_VIEWS | STORE_WRITES_IN_CALL | STORE_ATOMIC_RENAME |
+		STORE_DIRECTORIES,
 	.open = local_open,
 	.free = local_free,
 	.list = local_list,
@@ -1078,6 +1130,9 @@ const struct store_backend store_local_backend = {
 	.put = local_put,
 	.remove = local_remove,
 	.stat = local_stat,
-	.create_location = local_create_location,
-	.free_bytes = local_free_bytes,
+	.ensure = local_ensure,
+	.free_space = local_free_space,
+	.location_kind = local_location_kind,
+	.canonical = local_canonical,
+	.same_location = local_same_location,
 };

@@ -614,8 +614,59 @@ out:
 	return rc;
 }
 
+/* ---- locations before opening ---- */
+
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+
+	return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* Without trailing '/', then one '/' after a prefix (none after a
+ * *.safetensors object). */
+static char *s3store_canonical(const char *location)
+{
+	size_t n = strlen(location);
+	char *out;
+
+	while (n > 0 && location[n - 1] == '/')
+		n--;
+	out = xmalloc(n + 2);
+	memcpy(out, location, n);
+	out[n] = '\0';
+	if (!ends_with(out, ".safetensors"))
+		strcat(out, "/");
+	return out;
+}
+
+/* The prefix a location stands for (a *.safetensors object stands for
+ * the prefix holding it), without trailing '/'. */
+static char *prefix_of(const char *location)
+{
+	char *out = s3store_canonical(location), *slash;
+	size_t n = strlen(out);
+
+	if (n > 0 && out[n - 1] == '/')
+		out[n - 1] = '\0';
+	else if ((slash = strrchr(out, '/')))
+		*slash = '\0';
+	return out;
+}
+
+static bool s3store_same_location(const char *a, const char *b)
+{
+	char *pa = prefix_of(a), *pb = prefix_of(b);
+	bool same = strcmp(pa, pb) == 0;
+
+	free(pa);
+	free(pb);
+	return same;
+}
+
 const struct store_backend store_s3_backend = {
 	.scheme = "s3",
+	.caps = STORE_REMOTE,
 	.open = s3store_open,
 	.free = s3store_free,
 	.list = s3store_list,
@@ -630,4 +681,6 @@ const struct store_backend store_s3_backend = {
 	.put = s3store_put,
 	.remove = s3store_remove,
 	.stat = s3store_stat,
+	.canonical = s3store_canonical,
+	.same_location = s3store_same_location,
 };

@@ -899,9 +899,9 @@ START_TEST(test_confined_locations)
 	store_free(s);
 	ck_assert_uint_eq(test_count_entries(outside_dir), 0);
 	err_clear(&e);
-	/* the same through store_create_location (partitions) */
+	/* the same through store_ensure (partitions) */
 	ck_assert_int_eq(store_open(below, &s, &e), 0);
-	ck_assert_int_eq(store_create_location(s, &e), -1);
+	ck_assert_int_eq(store_ensure(s, NULL, &e), -1);
 	ck_assert_str_eq(e.code, "forbidden_path");
 	store_free(s);
 	ck_assert_uint_eq(test_count_entries(outside_dir), 0);
