@@ -122,7 +122,8 @@ static void split_path(const char *location, char **dir, char **name)
 
 /* A path to a single *.safetensors file opens its directory; *single names
  * the file.  Anything else opens as a directory or prefix. */
-static int open_store(const char *location, struct ckpt *c, char **single, struct err *e)
+static int open_store(const char *location, const struct store_config *cfg, struct ckpt *c,
+		      char **single, struct err *e)
 {
 	enum store_entry_kind kind;
 	bool file;
@@ -137,9 +138,9 @@ static int open_store(const char *location, struct ckpt *c, char **single, struc
 		return err_set(e, "not_a_checkpoint",
 			       "%s: neither a directory nor a *.safetensors file", location);
 	if (!file)
-		return store_open(location, &c->store, e);
+		return store_open_config(location, cfg, &c->store, e);
 	split_path(location, &dir, single);
-	rc = store_open(dir, &c->store, e);
+	rc = store_open_config(dir, cfg, &c->store, e);
 	free(dir);
 	if (rc) {
 		free(*single);
@@ -558,12 +559,18 @@ out:
 
 int ckpt_open(const char *location, unsigned flags, struct ckpt **out, struct err *e)
 {
+	return ckpt_open_config(location, flags, NULL, out, e);
+}
+
+int ckpt_open_config(const char *location, unsigned flags, const struct store_config *cfg,
+		     struct ckpt **out, struct err *e)
+{
 	struct ckpt *c = xcalloc(1, sizeof(*c));
 	char *single = NULL;
 	int rc;
 
 	*out = NULL;
-	rc = open_store(location, c, &single, e);
+	rc = open_store(location, cfg, c, &single, e);
 	if (rc == 0)
 		rc = open_files(c, single, flags, e);
 	free(single);

@@ -15,6 +15,7 @@
 #include "ckptconv/ckpt.h"
 #include "ckptconv/cli.h"
 #include "ckptconv/err.h"
+#include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
 static const char usage_text[] =
@@ -300,6 +301,7 @@ static void print_text(const json_t *d)
 int cli_inspect(int argc, char **argv)
 {
 	struct inspect_args a;
+	struct store_config store = {0};
 	struct ckpt *c = NULL;
 	struct err e = {0};
 	json_t *description;
@@ -311,10 +313,10 @@ int cli_inspect(int argc, char **argv)
 			fputs(usage_text, stdout);
 		goto out;
 	}
-	rc = cli_s3_apply(&a.s3, a.json);
+	rc = cli_store_config(&a.s3, &store, a.json);
 	if (rc != 0)
 		goto out;
-	if (ckpt_open(a.path, 0, &c, &e) < 0) {
+	if (ckpt_open_config(a.path, 0, &store, &c, &e) < 0) {
 		cli_print_error(&e, a.json);
 		rc = cli_exit_code(&e);
 		goto out;
@@ -329,5 +331,6 @@ int cli_inspect(int argc, char **argv)
 	json_decref(description);
 	ckpt_free(c);
 out:
+	cli_store_config_fini(&store);
 	return rc;
 }

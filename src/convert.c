@@ -21,16 +21,12 @@
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
 #include "ckptconv/exec.h"
+#include "ckptconv/output.h"
 #include "ckptconv/partition.h"
 #include "ckptconv/plan.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
-#define INDEX_NAME "model.safetensors.index.json"
-/* Non-weight files up to this size are copied in one read; larger ones are
- * streamed through a buffer of COPY_CHUNK bytes. */
-#define COPY_WHOLE_MAX (16u << 20)
-#define COPY_CHUNK (4u << 20)
 
 struct conversion {
 	char *src_location, *dst_location;
@@ -133,7 +129,7 @@ static int open_and_plan(struct conversion *c, struct err *e)
 	const struct adapter *a;
 	struct model_info info;
 
-	if (ckpt_open(c->src_location, CKPT_REQUIRE_CONFIG, &c->ckpt, e))
+	if (ckpt_open_config(c->src_location, CKPT_REQUIRE_CONFIG, c->opts.store, &c->ckpt, e))
 		return -1;
 	a = adapter_for(c->ckpt, e);
 	if (!a || a->describe(c->ckpt, &info, e))
@@ -235,7 +231,8 @@ int conversion_resume(struct conversion *c, struct err *e)
 
 	if (c->ckpt->store)
 		return 0;
-	if (store_open(c->source_store, &s, e) || store_list(s, &entries, &n, e))
+	if (store_open_config(c->source_store, c->opts.store, &s, e) ||
+	    store_list(s, &entries, &n, e))
 		goto out;
 	rc = 1;
 	if (!same_entries(c->source_entries, c->nsource_entries, entries, n))
@@ -292,63 +289,16 @@ static int prepare_destination(struct conversion *c, struct err *e)
 		.overwrite = c->opts.overwrite, .durable = c->opts.durable,
 	};
 
-	if (store_open(c->dst_location, &c->dst, e) || bytes_needed(c, &so.bytes_needed, e))
+	if (store_open_config(c->dst_location, c->opts.store, &c->dst, e) ||
+	    bytes_needed(c, &so.bytes_needed, e))
 		return -1;
 	if (c->opts.partition_count)
 		return partition_prepare_output(c->dst, c->plan, c->src_location, &c->opts, &so,
 						&c->skip_file, e);
-	if (store_prepare_output(c->dst, &so, e))
+	if (output_prepare(c->dst, &so, e))
 		return -1;
 	/* An abandoned partitioned conversion's manifest goes with its files. */
 	return so.overwrite ? store_remove(c->dst, PARTITION_MANIFEST, e) : 0;
-}
-
-/* Copies a file too large to hold in memory in bounded chunks. */
-static int stream_file(struct conversion *c, const char *name, uint64_t size, struct err *e)
-{
-	struct store_writer *w;
-	unsigned char *buf;
-	uint64_t off;
-	int rc = -1;
-
-	if (store_writer_open(c->dst, name, size, &w, e))
-		return -1;
-	buf = xmalloc(COPY_CHUNK);
-	for (off = 0; off < size; off += COPY_CHUNK) {
-		size_t len = size - off < COPY_CHUNK ? (size_t)(size - off) : COPY_CHUNK;
-
-		if (is_cancelled(c)) {
-			cancelled_error(e);
-			goto out_abort;
-		}
-		if (store_read(c->ckpt->store, name, off, buf, len, e) ||
-		    store_writer_write(w, off, buf, len, e))
-			goto out_abort;
-	}
-	free(buf);
-	return store_writer_commit(w, e);
-out_abort:
-	store_writer_abort(w);
-	free(buf);
-	return rc;
-}
-
-static int copy_file(struct conversion *c, const char *name, struct err *e)
-{
-	struct store_entry st;
-	size_t len;
-	char *data;
-	int rc;
-
-	if (store_stat(c->ckpt->store, name, &st, e))
-		return -1;
-	if (st.size > COPY_WHOLE_MAX)
-		return stream_file(c, name, st.size, e);
-	if (store_read_file(c->ckpt->store, name, COPY_WHOLE_MAX, &data, &len, e))
-		return -1;
-	rc = store_put(c->dst, name, data, len, e);
-	free(data);
-	return rc;
 }
 
 /* The non-weight files (config.json, tokenizer, ...), before the weights. */
@@ -363,7 +313,7 @@ static int copy_files(struct conversion *c, struct err *e)
 		if (is_cancelled(c))
 			return cancelled_error(e);
 		strvec_push(&c->published, files->items[i]);
-		if (copy_file(c, files->items[i], e))
+		if (output_copy_file(c->ckpt->store, c->dst, files->items[i], &c->cancelled, e))
 			return -1;
 	}
 	return 0;
@@ -390,8 +340,8 @@ static int publish_index(struct conversion *c, struct err *e)
 		return cancelled_error(e);
 	if (!json || c->opts.partition_count)
 		return 0;   /* a partitioned conversion's index comes with finalize */
-	strvec_push(&c->published, INDEX_NAME);
-	return store_put(c->dst, INDEX_NAME, json, strlen(json), e);
+	strvec_push(&c->published, OUTPUT_INDEX_NAME);
+	return store_put(c->dst, OUTPUT_INDEX_NAME, json, strlen(json), e);
 }
 
 /* Removes what the run published besides the shards (exec removes those),
@@ -445,7 +395,7 @@ static void output_names(const struct conversion *c, struct strvec *names)
 	size_t i;
 
 	if (!count && p->index_json)
-		strvec_push(names, INDEX_NAME);
+		strvec_push(names, OUTPUT_INDEX_NAME);
 	for (i = 0; i < p->nfiles; i++)
 		if (!skip || !skip[i])
 			strvec_push(names, p->files[i].name);
@@ -464,7 +414,7 @@ int conversion_clean_destination(struct conversion *c, struct err *e)
 	int rc = -1;
 
 	output_names(c, &names);
-	if (store_open(c->dst_location, &dst, e))
+	if (store_open_config(c->dst_location, c->opts.store, &dst, e))
 		goto out;
 	for (i = 0; i < names.len; i++)
 		if (store_remove(dst, names.items[i], e))

@@ -75,6 +75,14 @@ bool store_same_location(const char *a, const char *b)
 
 int store_open(const char *location, struct store **out, struct err *e)
 {
+	return store_open_config(location, NULL, out, e);
+}
+
+int store_open_config(const char *location, const struct store_config *cfg, struct store **out,
+		      struct err *e)
+{
+	static const struct store_config none;
+
 	const struct store_backend *b;
 
 	*out = NULL;
@@ -84,7 +92,7 @@ int store_open(const char *location, struct store **out, struct err *e)
 	if (!b->open)
 		return err_set(e, "invalid_location", "%s: %s:// locations are not supported by this build",
 			       location, b->scheme);
-	return b->open(location, out, e);
+	return b->open(location, cfg ? cfg : &none, out, e);
 }
 
 void store_free(struct store *s)
@@ -197,12 +205,6 @@ void store_view_release(struct store_view *v)
 		v->backend->view_release(v);
 	if (v)
 		memset(v, 0, sizeof(*v));
-}
-
-int store_prepare_output(struct store *s, const struct store_output_options *o, struct err *e)
-{
-	s->out = *o;
-	return s->backend->prepare_output(s, o, e);
 }
 
 int store_writer_open(struct store *s, const char *name, uint64_t size, struct store_writer **out,

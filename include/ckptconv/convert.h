@@ -23,6 +23,7 @@
 #include "ckptconv/plan.h"
 
 struct err;
+struct store_config;
 struct conversion;
 
 struct convert_options {
@@ -37,6 +38,10 @@ struct convert_options {
 	/* Partitioned conversion (partition.h): write only group
 	 * partition_index of partition_count, no index; count 0 = whole. */
 	uint32_t partition_index, partition_count;
+	/* What the source's and destination's stores talk to (store.h);
+	 * NULL: the environment's settings.  Borrowed: it must outlive every
+	 * conversion prepared with these options. */
+	const struct store_config *store;
 };
 void convert_options_init(struct convert_options *o);
 

@@ -28,6 +28,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ckptconv/s3.h"
+
+struct aws_credentials;
 struct err;
 struct store;
 struct store_writer;
@@ -56,7 +59,8 @@ struct store_view {
 	const struct store_backend *backend;
 };
 
-/* Output options fixed when a destination is prepared. */
+/* Output options fixed when a destination is prepared (output.h's
+ * output_prepare, or store_ensure for a shared one). */
 struct store_output_options {
 	bool overwrite;           /* allow a destination that holds files */
 	bool durable;             /* fsync files and directory before publishing */
@@ -89,16 +93,30 @@ enum store_cap {
 	STORE_DIRECTORIES = 1u << 5,
 };
 
+/* What stores talk to, handed explicitly to store_open_config by whoever
+ * opens them (a command from its flags, the daemon per job): no setting
+ * lives in the process or a thread.  All zero: the environment's settings
+ * and a credentials provider of each store's own. */
+struct store_config {
+	/* Object store endpoint, region and addressing style; a field not set
+	 * falls to the environment (s3.h).  Borrowed strings. */
+	struct s3_settings s3;
+	/* Object store credentials provider shared by every store opened with
+	 * this config (borrowed: each store takes a reference); NULL: each
+	 * store makes one from the environment (aws_credentials.h). */
+	struct aws_credentials *credentials;
+};
+
 struct store_backend {
 	const char *scheme;       /* "file" (no scheme) or "s3": for messages */
 	unsigned caps;            /* enum store_cap bits */
-	int (*open)(const char *location, struct store **out, struct err *e);
+	int (*open)(const char *location, const struct store_config *cfg, struct store **out,
+		    struct err *e);
 	void (*free)(struct store *s);
 	int (*list)(struct store *s, struct store_entry **out, size_t *n, struct err *e);
 	int (*read)(struct store *s, const char *name, uint64_t off, void *buf, size_t len, struct err *e);
 	int (*view)(struct store *s, const char *name, uint64_t off, size_t len, struct store_view *v, struct err *e);
 	void (*view_release)(struct store_view *v);
-	int (*prepare_output)(struct store *s, const struct store_output_options *o, struct err *e);
 	int (*writer_open)(struct store *s, const char *name, uint64_t size, struct store_writer **out, struct err *e);
 	int (*writer_write)(struct store_writer *w, uint64_t off, const void *buf, size_t len, struct err *e);
 	int (*writer_commit)(struct store_writer *w, struct err *e);
@@ -135,11 +153,15 @@ struct store {
 	struct store_output_options out;
 };
 
-/* Opens `location` ("/path", "relative/path" or "s3://bucket/prefix/").
+/* Opens `location` ("/path", "relative/path" or "s3://bucket/prefix/")
+ * with `cfg` (NULL: all zero), which must outlive the call only.
  * Does not require it to exist (a destination may not yet).  Codes:
  * invalid_location (empty, or a scheme this build cannot serve),
  * forbidden_path (a local location outside the roots of a confined
  * process), and the backend's. */
+int store_open_config(const char *location, const struct store_config *cfg, struct store **out,
+		      struct err *e);
+/* store_open_config with a NULL config: the environment's settings. */
 int store_open(const char *location, struct store **out, struct err *e);
 void store_free(struct store *s);
 /* Whether `location` is an object-store location (s3://): true exactly
@@ -191,11 +213,6 @@ int store_read_file(struct store *s, const char *name, size_t max, char **out, s
 int store_view(struct store *s, const char *name, uint64_t off, size_t len, struct store_view *v, struct err *e);
 void store_view_release(struct store_view *v);
 
-/* Checks the destination before any data moves: it can be created and
- * written, it holds no files unless overwrite, and it has room for
- * bytes_needed (codes destination_not_writable, destination_not_empty,
- * insufficient_space naming needed and free bytes). */
-int store_prepare_output(struct store *s, const struct store_output_options *o, struct err *e);
 /* Creates a temporary output of exactly `size` bytes (space reserved). */
 int store_writer_open(struct store *s, const char *name, uint64_t size, struct store_writer **out, struct err *e);
 int store_writer_write(struct store_writer *w, uint64_t off, const void *buf, size_t len, struct err *e);
@@ -211,12 +228,12 @@ int store_put(struct store *s, const char *name, const void *buf, size_t len, st
 int store_remove(struct store *s, const char *name, struct err *e);
 
 /* Takes over the output options `o` (NULL: keep the present ones) and
- * makes sure the location exists, leaving what it holds alone: for a
- * destination several writers share (the partitions of one conversion,
- * their finalize), where store_prepare_output would refuse or remove the
- * others' output.  A local location is created with its missing parents
- * (beneath its root when confined) and kept open; nothing to create for
- * an object store.  Codes: destination_not_writable, forbidden_path. */
+ * makes sure the location exists and can be written, leaving what it
+ * holds alone (output_prepare decides about that; the partitions of one
+ * conversion share a destination and call this alone).  A local location
+ * is created with its missing parents (beneath its root when confined),
+ * kept open and probed with a temporary file; nothing to create for an
+ * object store.  Codes: destination_not_writable, forbidden_path. */
 int store_ensure(struct store *s, const struct store_output_options *o, struct err *e);
 /* Bytes free for output: a local location's filesystem (statvfs, or
  * store_local_free_bytes_hook), UINT64_MAX for an object store.  Code
