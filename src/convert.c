@@ -304,19 +304,10 @@ static int prepare_destination(struct conversion *c, struct err *e)
 /* The non-weight files (config.json, tokenizer, ...), before the weights. */
 static int copy_files(struct conversion *c, struct err *e)
 {
-	const struct strvec *files = &c->plan->copy_files;
-	size_t i;
-
 	if (c->opts.partition_count)
-		return 0;   /* finalize copies them */
-	for (i = 0; i < files->len; i++) {
-		if (is_cancelled(c))
-			return cancelled_error(e);
-		strvec_push(&c->published, files->items[i]);
-		if (output_copy_file(c->ckpt->store, c->dst, files->items[i], &c->cancelled, e))
-			return -1;
-	}
-	return 0;
+		return 0; /* finalize copies them */
+	return output_copy_files(c->ckpt->store, c->dst, &c->plan->copy_files, &c->cancelled,
+				 &c->published, e);
 }
 
 static int execute_plan(struct conversion *c, struct exec_pool *pool, struct err *e)
@@ -339,9 +330,8 @@ static int publish_index(struct conversion *c, struct err *e)
 	if (is_cancelled(c))
 		return cancelled_error(e);
 	if (!json || c->opts.partition_count)
-		return 0;   /* a partitioned conversion's index comes with finalize */
-	strvec_push(&c->published, OUTPUT_INDEX_NAME);
-	return store_put(c->dst, OUTPUT_INDEX_NAME, json, strlen(json), e);
+		return 0; /* a partitioned conversion's index comes with finalize */
+	return output_publish_index(c->dst, json, &c->published, e);
 }
 
 /* Removes what the run published besides the shards (exec removes those),
@@ -350,8 +340,7 @@ static void remove_published(struct conversion *c, bool shards)
 {
 	size_t i;
 
-	for (i = c->published.len; i > 0; i--)
-		store_remove(c->dst, c->published.items[i - 1], NULL);
+	output_remove_published(c->dst, &c->published);
 	for (i = 0; shards && i < c->plan->nfiles; i++)
 		if (!c->skip_file || !c->skip_file[i])
 			store_remove(c->dst, c->plan->files[i].name, NULL);

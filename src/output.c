@@ -177,3 +177,33 @@ int output_copy_file(struct store *src, struct store *dst, const char *name,
 	free(data);
 	return rc;
 }
+
+int output_copy_files(struct store *src, struct store *dst, const struct strvec *files,
+		      const atomic_bool *cancelled, struct strvec *published, struct err *e)
+{
+	size_t i;
+
+	for (i = 0; i < files->len; i++) {
+		if (cancelled && atomic_load(cancelled))
+			return err_set(e, "cancelled", "conversion cancelled");
+		strvec_push(published, files->items[i]);
+		if (output_copy_file(src, dst, files->items[i], cancelled, e))
+			return -1;
+	}
+	return 0;
+}
+
+int output_publish_index(struct store *dst, const char *index_json, struct strvec *published,
+			 struct err *e)
+{
+	strvec_push(published, OUTPUT_INDEX_NAME);
+	return store_put(dst, OUTPUT_INDEX_NAME, index_json, strlen(index_json), e);
+}
+
+void output_remove_published(struct store *dst, const struct strvec *published)
+{
+	size_t i;
+
+	for (i = published->len; i > 0; i--)
+		store_remove(dst, published->items[i - 1], NULL);
+}

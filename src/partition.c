@@ -923,24 +923,18 @@ static int publish(struct store *dst, const char *source, const struct plan *p,
 		   const struct store_config *cfg, struct err *e)
 {
 	char *dir = source_dir(source);
+	struct strvec published = {0};
 	struct store *src;
-	size_t i, copied = 0;
 	int rc = -1;
 
 	if (store_open_config(dir, cfg, &src, e))
 		goto out;
-	for (copied = 0; copied < p->copy_files.len; copied++)
-		if (output_copy_file(src, dst, p->copy_files.items[copied], NULL, e))
-			goto out_remove;
-	if (p->index_json &&
-	    store_put(dst, OUTPUT_INDEX_NAME, p->index_json, strlen(p->index_json), e))
-		goto out_remove;
-	rc = 0;
-	goto out_store;
-out_remove:
-	for (i = copied; i > 0; i--)
-		store_remove(dst, p->copy_files.items[i - 1], NULL);
-out_store:
+	if (output_copy_files(src, dst, &p->copy_files, NULL, &published, e) ||
+	    (p->index_json && output_publish_index(dst, p->index_json, &published, e)))
+		output_remove_published(dst, &published);
+	else
+		rc = 0;
+	strvec_fini(&published);
 	store_free(src);
 out:
 	free(dir);

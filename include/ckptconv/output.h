@@ -22,6 +22,7 @@ struct err;
 struct store;
 struct store_entry;
 struct store_output_options;
+struct strvec;
 
 /* HF's names (transformers' SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME and
  * the "model-00001-of-00002.safetensors" shard names). */
@@ -66,5 +67,22 @@ int output_prepare(struct store *dst, const struct store_output_options *o, stru
  * between chunks.  Codes: the stores', cancelled. */
 int output_copy_file(struct store *src, struct store *dst, const char *name,
 		     const atomic_bool *cancelled, struct err *e);
+
+/* Copies each of `files` in order (output_copy_file), `cancelled` (NULL:
+ * never) checked before each, noting each name in `published` before it
+ * is copied, so that output_remove_published after a failure covers it.
+ * Codes: output_copy_file's. */
+int output_copy_files(struct store *src, struct store *dst, const struct strvec *files,
+		      const atomic_bool *cancelled, struct strvec *published, struct err *e);
+
+/* Publishes the index (`index_json`, a plan's) last of all: its presence
+ * says the checkpoint is complete.  Noted in `published` first.  Codes:
+ * the store's. */
+int output_publish_index(struct store *dst, const char *index_json, struct strvec *published,
+			 struct err *e);
+
+/* Removes what `published` names, the last published first (so the index,
+ * published last, goes first); errors are ignored: for a failed run. */
+void output_remove_published(struct store *dst, const struct strvec *published);
 
 #endif
