@@ -77,7 +77,8 @@ static int refuse_not_empty(struct store *dst, const struct store_entry *entries
 		       dst->location, what, names, others > shown ? ", ..." : "");
 }
 
-static int check_space(struct store *dst, uint64_t needed, uint64_t freed, struct err *e)
+int output_check_space(struct store *dst, const char *what, uint64_t needed, uint64_t freed,
+		       struct err *e)
 {
 	char need_text[32], avail_text[32];
 	uint64_t avail;
@@ -91,9 +92,9 @@ static int check_space(struct store *dst, uint64_t needed, uint64_t freed, struc
 	size_format(needed, need_text, sizeof(need_text));
 	size_format(avail, avail_text, sizeof(avail_text));
 	return err_set(e, "insufficient_space",
-		       "%s: the output needs %s (%" PRIu64 " bytes) but only %s (%" PRIu64
+		       "%s: %s needs %s (%" PRIu64 " bytes) but only %s (%" PRIu64
 		       " bytes) is free",
-		       dst->location, need_text, needed, avail_text, avail);
+		       dst->location, what, need_text, needed, avail_text, avail);
 }
 
 int output_prepare(struct store *dst, const struct store_output_options *o, struct err *e)
@@ -121,7 +122,7 @@ int output_prepare(struct store *dst, const struct store_output_options *o, stru
 		refuse_not_empty(dst, entries, n, others, e);
 		goto out;
 	}
-	if (check_space(dst, o->bytes_needed, o->overwrite ? freed : 0, e))
+	if (output_check_space(dst, "the output", o->bytes_needed, o->overwrite ? freed : 0, e))
 		goto out;
 	rc = o->overwrite ? output_remove_previous(dst, entries, n, e) : 0;
 out:

@@ -586,23 +586,13 @@ static int refuse_others(const struct store *dst, const struct plan *p, bool sam
 static int check_space(struct store *dst, const struct plan *p, const bool *skip,
 		       size_t manifest_len, struct err *e)
 {
-	uint64_t needed = manifest_len, avail;
-	char need_text[32], avail_text[32];
+	uint64_t needed = manifest_len;
 	size_t i;
 
 	for (i = 0; i < p->nfiles; i++)
 		if (!skip[i] && !u64_add(needed, p->files[i].size, &needed))
 			needed = UINT64_MAX;
-	if (store_free_space(dst, &avail, e))
-		return -1;
-	if (avail >= needed)
-		return 0;
-	size_format(needed, need_text, sizeof(need_text));
-	size_format(avail, avail_text, sizeof(avail_text));
-	return err_set(e, "insufficient_space",
-		       "%s: this partition needs %s (%" PRIu64 " bytes) but only %s (%" PRIu64
-		       " bytes) is free",
-		       dst->location, need_text, needed, avail_text, avail);
+	return output_check_space(dst, "this partition", needed, 0, e);
 }
 
 /* Every partition puts the same bytes; a put is atomic, so concurrent

@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct err;
 struct store;
@@ -59,6 +60,13 @@ int output_remove_previous(struct store *dst, const struct store_entry *entries,
  * destination_not_writable, forbidden_path, io_error and the object
  * store's. */
 int output_prepare(struct store *dst, const struct store_output_options *o, struct err *e);
+
+/* Whether `dst` has room for `needed` bytes, `freed` bytes (files the
+ * output replaces) counted as free: insufficient_space naming `what`
+ * ("the output", "this partition"), the bytes needed and the bytes free
+ * otherwise.  An object store always has room.  Code: also io_error. */
+int output_check_space(struct store *dst, const char *what, uint64_t needed, uint64_t freed,
+		       struct err *e);
 
 /* Copies the non-weight file `name` (config.json, tokenizer files, ...)
  * from `src` to `dst` under the same name, published whole or not at all:
