@@ -269,7 +269,7 @@ static int load_metadata(struct automodel *am, struct ckpt *c, struct err *e)
 			am->max_index = (uint32_t)json_integer_value(v);
 	if (asprintf(&location, "%s/%s", am->location, AUTOMODEL_METADATA_DIR) < 0)
 		abort();
-	if (store_open(location, &meta, e) || store_list(meta, &entries, &n, e))
+	if (store_open_config(location, am->cfg, &meta, e) || store_list(meta, &entries, &n, e))
 		goto out;
 	for (i = 0; i < n; i++) {
 		const char *name = entries[i].name;
@@ -686,7 +686,8 @@ static uint32_t shard_number(const char *name)
 	return (uint32_t)strtoul(name + strlen(SHARD_PREFIX), NULL, 10);
 }
 
-int automodel_open(const char *location, struct ckpt **ckpt, struct automodel **out, struct err *e)
+int automodel_open(const char *location, const struct store_config *cfg, struct ckpt **ckpt,
+		   struct automodel **out, struct err *e)
 {
 	struct automodel *am;
 	struct ckpt *c;
@@ -700,7 +701,8 @@ int automodel_open(const char *location, struct ckpt **ckpt, struct automodel **
 		return 1; /* ckpt_open says why */
 	am = xcalloc(1, sizeof(*am));
 	c = xcalloc(1, sizeof(*c));
-	if (store_open(location, &c->store, e)) {
+	am->cfg = cfg;
+	if (store_open_config(location, cfg, &c->store, e)) {
 		rc = -1;
 		goto fail;
 	}

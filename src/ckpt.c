@@ -121,30 +121,25 @@ static void split_path(const char *location, char **dir, char **name)
 
 /* A path to a single *.safetensors file opens its directory; *single names
  * the file.  Anything else opens as a directory or prefix. */
-static int open_store(const char *location, struct ckpt *c, char **single, struct err *e)
+static int open_store(const char *location, const struct store_config *cfg, struct ckpt *c,
+		      char **single, struct err *e)
 {
-	bool file = ends_with(location, ST_SUFFIX);
-	struct stat st;
+	enum store_entry_kind kind;
+	bool file;
 	char *dir;
 	int rc;
 
 	*single = NULL;
-	if (!store_is_remote(location)) {
-		if (stat(location, &st) != 0)
-			return err_set_errno(e, errno == ENOENT ? "source_not_found" : "source_unreadable",
-					     errno, "%s", location);
-		file = S_ISREG(st.st_mode);
-		if (file && !ends_with(location, ST_SUFFIX))
-			return err_set(e, "not_a_checkpoint",
-				       "%s: neither a directory nor a *.safetensors file", location);
-		if (!file && !S_ISDIR(st.st_mode))
-			return err_set(e, "not_a_checkpoint",
-				       "%s: neither a directory nor a *.safetensors file", location);
-	}
+	if (store_location_kind(location, &kind, e))
+		return -1;
+	file = kind == STORE_FILE;
+	if ((file && !ends_with(location, ST_SUFFIX)) || (!file && kind != STORE_DIR))
+		return err_set(e, "not_a_checkpoint",
+			       "%s: neither a directory nor a *.safetensors file", location);
 	if (!file)
-		return store_open(location, &c->store, e);
+		return store_open_config(location, cfg, &c->store, e);
 	split_path(location, &dir, single);
-	rc = store_open(dir, &c->store, e);
+	rc = store_open_config(dir, cfg, &c->store, e);
 	free(dir);
 	if (rc) {
 		free(*single);
@@ -530,7 +525,7 @@ static int open_files(struct ckpt *c, const char *single, unsigned flags, struct
 
 	if (store_list(c->store, &entries, &n, e))
 		goto out;
-	if (n == 0 && store_is_remote(c->store->location)) {
+	if (n == 0 && !(store_caps(c->store) & STORE_DIRECTORIES)) {
 		err_set(e, "source_not_found", "%s: no such prefix", c->store->location);
 		goto out_entries;
 	}
@@ -565,12 +560,18 @@ out:
 
 int ckpt_open(const char *location, unsigned flags, struct ckpt **out, struct err *e)
 {
+	return ckpt_open_config(location, flags, NULL, out, e);
+}
+
+int ckpt_open_config(const char *location, unsigned flags, const struct store_config *cfg,
+		     struct ckpt **out, struct err *e)
+{
 	struct ckpt *c = xcalloc(1, sizeof(*c));
 	char *single = NULL;
 	int rc;
 
 	*out = NULL;
-	rc = open_store(location, c, &single, e);
+	rc = open_store(location, cfg, c, &single, e);
 	if (rc == 0)
 		rc = open_files(c, single, flags, e);
 	free(single);

@@ -12,9 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckptconv/aws_credentials.h"
 #include "ckptconv/cli.h"
 #include "ckptconv/err.h"
 #include "ckptconv/s3.h"
+#include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
 #define TOKEN_MAX 4096
@@ -123,21 +125,28 @@ int cli_s3_flag(struct cli_s3_flags *f, int opt, const char *value)
 	return 0;
 }
 
-int cli_s3_apply(const struct cli_s3_flags *f, int json)
+int cli_store_config(const struct cli_s3_flags *f, struct store_config *out, int json)
 {
-	struct s3_settings settings = {
-		.endpoint_url = f->endpoint_url,
-		.region = f->region,
-		.addressing_style = f->addressing_style,
-	};
 	struct err e = {0};
 
-	if (!f->endpoint_url && !f->region && !f->addressing_style)
-		return 0;
-	if (s3_set_defaults(&settings, &e) == 0)
-		return 0;
-	cli_print_error(&e, json);
-	return EXIT_USAGE;
+	memset(out, 0, sizeof(*out));
+	out->s3.endpoint_url = f->endpoint_url;
+	out->s3.region = f->region;
+	out->s3.addressing_style = f->addressing_style;
+	if (s3_settings_check(&out->s3, &e)) {
+		cli_print_error(&e, json);
+		return EXIT_USAGE;
+	}
+	out->credentials = aws_credentials_new();
+	return 0;
+}
+
+void cli_store_config_fini(struct store_config *c)
+{
+	if (!c)
+		return;
+	aws_credentials_unref(c->credentials);
+	c->credentials = NULL;
 }
 
 int cli_read_token(const char *path, char **out, struct err *e)

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "ckptconv/ckpt.h"
+#include "ckptconv/aws_credentials.h"
 #include "ckptconv/cli.h"
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
@@ -419,6 +420,9 @@ static void print_result(const struct conversion *c, const struct cli_convert_ar
 {
 	const struct plan *plan = conversion_plan(c);
 	const struct strvec *warnings = conversion_warnings(c);
+	const struct store_config *store = a->options.store;
+	const char *credentials_source =
+		store && store->credentials ? aws_credentials_source(store->credentials) : NULL;
 	double rate = seconds > 0 ? (double)plan->total_bytes / seconds : 0;
 	char size[32], speed[32];
 	json_t *result;
@@ -433,9 +437,10 @@ static void print_result(const struct conversion *c, const struct cli_convert_ar
 			json_object_update_new(result, partition_result_json(
 							       plan, a->options.partition_index,
 							       a->options.partition_count, seconds));
-		if ((store_is_remote(a->src) || store_is_remote(a->dst)) && s3_credentials_source())
+		if (((store_location_caps(a->src) | store_location_caps(a->dst)) & STORE_REMOTE) &&
+		    credentials_source)
 			json_object_set_new(result, "credentials_source",
-					    json_string(s3_credentials_source()));
+					    json_string(credentials_source));
 		json_dumpf(result, stdout, JSON_COMPACT);
 		fputc('\n', stdout);
 		json_decref(result);
@@ -480,6 +485,7 @@ out:
 
 int cli_convert(int argc, char **argv)
 {
+	struct store_config store = {0};
 	struct conversion *c = NULL;
 	struct cli_convert_args a;
 	struct err e = {0};
@@ -492,9 +498,10 @@ int cli_convert(int argc, char **argv)
 		fputs(usage_text, stdout);
 		goto out;
 	}
-	rc = cli_s3_apply(&a.s3, a.json);
+	rc = cli_store_config(&a.s3, &store, a.json);
 	if (rc != 0)
 		goto out;
+	a.options.store = &store;
 	if (conversion_prepare(a.src, a.dst, &a.options, &c, &e) < 0)
 		goto out_error;
 	if (a.dry_run) {
@@ -511,5 +518,6 @@ out_error:
 out_free:
 	conversion_free(c);
 out:
+	cli_store_config_fini(&store);
 	return rc;
 }

@@ -13,6 +13,7 @@
 #include "ckptconv/cli.h"
 #include "ckptconv/err.h"
 #include "ckptconv/partition.h"
+#include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
 static const char usage_text[] =
@@ -113,6 +114,7 @@ static void print_result(const struct finalize_result *r, const struct finalize_
 int cli_finalize(int argc, char **argv)
 {
 	struct finalize_options o;
+	struct store_config store;
 	struct finalize_result r;
 	struct finalize_args a;
 	struct err e = {0};
@@ -124,16 +126,20 @@ int cli_finalize(int argc, char **argv)
 			fputs(usage_text, stdout);
 		return rc;
 	}
-	rc = cli_s3_apply(&a.s3, a.json);
+	rc = cli_store_config(&a.s3, &store, a.json);
 	if (rc != 0)
 		return rc;
 	finalize_options_init(&o);
 	o.durable = !a.no_fsync;
+	o.store = &store;
 	if (partition_finalize(a.dst, &o, &r, &e) != 0) {
 		cli_print_error(&e, a.json);
-		return cli_exit_code(&e);
+		rc = cli_exit_code(&e);
+	} else {
+		print_result(&r, &a);
+		finalize_result_fini(&r);
+		rc = EXIT_OK;
 	}
-	print_result(&r, &a);
-	finalize_result_fini(&r);
-	return EXIT_OK;
+	cli_store_config_fini(&store);
+	return rc;
 }

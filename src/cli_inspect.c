@@ -16,6 +16,7 @@
 #include "ckptconv/ckpt.h"
 #include "ckptconv/cli.h"
 #include "ckptconv/err.h"
+#include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
 static const char usage_text[] =
@@ -365,6 +366,7 @@ static void print_text(const json_t *d)
 int cli_inspect(int argc, char **argv)
 {
 	struct inspect_args a;
+	struct store_config store = {0};
 	struct automodel *am = NULL;
 	struct ckpt *c = NULL;
 	struct err e = {0};
@@ -377,13 +379,13 @@ int cli_inspect(int argc, char **argv)
 			fputs(usage_text, stdout);
 		goto out;
 	}
-	rc = cli_s3_apply(&a.s3, a.json);
+	rc = cli_store_config(&a.s3, &store, a.json);
 	if (rc != 0)
 		goto out;
 	/* A NeMo Automodel sharded checkpoint is described as one (automodel.h). */
-	rc = automodel_open(a.path, &c, &am, &e);
+	rc = automodel_open(a.path, &store, &c, &am, &e);
 	if (rc == 1)
-		rc = ckpt_open(a.path, 0, &c, &e);
+		rc = ckpt_open_config(a.path, 0, &store, &c, &e);
 	if (rc < 0) {
 		cli_print_error(&e, a.json);
 		rc = cli_exit_code(&e);
@@ -402,5 +404,6 @@ int cli_inspect(int argc, char **argv)
 	ckpt_free(c);
 	automodel_free(am);
 out:
+	cli_store_config_fini(&store);
 	return rc;
 }

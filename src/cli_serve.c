@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "ckptconv/api.h"
+#include "ckptconv/aws_credentials.h"
 #include "ckptconv/cli.h"
 #include "ckptconv/err.h"
 #include "ckptconv/exec.h"
@@ -555,6 +556,10 @@ struct service {
 	char *state_dir;
 	char *token;
 	struct job_policy policy;
+	/* Every job's stores start from it: the environment's settings and
+	 * one credentials provider for the whole run, asked for credentials
+	 * only when a job opens an s3:// store. */
+	struct store_config store;
 	struct exec_pool *pool;
 	struct registry *reg;
 	struct api *api;
@@ -597,10 +602,11 @@ static int start(struct service *s, struct err *e)
 	s->policy.allow_s3_endpoints = &s->s3_endpoints;
 	s->policy.state_dir = s->state_dir;
 	/* Per-job S3 settings (options.s3): checked against the endpoint
-	 * allow list at submission, applied around the job's store opens. */
+	 * allow list at submission, laid over the service's store
+	 * configuration for the job's stores. */
 	s->policy.s3_options_check = s3_job_options_check;
 	s->policy.s3_options_apply = s3_job_options_apply;
-	s->policy.s3_credentials_source = s3_credentials_source;
+	s->store.credentials = aws_credentials_new();
 	s->pool = exec_pool_new((unsigned)s->opts->workers, e);
 	if (!s->pool)
 		return -1;
@@ -610,6 +616,7 @@ static int start(struct service *s, struct err *e)
 	rc.retain_ms = s->opts->retain_ms;
 	rc.max_finished = (size_t)s->opts->max_finished_jobs;
 	rc.policy = &s->policy;
+	rc.store = &s->store;
 	rc.pool = s->pool;
 	if (registry_open(&rc, &s->reg, e) < 0)
 		return -1;
@@ -730,6 +737,8 @@ static void service_fini(struct service *s, bool clean)
 		close(s->health_fd);
 	registry_free(s->reg);
 	exec_pool_free(s->pool);
+	aws_credentials_unref(s->store.credentials);
+	s->store.credentials = NULL;
 	store_local_confine(NULL, NULL);
 	strvec_fini(&s->roots);
 	strvec_fini(&s->s3_endpoints);

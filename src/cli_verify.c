@@ -12,6 +12,7 @@
 
 #include "ckptconv/cli.h"
 #include "ckptconv/err.h"
+#include "ckptconv/store.h"
 #include "ckptconv/verify.h"
 
 #define DEFAULT_MAX_LINES 50
@@ -109,6 +110,7 @@ static void print_summary(const struct verify_report *r, bool json)
 int cli_verify(int argc, char **argv)
 {
 	struct verify_report report;
+	struct store_config store = {0};
 	struct verify_args a;
 	struct err e = {0};
 	int rc;
@@ -119,12 +121,12 @@ int cli_verify(int argc, char **argv)
 			fputs(usage_text, stdout);
 		goto out;
 	}
-	rc = cli_s3_apply(&a.s3, a.json);
+	rc = cli_store_config(&a.s3, &store, a.json);
 	if (rc != 0)
 		goto out;
 	memset(&report, 0, sizeof(report));
-	if (verify_checkpoints(a.expected, a.actual, a.json ? stderr : stdout, a.max_lines, &report,
-			       &e) < 0) {
+	if (verify_checkpoints(a.expected, a.actual, &store, a.json ? stderr : stdout, a.max_lines,
+			       &report, &e) < 0) {
 		cli_print_error(&e, a.json);
 		rc = EXIT_FAILED;
 		goto out;
@@ -132,5 +134,6 @@ int cli_verify(int argc, char **argv)
 	print_summary(&report, a.json);
 	rc = report.differences == 0 ? EXIT_OK : EXIT_FAILED;
 out:
+	cli_store_config_fini(&store);
 	return rc;
 }

@@ -22,16 +22,12 @@
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
 #include "ckptconv/exec.h"
+#include "ckptconv/output.h"
 #include "ckptconv/partition.h"
 #include "ckptconv/plan.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
-#define INDEX_NAME CKPT_INDEX_NAME
-/* Non-weight files up to this size are copied in one read; larger ones are
- * streamed through a buffer of COPY_CHUNK bytes. */
-#define COPY_WHOLE_MAX (16u << 20)
-#define COPY_CHUNK (4u << 20)
 
 struct conversion {
 	char *src_location, *dst_location;
@@ -59,52 +55,10 @@ struct conversion {
 
 /* ---- preparing ---------------------------------------------------------- */
 
-/* The directory a local checkpoint location stands for (a single
- * *.safetensors file stands for its directory); NULL if it cannot be
- * resolved. */
-static char *resolved_dir(const char *location)
-{
-	char *path = realpath(location, NULL);
-	struct stat st;
-	char *slash;
-
-	if (!path)
-		return NULL;
-	if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode)) {
-		slash = strrchr(path, '/');
-		if (slash && slash != path)
-			*slash = '\0';
-		else if (slash)
-			slash[1] = '\0';
-	}
-	return path;
-}
-
-static size_t trimmed_len(const char *s)
-{
-	size_t n = strlen(s);
-
-	while (n > 1 && s[n - 1] == '/')
-		n--;
-	return n;
-}
-
 /* Writing into the source's own directory would replace the source. */
 static int check_not_source(const char *src, const char *dst, struct err *e)
 {
-	char *a, *b;
-	bool same;
-
-	if (store_is_remote(src) || store_is_remote(dst)) {
-		same = trimmed_len(src) == trimmed_len(dst) && strncmp(src, dst, trimmed_len(src)) == 0;
-	} else {
-		a = resolved_dir(src);
-		b = realpath(dst, NULL);
-		same = a && b && strcmp(a, b) == 0;
-		free(a);
-		free(b);
-	}
-	if (same)
+	if (store_same_location(src, dst))
 		return err_set(e, "invalid_option",
 			       "%s: the destination is the source checkpoint's own location", dst);
 	return 0;
@@ -182,13 +136,13 @@ static int open_and_plan(struct conversion *c, struct err *e)
 	struct model_info info;
 	int rc;
 
-	rc = automodel_open(c->src_location, &c->ckpt, &c->automodel, e);
+	rc = automodel_open(c->src_location, c->opts.store, &c->ckpt, &c->automodel, e);
 	if (rc <= 0)
 		return rc < 0 ? -1 : plan_consolidation(c, e);
 	if (c->opts.to == LAYOUT_HF && c->opts.dtype != DTYPE_CHOICE_AUTO)
 		return err_set(e, "invalid_option",
 			       "a dtype applies only to conversions to native (to hf keeps dtypes)");
-	if (ckpt_open(c->src_location, CKPT_REQUIRE_CONFIG, &c->ckpt, e))
+	if (ckpt_open_config(c->src_location, CKPT_REQUIRE_CONFIG, c->opts.store, &c->ckpt, e))
 		return -1;
 	a = adapter_for(c->ckpt, e);
 	if (!a || a->describe(c->ckpt, &info, e))
@@ -291,7 +245,8 @@ int conversion_resume(struct conversion *c, struct err *e)
 
 	if (c->ckpt->store)
 		return 0;
-	if (store_open(c->source_store, &s, e) || store_list(s, &entries, &n, e))
+	if (store_open_config(c->source_store, c->opts.store, &s, e) ||
+	    store_list(s, &entries, &n, e))
 		goto out;
 	rc = 1;
 	if (!same_entries(c->source_entries, c->nsource_entries, entries, n))
@@ -351,80 +306,29 @@ static int prepare_destination(struct conversion *c, struct err *e)
 		.overwrite = c->opts.overwrite, .durable = c->opts.durable,
 	};
 
-	if (store_open(c->dst_location, &c->dst, e) || bytes_needed(c, &so.bytes_needed, e))
+	if (store_open_config(c->dst_location, c->opts.store, &c->dst, e) ||
+	    bytes_needed(c, &so.bytes_needed, e))
 		return -1;
 	if (c->opts.partition_count)
 		return partition_prepare_output(c->dst, c->plan, c->src_location, &c->opts, &so,
 						&c->skip_file, e);
-	if (store_prepare_output(c->dst, &so, e))
+	if (output_prepare(c->dst, &so, e))
 		return -1;
 	/* An abandoned partitioned conversion's manifest goes with its files. */
 	return so.overwrite ? store_remove(c->dst, PARTITION_MANIFEST, e) : 0;
 }
 
-/* Copies a file too large to hold in memory in bounded chunks. */
-static int stream_file(struct conversion *c, const char *name, uint64_t size, struct err *e)
-{
-	struct store_writer *w;
-	unsigned char *buf;
-	uint64_t off;
-	int rc = -1;
-
-	if (store_writer_open(c->dst, name, size, &w, e))
-		return -1;
-	buf = xmalloc(COPY_CHUNK);
-	for (off = 0; off < size; off += COPY_CHUNK) {
-		size_t len = size - off < COPY_CHUNK ? (size_t)(size - off) : COPY_CHUNK;
-
-		if (is_cancelled(c)) {
-			cancelled_error(e);
-			goto out_abort;
-		}
-		if (store_read(c->ckpt->store, name, off, buf, len, e) ||
-		    store_writer_write(w, off, buf, len, e))
-			goto out_abort;
-	}
-	free(buf);
-	return store_writer_commit(w, e);
-out_abort:
-	store_writer_abort(w);
-	free(buf);
-	return rc;
-}
-
-static int copy_file(struct conversion *c, const char *name, struct err *e)
-{
-	struct store_entry st;
-	size_t len;
-	char *data;
-	int rc;
-
-	if (store_stat(c->ckpt->store, name, &st, e))
-		return -1;
-	if (st.size > COPY_WHOLE_MAX)
-		return stream_file(c, name, st.size, e);
-	if (store_read_file(c->ckpt->store, name, COPY_WHOLE_MAX, &data, &len, e))
-		return -1;
-	rc = store_put(c->dst, name, data, len, e);
-	free(data);
-	return rc;
-}
-
 /* The non-weight files (config.json, tokenizer, ...), before the weights. */
 static int copy_files(struct conversion *c, struct err *e)
 {
-	const struct strvec *files = &c->plan->copy_files;
 	size_t i;
 
 	if (c->opts.partition_count)
-		return 0;   /* finalize copies them */
-	for (i = 0; i < files->len; i++) {
-		if (is_cancelled(c))
-			return cancelled_error(e);
-		strvec_push(&c->published, files->items[i]);
-		if (copy_file(c, files->items[i], e))
-			return -1;
-	}
+		return 0; /* finalize copies them */
+	if (output_copy_files(c->ckpt->store, c->dst, &c->plan->copy_files, &c->cancelled,
+			      &c->published, e))
+		return -1;
+	/* Files a plan writes from memory (a consolidation's metadata). */
 	for (i = 0; i < c->plan->nputs; i++) {
 		const struct plan_put *put = &c->plan->puts[i];
 
@@ -457,9 +361,8 @@ static int publish_index(struct conversion *c, struct err *e)
 	if (is_cancelled(c))
 		return cancelled_error(e);
 	if (!json || c->opts.partition_count)
-		return 0;   /* a partitioned conversion's index comes with finalize */
-	strvec_push(&c->published, INDEX_NAME);
-	return store_put(c->dst, INDEX_NAME, json, strlen(json), e);
+		return 0; /* a partitioned conversion's index comes with finalize */
+	return output_publish_index(c->dst, json, &c->published, e);
 }
 
 /* Removes what the run published besides the shards (exec removes those),
@@ -468,8 +371,7 @@ static void remove_published(struct conversion *c, bool shards)
 {
 	size_t i;
 
-	for (i = c->published.len; i > 0; i--)
-		store_remove(c->dst, c->published.items[i - 1], NULL);
+	output_remove_published(c->dst, &c->published);
 	for (i = 0; shards && i < c->plan->nfiles; i++)
 		if (!c->skip_file || !c->skip_file[i])
 			store_remove(c->dst, c->plan->files[i].name, NULL);
@@ -513,7 +415,7 @@ static void output_names(const struct conversion *c, struct strvec *names)
 	size_t i;
 
 	if (!count && p->index_json)
-		strvec_push(names, INDEX_NAME);
+		strvec_push(names, CKPT_INDEX_NAME);
 	for (i = 0; i < p->nfiles; i++)
 		if (!skip || !skip[i])
 			strvec_push(names, p->files[i].name);
@@ -534,7 +436,7 @@ int conversion_clean_destination(struct conversion *c, struct err *e)
 	int rc = -1;
 
 	output_names(c, &names);
-	if (store_open(c->dst_location, &dst, e))
+	if (store_open_config(c->dst_location, c->opts.store, &dst, e))
 		goto out;
 	for (i = 0; i < names.len; i++)
 		if (store_remove(dst, names.items[i], e))

@@ -850,12 +850,13 @@ struct exec_run *exec_run_new(const struct plan *plan, struct store *src, struct
 	run->src = src;
 	run->dst = dst;
 	run->max_bytes_per_second = o ? o->max_bytes_per_second : 0;
-	/* A store that copies out of our buffers could fault on a mapping
-	 * outside our guard; only a local destination writes from views. */
-	run->fast_copy = dst && strcmp(dst->backend->scheme, "file") == 0;
+	/* A store that kept our buffers past the call could fault on a
+	 * mapping outside our guard: only one done with them in the call is
+	 * written from views. */
+	run->fast_copy = dst && (store_caps(dst) & STORE_WRITES_IN_CALL);
 	run->copy_in = o && o->read_mode == EXEC_READ_COPY;
 	if (!o || o->read_mode == EXEC_READ_AUTO)
-		run->copy_in = strcmp(src->backend->scheme, "file") == 0;
+		run->copy_in = (store_caps(src) & STORE_CHEAP_READ) != 0;
 	run->skip_file = xcalloc(plan->nfiles, sizeof(bool));
 	if (o && o->skip_file)
 		memcpy(run->skip_file, o->skip_file, plan->nfiles * sizeof(bool));

@@ -9,10 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "ckptconv/aws_credentials.h"
 #include "ckptconv/cli.h"
 #include "ckptconv/log.h"
-#include "ckptconv/s3.h"
 #include "fixture/fixture.h"
 
 struct command {
@@ -56,22 +54,6 @@ static const struct command *find_command(const char *name)
 	return NULL;
 }
 
-/* Runs a command with the process's object store credentials provider:
- * one for the whole run (every store, every job of the daemon), configured
- * from the environment now and asked for credentials only when a store
- * on the object store is opened. */
-static int run(const struct command *cmd, int argc, char **argv)
-{
-	struct aws_credentials *credentials = aws_credentials_new();
-	int rc;
-
-	s3_set_credentials(credentials);
-	aws_credentials_unref(credentials);
-	rc = cmd->run(argc, argv);
-	s3_set_credentials(NULL);
-	return rc;
-}
-
 int main(int argc, char **argv)
 {
 	const struct command *cmd;
@@ -107,5 +89,5 @@ int main(int argc, char **argv)
 			argv[1]);
 		return EXIT_USAGE;
 	}
-	return run(cmd, argc - 1, argv + 1);
+	return cmd->run(argc - 1, argv + 1);
 }

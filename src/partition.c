@@ -10,7 +10,6 @@
  * the non-weight files, publishes the index last and removes the manifest.
  */
 #include <fcntl.h>
-#include <fnmatch.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -23,22 +22,18 @@
 #include "ckptconv/ckpt.h"
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
+#include "ckptconv/output.h"
 #include "ckptconv/partition.h"
 #include "ckptconv/plan.h"
 #include "ckptconv/safetensors.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
-#define INDEX_NAME CKPT_INDEX_NAME
 #define ST_SUFFIX ".safetensors"
-#define SINGLE_NAME CKPT_SINGLE_NAME
-#define SHARD_PATTERN CKPT_SHARD_PATTERN
 #define MANIFEST_FORMAT "ckptconv-plan"
 #define MANIFEST_VERSION 1
-/* Header bytes are hashed, and non-weight files copied, in chunks this big. */
+/* Header bytes are hashed in chunks this big. */
 #define CHUNK (4u << 20)
-/* Files up to this size are copied in one read. */
-#define COPY_WHOLE_MAX (16u << 20)
 /* Problems named in a partition_incomplete message. */
 #define NAMED_MAX 8
 
@@ -229,35 +224,6 @@ void partition_print_result(FILE *out, const struct plan *p, uint32_t index, uin
 
 /* ---- the manifest -------------------------------------------------------- */
 
-static bool ends_with(const char *s, const char *suffix)
-{
-	size_t n = strlen(s), m = strlen(suffix);
-
-	return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
-/* The same source however a partition names it: an absolute, resolved
- * local path, or an s3:// prefix ending in exactly one '/'. */
-static char *canonical_source(const char *source)
-{
-	char *out;
-	size_t n;
-
-	if (!store_is_remote(source)) {
-		out = realpath(source, NULL);
-		return out ? out : xstrdup(source);
-	}
-	n = strlen(source);
-	while (n > 0 && source[n - 1] == '/')
-		n--;
-	out = xmalloc(n + 2);
-	memcpy(out, source, n);
-	out[n] = '\0';
-	if (!ends_with(out, ST_SUFFIX))
-		strcat(out, "/");
-	return out;
-}
-
 static json_t *json_u64(uint64_t v)
 {
 	return json_integer(v > INT64_MAX ? INT64_MAX : (json_int_t)v);
@@ -275,7 +241,7 @@ static json_t *manifest_options(const struct plan *p, const struct convert_optio
 char *partition_manifest_build(const struct plan *p, const char *source,
 			       const struct convert_options *o, uint32_t count)
 {
-	char digest[65], sha[65], *canonical = canonical_source(source), *text;
+	char digest[65], sha[65], *canonical = store_canonical_location(source), *text;
 	json_t *root, *files = json_array();
 	size_t i;
 
@@ -549,27 +515,12 @@ int partition_manifest_read(struct store *dst, struct partition_manifest **out, 
 
 /* ---- a partition's destination ------------------------------------------ */
 
-/* The destination's top-level entries; none when it does not exist yet. */
-static int list_optional(struct store *s, struct store_entry **out, size_t *n, struct err *e)
-{
-	struct err local = {0};
-
-	*out = NULL;
-	*n = 0;
-	if (store_list(s, out, n, &local) == 0)
-		return 0;
-	if (is_not_found(&local))
-		return 0;
-	keep_error(e, &local);
-	return -1;
-}
-
 /* A file some partition, or finalize, of plan p writes. */
 static bool is_planned(const struct plan *p, const char *name)
 {
 	size_t i;
 
-	if (p->index_json && strcmp(name, INDEX_NAME) == 0)
+	if (p->index_json && strcmp(name, CKPT_INDEX_NAME) == 0)
 		return true;
 	for (i = 0; i < p->nfiles; i++)
 		if (strcmp(p->files[i].name, name) == 0)
@@ -611,43 +562,17 @@ static int refuse_others(const struct store *dst, const struct plan *p, bool sam
 		       dst->location, names, others > shown ? ", ..." : "");
 }
 
-/* With overwrite and no manifest yet: the previous checkpoint goes, index
- * first, so what remains never looks finished. */
-static int remove_previous(struct store *dst, const struct store_entry *entries, size_t n,
-			   struct err *e)
-{
-	size_t i;
-
-	if (store_remove(dst, INDEX_NAME, e) || store_remove(dst, SINGLE_NAME, e))
-		return -1;
-	for (i = 0; i < n; i++)
-		if (fnmatch(SHARD_PATTERN, entries[i].name, 0) == 0 &&
-		    store_remove(dst, entries[i].name, e))
-			return -1;
-	return 0;
-}
-
 /* Room on a local destination for this partition's files and the manifest. */
 static int check_space(struct store *dst, const struct plan *p, const bool *skip,
 		       size_t manifest_len, struct err *e)
 {
-	uint64_t needed = manifest_len, avail;
-	char need_text[32], avail_text[32];
+	uint64_t needed = manifest_len;
 	size_t i;
 
 	for (i = 0; i < p->nfiles; i++)
 		if (!skip[i] && !u64_add(needed, p->files[i].size, &needed))
 			needed = UINT64_MAX;
-	if (store_free_bytes(dst, &avail, e))
-		return -1;
-	if (avail >= needed)
-		return 0;
-	size_format(needed, need_text, sizeof(need_text));
-	size_format(avail, avail_text, sizeof(avail_text));
-	return err_set(e, "insufficient_space",
-		       "%s: this partition needs %s (%" PRIu64 " bytes) but only %s (%" PRIu64
-		       " bytes) is free",
-		       dst->location, need_text, needed, avail_text, avail);
+	return output_check_space(dst, "this partition", needed, 0, e);
 }
 
 /* Every partition puts the same bytes; a put is atomic, so concurrent
@@ -692,13 +617,13 @@ static int check_destination(struct store *dst, const struct plan *p, const char
 
 	/* Listed before the manifest is read: a partition puts the manifest
 	 * before its first file, so any file listed here is covered by it. */
-	if (list_optional(dst, &entries, &n, e))
+	if (output_list(dst, &entries, &n, e))
 		return -1;
 	if (check_manifest(dst, manifest_json, same_plan, e))
 		goto out;
 	if (!so->overwrite && refuse_others(dst, p, *same_plan, entries, n, e))
 		goto out;
-	if (so->overwrite && !*same_plan && remove_previous(dst, entries, n, e))
+	if (so->overwrite && !*same_plan && output_remove_previous(dst, entries, n, e))
 		goto out;
 	rc = 0;
 out:
@@ -718,9 +643,8 @@ int partition_prepare_output(struct store *dst, const struct plan *p, const char
 	if (partition_check(o->partition_index, o->partition_count, e))
 		return -1;
 	/* The store is shared with other writers: its own preparation would
-	 * refuse or remove their output, so only the options are taken over. */
-	dst->out = *so;
-	if (store_create_location(dst, e))
+	 * refuse or remove their output. */
+	if (store_ensure(dst, so, e))
 		return -1;
 	manifest = partition_manifest_build(p, source, o, o->partition_count);
 	if (check_destination(dst, p, manifest, so, &same_plan, e))
@@ -866,7 +790,7 @@ int partition_check_files(struct store *dst, const struct partition_manifest *m,
 	size_t n, i;
 	int rc = -1;
 
-	if (list_optional(dst, &entries, &n, e))
+	if (output_list(dst, &entries, &n, e))
 		goto out;
 	for (i = 0; i < m->nfiles; i++) {
 		const struct partition_file *f = &m->files[i];
@@ -906,13 +830,14 @@ void finalize_result_fini(struct finalize_result *r)
 }
 
 /* No manifest: the destination must be a finished checkpoint already. */
-static int check_finished(const char *location, struct finalize_result *r, struct err *e)
+static int check_finished(const char *location, const struct store_config *cfg,
+			  struct finalize_result *r, struct err *e)
 {
 	struct err local = {0};
 	struct ckpt *ck;
 	size_t i;
 
-	if (ckpt_open(location, 0, &ck, &local)) {
+	if (ckpt_open_config(location, 0, cfg, &ck, &local)) {
 		if (strcmp(local.code, "source_not_found") == 0 ||
 		    strcmp(local.code, "not_a_checkpoint") == 0)
 			return err_set(e, "partition_incomplete",
@@ -928,7 +853,7 @@ static int check_finished(const char *location, struct finalize_result *r, struc
 	for (i = 0; i < ck->copy_files.len; i++)
 		strvec_push(&r->files, ck->copy_files.items[i]);
 	if (ck->has_index)
-		strvec_push(&r->files, INDEX_NAME);
+		strvec_push(&r->files, CKPT_INDEX_NAME);
 	r->tensors = ck->ntensors;
 	r->bytes = ck->total_bytes;
 	ckpt_free(ck);
@@ -940,12 +865,11 @@ static int check_finished(const char *location, struct finalize_result *r, struc
 static char *source_dir(const char *source)
 {
 	const char *slash = strrchr(source, '/');
-	bool file = ends_with(source, ST_SUFFIX);
-	struct stat st;
+	enum store_entry_kind kind;
+	bool file;
 	char *dir;
 
-	if (!store_is_remote(source))
-		file = stat(source, &st) == 0 && S_ISREG(st.st_mode);
+	file = store_location_kind(source, &kind, NULL) == 0 && kind == STORE_FILE;
 	if (!file || !slash)
 		return xstrdup(file ? "." : source);
 	dir = xstrdup(source);
@@ -953,70 +877,23 @@ static char *source_dir(const char *source)
 	return dir;
 }
 
-static int stream_file(struct store *src, struct store *dst, const char *name, uint64_t size,
-		       struct err *e)
-{
-	unsigned char *buf = xmalloc(CHUNK);
-	struct store_writer *w;
-	uint64_t off;
-	int rc = -1;
-
-	if (store_writer_open(dst, name, size, &w, e))
-		goto out;
-	for (off = 0; off < size; off += CHUNK) {
-		size_t len = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
-
-		if (store_read(src, name, off, buf, len, e) ||
-		    store_writer_write(w, off, buf, len, e)) {
-			store_writer_abort(w);
-			goto out;
-		}
-	}
-	rc = store_writer_commit(w, e);
-out:
-	free(buf);
-	return rc;
-}
-
-static int copy_file(struct store *src, struct store *dst, const char *name, struct err *e)
-{
-	struct store_entry st;
-	size_t len;
-	char *data;
-	int rc;
-
-	if (store_stat(src, name, &st, e))
-		return -1;
-	if (st.size > COPY_WHOLE_MAX)
-		return stream_file(src, dst, name, st.size, e);
-	if (store_read_file(src, name, COPY_WHOLE_MAX, &data, &len, e))
-		return -1;
-	rc = store_put(dst, name, data, len, e);
-	free(data);
-	return rc;
-}
-
 /* The non-weight files, then the index; on failure the copies go again. */
-static int publish(struct store *dst, const char *source, const struct plan *p, struct err *e)
+static int publish(struct store *dst, const char *source, const struct plan *p,
+		   const struct store_config *cfg, struct err *e)
 {
 	char *dir = source_dir(source);
+	struct strvec published = {0};
 	struct store *src;
-	size_t i, copied = 0;
 	int rc = -1;
 
-	if (store_open(dir, &src, e))
+	if (store_open_config(dir, cfg, &src, e))
 		goto out;
-	for (copied = 0; copied < p->copy_files.len; copied++)
-		if (copy_file(src, dst, p->copy_files.items[copied], e))
-			goto out_remove;
-	if (p->index_json && store_put(dst, INDEX_NAME, p->index_json, strlen(p->index_json), e))
-		goto out_remove;
-	rc = 0;
-	goto out_store;
-out_remove:
-	for (i = copied; i > 0; i--)
-		store_remove(dst, p->copy_files.items[i - 1], NULL);
-out_store:
+	if (output_copy_files(src, dst, &p->copy_files, NULL, &published, e) ||
+	    (p->index_json && output_publish_index(dst, p->index_json, &published, e)))
+		output_remove_published(dst, &published);
+	else
+		rc = 0;
+	strvec_fini(&published);
 	store_free(src);
 out:
 	free(dir);
@@ -1033,7 +910,7 @@ static void fill_result(const struct plan *p, const struct strvec *warnings, con
 	for (i = 0; i < p->copy_files.len; i++)
 		strvec_push(&r->files, p->copy_files.items[i]);
 	if (p->index_json)
-		strvec_push(&r->files, INDEX_NAME);
+		strvec_push(&r->files, CKPT_INDEX_NAME);
 	for (i = 0; warnings && i < warnings->len; i++)
 		strvec_push(&r->warnings, warnings->items[i]);
 	r->tensors = p->ntensors;
@@ -1043,15 +920,17 @@ static void fill_result(const struct plan *p, const struct strvec *warnings, con
 
 /* Plans again from the manifest's source and options: the same digest
  * proves the source still gives what the partitions wrote. */
-static int replan(const char *location, const struct partition_manifest *m, struct conversion **out,
-		  struct err *e)
+static int replan(const char *location, const struct partition_manifest *m,
+		  const struct store_config *cfg, struct conversion **out, struct err *e)
 {
 	struct convert_options o;
 	char digest[65];
 
 	*out = NULL;
-	if (partition_manifest_options(m, &o, e) ||
-	    conversion_prepare(m->source, location, &o, out, e))
+	if (partition_manifest_options(m, &o, e))
+		return -1;
+	o.store = cfg;
+	if (conversion_prepare(m->source, location, &o, out, e))
 		return -1;
 	plan_digest(conversion_plan(*out), digest);
 	if (strcmp(digest, m->plan_digest) == 0)
@@ -1074,11 +953,12 @@ static int finalize_planned(struct store *dst, const struct partition_manifest *
 
 	if (o->check_source && o->check_source(m->source, o->check_source_arg, e))
 		goto out;
-	if (replan(dst->location, m, &c, e) || partition_check_files(dst, m, e))
+	if (replan(dst->location, m, o->store, &c, e) || partition_check_files(dst, m, e))
 		goto out;
 	p = conversion_plan(c);
-	dst->out.durable = o->durable;
-	if (publish(dst, m->source, p, e) || store_remove(dst, PARTITION_MANIFEST, e))
+	if (store_ensure(dst, &(struct store_output_options){.durable = o->durable}, e))
+		goto out;
+	if (publish(dst, m->source, p, o->store, e) || store_remove(dst, PARTITION_MANIFEST, e))
 		goto out;
 	fill_result(p, conversion_warnings(c), m->source, r);
 	rc = 0;
@@ -1100,11 +980,11 @@ int partition_finalize(const char *location, const struct finalize_options *o,
 		finalize_options_init(&defaults);
 		o = &defaults;
 	}
-	if (store_open(location, &dst, e))
+	if (store_open_config(location, o->store, &dst, e))
 		return -1;
 	if (partition_manifest_read(dst, &m, e))
 		goto out;
-	rc = m ? finalize_planned(dst, m, o, r, e) : check_finished(location, r, e);
+	rc = m ? finalize_planned(dst, m, o, r, e) : check_finished(location, o->store, r, e);
 	if (rc)
 		finalize_result_fini(r);
 out:

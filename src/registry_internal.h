@@ -130,10 +130,10 @@ void *registry_runner_main(void *arg);
 /* The result of a conversion: a partition's says what it wrote. */
 json_t *registry_conversion_result_json(const struct convert_options *o, const struct plan *plan,
 					const struct strvec *warnings);
-/* Applies the job's options.s3 to the stores this thread opens next;
- * registry_s3_leave clears them. */
-int registry_s3_enter(const struct registry *r, const struct job *j, struct err *e);
-void registry_s3_leave(const struct registry *r);
+/* Builds j->store (the service's store configuration with j's options.s3
+ * over it) and points j->spec.convert.store at it: called before any of
+ * j's stores opens.  Code: s3_config. */
+int registry_job_store(const struct registry *r, struct job *j, struct err *e);
 /* Logs that a plan was made for j, its size and the seconds it took. */
 void registry_log_planned(const struct job *j, const struct plan *plan, double seconds);
 /* Notes where the credentials came from of a job whose source (NULL: none)

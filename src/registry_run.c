@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "ckptconv/ckpt.h"
+#include "ckptconv/aws_credentials.h"
 #include "ckptconv/log.h"
 #include "ckptconv/partition.h"
 #include "ckptconv/plan.h"
@@ -77,25 +78,27 @@ static json_t *finalize_result_json(const struct finalize_result *fr)
 
 /* ---- running -------------------------------------------------------------- */
 
-/* Applies the job's options.s3 to the stores this thread opens next. */
-int registry_s3_enter(const struct registry *r, const struct job *j, struct err *e)
+int registry_job_store(const struct registry *r, struct job *j, struct err *e)
 {
 	const struct job_policy *p = r->cfg.policy;
 
+	memset(&j->store, 0, sizeof(j->store));
+	if (r->cfg.store)
+		j->store = *r->cfg.store;
+	j->spec.convert.store = &j->store;
 	if (!p || !p->s3_options_apply)
 		return 0;
-	return p->s3_options_apply(json_object_get(j->spec.options, "s3"), e);
+	return p->s3_options_apply(json_object_get(j->spec.options, "s3"), &j->store.s3, e);
 }
 
 void registry_note_credentials(struct registry *r, struct job *j, const char *src, const char *dst)
 {
-	const struct job_policy *p = r->cfg.policy;
 	const char *source;
 
-	if (!p || !p->s3_credentials_source ||
-	    !((src && store_is_remote(src)) || store_is_remote(dst)))
+	if (!j->store.credentials ||
+	    !((store_location_caps(src) | store_location_caps(dst)) & STORE_REMOTE))
 		return;
-	source = p->s3_credentials_source();
+	source = aws_credentials_source(j->store.credentials);
 	if (!source)
 		return;
 	pthread_mutex_lock(&r->lock);
@@ -106,17 +109,9 @@ void registry_note_credentials(struct registry *r, struct job *j, const char *sr
 	pthread_mutex_unlock(&r->lock);
 }
 
-void registry_s3_leave(const struct registry *r)
-{
-	const struct job_policy *p = r->cfg.policy;
-
-	if (p && p->s3_options_apply)
-		p->s3_options_apply(NULL, NULL);
-}
-
 /* Whether a destination may be claimed by the job: replacing it was asked
  * for, or it holds nothing (but unfinished output of the local store). */
-static bool destination_claimable(const char *dst, bool overwrite)
+static bool destination_claimable(const char *dst, const struct store_config *cfg, bool overwrite)
 {
 	struct store *s = NULL;
 	struct store_entry *entries = NULL;
@@ -126,7 +121,7 @@ static bool destination_claimable(const char *dst, bool overwrite)
 
 	if (overwrite)
 		return true;
-	if (store_open(dst, &s, &e) < 0)
+	if (store_open_config(dst, cfg, &s, &e) < 0)
 		return false;
 	if (store_list(s, &entries, &n, &e) < 0) {
 		empty = strcmp(e.code, "source_not_found") == 0;
@@ -143,7 +138,7 @@ out:
 
 static void claim(struct registry *r, struct job *j, const char *dst, bool overwrite)
 {
-	if (j->claimed || !destination_claimable(dst, overwrite))
+	if (j->claimed || !destination_claimable(dst, &j->store, overwrite))
 		return;
 	pthread_mutex_lock(&r->lock);
 	j->claimed = true;
@@ -288,7 +283,8 @@ static void run_finalize(struct registry *r, struct job *j, const char *dst)
 		fo.check_source = job_policy_check_source;
 		fo.check_source_arg = (void *)r->cfg.policy;
 	}
-	if (registry_s3_enter(r, j, &e) < 0 || partition_finalize(dst, &fo, &fr, &e) < 0) {
+	fo.store = &j->store;
+	if (registry_job_store(r, j, &e) < 0 || partition_finalize(dst, &fo, &fr, &e) < 0) {
 		registry_fail(r, j, &e);
 		goto out;
 	}
@@ -374,7 +370,7 @@ static void run_job(struct registry *r, struct job *j)
 			run_finalize(r, j, dst);
 		goto out;
 	}
-	if (registry_s3_enter(r, j, &e) < 0 || ready_conversion(r, j, &conv, &e) < 0) {
+	if (registry_job_store(r, j, &e) < 0 || ready_conversion(r, j, &conv, &e) < 0) {
 		registry_fail(r, j, &e);
 		goto out;
 	}
@@ -393,7 +389,6 @@ static void run_job(struct registry *r, struct job *j)
 	settle(r, j, conv, rc, &e);
 out:
 	conversion_free(conv);
-	registry_s3_leave(r);
 	free(src);
 	free(dst);
 }
@@ -459,14 +454,13 @@ void registry_clean_interrupted(struct registry *r, struct job *j)
 
 	if (!j->claimed || j->spec.finalize)
 		return;
-	if (recheck(r, j, &src, &dst, &e) < 0 || registry_s3_enter(r, j, &e) < 0 ||
+	if (recheck(r, j, &src, &dst, &e) < 0 || registry_job_store(r, j, &e) < 0 ||
 	    conversion_prepare(src, dst, &j->spec.convert, &conv, &e) < 0 ||
 	    conversion_clean_destination(conv, &e) < 0)
 		registry_log_job(LOG_WARN, j, "output of the interrupted run not removed", &e);
 	else
 		registry_log_job(LOG_INFO, j, "output of the interrupted run removed", NULL);
 	conversion_free(conv);
-	registry_s3_leave(r);
 	free(src);
 	free(dst);
 }

@@ -146,7 +146,7 @@ static int check_source(struct registry *r, struct job *j, struct job_error *je)
 
 	if (j->spec.finalize)
 		return 0; /* the manifest names the source when the job runs */
-	if (registry_s3_enter(r, j, &e) < 0) {
+	if (registry_job_store(r, j, &e) < 0) {
 		job_error_set(je, "options.s3", e.code, "%s", e.msg);
 		goto out;
 	}
@@ -176,7 +176,6 @@ static int check_source(struct registry *r, struct job *j, struct job_error *je)
 	rc = 0;
 out:
 	conversion_free(conv);
-	registry_s3_leave(r);
 	return rc;
 }
 

@@ -43,7 +43,8 @@ static void share_unlock(CURL *h, curl_lock_data data, void *arg)
 	pthread_mutex_unlock(&c->share_locks[data]);
 }
 
-int s3_client_new(struct s3_client **out, struct err *e)
+int s3_client_new(const struct s3_settings *settings, struct aws_credentials *credentials,
+		  struct s3_client **out, struct err *e)
 {
 	struct s3_client *c;
 	int i;
@@ -66,7 +67,7 @@ int s3_client_new(struct s3_client **out, struct err *e)
 	curl_share_setopt(c->share, CURLSHOPT_USERDATA, c);
 	curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
 	curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-	if (s3_client_configure(c, e)) {
+	if (s3_client_configure(c, settings, credentials, e)) {
 		s3_client_free(c);
 		return -1;
 	}

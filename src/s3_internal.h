@@ -67,7 +67,8 @@ struct s3_client {
 /* Fills c's settings, resolved thread > process > environment, and its
  * credentials provider, the process's (s3_settings.c), from which it
  * obtains credentials once.  Codes: s3_config, s3_credentials. */
-int s3_client_configure(struct s3_client *c, struct err *e);
+int s3_client_configure(struct s3_client *c, const struct s3_settings *settings,
+			struct aws_credentials *credentials, struct err *e);
 /* An idle lane of c, or a new one; s3_lane_put gives it back. */
 struct lane *s3_lane_get(struct s3_client *c);
 void s3_lane_put(struct s3_client *c, struct lane *l);

@@ -111,17 +111,20 @@ int s3_job_options_check(const json_t *s3, const struct job_policy *p, struct jo
 	return 0;
 }
 
-int s3_job_options_apply(const json_t *s3, struct err *e)
+int s3_job_options_apply(const json_t *s3, struct s3_settings *settings, struct err *e)
 {
 	struct job_error je = {0};
 	struct s3_settings s;
 
 	if (!s3 || json_is_null(s3))
-		return s3_set_thread_settings(NULL, e);
+		return 0;
 	if (settings_from_json(s3, &s, &je)) {
 		if (e && !err_is_set(e))
 			*e = je.err;
 		return -1;
 	}
-	return s3_set_thread_settings(&s, e);
+	if (s3_settings_check(&s, e))
+		return -1;
+	s3_settings_overlay(settings, &s);
+	return 0;
 }

@@ -1,11 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * s3_settings: what an S3 client talks to.  Settings resolve thread >
- * process > environment (AWS conventions); endpoint URLs are checked and
+ * s3_settings: what an S3 client talks to.  Settings resolve as given >
+ * environment (AWS conventions); endpoint URLs are checked and
  * normalised; s3:// locations are parsed into bucket and prefix.
  */
 #include <ctype.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,17 +28,6 @@
 #define SETTING_MAX 512
 
 /* ---- settings ---- */
-
-struct settings_copy {
-	char endpoint_url[SETTING_MAX];
-	char region[SETTING_MAX];
-	char addressing_style[SETTING_MAX];
-};
-
-static pthread_mutex_t defaults_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct settings_copy process_settings;	    /* protected by defaults_lock */
-static struct aws_credentials *process_credentials; /* protected by defaults_lock */
-static __thread struct settings_copy thread_settings;
 
 static int parse_style(const char *text, enum style *out, struct err *e)
 {
@@ -181,68 +169,25 @@ int s3_settings_check(const struct s3_settings *s, struct err *e)
 	return 0;
 }
 
-static void copy_setting(char *dst, const char *src)
+void s3_settings_overlay(struct s3_settings *base, const struct s3_settings *over)
 {
-	snprintf(dst, SETTING_MAX, "%s", is_set(src) ? src : "");
+	if (!over)
+		return;
+	if (is_set(over->endpoint_url))
+		base->endpoint_url = over->endpoint_url;
+	if (is_set(over->region))
+		base->region = over->region;
+	if (is_set(over->addressing_style))
+		base->addressing_style = over->addressing_style;
 }
 
-static void settings_copy_from(struct settings_copy *dst, const struct s3_settings *s)
-{
-	copy_setting(dst->endpoint_url, s ? s->endpoint_url : NULL);
-	copy_setting(dst->region, s ? s->region : NULL);
-	copy_setting(dst->addressing_style, s ? s->addressing_style : NULL);
-}
-
-int s3_set_defaults(const struct s3_settings *s, struct err *e)
-{
-	if (s3_settings_check(s, e))
-		return -1;
-	pthread_mutex_lock(&defaults_lock);
-	settings_copy_from(&process_settings, s);
-	pthread_mutex_unlock(&defaults_lock);
-	return 0;
-}
-
-void s3_set_credentials(struct aws_credentials *p)
-{
-	struct aws_credentials *old;
-
-	pthread_mutex_lock(&defaults_lock);
-	old = process_credentials;
-	process_credentials = p ? aws_credentials_ref(p) : NULL;
-	pthread_mutex_unlock(&defaults_lock);
-	aws_credentials_unref(old);
-}
-
-const char *s3_credentials_source(void)
-{
-	const char *source = NULL;
-
-	pthread_mutex_lock(&defaults_lock);
-	if (process_credentials)
-		source = aws_credentials_source(process_credentials);
-	pthread_mutex_unlock(&defaults_lock);
-	return source;
-}
-
-int s3_set_thread_settings(const struct s3_settings *s, struct err *e)
-{
-	if (s3_settings_check(s, e))
-		return -1;
-	settings_copy_from(&thread_settings, s);
-	return 0;
-}
-
-/* The first set value of: this thread's, the process's, then env names. */
-static char *resolve(const char *thread_value, const char *process_value, const char *env1,
-		     const char *env2)
+/* The first set value of: the given one, then env names. */
+static char *resolve(const char *given, const char *env1, const char *env2)
 {
 	const char *v = NULL;
 
-	if (is_set(thread_value))
-		v = thread_value;
-	else if (is_set(process_value))
-		v = process_value;
+	if (is_set(given))
+		v = given;
 	else if (env1 && is_set(getenv(env1)))
 		v = getenv(env1);
 	else if (env2 && is_set(getenv(env2)))
@@ -262,26 +207,22 @@ static uint64_t env_u64(const char *name, uint64_t fallback, uint64_t min, uint6
 	return n < min ? min : n > max ? max : n;
 }
 
-int s3_client_configure(struct s3_client *c, struct err *e)
+int s3_client_configure(struct s3_client *c, const struct s3_settings *settings,
+			struct aws_credentials *credentials, struct err *e)
 {
-	const struct aws_credentials_snapshot *credentials;
-	struct settings_copy process;
+	const struct aws_credentials_snapshot *snapshot;
+	const struct s3_settings none = {0};
 	char *endpoint, *style;
 	struct endpoint ep;
 	int rc = -1;
 
-	pthread_mutex_lock(&defaults_lock);
-	process = process_settings;
-	pthread_mutex_unlock(&defaults_lock);
-
-	endpoint = resolve(thread_settings.endpoint_url, process.endpoint_url,
-			   "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL");
-	c->region =
-		resolve(thread_settings.region, process.region, "AWS_REGION", "AWS_DEFAULT_REGION");
+	if (!settings)
+		settings = &none;
+	endpoint = resolve(settings->endpoint_url, "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL");
+	c->region = resolve(settings->region, "AWS_REGION", "AWS_DEFAULT_REGION");
 	if (!c->region)
 		c->region = xstrdup(DEFAULT_REGION);
-	style = resolve(thread_settings.addressing_style, process.addressing_style,
-			"CKPTCONV_S3_ADDRESSING_STYLE", NULL);
+	style = resolve(settings->addressing_style, "CKPTCONV_S3_ADDRESSING_STYLE", NULL);
 	if (check_region(c->region, e) || parse_style(style, &c->style, e))
 		goto out;
 	if (endpoint) {
@@ -293,16 +234,13 @@ int s3_client_configure(struct s3_client *c, struct err *e)
 	} else {
 		c->https = true;
 	}
-	/* The process's provider, or one of the client's own; credentials
-	 * are obtained now so that a store without any fails when opened. */
-	pthread_mutex_lock(&defaults_lock);
-	c->credentials = process_credentials ? aws_credentials_ref(process_credentials) :
-					       aws_credentials_new();
-	pthread_mutex_unlock(&defaults_lock);
-	if (aws_credentials_get(c->credentials, &credentials, e))
+	/* The given provider, or one of the client's own; credentials are
+	 * obtained now so that a store without any fails when opened. */
+	c->credentials = credentials ? aws_credentials_ref(credentials) : aws_credentials_new();
+	if (aws_credentials_get(c->credentials, &snapshot, e))
 		goto out;
-	aws_credentials_release(credentials);
-	c->ca_bundle = resolve(NULL, NULL, "AWS_CA_BUNDLE", NULL);
+	aws_credentials_release(snapshot);
+	c->ca_bundle = resolve(NULL, "AWS_CA_BUNDLE", NULL);
 	c->max_attempts =
 		(unsigned)env_u64("CKPTCONV_S3_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, 1, 100);
 	c->range_size = (size_t)env_u64("CKPTCONV_S3_RANGE_SIZE", DEFAULT_RANGE_SIZE,

@@ -15,23 +15,84 @@
 
 #define S3_SCHEME "s3://"
 
+/* The backend that serves `location`, by its scheme. */
+static const struct store_backend *backend_of(const char *location)
+{
+	if (strncmp(location, S3_SCHEME, strlen(S3_SCHEME)) == 0)
+		return &store_s3_backend;
+	return &store_local_backend;
+}
+
 bool store_is_remote(const char *location)
 {
-	return location && strncmp(location, S3_SCHEME, strlen(S3_SCHEME)) == 0;
+	return (store_location_caps(location) & STORE_REMOTE) != 0;
+}
+
+unsigned store_caps(const struct store *s)
+{
+	return s->backend->caps;
+}
+
+unsigned store_location_caps(const char *location)
+{
+	return location && *location ? backend_of(location)->caps : 0;
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+
+	return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+int store_location_kind(const char *location, enum store_entry_kind *out, struct err *e)
+{
+	const struct store_backend *b = backend_of(location);
+
+	if (b->location_kind)
+		return b->location_kind(location, out, e);
+	*out = ends_with(location, ".safetensors") ? STORE_FILE : STORE_DIR;
+	return 0;
+}
+
+char *store_canonical_location(const char *location)
+{
+	const struct store_backend *b = backend_of(location);
+
+	return b->canonical ? b->canonical(location) : xstrdup(location);
+}
+
+bool store_same_location(const char *a, const char *b)
+{
+	const struct store_backend *ba = backend_of(a);
+
+	if (ba != backend_of(b))
+		return false;
+	if (ba->same_location)
+		return ba->same_location(a, b);
+	return strcmp(a, b) == 0;
 }
 
 int store_open(const char *location, struct store **out, struct err *e)
 {
+	return store_open_config(location, NULL, out, e);
+}
+
+int store_open_config(const char *location, const struct store_config *cfg, struct store **out,
+		      struct err *e)
+{
+	static const struct store_config none;
+
 	const struct store_backend *b;
 
 	*out = NULL;
 	if (!location || !*location)
 		return err_set(e, "invalid_location", "the location is empty");
-	b = store_is_remote(location) ? &store_s3_backend : &store_local_backend;
+	b = backend_of(location);
 	if (!b->open)
 		return err_set(e, "invalid_location", "%s: %s:// locations are not supported by this build",
 			       location, b->scheme);
-	return b->open(location, out, e);
+	return b->open(location, cfg ? cfg : &none, out, e);
 }
 
 void store_free(struct store *s)
@@ -146,12 +207,6 @@ void store_view_release(struct store_view *v)
 		memset(v, 0, sizeof(*v));
 }
 
-int store_prepare_output(struct store *s, const struct store_output_options *o, struct err *e)
-{
-	s->out = *o;
-	return s->backend->prepare_output(s, o, e);
-}
-
 int store_writer_open(struct store *s, const char *name, uint64_t size, struct store_writer **out,
 		      struct err *e)
 {
@@ -192,15 +247,17 @@ int store_remove(struct store *s, const char *name, struct err *e)
 	return s->backend->remove(s, name, e);
 }
 
-int store_create_location(struct store *s, struct err *e)
+int store_ensure(struct store *s, const struct store_output_options *o, struct err *e)
 {
-	return s->backend->create_location ? s->backend->create_location(s, e) : 0;
+	if (o)
+		s->out = *o;
+	return s->backend->ensure ? s->backend->ensure(s, e) : 0;
 }
 
-int store_free_bytes(struct store *s, uint64_t *out, struct err *e)
+int store_free_space(struct store *s, uint64_t *out, struct err *e)
 {
-	if (s->backend->free_bytes)
-		return s->backend->free_bytes(s, out, e);
+	if (s->backend->free_space)
+		return s->backend->free_space(s, out, e);
 	*out = UINT64_MAX;
 	return 0;
 }

@@ -22,7 +22,6 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <fcntl.h>
-#include <fnmatch.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <linux/openat2.h>
@@ -41,9 +40,6 @@
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
-#define INDEX_NAME "model.safetensors.index.json"
-#define SINGLE_NAME "model.safetensors"
-#define SHARD_PATTERN "model-*-of-*.safetensors"
 /* Symbolic links followed in one resolution, as the kernel's MAXSYMLINKS. */
 #define MAX_LINKS 40
 /* openat2 answers EAGAIN when a rename races its ".." handling. */
@@ -323,11 +319,13 @@ static char *join(const char *dir, const char *name)
 	return p;
 }
 
-static int local_open(const char *location, struct store **out, struct err *e)
+static int local_open(const char *location, const struct store_config *cfg, struct store **out,
+		      struct err *e)
 {
 	struct local_store *s;
 	size_t len = strlen(location);
 
+	(void)cfg; /* nothing of it applies to local files */
 	if (len == 0)
 		return err_set(e, "invalid_location", "the location is empty");
 	s = xcalloc(1, sizeof(*s));
@@ -917,11 +915,6 @@ static int local_remove(struct store *base, const char *name, struct err *e)
 
 /* ---- preparing a destination ---- */
 
-static int local_create_location(struct store *base, struct err *e)
-{
-	return location_fd(local(base), FOR_CREATING, e) < 0 ? -1 : 0;
-}
-
 static int probe_writable(struct store *base, int dirfd, struct err *e)
 {
 	char unique[32], *probe;
@@ -941,7 +934,7 @@ static int probe_writable(struct store *base, int dirfd, struct err *e)
 	return 0;
 }
 
-static int local_free_bytes(struct store *base, uint64_t *out, struct err *e)
+static int local_free_space(struct store *base, uint64_t *out, struct err *e)
 {
 	struct statvfs vfs;
 	int dirfd;
@@ -962,115 +955,73 @@ static int local_free_bytes(struct store *base, uint64_t *out, struct err *e)
 	return 0;
 }
 
-/* Files an overwrite replaces: the previous checkpoint's index and weights. */
-static bool is_replaced_checkpoint_file(const char *name)
+static int local_ensure(struct store *base, struct err *e)
 {
-	return strcmp(name, INDEX_NAME) == 0 || strcmp(name, SINGLE_NAME) == 0 ||
-	       fnmatch(SHARD_PATTERN, name, 0) == 0;
+	int dirfd = location_fd(local(base), FOR_CREATING, e);
+
+	return dirfd < 0 || probe_writable(base, dirfd, e) ? -1 : 0;
 }
 
-static int refuse_not_empty(const char *location, const struct store_entry *entries, size_t n,
-			    size_t others, struct err *e)
+/* ---- locations before opening ---- */
+
+static int local_location_kind(const char *location, enum store_entry_kind *out, struct err *e)
 {
-	char names[256] = "";
-	size_t i, shown = 0, used = 0;
+	struct stat st;
 
-	for (i = 0; i < n && shown < 3; i++) {
-		if (store_is_temporary(entries[i].name))
-			continue;
-		used += (size_t)snprintf(names + used, sizeof(names) - used, "%s'%s'",
-					 shown ? ", " : "", entries[i].name);
-		if (used >= sizeof(names))
-			used = sizeof(names) - 1;
-		shown++;
-	}
-	return err_set(e, "destination_not_empty",
-		       "%s: the destination holds files (%s%s); pass --overwrite to replace them",
-		       location, names, others > shown ? ", ..." : "");
-}
-
-static int check_space(struct store *base, uint64_t needed, uint64_t freed, struct err *e)
-{
-	char need_text[32], avail_text[32];
-	uint64_t avail;
-
-	if (local_free_bytes(base, &avail, e))
-		return -1;
-	if (!u64_add(avail, freed, &avail))
-		avail = UINT64_MAX;
-	if (avail >= needed)
-		return 0;
-	size_format(needed, need_text, sizeof(need_text));
-	size_format(avail, avail_text, sizeof(avail_text));
-	return err_set(e, "insufficient_space",
-		       "%s: the output needs %s (%" PRIu64 " bytes) but only %s (%" PRIu64
-		       " bytes) is free",
-		       base->location, need_text, needed, avail_text, avail);
-}
-
-/* Removes the replaced checkpoint, index first, so that what remains never
- * looks like a finished checkpoint. */
-static int remove_replaced(struct store *base, const struct store_entry *entries, size_t n,
-			   struct err *e)
-{
-	size_t i;
-
-	if (local_remove(base, INDEX_NAME, e) || local_remove(base, SINGLE_NAME, e))
-		return -1;
-	for (i = 0; i < n; i++)
-		if (fnmatch(SHARD_PATTERN, entries[i].name, 0) == 0 &&
-		    local_remove(base, entries[i].name, e))
-			return -1;
+	if (stat(location, &st) != 0)
+		return err_set_errno(e, errno == ENOENT ? "source_not_found" : "source_unreadable",
+				     errno, "%s", location);
+	*out = S_ISREG(st.st_mode) ? STORE_FILE : S_ISDIR(st.st_mode) ? STORE_DIR : STORE_OTHER;
 	return 0;
 }
 
-static int local_prepare_output(struct store *base, const struct store_output_options *o,
-				struct err *e)
+static char *local_canonical(const char *location)
 {
-	struct store_entry *entries = NULL;
-	uint64_t freed = 0;
-	size_t n = 0, i, others = 0;
-	int dirfd, rc = -1;
+	char *path = realpath(location, NULL);
 
-	base->out = *o;
-	dirfd = location_fd(local(base), FOR_CREATING, e);
-	if (dirfd < 0 || probe_writable(base, dirfd, e))
-		goto out;
-	if (store_list(base, &entries, &n, e))
-		goto out;
-	for (i = 0; i < n; i++) {
-		if (store_is_temporary(entries[i].name)) {
-			if (local_remove(base, entries[i].name, e))
-				goto out_entries;
-			continue;
-		}
-		others++;
-		if (entries[i].kind == STORE_FILE && is_replaced_checkpoint_file(entries[i].name) &&
-		    !u64_add(freed, entries[i].size, &freed))
-			freed = UINT64_MAX;
+	return path ? path : xstrdup(location);
+}
+
+/* The resolved directory a location stands for (a file stands for the
+ * directory holding it); NULL if it cannot be resolved. */
+static char *resolved_dir(const char *location)
+{
+	char *path = realpath(location, NULL);
+	struct stat st;
+	char *slash;
+
+	if (!path)
+		return NULL;
+	if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode)) {
+		slash = strrchr(path, '/');
+		if (slash && slash != path)
+			*slash = '\0';
+		else if (slash)
+			slash[1] = '\0';
 	}
-	if (others && !o->overwrite) {
-		refuse_not_empty(base->location, entries, n, others, e);
-		goto out_entries;
-	}
-	if (check_space(base, o->bytes_needed, o->overwrite ? freed : 0, e))
-		goto out_entries;
-	rc = o->overwrite ? remove_replaced(base, entries, n, e) : 0;
-out_entries:
-	store_entries_free(entries, n);
-out:
-	return rc;
+	return path;
+}
+
+static bool local_same_location(const char *a, const char *b)
+{
+	char *ra = resolved_dir(a), *rb = resolved_dir(b);
+	bool same = ra && rb && strcmp(ra, rb) == 0;
+
+	free(ra);
+	free(rb);
+	return same;
 }
 
 const struct store_backend store_local_backend = {
 	.scheme = "file",
+	.caps = STORE_CHEAP_READ | STORE_MAPS_VIEWS | STORE_WRITES_IN_CALL | STORE_ATOMIC_RENAME |
+		STORE_DIRECTORIES,
 	.open = local_open,
 	.free = local_free,
 	.list = local_list,
 	.read = local_read,
 	.view = local_view,
 	.view_release = local_view_release,
-	.prepare_output = local_prepare_output,
 	.writer_open = local_writer_open,
 	.writer_write = local_writer_write,
 	.writer_commit = local_writer_commit,
@@ -1078,6 +1029,9 @@ const struct store_backend store_local_backend = {
 	.put = local_put,
 	.remove = local_remove,
 	.stat = local_stat,
-	.create_location = local_create_location,
-	.free_bytes = local_free_bytes,
+	.ensure = local_ensure,
+	.free_space = local_free_space,
+	.location_kind = local_location_kind,
+	.canonical = local_canonical,
+	.same_location = local_same_location,
 };

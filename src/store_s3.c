@@ -26,8 +26,6 @@
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
-#define INDEX_NAME "model.safetensors.index.json"
-#define SINGLE_NAME "model.safetensors"
 #define MAX_PARTS 10000
 #define MIB ((uint64_t)1 << 20)
 #define HUGE_PAGE ((size_t)2 << 20)
@@ -176,7 +174,8 @@ static void buffer_put(struct buffer *b)
 		buffer_unmap(b);
 }
 
-static int s3store_open(const char *location, struct store **out, struct err *e)
+static int s3store_open(const char *location, const struct store_config *cfg, struct store **out,
+			struct err *e)
 {
 	struct s3_store *s = xcalloc(1, sizeof(*s));
 	size_t plen;
@@ -185,7 +184,7 @@ static int s3store_open(const char *location, struct store **out, struct err *e)
 	pool_init(&s->views, VIEWS_KEPT, VIEW_KEPT_MAX);
 	pool_init(&s->writes, 0, 0);
 	if (s3_location_parse(location, &s->bucket, &s->prefix, e) ||
-	    s3_client_new(&s->client, e)) {
+	    s3_client_new(&cfg->s3, cfg->credentials, &s->client, e)) {
 		store_s3_backend.free(&s->base);
 		return -1;
 	}
@@ -550,79 +549,65 @@ static int s3store_remove(struct store *base, const char *name, struct err *e)
 	return rc;
 }
 
-/* ---- preparing a destination ---- */
+/* ---- locations before opening ---- */
 
-static bool is_shard_name(const char *name)
+static bool ends_with(const char *s, const char *suffix)
 {
-	size_t len = strlen(name);
+	size_t n = strlen(s), m = strlen(suffix);
 
-	return strncmp(name, "model-", 6) == 0 && len > 12 &&
-	       strcmp(name + len - 12, ".safetensors") == 0 && strstr(name, "-of-");
+	return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
-/* Removes the replaced checkpoint, index first, so that what remains never
- * looks like a finished checkpoint. */
-static int remove_replaced(struct store *base, const struct store_entry *entries, size_t n,
-			   struct err *e)
+/* Without trailing '/', then one '/' after a prefix (none after a
+ * *.safetensors object). */
+static char *s3store_canonical(const char *location)
 {
-	size_t i;
+	size_t n = strlen(location);
+	char *out;
 
-	if (s3store_remove(base, INDEX_NAME, e) || s3store_remove(base, SINGLE_NAME, e))
-		return -1;
-	for (i = 0; i < n; i++)
-		if (entries[i].kind == STORE_FILE && is_shard_name(entries[i].name) &&
-		    s3store_remove(base, entries[i].name, e))
-			return -1;
-	return 0;
+	while (n > 0 && location[n - 1] == '/')
+		n--;
+	out = xmalloc(n + 2);
+	memcpy(out, location, n);
+	out[n] = '\0';
+	if (!ends_with(out, ".safetensors"))
+		strcat(out, "/");
+	return out;
 }
 
-static int refuse_not_empty(const char *location, const struct store_entry *entries, size_t n,
-			    struct err *e)
+/* The prefix a location stands for (a *.safetensors object stands for
+ * the prefix holding it), without trailing '/'. */
+static char *prefix_of(const char *location)
 {
-	char names[256] = "";
-	size_t i, used = 0;
+	char *out = s3store_canonical(location), *slash;
+	size_t n = strlen(out);
 
-	for (i = 0; i < n && i < 3; i++) {
-		used += (size_t)snprintf(names + used, sizeof(names) - used, "%s'%s'",
-					 i ? ", " : "", entries[i].name);
-		if (used >= sizeof(names))
-			used = sizeof(names) - 1;
-	}
-	return err_set(e, "destination_not_empty",
-		       "%s: the destination holds objects (%s%s); pass --overwrite to replace them",
-		       location, names, n > 3 ? ", ..." : "");
+	if (n > 0 && out[n - 1] == '/')
+		out[n - 1] = '\0';
+	else if ((slash = strrchr(out, '/')))
+		*slash = '\0';
+	return out;
 }
 
-static int s3store_prepare_output(struct store *base, const struct store_output_options *o,
-				  struct err *e)
+static bool s3store_same_location(const char *a, const char *b)
 {
-	struct store_entry *entries = NULL;
-	size_t n = 0;
-	int rc = -1;
+	char *pa = prefix_of(a), *pb = prefix_of(b);
+	bool same = strcmp(pa, pb) == 0;
 
-	base->out = *o;
-	/* Without overwrite a few entries are enough to refuse. */
-	if (list_entries(s3s(base), o->overwrite ? 0 : 4, &entries, &n, e))
-		goto out;
-	if (n && !o->overwrite) {
-		refuse_not_empty(base->location, entries, n, e);
-		goto out;
-	}
-	rc = o->overwrite ? remove_replaced(base, entries, n, e) : 0;
-out:
-	store_entries_free(entries, n);
-	return rc;
+	free(pa);
+	free(pb);
+	return same;
 }
 
 const struct store_backend store_s3_backend = {
 	.scheme = "s3",
+	.caps = STORE_REMOTE,
 	.open = s3store_open,
 	.free = s3store_free,
 	.list = s3store_list,
 	.read = s3store_read,
 	.view = s3store_view,
 	.view_release = s3store_view_release,
-	.prepare_output = s3store_prepare_output,
 	.writer_open = s3store_writer_open,
 	.writer_write = s3store_writer_write,
 	.writer_commit = s3store_writer_commit,
@@ -630,4 +615,6 @@ const struct store_backend store_s3_backend = {
 	.put = s3store_put,
 	.remove = s3store_remove,
 	.stat = s3store_stat,
+	.canonical = s3store_canonical,
+	.same_location = s3store_same_location,
 };

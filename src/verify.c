@@ -181,17 +181,17 @@ static int compare_all(struct comparison *c, struct err *e)
 	return 0;
 }
 
-int verify_checkpoints(const char *expected, const char *actual, FILE *out, size_t max_lines,
-		       struct verify_report *report, struct err *e)
+int verify_checkpoints(const char *expected, const char *actual, const struct store_config *cfg,
+		       FILE *out, size_t max_lines, struct verify_report *report, struct err *e)
 {
 	struct comparison c = {.out = out, .max_lines = max_lines, .report = report};
 	struct ckpt *x = NULL, *y = NULL;
 	int rc = -1;
 
 	memset(report, 0, sizeof(*report));
-	if (ckpt_open(expected, 0, &x, e))
+	if (ckpt_open_config(expected, 0, cfg, &x, e))
 		goto out;
-	if (ckpt_open(actual, 0, &y, e))
+	if (ckpt_open_config(actual, 0, cfg, &y, e))
 		goto out_expected;
 	c.expected = x;
 	c.actual = y;

@@ -161,7 +161,7 @@ static void assert_equals_golden(const char *expected_name, const char *actual)
 
 	err_clear(&e);
 	memset(&r, 0, sizeof(r));
-	ck_assert_msg(verify_checkpoints(expected, actual, stderr, 20, &r, &e) == 0, "%s: %s",
+	ck_assert_msg(verify_checkpoints(expected, actual, NULL, stderr, 20, &r, &e) == 0, "%s: %s",
 		      e.code, e.msg);
 	ck_assert_uint_gt(r.tensors_compared, 0);
 	ck_assert_uint_eq(r.differences, 0);
@@ -798,7 +798,7 @@ static void assert_same_tensors(const char *expected, const char *actual)
 
 	err_clear(&e);
 	memset(&r, 0, sizeof(r));
-	ck_assert_msg(verify_checkpoints(expected, actual, stderr, 20, &r, &e) == 0, "%s: %s",
+	ck_assert_msg(verify_checkpoints(expected, actual, NULL, stderr, 20, &r, &e) == 0, "%s: %s",
 		      e.code, e.msg);
 	ck_assert_uint_gt(r.tensors_compared, 0);
 	ck_assert_uint_eq(r.differences, 0);

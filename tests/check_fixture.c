@@ -149,7 +149,7 @@ START_TEST(tiny_has_golden_layout)
 	ck_assert(ours->has_index);
 	ck_assert_uint_ge(ours->nfiles, 3);
 	/* verify agrees: only the random bytes differ */
-	ck_assert_int_eq(verify_checkpoints(golden_dir, dir, NULL, 0, &r, &e), 0);
+	ck_assert_int_eq(verify_checkpoints(golden_dir, dir, NULL, NULL, 0, &r, &e), 0);
 	ck_assert_uint_eq(r.tensors_compared, golden->ntensors);
 	ck_assert_uint_eq(r.only_expected + r.only_actual + r.dtype_mismatch + r.shape_mismatch, 0);
 	ck_assert_uint_eq(r.bytes_mismatch, golden->ntensors);
@@ -198,7 +198,7 @@ START_TEST(seed_changes_every_tensor)
 
 	o.seed = 2;
 	b = make_fixture("b", &o);
-	ck_assert_int_eq(verify_checkpoints(a, b, NULL, 0, &r, &e), 0);
+	ck_assert_int_eq(verify_checkpoints(a, b, NULL, NULL, 0, &r, &e), 0);
 	ck_assert_uint_eq(r.tensors_compared, 35);
 	ck_assert_uint_eq(r.bytes_mismatch, 35);
 	ck_assert_uint_eq(r.differences, 35);

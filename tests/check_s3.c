@@ -29,6 +29,7 @@
 #include "ckptconv/s3.h"
 #include "ckptconv/s3_job.h"
 #include "ckptconv/sigv4.h"
+#include "ckptconv/output.h"
 #include "ckptconv/store.h"
 #include "testutil.h"
 
@@ -253,13 +254,19 @@ static void setup_env(void)
 	setenv("CKPTCONV_S3_MAX_ATTEMPTS", "3", 1);
 }
 
-static struct s3_client *client(void)
+static struct s3_client *client_with(const struct s3_settings *settings,
+				     struct aws_credentials *credentials)
 {
 	struct s3_client *c = NULL;
 	struct err e = {0};
 
-	ck_assert_msg(s3_client_new(&c, &e) == 0, "%s", e.msg);
+	ck_assert_msg(s3_client_new(settings, credentials, &c, &e) == 0, "%s", e.msg);
 	return c;
+}
+
+static struct s3_client *client(void)
+{
+	return client_with(NULL, NULL);
 }
 
 /* Object bytes: a function of the offset. */
@@ -348,7 +355,7 @@ static void expiring_get(struct fake *f, struct request *r, struct http_buf *out
 		respond_error(out, 403, "InvalidToken");
 }
 
-/* Every client signs with the process's provider, session token included;
+/* Every client given one provider signs with it, session token included;
  * S3's ExpiredToken makes the provider refresh and the request go again. */
 START_TEST(test_process_credentials)
 {
@@ -362,14 +369,12 @@ START_TEST(test_process_credentials)
 	setup_env();
 	unsetenv("AWS_ACCESS_KEY_ID"); /* not the environment's keys */
 	atomic_store(&rotations, 0);
-	s3_set_credentials(p);
-	aws_credentials_unref(p);
-	ck_assert_ptr_null(s3_credentials_source());
+	ck_assert_ptr_null(aws_credentials_source(p));
 	f = fake_start(expiring_get);
-	c = client();
-	c2 = client();
+	c = client_with(NULL, p);
+	c2 = client_with(NULL, p);
 	ck_assert_uint_eq(atomic_load(&rotations), 1); /* one provider for both */
-	ck_assert_str_eq(s3_credentials_source(), "rotating");
+	ck_assert_str_eq(aws_credentials_source(p), "rotating");
 	ck_assert_msg(s3_get_range(c, "bkt", "obj", 10, buf, 64, &e) == 0, "%s", e.msg);
 	for (i = 0; i < 64; i++)
 		ck_assert_uint_eq(buf[i], byte_at(10 + i));
@@ -381,8 +386,7 @@ START_TEST(test_process_credentials)
 	s3_client_free(c);
 	s3_client_free(c2);
 	fake_stop(f);
-	s3_set_credentials(NULL);
-	ck_assert_ptr_null(s3_credentials_source());
+	aws_credentials_unref(p);
 }
 END_TEST
 
@@ -1068,7 +1072,7 @@ START_TEST(test_multipart_writer)
 		data[i] = byte_at(i * 13);
 	f = fake_start(mini_s3);
 	ck_assert_msg(store_open("s3://bkt/out/", &s, &e) == 0, "%s", e.msg);
-	ck_assert_msg(store_prepare_output(s, &o, &e) == 0, "%s", e.msg);
+	ck_assert_msg(output_prepare(s, &o, &e) == 0, "%s", e.msg);
 	ck_assert_msg(store_writer_open(s, "model.safetensors", OUT_SIZE, &w, &e) == 0, "%s",
 		      e.msg);
 	for (i = 0; i < 2; i++) {
@@ -1133,7 +1137,7 @@ START_TEST(test_destination_not_empty)
 	setup_env();
 	f = fake_start(one_object);
 	ck_assert_msg(store_open("s3://bkt/out/", &s, &e) == 0, "%s", e.msg);
-	ck_assert_int_eq(store_prepare_output(s, &o, &e), -1);
+	ck_assert_int_eq(output_prepare(s, &o, &e), -1);
 	ck_assert_str_eq(e.code, "destination_not_empty");
 	ck_assert_ptr_nonnull(strstr(e.msg, "old.txt"));
 	store_free(s);
@@ -1204,10 +1208,10 @@ START_TEST(test_endpoints)
 }
 END_TEST
 
-static char *signed_url(const char *bucket)
+static char *signed_url_with(const struct s3_settings *settings, const char *bucket)
 {
 	struct s3_signed_request r;
-	struct s3_client *c = client();
+	struct s3_client *c = client_with(settings, NULL);
 	struct err e = {0};
 	char *url;
 
@@ -1220,11 +1224,18 @@ static char *signed_url(const char *bucket)
 	return url;
 }
 
+static char *signed_url(const char *bucket)
+{
+	return signed_url_with(NULL, bucket);
+}
+
 START_TEST(test_settings_precedence)
 {
 	struct s3_settings flags = {.endpoint_url = "http://flag.example:1", .region = "eu-west-1"};
 	struct s3_settings job = {.endpoint_url = "http://job.example:2"};
 	struct s3_settings bad = {.addressing_style = "sideways"};
+	struct s3_settings layered;
+	struct s3_client *c;
 	struct err e = {0};
 	char *url;
 
@@ -1251,22 +1262,25 @@ START_TEST(test_settings_precedence)
 	url = signed_url("bkt");
 	ck_assert_str_eq(url, "http://env-s3.example:4/bkt/k");
 	free(url);
-	/* Flags beat the environment, a job's settings beat both. */
-	ck_assert_int_eq(s3_set_defaults(&flags, &e), 0);
-	url = signed_url("bkt");
+	/* Flags beat the environment, a job's settings laid over them beat
+	 * both. */
+	layered = flags;
+	url = signed_url_with(&layered, "bkt");
 	ck_assert_str_eq(url, "http://flag.example:1/bkt/k");
 	free(url);
-	ck_assert_int_eq(s3_set_thread_settings(&job, &e), 0);
-	url = signed_url("bkt");
+	s3_settings_overlay(&layered, &job);
+	url = signed_url_with(&layered, "bkt");
 	ck_assert_str_eq(url, "http://job.example:2/bkt/k");
 	free(url);
-	ck_assert_int_eq(s3_set_thread_settings(NULL, &e), 0);
-	url = signed_url("bkt");
+	/* what the job does not set stays the flags' */
+	ck_assert_str_eq(layered.region, "eu-west-1");
+	s3_settings_overlay(&layered, NULL);
+	ck_assert_str_eq(layered.endpoint_url, "http://job.example:2");
+	url = signed_url_with(&flags, "bkt");
 	ck_assert_str_eq(url, "http://flag.example:1/bkt/k");
 	free(url);
-	ck_assert_int_eq(s3_set_thread_settings(&bad, &e), -1);
+	ck_assert_int_eq(s3_client_new(&bad, NULL, &c, &e), -1);
 	ck_assert_str_eq(e.code, "s3_config");
-	ck_assert_int_eq(s3_set_defaults(NULL, &e), 0);
 }
 END_TEST
 
@@ -1278,7 +1292,7 @@ START_TEST(test_missing_credentials)
 
 	setup_env();
 	unsetenv("AWS_SECRET_ACCESS_KEY");
-	ck_assert_int_eq(s3_client_new(&c, &e), -1);
+	ck_assert_int_eq(s3_client_new(NULL, NULL, &c, &e), -1);
 	ck_assert_str_eq(e.code, "s3_credentials");
 	ck_assert_ptr_nonnull(strstr(e.msg, "AWS_SECRET_ACCESS_KEY is not"));
 	err_clear(&e);
@@ -1287,7 +1301,7 @@ START_TEST(test_missing_credentials)
 	setenv("AWS_SECRET_ACCESS_KEY", "x", 1);
 	setenv("AWS_REGION", "Not A Region", 1);
 	err_clear(&e);
-	ck_assert_int_eq(s3_client_new(&c, &e), -1);
+	ck_assert_int_eq(s3_client_new(NULL, NULL, &c, &e), -1);
 	ck_assert_str_eq(e.code, "s3_config");
 }
 END_TEST
@@ -1310,6 +1324,7 @@ START_TEST(test_job_options)
 {
 	struct strvec endpoints = {0};
 	struct job_policy p = {.allow_s3_endpoints = &endpoints};
+	struct s3_settings settings = {0};
 	struct job_error je = {0};
 	struct err e = {0};
 	json_t *s3;
@@ -1336,13 +1351,15 @@ START_TEST(test_job_options)
 	ck_assert_msg(s3_job_options_check(s3, &p, &je) == 0, "%s", je.err.msg);
 	ck_assert_int_eq(s3_job_options_check(NULL, &p, &je), 0);
 
-	/* Applied: the stores this thread opens use it, until cleared. */
-	ck_assert_int_eq(s3_job_options_apply(s3, &e), 0);
-	url = signed_url("bkt");
+	/* Applied: the job's stores use it; without options.s3, the
+	 * service's settings (here the environment's) stay. */
+	ck_assert_int_eq(s3_job_options_apply(s3, &settings, &e), 0);
+	url = signed_url_with(&settings, "bkt");
 	ck_assert_str_eq(url, "http://allowed.example/bkt/k");
 	free(url);
-	ck_assert_int_eq(s3_job_options_apply(NULL, &e), 0);
-	url = signed_url("bkt");
+	memset(&settings, 0, sizeof(settings));
+	ck_assert_int_eq(s3_job_options_apply(NULL, &settings, &e), 0);
+	url = signed_url_with(&settings, "bkt");
 	ck_assert_str_eq(url, "http://operator.example:9000/bkt/k");
 	free(url);
 	json_decref(s3);

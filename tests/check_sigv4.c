@@ -237,15 +237,15 @@ static char *hex_of(const char *s)
 
 /* Signs each case with a client made under the current settings; appends
  * the case to `cases` and our result to `ours`. */
-static void sign_cases(const struct ref_case *rc, size_t n, const char *endpoint, const char *style,
-		       const char *region, const char *bucket, const char *token, json_t *cases,
-		       json_t *ours)
+static void sign_cases(const struct ref_case *rc, size_t n, const struct s3_settings *settings,
+		       const char *endpoint, const char *style, const char *region,
+		       const char *bucket, const char *token, json_t *cases, json_t *ours)
 {
 	struct s3_client *c = NULL;
 	struct err e = {0};
 	size_t i, j;
 
-	ck_assert_msg(s3_client_new(&c, &e) == 0, "%s", e.msg);
+	ck_assert_msg(s3_client_new(settings, NULL, &c, &e) == 0, "%s", e.msg);
 	for (i = 0; i < n; i++) {
 		struct s3_signed_request r;
 		json_t *params = json_array(), *jc;
@@ -324,17 +324,16 @@ START_TEST(test_against_botocore)
 	set_env("CKPTCONV_S3_ADDRESSING_STYLE", NULL);
 	/* A custom http endpoint: path-style (auto), payload hashed. */
 	set_env("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000");
-	sign_cases(path_cases, sizeof(path_cases) / sizeof(path_cases[0]), "http://127.0.0.1:9000",
-		   "path", "us-east-1", "ckpt-bucket", NULL, cases, ours);
+	sign_cases(path_cases, sizeof(path_cases) / sizeof(path_cases[0]), NULL,
+		   "http://127.0.0.1:9000", "path", "us-east-1", "ckpt-bucket", NULL, cases, ours);
 
 	/* AWS itself over TLS, virtual-hosted, with a session token. */
 	set_env("AWS_ENDPOINT_URL_S3", NULL);
 	set_env("AWS_REGION", "eu-central-1");
 	set_env("AWS_SESSION_TOKEN", SESSION_TOKEN);
-	ck_assert_msg(s3_set_thread_settings(&virtual_hosted, &e) == 0, "%s", e.msg);
-	sign_cases(virtual_cases, sizeof(virtual_cases) / sizeof(virtual_cases[0]), NULL, "virtual",
-		   "eu-central-1", "ckpt-bucket", SESSION_TOKEN, cases, ours);
-	s3_set_thread_settings(NULL, NULL);
+	ck_assert_msg(s3_settings_check(&virtual_hosted, &e) == 0, "%s", e.msg);
+	sign_cases(virtual_cases, sizeof(virtual_cases) / sizeof(virtual_cases[0]), &virtual_hosted,
+		   NULL, "virtual", "eu-central-1", "ckpt-bucket", SESSION_TOKEN, cases, ours);
 	set_env("AWS_SESSION_TOKEN", NULL);
 
 	theirs = run_reference(cases);
@@ -377,8 +376,8 @@ START_TEST(test_reference_detects_a_wrong_secret)
 	set_env("AWS_REGION", "us-east-1");
 	set_env("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000");
 	set_env("CKPTCONV_S3_ADDRESSING_STYLE", NULL);
-	sign_cases(path_cases, 1, "http://127.0.0.1:9000", "path", "us-east-1", "ckpt-bucket", NULL,
-		   cases, ours);
+	sign_cases(path_cases, 1, NULL, "http://127.0.0.1:9000", "path", "us-east-1", "ckpt-bucket",
+		   NULL, cases, ours);
 	theirs = run_reference(cases);
 	c0 = json_object_get(ours, path_cases[0].name);
 	ck_assert(json_equal(json_object_get(c0, "url"),

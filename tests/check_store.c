@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "ckptconv/err.h"
+#include "ckptconv/output.h"
 #include "ckptconv/store.h"
 #include "testutil.h"
 
@@ -90,7 +91,7 @@ static struct store *open_output(bool overwrite, uint64_t needed, struct err *e,
 	struct store *s;
 
 	ck_assert_int_eq(store_open(dst, &s, e), 0);
-	*rc = store_prepare_output(s, &o, e);
+	*rc = output_prepare(s, &o, e);
 	return s;
 }
 
@@ -399,7 +400,7 @@ START_TEST(test_prepare_creates_directories)
 	struct stat st;
 
 	ck_assert_int_eq(store_open(deep, &s, &e), 0);
-	ck_assert_msg(store_prepare_output(s, &o, &e) == 0, "%s", e.msg);
+	ck_assert_msg(output_prepare(s, &o, &e) == 0, "%s", e.msg);
 	ck_assert_int_eq(stat(deep, &st), 0);
 	ck_assert(S_ISDIR(st.st_mode));
 	ck_assert_uint_eq(count_entries(deep), 0);
@@ -534,7 +535,7 @@ START_TEST(test_not_writable_under_file)
 
 	test_write_file(file, "x", 1);
 	ck_assert_int_eq(store_open(below, &s, &e), 0);
-	ck_assert_int_eq(store_prepare_output(s, &o, &e), -1);
+	ck_assert_int_eq(output_prepare(s, &o, &e), -1);
 	ck_assert_str_eq(e.code, "destination_not_writable");
 	ck_assert_ptr_nonnull(strstr(e.msg, file));
 	store_free(s);
@@ -552,7 +553,7 @@ START_TEST(test_not_writable_is_file)
 
 	test_write_file(file, "x", 1);
 	ck_assert_int_eq(store_open(file, &s, &e), 0);
-	ck_assert_int_eq(store_prepare_output(s, &o, &e), -1);
+	ck_assert_int_eq(output_prepare(s, &o, &e), -1);
 	ck_assert_str_eq(e.code, "destination_not_writable");
 	ck_assert_ptr_nonnull(strstr(e.msg, file));
 	store_free(s);
@@ -683,7 +684,7 @@ static void swap_destination_while_open(const char *dir)
 	char *text;
 
 	ck_assert_int_eq(store_open(out, &s, &e), 0);
-	ck_assert_msg(store_prepare_output(s, &o, &e) == 0, "%s", e.msg);
+	ck_assert_msg(output_prepare(s, &o, &e) == 0, "%s", e.msg);
 	ck_assert_int_eq(store_put(s, "a.json", "first", 5, &e), 0);
 	ck_assert_int_eq(rename(out, moved), 0);
 	ck_assert_int_eq(symlink(outside_dir, out), 0);
@@ -893,15 +894,15 @@ START_TEST(test_confined_locations)
 	/* a destination below a link that leaves the root: nothing created */
 	ck_assert_int_eq(symlink(outside_dir, link), 0);
 	ck_assert_int_eq(store_open(below, &s, &e), 0);
-	ck_assert_int_eq(store_prepare_output(s, &o, &e), -1);
+	ck_assert_int_eq(output_prepare(s, &o, &e), -1);
 	ck_assert_str_eq(e.code, "forbidden_path");
 	ck_assert_ptr_nonnull(strstr(e.msg, link));
 	store_free(s);
 	ck_assert_uint_eq(test_count_entries(outside_dir), 0);
 	err_clear(&e);
-	/* the same through store_create_location (partitions) */
+	/* the same through store_ensure (partitions) */
 	ck_assert_int_eq(store_open(below, &s, &e), 0);
-	ck_assert_int_eq(store_create_location(s, &e), -1);
+	ck_assert_int_eq(store_ensure(s, NULL, &e), -1);
 	ck_assert_str_eq(e.code, "forbidden_path");
 	store_free(s);
 	ck_assert_uint_eq(test_count_entries(outside_dir), 0);
@@ -910,7 +911,7 @@ START_TEST(test_confined_locations)
 	ck_assert_int_eq(symlink("shared-dir", in_link), 0);
 	make_dir(root_dir, "shared-dir");
 	ck_assert_int_eq(store_open(in_out, &s, &e), 0);
-	ck_assert_msg(store_prepare_output(s, &o, &e) == 0, "%s", e.msg);
+	ck_assert_msg(output_prepare(s, &o, &e) == 0, "%s", e.msg);
 	ck_assert_int_eq(store_put(s, "x.json", "x", 1, &e), 0);
 	store_free(s);
 	ck_assert_int_eq(stat(in_out, &st), 0);
@@ -936,7 +937,7 @@ START_TEST(test_confined_destination_link_refused)
 	write_text_in(outside_dir, "model.safetensors", "theirs");
 	ck_assert_int_eq(symlink(outside_dir, out), 0);
 	ck_assert_int_eq(store_open(out, &s, &e), 0);
-	ck_assert_int_eq(store_prepare_output(s, &o, &e), -1);
+	ck_assert_int_eq(output_prepare(s, &o, &e), -1);
 	ck_assert_str_eq(e.code, "forbidden_path");
 	err_clear(&e);
 	ck_assert_int_eq(store_remove(s, "model.safetensors", &e), -1);

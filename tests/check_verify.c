@@ -48,7 +48,7 @@ static int run_verify(const char *a, const char *b, size_t max_lines, struct ver
 {
 	size_t len;
 	FILE *out = open_memstream(text, &len);
-	int rc = verify_checkpoints(a, b, out, max_lines, r, e);
+	int rc = verify_checkpoints(a, b, NULL, out, max_lines, r, e);
 
 	fclose(out);
 	return rc;

@@ -80,8 +80,11 @@ int automodel_mapping_parse(const char *where, const char *text, size_t len, boo
 			    json_t **out, struct err *e);
 
 struct automodel;
+struct store_config;
 
-/* Opens `location` (local directory or s3:// prefix) if it is an Automodel
+/* Opens `location` (local directory or s3:// prefix; its stores opened with
+ * `cfg`, borrowed until automodel_free, NULL: the environment's settings)
+ * if it is an Automodel
  * sharded checkpoint: a `shard-*-model-*.safetensors` file in it.  Returns
  * 1 when it is not one (nothing opened, *am and *ckpt NULL), 0 when it is
  * and every check passed, -1 with e set when it is one but broken.  On 0,
@@ -93,7 +96,8 @@ struct automodel;
  * mapping_invalid, config_invalid, chunk_overlap, chunk_gap,
  * chunk_dtype_mismatch, chunk_ndim_mismatch, chunk_out_of_bounds,
  * tensor_not_mapped (each with the tensor). */
-int automodel_open(const char *location, struct ckpt **ckpt, struct automodel **am, struct err *e);
+int automodel_open(const char *location, const struct store_config *cfg, struct ckpt **ckpt,
+		   struct automodel **am, struct err *e);
 void automodel_free(struct automodel *am);
 
 /* Builds into `p` (fresh, plan_new(ckpt, LAYOUT_HF, LAYOUT_HF)) the

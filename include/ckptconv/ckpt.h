@@ -19,6 +19,7 @@
 #include "ckptconv/util.h"
 
 struct err;
+struct store_config;
 struct store;
 
 /* The file names of a checkpoint in the HF layout (SPEC.md), for every
@@ -73,6 +74,10 @@ enum ckpt_open_flags {
  * file), forbidden_path (confined: the index, a weight file or config.json
  * leads outside the allowed roots, named), and every safetensors code. */
 int ckpt_open(const char *location, unsigned flags, struct ckpt **out, struct err *e);
+/* ckpt_open with the stores opened with `cfg` (store_open_config; NULL:
+ * the environment's settings). */
+int ckpt_open_config(const char *location, unsigned flags, const struct store_config *cfg,
+		     struct ckpt **out, struct err *e);
 void ckpt_free(struct ckpt *c);
 
 /* Parses the `len` bytes of a model.safetensors.index.json (HF's index of

@@ -13,6 +13,7 @@
 
 #include "ckptconv/convert.h"
 
+struct store_config;
 struct err;
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
@@ -59,8 +60,8 @@ int cli_listen_url(const char *variable, const char *listen, const char *path, c
 
 /* The --s3-* flags of the subcommands that open checkpoints, which override
  * the AWS environment for s3:// locations: put CLI_S3_LONG_OPTIONS in the
- * getopt_long table, hand each option to cli_s3_flag, and call
- * cli_s3_apply before opening anything. */
+ * getopt_long table, hand each option to cli_s3_flag, and open every
+ * store with the config cli_store_config builds. */
 enum { CLI_OPT_S3_ENDPOINT_URL = 0x1000, CLI_OPT_S3_REGION, CLI_OPT_S3_ADDRESSING_STYLE };
 /* clang-format off */
 #define CLI_S3_LONG_OPTIONS                                                              \
@@ -78,9 +79,14 @@ struct cli_s3_flags {
 };
 /* Records opt if it is an --s3-* flag; returns whether it was. */
 int cli_s3_flag(struct cli_s3_flags *f, int opt, const char *value);
-/* Makes the flags given the process's S3 settings; EXIT_USAGE after
- * printing the error (s3_config) when a value is not valid. */
-int cli_s3_apply(const struct cli_s3_flags *f, int json);
+/* The store configuration of one command run: the flags' S3 settings
+ * (borrowed from argv) over the environment's, and one credentials
+ * provider for every store the command opens, configured from the
+ * environment now and asked for credentials only when an s3:// store
+ * opens.  EXIT_USAGE after printing the error (s3_config) when a value is
+ * not valid (*out is then empty).  Release with cli_store_config_fini. */
+int cli_store_config(const struct cli_s3_flags *f, struct store_config *out, int json);
+void cli_store_config_fini(struct store_config *c);
 
 /* The options of `convert`, which `jobs submit` takes too (one parser, so
  * both read a command line the same way).  Option ids: convert's from

@@ -24,6 +24,7 @@
 #include "ckptconv/plan.h"
 
 struct err;
+struct store_config;
 struct conversion;
 
 

@@ -30,6 +30,7 @@
 #include "ckptconv/plan.h"
 
 struct err;
+struct store_config;
 
 /* Longest option path a JSON error names ("expert_parallel.size"), with
  * the caller's prefix. */
@@ -47,6 +48,10 @@ struct convert_options {
 	/* Partitioned conversion (partition.h): write only group
 	 * partition_index of partition_count, no index; count 0 = whole. */
 	uint32_t partition_index, partition_count;
+	/* What the source's and destination's stores talk to (store.h);
+	 * NULL: the environment's settings.  Borrowed: it must outlive every
+	 * conversion prepared with these options.  Not part of the JSON form. */
+	const struct store_config *store;
 };
 
 /* Defaults: no target (to be set), dtype auto, durable, everything else

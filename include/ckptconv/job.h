@@ -25,6 +25,7 @@
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
 #include "ckptconv/job_request.h"
+#include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
 #define JOB_ID_LEN 16 /* lowercase hex characters */
@@ -52,6 +53,11 @@ struct job {
 	uint64_t seq; /* creation order, for listing and FIFO */
 	struct job_spec spec;
 	char *resolved_source, *resolved_destination;
+	/* What its stores talk to: the service's configuration with the
+	 * job's options.s3 over it, built by the thread about to open its
+	 * stores (its submitter, then its runner: one at a time) before each
+	 * use; spec.convert.store points here then. */
+	struct store_config store;
 	char *idempotency_key;	 /* NULL if none */
 	char request_sha256[65]; /* of the canonical request body */
 

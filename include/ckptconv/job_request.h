@@ -18,6 +18,8 @@
 #include "ckptconv/err.h"
 #include "ckptconv/util.h"
 
+struct s3_settings;
+
 #define JOB_FIELD_MAX 128 /* longest JSON path reported as "field" */
 #define JOB_LABELS_MAX 32
 #define JOB_LABEL_KEY_MAX 63
@@ -44,13 +46,9 @@ struct job_policy {
 	const struct strvec *allow_s3_endpoints; /* endpoint URLs options.s3 may name */
 	const char *state_dir;			 /* resolved */
 	int (*s3_options_check)(const json_t *s3, const struct job_policy *p, struct job_error *je);
-	/* Called on the thread about to open a job's stores with its
-	 * options.s3 (NULL when it has none), and with NULL once done; NULL:
-	 * nothing to apply. */
-	int (*s3_options_apply)(const json_t *s3, struct err *e);
-	/* The name of the source the service's object store credentials came
-	 * from (aws_credentials.h), or NULL (none yet); NULL: not told. */
-	const char *(*s3_credentials_source)(void);
+	/* Lays a job's options.s3 (NULL when it has none) over the settings
+	 * its stores are opened with; NULL: nothing to apply. */
+	int (*s3_options_apply)(const json_t *s3, struct s3_settings *settings, struct err *e);
 };
 
 /* A validated request. */

@@ -31,6 +31,7 @@
 #include "ckptconv/util.h"
 
 struct err;
+struct store_config;
 struct plan;
 struct store;
 struct store_output_options;
@@ -141,6 +142,9 @@ struct finalize_options {
 	 * applies its allowed roots and prefixes); nonzero with e set refuses. */
 	int (*check_source)(const char *source, void *arg, struct err *e);
 	void *check_source_arg;
+	/* What the stores talk to (store.h); NULL: the environment's
+	 * settings.  Borrowed for the call. */
+	const struct store_config *store;
 };
 void finalize_options_init(struct finalize_options *o);
 

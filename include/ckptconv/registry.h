@@ -55,6 +55,10 @@ struct registry_config {
 	size_t max_finished;   /* finished records kept at most (the newest); 0 = no limit */
 	const struct job_policy *policy;
 	struct exec_pool *pool; /* shared by every job; not owned */
+	/* What every job's stores talk to before its options.s3 apply, with
+	 * the service's one credentials provider (not owned); NULL: the
+	 * environment's settings, a provider per store. */
+	const struct store_config *store;
 };
 
 /* Locks the state dir (one daemon per state dir), loads the records and

@@ -15,10 +15,10 @@
  * AWS_REGION / AWS_DEFAULT_REGION (default us-east-1), endpoint from
  * AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (default AWS), AWS_CA_BUNDLE, and
  * CKPTCONV_S3_ADDRESSING_STYLE path|virtual|auto (auto: path-style with a
- * custom endpoint, virtual-hosted for AWS).  Settings given through
- * s3_set_defaults (command-line flags) override the environment, and
- * settings given through s3_set_thread_settings (a daemon job's options)
- * override both for the clients the calling thread creates.
+ * custom endpoint, virtual-hosted for AWS).  Settings handed to
+ * s3_client_new (a command's flags, a daemon job's options, layered with
+ * s3_settings_overlay by whoever builds them) override the environment;
+ * nothing is kept per process or per thread.
  *
  * Threads: a client is shared by any number of threads.  Credentials are
  * never put in errors or logs.  Codes: s3_config, s3_credentials (no
@@ -50,23 +50,10 @@ struct s3_settings {
 
 /* Checks the fields that are set (code s3_config). */
 int s3_settings_check(const struct s3_settings *s, struct err *e);
-/* Process-wide settings (the CLI's --s3-* flags).  Copied; call before any
- * store is opened, from one thread.  NULL clears.  Code: s3_config. */
-int s3_set_defaults(const struct s3_settings *s, struct err *e);
-/* Settings for the clients (stores) the calling thread opens from now on,
- * until cleared with NULL: a daemon sets a job's options around the calls
- * that open that job's stores.  Copied.  Code: s3_config. */
-int s3_set_thread_settings(const struct s3_settings *s, struct err *e);
-
-/* The credentials provider every client made from now on shares (a
- * reference is taken; NULL drops it): the CLI and the daemon set one for
- * the process.  Without one, each client makes its own from the
- * environment.  Any thread. */
-void s3_set_credentials(struct aws_credentials *p);
-/* The name of the source the process's provider has credentials from
- * (aws_credentials_source), or NULL (no provider, or none yet).  The
- * string is static.  Any thread. */
-const char *s3_credentials_source(void);
+/* Sets each field of *base that `over` sets (non-empty) to over's: a
+ * job's options over the service's, flags over nothing.  The strings are
+ * borrowed, not copied.  `over` may be NULL. */
+void s3_settings_overlay(struct s3_settings *base, const struct s3_settings *over);
 
 /* "s3://bucket/a/b/" -> bucket "bucket", prefix "a/b/" ("" for the bucket's
  * root); both malloc'd.  Refuses empty or "."/".." segments and "//".
@@ -81,10 +68,13 @@ bool s3_location_within(const char *location, const char *allowed);
  * is not an http(s) endpoint without user, path, query or fragment. */
 char *s3_endpoint_normalize(const char *url, struct err *e);
 
-/* A client with the settings in force for the calling thread and the
- * credentials provider of the process; it obtains credentials now, so a
- * client is not made without any.  Codes: s3_config, s3_credentials. */
-int s3_client_new(struct s3_client **out, struct err *e);
+/* A client with `settings` (NULL, or a field not set: the environment's)
+ * that signs with `credentials` (a reference is taken; NULL: a provider of
+ * its own from the environment); it obtains credentials now, so a client
+ * is not made without any.  Any thread.  Codes: s3_config,
+ * s3_credentials. */
+int s3_client_new(const struct s3_settings *settings, struct aws_credentials *credentials,
+		  struct s3_client **out, struct err *e);
 void s3_client_free(struct s3_client *c);
 /* Upload part size chosen for new multipart uploads (64 MiB, or
  * CKPTCONV_S3_PART_SIZE, at least 5 MiB). */

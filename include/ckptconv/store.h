@@ -28,6 +28,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ckptconv/s3.h"
+
+struct aws_credentials;
 struct err;
 struct store;
 struct store_writer;
@@ -56,22 +59,64 @@ struct store_view {
 	const struct store_backend *backend;
 };
 
-/* Output options fixed when a destination is prepared. */
+/* Output options fixed when a destination is prepared (output.h's
+ * output_prepare, or store_ensure for a shared one). */
 struct store_output_options {
 	bool overwrite;           /* allow a destination that holds files */
 	bool durable;             /* fsync files and directory before publishing */
 	uint64_t bytes_needed;    /* total size of everything to be written */
 };
 
+/* What a backend can do, as bits of store_backend.caps: callers ask these
+ * (store_caps, store_location_caps) rather than compare schemes, the way
+ * curl's TLS backends announce what they support. */
+enum store_cap {
+	/* store_read at any offset is as cheap as a view (pread): readers may
+	 * fill their own bands rather than hold views. */
+	STORE_CHEAP_READ = 1u << 0,
+	/* store_view maps the file itself: a file truncated under a view
+	 * raises SIGBUS on access. */
+	STORE_MAPS_VIEWS = 1u << 1,
+	/* writer_write is done with the caller's buffer when it returns, on
+	 * the caller's thread: a source view may be written directly, under
+	 * the caller's SIGBUS guard. */
+	STORE_WRITES_IN_CALL = 1u << 2,
+	/* A writer publishes by renaming a temporary file in the location
+	 * (store_is_temporary names may be seen in listings). */
+	STORE_ATOMIC_RENAME = 1u << 3,
+	/* Bytes move over the network: endpoint settings and credentials
+	 * (struct store_config) apply. */
+	STORE_REMOTE = 1u << 4,
+	/* A location exists apart from what it holds (a directory); without
+	 * this bit (an object-store prefix) an empty listing means there is
+	 * nothing at the location. */
+	STORE_DIRECTORIES = 1u << 5,
+};
+
+/* What stores talk to, handed explicitly to store_open_config by whoever
+ * opens them (a command from its flags, the daemon per job): no setting
+ * lives in the process or a thread.  All zero: the environment's settings
+ * and a credentials provider of each store's own. */
+struct store_config {
+	/* Object store endpoint, region and addressing style; a field not set
+	 * falls to the environment (s3.h).  Borrowed strings. */
+	struct s3_settings s3;
+	/* Object store credentials provider shared by every store opened with
+	 * this config (borrowed: each store takes a reference); NULL: each
+	 * store makes one from the environment (aws_credentials.h). */
+	struct aws_credentials *credentials;
+};
+
 struct store_backend {
-	const char *scheme;       /* "file" (no scheme) or "s3" */
-	int (*open)(const char *location, struct store **out, struct err *e);
+	const char *scheme;       /* "file" (no scheme) or "s3": for messages */
+	unsigned caps;            /* enum store_cap bits */
+	int (*open)(const char *location, const struct store_config *cfg, struct store **out,
+		    struct err *e);
 	void (*free)(struct store *s);
 	int (*list)(struct store *s, struct store_entry **out, size_t *n, struct err *e);
 	int (*read)(struct store *s, const char *name, uint64_t off, void *buf, size_t len, struct err *e);
 	int (*view)(struct store *s, const char *name, uint64_t off, size_t len, struct store_view *v, struct err *e);
 	void (*view_release)(struct store_view *v);
-	int (*prepare_output)(struct store *s, const struct store_output_options *o, struct err *e);
 	int (*writer_open)(struct store *s, const char *name, uint64_t size, struct store_writer **out, struct err *e);
 	int (*writer_write)(struct store_writer *w, uint64_t off, const void *buf, size_t len, struct err *e);
 	int (*writer_commit)(struct store_writer *w, struct err *e);
@@ -82,8 +127,15 @@ struct store_backend {
 	 * top-level entry; source_not_found when absent. */
 	int (*stat)(struct store *s, const char *name, struct store_entry *out, struct err *e);
 	/* Optional (NULL: nothing to create, room unknown). */
-	int (*create_location)(struct store *s, struct err *e);
-	int (*free_bytes)(struct store *s, uint64_t *out, struct err *e);
+	int (*ensure)(struct store *s, struct err *e);
+	int (*free_space)(struct store *s, uint64_t *out, struct err *e);
+	/* Optional (NULL: the kind follows from the name, see
+	 * store_location_kind): what a location names, before opening it. */
+	int (*location_kind)(const char *location, enum store_entry_kind *out, struct err *e);
+	/* The location's canonical spelling, malloc'd. */
+	char *(*canonical)(const char *location);
+	/* Whether two locations of this backend name the same place. */
+	bool (*same_location)(const char *a, const char *b);
 };
 
 /* Common head of every backend's struct store_writer: the generic calls
@@ -101,14 +153,46 @@ struct store {
 	struct store_output_options out;
 };
 
-/* Opens `location` ("/path", "relative/path" or "s3://bucket/prefix/").
+/* Opens `location` ("/path", "relative/path" or "s3://bucket/prefix/")
+ * with `cfg` (NULL: all zero), which must outlive the call only.
  * Does not require it to exist (a destination may not yet).  Codes:
  * invalid_location (empty, or a scheme this build cannot serve),
  * forbidden_path (a local location outside the roots of a confined
  * process), and the backend's. */
+int store_open_config(const char *location, const struct store_config *cfg, struct store **out,
+		      struct err *e);
+/* store_open_config with a NULL config: the environment's settings. */
 int store_open(const char *location, struct store **out, struct err *e);
 void store_free(struct store *s);
+/* Whether `location` is an object-store location (s3://): true exactly
+ * when store_location_caps(location) has STORE_REMOTE.  For request
+ * policy (which allow-list applies); store behaviour is asked through
+ * the capabilities.  Any thread. */
 bool store_is_remote(const char *location);
+
+/* The enum store_cap bits of the store, or of the backend that would
+ * serve `location` (NULL or empty: 0).  Any thread. */
+unsigned store_caps(const struct store *s);
+unsigned store_location_caps(const char *location);
+
+/* What `location` names before it is opened: STORE_FILE (a file, e.g. a
+ * single *.safetensors), STORE_DIR, or STORE_OTHER.  A local location is
+ * looked at (stat, symbolic links followed: source_not_found,
+ * source_unreadable with the errno); an object-store location is judged
+ * by its name (a *.safetensors name is a file, anything else a prefix)
+ * and never fails. */
+int store_location_kind(const char *location, enum store_entry_kind *out, struct err *e);
+
+/* The canonical spelling of `location`, malloc'd: a local location as an
+ * absolute, resolved path (as given when it does not resolve); an s3://
+ * location with exactly one trailing '/' (none after a *.safetensors
+ * name).  Any thread. */
+char *store_canonical_location(const char *location);
+
+/* Whether `a` and `b` name the same place of the same backend: local
+ * locations that both resolve to one directory or file, s3:// locations
+ * equal but for trailing '/'.  Any thread. */
+bool store_same_location(const char *a, const char *b);
 
 /* Top-level entries (no recursion), sorted by name.  Codes:
  * source_not_found, source_unreadable, forbidden_path (the location leads
@@ -129,11 +213,6 @@ int store_read_file(struct store *s, const char *name, size_t max, char **out, s
 int store_view(struct store *s, const char *name, uint64_t off, size_t len, struct store_view *v, struct err *e);
 void store_view_release(struct store_view *v);
 
-/* Checks the destination before any data moves: it can be created and
- * written, it holds no files unless overwrite, and it has room for
- * bytes_needed (codes destination_not_writable, destination_not_empty,
- * insufficient_space naming needed and free bytes). */
-int store_prepare_output(struct store *s, const struct store_output_options *o, struct err *e);
 /* Creates a temporary output of exactly `size` bytes (space reserved). */
 int store_writer_open(struct store *s, const char *name, uint64_t size, struct store_writer **out, struct err *e);
 int store_writer_write(struct store_writer *w, uint64_t off, const void *buf, size_t len, struct err *e);
@@ -148,16 +227,18 @@ int store_put(struct store *s, const char *name, const void *buf, size_t len, st
  * error. */
 int store_remove(struct store *s, const char *name, struct err *e);
 
-/* Creates a local location and its missing parents as directories
- * (beneath its root when confined) and keeps it open, leaving what it
- * holds alone: for a destination several writers share (the partitions of
- * one conversion).  A no-op for an object store.  Codes:
- * destination_not_writable, forbidden_path. */
-int store_create_location(struct store *s, struct err *e);
+/* Takes over the output options `o` (NULL: keep the present ones) and
+ * makes sure the location exists and can be written, leaving what it
+ * holds alone (output_prepare decides about that; the partitions of one
+ * conversion share a destination and call this alone).  A local location
+ * is created with its missing parents (beneath its root when confined),
+ * kept open and probed with a temporary file; nothing to create for an
+ * object store.  Codes: destination_not_writable, forbidden_path. */
+int store_ensure(struct store *s, const struct store_output_options *o, struct err *e);
 /* Bytes free for output: a local location's filesystem (statvfs, or
  * store_local_free_bytes_hook), UINT64_MAX for an object store.  Code
  * io_error. */
-int store_free_bytes(struct store *s, uint64_t *out, struct err *e);
+int store_free_space(struct store *s, uint64_t *out, struct err *e);
 
 /* Sets forbidden_path naming location/name as a file that leads outside
  * the allowed roots (for an entry of kind STORE_OUTSIDE); returns -1. */

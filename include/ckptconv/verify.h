@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 struct err;
+struct store_config;
 
 struct verify_report {
 	size_t tensors_compared;
@@ -18,9 +19,10 @@ struct verify_report {
 };
 
 /* Compares, printing one line per difference to `out` (may be NULL; at most
- * `max_lines` lines).  Returns 0 when both sides opened (check
+ * `max_lines` lines), both checkpoints opened with `cfg` (store.h; NULL:
+ * the environment's settings).  Returns 0 when both sides opened (check
  * report->differences), -1 with e set when a side cannot be read. */
-int verify_checkpoints(const char *expected, const char *actual, FILE *out, size_t max_lines,
-		       struct verify_report *report, struct err *e);
+int verify_checkpoints(const char *expected, const char *actual, const struct store_config *cfg,
+		       FILE *out, size_t max_lines, struct verify_report *report, struct err *e);
 
 #endif
