@@ -28,7 +28,7 @@ static const struct err_code catalogue[] = {
 	{"job_not_found", 404, "No job has this id."},
 	{"not_found", 404, "No such route."},
 	{"method_not_allowed", 405, "The route does not accept this method."},
-	{"malformed_request", 400, "The request's body length is ambiguous: several Content-Length headers, Content-Length with Transfer-Encoding, or a Transfer-Encoding other than chunked."},
+	{"malformed_request", 400, "The request is framed wrongly: an HTTP/1.1 request without a Host header or any request with two (RFC 9112, section 3.2), or a body length that is ambiguous: several Content-Length headers, Content-Length with Transfer-Encoding, or a Transfer-Encoding other than chunked."},
 	{"destination_in_use", 409, "Another queued or running job writes to a location overlapping this job's source or destination, or reads from one overlapping its destination."},
 	{"idempotency_conflict", 409, "The Idempotency-Key was used before with a different body."},
 	{"payload_too_large", 413, "The request body is larger than 64 KiB."},
