@@ -180,7 +180,8 @@ static int check_size(const char *path, const char *name, const struct st_tensor
 	if (!dtype_bytes(t->dtype, nelems, &expect)) {
 		if (nelems <= UINT64_MAX / dtype_bits(t->dtype))
 			return tensor_error(e, name, "invalid_tensor",
-					    "%s: tensor '%s' holds %" PRIu64 " elements of %s (%u bits "
+					    "%s: tensor '%s' holds %" PRIu64
+					    " elements of %s (%u bits "
 					    "each), %" PRIu64 " bits, not a whole number of bytes",
 					    path, name, nelems, dtype_name(t->dtype),
 					    dtype_bits(t->dtype), nelems * dtype_bits(t->dtype));
@@ -191,7 +192,8 @@ static int check_size(const char *path, const char *name, const struct st_tensor
 	if (t->end - t->begin != expect)
 		return tensor_error(e, name, "offsets_mismatch",
 				    "%s: tensor '%s' data_offsets [%" PRIu64 ", %" PRIu64
-				    "] span %" PRIu64 " bytes but shape x %s size is %" PRIu64 " bytes",
+				    "] span %" PRIu64 " bytes but shape x %s size is %" PRIu64
+				    " bytes",
 				    path, name, t->begin, t->end, t->end - t->begin,
 				    dtype_name(t->dtype), expect);
 	if (t->end > data_size)

@@ -459,10 +459,10 @@ START_TEST(test_dtype_table)
 		const char *name;
 		unsigned bits;
 	} want[] = {
-		{"BOOL", 8},	  {"F4", 4},	  {"F6_E2M3", 6}, {"F6_E3M2", 6}, {"U8", 8},
-		{"I8", 8},	  {"F8_E5M2", 8}, {"F8_E4M3", 8}, {"F8_E8M0", 8}, {"I16", 16},
-		{"U16", 16},	  {"F16", 16},	  {"BF16", 16},	  {"I32", 32},	  {"U32", 32},
-		{"F32", 32},	  {"C64", 64},	  {"F64", 64},	  {"I64", 64},	  {"U64", 64},
+		{"BOOL", 8}, {"F4", 4},	     {"F6_E2M3", 6}, {"F6_E3M2", 6}, {"U8", 8},
+		{"I8", 8},   {"F8_E5M2", 8}, {"F8_E4M3", 8}, {"F8_E8M0", 8}, {"I16", 16},
+		{"U16", 16}, {"F16", 16},    {"BF16", 16},   {"I32", 32},    {"U32", 32},
+		{"F32", 32}, {"C64", 64},    {"F64", 64},    {"I64", 64},    {"U64", 64},
 	};
 	size_t i;
 	uint64_t bytes;
@@ -476,8 +476,8 @@ START_TEST(test_dtype_table)
 		ck_assert_str_eq(dtype_name(t), want[i].name);
 		ck_assert_uint_eq(dtype_bits(t), want[i].bits);
 		ck_assert_uint_eq(dtype_size(t), want[i].bits % 8 ? 0 : want[i].bits / 8);
-		ck_assert_int_eq(dtype_copy_only(t), want[i].bits % 8 != 0 ||
-							     strcmp(want[i].name, "C64") == 0);
+		ck_assert_int_eq(dtype_copy_only(t),
+				 want[i].bits % 8 != 0 || strcmp(want[i].name, "C64") == 0);
 		ck_assert_int_eq(dtype_element(t), want[i].bits % 8 ? DTYPE_U8 : t);
 	}
 	ck_assert_int_eq(dtype_from_name("F8_E4M3FNUZ"), DTYPE_INVALID);
