@@ -277,7 +277,7 @@ static bool json_media_type(const char *type)
 
 /* The headers that say how long a request's body is. */
 struct framing {
-	unsigned content_length, transfer_encoding;
+	unsigned content_length, transfer_encoding, host;
 	bool other_coding; /* a Transfer-Encoding other than exactly "chunked" */
 };
 
@@ -288,7 +288,9 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
 	size_t n;
 
 	(void)kind;
-	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+	if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+		f->host++;
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
 		f->content_length++;
 	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
 		f->transfer_encoding++;
@@ -301,18 +303,25 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
 	return MHD_YES;
 }
 
-/* Why the request's body length is ambiguous (RFC 9112, section 6), or
- * NULL.  libmicrohttpd reads the first Content-Length and ignores the
- * others, and lets Transfer-Encoding win over Content-Length, so a proxy
- * in front that reads the other header would take part of the body for a
- * second request: such requests are refused, and answering before the
+/* Why the request's framing is wrong, or NULL: no Host where HTTP/1.1
+ * requires one, or a body length that is ambiguous (RFC 9112, section 6).
+ * libmicrohttpd reads the first Content-Length and ignores the others,
+ * and lets Transfer-Encoding win over Content-Length, so a proxy in front
+ * that reads the other header would take part of the body for a second
+ * request: such requests are refused, and answering before the
  * body is read makes libmicrohttpd close the connection after the answer,
  * so no byte of the body is ever read as a request. */
-static const char *framing_problem(struct MHD_Connection *c)
+static const char *framing_problem(struct MHD_Connection *c, const char *version)
 {
 	struct framing f = {0};
 
 	MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &f);
+	/* RFC 9112, section 3.2: an HTTP/1.1 request without Host, and any
+	 * request with more than one, is answered 400. */
+	if (f.host == 0 && version && strcmp(version, MHD_HTTP_VERSION_1_1) == 0)
+		return "an HTTP/1.1 request must have a Host header (RFC 9112, section 3.2)";
+	if (f.host > 1)
+		return "the request has more than one Host header (RFC 9112, section 3.2)";
 	if (f.content_length > 1)
 		return "the request has more than one Content-Length header";
 	if (f.transfer_encoding && f.content_length)
@@ -325,10 +334,11 @@ static const char *framing_problem(struct MHD_Connection *c)
 /* Checks made as soon as the headers are in; answers and returns true when
  * the request is refused. */
 static bool refuse_early(struct listener *l, struct MHD_Connection *c, struct request *req,
-			 const char *url, enum method m, bool allowed, enum MHD_Result *rc)
+			 const char *url, const char *version, enum method m, bool allowed,
+			 enum MHD_Result *rc)
 {
 	struct api *a = l->api;
-	const char *length, *framing = framing_problem(c);
+	const char *length, *framing = framing_problem(c, version);
 
 	if (framing) {
 		*rc = api_respond_errorf(c, req, "", "malformed_request", "%s", framing);
@@ -425,16 +435,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	enum method m;
 	bool allowed;
 
-	(void)version;
 	if (!thread_prioritised && !l->health_only)
 		prioritise_thread(a);
 	if (!req) {
 		req = xcalloc(1, sizeof(*req));
 		req->started = now_seconds();
 		*con_cls = req;
+		req->head = strcmp(method, "HEAD") == 0;
 		m = method_of(method);
 		req->route = route_of(url, m, req, &allowed);
-		if (refuse_early(l, c, req, url, m, allowed, &rc)) {
+		if (refuse_early(l, c, req, url, version, m, allowed, &rc)) {
 			req->answered = true;
 			set_deadline(a, c, false);
 			return rc;

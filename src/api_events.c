@@ -4,7 +4,9 @@
  * "progress" events while it runs, at most every PROGRESS_INTERVAL
  * seconds, the final "state" event, and keep-alive comments.  A stream
  * with nothing to send suspends its connection; api_tick() resumes it
- * when an event is due.
+ * when an event is due.  When the service shuts down, a stream whose job
+ * has not finished ends with a "shutdown" event: the job stays queued and
+ * runs again from the start at the service's next start.
  */
 #include <microhttpd.h>
 #include <pthread.h>
@@ -55,6 +57,26 @@ static bool stream_fill(struct stream *s)
 	return false;
 }
 
+/* The last event of a stream cut by the service's shutdown (streams_lock
+ * held): the job's final state when it has one, else "shutdown". */
+static void stream_fill_last(struct stream *s)
+{
+	struct registry *reg = s->api->reg;
+
+	s->buf.len = 0;
+	s->sent = 0;
+	s->final_sent = true;
+	if (job_state_finished(registry_job_state(reg, s->job))) {
+		stream_event(s, "state", registry_job_json(reg, s->job));
+		return;
+	}
+	stream_event(s, "shutdown",
+		     json_pack("{s:s, s:s, s:s}", "id", s->job->id, "state",
+			       job_state_name(JOB_QUEUED), "message",
+			       "the service is shutting down; the job stays queued and runs "
+			       "again from the start when the service starts again"));
+}
+
 static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
 {
 	struct stream *s = cls;
@@ -72,9 +94,13 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
 			n = (ssize_t)len;
 			break;
 		}
-		if (s->final_sent || a->stopping) {
+		if (s->final_sent) {
 			n = MHD_CONTENT_READER_END_OF_STREAM;
 			break;
+		}
+		if (a->stopping) {
+			stream_fill_last(s);
+			continue;
 		}
 		if (stream_fill(s))
 			continue;
@@ -110,6 +136,17 @@ enum MHD_Result api_handle_events(struct api *a, struct MHD_Connection *c, struc
 
 	if (!j)
 		return api_job_not_found(c, req, url);
+	if (req->head) {
+		/* A stream has neither a length nor an end that the headers
+		 * of a HEAD answer could describe truthfully, and
+		 * libmicrohttpd would send a chunked body's terminator after
+		 * them, bytes a kept-alive client takes for the next answer. */
+		job_unref(j);
+		return api_respond_errorf(c, req, "", "method_not_allowed",
+					  "%.200s is an event stream: GET it; HEAD has no headers "
+					  "to describe it",
+					  url);
+	}
 	s = xcalloc(1, sizeof(*s));
 	s->api = a;
 	s->job = j;

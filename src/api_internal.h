@@ -100,6 +100,7 @@ struct request {
 	double started; /* monotonic seconds the headers arrived */
 	char id[JOB_ID_LEN + 1];
 	bool id_valid;
+	bool head;     /* a HEAD request: the answer's headers, never a body */
 	bool answered; /* a response was queued before the body was read */
 	bool too_large;
 	struct buf body;

@@ -107,17 +107,22 @@ long plan_add_tensor(struct plan *p, const char *name, enum dtype dtype, int ndi
 		     const uint64_t *shape, struct err *e)
 {
 	struct plan_tensor *t;
-	uint64_t nbytes = dtype_size(dtype);
+	uint64_t nelems = 1, nbytes;
 	int d;
 
-	if (nbytes == 0)
+	if (dtype_bits(dtype) == 0)
 		return err_set(e, "plan_invalid", "%s: output tensor has no valid dtype", name);
 	if (ndim < 0 || ndim > ST_MAX_DIMS)
 		return err_set(e, "plan_invalid", "%s: output tensor has %d dimensions", name,
 			       ndim);
 	for (d = 0; d < ndim; d++)
-		if (!u64_mul(nbytes, shape[d], &nbytes))
+		if (!u64_mul(nelems, shape[d], &nelems))
 			return err_set(e, "plan_invalid", "%s: output tensor size overflows", name);
+	if (!dtype_bytes(dtype, nelems, &nbytes))
+		return err_set(e, "plan_invalid",
+			       "%s: output tensor of %" PRIu64 " elements of %s is not whole bytes "
+			       "or overflows",
+			       name, nelems, dtype_name(dtype));
 	p->tensors = reserve(p->tensors, p->ntensors, 1, sizeof(*p->tensors));
 	t = &p->tensors[p->ntensors];
 	memset(t, 0, sizeof(*t));
@@ -188,6 +193,10 @@ int plan_add_contiguous(struct plan *p, long t, uint32_t src, uint64_t src_offse
 	uint64_t per, done, n;
 	struct plan_op op;
 
+	if (src_dtype != dst_dtype && (dtype_copy_only(src_dtype) || dtype_copy_only(dst_dtype)))
+		return err_set(e, "quantized_input",
+			       "%s is only ever copied byte for byte, never cast to %s",
+			       dtype_name(src_dtype), dtype_name(dst_dtype));
 	if (!ssize || !dsize)
 		return err_set(e, "plan_invalid", "contiguous op with an invalid dtype");
 	per = PLAN_PIECE_MAX / dsize;
@@ -301,6 +310,19 @@ int plan_add_transposed(struct plan *p, long t, uint64_t offset, uint64_t nrows,
 		return err_set(e, "plan_invalid",
 			       "transposed blocks added to output tensor %ld, which does not exist",
 			       t);
+	for (k = 0; k < nblocks && p->src; k++) {
+		const struct ckpt_tensor *s =
+			blocks[k].src < p->src->ntensors ? &p->src->tensors[blocks[k].src] : NULL;
+		enum dtype bad = s && dtype_copy_only(s->dtype) ? s->dtype : pt->dtype;
+
+		if (dtype_copy_only(bad)) {
+			err_set_tensor(e, s ? s->name : pt->name);
+			return err_set(e, "quantized_input",
+				       "%s: dtype %s is only ever copied byte for byte, and this "
+				       "conversion transposes it into %s",
+				       s ? s->name : pt->name, dtype_name(bad), pt->name);
+		}
+	}
 	if (transposed_row_bytes(p, pt, blocks, nblocks, &row_bytes, e) < 0)
 		return -1;
 	to = pt->dtype;
@@ -390,7 +412,8 @@ static int validate_op(const struct plan *p, const struct plan_tensor *t, uint32
 		return err_set(e, "plan_invalid", "%s: piece %u reads source tensor %u of %zu",
 			       t->name, ipiece, op->src, p->src->ntensors);
 	s = &p->src->tensors[op->src];
-	if (op->src_dtype != s->dtype || op->dst_dtype != t->dtype)
+	/* Tensors of a dtype narrower than a byte are moved as bytes (U8). */
+	if (op->src_dtype != dtype_element(s->dtype) || op->dst_dtype != dtype_element(t->dtype))
 		return err_set(e, "plan_invalid", "%s: piece %u converts %s to %s, but %s is %s",
 			       t->name, ipiece, dtype_name(op->src_dtype),
 			       dtype_name(op->dst_dtype), s->name, dtype_name(s->dtype));

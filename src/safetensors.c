@@ -163,22 +163,37 @@ static int parse_offsets(const char *path, const char *name, const json_t *entry
 	return 0;
 }
 
-/* end - begin must be prod(shape) * dtype size, computed without overflow. */
+/* end - begin must be prod(shape) x the dtype's bits / 8, a whole number
+ * of bytes (safetensors packs the dtypes narrower than a byte with no
+ * padding), computed without overflow. */
 static int check_size(const char *path, const char *name, const struct st_tensor *t,
 		      uint64_t data_size, struct err *e)
 {
-	uint64_t expect = dtype_size(t->dtype);
+	uint64_t nelems = 1, expect;
 	int i;
 
 	for (i = 0; i < t->ndim; i++)
-		if (!u64_mul(expect, t->shape[i], &expect))
+		if (!u64_mul(nelems, t->shape[i], &nelems))
 			return tensor_error(e, name, "offsets_mismatch",
 					    "%s: tensor '%s' shape x dtype size overflows 64 bits",
 					    path, name);
+	if (!dtype_bytes(t->dtype, nelems, &expect)) {
+		if (nelems <= UINT64_MAX / dtype_bits(t->dtype))
+			return tensor_error(e, name, "invalid_tensor",
+					    "%s: tensor '%s' holds %" PRIu64
+					    " elements of %s (%u bits "
+					    "each), %" PRIu64 " bits, not a whole number of bytes",
+					    path, name, nelems, dtype_name(t->dtype),
+					    dtype_bits(t->dtype), nelems * dtype_bits(t->dtype));
+		return tensor_error(e, name, "offsets_mismatch",
+				    "%s: tensor '%s' shape x dtype size overflows 64 bits", path,
+				    name);
+	}
 	if (t->end - t->begin != expect)
 		return tensor_error(e, name, "offsets_mismatch",
 				    "%s: tensor '%s' data_offsets [%" PRIu64 ", %" PRIu64
-				    "] span %" PRIu64 " bytes but shape x %s size is %" PRIu64 " bytes",
+				    "] span %" PRIu64 " bytes but shape x %s size is %" PRIu64
+				    " bytes",
 				    path, name, t->begin, t->end, t->end - t->begin,
 				    dtype_name(t->dtype), expect);
 	if (t->end > data_size)
@@ -362,16 +377,15 @@ static json_t *tensor_json(const struct st_tensor *t, uint64_t begin, uint64_t e
 
 static int tensor_size(const struct st_tensor *t, uint64_t *size)
 {
-	uint64_t bytes = dtype_size(t->dtype);
+	uint64_t nelems = 1;
 	int d;
 
-	if (bytes == 0 || t->ndim < 0 || t->ndim > ST_MAX_DIMS)
+	if (t->ndim < 0 || t->ndim > ST_MAX_DIMS)
 		return -1;
 	for (d = 0; d < t->ndim; d++)
-		if (!u64_mul(bytes, t->shape[d], &bytes))
+		if (!u64_mul(nelems, t->shape[d], &nelems))
 			return -1;
-	*size = bytes;
-	return 0;
+	return dtype_bytes(t->dtype, nelems, size) ? 0 : -1;
 }
 
 /* The header object: __metadata__ first, then the tensors back to back. */

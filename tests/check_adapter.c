@@ -530,6 +530,51 @@ START_TEST(test_quantized)
 }
 END_TEST
 
+/* F4, F6_* and C64: non-expert tensors pass through (sub-byte ones as U8
+ * byte copies of their whole bytes); routed experts, grouped experts and
+ * --dtype casts of them are refused with quantized_input. */
+START_TEST(test_copy_only_dtypes)
+{
+	struct testckpt *tc = tiny(LAYOUT_HF);
+	const char *norm = "model.norm.weight", *emb = "model.word_embeddings.weight";
+	const char *expert = "model.layers.1.mlp.experts.2.down_proj.weight";
+	const char *grouped = "model.layers.1.mlp.experts.down_projs";
+	struct ckpt *c;
+	struct plan *p;
+	const struct plan_tensor *t;
+
+	testckpt_find(tc, norm)->dtype = DTYPE_F4;
+	testckpt_find(tc, emb)->dtype = DTYPE_C64;
+	c = materialise(tc);
+	p = must_plan(c, &to_native);
+	ck_assert_int_ge(plan_find(p, norm), 0);
+	t = &p->tensors[plan_find(p, norm)];
+	ck_assert_int_eq(t->dtype, DTYPE_F4);
+	ck_assert_uint_eq(t->nbytes, t->shape[0] / 2);
+	ck_assert_int_eq(t->ops[0].src_dtype, DTYPE_U8);
+	ck_assert(!t->ops[0].transpose);
+	ck_assert_int_ge(plan_find(p, "model.embed_tokens.weight"), 0);
+	t = &p->tensors[plan_find(p, "model.embed_tokens.weight")];
+	ck_assert_int_eq(t->dtype, DTYPE_C64);
+	ck_assert_int_eq(t->ops[0].src_dtype, DTYPE_C64);
+	ck_assert_int_eq(t->ops[0].dst_dtype, DTYPE_C64);
+	plan_free(p);
+	ckpt_free(c);
+	testckpt_free(tc);
+
+	tc = tiny(LAYOUT_HF);
+	testckpt_find(tc, expert)->dtype = DTYPE_F6_E3M2;
+	expect_error(tc, &to_native, "quantized_input", expert, "dtype F6_E3M2");
+	tc = tiny(LAYOUT_HF);
+	testckpt_find(tc, expert)->dtype = DTYPE_C64;
+	expect_error(tc, &(struct conv){.to = LAYOUT_NATIVE, .dtype = DTYPE_CHOICE_BF16},
+		     "quantized_input", expert, "dtype C64");
+	tc = tiny(LAYOUT_NATIVE);
+	testckpt_find(tc, grouped)->dtype = DTYPE_F4;
+	expect_error(tc, &to_hf, "quantized_input", grouped, "dtype F4");
+}
+END_TEST
+
 START_TEST(test_qkv_mismatch)
 {
 	struct testckpt *tc = tiny(LAYOUT_NATIVE);
@@ -1518,6 +1563,7 @@ static Suite *adapter_suite(void)
 	tcase_add_test(bad, test_expert_out_of_range);
 	tcase_add_test(bad, test_native_grouped_shapes);
 	tcase_add_test(bad, test_quantized);
+	tcase_add_test(bad, test_copy_only_dtypes);
 	tcase_add_test(bad, test_qkv_mismatch);
 	tcase_add_test(bad, test_unsupported_models);
 	tcase_add_test(bad, test_missing_config_key);

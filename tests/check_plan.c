@@ -33,7 +33,7 @@ static void fake_add(struct fake_src *f, const char *name, enum dtype dtype, uin
 	t->dtype = dtype;
 	t->ndim = 1;
 	t->shape[0] = nelems;
-	t->nbytes = nelems * dtype_size(dtype);
+	ck_assert(dtype_bytes(dtype, nelems, &t->nbytes));
 	f->c.tensors = f->t;
 }
 
@@ -463,6 +463,74 @@ START_TEST(test_validation)
 }
 END_TEST
 
+/* F4 and C64 are copied (F4 as bytes, U8 ops) but never transposed or
+ * cast: the planner refuses with quantized_input naming tensor and dtype. */
+START_TEST(test_copy_only_dtypes)
+{
+	struct fake_src f = {0};
+	struct plan *p = plan_new(&f.c, LAYOUT_HF, LAYOUT_NATIVE);
+	uint64_t shape2[2] = {2, 4}, f4_shape[1] = {8};
+	struct plan_block block = {.src = 1, .stride = 32, .rows = 4};
+	struct plan_op op = {.src = 0,
+			     .src_dtype = DTYPE_F4,
+			     .dst_dtype = DTYPE_F4,
+			     .rows = 1,
+			     .cols = 4,
+			     .src_stride = 4,
+			     .dst_stride = 4};
+	struct err e = {0};
+	long t;
+
+	fake_add(&f, "packed", DTYPE_F4, 8); /* 4 bytes */
+	fake_add(&f, "complex", DTYPE_C64, 8);
+	t = plan_add_tensor(p, "out.packed", DTYPE_F4, 1, f4_shape, &e);
+	ck_assert_int_ge(t, 0);
+	ck_assert_uint_eq(p->tensors[t].nbytes, 4);
+	/* moved as 4 U8 elements */
+	ck_assert_int_eq(plan_add_contiguous(p, t, 0, 0, 0, 4, DTYPE_U8, DTYPE_U8, &e), 0);
+	copy_of(p, &f, "out.complex", 1);
+	/* no cast */
+	t = plan_add_tensor(p, "out.cast", DTYPE_F32, 1, f.t[1].shape, &e);
+	ck_assert_int_eq(plan_add_contiguous(p, t, 1, 0, 0, 8, DTYPE_C64, DTYPE_F32, &e), -1);
+	ck_assert_str_eq(e.code, "quantized_input");
+	ck_assert_msg(strstr(e.msg, "C64"), "%s", e.msg);
+	/* no transpose: the source's name and dtype in the message */
+	memset(&e, 0, sizeof(e));
+	t = plan_add_tensor(p, "out.t", DTYPE_C64, 2, shape2, &e);
+	ck_assert_int_eq(plan_add_transposed(p, t, 0, 4, &block, 1, &e), -1);
+	ck_assert_str_eq(e.code, "quantized_input");
+	ck_assert_str_eq(e.tensor, "complex");
+	ck_assert_msg(strstr(e.msg, "complex: dtype C64 is only ever copied byte for byte"), "%s",
+		      e.msg);
+	plan_free(p);
+
+	/* the two that were copied make a valid plan */
+	memset(&e, 0, sizeof(e));
+	p = plan_new(&f.c, LAYOUT_HF, LAYOUT_NATIVE);
+	t = plan_add_tensor(p, "out.packed", DTYPE_F4, 1, f4_shape, &e);
+	ck_assert_int_eq(plan_add_contiguous(p, t, 0, 0, 0, 4, DTYPE_U8, DTYPE_U8, &e), 0);
+	copy_of(p, &f, "out.complex", 1);
+	finished(p, 0, NULL);
+	ck_assert_uint_eq(p->total_bytes, 4 + 64);
+	plan_free(p);
+
+	/* an op that moves F4 as F4 (no whole bytes per element) is invalid */
+	p = plan_new(&f.c, LAYOUT_HF, LAYOUT_NATIVE);
+	t = plan_add_tensor(p, "out.packed", DTYPE_F4, 1, f4_shape, &e);
+	ck_assert_int_eq(plan_add_piece(p, t, 0, 4, &op, 1, &e), 0);
+	expect_finish_error(p, &(struct plan_options){0}, "plan_invalid", NULL);
+	plan_free(p);
+
+	/* an output tensor of F4 that is not whole bytes */
+	p = plan_new(&f.c, LAYOUT_HF, LAYOUT_NATIVE);
+	f4_shape[0] = 3;
+	memset(&e, 0, sizeof(e));
+	ck_assert_int_eq(plan_add_tensor(p, "odd", DTYPE_F4, 1, f4_shape, &e), -1);
+	ck_assert_str_eq(e.code, "plan_invalid");
+	plan_free(p);
+}
+END_TEST
+
 START_TEST(test_validation_limits)
 {
 	struct fake_src f = {0};
@@ -631,6 +699,7 @@ static Suite *plan_suite(void)
 	tcase_add_test(layout, test_exclude);
 	tcase_add_test(layout, test_empty_plan);
 	tcase_add_test(checks, test_duplicate_output);
+	tcase_add_test(checks, test_copy_only_dtypes);
 	tcase_add_test(checks, test_tensors_only);
 	tcase_add_test(checks, test_validation);
 	tcase_add_test(checks, test_validation_limits);

@@ -451,6 +451,137 @@ START_TEST(test_build_duplicate)
 }
 END_TEST
 
+/* The format's dtypes (huggingface/safetensors, Dtype::bitsize): every
+ * name, its bits, and its bytes per element where it has whole ones. */
+START_TEST(test_dtype_table)
+{
+	static const struct {
+		const char *name;
+		unsigned bits;
+	} want[] = {
+		{"BOOL", 8}, {"F4", 4},	     {"F6_E2M3", 6}, {"F6_E3M2", 6}, {"U8", 8},
+		{"I8", 8},   {"F8_E5M2", 8}, {"F8_E4M3", 8}, {"F8_E8M0", 8}, {"I16", 16},
+		{"U16", 16}, {"F16", 16},    {"BF16", 16},   {"I32", 32},    {"U32", 32},
+		{"F32", 32}, {"C64", 64},    {"F64", 64},    {"I64", 64},    {"U64", 64},
+	};
+	size_t i;
+	uint64_t bytes;
+
+	/* every dtype of the format, and nothing else */
+	ck_assert_int_eq(DTYPE_COUNT - 1, (int)(sizeof(want) / sizeof(want[0])));
+	for (i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		enum dtype t = dtype_from_name(want[i].name);
+
+		ck_assert_msg(t != DTYPE_INVALID, "%s unknown", want[i].name);
+		ck_assert_str_eq(dtype_name(t), want[i].name);
+		ck_assert_uint_eq(dtype_bits(t), want[i].bits);
+		ck_assert_uint_eq(dtype_size(t), want[i].bits % 8 ? 0 : want[i].bits / 8);
+		ck_assert_int_eq(dtype_copy_only(t),
+				 want[i].bits % 8 != 0 || strcmp(want[i].name, "C64") == 0);
+		ck_assert_int_eq(dtype_element(t), want[i].bits % 8 ? DTYPE_U8 : t);
+	}
+	ck_assert_int_eq(dtype_from_name("F8_E4M3FNUZ"), DTYPE_INVALID);
+	ck_assert_int_eq(dtype_from_name("f4"), DTYPE_INVALID);
+	ck_assert_uint_eq(dtype_bits(DTYPE_INVALID), 0);
+	/* whole bytes only */
+	ck_assert(dtype_bytes(DTYPE_F4, 6, &bytes));
+	ck_assert_uint_eq(bytes, 3);
+	ck_assert(!dtype_bytes(DTYPE_F4, 5, &bytes));
+	ck_assert(dtype_bytes(DTYPE_F6_E2M3, 4, &bytes));
+	ck_assert_uint_eq(bytes, 3);
+	ck_assert(dtype_bytes(DTYPE_F6_E3M2, 8, &bytes));
+	ck_assert_uint_eq(bytes, 6);
+	ck_assert(!dtype_bytes(DTYPE_F6_E3M2, 2, &bytes));
+	ck_assert(dtype_bytes(DTYPE_C64, 3, &bytes));
+	ck_assert_uint_eq(bytes, 24);
+	ck_assert(dtype_bytes(DTYPE_F4, 0, &bytes));
+	ck_assert_uint_eq(bytes, 0);
+	ck_assert(!dtype_bytes(DTYPE_F32, UINT64_MAX / 2, &bytes));
+	ck_assert(!dtype_bytes(DTYPE_F4, UINT64_MAX / 2, &bytes));
+	ck_assert(!dtype_bytes(DTYPE_INVALID, 1, &bytes));
+}
+END_TEST
+
+/* Tensors of the dtypes narrower than a byte, and C64, parse with their
+ * sizes in bits. */
+START_TEST(test_subbyte_and_complex)
+{
+	struct st_header h;
+	struct err e = {0};
+
+	write_st("{\"f4\":{\"dtype\":\"F4\",\"shape\":[3,2],\"data_offsets\":[0,3]},"
+		 "\"e2m3\":{\"dtype\":\"F6_E2M3\",\"shape\":[8],\"data_offsets\":[3,9]},"
+		 "\"e3m2\":{\"dtype\":\"F6_E3M2\",\"shape\":[2,2],\"data_offsets\":[9,12]},"
+		 "\"c\":{\"dtype\":\"C64\",\"shape\":[1],\"data_offsets\":[12,20]}}",
+		 20);
+	ck_assert_int_eq(parse_file(&h, &e), 0);
+	ck_assert_uint_eq(h.ntensors, 4);
+	ck_assert_int_eq(h.tensors[0].dtype, DTYPE_F4);
+	ck_assert_uint_eq(st_tensor_nbytes(&h.tensors[0]), 3);
+	ck_assert_int_eq(h.tensors[1].dtype, DTYPE_F6_E2M3);
+	ck_assert_uint_eq(st_tensor_nbytes(&h.tensors[1]), 6);
+	ck_assert_int_eq(h.tensors[2].dtype, DTYPE_F6_E3M2);
+	ck_assert_int_eq(h.tensors[3].dtype, DTYPE_C64);
+	ck_assert_uint_eq(st_tensor_nbytes(&h.tensors[3]), 8);
+	st_header_fini(&h);
+}
+END_TEST
+
+START_TEST(test_subbyte_not_whole_bytes)
+{
+	/* 3 x 4 bits: 1.5 bytes */
+	write_st("{\"w\":{\"dtype\":\"F4\",\"shape\":[3],\"data_offsets\":[0,2]}}", 2);
+	expect_refused("invalid_tensor", "'w' holds 3 elements of F4 (4 bits each), 12 bits",
+		       "not a whole number of bytes");
+}
+END_TEST
+
+START_TEST(test_subbyte6_not_whole_bytes)
+{
+	write_st("{\"w\":{\"dtype\":\"F6_E3M2\",\"shape\":[1,2],\"data_offsets\":[0,2]}}", 2);
+	expect_refused("invalid_tensor", "'w' holds 2 elements of F6_E3M2 (6 bits each)", NULL);
+}
+END_TEST
+
+START_TEST(test_subbyte_offsets_mismatch)
+{
+	/* 4 elements of F4 are 2 bytes, not 4 */
+	write_st("{\"w\":{\"dtype\":\"F4\",\"shape\":[4],\"data_offsets\":[0,4]}}", 4);
+	expect_refused("offsets_mismatch", "'w'", "span 4 bytes but shape x F4 size is 2 bytes");
+}
+END_TEST
+
+/* Built headers give sub-byte tensors their whole bytes, and refuse a
+ * tensor that has none. */
+START_TEST(test_build_subbyte)
+{
+	struct st_tensor t[2] = {
+		{.name = "f4", .dtype = DTYPE_F4, .ndim = 2, .shape = {3, 2}},
+		{.name = "c", .dtype = DTYPE_C64, .ndim = 1, .shape = {2}},
+	};
+	struct st_tensor odd = {.name = "odd", .dtype = DTYPE_F4, .ndim = 1, .shape = {3}};
+	struct st_header h;
+	struct err e = {0};
+	size_t len;
+	char *hdr, *file;
+
+	ck_assert_int_eq(st_header_build(t, 2, &hdr, &len, &e), 0);
+	file = calloc(1, len + 3 + 16);
+	memcpy(file, hdr, len);
+	parse_built(file, len + 3 + 16, &h);
+	ck_assert_uint_eq(h.tensors[0].end, 3);
+	ck_assert_uint_eq(h.tensors[1].begin, 3);
+	ck_assert_uint_eq(h.tensors[1].end, 19);
+	st_header_fini(&h);
+	free(file);
+	free(hdr);
+	hdr = NULL;
+	ck_assert_int_eq(st_header_build(&odd, 1, &hdr, &len, &e), -1);
+	ck_assert_str_eq(e.code, "plan_invalid");
+	ck_assert_ptr_null(hdr);
+}
+END_TEST
+
 static Suite *safetensors_suite(void)
 {
 	Suite *s = suite_create("safetensors");
@@ -465,6 +596,12 @@ static Suite *safetensors_suite(void)
 	tcase_add_test(good, test_build_round_trip);
 	tcase_add_test(good, test_build_padding);
 	tcase_add_test(good, test_build_duplicate);
+	tcase_add_test(good, test_dtype_table);
+	tcase_add_test(good, test_subbyte_and_complex);
+	tcase_add_test(good, test_build_subbyte);
+	tcase_add_test(bad, test_subbyte_not_whole_bytes);
+	tcase_add_test(bad, test_subbyte6_not_whole_bytes);
+	tcase_add_test(bad, test_subbyte_offsets_mismatch);
 	tcase_add_test(bad, test_truncated_file);
 	tcase_add_test(bad, test_header_larger_than_file);
 	tcase_add_test(bad, test_header_too_large);

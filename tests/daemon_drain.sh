@@ -3,7 +3,8 @@
 #
 # daemon_drain.sh: SIGTERM while a job runs and another waits.  During the
 # drain readiness answers 503, new jobs are refused with 503 "draining" and
-# Retry-After, reads still work and open event streams end; the running
+# Retry-After, reads still work and open event streams end with a
+# "shutdown" event saying the job stays queued; the running
 # conversion stops at a safe point and both jobs are recorded as queued; the
 # process exits 0 within --shutdown-timeout.  The next start runs both jobs
 # to success.  SIGINT drains the same way.
@@ -27,6 +28,8 @@ else
 fi
 curl -sN --max-time 60 "$BASE/v1/jobs/$R/events" >"$TEST_TMP/events.txt" 2>/dev/null &
 CURL_PID=$!
+curl -sN --max-time 60 "$BASE/v1/jobs/$Q/events" >"$TEST_TMP/events_q.txt" 2>/dev/null &
+CURL_Q_PID=$!
 sleep 0.3
 
 START_NS=$(date +%s%N)
@@ -70,8 +73,33 @@ for i in $(seq 50); do
 	sleep 0.1
 done
 kill "$CURL_PID" 2>/dev/null && STREAM_RC=killed
-wait "$CURL_PID" 2>/dev/null || true
-assert_eq "open event stream ended with the service" 0 "$STREAM_RC"
+kill "$CURL_Q_PID" 2>/dev/null && STREAM_RC=killed
+wait "$CURL_PID" "$CURL_Q_PID" 2>/dev/null || true
+assert_eq "open event streams ended with the service" 0 "$STREAM_RC"
+# last_event FILE: the last event of a stream, as "NAME id state".
+last_event() {
+	"$PY" - "$1" <<'PYEOF'
+import json, sys
+events, name, data = [], None, None
+for line in open(sys.argv[1]).read().split("\n"):
+    if line.startswith("event: "):
+        name = line[7:]
+    elif line.startswith("data: "):
+        data = json.loads(line[6:])
+    elif line == "" and name:
+        events.append((name, data))
+        name = None
+if events:
+    name, data = events[-1]
+    print(name, data.get("id"), data.get("state"), "message" if data.get("message") else "")
+else:
+    print("none")
+PYEOF
+}
+assert_eq "the running job's stream ends with a shutdown event: queued again" \
+	"shutdown $R queued message" "$(last_event "$TEST_TMP/events.txt")"
+assert_eq "the queued job's stream ends with a shutdown event: still queued" \
+	"shutdown $Q queued message" "$(last_event "$TEST_TMP/events_q.txt")"
 for id in "$R" "$Q"; do
 	if grep -q '"state":"queued"' "$STATE/jobs/$id.json"; then
 		pass "job $id recorded as queued"

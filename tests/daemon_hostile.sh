@@ -11,6 +11,10 @@
 #   Content-Length with Transfer-Encoding, another coding) is answered 400
 #   malformed_request and its connection closed: the request smuggled in
 #   its body is never served.
+# - Every GET route answers HEAD with its headers and no body, so the next
+#   answer on a kept-alive connection starts right after them; an event
+#   stream answers HEAD 405.  An HTTP/1.1 request without Host, or with
+#   two, is answered 400 malformed_request; HTTP/1.0 needs none.
 # - Slow clients: connections that send one header line a second are cut
 #   at --request-timeout; one client address gets at most
 #   --max-connections-per-ip connections, so /healthz from another address
@@ -151,6 +155,77 @@ if grep -q '^ckptconv_http_requests_total{method="GET",route="/v1/jobs/{id}",cod
 else
 	pass "no smuggled request was served"
 fi
+
+# ---- HEAD and Host (RFC 9110 section 9.3.2, RFC 9112 section 3.2) -----------------------------
+# head_then_get PATH: on one kept-alive connection, HEAD PATH, then (once
+# the HEAD's answer has had 0.5 s to arrive whole) GET PATH with
+# Connection: close.  Prints the HEAD's status, whether the GET's answer
+# starts right after the HEAD's headers, the GET's status, and whether the
+# HEAD's Content-Length (if any) equals the GET's body length.
+head_then_get() {
+	"$PY" - "$DAEMON_PORT" "$1" <<'PYEOF'
+import socket, sys, time
+port, path = int(sys.argv[1]), sys.argv[2]
+s = socket.create_connection(("127.0.0.1", port), timeout=5)
+def read_for(seconds, until_close):
+    got, end = b"", time.time() + seconds
+    s.settimeout(0.1)
+    while time.time() < end:
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            continue
+        if not chunk:
+            break
+        got += chunk
+    return got
+s.sendall(f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+head = read_for(0.5, False)
+s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+rest = read_for(5, True)
+got = head + rest
+head_headers, _, after = got.partition(b"\r\n\r\n")
+head_status = head_headers.split(b" ", 2)[1].decode() if head_headers.startswith(b"HTTP/1.1 ") else "none"
+clean = after.startswith(b"HTTP/1.1 ")
+get_headers, _, get_body = after.partition(b"\r\n\r\n")
+get_status = get_headers.split(b" ", 2)[1].decode() if clean else "none"
+length = None
+for line in head_headers.split(b"\r\n")[1:]:
+    k, _, v = line.partition(b":")
+    if k.strip().lower() == b"content-length":
+        length = int(v.strip())
+same = "length-ok" if length is None or length == len(get_body) else f"length-{length}-vs-{len(get_body)}"
+print(head_status, "clean" if clean else "body:" + repr(after[:40]), get_status, same)
+PYEOF
+}
+post_job "$(job_json "$DATA/hf" "$DATA/head" native '{"dry_run": true}')"
+HJ=$(jget id)
+for route in /healthz /readyz /metrics /v1/version / /ui/app.js /v1/jobs "/v1/jobs/$HJ" "/v1/jobs/$HJ/tensors"; do
+	assert_eq "HEAD $route: its headers, no body; GET on the same connection answered next" \
+		"200 clean 200 length-ok" "$(head_then_get "$route")"
+done
+# (The 405's Content-Length is that of a GET's 405, not of the stream.)
+assert_eq "HEAD /v1/jobs/{id}/events: 405, no body, no chunked terminator; GET next answered" \
+	"405 clean 200" "$(head_then_get "/v1/jobs/$HJ/events" | cut -d' ' -f1-3)"
+OUT=$(raw "b'HEAD /v1/jobs/$HJ/events HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n'")
+case "$OUT" in
+"1 405 closed ") pass "HEAD /v1/jobs/{id}/events: 405 and nothing after its headers" ;;
+*) fail "HEAD /v1/jobs/{id}/events: 405 and nothing after its headers" "$OUT" ;;
+esac
+api HEAD "/v1/jobs/$HJ/events" -I
+assert_eq "HEAD /v1/jobs/{id}/events names GET in Allow" "405 GET" "$STATUS $(header Allow)"
+OUT=$(raw "b'GET /healthz HTTP/1.1\\r\\n\\r\\n'")
+case "$OUT" in
+*" 400 closed "*'"code":"malformed_request"'*) pass "HTTP/1.1 without Host: 400 malformed_request" ;;
+*) fail "HTTP/1.1 without Host: 400 malformed_request" "$OUT" ;;
+esac
+OUT=$(raw "b'GET /healthz HTTP/1.1\\r\\nHost: a\\r\\nHost: b\\r\\n\\r\\n'")
+case "$OUT" in
+"1 400 closed "*'"code":"malformed_request"'*'more than one Host'*) pass "two Host headers: 400 malformed_request" ;;
+*) fail "two Host headers: 400 malformed_request" "$OUT" ;;
+esac
+OUT=$(raw "b'GET /healthz HTTP/1.0\\r\\n\\r\\n'")
+assert_eq "HTTP/1.0 without Host: 200" "1 200 closed" "$(cut -d' ' -f1-3 <<<"$OUT")"
 daemon_stop
 
 # ---- slow clients ---------------------------------------------------------------------------

@@ -201,8 +201,16 @@ import os
 import struct
 import sys
 
-DTYPE_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
-              "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+# Bits per element of every dtype of the format (huggingface/safetensors).
+DTYPE_BITS = {"F64": 64, "F32": 32, "F16": 16, "BF16": 16, "I64": 64, "I32": 32, "I16": 16,
+              "I8": 8, "U8": 8, "BOOL": 8, "F8_E4M3": 8, "F8_E5M2": 8, "F8_E8M0": 8,
+              "U16": 16, "U32": 32, "U64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+              "C64": 64}
+
+
+def nbytes(dtype, shape):
+    """The bytes of a tensor (whole bytes: the format packs sub-byte dtypes)."""
+    return prod(shape) * DTYPE_BITS[dtype] // 8
 
 
 def read_header(path):
@@ -297,12 +305,12 @@ def rewrite(path, drop=(), rename=None, shape=None, dtype=None, add=None):
             continue
         b, e = t["data_offsets"]
         dt, sh = dtype.get(name, t["dtype"]), shape.get(name, t["shape"])
-        n = prod(sh) * DTYPE_SIZE[dt]
+        n = nbytes(dt, sh)
         out[rename.get(name, name)] = {"dtype": dt, "shape": sh,
                                        "data_offsets": [len(blob), len(blob) + n]}
         blob += (data[b:e] + bytes(n))[:n]
     for name, (dt, sh) in add.items():
-        n = prod(sh) * DTYPE_SIZE[dt]
+        n = nbytes(dt, sh)
         out[name] = {"dtype": dt, "shape": sh, "data_offsets": [len(blob), len(blob) + n]}
         blob += bytes((i * 7) & 0x3F for i in range(n))
     if meta is not None:

@@ -94,12 +94,14 @@ bool testckpt_remove(struct testckpt *tc, const char *name)
 
 uint64_t testckpt_nbytes(const struct testckpt_tensor *t)
 {
-	uint64_t n = dtype_size(t->dtype);
+	uint64_t n = 1, bytes = 0;
 	int d;
 
 	for (d = 0; d < t->ndim; d++)
 		n *= t->shape[d];
-	return n;
+	/* bits x elements / 8: whole bytes for the dtypes narrower than one */
+	(void)dtype_bytes(t->dtype, n, &bytes);
+	return bytes;
 }
 
 static uint64_t dim(const struct testckpt *tc, const char *key)

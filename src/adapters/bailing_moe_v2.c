@@ -136,13 +136,12 @@ static int add_row_slice(struct plan *p, const struct ckpt *c, uint32_t i, char 
 			 uint64_t row0, uint64_t nrows, struct err *e)
 {
 	const struct ckpt_tensor *t = &c->tensors[i];
-	uint64_t shape[2] = {nrows, t->shape[1]}, esize = dtype_size(t->dtype);
+	uint64_t shape[2] = {nrows, t->shape[1]};
 	long out = plan_add_tensor(p, name, t->dtype, 2, shape, e);
 	int rc = -1;
 
 	if (out >= 0)
-		rc = plan_add_contiguous(p, out, i, row0 * t->shape[1] * esize, 0,
-					 nrows * t->shape[1], t->dtype, t->dtype, e);
+		rc = moe_copy_elements(p, out, c, i, row0 * t->shape[1], 0, nrows * t->shape[1], e);
 	free(name);
 	return rc;
 }
@@ -262,8 +261,7 @@ static int fuse_qkv(struct plan *p, const struct ckpt *c, const struct qkv_group
 		    struct err *e)
 {
 	const struct ckpt_tensor *q = &c->tensors[grp->part[0]], *t;
-	uint64_t shape[2] = {0, q->ndim == 2 ? q->shape[1] : 0}, offset = 0,
-		 esize = dtype_size(q->dtype);
+	uint64_t shape[2] = {0, q->ndim == 2 ? q->shape[1] : 0}, offset = 0;
 	char *name;
 	long out;
 	int k;
@@ -292,10 +290,10 @@ static int fuse_qkv(struct plan *p, const struct ckpt *c, const struct qkv_group
 		return -1;
 	for (k = 0; k < 3; k++) {
 		t = &c->tensors[grp->part[k]];
-		if (plan_add_contiguous(p, out, (uint32_t)grp->part[k], 0, offset,
-					t->shape[0] * shape[1], t->dtype, t->dtype, e) < 0)
+		if (moe_copy_elements(p, out, c, (uint32_t)grp->part[k], 0, offset,
+				      t->shape[0] * shape[1], e) < 0)
 			return -1;
-		offset += t->shape[0] * shape[1] * esize;
+		offset += t->shape[0] * shape[1];
 	}
 	return 0;
 }

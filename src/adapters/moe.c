@@ -358,12 +358,36 @@ int moe_pass_through(struct plan *p, const struct ckpt *c, uint32_t i, const cha
 {
 	const struct ckpt_tensor *t = &c->tensors[i];
 	long out = plan_add_tensor(p, name, t->dtype, t->ndim, t->shape, e);
+	uint64_t nelems = 1;
+	int d;
 
 	if (out < 0)
 		return -1;
+	for (d = 0; d < t->ndim; d++)
+		nelems *= t->shape[d]; /* bounded: the header's sizes were checked */
 	plan_add_source(p, out, i);
-	return plan_add_contiguous(p, out, i, 0, 0, t->nbytes / dtype_size(t->dtype), t->dtype,
-				   t->dtype, e);
+	return moe_copy_elements(p, out, c, i, 0, 0, nelems, e);
+}
+
+int moe_copy_elements(struct plan *p, long out, const struct ckpt *c, uint32_t i, uint64_t src_elem,
+		      uint64_t dst_elem, uint64_t nelems, struct err *e)
+{
+	const struct ckpt_tensor *t = &c->tensors[i];
+	enum dtype el = dtype_element(t->dtype);
+	uint64_t src_off, dst_off, len;
+
+	if (!dtype_bytes(t->dtype, src_elem, &src_off) ||
+	    !dtype_bytes(t->dtype, dst_elem, &dst_off) || !dtype_bytes(t->dtype, nelems, &len) ||
+	    dtype_size(el) == 0) {
+		err_set_tensor(e, t->name);
+		return err_set(e, "quantized_input",
+			       "%s: %" PRIu64 " elements of %s from element %" PRIu64
+			       " do not start and end on whole bytes; ckptconv copies tensors of "
+			       "%s only in runs of whole bytes",
+			       t->name, nelems, dtype_name(t->dtype), src_elem,
+			       dtype_name(t->dtype));
+	}
+	return plan_add_contiguous(p, out, i, src_off, dst_off, len / dtype_size(el), el, el, e);
 }
 
 static int refuse_quantized(const struct ckpt *c, struct err *e)
@@ -561,6 +585,13 @@ static int check_expert(const struct ckpt *c, const struct moe_groups *g, long s
 	uint64_t cols = k == PROJ_DOWN ? d->moe_inter : d->hidden;
 	char shape[128];
 
+	if (dtype_copy_only(t->dtype)) {
+		err_set_tensor(e, t->name);
+		return err_set(e, "quantized_input",
+			       "%s: dtype %s is only ever copied byte for byte, and a routed "
+			       "expert's weights are transposed into the layer's grouped tensors",
+			       t->name, dtype_name(t->dtype));
+	}
 	if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols) {
 		moe_format_shape(t, shape, sizeof(shape));
 		err_set_tensor(e, t->name);

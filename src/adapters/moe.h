@@ -119,9 +119,16 @@ char *moe_rename(const char *name, const struct moe_rename *rules, size_t nrules
 
 /* ---- plan ---- */
 
-/* Source tensor i copied unchanged as output tensor `name`. */
+/* Source tensor i copied unchanged as output tensor `name`, whatever its
+ * dtype (those narrower than a byte as bytes). */
 int moe_pass_through(struct plan *p, const struct ckpt *c, uint32_t i, const char *name,
 		     struct err *e);
+/* Elements [src_elem, src_elem + nelems) of source tensor i copied into
+ * output tensor `out` from element dst_elem on.  For a dtype narrower than
+ * a byte the run must start and end on whole bytes, else quantized_input
+ * naming the tensor and dtype. */
+int moe_copy_elements(struct plan *p, long out, const struct ckpt *c, uint32_t i,
+		      uint64_t src_elem, uint64_t dst_elem, uint64_t nelems, struct err *e);
 
 /* HF -> native: the routed experts of every MoE layer, collected by
  * expert and projection, then stacked into the layer's grouped tensors. */

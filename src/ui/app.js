@@ -245,6 +245,10 @@
       job = Object.assign({}, job, { state: 'running', progress: ev.data });
     } else if (ev.event === 'state') {
       job = ev.data;
+    } else if (ev.event === 'shutdown') {
+      // The service is stopping: the job stays queued for its next start.
+      if (!job) return;
+      job = Object.assign({}, job, { state: ev.data.state });
     } else {
       return;
     }
