@@ -11,6 +11,7 @@
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <expat.h>
 #include <jansson.h>
 #include <netdb.h>
@@ -24,6 +25,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ckptconv/aws_fetch.h"
 #include "ckptconv/err.h"
@@ -551,29 +553,52 @@ static struct request service_request(const char *method, const char *url, const
 	return rq;
 }
 
-/* A token file's content, trailing white space dropped; *out malloc'd. */
+/* A token file's content, trailing white space dropped; *out malloc'd.
+ * Opened without blocking, so that a FIFO or a device is refused by the
+ * check of its type instead of holding the thread in open(2). */
 static int read_token_file(const char *path, const char *source, char **out, struct err *e)
 {
 	struct stat st;
 	char *buf = NULL;
-	size_t n;
-	FILE *f;
-	int rc = -1;
+	size_t n = 0;
+	ssize_t got;
+	int fd, rc = -1;
 
 	*out = NULL;
-	f = fopen(path, "r");
-	if (!f)
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
 		return err_set_errno(e, "s3_credentials", errno,
 				     "%s: cannot read the token file %s", source, path);
-	if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode) ||
-	    (uint64_t)st.st_size > AWS_TOKEN_FILE_MAX) {
-		err_set(e, "s3_credentials",
-			"%s: the token file %s is not a regular file of at most %zu bytes", source,
-			path, AWS_TOKEN_FILE_MAX);
+	if (fstat(fd, &st) < 0) {
+		err_set_errno(e, "s3_credentials", errno, "%s: cannot read the token file %s",
+			      source, path);
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		err_set(e, "s3_credentials", "%s: the token file %s is not a regular file", source,
+			path);
+		goto out;
+	}
+	if ((uint64_t)st.st_size > AWS_TOKEN_FILE_MAX) {
+		err_set(e, "s3_credentials", "%s: the token file %s is larger than %zu bytes",
+			source, path, AWS_TOKEN_FILE_MAX);
 		goto out;
 	}
 	buf = xmalloc(AWS_TOKEN_FILE_MAX + 1);
-	n = fread(buf, 1, AWS_TOKEN_FILE_MAX, f);
+	while (n < AWS_TOKEN_FILE_MAX) {
+		got = read(fd, buf + n, AWS_TOKEN_FILE_MAX - n);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			err_set_errno(e, "s3_credentials", errno,
+				      "%s: cannot read the token file %s", source, path);
+			secret_free(buf);
+			goto out;
+		}
+		if (got == 0)
+			break;
+		n += (size_t)got;
+	}
 	while (n && isspace((unsigned char)buf[n - 1]))
 		n--;
 	buf[n] = '\0';
@@ -587,7 +612,7 @@ static int read_token_file(const char *path, const char *source, char **out, str
 	*out = buf;
 	rc = 0;
 out:
-	fclose(f);
+	close(fd);
 	return rc;
 }
 

@@ -10,12 +10,14 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "ckptconv/aws_profile.h"
 #include "ckptconv/err.h"
@@ -360,36 +362,50 @@ out:
 	return rc;
 }
 
-/* One file's text into the set; a missing file adds nothing. */
+/* One file's text into the set; a missing file adds nothing.  Opened
+ * without blocking, so that a FIFO or a device is refused by the check of
+ * its type instead of holding the thread in open(2). */
 static int load_file(struct aws_profiles *ps, enum aws_profile_file kind, const char *path,
 		     struct err *e)
 {
 	struct stat st;
 	char *text = NULL;
-	size_t len;
-	FILE *f;
-	int rc = -1;
+	size_t len = 0;
+	ssize_t got;
+	int fd, rc = -1;
 
 	if (!path || !*path)
 		return 0;
-	f = fopen(path, "r");
-	if (!f && (errno == ENOENT || errno == ENOTDIR))
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0 && (errno == ENOENT || errno == ENOTDIR))
 		return 0;
-	if (!f)
-		return err_set_errno(e, "s3_credentials", errno, "cannot open %s", path);
-	if (fstat(fileno(f), &st) < 0) {
-		err_set_errno(e, "s3_credentials", errno, "cannot read %s", path);
+	if (fd < 0)
+		return err_set_errno(e, "s3_credentials", errno, "shared files: cannot open %s",
+				     path);
+	if (fstat(fd, &st) < 0) {
+		err_set_errno(e, "s3_credentials", errno, "shared files: cannot read %s", path);
 		goto out;
 	}
-	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > AWS_PROFILE_FILE_MAX) {
-		err_set(e, "s3_credentials", "%s is not a regular file of at most %zu bytes", path,
-			AWS_PROFILE_FILE_MAX);
+	if (!S_ISREG(st.st_mode)) {
+		err_set(e, "s3_credentials", "shared files: %s is not a regular file", path);
+		goto out;
+	}
+	if ((uint64_t)st.st_size > AWS_PROFILE_FILE_MAX) {
+		err_set(e, "s3_credentials", "shared files: %s is larger than %zu bytes",
+			path, AWS_PROFILE_FILE_MAX);
 		goto out;
 	}
 	text = xmalloc((size_t)st.st_size + 1);
-	len = fread(text, 1, (size_t)st.st_size + 1, f);
-	if (ferror(f) || len > (size_t)st.st_size) {
-		err_set(e, "s3_credentials", "%s changed or failed while it was read", path);
+	for (;;) {
+		got = read(fd, text + len, (size_t)st.st_size + 1 - len);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0 || (len += (size_t)got) > (size_t)st.st_size)
+			break;
+	}
+	if (got < 0 || len > (size_t)st.st_size) {
+		err_set(e, "s3_credentials", "shared files: %s changed or failed while it was read",
+			path);
 		goto out;
 	}
 	rc = aws_profiles_parse(ps, kind, text, len, path, e);
@@ -398,7 +414,7 @@ out:
 		explicit_bzero(text, (size_t)st.st_size + 1);
 		free(text);
 	}
-	fclose(f);
+	close(fd);
 	return rc;
 }
 

@@ -712,6 +712,42 @@ START_TEST(chain_web_identity_local_errors)
 }
 END_TEST
 
+/* A FIFO given as any of the files is refused at once by its type (open
+ * does not wait for a writer). */
+START_TEST(chain_fifo_files)
+{
+	char *fifo = test_path(home, "fifo");
+	char want[600];
+
+	ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+	setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/ckptconv", 1);
+	setenv("AWS_WEB_IDENTITY_TOKEN_FILE", fifo, 1);
+	setenv("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:1", 1);
+	snprintf(want, sizeof(want),
+		 "web identity (STS at http://127.0.0.1:1): the token file %s is not a regular "
+		 "file",
+		 fifo);
+	chain_fails(want);
+	unsetenv("AWS_ROLE_ARN");
+	unsetenv("AWS_WEB_IDENTITY_TOKEN_FILE");
+	setenv("AWS_SHARED_CREDENTIALS_FILE", fifo, 1);
+	snprintf(want, sizeof(want), "shared files: %s is not a regular file", fifo);
+	chain_fails(want);
+	unsetenv("AWS_SHARED_CREDENTIALS_FILE");
+	setenv("AWS_CONFIG_FILE", fifo, 1);
+	chain_fails(want);
+	unsetenv("AWS_CONFIG_FILE");
+	setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:1/creds", 1);
+	setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", fifo, 1);
+	snprintf(want, sizeof(want),
+		 "container credentials (http://127.0.0.1:1/creds): the token file %s is not a "
+		 "regular file",
+		 fifo);
+	chain_fails(want);
+	free(fifo);
+}
+END_TEST
+
 START_TEST(chain_container_refused_host)
 {
 	setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://192.0.2.1/creds", 1);
@@ -765,6 +801,7 @@ static Suite *aws_credentials_suite(void)
 	tcase_add_test(tch, chain_shared_files);
 	tcase_add_test(tch, chain_file_variables);
 	tcase_add_test(tch, chain_web_identity_local_errors);
+	tcase_add_test(tch, chain_fifo_files);
 	tcase_add_test(tch, chain_container_refused_host);
 	tcase_add_test(tch, chain_nothing);
 	suite_add_tcase(s, tch);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ckptconv/aws_profile.h"
 #include "ckptconv/err.h"
@@ -277,7 +278,14 @@ START_TEST(load_files)
 	test_write_file(big, text, AWS_PROFILE_FILE_MAX + 1);
 	free(text);
 	ck_assert_int_eq(aws_profiles_load(NULL, big, &loaded, &e), -1);
-	ck_assert_ptr_nonnull(strstr(e.msg, "at most"));
+	ck_assert_ptr_nonnull(strstr(e.msg, "is larger than 4194304 bytes"));
+	err_clear(&e);
+	/* a FIFO is refused by its type, without waiting for a writer */
+	ck_assert_int_eq(mkfifo(missing, 0600), 0);
+	ck_assert_int_eq(aws_profiles_load(NULL, missing, &loaded, &e), -1);
+	ck_assert_str_eq(e.code, "s3_credentials");
+	ck_assert_ptr_nonnull(strstr(e.msg, "shared files: "));
+	ck_assert_ptr_nonnull(strstr(e.msg, "/missing is not a regular file"));
 	err_clear(&e);
 	/* a malformed credentials file names itself */
 	write_text(cred, "[dev]\nbroken line\n");

@@ -240,6 +240,18 @@ assert_eq "instance metadata that never answers: one try of 1 s, then given up" 
 refused "instance metadata port closed" "instance metadata (http://127.0.0.1:$CLOSED_PORT): PUT http://127.0.0.1:$CLOSED_PORT/latest/api/token failed" \
 	AWS_EC2_METADATA_DISABLED=false AWS_EC2_METADATA_SERVICE_ENDPOINT="http://127.0.0.1:$CLOSED_PORT"
 
+# A FIFO as any of the files is refused by its type at once (nothing
+# writes to it: opening it for reading must not wait for a writer).
+mkfifo "$TEST_TMP/fifo"
+refused "a FIFO as the web identity token file" "web identity (STS at $STS_URL): the token file $TEST_TMP/fifo is not a regular file" \
+	"${WEB[@]}" AWS_WEB_IDENTITY_TOKEN_FILE="$TEST_TMP/fifo"
+refused "a FIFO as the container authorization token file" "container credentials ($CONTAINER_URL): the token file $TEST_TMP/fifo is not a regular file" \
+	"${CTR[@]}" AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="$TEST_TMP/fifo"
+refused "a FIFO as the shared credentials file" "shared files: $TEST_TMP/fifo is not a regular file" \
+	AWS_SHARED_CREDENTIALS_FILE="$TEST_TMP/fifo"
+refused "a FIFO as the shared config file" "shared files: $TEST_TMP/fifo is not a regular file" \
+	AWS_CONFIG_FILE="$TEST_TMP/fifo"
+
 refused "a profile that does not exist" "shared files: profile 'nosuch' (AWS_PROFILE) is in neither $CREDS_HOME/.aws/config nor $CREDS_HOME/.aws/credentials" \
 	AWS_PROFILE=nosuch "${CTR[@]}"
 refused "nothing configured" "no credentials: none in the environment (AWS_ACCESS_KEY_ID)"
