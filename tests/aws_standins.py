@@ -31,7 +31,8 @@ STATE_DIR/control.json (read at every request) sets their behaviour:
                   "ok" (default), "error" (the service's error answer),
                   "malformed" (an answer that is not what the API describes),
                   "expired" (credentials that expired an hour ago), "hang"
-                  (no answer for 60 s), "unavailable" (HTTP 500), and for
+                  (no answer for 60 s; STS logs a "hang" event), "unavailable"
+                  (HTTP 500), and for
                   imds "no_role" (no role attached)
 
 Every issue, refusal and S3 request goes to STATE_DIR/events.jsonl, one JSON
@@ -135,6 +136,7 @@ class Sts(Handler):
         ctl = control()
         mode = ctl.get("sts", "ok")
         if mode == "hang":
+            event(event="hang", source="STS")
             return self.hang()
         if mode == "unavailable":
             return self.send(500, "internal error")
