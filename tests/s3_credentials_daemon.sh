@@ -16,12 +16,12 @@
 # credentials_source "web_identity"; no secret or token appears in the
 # answers, the debug log, the job records or /metrics.
 #
-# Then another service whose web identity token file is a FIFO nothing
-# writes to: a submission from the store is refused at once with
-# s3_credentials naming the file, and a local job submitted after it is
-# accepted and runs.  With the file made a regular one and STS not
-# answering, a local job submitted while two submissions from the store
-# wait for credentials is answered before them.
+# Then two more services.  In one, a job from a local directory to the
+# store is the first to need credentials (fetched once it runs): it too
+# says credentials_source "web_identity".  In the other, the web identity
+# token file is a FIFO nothing writes to: a submission from the store is
+# refused at once with s3_credentials naming the file, and a local job
+# submitted after it is accepted and runs.
 
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.sh"
@@ -159,7 +159,18 @@ with_web_identity() {
 	unset AWS_ROLE_ARN AWS_WEB_IDENTITY_TOKEN_FILE AWS_ENDPOINT_URL_S3
 }
 
+daemon_stop
 cp -r "$G/hf" "$DATA/tiny-hf"
+STATE=$TEST_TMP/state-local
+with_web_identity "$CREDS_HOME/token" daemon_start --allow-s3 s3://dst-bkt/jobs/ \
+	--allow-s3-endpoint "$S3_FRONT"
+if submit "local to store job" "$DATA/tiny-hf" s3://dst-bkt/jobs/from-local/ native \
+	"{\"s3\": $S3_OPTS}"; then
+	expect_job "local to store job succeeds" "$JOB" succeeded 60
+	assert_eq "local to store job: credentials_source" web_identity \
+		"$(job_field "$JOB" credentials_source)"
+fi
+
 daemon_stop
 mkfifo "$TEST_TMP/token-fifo"
 STATE=$TEST_TMP/state-fifo
