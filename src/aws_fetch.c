@@ -36,6 +36,26 @@
 
 /* ---- answers ---- */
 
+int aws_credential_text_check(const char *source, const char *what, const char *value,
+			      struct err *e)
+{
+	const unsigned char *p;
+
+	if (!value || !*value)
+		return err_set(e, "s3_credentials", "%s: the %s is malformed: it is empty", source,
+			       what);
+	for (p = (const unsigned char *)value; *p; p++)
+		if (*p < 0x20 || *p > 0x7e)
+			return err_set(e, "s3_credentials",
+				       "%s: the %s is malformed: byte %zu is %s (0x%02x), not "
+				       "printable ASCII",
+				       source, what, (size_t)(p - (const unsigned char *)value) + 1,
+				       *p < 0x20 || *p == 0x7f ? "a control character" :
+								 "outside ASCII",
+				       *p);
+	return 0;
+}
+
 bool aws_parse_time(const char *text, time_t *out)
 {
 	struct tm tm = {0};
@@ -679,12 +699,8 @@ int aws_container_fetch(const struct aws_container_config *c, struct aws_credent
 		return -1;
 	if (!token && c->token)
 		token = xstrdup(c->token);
-	if (token && strpbrk(token, "\r\n")) {
-		err_set(e, "s3_credentials",
-			"%s: the authorization token holds a line break, which a header cannot",
-			source);
+	if (token && aws_credential_text_check(source, "authorization token", token, e) < 0)
 		goto out;
-	}
 	if (token && asprintf(&header, "Authorization: %s", token) < 0)
 		abort();
 	rq = service_request("GET", c->url, c->ca_bundle);

@@ -32,8 +32,9 @@ STATE_DIR/control.json (read at every request) sets their behaviour:
                   "malformed" (an answer that is not what the API describes),
                   "expired" (credentials that expired an hour ago), "hang"
                   (no answer for 60 s; STS logs a "hang" event), "unavailable"
-                  (HTTP 500), and for
-                  imds "no_role" (no role attached)
+                  (HTTP 500), "crlf" (a session token "tok-<16 hex>", CR, LF,
+                  "X-Injected: yes"), and for imds "no_role" (no role
+                  attached)
 
 Every issue, refusal and S3 request goes to STATE_DIR/events.jsonl, one JSON
 object a line: {"event": "issue", "source", "key", "expires", "secret",
@@ -94,6 +95,8 @@ def issue(source, extra=None):
     expires = now - 3600 if mode == "expired" else now + lifetime
     cred = {"secret": "sec-%s-%s" % (key, secrets.token_hex(8)),
             "token": "tok-%s-%s" % (key, secrets.token_hex(24)), "expires": expires}
+    if mode == "crlf":  # a session token that would forge a header
+        cred["token"] = "tok-%s\r\nX-Injected: yes" % secrets.token_hex(8)
     with LOCK:
         ISSUED[key] = cred
     event(event="issue", source=source, key=key, expires=round(expires, 3), secret=cred["secret"],

@@ -203,6 +203,61 @@ START_TEST(json_answers)
 }
 END_TEST
 
+/* Keys and tokens go into headers: one byte outside printable ASCII
+ * makes them malformed, and the value is never quoted. */
+START_TEST(credential_text)
+{
+	struct err e = {0};
+
+	ck_assert_int_eq(aws_credential_text_check("s", "session token", "Fwo/+=Tok en~", &e), 0);
+	ck_assert_ptr_null(e.code);
+	ck_assert_int_eq(
+		aws_credential_text_check("environment", "session token", "tok\r\nX-I: 1", &e), -1);
+	ck_assert_str_eq(e.code, "s3_credentials");
+	ck_assert_str_eq(e.msg, "environment: the session token is malformed: byte 4 is a "
+				"control character (0x0d), not printable ASCII");
+	err_clear(&e);
+	ck_assert_int_eq(aws_credential_text_check("c", "access key id", "AKID\x7f", &e), -1);
+	ck_assert_str_eq(e.msg, "c: the access key id is malformed: byte 5 is a control "
+				"character (0x7f), not printable ASCII");
+	err_clear(&e);
+	ck_assert_int_eq(aws_credential_text_check("c", "secret access key", "s\xc3\xa9", &e), -1);
+	ck_assert_str_eq(e.msg, "c: the secret access key is malformed: byte 2 is outside ASCII "
+				"(0xc3), not printable ASCII");
+	err_clear(&e);
+	ck_assert_int_eq(aws_credential_text_check("c", "access key id", "", &e), -1);
+	ck_assert_str_eq(e.msg, "c: the access key id is malformed: it is empty");
+	err_clear(&e);
+}
+END_TEST
+
+/* A custom source's answer goes through the same check. */
+static int crlf_source(void *arg, struct aws_credentials_answer *out, struct err *e)
+{
+	(void)arg;
+	(void)e;
+	out->access_key_id = xstrdup("ASIA\nX");
+	out->secret_access_key = xstrdup("s");
+	out->session_token = xstrdup("t");
+	out->expiration = 0;
+	return 0;
+}
+
+START_TEST(provider_refuses_malformed_answer)
+{
+	struct aws_credentials *p = aws_credentials_new_custom("crlf", crlf_source, NULL);
+	const struct aws_credentials_snapshot *s = NULL;
+	struct err e = {0};
+
+	ck_assert_int_eq(aws_credentials_get(p, &s, &e), -1);
+	ck_assert_ptr_null(s);
+	ck_assert_str_eq(e.msg, "crlf: the access key id is malformed: byte 5 is a control "
+				"character (0x0a), not printable ASCII");
+	ck_assert_ptr_null(aws_credentials_source(p));
+	aws_credentials_unref(p);
+}
+END_TEST
+
 START_TEST(container_urls)
 {
 	static const char *const allowed[] = {
@@ -784,6 +839,7 @@ static Suite *aws_credentials_suite(void)
 	tcase_add_test(tc, sts_answers);
 	tcase_add_test(tc, sts_answer_too_deep);
 	tcase_add_test(tc, json_answers);
+	tcase_add_test(tc, credential_text);
 	tcase_add_test(tc, container_urls);
 	tcase_add_test(tc, container_url_choice);
 	tcase_add_test(tc, sts_endpoints);
@@ -795,6 +851,7 @@ static Suite *aws_credentials_suite(void)
 	tcase_add_test(tp, provider_expire);
 	tcase_add_test(tp, provider_expired_answer);
 	tcase_add_test(tp, provider_threads);
+	tcase_add_test(tp, provider_refuses_malformed_answer);
 	suite_add_tcase(s, tp);
 	tcase_add_checked_fixture(tch, env_setup, env_teardown);
 	tcase_add_test(tch, chain_environment);

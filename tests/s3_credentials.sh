@@ -9,7 +9,8 @@
 # credentials and config profiles, the container endpoint with a token file
 # or a token, IMDSv2), then all of them at once, dropped one by one
 # (precedence); then the failures, each an s3_credentials error naming the
-# source, with nothing written: STS, container and instance metadata
+# source, with nothing written: keys and tokens that hold a control
+# character (from each source), STS, container and instance metadata
 # errors, malformed answers, expired credentials, timeouts, a closed port,
 # a container host that is not allowed, a profile that does not exist,
 # nothing configured.  No secret or token appears in any output.
@@ -214,8 +215,37 @@ refused "the container endpoint refuses the role" "container credentials ($CONTA
 standins_control "$CONTROL"
 refused "a container host that is not allowed over http" "names host 192.0.2.10 over http; only loopback" \
 	AWS_CONTAINER_CREDENTIALS_FULL_URI=http://192.0.2.10/creds
+
+# ---- keys and tokens that would forge a header: refused by every source ----
+
 printf 'ctr\r\nX-Injected: 1' >"$TEST_TMP/crlf-token"
-refused "a container token with a line break" "the authorization token holds a line break" \
+CR_TOKEN=$(printf 'tok\r\nX-Injected: yes')
+refused "a session token with CR LF in the environment" "environment: the session token is malformed: byte 4 is a control character (0x0d), not printable ASCII" \
+	AWS_ACCESS_KEY_ID=ASIAENVTEMP AWS_SECRET_ACCESS_KEY="$ENV_SECRET" AWS_SESSION_TOKEN="$CR_TOKEN"
+refused "an access key id with CR LF in the environment" "environment: the access key id is malformed: byte 7 is a control character (0x0d), not printable ASCII" \
+	AWS_ACCESS_KEY_ID="$(printf 'AKIDEN\r\nX-Injected: yes')" AWS_SECRET_ACCESS_KEY="$ENV_SECRET"
+refused "a secret key outside ASCII in the environment" "environment: the secret access key is malformed: byte 1 is outside ASCII (0xc3), not printable ASCII" \
+	AWS_ACCESS_KEY_ID=AKIDENVSTATIC AWS_SECRET_ACCESS_KEY="$(printf '\303\251t\303\251')"
+cat >"$TEST_TMP/continued-credentials" <<EOF
+[ci]
+aws_access_key_id = AKIDFILEPROFILE
+aws_secret_access_key = $FILE_SECRET
+aws_session_token = tok
+  X-Injected: yes
+EOF
+refused "a session token continued over two lines in the shared files" "shared_files: the session token is malformed: byte 4 is a control character (0x0a), not printable ASCII" \
+	AWS_PROFILE=ci AWS_SHARED_CREDENTIALS_FILE="$TEST_TMP/continued-credentials"
+# The services' session tokens: "tok-" and 16 hex digits, then CR LF (STS's
+# XML makes the CR LF one LF).
+standins_control "${CONTROL%\}}, \"sts\": \"crlf\", \"container\": \"crlf\", \"imds\": \"crlf\"}"
+refused "STS answers a session token with CR LF" "web_identity: the session token is malformed: byte 21 is a control character (0x0a), not printable ASCII" \
+	"${WEB[@]}"
+refused "the container endpoint answers a Token with CR LF" "container: the session token is malformed: byte 21 is a control character (0x0d), not printable ASCII" \
+	"${CTR[@]}"
+refused "instance metadata answers a Token with CR LF" "instance_metadata: the session token is malformed: byte 21 is a control character (0x0d), not printable ASCII" \
+	"${IMDS[@]}"
+standins_control "$CONTROL"
+refused "a container authorization token with CR LF" "container credentials ($CONTAINER_URL): the authorization token is malformed: byte 4 is a control character (0x0d), not printable ASCII" \
 	"${CTR[@]}" AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="$TEST_TMP/crlf-token"
 
 standins_control "${CONTROL%\}}, \"imds\": \"no_role\"}"
