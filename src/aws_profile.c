@@ -16,8 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ckptconv/aws_profile.h"
@@ -58,6 +60,7 @@ struct aws_profiles {
 	 * of any shape is read in time linear in its size. */
 	struct slot *slots;
 	size_t nslots, used; /* nslots a power of two, used < nslots / 2 */
+	uint64_t seed;
 };
 
 static void profile_fini(struct profile *p)
@@ -77,7 +80,14 @@ static void profile_fini(struct profile *p)
 
 struct aws_profiles *aws_profiles_new(void)
 {
-	return xcalloc(1, sizeof(struct aws_profiles));
+	struct aws_profiles *ps = xcalloc(1, sizeof(struct aws_profiles));
+	struct timespec ts;
+
+	if (getrandom(&ps->seed, sizeof(ps->seed), GRND_NONBLOCK) != (ssize_t)sizeof(ps->seed)) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ps->seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uintptr_t)ps;
+	}
+	return ps;
 }
 
 void aws_profiles_free(struct aws_profiles *ps)
@@ -94,8 +104,11 @@ void aws_profiles_free(struct aws_profiles *ps)
 }
 
 /* FNV-1a of the profile's place and the name (folded to lower case for a
- * property: property names are case-insensitive). */
-static uint64_t name_hash(size_t profile, const char *name, size_t len)
+ * property: property names are case-insensitive), mixed with the set's
+ * random seed by the splitmix64 finaliser, so that a file cannot be made
+ * of names that all fall in one run of the table. */
+static uint64_t name_hash(const struct aws_profiles *ps, size_t profile, const char *name,
+			  size_t len)
 {
 	uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)profile;
 	size_t i;
@@ -106,7 +119,10 @@ static uint64_t name_hash(size_t profile, const char *name, size_t len)
 		h ^= profile == NO_PROFILE ? c : (unsigned char)tolower(c);
 		h *= 0x100000001b3ULL;
 	}
-	return h;
+	h ^= ps->seed;
+	h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+	return h ^ (h >> 31);
 }
 
 static bool slot_matches(const struct aws_profiles *ps, const struct slot *sl, size_t profile,
@@ -139,7 +155,7 @@ static struct slot *find_slot(const struct aws_profiles *ps, size_t profile, con
 static void index_insert(struct aws_profiles *ps, size_t profile, const char *name, size_t index)
 {
 	size_t len = strlen(name);
-	uint64_t hash = name_hash(profile, name, len);
+	uint64_t hash = name_hash(ps, profile, name, len);
 	struct slot *sl = find_slot(ps, profile, name, len, hash);
 
 	sl->profile = profile;
@@ -184,7 +200,8 @@ static struct profile *find_profile(const struct aws_profiles *ps, const char *n
 
 	if (!ps->nslots)
 		return NULL;
-	sl = find_slot(ps, NO_PROFILE, name, strlen(name), name_hash(NO_PROFILE, name, strlen(name)));
+	sl = find_slot(ps, NO_PROFILE, name, strlen(name),
+		       name_hash(ps, NO_PROFILE, name, strlen(name)));
 	return sl->used ? &ps->profiles[sl->index] : NULL;
 }
 
@@ -212,7 +229,7 @@ static struct property *find_property(const struct aws_profiles *ps, size_t prof
 
 	if (!ps->nslots)
 		return NULL;
-	sl = find_slot(ps, profile, name, len, name_hash(profile, name, len));
+	sl = find_slot(ps, profile, name, len, name_hash(ps, profile, name, len));
 	return sl->used ? &ps->profiles[profile].props[sl->index] : NULL;
 }
 
@@ -318,12 +335,12 @@ struct reader {
 	enum aws_profile_file kind;
 	const char *where;
 	unsigned line;
-	bool in_section;       /* a section line was seen */
-	ssize_t profile;       /* index of the current profile, -1: a skipped section */
-	bool have_property;    /* the last definition was a property */
-	bool sub_properties;   /* ... with an empty value: indented lines are sub-properties */
-	ssize_t prop;	       /* ... its index in the profile (-1: not kept, in a
-				* skipped section or name) */
+	bool in_section;     /* a section line was seen */
+	ssize_t profile;     /* index of the current profile, -1: a skipped section */
+	bool have_property;  /* the last definition was a property */
+	bool sub_properties; /* ... with an empty value: indented lines are sub-properties */
+	ssize_t prop;	     /* ... its index in the profile (-1: not kept, in a
+			      * skipped section or name) */
 };
 
 static int bad_line(struct reader *r, struct err *e, const char *what)
@@ -399,9 +416,9 @@ static int property_line(struct reader *r, const char *s, size_t len, struct err
 	r->sub_properties = value_len == 0;
 	r->prop = -1;
 	if (r->profile >= 0 && valid_name(name, name_len))
-		r->prop = set_property(r->ps, (size_t)r->profile, name, name_len, value,
-				       value_len) -
-			  r->ps->profiles[r->profile].props;
+		r->prop =
+			set_property(r->ps, (size_t)r->profile, name, name_len, value, value_len) -
+			r->ps->profiles[r->profile].props;
 	return 0;
 }
 
@@ -528,8 +545,8 @@ static int load_file(struct aws_profiles *ps, enum aws_profile_file kind, const 
 		goto out;
 	}
 	if ((uint64_t)st.st_size > AWS_PROFILE_FILE_MAX) {
-		err_set(e, "s3_credentials", "shared files: %s is larger than %zu bytes",
-			path, AWS_PROFILE_FILE_MAX);
+		err_set(e, "s3_credentials", "shared files: %s is larger than %zu bytes", path,
+			AWS_PROFILE_FILE_MAX);
 		goto out;
 	}
 	text = xmalloc((size_t)st.st_size + 1);
@@ -579,10 +596,9 @@ const char *aws_profiles_get(const struct aws_profiles *ps, const char *profile,
 			     const char *property)
 {
 	const struct profile *p = profile ? find_profile(ps, profile) : NULL;
-	const struct property *prop =
-		p && property ? find_property(ps, (size_t)(p - ps->profiles), property,
-					      strlen(property)) :
-				NULL;
+	const struct property *prop = p && property ? find_property(ps, (size_t)(p - ps->profiles),
+								    property, strlen(property)) :
+						      NULL;
 
 	return prop ? prop->value : NULL;
 }
