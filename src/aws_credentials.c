@@ -572,8 +572,7 @@ static void install_locked(struct aws_credentials *p, struct aws_credentials_ans
 
 /* Every source's answer: keys and token that can go into a request's
  * headers (no CR or LF to start a header of their own). */
-static int answer_check(const char *source, const struct aws_credentials_answer *a,
-			struct err *e)
+static int answer_check(const char *source, const struct aws_credentials_answer *a, struct err *e)
 {
 	if (aws_credential_text_check(source, "access key id", a->access_key_id, e) < 0 ||
 	    aws_credential_text_check(source, "secret access key", a->secret_access_key, e) < 0 ||
