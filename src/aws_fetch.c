@@ -90,6 +90,33 @@ bool aws_parse_time(const char *text, time_t *out)
 	return true;
 }
 
+/* A service's text for an error: at most size - 1 bytes of it, each
+ * control character (a CR or LF would forge a log line) made '?'. */
+static const char *service_text(const char *text, char *buf, size_t size)
+{
+	size_t i;
+
+	for (i = 0; text[i] && i + 1 < size; i++)
+		buf[i] = (unsigned char)text[i] < 0x20 || text[i] == 0x7f ? '?' : text[i];
+	buf[i] = '\0';
+	return buf;
+}
+
+/* Overwrites every copy of `secret` in an answer with '*' (a service that
+ * echoes the token it was sent must not put it in an error). */
+static void scrub(char *data, size_t len, const char *secret)
+{
+	size_t n = secret ? strlen(secret) : 0;
+	char *p = data, *end = data + len;
+
+	if (!data || n < 4)
+		return;
+	while ((size_t)(end - p) >= n && (p = memmem(p, (size_t)(end - p), secret, n))) {
+		memset(p, '*', n);
+		p += n;
+	}
+}
+
 /* The fields of STS's answer, collected by element path. */
 struct sts_walk {
 	char path[256];
@@ -181,12 +208,15 @@ int aws_sts_answer_parse(const char *body, size_t len, long status, const char *
 	xml = len <= INT32_MAX && XML_Parse(p, body, (int)len, 1) == XML_STATUS_OK && !w.too_deep;
 	XML_ParserFree(p);
 	if (status != 200 || w.is_error) {
+		char code[65], message[201];
+
 		if (xml && w.fields[4])
 			err_set(e, "s3_credentials",
 				"web identity (STS at %s): AssumeRoleWithWebIdentity answered HTTP "
-				"%ld %.64s (%.200s)",
-				where, status, w.fields[4],
-				w.fields[5] ? w.fields[5] : "no message");
+				"%ld %s (%s)",
+				where, status, service_text(w.fields[4], code, sizeof(code)),
+				service_text(w.fields[5] ? w.fields[5] : "no message", message,
+					     sizeof(message)));
 		else
 			err_set(e, "s3_credentials",
 				"web identity (STS at %s): AssumeRoleWithWebIdentity answered HTTP "
@@ -245,8 +275,13 @@ int aws_credentials_json_parse(const char *body, size_t len, const char *source,
 	}
 	code = json_field(o, "Code");
 	if (code && strcmp(code, "Success") != 0) {
-		err_set(e, "s3_credentials", "%s: the answer's Code is %.64s (%.200s)", source,
-			code, json_field(o, "Message") ? json_field(o, "Message") : "no message");
+		char code_text[65], message[201];
+
+		err_set(e, "s3_credentials", "%s: the answer's Code is %s (%s)", source,
+			service_text(code, code_text, sizeof(code_text)),
+			service_text(json_field(o, "Message") ? json_field(o, "Message") :
+								"no message",
+				     message, sizeof(message)));
 		goto out;
 	}
 	key = json_field(o, "AccessKeyId");
@@ -671,6 +706,8 @@ int aws_sts_fetch(const struct aws_sts_config *c, struct aws_credentials_answer 
 	rq.body = body;
 	if (send_request(&rq, source, sts_transient_answer, &r, e) < 0)
 		goto out;
+	scrub(r.data, r.len, token);
+	scrub(r.data, r.len, enc_token);
 	rc = aws_sts_answer_parse(r.data ? r.data : "", r.len, r.status, c->endpoint, out, e);
 out:
 	reply_fini(&r);
@@ -709,14 +746,20 @@ int aws_container_fetch(const struct aws_container_config *c, struct aws_credent
 	rq.direct = true;
 	if (send_request(&rq, source, NULL, &r, e) < 0)
 		goto out;
+	scrub(r.data, r.len, token);
 	if (r.status != 200) {
 		json_t *o = json_loadb(r.data ? r.data : "", r.len, 0, NULL);
 		const char *code = json_is_object(o) ? json_field(o, "code") : NULL;
 		const char *message = json_is_object(o) ? json_field(o, "message") : NULL;
 
-		err_set(e, "s3_credentials", "%s: GET answered HTTP %ld%s%.64s%s%.200s%s", source,
-			r.status, code ? " " : "", code ? code : "", message ? " (" : "",
-			message ? message : "", message ? ")" : "");
+		char code_text[65], message_text[201];
+
+		err_set(e, "s3_credentials", "%s: GET answered HTTP %ld%s%s%s%s%s", source,
+			r.status, code ? " " : "",
+			service_text(code ? code : "", code_text, sizeof(code_text)),
+			message ? " (" : "",
+			service_text(message ? message : "", message_text, sizeof(message_text)),
+			message ? ")" : "");
 		json_decref(o);
 		goto out;
 	}

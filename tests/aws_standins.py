@@ -33,8 +33,9 @@ STATE_DIR/control.json (read at every request) sets their behaviour:
                   "expired" (credentials that expired an hour ago), "hang"
                   (no answer for 60 s; STS logs a "hang" event), "unavailable"
                   (HTTP 500), "crlf" (a session token "tok-<16 hex>", CR, LF,
-                  "X-Injected: yes"), and for imds "no_role" (no role
-                  attached)
+                  "X-Injected: yes"), for sts and container "echo" (an
+                  error answer whose message echoes the token sent, and a
+                  CR LF), and for imds "no_role" (no role attached)
 
 Every issue, refusal and S3 request goes to STATE_DIR/events.jsonl, one JSON
 object a line: {"event": "issue", "source", "key", "expires", "secret",
@@ -150,6 +151,9 @@ class Sts(Handler):
                       "<Error><Type>Sender</Type><Code>%s</Code><Message>%s</Message></Error>"
                       "<RequestId>r-1</RequestId></ErrorResponse>" % (code, message), "text/xml")
 
+        if mode == "echo":
+            return error(400, "InvalidParameterValue", "Request WebIdentityToken=%s\r\nX-Forged: 1"
+                         % field("WebIdentityToken"))
         if field("Action") != "AssumeRoleWithWebIdentity" or field("Version") != "2011-06-15":
             return error(400, "InvalidAction", "unknown action or version")
         if mode == "error":
@@ -195,6 +199,9 @@ class Container(Handler):
         if mode == "unavailable":
             return self.send(500, "internal error")
         want = ctl.get("container_token")
+        if mode == "echo":
+            return self.send(401, json.dumps({"code": "InvalidToken", "message": "Invalid token %s\r\nX-Forged: 1"
+                                              % self.headers.get("Authorization")}), "application/json")
         if self.path != "/creds" or (want is not None and self.headers.get("Authorization") != want):
             event(event="refused", source="CTR", reason="authorization")
             return self.send(401, json.dumps({"code": "InvalidToken", "message": "Invalid authorization token"}),

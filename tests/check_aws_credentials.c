@@ -111,6 +111,10 @@ START_TEST(sts_answers)
 		  400, "answered HTTP 400 InvalidIdentityToken (Incorrect token audience)");
 	sts_fails("<ErrorResponse><Error><Code>AccessDenied</Code></Error></ErrorResponse>", 200,
 		  "HTTP 200 AccessDenied (no message)");
+	/* control characters of a service's text do not reach the error */
+	sts_fails("<ErrorResponse><Error><Code>Bad&#10;Code</Code><Message>a&#13;&#10;X-Forged: "
+		  "1</Message></Error></ErrorResponse>",
+		  400, "answered HTTP 400 Bad?Code (a??X-Forged: 1)");
 	sts_fails("<html>Bad Gateway</html>", 502, "answered HTTP 502");
 	sts_fails("", 500, "answered HTTP 500");
 	sts_fails("<AssumeRoleWithWebIdentityResponse>", 200, "is not an");
@@ -189,6 +193,8 @@ START_TEST(json_answers)
 
 	json_fails("{\"Code\": \"AssumeRoleUnauthorizedAccess\", \"Message\": \"no role\"}",
 		   "Code is AssumeRoleUnauthorizedAccess (no role)");
+	json_fails("{\"Code\": \"Denied\\r\\n\", \"Message\": \"no\\u001brole\"}",
+		   "Code is Denied?? (no?role)");
 	json_fails("[1, 2]", "not a JSON object");
 	json_fails("{\"AccessKeyId\": \"A\"", "not a JSON object");
 	json_fails("{\"AccessKeyId\": \"A\", \"SecretAccessKey\": \"S\", \"Expiration\": "

@@ -11,7 +11,8 @@
 # (precedence); then the failures, each an s3_credentials error naming the
 # source, with nothing written: keys and tokens that hold a control
 # character (from each source), STS, container and instance metadata
-# errors, malformed answers, expired credentials, timeouts, a closed port,
+# errors (a service's echo of the token scrubbed), malformed answers,
+# expired credentials, timeouts, a closed port,
 # a container host that is not allowed, a profile that does not exist,
 # nothing configured.  No secret or token appears in any output.
 
@@ -247,6 +248,16 @@ refused "instance metadata answers a Token with CR LF" "instance_metadata: the s
 standins_control "$CONTROL"
 refused "a container authorization token with CR LF" "container credentials ($CONTAINER_URL): the authorization token is malformed: byte 4 is a control character (0x0d), not printable ASCII" \
 	"${CTR[@]}" AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="$TEST_TMP/crlf-token"
+
+# ---- a service that echoes the token it was sent ----
+
+stars() { printf '%*s' "${#1}" '' | tr ' ' '*'; }
+standins_control "${CONTROL%\}}, \"sts\": \"echo\", \"container\": \"echo\"}"
+refused "STS echoes the web identity token" "web identity (STS at $STS_URL): AssumeRoleWithWebIdentity answered HTTP 400 InvalidParameterValue (Request WebIdentityToken=$(stars "$WEB_TOKEN")?X-Forged: 1)" \
+	"${WEB[@]}"
+refused "the container endpoint echoes the authorization token" "container credentials ($CONTAINER_URL): GET answered HTTP 401 InvalidToken (Invalid token $(stars "$CTR_TOKEN")??X-Forged: 1)" \
+	"${CTR[@]}"
+standins_control "$CONTROL"
 
 standins_control "${CONTROL%\}}, \"imds\": \"no_role\"}"
 refused "instance metadata: no role attached" "instance metadata ($IMDS_URL): no IAM role is attached" \

@@ -27,7 +27,11 @@
  * "container credentials (URL)", "instance metadata (URL)") and what went
  * wrong: no connection, a timeout, an HTTP status with the service's code
  * and message, an answer that is not what the API describes.  Tokens and
- * secrets are never put in errors.  Any thread; calls block.
+ * secrets are never put in errors: before a service's answer is read, any
+ * copy of the token sent to it (web identity token, as sent and
+ * URL-encoded; container authorization token) is overwritten with '*', and
+ * the service's code and message go into an error with each control
+ * character made '?'.  Any thread; calls block.
  */
 #ifndef CKPTCONV_AWS_FETCH_H
 #define CKPTCONV_AWS_FETCH_H
