@@ -379,7 +379,7 @@ static void run_job(struct registry *r, struct job *j)
 		goto out;
 	}
 	claim(r, j, j->resolved_destination, j->spec.convert.overwrite || j->claimed);
-	/* after claim: it opens the destination's store */
+	/* after claim, which may open the destination's store */
 	registry_note_credentials(r, j, j->resolved_source, j->resolved_destination);
 	cancel = publish_conversion(r, j, conv);
 	if (cancel == JOB_CANCEL_DRAIN) {
