@@ -570,6 +570,18 @@ static void install_locked(struct aws_credentials *p, struct aws_credentials_ans
 		first ? "obtained" : "refreshed", p->source, when);
 }
 
+/* Every source's answer: keys and token that can go into a request's
+ * headers (no CR or LF to start a header of their own). */
+static int answer_check(const char *source, const struct aws_credentials_answer *a, struct err *e)
+{
+	if (aws_credential_text_check(source, "access key id", a->access_key_id, e) < 0 ||
+	    aws_credential_text_check(source, "secret access key", a->secret_access_key, e) < 0 ||
+	    (a->session_token &&
+	     aws_credential_text_check(source, "session token", a->session_token, e) < 0))
+		return -1;
+	return 0;
+}
+
 /* Fetches with the lock released; the caller set p->fetching.  Returns
  * 0 when new credentials are in place, else -1 with p->fetch_error set. */
 static int fetch_locked(struct aws_credentials *p)
@@ -587,6 +599,9 @@ static int fetch_locked(struct aws_credentials *p)
 	else
 		rc = fetch_from(p, kind, &a, &e);
 	now = aws_credentials_clock();
+	if (rc == 0)
+		rc = answer_check(kind == SOURCE_CUSTOM ? p->custom_source : source_names[kind], &a,
+				  &e);
 	if (rc == 0 && a.expiration && (double)a.expiration <= now) {
 		char when[32];
 

@@ -11,6 +11,7 @@
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <expat.h>
 #include <jansson.h>
 #include <netdb.h>
@@ -24,6 +25,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ckptconv/aws_fetch.h"
 #include "ckptconv/err.h"
@@ -33,6 +35,26 @@
 #define STS_API_VERSION "2011-06-15"
 
 /* ---- answers ---- */
+
+int aws_credential_text_check(const char *source, const char *what, const char *value,
+			      struct err *e)
+{
+	const unsigned char *p;
+
+	if (!value || !*value)
+		return err_set(e, "s3_credentials", "%s: the %s is malformed: it is empty", source,
+			       what);
+	for (p = (const unsigned char *)value; *p; p++)
+		if (*p < 0x20 || *p > 0x7e)
+			return err_set(e, "s3_credentials",
+				       "%s: the %s is malformed: byte %zu is %s (0x%02x), not "
+				       "printable ASCII",
+				       source, what, (size_t)(p - (const unsigned char *)value) + 1,
+				       *p < 0x20 || *p == 0x7f ? "a control character" :
+								 "outside ASCII",
+				       *p);
+	return 0;
+}
 
 bool aws_parse_time(const char *text, time_t *out)
 {
@@ -66,6 +88,33 @@ bool aws_parse_time(const char *text, time_t *out)
 		return false;
 	*out = t;
 	return true;
+}
+
+/* A service's text for an error: at most size - 1 bytes of it, each
+ * control character (a CR or LF would forge a log line) made '?'. */
+static const char *service_text(const char *text, char *buf, size_t size)
+{
+	size_t i;
+
+	for (i = 0; text[i] && i + 1 < size; i++)
+		buf[i] = (unsigned char)text[i] < 0x20 || text[i] == 0x7f ? '?' : text[i];
+	buf[i] = '\0';
+	return buf;
+}
+
+/* Overwrites every copy of `secret` in an answer with '*' (a service that
+ * echoes the token it was sent must not put it in an error). */
+static void scrub(char *data, size_t len, const char *secret)
+{
+	size_t n = secret ? strlen(secret) : 0;
+	char *p = data, *end = data + len;
+
+	if (!data || n < 4)
+		return;
+	while ((size_t)(end - p) >= n && (p = memmem(p, (size_t)(end - p), secret, n))) {
+		memset(p, '*', n);
+		p += n;
+	}
 }
 
 /* The fields of STS's answer, collected by element path. */
@@ -159,12 +208,15 @@ int aws_sts_answer_parse(const char *body, size_t len, long status, const char *
 	xml = len <= INT32_MAX && XML_Parse(p, body, (int)len, 1) == XML_STATUS_OK && !w.too_deep;
 	XML_ParserFree(p);
 	if (status != 200 || w.is_error) {
+		char code[65], message[201];
+
 		if (xml && w.fields[4])
 			err_set(e, "s3_credentials",
 				"web identity (STS at %s): AssumeRoleWithWebIdentity answered HTTP "
-				"%ld %.64s (%.200s)",
-				where, status, w.fields[4],
-				w.fields[5] ? w.fields[5] : "no message");
+				"%ld %s (%s)",
+				where, status, service_text(w.fields[4], code, sizeof(code)),
+				service_text(w.fields[5] ? w.fields[5] : "no message", message,
+					     sizeof(message)));
 		else
 			err_set(e, "s3_credentials",
 				"web identity (STS at %s): AssumeRoleWithWebIdentity answered HTTP "
@@ -223,8 +275,13 @@ int aws_credentials_json_parse(const char *body, size_t len, const char *source,
 	}
 	code = json_field(o, "Code");
 	if (code && strcmp(code, "Success") != 0) {
-		err_set(e, "s3_credentials", "%s: the answer's Code is %.64s (%.200s)", source,
-			code, json_field(o, "Message") ? json_field(o, "Message") : "no message");
+		char code_text[65], message[201];
+
+		err_set(e, "s3_credentials", "%s: the answer's Code is %s (%s)", source,
+			service_text(code, code_text, sizeof(code_text)),
+			service_text(json_field(o, "Message") ? json_field(o, "Message") :
+								"no message",
+				     message, sizeof(message)));
 		goto out;
 	}
 	key = json_field(o, "AccessKeyId");
@@ -551,29 +608,52 @@ static struct request service_request(const char *method, const char *url, const
 	return rq;
 }
 
-/* A token file's content, trailing white space dropped; *out malloc'd. */
+/* A token file's content, trailing white space dropped; *out malloc'd.
+ * Opened without blocking, so that a FIFO or a device is refused by the
+ * check of its type instead of holding the thread in open(2). */
 static int read_token_file(const char *path, const char *source, char **out, struct err *e)
 {
 	struct stat st;
 	char *buf = NULL;
-	size_t n;
-	FILE *f;
-	int rc = -1;
+	size_t n = 0;
+	ssize_t got;
+	int fd, rc = -1;
 
 	*out = NULL;
-	f = fopen(path, "r");
-	if (!f)
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
 		return err_set_errno(e, "s3_credentials", errno,
 				     "%s: cannot read the token file %s", source, path);
-	if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode) ||
-	    (uint64_t)st.st_size > AWS_TOKEN_FILE_MAX) {
-		err_set(e, "s3_credentials",
-			"%s: the token file %s is not a regular file of at most %zu bytes", source,
-			path, AWS_TOKEN_FILE_MAX);
+	if (fstat(fd, &st) < 0) {
+		err_set_errno(e, "s3_credentials", errno, "%s: cannot read the token file %s",
+			      source, path);
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		err_set(e, "s3_credentials", "%s: the token file %s is not a regular file", source,
+			path);
+		goto out;
+	}
+	if ((uint64_t)st.st_size > AWS_TOKEN_FILE_MAX) {
+		err_set(e, "s3_credentials", "%s: the token file %s is larger than %zu bytes",
+			source, path, AWS_TOKEN_FILE_MAX);
 		goto out;
 	}
 	buf = xmalloc(AWS_TOKEN_FILE_MAX + 1);
-	n = fread(buf, 1, AWS_TOKEN_FILE_MAX, f);
+	while (n < AWS_TOKEN_FILE_MAX) {
+		got = read(fd, buf + n, AWS_TOKEN_FILE_MAX - n);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			err_set_errno(e, "s3_credentials", errno,
+				      "%s: cannot read the token file %s", source, path);
+			secret_free(buf);
+			goto out;
+		}
+		if (got == 0)
+			break;
+		n += (size_t)got;
+	}
 	while (n && isspace((unsigned char)buf[n - 1]))
 		n--;
 	buf[n] = '\0';
@@ -587,7 +667,7 @@ static int read_token_file(const char *path, const char *source, char **out, str
 	*out = buf;
 	rc = 0;
 out:
-	fclose(f);
+	close(fd);
 	return rc;
 }
 
@@ -626,6 +706,8 @@ int aws_sts_fetch(const struct aws_sts_config *c, struct aws_credentials_answer 
 	rq.body = body;
 	if (send_request(&rq, source, sts_transient_answer, &r, e) < 0)
 		goto out;
+	scrub(r.data, r.len, token);
+	scrub(r.data, r.len, enc_token);
 	rc = aws_sts_answer_parse(r.data ? r.data : "", r.len, r.status, c->endpoint, out, e);
 out:
 	reply_fini(&r);
@@ -654,12 +736,8 @@ int aws_container_fetch(const struct aws_container_config *c, struct aws_credent
 		return -1;
 	if (!token && c->token)
 		token = xstrdup(c->token);
-	if (token && strpbrk(token, "\r\n")) {
-		err_set(e, "s3_credentials",
-			"%s: the authorization token holds a line break, which a header cannot",
-			source);
+	if (token && aws_credential_text_check(source, "authorization token", token, e) < 0)
 		goto out;
-	}
 	if (token && asprintf(&header, "Authorization: %s", token) < 0)
 		abort();
 	rq = service_request("GET", c->url, c->ca_bundle);
@@ -668,14 +746,20 @@ int aws_container_fetch(const struct aws_container_config *c, struct aws_credent
 	rq.direct = true;
 	if (send_request(&rq, source, NULL, &r, e) < 0)
 		goto out;
+	scrub(r.data, r.len, token);
 	if (r.status != 200) {
 		json_t *o = json_loadb(r.data ? r.data : "", r.len, 0, NULL);
 		const char *code = json_is_object(o) ? json_field(o, "code") : NULL;
 		const char *message = json_is_object(o) ? json_field(o, "message") : NULL;
 
-		err_set(e, "s3_credentials", "%s: GET answered HTTP %ld%s%.64s%s%.200s%s", source,
-			r.status, code ? " " : "", code ? code : "", message ? " (" : "",
-			message ? message : "", message ? ")" : "");
+		char code_text[65], message_text[201];
+
+		err_set(e, "s3_credentials", "%s: GET answered HTTP %ld%s%s%s%s%s", source,
+			r.status, code ? " " : "",
+			service_text(code ? code : "", code_text, sizeof(code_text)),
+			message ? " (" : "",
+			service_text(message ? message : "", message_text, sizeof(message_text)),
+			message ? ")" : "");
 		json_decref(o);
 		goto out;
 	}

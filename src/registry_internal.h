@@ -24,7 +24,11 @@
 #include "ckptconv/log.h"
 #include "ckptconv/registry.h"
 
-#define SUBMIT_THREADS 2
+/* Threads that read and plan submitted jobs' sources; at most
+ * SUBMIT_THREADS - 1 of them at a time on a submission that reaches the
+ * object store (which may wait for credentials), so that one is always
+ * there for local submissions. */
+#define SUBMIT_THREADS 3
 
 struct plan;
 struct strvec;
@@ -54,6 +58,7 @@ struct registry {
 	/* Submissions admitted but not yet a job or refused: they hold a
 	 * place in the queue (--max-queued), dry runs included. */
 	size_t preparing;
+	unsigned remote_submitting; /* submission threads on one that reaches the object store */
 	struct submission *pending, *pending_tail; /* for the submission threads */
 	bool draining, stopping;
 	bool opened; /* records loaded: a job that finishes may prune others */

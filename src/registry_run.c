@@ -374,8 +374,9 @@ static void run_job(struct registry *r, struct job *j)
 		registry_fail(r, j, &e);
 		goto out;
 	}
-	registry_note_credentials(r, j, j->resolved_source, j->resolved_destination);
 	claim(r, j, j->resolved_destination, j->spec.convert.overwrite || j->claimed);
+	/* after claim, which may open the destination's store */
+	registry_note_credentials(r, j, j->resolved_source, j->resolved_destination);
 	cancel = publish_conversion(r, j, conv);
 	if (cancel == JOB_CANCEL_DRAIN) {
 		registry_requeue(r, j);
@@ -386,6 +387,9 @@ static void run_job(struct registry *r, struct job *j)
 		goto out;
 	}
 	rc = conversion_run(conv, r->cfg.pool, &e);
+	/* A local source's job first reaches the object store while it runs
+	 * (the destination), so only now may credentials have been fetched. */
+	registry_note_credentials(r, j, j->resolved_source, j->resolved_destination);
 	settle(r, j, conv, rc, &e);
 out:
 	conversion_free(conv);

@@ -331,8 +331,36 @@ int registry_submit_async(struct registry *r, struct job_spec *spec, const char 
 	return 0;
 }
 
-/* A submission thread: takes pending submissions in order, until the
- * registry stops and none is left. */
+/* Whether reading a submission's source reaches the object store (and may
+ * wait for credentials). */
+static bool remote_submission(const struct job *j)
+{
+	return !j->spec.finalize && ((j->resolved_source && store_is_remote(j->resolved_source)) ||
+				     store_is_remote(j->resolved_destination));
+}
+
+/* The first pending submission this thread may take (lock held), out of
+ * the list; one that reaches the object store only while another thread
+ * is left for local ones.  NULL when none may be taken now. */
+static struct submission *take_pending(struct registry *r, bool *remote)
+{
+	struct submission **pp, *prev = NULL, *sub;
+
+	for (pp = &r->pending; *pp; prev = *pp, pp = &(*pp)->next) {
+		*remote = remote_submission((*pp)->job);
+		if (*remote && r->remote_submitting + 1 >= SUBMIT_THREADS)
+			continue;
+		sub = *pp;
+		*pp = sub->next;
+		if (r->pending_tail == sub)
+			r->pending_tail = prev;
+		return sub;
+	}
+	return NULL;
+}
+
+/* A submission thread: takes pending submissions in order (see
+ * take_pending), until the registry stops and none is left. */
 void *registry_submitter_main(void *arg)
 {
 	struct registry *r = arg;
@@ -342,22 +370,24 @@ void *registry_submitter_main(void *arg)
 	for (;;) {
 		struct job_error je = {0};
 		struct job *j = NULL;
-		bool existing = false;
+		bool existing = false, remote = false;
 		int rc;
 
-		while (!r->stopping && !r->pending)
+		while (!(sub = take_pending(r, &remote)) && !(r->stopping && !r->pending))
 			pthread_cond_wait(&r->submitted, &r->lock);
-		sub = r->pending;
 		if (!sub)
 			break;
-		r->pending = sub->next;
-		if (!r->pending)
-			r->pending_tail = NULL;
+		if (remote)
+			r->remote_submitting++;
 		pthread_mutex_unlock(&r->lock);
 		rc = submit_reserved(r, sub->job, &j, &existing, &je);
 		sub->done(sub->arg, rc < 0 ? NULL : j, existing, &je);
 		free(sub);
 		pthread_mutex_lock(&r->lock);
+		if (remote) {
+			r->remote_submitting--;
+			pthread_cond_broadcast(&r->submitted); /* one may be taken now */
+		}
 	}
 	pthread_mutex_unlock(&r->lock);
 	return NULL;

@@ -31,8 +31,11 @@ STATE_DIR/control.json (read at every request) sets their behaviour:
                   "ok" (default), "error" (the service's error answer),
                   "malformed" (an answer that is not what the API describes),
                   "expired" (credentials that expired an hour ago), "hang"
-                  (no answer for 60 s), "unavailable" (HTTP 500), and for
-                  imds "no_role" (no role attached)
+                  (no answer for 60 s; STS logs a "hang" event), "unavailable"
+                  (HTTP 500), "crlf" (a session token "tok-<16 hex>", CR, LF,
+                  "X-Injected: yes"), for sts and container "echo" (an
+                  error answer whose message echoes the token sent, and a
+                  CR LF), and for imds "no_role" (no role attached)
 
 Every issue, refusal and S3 request goes to STATE_DIR/events.jsonl, one JSON
 object a line: {"event": "issue", "source", "key", "expires", "secret",
@@ -93,6 +96,8 @@ def issue(source, extra=None):
     expires = now - 3600 if mode == "expired" else now + lifetime
     cred = {"secret": "sec-%s-%s" % (key, secrets.token_hex(8)),
             "token": "tok-%s-%s" % (key, secrets.token_hex(24)), "expires": expires}
+    if mode == "crlf":  # a session token that would forge a header
+        cred["token"] = "tok-%s\r\nX-Injected: yes" % secrets.token_hex(8)
     with LOCK:
         ISSUED[key] = cred
     event(event="issue", source=source, key=key, expires=round(expires, 3), secret=cred["secret"],
@@ -135,6 +140,7 @@ class Sts(Handler):
         ctl = control()
         mode = ctl.get("sts", "ok")
         if mode == "hang":
+            event(event="hang", source="STS")
             return self.hang()
         if mode == "unavailable":
             return self.send(500, "internal error")
@@ -145,6 +151,9 @@ class Sts(Handler):
                       "<Error><Type>Sender</Type><Code>%s</Code><Message>%s</Message></Error>"
                       "<RequestId>r-1</RequestId></ErrorResponse>" % (code, message), "text/xml")
 
+        if mode == "echo":
+            return error(400, "InvalidParameterValue", "Request WebIdentityToken=%s\r\nX-Forged: 1"
+                         % field("WebIdentityToken"))
         if field("Action") != "AssumeRoleWithWebIdentity" or field("Version") != "2011-06-15":
             return error(400, "InvalidAction", "unknown action or version")
         if mode == "error":
@@ -190,6 +199,9 @@ class Container(Handler):
         if mode == "unavailable":
             return self.send(500, "internal error")
         want = ctl.get("container_token")
+        if mode == "echo":
+            return self.send(401, json.dumps({"code": "InvalidToken", "message": "Invalid token %s\r\nX-Forged: 1"
+                                              % self.headers.get("Authorization")}), "application/json")
         if self.path != "/creds" or (want is not None and self.headers.get("Authorization") != want):
             event(event="refused", source="CTR", reason="authorization")
             return self.send(401, json.dumps({"code": "InvalidToken", "message": "Invalid authorization token"}),

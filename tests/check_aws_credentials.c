@@ -111,6 +111,10 @@ START_TEST(sts_answers)
 		  400, "answered HTTP 400 InvalidIdentityToken (Incorrect token audience)");
 	sts_fails("<ErrorResponse><Error><Code>AccessDenied</Code></Error></ErrorResponse>", 200,
 		  "HTTP 200 AccessDenied (no message)");
+	/* control characters of a service's text do not reach the error */
+	sts_fails("<ErrorResponse><Error><Code>Bad&#10;Code</Code><Message>a&#13;&#10;X-Forged: "
+		  "1</Message></Error></ErrorResponse>",
+		  400, "answered HTTP 400 Bad?Code (a??X-Forged: 1)");
 	sts_fails("<html>Bad Gateway</html>", 502, "answered HTTP 502");
 	sts_fails("", 500, "answered HTTP 500");
 	sts_fails("<AssumeRoleWithWebIdentityResponse>", 200, "is not an");
@@ -189,6 +193,8 @@ START_TEST(json_answers)
 
 	json_fails("{\"Code\": \"AssumeRoleUnauthorizedAccess\", \"Message\": \"no role\"}",
 		   "Code is AssumeRoleUnauthorizedAccess (no role)");
+	json_fails("{\"Code\": \"Denied\\r\\n\", \"Message\": \"no\\u001brole\"}",
+		   "Code is Denied?? (no?role)");
 	json_fails("[1, 2]", "not a JSON object");
 	json_fails("{\"AccessKeyId\": \"A\"", "not a JSON object");
 	json_fails("{\"AccessKeyId\": \"A\", \"SecretAccessKey\": \"S\", \"Expiration\": "
@@ -200,6 +206,61 @@ START_TEST(json_answers)
 	json_fails("{\"AccessKeyId\": \"A\", \"SecretAccessKey\": \"S\", \"Token\": \"T\", "
 		   "\"Expiration\": \"tomorrow\"}",
 		   "Expiration 'tomorrow'");
+}
+END_TEST
+
+/* Keys and tokens go into headers: one byte outside printable ASCII
+ * makes them malformed, and the value is never quoted. */
+START_TEST(credential_text)
+{
+	struct err e = {0};
+
+	ck_assert_int_eq(aws_credential_text_check("s", "session token", "Fwo/+=Tok en~", &e), 0);
+	ck_assert_ptr_null(e.code);
+	ck_assert_int_eq(
+		aws_credential_text_check("environment", "session token", "tok\r\nX-I: 1", &e), -1);
+	ck_assert_str_eq(e.code, "s3_credentials");
+	ck_assert_str_eq(e.msg, "environment: the session token is malformed: byte 4 is a "
+				"control character (0x0d), not printable ASCII");
+	err_clear(&e);
+	ck_assert_int_eq(aws_credential_text_check("c", "access key id", "AKID\x7f", &e), -1);
+	ck_assert_str_eq(e.msg, "c: the access key id is malformed: byte 5 is a control "
+				"character (0x7f), not printable ASCII");
+	err_clear(&e);
+	ck_assert_int_eq(aws_credential_text_check("c", "secret access key", "s\xc3\xa9", &e), -1);
+	ck_assert_str_eq(e.msg, "c: the secret access key is malformed: byte 2 is outside ASCII "
+				"(0xc3), not printable ASCII");
+	err_clear(&e);
+	ck_assert_int_eq(aws_credential_text_check("c", "access key id", "", &e), -1);
+	ck_assert_str_eq(e.msg, "c: the access key id is malformed: it is empty");
+	err_clear(&e);
+}
+END_TEST
+
+/* A custom source's answer goes through the same check. */
+static int crlf_source(void *arg, struct aws_credentials_answer *out, struct err *e)
+{
+	(void)arg;
+	(void)e;
+	out->access_key_id = xstrdup("ASIA\nX");
+	out->secret_access_key = xstrdup("s");
+	out->session_token = xstrdup("t");
+	out->expiration = 0;
+	return 0;
+}
+
+START_TEST(provider_refuses_malformed_answer)
+{
+	struct aws_credentials *p = aws_credentials_new_custom("crlf", crlf_source, NULL);
+	const struct aws_credentials_snapshot *s = NULL;
+	struct err e = {0};
+
+	ck_assert_int_eq(aws_credentials_get(p, &s, &e), -1);
+	ck_assert_ptr_null(s);
+	ck_assert_str_eq(e.msg, "crlf: the access key id is malformed: byte 5 is a control "
+				"character (0x0a), not printable ASCII");
+	ck_assert_ptr_null(aws_credentials_source(p));
+	aws_credentials_unref(p);
 }
 END_TEST
 
@@ -712,6 +773,42 @@ START_TEST(chain_web_identity_local_errors)
 }
 END_TEST
 
+/* A FIFO given as any of the files is refused at once by its type (open
+ * does not wait for a writer). */
+START_TEST(chain_fifo_files)
+{
+	char *fifo = test_path(home, "fifo");
+	char want[600];
+
+	ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+	setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/ckptconv", 1);
+	setenv("AWS_WEB_IDENTITY_TOKEN_FILE", fifo, 1);
+	setenv("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:1", 1);
+	snprintf(want, sizeof(want),
+		 "web identity (STS at http://127.0.0.1:1): the token file %s is not a regular "
+		 "file",
+		 fifo);
+	chain_fails(want);
+	unsetenv("AWS_ROLE_ARN");
+	unsetenv("AWS_WEB_IDENTITY_TOKEN_FILE");
+	setenv("AWS_SHARED_CREDENTIALS_FILE", fifo, 1);
+	snprintf(want, sizeof(want), "shared files: %s is not a regular file", fifo);
+	chain_fails(want);
+	unsetenv("AWS_SHARED_CREDENTIALS_FILE");
+	setenv("AWS_CONFIG_FILE", fifo, 1);
+	chain_fails(want);
+	unsetenv("AWS_CONFIG_FILE");
+	setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:1/creds", 1);
+	setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", fifo, 1);
+	snprintf(want, sizeof(want),
+		 "container credentials (http://127.0.0.1:1/creds): the token file %s is not a "
+		 "regular file",
+		 fifo);
+	chain_fails(want);
+	free(fifo);
+}
+END_TEST
+
 START_TEST(chain_container_refused_host)
 {
 	setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://192.0.2.1/creds", 1);
@@ -748,6 +845,7 @@ static Suite *aws_credentials_suite(void)
 	tcase_add_test(tc, sts_answers);
 	tcase_add_test(tc, sts_answer_too_deep);
 	tcase_add_test(tc, json_answers);
+	tcase_add_test(tc, credential_text);
 	tcase_add_test(tc, container_urls);
 	tcase_add_test(tc, container_url_choice);
 	tcase_add_test(tc, sts_endpoints);
@@ -759,12 +857,14 @@ static Suite *aws_credentials_suite(void)
 	tcase_add_test(tp, provider_expire);
 	tcase_add_test(tp, provider_expired_answer);
 	tcase_add_test(tp, provider_threads);
+	tcase_add_test(tp, provider_refuses_malformed_answer);
 	suite_add_tcase(s, tp);
 	tcase_add_checked_fixture(tch, env_setup, env_teardown);
 	tcase_add_test(tch, chain_environment);
 	tcase_add_test(tch, chain_shared_files);
 	tcase_add_test(tch, chain_file_variables);
 	tcase_add_test(tch, chain_web_identity_local_errors);
+	tcase_add_test(tch, chain_fifo_files);
 	tcase_add_test(tch, chain_container_refused_host);
 	tcase_add_test(tch, chain_nothing);
 	suite_add_tcase(s, tch);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ckptconv/aws_profile.h"
 #include "ckptconv/err.h"
@@ -277,7 +278,14 @@ START_TEST(load_files)
 	test_write_file(big, text, AWS_PROFILE_FILE_MAX + 1);
 	free(text);
 	ck_assert_int_eq(aws_profiles_load(NULL, big, &loaded, &e), -1);
-	ck_assert_ptr_nonnull(strstr(e.msg, "at most"));
+	ck_assert_ptr_nonnull(strstr(e.msg, "is larger than 4194304 bytes"));
+	err_clear(&e);
+	/* a FIFO is refused by its type, without waiting for a writer */
+	ck_assert_int_eq(mkfifo(missing, 0600), 0);
+	ck_assert_int_eq(aws_profiles_load(NULL, missing, &loaded, &e), -1);
+	ck_assert_str_eq(e.code, "s3_credentials");
+	ck_assert_ptr_nonnull(strstr(e.msg, "shared files: "));
+	ck_assert_ptr_nonnull(strstr(e.msg, "/missing is not a regular file"));
 	err_clear(&e);
 	/* a malformed credentials file names itself */
 	write_text(cred, "[dev]\nbroken line\n");
@@ -292,10 +300,91 @@ START_TEST(load_files)
 }
 END_TEST
 
+/* Files of the largest size read, shaped to make a parser that looks up
+ * profiles and properties one by one, or copies a value at each of its
+ * lines, take time quadratic in their size: read in time linear in it
+ * (each must finish long before the test case's timeout). */
+static char *big_text(size_t *len)
+{
+	char *text = malloc(AWS_PROFILE_FILE_MAX + 64);
+
+	ck_assert_ptr_nonnull(text);
+	*len = 0;
+	return text;
+}
+
+START_TEST(large_many_properties)
+{
+	size_t len, n = 0;
+	char *text = big_text(&len), name[32];
+	struct err e = {0};
+
+	len += (size_t)sprintf(text + len, "[a]\n");
+	while (len + 16 < AWS_PROFILE_FILE_MAX)
+		len += (size_t)sprintf(text + len, "p%zu=1\n", n++);
+	ck_assert_uint_gt(n, 400000);
+	ck_assert_int_eq(aws_profiles_parse(ps, AWS_PROFILE_CREDENTIALS, text, len, "f", &e), 0);
+	expect("a", "p0", "1");
+	snprintf(name, sizeof(name), "P%zu", n - 1);
+	expect("a", name, "1");
+	snprintf(name, sizeof(name), "p%zu", n);
+	expect("a", name, NULL);
+	free(text);
+}
+END_TEST
+
+START_TEST(large_many_sections)
+{
+	size_t len, n = 0;
+	char *text = big_text(&len), name[32];
+	struct err e = {0};
+
+	while (len + 16 < AWS_PROFILE_FILE_MAX)
+		len += (size_t)sprintf(text + len, "[s%zu]\n", n++);
+	/* and each again, with a property */
+	ck_assert_uint_gt(n, 400000);
+	ck_assert_int_eq(aws_profiles_parse(ps, AWS_PROFILE_CREDENTIALS, text, len, "f", &e), 0);
+	len = 0;
+	len += (size_t)sprintf(text + len, "[s%zu]\nk = last\n[s0]\nk = first\n", n - 1);
+	ck_assert_int_eq(aws_profiles_parse(ps, AWS_PROFILE_CREDENTIALS, text, len, "f", &e), 0);
+	ck_assert(aws_profiles_has(ps, "s0"));
+	snprintf(name, sizeof(name), "s%zu", n - 1);
+	expect(name, "k", "last");
+	expect("s0", "k", "first");
+	snprintf(name, sizeof(name), "s%zu", n);
+	ck_assert(!aws_profiles_has(ps, name));
+	free(text);
+}
+END_TEST
+
+START_TEST(large_long_continuation)
+{
+	size_t len, n = 0;
+	char *text = big_text(&len);
+	struct err e = {0};
+	const char *v;
+
+	len += (size_t)sprintf(text + len, "[profile a]\nv = x\n");
+	while (len + 3 < AWS_PROFILE_FILE_MAX) {
+		memcpy(text + len, " x\n", 3);
+		len += 3;
+		n++;
+	}
+	ck_assert_uint_gt(n, 1000000);
+	ck_assert_int_eq(aws_profiles_parse(ps, AWS_PROFILE_CONFIG, text, len, "f", &e), 0);
+	v = aws_profiles_get(ps, "a", "v");
+	ck_assert_ptr_nonnull(v);
+	ck_assert_uint_eq(strlen(v), 1 + 2 * n);
+	ck_assert(strncmp(v, "x\nx\nx", 5) == 0 && strcmp(v + 2 * n - 1, "\nx") == 0);
+	free(text);
+}
+END_TEST
+
 static Suite *aws_profile_suite(void)
 {
 	Suite *s = suite_create("aws_profile");
 	TCase *tc = tcase_create("files");
+	TCase *tl = tcase_create("large");
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, profiles_and_properties);
@@ -310,6 +399,12 @@ static Suite *aws_profile_suite(void)
 	tcase_add_test(tc, malformed_keeps_earlier);
 	tcase_add_test(tc, load_files);
 	suite_add_tcase(s, tc);
+	tcase_add_checked_fixture(tl, setup, teardown);
+	tcase_set_timeout(tl, 60);
+	tcase_add_test(tl, large_many_properties);
+	tcase_add_test(tl, large_many_sections);
+	tcase_add_test(tl, large_long_continuation);
+	suite_add_tcase(s, tl);
 	return s;
 }
 

@@ -9,8 +9,10 @@
 # credentials and config profiles, the container endpoint with a token file
 # or a token, IMDSv2), then all of them at once, dropped one by one
 # (precedence); then the failures, each an s3_credentials error naming the
-# source, with nothing written: STS, container and instance metadata
-# errors, malformed answers, expired credentials, timeouts, a closed port,
+# source, with nothing written: keys and tokens that hold a control
+# character (from each source), STS, container and instance metadata
+# errors (a service's echo of the token scrubbed), malformed answers,
+# expired credentials, timeouts, a closed port,
 # a container host that is not allowed, a profile that does not exist,
 # nothing configured.  No secret or token appears in any output.
 
@@ -214,9 +216,48 @@ refused "the container endpoint refuses the role" "container credentials ($CONTA
 standins_control "$CONTROL"
 refused "a container host that is not allowed over http" "names host 192.0.2.10 over http; only loopback" \
 	AWS_CONTAINER_CREDENTIALS_FULL_URI=http://192.0.2.10/creds
+
+# ---- keys and tokens that would forge a header: refused by every source ----
+
 printf 'ctr\r\nX-Injected: 1' >"$TEST_TMP/crlf-token"
-refused "a container token with a line break" "the authorization token holds a line break" \
+CR_TOKEN=$(printf 'tok\r\nX-Injected: yes')
+refused "a session token with CR LF in the environment" "environment: the session token is malformed: byte 4 is a control character (0x0d), not printable ASCII" \
+	AWS_ACCESS_KEY_ID=ASIAENVTEMP AWS_SECRET_ACCESS_KEY="$ENV_SECRET" AWS_SESSION_TOKEN="$CR_TOKEN"
+refused "an access key id with CR LF in the environment" "environment: the access key id is malformed: byte 7 is a control character (0x0d), not printable ASCII" \
+	AWS_ACCESS_KEY_ID="$(printf 'AKIDEN\r\nX-Injected: yes')" AWS_SECRET_ACCESS_KEY="$ENV_SECRET"
+refused "a secret key outside ASCII in the environment" "environment: the secret access key is malformed: byte 1 is outside ASCII (0xc3), not printable ASCII" \
+	AWS_ACCESS_KEY_ID=AKIDENVSTATIC AWS_SECRET_ACCESS_KEY="$(printf '\303\251t\303\251')"
+cat >"$TEST_TMP/continued-credentials" <<EOF
+[ci]
+aws_access_key_id = AKIDFILEPROFILE
+aws_secret_access_key = $FILE_SECRET
+aws_session_token = tok
+  X-Injected: yes
+EOF
+refused "a session token continued over two lines in the shared files" "shared_files: the session token is malformed: byte 4 is a control character (0x0a), not printable ASCII" \
+	AWS_PROFILE=ci AWS_SHARED_CREDENTIALS_FILE="$TEST_TMP/continued-credentials"
+# The services' session tokens: "tok-" and 16 hex digits, then CR LF (STS's
+# XML makes the CR LF one LF).
+standins_control "${CONTROL%\}}, \"sts\": \"crlf\", \"container\": \"crlf\", \"imds\": \"crlf\"}"
+refused "STS answers a session token with CR LF" "web_identity: the session token is malformed: byte 21 is a control character (0x0a), not printable ASCII" \
+	"${WEB[@]}"
+refused "the container endpoint answers a Token with CR LF" "container: the session token is malformed: byte 21 is a control character (0x0d), not printable ASCII" \
+	"${CTR[@]}"
+refused "instance metadata answers a Token with CR LF" "instance_metadata: the session token is malformed: byte 21 is a control character (0x0d), not printable ASCII" \
+	"${IMDS[@]}"
+standins_control "$CONTROL"
+refused "a container authorization token with CR LF" "container credentials ($CONTAINER_URL): the authorization token is malformed: byte 4 is a control character (0x0d), not printable ASCII" \
 	"${CTR[@]}" AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="$TEST_TMP/crlf-token"
+
+# ---- a service that echoes the token it was sent ----
+
+stars() { printf '%*s' "${#1}" '' | tr ' ' '*'; }
+standins_control "${CONTROL%\}}, \"sts\": \"echo\", \"container\": \"echo\"}"
+refused "STS echoes the web identity token" "web identity (STS at $STS_URL): AssumeRoleWithWebIdentity answered HTTP 400 InvalidParameterValue (Request WebIdentityToken=$(stars "$WEB_TOKEN")?X-Forged: 1)" \
+	"${WEB[@]}"
+refused "the container endpoint echoes the authorization token" "container credentials ($CONTAINER_URL): GET answered HTTP 401 InvalidToken (Invalid token $(stars "$CTR_TOKEN")??X-Forged: 1)" \
+	"${CTR[@]}"
+standins_control "$CONTROL"
 
 standins_control "${CONTROL%\}}, \"imds\": \"no_role\"}"
 refused "instance metadata: no role attached" "instance metadata ($IMDS_URL): no IAM role is attached" \
@@ -239,6 +280,18 @@ assert_eq "instance metadata that never answers: one try of 1 s, then given up" 
 	"$(error_line "$TEST_TMP/run.err" | grep -o 'within [0-9.]* s.*$')"
 refused "instance metadata port closed" "instance metadata (http://127.0.0.1:$CLOSED_PORT): PUT http://127.0.0.1:$CLOSED_PORT/latest/api/token failed" \
 	AWS_EC2_METADATA_DISABLED=false AWS_EC2_METADATA_SERVICE_ENDPOINT="http://127.0.0.1:$CLOSED_PORT"
+
+# A FIFO as any of the files is refused by its type at once (nothing
+# writes to it: opening it for reading must not wait for a writer).
+mkfifo "$TEST_TMP/fifo"
+refused "a FIFO as the web identity token file" "web identity (STS at $STS_URL): the token file $TEST_TMP/fifo is not a regular file" \
+	"${WEB[@]}" AWS_WEB_IDENTITY_TOKEN_FILE="$TEST_TMP/fifo"
+refused "a FIFO as the container authorization token file" "container credentials ($CONTAINER_URL): the token file $TEST_TMP/fifo is not a regular file" \
+	"${CTR[@]}" AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="$TEST_TMP/fifo"
+refused "a FIFO as the shared credentials file" "shared files: $TEST_TMP/fifo is not a regular file" \
+	AWS_SHARED_CREDENTIALS_FILE="$TEST_TMP/fifo"
+refused "a FIFO as the shared config file" "shared files: $TEST_TMP/fifo is not a regular file" \
+	AWS_CONFIG_FILE="$TEST_TMP/fifo"
 
 refused "a profile that does not exist" "shared files: profile 'nosuch' (AWS_PROFILE) is in neither $CREDS_HOME/.aws/config nor $CREDS_HOME/.aws/credentials" \
 	AWS_PROFILE=nosuch "${CTR[@]}"

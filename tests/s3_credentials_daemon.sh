@@ -15,6 +15,13 @@
 # token revoked: the next refreshes present the new one.  Both jobs say
 # credentials_source "web_identity"; no secret or token appears in the
 # answers, the debug log, the job records or /metrics.
+#
+# Then two more services.  In one, a job from a local directory to the
+# store is the first to need credentials (fetched once it runs): it too
+# says credentials_source "web_identity".  In the other, the web identity
+# token file is a FIFO nothing writes to: a submission from the store is
+# refused at once with s3_credentials naming the file, and a local job
+# submitted after it is accepted and runs.
 
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.sh"
@@ -138,5 +145,75 @@ no_credentials_in "no secret or token in the answers, the log, the records or /m
 	"$TEST_TMP/long.json" "$TEST_TMP/metrics.txt" "$TEST_TMP/jobs.json" "$DAEMON_LOG" \
 	"$TEST_TMP/jobs-get.out" \
 	$(find "$STATE" -type f)
+
+# with_web_identity TOKEN_FILE CMD...: CMD with the service's environment
+# (a web identity, no keys); the AWS CLI's keys come back after it.
+with_web_identity() {
+	local file=$1
+	shift
+	unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+	export AWS_ROLE_ARN=$ROLE_ARN AWS_WEB_IDENTITY_TOKEN_FILE=$file
+	export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$CLOSED_PORT
+	"$@"
+	export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY
+	unset AWS_ROLE_ARN AWS_WEB_IDENTITY_TOKEN_FILE AWS_ENDPOINT_URL_S3
+}
+
+daemon_stop
+cp -r "$G/hf" "$DATA/tiny-hf"
+STATE=$TEST_TMP/state-local
+with_web_identity "$CREDS_HOME/token" daemon_start --allow-s3 s3://dst-bkt/jobs/ \
+	--allow-s3-endpoint "$S3_FRONT"
+if submit "local to store job" "$DATA/tiny-hf" s3://dst-bkt/jobs/from-local/ native \
+	"{\"s3\": $S3_OPTS}"; then
+	expect_job "local to store job succeeds" "$JOB" succeeded 60
+	assert_eq "local to store job: credentials_source" web_identity \
+		"$(job_field "$JOB" credentials_source)"
+fi
+
+daemon_stop
+mkfifo "$TEST_TMP/token-fifo"
+STATE=$TEST_TMP/state-fifo
+with_web_identity "$TEST_TMP/token-fifo" daemon_start --allow-s3 s3://src-bkt/tiny/ \
+	--allow-s3 s3://dst-bkt/jobs/ --allow-s3-endpoint "$S3_FRONT"
+post_job "$(job_json s3://src-bkt/tiny/hf/ "$DATA/from-store" native "{\"s3\": $S3_OPTS}")"
+expect_error "a FIFO as the token file: the submission is refused" 502 s3_credentials
+assert_eq "the error names the source and the file" \
+	"web identity (STS at $STS_URL): the token file $TEST_TMP/token-fifo is not a regular file" \
+	"$(jget error.message)"
+if submit "a local job after it" "$DATA/tiny-hf" "$DATA/local-out" native; then
+	expect_job "the local job succeeds" "$JOB" succeeded 60
+fi
+
+# The same token file, now a regular file, while STS does not answer: two
+# submissions from the store wait for credentials on two submission
+# threads; a local one submitted meanwhile is answered before them.
+rm "$TEST_TMP/token-fifo"
+printf '%s\n' "$TOKEN_B" >"$TEST_TMP/token-fifo"
+standins_control "{\"lifetime\": 20, \"role_arn\": \"$ROLE_ARN\", \"web_tokens\": [\"$TOKEN_B\"], \"sts\": \"hang\"}"
+hang_mark=$(events_mark)
+WAITING=()
+for i in 1 2; do
+	curl -s -o "$TEST_TMP/waiting-$i.json" -w '%{http_code}' --max-time 60 -X POST \
+		-H 'Content-Type: application/json' --data-binary \
+		"$(job_json s3://src-bkt/tiny/hf/ "$DATA/waiting-$i" native "{\"s3\": $S3_OPTS}")" \
+		"$BASE/v1/jobs" >"$TEST_TMP/waiting-$i.status" &
+	WAITING+=($!)
+done
+for i in $(seq 100); do
+	[ "$(events_since "$hang_mark" "e['event'] == 'hang'")" -ge 1 ] && break
+	sleep 0.1
+done
+assert_eq "STS holds the credentials fetch" 1 "$(events_since "$hang_mark" "e['event'] == 'hang'")"
+submit "a local job while credentials are fetched" "$DATA/tiny-hf" "$DATA/local-out-2" native
+assert_eq "it is answered before the submissions waiting for credentials" "0 0" \
+	"$(stat -c %s "$TEST_TMP/waiting-1.status") $(stat -c %s "$TEST_TMP/waiting-2.status")"
+for i in 1 2; do
+	wait "${WAITING[$((i - 1))]}"
+	STATUS=$(cat "$TEST_TMP/waiting-$i.status")
+	cp "$TEST_TMP/waiting-$i.json" "$BODY"
+	expect_error "submission $i from the store: STS does not answer" 502 s3_credentials
+done
+expect_job "the local job submitted meanwhile succeeds" "$JOB" succeeded 60
 
 finish

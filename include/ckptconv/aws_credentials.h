@@ -60,6 +60,11 @@
  * have expired does aws_credentials_get wait for a refresh and fail with
  * it.  The environment and the shared files are read once.
  *
+ * Every source's keys and session token are checked before they are used
+ * (aws_credential_text_check): one holding a control character, which
+ * would start a header of its own in a request, or any byte outside
+ * printable ASCII is refused as malformed, naming the source.
+ *
  * Secrets (secret keys, session tokens, web identity and container tokens)
  * are never logged or put in errors.  Errors: s3_credentials, the message
  * naming the source ("web identity (STS ...)", "instance metadata ...") and

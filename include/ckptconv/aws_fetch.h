@@ -27,7 +27,11 @@
  * "container credentials (URL)", "instance metadata (URL)") and what went
  * wrong: no connection, a timeout, an HTTP status with the service's code
  * and message, an answer that is not what the API describes.  Tokens and
- * secrets are never put in errors.  Any thread; calls block.
+ * secrets are never put in errors: before a service's answer is read, any
+ * copy of the token sent to it (web identity token, as sent and
+ * URL-encoded; container authorization token) is overwritten with '*', and
+ * the service's code and message go into an error with each control
+ * character made '?'.  Any thread; calls block.
  */
 #ifndef CKPTCONV_AWS_FETCH_H
 #define CKPTCONV_AWS_FETCH_H
@@ -91,6 +95,16 @@ bool aws_container_url_allowed(const char *url, struct err *e);
  * aws_container_url_allowed accepts it.  NULL with e set (code
  * s3_credentials) when it does not, or when neither is given. */
 char *aws_container_url(const char *relative, const char *full, struct err *e);
+
+/* Whether a key or token (`what`: "access key id", "session token" ...)
+ * may go into a request: one byte or more, each printable ASCII (0x20 to
+ * 0x7e).  A control character (a CR or LF would end an HTTP header and
+ * start another) or any other byte makes it malformed: -1 with e set, code
+ * s3_credentials, "SOURCE: the WHAT is malformed ...", never quoting the
+ * value.  Every source's answer and the container authorization token go
+ * through it. */
+int aws_credential_text_check(const char *source, const char *what, const char *value,
+			      struct err *e);
 
 /* An ISO 8601 UTC time as the services send it ("2025-01-02T03:04:05Z";
  * fractional seconds and a "+00:00" zone allowed) into Unix seconds; false

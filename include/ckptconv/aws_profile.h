@@ -31,6 +31,10 @@
  * naming the file and line.  Values are kept as read, secrets included:
  * callers never print them.
  *
+ * Reading takes time linear in the text's size whatever its shape (many
+ * profiles, many properties, values continued over many lines): profiles
+ * and properties are found through a hash index, values grow by doubling.
+ *
  * Pure functions of their input but for aws_profiles_load, which reads the
  * two files; a set is used by one thread at a time.
  */
