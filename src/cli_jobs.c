@@ -12,6 +12,7 @@
 #include <curl/curl.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -252,9 +253,34 @@ static char *job_path(const char *id, const char *suffix)
 
 static void print_json(const json_t *doc)
 {
-	json_dumpf(doc, stdout, JSON_COMPACT);
-	fputc('\n', stdout);
-	fflush(stdout);
+	cli_print_json(stdout, doc, JSON_COMPACT);
+}
+
+/* One line on `out`: every value in it comes from the daemon (or the
+ * command line), so the whole line is escaped as by buf_append_printable()
+ * (a label or a location cannot carry a terminal's escape sequences), and
+ * the end of line is added. */
+static void __attribute__((format(printf, 2, 3))) print_line(FILE *out, const char *fmt, ...)
+{
+	struct buf raw = {0}, shown = {0};
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n > 0) {
+		raw.data = xmalloc((size_t)n + 1);
+		va_start(ap, fmt);
+		vsnprintf(raw.data, (size_t)n + 1, fmt, ap);
+		va_end(ap);
+		buf_append_printable(&shown, raw.data, (size_t)n);
+	}
+	buf_append(&shown, "\n", 1);
+	fwrite(shown.data, 1, shown.len, out);
+	fflush(out);
+	buf_fini(&shown);
+	free(raw.data);
 }
 
 static const char *string_member(const json_t *o, const char *key)
@@ -344,15 +370,19 @@ static void print_result_line(const json_t *job)
 	size_format(bytes, size, sizeof(size));
 	size_format(seconds > 0 ? (uint64_t)((double)bytes / seconds) : 0, speed, sizeof(speed));
 	if (json_is_true(json_object_get(json_object_get(job, "options"), "dry_run")))
-		printf("job %s planned %llu tensors (%s) into %zu file%s; nothing was written: %s\n",
-		       string_member(job, "id"),
-		       (unsigned long long)count_member(result, "tensors"), size, files,
-		       files == 1 ? "" : "s", string_member(job, "destination"));
+		print_line(
+			stdout,
+			"job %s planned %llu tensors (%s) into %zu file%s; nothing was written: %s",
+			string_member(job, "id"),
+			(unsigned long long)count_member(result, "tensors"), size, files,
+			files == 1 ? "" : "s", string_member(job, "destination"));
 	else
-		printf("job %s converted %llu tensors (%s) into %zu file%s in %.2f s (%s/s): %s\n",
-		       string_member(job, "id"),
-		       (unsigned long long)count_member(result, "tensors"), size, files,
-		       files == 1 ? "" : "s", seconds, speed, string_member(job, "destination"));
+		print_line(
+			stdout,
+			"job %s converted %llu tensors (%s) into %zu file%s in %.2f s (%s/s): %s",
+			string_member(job, "id"),
+			(unsigned long long)count_member(result, "tensors"), size, files,
+			files == 1 ? "" : "s", seconds, speed, string_member(job, "destination"));
 }
 
 static void print_job_text(const json_t *job)
@@ -360,7 +390,7 @@ static void print_job_text(const json_t *job)
 	const json_t *p = json_object_get(job, "progress");
 	const char *state = string_member(job, "state");
 	struct exec_progress ep;
-	struct buf labels = {0};
+	struct buf labels = {0}, line = {0};
 	char done[32], total[32], rate[32], age[32];
 	struct err e = {0};
 	json_t *v;
@@ -371,44 +401,46 @@ static void print_job_text(const json_t *job)
 	size_format(count_member(p, "bytes_per_second"), rate, sizeof(rate));
 	format_age(age_seconds(string_member(job, "created_at")), age, sizeof(age));
 	labels_text(json_object_get(job, "labels"), &labels);
-	printf("id           %s\n", string_member(job, "id"));
-	printf("state        %s%s\n", state,
-	       json_is_true(json_object_get(job, "cancel_requested")) &&
-			       (strcmp(state, "queued") == 0 || strcmp(state, "running") == 0)
-		       ? " (cancelling)"
-		       : "");
-	printf("source       %s\n", string_member(job, "source"));
-	printf("destination  %s\n", string_member(job, "destination"));
-	printf("to           %s\n", string_member(job, "to"));
-	printf("progress     %.1f%%, %llu/%llu tensors, %s of %s",
-	       json_number_value(json_object_get(p, "percent")),
-	       (unsigned long long)ep.tensors_done, (unsigned long long)ep.tensors_total, done,
-	       total);
+	print_line(stdout, "id           %s", string_member(job, "id"));
+	print_line(stdout, "state        %s%s", state,
+		   json_is_true(json_object_get(job, "cancel_requested")) &&
+				   (strcmp(state, "queued") == 0 || strcmp(state, "running") == 0) ?
+			   " (cancelling)" :
+			   "");
+	print_line(stdout, "source       %s", string_member(job, "source"));
+	print_line(stdout, "destination  %s", string_member(job, "destination"));
+	print_line(stdout, "to           %s", string_member(job, "to"));
+	buf_printf(&line, "%.1f%%, %llu/%llu tensors, %s of %s",
+		   json_number_value(json_object_get(p, "percent")),
+		   (unsigned long long)ep.tensors_done, (unsigned long long)ep.tensors_total, done,
+		   total);
 	if (strcmp(state, "running") == 0) {
-		printf(", %s/s", rate);
+		buf_printf(&line, ", %s/s", rate);
 		v = json_object_get(p, "eta_seconds");
 		if (json_is_integer(v))
-			printf(", ETA %llds", (long long)json_integer_value(v));
+			buf_printf(&line, ", ETA %llds", (long long)json_integer_value(v));
 	}
-	printf("\ncreated      %s (%s ago)\n", string_member(job, "created_at"), age);
+	print_line(stdout, "progress     %s", line.data);
+	print_line(stdout, "created      %s (%s ago)", string_member(job, "created_at"), age);
 	if (json_is_string(json_object_get(job, "started_at")))
-		printf("started      %s\n", string_member(job, "started_at"));
+		print_line(stdout, "started      %s", string_member(job, "started_at"));
 	if (json_is_string(json_object_get(job, "finished_at")))
-		printf("finished     %s\n", string_member(job, "finished_at"));
-	printf("labels       %s\n", labels.len ? labels.data : "");
+		print_line(stdout, "finished     %s", string_member(job, "finished_at"));
+	print_line(stdout, "labels       %s", labels.len ? labels.data : "");
 	if (json_is_string(json_object_get(job, "credentials_source")))
-		printf("credentials  %s\n", string_member(job, "credentials_source"));
+		print_line(stdout, "credentials  %s", string_member(job, "credentials_source"));
 	if (client_job_error(job, &e) < 0)
-		printf("error        %s: %s%s%s%s\n", e.code, e.msg, e.tensor[0] ? " (tensor " : "",
-		       e.tensor, e.tensor[0] ? ")" : "");
+		print_line(stdout, "error        %s: %s%s%s%s", e.code, e.msg,
+			   e.tensor[0] ? " (tensor " : "", e.tensor, e.tensor[0] ? ")" : "");
 	if (json_is_object(json_object_get(job, "result"))) {
 		const json_t *result = json_object_get(job, "result");
 
 		size_format(count_member(result, "bytes"), total, sizeof(total));
-		printf("result       %llu tensors, %s in %zu safetensors file%s\n",
-		       (unsigned long long)count_member(result, "tensors"), total,
-		       safetensors_files(result), safetensors_files(result) == 1 ? "" : "s");
+		print_line(stdout, "result       %llu tensors, %s in %zu safetensors file%s",
+			   (unsigned long long)count_member(result, "tensors"), total,
+			   safetensors_files(result), safetensors_files(result) == 1 ? "" : "s");
 	}
+	buf_fini(&line);
 	buf_fini(&labels);
 }
 
@@ -475,10 +507,10 @@ static int follow_job(struct client *c, const char *id, struct follow *f, struct
 		if (!noted && !f->json_events) {
 			if (f->display.tty && f->display.lines)
 				fputc('\n', stderr);
-			fprintf(stderr,
-				"ckptconv: the event stream of job %s ended early; "
-				"following it again\n",
-				id);
+			print_line(stderr,
+				   "ckptconv: the event stream of job %s ended early; "
+				   "following it again",
+				   id);
 			noted = true;
 		}
 		sleep(FOLLOW_RETRY_DELAY);
@@ -601,8 +633,7 @@ static int jobs_submit(struct jobs_args *a, struct client *client)
 	if (a->json && !a->wait) {
 		print_json(job);
 	} else if (!a->json) {
-		printf("%s\n", string_member(job, "id"));
-		fflush(stdout);
+		print_line(stdout, "%s", string_member(job, "id"));
 	}
 	rc = a->wait ? wait_for(client, string_member(job, "id"), a->json, false) : EXIT_OK;
 out:
@@ -644,25 +675,25 @@ static void print_list_text(const json_t *page)
 	const char *cursor = json_string_value(json_object_get(page, "next_cursor"));
 	size_t i;
 
-	printf("%-16s  %-9s  %6s  %7s  %s\n", "ID", "STATE", "DONE", "AGE",
-	       "SOURCE -> DESTINATION [LABELS]");
+	print_line(stdout, "%-16s  %-9s  %6s  %7s  %s", "ID", "STATE", "DONE", "AGE",
+		   "SOURCE -> DESTINATION [LABELS]");
 	json_array_foreach(jobs, i, job) {
 		struct buf labels = {0};
 		char age[32];
 
 		labels_text(json_object_get(job, "labels"), &labels);
 		format_age(age_seconds(string_member(job, "created_at")), age, sizeof(age));
-		printf("%-16s  %-9s  %5.1f%%  %7s  %s -> %s%s%s%s\n", string_member(job, "id"),
-		       string_member(job, "state"),
-		       json_number_value(
-			       json_object_get(json_object_get(job, "progress"), "percent")),
-		       age, string_member(job, "source"), string_member(job, "destination"),
-		       labels.len ? " [" : "", labels.len ? labels.data : "",
-		       labels.len ? "]" : "");
+		print_line(stdout, "%-16s  %-9s  %5.1f%%  %7s  %s -> %s%s%s%s",
+			   string_member(job, "id"), string_member(job, "state"),
+			   json_number_value(
+				   json_object_get(json_object_get(job, "progress"), "percent")),
+			   age, string_member(job, "source"), string_member(job, "destination"),
+			   labels.len ? " [" : "", labels.len ? labels.data : "",
+			   labels.len ? "]" : "");
 		buf_fini(&labels);
 	}
 	if (cursor)
-		printf("(more: --cursor %s)\n", cursor);
+		print_line(stdout, "(more: --cursor %s)", cursor);
 }
 
 static const struct option list_options[] = {
@@ -746,9 +777,9 @@ static int jobs_cancel(struct jobs_args *a, struct client *client)
 	if (a->json)
 		print_json(after);
 	else
-		printf("job %s %s\n", string_member(after, "id"),
-		       status == 202 ? "is stopping (its unfinished output is removed)" :
-				       "cancelled");
+		print_line(stdout, "job %s %s", string_member(after, "id"),
+			   status == 202 ? "is stopping (its unfinished output is removed)" :
+					   "cancelled");
 	rc = EXIT_OK;
 	goto out;
 out_error:

@@ -201,6 +201,29 @@ expect_ok "list --limit 2 as text" "${J[@]}" list "${S[@]}" --limit 2
 grep -q "^(more: --cursor $CURSOR)\$" "$TEST_TMP/run.out" && pass "text list says how to get more" ||
 	fail "text list says how to get more" "$(run_out)"
 
+# A label and a destination holding terminal escape sequences are shown
+# escaped, never raw.
+ESC_DST="$DATA/out-"$'\e[31m'"red"$'\a'
+expect_ok "submit --wait a job whose label and destination hold escape sequences" \
+	"${J[@]}" submit "${S[@]}" --to native --dry-run --wait --label $'note=\e]0;pwned\a\r\e[K' "$DATA/src" "$ESC_DST"
+no_raw_controls "submit --wait"
+E=$(head -1 "$TEST_TMP/run.out")
+[[ "$(sed -n 2p "$TEST_TMP/run.out")" == "job $E planned 29 tensors ("*") into 1 file; nothing was written: $DATA/out-\\x1b[31mred\\x07" ]] &&
+	pass "--wait shows the destination escaped" || fail "--wait shows the destination escaped" "$(run_out)"
+expect_ok "get it" "${J[@]}" get "${S[@]}" "$E"
+no_raw_controls "get"
+grep -qxF "destination  $DATA/out-\\x1b[31mred\\x07" "$TEST_TMP/run.out" &&
+	grep -qxF 'labels       note=\x1b]0;pwned\x07\x0d\x1b[K' "$TEST_TMP/run.out" &&
+	pass "get shows the label and the destination escaped" || fail "get shows the label and the destination escaped" "$(run_out)"
+expect_ok "list it" "${J[@]}" list "${S[@]}" --label note=$'\e]0;pwned\a\r\e[K'
+no_raw_controls "list"
+grep -qF "$DATA/src -> $DATA/out-\\x1b[31mred\\x07 [note=\\x1b]0;pwned\\x07\\x0d\\x1b[K]" "$TEST_TMP/run.out" &&
+	pass "list shows them escaped" || fail "list shows them escaped" "$(run_out)"
+expect_ok "get --json" "${J[@]}" get "${S[@]}" --json "$E"
+no_raw_controls "get --json"
+assert_eq "get --json carries them as JSON" "$ESC_DST"$'\n'$'\e]0;pwned\a\r\e[K' \
+	"$(json_of "$TEST_TMP/run.out" destination)"$'\n'"$(json_of "$TEST_TMP/run.out" labels.note)"
+
 # ---- watch and cancel ----
 
 # A job throttled to about 8 s, followed twice at once: as text and --json.
