@@ -105,15 +105,29 @@ static void common_options(struct client *c, const char *path, struct buf *url, 
 	errbuf[0] = '\0';
 }
 
+/* An answer's body, read into memory up to ANSWER_MAX bytes. */
+struct answer {
+	struct buf body;
+	bool too_big; /* the server sent more: the transfer was cut */
+};
+
 static size_t collect(char *data, size_t size, size_t nmemb, void *userdata)
 {
-	struct buf *b = userdata;
+	struct answer *a = userdata;
 	size_t n = size * nmemb;
 
-	if (b->len + n > ANSWER_MAX)
+	if (a->body.len + n > ANSWER_MAX) {
+		a->too_big = true;
 		return 0;
-	buf_append(b, data, n);
+	}
+	buf_append(&a->body, data, n);
 	return n;
+}
+
+static int too_big_error(const char *url, struct err *e)
+{
+	return err_set(e, "server_bad_response", "%s: the answer is over %u MiB", url,
+		       ANSWER_MAX >> 20);
 }
 
 /* The catalogue's own copy of `code` (err.code must outlive the answer). */
@@ -129,8 +143,9 @@ static const char *catalogue_code(const char *code)
 }
 
 /* e from an error answer {"error": {"code", "message", "field"}}. */
-static int answer_error(long status, const struct buf *body, const char *url, struct err *e)
+static int answer_error(long status, const struct answer *a, const char *url, struct err *e)
 {
+	const struct buf *body = &a->body;
 	json_t *doc = json_loadb(body->data ? body->data : "", body->len, 0, NULL);
 	json_t *error = json_object_get(doc, "error");
 	const char *code = json_string_value(json_object_get(error, "code"));
@@ -138,7 +153,9 @@ static int answer_error(long status, const struct buf *body, const char *url, st
 	const char *field = json_string_value(json_object_get(error, "field"));
 	const char *known = catalogue_code(code);
 
-	if (!code || !message)
+	if (a->too_big)
+		too_big_error(url, e);
+	else if (!code || !message)
 		err_set(e, "server_bad_response", "%s answered HTTP %ld without an error body", url,
 			status);
 	else if (!known)
@@ -163,7 +180,8 @@ int client_call(struct client *c, const char *method, const char *path, const js
 		const char *idempotency_key, long *status, json_t **answer, struct err *e)
 {
 	char errbuf[CURL_ERROR_SIZE];
-	struct buf url = {0}, in = {0};
+	struct buf url = {0};
+	struct answer in = {0};
 	struct curl_slist *headers;
 	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
 	json_error_t jerr;
@@ -176,6 +194,8 @@ int client_call(struct client *c, const char *method, const char *path, const js
 	headers = request_headers(c, "Accept: application/json", text != NULL, idempotency_key);
 	curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, headers);
 	curl_easy_setopt(c->curl, CURLOPT_TIMEOUT, REQUEST_TIMEOUT_S);
+	/* refused before reading when the server says its length */
+	curl_easy_setopt(c->curl, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)ANSWER_MAX);
 	curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, collect);
 	curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, &in);
 	if (text)
@@ -183,6 +203,10 @@ int client_call(struct client *c, const char *method, const char *path, const js
 	if (strcmp(method, "GET") != 0)
 		curl_easy_setopt(c->curl, CURLOPT_CUSTOMREQUEST, method);
 	res = curl_easy_perform(c->curl);
+	if (in.too_big || res == CURLE_FILESIZE_EXCEEDED) {
+		too_big_error(url.data, e);
+		goto out;
+	}
 	if (res != CURLE_OK) {
 		transfer_error(res, errbuf, url.data, e);
 		goto out;
@@ -196,7 +220,7 @@ int client_call(struct client *c, const char *method, const char *path, const js
 		rc = 0;
 		goto out;
 	}
-	*answer = json_loadb(in.data ? in.data : "", in.len, 0, &jerr);
+	*answer = json_loadb(in.body.data ? in.body.data : "", in.body.len, 0, &jerr);
 	if (!*answer) {
 		err_set(e, "server_bad_response", "%s answered HTTP %ld with invalid JSON: %s",
 			url.data, *status, jerr.text);
@@ -206,7 +230,7 @@ int client_call(struct client *c, const char *method, const char *path, const js
 out:
 	curl_slist_free_all(headers);
 	free(text);
-	buf_fini(&in);
+	buf_fini(&in.body);
 	buf_fini(&url);
 	return rc;
 }
@@ -237,7 +261,8 @@ struct stream {
 	client_event_fn fn;
 	void *ctx;
 	long status; /* 0 until known */
-	struct buf line, data, error_body;
+	struct buf line, data;
+	struct answer error_body;
 	char event[EVENT_NAME_MAX];
 	bool stopped, failed;
 	struct err *e;
@@ -372,7 +397,7 @@ out:
 	curl_slist_free_all(headers);
 	buf_fini(&s.line);
 	buf_fini(&s.data);
-	buf_fini(&s.error_body);
+	buf_fini(&s.error_body.body);
 	buf_fini(&url);
 	return rc;
 }

@@ -52,6 +52,12 @@ UNKNOWN = job("unknown", "failed", error={
 OK = job("hostile-ok", "succeeded", result={
     "files": ["model.safetensors"], "tensors": 2, "bytes": 10, "warnings": []})
 JOBS = {"hostile": FAILED, "unknown": UNKNOWN, "hostile-ok": OK}
+LIMIT = 64 << 20
+
+def padded(doc, size):
+    """doc as JSON, white space after it up to size bytes: still valid JSON."""
+    data = json.dumps(doc).encode()
+    return data + b" " * (size - len(data))
 
 class Hostile(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -66,6 +72,22 @@ class Hostile(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def big(self, status, data, sized):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        if sized:
+            self.send_header("Content-Length", str(len(data)))
+        else:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            view = memoryview(data)
+            for i in range(0, len(data), 1 << 20):
+                self.wfile.write(view[i:i + (1 << 20)])
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
 
     def events(self, chunks):
         self.send_response(200)
@@ -93,6 +115,17 @@ class Hostile(http.server.BaseHTTPRequestHandler):
         if len(parts) == 5 and parts[3] in JOBS and parts[4] == "events":
             return self.events([": hello\n\n", "event: state\ndata: "
                                 + json.dumps(JOBS[parts[3]]) + "\n\n"])
+        if len(parts) == 4 and parts[3] == "exact":
+            return self.big(200, padded(job("exact", "succeeded"), LIMIT), True)
+        if len(parts) == 4 and parts[3] == "exact-unsized":
+            return self.big(200, padded(job("exact-unsized", "succeeded"), LIMIT), False)
+        if len(parts) == 4 and parts[3] == "over":
+            return self.big(200, padded(job("over", "succeeded"), LIMIT + 1), True)
+        if len(parts) == 4 and parts[3] == "over-unsized":
+            return self.big(200, padded(job("over-unsized", "succeeded"), LIMIT + 1), False)
+        if len(parts) == 4 and parts[3] == "over-error":
+            return self.big(500, padded({"error": {"code": "internal_error", "message": "x"}},
+                                        LIMIT + 1), False)
         if len(parts) == 4 and parts[3] == "gone":
             return self.answer(404, {"error": {
                 "code": "job_not_found", "message": "no job \u001b]0;pwned\u0007 here",
@@ -212,6 +245,20 @@ import json, sys
 e = json.load(open(sys.argv[1]))["error"]
 assert e == {"code": "job_not_found", "message": "no job \u001b]0;pwned\u0007 here (field id\u001b[2J)"}, e
 PYEOF
+
+# ---- answers over 64 MiB ----
+
+URL="http://127.0.0.1:$(cat "$HOSTILE_PORT_FILE")"
+expect_ok "an answer of exactly 64 MiB is read" "${J[@]}" get "${H[@]}" exact
+shows "and shown" 'id           exact'
+expect_ok "so is one of exactly 64 MiB without a length" "${J[@]}" get "${H[@]}" exact-unsized
+shows "and shown" 'id           exact-unsized'
+for what in over over-unsized over-error; do
+	expect_fail "an answer of 64 MiB and 1 byte ($what)" server_bad_response \
+		"$URL/v1/jobs/$what: the answer is over 64 MiB" "${J[@]}" get "${H[@]}" "$what"
+	assert_eq "it is the whole message ($what)" \
+		"ckptconv: server_bad_response: $URL/v1/jobs/$what: the answer is over 64 MiB" "$(run_err)"
+done
 
 stop_hostile
 finish

@@ -34,7 +34,8 @@ void client_free(struct client *c);
  * On a 4xx/5xx answer *status is set and e holds the daemon's error (its
  * code when the catalogue knows it, its field appended to the message).
  * Codes: the daemon's, server_unreachable (no answer within 60 s),
- * server_bad_response (not the JSON the API describes). */
+ * server_bad_response (not JSON, or an answer over 64 MiB: a page of
+ * 10,000 tensors is a few MB). */
 int client_call(struct client *c, const char *method, const char *path, const json_t *body,
 		const char *idempotency_key, long *status, json_t **answer, struct err *e);
 
