@@ -446,11 +446,27 @@ static void print_job_text(const json_t *job)
 
 /* ---- following a job ---------------------------------------------------- */
 
+/* The data of a state event: a job that has finished. */
+static int check_final(const json_t *job, struct err *e)
+{
+	const char *state;
+
+	if (client_check_job(job, "", e) < 0)
+		return -1;
+	state = string_member(job, "state");
+	if (!job_state_finished((enum job_state)job_state_parse(state)))
+		return err_set(e, "server_bad_response",
+			       "the final state event says the job is %s, which is not an end",
+			       state);
+	return 0;
+}
+
 struct follow {
 	bool json_events; /* watch --json: every event on stdout */
 	bool show_progress;
 	struct progress_display display;
 	json_t *final; /* the job, once a state event came */
+	struct err bad; /* set when the state event is not a finished job */
 };
 
 static int on_event(void *ctx, const char *event, json_t *data)
@@ -458,6 +474,8 @@ static int on_event(void *ctx, const char *event, json_t *data)
 	struct follow *f = ctx;
 	struct exec_progress p;
 
+	if (strcmp(event, "state") == 0 && check_final(data, &f->bad) < 0)
+		return 1;
 	if (f->json_events) {
 		json_t *line = json_pack("{s:s, s:O}", "event", event, "data", data);
 
@@ -499,6 +517,10 @@ static int follow_job(struct client *c, const char *id, struct follow *f, struct
 			}
 		} else {
 			unreachable_since = -1;
+		}
+		if (f->bad.code) {
+			*e = f->bad;
+			break;
 		}
 		if (f->final) {
 			rc = 0;
@@ -556,6 +578,38 @@ static int wait_for(struct client *c, const char *id, bool json_final, bool json
 }
 
 /* ---- subcommands -------------------------------------------------------- */
+
+static int check_job(const json_t *doc, struct err *e)
+{
+	return client_check_job(doc, "", e);
+}
+
+/* One request whose answer (but for a 204) has the shape `check` wants:
+ * the answer in *out, or an exit status after printing the error. */
+static int call(struct jobs_args *a, struct client *client, const char *method, const char *path,
+		const json_t *body, int (*check)(const json_t *doc, struct err *e), long *status,
+		json_t **out)
+{
+	struct err e = {0};
+
+	if (client_call(client, method, path, body, body ? a->idempotency_key : NULL, status, out,
+			&e) == 0 &&
+	    (!*out || check(*out, &e) == 0))
+		return 0;
+	json_decref(*out);
+	*out = NULL;
+	cli_print_error(&e, a->json);
+	return cli_exit_code(&e);
+}
+
+/* GET path; the answer in *out, or an exit status after printing. */
+static int get_json(struct jobs_args *a, struct client *client, const char *path,
+		    int (*check)(const json_t *doc, struct err *e), json_t **out)
+{
+	long status;
+
+	return call(a, client, "GET", path, NULL, check, &status, out);
+}
 
 static json_t *s3_options(const struct cli_s3_flags *s3)
 {
@@ -620,16 +674,11 @@ static int parse_submit(int argc, char **argv, struct jobs_args *a)
 static int jobs_submit(struct jobs_args *a, struct client *client)
 {
 	json_t *request = job_request(&a->convert, a->labels), *job = NULL;
-	struct err e = {0};
 	long status;
-	int rc;
+	int rc = call(a, client, "POST", "/v1/jobs", request, check_job, &status, &job);
 
-	if (client_call(client, "POST", "/v1/jobs", request, a->idempotency_key, &status, &job,
-			&e) < 0) {
-		cli_print_error(&e, a->json);
-		rc = cli_exit_code(&e);
+	if (rc != 0)
 		goto out;
-	}
 	if (a->json && !a->wait) {
 		print_json(job);
 	} else if (!a->json) {
@@ -642,23 +691,11 @@ out:
 	return rc;
 }
 
-/* GET path; the answer in *out, or an exit status after printing. */
-static int get_json(struct jobs_args *a, struct client *client, const char *path, json_t **out)
-{
-	struct err e = {0};
-	long status;
-
-	if (client_call(client, "GET", path, NULL, NULL, &status, out, &e) == 0)
-		return 0;
-	cli_print_error(&e, a->json);
-	return cli_exit_code(&e);
-}
-
 static int jobs_get(struct jobs_args *a, struct client *client)
 {
 	char *path = job_path(a->id, "");
 	json_t *job = NULL;
-	int rc = get_json(a, client, path, &job);
+	int rc = get_json(a, client, path, check_job, &job);
 
 	if (rc == 0 && a->json)
 		print_json(job);
@@ -735,7 +772,7 @@ static int jobs_list(struct jobs_args *a, struct client *client)
 		add_query(&path, "label", filter.data);
 		buf_fini(&filter);
 	}
-	rc = get_json(a, client, path.data, &page);
+	rc = get_json(a, client, path.data, client_check_page, &page);
 	if (rc == 0 && a->json)
 		print_json(page);
 	else if (rc == 0)
@@ -756,7 +793,7 @@ static int jobs_cancel(struct jobs_args *a, struct client *client)
 	json_t *job = NULL, *after = NULL;
 	struct err e = {0};
 	long status = 0;
-	int rc = get_json(a, client, path, &job);
+	int rc = get_json(a, client, path, check_job, &job);
 
 	if (rc != 0)
 		goto out;
@@ -766,8 +803,9 @@ static int jobs_cancel(struct jobs_args *a, struct client *client)
 			string_member(job, "state"));
 		goto out_error;
 	}
-	if (client_call(client, "DELETE", path, NULL, NULL, &status, &after, &e) < 0)
-		goto out_error;
+	rc = call(a, client, "DELETE", path, NULL, check_job, &status, &after);
+	if (rc != 0)
+		goto out;
 	if (status == 204) {
 		err_set(&e, "job_finished",
 			"job %s finished before the cancellation arrived; its record was deleted",

@@ -254,6 +254,207 @@ int client_job_error(const json_t *job, struct err *e)
 	return -1;
 }
 
+/* ---- the shape of a job ---------------------------------------------------- */
+
+enum {
+	T_STRING = 1,
+	T_NULL = 2,
+	T_OBJECT = 4,
+	T_INTEGER = 8,
+	T_NUMBER = 16, /* an integer or a real */
+	T_BOOL = 32,
+	T_ARRAY = 64,
+};
+
+/* A member of an object as docs/openapi.yaml describes it. */
+struct member_rule {
+	const char *name;
+	unsigned types;
+	const char *wanted; /* the types in words */
+	bool required;	    /* the rest may be absent (an older daemon) */
+};
+
+static const struct member_rule job_rules[] = {
+	{"id", T_STRING, "a string", true},
+	{"state", T_STRING, "a string", true},
+	{"created_at", T_STRING, "a string", false},
+	{"started_at", T_STRING | T_NULL, "a string or null", false},
+	{"finished_at", T_STRING | T_NULL, "a string or null", false},
+	{"source", T_STRING | T_NULL, "a string or null", false},
+	{"destination", T_STRING, "a string", false},
+	{"to", T_STRING | T_NULL, "a string or null", false},
+	{"options", T_OBJECT, "an object", false},
+	{"labels", T_OBJECT, "an object", false},
+	{"progress", T_OBJECT, "an object", false},
+	{"result", T_OBJECT | T_NULL, "an object or null", false},
+	{"error", T_OBJECT | T_NULL, "an object or null", false},
+	{"cancel_requested", T_BOOL, "true or false", false},
+	{"restarts", T_INTEGER, "an integer", false},
+	{"credentials_source", T_STRING | T_NULL, "a string or null", false},
+	{NULL, 0, NULL, false},
+};
+
+static const struct member_rule progress_rules[] = {
+	{"tensors_total", T_INTEGER, "an integer", false},
+	{"tensors_done", T_INTEGER, "an integer", false},
+	{"bytes_total", T_INTEGER, "an integer", false},
+	{"bytes_done", T_INTEGER, "an integer", false},
+	{"percent", T_NUMBER, "a number", false},
+	{"bytes_per_second", T_INTEGER, "an integer", false},
+	{"elapsed_seconds", T_NUMBER, "a number", false},
+	{"eta_seconds", T_INTEGER | T_NULL, "an integer or null", false},
+	{"in_flight", T_ARRAY, "an array", false},
+	{NULL, 0, NULL, false},
+};
+
+static const struct member_rule result_rules[] = {
+	{"files", T_ARRAY, "an array", false},
+	{"tensors", T_INTEGER, "an integer", false},
+	{"bytes", T_INTEGER, "an integer", false},
+	{"warnings", T_ARRAY, "an array", false},
+	{NULL, 0, NULL, false},
+};
+
+static const struct member_rule error_rules[] = {
+	{"code", T_STRING, "a string", true},
+	{"message", T_STRING, "a string", true},
+	{"tensor", T_STRING | T_NULL, "a string or null", false},
+	{NULL, 0, NULL, false},
+};
+
+static unsigned type_of(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_STRING:
+		return T_STRING;
+	case JSON_NULL:
+		return T_NULL;
+	case JSON_OBJECT:
+		return T_OBJECT;
+	case JSON_INTEGER:
+		return T_INTEGER | T_NUMBER;
+	case JSON_REAL:
+		return T_NUMBER;
+	case JSON_TRUE:
+	case JSON_FALSE:
+		return T_BOOL;
+	case JSON_ARRAY:
+		return T_ARRAY;
+	}
+	return 0;
+}
+
+static const char *type_words(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_STRING:
+		return "a string";
+	case JSON_NULL:
+		return "null";
+	case JSON_OBJECT:
+		return "an object";
+	case JSON_INTEGER:
+		return "an integer";
+	case JSON_REAL:
+		return "a real number";
+	case JSON_TRUE:
+		return "true";
+	case JSON_FALSE:
+		return "false";
+	case JSON_ARRAY:
+		return "an array";
+	}
+	return "unknown";
+}
+
+static int shape_error(const char *field, const char *what, struct err *e)
+{
+	return err_set(e, "server_bad_response", "the answer's %s is %s", field, what);
+}
+
+/* The members of o that `rules` name, each of its types; `prefix` names o
+ * ("" for the answer itself, "jobs[3]."). */
+static int check_members(const json_t *o, const struct member_rule *rules, const char *prefix,
+			 struct err *e)
+{
+	char field[96], what[64];
+	const json_t *v;
+
+	for (; rules->name; rules++) {
+		snprintf(field, sizeof(field), "%s%s", prefix, rules->name);
+		v = json_object_get(o, rules->name);
+		if (!v && rules->required)
+			return shape_error(field, "missing", e);
+		if (v && !(type_of(v) & rules->types)) {
+			snprintf(what, sizeof(what), "%s, not %s", type_words(v), rules->wanted);
+			return shape_error(field, what, e);
+		}
+	}
+	return 0;
+}
+
+int client_check_job(const json_t *job, const char *prefix, struct err *e)
+{
+	char field[96];
+	const char *key, *state;
+	const json_t *v;
+
+	if (!json_is_object(job)) {
+		/* "jobs[3]." names jobs[3] */
+		snprintf(field, sizeof(field), "%.*s", *prefix ? (int)strlen(prefix) - 1 : 3,
+			 *prefix ? prefix : "job");
+		return shape_error(field, "not an object", e);
+	}
+	if (check_members(job, job_rules, prefix, e) < 0)
+		return -1;
+	state = json_string_value(json_object_get(job, "state"));
+	if (job_state_parse(state) < 0) {
+		snprintf(field, sizeof(field), "%sstate", prefix);
+		return err_set(e, "server_bad_response",
+			       "the answer's %s is '%.64s', not a job state", field, state);
+	}
+	json_object_foreach((json_t *)json_object_get(job, "labels"), key, v) {
+		if (!json_is_string(v)) {
+			snprintf(field, sizeof(field), "%slabels.%.40s", prefix, key);
+			return shape_error(field, "not a string", e);
+		}
+	}
+	snprintf(field, sizeof(field), "%sprogress.", prefix);
+	if (check_members(json_object_get(job, "progress"), progress_rules, field, e) < 0)
+		return -1;
+	snprintf(field, sizeof(field), "%sresult.", prefix);
+	if (check_members(json_object_get(job, "result"), result_rules, field, e) < 0)
+		return -1;
+	snprintf(field, sizeof(field), "%serror.", prefix);
+	if (json_is_object(json_object_get(job, "error")) &&
+	    check_members(json_object_get(job, "error"), error_rules, field, e) < 0)
+		return -1;
+	return 0;
+}
+
+int client_check_page(const json_t *page, struct err *e)
+{
+	static const struct member_rule page_rules[] = {
+		{"jobs", T_ARRAY, "an array", true},
+		{"next_cursor", T_STRING | T_NULL, "a string or null", false},
+		{NULL, 0, NULL, false},
+	};
+	char prefix[32];
+	const json_t *job;
+	size_t i;
+
+	if (!json_is_object(page))
+		return shape_error("page", "not an object", e);
+	if (check_members(page, page_rules, "", e) < 0)
+		return -1;
+	json_array_foreach(json_object_get(page, "jobs"), i, job) {
+		snprintf(prefix, sizeof(prefix), "jobs[%zu].", i);
+		if (client_check_job(job, prefix, e) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* ---- event streams ---------------------------------------------------------- */
 
 struct stream {

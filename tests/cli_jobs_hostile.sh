@@ -53,6 +53,23 @@ OK = job("hostile-ok", "succeeded", result={
     "files": ["model.safetensors"], "tensors": 2, "bytes": 10, "warnings": []})
 JOBS = {"hostile": FAILED, "unknown": UNKNOWN, "hostile-ok": OK}
 LIMIT = 64 << 20
+# answers of the wrong shape
+SHAPES = {
+    "id-number": job(7, "succeeded"),
+    "state-array": job("state-array", []),
+    "state-bogus": job("state-bogus", "pwned"),
+    "label-number": job("label-number", "succeeded", labels={"team": 1}),
+    "percent-string": job("percent-string", "running", progress={"percent": "x"}),
+    "error-no-code": job("error-no-code", "failed", error={"message": "m"}),
+    "still-running": job("still-running", "running"),
+    "not-object": [],
+}
+PAGES = {
+    "state-array": {"jobs": [OK, job("x", [])], "next_cursor": None},
+    "jobs-object": {"jobs": {}, "next_cursor": None},
+    "no-jobs": {"next_cursor": None},
+    "cursor-number": {"jobs": [], "next_cursor": 3},
+}
 
 def padded(doc, size):
     """doc as JSON, white space after it up to size bytes: still valid JSON."""
@@ -108,6 +125,9 @@ class Hostile(http.server.BaseHTTPRequestHandler):
         parts = path.split("/")
         if self.command == "POST" and path == "/v1/jobs":
             return self.answer(201, OK)
+        cursor = [q[len("cursor="):] for q in query.split("&") if q.startswith("cursor=")]
+        if path == "/v1/jobs" and cursor and cursor[0] in PAGES:
+            return self.answer(200, PAGES[cursor[0]])
         if path == "/v1/jobs":
             return self.answer(200, {"jobs": [FAILED, OK], "next_cursor": "c\u001b[5m\r"})
         if len(parts) == 4 and parts[3] in JOBS:
@@ -115,6 +135,10 @@ class Hostile(http.server.BaseHTTPRequestHandler):
         if len(parts) == 5 and parts[3] in JOBS and parts[4] == "events":
             return self.events([": hello\n\n", "event: state\ndata: "
                                 + json.dumps(JOBS[parts[3]]) + "\n\n"])
+        if len(parts) == 4 and parts[3] in SHAPES:
+            return self.answer(200, SHAPES[parts[3]])
+        if len(parts) == 5 and parts[3] in SHAPES and parts[4] == "events":
+            return self.events(["event: state\ndata: " + json.dumps(SHAPES[parts[3]]) + "\n\n"])
         if len(parts) == 4 and parts[3] == "exact":
             return self.big(200, padded(job("exact", "succeeded"), LIMIT), True)
         if len(parts) == 4 and parts[3] == "exact-unsized":
@@ -259,6 +283,47 @@ for what in over over-unsized over-error; do
 	assert_eq "it is the whole message ($what)" \
 		"ckptconv: server_bad_response: $URL/v1/jobs/$what: the answer is over 64 MiB" "$(run_err)"
 done
+
+# ---- answers of the wrong shape ----
+
+# refused NAME MESSAGE CMD...: exit 1, nothing on stdout, and the one line
+# "ckptconv: server_bad_response: MESSAGE" on stderr.
+refused() {
+	local name=$1 message=$2
+	shift 2
+	expect_fail "$name" server_bad_response "" "$@" || return 1
+	assert_eq "$name: nothing is shown but the error" \
+		"|ckptconv: server_bad_response: $message" "$(run_out)|$(run_err)"
+}
+refused "get: id a number" "the answer's id is an integer, not a string" "${J[@]}" get "${H[@]}" id-number
+refused "get: state an array" "the answer's state is an array, not a string" "${J[@]}" get "${H[@]}" state-array
+refused "get: state not a job state" "the answer's state is 'pwned', not a job state" "${J[@]}" get "${H[@]}" state-bogus
+refused "get: a label's value a number" "the answer's labels.team is not a string" "${J[@]}" get "${H[@]}" label-number
+refused "get: progress.percent a string" "the answer's progress.percent is a string, not a number" \
+	"${J[@]}" get "${H[@]}" percent-string
+refused "get: an error without a code" "the answer's error.code is missing" "${J[@]}" get "${H[@]}" error-no-code
+refused "get: not an object" "the answer's job is not an object" "${J[@]}" get "${H[@]}" not-object
+expect_exit "get --json: state an array: exit 1" 1 "${J[@]}" get "${H[@]}" --json state-array
+assert_eq "get --json: the error alone, as JSON" \
+	'{"error":{"code":"server_bad_response","message":"the answer'"'"'s state is an array, not a string"}}' "$(run_out)"
+refused "cancel: state an array" "the answer's state is an array, not a string" "${J[@]}" cancel "${H[@]}" state-array
+refused "list: a job's state an array" "the answer's jobs[1].state is an array, not a string" \
+	"${J[@]}" list "${H[@]}" --cursor state-array
+refused "list: jobs an object" "the answer's jobs is an object, not an array" \
+	"${J[@]}" list "${H[@]}" --cursor jobs-object
+refused "list: no jobs" "the answer's jobs is missing" "${J[@]}" list "${H[@]}" --cursor no-jobs
+refused "list: next_cursor a number" "the answer's next_cursor is an integer, not a string or null" \
+	"${J[@]}" list "${H[@]}" --cursor cursor-number
+expect_exit "list --json: a job's state an array: exit 1" 1 "${J[@]}" list "${H[@]}" --json --cursor state-array
+assert_eq "list --json: the error alone, as JSON" \
+	'{"error":{"code":"server_bad_response","message":"the answer'"'"'s jobs[1].state is an array, not a string"}}' "$(run_out)"
+refused "watch: a final state that is an array" "the answer's state is an array, not a string" \
+	"${J[@]}" watch "${H[@]}" state-array
+refused "watch: a final state event of a running job" \
+	"the final state event says the job is running, which is not an end" "${J[@]}" watch "${H[@]}" still-running
+expect_exit "watch --json: a final state that is an array: exit 1" 1 "${J[@]}" watch "${H[@]}" --json state-array
+assert_eq "watch --json: the error alone, not the event" \
+	'{"error":{"code":"server_bad_response","message":"the answer'"'"'s state is an array, not a string"}}' "$(run_out)"
 
 stop_hostile
 finish

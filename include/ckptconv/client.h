@@ -56,4 +56,19 @@ int client_follow(struct client *c, const char *path, client_event_fn fn, void *
  * set), 0 when it has none. */
 int client_job_error(const json_t *job, struct err *e);
 
+/* Whether `job` has the shape of docs/openapi.yaml's Job, as far as the
+ * client reads it: an object whose id and state are strings, state one
+ * of the job states, and whose other members, when present, have their
+ * types (labels an object of strings; progress, result and error objects
+ * whose members have theirs).  `prefix` is put before the field's name in
+ * the message ("" for an answer that is the job, "jobs[3]." for one in a
+ * page).  Returns 0, or -1 with e set: server_bad_response naming the
+ * first field at fault ("the answer's state is an array, not a string").
+ * Members it does not know are left alone. */
+int client_check_job(const json_t *job, const char *prefix, struct err *e);
+/* Whether `page` has the shape of a JobList: an object whose jobs are an
+ * array of jobs (each as client_check_job) and whose next_cursor, when
+ * present, is a string or null.  Codes: as client_check_job. */
+int client_check_page(const json_t *page, struct err *e);
+
 #endif
