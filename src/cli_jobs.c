@@ -32,6 +32,11 @@
  * follow (it may be restarting), and between two attempts. */
 #define FOLLOW_PATIENCE 120
 #define FOLLOW_RETRY_DELAY 1
+/* Streams in a row that may end with no news of the job (no progress
+ * beyond what was seen, no final state) before the server is taken to be
+ * broken: the daemon ends a stream early only when it stops, after which
+ * it cannot be reached until it is back. */
+#define FOLLOW_IDLE_STREAMS_MAX 5
 
 static const char usage_text[] =
 	"Usage: ckptconv jobs submit [CONVERT OPTIONS] [--label NAME=VALUE]... [--wait]\n"
@@ -467,6 +472,9 @@ struct follow {
 	struct progress_display display;
 	json_t *final; /* the job, once a state event came */
 	struct err bad; /* set when the state event is not a finished job */
+	bool news;	/* this stream told of progress beyond best, or the end */
+	bool have_progress;
+	struct exec_progress best; /* the furthest progress told */
 };
 
 static int on_event(void *ctx, const char *event, json_t *data)
@@ -482,9 +490,16 @@ static int on_event(void *ctx, const char *event, json_t *data)
 		print_json(line);
 		json_decref(line);
 	}
-	if (strcmp(event, "progress") == 0 && f->show_progress) {
+	if (strcmp(event, "progress") == 0) {
 		progress_from_json(data, &p);
-		progress_update(&f->display, &p, false);
+		if (!f->have_progress || p.tensors_done > f->best.tensors_done ||
+		    p.bytes_done > f->best.bytes_done) {
+			f->news = true;
+			f->have_progress = true;
+			f->best = p;
+		}
+		if (f->show_progress)
+			progress_update(&f->display, &p, false);
 	} else if (strcmp(event, "state") == 0) {
 		f->final = json_incref(data);
 		return 1;
@@ -499,11 +514,12 @@ static int follow_job(struct client *c, const char *id, struct follow *f, struct
 	char *path = job_path(id, "/events");
 	double unreachable_since = -1;
 	bool noted = false;
-	int rc = -1;
+	int idle_streams = 0, rc = -1;
 
 	for (;;) {
 		struct err fe = {0};
 
+		f->news = false;
 		if (client_follow(c, path, on_event, f, &fe) < 0) {
 			if (strcmp(fe.code, "server_unreachable") != 0) {
 				*e = fe;
@@ -517,6 +533,7 @@ static int follow_job(struct client *c, const char *id, struct follow *f, struct
 			}
 		} else {
 			unreachable_since = -1;
+			idle_streams = f->news ? 0 : idle_streams + 1;
 		}
 		if (f->bad.code) {
 			*e = f->bad;
@@ -524,6 +541,13 @@ static int follow_job(struct client *c, const char *id, struct follow *f, struct
 		}
 		if (f->final) {
 			rc = 0;
+			break;
+		}
+		if (idle_streams >= FOLLOW_IDLE_STREAMS_MAX) {
+			err_set(e, "server_bad_response",
+				"the event stream of job %s ended %d times in a row with no news of "
+				"the job (no further progress, no final state)",
+				id, idle_streams);
 			break;
 		}
 		if (!noted && !f->json_events) {

@@ -47,7 +47,7 @@ static const struct err_code catalogue[] = {
 	{"server_unreachable", 502,
 	 "ckptconv jobs got no answer from the daemon (refused, timed out, or the connection broke)."},
 	{"server_bad_response", 502,
-	 "The daemon's answer is not what its API describes (not JSON, a member of the wrong type, over 64 MiB)."},
+	 "The daemon's answer is not what its API describes (not JSON, a member of the wrong type, over 64 MiB, an event stream that keeps ending with no news of the job)."},
 	{"job_finished", 409, "The job had already finished: there was nothing to cancel."},
 	/* source checkpoint */
 	{"source_not_found", 422, "The source does not exist."},

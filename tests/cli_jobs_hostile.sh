@@ -64,6 +64,9 @@ SHAPES = {
     "still-running": job("still-running", "running"),
     "not-object": [],
 }
+STALE = {"tensors_total": 2, "tensors_done": 1, "bytes_total": 10, "bytes_done": 5,
+         "percent": 50.0, "bytes_per_second": 1, "elapsed_seconds": 1.0, "eta_seconds": 5,
+         "in_flight": []}
 PAGES = {
     "state-array": {"jobs": [OK, job("x", [])], "next_cursor": None},
     "jobs-object": {"jobs": {}, "next_cursor": None},
@@ -139,6 +142,22 @@ class Hostile(http.server.BaseHTTPRequestHandler):
             return self.answer(200, SHAPES[parts[3]])
         if len(parts) == 5 and parts[3] in SHAPES and parts[4] == "events":
             return self.events(["event: state\ndata: " + json.dumps(SHAPES[parts[3]]) + "\n\n"])
+        if len(parts) == 5 and parts[3] in ("silent", "stale") and parts[4] == "events":
+            # a client that would follow for ever meets an end here, and
+            # fails the test by its code rather than by hanging
+            self.server.opened[parts[3]] = self.server.opened.get(parts[3], 0) + 1
+            if self.server.opened[parts[3]] > 30:
+                return self.answer(404, {"error": {"code": "job_not_found", "message": "enough"}})
+        if len(parts) == 5 and parts[3] == "silent" and parts[4] == "events":
+            return self.events([": keepalive\n\n"])
+        if len(parts) == 5 and parts[3] == "stale" and parts[4] == "events":
+            return self.events(["event: progress\ndata: " + json.dumps(STALE) + "\n\n"])
+        if len(parts) == 5 and parts[3] == "climbing" and parts[4] == "events":
+            self.server.climbed += 1
+            return self.events(["event: progress\ndata: " + json.dumps(
+                dict(STALE, bytes_done=self.server.climbed)) + "\n\n"] + (
+                    ["event: state\ndata: " + json.dumps(OK) + "\n\n"]
+                    if self.server.climbed == 8 else []))
         if len(parts) == 4 and parts[3] == "exact":
             return self.big(200, padded(job("exact", "succeeded"), LIMIT), True)
         if len(parts) == 4 and parts[3] == "exact-unsized":
@@ -162,6 +181,8 @@ class Hostile(http.server.BaseHTTPRequestHandler):
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
 server.daemon_threads = True
+server.climbed = 0
+server.opened = {}
 open(port_file, "w").write(str(server.server_address[1]))
 server.serve_forever()
 PYEOF
@@ -324,6 +345,28 @@ refused "watch: a final state event of a running job" \
 expect_exit "watch --json: a final state that is an array: exit 1" 1 "${J[@]}" watch "${H[@]}" --json state-array
 assert_eq "watch --json: the error alone, not the event" \
 	'{"error":{"code":"server_bad_response","message":"the answer'"'"'s state is an array, not a string"}}' "$(run_out)"
+
+# ---- event streams that end with no news of the job ----
+
+# streams ID: how many times the event stream of job ID was opened.
+streams() { grep -c "^GET /v1/jobs/$1/events\$" "$HOSTILE_LOG"; }
+IDLE="ended 5 times in a row with no news of the job (no further progress, no final state)"
+expect_fail "watch: streams that end at once, empty" server_bad_response "" "${J[@]}" watch "${H[@]}" silent
+assert_eq "it gives up with the reason" "ckptconv: server_bad_response: the event stream of job silent $IDLE" \
+	"$(error_line "$TEST_TMP/run.err")"
+assert_eq "after 5 streams" 5 "$(streams silent)"
+expect_fail "watch: streams that tell the same progress again and again" server_bad_response "" \
+	"${J[@]}" watch "${H[@]}" stale
+assert_eq "it gives up with the reason" "ckptconv: server_bad_response: the event stream of job stale $IDLE" \
+	"$(error_line "$TEST_TMP/run.err")"
+assert_eq "after the first stream (its progress is news) and 5 more" 6 "$(streams stale)"
+expect_exit "watch --json: the same, exit 1" 1 "${J[@]}" watch "${H[@]}" --json silent
+assert_eq "the error alone, as JSON" \
+	"{\"error\":{\"code\":\"server_bad_response\",\"message\":\"the event stream of job silent $IDLE\"}}" "$(run_out)"
+assert_eq "after 5 more streams" 10 "$(streams silent)"
+expect_ok "watch: streams that end early but tell further progress each time" \
+	"${J[@]}" watch "${H[@]}" climbing
+assert_eq "it follows the job to its end" 8 "$(streams climbing)"
 
 stop_hostile
 finish
