@@ -201,28 +201,23 @@ expect_ok "list --limit 2 as text" "${J[@]}" list "${S[@]}" --limit 2
 grep -q "^(more: --cursor $CURSOR)\$" "$TEST_TMP/run.out" && pass "text list says how to get more" ||
 	fail "text list says how to get more" "$(run_out)"
 
-# A label and a destination holding terminal escape sequences are shown
-# escaped, never raw.
-ESC_DST="$DATA/out-"$'\e[31m'"red"$'\a'
-expect_ok "submit --wait a job whose label and destination hold escape sequences" \
-	"${J[@]}" submit "${S[@]}" --to native --dry-run --wait --label $'note=\e]0;pwned\a\r\e[K' "$DATA/src" "$ESC_DST"
-no_raw_controls "submit --wait"
-E=$(head -1 "$TEST_TMP/run.out")
-[[ "$(sed -n 2p "$TEST_TMP/run.out")" == "job $E planned 29 tensors ("*") into 1 file; nothing was written: $DATA/out-\\x1b[31mred\\x07" ]] &&
-	pass "--wait shows the destination escaped" || fail "--wait shows the destination escaped" "$(run_out)"
-expect_ok "get it" "${J[@]}" get "${S[@]}" "$E"
-no_raw_controls "get"
-grep -qxF "destination  $DATA/out-\\x1b[31mred\\x07" "$TEST_TMP/run.out" &&
-	grep -qxF 'labels       note=\x1b]0;pwned\x07\x0d\x1b[K' "$TEST_TMP/run.out" &&
-	pass "get shows the label and the destination escaped" || fail "get shows the label and the destination escaped" "$(run_out)"
-expect_ok "list it" "${J[@]}" list "${S[@]}" --label note=$'\e]0;pwned\a\r\e[K'
-no_raw_controls "list"
-grep -qF "$DATA/src -> $DATA/out-\\x1b[31mred\\x07 [note=\\x1b]0;pwned\\x07\\x0d\\x1b[K]" "$TEST_TMP/run.out" &&
-	pass "list shows them escaped" || fail "list shows them escaped" "$(run_out)"
-expect_ok "get --json" "${J[@]}" get "${S[@]}" --json "$E"
-no_raw_controls "get --json"
-assert_eq "get --json carries them as JSON" "$ESC_DST"$'\n'$'\e]0;pwned\a\r\e[K' \
-	"$(json_of "$TEST_TMP/run.out" destination)"$'\n'"$(json_of "$TEST_TMP/run.out" labels.note)"
+# The daemon refuses a label or a location holding terminal escape
+# sequences (cli_jobs_hostile.sh shows how the client prints such values
+# from a server that sends them); its errors, and one that quotes an id
+# given with escapes, are one clean line.
+expect_fail "submit with a label holding escape sequences" invalid_field \
+	"labels.note contains the control character U+001B at byte 0 (field labels.note)" \
+	"${J[@]}" submit "${S[@]}" --to native --dry-run --wait --label $'note=\e]0;pwned\a\r\e[K' "$DATA/src" "$DATA/out-esc"
+no_raw_controls "submit, label"
+expect_fail "submit with a destination holding escape sequences" invalid_field \
+	"destination contains the control character U+001B at byte $((${#DATA} + 5)) (field destination)" \
+	"${J[@]}" submit "${S[@]}" --to native --dry-run "$DATA/src" "$DATA/out-"$'\e[31m'"red"$'\a'
+no_raw_controls "submit, destination"
+expect_fail "get an id holding escape sequences" job_not_found "" "${J[@]}" get "${S[@]}" $'x\e]0;pwned\a\r\e[K'
+no_raw_controls "get, id"
+grep -qF 'x\x1b]0;pwned\x07\x0d\x1b[K' "$TEST_TMP/run.err" && pass "the daemon's message quotes the id escaped" ||
+	fail "the daemon's message quotes the id escaped" "$(run_err | od -c | head)"
+[ ! -e "$DATA/out-esc" ] && pass "nothing was written" || fail "nothing was written"
 
 # ---- watch and cancel ----
 
