@@ -26,27 +26,67 @@ static const char *const usage_codes[] = {
 	"usage_error", "invalid_option", "invalid_size", "invalid_exclude", "invalid_partition",
 };
 
+void cli_print_json(FILE *out, const json_t *doc, size_t flags)
+{
+	char *text = json_dumps(doc, flags);
+	struct buf b = {0};
+	const char *p;
+
+	/* Outside its strings a JSON text is printable ASCII, and jansson
+	 * writes well-formed UTF-8: a DEL byte or a 0xc2 lead byte can only be
+	 * a character of a string. */
+	for (p = text ? text : "null"; *p; p++) {
+		unsigned char ch = (unsigned char)*p;
+
+		if (ch == 0x7f) {
+			buf_puts(&b, "\\u007f");
+		} else if (ch == 0xc2 && (unsigned char)p[1] <= 0x9f) {
+			buf_printf(&b, "\\u00%02x", (unsigned char)p[1]);
+			p++;
+		} else {
+			buf_append(&b, p, 1);
+		}
+	}
+	buf_append(&b, "\n", 1);
+	fwrite(b.data, 1, b.len, out);
+	fflush(out);
+	buf_fini(&b);
+	free(text);
+}
+
+/* s as a JSON string: itself when it is UTF-8, else its printable form. */
+static json_t *json_text(const char *s)
+{
+	struct buf shown = {0};
+	json_t *v = json_string(s);
+
+	if (!v) {
+		buf_append_printable(&shown, s, strlen(s));
+		v = json_string(shown.data ? shown.data : "");
+		buf_fini(&shown);
+	}
+	return v;
+}
+
 void cli_print_error(const struct err *e, int json)
 {
 	const char *code = e && e->code ? e->code : "internal_error";
 	const char *msg = e && e->code ? e->msg : "unknown failure";
+	struct buf shown = {0};
 	json_t *body;
 
 	if (!json) {
-		fprintf(stderr, "ckptconv: %s: %s\n", code, msg);
+		/* A message may carry a daemon's or a file's text: never raw on
+		 * a terminal. */
+		buf_append_printable(&shown, msg, strlen(msg));
+		fprintf(stderr, "ckptconv: %s: %s\n", code, shown.data ? shown.data : "");
+		buf_fini(&shown);
 		return;
 	}
-	body = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
-	if (body && e && e->tensor[0])
-		json_object_set_new(json_object_get(body, "error"), "tensor",
-				    json_string(e->tensor));
-	if (!body) {
-		fprintf(stderr, "ckptconv: %s: %s\n", code, msg);
-		return;
-	}
-	json_dumpf(body, stdout, JSON_COMPACT | JSON_ENSURE_ASCII);
-	fputc('\n', stdout);
-	fflush(stdout);
+	body = json_pack("{s:{s:s, s:o}}", "error", "code", code, "message", json_text(msg));
+	if (e && e->tensor[0])
+		json_object_set_new(json_object_get(body, "error"), "tensor", json_text(e->tensor));
+	cli_print_json(stdout, body, JSON_COMPACT | JSON_ENSURE_ASCII);
 	json_decref(body);
 }
 

@@ -12,6 +12,7 @@
 #include <curl/curl.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -31,6 +32,11 @@
  * follow (it may be restarting), and between two attempts. */
 #define FOLLOW_PATIENCE 120
 #define FOLLOW_RETRY_DELAY 1
+/* Streams in a row that may end with no news of the job (no progress
+ * beyond what was seen, no final state) before the server is taken to be
+ * broken: the daemon ends a stream early only when it stops, after which
+ * it cannot be reached until it is back. */
+#define FOLLOW_IDLE_STREAMS_MAX 5
 
 static const char usage_text[] =
 	"Usage: ckptconv jobs submit [CONVERT OPTIONS] [--label NAME=VALUE]... [--wait]\n"
@@ -252,9 +258,34 @@ static char *job_path(const char *id, const char *suffix)
 
 static void print_json(const json_t *doc)
 {
-	json_dumpf(doc, stdout, JSON_COMPACT);
-	fputc('\n', stdout);
-	fflush(stdout);
+	cli_print_json(stdout, doc, JSON_COMPACT);
+}
+
+/* One line on `out`: every value in it comes from the daemon (or the
+ * command line), so the whole line is escaped as by buf_append_printable()
+ * (a label or a location cannot carry a terminal's escape sequences), and
+ * the end of line is added. */
+static void __attribute__((format(printf, 2, 3))) print_line(FILE *out, const char *fmt, ...)
+{
+	struct buf raw = {0}, shown = {0};
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n > 0) {
+		raw.data = xmalloc((size_t)n + 1);
+		va_start(ap, fmt);
+		vsnprintf(raw.data, (size_t)n + 1, fmt, ap);
+		va_end(ap);
+		buf_append_printable(&shown, raw.data, (size_t)n);
+	}
+	buf_append(&shown, "\n", 1);
+	fwrite(shown.data, 1, shown.len, out);
+	fflush(out);
+	buf_fini(&shown);
+	free(raw.data);
 }
 
 static const char *string_member(const json_t *o, const char *key)
@@ -344,15 +375,19 @@ static void print_result_line(const json_t *job)
 	size_format(bytes, size, sizeof(size));
 	size_format(seconds > 0 ? (uint64_t)((double)bytes / seconds) : 0, speed, sizeof(speed));
 	if (json_is_true(json_object_get(json_object_get(job, "options"), "dry_run")))
-		printf("job %s planned %llu tensors (%s) into %zu file%s; nothing was written: %s\n",
-		       string_member(job, "id"),
-		       (unsigned long long)count_member(result, "tensors"), size, files,
-		       files == 1 ? "" : "s", string_member(job, "destination"));
+		print_line(
+			stdout,
+			"job %s planned %llu tensors (%s) into %zu file%s; nothing was written: %s",
+			string_member(job, "id"),
+			(unsigned long long)count_member(result, "tensors"), size, files,
+			files == 1 ? "" : "s", string_member(job, "destination"));
 	else
-		printf("job %s converted %llu tensors (%s) into %zu file%s in %.2f s (%s/s): %s\n",
-		       string_member(job, "id"),
-		       (unsigned long long)count_member(result, "tensors"), size, files,
-		       files == 1 ? "" : "s", seconds, speed, string_member(job, "destination"));
+		print_line(
+			stdout,
+			"job %s converted %llu tensors (%s) into %zu file%s in %.2f s (%s/s): %s",
+			string_member(job, "id"),
+			(unsigned long long)count_member(result, "tensors"), size, files,
+			files == 1 ? "" : "s", seconds, speed, string_member(job, "destination"));
 }
 
 static void print_job_text(const json_t *job)
@@ -360,7 +395,7 @@ static void print_job_text(const json_t *job)
 	const json_t *p = json_object_get(job, "progress");
 	const char *state = string_member(job, "state");
 	struct exec_progress ep;
-	struct buf labels = {0};
+	struct buf labels = {0}, line = {0};
 	char done[32], total[32], rate[32], age[32];
 	struct err e = {0};
 	json_t *v;
@@ -371,54 +406,75 @@ static void print_job_text(const json_t *job)
 	size_format(count_member(p, "bytes_per_second"), rate, sizeof(rate));
 	format_age(age_seconds(string_member(job, "created_at")), age, sizeof(age));
 	labels_text(json_object_get(job, "labels"), &labels);
-	printf("id           %s\n", string_member(job, "id"));
-	printf("state        %s%s\n", state,
-	       json_is_true(json_object_get(job, "cancel_requested")) &&
-			       (strcmp(state, "queued") == 0 || strcmp(state, "running") == 0)
-		       ? " (cancelling)"
-		       : "");
-	printf("source       %s\n", string_member(job, "source"));
-	printf("destination  %s\n", string_member(job, "destination"));
-	printf("to           %s\n", string_member(job, "to"));
-	printf("progress     %.1f%%, %llu/%llu tensors, %s of %s",
-	       json_number_value(json_object_get(p, "percent")),
-	       (unsigned long long)ep.tensors_done, (unsigned long long)ep.tensors_total, done,
-	       total);
+	print_line(stdout, "id           %s", string_member(job, "id"));
+	print_line(stdout, "state        %s%s", state,
+		   json_is_true(json_object_get(job, "cancel_requested")) &&
+				   (strcmp(state, "queued") == 0 || strcmp(state, "running") == 0) ?
+			   " (cancelling)" :
+			   "");
+	print_line(stdout, "source       %s", string_member(job, "source"));
+	print_line(stdout, "destination  %s", string_member(job, "destination"));
+	print_line(stdout, "to           %s", string_member(job, "to"));
+	buf_printf(&line, "%.1f%%, %llu/%llu tensors, %s of %s",
+		   json_number_value(json_object_get(p, "percent")),
+		   (unsigned long long)ep.tensors_done, (unsigned long long)ep.tensors_total, done,
+		   total);
 	if (strcmp(state, "running") == 0) {
-		printf(", %s/s", rate);
+		buf_printf(&line, ", %s/s", rate);
 		v = json_object_get(p, "eta_seconds");
 		if (json_is_integer(v))
-			printf(", ETA %llds", (long long)json_integer_value(v));
+			buf_printf(&line, ", ETA %llds", (long long)json_integer_value(v));
 	}
-	printf("\ncreated      %s (%s ago)\n", string_member(job, "created_at"), age);
+	print_line(stdout, "progress     %s", line.data);
+	print_line(stdout, "created      %s (%s ago)", string_member(job, "created_at"), age);
 	if (json_is_string(json_object_get(job, "started_at")))
-		printf("started      %s\n", string_member(job, "started_at"));
+		print_line(stdout, "started      %s", string_member(job, "started_at"));
 	if (json_is_string(json_object_get(job, "finished_at")))
-		printf("finished     %s\n", string_member(job, "finished_at"));
-	printf("labels       %s\n", labels.len ? labels.data : "");
+		print_line(stdout, "finished     %s", string_member(job, "finished_at"));
+	print_line(stdout, "labels       %s", labels.len ? labels.data : "");
 	if (json_is_string(json_object_get(job, "credentials_source")))
-		printf("credentials  %s\n", string_member(job, "credentials_source"));
+		print_line(stdout, "credentials  %s", string_member(job, "credentials_source"));
 	if (client_job_error(job, &e) < 0)
-		printf("error        %s: %s%s%s%s\n", e.code, e.msg, e.tensor[0] ? " (tensor " : "",
-		       e.tensor, e.tensor[0] ? ")" : "");
+		print_line(stdout, "error        %s: %s%s%s%s", e.code, e.msg,
+			   e.tensor[0] ? " (tensor " : "", e.tensor, e.tensor[0] ? ")" : "");
 	if (json_is_object(json_object_get(job, "result"))) {
 		const json_t *result = json_object_get(job, "result");
 
 		size_format(count_member(result, "bytes"), total, sizeof(total));
-		printf("result       %llu tensors, %s in %zu safetensors file%s\n",
-		       (unsigned long long)count_member(result, "tensors"), total,
-		       safetensors_files(result), safetensors_files(result) == 1 ? "" : "s");
+		print_line(stdout, "result       %llu tensors, %s in %zu safetensors file%s",
+			   (unsigned long long)count_member(result, "tensors"), total,
+			   safetensors_files(result), safetensors_files(result) == 1 ? "" : "s");
 	}
+	buf_fini(&line);
 	buf_fini(&labels);
 }
 
 /* ---- following a job ---------------------------------------------------- */
+
+/* The data of a state event: a job that has finished. */
+static int check_final(const json_t *job, struct err *e)
+{
+	const char *state;
+
+	if (client_check_job(job, "", e) < 0)
+		return -1;
+	state = string_member(job, "state");
+	if (!job_state_finished((enum job_state)job_state_parse(state)))
+		return err_set(e, "server_bad_response",
+			       "the final state event says the job is %s, which is not an end",
+			       state);
+	return 0;
+}
 
 struct follow {
 	bool json_events; /* watch --json: every event on stdout */
 	bool show_progress;
 	struct progress_display display;
 	json_t *final; /* the job, once a state event came */
+	struct err bad; /* set when the state event is not a finished job */
+	bool news;	/* this stream told of progress beyond best, or the end */
+	bool have_progress;
+	struct exec_progress best; /* the furthest progress told */
 };
 
 static int on_event(void *ctx, const char *event, json_t *data)
@@ -426,15 +482,24 @@ static int on_event(void *ctx, const char *event, json_t *data)
 	struct follow *f = ctx;
 	struct exec_progress p;
 
+	if (strcmp(event, "state") == 0 && check_final(data, &f->bad) < 0)
+		return 1;
 	if (f->json_events) {
 		json_t *line = json_pack("{s:s, s:O}", "event", event, "data", data);
 
 		print_json(line);
 		json_decref(line);
 	}
-	if (strcmp(event, "progress") == 0 && f->show_progress) {
+	if (strcmp(event, "progress") == 0) {
 		progress_from_json(data, &p);
-		progress_update(&f->display, &p, false);
+		if (!f->have_progress || p.tensors_done > f->best.tensors_done ||
+		    p.bytes_done > f->best.bytes_done) {
+			f->news = true;
+			f->have_progress = true;
+			f->best = p;
+		}
+		if (f->show_progress)
+			progress_update(&f->display, &p, false);
 	} else if (strcmp(event, "state") == 0) {
 		f->final = json_incref(data);
 		return 1;
@@ -449,11 +514,12 @@ static int follow_job(struct client *c, const char *id, struct follow *f, struct
 	char *path = job_path(id, "/events");
 	double unreachable_since = -1;
 	bool noted = false;
-	int rc = -1;
+	int idle_streams = 0, rc = -1;
 
 	for (;;) {
 		struct err fe = {0};
 
+		f->news = false;
 		if (client_follow(c, path, on_event, f, &fe) < 0) {
 			if (strcmp(fe.code, "server_unreachable") != 0) {
 				*e = fe;
@@ -467,18 +533,30 @@ static int follow_job(struct client *c, const char *id, struct follow *f, struct
 			}
 		} else {
 			unreachable_since = -1;
+			idle_streams = f->news ? 0 : idle_streams + 1;
+		}
+		if (f->bad.code) {
+			*e = f->bad;
+			break;
 		}
 		if (f->final) {
 			rc = 0;
 			break;
 		}
+		if (idle_streams >= FOLLOW_IDLE_STREAMS_MAX) {
+			err_set(e, "server_bad_response",
+				"the event stream of job %s ended %d times in a row with no news of "
+				"the job (no further progress, no final state)",
+				id, idle_streams);
+			break;
+		}
 		if (!noted && !f->json_events) {
 			if (f->display.tty && f->display.lines)
 				fputc('\n', stderr);
-			fprintf(stderr,
-				"ckptconv: the event stream of job %s ended early; "
-				"following it again\n",
-				id);
+			print_line(stderr,
+				   "ckptconv: the event stream of job %s ended early; "
+				   "following it again",
+				   id);
 			noted = true;
 		}
 		sleep(FOLLOW_RETRY_DELAY);
@@ -524,6 +602,38 @@ static int wait_for(struct client *c, const char *id, bool json_final, bool json
 }
 
 /* ---- subcommands -------------------------------------------------------- */
+
+static int check_job(const json_t *doc, struct err *e)
+{
+	return client_check_job(doc, "", e);
+}
+
+/* One request whose answer (but for a 204) has the shape `check` wants:
+ * the answer in *out, or an exit status after printing the error. */
+static int call(struct jobs_args *a, struct client *client, const char *method, const char *path,
+		const json_t *body, int (*check)(const json_t *doc, struct err *e), long *status,
+		json_t **out)
+{
+	struct err e = {0};
+
+	if (client_call(client, method, path, body, body ? a->idempotency_key : NULL, status, out,
+			&e) == 0 &&
+	    (!*out || check(*out, &e) == 0))
+		return 0;
+	json_decref(*out);
+	*out = NULL;
+	cli_print_error(&e, a->json);
+	return cli_exit_code(&e);
+}
+
+/* GET path; the answer in *out, or an exit status after printing. */
+static int get_json(struct jobs_args *a, struct client *client, const char *path,
+		    int (*check)(const json_t *doc, struct err *e), json_t **out)
+{
+	long status;
+
+	return call(a, client, "GET", path, NULL, check, &status, out);
+}
 
 static json_t *s3_options(const struct cli_s3_flags *s3)
 {
@@ -588,21 +698,15 @@ static int parse_submit(int argc, char **argv, struct jobs_args *a)
 static int jobs_submit(struct jobs_args *a, struct client *client)
 {
 	json_t *request = job_request(&a->convert, a->labels), *job = NULL;
-	struct err e = {0};
 	long status;
-	int rc;
+	int rc = call(a, client, "POST", "/v1/jobs", request, check_job, &status, &job);
 
-	if (client_call(client, "POST", "/v1/jobs", request, a->idempotency_key, &status, &job,
-			&e) < 0) {
-		cli_print_error(&e, a->json);
-		rc = cli_exit_code(&e);
+	if (rc != 0)
 		goto out;
-	}
 	if (a->json && !a->wait) {
 		print_json(job);
 	} else if (!a->json) {
-		printf("%s\n", string_member(job, "id"));
-		fflush(stdout);
+		print_line(stdout, "%s", string_member(job, "id"));
 	}
 	rc = a->wait ? wait_for(client, string_member(job, "id"), a->json, false) : EXIT_OK;
 out:
@@ -611,23 +715,11 @@ out:
 	return rc;
 }
 
-/* GET path; the answer in *out, or an exit status after printing. */
-static int get_json(struct jobs_args *a, struct client *client, const char *path, json_t **out)
-{
-	struct err e = {0};
-	long status;
-
-	if (client_call(client, "GET", path, NULL, NULL, &status, out, &e) == 0)
-		return 0;
-	cli_print_error(&e, a->json);
-	return cli_exit_code(&e);
-}
-
 static int jobs_get(struct jobs_args *a, struct client *client)
 {
 	char *path = job_path(a->id, "");
 	json_t *job = NULL;
-	int rc = get_json(a, client, path, &job);
+	int rc = get_json(a, client, path, check_job, &job);
 
 	if (rc == 0 && a->json)
 		print_json(job);
@@ -644,25 +736,25 @@ static void print_list_text(const json_t *page)
 	const char *cursor = json_string_value(json_object_get(page, "next_cursor"));
 	size_t i;
 
-	printf("%-16s  %-9s  %6s  %7s  %s\n", "ID", "STATE", "DONE", "AGE",
-	       "SOURCE -> DESTINATION [LABELS]");
+	print_line(stdout, "%-16s  %-9s  %6s  %7s  %s", "ID", "STATE", "DONE", "AGE",
+		   "SOURCE -> DESTINATION [LABELS]");
 	json_array_foreach(jobs, i, job) {
 		struct buf labels = {0};
 		char age[32];
 
 		labels_text(json_object_get(job, "labels"), &labels);
 		format_age(age_seconds(string_member(job, "created_at")), age, sizeof(age));
-		printf("%-16s  %-9s  %5.1f%%  %7s  %s -> %s%s%s%s\n", string_member(job, "id"),
-		       string_member(job, "state"),
-		       json_number_value(
-			       json_object_get(json_object_get(job, "progress"), "percent")),
-		       age, string_member(job, "source"), string_member(job, "destination"),
-		       labels.len ? " [" : "", labels.len ? labels.data : "",
-		       labels.len ? "]" : "");
+		print_line(stdout, "%-16s  %-9s  %5.1f%%  %7s  %s -> %s%s%s%s",
+			   string_member(job, "id"), string_member(job, "state"),
+			   json_number_value(
+				   json_object_get(json_object_get(job, "progress"), "percent")),
+			   age, string_member(job, "source"), string_member(job, "destination"),
+			   labels.len ? " [" : "", labels.len ? labels.data : "",
+			   labels.len ? "]" : "");
 		buf_fini(&labels);
 	}
 	if (cursor)
-		printf("(more: --cursor %s)\n", cursor);
+		print_line(stdout, "(more: --cursor %s)", cursor);
 }
 
 static const struct option list_options[] = {
@@ -704,7 +796,7 @@ static int jobs_list(struct jobs_args *a, struct client *client)
 		add_query(&path, "label", filter.data);
 		buf_fini(&filter);
 	}
-	rc = get_json(a, client, path.data, &page);
+	rc = get_json(a, client, path.data, client_check_page, &page);
 	if (rc == 0 && a->json)
 		print_json(page);
 	else if (rc == 0)
@@ -725,7 +817,7 @@ static int jobs_cancel(struct jobs_args *a, struct client *client)
 	json_t *job = NULL, *after = NULL;
 	struct err e = {0};
 	long status = 0;
-	int rc = get_json(a, client, path, &job);
+	int rc = get_json(a, client, path, check_job, &job);
 
 	if (rc != 0)
 		goto out;
@@ -735,8 +827,9 @@ static int jobs_cancel(struct jobs_args *a, struct client *client)
 			string_member(job, "state"));
 		goto out_error;
 	}
-	if (client_call(client, "DELETE", path, NULL, NULL, &status, &after, &e) < 0)
-		goto out_error;
+	rc = call(a, client, "DELETE", path, NULL, check_job, &status, &after);
+	if (rc != 0)
+		goto out;
 	if (status == 204) {
 		err_set(&e, "job_finished",
 			"job %s finished before the cancellation arrived; its record was deleted",
@@ -746,9 +839,9 @@ static int jobs_cancel(struct jobs_args *a, struct client *client)
 	if (a->json)
 		print_json(after);
 	else
-		printf("job %s %s\n", string_member(after, "id"),
-		       status == 202 ? "is stopping (its unfinished output is removed)" :
-				       "cancelled");
+		print_line(stdout, "job %s %s", string_member(after, "id"),
+			   status == 202 ? "is stopping (its unfinished output is removed)" :
+					   "cancelled");
 	rc = EXIT_OK;
 	goto out;
 out_error:

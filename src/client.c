@@ -105,15 +105,29 @@ static void common_options(struct client *c, const char *path, struct buf *url, 
 	errbuf[0] = '\0';
 }
 
+/* An answer's body, read into memory up to ANSWER_MAX bytes. */
+struct answer {
+	struct buf body;
+	bool too_big; /* the server sent more: the transfer was cut */
+};
+
 static size_t collect(char *data, size_t size, size_t nmemb, void *userdata)
 {
-	struct buf *b = userdata;
+	struct answer *a = userdata;
 	size_t n = size * nmemb;
 
-	if (b->len + n > ANSWER_MAX)
+	if (a->body.len + n > ANSWER_MAX) {
+		a->too_big = true;
 		return 0;
-	buf_append(b, data, n);
+	}
+	buf_append(&a->body, data, n);
 	return n;
+}
+
+static int too_big_error(const char *url, struct err *e)
+{
+	return err_set(e, "server_bad_response", "%s: the answer is over %u MiB", url,
+		       ANSWER_MAX >> 20);
 }
 
 /* The catalogue's own copy of `code` (err.code must outlive the answer). */
@@ -129,8 +143,9 @@ static const char *catalogue_code(const char *code)
 }
 
 /* e from an error answer {"error": {"code", "message", "field"}}. */
-static int answer_error(long status, const struct buf *body, const char *url, struct err *e)
+static int answer_error(long status, const struct answer *a, const char *url, struct err *e)
 {
+	const struct buf *body = &a->body;
 	json_t *doc = json_loadb(body->data ? body->data : "", body->len, 0, NULL);
 	json_t *error = json_object_get(doc, "error");
 	const char *code = json_string_value(json_object_get(error, "code"));
@@ -138,7 +153,9 @@ static int answer_error(long status, const struct buf *body, const char *url, st
 	const char *field = json_string_value(json_object_get(error, "field"));
 	const char *known = catalogue_code(code);
 
-	if (!code || !message)
+	if (a->too_big)
+		too_big_error(url, e);
+	else if (!code || !message)
 		err_set(e, "server_bad_response", "%s answered HTTP %ld without an error body", url,
 			status);
 	else if (!known)
@@ -163,7 +180,8 @@ int client_call(struct client *c, const char *method, const char *path, const js
 		const char *idempotency_key, long *status, json_t **answer, struct err *e)
 {
 	char errbuf[CURL_ERROR_SIZE];
-	struct buf url = {0}, in = {0};
+	struct buf url = {0};
+	struct answer in = {0};
 	struct curl_slist *headers;
 	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
 	json_error_t jerr;
@@ -176,6 +194,8 @@ int client_call(struct client *c, const char *method, const char *path, const js
 	headers = request_headers(c, "Accept: application/json", text != NULL, idempotency_key);
 	curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, headers);
 	curl_easy_setopt(c->curl, CURLOPT_TIMEOUT, REQUEST_TIMEOUT_S);
+	/* refused before reading when the server says its length */
+	curl_easy_setopt(c->curl, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)ANSWER_MAX);
 	curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, collect);
 	curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, &in);
 	if (text)
@@ -183,6 +203,10 @@ int client_call(struct client *c, const char *method, const char *path, const js
 	if (strcmp(method, "GET") != 0)
 		curl_easy_setopt(c->curl, CURLOPT_CUSTOMREQUEST, method);
 	res = curl_easy_perform(c->curl);
+	if (in.too_big || res == CURLE_FILESIZE_EXCEEDED) {
+		too_big_error(url.data, e);
+		goto out;
+	}
 	if (res != CURLE_OK) {
 		transfer_error(res, errbuf, url.data, e);
 		goto out;
@@ -196,7 +220,7 @@ int client_call(struct client *c, const char *method, const char *path, const js
 		rc = 0;
 		goto out;
 	}
-	*answer = json_loadb(in.data ? in.data : "", in.len, 0, &jerr);
+	*answer = json_loadb(in.body.data ? in.body.data : "", in.body.len, 0, &jerr);
 	if (!*answer) {
 		err_set(e, "server_bad_response", "%s answered HTTP %ld with invalid JSON: %s",
 			url.data, *status, jerr.text);
@@ -206,7 +230,7 @@ int client_call(struct client *c, const char *method, const char *path, const js
 out:
 	curl_slist_free_all(headers);
 	free(text);
-	buf_fini(&in);
+	buf_fini(&in.body);
 	buf_fini(&url);
 	return rc;
 }
@@ -230,6 +254,207 @@ int client_job_error(const json_t *job, struct err *e)
 	return -1;
 }
 
+/* ---- the shape of a job ---------------------------------------------------- */
+
+enum {
+	T_STRING = 1,
+	T_NULL = 2,
+	T_OBJECT = 4,
+	T_INTEGER = 8,
+	T_NUMBER = 16, /* an integer or a real */
+	T_BOOL = 32,
+	T_ARRAY = 64,
+};
+
+/* A member of an object as docs/openapi.yaml describes it. */
+struct member_rule {
+	const char *name;
+	unsigned types;
+	const char *wanted; /* the types in words */
+	bool required;	    /* the rest may be absent (an older daemon) */
+};
+
+static const struct member_rule job_rules[] = {
+	{"id", T_STRING, "a string", true},
+	{"state", T_STRING, "a string", true},
+	{"created_at", T_STRING, "a string", false},
+	{"started_at", T_STRING | T_NULL, "a string or null", false},
+	{"finished_at", T_STRING | T_NULL, "a string or null", false},
+	{"source", T_STRING | T_NULL, "a string or null", false},
+	{"destination", T_STRING, "a string", false},
+	{"to", T_STRING | T_NULL, "a string or null", false},
+	{"options", T_OBJECT, "an object", false},
+	{"labels", T_OBJECT, "an object", false},
+	{"progress", T_OBJECT, "an object", false},
+	{"result", T_OBJECT | T_NULL, "an object or null", false},
+	{"error", T_OBJECT | T_NULL, "an object or null", false},
+	{"cancel_requested", T_BOOL, "true or false", false},
+	{"restarts", T_INTEGER, "an integer", false},
+	{"credentials_source", T_STRING | T_NULL, "a string or null", false},
+	{NULL, 0, NULL, false},
+};
+
+static const struct member_rule progress_rules[] = {
+	{"tensors_total", T_INTEGER, "an integer", false},
+	{"tensors_done", T_INTEGER, "an integer", false},
+	{"bytes_total", T_INTEGER, "an integer", false},
+	{"bytes_done", T_INTEGER, "an integer", false},
+	{"percent", T_NUMBER, "a number", false},
+	{"bytes_per_second", T_INTEGER, "an integer", false},
+	{"elapsed_seconds", T_NUMBER, "a number", false},
+	{"eta_seconds", T_INTEGER | T_NULL, "an integer or null", false},
+	{"in_flight", T_ARRAY, "an array", false},
+	{NULL, 0, NULL, false},
+};
+
+static const struct member_rule result_rules[] = {
+	{"files", T_ARRAY, "an array", false},
+	{"tensors", T_INTEGER, "an integer", false},
+	{"bytes", T_INTEGER, "an integer", false},
+	{"warnings", T_ARRAY, "an array", false},
+	{NULL, 0, NULL, false},
+};
+
+static const struct member_rule error_rules[] = {
+	{"code", T_STRING, "a string", true},
+	{"message", T_STRING, "a string", true},
+	{"tensor", T_STRING | T_NULL, "a string or null", false},
+	{NULL, 0, NULL, false},
+};
+
+static unsigned type_of(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_STRING:
+		return T_STRING;
+	case JSON_NULL:
+		return T_NULL;
+	case JSON_OBJECT:
+		return T_OBJECT;
+	case JSON_INTEGER:
+		return T_INTEGER | T_NUMBER;
+	case JSON_REAL:
+		return T_NUMBER;
+	case JSON_TRUE:
+	case JSON_FALSE:
+		return T_BOOL;
+	case JSON_ARRAY:
+		return T_ARRAY;
+	}
+	return 0;
+}
+
+static const char *type_words(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_STRING:
+		return "a string";
+	case JSON_NULL:
+		return "null";
+	case JSON_OBJECT:
+		return "an object";
+	case JSON_INTEGER:
+		return "an integer";
+	case JSON_REAL:
+		return "a real number";
+	case JSON_TRUE:
+		return "true";
+	case JSON_FALSE:
+		return "false";
+	case JSON_ARRAY:
+		return "an array";
+	}
+	return "unknown";
+}
+
+static int shape_error(const char *field, const char *what, struct err *e)
+{
+	return err_set(e, "server_bad_response", "the answer's %s is %s", field, what);
+}
+
+/* The members of o that `rules` name, each of its types; `prefix` names o
+ * ("" for the answer itself, "jobs[3]."). */
+static int check_members(const json_t *o, const struct member_rule *rules, const char *prefix,
+			 struct err *e)
+{
+	char field[96], what[64];
+	const json_t *v;
+
+	for (; rules->name; rules++) {
+		snprintf(field, sizeof(field), "%s%s", prefix, rules->name);
+		v = json_object_get(o, rules->name);
+		if (!v && rules->required)
+			return shape_error(field, "missing", e);
+		if (v && !(type_of(v) & rules->types)) {
+			snprintf(what, sizeof(what), "%s, not %s", type_words(v), rules->wanted);
+			return shape_error(field, what, e);
+		}
+	}
+	return 0;
+}
+
+int client_check_job(const json_t *job, const char *prefix, struct err *e)
+{
+	char field[96];
+	const char *key, *state;
+	const json_t *v;
+
+	if (!json_is_object(job)) {
+		/* "jobs[3]." names jobs[3] */
+		snprintf(field, sizeof(field), "%.*s", *prefix ? (int)strlen(prefix) - 1 : 3,
+			 *prefix ? prefix : "job");
+		return shape_error(field, "not an object", e);
+	}
+	if (check_members(job, job_rules, prefix, e) < 0)
+		return -1;
+	state = json_string_value(json_object_get(job, "state"));
+	if (job_state_parse(state) < 0) {
+		snprintf(field, sizeof(field), "%sstate", prefix);
+		return err_set(e, "server_bad_response",
+			       "the answer's %s is '%.64s', not a job state", field, state);
+	}
+	json_object_foreach((json_t *)json_object_get(job, "labels"), key, v) {
+		if (!json_is_string(v)) {
+			snprintf(field, sizeof(field), "%slabels.%.40s", prefix, key);
+			return shape_error(field, "not a string", e);
+		}
+	}
+	snprintf(field, sizeof(field), "%sprogress.", prefix);
+	if (check_members(json_object_get(job, "progress"), progress_rules, field, e) < 0)
+		return -1;
+	snprintf(field, sizeof(field), "%sresult.", prefix);
+	if (check_members(json_object_get(job, "result"), result_rules, field, e) < 0)
+		return -1;
+	snprintf(field, sizeof(field), "%serror.", prefix);
+	if (json_is_object(json_object_get(job, "error")) &&
+	    check_members(json_object_get(job, "error"), error_rules, field, e) < 0)
+		return -1;
+	return 0;
+}
+
+int client_check_page(const json_t *page, struct err *e)
+{
+	static const struct member_rule page_rules[] = {
+		{"jobs", T_ARRAY, "an array", true},
+		{"next_cursor", T_STRING | T_NULL, "a string or null", false},
+		{NULL, 0, NULL, false},
+	};
+	char prefix[32];
+	const json_t *job;
+	size_t i;
+
+	if (!json_is_object(page))
+		return shape_error("page", "not an object", e);
+	if (check_members(page, page_rules, "", e) < 0)
+		return -1;
+	json_array_foreach(json_object_get(page, "jobs"), i, job) {
+		snprintf(prefix, sizeof(prefix), "jobs[%zu].", i);
+		if (client_check_job(job, prefix, e) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* ---- event streams ---------------------------------------------------------- */
 
 struct stream {
@@ -237,7 +462,8 @@ struct stream {
 	client_event_fn fn;
 	void *ctx;
 	long status; /* 0 until known */
-	struct buf line, data, error_body;
+	struct buf line, data;
+	struct answer error_body;
 	char event[EVENT_NAME_MAX];
 	bool stopped, failed;
 	struct err *e;
@@ -372,7 +598,7 @@ out:
 	curl_slist_free_all(headers);
 	buf_fini(&s.line);
 	buf_fini(&s.data);
-	buf_fini(&s.error_body);
+	buf_fini(&s.error_body.body);
 	buf_fini(&url);
 	return rc;
 }

@@ -39,7 +39,7 @@ static const struct err_code catalogue[] = {
 	{"not_ready", 503, "The service is not ready (starting, draining or its state dir is not writable)."},
 	{"unhealthy", 503, "ckptconv healthcheck got no HTTP 200 from the daemon (no answer, a timeout or another status)."},
 	{"server_unreachable", 502, "ckptconv jobs got no answer from the daemon (refused, timed out, or the connection broke)."},
-	{"server_bad_response", 502, "The daemon's answer is not what its API describes."},
+	{"server_bad_response", 502, "The daemon's answer is not what its API describes (not JSON, a member of the wrong type, over 64 MiB, an event stream that keeps ending with no news of the job)."},
 	{"job_finished", 409, "The job had already finished: there was nothing to cancel."},
 	/* source checkpoint */
 	{"source_not_found", 422, "The source does not exist."},

@@ -390,6 +390,41 @@ static int check_s3_options(const struct job_spec *spec, const struct job_policy
 	return p->s3_options_check(s3, p, je);
 }
 
+/* Refuses a control character in text a client shows on a terminal: a
+ * C0 control, DEL, or a C1 control (U+0080-U+009F; the text is UTF-8, as
+ * jansson guarantees). */
+static int check_printable(const char *text, const char *field, struct job_error *je)
+{
+	const unsigned char *p;
+
+	for (p = (const unsigned char *)text; *p; p++) {
+		unsigned code = *p;
+
+		if (code == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+			code = p[1];
+		else if (code >= 0x20 && code != 0x7f)
+			continue;
+		return job_error_set(je, field, "invalid_field",
+				     "%s contains the control character U+%04X at byte %zu", field,
+				     code, (size_t)(p - (const unsigned char *)text));
+	}
+	return 0;
+}
+
+static int check_labels_printable(const json_t *labels, struct job_error *je)
+{
+	char field[JOB_FIELD_MAX];
+	const char *key;
+	json_t *v;
+
+	json_object_foreach((json_t *)labels, key, v) {
+		snprintf(field, sizeof(field), "labels.%.100s", key);
+		if (check_printable(json_string_value(v), field, je) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 int job_spec_check(const struct job_spec *spec, const struct job_policy *p, char **resolved_source,
 		   char **resolved_destination, struct job_error *je)
 {
@@ -397,6 +432,10 @@ int job_spec_check(const struct job_spec *spec, const struct job_policy *p, char
 	int rc = -1;
 
 	*resolved_source = *resolved_destination = NULL;
+	if ((spec->source && check_printable(spec->source, "source", je) < 0) ||
+	    check_printable(spec->destination, "destination", je) < 0 ||
+	    check_labels_printable(spec->labels, je) < 0)
+		goto out;
 	if ((spec->source && check_location(p, spec->source, "source", &src, je) < 0) ||
 	    check_location(p, spec->destination, "destination", &dst, je) < 0 ||
 	    check_s3_options(spec, p, je) < 0)

@@ -281,6 +281,68 @@ void buf_json_string(struct buf *b, const char *s)
 	buf_append(b, "\"", 1);
 }
 
+/* The length of the well-formed UTF-8 sequence at p (RFC 3629, section 4:
+ * no overlong forms, no surrogates, nothing above U+10FFFF), 0 if the
+ * bytes there are not one. */
+static size_t utf8_sequence(const unsigned char *p, size_t n)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t len, i;
+
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		len = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		len = 3;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		len = 4;
+	else
+		return 0;
+	if (p[0] == 0xe0)
+		lo = 0xa0;
+	else if (p[0] == 0xed)
+		hi = 0x9f;
+	else if (p[0] == 0xf0)
+		lo = 0x90;
+	else if (p[0] == 0xf4)
+		hi = 0x8f;
+	if (n < len || p[1] < lo || p[1] > hi)
+		return 0;
+	for (i = 2; i < len; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return len;
+}
+
+void buf_append_printable(struct buf *b, const void *data, size_t n)
+{
+	static const char digits[] = "0123456789abcdef";
+	const unsigned char *p = data, *end = p + n;
+
+	while (p < end) {
+		size_t len = *p >= 0x20 && *p < 0x7f ? 1 : utf8_sequence(p, (size_t)(end - p));
+		char esc[4] = {'\\', 'x', digits[*p >> 4], digits[*p & 0xf]};
+
+		if (len == 1 && *p != '\\') {
+			buf_append(b, p, 1);
+		} else if (*p == '\\') {
+			buf_append(b, "\\\\", 2);
+			len = 1;
+		} else if (len == 2 && p[0] == 0xc2 && p[1] <= 0x9f) {
+			/* U+0080 to U+009F: the C1 controls */
+			buf_append(b, esc, 4);
+			esc[2] = digits[p[1] >> 4];
+			esc[3] = digits[p[1] & 0xf];
+			buf_append(b, esc, 4);
+		} else if (len) {
+			buf_append(b, p, len);
+		} else {
+			buf_append(b, esc, 4);
+			len = 1;
+		}
+		p += len;
+	}
+}
+
 void buf_clear(struct buf *b)
 {
 	b->len = 0;

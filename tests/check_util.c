@@ -403,6 +403,55 @@ START_TEST(test_buf)
 }
 END_TEST
 
+/* s (n bytes) through buf_append_printable. */
+static char *printable(const char *s, size_t n)
+{
+	struct buf b = {0};
+
+	buf_append_printable(&b, s, n);
+	return b.data ? b.data : xstrdup("");
+}
+
+#define ASSERT_PRINTABLE(in, want)                          \
+	do {                                                \
+		char *got_ = printable(in, sizeof(in) - 1); \
+		ck_assert_str_eq(got_, want);               \
+		free(got_);                                 \
+	} while (0)
+
+START_TEST(test_printable)
+{
+	/* printable ASCII and well-formed UTF-8 are kept */
+	ASSERT_PRINTABLE("", "");
+	ASSERT_PRINTABLE("/data/out-a team=nlp ~!", "/data/out-a team=nlp ~!");
+	ASSERT_PRINTABLE("\xc2\xa0\xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf",
+			 "\xc2\xa0\xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf");
+	/* C0 controls, DEL and the backslash */
+	ASSERT_PRINTABLE("a\x1b[31mRED\x07", "a\\x1b[31mRED\\x07");
+	ASSERT_PRINTABLE("\x1b]52;c;cHduZWQ=\x07\r\x1b[K\n\t",
+			 "\\x1b]52;c;cHduZWQ=\\x07\\x0d\\x1b[K\\x0a\\x09");
+	ASSERT_PRINTABLE("\x00\x1f\x7f", "\\x00\\x1f\\x7f");
+	ASSERT_PRINTABLE("C:\\x1b", "C:\\\\x1b");
+	/* C1 controls U+0080-U+009F: CSI, OSC, ST */
+	ASSERT_PRINTABLE("\xc2\x9b"
+			 "2J\xc2\x9d"
+			 "0;t\xc2\x9c\xc2\x80",
+			 "\\xc2\\x9b2J\\xc2\\x9d0;t\\xc2\\x9c\\xc2\\x80");
+	/* bytes outside well-formed UTF-8: each one on its own */
+	ASSERT_PRINTABLE("\x9b"
+			 "1m\xff\xfe",
+			 "\\x9b1m\\xff\\xfe");
+	ASSERT_PRINTABLE("\xc0\x9b\xc1\xbf", "\\xc0\\x9b\\xc1\\xbf"); /* overlong */
+	ASSERT_PRINTABLE("\xe0\x80\x9b", "\\xe0\\x80\\x9b");	      /* overlong */
+	ASSERT_PRINTABLE("\xf0\x80\x80\x9b", "\\xf0\\x80\\x80\\x9b"); /* overlong */
+	ASSERT_PRINTABLE("\xed\xa0\x80", "\\xed\\xa0\\x80");	      /* a surrogate */
+	ASSERT_PRINTABLE("\xf4\x90\x80\x80", "\\xf4\\x90\\x80\\x80"); /* above U+10FFFF */
+	ASSERT_PRINTABLE("\xe4\xb8", "\\xe4\\xb8");		      /* cut short */
+	ASSERT_PRINTABLE("\xe4\x1b[2J", "\\xe4\\x1b[2J");	      /* cut by ESC */
+	ASSERT_PRINTABLE("\xc3", "\\xc3");
+}
+END_TEST
+
 static Suite *util_suite(void)
 {
 	Suite *s = suite_create("util");
@@ -420,6 +469,7 @@ static Suite *util_suite(void)
 	tcase_add_test(names, test_natural_sort_sequence);
 	tcase_add_test(names, test_strvec);
 	tcase_add_test(names, test_buf);
+	tcase_add_test(names, test_printable);
 	tcase_add_test(names, test_hex_encode);
 	tcase_add_test(names, test_sha256_vectors);
 	tcase_add_test(errors, test_err_first_wins);

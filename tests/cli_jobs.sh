@@ -201,6 +201,24 @@ expect_ok "list --limit 2 as text" "${J[@]}" list "${S[@]}" --limit 2
 grep -q "^(more: --cursor $CURSOR)\$" "$TEST_TMP/run.out" && pass "text list says how to get more" ||
 	fail "text list says how to get more" "$(run_out)"
 
+# The daemon refuses a label or a location holding terminal escape
+# sequences (cli_jobs_hostile.sh shows how the client prints such values
+# from a server that sends them); its errors, and one that quotes an id
+# given with escapes, are one clean line.
+expect_fail "submit with a label holding escape sequences" invalid_field \
+	"labels.note contains the control character U+001B at byte 0 (field labels.note)" \
+	"${J[@]}" submit "${S[@]}" --to native --dry-run --wait --label $'note=\e]0;pwned\a\r\e[K' "$DATA/src" "$DATA/out-esc"
+no_raw_controls "submit, label"
+expect_fail "submit with a destination holding escape sequences" invalid_field \
+	"destination contains the control character U+001B at byte $((${#DATA} + 5)) (field destination)" \
+	"${J[@]}" submit "${S[@]}" --to native --dry-run "$DATA/src" "$DATA/out-"$'\e[31m'"red"$'\a'
+no_raw_controls "submit, destination"
+expect_fail "get an id holding escape sequences" job_not_found "" "${J[@]}" get "${S[@]}" $'x\e]0;pwned\a\r\e[K'
+no_raw_controls "get, id"
+grep -qF 'x\x1b]0;pwned\x07\x0d\x1b[K' "$TEST_TMP/run.err" && pass "the daemon's message quotes the id escaped" ||
+	fail "the daemon's message quotes the id escaped" "$(run_err | od -c | head)"
+[ ! -e "$DATA/out-esc" ] && pass "nothing was written" || fail "nothing was written"
+
 # ---- watch and cancel ----
 
 # A job throttled to about 8 s, followed twice at once: as text and --json.

@@ -105,6 +105,27 @@ post_job "$(job_json "s3://bucket/ling" "$DATA/out" native)"
 expect_error "s3 source not allowed" 403 forbidden_s3_location source
 post_job "$(job_json "$DATA/hf" relative/out native)"
 expect_error "relative destination" 400 invalid_field destination
+# Control characters would reach the terminals that show the job.
+post_job '{"source": "'"$DATA"'/hf", "destination": "'"$DATA"'/out\u001b[31m", "to": "native"}'
+expect_error "ESC in the destination" 400 invalid_field destination
+assert_eq "the message names it" "destination contains the control character U+001B at byte $((${#DATA} + 4))" \
+	"$(jget error.message)"
+post_job '{"source": "'"$DATA"'/hf\r", "destination": "'"$DATA"'/out", "to": "native"}'
+expect_error "CR in the source" 400 invalid_field source
+post_job '{"source": "'"$DATA"'/hf", "destination": "'"$DATA"'/out\u009b2J", "to": "native"}'
+expect_error "a C1 CSI in the destination" 400 invalid_field destination
+assert_eq "the message names it" "destination contains the control character U+009B at byte $((${#DATA} + 4))" \
+	"$(jget error.message)"
+post_job '{"source": "'"$DATA"'/hf", "destination": "'"$DATA"'/out", "to": "native", "labels": {"team": "nlp", "note": "\u001b]0;pwned\u0007"}}'
+expect_error "a title escape in a label" 400 invalid_field labels.note
+post_job '{"source": "'"$DATA"'/hf", "destination": "'"$DATA"'/out", "to": "native", "labels": {"note": "x\u007f"}}'
+expect_error "DEL in a label" 400 invalid_field labels.note
+post_job '{"source": "'"$DATA"'/hf", "destination": "'"$DATA"'/out-utf8", "to": "native", "options": {"dry_run": true}, "labels": {"note": "caf\u00e9 \u00a0\u4e2d"}}'
+assert_eq "other UTF-8 in a label is accepted" "201 "$'caf\xc3\xa9 \xc2\xa0\xe4\xb8\xad' "$STATUS $(jget labels.note)"
+UTF8_JOB=$(jget id)
+expect_job "that dry run ends" "$UTF8_JOB" succeeded
+api DELETE "/v1/jobs/$UTF8_JOB"
+assert_eq "its record is removed" 204 "$STATUS"
 if [ -z "$(ls -A "$TEST_TMP/outside")" ] && [ ! -e "$DATA/out" ]; then
 	pass "refused jobs wrote nothing"
 else

@@ -170,6 +170,16 @@ expect_fail() {
 	return 0
 }
 
+# no_raw_controls NAME: neither stdout nor stderr of the last run holds a
+# control character a terminal would act on: a C0 control other than the
+# end of line, DEL, or a C1 control in its UTF-8 form.
+no_raw_controls() {
+	local hits
+	hits=$(cat "$TEST_TMP/run.out" "$TEST_TMP/run.err" |
+		LC_ALL=C grep -caP '[\x00-\x09\x0b-\x1f\x7f]|\xc2[\x80-\x9f]' || true)
+	assert_eq "$1: no raw control character reaches the terminal" 0 "$hits"
+}
+
 # expect_empty NAME DIR: DIR is absent or holds nothing.
 expect_empty() {
 	local left

@@ -8,6 +8,7 @@
 #define CKPTCONV_CLI_H
 
 #include <getopt.h>
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -26,8 +27,14 @@ int cli_healthcheck(int argc, char **argv);
 int cli_finalize(int argc, char **argv);
 int cli_jobs(int argc, char **argv);
 
-/* Prints e to stderr as one line, or as {"error":{...}} on stdout if json. */
+/* Prints e to stderr as one line, its message escaped as by
+ * buf_append_printable(), or as {"error":{...}} on stdout if json. */
 void cli_print_error(const struct err *e, int json);
+/* Prints doc as one line of JSON on `out` (json_dumps flags), then flushes:
+ * DEL and the C1 controls U+0080-U+009F, which JSON allows raw in a string
+ * and jansson writes so, are written as \u escapes as well, so that the
+ * line is safe on a terminal. */
+void cli_print_json(FILE *out, const json_t *doc, size_t flags);
 
 /* Helpers shared by the subcommands (cli.c). */
 /* EXIT_USAGE for codes that mean a bad command line, else EXIT_FAILED. */

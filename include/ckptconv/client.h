@@ -34,7 +34,8 @@ void client_free(struct client *c);
  * On a 4xx/5xx answer *status is set and e holds the daemon's error (its
  * code when the catalogue knows it, its field appended to the message).
  * Codes: the daemon's, server_unreachable (no answer within 60 s),
- * server_bad_response (not the JSON the API describes). */
+ * server_bad_response (not JSON, or an answer over 64 MiB: a page of
+ * 10,000 tensors is a few MB). */
 int client_call(struct client *c, const char *method, const char *path, const json_t *body,
 		const char *idempotency_key, long *status, json_t **answer, struct err *e);
 
@@ -54,5 +55,20 @@ int client_follow(struct client *c, const char *path, client_event_fn fn, void *
  * the message and the tensor.  Returns -1 when the job has an error (e
  * set), 0 when it has none. */
 int client_job_error(const json_t *job, struct err *e);
+
+/* Whether `job` has the shape of docs/openapi.yaml's Job, as far as the
+ * client reads it: an object whose id and state are strings, state one
+ * of the job states, and whose other members, when present, have their
+ * types (labels an object of strings; progress, result and error objects
+ * whose members have theirs).  `prefix` is put before the field's name in
+ * the message ("" for an answer that is the job, "jobs[3]." for one in a
+ * page).  Returns 0, or -1 with e set: server_bad_response naming the
+ * first field at fault ("the answer's state is an array, not a string").
+ * Members it does not know are left alone. */
+int client_check_job(const json_t *job, const char *prefix, struct err *e);
+/* Whether `page` has the shape of a JobList: an object whose jobs are an
+ * array of jobs (each as client_check_job) and whose next_cursor, when
+ * present, is a string or null.  Codes: as client_check_job. */
+int client_check_page(const json_t *page, struct err *e);
 
 #endif

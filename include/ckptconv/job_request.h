@@ -76,7 +76,10 @@ json_t *job_spec_json(const struct job_spec *spec, bool for_record);
 
 /* Checks source and destination against the policy and resolves them.
  * Codes: forbidden_path, forbidden_s3_location, forbidden_s3_endpoint,
- * invalid_field (relative path, destination overlapping the source). */
+ * invalid_field (relative path, destination overlapping the source, a
+ * control character (C0, DEL, C1) in a location or a label's value, which
+ * would reach the terminals that show the job; checked here, not when a
+ * record is read, so that jobs accepted before still load). */
 int job_spec_check(const struct job_spec *spec, const struct job_policy *p, char **resolved_source,
 		   char **resolved_destination, struct job_error *je);
 

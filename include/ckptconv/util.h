@@ -46,6 +46,16 @@ void buf_puts(struct buf *b, const char *s);
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* s as a JSON string literal, quotes included. */
 void buf_json_string(struct buf *b, const char *s);
+/* The n bytes at data with every byte a terminal would act on written as
+ * `\xNN` (lowercase hex), as `ls -b` and systemd's escaping do, so that
+ * text from elsewhere (a daemon's answer, a file name) can be shown
+ * without moving the cursor, setting the title or the clipboard (ECMA-48
+ * escape sequences, OSC 52): the C0 controls and DEL (0x00-0x1f, 0x7f),
+ * the C1 controls U+0080-U+009F (both bytes of their UTF-8 form), and
+ * each byte that is not part of well-formed UTF-8 (RFC 3629).  A
+ * backslash becomes `\\`, so that the result reads back unambiguously.
+ * Any other UTF-8 is kept.  Appends to b. */
+void buf_append_printable(struct buf *b, const void *data, size_t n);
 /* Empties b, keeping its memory. */
 void buf_clear(struct buf *b);
 /* Frees b's memory and empties it. */
