@@ -73,8 +73,14 @@ expect_usage "submit --threads" "--threads is not a job option" \
 	"${J[@]}" submit "${S[@]}" --to native --threads 2 "$DATA/src" "$DATA/x"
 expect_usage "submit --no-fsync" "--no-fsync is not a job option: a daemon always syncs" \
 	"${J[@]}" submit "${S[@]}" --to native --no-fsync "$DATA/src" "$DATA/x"
-expect_usage "submit --dtype with --to hf" "--dtype applies only to --to native" \
-	"${J[@]}" submit "${S[@]}" --to hf --dtype f32 "$DATA/src" "$DATA/x"
+# --dtype with --to hf is for consolidating a sharded checkpoint: the
+# daemon refuses it for this one when it plans the job.
+if expect_exit "submit --dtype with --to hf (not a sharded source): exit 2" 2 \
+	"${J[@]}" submit "${S[@]}" --to hf --dtype f32 "$DATA/src" "$DATA/x"; then
+	assert_eq "submit --dtype with --to hf: the daemon's refusal" \
+		"ckptconv: invalid_option: a dtype applies only to conversions to native (to hf keeps dtypes)" \
+		"$(head -1 "$TEST_TMP/run.err")"
+fi
 expect_usage "submit --label without =" "--label wants NAME=VALUE, not 'team'" \
 	"${J[@]}" submit "${S[@]}" --to native --label team "$DATA/src" "$DATA/x"
 expect_usage "list --state bogus" "--state wants queued, running, succeeded, failed or cancelled, not 'bogus'" \
