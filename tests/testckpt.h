@@ -37,7 +37,7 @@ struct testckpt {
 /* Shape literal: TC_SHAPE(32, 64). */
 #define TC_SHAPE(...) ((const uint64_t[]){__VA_ARGS__})
 
-/* Starts with the config of ../shared/golden/tiny (H 64, 4 heads, 2 KV
+/* Starts with the config of tests/golden/tiny (H 64, 4 heads, 2 KV
  * heads, head_dim 16, 4 experts, I 32, 2 layers, layer 0 dense). */
 struct testckpt *testckpt_new(void);
 void testckpt_free(struct testckpt *tc);

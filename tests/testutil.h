@@ -24,7 +24,7 @@ size_t test_count_entries(const char *dir);
  * restores the openat2 resolution (store_local_force_walk). */
 void test_confine_under(const char *base, char **root, char **outside);
 void test_unconfine(void);
-/* The golden directory: $GOLDEN_DIR or the compiled-in ../shared/golden. */
+/* The golden directory: $GOLDEN_DIR or the compiled-in tests/golden. */
 const char *test_golden_dir(void);
 /* Runs a suite with CK_NORMAL output; returns the process exit code. */
 typedef struct Suite Suite;

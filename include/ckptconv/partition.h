@@ -86,7 +86,7 @@ struct partition_manifest {
 	uint32_t ep_size, ep_rank;
 	uint64_t max_shard_size;
 	char *exclude;	/* NULL = none */
-	bool has_index; /* the output has model.safetensors.index.json */
+	bool has_index; /* the output has an index (CKPT_INDEX_NAME) */
 	size_t nfiles;
 	struct partition_file *files;
 };
