@@ -127,11 +127,11 @@ expect_fail "--to native of a checkpoint with a missing shard" chunk_gap "shard-
 	"$CKPTCONV" convert --to native "$d" "$T/dst-native-gap"
 expect_empty "--to native refused: nothing written" "$T/dst-native-gap"
 # Without the last shard the chunks still tile smaller tensors (the full
-# shape is stored nowhere); the model's own shape rules catch it.
+# shape is stored nowhere); config.json's sizes show it.
 d=$T/bad-native-last
 copy_dir "$C/inputs/tiny-r3/model" "$d"
 rm "$d/shard-00003-model-00001-of-00001.safetensors"
-expect_fail "--to native without the last shard" qkv_shape_mismatch "query_key_value" \
+expect_fail "--to native without the last shard" shard_missing "shard-00003" \
 	"$CKPTCONV" convert --to native "$d" "$T/dst-native-last"
 expect_empty "--to native without the last shard: nothing written" "$T/dst-native-last"
 
@@ -235,6 +235,19 @@ refused gap chunk_gap "$GATE" "$d"
 d=$(damaged missing-shard tiny-r3)
 rm "$d/shard-00002-model-00001-of-00001.safetensors"
 refused missing-shard chunk_gap "shard-00002" "$d"
+
+# The last shard missing: the other chunks tile smaller tensors, whose
+# sizes config.json contradicts.  The error names the missing shard.
+d=$(damaged missing-last tiny-r3)
+rm "$d/shard-00003-model-00001-of-00001.safetensors"
+refused missing-last shard_missing "shard-00003" "$d"
+"$CKPTCONV" convert --to hf "$d" "$T/dst-missing-last-msg" 2>"$T/missing-last.err" || true
+assert_eq "missing-last: the exact message" \
+	"$d: 'model.layers.0.input_layernorm.weight' has 44 in dimension 0 in the shards but .hf_metadata/config.json's hidden_size is 64: shard-00003 is missing" \
+	"$(error_line "$T/missing-last.err" | sed 's/^ckptconv: shard_missing: //')"
+d=$(damaged missing-last2 tiny-r4-serial)
+rm "$d/shard-00003-model-00001-of-00001.safetensors" "$d/shard-00004-model-00001-of-00001.safetensors"
+refused missing-last2 shard_missing "shard-00003, shard-00004 are missing" "$d"
 
 d=$(damaged dtype tiny-r3)
 edit_shard "$d/shard-00002-model-00001-of-00001.safetensors" \
