@@ -643,7 +643,7 @@ static int check_full_size(const struct automodel *am, const struct ckpt *c,
 
 /* Groups the chunks into full tensors, in first-appearance order over the
  * shards in name order (the order of Automodel's index). */
-static int build_tensors(struct automodel *am, struct ckpt *c, struct err *e)
+static int build_tensors(struct automodel *am, struct ckpt *c, bool allow_gaps, struct err *e)
 {
 	json_t *seen = json_object();
 	size_t f, i, total = 0, k = 0;
@@ -723,6 +723,7 @@ static int build_tensors(struct automodel *am, struct ckpt *c, struct err *e)
 		const json_t *index = json_object_get(am->mapping, t->name);
 		const json_t *dtype = am->dtypes ? json_object_get(am->dtypes, t->name) : NULL;
 		uint64_t nonempty[ST_MAX_DIMS] = {0};
+		struct err gap = {0};
 		uint32_t j;
 		int d;
 
@@ -738,7 +739,19 @@ static int build_tensors(struct automodel *am, struct ckpt *c, struct err *e)
 		for (j = 0; j < t->nchunks; j++)
 			if (chunk_elems(&am->chunks[t->chunks[j]]))
 				memcpy(t->shape, nonempty, sizeof(nonempty));
-		if (check_tensor(am, t, e) || check_full_size(am, c, t, e))
+		if (check_tensor(am, t, &gap)) {
+			if (!allow_gaps || strcmp(gap.code, "chunk_gap") != 0) {
+				if (e)
+					*e = gap;
+				goto out;
+			}
+			/* Allowed: what no chunk holds is written as zeros, as
+			 * Automodel's tool writes it. */
+			strvec_pushf(&c->warnings, "%s (written as zeros: gaps allowed)", gap.msg);
+			gap = (struct err){0};
+			t->zero_fill = true;
+		}
+		if (check_full_size(am, c, t, e))
 			goto out;
 		if (!index) {
 			err_set(e, "tensor_not_mapped",
@@ -764,7 +777,8 @@ static uint32_t shard_number(const char *name)
 	return (uint32_t)strtoul(name + strlen(SHARD_PREFIX), NULL, 10);
 }
 
-int automodel_open(const char *location, struct ckpt **ckpt, struct automodel **out, struct err *e)
+int automodel_open(const char *location, bool allow_gaps, struct ckpt **ckpt,
+		   struct automodel **out, struct err *e)
 {
 	struct automodel *am;
 	struct ckpt *c;
@@ -795,7 +809,7 @@ int automodel_open(const char *location, struct ckpt **ckpt, struct automodel **
 		if (read_shard(am, c, i, e))
 			goto fail;
 	}
-	if (load_metadata(am, c, e) || build_tensors(am, c, e))
+	if (load_metadata(am, c, e) || build_tensors(am, c, allow_gaps, e))
 		goto fail;
 	*ckpt = c;
 	*out = am;

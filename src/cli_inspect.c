@@ -381,7 +381,7 @@ int cli_inspect(int argc, char **argv)
 	if (rc != 0)
 		goto out;
 	/* A NeMo Automodel sharded checkpoint is described as one (automodel.h). */
-	rc = automodel_open(a.path, &c, &am, &e);
+	rc = automodel_open(a.path, false, &c, &am, &e);
 	if (rc == 1)
 		rc = ckpt_open(a.path, 0, &c, &e);
 	if (rc < 0) {

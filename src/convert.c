@@ -182,7 +182,7 @@ static int open_and_plan(struct conversion *c, struct err *e)
 	struct model_info info;
 	int rc;
 
-	rc = automodel_open(c->src_location, &c->ckpt, &c->automodel, e);
+	rc = automodel_open(c->src_location, c->opts.allow_gaps, &c->ckpt, &c->automodel, e);
 	if (rc <= 0)
 		return rc < 0 ? -1 : plan_consolidation(c, e);
 	if (c->opts.to == LAYOUT_HF && c->opts.dtype != DTYPE_CHOICE_AUTO)

@@ -231,6 +231,41 @@ d=$(damaged gap tiny-r3)
 edit_shard "$d/shard-00002-model-00001-of-00001.safetensors" \
 	"info['$GATE']['saved_offsets'] = [3, 0]; info['$DENSE']['saved_offsets'][0] += 0"
 refused gap chunk_gap "$GATE" "$d"
+# --allow-gaps: Automodel's zero fill.  The full shape is 5 rows (the
+# moved chunk ends at 5); row 2 is held by no chunk and is zeros, the others
+# are the golden rows where the chunks put them; the warning names the
+# tensor and the element.
+if expect_ok "gap --allow-gaps: converts" "$CKPTCONV" convert --to hf --allow-gaps "$d" \
+	"$T/gap-allowed"; then
+	if grep -q "$GATE.*\[2, 0\].*zeros" "$T/run.err"; then
+		pass "gap --allow-gaps: a warning names tensor and element"
+	else
+		fail "gap --allow-gaps: a warning names tensor and element" "$(cat "$T/run.err")"
+	fi
+	if python3 - "$T/gap-allowed" "$C/outputs/tiny-r3" "$GATE" <<'PYEOF'; then
+import json, os, struct, sys
+def load(d, name):
+    for f in sorted(os.listdir(d)):
+        if f.endswith(".safetensors"):
+            b = open(os.path.join(d, f), "rb").read()
+            n = struct.unpack("<Q", b[:8])[0]
+            h = json.loads(b[8:8 + n])
+            if name in h:
+                s, e = h[name]["data_offsets"]
+                return h[name], b[8 + n + s:8 + n + e]
+a, ad = load(sys.argv[1], sys.argv[3])
+g, gd = load(sys.argv[2], sys.argv[3])
+row = len(gd) // g["shape"][0]
+assert a["shape"] == [5, g["shape"][1]] and a["dtype"] == g["dtype"], a
+assert ad == gd[:2 * row] + bytes(row) + gd[2 * row:], "rows"
+PYEOF
+		pass "gap --allow-gaps: the uncovered row is zeros, the chunks' rows in place"
+	else
+		fail "gap --allow-gaps: the uncovered row is zeros, the chunks' rows in place"
+	fi
+fi
+expect_fail "gap --allow-gaps does not take an overlap" chunk_overlap "$GATE" \
+	"$CKPTCONV" convert --to hf --allow-gaps "$T/bad-overlap" "$T/dst-overlap-allowed"
 
 d=$(damaged missing-shard tiny-r3)
 rm "$d/shard-00002-model-00001-of-00001.safetensors"
