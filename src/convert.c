@@ -153,9 +153,6 @@ static int plan_consolidation(struct conversion *c, struct err *e)
 	};
 	struct plan_options po = {.max_shard_size = c->opts.max_shard_size, .exclude = c->exclude};
 
-	if (c->opts.partition_count)
-		return err_set(e, "invalid_option",
-			       "a consolidation is not split into partitions");
 	if (c->opts.to == LAYOUT_NATIVE) {
 		if (automodel_build_native_plan(c->automodel, c->ckpt, &ao, &po, &c->plan, e))
 			return -1;
@@ -165,7 +162,8 @@ static int plan_consolidation(struct conversion *c, struct err *e)
 	if (c->exclude)
 		return err_set(e, "invalid_option",
 			       "a consolidation to hf writes every tensor: no exclude");
-	if (c->opts.max_shard_size)
+	/* (The default size is what a partition manifest records.) */
+	if (c->opts.max_shard_size && c->opts.max_shard_size != PLAN_MAX_SHARD_SIZE_DEFAULT)
 		return err_set(e, "invalid_option",
 			       "a consolidation to hf writes the files of %s/%s: no max shard size",
 			       AUTOMODEL_METADATA_DIR, AUTOMODEL_FILE_MAPPING);

@@ -577,6 +577,9 @@ static bool is_planned(const struct plan *p, const char *name)
 	for (i = 0; i < p->copy_files.len; i++)
 		if (strcmp(p->copy_files.items[i], name) == 0)
 			return true;
+	for (i = 0; i < p->nputs; i++)
+		if (strcmp(p->puts[i].name, name) == 0)
+			return true;
 	return false;
 }
 
@@ -1001,7 +1004,7 @@ static int publish(struct store *dst, const char *source, const struct plan *p, 
 {
 	char *dir = source_dir(source);
 	struct store *src;
-	size_t i, copied = 0;
+	size_t i, copied = 0, put = 0;
 	int rc = -1;
 
 	if (store_open(dir, &src, e))
@@ -1009,11 +1012,17 @@ static int publish(struct store *dst, const char *source, const struct plan *p, 
 	for (copied = 0; copied < p->copy_files.len; copied++)
 		if (copy_file(src, dst, p->copy_files.items[copied], e))
 			goto out_remove;
+	/* Files the plan writes from memory (a consolidation's metadata). */
+	for (put = 0; put < p->nputs; put++)
+		if (store_put(dst, p->puts[put].name, p->puts[put].data, p->puts[put].len, e))
+			goto out_remove;
 	if (p->index_json && store_put(dst, INDEX_NAME, p->index_json, strlen(p->index_json), e))
 		goto out_remove;
 	rc = 0;
 	goto out_store;
 out_remove:
+	for (i = put; i > 0; i--)
+		store_remove(dst, p->puts[i - 1].name, NULL);
 	for (i = copied; i > 0; i--)
 		store_remove(dst, p->copy_files.items[i - 1], NULL);
 out_store:
@@ -1032,6 +1041,8 @@ static void fill_result(const struct plan *p, const struct strvec *warnings, con
 		strvec_push(&r->files, p->files[i].name);
 	for (i = 0; i < p->copy_files.len; i++)
 		strvec_push(&r->files, p->copy_files.items[i]);
+	for (i = 0; i < p->nputs; i++)
+		strvec_push(&r->files, p->puts[i].name);
 	if (p->index_json)
 		strvec_push(&r->files, INDEX_NAME);
 	for (i = 0; warnings && i < warnings->len; i++)

@@ -135,6 +135,27 @@ expect_fail "--to native without the last shard" shard_missing "shard-00003" \
 	"$CKPTCONV" convert --to native "$d" "$T/dst-native-last"
 expect_empty "--to native without the last shard: nothing written" "$T/dst-native-last"
 
+# ---- partitions: two processes write the files, finalize the rest ----
+
+for spec in "tiny-r3-f32save tiny-r3-f32save-cast-bf16 bf16" "tiny-r4-ep2s2 tiny-r4-ep2s2 auto"; do
+	read -r input output flag <<<"$spec"
+	out=$T/parts-$output
+	ok=1
+	for i in 0 1; do
+		expect_ok "$output: partition $i/2" "$CKPTCONV" convert --to hf --dtype "$flag" \
+			--partition "$i/2" "$C/inputs/$input/model" "$out" || ok=0
+	done
+	if [ ! -e "$out/config.json" ] && [ ! -e "$out/model.safetensors.index.json" ]; then
+		pass "$output: before finalize no config.json, no index"
+	else
+		fail "$output: before finalize no config.json, no index" "$(ls "$out" | tr '\n' ' ')"
+	fi
+	if [ $ok = 1 ] && expect_ok "$output: finalize" "$CKPTCONV" finalize "$out"; then
+		same_files "$output: 2 partitions + finalize identical to Automodel's" \
+			"$C/outputs/$output" "$out"
+	fi
+done
+
 # ---- inspect ----
 
 expect_ok "inspect a sharded checkpoint" "$CKPTCONV" inspect --json "$C/inputs/tiny-r3/model"
