@@ -569,7 +569,7 @@ fail:
  * (docs/consolidation.md §2.3), so when the last rank's shard is missing the
  * other chunks still tile a smaller tensor; these sizes show it. */
 static const struct {
-	const char *suffix; /* the name ends with it ('.'-separated) */
+	const char *suffix;  /* the name ends with it ('.'-separated) */
 	const char *dims[2]; /* config keys of dims 0 and 1, NULL: not checked */
 } full_sizes[] = {
 	{"embed_tokens.weight", {"vocab_size", "hidden_size"}},
@@ -584,8 +584,8 @@ static bool name_ends(const char *name, const char *suffix)
 {
 	size_t n = strlen(name), k = strlen(suffix);
 
-	return n == k ? strcmp(name, suffix) == 0
-		      : n > k && name[n - k - 1] == '.' && strcmp(name + n - k, suffix) == 0;
+	return n == k ? strcmp(name, suffix) == 0 :
+			n > k && name[n - k - 1] == '.' && strcmp(name + n - k, suffix) == 0;
 }
 
 /* A tensor smaller than config.json says: the shards that would hold the
@@ -602,9 +602,10 @@ static int check_full_size(const struct automodel *am, const struct ckpt *c,
 		if (!name_ends(t->name, full_sizes[k].suffix))
 			continue;
 		for (d = 0; d < 2 && d < t->ndim; d++) {
-			const json_t *v = full_sizes[k].dims[d] && c->config ?
-						  json_object_get(c->config, full_sizes[k].dims[d]) :
-						  NULL;
+			const json_t *v =
+				full_sizes[k].dims[d] && c->config ?
+					json_object_get(c->config, full_sizes[k].dims[d]) :
+					NULL;
 			uint64_t want, step = 0, need, n, i;
 			char missing[200];
 			size_t used = 0;
@@ -624,9 +625,10 @@ static int check_full_size(const struct automodel *am, const struct ckpt *c,
 				for (i = 0; i < am->nshards && am->shard_index[i] != n; i++)
 					;
 				if (i == am->nshards)
-					used += (size_t)snprintf(missing + used, sizeof(missing) - used,
-								 "%sshard-%05" PRIu64, used ? ", " : "",
-								 n);
+					used += (size_t)snprintf(missing + used,
+								 sizeof(missing) - used,
+								 "%sshard-%05" PRIu64,
+								 used ? ", " : "", n);
 			}
 			err_set(e, "shard_missing",
 				"%s: '%s' has %" PRIu64 " in dimension %d in the shards but %s/"

@@ -97,8 +97,8 @@ struct automodel;
  * tensor marked to be written with zeros there, as Automodel's tool does
  * (docs/consolidation.md §5.8), and a warning names tensor and element;
  * false refuses them (chunk_gap). */
-int automodel_open(const char *location, bool allow_gaps, struct ckpt **ckpt,
-		   struct automodel **am, struct err *e);
+int automodel_open(const char *location, bool allow_gaps, struct ckpt **ckpt, struct automodel **am,
+		   struct err *e);
 void automodel_free(struct automodel *am);
 
 /* Builds into `p` (fresh, plan_new(ckpt, LAYOUT_HF, LAYOUT_HF)) the
