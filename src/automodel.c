@@ -730,15 +730,17 @@ static int build_tensors(struct automodel *am, struct ckpt *c, bool allow_gaps, 
 		int d;
 
 		/* The full shape comes from the chunks that hold elements; an
-		 * empty chunk only records the size of its dimension. */
-		for (j = 0; j < t->nchunks; j++) {
+		 * empty chunk only records the size of its dimension.  With
+		 * gaps allowed it is Automodel's: every chunk's offset + size,
+		 * so an empty chunk past the others makes zeros up to it. */
+		for (j = 0; j < t->nchunks && !allow_gaps; j++) {
 			const struct automodel_chunk *ch = &am->chunks[t->chunks[j]];
 
 			for (d = 0; d < t->ndim && chunk_elems(ch); d++)
 				if (ch->offsets[d] + ch->shape[d] > nonempty[d])
 					nonempty[d] = ch->offsets[d] + ch->shape[d];
 		}
-		for (j = 0; j < t->nchunks; j++)
+		for (j = 0; j < t->nchunks && !allow_gaps; j++)
 			if (chunk_elems(&am->chunks[t->chunks[j]]))
 				memcpy(t->shape, nonempty, sizeof(nonempty));
 		if (check_tensor(am, t, &gap)) {

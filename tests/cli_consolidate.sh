@@ -291,6 +291,50 @@ expect_fail "gap --allow-gaps does not take an overlap" chunk_overlap "$GATE" \
 d=$(damaged missing-shard tiny-r3)
 rm "$d/shard-00002-model-00001-of-00001.safetensors"
 refused missing-shard chunk_gap "shard-00002" "$d"
+# --allow-gaps: Automodel's output without that shard: its rows are zeros
+# (the full shapes from every chunk's offset + size, empty chunks included),
+# and what it held whole is left out.
+if expect_ok "missing-shard --allow-gaps: converts" "$CKPTCONV" convert --to hf --allow-gaps \
+	"$d" "$T/missing-allowed"; then
+	if python3 - "$T/missing-allowed" "$C/outputs/tiny-r3" \
+		"$C/inputs/tiny-r3/model/shard-00002-model-00001-of-00001.safetensors" <<'PYEOF'; then
+import json, os, struct, sys
+def load(d):
+    out = {}
+    for f in sorted(os.listdir(d)):
+        if f.endswith(".safetensors"):
+            b = open(os.path.join(d, f), "rb").read()
+            n = struct.unpack("<Q", b[:8])[0]
+            for k, v in json.loads(b[8:8 + n]).items():
+                s, e = v["data_offsets"]
+                out[k] = (v["shape"], b[8 + n + s:8 + n + e])
+    return out
+a, g = load(sys.argv[1]), load(sys.argv[2])
+b = open(sys.argv[3], "rb").read()
+h = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])
+info = json.loads(h["__metadata__"]["DCP_SHARDING_INFO"])
+# A tensor the shard held whole (the router bias) is in no shard: dropped
+# with a warning, as Automodel drops it.
+whole = {k for k in info if g[k][0] == h[k]["shape"]}
+assert whole and a.keys() == g.keys() - whole, (whole, g.keys() - a.keys())
+zeroed = 0
+for k, (shape, data) in g.items():
+    if k in whole:
+        continue
+    want = bytearray(data)
+    if k in info and h[k]["shape"] and h[k]["shape"][0]:
+        o, n = info[k]["saved_offsets"][0], h[k]["shape"][0]
+        row = len(data) // shape[0]
+        want[o * row:(o + n) * row] = bytes(n * row)
+        zeroed += 1
+    assert a[k] == (shape, bytes(want)), k
+assert zeroed > 20, zeroed
+PYEOF
+		pass "missing-shard --allow-gaps: the missing shard's rows are zeros, the rest Automodel's"
+	else
+		fail "missing-shard --allow-gaps: the missing shard's rows are zeros, the rest Automodel's"
+	fi
+fi
 
 # The last shard missing: the other chunks tile smaller tensors, whose
 # sizes config.json contradicts.  The error names the missing shard.
