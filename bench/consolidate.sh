@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: MIT
 #
 # bench/consolidate.sh: consolidating a NeMo Automodel sharded checkpoint.
-# Makes `fixture --preset mini --layers L` (about 1.7 GB at 2 layers),
-# shards it over R ranks as Automodel saves it (bench/shard_automodel.py:
-# every tensor cut on dim 0), checks once that `convert --to hf` of the
+# Makes `fixture --preset mini --layers L` (about 1.7 GB at 2 layers) and
+# the same checkpoint sharded over R ranks as Automodel saves it
+# (`fixture --sharded R`: every tensor cut on dim 0 as FSDP2 does, the
+# router bias on one rank), checks once that `convert --to hf` of the
 # sharded copy has the fixture's tensors, then alternates, RUNS times each:
 #
 #   cp -r --reflink=never      a plain read+write copy of the same shard bytes
@@ -34,7 +35,7 @@ trap 'rm -rf "$WORK"' EXIT
 
 echo "bench: fixture --preset mini --layers $LAYERS, sharded over $RANKS ranks, in $WORK"
 "$CKPTCONV" fixture --preset mini --layers "$LAYERS" "$WORK/hf" >/dev/null
-python3 "$REPO/bench/shard_automodel.py" "$WORK/hf" "$RANKS" "$WORK/src"
+"$CKPTCONV" fixture --preset mini --layers "$LAYERS" --sharded "$RANKS" "$WORK/src" >/dev/null
 "$CKPTCONV" convert --to hf --no-fsync "$WORK/src" "$WORK/check" >/dev/null
 "$CKPTCONV" verify "$WORK/hf" "$WORK/check" >/dev/null ||
 	{ echo "bench: the consolidation does not have the fixture's tensors" >&2; exit 1; }

@@ -563,9 +563,89 @@ fail:
 	return -1;
 }
 
+/* Full sizes config.json gives for tensors every HF transformer names the
+ * same way: the embedding and lm_head are [vocab_size, hidden_size], the
+ * final and per-layer norms [hidden_size].  The shards store no full shape
+ * (docs/consolidation.md §2.3), so when the last rank's shard is missing the
+ * other chunks still tile a smaller tensor; these sizes show it. */
+static const struct {
+	const char *suffix;  /* the name ends with it ('.'-separated) */
+	const char *dims[2]; /* config keys of dims 0 and 1, NULL: not checked */
+} full_sizes[] = {
+	{"embed_tokens.weight", {"vocab_size", "hidden_size"}},
+	{"word_embeddings.weight", {"vocab_size", "hidden_size"}},
+	{"lm_head.weight", {"vocab_size", "hidden_size"}},
+	{"input_layernorm.weight", {"hidden_size", NULL}},
+	{"post_attention_layernorm.weight", {"hidden_size", NULL}},
+	{"model.norm.weight", {"hidden_size", NULL}},
+};
+
+static bool name_ends(const char *name, const char *suffix)
+{
+	size_t n = strlen(name), k = strlen(suffix);
+
+	return n == k ? strcmp(name, suffix) == 0 :
+			n > k && name[n - k - 1] == '.' && strcmp(name + n - k, suffix) == 0;
+}
+
+/* A tensor smaller than config.json says: the shards that would hold the
+ * rest are named: with chunks of at most `c` elements along the short
+ * dimension (torch.chunk: c = ceil(L / ranks)), ceil(L / c) shards hold it;
+ * the numbers up to that one that no file has are the missing shards. */
+static int check_full_size(const struct automodel *am, const struct ckpt *c,
+			   const struct automodel_tensor *t, struct err *e)
+{
+	size_t k;
+	int d;
+
+	for (k = 0; k < sizeof(full_sizes) / sizeof(full_sizes[0]); k++) {
+		if (!name_ends(t->name, full_sizes[k].suffix))
+			continue;
+		for (d = 0; d < 2 && d < t->ndim; d++) {
+			const json_t *v =
+				full_sizes[k].dims[d] && c->config ?
+					json_object_get(c->config, full_sizes[k].dims[d]) :
+					NULL;
+			uint64_t want, step = 0, need, n, i;
+			char missing[200];
+			size_t used = 0;
+			uint32_t j;
+
+			if (!json_is_integer(v) || json_integer_value(v) <= 0)
+				continue;
+			want = (uint64_t)json_integer_value(v);
+			if (t->shape[d] >= want)
+				continue;
+			for (j = 0; j < t->nchunks; j++)
+				if (am->chunks[t->chunks[j]].shape[d] > step)
+					step = am->chunks[t->chunks[j]].shape[d];
+			need = step ? (want + step - 1) / step : 1;
+			missing[0] = '\0';
+			for (n = 1; n <= need && used < sizeof(missing); n++) {
+				for (i = 0; i < am->nshards && am->shard_index[i] != n; i++)
+					;
+				if (i == am->nshards)
+					used += (size_t)snprintf(missing + used,
+								 sizeof(missing) - used,
+								 "%sshard-%05" PRIu64,
+								 used ? ", " : "", n);
+			}
+			err_set(e, "shard_missing",
+				"%s: '%s' has %" PRIu64 " in dimension %d in the shards but %s/"
+				"config.json's %s is %" PRIu64 ": %s%s",
+				am->location, t->name, t->shape[d], d, AUTOMODEL_METADATA_DIR,
+				full_sizes[k].dims[d], want, missing[0] ? missing : "a shard",
+				used > 0 && strchr(missing, ',') ? " are missing" : " is missing");
+			err_set_tensor(e, t->name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* Groups the chunks into full tensors, in first-appearance order over the
  * shards in name order (the order of Automodel's index). */
-static int build_tensors(struct automodel *am, struct ckpt *c, struct err *e)
+static int build_tensors(struct automodel *am, struct ckpt *c, bool allow_gaps, struct err *e)
 {
 	json_t *seen = json_object();
 	size_t f, i, total = 0, k = 0;
@@ -645,22 +725,37 @@ static int build_tensors(struct automodel *am, struct ckpt *c, struct err *e)
 		const json_t *index = json_object_get(am->mapping, t->name);
 		const json_t *dtype = am->dtypes ? json_object_get(am->dtypes, t->name) : NULL;
 		uint64_t nonempty[ST_MAX_DIMS] = {0};
+		struct err gap = {0};
 		uint32_t j;
 		int d;
 
 		/* The full shape comes from the chunks that hold elements; an
-		 * empty chunk only records the size of its dimension. */
-		for (j = 0; j < t->nchunks; j++) {
+		 * empty chunk only records the size of its dimension.  With
+		 * gaps allowed it is Automodel's: every chunk's offset + size,
+		 * so an empty chunk past the others makes zeros up to it. */
+		for (j = 0; j < t->nchunks && !allow_gaps; j++) {
 			const struct automodel_chunk *ch = &am->chunks[t->chunks[j]];
 
 			for (d = 0; d < t->ndim && chunk_elems(ch); d++)
 				if (ch->offsets[d] + ch->shape[d] > nonempty[d])
 					nonempty[d] = ch->offsets[d] + ch->shape[d];
 		}
-		for (j = 0; j < t->nchunks; j++)
+		for (j = 0; j < t->nchunks && !allow_gaps; j++)
 			if (chunk_elems(&am->chunks[t->chunks[j]]))
 				memcpy(t->shape, nonempty, sizeof(nonempty));
-		if (check_tensor(am, t, e))
+		if (check_tensor(am, t, &gap)) {
+			if (!allow_gaps || strcmp(gap.code, "chunk_gap") != 0) {
+				if (e)
+					*e = gap;
+				goto out;
+			}
+			/* Allowed: what no chunk holds is written as zeros, as
+			 * Automodel's tool writes it. */
+			strvec_pushf(&c->warnings, "%s (written as zeros: gaps allowed)", gap.msg);
+			gap = (struct err){0};
+			t->zero_fill = true;
+		}
+		if (check_full_size(am, c, t, e))
 			goto out;
 		if (!index) {
 			err_set(e, "tensor_not_mapped",
@@ -686,8 +781,8 @@ static uint32_t shard_number(const char *name)
 	return (uint32_t)strtoul(name + strlen(SHARD_PREFIX), NULL, 10);
 }
 
-int automodel_open(const char *location, const struct store_config *cfg, struct ckpt **ckpt,
-		   struct automodel **out, struct err *e)
+int automodel_open(const char *location, const struct store_config *cfg, bool allow_gaps,
+		   struct ckpt **ckpt, struct automodel **out, struct err *e)
 {
 	struct automodel *am;
 	struct ckpt *c;
@@ -719,7 +814,7 @@ int automodel_open(const char *location, const struct store_config *cfg, struct 
 		if (read_shard(am, c, i, e))
 			goto fail;
 	}
-	if (load_metadata(am, c, e) || build_tensors(am, c, e))
+	if (load_metadata(am, c, e) || build_tensors(am, c, allow_gaps, e))
 		goto fail;
 	*ckpt = c;
 	*out = am;

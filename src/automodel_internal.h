@@ -22,6 +22,7 @@ struct automodel_tensor {
 	uint32_t nchunks;
 	uint32_t file_index;            /* fqn_to_file_index_mapping value */
 	enum dtype mapped_dtype;        /* fqn_to_dtype_mapping value, or INVALID */
+	bool zero_fill;                 /* chunks leave gaps: written as zeros */
 };
 
 struct automodel {

@@ -242,7 +242,8 @@ static int add_pieces(struct plan *p, long pt, const struct automodel *am,
 				chunk_ops(&j, &v);
 			}
 			if (plan_add_piece(p, pt, j.piece_start * dsize, (b - a) * unit * dsize,
-					   v.ops, v.n, e))
+					   v.ops, v.n, e) ||
+			    (t->zero_fill && plan_zero_fill_last_piece(p, pt, e)))
 				goto out;
 		}
 	}

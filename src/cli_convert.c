@@ -41,6 +41,7 @@ static const char usage_text[] =
 	"                        [--dtype auto|bf16|f16|f32|f64|keep] [--max-shard-size 5GB]\n"
 	"                        [--exclude REGEX] [--threads N] [--max-rate 200MB]\n"
 	"                        [--partition I/N] [--overwrite] [--no-fsync] [--dry-run]\n"
+	"                        [--allow-gaps]\n"
 	"                        [--json] SRC DST\n"
 	"\n"
 	"Converts the checkpoint at SRC (a directory, a .safetensors file or an s3://\n"
@@ -50,6 +51,8 @@ static const char usage_text[] =
 	"  --threads N            worker threads (default: the CPUs available)\n"
 	"  --no-fsync             skip the final fsyncs (scratch output, benchmarks)\n"
 	"  --dry-run              print the plan and write nothing\n"
+	"  --allow-gaps           NeMo Automodel sharded source: write zeros where no\n"
+	"                         chunk holds an element, as Automodel does (else chunk_gap)\n"
 	"  --json                 print the result (or the error) as JSON on stdout\n"
 	CLI_S3_USAGE
 	"\n"
@@ -69,6 +72,7 @@ enum {
 	OPT_DRY_RUN,
 	OPT_JSON,
 	OPT_PARTITION,
+	OPT_ALLOW_GAPS,
 };
 
 static const struct option long_options[] = {
@@ -85,6 +89,7 @@ static const struct option long_options[] = {
 	{"dry-run", no_argument, NULL, OPT_DRY_RUN},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"partition", required_argument, NULL, OPT_PARTITION},
+	{"allow-gaps", no_argument, NULL, OPT_ALLOW_GAPS},
 	CLI_S3_LONG_OPTIONS,
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
@@ -193,6 +198,9 @@ static int apply_option(struct cli_convert_args *a, const struct cli_extra_optio
 		return 0;
 	case OPT_NO_FSYNC:
 		a->options.durable = false;
+		return 0;
+	case OPT_ALLOW_GAPS:
+		a->options.allow_gaps = true;
 		return 0;
 	case OPT_DRY_RUN:
 		a->dry_run = true;

@@ -383,7 +383,7 @@ int cli_inspect(int argc, char **argv)
 	if (rc != 0)
 		goto out;
 	/* A NeMo Automodel sharded checkpoint is described as one (automodel.h). */
-	rc = automodel_open(a.path, &store, &c, &am, &e);
+	rc = automodel_open(a.path, &store, false, &c, &am, &e);
 	if (rc == 1)
 		rc = ckpt_open_config(a.path, 0, &store, &c, &e);
 	if (rc < 0) {

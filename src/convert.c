@@ -107,9 +107,6 @@ static int plan_consolidation(struct conversion *c, struct err *e)
 	};
 	struct plan_options po = {.max_shard_size = c->opts.max_shard_size, .exclude = c->exclude};
 
-	if (c->opts.partition_count)
-		return err_set(e, "invalid_option",
-			       "a consolidation is not split into partitions");
 	if (c->opts.to == LAYOUT_NATIVE) {
 		if (automodel_build_native_plan(c->automodel, c->ckpt, &ao, &po, &c->plan, e))
 			return -1;
@@ -119,7 +116,8 @@ static int plan_consolidation(struct conversion *c, struct err *e)
 	if (c->exclude)
 		return err_set(e, "invalid_option",
 			       "a consolidation to hf writes every tensor: no exclude");
-	if (c->opts.max_shard_size)
+	/* (The default size is what a partition manifest records.) */
+	if (c->opts.max_shard_size && c->opts.max_shard_size != PLAN_MAX_SHARD_SIZE_DEFAULT)
 		return err_set(e, "invalid_option",
 			       "a consolidation to hf writes the files of %s/%s: no max shard size",
 			       AUTOMODEL_METADATA_DIR, AUTOMODEL_FILE_MAPPING);
@@ -136,7 +134,7 @@ static int open_and_plan(struct conversion *c, struct err *e)
 	struct model_info info;
 	int rc;
 
-	rc = automodel_open(c->src_location, c->opts.store, &c->ckpt, &c->automodel, e);
+	rc = automodel_open(c->src_location, c->opts.store, c->opts.allow_gaps, &c->ckpt, &c->automodel, e);
 	if (rc <= 0)
 		return rc < 0 ? -1 : plan_consolidation(c, e);
 	if (c->opts.to == LAYOUT_HF && c->opts.dtype != DTYPE_CHOICE_AUTO)
@@ -321,24 +319,13 @@ static int prepare_destination(struct conversion *c, struct err *e)
 /* The non-weight files (config.json, tokenizer, ...), before the weights. */
 static int copy_files(struct conversion *c, struct err *e)
 {
-	size_t i;
-
 	if (c->opts.partition_count)
 		return 0; /* finalize copies them */
 	if (output_copy_files(c->ckpt->store, c->dst, &c->plan->copy_files, &c->cancelled,
 			      &c->published, e))
 		return -1;
 	/* Files a plan writes from memory (a consolidation's metadata). */
-	for (i = 0; i < c->plan->nputs; i++) {
-		const struct plan_put *put = &c->plan->puts[i];
-
-		if (is_cancelled(c))
-			return cancelled_error(e);
-		strvec_push(&c->published, put->name);
-		if (store_put(c->dst, put->name, put->data, put->len, e))
-			return -1;
-	}
-	return 0;
+	return output_put_files(c->dst, c->plan, &c->cancelled, &c->published, e);
 }
 
 static int execute_plan(struct conversion *c, struct exec_pool *pool, struct err *e)

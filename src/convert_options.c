@@ -65,6 +65,8 @@ json_t *convert_options_to_json(const struct convert_options *o, unsigned member
 								 PLAN_MAX_SHARD_SIZE_DEFAULT));
 		json_object_set_new(j, "exclude",
 				    o->exclude ? json_string(o->exclude) : json_null());
+		if (o->allow_gaps)
+			json_object_set_new(j, "allow_gaps", json_true());
 		json_object_set_new(j, "expert_parallel",
 				    o->ep_size ?
 					    json_pack("{s:I, s:I}", "size", (json_int_t)o->ep_size,
@@ -300,7 +302,8 @@ int convert_options_from_json(const json_t *obj, unsigned members, const char *p
 	    (read_dtype(&r, obj, o) < 0 ||
 	     read_size(&r, obj, "max_shard_size", members & CONVERT_JSON_STORED,
 		       &o->max_shard_size) < 0 ||
-	     read_exclude(&r, obj, o) < 0 || read_expert_parallel(&r, obj, o) < 0))
+	     read_exclude(&r, obj, o) < 0 || read_expert_parallel(&r, obj, o) < 0 ||
+	     read_bool(&r, obj, "allow_gaps", &o->allow_gaps) < 0))
 		return -1;
 	if ((members & CONVERT_JSON_RUN) &&
 	    (read_size(&r, obj, "max_bytes_per_second", true, &o->max_bytes_per_second) < 0 ||

@@ -81,6 +81,7 @@ static const struct err_code catalogue[] = {
 	{"mapping_invalid", 422, "fqn_to_file_index_mapping.json is not an object of names to file indices 1..99999, or fqn_to_dtype_mapping.json not one of names to safetensors dtypes."},
 	{"chunk_overlap", 422, "Two chunks of one tensor cover the same elements (or one shard holds a tensor twice)."},
 	{"chunk_gap", 422, "The chunks of a tensor leave elements of its full shape uncovered (a shard missing, or a damaged DCP_SHARDING_INFO)."},
+	{"shard_missing", 422, "A shard of a sharded checkpoint is missing: a tensor is smaller than config.json says (the shards that would hold the rest are named)."},
 	{"chunk_dtype_mismatch", 422, "The chunks of one tensor have different dtypes."},
 	{"chunk_ndim_mismatch", 422, "The chunks of one tensor have different numbers of dimensions."},
 	{"chunk_out_of_bounds", 422, "An empty chunk's offsets lie past the full shape the other chunks give the tensor."},

@@ -513,6 +513,8 @@ static int assemble_piece(struct worker *w, struct exec_run *run, const struct p
 {
 	uint32_t i;
 
+	if (pc->zero_fill)
+		memset(w->buffer, 0, pc->nbytes);
 	for (i = 0; i < pc->nops; i++) {
 		const struct plan_op *op = &t->ops[pc->first_op + i];
 		bool ok;
@@ -538,7 +540,7 @@ static int write_piece(struct worker *w, struct exec_run *run, const struct work
 {
 	const struct plan_tensor *t = &run->plan->tensors[it->tensor];
 	const struct plan_piece *pc = &t->pieces[it->piece];
-	bool plain = piece_is_plain_copy(t, pc);
+	bool plain = !pc->zero_fill && piece_is_plain_copy(t, pc);
 
 	if (run->copy_in && !w->band)
 		w->band = xmalloc(EXEC_BAND_MAX);

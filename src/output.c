@@ -13,6 +13,7 @@
 #include "ckptconv/ckpt.h"
 #include "ckptconv/err.h"
 #include "ckptconv/output.h"
+#include "ckptconv/plan.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
@@ -190,6 +191,21 @@ int output_copy_files(struct store *src, struct store *dst, const struct strvec 
 			return err_set(e, "cancelled", "conversion cancelled");
 		strvec_push(published, files->items[i]);
 		if (output_copy_file(src, dst, files->items[i], cancelled, e))
+			return -1;
+	}
+	return 0;
+}
+
+int output_put_files(struct store *dst, const struct plan *p, const atomic_bool *cancelled,
+		     struct strvec *published, struct err *e)
+{
+	size_t i;
+
+	for (i = 0; i < p->nputs; i++) {
+		if (cancelled && atomic_load(cancelled))
+			return err_set(e, "cancelled", "conversion cancelled");
+		strvec_push(published, p->puts[i].name);
+		if (store_put(dst, p->puts[i].name, p->puts[i].data, p->puts[i].len, e))
 			return -1;
 	}
 	return 0;

@@ -528,6 +528,9 @@ static bool is_planned(const struct plan *p, const char *name)
 	for (i = 0; i < p->copy_files.len; i++)
 		if (strcmp(p->copy_files.items[i], name) == 0)
 			return true;
+	for (i = 0; i < p->nputs; i++)
+		if (strcmp(p->puts[i].name, name) == 0)
+			return true;
 	return false;
 }
 
@@ -889,6 +892,7 @@ static int publish(struct store *dst, const char *source, const struct plan *p,
 	if (store_open_config(dir, cfg, &src, e))
 		goto out;
 	if (output_copy_files(src, dst, &p->copy_files, NULL, &published, e) ||
+	    output_put_files(dst, p, NULL, &published, e) ||
 	    (p->index_json && output_publish_index(dst, p->index_json, &published, e)))
 		output_remove_published(dst, &published);
 	else
@@ -909,6 +913,8 @@ static void fill_result(const struct plan *p, const struct strvec *warnings, con
 		strvec_push(&r->files, p->files[i].name);
 	for (i = 0; i < p->copy_files.len; i++)
 		strvec_push(&r->files, p->copy_files.items[i]);
+	for (i = 0; i < p->nputs; i++)
+		strvec_push(&r->files, p->puts[i].name);
 	if (p->index_json)
 		strvec_push(&r->files, CKPT_INDEX_NAME);
 	for (i = 0; warnings && i < warnings->len; i++)

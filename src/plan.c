@@ -185,6 +185,16 @@ int plan_add_piece(struct plan *p, long t, uint64_t offset, uint64_t nbytes,
 	return 0;
 }
 
+int plan_zero_fill_last_piece(struct plan *p, long t, struct err *e)
+{
+	struct plan_tensor *pt = tensor_at(p, t);
+
+	if (!pt || !pt->npieces)
+		return err_set(e, "plan_invalid", "zero fill of output tensor %ld: no piece", t);
+	pt->pieces[pt->npieces - 1].zero_fill = true;
+	return 0;
+}
+
 int plan_add_contiguous(struct plan *p, long t, uint32_t src, uint64_t src_offset,
 			uint64_t dst_offset, uint64_t nelems, enum dtype src_dtype,
 			enum dtype dst_dtype, struct err *e)
@@ -474,7 +484,8 @@ static int validate_tensor(const struct plan *p, const struct plan_tensor *t, st
 		for (j = 0; j < piece->nops; j++)
 			if (validate_op(p, t, i, &t->ops[piece->first_op + j], &written, e) < 0)
 				return -1;
-		if (written != piece->nbytes)
+		/* A zero-filled piece may leave bytes to its zeros. */
+		if (piece->zero_fill ? written > piece->nbytes : written != piece->nbytes)
 			return err_set(e, "plan_invalid",
 				       "%s: piece %u is %" PRIu64
 				       " bytes but its ops write %" PRIu64,

@@ -237,7 +237,7 @@ START_TEST(open_golden)
 	json_t *d, *t, *gate = NULL;
 	size_t i;
 
-	ck_assert_msg(automodel_open(path, NULL, &c, &am, &e) == 0, "%s", e.msg);
+	ck_assert_msg(automodel_open(path, NULL, false, &c, &am, &e) == 0, "%s", e.msg);
 	ck_assert_uint_eq(c->nfiles, 3);
 	ck_assert_uint_eq(c->ntensors, 103);
 	ck_assert_ptr_nonnull(c->config);
@@ -258,7 +258,7 @@ START_TEST(open_golden)
 	/* an ordinary checkpoint is not one */
 	free(path);
 	path = test_path(test_golden_dir(), "tiny/hf");
-	ck_assert_int_eq(automodel_open(path, NULL, &c, &am, &e), 1);
+	ck_assert_int_eq(automodel_open(path, NULL, false, &c, &am, &e), 1);
 	ck_assert_ptr_null(c);
 	ck_assert_ptr_null(am);
 	free(path);

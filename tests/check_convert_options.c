@@ -93,6 +93,7 @@ START_TEST(test_round_trip)
 	o.exclude = "^lm_head\\.";
 	o.max_bytes_per_second = 1000;
 	o.overwrite = true;
+	o.allow_gaps = true;
 	o.partition_index = 2;
 	o.partition_count = 4;
 	j = convert_options_to_json(&o, ALL);
@@ -109,6 +110,7 @@ START_TEST(test_round_trip)
 	ck_assert_str_eq(back.exclude, "^lm_head\\.");
 	ck_assert_uint_eq(back.max_bytes_per_second, 1000);
 	ck_assert(back.overwrite);
+	ck_assert(back.allow_gaps);
 	ck_assert_uint_eq(back.partition_index, 2);
 	ck_assert_uint_eq(back.partition_count, 4);
 	json_decref(j);
@@ -118,6 +120,8 @@ START_TEST(test_round_trip)
 	j = convert_options_to_json(&o, CONVERT_JSON_PLAN);
 	ck_assert_ptr_null(json_object_get(j, "to"));
 	ck_assert_ptr_null(json_object_get(j, "overwrite"));
+	/* allow_gaps only when asked for: records without it stay as they were. */
+	ck_assert_ptr_null(json_object_get(j, "allow_gaps"));
 	ck_assert_int_eq(json_integer_value(json_object_get(j, "max_shard_size")),
 			 (json_int_t)PLAN_MAX_SHARD_SIZE_DEFAULT);
 	ck_assert(json_is_null(json_object_get(j, "expert_parallel")));
@@ -211,6 +215,8 @@ START_TEST(test_member_refusals)
 		       "invalid_field", "options.expert_parallel.size");
 	expect_refused("{\"to\": \"native\", \"overwrite\": \"yes\"}", "invalid_field",
 		       "options.overwrite");
+	expect_refused("{\"to\": \"hf\", \"allow_gaps\": 1}", "invalid_field",
+		       "options.allow_gaps");
 	expect_refused("{\"to\": \"native\", \"partition\": {\"index\": 0, \"count\": 0}}",
 		       "invalid_partition", "options.partition");
 	expect_refused("{\"to\": \"native\", \"partition\": {\"index\": 0}}", "missing_field",

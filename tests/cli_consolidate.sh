@@ -127,13 +127,34 @@ expect_fail "--to native of a checkpoint with a missing shard" chunk_gap "shard-
 	"$CKPTCONV" convert --to native "$d" "$T/dst-native-gap"
 expect_empty "--to native refused: nothing written" "$T/dst-native-gap"
 # Without the last shard the chunks still tile smaller tensors (the full
-# shape is stored nowhere); the model's own shape rules catch it.
+# shape is stored nowhere); config.json's sizes show it.
 d=$T/bad-native-last
 copy_dir "$C/inputs/tiny-r3/model" "$d"
 rm "$d/shard-00003-model-00001-of-00001.safetensors"
-expect_fail "--to native without the last shard" qkv_shape_mismatch "query_key_value" \
+expect_fail "--to native without the last shard" shard_missing "shard-00003" \
 	"$CKPTCONV" convert --to native "$d" "$T/dst-native-last"
 expect_empty "--to native without the last shard: nothing written" "$T/dst-native-last"
+
+# ---- partitions: two processes write the files, finalize the rest ----
+
+for spec in "tiny-r3-f32save tiny-r3-f32save-cast-bf16 bf16" "tiny-r4-ep2s2 tiny-r4-ep2s2 auto"; do
+	read -r input output flag <<<"$spec"
+	out=$T/parts-$output
+	ok=1
+	for i in 0 1; do
+		expect_ok "$output: partition $i/2" "$CKPTCONV" convert --to hf --dtype "$flag" \
+			--partition "$i/2" "$C/inputs/$input/model" "$out" || ok=0
+	done
+	if [ ! -e "$out/config.json" ] && [ ! -e "$out/model.safetensors.index.json" ]; then
+		pass "$output: before finalize no config.json, no index"
+	else
+		fail "$output: before finalize no config.json, no index" "$(ls "$out" | tr '\n' ' ')"
+	fi
+	if [ $ok = 1 ] && expect_ok "$output: finalize" "$CKPTCONV" finalize "$out"; then
+		same_files "$output: 2 partitions + finalize identical to Automodel's" \
+			"$C/outputs/$output" "$out"
+	fi
+done
 
 # ---- inspect ----
 
@@ -231,10 +252,102 @@ d=$(damaged gap tiny-r3)
 edit_shard "$d/shard-00002-model-00001-of-00001.safetensors" \
 	"info['$GATE']['saved_offsets'] = [3, 0]; info['$DENSE']['saved_offsets'][0] += 0"
 refused gap chunk_gap "$GATE" "$d"
+# --allow-gaps: Automodel's zero fill.  The full shape is 5 rows (the
+# moved chunk ends at 5); row 2 is held by no chunk and is zeros, the others
+# are the golden rows where the chunks put them; the warning names the
+# tensor and the element.
+if expect_ok "gap --allow-gaps: converts" "$CKPTCONV" convert --to hf --allow-gaps "$d" \
+	"$T/gap-allowed"; then
+	if grep -q "$GATE.*\[2, 0\].*zeros" "$T/run.err"; then
+		pass "gap --allow-gaps: a warning names tensor and element"
+	else
+		fail "gap --allow-gaps: a warning names tensor and element" "$(cat "$T/run.err")"
+	fi
+	if python3 - "$T/gap-allowed" "$C/outputs/tiny-r3" "$GATE" <<'PYEOF'; then
+import json, os, struct, sys
+def load(d, name):
+    for f in sorted(os.listdir(d)):
+        if f.endswith(".safetensors"):
+            b = open(os.path.join(d, f), "rb").read()
+            n = struct.unpack("<Q", b[:8])[0]
+            h = json.loads(b[8:8 + n])
+            if name in h:
+                s, e = h[name]["data_offsets"]
+                return h[name], b[8 + n + s:8 + n + e]
+a, ad = load(sys.argv[1], sys.argv[3])
+g, gd = load(sys.argv[2], sys.argv[3])
+row = len(gd) // g["shape"][0]
+assert a["shape"] == [5, g["shape"][1]] and a["dtype"] == g["dtype"], a
+assert ad == gd[:2 * row] + bytes(row) + gd[2 * row:], "rows"
+PYEOF
+		pass "gap --allow-gaps: the uncovered row is zeros, the chunks' rows in place"
+	else
+		fail "gap --allow-gaps: the uncovered row is zeros, the chunks' rows in place"
+	fi
+fi
+expect_fail "gap --allow-gaps does not take an overlap" chunk_overlap "$GATE" \
+	"$CKPTCONV" convert --to hf --allow-gaps "$T/bad-overlap" "$T/dst-overlap-allowed"
 
 d=$(damaged missing-shard tiny-r3)
 rm "$d/shard-00002-model-00001-of-00001.safetensors"
 refused missing-shard chunk_gap "shard-00002" "$d"
+# --allow-gaps: Automodel's output without that shard: its rows are zeros
+# (the full shapes from every chunk's offset + size, empty chunks included),
+# and what it held whole is left out.
+if expect_ok "missing-shard --allow-gaps: converts" "$CKPTCONV" convert --to hf --allow-gaps \
+	"$d" "$T/missing-allowed"; then
+	if python3 - "$T/missing-allowed" "$C/outputs/tiny-r3" \
+		"$C/inputs/tiny-r3/model/shard-00002-model-00001-of-00001.safetensors" <<'PYEOF'; then
+import json, os, struct, sys
+def load(d):
+    out = {}
+    for f in sorted(os.listdir(d)):
+        if f.endswith(".safetensors"):
+            b = open(os.path.join(d, f), "rb").read()
+            n = struct.unpack("<Q", b[:8])[0]
+            for k, v in json.loads(b[8:8 + n]).items():
+                s, e = v["data_offsets"]
+                out[k] = (v["shape"], b[8 + n + s:8 + n + e])
+    return out
+a, g = load(sys.argv[1]), load(sys.argv[2])
+b = open(sys.argv[3], "rb").read()
+h = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])
+info = json.loads(h["__metadata__"]["DCP_SHARDING_INFO"])
+# A tensor the shard held whole (the router bias) is in no shard: dropped
+# with a warning, as Automodel drops it.
+whole = {k for k in info if g[k][0] == h[k]["shape"]}
+assert whole and a.keys() == g.keys() - whole, (whole, g.keys() - a.keys())
+zeroed = 0
+for k, (shape, data) in g.items():
+    if k in whole:
+        continue
+    want = bytearray(data)
+    if k in info and h[k]["shape"] and h[k]["shape"][0]:
+        o, n = info[k]["saved_offsets"][0], h[k]["shape"][0]
+        row = len(data) // shape[0]
+        want[o * row:(o + n) * row] = bytes(n * row)
+        zeroed += 1
+    assert a[k] == (shape, bytes(want)), k
+assert zeroed > 20, zeroed
+PYEOF
+		pass "missing-shard --allow-gaps: the missing shard's rows are zeros, the rest Automodel's"
+	else
+		fail "missing-shard --allow-gaps: the missing shard's rows are zeros, the rest Automodel's"
+	fi
+fi
+
+# The last shard missing: the other chunks tile smaller tensors, whose
+# sizes config.json contradicts.  The error names the missing shard.
+d=$(damaged missing-last tiny-r3)
+rm "$d/shard-00003-model-00001-of-00001.safetensors"
+refused missing-last shard_missing "shard-00003" "$d"
+"$CKPTCONV" convert --to hf "$d" "$T/dst-missing-last-msg" 2>"$T/missing-last.err" || true
+assert_eq "missing-last: the exact message" \
+	"$d: 'model.layers.0.input_layernorm.weight' has 44 in dimension 0 in the shards but .hf_metadata/config.json's hidden_size is 64: shard-00003 is missing" \
+	"$(error_line "$T/missing-last.err" | sed 's/^ckptconv: shard_missing: //')"
+d=$(damaged missing-last2 tiny-r4-serial)
+rm "$d/shard-00003-model-00001-of-00001.safetensors" "$d/shard-00004-model-00001-of-00001.safetensors"
+refused missing-last2 shard_missing "shard-00003, shard-00004 are missing" "$d"
 
 d=$(damaged dtype tiny-r3)
 edit_shard "$d/shard-00002-model-00001-of-00001.safetensors" \

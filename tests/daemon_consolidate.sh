@@ -5,7 +5,8 @@
 # as a daemon job ("to": "hf", options.dtype as CAST_DTYPE) equals
 # Automodel's own output byte for byte, with its per-tensor listing and
 # final progress; a damaged one is refused at submission with its exact
-# code, and a dtype with "to": "hf" on an ordinary checkpoint too.
+# code (options.allow_gaps takes a gap, as the CLI's --allow-gaps), and a
+# dtype with "to": "hf" on an ordinary checkpoint too.
 
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.sh"
@@ -44,6 +45,15 @@ check_case "tiny-r4-ep2s2" "$J_EP" "$DATA/out-ep2s2" tiny-r4-ep2s2
 post_job "$(job_json "$DATA/gap" "$DATA/out-gap" hf)"
 expect_error "a shard missing: refused" 422 chunk_gap
 no_finished_output "a shard missing: nothing written" "$DATA/out-gap"
+
+# options.allow_gaps: the job writes Automodel's zeros, as the CLI does.
+submit "a shard missing, allow_gaps" "$DATA/gap" "$DATA/out-gap-allowed" hf '{"allow_gaps": true}'
+if expect_job "allow_gaps: succeeds" "$JOB" succeeded 120 &&
+	expect_ok "allow_gaps: the CLI's --allow-gaps" "$CKPTCONV" convert --to hf --allow-gaps \
+		"$DATA/gap" "$DATA/cli-gap-allowed"; then
+	same_files "allow_gaps: the job's output is the CLI's" "$DATA/cli-gap-allowed" \
+		"$DATA/out-gap-allowed"
+fi
 
 post_job "$(job_json "$DATA/hf" "$DATA/out-hf" hf '{"dtype": "bf16"}')"
 expect_error "dtype with to hf on an ordinary checkpoint" 400 invalid_option

@@ -45,6 +45,9 @@ struct convert_options {
 	uint64_t max_bytes_per_second; /* 0 = unlimited */
 	bool overwrite;
 	bool durable; /* false = --no-fsync */
+	/* A consolidation writes zeros where no chunk holds an element, as
+	 * Automodel's tool does, instead of refusing (chunk_gap). */
+	bool allow_gaps;
 	/* Partitioned conversion (partition.h): write only group
 	 * partition_index of partition_count, no index; count 0 = whole. */
 	uint32_t partition_index, partition_count;

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 struct err;
+struct plan;
 struct store;
 struct store_entry;
 struct store_output_options;
@@ -79,6 +80,13 @@ int output_copy_file(struct store *src, struct store *dst, const char *name,
  * Codes: output_copy_file's. */
 int output_copy_files(struct store *src, struct store *dst, const struct strvec *files,
 		      const atomic_bool *cancelled, struct strvec *published, struct err *e);
+
+/* Writes the files plan `p` holds in memory (plan_put: a consolidation's
+ * config.json and metadata) with store_put, `cancelled` (NULL: never)
+ * checked before each, each name noted in `published` first.  Codes: the
+ * store's, cancelled. */
+int output_put_files(struct store *dst, const struct plan *p, const atomic_bool *cancelled,
+		     struct strvec *published, struct err *e);
 
 /* Publishes the index (`index_json`, a plan's) last of all: its presence
  * says the checkpoint is complete.  Noted in `published` first.  Codes:

@@ -52,6 +52,8 @@ struct plan_piece {
 	uint64_t offset;            /* bytes from the output tensor's start */
 	uint64_t nbytes;
 	uint32_t first_op, nops;    /* into the tensor's ops */
+	bool zero_fill;             /* starts as zeros, the ops write over it:
+				     * bytes no op writes are zeros */
 };
 
 struct plan_tensor {
@@ -127,6 +129,10 @@ long plan_add_tensor(struct plan *p, const char *name, enum dtype dtype, int ndi
  * of a tensor must tile it exactly (checked by plan_finish). */
 int plan_add_piece(struct plan *p, long t, uint64_t offset, uint64_t nbytes,
 		   const struct plan_op *ops, size_t nops, struct err *e);
+/* Marks the last piece added to tensor t zero-filled: bytes of it that no
+ * op writes are written as zeros (a consolidation whose chunks leave gaps,
+ * when allowed).  Codes: plan_invalid (no such tensor, or no piece yet). */
+int plan_zero_fill_last_piece(struct plan *p, long t, struct err *e);
 /* Convenience: contiguous copy or cast of nelems elements from src (at
  * src_offset bytes) into tensor t at dst_offset, split into pieces of at
  * most PLAN_PIECE_MAX. */
