@@ -50,32 +50,32 @@ static int refuse_option(const char **field, const char *name)
 int adapter_options_check(const struct adapter_options *o, const char **field, struct err *e)
 {
 	if (o->to != LAYOUT_HF && o->to != LAYOUT_NATIVE) {
-		err_set(e, "invalid_option", "the target layout must be native or hf");
+		err_set(e, ERR_INVALID_OPTION, "the target layout must be native or hf");
 		return refuse_option(field, "to");
 	}
 	if (o->to == LAYOUT_HF && (o->ep_size || o->ep_rank)) {
-		err_set(e, "invalid_option",
+		err_set(e, ERR_INVALID_OPTION,
 			"expert parallelism applies only to conversions to native");
 		return refuse_option(field, "expert_parallel");
 	}
 	if (o->to == LAYOUT_HF && o->dtype != DTYPE_CHOICE_AUTO) {
-		err_set(e, "invalid_option",
+		err_set(e, ERR_INVALID_OPTION,
 			"a dtype (%s) applies only to conversions to native (to hf keeps dtypes)",
 			dtype_choice_name(o->dtype));
 		return refuse_option(field, "dtype");
 	}
 	if (o->ep_rank && !o->ep_size) {
-		err_set(e, "invalid_option",
+		err_set(e, ERR_INVALID_OPTION,
 			"an expert-parallel rank needs an expert-parallel size");
 		return refuse_option(field, "expert_parallel.size");
 	}
 	if (o->ep_size > ADAPTER_EP_SIZE_MAX) {
-		err_set(e, "invalid_option", "the expert-parallel size %" PRIu32 " is above %u",
+		err_set(e, ERR_INVALID_OPTION, "the expert-parallel size %" PRIu32 " is above %u",
 			o->ep_size, ADAPTER_EP_SIZE_MAX);
 		return refuse_option(field, "expert_parallel.size");
 	}
 	if (o->ep_size && o->ep_rank >= o->ep_size) {
-		err_set(e, "invalid_option",
+		err_set(e, ERR_INVALID_OPTION,
 			"the expert-parallel rank %" PRIu32 " is not below the size %" PRIu32,
 			o->ep_rank, o->ep_size);
 		return refuse_option(field, "expert_parallel.rank");
@@ -101,17 +101,17 @@ static int refuse(const struct ckpt *c, struct err *e)
 	int rc;
 
 	if (!json_is_array(architectures))
-		return err_set(e, "unsupported_model",
+		return err_set(e, ERR_UNSUPPORTED_MODEL,
 			       "config.json names no architectures; ckptconv converts Ling 2.0 "
 			       "(BailingMoeV2ForCausalLM)");
 	found = json_dumps(architectures, JSON_COMPACT | JSON_ENCODE_ANY);
 	if (adapter_declares(c, "BailingMoeForCausalLM"))
 		rc = err_set(
-			e, "unsupported_model",
+			e, ERR_UNSUPPORTED_MODEL,
 			"config.json architectures %s: Ling 1.x uses a different layout and is not supported",
 			found ? found : "[]");
 	else
-		rc = err_set(e, "unsupported_model",
+		rc = err_set(e, ERR_UNSUPPORTED_MODEL,
 			     "config.json architectures %s: not a model family ckptconv converts "
 			     "(Ling 2.0, BailingMoeV2ForCausalLM)",
 			     found ? found : "[]");
@@ -124,7 +124,7 @@ const struct adapter *adapter_for(const struct ckpt *c, struct err *e)
 	size_t i;
 
 	if (!c->config) {
-		err_set(e, "missing_config", "the checkpoint has no config.json");
+		err_set(e, ERR_MISSING_CONFIG, "the checkpoint has no config.json");
 		return NULL;
 	}
 	for (i = 0; i < sizeof(adapters) / sizeof(adapters[0]); i++)

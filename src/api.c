@@ -341,19 +341,19 @@ static bool refuse_early(struct listener *l, struct MHD_Connection *c, struct re
 	const char *length, *framing = framing_problem(c, version);
 
 	if (framing) {
-		*rc = api_respond_errorf(c, req, "", "malformed_request", "%s", framing);
+		*rc = api_respond_errorf(c, req, "", ERR_MALFORMED_REQUEST, "%s", framing);
 		return true;
 	}
 	if (l->health_only && req->route != ROUTE_HEALTHZ && req->route != ROUTE_READYZ &&
 	    req->route != ROUTE_METRICS) {
 		*rc = api_respond_errorf(
-			c, req, "", "not_found",
+			c, req, "", ERR_NOT_FOUND,
 			"this listener serves only /healthz, /readyz and /metrics");
 		return true;
 	}
 	if ((route_needs_token(req->route) || strncmp(url, "/v1/", 4) == 0) && !authorized(a, c)) {
 		*rc = api_respond_errorf(
-			c, req, "", "unauthorized",
+			c, req, "", ERR_UNAUTHORIZED,
 			"this route needs an Authorization: Bearer token, and the one given is %s",
 			MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 						    MHD_HTTP_HEADER_AUTHORIZATION) ?
@@ -362,31 +362,31 @@ static bool refuse_early(struct listener *l, struct MHD_Connection *c, struct re
 		return true;
 	}
 	if (req->route == ROUTE_OTHER) {
-		*rc = api_respond_errorf(c, req, "", "not_found", "no route %.200s", url);
+		*rc = api_respond_errorf(c, req, "", ERR_NOT_FOUND, "no route %.200s", url);
 		return true;
 	}
 	if (!allowed) {
-		*rc = api_respond_errorf(c, req, "", "method_not_allowed",
+		*rc = api_respond_errorf(c, req, "", ERR_METHOD_NOT_ALLOWED,
 					 "%.200s does not accept this method", url);
 		return true;
 	}
 	if (m != METHOD_POST)
 		return false;
 	if (registry_draining(a->reg)) {
-		*rc = api_respond_errorf(c, req, "", "draining",
+		*rc = api_respond_errorf(c, req, "", ERR_DRAINING,
 					 "the service is shutting down and accepts no new jobs");
 		return true;
 	}
 	length = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	if (length && strtoull(length, NULL, 10) > API_BODY_MAX) {
-		*rc = api_respond_errorf(c, req, "", "payload_too_large",
+		*rc = api_respond_errorf(c, req, "", ERR_PAYLOAD_TOO_LARGE,
 					 "the request body is larger than %d bytes", API_BODY_MAX);
 		return true;
 	}
 	if (!json_media_type(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 							 MHD_HTTP_HEADER_CONTENT_TYPE))) {
 		*rc = api_respond_errorf(
-			c, req, "", "unsupported_media_type",
+			c, req, "", ERR_UNSUPPORTED_MEDIA_TYPE,
 			"the request body must be sent as Content-Type: application/json");
 		return true;
 	}
@@ -420,7 +420,7 @@ static enum MHD_Result dispatch(struct api *a, struct MHD_Connection *c, struct 
 	case ROUTE_UI:
 		return api_handle_ui(a, c, req, url);
 	default:
-		return api_respond_errorf(c, req, "", "not_found", "no route %.200s", url);
+		return api_respond_errorf(c, req, "", ERR_NOT_FOUND, "no route %.200s", url);
 	}
 }
 
@@ -565,7 +565,7 @@ static int start_listener(struct api *a, struct listener *l, const struct api_co
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, a, MHD_OPTION_NOTIFY_CONNECTION,
 		on_connection, a, MHD_OPTION_END);
 	if (!l->daemon)
-		return err_set(e, "internal_error", "the HTTP server%s could not start",
+		return err_set(e, ERR_INTERNAL_ERROR, "the HTTP server%s could not start",
 			       health_only ? " of the health listener" : "");
 	return 0;
 }

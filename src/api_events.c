@@ -142,7 +142,7 @@ enum MHD_Result api_handle_events(struct api *a, struct MHD_Connection *c, struc
 		 * libmicrohttpd would send a chunked body's terminator after
 		 * them, bytes a kept-alive client takes for the next answer. */
 		job_unref(j);
-		return api_respond_errorf(c, req, "", "method_not_allowed",
+		return api_respond_errorf(c, req, "", ERR_METHOD_NOT_ALLOWED,
 					  "%.200s is an event stream: GET it; HEAD has no headers "
 					  "to describe it",
 					  url);

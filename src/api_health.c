@@ -22,7 +22,7 @@ enum MHD_Result api_handle_readyz(struct api *a, struct MHD_Connection *c, struc
 	const char *why = NULL;
 
 	if (!registry_ready(a->reg, &why))
-		return api_respond_errorf(c, req, "", "not_ready", "not ready: %s",
+		return api_respond_errorf(c, req, "", ERR_NOT_READY, "not ready: %s",
 					  why ? why : "starting");
 	return api_respond_json(c, req, MHD_HTTP_OK, json_pack("{s:s}", "status", "ready"), NULL);
 }
@@ -56,6 +56,6 @@ enum MHD_Result api_handle_ui(struct api *a, struct MHD_Connection *c, struct re
 
 	(void)a;
 	if (!resp)
-		return api_respond_errorf(c, req, "", "not_found", "no route %.200s", url);
+		return api_respond_errorf(c, req, "", ERR_NOT_FOUND, "no route %.200s", url);
 	return api_queue(c, req, status, resp);
 }

@@ -149,7 +149,7 @@ enum MHD_Result api_respond_json(struct MHD_Connection *c, struct request *req, 
 enum MHD_Result api_respond_error(struct MHD_Connection *c, struct request *req,
 				  const struct job_error *je);
 enum MHD_Result api_respond_errorf(struct MHD_Connection *c, struct request *req, const char *field,
-				   const char *code, const char *fmt, ...)
+				   enum err_code code, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
 
 /* ---- api.c ---------------------------------------------------------------------- */

@@ -127,7 +127,7 @@ enum MHD_Result api_answer_submission(struct api *a, struct MHD_Connection *c, s
 	pthread_mutex_unlock(&a->streams_lock);
 	if (!done)
 		return api_respond_errorf(
-			c, req, "", "draining",
+			c, req, "", ERR_DRAINING,
 			"the service stopped before the job was created or refused; "
 			"submit it again (with the same Idempotency-Key to find it if "
 			"it was created)");
@@ -150,16 +150,16 @@ enum MHD_Result api_handle_create(struct api *a, struct MHD_Connection *c, struc
 	int submitted;
 
 	if (req->too_large)
-		return api_respond_errorf(c, req, "", "payload_too_large",
+		return api_respond_errorf(c, req, "", ERR_PAYLOAD_TOO_LARGE,
 					  "the request body is larger than %d bytes", API_BODY_MAX);
 	if (key && !idempotency_key_valid(key))
 		return api_respond_errorf(
-			c, req, "Idempotency-Key", "invalid_field",
+			c, req, "Idempotency-Key", ERR_INVALID_FIELD,
 			"Idempotency-Key must be 1 to 255 printable ASCII characters");
 	body = json_loadb(req->body.data ? req->body.data : "", req->body.len,
 			  JSON_REJECT_DUPLICATES, &jerr);
 	if (!body)
-		return api_respond_errorf(c, req, "", "invalid_json",
+		return api_respond_errorf(c, req, "", ERR_INVALID_JSON,
 					  "the body is not valid JSON: %s (line %d, column %d)",
 					  jerr.text, jerr.line, jerr.column);
 	request_digest(body, digest);
@@ -181,7 +181,7 @@ enum MHD_Result api_handle_create(struct api *a, struct MHD_Connection *c, struc
 	w->refs = 2;
 	pthread_mutex_lock(&a->streams_lock);
 	if (a->stopping)
-		submitted = job_error_set(&je, "", "draining",
+		submitted = job_error_set(&je, "", ERR_DRAINING,
 					  "the service is shutting down and accepts no new jobs");
 	else
 		submitted = registry_submit_async(a->reg, &spec, src, dst, key, digest,
@@ -242,7 +242,7 @@ struct job *api_lookup(struct api *a, struct request *req)
 
 enum MHD_Result api_job_not_found(struct MHD_Connection *c, struct request *req, const char *url)
 {
-	return api_respond_errorf(c, req, "", "job_not_found", "no job matches %.100s", url);
+	return api_respond_errorf(c, req, "", ERR_JOB_NOT_FOUND, "no job matches %.100s", url);
 }
 
 enum MHD_Result api_handle_get(struct api *a, struct MHD_Connection *c, struct request *req,

@@ -80,19 +80,19 @@ int api_jobs_query_parse(const struct api_query_arg *args, size_t n, struct api_
 	out->state = -1;
 	if (state && (out->state = job_state_parse(state)) < 0)
 		return job_error_set(
-			je, "state", "invalid_field",
+			je, "state", ERR_INVALID_FIELD,
 			"state must be one of queued, running, succeeded, failed, cancelled");
 	if (number(args, n, "limit", 1, API_LIST_LIMIT_MAX, API_LIST_LIMIT_DEFAULT, &out->limit) <
 	    0)
-		return job_error_set(je, "limit", "invalid_field",
+		return job_error_set(je, "limit", ERR_INVALID_FIELD,
 				     "limit must be a number from 1 to %d", API_LIST_LIMIT_MAX);
 	if (number(args, n, "cursor", 1, UINT64_MAX, 0, &out->cursor) < 0)
-		return job_error_set(je, "cursor", "invalid_field",
+		return job_error_set(je, "cursor", ERR_INVALID_FIELD,
 				     "cursor must be a next_cursor value of an earlier page");
 	for (i = 0; i < n; i++)
 		if (strcmp(args[i].name, "label") == 0 && !add_label(out, args[i].value))
 			return job_error_set(
-				je, "label", "invalid_field",
+				je, "label", ERR_INVALID_FIELD,
 				"label filters are written label=NAME:VALUE (at most %d)",
 				JOB_LABELS_MAX);
 	return 0;
@@ -115,14 +115,14 @@ int api_tensors_query_parse(const struct api_query_arg *args, size_t n,
 	memset(out, 0, sizeof(*out));
 	out->state = -1;
 	if (state && (out->state = tensor_state_parse(state)) < 0)
-		return job_error_set(je, "state", "invalid_field",
+		return job_error_set(je, "state", ERR_INVALID_FIELD,
 				     "state must be one of pending, running, done, failed");
 	if (number(args, n, "offset", 0, UINT32_MAX, 0, &out->offset) < 0)
-		return job_error_set(je, "offset", "invalid_field",
+		return job_error_set(je, "offset", ERR_INVALID_FIELD,
 				     "offset must be a number of 0 or more");
 	if (number(args, n, "limit", 1, API_TENSORS_LIMIT_MAX, API_TENSORS_LIMIT_DEFAULT,
 		   &out->limit) < 0)
-		return job_error_set(je, "limit", "invalid_field",
+		return job_error_set(je, "limit", ERR_INVALID_FIELD,
 				     "limit must be a number from 1 to %d", API_TENSORS_LIMIT_MAX);
 	return 0;
 }

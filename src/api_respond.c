@@ -94,13 +94,13 @@ enum MHD_Result api_respond_json(struct MHD_Connection *c, struct request *req, 
 	return api_respond_data(c, req, status, "application/json", text, len, NULL, location);
 }
 
-static const char *retry_after_for(const char *code)
+static const char *retry_after_for(enum err_code code)
 {
-	if (strcmp(code, "queue_full") == 0)
+	if (code == ERR_QUEUE_FULL)
 		return RETRY_QUEUE_FULL;
-	if (strcmp(code, "draining") == 0)
+	if (code == ERR_DRAINING)
 		return RETRY_DRAINING;
-	if (strcmp(code, "not_ready") == 0)
+	if (code == ERR_NOT_READY)
 		return RETRY_NOT_READY;
 	return NULL;
 }
@@ -108,8 +108,8 @@ static const char *retry_after_for(const char *code)
 enum MHD_Result api_respond_error(struct MHD_Connection *c, struct request *req,
 				  const struct job_error *je)
 {
-	const char *code = je->err.code ? je->err.code : "internal_error";
-	json_t *error = json_pack("{s:s, s:s}", "code", code, "message",
+	enum err_code code = je->err.code ? je->err.code : ERR_INTERNAL_ERROR;
+	json_t *error = json_pack("{s:s, s:s}", "code", err_name(code), "message",
 				  je->err.code ? je->err.msg : "internal error");
 	unsigned status = (unsigned)err_http_status(code);
 	json_t *body;
@@ -133,7 +133,7 @@ enum MHD_Result api_respond_error(struct MHD_Connection *c, struct request *req,
 }
 
 enum MHD_Result api_respond_errorf(struct MHD_Connection *c, struct request *req, const char *field,
-				   const char *code, const char *fmt, ...)
+				   enum err_code code, const char *fmt, ...)
 {
 	struct job_error je = {0};
 	char msg[ERR_MSG_MAX];

@@ -38,7 +38,7 @@ static int parse_offsets(const char *where, const char *name, const json_t *entr
 	if (!json_is_array(offsets) || json_object_size(entry) != 1)
 		goto bad;
 	if (json_array_size(offsets) != (size_t)c->ndim) {
-		err_set(e, "sharding_info_invalid",
+		err_set(e, ERR_SHARDING_INFO_INVALID,
 			"%s: DCP_SHARDING_INFO gives '%s' %zu offsets for its %d dimensions", where,
 			name, json_array_size(offsets), c->ndim);
 		err_set_tensor(e, name);
@@ -56,7 +56,7 @@ static int parse_offsets(const char *where, const char *name, const json_t *entr
 	}
 	return 0;
 bad:
-	err_set(e, "sharding_info_invalid",
+	err_set(e, ERR_SHARDING_INFO_INVALID,
 		"%s: DCP_SHARDING_INFO entry of '%s' is not {\"saved_offsets\": [n, ...]} "
 		"with non-negative offsets",
 		where, name);
@@ -86,14 +86,14 @@ static int parse_sharding_info(const char *where, const json_t *root, json_t **o
 	json_t *doc;
 
 	if (!text)
-		return err_set(e, "sharding_info_missing",
+		return err_set(e, ERR_SHARDING_INFO_MISSING,
 			       "%s: the header has no __metadata__.%s: not a shard of an "
 			       "Automodel sharded checkpoint",
 			       where, SHARDING_INFO_KEY);
 	doc = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
 	if (!json_is_object(doc)) {
 		json_decref(doc);
-		return err_set(e, "sharding_info_invalid", "%s: %s is not a JSON object (%s)",
+		return err_set(e, ERR_SHARDING_INFO_INVALID, "%s: %s is not a JSON object (%s)",
 			       where, SHARDING_INFO_KEY, doc ? "another JSON value" : jerr.text);
 	}
 	*out = doc;
@@ -115,7 +115,7 @@ int automodel_shard_parse(const char *where, const char *json, size_t len, uint6
 	/* Parsed again for what st_header drops: header order and metadata. */
 	root = json_loadb(json, len, JSON_REJECT_DUPLICATES, NULL);
 	if (!root) {
-		err_set(e, "header_invalid_json", "%s: header is not valid JSON", where);
+		err_set(e, ERR_HEADER_INVALID_JSON, "%s: header is not valid JSON", where);
 		goto out;
 	}
 	if (parse_sharding_info(where, root, &info, e))
@@ -140,7 +140,7 @@ int automodel_shard_parse(const char *where, const char *json, size_t len, uint6
 		c->begin = t->begin;
 		c->end = t->end;
 		if (!entry) {
-			err_set(e, "sharding_info_invalid", "%s: %s has no entry for tensor '%s'",
+			err_set(e, ERR_SHARDING_INFO_INVALID, "%s: %s has no entry for tensor '%s'",
 				where, SHARDING_INFO_KEY, key);
 			err_set_tensor(e, key);
 			goto out;
@@ -151,7 +151,7 @@ int automodel_shard_parse(const char *where, const char *json, size_t len, uint6
 	s.nchunks = n;
 	json_object_foreach(info, key, v)
 		if (!header_tensor(&s.header, key, 0)) {
-			err_set(e, "sharding_info_invalid",
+			err_set(e, ERR_SHARDING_INFO_INVALID,
 				"%s: %s names tensor '%s', which the header lacks", where,
 				SHARDING_INFO_KEY, key);
 			err_set_tensor(e, key);
@@ -189,7 +189,7 @@ int automodel_mapping_parse(const char *where, const char *text, size_t len, boo
 	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!json_is_object(root)) {
 		json_decref(root);
-		return err_set(e, "mapping_invalid", "%s: not a JSON object (%s)", where,
+		return err_set(e, ERR_MAPPING_INVALID, "%s: not a JSON object (%s)", where,
 			       root ? "another JSON value" : jerr.text);
 	}
 	json_object_foreach(root, key, v) {
@@ -200,7 +200,7 @@ int automodel_mapping_parse(const char *where, const char *text, size_t len, boo
 					  json_integer_value(v) <= 99999;
 
 		if (!ok) {
-			err_set(e, "mapping_invalid", "%s: '%s' maps to %s", where, key,
+			err_set(e, ERR_MAPPING_INVALID, "%s: '%s' maps to %s", where, key,
 				want_dtypes ? "no safetensors dtype" :
 					      "no output file index (an integer 1..99999)");
 			err_set_tensor(e, key);
@@ -234,10 +234,10 @@ static int load_mapping(struct automodel *am, struct store *s, const char *name,
 	int rc;
 
 	if (read_small(s, AUTOMODEL_METADATA_DIR, name, &text, &len, &missing)) {
-		if (dtypes && strcmp(missing.code, "source_not_found") == 0)
+		if (dtypes && missing.code == ERR_SOURCE_NOT_FOUND)
 			return 0; /* written only when not empty */
-		if (strcmp(missing.code, "source_not_found") == 0)
-			return err_set(e, "hf_metadata_missing", "%s/%s/%s: no such file",
+		if (missing.code == ERR_SOURCE_NOT_FOUND)
+			return err_set(e, ERR_HF_METADATA_MISSING, "%s/%s/%s: no such file",
 				       am->location, AUTOMODEL_METADATA_DIR, name);
 		*e = missing;
 		return -1;
@@ -374,7 +374,7 @@ static int list_shards(struct automodel *am, struct ckpt *c, struct err *e)
 		goto out;
 	rc = -1;
 	if (!has_metadata) {
-		err_set(e, "hf_metadata_missing",
+		err_set(e, ERR_HF_METADATA_MISSING,
 			"%s: sharded checkpoint (shard-*-model-*.safetensors) without its %s/ "
 			"folder: nothing says which output file takes which tensor",
 			am->location, AUTOMODEL_METADATA_DIR);
@@ -520,7 +520,7 @@ static int check_tensor(const struct automodel *am, const struct automodel_tenso
 		for (d = 0; d < t->ndim && chunk_elems(a) == 0; d++)
 			if (a->shape[d] ? a->offsets[d] + a->shape[d] > t->shape[d] :
 					  a->offsets[d] > t->shape[d]) {
-				err_set(e, "chunk_out_of_bounds",
+				err_set(e, ERR_CHUNK_OUT_OF_BOUNDS,
 					"%s: the empty chunk of '%s' in %s starts at %" PRIu64
 					" in dimension %d, past the full size %" PRIu64,
 					am->location, t->name,
@@ -533,7 +533,7 @@ static int check_tensor(const struct automodel *am, const struct automodel_tenso
 
 			if (boxes_overlap(a, b)) {
 				format_index(where, sizeof(where), t->ndim, a->offsets);
-				err_set(e, "chunk_overlap",
+				err_set(e, ERR_CHUNK_OVERLAP,
 					"%s: chunks of '%s' overlap: the one at %s in %s and the one "
 					"in %s",
 					am->location, t->name, where,
@@ -549,12 +549,12 @@ static int check_tensor(const struct automodel *am, const struct automodel_tenso
 	missing_shards(am, missing, sizeof(missing));
 	if (find_gap(am, t, point)) {
 		format_index(where, sizeof(where), t->ndim, point);
-		err_set(e, "chunk_gap",
+		err_set(e, ERR_CHUNK_GAP,
 			"%s: the chunks of '%s' (full shape from their offsets) cover %" PRIu64
 			" of its %" PRIu64 " elements: none holds the element at %s%s",
 			am->location, t->name, covered, total, where, missing);
 	} else {
-		err_set(e, "chunk_gap",
+		err_set(e, ERR_CHUNK_GAP,
 			"%s: the chunks of '%s' cover %" PRIu64 " of its %" PRIu64 " elements%s",
 			am->location, t->name, covered, total, missing);
 	}
@@ -630,7 +630,7 @@ static int check_full_size(const struct automodel *am, const struct ckpt *c,
 								 "%sshard-%05" PRIu64,
 								 used ? ", " : "", n);
 			}
-			err_set(e, "shard_missing",
+			err_set(e, ERR_SHARD_MISSING,
 				"%s: '%s' has %" PRIu64 " in dimension %d in the shards but %s/"
 				"config.json's %s is %" PRIu64 ": %s%s",
 				am->location, t->name, t->shape[d], d, AUTOMODEL_METADATA_DIR,
@@ -690,7 +690,7 @@ static int build_tensors(struct automodel *am, struct ckpt *c, bool allow_gaps, 
 				t = &am->tensors[json_integer_value(at)];
 			}
 			if (t->ndim != ch->ndim) {
-				err_set(e, "chunk_ndim_mismatch",
+				err_set(e, ERR_CHUNK_NDIM_MISMATCH,
 					"%s: '%s' has %d dimensions in %s but %d in %s",
 					am->location, ch->name, t->ndim,
 					am->files[am->chunk_file[t->chunks[0]]], ch->ndim,
@@ -699,7 +699,7 @@ static int build_tensors(struct automodel *am, struct ckpt *c, bool allow_gaps, 
 				goto out;
 			}
 			if (t->dtype != ch->dtype) {
-				err_set(e, "chunk_dtype_mismatch",
+				err_set(e, ERR_CHUNK_DTYPE_MISMATCH,
 					"%s: '%s' is %s in %s but %s in %s", am->location, ch->name,
 					dtype_name(t->dtype),
 					am->files[am->chunk_file[t->chunks[0]]],
@@ -708,7 +708,7 @@ static int build_tensors(struct automodel *am, struct ckpt *c, bool allow_gaps, 
 				goto out;
 			}
 			if (t->nchunks == am->nshards) {
-				err_set(e, "chunk_overlap", "%s: '%s' appears twice in %s",
+				err_set(e, ERR_CHUNK_OVERLAP, "%s: '%s' appears twice in %s",
 					am->location, ch->name, am->files[f]);
 				err_set_tensor(e, ch->name);
 				goto out;
@@ -744,7 +744,7 @@ static int build_tensors(struct automodel *am, struct ckpt *c, bool allow_gaps, 
 			if (chunk_elems(&am->chunks[t->chunks[j]]))
 				memcpy(t->shape, nonempty, sizeof(nonempty));
 		if (check_tensor(am, t, &gap)) {
-			if (!allow_gaps || strcmp(gap.code, "chunk_gap") != 0) {
+			if (!allow_gaps || gap.code != ERR_CHUNK_GAP) {
 				if (e)
 					*e = gap;
 				goto out;
@@ -758,7 +758,7 @@ static int build_tensors(struct automodel *am, struct ckpt *c, bool allow_gaps, 
 		if (check_full_size(am, c, t, e))
 			goto out;
 		if (!index) {
-			err_set(e, "tensor_not_mapped",
+			err_set(e, ERR_TENSOR_NOT_MAPPED,
 				"%s: '%s' is in the shards but not in %s/%s: no output file takes it",
 				am->location, t->name, AUTOMODEL_METADATA_DIR,
 				AUTOMODEL_FILE_MAPPING);

@@ -212,7 +212,7 @@ static int rewrite_op(struct rewrite *w, const struct plan_op *op, struct err *e
 	size_t k;
 
 	if (t->ndim > 2 || op->src_offset % vs || op->src_stride % vs)
-		return err_set(e, "plan_invalid",
+		return err_set(e, ERR_PLAN_INVALID,
 			       "%s: an op on a %d-dimensional tensor, or unaligned, cannot read "
 			       "its chunks",
 			       t->name, t->ndim);
@@ -254,7 +254,7 @@ static int rewrite_plan(const struct automodel *am, const struct ckpt *chunks,
 					goto out;
 			}
 			if (w.nout - first > UINT32_MAX) {
-				err_set(e, "plan_invalid", "%s: too many ops", pt->name);
+				err_set(e, ERR_PLAN_INVALID, "%s: too many ops", pt->name);
 				goto out;
 			}
 			piece->first_op = (uint32_t)first;
@@ -287,7 +287,7 @@ int automodel_build_native_plan(const struct automodel *am, const struct ckpt *c
 
 	*out = NULL;
 	if (!full->config) {
-		err_set(e, "missing_config", "%s/%s/config.json is missing", am->location,
+		err_set(e, ERR_MISSING_CONFIG, "%s/%s/config.json is missing", am->location,
 			AUTOMODEL_METADATA_DIR);
 		goto out;
 	}
@@ -295,7 +295,7 @@ int automodel_build_native_plan(const struct automodel *am, const struct ckpt *c
 	if (!a || a->describe(full, &info, e))
 		goto out;
 	if (info.layout != LAYOUT_HF) {
-		err_set(e, "unknown_layout", "%s: the consolidated tensors are not in HF layout",
+		err_set(e, ERR_UNKNOWN_LAYOUT, "%s: the consolidated tensors are not in HF layout",
 			am->location);
 		goto out;
 	}

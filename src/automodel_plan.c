@@ -458,7 +458,7 @@ int automodel_build_plan(const struct automodel *am, const struct ckpt *ckpt,
 			t = &am->tensors[ti];
 			out = automodel_output_dtype(t, dtype);
 			if (!kern_can_cast(t->dtype, out)) {
-				err_set(e, "unsupported_cast", "%s: cannot convert %s to %s",
+				err_set(e, ERR_UNSUPPORTED_CAST, "%s: cannot convert %s to %s",
 					t->name, dtype_name(t->dtype), dtype_name(out));
 				err_set_tensor(e, t->name);
 				goto out;

@@ -237,7 +237,7 @@ static int from_environment(const struct chain *c, struct aws_credentials_answer
 	if (!c->access_key_id && !c->secret_access_key)
 		return 0;
 	if (!c->access_key_id || !c->secret_access_key)
-		return err_set(e, "s3_credentials", "environment: %s is set but %s is not",
+		return err_set(e, ERR_S3_CREDENTIALS, "environment: %s is set but %s is not",
 			       c->access_key_id ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY",
 			       c->access_key_id ? "AWS_SECRET_ACCESS_KEY" : "AWS_ACCESS_KEY_ID");
 	static_answer(c->access_key_id, c->secret_access_key, c->session_token, out);
@@ -260,7 +260,7 @@ static int from_web_identity(const struct chain *c, struct aws_credentials_answe
 	int rc;
 
 	if (!endpoint)
-		return err_set(e, "s3_credentials",
+		return err_set(e, ERR_S3_CREDENTIALS,
 			       "web identity: region '%.64s' (AWS_REGION) is not a region name",
 			       c->region);
 	if (!sts.session_name) {
@@ -294,7 +294,7 @@ static int from_shared_files(const struct chain *c, struct aws_credentials_answe
 		if (!c->profile_named)
 			rc = 0;
 		else
-			err_set(e, "s3_credentials",
+			err_set(e, ERR_S3_CREDENTIALS,
 				"shared files: profile '%.100s' (AWS_PROFILE) is in neither %s nor "
 				"%s",
 				c->profile, c->config_file ? c->config_file : "(no config file)",
@@ -311,14 +311,14 @@ static int from_shared_files(const struct chain *c, struct aws_credentials_answe
 		goto out;
 	}
 	if ((key && *key) || (secret && *secret)) {
-		err_set(e, "s3_credentials", "shared files: profile '%.100s' has %s but not %s",
+		err_set(e, ERR_S3_CREDENTIALS, "shared files: profile '%.100s' has %s but not %s",
 			c->profile, key && *key ? "aws_access_key_id" : "aws_secret_access_key",
 			key && *key ? "aws_secret_access_key" : "aws_access_key_id");
 		goto out;
 	}
 	for (i = 0; i < sizeof(other_ways) / sizeof(other_ways[0]); i++)
 		if (aws_profiles_get(ps, c->profile, other_ways[i])) {
-			err_set(e, "s3_credentials",
+			err_set(e, ERR_S3_CREDENTIALS,
 				"shared files: profile '%.100s' gets its credentials through %s, "
 				"which ckptconv does not support (give it aws_access_key_id and "
 				"aws_secret_access_key, or use web identity, container or instance "
@@ -362,7 +362,7 @@ static int from_instance_metadata(const struct chain *c, struct aws_credentials_
 	if (strncasecmp(ic.endpoint, "http://", 7) != 0 &&
 	    strncasecmp(ic.endpoint, "https://", 8) != 0)
 		return err_set(
-			e, "s3_credentials",
+			e, ERR_S3_CREDENTIALS,
 			"instance metadata: AWS_EC2_METADATA_SERVICE_ENDPOINT '%.200s' is not "
 			"an http:// or https:// URL",
 			ic.endpoint);
@@ -391,7 +391,7 @@ static int fetch_from(struct aws_credentials *p, enum source_kind kind,
 	case SOURCE_NONE:
 		break;
 	}
-	return err_set(e, "internal_error", "credentials from no source");
+	return err_set(e, ERR_INTERNAL_ERROR, "credentials from no source");
 }
 
 /* Walks the chain: the first configured source answers or fails. */
@@ -423,7 +423,7 @@ static int resolve(struct aws_credentials *p, struct aws_credentials_answer *out
 	*kind = SOURCE_INSTANCE_METADATA;
 	if (c->imds_disabled)
 		return err_set(
-			e, "s3_credentials",
+			e, ERR_S3_CREDENTIALS,
 			"no credentials: none in the environment (AWS_ACCESS_KEY_ID), no web "
 			"identity (AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE), none in "
 			"profile '%.100s' of the shared files, no container endpoint "
@@ -606,7 +606,7 @@ static int fetch_locked(struct aws_credentials *p)
 		char when[32];
 
 		format_time(a.expiration, when, sizeof(when));
-		rc = err_set(&e, "s3_credentials",
+		rc = err_set(&e, ERR_S3_CREDENTIALS,
 			     "%s: the credentials answered expired at %s, before they were used",
 			     kind == SOURCE_CUSTOM ? p->custom_source : source_names[kind], when);
 	}
@@ -617,7 +617,7 @@ static int fetch_locked(struct aws_credentials *p)
 		install_locked(p, &a, kind, now);
 	} else {
 		if (!e.code)
-			err_set(&e, "internal_error",
+			err_set(&e, ERR_INTERNAL_ERROR,
 				"a credentials source failed without saying why");
 		p->fetch_error = e;
 		p->failed_fetch = p->fetches;

@@ -42,11 +42,11 @@ int aws_credential_text_check(const char *source, const char *what, const char *
 	const unsigned char *p;
 
 	if (!value || !*value)
-		return err_set(e, "s3_credentials", "%s: the %s is malformed: it is empty", source,
+		return err_set(e, ERR_S3_CREDENTIALS, "%s: the %s is malformed: it is empty", source,
 			       what);
 	for (p = (const unsigned char *)value; *p; p++)
 		if (*p < 0x20 || *p > 0x7e)
-			return err_set(e, "s3_credentials",
+			return err_set(e, ERR_S3_CREDENTIALS,
 				       "%s: the %s is malformed: byte %zu is %s (0x%02x), not "
 				       "printable ASCII",
 				       source, what, (size_t)(p - (const unsigned char *)value) + 1,
@@ -211,14 +211,14 @@ int aws_sts_answer_parse(const char *body, size_t len, long status, const char *
 		char code[65], message[201];
 
 		if (xml && w.fields[4])
-			err_set(e, "s3_credentials",
+			err_set(e, ERR_S3_CREDENTIALS,
 				"web identity (STS at %s): AssumeRoleWithWebIdentity answered HTTP "
 				"%ld %s (%s)",
 				where, status, service_text(w.fields[4], code, sizeof(code)),
 				service_text(w.fields[5] ? w.fields[5] : "no message", message,
 					     sizeof(message)));
 		else
-			err_set(e, "s3_credentials",
+			err_set(e, ERR_S3_CREDENTIALS,
 				"web identity (STS at %s): AssumeRoleWithWebIdentity answered HTTP "
 				"%ld",
 				where, status);
@@ -226,7 +226,7 @@ int aws_sts_answer_parse(const char *body, size_t len, long status, const char *
 	}
 	if (!xml || !w.fields[0] || !*w.fields[0] || !w.fields[1] || !*w.fields[1] ||
 	    !w.fields[2] || !*w.fields[2] || !w.fields[3]) {
-		err_set(e, "s3_credentials",
+		err_set(e, ERR_S3_CREDENTIALS,
 			"web identity (STS at %s): the answer is not an "
 			"AssumeRoleWithWebIdentityResponse with Credentials (AccessKeyId, "
 			"SecretAccessKey, SessionToken, Expiration)",
@@ -234,7 +234,7 @@ int aws_sts_answer_parse(const char *body, size_t len, long status, const char *
 		goto out;
 	}
 	if (!aws_parse_time(w.fields[3], &out->expiration)) {
-		err_set(e, "s3_credentials",
+		err_set(e, ERR_S3_CREDENTIALS,
 			"web identity (STS at %s): Expiration '%.40s' is not an ISO 8601 time",
 			where, w.fields[3]);
 		goto out;
@@ -270,14 +270,14 @@ int aws_credentials_json_parse(const char *body, size_t len, const char *source,
 
 	memset(out, 0, sizeof(*out));
 	if (!json_is_object(o)) {
-		err_set(e, "s3_credentials", "%s: the answer is not a JSON object", source);
+		err_set(e, ERR_S3_CREDENTIALS, "%s: the answer is not a JSON object", source);
 		goto out;
 	}
 	code = json_field(o, "Code");
 	if (code && strcmp(code, "Success") != 0) {
 		char code_text[65], message[201];
 
-		err_set(e, "s3_credentials", "%s: the answer's Code is %s (%s)", source,
+		err_set(e, ERR_S3_CREDENTIALS, "%s: the answer's Code is %s (%s)", source,
 			service_text(code, code_text, sizeof(code_text)),
 			service_text(json_field(o, "Message") ? json_field(o, "Message") :
 								"no message",
@@ -289,14 +289,14 @@ int aws_credentials_json_parse(const char *body, size_t len, const char *source,
 	token = json_field(o, "Token");
 	expiration = json_field(o, "Expiration");
 	if (!key || !*key || !secret || !*secret || !token || !*token || !expiration) {
-		err_set(e, "s3_credentials",
+		err_set(e, ERR_S3_CREDENTIALS,
 			"%s: the answer lacks a string AccessKeyId, SecretAccessKey, Token or "
 			"Expiration",
 			source);
 		goto out;
 	}
 	if (!aws_parse_time(expiration, &out->expiration)) {
-		err_set(e, "s3_credentials", "%s: Expiration '%.40s' is not an ISO 8601 time",
+		err_set(e, ERR_S3_CREDENTIALS, "%s: Expiration '%.40s' is not an ISO 8601 time",
 			source, expiration);
 		goto out;
 	}
@@ -363,7 +363,7 @@ bool aws_container_url_allowed(const char *url, struct err *e)
 	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
-		err_set(e, "s3_credentials",
+		err_set(e, ERR_S3_CREDENTIALS,
 			"container credentials: AWS_CONTAINER_CREDENTIALS_FULL_URI is not a URL");
 		goto out;
 	}
@@ -372,7 +372,7 @@ bool aws_container_url_allowed(const char *url, struct err *e)
 		goto out;
 	}
 	if (strcasecmp(scheme, "http") != 0) {
-		err_set(e, "s3_credentials",
+		err_set(e, ERR_S3_CREDENTIALS,
 			"container credentials: AWS_CONTAINER_CREDENTIALS_FULL_URI is not an http "
 			"or https URL");
 		goto out;
@@ -384,7 +384,7 @@ bool aws_container_url_allowed(const char *url, struct err *e)
 	}
 	gai = getaddrinfo(host, NULL, &hints, &res);
 	if (gai != 0) {
-		err_set(e, "s3_credentials",
+		err_set(e, ERR_S3_CREDENTIALS,
 			"container credentials: host %.100s of AWS_CONTAINER_CREDENTIALS_FULL_URI "
 			"does not resolve (%s)",
 			host, gai_strerror(gai));
@@ -394,7 +394,7 @@ bool aws_container_url_allowed(const char *url, struct err *e)
 	for (ai = res; ai; ai = ai->ai_next)
 		ok = ok && allowed_address(ai->ai_addr);
 	if (!ok)
-		err_set(e, "s3_credentials",
+		err_set(e, ERR_S3_CREDENTIALS,
 			"container credentials: AWS_CONTAINER_CREDENTIALS_FULL_URI names host "
 			"%.100s over http; only loopback, 169.254.170.2, 169.254.170.23 and "
 			"fd00:ec2::23 are allowed without https",
@@ -419,7 +419,7 @@ char *aws_container_url(const char *relative, const char *full, struct err *e)
 		return url;
 	}
 	if (!full || !*full) {
-		err_set(e, "s3_credentials",
+		err_set(e, ERR_S3_CREDENTIALS,
 			"container credentials: neither AWS_CONTAINER_CREDENTIALS_RELATIVE_URI nor "
 			"AWS_CONTAINER_CREDENTIALS_FULL_URI is set");
 		return NULL;
@@ -565,7 +565,7 @@ static int send_request(const struct request *rq, const char *source,
 
 	pthread_once(&curl_once, curl_start);
 	if (!curl_ready)
-		return err_set(e, "internal_error", "libcurl failed to initialise");
+		return err_set(e, ERR_INTERNAL_ERROR, "libcurl failed to initialise");
 	for (attempt = 1;; attempt++) {
 		reply_fini(r);
 		send_once(rq, r);
@@ -582,13 +582,13 @@ static int send_request(const struct request *rq, const char *source,
 	if (r->rc == CURLE_OK)
 		return 0;
 	if (r->overflow)
-		return err_set(e, "s3_credentials", "%s: %s %s answered more than %zu bytes",
+		return err_set(e, ERR_S3_CREDENTIALS, "%s: %s %s answered more than %zu bytes",
 			       source, rq->method, rq->url, AWS_FETCH_ANSWER_MAX);
 	if (r->rc == CURLE_OPERATION_TIMEDOUT)
-		return err_set(e, "s3_credentials", "%s: no answer to %s %s within %.1f s%s",
+		return err_set(e, ERR_S3_CREDENTIALS, "%s: no answer to %s %s within %.1f s%s",
 			       source, rq->method, rq->url, (double)rq->timeout_ms / 1000,
 			       attempt > 1 ? " (every attempt)" : "");
-	return err_set(e, "s3_credentials", "%s: %s %s failed: %s", source, rq->method, rq->url,
+	return err_set(e, ERR_S3_CREDENTIALS, "%s: %s %s failed: %s", source, rq->method, rq->url,
 		       r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->rc));
 }
 
@@ -622,20 +622,20 @@ static int read_token_file(const char *path, const char *source, char **out, str
 	*out = NULL;
 	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0)
-		return err_set_errno(e, "s3_credentials", errno,
+		return err_set_errno(e, ERR_S3_CREDENTIALS, errno,
 				     "%s: cannot read the token file %s", source, path);
 	if (fstat(fd, &st) < 0) {
-		err_set_errno(e, "s3_credentials", errno, "%s: cannot read the token file %s",
+		err_set_errno(e, ERR_S3_CREDENTIALS, errno, "%s: cannot read the token file %s",
 			      source, path);
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		err_set(e, "s3_credentials", "%s: the token file %s is not a regular file", source,
+		err_set(e, ERR_S3_CREDENTIALS, "%s: the token file %s is not a regular file", source,
 			path);
 		goto out;
 	}
 	if ((uint64_t)st.st_size > AWS_TOKEN_FILE_MAX) {
-		err_set(e, "s3_credentials", "%s: the token file %s is larger than %zu bytes",
+		err_set(e, ERR_S3_CREDENTIALS, "%s: the token file %s is larger than %zu bytes",
 			source, path, AWS_TOKEN_FILE_MAX);
 		goto out;
 	}
@@ -645,7 +645,7 @@ static int read_token_file(const char *path, const char *source, char **out, str
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got < 0) {
-			err_set_errno(e, "s3_credentials", errno,
+			err_set_errno(e, ERR_S3_CREDENTIALS, errno,
 				      "%s: cannot read the token file %s", source, path);
 			secret_free(buf);
 			goto out;
@@ -658,7 +658,7 @@ static int read_token_file(const char *path, const char *source, char **out, str
 		n--;
 	buf[n] = '\0';
 	if (n == 0 || strlen(buf) != n) {
-		err_set(e, "s3_credentials", "%s: the token file %s is empty or not text", source,
+		err_set(e, ERR_S3_CREDENTIALS, "%s: the token file %s is empty or not text", source,
 			path);
 		explicit_bzero(buf, AWS_TOKEN_FILE_MAX + 1);
 		free(buf);
@@ -754,7 +754,7 @@ int aws_container_fetch(const struct aws_container_config *c, struct aws_credent
 
 		char code_text[65], message_text[201];
 
-		err_set(e, "s3_credentials", "%s: GET answered HTTP %ld%s%s%s%s%s", source,
+		err_set(e, ERR_S3_CREDENTIALS, "%s: GET answered HTTP %ld%s%s%s%s%s", source,
 			r.status, code ? " " : "",
 			service_text(code ? code : "", code_text, sizeof(code_text)),
 			message ? " (" : "",
@@ -801,7 +801,7 @@ int aws_imds_fetch(const struct aws_imds_config *c, struct aws_credentials_answe
 	if (send_request(&rq, source, NULL, &r, e) < 0)
 		goto out;
 	if (r.status != 200 || !r.data || !*r.data) {
-		err_set(e, "s3_credentials", "%s: PUT /latest/api/token answered HTTP %ld%s",
+		err_set(e, ERR_S3_CREDENTIALS, "%s: PUT /latest/api/token answered HTTP %ld%s",
 			source, r.status, r.status == 200 ? " without a token" : "");
 		goto out;
 	}
@@ -817,12 +817,12 @@ int aws_imds_fetch(const struct aws_imds_config *c, struct aws_credentials_answe
 	if (send_request(&rq, source, NULL, &r, e) < 0)
 		goto out;
 	if (r.status == 404 || (r.status == 200 && (!r.data || !*r.data))) {
-		err_set(e, "s3_credentials", "%s: no IAM role is attached to this instance",
+		err_set(e, ERR_S3_CREDENTIALS, "%s: no IAM role is attached to this instance",
 			source);
 		goto out;
 	}
 	if (r.status != 200) {
-		err_set(e, "s3_credentials", "%s: GET %s answered HTTP %ld", source, roles_path,
+		err_set(e, ERR_S3_CREDENTIALS, "%s: GET %s answered HTTP %ld", source, roles_path,
 			r.status);
 		goto out;
 	}
@@ -835,7 +835,7 @@ int aws_imds_fetch(const struct aws_imds_config *c, struct aws_credentials_answe
 	if (send_request(&rq, source, NULL, &r, e) < 0)
 		goto out;
 	if (r.status != 200) {
-		err_set(e, "s3_credentials", "%s: GET %s%.100s answered HTTP %ld", source,
+		err_set(e, ERR_S3_CREDENTIALS, "%s: GET %s%.100s answered HTTP %ld", source,
 			roles_path, role, r.status);
 		goto out;
 	}

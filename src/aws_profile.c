@@ -345,7 +345,7 @@ struct reader {
 
 static int bad_line(struct reader *r, struct err *e, const char *what)
 {
-	return err_set(e, "s3_credentials", "%s line %u: %s", r->where, r->line, what);
+	return err_set(e, ERR_S3_CREDENTIALS, "%s line %u: %s", r->where, r->line, what);
 }
 
 /* "[...]": the section that following properties belong to. */
@@ -534,18 +534,18 @@ static int load_file(struct aws_profiles *ps, enum aws_profile_file kind, const 
 	if (fd < 0 && (errno == ENOENT || errno == ENOTDIR))
 		return 0;
 	if (fd < 0)
-		return err_set_errno(e, "s3_credentials", errno, "shared files: cannot open %s",
+		return err_set_errno(e, ERR_S3_CREDENTIALS, errno, "shared files: cannot open %s",
 				     path);
 	if (fstat(fd, &st) < 0) {
-		err_set_errno(e, "s3_credentials", errno, "shared files: cannot read %s", path);
+		err_set_errno(e, ERR_S3_CREDENTIALS, errno, "shared files: cannot read %s", path);
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		err_set(e, "s3_credentials", "shared files: %s is not a regular file", path);
+		err_set(e, ERR_S3_CREDENTIALS, "shared files: %s is not a regular file", path);
 		goto out;
 	}
 	if ((uint64_t)st.st_size > AWS_PROFILE_FILE_MAX) {
-		err_set(e, "s3_credentials", "shared files: %s is larger than %zu bytes", path,
+		err_set(e, ERR_S3_CREDENTIALS, "shared files: %s is larger than %zu bytes", path,
 			AWS_PROFILE_FILE_MAX);
 		goto out;
 	}
@@ -558,7 +558,7 @@ static int load_file(struct aws_profiles *ps, enum aws_profile_file kind, const 
 			break;
 	}
 	if (got < 0 || len > (size_t)st.st_size) {
-		err_set(e, "s3_credentials", "shared files: %s changed or failed while it was read",
+		err_set(e, ERR_S3_CREDENTIALS, "shared files: %s changed or failed while it was read",
 			path);
 		goto out;
 	}

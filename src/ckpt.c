@@ -91,12 +91,12 @@ static int lfs_pointer_error(const struct ckpt *c, const char *name, const char 
 		if (!u64_mul(bytes, 10, &bytes) || !u64_add(bytes, (uint64_t)(*p - '0'), &bytes))
 			break;
 	if (size && p > size + 6)
-		return err_set(e, "lfs_pointer",
+		return err_set(e, ERR_LFS_POINTER,
 			       "%s/%s: a git-lfs pointer to %" PRIu64
 			       " bytes, not the file itself; fetch the file (git lfs pull)",
 			       c->store->location, name, bytes);
 	return err_set(
-		e, "lfs_pointer",
+		e, ERR_LFS_POINTER,
 		"%s/%s: a git-lfs pointer, not the file itself; fetch the file (git lfs pull)",
 		c->store->location, name);
 }
@@ -134,7 +134,7 @@ static int open_store(const char *location, const struct store_config *cfg, stru
 		return -1;
 	file = kind == STORE_FILE;
 	if ((file && !ends_with(location, ST_SUFFIX)) || (!file && kind != STORE_DIR))
-		return err_set(e, "not_a_checkpoint",
+		return err_set(e, ERR_NOT_A_CHECKPOINT,
 			       "%s: neither a directory nor a *.safetensors file", location);
 	if (!file)
 		return store_open_config(location, cfg, &c->store, e);
@@ -160,20 +160,20 @@ int ckpt_index_parse(const char *where, const char *text, size_t len, json_t **w
 	*weight_map = NULL;
 	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
-		return err_set(e, "index_invalid", "%s: not valid JSON: %s (line %d)", where,
+		return err_set(e, ERR_INDEX_INVALID, "%s: not valid JSON: %s (line %d)", where,
 			       jerr.text, jerr.line);
 	map = json_object_get(root, "weight_map");
 	if (!json_is_object(map)) {
 		json_decref(root);
-		return err_set(e, "index_invalid", "%s: has no \"weight_map\" object", where);
+		return err_set(e, ERR_INDEX_INVALID, "%s: has no \"weight_map\" object", where);
 	}
 	if (json_object_size(map) == 0) {
 		json_decref(root);
-		return err_set(e, "index_invalid", "%s: the weight_map lists no tensor", where);
+		return err_set(e, ERR_INDEX_INVALID, "%s: the weight_map lists no tensor", where);
 	}
 	json_object_foreach(map, key, v) {
 		if (!json_is_string(v) || strchr(json_string_value(v), '/')) {
-			err_set(e, "index_invalid",
+			err_set(e, ERR_INDEX_INVALID,
 				"%s: weight_map entry '%s' is not the name of a file beside the index",
 				where, key);
 			err_set_tensor(e, key);
@@ -235,7 +235,7 @@ static int files_from_index(struct ckpt *c, const json_t *map, const struct stor
 		if (entry && entry->kind == STORE_OUTSIDE)
 			rc = store_outside_error(c->store, names[i], e);
 		else if (!entry || entry->kind != STORE_FILE)
-			rc = err_set(e, "index_missing_file",
+			rc = err_set(e, ERR_INDEX_MISSING_FILE,
 				     "%s/%s: the index names '%s', which does not exist",
 				     c->store->location, CKPT_INDEX_NAME, names[i]);
 		else
@@ -262,12 +262,12 @@ static int files_from_listing(struct ckpt *c, const struct store_entry *entries,
 		if (is_weight_candidate(&entries[i]))
 			found++;
 	if (found > 1)
-		return err_set(e, "not_a_checkpoint",
+		return err_set(e, ERR_NOT_A_CHECKPOINT,
 			       "%s: holds %zu *.safetensors files but no %s saying how they form "
 			       "one checkpoint",
 			       c->store->location, found, CKPT_INDEX_NAME);
 	if (found == 0)
-		return err_set(e, "not_a_checkpoint", "%s: holds no *.safetensors file nor %s",
+		return err_set(e, ERR_NOT_A_CHECKPOINT, "%s: holds no *.safetensors file nor %s",
 			       c->store->location, CKPT_INDEX_NAME);
 	for (i = 0; i < n; i++) {
 		if (!is_weight_candidate(&entries[i]))
@@ -285,13 +285,13 @@ static int file_from_path(struct ckpt *c, const char *single, const struct store
 	const struct store_entry *entry = find_entry(entries, n, single);
 
 	if (store_is_temporary(single))
-		return err_set(e, "not_a_checkpoint",
+		return err_set(e, ERR_NOT_A_CHECKPOINT,
 			       "%s/%s: an unfinished output file of ckptconv, not a checkpoint",
 			       c->store->location, single);
 	if (entry && entry->kind == STORE_OUTSIDE)
 		return store_outside_error(c->store, single, e);
 	if (!entry || entry->kind != STORE_FILE)
-		return err_set(e, "source_not_found", "%s/%s: no such file", c->store->location,
+		return err_set(e, ERR_SOURCE_NOT_FOUND, "%s/%s: no such file", c->store->location,
 			       single);
 	add_file(c, entry->name, entry->size);
 	return 0;
@@ -373,7 +373,7 @@ static int build_tensor_table(struct ckpt *c, struct err *e)
 	qsort(c->tensors, c->ntensors, sizeof(*c->tensors), compare_tensors);
 	for (i = 1; i < c->ntensors; i++) {
 		if (strcmp(c->tensors[i].name, c->tensors[i - 1].name) == 0) {
-			err_set(e, "duplicate_tensor", "%s: tensor '%s' is in both %s and %s",
+			err_set(e, ERR_DUPLICATE_TENSOR, "%s: tensor '%s' is in both %s and %s",
 				c->store->location, c->tensors[i].name,
 				c->files[c->tensors[i - 1].file].name, c->files[c->tensors[i].file].name);
 			err_set_tensor(e, c->tensors[i].name);
@@ -397,11 +397,11 @@ static int check_weight_map(struct ckpt *c, const json_t *map, struct err *e)
 		v = json_object_get(map, t->name);
 		file = c->files[t->file].name;
 		if (!v)
-			err_set(e, "weight_map_mismatch",
+			err_set(e, ERR_WEIGHT_MAP_MISMATCH,
 				"%s/%s: tensor '%s' is in %s but the weight_map does not list it",
 				c->store->location, CKPT_INDEX_NAME, t->name, file);
 		else if (strcmp(json_string_value(v), file) != 0)
-			err_set(e, "weight_map_mismatch",
+			err_set(e, ERR_WEIGHT_MAP_MISMATCH,
 				"%s/%s: the weight_map puts tensor '%s' in %s but it is in %s",
 				c->store->location, CKPT_INDEX_NAME, t->name, json_string_value(v),
 				file);
@@ -414,7 +414,7 @@ static int check_weight_map(struct ckpt *c, const json_t *map, struct err *e)
 		if (ckpt_find(c, key) < 0 && (!missing || natural_compare(key, missing) < 0))
 			missing = key;
 	if (missing) {
-		err_set(e, "weight_map_mismatch",
+		err_set(e, ERR_WEIGHT_MAP_MISMATCH,
 			"%s/%s: the weight_map puts tensor '%s' in %s but no file holds it",
 			c->store->location, CKPT_INDEX_NAME, missing,
 			json_string_value(json_object_get(map, missing)));
@@ -435,11 +435,11 @@ int ckpt_config_parse(const char *where, const char *text, size_t len, json_t **
 	*config = NULL;
 	root = json_loadb(text, len, 0, &jerr);
 	if (!root)
-		return err_set(e, "config_invalid", "%s: not valid JSON: %s (line %d)", where,
+		return err_set(e, ERR_CONFIG_INVALID, "%s: not valid JSON: %s (line %d)", where,
 			       jerr.text, jerr.line);
 	if (!json_is_object(root)) {
 		json_decref(root);
-		return err_set(e, "config_invalid", "%s: not a JSON object", where);
+		return err_set(e, ERR_CONFIG_INVALID, "%s: not a JSON object", where);
 	}
 	*config = root;
 	return 0;
@@ -457,7 +457,7 @@ static int load_config(struct ckpt *c, const struct store_entry *entries, size_t
 		return store_outside_error(c->store, CONFIG_NAME, e);
 	if (!entry || entry->kind != STORE_FILE) {
 		if (flags & CKPT_REQUIRE_CONFIG)
-			return err_set(e, "missing_config", "%s: config.json is missing",
+			return err_set(e, ERR_MISSING_CONFIG, "%s: config.json is missing",
 				       c->store->location);
 		return 0;
 	}
@@ -526,7 +526,7 @@ static int open_files(struct ckpt *c, const char *single, unsigned flags, struct
 	if (store_list(c->store, &entries, &n, e))
 		goto out;
 	if (n == 0 && !(store_caps(c->store) & STORE_DIRECTORIES)) {
-		err_set(e, "source_not_found", "%s: no such prefix", c->store->location);
+		err_set(e, ERR_SOURCE_NOT_FOUND, "%s: no such prefix", c->store->location);
 		goto out_entries;
 	}
 	if (single)
@@ -627,12 +627,12 @@ int ckpt_config_int(const struct ckpt *c, const char *key, int64_t *out, struct 
 	const json_t *v;
 
 	if (!c->config)
-		return err_set(e, "missing_config", "%s: config.json is missing", c->store->location);
+		return err_set(e, ERR_MISSING_CONFIG, "%s: config.json is missing", c->store->location);
 	v = json_object_get(c->config, key);
 	if (!v)
-		return err_set(e, "missing_config_key", "config.json lacks required key '%s'", key);
+		return err_set(e, ERR_MISSING_CONFIG_KEY, "config.json lacks required key '%s'", key);
 	if (!json_is_integer(v))
-		return err_set(e, "config_invalid", "config.json key '%s' is not an integer", key);
+		return err_set(e, ERR_CONFIG_INVALID, "config.json key '%s' is not an integer", key);
 	*out = (int64_t)json_integer_value(v);
 	return 0;
 }

@@ -22,8 +22,8 @@
 #define TOKEN_MAX 4096
 #define HOST_MAX 256
 
-static const char *const usage_codes[] = {
-	"usage_error", "invalid_option", "invalid_size", "invalid_exclude", "invalid_partition",
+static const enum err_code usage_codes[] = {
+	ERR_USAGE_ERROR, ERR_INVALID_OPTION, ERR_INVALID_SIZE, ERR_INVALID_EXCLUDE, ERR_INVALID_PARTITION,
 };
 
 void cli_print_json(FILE *out, const json_t *doc, size_t flags)
@@ -70,7 +70,7 @@ static json_t *json_text(const char *s)
 
 void cli_print_error(const struct err *e, int json)
 {
-	const char *code = e && e->code ? e->code : "internal_error";
+	const char *code = err_name(e ? e->code : ERR_NONE);
 	const char *msg = e && e->code ? e->msg : "unknown failure";
 	struct buf shown = {0};
 	json_t *body;
@@ -97,7 +97,7 @@ int cli_exit_code(const struct err *e)
 	if (!e || !e->code)
 		return EXIT_FAILED;
 	for (i = 0; i < sizeof(usage_codes) / sizeof(usage_codes[0]); i++)
-		if (strcmp(e->code, usage_codes[i]) == 0)
+		if (e->code == usage_codes[i])
 			return EXIT_USAGE;
 	return EXIT_FAILED;
 }
@@ -111,7 +111,7 @@ int cli_usage_error(const char *command, int json, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	err_set(&e, "usage_error", "%s (see 'ckptconv %s --help')", text, command);
+	err_set(&e, ERR_USAGE_ERROR, "%s (see 'ckptconv %s --help')", text, command);
 	cli_print_error(&e, json);
 	return EXIT_USAGE;
 }
@@ -198,18 +198,18 @@ int cli_read_token(const char *path, char **out, struct err *e)
 	*out = NULL;
 	f = fopen(path, "r");
 	if (!f)
-		return err_set_errno(e, "usage_error", errno, "token file %s", path);
+		return err_set_errno(e, ERR_USAGE_ERROR, errno, "token file %s", path);
 	n = fread(buf, 1, sizeof(buf) - 1, f);
 	fclose(f);
 	if (n > TOKEN_MAX)
-		return err_set(e, "usage_error", "token file %s is longer than %d bytes", path,
+		return err_set(e, ERR_USAGE_ERROR, "token file %s is longer than %d bytes", path,
 			       TOKEN_MAX);
 	buf[n] = '\0';
 	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
 		     buf[n - 1] == '\t'))
 		buf[--n] = '\0';
 	if (n == 0 || strlen(buf) != n)
-		return err_set(e, "usage_error", "token file %s holds no usable token", path);
+		return err_set(e, ERR_USAGE_ERROR, "token file %s holds no usable token", path);
 	*out = xstrdup(buf);
 	explicit_bzero(buf, sizeof(buf));
 	return 0;
@@ -264,6 +264,6 @@ int cli_listen_url(const char *variable, const char *listen, const char *path, c
 		 path);
 	return 0;
 out_invalid:
-	return err_set(e, "invalid_option", "%s=%s: not HOST:PORT with a port from 1 to 65535",
+	return err_set(e, ERR_INVALID_OPTION, "%s=%s: not HOST:PORT with a port from 1 to 65535",
 		       variable, listen);
 }

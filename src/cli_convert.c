@@ -51,8 +51,6 @@ static const char usage_text[] =
 	"  --threads N            worker threads (default: the CPUs available)\n"
 	"  --no-fsync             skip the final fsyncs (scratch output, benchmarks)\n"
 	"  --dry-run              print the plan and write nothing\n"
-	"  --allow-gaps           NeMo Automodel sharded source: write zeros where no\n"
-	"                         chunk holds an element, as Automodel does (else chunk_gap)\n"
 	"  --json                 print the result (or the error) as JSON on stdout\n"
 	CLI_S3_USAGE
 	"\n"
@@ -351,17 +349,17 @@ static int watcher_start(struct watcher *w, struct conversion *c, sigset_t *save
 	pthread_sigmask(SIG_BLOCK, &set, saved);
 	w->signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (w->signal_fd < 0) {
-		err_set_errno(e, "internal_error", errno, "cannot watch for signals");
+		err_set_errno(e, ERR_INTERNAL_ERROR, errno, "cannot watch for signals");
 		goto out_unblock;
 	}
 	w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (w->wake_fd < 0) {
-		err_set_errno(e, "internal_error", errno, "cannot create an eventfd");
+		err_set_errno(e, ERR_INTERNAL_ERROR, errno, "cannot create an eventfd");
 		goto out_close_signal;
 	}
 	errno = pthread_create(&w->thread, NULL, watch, w);
 	if (errno) {
-		err_set_errno(e, "internal_error", errno, "cannot start the progress thread");
+		err_set_errno(e, ERR_INTERNAL_ERROR, errno, "cannot start the progress thread");
 		goto out_close_wake;
 	}
 	return 0;

@@ -45,7 +45,7 @@ static int parse_timeout(const char *text, double *out, struct err *e)
 	errno = 0;
 	value = strtod(text, &end);
 	if (errno || end == text || *end || !(value > 0) || value > HEALTHCHECK_MAX_TIMEOUT)
-		return err_set(e, "usage_error",
+		return err_set(e, ERR_USAGE_ERROR,
 			       "--timeout %s: not a number of seconds above 0 and up to 3600",
 			       text);
 	*out = value;
@@ -82,20 +82,20 @@ static int parse_options(int argc, char **argv, struct healthcheck_options *opt,
 			opt->help = 1;
 			return 0;
 		default:
-			return err_set(e, "usage_error",
+			return err_set(e, ERR_USAGE_ERROR,
 				       "healthcheck: unknown option or missing value: %s",
 				       argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
-		return err_set(e, "usage_error", "healthcheck: unexpected argument: %s",
+		return err_set(e, ERR_USAGE_ERROR, "healthcheck: unexpected argument: %s",
 			       argv[optind]);
 	if (url) {
 		if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
-			return err_set(e, "usage_error", "--url %s: not an http:// or https:// URL",
+			return err_set(e, ERR_USAGE_ERROR, "--url %s: not an http:// or https:// URL",
 				       url);
 		if (strlen(url) >= sizeof(opt->url))
-			return err_set(e, "usage_error", "--url: longer than %d characters",
+			return err_set(e, ERR_USAGE_ERROR, "--url: longer than %d characters",
 				       HEALTHCHECK_URL_MAX - 1);
 		snprintf(opt->url, sizeof(opt->url), "%s", url);
 		return 0;
@@ -131,7 +131,7 @@ static int probe(const struct healthcheck_options *opt, struct err *e)
 
 	curl = curl_easy_init();
 	if (!curl)
-		return err_set(e, "internal_error", "healthcheck: cannot initialise libcurl");
+		return err_set(e, ERR_INTERNAL_ERROR, "healthcheck: cannot initialise libcurl");
 	curl_easy_setopt(curl, CURLOPT_URL, opt->url);
 #if LIBCURL_VERSION_NUM >= 0x075500
 	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -144,13 +144,13 @@ static int probe(const struct healthcheck_options *opt, struct err *e)
 	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, curl_message);
 	res = curl_easy_perform(curl);
 	if (res != CURLE_OK) {
-		err_set(e, "unhealthy", "%s: %s", opt->url,
+		err_set(e, ERR_UNHEALTHY, "%s: %s", opt->url,
 			curl_message[0] ? curl_message : curl_easy_strerror(res));
 		goto out_cleanup;
 	}
 	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
 	if (status != 200) {
-		err_set(e, "unhealthy", "%s answered HTTP %ld", opt->url, status);
+		err_set(e, ERR_UNHEALTHY, "%s answered HTTP %ld", opt->url, status);
 		goto out_cleanup;
 	}
 	rc = 0;
@@ -165,7 +165,7 @@ int cli_healthcheck(int argc, char **argv)
 	struct err e = {0};
 
 	if (parse_options(argc, argv, &opt, &e) < 0) {
-		if (strcmp(e.code, "usage_error") == 0)
+		if (e.code == ERR_USAGE_ERROR)
 			return cli_usage_error("healthcheck", 0, "%s", e.msg);
 		cli_print_error(&e, 0);
 		return cli_exit_code(&e);

@@ -126,7 +126,7 @@ static void describe_model(const struct ckpt *c, json_t *out)
 	if (!adapter || adapter->describe(c, &info, &e) < 0) {
 		json_object_set_new(out, "model_error",
 				    json_pack("{s:s, s:s}", "code",
-					      e.code ? e.code : "internal_error", "message",
+					      err_name(e.code), "message",
 					      e.msg));
 		return;
 	}

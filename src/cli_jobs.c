@@ -239,7 +239,7 @@ static int open_client(const struct jobs_args *a, struct client **out)
 		return 0;
 out_error:
 	cli_print_error(&e, a->json);
-	return strcmp(e.code, "internal_error") == 0 ? EXIT_FAILED : EXIT_USAGE;
+	return e.code == ERR_INTERNAL_ERROR ? EXIT_FAILED : EXIT_USAGE;
 }
 
 /* "/v1/jobs/<id><suffix>" with the id escaped, so that whatever is given
@@ -435,7 +435,7 @@ static void print_job_text(const json_t *job)
 	if (json_is_string(json_object_get(job, "credentials_source")))
 		print_line(stdout, "credentials  %s", string_member(job, "credentials_source"));
 	if (client_job_error(job, &e) < 0)
-		print_line(stdout, "error        %s: %s%s%s%s", e.code, e.msg,
+		print_line(stdout, "error        %s: %s%s%s%s", err_name(e.code), e.msg,
 			   e.tensor[0] ? " (tensor " : "", e.tensor, e.tensor[0] ? ")" : "");
 	if (json_is_object(json_object_get(job, "result"))) {
 		const json_t *result = json_object_get(job, "result");
@@ -460,7 +460,7 @@ static int check_final(const json_t *job, struct err *e)
 		return -1;
 	state = string_member(job, "state");
 	if (!job_state_finished((enum job_state)job_state_parse(state)))
-		return err_set(e, "server_bad_response",
+		return err_set(e, ERR_SERVER_BAD_RESPONSE,
 			       "the final state event says the job is %s, which is not an end",
 			       state);
 	return 0;
@@ -521,7 +521,7 @@ static int follow_job(struct client *c, const char *id, struct follow *f, struct
 
 		f->news = false;
 		if (client_follow(c, path, on_event, f, &fe) < 0) {
-			if (strcmp(fe.code, "server_unreachable") != 0) {
+			if (fe.code != ERR_SERVER_UNREACHABLE) {
 				*e = fe;
 				break;
 			}
@@ -544,7 +544,7 @@ static int follow_job(struct client *c, const char *id, struct follow *f, struct
 			break;
 		}
 		if (idle_streams >= FOLLOW_IDLE_STREAMS_MAX) {
-			err_set(e, "server_bad_response",
+			err_set(e, ERR_SERVER_BAD_RESPONSE,
 				"the event stream of job %s ended %d times in a row with no news of "
 				"the job (no further progress, no final state)",
 				id, idle_streams);
@@ -823,7 +823,7 @@ static int jobs_cancel(struct jobs_args *a, struct client *client)
 		goto out;
 	/* DELETE of a finished job removes its record: cancel never asks that. */
 	if (job_state_finished((enum job_state)job_state_parse(string_member(job, "state")))) {
-		err_set(&e, "job_finished", "job %s has already %s", string_member(job, "id"),
+		err_set(&e, ERR_JOB_FINISHED, "job %s has already %s", string_member(job, "id"),
 			string_member(job, "state"));
 		goto out_error;
 	}
@@ -831,7 +831,7 @@ static int jobs_cancel(struct jobs_args *a, struct client *client)
 	if (rc != 0)
 		goto out;
 	if (status == 204) {
-		err_set(&e, "job_finished",
+		err_set(&e, ERR_JOB_FINISHED,
 			"job %s finished before the cancellation arrived; its record was deleted",
 			string_member(job, "id"));
 		goto out_error;

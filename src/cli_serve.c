@@ -419,7 +419,7 @@ static int check_s3_policy(const struct serve_options *o, struct strvec *endpoin
 		struct err pe = {0};
 
 		if (s3_location_parse(o->allow_s3.items[i], &bucket, &prefix, &pe) < 0)
-			return err_set(e, "usage_error", "--allow-s3: %s", pe.msg);
+			return err_set(e, ERR_USAGE_ERROR, "--allow-s3: %s", pe.msg);
 		free(bucket);
 		free(prefix);
 	}
@@ -428,7 +428,7 @@ static int check_s3_policy(const struct serve_options *o, struct strvec *endpoin
 		char *url = s3_endpoint_normalize(o->allow_s3_endpoints.items[i], &ee);
 
 		if (!url)
-			return err_set(e, "usage_error", "--allow-s3-endpoint: %s", ee.msg);
+			return err_set(e, ERR_USAGE_ERROR, "--allow-s3-endpoint: %s", ee.msg);
 		strvec_push(endpoints, url);
 		free(url);
 	}
@@ -440,10 +440,10 @@ static int prepare_state_dir(const char *dir, char **resolved, struct err *e)
 	char buf[PATH_MAX];
 
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-		return err_set_errno(e, "io_error", errno, "cannot create the state directory %s",
+		return err_set_errno(e, ERR_IO_ERROR, errno, "cannot create the state directory %s",
 				     dir);
 	if (!realpath(dir, buf))
-		return err_set_errno(e, "io_error", errno, "state directory %s", dir);
+		return err_set_errno(e, ERR_IO_ERROR, errno, "state directory %s", dir);
 	*resolved = xstrdup(buf);
 	return 0;
 }
@@ -459,22 +459,22 @@ static int split_listen(const char *listen, char *host, size_t hostlen, char *po
 		const char *close = strchr(listen, ']');
 
 		if (!close || close[1] != ':')
-			return err_set(e, "usage_error", "listen address '%s' is not [IPV6]:PORT",
+			return err_set(e, ERR_USAGE_ERROR, "listen address '%s' is not [IPV6]:PORT",
 				       listen);
 		n = (size_t)(close - listen - 1);
 		colon = close + 1;
 		if (n >= hostlen)
-			return err_set(e, "usage_error", "listen address '%s' is too long", listen);
+			return err_set(e, ERR_USAGE_ERROR, "listen address '%s' is too long", listen);
 		memcpy(host, listen + 1, n);
 		host[n] = '\0';
 	} else {
 		colon = strrchr(listen, ':');
 		if (!colon)
-			return err_set(e, "usage_error", "listen address '%s' is not HOST:PORT",
+			return err_set(e, ERR_USAGE_ERROR, "listen address '%s' is not HOST:PORT",
 				       listen);
 		n = (size_t)(colon - listen);
 		if (n >= hostlen)
-			return err_set(e, "usage_error", "listen address '%s' is too long", listen);
+			return err_set(e, ERR_USAGE_ERROR, "listen address '%s' is too long", listen);
 		memcpy(host, listen, n);
 		host[n] = '\0';
 		if (strcmp(host, "*") == 0)
@@ -482,7 +482,7 @@ static int split_listen(const char *listen, char *host, size_t hostlen, char *po
 	}
 	if (!colon[1] || strlen(colon + 1) >= portlen ||
 	    strspn(colon + 1, "0123456789") != strlen(colon + 1))
-		return err_set(e, "usage_error", "listen address '%s' has no valid port", listen);
+		return err_set(e, ERR_USAGE_ERROR, "listen address '%s' has no valid port", listen);
 	snprintf(port, portlen, "%s", colon + 1);
 	return 0;
 }
@@ -494,10 +494,10 @@ static int bind_address(const struct addrinfo *ai, struct err *e)
 			ai->ai_protocol);
 
 	if (fd < 0)
-		return err_set_errno(e, "io_error", errno, "socket");
+		return err_set_errno(e, ERR_IO_ERROR, errno, "socket");
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
-		err_set_errno(e, "io_error", errno, "cannot listen");
+		err_set_errno(e, ERR_IO_ERROR, errno, "cannot listen");
 		close(fd);
 		return -1;
 	}
@@ -521,13 +521,13 @@ static int open_listener(const char *listen, char *bound, size_t boundlen, unsig
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
 	rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
 	if (rc != 0)
-		return err_set(e, "usage_error", "listen address '%s': %s", listen,
+		return err_set(e, ERR_USAGE_ERROR, "listen address '%s': %s", listen,
 			       gai_strerror(rc));
 	for (ai = res; ai && fd < 0; ai = ai->ai_next)
 		fd = bind_address(ai, e);
 	freeaddrinfo(res);
 	if (fd < 0) {
-		err_set(e, "io_error", "cannot listen on %s", listen);
+		err_set(e, ERR_IO_ERROR, "cannot listen on %s", listen);
 		return -1;
 	}
 	err_clear(e);
@@ -777,7 +777,7 @@ int cli_serve(int argc, char **argv)
 	 * thread takes the signals with sigtimedwait. */
 	pthread_sigmask(SIG_BLOCK, &s.signals, NULL);
 	if (start(&s, &e) < 0) {
-		json_t *f = json_pack("{s:s}", "code", e.code ? e.code : "internal_error");
+		json_t *f = json_pack("{s:s}", "code", err_name(e.code));
 
 		log_msg(LOG_ERROR, f, "cannot start: %s", e.msg);
 		json_decref(f);

@@ -33,7 +33,7 @@ int client_new(const char *server, const char *token, struct client **out, struc
 
 	*out = NULL;
 	if (strncmp(server, "http://", 7) != 0 && strncmp(server, "https://", 8) != 0)
-		return err_set(e, "usage_error", "the server %s is not an http:// or https:// URL",
+		return err_set(e, ERR_USAGE_ERROR, "the server %s is not an http:// or https:// URL",
 			       server);
 	c = xcalloc(1, sizeof(*c));
 	c->base = xstrdup(server);
@@ -44,7 +44,7 @@ int client_new(const char *server, const char *token, struct client **out, struc
 	c->curl = curl_easy_init();
 	if (!c->curl) {
 		client_free(c);
-		return err_set(e, "internal_error", "cannot initialise libcurl");
+		return err_set(e, ERR_INTERNAL_ERROR, "cannot initialise libcurl");
 	}
 	*out = c;
 	return 0;
@@ -126,20 +126,8 @@ static size_t collect(char *data, size_t size, size_t nmemb, void *userdata)
 
 static int too_big_error(const char *url, struct err *e)
 {
-	return err_set(e, "server_bad_response", "%s: the answer is over %u MiB", url,
+	return err_set(e, ERR_SERVER_BAD_RESPONSE, "%s: the answer is over %u MiB", url,
 		       ANSWER_MAX >> 20);
-}
-
-/* The catalogue's own copy of `code` (err.code must outlive the answer). */
-static const char *catalogue_code(const char *code)
-{
-	size_t n, i;
-	const struct err_code *catalogue = err_catalogue(&n);
-
-	for (i = 0; code && i < n; i++)
-		if (strcmp(catalogue[i].code, code) == 0)
-			return catalogue[i].code;
-	return NULL;
 }
 
 /* e from an error answer {"error": {"code", "message", "field"}}. */
@@ -151,15 +139,15 @@ static int answer_error(long status, const struct answer *a, const char *url, st
 	const char *code = json_string_value(json_object_get(error, "code"));
 	const char *message = json_string_value(json_object_get(error, "message"));
 	const char *field = json_string_value(json_object_get(error, "field"));
-	const char *known = catalogue_code(code);
+	enum err_code known = err_code_parse(code);
 
 	if (a->too_big)
 		too_big_error(url, e);
 	else if (!code || !message)
-		err_set(e, "server_bad_response", "%s answered HTTP %ld without an error body", url,
+		err_set(e, ERR_SERVER_BAD_RESPONSE, "%s answered HTTP %ld without an error body", url,
 			status);
 	else if (!known)
-		err_set(e, "server_bad_response",
+		err_set(e, ERR_SERVER_BAD_RESPONSE,
 			"%s answered HTTP %ld with the unknown code %s: %s", url, status, code,
 			message);
 	else if (field && *field)
@@ -172,7 +160,7 @@ static int answer_error(long status, const struct answer *a, const char *url, st
 
 static int transfer_error(CURLcode res, const char *errbuf, const char *url, struct err *e)
 {
-	return err_set(e, "server_unreachable", "%s: %s", url,
+	return err_set(e, ERR_SERVER_UNREACHABLE, "%s: %s", url,
 		       errbuf[0] ? errbuf : curl_easy_strerror(res));
 }
 
@@ -222,7 +210,7 @@ int client_call(struct client *c, const char *method, const char *path, const js
 	}
 	*answer = json_loadb(in.body.data ? in.body.data : "", in.body.len, 0, &jerr);
 	if (!*answer) {
-		err_set(e, "server_bad_response", "%s answered HTTP %ld with invalid JSON: %s",
+		err_set(e, ERR_SERVER_BAD_RESPONSE, "%s answered HTTP %ld with invalid JSON: %s",
 			url.data, *status, jerr.text);
 		goto out;
 	}
@@ -241,14 +229,14 @@ int client_job_error(const json_t *job, struct err *e)
 	const char *code = json_string_value(json_object_get(error, "code"));
 	const char *message = json_string_value(json_object_get(error, "message"));
 	const char *tensor = json_string_value(json_object_get(error, "tensor"));
-	const char *known = catalogue_code(code);
+	enum err_code known = err_code_parse(code);
 
 	if (!json_is_object(error))
 		return 0;
 	if (known)
 		err_set(e, known, "%s", message ? message : "");
 	else
-		err_set(e, "server_bad_response", "the job failed with the unknown code %s: %s",
+		err_set(e, ERR_SERVER_BAD_RESPONSE, "the job failed with the unknown code %s: %s",
 			code ? code : "(none)", message ? message : "");
 	err_set_tensor(e, tensor);
 	return -1;
@@ -369,7 +357,7 @@ static const char *type_words(const json_t *v)
 
 static int shape_error(const char *field, const char *what, struct err *e)
 {
-	return err_set(e, "server_bad_response", "the answer's %s is %s", field, what);
+	return err_set(e, ERR_SERVER_BAD_RESPONSE, "the answer's %s is %s", field, what);
 }
 
 /* The members of o that `rules` name, each of its types; `prefix` names o
@@ -410,7 +398,7 @@ int client_check_job(const json_t *job, const char *prefix, struct err *e)
 	state = json_string_value(json_object_get(job, "state"));
 	if (job_state_parse(state) < 0) {
 		snprintf(field, sizeof(field), "%sstate", prefix);
-		return err_set(e, "server_bad_response",
+		return err_set(e, ERR_SERVER_BAD_RESPONSE,
 			       "the answer's %s is '%.64s', not a job state", field, state);
 	}
 	json_object_foreach((json_t *)json_object_get(job, "labels"), key, v) {
@@ -481,7 +469,7 @@ static bool dispatch(struct stream *s)
 		goto out;
 	data = json_loadb(s->data.data, s->data.len, 0, &jerr);
 	if (!data) {
-		err_set(s->e, "server_bad_response", "%s: event '%s' carries invalid JSON: %s",
+		err_set(s->e, ERR_SERVER_BAD_RESPONSE, "%s: event '%s' carries invalid JSON: %s",
 			s->url, s->event[0] ? s->event : "message", jerr.text);
 		s->failed = true;
 		go_on = false;
@@ -549,7 +537,7 @@ static size_t stream_bytes(char *bytes, size_t size, size_t nmemb, void *userdat
 			continue;
 		}
 		if (s->line.len + s->data.len >= EVENT_MAX) {
-			err_set(s->e, "server_bad_response", "%s: an event is over %u bytes",
+			err_set(s->e, ERR_SERVER_BAD_RESPONSE, "%s: an event is over %u bytes",
 				s->url, EVENT_MAX);
 			s->failed = true;
 			return 0;

@@ -59,7 +59,7 @@ struct conversion {
 static int check_not_source(const char *src, const char *dst, struct err *e)
 {
 	if (store_same_location(src, dst))
-		return err_set(e, "invalid_option",
+		return err_set(e, ERR_INVALID_OPTION,
 			       "%s: the destination is the source checkpoint's own location", dst);
 	return 0;
 }
@@ -114,11 +114,11 @@ static int plan_consolidation(struct conversion *c, struct err *e)
 		return 0;
 	}
 	if (c->exclude)
-		return err_set(e, "invalid_option",
+		return err_set(e, ERR_INVALID_OPTION,
 			       "a consolidation to hf writes every tensor: no exclude");
 	/* (The default size is what a partition manifest records.) */
 	if (c->opts.max_shard_size && c->opts.max_shard_size != PLAN_MAX_SHARD_SIZE_DEFAULT)
-		return err_set(e, "invalid_option",
+		return err_set(e, ERR_INVALID_OPTION,
 			       "a consolidation to hf writes the files of %s/%s: no max shard size",
 			       AUTOMODEL_METADATA_DIR, AUTOMODEL_FILE_MAPPING);
 	c->plan = plan_new(c->ckpt, LAYOUT_HF, LAYOUT_HF);
@@ -138,7 +138,7 @@ static int open_and_plan(struct conversion *c, struct err *e)
 	if (rc <= 0)
 		return rc < 0 ? -1 : plan_consolidation(c, e);
 	if (c->opts.to == LAYOUT_HF && c->opts.dtype != DTYPE_CHOICE_AUTO)
-		return err_set(e, "invalid_option",
+		return err_set(e, ERR_INVALID_OPTION,
 			       "a dtype applies only to conversions to native (to hf keeps dtypes)");
 	if (ckpt_open_config(c->src_location, CKPT_REQUIRE_CONFIG, c->opts.store, &c->ckpt, e))
 		return -1;
@@ -146,7 +146,7 @@ static int open_and_plan(struct conversion *c, struct err *e)
 	if (!a || a->describe(c->ckpt, &info, e))
 		return -1;
 	if (info.layout == c->opts.to)
-		return err_set(e, "already_in_layout", "%s is already in %s layout", c->src_location,
+		return err_set(e, ERR_ALREADY_IN_LAYOUT, "%s is already in %s layout", c->src_location,
 			       layout_name(info.layout));
 	if (build_plan(c, a, info.layout, e))
 		return -1;
@@ -272,7 +272,7 @@ static bool is_cancelled(struct conversion *c)
 
 static int cancelled_error(struct err *e)
 {
-	return err_set(e, "cancelled", "conversion cancelled");
+	return err_set(e, ERR_CANCELLED, "conversion cancelled");
 }
 
 /* Every byte the destination will hold: shards, index, copied files. */
@@ -370,9 +370,9 @@ int conversion_run(struct conversion *c, struct exec_pool *pool, struct err *e)
 	int rc = -1;
 
 	if (c->ran)
-		return err_set(e, "internal_error", "a conversion runs only once");
+		return err_set(e, ERR_INTERNAL_ERROR, "a conversion runs only once");
 	if (!c->ckpt->store)
-		return err_set(e, "internal_error", "a suspended conversion runs once resumed");
+		return err_set(e, ERR_INTERNAL_ERROR, "a suspended conversion runs once resumed");
 	c->ran = true;
 	if (is_cancelled(c)) {
 		cancelled_error(e);
@@ -429,7 +429,7 @@ int conversion_clean_destination(struct conversion *c, struct err *e)
 		if (store_remove(dst, names.items[i], e))
 			goto out;
 	if (store_list(dst, &entries, &n, &listing)) {
-		rc = strcmp(listing.code, "source_not_found") == 0 ? 0 : -1;
+		rc = listing.code == ERR_SOURCE_NOT_FOUND ? 0 : -1;
 		if (rc)
 			*e = listing;
 		goto out;

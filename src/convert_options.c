@@ -97,12 +97,12 @@ struct reader {
 	struct err *e;
 };
 
-static int fault(struct reader *r, const char *member, const char *code, const char *fmt, ...)
+static int fault(struct reader *r, const char *member, enum err_code code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
 /* Sets the error: code, field prefix+member, and the message after the
  * field's name. */
-static int fault(struct reader *r, const char *member, const char *code, const char *fmt, ...)
+static int fault(struct reader *r, const char *member, enum err_code code, const char *fmt, ...)
 {
 	char msg[ERR_MSG_MAX];
 	va_list ap;
@@ -136,7 +136,7 @@ static int only_members(struct reader *r, const json_t *obj, const char *member,
 		snprintf(path, sizeof(path), "%s.%s", member, key);
 		if (r->field)
 			snprintf(r->field, CONVERT_FIELD_MAX, "%s%s", r->prefix, path);
-		return err_set(r->e, "unknown_field", "unknown field '%s%s'", r->prefix, path);
+		return err_set(r->e, ERR_UNKNOWN_FIELD, "unknown field '%s%s'", r->prefix, path);
 	}
 	return 0;
 }
@@ -153,17 +153,17 @@ static int read_size(struct reader *r, const json_t *obj, const char *member, bo
 		return 0;
 	if (json_is_integer(v)) {
 		if (json_integer_value(v) < 0)
-			return fault(r, member, "invalid_field", "must not be negative");
+			return fault(r, member, ERR_INVALID_FIELD, "must not be negative");
 		*out = (uint64_t)json_integer_value(v);
 	} else if (json_is_string(v)) {
 		if (size_parse(json_string_value(v), out, &local) < 0)
-			return fault(r, member, "invalid_size", "%s", local.msg);
+			return fault(r, member, ERR_INVALID_SIZE, "%s", local.msg);
 	} else {
-		return fault(r, member, "invalid_field",
+		return fault(r, member, ERR_INVALID_FIELD,
 			     "must be a size such as \"5GB\" or a number of bytes");
 	}
 	if (!zero_ok && *out == 0)
-		return fault(r, member, "invalid_field", "must be larger than 0");
+		return fault(r, member, ERR_INVALID_FIELD, "must be larger than 0");
 	return 0;
 }
 
@@ -173,13 +173,13 @@ static int read_to(struct reader *r, const json_t *obj, struct convert_options *
 	const char *s = json_string_value(v);
 
 	if (!given(v))
-		return fault(r, "to", "missing_field", "is required (\"native\" or \"hf\")");
+		return fault(r, "to", ERR_MISSING_FIELD, "is required (\"native\" or \"hf\")");
 	if (s && strcmp(s, "native") == 0)
 		o->to = LAYOUT_NATIVE;
 	else if (s && strcmp(s, "hf") == 0)
 		o->to = LAYOUT_HF;
 	else
-		return fault(r, "to", "invalid_field", "must be \"native\" or \"hf\"");
+		return fault(r, "to", ERR_INVALID_FIELD, "must be \"native\" or \"hf\"");
 	return 0;
 }
 
@@ -191,7 +191,7 @@ static int read_dtype(struct reader *r, const json_t *obj, struct convert_option
 	if (!given(v))
 		return 0;
 	if (!json_is_string(v) || (choice = dtype_choice_parse(json_string_value(v))) < 0)
-		return fault(r, "dtype", "invalid_field",
+		return fault(r, "dtype", ERR_INVALID_FIELD,
 			     "must be one of auto, bf16, f16, f32, f64, keep");
 	o->dtype = (enum dtype_choice)choice;
 	return 0;
@@ -207,9 +207,9 @@ static int read_exclude(struct reader *r, const json_t *obj, struct convert_opti
 	if (!given(v))
 		return 0;
 	if (!json_is_string(v))
-		return fault(r, "exclude", "invalid_field", "must be a string");
+		return fault(r, "exclude", ERR_INVALID_FIELD, "must be a string");
 	if (strlen(json_string_value(v)) != json_string_length(v))
-		return fault(r, "exclude", "invalid_field", "contains a NUL character");
+		return fault(r, "exclude", ERR_INVALID_FIELD, "contains a NUL character");
 	if (exclude_check(json_string_value(v), NULL, &local) < 0) {
 		if (r->field)
 			snprintf(r->field, CONVERT_FIELD_MAX, "%sexclude", r->prefix);
@@ -222,14 +222,14 @@ static int read_exclude(struct reader *r, const json_t *obj, struct convert_opti
 /* An integer member `name` of the {…} option `member`, from min to max;
  * out of range it is bad_code, about the member itself when whole. */
 static int read_u32(struct reader *r, const json_t *obj, const char *member, const char *name,
-		    json_int_t min, json_int_t max, const char *bad_code, bool whole, uint32_t *out)
+		    json_int_t min, json_int_t max, enum err_code bad_code, bool whole, uint32_t *out)
 {
 	const json_t *v = json_object_get(obj, name);
 	char path[CONVERT_FIELD_MAX];
 
 	snprintf(path, sizeof(path), "%s.%s", member, name);
 	if (!v)
-		return fault(r, path, "missing_field", "is required");
+		return fault(r, path, ERR_MISSING_FIELD, "is required");
 	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
 		return fault(r, whole ? member : path, bad_code,
 			     "%s must be an integer from %" JSON_INTEGER_FORMAT
@@ -247,12 +247,12 @@ static int read_expert_parallel(struct reader *r, const json_t *obj, struct conv
 	if (!given(v))
 		return 0;
 	if (!json_is_object(v))
-		return fault(r, "expert_parallel", "invalid_field",
+		return fault(r, "expert_parallel", ERR_INVALID_FIELD,
 			     "must be an object {\"size\", \"rank\"}");
 	if (only_members(r, v, "expert_parallel", members) < 0 ||
-	    read_u32(r, v, "expert_parallel", "size", 1, UINT32_MAX, "invalid_field", false,
+	    read_u32(r, v, "expert_parallel", "size", 1, UINT32_MAX, ERR_INVALID_FIELD, false,
 		     &o->ep_size) < 0 ||
-	    read_u32(r, v, "expert_parallel", "rank", 0, UINT32_MAX, "invalid_field", false,
+	    read_u32(r, v, "expert_parallel", "rank", 0, UINT32_MAX, ERR_INVALID_FIELD, false,
 		     &o->ep_rank) < 0)
 		return -1;
 	return 0;
@@ -265,7 +265,7 @@ static int read_bool(struct reader *r, const json_t *obj, const char *member, bo
 	if (!given(v))
 		return 0;
 	if (!json_is_boolean(v))
-		return fault(r, member, "invalid_field", "must be true or false");
+		return fault(r, member, ERR_INVALID_FIELD, "must be true or false");
 	*out = json_is_true(v);
 	return 0;
 }
@@ -278,12 +278,12 @@ static int read_partition(struct reader *r, const json_t *obj, struct convert_op
 	if (!given(v))
 		return 0;
 	if (!json_is_object(v))
-		return fault(r, "partition", "invalid_partition",
+		return fault(r, "partition", ERR_INVALID_PARTITION,
 			     "must be an object {\"index\", \"count\"}");
 	if (only_members(r, v, "partition", members) < 0 ||
-	    read_u32(r, v, "partition", "index", 0, UINT32_MAX, "invalid_partition", true,
+	    read_u32(r, v, "partition", "index", 0, UINT32_MAX, ERR_INVALID_PARTITION, true,
 		     &o->partition_index) < 0 ||
-	    read_u32(r, v, "partition", "count", 1, UINT32_MAX, "invalid_partition", true,
+	    read_u32(r, v, "partition", "count", 1, UINT32_MAX, ERR_INVALID_PARTITION, true,
 		     &o->partition_count) < 0)
 		return -1;
 	return 0;

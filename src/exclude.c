@@ -57,7 +57,7 @@ static int refuse(const struct scan *s, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
-	return err_set(s->e, "invalid_exclude", "exclude pattern '%.64s%s': %s", s->pattern,
+	return err_set(s->e, ERR_INVALID_EXCLUDE, "exclude pattern '%.64s%s': %s", s->pattern,
 		       strlen(s->pattern) > 64 ? "..." : "", why);
 }
 
@@ -288,7 +288,7 @@ int exclude_compile(const char *pattern, regex_t *re, struct err *e)
 	rc = regcomp(re, pattern, REG_EXTENDED | REG_NOSUB);
 	if (rc != 0) {
 		regerror(rc, re, why, sizeof(why));
-		return err_set(e, "invalid_exclude", "exclude pattern '%.64s%s': %s", pattern,
+		return err_set(e, ERR_INVALID_EXCLUDE, "exclude pattern '%.64s%s': %s", pattern,
 			       strlen(pattern) > 64 ? "..." : "", why);
 	}
 	return 0;

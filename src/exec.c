@@ -272,7 +272,7 @@ static void run_record_error(struct exec_run *run, const struct err *e)
 	if (!run->err.code && e->code)
 		run->err = *e;
 	pthread_mutex_unlock(&run->err_lock);
-	if (e->code && strcmp(e->code, "cancelled") != 0)
+	if (e->code && e->code != ERR_CANCELLED)
 		atomic_store(&run->failed, true);
 }
 
@@ -283,7 +283,7 @@ static bool run_stopping(const struct exec_run *run)
 
 static int cancelled_error(struct err *e)
 {
-	return err_set(e, "cancelled", "conversion cancelled");
+	return err_set(e, ERR_CANCELLED, "conversion cancelled");
 }
 
 /* ---- executing one piece ---------------------------------------------- */
@@ -304,7 +304,7 @@ static uint64_t op_window_len(const struct plan_op *op)
 
 static int source_truncated(struct err *e, const struct exec_run *run, const char *file)
 {
-	return err_set(e, "source_truncated",
+	return err_set(e, ERR_SOURCE_TRUNCATED,
 		       "%s/%s: source file shrank while being read (truncated during conversion?)",
 		       run->src->location, file);
 }
@@ -319,7 +319,7 @@ static int view_op_source(struct worker *w, struct exec_run *run, const struct p
 	int rc;
 
 	rc = store_view(run->src, file, t->offset + op->src_offset, (size_t)len, &w->view, e);
-	if (rc != 0 && e->code && strcmp(e->code, "file_truncated") == 0) {
+	if (rc != 0 && e->code && e->code == ERR_FILE_TRUNCATED) {
 		/* The file was whole when the checkpoint was opened. */
 		err_clear(e);
 		return source_truncated(e, run, file);
@@ -401,7 +401,7 @@ static int read_band(struct worker *w, struct exec_run *run, const struct plan_o
 
 	if (store_read(run->src, file, t->offset + off, w->band, len, e) == 0)
 		return 0;
-	if (e->code && strcmp(e->code, "file_truncated") == 0) {
+	if (e->code && e->code == ERR_FILE_TRUNCATED) {
 		/* The file was whole when the checkpoint was opened. */
 		err_clear(e);
 		return source_truncated(e, run, file);
@@ -600,7 +600,7 @@ static bool run_item(struct worker *w, struct exec_run *run, size_t item)
 		rc = finish_piece(run, it, &e);
 	if (rc == 0)
 		return true;
-	if (e.code && strcmp(e.code, "cancelled") != 0) {
+	if (e.code && e.code != ERR_CANCELLED) {
 		atomic_store(&run->tensor_state[it->tensor], TENSOR_FAILED);
 		err_set_tensor(&e, run->plan->tensors[it->tensor].name);
 	}
@@ -737,7 +737,7 @@ static int start_worker(struct worker *w, struct err *e)
 	rc = pthread_create(&w->thread, NULL, worker_main, w);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0)
-		return err_set_errno(e, "internal_error", rc, "cannot start worker thread %u",
+		return err_set_errno(e, ERR_INTERNAL_ERROR, rc, "cannot start worker thread %u",
 				     w->index);
 	w->started = true;
 	return 0;
@@ -1040,7 +1040,7 @@ int exec_run_execute(struct exec_run *run, struct exec_pool *pool, struct err *e
 
 	err_clear(&local);
 	if (run->executed)
-		return err_set(e, "internal_error", "a run executes only once");
+		return err_set(e, ERR_INTERNAL_ERROR, "a run executes only once");
 	run->executed = true;
 	atomic_store(&run->slots, xcalloc(pool->nthreads, sizeof(_Atomic uint32_t)));
 	atomic_store(&run->nslots, pool->nthreads);

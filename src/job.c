@@ -226,7 +226,7 @@ json_t *job_err_json(const struct err *e)
 {
 	if (!e->code)
 		return json_null();
-	return json_pack("{s:s, s:s, s:o}", "code", e->code, "message", e->msg, "tensor",
+	return json_pack("{s:s, s:s, s:o}", "code", err_name(e->code), "message", e->msg, "tensor",
 			 e->tensor[0] ? json_string(e->tensor) : json_null());
 }
 
@@ -272,22 +272,22 @@ int job_parse_duration(const char *text, int64_t *ms, struct err *e)
 	size_t i;
 
 	if (!text || *p < '0' || *p > '9')
-		return err_set(e, "invalid_option",
+		return err_set(e, ERR_INVALID_OPTION,
 			       "'%s' is not a duration (examples: 7d, 12h, 30m, 90s)",
 			       text ? text : "");
 	while (*p >= '0' && *p <= '9') {
 		if (__builtin_mul_overflow(value, 10, &value) ||
 		    __builtin_add_overflow(value, *p - '0', &value))
-			return err_set(e, "invalid_option", "duration '%s' is too large", text);
+			return err_set(e, ERR_INVALID_OPTION, "duration '%s' is too large", text);
 		p++;
 	}
 	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
 		if (strcmp(p, units[i].unit) == 0) {
 			if (__builtin_mul_overflow(value, units[i].ms, ms))
-				return err_set(e, "invalid_option", "duration '%s' is too large",
+				return err_set(e, ERR_INVALID_OPTION, "duration '%s' is too large",
 					       text);
 			return 0;
 		}
 	}
-	return err_set(e, "invalid_option", "'%s' has an unknown unit (use s, m, h, d or w)", text);
+	return err_set(e, ERR_INVALID_OPTION, "'%s' has an unknown unit (use s, m, h, d or w)", text);
 }

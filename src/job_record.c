@@ -65,30 +65,18 @@ static bool id_valid(const char *id)
 	return true;
 }
 
-/* The catalogue's own string for code (err.code must be static). */
-static const char *catalogue_code(const char *code)
-{
-	const struct err_code *cat;
-	size_t n, i;
-
-	cat = err_catalogue(&n);
-	for (i = 0; code && i < n; i++)
-		if (strcmp(cat[i].code, code) == 0)
-			return cat[i].code;
-	return NULL;
-}
-
 static int record_error(const json_t *v, struct err *out, struct err *e)
 {
-	const char *code, *msg, *tensor;
+	const char *msg, *tensor;
+	enum err_code code;
 
 	if (!v || json_is_null(v))
 		return 0;
-	code = catalogue_code(json_string_value(json_object_get(v, "code")));
+	code = err_code_parse(json_string_value(json_object_get(v, "code")));
 	msg = json_string_value(json_object_get(v, "message"));
 	tensor = json_string_value(json_object_get(v, "tensor"));
 	if (!code || !msg)
-		return err_set(e, "io_error", "the error has an unknown code or no message");
+		return err_set(e, ERR_IO_ERROR, "the error has an unknown code or no message");
 	err_set(out, code, "%s", msg);
 	err_set_tensor(out, tensor);
 	return 0;
@@ -97,7 +85,7 @@ static int record_error(const json_t *v, struct err *out, struct err *e)
 static int record_progress(const json_t *v, struct exec_progress *p, struct err *e)
 {
 	if (!json_is_object(v))
-		return err_set(e, "io_error", "progress is missing");
+		return err_set(e, ERR_IO_ERROR, "progress is missing");
 	p->tensors_total = (uint64_t)json_integer_value(json_object_get(v, "tensors_total"));
 	p->tensors_done = (uint64_t)json_integer_value(json_object_get(v, "tensors_done"));
 	p->bytes_total = (uint64_t)json_integer_value(json_object_get(v, "bytes_total"));
@@ -123,15 +111,15 @@ int job_from_record(const json_t *r, struct job **out, struct err *e)
 	*out = NULL;
 	if (!json_is_object(r) || !json_is_string(json_object_get(r, "format")) ||
 	    strcmp(json_string_value(json_object_get(r, "format")), RECORD_FORMAT) != 0) {
-		err_set(e, "io_error", "not a job record of format %s", RECORD_FORMAT);
+		err_set(e, ERR_IO_ERROR, "not a job record of format %s", RECORD_FORMAT);
 		goto out;
 	}
 	if (!id_valid(id) || state < 0 || !json_is_integer(json_object_get(r, "seq"))) {
-		err_set(e, "io_error", "the record's id, state or seq is invalid");
+		err_set(e, ERR_IO_ERROR, "the record's id, state or seq is invalid");
 		goto out;
 	}
 	if (job_spec_parse(json_object_get(r, "request"), &j->spec, &je) < 0) {
-		err_set(e, "io_error", "the record's request is invalid: %s", je.err.msg);
+		err_set(e, ERR_IO_ERROR, "the record's request is invalid: %s", je.err.msg);
 		goto out;
 	}
 	memcpy(j->id, id, JOB_ID_LEN + 1);
@@ -185,21 +173,21 @@ int job_write_atomic(const char *dir, const char *name, const char *data, size_t
 
 	if (snprintf(final, sizeof(final), "%s/%s", dir, name) >= (int)sizeof(final) ||
 	    snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, name) >= (int)sizeof(tmp))
-		return err_set(e, "io_error", "%s/%s: path too long", dir, name);
+		return err_set(e, ERR_IO_ERROR, "%s/%s: path too long", dir, name);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
-		return err_set_errno(e, "io_error", errno, "%s", tmp);
+		return err_set_errno(e, ERR_IO_ERROR, errno, "%s", tmp);
 	if (write_all(fd, data, len) < 0 || (durable && fsync(fd) != 0)) {
-		err_set_errno(e, "io_error", errno, "%s", tmp);
+		err_set_errno(e, ERR_IO_ERROR, errno, "%s", tmp);
 		close(fd);
 		goto out_unlink;
 	}
 	if (close(fd) != 0) {
-		err_set_errno(e, "io_error", errno, "%s", tmp);
+		err_set_errno(e, ERR_IO_ERROR, errno, "%s", tmp);
 		goto out_unlink;
 	}
 	if (rename(tmp, final) != 0) {
-		err_set_errno(e, "io_error", errno, "%s", final);
+		err_set_errno(e, ERR_IO_ERROR, errno, "%s", final);
 		goto out_unlink;
 	}
 	if (durable) {

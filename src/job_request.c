@@ -18,7 +18,7 @@
 
 /* ---- errors ------------------------------------------------------------ */
 
-int job_error_set(struct job_error *je, const char *field, const char *code, const char *fmt, ...)
+int job_error_set(struct job_error *je, const char *field, enum err_code code, const char *fmt, ...)
 {
 	char msg[ERR_MSG_MAX];
 	va_list ap;
@@ -73,7 +73,7 @@ static int check_members(const json_t *obj, const char *const *allowed, const ch
 		if (name_listed(allowed, key))
 			continue;
 		snprintf(field, sizeof(field), "%s%s%s", prefix, *prefix ? "." : "", key);
-		return job_error_set(je, field, "unknown_field", "unknown field '%s'", field);
+		return job_error_set(je, field, ERR_UNKNOWN_FIELD, "unknown field '%s'", field);
 	}
 	return 0;
 }
@@ -83,12 +83,12 @@ static int string_member(const json_t *v, const char *field, size_t max, const c
 			 struct job_error *je)
 {
 	if (!json_is_string(v))
-		return job_error_set(je, field, "invalid_field", "%s must be a string", field);
+		return job_error_set(je, field, ERR_INVALID_FIELD, "%s must be a string", field);
 	if (strlen(json_string_value(v)) != json_string_length(v))
-		return job_error_set(je, field, "invalid_field", "%s contains a NUL character",
+		return job_error_set(je, field, ERR_INVALID_FIELD, "%s contains a NUL character",
 				     field);
 	if (json_string_length(v) > max)
-		return job_error_set(je, field, "invalid_field", "%s is longer than %zu bytes",
+		return job_error_set(je, field, ERR_INVALID_FIELD, "%s is longer than %zu bytes",
 				     field, max);
 	*out = json_string_value(v);
 	return 0;
@@ -100,11 +100,11 @@ static int parse_location(const json_t *body, const char *field, char **out, str
 	const char *s;
 
 	if (!v)
-		return job_error_set(je, field, "missing_field", "%s is required", field);
+		return job_error_set(je, field, ERR_MISSING_FIELD, "%s is required", field);
 	if (string_member(v, field, PATH_MAX - 1, &s, je) < 0)
 		return -1;
 	if (!*s)
-		return job_error_set(je, field, "invalid_field", "%s is empty", field);
+		return job_error_set(je, field, ERR_INVALID_FIELD, "%s is empty", field);
 	*out = xstrdup(s);
 	return 0;
 }
@@ -119,7 +119,7 @@ static int parse_bool_option(const json_t *opts, const char *name, bool *out, st
 		return 0;
 	snprintf(field, sizeof(field), "options.%s", name);
 	if (!json_is_boolean(v))
-		return job_error_set(je, field, "invalid_field", "%s must be true or false", field);
+		return job_error_set(je, field, ERR_INVALID_FIELD, "%s must be true or false", field);
 	*out = json_is_true(v);
 	return 0;
 }
@@ -137,12 +137,12 @@ static int parse_finalize_options(const json_t *opts, struct job_spec *spec, str
 		if (!v || json_is_null(v) || json_is_false(v))
 			continue;
 		snprintf(field, sizeof(field), "options.%s", *name);
-		return job_error_set(je, field, "invalid_field",
+		return job_error_set(je, field, ERR_INVALID_FIELD,
 				     "%s does not apply to a finalize job", field);
 	}
 	v = json_object_get(opts, "s3");
 	if (v && !json_is_null(v) && !json_is_object(v))
-		return job_error_set(je, "options.s3", "invalid_field",
+		return job_error_set(je, "options.s3", ERR_INVALID_FIELD,
 				     "options.s3 must be an object");
 	spec->options = json_pack("{s:b}", "finalize", 1);
 	if (v && json_is_object(v))
@@ -164,7 +164,7 @@ static int rule_error(struct job_error *je, const char *member, const struct err
 	else
 		snprintf(field, sizeof(field), "options.%s", member);
 	return job_error_set(je, field,
-			     strcmp(member, "partition") == 0 ? e->code : "invalid_field", "%s: %s",
+			     strcmp(member, "partition") == 0 ? e->code : ERR_INVALID_FIELD, "%s: %s",
 			     field, e->msg);
 }
 
@@ -184,7 +184,7 @@ static int parse_options(const json_t *opts, struct job_spec *spec, struct job_e
 	json_t *norm;
 
 	if (opts && !json_is_object(opts))
-		return job_error_set(je, "options", "invalid_field", "options must be an object");
+		return job_error_set(je, "options", ERR_INVALID_FIELD, "options must be an object");
 	if (opts && check_members(opts, option_fields, "options", je) < 0)
 		return -1;
 	if (parse_bool_option(opts, "finalize", &finalize, je) < 0)
@@ -199,7 +199,7 @@ static int parse_options(const json_t *opts, struct job_spec *spec, struct job_e
 		return -1;
 	v = json_object_get(opts, "s3");
 	if (v && !json_is_null(v) && !json_is_object(v))
-		return job_error_set(je, "options.s3", "invalid_field",
+		return job_error_set(je, "options.s3", ERR_INVALID_FIELD,
 				     "options.s3 must be an object");
 
 	norm = convert_options_to_json(&spec->convert, members);
@@ -243,16 +243,16 @@ static int parse_labels(const json_t *labels, struct job_spec *spec, struct job_
 	if (!labels || json_is_null(labels))
 		return 0;
 	if (!json_is_object(labels))
-		return job_error_set(je, "labels", "invalid_field",
+		return job_error_set(je, "labels", ERR_INVALID_FIELD,
 				     "labels must be an object of strings");
 	if (json_object_size(labels) > JOB_LABELS_MAX)
-		return job_error_set(je, "labels", "invalid_field", "at most %d labels are allowed",
+		return job_error_set(je, "labels", ERR_INVALID_FIELD, "at most %d labels are allowed",
 				     JOB_LABELS_MAX);
 	json_object_foreach((json_t *)labels, key, v) {
 		snprintf(field, sizeof(field), "labels.%.100s", key);
 		if (!label_key_valid(key))
 			return job_error_set(
-				je, field, "invalid_field",
+				je, field, ERR_INVALID_FIELD,
 				"label names are 1 to %d characters of A-Z a-z 0-9 _ - . /",
 				JOB_LABEL_KEY_MAX);
 		if (string_member(v, field, JOB_LABEL_VALUE_MAX, &value, je) < 0)
@@ -279,7 +279,7 @@ int job_spec_parse(const json_t *body, struct job_spec *spec, struct job_error *
 	memset(spec, 0, sizeof(*spec));
 	convert_options_init(&spec->convert);
 	if (!json_is_object(body)) {
-		job_error_set(je, "", "invalid_json", "the request body must be a JSON object");
+		job_error_set(je, "", ERR_INVALID_JSON, "the request body must be a JSON object");
 		goto out;
 	}
 	finalize = finalize_requested(body);
@@ -293,14 +293,14 @@ int job_spec_parse(const json_t *body, struct job_spec *spec, struct job_error *
 	if (finalize && (!to || json_is_null(to))) {
 		spec->to = LAYOUT_NATIVE;
 	} else if (!to) {
-		job_error_set(je, "to", "missing_field", "to is required (\"native\" or \"hf\")");
+		job_error_set(je, "to", ERR_MISSING_FIELD, "to is required (\"native\" or \"hf\")");
 		goto out;
 	} else if (json_is_string(to) && strcmp(json_string_value(to), "native") == 0) {
 		spec->to = LAYOUT_NATIVE;
 	} else if (json_is_string(to) && strcmp(json_string_value(to), "hf") == 0) {
 		spec->to = LAYOUT_HF;
 	} else {
-		job_error_set(je, "to", "invalid_field", "to must be \"native\" or \"hf\"");
+		job_error_set(je, "to", ERR_INVALID_FIELD, "to must be \"native\" or \"hf\"");
 		goto out;
 	}
 	spec->to_given = to && !json_is_null(to);
@@ -358,7 +358,7 @@ static int check_s3_location(const struct job_policy *p, const char *loc, const 
 	for (i = 0; p->allow_s3 && i < p->allow_s3->len; i++)
 		if (s3_location_within(loc, p->allow_s3->items[i]))
 			return 0;
-	return job_error_set(je, field, "forbidden_s3_location",
+	return job_error_set(je, field, ERR_FORBIDDEN_S3_LOCATION,
 			     "%s is outside the allowed s3:// prefixes (--allow-s3)", loc);
 }
 
@@ -386,7 +386,7 @@ static int check_s3_options(const struct job_spec *spec, const struct job_policy
 	if (!s3)
 		return 0;
 	if (!p->s3_options_check)
-		return job_error_set(je, "options.s3", "forbidden_s3_endpoint",
+		return job_error_set(je, "options.s3", ERR_FORBIDDEN_S3_ENDPOINT,
 				     "options.s3 is not enabled on this service");
 	return p->s3_options_check(s3, p, je);
 }
@@ -405,7 +405,7 @@ static int check_printable(const char *text, const char *field, struct job_error
 			code = p[1];
 		else if (code >= 0x20 && code != 0x7f)
 			continue;
-		return job_error_set(je, field, "invalid_field",
+		return job_error_set(je, field, ERR_INVALID_FIELD,
 				     "%s contains the control character U+%04X at byte %zu", field,
 				     code, (size_t)(p - (const unsigned char *)text));
 	}
@@ -442,12 +442,12 @@ int job_spec_check(const struct job_spec *spec, const struct job_policy *p, char
 	    check_s3_options(spec, p, je) < 0)
 		goto out;
 	if (!store_is_remote(dst) && p->state_dir && paths_overlap(dst, p->state_dir)) {
-		job_error_set(je, "destination", "forbidden_path",
+		job_error_set(je, "destination", ERR_FORBIDDEN_PATH,
 			      "%s overlaps the service's state directory", spec->destination);
 		goto out;
 	}
 	if (src && store_is_remote(src) == store_is_remote(dst) && paths_overlap(src, dst)) {
-		job_error_set(je, "destination", "invalid_field",
+		job_error_set(je, "destination", ERR_INVALID_FIELD,
 			      "the destination %s overlaps the source %s", spec->destination,
 			      spec->source);
 		goto out;

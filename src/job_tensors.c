@@ -90,19 +90,19 @@ static int tensors_validate(struct job_tensors *t, const char *path, struct err 
 	uint64_t n, header, i;
 
 	if (t->map_len < 24 || memcmp(base, TENSORS_MAGIC, 8) != 0)
-		return err_set(e, "io_error", "%s: not a tensor listing", path);
+		return err_set(e, ERR_IO_ERROR, "%s: not a tensor listing", path);
 	memcpy(&n, base + 8, sizeof(n));
 	if (n >= (t->map_len - 16) / 8)
-		return err_set(e, "io_error", "%s: tensor count %" PRIu64 " too large", path, n);
+		return err_set(e, ERR_IO_ERROR, "%s: tensor count %" PRIu64 " too large", path, n);
 	header = 16 + (n + 1) * 8;
 	t->count = n;
 	t->offsets = (const uint64_t *)(base + 16);
 	t->data = (const char *)base + header;
 	for (i = 0; i < n; i++)
 		if (t->offsets[i] > t->offsets[i + 1])
-			return err_set(e, "io_error", "%s: offsets out of order", path);
+			return err_set(e, ERR_IO_ERROR, "%s: offsets out of order", path);
 	if (t->offsets[0] != 0 || t->offsets[n] != t->map_len - header)
-		return err_set(e, "io_error", "%s: size does not match its offsets", path);
+		return err_set(e, ERR_IO_ERROR, "%s: size does not match its offsets", path);
 	return 0;
 }
 
@@ -115,9 +115,9 @@ int job_tensors_open(const char *path, struct job_tensors **out, struct err *e)
 	*out = NULL;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return err_set_errno(e, "io_error", errno, "%s", path);
+		return err_set_errno(e, ERR_IO_ERROR, errno, "%s", path);
 	if (fstat(fd, &st) != 0) {
-		err_set_errno(e, "io_error", errno, "%s", path);
+		err_set_errno(e, ERR_IO_ERROR, errno, "%s", path);
 		goto out_close;
 	}
 	t = xcalloc(1, sizeof(*t));
@@ -125,7 +125,7 @@ int job_tensors_open(const char *path, struct job_tensors **out, struct err *e)
 	t->map_len = (size_t)st.st_size;
 	t->map = t->map_len ? mmap(NULL, t->map_len, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
 	if (t->map == MAP_FAILED) {
-		err_set_errno(e, "io_error", t->map_len ? errno : 0, "%s: cannot map", path);
+		err_set_errno(e, ERR_IO_ERROR, t->map_len ? errno : 0, "%s: cannot map", path);
 		t->map = NULL;
 		goto out_free;
 	}

@@ -47,11 +47,10 @@ static const double latency_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.0
 static _Atomic uint64_t latency_counts[ROUTE_COUNT][NLATENCY + 1];
 static _Atomic uint64_t latency_sum_us[ROUTE_COUNT];
 
-/* Counters by error code, indexed like the catalogue (err_catalogue());
- * codes past ERR_COUNTED, and unknown ones, count as internal_error. */
-#define ERR_COUNTED 256
+/* Counters by error code, indexed by enum err_code (slot ERR_NONE unused);
+ * an out-of-range code counts as internal_error. */
 enum error_series { ERRORS_API, ERRORS_JOBS, ERRORS_COUNT };
-static _Atomic uint64_t error_counts[ERRORS_COUNT][ERR_COUNTED];
+static _Atomic uint64_t error_counts[ERRORS_COUNT][ERR_COUNT];
 
 /* Upper bounds (seconds) of the job duration histogram's buckets. */
 static const double buckets[] = {1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 21600, 86400};
@@ -86,27 +85,20 @@ void metrics_http_observe(enum metrics_route route, unsigned status, double seco
 }
 
 /* The counter slot of `code`. */
-static size_t error_slot(const char *code)
+static size_t error_slot(enum err_code code)
 {
-	size_t n, i, fallback = 0;
-	const struct err_code *catalogue = err_catalogue(&n);
-
-	for (i = 0; i < n && i < ERR_COUNTED; i++) {
-		if (code && strcmp(catalogue[i].code, code) == 0)
-			return i;
-		if (strcmp(catalogue[i].code, "internal_error") == 0)
-			fallback = i;
-	}
-	return fallback;
+	if (code <= ERR_NONE || code >= ERR_COUNT)
+		code = ERR_INTERNAL_ERROR;
+	return (size_t)code;
 }
 
-void metrics_api_error(const char *code)
+void metrics_api_error(enum err_code code)
 {
 	atomic_fetch_add_explicit(&error_counts[ERRORS_API][error_slot(code)], 1,
 				  memory_order_relaxed);
 }
 
-void metrics_job_finished(enum job_state state, double seconds, const char *code)
+void metrics_job_finished(enum job_state state, double seconds, enum err_code code)
 {
 	size_t b;
 
@@ -168,19 +160,18 @@ static void render_errors(struct buf *b)
 		"Error answers of the API, by error code.",
 		"Jobs that failed, by error code.",
 	};
-	size_t n, i;
-	const struct err_code *catalogue = err_catalogue(&n);
+	size_t i;
 	int k;
 
 	for (k = 0; k < ERRORS_COUNT; k++) {
 		buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", names[k], help[k], names[k]);
-		for (i = 0; i < n && i < ERR_COUNTED; i++) {
+		for (i = ERR_NONE + 1; i < ERR_COUNT; i++) {
 			uint64_t count =
 				atomic_load_explicit(&error_counts[k][i], memory_order_relaxed);
 
 			if (count)
-				buf_printf(b, "%s{code=\"%s\"} %llu\n", names[k], catalogue[i].code,
-					   (unsigned long long)count);
+				buf_printf(b, "%s{code=\"%s\"} %llu\n", names[k],
+					   err_name((enum err_code)i), (unsigned long long)count);
 		}
 	}
 }

@@ -36,7 +36,7 @@ int output_list(struct store *dst, struct store_entry **out, size_t *n, struct e
 	*n = 0;
 	if (store_list(dst, out, n, &local) == 0)
 		return 0;
-	if (local.code && strcmp(local.code, "source_not_found") == 0)
+	if (local.code && local.code == ERR_SOURCE_NOT_FOUND)
 		return 0;
 	if (e && !e->code)
 		*e = local;
@@ -74,7 +74,7 @@ static int refuse_not_empty(struct store *dst, const struct store_entry *entries
 			used = sizeof(names) - 1;
 		shown++;
 	}
-	return err_set(e, "destination_not_empty",
+	return err_set(e, ERR_DESTINATION_NOT_EMPTY,
 		       "%s: the destination holds %s (%s%s); pass --overwrite to replace them",
 		       dst->location, what, names, others > shown ? ", ..." : "");
 }
@@ -93,7 +93,7 @@ int output_check_space(struct store *dst, const char *what, uint64_t needed, uin
 		return 0;
 	size_format(needed, need_text, sizeof(need_text));
 	size_format(avail, avail_text, sizeof(avail_text));
-	return err_set(e, "insufficient_space",
+	return err_set(e, ERR_INSUFFICIENT_SPACE,
 		       "%s: %s needs %s (%" PRIu64 " bytes) but only %s (%" PRIu64
 		       " bytes) is free",
 		       dst->location, what, need_text, needed, avail_text, avail);
@@ -147,7 +147,7 @@ static int stream_file(struct store *src, struct store *dst, const char *name, u
 		size_t len = size - off < COPY_CHUNK ? (size_t)(size - off) : COPY_CHUNK;
 
 		if (cancelled && atomic_load(cancelled)) {
-			err_set(e, "cancelled", "conversion cancelled");
+			err_set(e, ERR_CANCELLED, "conversion cancelled");
 			goto out_abort;
 		}
 		if (store_read(src, name, off, buf, len, e) ||
@@ -188,7 +188,7 @@ int output_copy_files(struct store *src, struct store *dst, const struct strvec 
 
 	for (i = 0; i < files->len; i++) {
 		if (cancelled && atomic_load(cancelled))
-			return err_set(e, "cancelled", "conversion cancelled");
+			return err_set(e, ERR_CANCELLED, "conversion cancelled");
 		strvec_push(published, files->items[i]);
 		if (output_copy_file(src, dst, files->items[i], cancelled, e))
 			return -1;
@@ -203,7 +203,7 @@ int output_put_files(struct store *dst, const struct plan *p, const atomic_bool 
 
 	for (i = 0; i < p->nputs; i++) {
 		if (cancelled && atomic_load(cancelled))
-			return err_set(e, "cancelled", "conversion cancelled");
+			return err_set(e, ERR_CANCELLED, "conversion cancelled");
 		strvec_push(published, p->puts[i].name);
 		if (store_put(dst, p->puts[i].name, p->puts[i].data, p->puts[i].len, e))
 			return -1;

@@ -42,9 +42,9 @@
 int partition_check(uint32_t index, uint32_t count, struct err *e)
 {
 	if (count == 0)
-		return err_set(e, "invalid_partition", "the partition count must be at least 1");
+		return err_set(e, ERR_INVALID_PARTITION, "the partition count must be at least 1");
 	if (index >= count)
-		return err_set(e, "invalid_partition",
+		return err_set(e, ERR_INVALID_PARTITION,
 			       "partition %" PRIu32 " is not below the count %" PRIu32
 			       " (partitions count from 0)",
 			       index, count);
@@ -74,7 +74,7 @@ int partition_parse(const char *text, uint32_t *index, uint32_t *count, struct e
 
 	if (!slash || parse_u32(text, slash, index) ||
 	    parse_u32(slash + 1, slash + strlen(slash), count))
-		return err_set(e, "invalid_partition",
+		return err_set(e, ERR_INVALID_PARTITION,
 			       "--partition wants I/N with whole numbers 0 <= I < N, not '%s'",
 			       text ? text : "");
 	return partition_check(*index, *count, e);
@@ -282,7 +282,7 @@ void partition_manifest_free(struct partition_manifest *m)
 
 static int not_a_manifest(const char *where, const char *what, struct err *e)
 {
-	return err_set(e, "manifest_mismatch", "%s/%s: not a plan manifest ckptconv wrote (%s)",
+	return err_set(e, ERR_MANIFEST_MISMATCH, "%s/%s: not a plan manifest ckptconv wrote (%s)",
 		       where, PARTITION_MANIFEST, what);
 }
 
@@ -420,10 +420,10 @@ int partition_manifest_options(const struct partition_manifest *m, struct conver
 	else if (strcmp(m->to, "hf") == 0)
 		o->to = LAYOUT_HF;
 	else
-		return err_set(e, "manifest_mismatch", "%s: unknown target layout '%s'",
+		return err_set(e, ERR_MANIFEST_MISMATCH, "%s: unknown target layout '%s'",
 			       PARTITION_MANIFEST, m->to);
 	if (dtype < 0)
-		return err_set(e, "manifest_mismatch", "%s: unknown dtype '%s'", PARTITION_MANIFEST,
+		return err_set(e, ERR_MANIFEST_MISMATCH, "%s: unknown dtype '%s'", PARTITION_MANIFEST,
 			       m->dtype);
 	o->dtype = (enum dtype_choice)dtype;
 	o->ep_size = m->ep_size;
@@ -439,18 +439,18 @@ int partition_manifest_compare(const struct partition_manifest *found,
 {
 	if (strcmp(found->source, ours->source) != 0)
 		return err_set(
-			e, "manifest_mismatch",
+			e, ERR_MANIFEST_MISMATCH,
 			"%s: the destination holds a partitioned conversion of %s, not of %s;"
 			" remove it first to start over",
 			where, found->source, ours->source);
 	if (strcmp(found->plan_digest, ours->plan_digest) != 0)
-		return err_set(e, "manifest_mismatch",
+		return err_set(e, ERR_MANIFEST_MISMATCH,
 			       "%s: the destination holds a partitioned conversion of another plan"
 			       " (digest %.12s, this one %.12s: other options or input);"
 			       " remove it first to start over",
 			       where, found->plan_digest, ours->plan_digest);
 	if (found->count != ours->count)
-		return err_set(e, "manifest_mismatch",
+		return err_set(e, ERR_MANIFEST_MISMATCH,
 			       "%s: the destination is being converted in %" PRIu32
 			       " partitions, not %" PRIu32,
 			       where, found->count, ours->count);
@@ -466,7 +466,7 @@ static void keep_error(struct err *e, const struct err *local)
 
 static bool is_not_found(const struct err *e)
 {
-	return e->code && strcmp(e->code, "source_not_found") == 0;
+	return e->code && e->code == ERR_SOURCE_NOT_FOUND;
 }
 
 /* Like store_read_file, with a missing file reported as *out NULL. */
@@ -559,7 +559,7 @@ static int refuse_others(const struct store *dst, const struct plan *p, bool sam
 	}
 	if (!others)
 		return 0;
-	return err_set(e, "destination_not_empty",
+	return err_set(e, ERR_DESTINATION_NOT_EMPTY,
 		       "%s: the destination holds files of no partition of this plan (%s%s);"
 		       " pass --overwrite to replace them",
 		       dst->location, names, others > shown ? ", ..." : "");
@@ -727,7 +727,7 @@ static int file_problem(struct store *dst, const struct partition_file *f,
 		return 0;
 	}
 	if (header_sha256(dst, f->name, entry->size, sha, &local)) {
-		if (strcmp(local.code, "io_error") == 0 || strncmp(local.code, "s3_", 3) == 0) {
+		if (local.code == ERR_IO_ERROR || err_is_s3(local.code)) {
 			keep_error(e, &local);
 			return -1;
 		}
@@ -777,7 +777,7 @@ static int incomplete_error(const struct store *dst, const struct partition_mani
 					 problems->items[i]);
 	}
 	rerun_list(m, bad, partitions, sizeof(partitions));
-	return err_set(e, "partition_incomplete",
+	return err_set(e, ERR_PARTITION_INCOMPLETE,
 		       "%s: %zu of %zu planned files missing or incomplete (rerun partition%s %s"
 		       " of %" PRIu32 "): %s%s",
 		       dst->location, problems->len, m->nfiles, strchr(partitions, ',') ? "s" : "",
@@ -841,9 +841,9 @@ static int check_finished(const char *location, const struct store_config *cfg,
 	size_t i;
 
 	if (ckpt_open_config(location, 0, cfg, &ck, &local)) {
-		if (strcmp(local.code, "source_not_found") == 0 ||
-		    strcmp(local.code, "not_a_checkpoint") == 0)
-			return err_set(e, "partition_incomplete",
+		if (local.code == ERR_SOURCE_NOT_FOUND ||
+		    local.code == ERR_NOT_A_CHECKPOINT)
+			return err_set(e, ERR_PARTITION_INCOMPLETE,
 				       "%s: holds neither a plan manifest (%s) nor a finished"
 				       " checkpoint; run the partitions first",
 				       location, PARTITION_MANIFEST);
@@ -943,7 +943,7 @@ static int replan(const char *location, const struct partition_manifest *m,
 		return 0;
 	conversion_free(*out);
 	*out = NULL;
-	return err_set(e, "manifest_mismatch",
+	return err_set(e, ERR_MANIFEST_MISMATCH,
 		       "%s: the source %s no longer gives the planned output (plan digest %.12s,"
 		       " the manifest's %.12s)",
 		       location, m->source, digest, m->plan_digest);

@@ -40,7 +40,7 @@ static int append_tail(char *base, const char *tail, const char *path, struct er
 				*slash = '\0';
 		} else {
 			if (used + 1 + len + 1 > PATH_MAX)
-				return err_set(e, "invalid_field", "%s: path is too long", path);
+				return err_set(e, ERR_INVALID_FIELD, "%s: path is too long", path);
 			if (used > 1)
 				base[used++] = '/';
 			memcpy(base + used, p, len);
@@ -70,12 +70,12 @@ int paths_resolve(const char *path, char **out, struct err *e)
 
 	*out = NULL;
 	if (!path || !*path)
-		return err_set(e, "invalid_field", "the path is empty");
+		return err_set(e, ERR_INVALID_FIELD, "the path is empty");
 	len = strlen(path);
 	if (len >= PATH_MAX)
-		return err_set(e, "invalid_field", "path is longer than %d bytes", PATH_MAX - 1);
+		return err_set(e, ERR_INVALID_FIELD, "path is longer than %d bytes", PATH_MAX - 1);
 	if (path[0] != '/')
-		return err_set(e, "invalid_field", "%s: path is not absolute", path);
+		return err_set(e, ERR_INVALID_FIELD, "%s: path is not absolute", path);
 	memcpy(prefix, path, len + 1);
 	for (;;) {
 		char *slash;
@@ -83,12 +83,12 @@ int paths_resolve(const char *path, char **out, struct err *e)
 		if (realpath(prefix, resolved))
 			break;
 		if (errno != ENOENT && errno != ENOTDIR) {
-			err_set_errno(e, "forbidden_path", errno, "%s: cannot resolve %s", path,
+			err_set_errno(e, ERR_FORBIDDEN_PATH, errno, "%s: cannot resolve %s", path,
 				      prefix);
 			goto out;
 		}
 		if (entry_exists(prefix)) {
-			err_set(e, "forbidden_path", "%s: %s is a dangling symbolic link", path,
+			err_set(e, ERR_FORBIDDEN_PATH, "%s: %s is a dangling symbolic link", path,
 				prefix);
 			goto out;
 		}
@@ -114,12 +114,12 @@ int paths_root(const char *dir, char **out, struct err *e)
 
 	*out = NULL;
 	if (!dir || dir[0] != '/')
-		return err_set(e, "usage_error", "allowed root '%s' is not an absolute path",
+		return err_set(e, ERR_USAGE_ERROR, "allowed root '%s' is not an absolute path",
 			       dir ? dir : "");
 	if (!realpath(dir, resolved))
-		return err_set_errno(e, "usage_error", errno, "allowed root %s", dir);
+		return err_set_errno(e, ERR_USAGE_ERROR, errno, "allowed root %s", dir);
 	if (stat(resolved, &st) != 0 || !S_ISDIR(st.st_mode))
-		return err_set(e, "usage_error", "allowed root %s is not a directory", dir);
+		return err_set(e, ERR_USAGE_ERROR, "allowed root %s is not a directory", dir);
 	*out = xstrdup(resolved);
 	return 0;
 }
@@ -153,13 +153,13 @@ int paths_check(const struct strvec *roots, const char *path, char **resolved, s
 		}
 	}
 	if (!roots || roots->len == 0)
-		err_set(e, "forbidden_path",
+		err_set(e, ERR_FORBIDDEN_PATH,
 			"%s: local paths are not allowed (no --allow-root given)", path);
 	else if (strcmp(r, path) != 0)
-		err_set(e, "forbidden_path", "%s resolves to %s, outside the allowed roots", path,
+		err_set(e, ERR_FORBIDDEN_PATH, "%s resolves to %s, outside the allowed roots", path,
 			r);
 	else
-		err_set(e, "forbidden_path", "%s is outside the allowed roots", path);
+		err_set(e, ERR_FORBIDDEN_PATH, "%s is outside the allowed roots", path);
 	free(r);
 	return -1;
 }

@@ -111,15 +111,15 @@ long plan_add_tensor(struct plan *p, const char *name, enum dtype dtype, int ndi
 	int d;
 
 	if (dtype_bits(dtype) == 0)
-		return err_set(e, "plan_invalid", "%s: output tensor has no valid dtype", name);
+		return err_set(e, ERR_PLAN_INVALID, "%s: output tensor has no valid dtype", name);
 	if (ndim < 0 || ndim > ST_MAX_DIMS)
-		return err_set(e, "plan_invalid", "%s: output tensor has %d dimensions", name,
+		return err_set(e, ERR_PLAN_INVALID, "%s: output tensor has %d dimensions", name,
 			       ndim);
 	for (d = 0; d < ndim; d++)
 		if (!u64_mul(nelems, shape[d], &nelems))
-			return err_set(e, "plan_invalid", "%s: output tensor size overflows", name);
+			return err_set(e, ERR_PLAN_INVALID, "%s: output tensor size overflows", name);
 	if (!dtype_bytes(dtype, nelems, &nbytes))
-		return err_set(e, "plan_invalid",
+		return err_set(e, ERR_PLAN_INVALID,
 			       "%s: output tensor of %" PRIu64 " elements of %s is not whole bytes "
 			       "or overflows",
 			       name, nelems, dtype_name(dtype));
@@ -165,10 +165,10 @@ int plan_add_piece(struct plan *p, long t, uint64_t offset, uint64_t nbytes,
 	size_t i;
 
 	if (!pt)
-		return err_set(e, "plan_invalid",
+		return err_set(e, ERR_PLAN_INVALID,
 			       "piece added to output tensor %ld, which does not exist", t);
 	if (nops > UINT32_MAX - pt->nops || pt->npieces == UINT32_MAX)
-		return err_set(e, "plan_invalid", "%s: too many pieces or ops", pt->name);
+		return err_set(e, ERR_PLAN_INVALID, "%s: too many pieces or ops", pt->name);
 	pt->pieces = reserve(pt->pieces, pt->npieces, 1, sizeof(*pt->pieces));
 	piece = &pt->pieces[pt->npieces++];
 	piece->offset = offset;
@@ -190,7 +190,7 @@ int plan_zero_fill_last_piece(struct plan *p, long t, struct err *e)
 	struct plan_tensor *pt = tensor_at(p, t);
 
 	if (!pt || !pt->npieces)
-		return err_set(e, "plan_invalid", "zero fill of output tensor %ld: no piece", t);
+		return err_set(e, ERR_PLAN_INVALID, "zero fill of output tensor %ld: no piece", t);
 	pt->pieces[pt->npieces - 1].zero_fill = true;
 	return 0;
 }
@@ -204,11 +204,11 @@ int plan_add_contiguous(struct plan *p, long t, uint32_t src, uint64_t src_offse
 	struct plan_op op;
 
 	if (src_dtype != dst_dtype && (dtype_copy_only(src_dtype) || dtype_copy_only(dst_dtype)))
-		return err_set(e, "quantized_input",
+		return err_set(e, ERR_QUANTIZED_INPUT,
 			       "%s is only ever copied byte for byte, never cast to %s",
 			       dtype_name(src_dtype), dtype_name(dst_dtype));
 	if (!ssize || !dsize)
-		return err_set(e, "plan_invalid", "contiguous op with an invalid dtype");
+		return err_set(e, ERR_PLAN_INVALID, "contiguous op with an invalid dtype");
 	per = PLAN_PIECE_MAX / dsize;
 	if (per > PLAN_WINDOW_MAX / ssize)
 		per = PLAN_WINDOW_MAX / ssize;
@@ -293,15 +293,15 @@ static int transposed_row_bytes(const struct plan *p, const struct plan_tensor *
 	for (k = 0; k < nblocks; k++) {
 		if (!p->src || blocks[k].src >= p->src->ntensors || blocks[k].stride == 0)
 			return err_set(
-				e, "plan_invalid",
+				e, ERR_PLAN_INVALID,
 				"%s: block %zu reads source tensor %u with row stride %" PRIu64,
 				pt->name, k, blocks[k].src, blocks[k].stride);
 		if (!u64_mul(blocks[k].rows, dtype_size(pt->dtype), &bytes) ||
 		    !u64_add(total, bytes, &total))
-			return err_set(e, "plan_invalid", "%s: transposed rows overflow", pt->name);
+			return err_set(e, ERR_PLAN_INVALID, "%s: transposed rows overflow", pt->name);
 	}
 	if (total == 0)
-		return err_set(e, "plan_invalid", "%s: transposed rows of no bytes", pt->name);
+		return err_set(e, ERR_PLAN_INVALID, "%s: transposed rows of no bytes", pt->name);
 	*out = total;
 	return 0;
 }
@@ -317,7 +317,7 @@ int plan_add_transposed(struct plan *p, long t, uint64_t offset, uint64_t nrows,
 	int rc = 0;
 
 	if (!pt)
-		return err_set(e, "plan_invalid",
+		return err_set(e, ERR_PLAN_INVALID,
 			       "transposed blocks added to output tensor %ld, which does not exist",
 			       t);
 	for (k = 0; k < nblocks && p->src; k++) {
@@ -327,7 +327,7 @@ int plan_add_transposed(struct plan *p, long t, uint64_t offset, uint64_t nrows,
 
 		if (dtype_copy_only(bad)) {
 			err_set_tensor(e, s ? s->name : pt->name);
-			return err_set(e, "quantized_input",
+			return err_set(e, ERR_QUANTIZED_INPUT,
 				       "%s: dtype %s is only ever copied byte for byte, and this "
 				       "conversion transposes it into %s",
 				       s ? s->name : pt->name, dtype_name(bad), pt->name);
@@ -393,7 +393,7 @@ static int sort_tensors(struct plan *p, struct err *e)
 	for (i = 1; i < p->ntensors; i++)
 		if (strcmp(p->tensors[i - 1].name, p->tensors[i].name) == 0) {
 			err_set_tensor(e, p->tensors[i].name);
-			return err_set(e, "duplicate_tensor",
+			return err_set(e, ERR_DUPLICATE_TENSOR,
 				       "%s: two source tensors convert to this output name",
 				       p->tensors[i].name);
 		}
@@ -419,16 +419,16 @@ static int validate_op(const struct plan *p, const struct plan_tensor *t, uint32
 	uint64_t ssize, dsize, window, src_end, drows, dcols, dspan, dst_end, nbytes;
 
 	if (op->src >= p->src->ntensors)
-		return err_set(e, "plan_invalid", "%s: piece %u reads source tensor %u of %zu",
+		return err_set(e, ERR_PLAN_INVALID, "%s: piece %u reads source tensor %u of %zu",
 			       t->name, ipiece, op->src, p->src->ntensors);
 	s = &p->src->tensors[op->src];
 	/* Tensors of a dtype narrower than a byte are moved as bytes (U8). */
 	if (op->src_dtype != dtype_element(s->dtype) || op->dst_dtype != dtype_element(t->dtype))
-		return err_set(e, "plan_invalid", "%s: piece %u converts %s to %s, but %s is %s",
+		return err_set(e, ERR_PLAN_INVALID, "%s: piece %u converts %s to %s, but %s is %s",
 			       t->name, ipiece, dtype_name(op->src_dtype),
 			       dtype_name(op->dst_dtype), s->name, dtype_name(s->dtype));
 	if (!kern_can_cast(op->src_dtype, op->dst_dtype))
-		return err_set(e, "plan_invalid",
+		return err_set(e, ERR_PLAN_INVALID,
 			       "%s: piece %u casts %s to %s, which is not supported", t->name,
 			       ipiece, dtype_name(op->src_dtype), dtype_name(op->dst_dtype));
 	ssize = dtype_size(op->src_dtype);
@@ -441,20 +441,20 @@ static int validate_op(const struct plan *p, const struct plan_tensor *t, uint32
 	    !span_bytes(drows, dspan, op->dst_stride, &dspan) ||
 	    !u64_add(op->dst_offset, dspan, &dst_end) || !u64_mul(op->rows, op->cols, &nbytes) ||
 	    !u64_mul(nbytes, dsize, &nbytes))
-		return err_set(e, "plan_invalid", "%s: piece %u has an op with impossible geometry",
+		return err_set(e, ERR_PLAN_INVALID, "%s: piece %u has an op with impossible geometry",
 			       t->name, ipiece);
 	if (src_end > s->nbytes)
-		return err_set(e, "plan_invalid",
+		return err_set(e, ERR_PLAN_INVALID,
 			       "%s: piece %u reads bytes [%" PRIu64 ", %" PRIu64
 			       ") of %s, which has %" PRIu64,
 			       t->name, ipiece, op->src_offset, src_end, s->name, s->nbytes);
 	if (window > PLAN_WINDOW_MAX)
-		return err_set(e, "plan_invalid",
+		return err_set(e, ERR_PLAN_INVALID,
 			       "%s: piece %u reads a window of %" PRIu64
 			       " bytes of %s, over the limit",
 			       t->name, ipiece, window, s->name);
 	if (dst_end > piece->nbytes)
-		return err_set(e, "plan_invalid",
+		return err_set(e, ERR_PLAN_INVALID,
 			       "%s: piece %u writes up to byte %" PRIu64 " of its %" PRIu64,
 			       t->name, ipiece, dst_end, piece->nbytes);
 	*written += nbytes;
@@ -472,13 +472,13 @@ static int validate_tensor(const struct plan *p, const struct plan_tensor *t, st
 
 		if (piece->offset != expected || piece->nbytes == 0 ||
 		    piece->nbytes > PLAN_PIECE_MAX)
-			return err_set(e, "plan_invalid",
+			return err_set(e, ERR_PLAN_INVALID,
 				       "%s: piece %u covers [%" PRIu64 ", +%" PRIu64
 				       ") where [%" PRIu64 ", at most +%llu) was due",
 				       t->name, i, piece->offset, piece->nbytes, expected,
 				       PLAN_PIECE_MAX);
 		if (piece->first_op != next_op || piece->nops > t->nops - next_op)
-			return err_set(e, "plan_invalid", "%s: piece %u has ops out of order",
+			return err_set(e, ERR_PLAN_INVALID, "%s: piece %u has ops out of order",
 				       t->name, i);
 		written = 0;
 		for (j = 0; j < piece->nops; j++)
@@ -486,7 +486,7 @@ static int validate_tensor(const struct plan *p, const struct plan_tensor *t, st
 				return -1;
 		/* A zero-filled piece may leave bytes to its zeros. */
 		if (piece->zero_fill ? written > piece->nbytes : written != piece->nbytes)
-			return err_set(e, "plan_invalid",
+			return err_set(e, ERR_PLAN_INVALID,
 				       "%s: piece %u is %" PRIu64
 				       " bytes but its ops write %" PRIu64,
 				       t->name, i, piece->nbytes, written);
@@ -494,7 +494,7 @@ static int validate_tensor(const struct plan *p, const struct plan_tensor *t, st
 		expected += piece->nbytes;
 	}
 	if (expected != t->nbytes || next_op != t->nops)
-		return err_set(e, "plan_invalid",
+		return err_set(e, ERR_PLAN_INVALID,
 			       "%s: pieces cover %" PRIu64 " of %" PRIu64 " bytes", t->name,
 			       expected, t->nbytes);
 	return 0;
@@ -505,7 +505,7 @@ static int validate(const struct plan *p, struct err *e)
 	size_t i;
 
 	if (!p->src)
-		return err_set(e, "plan_invalid", "plan has no source checkpoint");
+		return err_set(e, ERR_PLAN_INVALID, "plan has no source checkpoint");
 	for (i = 0; i < p->ntensors; i++)
 		if (validate_tensor(p, &p->tensors[i], e) < 0) {
 			err_set_tensor(e, p->tensors[i].name);
@@ -598,7 +598,7 @@ static int build_index(struct plan *p, struct err *e)
 	json_object_set_new(root, "weight_map", map);
 	text = json_dumps(root, JSON_INDENT(2) | JSON_ENSURE_ASCII);
 	if (!text) {
-		err_set(e, "internal_error", "cannot encode %s", CKPT_INDEX_NAME);
+		err_set(e, ERR_INTERNAL_ERROR, "cannot encode %s", CKPT_INDEX_NAME);
 		goto out;
 	}
 	len = strlen(text);
@@ -638,7 +638,7 @@ int plan_finish(struct plan *p, const struct plan_options *o, struct err *e)
 	size_t i;
 
 	if (p->finished || p->files)
-		return err_set(e, "plan_invalid", "plan is already finished");
+		return err_set(e, ERR_PLAN_INVALID, "plan is already finished");
 	if (drop_excluded(p, o ? o->exclude : NULL, e) < 0 || sort_tensors(p, e) < 0 ||
 	    validate(p, e) < 0)
 		return -1;
@@ -692,11 +692,11 @@ int plan_finish_laid_out(struct plan *p, struct err *e)
 	size_t i, j;
 
 	if (p->finished)
-		return err_set(e, "plan_invalid", "plan is already finished");
+		return err_set(e, ERR_PLAN_INVALID, "plan is already finished");
 	for (i = 0; i < p->ntensors; i++) {
 		if (json_object_get(names, p->tensors[i].name)) {
 			json_decref(names);
-			return err_set(e, "duplicate_tensor", "two output tensors are named '%s'",
+			return err_set(e, ERR_DUPLICATE_TENSOR, "two output tensors are named '%s'",
 				       p->tensors[i].name);
 		}
 		json_object_set_new(names, p->tensors[i].name, json_true());
@@ -709,17 +709,17 @@ int plan_finish_laid_out(struct plan *p, struct err *e)
 		uint64_t offset = f->header_len;
 
 		if ((size_t)f->first_tensor + f->ntensors > p->ntensors)
-			return err_set(e, "plan_invalid", "%s: tensors out of range", f->name);
+			return err_set(e, ERR_PLAN_INVALID, "%s: tensors out of range", f->name);
 		for (j = 0; j < f->ntensors; j++) {
 			const struct plan_tensor *t = &p->tensors[f->first_tensor + j];
 
 			if (t->file != i || t->offset != offset)
-				return err_set(e, "plan_invalid", "%s: '%s' is not where its header says",
+				return err_set(e, ERR_PLAN_INVALID, "%s: '%s' is not where its header says",
 					       f->name, t->name);
 			offset += t->nbytes;
 		}
 		if (offset != f->size)
-			return err_set(e, "plan_invalid", "%s: size disagrees with its tensors",
+			return err_set(e, ERR_PLAN_INVALID, "%s: size disagrees with its tensors",
 				       f->name);
 	}
 	count_totals(p);

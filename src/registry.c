@@ -173,7 +173,7 @@ void registry_log_job(enum log_level level, const struct job *j, const char *wha
 	json_t *f = log_fields(j);
 
 	if (e && e->code) {
-		json_object_set_new(f, "code", json_string(e->code));
+		json_object_set_new(f, "code", json_string(err_name(e->code)));
 		json_object_set_new(f, "error", json_string(e->msg));
 	}
 	json_object_set_new(f, "state", json_string(job_state_name(j->state)));
@@ -202,7 +202,7 @@ void registry_finished(struct registry *r, struct job *j, enum job_state state, 
 		       const struct err *e)
 {
 	registry_persist(r, j);
-	metrics_job_finished(state, seconds, e ? e->code : NULL);
+	metrics_job_finished(state, seconds, e ? e->code : ERR_NONE);
 	registry_log_job(state == JOB_SUCCEEDED ? LOG_INFO : LOG_WARN, j, job_state_name(state), e);
 	if (r->opened)
 		registry_sweep_retention(r);
@@ -278,7 +278,7 @@ int registry_start(struct registry *r, struct err *e)
 out:
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0)
-		return err_set_errno(e, "internal_error", rc, "cannot start the job threads");
+		return err_set_errno(e, ERR_INTERNAL_ERROR, rc, "cannot start the job threads");
 	return 0;
 }
 
@@ -522,7 +522,7 @@ int registry_delete(struct registry *r, const char *id, enum registry_delete_out
 	j = job_ref(registry_find_locked(r, id));
 	if (!j) {
 		pthread_mutex_unlock(&r->lock);
-		return job_error_set(je, "", "job_not_found", "no job has the id '%.64s'", id);
+		return job_error_set(je, "", ERR_JOB_NOT_FOUND, "no job has the id '%.64s'", id);
 	}
 	if (j->state == JOB_RUNNING) {
 		*outcome = REGISTRY_CANCELLING;

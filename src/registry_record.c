@@ -212,17 +212,17 @@ static int load_record(struct registry *r, const char *name, struct err *e)
 	snprintf(path, sizeof(path), "%s/%s", r->jobs_dir, name);
 	rec = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
 	if (!rec) {
-		err_set(e, "io_error", "%s: %s", name, jerr.text);
+		err_set(e, ERR_IO_ERROR, "%s: %s", name, jerr.text);
 		return -1;
 	}
 	if (job_from_record(rec, &j, e) < 0)
 		goto out;
 	if (strncmp(name, j->id, JOB_ID_LEN) != 0) {
-		err_set(e, "io_error", "%s holds job %s", name, j->id);
+		err_set(e, ERR_IO_ERROR, "%s holds job %s", name, j->id);
 		goto out;
 	}
 	if (registry_table_insert(r, j) < 0) {
-		err_set(e, "io_error", "%s: job %s is listed twice", name, j->id);
+		err_set(e, ERR_IO_ERROR, "%s: job %s is listed twice", name, j->id);
 		goto out;
 	}
 	if (j->seq >= r->next_seq)
@@ -249,7 +249,7 @@ static int load_records(struct registry *r, struct err *e)
 	DIR *dir = opendir(r->jobs_dir);
 
 	if (!dir)
-		return err_set_errno(e, "io_error", errno, "%s", r->jobs_dir);
+		return err_set_errno(e, ERR_IO_ERROR, errno, "%s", r->jobs_dir);
 	while ((d = readdir(dir))) {
 		struct err le = {0};
 
@@ -289,7 +289,7 @@ static void recover(struct registry *r)
 			if (j->restarts > MAX_CRASH_RESTARTS) {
 				struct err e = {0};
 
-				err_set(&e, "interrupted",
+				err_set(&e, ERR_INTERRUPTED,
 					"the service stopped %u times while the job was running; it is not retried again",
 					j->restarts);
 				registry_finish(r, j, JOB_FAILED, &e, NULL);
@@ -315,9 +315,9 @@ static int lock_state_dir(struct registry *r, struct err *e)
 	snprintf(path, sizeof(path), "%s/lock", r->state_dir);
 	r->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (r->lock_fd < 0)
-		return err_set_errno(e, "io_error", errno, "%s", path);
+		return err_set_errno(e, ERR_IO_ERROR, errno, "%s", path);
 	if (flock(r->lock_fd, LOCK_EX | LOCK_NB) != 0)
-		return err_set(e, "io_error",
+		return err_set(e, ERR_IO_ERROR,
 			       "%s: another ckptconv serve uses this state directory",
 			       r->state_dir);
 	return 0;
@@ -326,7 +326,7 @@ static int lock_state_dir(struct registry *r, struct err *e)
 static int make_dir(const char *path, struct err *e)
 {
 	if (mkdir(path, 0700) != 0 && errno != EEXIST)
-		return err_set_errno(e, "io_error", errno, "cannot create %s", path);
+		return err_set_errno(e, ERR_IO_ERROR, errno, "cannot create %s", path);
 	return 0;
 }
 

@@ -124,7 +124,7 @@ static bool destination_claimable(const char *dst, const struct store_config *cf
 	if (store_open_config(dst, cfg, &s, &e) < 0)
 		return false;
 	if (store_list(s, &entries, &n, &e) < 0) {
-		empty = strcmp(e.code, "source_not_found") == 0;
+		empty = e.code == ERR_SOURCE_NOT_FOUND;
 		goto out;
 	}
 	for (i = 0; i < n; i++)
@@ -157,7 +157,7 @@ static int recheck(struct registry *r, struct job *j, char **src, char **dst, st
 		return -1;
 	}
 	if (j->claimed && j->resolved_destination && strcmp(*dst, j->resolved_destination) != 0)
-		return err_set(e, "forbidden_path",
+		return err_set(e, ERR_FORBIDDEN_PATH,
 			       "%s now resolves to %s, not %s as when the job started",
 			       j->spec.destination, *dst, j->resolved_destination);
 	pthread_mutex_lock(&r->lock);
@@ -206,7 +206,7 @@ static uint8_t *keep_tensor_states(struct job *j, size_t *n)
 
 void registry_cancel_error(struct err *e)
 {
-	err_set(e, "cancelled", "the job was cancelled by a DELETE request");
+	err_set(e, ERR_CANCELLED, "the job was cancelled by a DELETE request");
 }
 
 static void cancelled_by_request(struct registry *r, struct job *j)
@@ -227,7 +227,7 @@ static void settle(struct registry *r, struct job *j, struct conversion *conv, i
 								   conversion_plan(conv),
 								   conversion_warnings(conv)) :
 				   NULL;
-	bool was_cancelled = rc < 0 && run_error->code && strcmp(run_error->code, "cancelled") == 0;
+	bool was_cancelled = rc < 0 && run_error->code && run_error->code == ERR_CANCELLED;
 	enum job_state outcome = JOB_SUCCEEDED;
 	struct err e = {0};
 	uint8_t *states = NULL;
@@ -238,7 +238,7 @@ static void settle(struct registry *r, struct job *j, struct conversion *conv, i
 	if (rc < 0 && run_error->code)
 		e = *run_error;
 	else if (rc < 0)
-		err_set(&e, "internal_error", "the conversion failed without saying why");
+		err_set(&e, ERR_INTERNAL_ERROR, "the conversion failed without saying why");
 	pthread_mutex_lock(&r->lock);
 	job_current_progress(j, &j->progress);
 	if (rc == 0) {

@@ -73,18 +73,18 @@ static int check_overlaps(const struct registry *r, const struct job_spec *spec,
 		if (j->state != JOB_QUEUED && j->state != JOB_RUNNING)
 			continue;
 		if (same_kind_overlap(src, j->resolved_destination))
-			return job_error_set(je, "source", "destination_in_use",
+			return job_error_set(je, "source", ERR_DESTINATION_IN_USE,
 					     "%s overlaps the destination of %s job %s", src,
 					     job_state_name(j->state), j->id);
 		if (spec->dry_run)
 			continue;
 		if (!partition_siblings(spec, dst, j) &&
 		    same_kind_overlap(dst, j->resolved_destination))
-			return job_error_set(je, "destination", "destination_in_use",
+			return job_error_set(je, "destination", ERR_DESTINATION_IN_USE,
 					     "%s overlaps the destination of %s job %s", dst,
 					     job_state_name(j->state), j->id);
 		if (same_kind_overlap(dst, j->resolved_source))
-			return job_error_set(je, "destination", "destination_in_use",
+			return job_error_set(je, "destination", ERR_DESTINATION_IN_USE,
 					     "%s overlaps the source of %s job %s", dst,
 					     job_state_name(j->state), j->id);
 	}
@@ -100,7 +100,7 @@ static int admit(struct registry *r, const struct job_spec *spec, const char *sr
 
 	*existing = NULL;
 	if (r->draining)
-		return job_error_set(je, "", "draining",
+		return job_error_set(je, "", ERR_DRAINING,
 				     "the service is shutting down and accepts no new jobs");
 	prior = find_by_key(r, key);
 	if (prior && strcmp(prior->request_sha256, sha) == 0) {
@@ -108,29 +108,29 @@ static int admit(struct registry *r, const struct job_spec *spec, const char *sr
 		return 0;
 	}
 	if (prior)
-		return job_error_set(je, "", "idempotency_conflict",
+		return job_error_set(je, "", ERR_IDEMPOTENCY_CONFLICT,
 				     "Idempotency-Key was used for job %s with a different body",
 				     prior->id);
 	/* Submissions still being prepared hold their place, and dry runs
 	 * count like any job: each costs a plan and a record. */
 	if (r->counts[JOB_QUEUED] + r->preparing >= r->cfg.max_queued)
-		return job_error_set(je, "", "queue_full",
+		return job_error_set(je, "", ERR_QUEUE_FULL,
 				     "%zu jobs are queued or being prepared (the limit is %u)",
 				     r->counts[JOB_QUEUED] + r->preparing, r->cfg.max_queued);
 	return check_overlaps(r, spec, src, dst, je);
 }
 
 /* Field of a request an engine error is about. */
-static const char *engine_error_field(const char *code)
+static const char *engine_error_field(enum err_code code)
 {
-	if (strcmp(code, "invalid_exclude") == 0)
+	if (code == ERR_INVALID_EXCLUDE)
 		return "options.exclude";
-	if (strcmp(code, "invalid_size") == 0)
+	if (code == ERR_INVALID_SIZE)
 		return "options.max_shard_size";
-	if (strcmp(code, "already_in_layout") == 0)
+	if (code == ERR_ALREADY_IN_LAYOUT)
 		return "to";
 	/* a file of the source leads outside the allowed roots */
-	if (err_http_status(code) == 422 || strcmp(code, "forbidden_path") == 0)
+	if (err_http_status(code) == 422 || code == ERR_FORBIDDEN_PATH)
 		return "source";
 	return "";
 }
@@ -235,7 +235,7 @@ static int submit_reserved(struct registry *r, struct job *j, struct job **out, 
 	*out = NULL;
 	*existing = false;
 	if (registry_draining(r))
-		rc = job_error_set(je, "", "draining",
+		rc = job_error_set(je, "", ERR_DRAINING,
 				   "the service is shutting down and accepts no new jobs");
 	else
 		rc = check_source(r, j, je);
@@ -248,7 +248,7 @@ static int submit_reserved(struct registry *r, struct job *j, struct job **out, 
 		j->seq = r->next_seq++;
 		if (registry_table_insert(r, job_ref(j)) < 0) {
 			job_unref(j);
-			rc = job_error_set(je, "", "internal_error", "job id %s is taken", j->id);
+			rc = job_error_set(je, "", ERR_INTERNAL_ERROR, "job id %s is taken", j->id);
 		}
 	}
 	pthread_mutex_unlock(&r->lock);
@@ -265,7 +265,7 @@ static int submit_reserved(struct registry *r, struct job *j, struct job **out, 
 		job_unref(registry_table_remove(r, j));
 		pthread_mutex_unlock(&r->lock);
 		discard(r, j);
-		return job_error_set(je, "", "io_error", "the job record could not be written");
+		return job_error_set(je, "", ERR_IO_ERROR, "the job record could not be written");
 	}
 	log_submitted(j);
 	pthread_mutex_lock(&r->lock);

@@ -52,7 +52,7 @@ int s3_client_new(const struct s3_settings *settings, struct aws_credentials *cr
 	*out = NULL;
 	pthread_once(&curl_once, curl_start);
 	if (!curl_ready)
-		return err_set(e, "internal_error", "libcurl failed to initialise");
+		return err_set(e, ERR_INTERNAL_ERROR, "libcurl failed to initialise");
 	c = xcalloc(1, sizeof(*c));
 	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&c->share_locks[i], NULL);
@@ -60,7 +60,7 @@ int s3_client_new(const struct s3_settings *settings, struct aws_credentials *cr
 	c->share = curl_share_init();
 	if (!c->share) {
 		s3_client_free(c);
-		return err_set(e, "internal_error", "libcurl could not create a share handle");
+		return err_set(e, ERR_INTERNAL_ERROR, "libcurl could not create a share handle");
 	}
 	curl_share_setopt(c->share, CURLSHOPT_LOCKFUNC, share_lock);
 	curl_share_setopt(c->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
@@ -212,7 +212,7 @@ int s3_head(struct s3_client *c, const char *bucket, const char *key, uint64_t *
 	if (s3_perform_one(&k, e))
 		goto out;
 	if (!k.has_length) {
-		err_set(e, "s3_bad_response", "s3://%s/%s: HEAD answered without a Content-Length",
+		err_set(e, ERR_S3_BAD_RESPONSE, "s3://%s/%s: HEAD answered without a Content-Length",
 			bucket, key);
 		goto out;
 	}
@@ -275,7 +275,7 @@ int s3_delete(struct s3_client *c, const char *bucket, const char *key, struct e
 
 	s3_call_init(&k, c, "DeleteObject", "DELETE", bucket, key);
 	rc = s3_perform_one(&k, &inner);
-	if (rc && inner.code && strcmp(inner.code, "source_not_found") == 0)
+	if (rc && inner.code && inner.code == ERR_SOURCE_NOT_FOUND)
 		rc = 0;
 	else if (rc)
 		err_copy(e, &inner);
@@ -328,7 +328,7 @@ int s3_multipart_upload_part(struct s3_client *c, const char *bucket, const char
 	if (s3_perform_one(&k, e))
 		goto out;
 	if (!k.etag[0]) {
-		err_set(e, "s3_bad_response", "s3://%s/%s: UploadPart %u answered no ETag", bucket,
+		err_set(e, ERR_S3_BAD_RESPONSE, "s3://%s/%s: UploadPart %u answered no ETag", bucket,
 			key, part_number);
 		goto out;
 	}
@@ -394,7 +394,7 @@ int s3_multipart_abort(struct s3_client *c, const char *bucket, const char *key,
 	rc = s3_perform_one(&k, &inner);
 	if (rc && (k.status == 405 || k.status == 501)) {
 		rc = 1;
-	} else if (rc && inner.code && strcmp(inner.code, "source_not_found") == 0) {
+	} else if (rc && inner.code && inner.code == ERR_SOURCE_NOT_FOUND) {
 		rc = 0;
 	} else if (rc) {
 		err_copy(e, &inner);

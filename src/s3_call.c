@@ -189,7 +189,7 @@ static int call_setup(struct call *k)
 	auth = s3_authorization_for(c, k->credentials, k->method, &k->target,
 				    k->ranged ? range : NULL, k->payload_hash, now);
 	if (!auth)
-		return err_set(&k->err, "internal_error", "signing the request failed");
+		return err_set(&k->err, ERR_INTERNAL_ERROR, "signing the request failed");
 	sigv4_amz_date(now, amz_date);
 	add_header(k, "Host: %s", k->target.host);
 	add_header(k, "x-amz-date: %s", amz_date);
@@ -272,10 +272,10 @@ static bool retryable_s3_code(const char *code)
 	       strcmp(code, "OperationAborted") == 0;
 }
 
-static void call_fail(struct call *k, enum call_state state, const char *code, const char *fmt, ...)
+static void call_fail(struct call *k, enum call_state state, enum err_code code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
-static void call_fail(struct call *k, enum call_state state, const char *code, const char *fmt, ...)
+static void call_fail(struct call *k, enum call_state state, enum err_code code, const char *fmt, ...)
 {
 	char msg[ERR_MSG_MAX], name[300];
 	va_list ap;
@@ -295,7 +295,7 @@ static void call_fail(struct call *k, enum call_state state, const char *code, c
 static void classify_error(struct call *k, const struct s3_error_answer *error)
 {
 	struct s3_error_answer x = *error;
-	const char *code;
+	enum err_code code;
 	char what[300];
 	if (x.code[0])
 		snprintf(what, sizeof(what), "%s answered %ld %s (%s)", k->op, k->status, x.code,
@@ -303,26 +303,26 @@ static void classify_error(struct call *k, const struct s3_error_answer *error)
 	else
 		snprintf(what, sizeof(what), "%s answered HTTP %ld", k->op, k->status);
 	if (k->status == 429 || k->status >= 500 || retryable_s3_code(x.code)) {
-		call_fail(k, CALL_RETRY, "s3_unavailable", "%s", what);
+		call_fail(k, CALL_RETRY, ERR_S3_UNAVAILABLE, "%s", what);
 		return;
 	}
 	/* Credentials the service holds expired (its clock runs ahead of
 	 * ours): refreshed before the next attempt. */
 	if (strcmp(x.code, "ExpiredToken") == 0) {
 		aws_credentials_expire(k->client->credentials, k->credentials);
-		call_fail(k, CALL_RETRY, "s3_credentials", "%s", what);
+		call_fail(k, CALL_RETRY, ERR_S3_CREDENTIALS, "%s", what);
 		return;
 	}
 	if (k->status == 403 || strcmp(x.code, "AccessDenied") == 0)
-		code = "s3_access_denied";
+		code = ERR_S3_ACCESS_DENIED;
 	else if (strcmp(x.code, "NoSuchBucket") == 0)
-		code = "s3_no_such_bucket";
+		code = ERR_S3_NO_SUCH_BUCKET;
 	else if (k->status == 404 && (strcmp(x.code, "NoSuchKey") == 0 || !x.code[0]))
-		code = "source_not_found";
+		code = ERR_SOURCE_NOT_FOUND;
 	else if (k->status == 416)
-		code = "file_truncated";
+		code = ERR_FILE_TRUNCATED;
 	else
-		code = "s3_error";
+		code = ERR_S3_ERROR;
 	call_fail(k, CALL_FAILED, code, "%s", what);
 }
 
@@ -346,27 +346,27 @@ static void check_ranged_answer(struct call *k)
 			return;
 		}
 		call_fail(
-			k, CALL_FAILED, "s3_bad_response",
+			k, CALL_FAILED, ERR_S3_BAD_RESPONSE,
 			"the server ignored the Range header (answered 200 to a request for bytes "
 			"%" PRIu64 "-%" PRIu64 ")",
 			k->off, last);
 		return;
 	}
 	if (k->status != 206 || !k->has_content_range) {
-		call_fail(k, CALL_FAILED, "s3_bad_response",
+		call_fail(k, CALL_FAILED, ERR_S3_BAD_RESPONSE,
 			  "answered %ld without a Content-Range to a ranged GET", k->status);
 		return;
 	}
 	if (k->range_first == k->off && k->range_last < last && k->range_total != UINT64_MAX &&
 	    k->range_total <= last) {
-		call_fail(k, CALL_FAILED, "file_truncated",
+		call_fail(k, CALL_FAILED, ERR_FILE_TRUNCATED,
 			  "the object is %" PRIu64
 			  " bytes, too short for %zu bytes at offset %" PRIu64,
 			  k->range_total, k->len, k->off);
 		return;
 	}
 	if (k->range_first != k->off || k->range_last != last || k->dst_pos != k->len) {
-		call_fail(k, CALL_FAILED, "s3_bad_response",
+		call_fail(k, CALL_FAILED, ERR_S3_BAD_RESPONSE,
 			  "asked for bytes %" PRIu64 "-%" PRIu64 ", got Content-Range %" PRIu64
 			  "-%" PRIu64 " with %zu bytes",
 			  k->off, last, k->range_first, k->range_last, k->dst_pos);
@@ -383,24 +383,24 @@ static void call_finish(struct call *k, CURLcode rc)
 	if (rc != CURLE_OK && k->overflow) {
 		if (k->ranged && k->status == 200)
 			call_fail(
-				k, CALL_FAILED, "s3_bad_response",
+				k, CALL_FAILED, ERR_S3_BAD_RESPONSE,
 				"the server ignored the Range header (answered 200 with the whole "
 				"object)");
 		else
-			call_fail(k, CALL_FAILED, "s3_bad_response",
+			call_fail(k, CALL_FAILED, ERR_S3_BAD_RESPONSE,
 				  "the answer is larger than the %s asked for",
 				  k->ranged ? "range" : "client accepts");
 		return;
 	}
 	if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE) {
-		call_fail(k, CALL_FAILED, "s3_config",
+		call_fail(k, CALL_FAILED, ERR_S3_CONFIG,
 			  "%s: %s (is AWS_CA_BUNDLE the endpoint's certificate authority?)", k->op,
 			  k->errbuf[0] ? k->errbuf : curl_easy_strerror(rc));
 		return;
 	}
 	if (rc != CURLE_OK) {
 		call_fail(k, retryable_curl_error(rc) ? CALL_RETRY : CALL_FAILED,
-			  retryable_curl_error(rc) ? "s3_unavailable" : "s3_error", "%s: %s", k->op,
+			  retryable_curl_error(rc) ? ERR_S3_UNAVAILABLE : ERR_S3_ERROR, "%s: %s", k->op,
 			  k->errbuf[0] ? k->errbuf : curl_easy_strerror(rc));
 		return;
 	}
@@ -548,7 +548,7 @@ int s3_perform(struct s3_client *c, struct call **calls, size_t n, struct err *e
 		if (retry == 0)
 			break;
 		if (attempt >= c->max_attempts) {
-			err_set(e, "s3_unavailable", "%s; gave up after %u attempts",
+			err_set(e, ERR_S3_UNAVAILABLE, "%s; gave up after %u attempts",
 				last_retry->err.msg, attempt);
 			goto out;
 		}

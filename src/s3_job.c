@@ -29,7 +29,7 @@ static int settings_from_json(const json_t *s3, struct s3_settings *out, struct 
 
 	memset(out, 0, sizeof(*out));
 	if (!json_is_object(s3))
-		return job_error_set(je, "options.s3", "invalid_field",
+		return job_error_set(je, "options.s3", ERR_INVALID_FIELD,
 				     "options.s3 must be an object");
 	json_object_foreach((json_t *)s3, name, v) {
 		for (i = 0; i < NFIELDS && strcmp(name, fields[i]) != 0; i++)
@@ -37,7 +37,7 @@ static int settings_from_json(const json_t *s3, struct s3_settings *out, struct 
 		snprintf(field, sizeof(field), "options.s3.%.100s", name);
 		if (i == NFIELDS)
 			return job_error_set(
-				je, field, "unknown_field",
+				je, field, ERR_UNKNOWN_FIELD,
 				"unknown field '%s' (options.s3 takes endpoint_url, region "
 				"and addressing_style; credentials come from the service's "
 				"environment)",
@@ -45,7 +45,7 @@ static int settings_from_json(const json_t *s3, struct s3_settings *out, struct 
 		if (json_is_null(v))
 			continue;
 		if (!json_is_string(v))
-			return job_error_set(je, field, "invalid_field", "%s must be a string",
+			return job_error_set(je, field, ERR_INVALID_FIELD, "%s must be a string",
 					     field);
 		*slot[i] = json_string_value(v);
 	}
@@ -70,7 +70,7 @@ static int check_endpoint(const char *url, const struct job_policy *p, struct jo
 	free(want);
 	if (!found)
 		return job_error_set(
-			je, "options.s3.endpoint_url", "forbidden_s3_endpoint",
+			je, "options.s3.endpoint_url", ERR_FORBIDDEN_S3_ENDPOINT,
 			"endpoint %s is not one the service allows (--allow-s3-endpoint)", url);
 	return 0;
 }

@@ -38,7 +38,7 @@ static int parse_style(const char *text, enum style *out, struct err *e)
 	else if (strcmp(text, "virtual") == 0)
 		*out = STYLE_VIRTUAL;
 	else
-		return err_set(e, "s3_config", "addressing style '%s' is not path, virtual or auto",
+		return err_set(e, ERR_S3_CONFIG, "addressing style '%s' is not path, virtual or auto",
 			       text);
 	return 0;
 }
@@ -48,10 +48,10 @@ static int check_region(const char *region, struct err *e)
 	const char *p;
 
 	if (strlen(region) > 64)
-		return err_set(e, "s3_config", "the region name is longer than 64 characters");
+		return err_set(e, ERR_S3_CONFIG, "the region name is longer than 64 characters");
 	for (p = region; *p; p++)
 		if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && *p != '-')
-			return err_set(e, "s3_config", "region '%s' is not a region name", region);
+			return err_set(e, ERR_S3_CONFIG, "region '%s' is not a region name", region);
 	return 0;
 }
 
@@ -74,7 +74,7 @@ static int endpoint_parse(const char *url, struct endpoint *out, struct err *e)
 
 	out->authority = NULL;
 	if (strchr(url, '@')) /* never echo credentials put in a URL */
-		return err_set(e, "s3_config", "the endpoint URL must not hold user information");
+		return err_set(e, ERR_S3_CONFIG, "the endpoint URL must not hold user information");
 	if (strncasecmp(url, "https://", 8) == 0) {
 		out->https = true;
 		scheme_len = 8;
@@ -82,7 +82,7 @@ static int endpoint_parse(const char *url, struct endpoint *out, struct err *e)
 		out->https = false;
 		scheme_len = 7;
 	} else {
-		return err_set(e, "s3_config",
+		return err_set(e, ERR_S3_CONFIG,
 			       "endpoint '%.200s' is not an http:// or https:// URL", url);
 	}
 	host = url + scheme_len;
@@ -130,7 +130,7 @@ static int endpoint_parse(const char *url, struct endpoint *out, struct err *e)
 		*q = (char)tolower((unsigned char)*q);
 	return 0;
 bad:
-	return err_set(e, "s3_config",
+	return err_set(e, ERR_S3_CONFIG,
 		       "endpoint '%.200s' is not scheme://host[:port] (no user, path or query)",
 		       url);
 }
@@ -157,7 +157,7 @@ int s3_settings_check(const struct s3_settings *s, struct err *e)
 		return 0;
 	if (is_set(s->endpoint_url)) {
 		if (strlen(s->endpoint_url) >= SETTING_MAX)
-			return err_set(e, "s3_config", "the endpoint URL is too long");
+			return err_set(e, ERR_S3_CONFIG, "the endpoint URL is too long");
 		if (endpoint_parse(s->endpoint_url, &ep, e))
 			return -1;
 		free(ep.authority);
@@ -304,17 +304,17 @@ int s3_location_parse(const char *location, char **bucket, char **prefix, struct
 
 	*bucket = *prefix = NULL;
 	if (!location || strncmp(location, "s3://", 5) != 0)
-		return err_set(e, "invalid_location", "%s: not an s3:// location",
+		return err_set(e, ERR_INVALID_LOCATION, "%s: not an s3:// location",
 			       location ? location : "(null)");
 	b = location + 5;
 	slash = strchr(b, '/');
 	blen = slash ? (size_t)(slash - b) : strlen(b);
 	if (!valid_bucket(b, blen))
-		return err_set(e, "invalid_location", "%s: '%.*s' is not a bucket name", location,
+		return err_set(e, ERR_INVALID_LOCATION, "%s: '%.*s' is not a bucket name", location,
 			       (int)blen, b);
 	if (slash && !valid_prefix(slash + 1))
 		return err_set(
-			e, "invalid_location",
+			e, ERR_INVALID_LOCATION,
 			"%s: the prefix has an empty, '.' or '..' segment or a control character",
 			location);
 	*bucket = xmalloc(blen + 1);

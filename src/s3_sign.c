@@ -121,7 +121,7 @@ int s3_sign_request(struct s3_client *c, const char *method, const char *bucket,
 	aws_credentials_release(credentials);
 	if (!out->authorization) {
 		s3_target_fini(&t);
-		return err_set(e, "internal_error", "signing the request failed");
+		return err_set(e, ERR_INTERNAL_ERROR, "signing the request failed");
 	}
 	out->url = t.url;
 	out->host = t.host;

@@ -158,11 +158,11 @@ int s3_list_answer_parse(const char *body, size_t len, const char *where, struct
 	*truncated = false;
 	*next_token = NULL;
 	if (!xml_walk(body, len, list_field, &page) || !page.is_listing) {
-		err_set(e, "s3_bad_response", "%s: the listing is not a ListBucketResult", where);
+		err_set(e, ERR_S3_BAD_RESPONSE, "%s: the listing is not a ListBucketResult", where);
 		goto out;
 	}
 	if (page.truncated && !page.next_token) {
-		err_set(e, "s3_bad_response", "%s: a truncated listing has no continuation token",
+		err_set(e, ERR_S3_BAD_RESPONSE, "%s: a truncated listing has no continuation token",
 			where);
 		goto out;
 	}
@@ -217,7 +217,7 @@ int s3_create_multipart_answer_parse(const char *body, size_t len, const char *w
 	*upload_id = NULL;
 	if (!xml_walk(body, len, single_field, &f) || !f.value || !*f.value) {
 		free(f.value);
-		return err_set(e, "s3_bad_response",
+		return err_set(e, ERR_S3_BAD_RESPONSE,
 			       "%s: CreateMultipartUpload answered no UploadId", where);
 	}
 	*upload_id = f.value;
@@ -232,7 +232,7 @@ int s3_complete_multipart_answer_parse(const char *body, size_t len, const char 
 
 	/* S3 may answer 200 and report a failure in the body. */
 	if (!xml_walk(body, len, single_field, &f) || f.error.is_error)
-		rc = err_set(e, f.error.is_error ? "s3_error" : "s3_bad_response",
+		rc = err_set(e, f.error.is_error ? ERR_S3_ERROR : ERR_S3_BAD_RESPONSE,
 			     "%s: CompleteMultipartUpload failed: %s (%s)", where,
 			     f.error.code[0] ? f.error.code : "malformed answer",
 			     f.error.message[0] ? f.error.message : "no message");

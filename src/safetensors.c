@@ -42,16 +42,16 @@ int st_prefix_parse(const char *path, const unsigned char prefix[ST_PREFIX_LEN],
 	uint64_t n;
 
 	if (file_size < ST_PREFIX_LEN)
-		return err_set(e, "file_truncated",
+		return err_set(e, ERR_FILE_TRUNCATED,
 			       "%s: file is %" PRIu64 " bytes, too short for the 8-byte header size",
 			       path, file_size);
 	n = le64(prefix);
 	if (n > ST_MAX_HEADER_LEN)
-		return err_set(e, "header_too_large",
+		return err_set(e, ERR_HEADER_TOO_LARGE,
 			       "%s: header size %" PRIu64 " is over the limit of %llu bytes", path, n,
 			       (unsigned long long)ST_MAX_HEADER_LEN);
 	if (n > file_size - ST_PREFIX_LEN)
-		return err_set(e, "header_out_of_bounds",
+		return err_set(e, ERR_HEADER_OUT_OF_BOUNDS,
 			       "%s: header size %" PRIu64 " exceeds the file size %" PRIu64, path, n,
 			       file_size);
 	*header_len = n;
@@ -75,10 +75,10 @@ void st_header_fini(struct st_header *h)
 	memset(h, 0, sizeof(*h));
 }
 
-static int tensor_error(struct err *e, const char *name, const char *code, const char *fmt, ...)
+static int tensor_error(struct err *e, const char *name, enum err_code code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
-static int tensor_error(struct err *e, const char *name, const char *code, const char *fmt, ...)
+static int tensor_error(struct err *e, const char *name, enum err_code code, const char *fmt, ...)
 {
 	char msg[ERR_MSG_MAX];
 	va_list ap;
@@ -111,11 +111,11 @@ static int parse_dtype(const char *path, const char *name, const json_t *entry,
 	const json_t *v = json_object_get(entry, "dtype");
 
 	if (!json_is_string(v))
-		return tensor_error(e, name, "unknown_dtype", "%s: tensor '%s' has no dtype string",
+		return tensor_error(e, name, ERR_UNKNOWN_DTYPE, "%s: tensor '%s' has no dtype string",
 				    path, name);
 	t->dtype = dtype_from_name(json_string_value(v));
 	if (t->dtype == DTYPE_INVALID)
-		return tensor_error(e, name, "unknown_dtype", "%s: tensor '%s' has unknown dtype '%s'",
+		return tensor_error(e, name, ERR_UNKNOWN_DTYPE, "%s: tensor '%s' has unknown dtype '%s'",
 				    path, name, json_string_value(v));
 	return 0;
 }
@@ -127,16 +127,16 @@ static int parse_shape(const char *path, const char *name, const json_t *entry,
 	size_t i;
 
 	if (!json_is_array(shape))
-		return tensor_error(e, name, "invalid_shape", "%s: tensor '%s' has no shape list",
+		return tensor_error(e, name, ERR_INVALID_SHAPE, "%s: tensor '%s' has no shape list",
 				    path, name);
 	if (json_array_size(shape) > ST_MAX_DIMS)
-		return tensor_error(e, name, "invalid_shape",
+		return tensor_error(e, name, ERR_INVALID_SHAPE,
 				    "%s: tensor '%s' has %zu dimensions, more than %d", path, name,
 				    json_array_size(shape), ST_MAX_DIMS);
 	t->ndim = (int)json_array_size(shape);
 	for (i = 0; i < json_array_size(shape); i++)
 		if (!json_to_u64(json_array_get(shape, i), &t->shape[i]))
-			return tensor_error(e, name, "invalid_shape",
+			return tensor_error(e, name, ERR_INVALID_SHAPE,
 					    "%s: tensor '%s' has a shape dimension that is not a "
 					    "non-negative integer (dimension %zu)",
 					    path, name, i);
@@ -151,12 +151,12 @@ static int parse_offsets(const char *path, const char *name, const json_t *entry
 	if (!json_is_array(off) || json_array_size(off) != 2 ||
 	    !json_to_u64(json_array_get(off, 0), &t->begin) ||
 	    !json_to_u64(json_array_get(off, 1), &t->end))
-		return tensor_error(e, name, "invalid_offsets",
+		return tensor_error(e, name, ERR_INVALID_OFFSETS,
 				    "%s: tensor '%s' data_offsets is not [begin, end] of two "
 				    "non-negative integers",
 				    path, name);
 	if (t->begin > t->end)
-		return tensor_error(e, name, "invalid_offsets",
+		return tensor_error(e, name, ERR_INVALID_OFFSETS,
 				    "%s: tensor '%s' data_offsets [%" PRIu64 ", %" PRIu64
 				    "] end before begin",
 				    path, name, t->begin, t->end);
@@ -174,30 +174,30 @@ static int check_size(const char *path, const char *name, const struct st_tensor
 
 	for (i = 0; i < t->ndim; i++)
 		if (!u64_mul(nelems, t->shape[i], &nelems))
-			return tensor_error(e, name, "offsets_mismatch",
+			return tensor_error(e, name, ERR_OFFSETS_MISMATCH,
 					    "%s: tensor '%s' shape x dtype size overflows 64 bits",
 					    path, name);
 	if (!dtype_bytes(t->dtype, nelems, &expect)) {
 		if (nelems <= UINT64_MAX / dtype_bits(t->dtype))
-			return tensor_error(e, name, "invalid_tensor",
+			return tensor_error(e, name, ERR_INVALID_TENSOR,
 					    "%s: tensor '%s' holds %" PRIu64
 					    " elements of %s (%u bits "
 					    "each), %" PRIu64 " bits, not a whole number of bytes",
 					    path, name, nelems, dtype_name(t->dtype),
 					    dtype_bits(t->dtype), nelems * dtype_bits(t->dtype));
-		return tensor_error(e, name, "offsets_mismatch",
+		return tensor_error(e, name, ERR_OFFSETS_MISMATCH,
 				    "%s: tensor '%s' shape x dtype size overflows 64 bits", path,
 				    name);
 	}
 	if (t->end - t->begin != expect)
-		return tensor_error(e, name, "offsets_mismatch",
+		return tensor_error(e, name, ERR_OFFSETS_MISMATCH,
 				    "%s: tensor '%s' data_offsets [%" PRIu64 ", %" PRIu64
 				    "] span %" PRIu64 " bytes but shape x %s size is %" PRIu64
 				    " bytes",
 				    path, name, t->begin, t->end, t->end - t->begin,
 				    dtype_name(t->dtype), expect);
 	if (t->end > data_size)
-		return tensor_error(e, name, "offsets_out_of_bounds",
+		return tensor_error(e, name, ERR_OFFSETS_OUT_OF_BOUNDS,
 				    "%s: tensor '%s' data_offsets end %" PRIu64
 				    " lies past the data area of %" PRIu64 " bytes",
 				    path, name, t->end, data_size);
@@ -208,7 +208,7 @@ static int parse_tensor(const char *path, const char *name, const json_t *entry,
 			uint64_t data_size, struct st_tensor *t, struct err *e)
 {
 	if (!json_is_object(entry))
-		return tensor_error(e, name, "invalid_shape",
+		return tensor_error(e, name, ERR_INVALID_SHAPE,
 				    "%s: tensor '%s' is not an object with dtype, shape and data_offsets",
 				    path, name);
 	if (parse_dtype(path, name, entry, t, e) || parse_shape(path, name, entry, t, e) ||
@@ -224,10 +224,10 @@ static int parse_metadata(const char *path, const json_t *meta, struct err *e)
 	json_t *v;
 
 	if (!json_is_object(meta))
-		return err_set(e, "invalid_metadata", "%s: __metadata__ is not an object", path);
+		return err_set(e, ERR_INVALID_METADATA, "%s: __metadata__ is not an object", path);
 	json_object_foreach((json_t *)meta, key, v)
 		if (!json_is_string(v))
-			return err_set(e, "invalid_metadata",
+			return err_set(e, ERR_INVALID_METADATA,
 				       "%s: __metadata__ key '%s' does not map to a string", path, key);
 	return 0;
 }
@@ -255,13 +255,13 @@ static int check_coverage(const char *path, const struct st_header *h, uint64_t 
 		const struct st_tensor *t = &h->tensors[i];
 
 		if (t->begin < covered)
-			return tensor_error(e, t->name, "overlapping_tensors",
+			return tensor_error(e, t->name, ERR_OVERLAPPING_TENSORS,
 					    "%s: tensor '%s' [%" PRIu64 ", %" PRIu64
 					    ") overlaps tensor '%s' [%" PRIu64 ", %" PRIu64 ")",
 					    path, t->name, t->begin, t->end, last->name, last->begin,
 					    last->end);
 		if (t->begin > covered)
-			return tensor_error(e, t->name, "data_hole",
+			return tensor_error(e, t->name, ERR_DATA_HOLE,
 					    "%s: bytes [%" PRIu64 ", %" PRIu64
 					    ") of the data area before tensor '%s' belong to no tensor",
 					    path, covered, t->begin, t->name);
@@ -271,7 +271,7 @@ static int check_coverage(const char *path, const struct st_header *h, uint64_t 
 		}
 	}
 	if (covered < data_size)
-		return err_set(e, "trailing_bytes",
+		return err_set(e, ERR_TRAILING_BYTES,
 			       "%s: the file continues %" PRIu64 " bytes past the end of its data "
 			       "(the tensors end at byte %" PRIu64 " of the %" PRIu64
 			       " bytes after the header)",
@@ -288,12 +288,12 @@ static int duplicate_key_error(const char *path, const char *text, struct err *e
 	int len;
 
 	if (!start || end < start + 7)
-		return err_set(e, "duplicate_tensor", "%s: header has a duplicate key (%s)", path,
+		return err_set(e, ERR_DUPLICATE_TENSOR, "%s: header has a duplicate key (%s)", path,
 			       text);
 	start += 7;
 	len = (int)(end - start) - 1;
 	snprintf(name, sizeof(name), "%.*s", len < 0 ? 0 : len, start);
-	return tensor_error(e, name, "duplicate_tensor", "%s: tensor '%s' appears twice in the header",
+	return tensor_error(e, name, ERR_DUPLICATE_TENSOR, "%s: tensor '%s' appears twice in the header",
 			    path, name);
 }
 
@@ -303,19 +303,19 @@ static int load_json(const char *path, const char *json, size_t len, json_t **ou
 	json_t *root;
 
 	if (len == 0 || json[0] != '{')
-		return err_set(e, "header_not_object",
+		return err_set(e, ERR_HEADER_NOT_OBJECT,
 			       "%s: header is not a JSON object (it must start with '{')", path);
 	root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root) {
 		if (json_error_code(&jerr) == json_error_duplicate_key)
 			return duplicate_key_error(path, jerr.text, e);
-		return err_set(e, "header_invalid_json",
+		return err_set(e, ERR_HEADER_INVALID_JSON,
 			       "%s: header is not valid JSON: %s at byte %d", path, jerr.text,
 			       jerr.position);
 	}
 	if (!json_is_object(root)) {
 		json_decref(root);
-		return err_set(e, "header_not_object", "%s: header is not a JSON object", path);
+		return err_set(e, ERR_HEADER_NOT_OBJECT, "%s: header is not a JSON object", path);
 	}
 	*out = root;
 	return 0;
@@ -331,7 +331,7 @@ int st_header_parse(const char *path, const char *json, size_t len, uint64_t hea
 	int rc = -1;
 
 	if (header_len > file_size || file_size - header_len < ST_PREFIX_LEN)
-		return err_set(e, "header_out_of_bounds",
+		return err_set(e, ERR_HEADER_OUT_OF_BOUNDS,
 			       "%s: header size %" PRIu64 " exceeds the file size %" PRIu64, path,
 			       header_len, file_size);
 	data_size = file_size - ST_PREFIX_LEN - header_len;
@@ -401,14 +401,14 @@ static int build_object(const struct st_tensor *tensors, size_t n, json_t **out,
 
 		if (tensor_size(t, &size) || !u64_add(offset, size, &end) || end > INT64_MAX) {
 			json_decref(root);
-			return tensor_error(e, t->name, "plan_invalid",
+			return tensor_error(e, t->name, ERR_PLAN_INVALID,
 					    "tensor '%s' has an invalid dtype or rank, or its size "
 					    "overflows",
 					    t->name);
 		}
 		if (strcmp(t->name, METADATA_KEY) == 0 || json_object_get(root, t->name)) {
 			json_decref(root);
-			return tensor_error(e, t->name, "duplicate_tensor",
+			return tensor_error(e, t->name, ERR_DUPLICATE_TENSOR,
 					    "tensor '%s' is listed twice in one file", t->name);
 		}
 		json_object_set_new(root, t->name, tensor_json(t, offset, end));
@@ -430,7 +430,7 @@ int st_header_build(const struct st_tensor *tensors, size_t n, char **out, size_
 	text = json_dumps(root, JSON_PRESERVE_ORDER | JSON_COMPACT);
 	json_decref(root);
 	if (!text)
-		return err_set(e, "internal_error", "cannot encode a safetensors header");
+		return err_set(e, ERR_INTERNAL_ERROR, "cannot encode a safetensors header");
 	len = strlen(text);
 	padded = (ST_PREFIX_LEN + len + 7) / 8 * 8 - ST_PREFIX_LEN;
 	buf = xmalloc(ST_PREFIX_LEN + padded);

@@ -87,10 +87,10 @@ int store_open_config(const char *location, const struct store_config *cfg, stru
 
 	*out = NULL;
 	if (!location || !*location)
-		return err_set(e, "invalid_location", "the location is empty");
+		return err_set(e, ERR_INVALID_LOCATION, "the location is empty");
 	b = backend_of(location);
 	if (!b->open)
-		return err_set(e, "invalid_location", "%s: %s:// locations are not supported by this build",
+		return err_set(e, ERR_INVALID_LOCATION, "%s: %s:// locations are not supported by this build",
 			       location, b->scheme);
 	return b->open(location, cfg ? cfg : &none, out, e);
 }
@@ -148,7 +148,7 @@ static int stat_by_listing(struct store *s, const char *name, struct store_entry
 	}
 	store_entries_free(entries, n);
 	if (rc)
-		err_set(e, "source_not_found", "%s/%s: no such file", s->location, name);
+		err_set(e, ERR_SOURCE_NOT_FOUND, "%s/%s: no such file", s->location, name);
 	return rc;
 }
 
@@ -175,9 +175,9 @@ int store_read_file(struct store *s, const char *name, size_t max, char **out, s
 	if (store_stat(s, name, &st, e))
 		return -1;
 	if (st.kind != STORE_FILE)
-		return err_set(e, "source_unreadable", "%s/%s: not a regular file", s->location, name);
+		return err_set(e, ERR_SOURCE_UNREADABLE, "%s/%s: not a regular file", s->location, name);
 	if (st.size > max)
-		return err_set(e, "source_unreadable",
+		return err_set(e, ERR_SOURCE_UNREADABLE,
 			       "%s/%s: %" PRIu64 " bytes is more than the %zu this file may have",
 			       s->location, name, st.size, max);
 	buf = xmalloc((size_t)st.size + 1);
@@ -220,7 +220,7 @@ int store_writer_write(struct store_writer *w, uint64_t off, const void *buf, si
 	uint64_t end;
 
 	if (!u64_add(off, len, &end) || end > w->size)
-		return err_set(e, "plan_invalid",
+		return err_set(e, ERR_PLAN_INVALID,
 			       "%s: write of %zu bytes at offset %" PRIu64 " is past its size %" PRIu64,
 			       w->name, len, off, w->size);
 	return w->store->backend->writer_write(w, off, buf, len, e);
@@ -264,7 +264,7 @@ int store_free_space(struct store *s, uint64_t *out, struct err *e)
 
 int store_outside_error(const struct store *s, const char *name, struct err *e)
 {
-	return err_set(e, "forbidden_path", "%s/%s resolves outside the allowed roots", s->location,
+	return err_set(e, ERR_FORBIDDEN_PATH, "%s/%s resolves outside the allowed roots", s->location,
 		       name);
 }
 

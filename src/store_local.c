@@ -88,7 +88,7 @@ int store_local_confine(const struct strvec *dirs, struct err *e)
 		int fd = open(dirs->items[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
 
 		if (fd < 0) {
-			err_set_errno(e, "usage_error", errno, "allowed root %s", dirs->items[i]);
+			err_set_errno(e, ERR_USAGE_ERROR, errno, "allowed root %s", dirs->items[i]);
 			roots_free();
 			return -1;
 		}
@@ -327,7 +327,7 @@ static int local_open(const char *location, const struct store_config *cfg, stru
 
 	(void)cfg; /* nothing of it applies to local files */
 	if (len == 0)
-		return err_set(e, "invalid_location", "the location is empty");
+		return err_set(e, ERR_INVALID_LOCATION, "the location is empty");
 	s = xcalloc(1, sizeof(*s));
 	s->base.backend = &store_local_backend;
 	s->base.location = xstrdup(location);
@@ -337,7 +337,7 @@ static int local_open(const char *location, const struct store_config *cfg, stru
 	if (confined) {
 		s->root = root_of(s->base.location);
 		if (!s->root) {
-			err_set(e, "forbidden_path", "%s is outside the allowed roots", location);
+			err_set(e, ERR_FORBIDDEN_PATH, "%s is outside the allowed roots", location);
 			free(s->base.location);
 			free(s);
 			return -1;
@@ -377,28 +377,28 @@ static enum store_entry_kind kind_of(mode_t mode)
 static int open_error(const char *path, int errnum, struct err *e)
 {
 	if (errnum == ENOENT)
-		return err_set(e, "source_not_found", "%s: no such file or directory", path);
+		return err_set(e, ERR_SOURCE_NOT_FOUND, "%s: no such file or directory", path);
 	if (errnum == EXDEV)
-		return err_set(e, "forbidden_path", "%s resolves outside the allowed roots", path);
-	return err_set_errno(e, "source_unreadable", errnum, "%s", path);
+		return err_set(e, ERR_FORBIDDEN_PATH, "%s resolves outside the allowed roots", path);
+	return err_set_errno(e, ERR_SOURCE_UNREADABLE, errnum, "%s", path);
 }
 
 static int write_error(const char *path, int errnum, struct err *e)
 {
 	if (errnum == ENOSPC || errnum == EDQUOT)
-		return err_set_errno(e, "insufficient_space", errnum, "%s", path);
+		return err_set_errno(e, ERR_INSUFFICIENT_SPACE, errnum, "%s", path);
 	if (errnum == EXDEV)
-		return err_set(e, "forbidden_path", "%s resolves outside the allowed roots", path);
+		return err_set(e, ERR_FORBIDDEN_PATH, "%s resolves outside the allowed roots", path);
 	if (errnum == EACCES || errnum == EROFS || errnum == EPERM || errnum == ENOTDIR)
-		return err_set_errno(e, "destination_not_writable", errnum, "%s", path);
-	return err_set_errno(e, "io_error", errnum, "%s", path);
+		return err_set_errno(e, ERR_DESTINATION_NOT_WRITABLE, errnum, "%s", path);
+	return err_set_errno(e, ERR_IO_ERROR, errnum, "%s", path);
 }
 
 static int not_writable(const char *path, int errnum, struct err *e)
 {
 	if (errnum == EXDEV)
-		return err_set(e, "forbidden_path", "%s resolves outside the allowed roots", path);
-	return err_set_errno(e, "destination_not_writable", errnum, "%s: cannot create or write",
+		return err_set(e, ERR_FORBIDDEN_PATH, "%s resolves outside the allowed roots", path);
+	return err_set_errno(e, ERR_DESTINATION_NOT_WRITABLE, errnum, "%s: cannot create or write",
 			     path);
 }
 
@@ -664,10 +664,10 @@ static int local_read(struct store *base, const char *name, uint64_t off, void *
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got < 0)
-			return err_set_errno(e, "io_error", errno, "%s/%s: reading %zu bytes at offset %" PRIu64,
+			return err_set_errno(e, ERR_IO_ERROR, errno, "%s/%s: reading %zu bytes at offset %" PRIu64,
 					     base->location, name, len, off);
 		if (got == 0)
-			return err_set(e, "file_truncated",
+			return err_set(e, ERR_FILE_TRUNCATED,
 				       "%s/%s: file ends at byte %" PRIu64
 				       ", before the %zu bytes at offset %" PRIu64 " it should hold",
 				       base->location, name, off + done, len, off);
@@ -693,9 +693,9 @@ static int local_view(struct store *base, const char *name, uint64_t off, size_t
 	v->file = cached;
 	v->backend = base->backend;
 	if (fstat(fd, &st) != 0)
-		return err_set_errno(e, "io_error", errno, "%s/%s", base->location, name);
+		return err_set_errno(e, ERR_IO_ERROR, errno, "%s/%s", base->location, name);
 	if (off > (uint64_t)st.st_size || len > (uint64_t)st.st_size - off)
-		return err_set(e, "source_truncated",
+		return err_set(e, ERR_SOURCE_TRUNCATED,
 			       "%s/%s: file is %" PRIu64 " bytes, too short for %zu bytes at offset %" PRIu64
 			       " (it shrank while being converted)",
 			       base->location, name, (uint64_t)st.st_size, len, off);
@@ -707,7 +707,7 @@ static int local_view(struct store *base, const char *name, uint64_t off, size_t
 	map = mmap(NULL, v->base_len, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, (off_t)start);
 	if (map == MAP_FAILED) {
 		v->base_len = 0;
-		return err_set_errno(e, "io_error", errno, "%s/%s: mapping %zu bytes at offset %" PRIu64,
+		return err_set_errno(e, ERR_IO_ERROR, errno, "%s/%s: mapping %zu bytes at offset %" PRIu64,
 				     base->location, name, len, off);
 	}
 	madvise(map, v->base_len, MADV_SEQUENTIAL);
@@ -772,7 +772,7 @@ static int open_writer(struct store *base, const char *name, uint64_t size, char
 
 	if (strchr(name, '/') || !*name) {
 		free(tmp_name);
-		return err_set(e, "plan_invalid", "%s: output name '%s' is not a plain file name",
+		return err_set(e, ERR_PLAN_INVALID, "%s: output name '%s' is not a plain file name",
 			       base->location, name);
 	}
 	dirfd = location_fd(local(base), FOR_WRITING, e);
@@ -942,13 +942,13 @@ static int local_free_space(struct store *base, uint64_t *out, struct err *e)
 	if (store_local_free_bytes_hook)
 		return store_local_free_bytes_hook(base->location, out) == 0 ?
 			       0 :
-			       err_set(e, "io_error", "%s: cannot read the free space",
+			       err_set(e, ERR_IO_ERROR, "%s: cannot read the free space",
 				       base->location);
 	dirfd = location_fd(local(base), FOR_WRITING, e);
 	if (dirfd < 0)
 		return -1;
 	if (fstatvfs(dirfd, &vfs) != 0)
-		return err_set_errno(e, "io_error", errno, "%s: cannot read the free space",
+		return err_set_errno(e, ERR_IO_ERROR, errno, "%s: cannot read the free space",
 				     base->location);
 	if (!u64_mul(vfs.f_bavail, vfs.f_frsize, out))
 		*out = UINT64_MAX;
@@ -969,7 +969,7 @@ static int local_location_kind(const char *location, enum store_entry_kind *out,
 	struct stat st;
 
 	if (stat(location, &st) != 0)
-		return err_set_errno(e, errno == ENOENT ? "source_not_found" : "source_unreadable",
+		return err_set_errno(e, errno == ENOENT ? ERR_SOURCE_NOT_FOUND : ERR_SOURCE_UNREADABLE,
 				     errno, "%s", location);
 	*out = S_ISREG(st.st_mode) ? STORE_FILE : S_ISDIR(st.st_mode) ? STORE_DIR : STORE_OTHER;
 	return 0;

@@ -256,7 +256,7 @@ static int s3store_list(struct store *base, struct store_entry **out, size_t *n,
 	if (list_entries(s3s(base), 0, out, n, e))
 		return -1;
 	if (*n == 0)
-		return err_set(e, "source_not_found", "%s: no objects under this prefix",
+		return err_set(e, ERR_SOURCE_NOT_FOUND, "%s: no objects under this prefix",
 			       base->location);
 	return 0;
 }
@@ -356,7 +356,7 @@ static int s3store_writer_open(struct store *base, const char *name, uint64_t si
 	struct s3_writer *w;
 
 	if (strchr(name, '/') || !*name)
-		return err_set(e, "plan_invalid", "%s: output name '%s' is not a plain file name",
+		return err_set(e, ERR_PLAN_INVALID, "%s: output name '%s' is not a plain file name",
 			       base->location, name);
 	w = xcalloc(1, sizeof(*w));
 	pthread_mutex_init(&w->lock, NULL);
@@ -407,7 +407,7 @@ static int write_part(struct s3_writer *w, size_t i, uint64_t off, const unsigne
 	pthread_mutex_lock(&w->lock);
 	if (w->failed || w->parts[i].sent) {
 		pthread_mutex_unlock(&w->lock);
-		return err_set(e, "io_error",
+		return err_set(e, ERR_IO_ERROR,
 			       "%s/%s: write to a part that was already sent or failed",
 			       w->base.store->location, w->base.name);
 	}
@@ -473,7 +473,7 @@ static int commit_multipart(struct s3_writer *w, struct err *e)
 
 	for (i = 0; i < w->nparts; i++) {
 		if (!w->parts[i].etag) {
-			err_set(e, "plan_invalid",
+			err_set(e, ERR_PLAN_INVALID,
 				"%s/%s: part %zu of %zu was never completed (%" PRIu64
 				" of %" PRIu64 " bytes written)",
 				w->base.store->location, w->base.name, i + 1, w->nparts,
@@ -495,7 +495,7 @@ static int s3store_writer_commit(struct store_writer *base, struct err *e)
 	int rc = -1;
 
 	if (w->failed) {
-		err_set(e, "io_error", "%s/%s: a part upload failed", base->store->location,
+		err_set(e, ERR_IO_ERROR, "%s/%s: a part upload failed", base->store->location,
 			base->name);
 		goto out_abort;
 	}
@@ -506,7 +506,7 @@ static int s3store_writer_commit(struct store_writer *base, struct err *e)
 		goto out;
 	}
 	if (w->parts[0].filled != base->size) {
-		err_set(e, "plan_invalid", "%s/%s: %" PRIu64 " of %" PRIu64 " bytes were written",
+		err_set(e, ERR_PLAN_INVALID, "%s/%s: %" PRIu64 " of %" PRIu64 " bytes were written",
 			base->store->location, base->name, w->parts[0].filled, base->size);
 		goto out;
 	}

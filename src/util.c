@@ -44,21 +44,21 @@ int size_parse(const char *text, uint64_t *out, struct err *e)
 	size_t i;
 
 	if (!text || !isdigit((unsigned char)*p))
-		return err_set(e, "invalid_size", "'%s' is not a size (examples: 5GB, 500MiB, 40kb, 123)",
+		return err_set(e, ERR_INVALID_SIZE, "'%s' is not a size (examples: 5GB, 500MiB, 40kb, 123)",
 			       text ? text : "");
 	while (isdigit((unsigned char)*p)) {
 		if (!u64_mul(value, 10, &value) || !u64_add(value, (uint64_t)(*p - '0'), &value))
-			return err_set(e, "invalid_size", "size '%s' is too large", text);
+			return err_set(e, ERR_INVALID_SIZE, "size '%s' is too large", text);
 		p++;
 	}
 	for (i = 0; i < sizeof(size_units) / sizeof(size_units[0]); i++) {
 		if (strcasecmp(p, size_units[i].suffix) == 0) {
 			if (!u64_mul(value, size_units[i].factor, out))
-				return err_set(e, "invalid_size", "size '%s' is too large", text);
+				return err_set(e, ERR_INVALID_SIZE, "size '%s' is too large", text);
 			return 0;
 		}
 	}
-	return err_set(e, "invalid_size",
+	return err_set(e, ERR_INVALID_SIZE,
 		       "'%s' has an unknown unit (use KB, MB, GB, TB or KiB, MiB, GiB, TiB)", text);
 }
 

@@ -23,7 +23,7 @@ static void jobs_refused(const struct api_query_arg *args, size_t n, const char 
 	struct api_jobs_query q;
 
 	ck_assert_int_eq(api_jobs_query_parse(args, n, &q, &je), -1);
-	ck_assert_str_eq(je.err.code, "invalid_field");
+	ck_assert_str_eq(err_name(je.err.code), "invalid_field");
 	ck_assert_str_eq(je.field, field);
 	api_jobs_query_fini(&q);
 }
@@ -34,7 +34,7 @@ static void tensors_refused(const struct api_query_arg *args, size_t n, const ch
 	struct api_tensors_query q;
 
 	ck_assert_int_eq(api_tensors_query_parse(args, n, &q, &je), -1);
-	ck_assert_str_eq(je.err.code, "invalid_field");
+	ck_assert_str_eq(err_name(je.err.code), "invalid_field");
 	ck_assert_str_eq(je.field, field);
 }
 

@@ -162,7 +162,7 @@ static void assert_equals_golden(const char *expected_name, const char *actual)
 	err_clear(&e);
 	memset(&r, 0, sizeof(r));
 	ck_assert_msg(verify_checkpoints(expected, actual, NULL, stderr, 20, &r, &e) == 0, "%s: %s",
-		      e.code, e.msg);
+		      err_name(e.code), e.msg);
 	ck_assert_uint_gt(r.tensors_compared, 0);
 	ck_assert_uint_eq(r.differences, 0);
 	free(expected);
@@ -203,7 +203,7 @@ static int convert(const char *src, const char *dst, const struct convert_option
 	return rc;
 }
 
-#define ASSERT_OK(rc, e) ck_assert_msg((rc) == 0, "%s: %s", (e).code, (e).msg)
+#define ASSERT_OK(rc, e) ck_assert_msg((rc) == 0, "%s: %s", err_name((e).code), (e).msg)
 
 /* A writable copy of a golden checkpoint under the scratch directory. */
 static char *copy_golden(const char *name, const char *as)
@@ -400,7 +400,7 @@ START_TEST(test_progress_and_states)
 	ck_assert_uint_eq(exec_pool_busy(pool), 0);
 	/* A conversion runs once. */
 	ck_assert_int_eq(conversion_run(c, pool, &e), -1);
-	ck_assert_str_eq(e.code, "internal_error");
+	ck_assert_str_eq(err_name(e.code), "internal_error");
 	conversion_free(c);
 	exec_pool_free(pool);
 	free(src);
@@ -481,7 +481,7 @@ START_TEST(test_cancel_mid_run)
 
 	err_clear(&e);
 	ck_assert_int_eq(run_interrupted(src, dst, &it, &e), -1);
-	ck_assert_str_eq(e.code, "cancelled");
+	ck_assert_str_eq(err_name(e.code), "cancelled");
 	ck_assert_str_eq(e.msg, "conversion cancelled");
 	/* It was cancelled while writing, and left nothing at all. */
 	ck_assert_uint_gt(it.seen.bytes_done, 0);
@@ -505,7 +505,7 @@ START_TEST(test_cancel_before_run)
 	ASSERT_OK(conversion_prepare(src, dst, &o, &c, &e), e);
 	conversion_cancel(c);
 	ck_assert_int_eq(conversion_run(c, pool, &e), -1);
-	ck_assert_str_eq(e.code, "cancelled");
+	ck_assert_str_eq(err_name(e.code), "cancelled");
 	ck_assert_uint_eq(count_entries(tmp), 0);
 	conversion_free(c);
 	exec_pool_free(pool);
@@ -524,7 +524,7 @@ START_TEST(test_source_truncated_mid_run)
 	err_clear(&e);
 	it.truncate_dir = src;
 	ck_assert_int_eq(run_interrupted(src, dst, &it, &e), -1);
-	ck_assert_str_eq(e.code, "source_truncated");
+	ck_assert_str_eq(err_name(e.code), "source_truncated");
 	ck_assert_msg(strstr(e.msg, src) && strstr(e.msg, ".safetensors"), "%s", e.msg);
 	ck_assert_str_ne(e.tensor, "");
 	ck_assert_uint_eq(count_entries(dst), 0);
@@ -554,7 +554,7 @@ START_TEST(test_destination_not_empty)
 	stray = test_path(dst, "notes.txt");
 	test_write_file(stray, "keep", 4);
 	ck_assert_int_eq(convert(src, dst, &o, 2, &e), -1);
-	ck_assert_str_eq(e.code, "destination_not_empty");
+	ck_assert_str_eq(err_name(e.code), "destination_not_empty");
 	ck_assert_uint_eq(count_entries(dst), 1);
 	ck_assert(has_entry(dst, "notes.txt"));
 	free(stray);
@@ -578,7 +578,7 @@ START_TEST(test_overwrite_removes_stale_shards)
 	/* Without overwrite the finished checkpoint is refused... */
 	o.max_shard_size = 0;
 	ck_assert_int_eq(convert(src, dst, &o, 2, &e), -1);
-	ck_assert_str_eq(e.code, "destination_not_empty");
+	ck_assert_str_eq(err_name(e.code), "destination_not_empty");
 
 	/* ...with it, the new single file replaces every old shard. */
 	err_clear(&e);
@@ -609,7 +609,7 @@ START_TEST(test_insufficient_space)
 	err_clear(&e);
 	store_local_free_bytes_hook = little_space;
 	ck_assert_int_eq(convert(src, dst, &o, 2, &e), -1);
-	ck_assert_str_eq(e.code, "insufficient_space");
+	ck_assert_str_eq(err_name(e.code), "insufficient_space");
 	ck_assert_msg(strstr(e.msg, "100000") != NULL, "%s", e.msg);
 	ck_assert_uint_eq(count_entries(dst), 0);
 	free(src);
@@ -626,7 +626,7 @@ START_TEST(test_destination_not_writable)
 	err_clear(&e);
 	test_write_file(blocker, "x", 1);
 	ck_assert_int_eq(convert(src, dst, &o, 2, &e), -1);
-	ck_assert_str_eq(e.code, "destination_not_writable");
+	ck_assert_str_eq(err_name(e.code), "destination_not_writable");
 	ck_assert_uint_eq(count_entries(tmp), 1);
 	free(src);
 	free(blocker);
@@ -645,11 +645,11 @@ START_TEST(test_destination_is_source)
 	err_clear(&e);
 	o.overwrite = true;
 	ck_assert_int_eq(conversion_prepare(src, src, &o, &c, &e), -1);
-	ck_assert_str_eq(e.code, "invalid_option");
+	ck_assert_str_eq(err_name(e.code), "invalid_option");
 	ck_assert_ptr_null(c);
 	err_clear(&e);
 	ck_assert_int_eq(conversion_prepare(file, src, &o, &c, &e), -1);
-	ck_assert_str_eq(e.code, "invalid_option");
+	ck_assert_str_eq(err_name(e.code), "invalid_option");
 	ck_assert_uint_eq(count_entries(src), 7);
 	free(file);
 	free(src);
@@ -667,7 +667,7 @@ static void check_prepare_fails(const char *src_name, const struct convert_optio
 
 	err_clear(&e);
 	ck_assert_int_eq(conversion_prepare(src, dst, o, &c, &e), -1);
-	ck_assert_str_eq(e.code, code);
+	ck_assert_str_eq(err_name(e.code), code);
 	ck_assert_ptr_null(c);
 	ck_assert_uint_eq(count_entries(tmp), 0);
 	free(src);
@@ -707,7 +707,7 @@ START_TEST(test_already_in_layout)
 
 	err_clear(&e);
 	ck_assert_int_eq(conversion_prepare(src, dst, &o, &c, &e), -1);
-	ck_assert_str_eq(e.code, "already_in_layout");
+	ck_assert_str_eq(err_name(e.code), "already_in_layout");
 	snprintf(expect, sizeof(expect), "%s is already in native layout", src);
 	ck_assert_str_eq(e.msg, expect);
 	o = options(LAYOUT_HF);
@@ -715,7 +715,7 @@ START_TEST(test_already_in_layout)
 	src = golden("hf");
 	err_clear(&e);
 	ck_assert_int_eq(conversion_prepare(src, dst, &o, &c, &e), -1);
-	ck_assert_str_eq(e.code, "already_in_layout");
+	ck_assert_str_eq(err_name(e.code), "already_in_layout");
 	free(src);
 	free(dst);
 }
@@ -730,7 +730,7 @@ START_TEST(test_source_missing)
 
 	err_clear(&e);
 	ck_assert_int_eq(conversion_prepare(src, dst, &o, &c, &e), -1);
-	ck_assert_str_eq(e.code, "source_not_found");
+	ck_assert_str_eq(err_name(e.code), "source_not_found");
 	free(src);
 	free(dst);
 }
@@ -799,7 +799,7 @@ static void assert_same_tensors(const char *expected, const char *actual)
 	err_clear(&e);
 	memset(&r, 0, sizeof(r));
 	ck_assert_msg(verify_checkpoints(expected, actual, NULL, stderr, 20, &r, &e) == 0, "%s: %s",
-		      e.code, e.msg);
+		      err_name(e.code), e.msg);
 	ck_assert_uint_gt(r.tensors_compared, 0);
 	ck_assert_uint_eq(r.differences, 0);
 }
@@ -1117,7 +1117,7 @@ START_TEST(test_suspend_and_resume)
 	ck_assert_uint_eq(open_descriptors(), before);
 	/* A suspended conversion does not run before it is resumed. */
 	ck_assert_int_eq(conversion_run(c, pool, &e), -1);
-	ck_assert_str_eq(e.code, "internal_error");
+	ck_assert_str_eq(err_name(e.code), "internal_error");
 	ck_assert(!has_entry(tmp, "out"));
 
 	/* A file added: the source changed; removed again: it is as planned. */
@@ -1131,7 +1131,7 @@ START_TEST(test_suspend_and_resume)
 	 * before is run, without reading the headers again. */
 	overwrite_header(src, "model-00002-of-00005.safetensors");
 	ck_assert_int_eq(ckpt_open(src, CKPT_REQUIRE_CONFIG, &fresh, &e), -1);
-	ck_assert_str_eq(e.code, "header_not_object");
+	ck_assert_str_eq(err_name(e.code), "header_not_object");
 	err_clear(&e);
 	ck_assert_int_eq(conversion_resume(c, &e), 0);
 	ASSERT_OK(conversion_run(c, pool, &e), e);
@@ -1156,7 +1156,7 @@ START_TEST(test_resume_source_gone)
 	ASSERT_OK(conversion_suspend(c, &e), e);
 	ck_assert_int_eq(rename(src, moved), 0);
 	ck_assert_int_eq(conversion_resume(c, &e), -1);
-	ck_assert_str_eq(e.code, "source_not_found");
+	ck_assert_str_eq(err_name(e.code), "source_not_found");
 	conversion_free(c);
 	free(moved);
 	free(src);

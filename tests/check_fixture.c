@@ -54,7 +54,7 @@ static char *make_fixture(const char *name, const struct fixture_options *o)
 	char *dir = test_path(tmp, name);
 	struct err e = {0};
 
-	ck_assert_msg(fixture_write(dir, o, &e) == 0, "fixture_write: %s: %s", e.code, e.msg);
+	ck_assert_msg(fixture_write(dir, o, &e) == 0, "fixture_write: %s: %s", err_name(e.code), e.msg);
 	return dir;
 }
 
@@ -63,7 +63,7 @@ static struct ckpt *open_ckpt(const char *dir)
 	struct ckpt *c = NULL;
 	struct err e = {0};
 
-	ck_assert_msg(ckpt_open(dir, CKPT_REQUIRE_CONFIG, &c, &e) == 0, "%s: %s: %s", dir, e.code,
+	ck_assert_msg(ckpt_open(dir, CKPT_REQUIRE_CONFIG, &c, &e) == 0, "%s: %s: %s", dir, err_name(e.code),
 		      e.msg);
 	return c;
 }
@@ -373,7 +373,7 @@ START_TEST(refuses_existing_checkpoint)
 
 	o.seed = 9;
 	ck_assert_int_eq(fixture_write(dir, &o, &e), -1);
-	ck_assert_str_eq(e.code, "destination_not_empty");
+	ck_assert_str_eq(err_name(e.code), "destination_not_empty");
 	after = list_dir(dir);
 	ck_assert_str_eq(before, after);
 	/* unrelated files are fine */
@@ -399,16 +399,16 @@ START_TEST(bad_destination_and_options)
 
 	test_write_file(file, "x", 1);
 	ck_assert_int_eq(fixture_write(below, &o, &e), -1);
-	ck_assert_str_eq(e.code, "destination_not_writable");
+	ck_assert_str_eq(err_name(e.code), "destination_not_writable");
 	err_clear(&e);
 	o.dtype = DTYPE_F16;
 	ck_assert_int_eq(fixture_write(tmp, &o, &e), -1);
-	ck_assert_str_eq(e.code, "invalid_option");
+	ck_assert_str_eq(err_name(e.code), "invalid_option");
 	err_clear(&e);
 	o.dtype = DTYPE_BF16;
 	o.preset = (enum fixture_preset)7;
 	ck_assert_int_eq(fixture_write(tmp, &o, &e), -1);
-	ck_assert_str_eq(e.code, "invalid_option");
+	ck_assert_str_eq(err_name(e.code), "invalid_option");
 	free(file);
 	free(below);
 }
@@ -433,7 +433,7 @@ START_TEST(insufficient_space_writes_nothing)
 	rc = fixture_write(dir, &o, &e);
 	store_local_free_bytes_hook = NULL;
 	ck_assert_int_eq(rc, -1);
-	ck_assert_str_eq(e.code, "insufficient_space");
+	ck_assert_str_eq(err_name(e.code), "insufficient_space");
 	ck_assert_ptr_nonnull(strstr(e.msg, "needs"));
 	listing = list_dir(dir);
 	ck_assert_str_eq(listing, "");
@@ -622,7 +622,7 @@ START_TEST(ling_1t_published)
 	rc = fixture_write(other, &o, &e);
 	store_local_free_bytes_hook = NULL;
 	ck_assert_int_eq(rc, -1);
-	ck_assert_str_eq(e.code, "insufficient_space");
+	ck_assert_str_eq(err_name(e.code), "insufficient_space");
 	free(other);
 }
 END_TEST
@@ -982,7 +982,7 @@ START_TEST(failed_write_leaves_nothing)
 	rc = fixture_write(dir, &o, &e);
 	setrlimit(RLIMIT_FSIZE, &old);
 	ck_assert_int_eq(rc, -1);
-	ck_assert_str_eq(e.code, "io_error");
+	ck_assert_str_eq(err_name(e.code), "io_error");
 	listing = list_dir(dir);
 	ck_assert_str_eq(listing, "");
 	free(listing);

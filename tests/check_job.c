@@ -83,7 +83,7 @@ static const char *spec_error(const char *text, char *field, size_t len)
 	if (rc == 0)
 		job_spec_fini(&spec);
 	snprintf(field, len, "%s", je.field);
-	return rc == 0 ? NULL : je.err.code;
+	return rc == 0 ? NULL : err_name(je.err.code);
 }
 
 #define ASSERT_SPEC_ERROR(text, code, want_field)                  \
@@ -244,7 +244,7 @@ static const char *location_error(const char *src, const char *dst, char *field,
 	free(rs);
 	free(rd);
 	snprintf(field, len, "%s", je.field);
-	return rc == 0 ? NULL : je.err.code;
+	return rc == 0 ? NULL : err_name(je.err.code);
 }
 
 START_TEST(locations_checked)
@@ -298,7 +298,7 @@ START_TEST(s3_options_need_the_hook)
 	ck_assert_ptr_nonnull(json_object_get(json_object_get(shown, "options"), "s3"));
 	json_decref(shown);
 	ck_assert_int_eq(job_spec_check(&spec, &policy, &rs, &rd, &je), -1);
-	ck_assert_str_eq(je.err.code, "forbidden_s3_endpoint");
+	ck_assert_str_eq(err_name(je.err.code), "forbidden_s3_endpoint");
 	ck_assert_str_eq(je.field, "options.s3");
 	job_spec_fini(&spec);
 	json_decref(body);
@@ -321,7 +321,7 @@ START_TEST(durations)
 	ck_assert_int_eq(job_parse_duration("0", &ms, &e), 0);
 	ck_assert_int_eq(ms, 0);
 	ck_assert_int_eq(job_parse_duration("5y", &ms, &e), -1);
-	ck_assert_str_eq(e.code, "invalid_option");
+	ck_assert_str_eq(err_name(e.code), "invalid_option");
 	err_clear(&e);
 	ck_assert_int_eq(job_parse_duration("-1h", &ms, &e), -1);
 	err_clear(&e);
@@ -427,7 +427,7 @@ START_TEST(tensor_listing_rejects_garbage)
 
 	test_write_file(path, "CKTLIST1\xff\xff\xff\xff\xff\xff\xff\x7f", 16);
 	ck_assert_int_eq(job_tensors_open(path, &t, &e), -1);
-	ck_assert_str_eq(e.code, "io_error");
+	ck_assert_str_eq(err_name(e.code), "io_error");
 	ck_assert_ptr_null(t);
 	free(path);
 }
@@ -455,7 +455,7 @@ START_TEST(record_round_trip)
 	j->resolved_destination = xstrdup("/b");
 	j->progress.tensors_total = 10;
 	j->progress.tensors_done = 4;
-	err_set(&j->error, "source_truncated", "model.safetensors shrank");
+	err_set(&j->error, ERR_SOURCE_TRUNCATED, "model.safetensors shrank");
 	err_set_tensor(&j->error, "model.norm.weight");
 	rec = job_record_json(j);
 	ck_assert_int_eq(job_from_record(rec, &back, &e), 0);
@@ -464,7 +464,7 @@ START_TEST(record_round_trip)
 	ck_assert_int_eq(back->state, JOB_FAILED);
 	ck_assert(back->claimed);
 	ck_assert_uint_eq(back->restarts, 2);
-	ck_assert_str_eq(back->error.code, "source_truncated");
+	ck_assert_str_eq(err_name(back->error.code), "source_truncated");
 	ck_assert_str_eq(back->error.tensor, "model.norm.weight");
 	ck_assert(back->spec.convert.overwrite);
 	api1 = job_to_json(j);
@@ -550,7 +550,7 @@ static const char *submit_request(struct registry *r, json_t *body, const char *
 	json_decref(body);
 	free(rs);
 	free(rd);
-	return rc == 0 ? NULL : je.err.code;
+	return rc == 0 ? NULL : err_name(je.err.code);
 }
 
 /* Submits golden tiny -> tmp/<dst>; returns the error code or NULL. */
@@ -804,7 +804,7 @@ START_TEST(registry_cancel_then_delete)
 	ck_assert_int_eq(registry_delete(r, id, &outcome, NULL, &je), 0);
 	ck_assert_int_eq(outcome, REGISTRY_DELETED);
 	ck_assert_int_eq(registry_delete(r, id, &outcome, NULL, &je), -1);
-	ck_assert_str_eq(je.err.code, "job_not_found");
+	ck_assert_str_eq(err_name(je.err.code), "job_not_found");
 	ck_assert_ptr_null(registry_get(r, id));
 	job_unref(a);
 	registry_free(r);
@@ -899,7 +899,7 @@ START_TEST(registry_gives_up_after_repeated_crashes)
 			ck_assert_int_eq(registry_job_state(r, a), JOB_QUEUED);
 		} else {
 			ck_assert_int_eq(registry_job_state(r, a), JOB_FAILED);
-			ck_assert_str_eq(a->error.code, "interrupted");
+			ck_assert_str_eq(err_name(a->error.code), "interrupted");
 		}
 		job_unref(a);
 		registry_free(r);
@@ -919,7 +919,7 @@ START_TEST(registry_one_daemon_per_state_dir)
 	c.max_queued = 10;
 	c.policy = &policy;
 	ck_assert_int_eq(registry_open(&c, &second, &e), -1);
-	ck_assert_str_eq(e.code, "io_error");
+	ck_assert_str_eq(err_name(e.code), "io_error");
 	ck_assert_ptr_null(second);
 	free(state);
 	registry_free(r);

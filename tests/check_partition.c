@@ -97,7 +97,7 @@ static void all_partitions(const char *dst, uint64_t max_shard, uint32_t count)
 
 	for (i = 0; i < count; i++)
 		ck_assert_msg(convert(dst, max_shard, i, count, false, &e) == 0,
-			      "partition %u: %s: %s", i, e.code, e.msg);
+			      "partition %u: %s: %s", i, err_name(e.code), e.msg);
 }
 
 static int finalize(const char *dst, struct finalize_result *r, struct err *e)
@@ -255,11 +255,11 @@ START_TEST(test_parse)
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		err_clear(&e);
 		ck_assert_msg(partition_parse(bad[i], &index, &count, &e) == -1, "'%s'", bad[i]);
-		ck_assert_str_eq(e.code, "invalid_partition");
+		ck_assert_str_eq(err_name(e.code), "invalid_partition");
 	}
 	err_clear(&e);
 	ck_assert_int_eq(partition_check(2, 2, &e), -1);
-	ck_assert_str_eq(e.code, "invalid_partition");
+	ck_assert_str_eq(err_name(e.code), "invalid_partition");
 }
 END_TEST
 
@@ -414,15 +414,15 @@ START_TEST(test_manifest_mismatch)
 	ck_assert_int_eq(partition_manifest_parse(tother, "d", &mother, &e), 0);
 	ck_assert_int_eq(partition_manifest_compare(ma, ma, "d", &e), 0);
 	ck_assert_int_eq(partition_manifest_compare(ma, mb, "d", &e), -1);
-	ck_assert_str_eq(e.code, "manifest_mismatch");
+	ck_assert_str_eq(err_name(e.code), "manifest_mismatch");
 	ck_assert_ptr_nonnull(strstr(e.msg, "another plan"));
 	err_clear(&e);
 	ck_assert_int_eq(partition_manifest_compare(ma, ma4, "d", &e), -1);
-	ck_assert_str_eq(e.code, "manifest_mismatch");
+	ck_assert_str_eq(err_name(e.code), "manifest_mismatch");
 	ck_assert_ptr_nonnull(strstr(e.msg, "in 3 partitions, not 4"));
 	err_clear(&e);
 	ck_assert_int_eq(partition_manifest_compare(ma, mother, "d", &e), -1);
-	ck_assert_str_eq(e.code, "manifest_mismatch");
+	ck_assert_str_eq(err_name(e.code), "manifest_mismatch");
 	ck_assert_ptr_nonnull(strstr(e.msg, "/elsewhere/hf"));
 	partition_manifest_free(ma);
 	partition_manifest_free(ma4);
@@ -470,7 +470,7 @@ START_TEST(test_manifest_not_ours)
 		err_clear(&e);
 		ck_assert_msg(partition_manifest_parse(texts[i], "d", &m, &e) == -1, "text %zu", i);
 		ck_assert_ptr_null(m);
-		ck_assert_str_eq(e.code, "manifest_mismatch");
+		ck_assert_str_eq(err_name(e.code), "manifest_mismatch");
 	}
 }
 END_TEST
@@ -488,7 +488,7 @@ START_TEST(test_partitions_equal_one_run)
 	ck_assert(exists(out, PARTITION_MANIFEST));
 	ck_assert(!exists(out, INDEX_NAME));
 	ck_assert(!exists(out, "config.json"));
-	ck_assert_msg(finalize(out, &r, &e) == 0, "%s: %s", e.code, e.msg);
+	ck_assert_msg(finalize(out, &r, &e) == 0, "%s: %s", err_name(e.code), e.msg);
 	ck_assert(!r.already_finished);
 	ck_assert_uint_eq(r.files.len, 14);
 	ck_assert_str_eq(r.files.items[r.files.len - 1], INDEX_NAME);
@@ -557,7 +557,7 @@ static void assert_incomplete(const char *out, const char *name, const char *why
 	if (asprintf(&needle, "%s (%s", name, why) < 0)
 		abort();
 	ck_assert_int_eq(finalize(out, &r, &e), -1);
-	ck_assert_str_eq(e.code, "partition_incomplete");
+	ck_assert_str_eq(err_name(e.code), "partition_incomplete");
 	ck_assert_msg(strstr(e.msg, needle) != NULL, "'%s' not in: %s", needle, e.msg);
 	ck_assert(exists(out, PARTITION_MANIFEST));
 	ck_assert(!exists(out, INDEX_NAME));
@@ -637,7 +637,7 @@ START_TEST(test_finalize_source_changed)
 	digest[0] = digest[0] == '0' ? '1' : '0';
 	test_write_file(path, text, len);
 	ck_assert_int_eq(finalize(out, &r, &e), -1);
-	ck_assert_str_eq(e.code, "manifest_mismatch");
+	ck_assert_str_eq(err_name(e.code), "manifest_mismatch");
 	ck_assert_ptr_nonnull(strstr(e.msg, "no longer gives the planned output"));
 	ck_assert(!exists(out, INDEX_NAME));
 	free(text);
@@ -654,12 +654,12 @@ START_TEST(test_finalize_nothing_there)
 
 	ck_assert_int_eq(mkdir(out, 0755), 0);
 	ck_assert_int_eq(finalize(out, &r, &e), -1);
-	ck_assert_str_eq(e.code, "partition_incomplete");
+	ck_assert_str_eq(err_name(e.code), "partition_incomplete");
 	err_clear(&e);
 	free(out);
 	out = scratch("absent");
 	ck_assert_int_eq(finalize(out, &r, &e), -1);
-	ck_assert_str_eq(e.code, "partition_incomplete");
+	ck_assert_str_eq(err_name(e.code), "partition_incomplete");
 	free(out);
 }
 END_TEST
@@ -675,10 +675,10 @@ START_TEST(test_another_plan_refused)
 	ck_assert_int_eq(convert(out, SHARD, 0, 3, false, &e), 0);
 	n = list_dir(out, before, 64);
 	ck_assert_int_eq(convert(out, SHARD + 10000, 1, 3, false, &e), -1);
-	ck_assert_str_eq(e.code, "manifest_mismatch");
+	ck_assert_str_eq(err_name(e.code), "manifest_mismatch");
 	err_clear(&e);
 	ck_assert_int_eq(convert(out, SHARD, 1, 4, true, &e), -1);
-	ck_assert_str_eq(e.code, "manifest_mismatch");
+	ck_assert_str_eq(err_name(e.code), "manifest_mismatch");
 	ck_assert_uint_eq(list_dir(out, after, 64), n);
 	for (i = 0; i < n; i++)
 		ck_assert_str_eq(before[i], after[i]);
@@ -696,7 +696,7 @@ START_TEST(test_unrelated_files)
 	notes = test_path(out, "notes.txt");
 	test_write_file(notes, "hello\n", 6);
 	ck_assert_int_eq(convert(out, SHARD, 0, 3, false, &e), -1);
-	ck_assert_str_eq(e.code, "destination_not_empty");
+	ck_assert_str_eq(err_name(e.code), "destination_not_empty");
 	ck_assert_ptr_nonnull(strstr(e.msg, "notes.txt"));
 	ck_assert(!exists(out, PARTITION_MANIFEST));
 	err_clear(&e);
@@ -704,7 +704,7 @@ START_TEST(test_unrelated_files)
 	ck_assert_int_eq(convert(out, SHARD, 0, 3, true, &e), 0);
 	ck_assert_int_eq(convert(out, SHARD, 1, 3, true, &e), 0);
 	ck_assert_int_eq(convert(out, SHARD, 2, 3, false, &e), -1);
-	ck_assert_str_eq(e.code, "destination_not_empty");
+	ck_assert_str_eq(err_name(e.code), "destination_not_empty");
 	err_clear(&e);
 	ck_assert_int_eq(convert(out, SHARD, 2, 3, true, &e), 0);
 	ck_assert_msg(finalize(out, &r, &e) == 0, "%s", e.msg);
@@ -725,7 +725,7 @@ START_TEST(test_overwrite_previous_checkpoint)
 	ck_assert_int_eq(convert(out, 0, 0, 0, false, &e), 0);
 	ck_assert(exists(out, "model.safetensors"));
 	ck_assert_int_eq(convert(out, SHARD, 0, 3, false, &e), -1);
-	ck_assert_str_eq(e.code, "destination_not_empty");
+	ck_assert_str_eq(err_name(e.code), "destination_not_empty");
 	err_clear(&e);
 	ck_assert_int_eq(convert(out, SHARD, 0, 3, true, &e), 0);
 	ck_assert(!exists(out, "model.safetensors"));
@@ -748,7 +748,7 @@ START_TEST(test_unpartitioned_overwrite)
 
 	ck_assert_int_eq(convert(out, SHARD, 0, 3, false, &e), 0);
 	ck_assert_int_eq(convert(out, SHARD, 0, 0, false, &e), -1);
-	ck_assert_str_eq(e.code, "destination_not_empty");
+	ck_assert_str_eq(err_name(e.code), "destination_not_empty");
 	err_clear(&e);
 	/* Replacing an abandoned partitioned conversion drops its manifest. */
 	ck_assert_int_eq(convert(out, SHARD, 0, 0, true, &e), 0);
@@ -763,7 +763,7 @@ END_TEST
 static int refuse_source(const char *source, void *arg, struct err *e)
 {
 	*(char **)arg = xstrdup(source);
-	return err_set(e, "forbidden_path", "%s: not allowed", source);
+	return err_set(e, ERR_FORBIDDEN_PATH, "%s: not allowed", source);
 }
 
 START_TEST(test_finalize_source_vetted)
@@ -778,7 +778,7 @@ START_TEST(test_finalize_source_vetted)
 	o.check_source = refuse_source;
 	o.check_source_arg = &seen;
 	ck_assert_int_eq(partition_finalize(out, &o, &r, &e), -1);
-	ck_assert_str_eq(e.code, "forbidden_path");
+	ck_assert_str_eq(err_name(e.code), "forbidden_path");
 	ck_assert_str_eq(seen, real);
 	ck_assert(!exists(out, INDEX_NAME));
 	ck_assert(exists(out, PARTITION_MANIFEST));
@@ -802,7 +802,7 @@ START_TEST(test_insufficient_space)
 
 	store_local_free_bytes_hook = little_space;
 	ck_assert_int_eq(convert(out, SHARD, 1, 3, false, &e), -1);
-	ck_assert_str_eq(e.code, "insufficient_space");
+	ck_assert_str_eq(err_name(e.code), "insufficient_space");
 	ck_assert_ptr_nonnull(strstr(e.msg, "this partition needs"));
 	ck_assert(!exists(out, PARTITION_MANIFEST));
 	free(out);

@@ -490,8 +490,9 @@ exclude_bound() { # exclude_bound NAME PATTERN MESSAGE DST
 }
 exclude_bound "--exclude with nested repetitions" '((a{1,100}){1,100}){1,100}' \
 	"expands to more than 4000 regular-expression nodes" "$T/u19"
+# The error line shows a backslash escaped, as every control character is.
 exclude_bound "--exclude with a back-reference" '^(.*)(.*)\2\1$' \
-	"back-references such as \2 (offset 9) are not allowed" "$T/u20"
+	'back-references such as \\2 (offset 9) are not allowed' "$T/u20"
 exclude_bound "--exclude over 1024 bytes" "$(head -c 1100 /dev/zero | tr '\0' a)" \
 	"1100 bytes long, over the limit of 1024" "$T/u21"
 usage "bad --s3-addressing-style" s3_config convert --to native --s3-addressing-style sideways \

@@ -117,7 +117,9 @@ enum { CLI_OPT_CONVERT = 0x100, CLI_OPT_EXTRA = 0x2000 };
 	"  --overwrite            replace a checkpoint or files already in DST\n"          \
 	"  --partition I/N        write only partition I (0 <= I < N) of the output files,\n" \
 	"                         no index; `ckptconv finalize DST` finishes once all N\n" \
-	"                         partitions have succeeded\n"
+	"                         partitions have succeeded\n"                         \
+	"  --allow-gaps           NeMo Automodel sharded source: write zeros where no\n"  \
+	"                         chunk holds an element, as Automodel does (else chunk_gap)\n"
 /* clang-format on */
 struct cli_convert_args {
 	const char *command; /* as named in usage errors: "convert", "jobs submit" */

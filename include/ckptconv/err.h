@@ -12,37 +12,58 @@
 #include <stdarg.h>
 #include <stddef.h>
 
+#include "ckptconv/err_catalogue.h"
+
 #define ERR_MSG_MAX 512
 #define ERR_TENSOR_MAX 256
 
+/* The error codes: ERR_NONE (0, no error) and one constant per catalogue
+ * entry, in catalogue order; err_name() gives the stable wire name. */
+enum err_code {
+	ERR_NONE = 0,
+#define ERR_ENUM_(id, name, http_status, description) id,
+	ERR_CATALOGUE(ERR_ENUM_)
+#undef ERR_ENUM_
+	ERR_COUNT
+};
+
 struct err {
-	const char *code;           /* NULL while no error is set; static string */
+	enum err_code code;         /* ERR_NONE while no error is set */
 	int errnum;                 /* errno of the failing call, 0 if none */
 	char msg[ERR_MSG_MAX];      /* one sentence, no trailing newline */
 	char tensor[ERR_TENSOR_MAX]; /* tensor at fault, "" if none */
 };
 
 /* Sets the error if none is set yet; returns -1 so callers can
- * `return err_set(e, ...)`.  `e` may be NULL.  `code` must be in the
- * catalogue (checked by the tests). */
-int err_set(struct err *e, const char *code, const char *fmt, ...)
+ * `return err_set(e, ...)`.  `e` may be NULL.  `code` is not ERR_NONE. */
+int err_set(struct err *e, enum err_code code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* As err_set, appending ": strerror(errnum)" and recording errnum. */
-int err_set_errno(struct err *e, const char *code, int errnum, const char *fmt, ...)
+int err_set_errno(struct err *e, enum err_code code, int errnum, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 /* Records the tensor at fault (kept only if no tensor is recorded yet). */
 void err_set_tensor(struct err *e, const char *tensor);
 void err_clear(struct err *e);
 int err_is_set(const struct err *e);
 
-/* Catalogue look-ups. */
-struct err_code {
+/* One catalogue entry: the wire name, HTTP status and description. */
+struct err_entry {
 	const char *code;
 	int http_status;
 	const char *description;
 };
-const struct err_code *err_catalogue(size_t *n);
-int err_http_status(const char *code); /* 500 for unknown codes */
-int err_code_known(const char *code);
+/* The catalogue: entry i describes code i + 1 (ERR_NONE has none); *n is
+ * ERR_COUNT - 1.  Static storage; any thread. */
+const struct err_entry *err_catalogue(size_t *n);
+/* The stable snake_case name of `code` ("internal_error" for ERR_NONE or an
+ * out-of-range value); static storage. */
+const char *err_name(enum err_code code);
+/* The code named `name` (a wire name from docs/errors.md), ERR_NONE when
+ * `name` is NULL or names no code. */
+enum err_code err_code_parse(const char *name);
+/* Whether `code` is one of the object store's (the s3_* codes). */
+int err_is_s3(enum err_code code);
+/* The HTTP status of `code`; 500 for ERR_NONE or an out-of-range value. */
+int err_http_status(enum err_code code);
 
 #endif

@@ -32,7 +32,7 @@ struct job_error {
 	char field[JOB_FIELD_MAX];
 };
 /* Sets je's error (first wins) and its field; returns -1. */
-int job_error_set(struct job_error *je, const char *field, const char *code, const char *fmt, ...)
+int job_error_set(struct job_error *je, const char *field, enum err_code code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
 /* What a request may name.  Local paths must resolve inside allow_roots;

@@ -38,11 +38,11 @@ const char *metrics_route_name(enum metrics_route r);
  * headers arrived. */
 void metrics_http_observe(enum metrics_route route, unsigned status, double seconds);
 /* An error answer of the API with catalogue code `code` (err.h). */
-void metrics_api_error(const char *code);
+void metrics_api_error(enum err_code code);
 /* A job reached a final state after `seconds` of running; `code` is the
  * error code of a failed job (NULL otherwise; an unknown code counts as
  * internal_error). */
-void metrics_job_finished(enum job_state state, double seconds, const char *code);
+void metrics_job_finished(enum job_state state, double seconds, enum err_code code);
 
 /* The whole exposition; caller frees. */
 char *metrics_render(struct registry *reg, struct exec_pool *pool, size_t *len);

@@ -53,14 +53,14 @@ static int read_head_dim(const struct ckpt *c, struct moe_dims *d, struct err *e
 		d->head_dim = d->hidden / d->heads;
 		if (d->head_dim == 0)
 			return err_set(
-				e, "config_invalid",
+				e, ERR_CONFIG_INVALID,
 				"config.json: head_dim is %s, which means hidden_size %" PRIu64
 				" / num_attention_heads %" PRIu64 " = 0",
 				json_is_null(v) ? "null" : "0", d->hidden, d->heads);
 		return 0;
 	}
 	if (!json_is_integer(v) || json_integer_value(v) < 0)
-		return err_set(e, "config_invalid",
+		return err_set(e, ERR_CONFIG_INVALID,
 			       "config.json: head_dim is not a non-negative integer");
 	d->head_dim = (uint64_t)json_integer_value(v);
 	return 0;
@@ -157,7 +157,7 @@ static int split_qkv(struct plan *p, const struct ckpt *c, uint32_t i, size_t pr
 	if (t->ndim != 2 || t->shape[0] != q + 2 * kv) {
 		moe_format_shape(t, shape, sizeof(shape));
 		err_set_tensor(e, t->name);
-		return err_set(e, "qkv_shape_mismatch",
+		return err_set(e, ERR_QKV_SHAPE_MISMATCH,
 			       "%s: shape %s, expected %" PRIu64
 			       " rows = (num_attention_heads %" PRIu64
 			       " + 2 x num_key_value_heads %" PRIu64 ") x head_dim %" PRIu64,
@@ -275,7 +275,7 @@ static int fuse_qkv(struct plan *p, const struct ckpt *c, const struct qkv_group
 			moe_format_shape(q, qshape, sizeof(qshape));
 			err_set_tensor(e, t->name);
 			return err_set(
-				e, "qkv_mismatch",
+				e, ERR_QKV_MISMATCH,
 				"%s: %s %s cannot be fused with %s (%s %s); q, k and v need one dtype "
 				"and column count",
 				t->name, dtype_name(t->dtype), tshape, q->name,

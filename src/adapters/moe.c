@@ -46,7 +46,7 @@ int moe_config_count(const struct ckpt *c, const char *key, int64_t min, uint64_
 	if (ckpt_config_int(c, key, &v, e) < 0)
 		return -1;
 	if (v < min)
-		return err_set(e, "config_invalid",
+		return err_set(e, ERR_CONFIG_INVALID,
 			       "config.json: %s is %" PRId64 ", expected at least %" PRId64, key, v,
 			       min);
 	*out = (uint64_t)v;
@@ -65,7 +65,7 @@ int moe_check_holdable(bool ok, uint64_t a, uint64_t b, uint64_t c, struct err *
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
-	return err_set(e, "config_invalid",
+	return err_set(e, ERR_CONFIG_INVALID,
 		       "config.json: %s would have more than the %" PRIu64
 		       " elements a safetensors tensor can hold",
 		       what, TENSOR_ELEMENTS_MAX);
@@ -87,7 +87,7 @@ static int read_dims(const struct moe_family *f, const struct ckpt *c, struct mo
 		     struct err *e)
 {
 	if (!c->config)
-		return err_set(e, "missing_config", "the checkpoint has no config.json");
+		return err_set(e, ERR_MISSING_CONFIG, "the checkpoint has no config.json");
 	return f->read_dims(c, d, e);
 }
 
@@ -108,7 +108,7 @@ static int model_dtype(const struct ckpt *c, enum dtype *out, const char **key, 
 	*out = dtype_from_torch_name(name);
 	if (*out == DTYPE_INVALID)
 		return err_set(
-			e, "config_invalid",
+			e, ERR_CONFIG_INVALID,
 			"config.json: %s %s%s%s is not bfloat16, float16 or float32; choose a dtype",
 			*key, name ? "\"" : "", name ? name : "(not a string)", name ? "\"" : "");
 	return 0;
@@ -136,7 +136,7 @@ static int target_dtype(const struct ckpt *c, enum dtype_choice choice, enum dty
 	case DTYPE_CHOICE_AUTO:
 		return model_dtype(c, out, &key, e);
 	default:
-		return err_set(e, "invalid_option",
+		return err_set(e, ERR_INVALID_OPTION,
 			       "dtype %s is not auto, keep, bf16, f16 or f32 (f64 only consolidates "
 			       "a sharded checkpoint to hf)",
 			       dtype_choice_name(choice));
@@ -317,12 +317,12 @@ int moe_detect(const struct moe_family *f, const struct ckpt *c, enum layout *ou
 			native = c->tensors[i].name;
 	}
 	if (hf && native)
-		return err_set(e, "ambiguous_layout",
+		return err_set(e, ERR_AMBIGUOUS_LAYOUT,
 			       "tensor names of both layouts are present: %s (HF) and %s (native)",
 			       hf, native);
 	if (!hf && !native)
 		return err_set(
-			e, "unknown_layout",
+			e, ERR_UNKNOWN_LAYOUT,
 			"no tensor name identifies the HF or the native layout of %s (%zu tensors)",
 			f->model, c->ntensors);
 	*out = hf ? LAYOUT_HF : LAYOUT_NATIVE;
@@ -380,7 +380,7 @@ int moe_copy_elements(struct plan *p, long out, const struct ckpt *c, uint32_t i
 	    !dtype_bytes(t->dtype, dst_elem, &dst_off) || !dtype_bytes(t->dtype, nelems, &len) ||
 	    dtype_size(el) == 0) {
 		err_set_tensor(e, t->name);
-		return err_set(e, "quantized_input",
+		return err_set(e, ERR_QUANTIZED_INPUT,
 			       "%s: %" PRIu64 " elements of %s from element %" PRIu64
 			       " do not start and end on whole bytes; ckptconv copies tensors of "
 			       "%s only in runs of whole bytes",
@@ -402,11 +402,11 @@ static int refuse_quantized(const struct ckpt *c, struct err *e)
 			err_set_tensor(e, t->name);
 			if (dtype_is_float8(t->dtype))
 				return err_set(
-					e, "quantized_input",
+					e, ERR_QUANTIZED_INPUT,
 					"%s: %s is a quantized (FP8) dtype; only unquantized checkpoints "
 					"are converted",
 					t->name, dtype_name(t->dtype));
-			return err_set(e, "quantized_input",
+			return err_set(e, ERR_QUANTIZED_INPUT,
 				       "%s: quantization scales (*_scale_inv) are not supported",
 				       t->name);
 		}
@@ -489,7 +489,7 @@ static struct moe_group *group_get(struct moe_groups *g, const struct ckpt *c, c
 	if (!u64_mul(g->end - g->start, PROJ_COUNT, &nslots) ||
 	    !u64_mul(nslots, (uint64_t)g->n + 1, &needed) || needed > c->ntensors) {
 		err_set_tensor(e, name);
-		err_set(e, "missing_experts",
+		err_set(e, ERR_MISSING_EXPERTS,
 			"%s: %zu MoE layers x %" PRIu64
 			" experts x %d projections (num_experts %" PRIu64
 			") are more expert weights than the checkpoint's %zu tensors",
@@ -517,7 +517,7 @@ int moe_groups_collect(struct moe_groups *g, const struct ckpt *c, uint32_t i, s
 		return 0;
 	if (x.expert >= g->dims->experts) {
 		err_set_tensor(e, name);
-		return err_set(e, "expert_out_of_range",
+		return err_set(e, ERR_EXPERT_OUT_OF_RANGE,
 			       "%s: expert %" PRIu64 " is not below num_experts %" PRIu64, name,
 			       x.expert, g->dims->experts);
 	}
@@ -530,7 +530,7 @@ int moe_groups_collect(struct moe_groups *g, const struct ckpt *c, uint32_t i, s
 	slot = slot_of(g, grp, x.expert, x.proj);
 	if (*slot >= 0) {
 		err_set_tensor(e, name);
-		return err_set(e, "duplicate_tensor",
+		return err_set(e, ERR_DUPLICATE_TENSOR,
 			       "%s: expert %" PRIu64 " %s is given twice (also as %s)", name,
 			       x.expert, proj_names[x.proj], c->tensors[*slot].name);
 	}
@@ -566,11 +566,11 @@ static int check_complete(const struct moe_groups *g, struct err *e)
 		return 0;
 	err_set_tensor(e, first);
 	if (missing > MISSING_NAMES_SHOWN)
-		return err_set(e, "missing_experts",
+		return err_set(e, ERR_MISSING_EXPERTS,
 			       "%zu of %" PRIu64 " expert weights are missing: %s and %zu more",
 			       missing, (uint64_t)g->n * (g->end - g->start) * PROJ_COUNT, shown,
 			       missing - MISSING_NAMES_SHOWN);
-	return err_set(e, "missing_experts", "%zu of %" PRIu64 " expert weights are missing: %s",
+	return err_set(e, ERR_MISSING_EXPERTS, "%zu of %" PRIu64 " expert weights are missing: %s",
 		       missing, (uint64_t)g->n * (g->end - g->start) * PROJ_COUNT, shown);
 }
 
@@ -587,7 +587,7 @@ static int check_expert(const struct ckpt *c, const struct moe_groups *g, long s
 
 	if (dtype_copy_only(t->dtype)) {
 		err_set_tensor(e, t->name);
-		return err_set(e, "quantized_input",
+		return err_set(e, ERR_QUANTIZED_INPUT,
 			       "%s: dtype %s is only ever copied byte for byte, and a routed "
 			       "expert's weights are transposed into the layer's grouped tensors",
 			       t->name, dtype_name(t->dtype));
@@ -595,7 +595,7 @@ static int check_expert(const struct ckpt *c, const struct moe_groups *g, long s
 	if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols) {
 		moe_format_shape(t, shape, sizeof(shape));
 		err_set_tensor(e, t->name);
-		return err_set(e, "expert_shape_mismatch",
+		return err_set(e, ERR_EXPERT_SHAPE_MISMATCH,
 			       "%s: shape %s differs from [%" PRIu64 ", %" PRIu64
 			       "], the shape of the layer's "
 			       "experts by config.json (moe_intermediate_size %" PRIu64
@@ -605,13 +605,13 @@ static int check_expert(const struct ckpt *c, const struct moe_groups *g, long s
 	if (g->to == DTYPE_INVALID && t->dtype != first_dtype) {
 		err_set_tensor(e, t->name);
 		return err_set(
-			e, "expert_shape_mismatch",
+			e, ERR_EXPERT_SHAPE_MISMATCH,
 			"%s: dtype %s differs from %s of the layer's other experts (kept dtype)",
 			t->name, dtype_name(t->dtype), dtype_name(first_dtype));
 	}
 	if (g->to != DTYPE_INVALID && !kern_can_cast(t->dtype, g->to)) {
 		err_set_tensor(e, t->name);
-		return err_set(e, "unsupported_cast", "%s: %s cannot be cast to %s", t->name,
+		return err_set(e, ERR_UNSUPPORTED_CAST, "%s: %s cannot be cast to %s", t->name,
 			       dtype_name(t->dtype), dtype_name(g->to));
 	}
 	return 0;
@@ -768,7 +768,7 @@ static int check_grouped(const struct ckpt_tensor *t, uint64_t d0, uint64_t d1, 
 		return 0;
 	moe_format_shape(t, shape, sizeof(shape));
 	err_set_tensor(e, t->name);
-	return err_set(e, "grouped_shape_mismatch",
+	return err_set(e, ERR_GROUPED_SHAPE_MISMATCH,
 		       "%s: shape %s, expected [%" PRIu64 ", %" PRIu64 ", %" PRIu64
 		       "] = [%s] from config.json",
 		       t->name, shape, d0, d1, d2, what);
@@ -810,7 +810,7 @@ static int plan_layout(const struct moe_family *f, const struct ckpt *c,
 	case LAYOUT_HF:
 		return f->to_hf(c, o, d, p, e);
 	default:
-		return err_set(e, "invalid_option", "target layout must be hf or native");
+		return err_set(e, ERR_INVALID_OPTION, "target layout must be hf or native");
 	}
 }
 
@@ -822,7 +822,7 @@ int moe_build_plan(const struct moe_family *f, const struct ckpt *c,
 	if (read_dims(f, c, &d, e) < 0 || refuse_quantized(c, e) < 0)
 		return -1;
 	if (p->from == o->to)
-		return err_set(e, "already_in_layout", "the checkpoint is already in the %s layout",
+		return err_set(e, ERR_ALREADY_IN_LAYOUT, "the checkpoint is already in the %s layout",
 			       layout_name(o->to));
 	if (adapter_options_check(o, NULL, e) < 0)
 		return -1;
@@ -871,7 +871,7 @@ static int offenders_error(const struct offenders *o, struct err *e, const char 
 	if (o->n > MISSING_NAMES_SHOWN)
 		snprintf(more, sizeof(more), " and %zu more", o->n - MISSING_NAMES_SHOWN);
 	err_set_tensor(e, o->first);
-	return err_set(e, "unsupported_tensor", "%s %zu tensor%s: %s%s%s%s", lead, o->n,
+	return err_set(e, ERR_UNSUPPORTED_TENSOR, "%s %zu tensor%s: %s%s%s%s", lead, o->n,
 		       o->n == 1 ? "" : "s", o->shown, more, tail,
 		       o->expert ? " (routed experts are grouped from "
 				   "[model.][language_model.]layers.L.mlp.experts.E."
@@ -944,7 +944,7 @@ static int check_output_layout(const struct moe_family *f, const struct ckpt *c,
 			offender_add(&off, src, " (as %s)", name);
 	}
 	if (off.n == 0)
-		return err_set(e, "unsupported_tensor",
+		return err_set(e, ERR_UNSUPPORTED_TENSOR,
 			       "no output tensor would have a name of the %s layout, so the output "
 			       "could not be converted back",
 			       layout_name(p->to));

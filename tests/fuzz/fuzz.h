@@ -38,14 +38,13 @@ __attribute__((format(printf, 1, 2), noreturn)) static inline void fuzz_fail(con
 static inline void fuzz_check_err(const char *what, int rc, const struct err *e)
 {
 	if (rc == 0 && e->code)
-		fuzz_fail("%s succeeded but set error %s (%s)", what, e->code, e->msg);
+		fuzz_fail("%s succeeded but set error %s (%s)", what, err_name(e->code), e->msg);
 	if (rc < 0 && !e->code)
 		fuzz_fail("%s failed without an error code", what);
-	if (rc < 0 && !err_code_known(e->code))
-		fuzz_fail("%s failed with %s, which is not in the catalogue", what, e->code);
-	if (rc < 0 &&
-	    (strcmp(e->code, "plan_invalid") == 0 || strcmp(e->code, "internal_error") == 0))
-		fuzz_fail("%s failed with %s: %s", what, e->code, e->msg);
+	if (rc < 0 && (e->code <= ERR_NONE || e->code >= ERR_COUNT))
+		fuzz_fail("%s failed with code %d, which is not in the catalogue", what, (int)e->code);
+	if (rc < 0 && (e->code == ERR_PLAN_INVALID || e->code == ERR_INTERNAL_ERROR))
+		fuzz_fail("%s failed with %s: %s", what, err_name(e->code), e->msg);
 	if (rc > 0)
 		fuzz_fail("%s returned %d", what, rc);
 }

@@ -94,7 +94,7 @@ static void show(const struct job_spec *spec)
 	if (!again)
 		fuzz_fail("the record form of a job does not read back: %s", jerr.text);
 	if (job_spec_parse(again, &reread, &je) < 0)
-		fuzz_fail("the record form of a job is refused: %s %s: %s", je.err.code, je.field,
+		fuzz_fail("the record form of a job is refused: %s %s: %s", err_name(je.err.code), je.field,
 			  je.err.msg);
 	json_decref(again);
 	again = job_spec_json(&reread, true);

@@ -40,8 +40,8 @@ static void check(const struct partition_manifest *m)
 		fuzz_fail("a manifest differs from itself: %s", e.msg);
 	rc = partition_manifest_options(m, &o, &e);
 	fuzz_check_err("partition_manifest_options", rc, &e);
-	if (rc && strcmp(e.code, "manifest_mismatch") != 0)
-		fuzz_fail("partition_manifest_options failed with %s", e.code);
+	if (rc && e.code != ERR_MANIFEST_MISMATCH)
+		fuzz_fail("partition_manifest_options failed with %s", err_name(e.code));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
