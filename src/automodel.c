@@ -814,6 +814,7 @@ int automodel_open(const char *location, const struct store_config *cfg, bool al
 		if (read_shard(am, c, i, e))
 			goto fail;
 	}
+	am->allow_gaps = allow_gaps;
 	if (load_metadata(am, c, e) || build_tensors(am, c, allow_gaps, e))
 		goto fail;
 	*ckpt = c;

@@ -28,6 +28,7 @@ struct automodel_tensor {
 struct automodel {
 	char *location;                 /* the store's, for messages */
 	const struct store_config *cfg; /* borrowed from automodel_open's caller */
+	bool allow_gaps;                /* automodel_open's: missing data is zeros or dropped */
 	size_t nshards;
 	struct automodel_shard *shards; /* in name order, as ckpt.files */
 	const char **files;             /* shard file names (ckpt's) */

@@ -416,6 +416,22 @@ open(sys.argv[1], "w").write(json.dumps(m, indent=2, sort_keys=True))
 PYEOF
 refused unmapped tensor_not_mapped "$GATE" "$d"
 
+# A mapped tensor no shard holds (the rank that saved it whole, as the
+# router bias is saved, is missing): refused, unless gaps are allowed.
+d=$(damaged mapped-nowhere tiny-r3)
+python3 - "$d/.hf_metadata/fqn_to_file_index_mapping.json" <<'PYEOF'
+import json, sys
+m = json.load(open(sys.argv[1]))
+m["model.layers.1.mlp.gate.extra_bias"] = 1
+open(sys.argv[1], "w").write(json.dumps(m, indent=2, sort_keys=True))
+PYEOF
+expect_fail "mapped-nowhere: convert refuses" shard_missing \
+	"model.layers.1.mlp.gate.extra_bias: fqn_to_file_index_mapping.json maps it to file 1 but no shard holds it" \
+	"$CKPTCONV" convert --to hf "$d" "$T/dst-mapped-nowhere"
+expect_empty "mapped-nowhere: nothing written" "$T/dst-mapped-nowhere"
+expect_ok "mapped-nowhere --allow-gaps: converts, dropping it as Automodel does" \
+	"$CKPTCONV" convert --to hf --allow-gaps "$d" "$T/dst-mapped-nowhere-allowed"
+
 d=$(damaged truncated tiny-r3)
 truncate -s 1000 "$d/shard-00002-model-00001-of-00001.safetensors"
 refused truncated header_out_of_bounds "shard-00002" "$d"
