@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -431,20 +432,21 @@ static void log_request(const struct call *k)
 		now_seconds() - k->started);
 }
 
-/* A thread-local xorshift generator for jitter. */
+/* Jitter: one xorshift generator for the process, advanced atomically, so
+ * that no S3 state is kept per thread. */
 static double jitter_unit(void)
 {
-	static __thread uint64_t state;
-	uint64_t x;
+	static _Atomic uint64_t state;
+	uint64_t old = atomic_load(&state), x;
 
-	if (!state)
-		state = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)&state << 16) ^
-			0x9e3779b97f4a7c15ULL;
-	x = state;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	state = x;
+	do {
+		x = old ? old
+			: (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)&state << 16) ^
+				  0x9e3779b97f4a7c15ULL;
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+	} while (!atomic_compare_exchange_weak(&state, &old, x));
 	return (double)(x >> 11) / (double)(1ULL << 53);
 }
 
