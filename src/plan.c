@@ -175,6 +175,7 @@ int plan_add_piece(struct plan *p, long t, uint64_t offset, uint64_t nbytes,
 	piece->nbytes = nbytes;
 	piece->first_op = pt->nops;
 	piece->nops = (uint32_t)nops;
+	piece->zero_fill = false;
 	if (nops) {
 		pt->ops = reserve(pt->ops, pt->nops, nops, sizeof(*pt->ops));
 		memcpy(&pt->ops[pt->nops], ops, nops * sizeof(*ops));
