@@ -32,6 +32,17 @@ __attribute__((format(printf, 1, 2), noreturn)) static inline void fuzz_fail(con
 	abort();
 }
 
+/* The little-endian 64-bit number at b (a safetensors header's length). */
+static inline uint64_t fuzz_le64(const uint8_t *b)
+{
+	uint64_t v = 0;
+	int i;
+
+	for (i = 7; i >= 0; i--)
+		v = (v << 8) | b[i];
+	return v;
+}
+
 /* rc is a parser's result (0 or negative) and e its error.  plan_invalid
  * and internal_error say the program is wrong (docs/errors.md): no input
  * may cause them. */

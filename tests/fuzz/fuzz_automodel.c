@@ -25,16 +25,6 @@
 
 #define PATH "fuzz/shard-00001-model-00001-of-00001.safetensors"
 
-static uint64_t le64(const uint8_t *b)
-{
-	uint64_t v = 0;
-	int i;
-
-	for (i = 7; i >= 0; i--)
-		v = (v << 8) | b[i];
-	return v;
-}
-
 static void check_shard(const struct automodel_shard *s)
 {
 	size_t i, k;
@@ -71,7 +61,7 @@ static void shard(const uint8_t *data, size_t size)
 
 	if (size < 8 + ST_PREFIX_LEN)
 		return;
-	file_size = le64(data);
+	file_size = fuzz_le64(data);
 	data += 8;
 	size -= 8;
 	rc = st_prefix_parse(PATH, data, file_size, &header_len, &e);

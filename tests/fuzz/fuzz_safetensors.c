@@ -19,16 +19,6 @@
 
 #define PATH "fuzz.safetensors"
 
-static uint64_t le64(const uint8_t *b)
-{
-	uint64_t v = 0;
-	int i;
-
-	for (i = 7; i >= 0; i--)
-		v = (v << 8) | b[i];
-	return v;
-}
-
 static void check_same(const struct st_header *a, const struct st_header *b)
 {
 	size_t i;
@@ -81,7 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 8 + ST_PREFIX_LEN)
 		return 0;
-	file_size = le64(data);
+	file_size = fuzz_le64(data);
 	data += 8;
 	size -= 8;
 	rc = st_prefix_parse(PATH, data, file_size, &header_len, &e);
