@@ -19,6 +19,7 @@
 #include "ckptconv/adapter.h"
 #include "ckptconv/automodel.h"
 #include "ckptconv/ckpt.h"
+#include "ckptconv/conversion_result.h"
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
 #include "ckptconv/exec.h"
@@ -204,6 +205,39 @@ const struct plan *conversion_plan(const struct conversion *c)
 const struct strvec *conversion_warnings(const struct conversion *c)
 {
 	return &c->warnings;
+}
+
+void conversion_describe_result(const struct conversion *c, struct conversion_result *r)
+{
+	const struct plan *p = c->plan;
+	uint32_t count = c->opts.partition_count;
+	bool *skip = count ? partition_skip_files(p, c->opts.partition_index, count) : NULL;
+	size_t i;
+
+	for (i = 0; i < p->nfiles; i++) {
+		if (skip && skip[i])
+			continue;
+		strvec_push(&r->files, p->files[i].name);
+		r->file_bytes += p->files[i].size;
+	}
+	for (i = 0; i < p->ntensors; i++) {
+		if (skip && skip[p->tensors[i].file])
+			continue;
+		r->tensors++;
+		r->bytes += p->tensors[i].nbytes;
+	}
+	for (i = 0; !count && i < p->copy_files.len; i++)
+		strvec_push(&r->files, p->copy_files.items[i]);
+	for (i = 0; !count && i < p->nputs; i++)
+		strvec_push(&r->files, p->puts[i].name);
+	if (!count && p->index_json)
+		strvec_push(&r->files, CKPT_INDEX_NAME);
+	for (i = 0; i < c->warnings.len; i++)
+		strvec_push(&r->warnings, c->warnings.items[i]);
+	r->partition_index = c->opts.partition_index;
+	r->partition_count = count;
+	r->planned_files = count ? p->nfiles : 0;
+	free(skip);
 }
 
 /* ---- waiting ------------------------------------------------------------ */

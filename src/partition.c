@@ -20,6 +20,7 @@
 
 #include "ckptconv/adapter.h"
 #include "ckptconv/ckpt.h"
+#include "ckptconv/conversion_result.h"
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
 #include "ckptconv/output.h"
@@ -180,46 +181,6 @@ void partition_totals(const struct plan *p, uint32_t index, uint32_t count, uint
 	group_totals(p, groups, index, &nfiles, &ntensors, bytes);
 	free(groups);
 	*tensors = ntensors;
-}
-
-json_t *partition_result_json(const struct plan *p, uint32_t index, uint32_t count, double seconds)
-{
-	uint32_t *groups = partition_groups(p, count);
-	json_t *files = json_array(), *out;
-	size_t nfiles, tensors, i;
-	uint64_t bytes;
-
-	for (i = 0; i < p->nfiles; i++)
-		if (groups[i] == index)
-			json_array_append_new(files, json_string(p->files[i].name));
-	group_totals(p, groups, index, &nfiles, &tensors, &bytes);
-	free(groups);
-	out = json_pack("{s:o, s:I, s:I, s:{s:I, s:I, s:I}}", "files", files, "tensors",
-			(json_int_t)tensors, "bytes", (json_int_t)bytes, "partition", "index",
-			(json_int_t)index, "count", (json_int_t)count, "planned_files",
-			(json_int_t)p->nfiles);
-	if (seconds > 0)
-		json_object_set_new(out, "bytes_per_second", json_real((double)bytes / seconds));
-	return out;
-}
-
-void partition_print_result(FILE *out, const struct plan *p, uint32_t index, uint32_t count,
-			    const char *dst, double seconds)
-{
-	uint32_t *groups = partition_groups(p, count);
-	size_t files, tensors;
-	char size[32], speed[32];
-	uint64_t bytes;
-
-	group_totals(p, groups, index, &files, &tensors, &bytes);
-	free(groups);
-	size_format(bytes, size, sizeof(size));
-	size_format(seconds > 0 ? (uint64_t)((double)bytes / seconds) : 0, speed, sizeof(speed));
-	fprintf(out,
-		"partition %" PRIu32 "/%" PRIu32 ": converted %zu tensors (%s) into %zu of %zu"
-		" files in %.2f s (%s/s): %s\n"
-		"run `ckptconv finalize %s` once all %" PRIu32 " partitions have succeeded\n",
-		index, count, tensors, size, files, p->nfiles, seconds, speed, dst, dst, count);
 }
 
 /* ---- the manifest -------------------------------------------------------- */
@@ -822,19 +783,9 @@ void finalize_options_init(struct finalize_options *o)
 	o->durable = true;
 }
 
-void finalize_result_fini(struct finalize_result *r)
-{
-	if (!r)
-		return;
-	free(r->source);
-	strvec_fini(&r->files);
-	strvec_fini(&r->warnings);
-	memset(r, 0, sizeof(*r));
-}
-
 /* No manifest: the destination must be a finished checkpoint already. */
 static int check_finished(const char *location, const struct store_config *cfg,
-			  struct finalize_result *r, struct err *e)
+			  struct conversion_result *r, struct err *e)
 {
 	struct err local = {0};
 	struct ckpt *ck;
@@ -851,8 +802,10 @@ static int check_finished(const char *location, const struct store_config *cfg,
 		return -1;
 	}
 	r->already_finished = true;
-	for (i = 0; i < ck->nfiles; i++)
+	for (i = 0; i < ck->nfiles; i++) {
 		strvec_push(&r->files, ck->files[i].name);
+		r->file_bytes += ck->files[i].size;
+	}
 	for (i = 0; i < ck->copy_files.len; i++)
 		strvec_push(&r->files, ck->copy_files.items[i]);
 	if (ck->has_index)
@@ -904,25 +857,6 @@ out:
 	return rc;
 }
 
-static void fill_result(const struct plan *p, const struct strvec *warnings, const char *source,
-			struct finalize_result *r)
-{
-	size_t i;
-
-	for (i = 0; i < p->nfiles; i++)
-		strvec_push(&r->files, p->files[i].name);
-	for (i = 0; i < p->copy_files.len; i++)
-		strvec_push(&r->files, p->copy_files.items[i]);
-	for (i = 0; i < p->nputs; i++)
-		strvec_push(&r->files, p->puts[i].name);
-	if (p->index_json)
-		strvec_push(&r->files, CKPT_INDEX_NAME);
-	for (i = 0; warnings && i < warnings->len; i++)
-		strvec_push(&r->warnings, warnings->items[i]);
-	r->tensors = p->ntensors;
-	r->bytes = p->total_bytes;
-	r->source = xstrdup(source);
-}
 
 /* Plans again from the manifest's source and options: the same digest
  * proves the source still gives what the partitions wrote. */
@@ -950,7 +884,7 @@ static int replan(const char *location, const struct partition_manifest *m,
 }
 
 static int finalize_planned(struct store *dst, const struct partition_manifest *m,
-			    const struct finalize_options *o, struct finalize_result *r,
+			    const struct finalize_options *o, struct conversion_result *r,
 			    struct err *e)
 {
 	struct conversion *c = NULL;
@@ -966,7 +900,9 @@ static int finalize_planned(struct store *dst, const struct partition_manifest *
 		goto out;
 	if (publish(dst, m->source, p, o->store, e) || store_remove(dst, PARTITION_MANIFEST, e))
 		goto out;
-	fill_result(p, conversion_warnings(c), m->source, r);
+	/* The whole plan's files, tensors and bytes: what the checkpoint holds. */
+	conversion_describe_result(c, r);
+	r->source = xstrdup(m->source);
 	rc = 0;
 out:
 	conversion_free(c);
@@ -974,14 +910,15 @@ out:
 }
 
 int partition_finalize(const char *location, const struct finalize_options *o,
-		       struct finalize_result *r, struct err *e)
+		       struct conversion_result *r, struct err *e)
 {
 	struct finalize_options defaults;
 	struct partition_manifest *m = NULL;
 	struct store *dst;
 	int rc = -1;
 
-	memset(r, 0, sizeof(*r));
+	conversion_result_init(r);
+	r->finalize = true;
 	if (!o) {
 		finalize_options_init(&defaults);
 		o = &defaults;
@@ -991,8 +928,10 @@ int partition_finalize(const char *location, const struct finalize_options *o,
 	if (partition_manifest_read(dst, &m, e))
 		goto out;
 	rc = m ? finalize_planned(dst, m, o, r, e) : check_finished(location, o->store, r, e);
-	if (rc)
-		finalize_result_fini(r);
+	if (rc) {
+		conversion_result_fini(r);
+		r->finalize = true;
+	}
 out:
 	partition_manifest_free(m);
 	store_free(dst);

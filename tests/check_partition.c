@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ckptconv/conversion_result.h"
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
 #include "ckptconv/exec.h"
@@ -100,7 +101,7 @@ static void all_partitions(const char *dst, uint64_t max_shard, uint32_t count)
 			      "partition %u: %s: %s", i, err_name(e.code), e.msg);
 }
 
-static int finalize(const char *dst, struct finalize_result *r, struct err *e)
+static int finalize(const char *dst, struct conversion_result *r, struct err *e)
 {
 	struct finalize_options o;
 
@@ -480,7 +481,7 @@ END_TEST
 START_TEST(test_partitions_equal_one_run)
 {
 	char *ref = scratch("ref"), *out = scratch("out");
-	struct finalize_result r;
+	struct conversion_result r;
 	struct err e = {0};
 
 	ck_assert_int_eq(convert(ref, SHARD, 0, 0, false, &e), 0);
@@ -493,14 +494,14 @@ START_TEST(test_partitions_equal_one_run)
 	ck_assert_uint_eq(r.files.len, 14);
 	ck_assert_str_eq(r.files.items[r.files.len - 1], INDEX_NAME);
 	ck_assert_uint_gt(r.tensors, 0);
-	finalize_result_fini(&r);
+	conversion_result_fini(&r);
 	ck_assert(!exists(out, PARTITION_MANIFEST));
 	assert_same_dirs(ref, out);
 	/* Idempotent: a finished checkpoint is validated and left as it is. */
 	ck_assert_int_eq(finalize(out, &r, &e), 0);
 	ck_assert(r.already_finished);
 	ck_assert_uint_eq(r.files.len, 14);
-	finalize_result_fini(&r);
+	conversion_result_fini(&r);
 	assert_same_dirs(ref, out);
 	free(ref);
 	free(out);
@@ -510,7 +511,7 @@ END_TEST
 START_TEST(test_single_file_plan)
 {
 	char *ref = scratch("ref"), *out = scratch("out");
-	struct finalize_result r;
+	struct conversion_result r;
 	struct err e = {0};
 
 	ck_assert_int_eq(convert(ref, 0, 0, 0, false, &e), 0);
@@ -518,7 +519,7 @@ START_TEST(test_single_file_plan)
 	all_partitions(out, 0, 2);
 	ck_assert(exists(out, "model.safetensors"));
 	ck_assert_msg(finalize(out, &r, &e) == 0, "%s", e.msg);
-	finalize_result_fini(&r);
+	conversion_result_fini(&r);
 	assert_same_dirs(ref, out);
 	free(ref);
 	free(out);
@@ -550,7 +551,7 @@ static void all_but(const char *out, uint32_t skipped)
 
 static void assert_incomplete(const char *out, const char *name, const char *why)
 {
-	struct finalize_result r;
+	struct conversion_result r;
 	struct err e = {0};
 	char *needle;
 
@@ -598,7 +599,7 @@ END_TEST
 START_TEST(test_finalize_changed_header)
 {
 	char *out = scratch("out"), names[64][128], *path;
-	struct finalize_result r;
+	struct conversion_result r;
 	struct err e = {0};
 	FILE *f;
 
@@ -614,7 +615,7 @@ START_TEST(test_finalize_changed_header)
 	/* Rerunning the partition that owns the file repairs it. */
 	ck_assert_int_eq(convert(out, SHARD, 0, 3, false, &e), 0);
 	ck_assert_msg(finalize(out, &r, &e) == 0, "%s", e.msg);
-	finalize_result_fini(&r);
+	conversion_result_fini(&r);
 	free(path);
 	free(out);
 }
@@ -623,7 +624,7 @@ END_TEST
 START_TEST(test_finalize_source_changed)
 {
 	char *out = scratch("out"), *path, *text;
-	struct finalize_result r;
+	struct conversion_result r;
 	struct err e = {0};
 	size_t len;
 	char *digest;
@@ -649,7 +650,7 @@ END_TEST
 START_TEST(test_finalize_nothing_there)
 {
 	char *out = scratch("empty");
-	struct finalize_result r;
+	struct conversion_result r;
 	struct err e = {0};
 
 	ck_assert_int_eq(mkdir(out, 0755), 0);
@@ -689,7 +690,7 @@ END_TEST
 START_TEST(test_unrelated_files)
 {
 	char *out = scratch("out"), *notes;
-	struct finalize_result r;
+	struct conversion_result r;
 	struct err e = {0};
 
 	ck_assert_int_eq(mkdir(out, 0755), 0);
@@ -708,7 +709,7 @@ START_TEST(test_unrelated_files)
 	err_clear(&e);
 	ck_assert_int_eq(convert(out, SHARD, 2, 3, true, &e), 0);
 	ck_assert_msg(finalize(out, &r, &e) == 0, "%s", e.msg);
-	finalize_result_fini(&r);
+	conversion_result_fini(&r);
 	ck_assert(exists(out, "notes.txt"));
 	free(notes);
 	free(out);
@@ -718,7 +719,7 @@ END_TEST
 START_TEST(test_overwrite_previous_checkpoint)
 {
 	char *out = scratch("out"), *ref = scratch("ref");
-	struct finalize_result r;
+	struct conversion_result r;
 	struct err e = {0};
 
 	/* A finished checkpoint of another plan (one big shard) is there. */
@@ -733,7 +734,7 @@ START_TEST(test_overwrite_previous_checkpoint)
 	ck_assert_int_eq(convert(out, SHARD, 1, 3, false, &e), 0);
 	ck_assert_int_eq(convert(out, SHARD, 2, 3, false, &e), 0);
 	ck_assert_msg(finalize(out, &r, &e) == 0, "%s", e.msg);
-	finalize_result_fini(&r);
+	conversion_result_fini(&r);
 	ck_assert_int_eq(convert(ref, SHARD, 0, 0, false, &e), 0);
 	assert_same_dirs(ref, out);
 	free(ref);
@@ -770,7 +771,7 @@ START_TEST(test_finalize_source_vetted)
 {
 	char *out = scratch("out"), *seen = NULL, *real = realpath(src, NULL);
 	struct finalize_options o;
-	struct finalize_result r;
+	struct conversion_result r;
 	struct err e = {0};
 
 	all_partitions(out, SHARD, 2);

@@ -26,6 +26,7 @@
 struct err;
 struct store_config;
 struct conversion;
+struct conversion_result;
 
 
 /* Codes: everything ckpt_open and the adapter return, plus
@@ -65,6 +66,14 @@ void conversion_cancel(struct conversion *c);
  * conversion_run.  Codes: the store's. */
 int conversion_clean_destination(struct conversion *c, struct err *e);
 const struct strvec *conversion_warnings(const struct conversion *c);
+
+/* What a successful run of c writes, into r (conversion_result.h; r
+ * initialised by the caller, its seconds and optional members left as
+ * they are): the files in publish order, tensors, bytes and file_bytes of
+ * what this run writes (a partition's own group), the warnings, and for a
+ * partition which one it is.  Also for a prepared conversion that is not
+ * run (a dry run).  Any thread once prepared. */
+void conversion_describe_result(const struct conversion *c, struct conversion_result *r);
 
 /* Progress of a run in progress (all zero before run starts). */
 void conversion_progress(const struct conversion *c, struct exec_progress *out);

@@ -36,6 +36,7 @@ struct plan;
 struct store;
 struct store_output_options;
 struct convert_options;
+struct conversion_result;
 
 /* The manifest's name in the destination (not a *.safetensors name, so no
  * reader takes it for weights). */
@@ -60,14 +61,6 @@ bool *partition_skip_files(const struct plan *p, uint32_t index, uint32_t count)
  * plan when count is 0: no partitioning). */
 void partition_totals(const struct plan *p, uint32_t index, uint32_t count, uint64_t *tensors,
 		      uint64_t *bytes);
-/* What partition `index` writes, as (part of) a conversion result:
- * {"files": [names], "tensors": n, "bytes": n, "partition": {"index",
- * "count", "planned_files"}}, plus "bytes_per_second" when seconds > 0. */
-json_t *partition_result_json(const struct plan *p, uint32_t index, uint32_t count, double seconds);
-/* The same as the CLI's text summary, with the finalize command to run. */
-void partition_print_result(FILE *out, const struct plan *p, uint32_t index, uint32_t count,
-			    const char *dst, double seconds);
-
 /* ---- the plan manifest ---- */
 
 struct partition_file {
@@ -148,23 +141,17 @@ struct finalize_options {
 };
 void finalize_options_init(struct finalize_options *o);
 
-struct finalize_result {
-	bool already_finished; /* no manifest: the destination was checked only */
-	char *source;	       /* the manifest's source; NULL when already finished */
-	struct strvec files;   /* the checkpoint's files, index last */
-	size_t tensors;
-	uint64_t bytes;		/* tensor data bytes */
-	struct strvec warnings; /* source files not copied (other weight formats, dirs) */
-};
-void finalize_result_fini(struct finalize_result *r);
-
 /* Finishes the partitioned conversion in `dst` (local path or s3://),
  * see the top of this file.  Codes: partition_incomplete (files missing,
  * or neither a manifest nor a checkpoint), manifest_mismatch (a manifest
  * that is not ckptconv's, or a source that no longer gives the planned
  * output), and those of the store, ckpt_open and conversion_prepare.
- * r is filled on success (and initialised in any case). */
-int partition_finalize(const char *dst, const struct finalize_options *o, struct finalize_result *r,
-		       struct err *e);
+ * r (conversion_result.h) is initialised in any case and filled on
+ * success: the checkpoint's files (index last), tensors, bytes and
+ * file_bytes of the whole checkpoint, finalize set, the manifest's source
+ * (NULL and already_finished when the destination was a finished
+ * checkpoint already) and warnings (source files not copied).  Not timed. */
+int partition_finalize(const char *dst, const struct finalize_options *o,
+		       struct conversion_result *r, struct err *e);
 
 #endif
