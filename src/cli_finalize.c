@@ -14,6 +14,7 @@
 #include "ckptconv/cli.h"
 #include "ckptconv/conversion_result.h"
 #include "ckptconv/err.h"
+#include "ckptconv/finalize.h"
 #include "ckptconv/partition.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
@@ -123,7 +124,7 @@ int cli_finalize(int argc, char **argv)
 	finalize_options_init(&o);
 	o.durable = !a.no_fsync;
 	o.store = &store;
-	if (partition_finalize(a.dst, &o, &r, &e) != 0) {
+	if (finalize_destination(a.dst, &o, &r, &e) != 0) {
 		cli_print_error(&e, a.json);
 		rc = cli_exit_code(&e);
 	} else {

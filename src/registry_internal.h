@@ -122,8 +122,9 @@ void registry_write_states(struct registry *r, struct job *j, const uint8_t *sta
 void registry_load_states(struct registry *r, struct job *j);
 /* Opens the job's tensor listing if it is not open yet (lock held). */
 void registry_open_tensors(struct registry *r, struct job *j);
-/* Writes the listing of `plan` for j and makes it the job's. */
-int registry_install_tensors(struct registry *r, struct job *j, const struct plan *plan,
+/* Writes the listing of conv's plan for j and makes it the job's, with
+ * its totals (a partition's group) as the progress totals. */
+int registry_install_tensors(struct registry *r, struct job *j, const struct conversion *conv,
 			     bool durable, struct err *e);
 /* Removes the records of finished jobs past retention. */
 void registry_sweep_retention(struct registry *r);

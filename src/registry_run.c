@@ -19,7 +19,7 @@
 #include "ckptconv/conversion_result.h"
 #include "ckptconv/aws_credentials.h"
 #include "ckptconv/log.h"
-#include "ckptconv/partition.h"
+#include "ckptconv/finalize.h"
 #include "ckptconv/plan.h"
 #include "ckptconv/store.h"
 #include "registry_internal.h"
@@ -245,7 +245,7 @@ static void run_finalize(struct registry *r, struct job *j, const char *dst)
 		fo.check_source_arg = (void *)r->cfg.policy;
 	}
 	fo.store = &j->store;
-	if (registry_job_store(r, j, &e) < 0 || partition_finalize(dst, &fo, &fr, &e) < 0) {
+	if (registry_job_store(r, j, &e) < 0 || finalize_destination(dst, &fo, &fr, &e) < 0) {
 		registry_fail(r, j, &e);
 		goto out;
 	}
@@ -281,7 +281,7 @@ static int plan_job(struct registry *r, struct job *j, const char *src, const ch
 	if (j->claimed)
 		o.overwrite = true;
 	if (conversion_prepare(src, dst, &o, conv, e) < 0 ||
-	    registry_install_tensors(r, j, conversion_plan(*conv), true, e) < 0)
+	    registry_install_tensors(r, j, *conv, true, e) < 0)
 		return -1;
 	registry_log_planned(j, conversion_plan(*conv), now_seconds() - started);
 	return 0;

@@ -155,7 +155,7 @@ static int check_source(struct registry *r, struct job *j, struct job_error *je)
 		job_error_set(je, engine_error_field(e.code), e.code, "%s", e.msg);
 		goto out;
 	}
-	if (registry_install_tensors(r, j, conversion_plan(conv), !j->spec.dry_run, &e) < 0) {
+	if (registry_install_tensors(r, j, conv, !j->spec.dry_run, &e) < 0) {
 		job_error_set(je, "", e.code, "%s", e.msg);
 		goto out;
 	}

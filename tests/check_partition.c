@@ -22,6 +22,7 @@
 #include "ckptconv/conversion_result.h"
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
+#include "ckptconv/finalize.h"
 #include "ckptconv/exec.h"
 #include "ckptconv/partition.h"
 #include "ckptconv/plan.h"
@@ -107,7 +108,7 @@ static int finalize(const char *dst, struct conversion_result *r, struct err *e)
 
 	finalize_options_init(&o);
 	o.durable = false;
-	return partition_finalize(dst, &o, r, e);
+	return finalize_destination(dst, &o, r, e);
 }
 
 static struct plan *plan_of(uint64_t max_shard, struct conversion **c)
@@ -345,6 +346,73 @@ START_TEST(test_groups_of_a_plan)
 		free(skip);
 	}
 	conversion_free(c);
+}
+END_TEST
+
+/* The results of the partitions of a plan add up to the whole plan's: each
+ * file once, the tensors, tensor bytes and file bytes; only the whole run
+ * lists the copied files and the index.  The JSON form names the
+ * partition. */
+START_TEST(test_partition_results_add_up)
+{
+	struct convert_options o = options(SHARD, 0, 0);
+	struct conversion_result whole, part;
+	uint64_t tensors = 0, bytes = 0, file_bytes = 0, t, b;
+	char *dst = scratch("unused");
+	struct conversion *c;
+	size_t files = 0;
+	struct err e = {0};
+	uint32_t k;
+	json_t *j;
+
+	ck_assert_msg(conversion_prepare(src, dst, &o, &c, &e) == 0, "%s", e.msg);
+	conversion_result_init(&whole);
+	conversion_describe_result(c, &whole);
+	ck_assert_uint_eq(whole.tensors, conversion_plan(c)->ntensors);
+	ck_assert_uint_eq(whole.bytes, conversion_plan(c)->total_bytes);
+	ck_assert_uint_eq(whole.file_bytes, conversion_plan(c)->total_file_bytes);
+	ck_assert_str_eq(whole.files.items[whole.files.len - 1], INDEX_NAME);
+	j = conversion_result_to_json(&whole);
+	ck_assert_ptr_null(json_object_get(j, "partition"));
+	ck_assert_ptr_null(json_object_get(j, "seconds"));
+	json_decref(j);
+	conversion_free(c);
+	for (k = 0; k < 3; k++) {
+		o = options(SHARD, k, 3);
+		ck_assert_msg(conversion_prepare(src, dst, &o, &c, &e) == 0, "%s", e.msg);
+		conversion_result_init(&part);
+		conversion_describe_result(c, &part);
+		conversion_totals(c, &t, &b);
+		ck_assert_uint_eq(t, part.tensors);
+		ck_assert_uint_eq(b, part.bytes);
+		ck_assert_uint_gt(part.files.len, 0);
+		ck_assert_uint_eq(part.planned_files, conversion_plan(c)->nfiles);
+		tensors += part.tensors;
+		bytes += part.bytes;
+		file_bytes += part.file_bytes;
+		files += part.files.len;
+		part.seconds = 2;
+		j = conversion_result_to_json(&part);
+		ck_assert_int_eq(json_integer_value(json_object_get(
+					 json_object_get(j, "partition"), "index")), k);
+		ck_assert_int_eq(json_integer_value(json_object_get(
+					 json_object_get(j, "partition"), "count")), 3);
+		ck_assert_int_eq(json_integer_value(json_object_get(j, "bytes")), part.bytes);
+		ck_assert_int_eq(json_integer_value(json_object_get(j, "file_bytes")),
+				 part.file_bytes);
+		ck_assert(json_real_value(json_object_get(j, "bytes_per_second")) ==
+			  (double)part.bytes / 2);
+		json_decref(j);
+		conversion_result_fini(&part);
+		conversion_free(c);
+	}
+	ck_assert_uint_eq(tensors, whole.tensors);
+	ck_assert_uint_eq(bytes, whole.bytes);
+	ck_assert_uint_eq(file_bytes, whole.file_bytes);
+	/* The whole run's list also has config.json and the index. */
+	ck_assert_uint_eq(files + 2, whole.files.len);
+	conversion_result_fini(&whole);
+	free(dst);
 }
 END_TEST
 
@@ -778,7 +846,7 @@ START_TEST(test_finalize_source_vetted)
 	finalize_options_init(&o);
 	o.check_source = refuse_source;
 	o.check_source_arg = &seen;
-	ck_assert_int_eq(partition_finalize(out, &o, &r, &e), -1);
+	ck_assert_int_eq(finalize_destination(out, &o, &r, &e), -1);
 	ck_assert_str_eq(err_name(e.code), "forbidden_path");
 	ck_assert_str_eq(seen, real);
 	ck_assert(!exists(out, INDEX_NAME));
@@ -820,6 +888,7 @@ static Suite *partition_suite(void)
 	tcase_add_test(tc, test_parse);
 	tcase_add_test(tc, test_groups_greedy);
 	tcase_add_test(tc, test_groups_of_a_plan);
+	tcase_add_test(tc, test_partition_results_add_up);
 	tcase_add_test(tc, test_manifest_round_trip);
 	tcase_add_test(tc, test_manifest_mismatch);
 	tcase_add_test(tc, test_manifest_not_ours);
