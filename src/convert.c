@@ -19,6 +19,7 @@
 #include "ckptconv/adapter.h"
 #include "ckptconv/automodel.h"
 #include "ckptconv/ckpt.h"
+#include "ckptconv/conversion_result.h"
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
 #include "ckptconv/exec.h"
@@ -50,7 +51,9 @@ struct conversion {
 
 	/* What this conversion published outside exec, for the cleanup. */
 	struct strvec published;
-	bool *skip_file;            /* a partition: the files it does not write */
+	/* What a run writes and whether it publishes (the whole plan, or a
+	 * partition's group): computed once, when the plan is made. */
+	struct partition_scope scope;
 };
 
 /* ---- preparing ---------------------------------------------------------- */
@@ -172,6 +175,7 @@ int conversion_prepare(const char *src, const char *dst, const struct convert_op
 		conversion_free(c);
 		return -1;
 	}
+	partition_scope_init(&c->scope, c->plan, o->partition_index, o->partition_count);
 	*out = c;
 	return 0;
 }
@@ -186,7 +190,7 @@ void conversion_free(struct conversion *c)
 	ckpt_free(c->ckpt);
 	automodel_free(c->automodel);
 	strvec_fini(&c->published);
-	free(c->skip_file);
+	partition_scope_fini(&c->scope);
 	strvec_fini(&c->warnings);
 	store_entries_free(c->source_entries, c->nsource_entries);
 	free(c->source_store);
@@ -204,6 +208,46 @@ const struct plan *conversion_plan(const struct conversion *c)
 const struct strvec *conversion_warnings(const struct conversion *c)
 {
 	return &c->warnings;
+}
+
+void conversion_describe_result(const struct conversion *c, struct conversion_result *r)
+{
+	const struct partition_scope *scope = &c->scope;
+	const struct plan *p = c->plan;
+	size_t i;
+
+	for (i = 0; i < p->nfiles; i++) {
+		if (!partition_scope_writes(scope, i))
+			continue;
+		strvec_push(&r->files, p->files[i].name);
+		r->file_bytes += p->files[i].size;
+	}
+	conversion_totals(c, &r->tensors, &r->bytes);
+	for (i = 0; scope->publishes && i < p->copy_files.len; i++)
+		strvec_push(&r->files, p->copy_files.items[i]);
+	for (i = 0; scope->publishes && i < p->nputs; i++)
+		strvec_push(&r->files, p->puts[i].name);
+	if (scope->publishes && p->index_json)
+		strvec_push(&r->files, CKPT_INDEX_NAME);
+	for (i = 0; i < c->warnings.len; i++)
+		strvec_push(&r->warnings, c->warnings.items[i]);
+	r->partition_index = scope->index;
+	r->partition_count = scope->count;
+	r->planned_files = scope->count ? p->nfiles : 0;
+}
+
+void conversion_totals(const struct conversion *c, uint64_t *tensors, uint64_t *bytes)
+{
+	const struct plan *p = c->plan;
+	size_t i;
+
+	*tensors = *bytes = 0;
+	for (i = 0; i < p->ntensors; i++) {
+		if (!partition_scope_writes(&c->scope, p->tensors[i].file))
+			continue;
+		(*tensors)++;
+		*bytes += p->tensors[i].nbytes;
+	}
 }
 
 /* ---- waiting ------------------------------------------------------------ */
@@ -307,20 +351,16 @@ static int prepare_destination(struct conversion *c, struct err *e)
 	if (store_open_config(c->dst_location, c->opts.store, &c->dst, e) ||
 	    bytes_needed(c, &so.bytes_needed, e))
 		return -1;
-	if (c->opts.partition_count)
-		return partition_prepare_output(c->dst, c->plan, c->src_location, &c->opts, &so,
-						&c->skip_file, e);
-	if (output_prepare(c->dst, &so, e))
-		return -1;
-	/* An abandoned partitioned conversion's manifest goes with its files. */
-	return so.overwrite ? store_remove(c->dst, PARTITION_MANIFEST, e) : 0;
+	return partition_scope_prepare_output(&c->scope, c->dst, c->plan, c->src_location,
+					      &c->opts, &so, e);
 }
 
-/* The non-weight files (config.json, tokenizer, ...), before the weights. */
+/* The non-weight files (config.json, tokenizer, ...), before the weights,
+ * when the run publishes (a partition's come with finalize). */
 static int copy_files(struct conversion *c, struct err *e)
 {
-	if (c->opts.partition_count)
-		return 0; /* finalize copies them */
+	if (!c->scope.publishes)
+		return 0;
 	if (output_copy_files(c->ckpt->store, c->dst, &c->plan->copy_files, &c->cancelled,
 			      &c->published, e))
 		return -1;
@@ -331,7 +371,7 @@ static int copy_files(struct conversion *c, struct err *e)
 static int execute_plan(struct conversion *c, struct exec_pool *pool, struct err *e)
 {
 	struct exec_options eo = {.max_bytes_per_second = c->opts.max_bytes_per_second,
-				  .skip_file = c->skip_file};
+				  .skip_file = c->scope.skip_file};
 	struct exec_run *run = exec_run_new(c->plan, c->ckpt->store, c->dst, &eo);
 
 	atomic_store(&c->run, run);
@@ -340,15 +380,16 @@ static int execute_plan(struct conversion *c, struct exec_pool *pool, struct err
 	return exec_run_execute(run, pool, e);
 }
 
-/* The index last: its presence says the checkpoint is complete. */
+/* The index last: its presence says the checkpoint is complete.  A run
+ * that does not publish leaves it to finalize. */
 static int publish_index(struct conversion *c, struct err *e)
 {
 	const char *json = c->plan->index_json;
 
 	if (is_cancelled(c))
 		return cancelled_error(e);
-	if (!json || c->opts.partition_count)
-		return 0; /* a partitioned conversion's index comes with finalize */
+	if (!json || !c->scope.publishes)
+		return 0;
 	return output_publish_index(c->dst, json, &c->published, e);
 }
 
@@ -360,7 +401,7 @@ static void remove_published(struct conversion *c, bool shards)
 
 	output_remove_published(c->dst, &c->published);
 	for (i = 0; shards && i < c->plan->nfiles; i++)
-		if (!c->skip_file || !c->skip_file[i])
+		if (partition_scope_writes(&c->scope, i))
 			store_remove(c->dst, c->plan->files[i].name, NULL);
 }
 
@@ -397,20 +438,18 @@ out:
 static void output_names(const struct conversion *c, struct strvec *names)
 {
 	const struct plan *p = c->plan;
-	uint32_t count = c->opts.partition_count;
-	bool *skip = count ? partition_skip_files(p, c->opts.partition_index, count) : NULL;
+	bool publishes = c->scope.publishes;
 	size_t i;
 
-	if (!count && p->index_json)
+	if (publishes && p->index_json)
 		strvec_push(names, CKPT_INDEX_NAME);
 	for (i = 0; i < p->nfiles; i++)
-		if (!skip || !skip[i])
+		if (partition_scope_writes(&c->scope, i))
 			strvec_push(names, p->files[i].name);
-	for (i = 0; !count && i < p->copy_files.len; i++)
+	for (i = 0; publishes && i < p->copy_files.len; i++)
 		strvec_push(names, p->copy_files.items[i]);
-	for (i = 0; !count && i < p->nputs; i++)
+	for (i = 0; publishes && i < p->nputs; i++)
 		strvec_push(names, p->puts[i].name);
-	free(skip);
 }
 
 int conversion_clean_destination(struct conversion *c, struct err *e)
