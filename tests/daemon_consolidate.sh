@@ -46,7 +46,7 @@ check_case "tiny-r3 bf16" "$J_R3" "$DATA/out-r3" tiny-r3-cast-bf16
 check_case "tiny-r4-ep2s2" "$J_EP" "$DATA/out-ep2s2" tiny-r4-ep2s2
 
 post_job "$(job_json "$DATA/gap" "$DATA/out-gap" hf)"
-expect_error "a shard missing: refused" 422 chunk_gap
+expect_error "a shard missing: refused" 422 shard_missing
 no_finished_output "a shard missing: nothing written" "$DATA/out-gap"
 
 # options.allow_gaps: the job writes Automodel's zeros, as the CLI does.
@@ -117,7 +117,7 @@ if partition_jobs "gaps allowed" "$DATA/gap" "$DATA/p-gap" 2 '"allow_gaps": true
 fi
 
 post_job "$(job_json "$DATA/gap" "$DATA/p-bad" hf '{"partition": {"index": 0, "count": 2}}')"
-expect_error "a partition of a damaged checkpoint: refused" 422 chunk_gap
+expect_error "a partition of a damaged checkpoint: refused" 422 shard_missing
 no_finished_output "a refused partition: nothing written" "$DATA/p-bad"
 if [ ! -e "$DATA/p-bad/ckptconv-plan.json" ]; then
 	pass "a refused partition: no manifest"

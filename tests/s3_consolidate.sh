@@ -19,6 +19,9 @@ s3_upload "$C/inputs/tiny-r4-ep2s2/model" s3://src-bkt/ep2s2/model/ || fail "upl
 copy_dir "$C/inputs/tiny-r3/model" "$TEST_TMP/gap"
 rm "$TEST_TMP/gap/shard-00002-model-00001-of-00001.safetensors"
 s3_upload "$TEST_TMP/gap" s3://src-bkt/gap/model/ || fail "upload the damaged copy"
+copy_dir "$C/inputs/tiny-r3/model" "$TEST_TMP/nometa"
+rm -r "$TEST_TMP/nometa/.hf_metadata"
+s3_upload "$TEST_TMP/nometa" s3://src-bkt/nometa/model/ || fail "upload the copy without .hf_metadata"
 
 expect_ok "inspect an s3:// sharded checkpoint" "$CKPTCONV" inspect s3://src-bkt/r3/model/
 if run_out | grep -q "NeMo Automodel sharded checkpoint: 3 ranks"; then
@@ -42,9 +45,14 @@ expect_ok "consolidate and convert s3 -> local, to native" "$CKPTCONV" convert -
 expect_ok "... equals golden/tiny/native" "$CKPTCONV" verify "$GOLDEN_DIR/tiny/native" \
 	"$TEST_TMP/native"
 
-expect_fail "a shard missing in the store: refused" chunk_gap "shard-00002" "$CKPTCONV" \
+expect_fail "a shard missing in the store: refused" shard_missing \
+	"no shard holds it: shard-00002-model-00001-of-00001.safetensors is missing" "$CKPTCONV" \
 	convert --to hf s3://src-bkt/gap/model/ s3://dst-bkt/gap/
 assert_eq "a shard missing: nothing written" "" "$(s3_keys s3://dst-bkt/gap/)"
+expect_fail "no .hf_metadata in the store: refused" hf_metadata_missing \
+	"s3://src-bkt/nometa/model: sharded checkpoint (shard-*-model-*.safetensors) without its .hf_metadata/ folder" \
+	"$CKPTCONV" convert --to hf s3://src-bkt/nometa/model/ s3://dst-bkt/nometa/
+assert_eq "no .hf_metadata: nothing written" "" "$(s3_keys s3://dst-bkt/nometa/)"
 
 # ---- partitions: several processes write the files, finalize the rest ----
 
@@ -105,7 +113,8 @@ if parts 2 s3://src-bkt/gap/model/ s3://dst-bkt/p-gap/ --allow-gaps &&
 	fi
 fi
 
-expect_fail "a partition of a damaged checkpoint in the store: refused" chunk_gap "shard-00002" \
+expect_fail "a partition of a damaged checkpoint in the store: refused" shard_missing \
+	"shard-00002-model-00001-of-00001.safetensors is missing" \
 	"$CKPTCONV" convert --to hf --partition 1/2 s3://src-bkt/gap/model/ s3://dst-bkt/p-bad/
 assert_eq "a refused partition: nothing written, no manifest" "" "$(s3_keys s3://dst-bkt/p-bad/)"
 
