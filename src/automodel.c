@@ -653,25 +653,30 @@ bool automodel_tied_alias(const struct ckpt *c, const char *name)
 }
 
 /* The shard files that should be there, for a message: the numbers below
- * the highest that no file has, or when none is, the one after it (a
- * trailing rank's file; the shards record no rank count). */
+ * the highest that no file has (the first SHOWN_SHARDS of them), or when
+ * none is, the one after it (a trailing rank's file; the shards record no
+ * rank count).  buf: at least 400 bytes. */
+#define SHOWN_SHARDS 4
 static void expected_shards(const struct automodel *am, char *buf, size_t len)
 {
-	uint64_t want = 1, last = am->nshards ? am->shard_index[am->nshards - 1] : 0;
-	size_t i, used = 0, n = 0;
+	uint64_t want = 1, n = 0, last = am->nshards ? am->shard_index[am->nshards - 1] : 0;
+	size_t i, used = 0;
 
 	buf[0] = '\0';
-	for (i = 0; i < am->nshards && used < len; i++) {
-		for (; want < am->shard_index[i] && used < len; want++, n++)
-			used += (size_t)snprintf(buf + used, len - used,
-						 "%sshard-%05" PRIu64 "-model-00001-of-00001"
-						 ST_SUFFIX,
-						 used ? ", " : "", want);
+	for (i = 0; i < am->nshards; i++) {
+		for (; want < am->shard_index[i]; want++, n++)
+			if (n < SHOWN_SHARDS)
+				used += (size_t)snprintf(buf + used, len - used,
+							 "%sshard-%05" PRIu64
+							 "-model-00001-of-00001" ST_SUFFIX,
+							 n ? ", " : "", want);
 		want = am->shard_index[i] + 1;
 	}
-	if (n > 0)
-		snprintf(buf + used, len > used ? len - used : 0, n > 1 ? " are missing" :
-									    " is missing");
+	if (n > SHOWN_SHARDS)
+		snprintf(buf + used, len - used, " and %" PRIu64 " more are missing",
+			 n - SHOWN_SHARDS);
+	else if (n > 0)
+		snprintf(buf + used, len - used, n > 1 ? " are missing" : " is missing");
 	else
 		snprintf(buf, len,
 			 "shard-%05" PRIu64 "-model-00001-of-00001" ST_SUFFIX

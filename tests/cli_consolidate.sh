@@ -172,6 +172,26 @@ for spec in "tiny-r3-f32save tiny-r3-f32save-cast-bf16 bf16" "tiny-r4-ep2s2 tiny
 	fi
 done
 
+# --allow-gaps is part of the plan: finalize plans again with it.
+d=$T/parts-gap-src
+copy_dir "$C/inputs/tiny-r3/model" "$d"
+rm "$d/shard-00002-model-00001-of-00001.safetensors"
+ok=1
+for i in 0 1 2; do
+	expect_ok "gaps allowed: partition $i/3" "$CKPTCONV" convert --to hf --allow-gaps \
+		--partition "$i/3" "$d" "$T/parts-gap" || ok=0
+done
+if [ $ok = 1 ] && expect_ok "gaps allowed: finalize" "$CKPTCONV" finalize "$T/parts-gap" &&
+	expect_ok "gaps allowed: one run" "$CKPTCONV" convert --to hf --allow-gaps "$d" \
+		"$T/parts-gap-one-run"; then
+	same_files "gaps allowed: 3 partitions + finalize equal one run" "$T/parts-gap-one-run" \
+		"$T/parts-gap"
+fi
+expect_fail "a partition of a damaged checkpoint: refused" shard_missing \
+	"shard-00002-model-00001-of-00001.safetensors is missing" "$CKPTCONV" convert --to hf \
+	--partition 0/2 "$d" "$T/parts-refused"
+expect_empty "a refused partition: nothing written, no manifest" "$T/parts-refused"
+
 # ---- inspect ----
 
 expect_ok "inspect a sharded checkpoint" "$CKPTCONV" inspect --json "$C/inputs/tiny-r3/model"
@@ -365,6 +385,14 @@ fi
 d=$(damaged missing-chunks-only tiny-r4-serial)
 rm "$d/shard-00003-model-00001-of-00001.safetensors"
 refused missing-chunks-only chunk_gap "absent from the shard numbers: shard-00003" "$d"
+
+# Many shards absent from the numbering: the first few are named.
+d=$(damaged missing-many tiny-r3)
+mv "$d/shard-00003-model-00001-of-00001.safetensors" "$d/shard-00009-model-00001-of-00001.safetensors"
+rm "$d/shard-00002-model-00001-of-00001.safetensors"
+refused missing-many shard_missing \
+	"shard-00002-model-00001-of-00001.safetensors, shard-00003-model-00001-of-00001.safetensors, shard-00004-model-00001-of-00001.safetensors, shard-00005-model-00001-of-00001.safetensors and 3 more are missing" \
+	"$d"
 
 # The last shard missing: the other chunks tile smaller tensors, whose
 # sizes config.json contradicts.  The error names the missing shard.
