@@ -147,7 +147,7 @@
 	X(ERR_CHUNK_GAP, "chunk_gap", 422, \
 	  "The chunks of a tensor leave elements of its full shape uncovered (a shard missing, or a damaged DCP_SHARDING_INFO).") \
 	X(ERR_SHARD_MISSING, "shard_missing", 422, \
-	  "A shard of a sharded checkpoint is missing: a tensor is smaller than config.json says (the shards that would hold the rest are named), or the mapping names a tensor no shard holds (only a tied lm_head.weight may be absent).") \
+	  "A shard of a sharded checkpoint is missing, its file named: the mapping names a tensor no shard holds (one its rank saved whole; only a tied lm_head.weight may be absent), or a tensor is smaller than config.json says.") \
 	X(ERR_CHUNK_DTYPE_MISMATCH, "chunk_dtype_mismatch", 422, \
 	  "The chunks of one tensor have different dtypes.") \
 	X(ERR_CHUNK_NDIM_MISMATCH, "chunk_ndim_mismatch", 422, \
