@@ -15,30 +15,93 @@
 need_binary
 start_s3rver dst-bkt
 
-# The front: a threading HTTP/1.1 server that forwards each request to
-# s3rver, except CompleteMultipartUpload (POST ...?uploadId=) while the
-# number in FAULTS is above 0: that one gets 200, white space (as S3 sends
-# while it works) and <Error><Code>CODE</Code>, and the number goes down.
-# Every CompleteMultipartUpload is logged as "injected" or "forwarded".
 FRONT_PY=$TEST_TMP/front.py
 FAULTS=$TEST_TMP/faults
 FRONT_LOG=$TEST_TMP/front.log
 FRONT_PORT_FILE=$TEST_TMP/front.port
-cat >"$FRONT_PY" <<'PYEOF'
-import http.client, http.server, sys, threading
+REQUESTS=$TEST_TMP/requests.log
 
-upstream, faults, log, port_file = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+# The front: a threading HTTP/1.1 server that forwards each request to
+# s3rver unless a rule of FAULTS (JSON, read at every request) takes it.
+# A rule is {"n": times left, "match": {...}, "answer": {...}}; the first
+# rule with n above 0 whose match holds and whose answer applies answers
+# the request instead, and its n goes down.  match (all optional):
+# "method", "query" (a substring of the query), "suffix" (the path ends
+# with it).  answer:
+#   {"status": S, "code": C}   an <Error> answer with that status (200:
+#                              after white space, as S3 sends while it works)
+#   {"redirect": 307, "to": URL}
+#                              TemporaryRedirect, Location URL + the path
+#   {"redirect": 301, "region": R, "endpoint": E}
+#                              PermanentRedirect with <Endpoint>E and
+#                              x-amz-bucket-region R, to requests signed for
+#                              another region than R (HEAD: no body)
+#   {"skew": SECONDS, "always": B}
+#                              a server whose clock is SECONDS ahead: 403
+#                              RequestTimeTooSkewed with its Date and
+#                              <ServerTime> when x-amz-date is more than 15
+#                              minutes off it (always: whatever the date)
+# Every injected answer is logged as "injected CODE", every forwarded
+# CompleteMultipartUpload (POST ...?uploadId=) as "forwarded"; REQUESTS
+# gets "METHOD PATH HOST REGION" for every request forwarded.
+cat >"$FRONT_PY" <<'PYEOF'
+import datetime, email.utils, http.client, http.server, json, sys, threading, time
+
+upstream, faults, log, port_file, requests = sys.argv[1:6]
 lock = threading.Lock()
 HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
        "proxy-connection"}
 
-def take_fault():
+def note(path, line):
+    with lock, open(path, "a") as f:
+        f.write(line + "\n")
+
+def scope_region(headers):
+    auth = headers.get("Authorization", "")
+    i = auth.find("Credential=")
+    parts = auth[i + 11:].split(",")[0].split("/") if i >= 0 else []
+    return parts[2] if len(parts) == 5 else ""
+
+def amz_time(headers):
+    try:
+        return datetime.datetime.strptime(headers.get("x-amz-date", ""), "%Y%m%dT%H%M%SZ").replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+    except ValueError:
+        return 0
+
+def error_xml(code, message, extra=""):
+    return ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>" + code + "</Code><Message>"
+            + message + "</Message>" + extra + "<RequestId>F1</RequestId></Error>").encode()
+
+MESSAGES = {"InternalError": "We encountered an internal error. Please try again.",
+            "SlowDown": "Please reduce your request rate.",
+            "AccessDenied": "Access Denied",
+            "ExpiredToken": "The provided token has expired."}
+
+def applies(rule, handler):
+    m, a = rule.get("match", {}), rule["answer"]
+    path, _, query = handler.path.partition("?")
+    if "method" in m and m["method"] != handler.command:
+        return False
+    if "query" in m and m["query"] not in query:
+        return False
+    if "suffix" in m and not path.endswith(m["suffix"]):
+        return False
+    if a.get("redirect") == 301:
+        return scope_region(handler.headers) != a["region"]
+    if "skew" in a and not a.get("always"):
+        return abs(amz_time(handler.headers) - (time.time() + a["skew"])) > 900
+    return True
+
+def take_fault(handler):
     with lock:
-        n, code = open(faults).read().split()
-        if int(n) <= 0:
-            return None
-        open(faults, "w").write(f"{int(n) - 1} {code}\n")
-        return code
+        rules = json.load(open(faults))
+        for rule in rules:
+            if rule["n"] > 0 and applies(rule, handler):
+                rule["n"] -= 1
+                open(faults, "w").write(json.dumps(rules))
+                return rule["answer"]
+    return None
 
 class Front(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -46,24 +109,59 @@ class Front(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def answer(self, status, data, headers=()):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/xml")
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def inject(self, a):
+        if a.get("redirect") == 307:
+            host = a["to"].split("://", 1)[1]
+            note(log, "injected TemporaryRedirect")
+            self.answer(307, error_xml("TemporaryRedirect", "Please re-send this request to the "
+                                       "specified temporary endpoint. Continue to use the original "
+                                       "request endpoint for future requests.",
+                                       "<Endpoint>" + host + "</Endpoint>"),
+                        [("Location", a["to"] + self.path)])
+        elif a.get("redirect") == 301:
+            note(log, "injected PermanentRedirect")
+            self.answer(301, error_xml("PermanentRedirect", "The bucket you are attempting to access "
+                                       "must be addressed using the specified endpoint. Please send "
+                                       "all future requests to this endpoint.",
+                                       "<Endpoint>" + a["endpoint"] + "</Endpoint>"),
+                        [("x-amz-bucket-region", a["region"])])
+        elif "skew" in a:
+            server = time.time() + a["skew"]
+            note(log, "injected RequestTimeTooSkewed")
+            self.answer(403, error_xml("RequestTimeTooSkewed", "The difference between the request "
+                                       "time and the current time is too large.",
+                                       "<RequestTime>" + self.headers.get("x-amz-date", "") +
+                                       "</RequestTime><ServerTime>" + time.strftime(
+                                           "%Y-%m-%dT%H:%M:%SZ", time.gmtime(server)) +
+                                       "</ServerTime><MaxAllowedSkewMilliseconds>900000"
+                                       "</MaxAllowedSkewMilliseconds>"),
+                        [("Date", email.utils.formatdate(server, usegmt=True))])
+        else:
+            note(log, "injected " + a["code"])
+            data = error_xml(a["code"], MESSAGES.get(a["code"], a["code"]))
+            self.answer(a["status"], (b"\n  \n" if a["status"] == 200 else b"") + data)
+
     def handle_one(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        a = take_fault(self)
+        if a:
+            self.inject(a)
+            return
         if self.command == "POST" and "uploadId=" in self.path:
-            code = take_fault()
-            with lock, open(log, "a") as f:
-                f.write(("injected " + code if code else "forwarded") + "\n")
-            if code:
-                answer = ("\n  \n<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>"
-                          + code + "</Code><Message>We encountered an internal error. "
-                          "Please try again.</Message><RequestId>F1</RequestId></Error>")
-                data = answer.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/xml")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-                return
+            note(log, "forwarded")
+        note(requests, " ".join([self.command, self.path, self.headers.get("Host", ""),
+                                 scope_region(self.headers)]))
         conn = http.client.HTTPConnection(upstream, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
         conn.request(self.command, self.path, body=body, headers=headers)
@@ -87,6 +185,22 @@ open(port_file, "w").write(str(server.server_address[1]))
 server.serve_forever()
 PYEOF
 
+# faults JSON: the front's rules from now on, its logs emptied.
+faults() {
+	printf '%s\n' "$1" >"$FAULTS.tmp" && mv "$FAULTS.tmp" "$FAULTS"
+	: >"$FRONT_LOG"
+	: >"$REQUESTS"
+}
+# complete_fault N CODE: the next N CompleteMultipartUploads answer 200 CODE.
+complete_fault() {
+	faults "[{\"n\": $1, \"match\": {\"method\": \"POST\", \"query\": \"uploadId=\"},
+		\"answer\": {\"status\": 200, \"code\": \"$2\"}}]"
+}
+# injected CODE: how many answers CODE the front injected.
+injected() {
+	grep -c "^injected $1\$" "$FRONT_LOG" || true
+}
+
 FRONT_PID=
 stop_front() {
 	if [ -n "$FRONT_PID" ]; then
@@ -97,9 +211,8 @@ stop_front() {
 }
 CLEANUP_HOOKS+=(stop_front)
 
-echo "0 InternalError" >"$FAULTS"
-: >"$FRONT_LOG"
-python3 "$FRONT_PY" "127.0.0.1:$S3_PORT" "$FAULTS" "$FRONT_LOG" "$FRONT_PORT_FILE" &
+faults '[]'
+python3 "$FRONT_PY" "127.0.0.1:$S3_PORT" "$FAULTS" "$FRONT_LOG" "$FRONT_PORT_FILE" "$REQUESTS" &
 FRONT_PID=$!
 for i in $(seq 100); do
 	[ -s "$FRONT_PORT_FILE" ] && break
@@ -119,7 +232,7 @@ expect_ok "local twin" "$CKPTCONV" convert --no-fsync --to native "$SRC" "$TEST_
 export CKPTCONV_S3_PART_SIZE=5MiB CKPTCONV_S3_MAX_ATTEMPTS=3
 
 # The first CompleteMultipartUpload answers 200 with InternalError.
-echo "1 InternalError" >"$FAULTS"
+complete_fault 1 InternalError
 expect_ok "200 InternalError on the first Complete: retried, converted" \
 	"$CKPTCONV" convert --to native --s3-endpoint-url "$FRONT" "$SRC" s3://dst-bkt/once/
 assert_eq "one Complete got the 200 error, the retry went through" \
@@ -134,8 +247,7 @@ s3_download s3://dst-bkt/once/ "$TEST_TMP/once" || fail "download the output"
 same_files "the object is the local conversion's bytes" "$TEST_TMP/twin" "$TEST_TMP/once"
 
 # SlowDown twice: retried twice with backoff, then converted.
-: >"$FRONT_LOG"
-echo "2 SlowDown" >"$FAULTS"
+complete_fault 2 SlowDown
 expect_ok "200 SlowDown on two Completes: retried, converted" \
 	"$CKPTCONV" convert --to native --s3-endpoint-url "$FRONT" "$SRC" s3://dst-bkt/twice/
 assert_eq "two 200 errors, then the Complete went through" \
@@ -145,8 +257,7 @@ same_files "the object is the local conversion's bytes" "$TEST_TMP/twin" "$TEST_
 
 # Every Complete answers 200 InternalError: s3_unavailable after the three
 # attempts, naming the file and the answer; nothing is published.
-: >"$FRONT_LOG"
-echo "1000 InternalError" >"$FAULTS"
+complete_fault 1000 InternalError
 expect_fail "a persistent 200 error fails after the retries" s3_unavailable \
 	"s3://dst-bkt/always/model.safetensors: CompleteMultipartUpload answered 200 InternalError" \
 	"$CKPTCONV" convert --to native --s3-endpoint-url "$FRONT" "$SRC" s3://dst-bkt/always/

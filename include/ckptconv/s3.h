@@ -137,7 +137,10 @@ int s3_multipart_abort(struct s3_client *c, const char *bucket, const char *key,
 struct s3_error_answer {
 	char code[64];
 	char message[200];
-	bool is_error; /* the root element is Error */
+	char endpoint[256];   /* <Endpoint> of a redirect: the host to send to */
+	char region[64];      /* <Region> (AuthorizationHeaderMalformed: the right one) */
+	char server_time[40]; /* <ServerTime> of RequestTimeTooSkewed (ISO 8601) */
+	bool is_error;	      /* the root element is Error */
 };
 /* Fills *out from whatever the body holds; false when it is not
  * well-formed XML (what was read before the fault is kept). */
