@@ -441,7 +441,7 @@ static bool follow_redirect(struct call *k, const struct s3_error_answer *x, con
 	bool region_named = strcmp(x->code, "AuthorizationHeaderMalformed") == 0 && x->region[0];
 	const char *region = x->region[0] ? x->region : k->bucket_region;
 	struct route next;
-	char authority[256] = "", why[300];
+	char authority[256] = "", why[300], name[300];
 	bool https = k->routed && k->route.authority[0] ? k->route.https : c->https;
 
 	if (!temporary && !permanent && !region_named)
@@ -474,13 +474,13 @@ static bool follow_redirect(struct call *k, const struct s3_error_answer *x, con
 		snprintf(next.authority, sizeof(next.authority), "%s", authority);
 		next.https = https;
 	}
-	if (k->routed ? route_equal(&next, &k->route) :
-			!next.authority[0] && (!next.region[0] || strcmp(next.region, c->region) == 0)) {
-		if (temporary)
-			call_fail(k, CALL_FAILED, ERR_S3_ERROR,
-				  "%s, naming no other host: not followed", what);
-		else
-			wrong_region(k, next.region, what, NULL, NULL);
+	/* A 307 to where the request went is sent again (some gateways ask
+	 * so while they settle); a 301 to there would only come back. */
+	if (!temporary &&
+	    (k->routed ? route_equal(&next, &k->route) :
+			 !next.authority[0] &&
+				 (!next.region[0] || strcmp(next.region, c->region) == 0))) {
+		wrong_region(k, next.region, what, NULL, NULL);
 		return true;
 	}
 	if (k->redirects >= S3_REDIRECTS_MAX) {
@@ -497,9 +497,11 @@ static bool follow_redirect(struct call *k, const struct s3_error_answer *x, con
 	k->routed = true;
 	k->redirects++;
 	k->state = CALL_RESEND;
-	if (temporary)
-		log_info("%s; sent again to %s", what,
+	if (temporary) {
+		call_name(k, name, sizeof(name));
+		log_info("%s: %s; sent again to %s", name, what,
 			 next.authority[0] ? next.authority : "the endpoint");
+	}
 	else
 		route_remember(k);
 	return true;
@@ -512,6 +514,7 @@ static void correct_clock(struct call *k, const struct s3_error_answer *x, const
 {
 	time_t server = (time_t)-1, local = time(NULL);
 	struct tm tm = {0};
+	char name[300];
 	long long before = (long long)(s3_clock_now() - local), offset;
 
 	if (x->server_time[0] &&
@@ -538,10 +541,12 @@ static void correct_clock(struct call *k, const struct s3_error_answer *x, const
 		return;
 	}
 	offset = s3_clock_correct(server);
-	if (llabs(offset - before) > 1)
-		log_warn("%s: this machine's clock is %lld s %s the server's; requests are signed "
-			 "with the server's time from now on",
-			 what, llabs(offset), offset > 0 ? "behind" : "ahead of");
+	if (llabs(offset - before) > 1) {
+		call_name(k, name, sizeof(name));
+		log_warn("%s: %s: this machine's clock is %lld s %s the server's; requests are "
+			 "signed with the server's time from now on",
+			 name, what, llabs(offset), offset > 0 ? "behind" : "ahead of");
+	}
 	k->skew_corrections++;
 	k->state = CALL_RESEND;
 }

@@ -7,7 +7,15 @@
 # body (InternalError, SlowDown): that is retried with the same backoff as
 # a 500 and the conversion succeeds with the right object; when every
 # attempt answers so, the conversion fails with s3_unavailable after the
-# configured attempts and publishes nothing.
+# configured attempts and publishes nothing.  307 TemporaryRedirect is
+# followed, signed again for the new host (checked by the stand-ins'
+# verifying front), at most 3 times and never to another host; 301
+# PermanentRedirect naming the bucket's region is followed for that and
+# every later request, or fails with s3_wrong_region when its endpoint is
+# outside the configured one; RequestTimeTooSkewed corrects the clock once,
+# then clock_skew; ExpiredToken of a token that is never refreshed fails at
+# once naming its source; a failed conversion removes every object it
+# wrote, and names any it could not.
 
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/s3_lib.sh"
@@ -40,7 +48,9 @@ REQUESTS=$TEST_TMP/requests.log
 #                              a server whose clock is SECONDS ahead: 403
 #                              RequestTimeTooSkewed with its Date and
 #                              <ServerTime> when x-amz-date is more than 15
-#                              minutes off it (always: whatever the date)
+#                              minutes off it (always: whatever the date);
+#                              as the first rule, the x-amz-date of what is
+#                              forwarded is put back on s3rver's clock
 # Every injected answer is logged as "injected CODE", every forwarded
 # CompleteMultipartUpload (POST ...?uploadId=) as "forwarded"; REQUESTS
 # gets "METHOD PATH HOST REGION" for every request forwarded.
@@ -92,6 +102,10 @@ def applies(rule, handler):
     if "skew" in a and not a.get("always"):
         return abs(amz_time(handler.headers) - (time.time() + a["skew"])) > 900
     return True
+
+def server_skew():
+    with lock:
+        return sum(r["answer"].get("skew", 0) for r in json.load(open(faults))[:1])
 
 def take_fault(handler):
     with lock:
@@ -164,6 +178,11 @@ class Front(http.server.BaseHTTPRequestHandler):
                                  scope_region(self.headers)]))
         conn = http.client.HTTPConnection(upstream, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
+        skew = server_skew()
+        if skew and "x-amz-date" in self.headers:
+            # s3rver checks the request time against its own clock
+            headers["x-amz-date"] = time.strftime(
+                "%Y%m%dT%H%M%SZ", time.gmtime(amz_time(self.headers) - skew))
         conn.request(self.command, self.path, body=body, headers=headers)
         resp = conn.getresponse()
         data = resp.read()
@@ -268,5 +287,161 @@ else
 fi
 assert_eq "three Completes were tried" 3 "$(grep -c injected "$FRONT_LOG")"
 assert_eq "nothing published under the destination" "" "$(s3_keys s3://dst-bkt/always/)"
+
+# ---- answers that send a request elsewhere, or refuse its time ----
+
+# A redirect's target: the stand-ins' S3 front, which checks every
+# request's signature and that its Host names it, so a request that is not
+# signed again for the new host is refused there.
+. "$(dirname "$0")/aws_lib.sh"
+unset CKPTCONV_S3_PART_SIZE
+start_standins
+standins_control "{\"static\": {\"$S3_ACCESS_KEY\": {\"secret\": \"$S3_SECRET_KEY\", \"token\": null}}}"
+FRONT_HOST=${FRONT#http://}
+SMALL=$TEST_TMP/small
+expect_ok "a small fixture" "$CKPTCONV" fixture --preset tiny --layers 2 --dtype f32 "$SMALL" || finish
+# Three shards, an index and config.json: several objects to publish.
+SHARDS=(--max-shard-size 150KB)
+expect_ok "its local twin" "$CKPTCONV" convert --no-fsync --to native "${SHARDS[@]}" "$SMALL" \
+	"$TEST_TMP/small-twin"
+TEMP_MESSAGE="Please re-send this request to the specified temporary endpoint. Continue to use the original request endpoint for future requests."
+PERM_MESSAGE="The bucket you are attempting to access must be addressed using the specified endpoint. Please send all future requests to this endpoint."
+SKEW_MESSAGE="The difference between the request time and the current time is too large."
+
+# 307 TemporaryRedirect on every request: each is signed again for the
+# host of Location and sent there once; the stand-in accepts every one.
+faults "[{\"n\": 1000, \"answer\": {\"redirect\": 307, \"to\": \"$S3_FRONT\"}}]"
+: >"$STANDINS_DIR/events.jsonl"
+expect_ok "307 on every request: followed, converted" "$CKPTCONV" convert --to native \
+	"${SHARDS[@]}" --s3-endpoint-url "$FRONT" "$SMALL" s3://dst-bkt/moved/
+assert_eq "each redirected request reached the stand-in, signed for it" "$(injected TemporaryRedirect)" \
+	"$(events_count 'e["event"] == "s3" and e["verdict"] == "ok"')"
+assert_eq "the stand-in refused none" 0 "$(events_count 'e["event"] == "s3" and e["verdict"] != "ok"')"
+assert_eq "six requests were redirected (list, config.json, 3 shards, index)" 6 \
+	"$(injected TemporaryRedirect)"
+if grep -qF "s3://dst-bkt/moved/config.json: PutObject answered 307 TemporaryRedirect ($TEMP_MESSAGE); sent again to ${S3_FRONT#http://}" "$TEST_TMP/run.err"; then
+	pass "the redirect is logged with the host it went to"
+else
+	fail "the redirect is logged with the host it went to" "$(head -3 "$TEST_TMP/run.err")"
+fi
+s3_download s3://dst-bkt/moved/ "$TEST_TMP/moved" || fail "download the output"
+same_files "the redirected objects are the local conversion's bytes" "$TEST_TMP/small-twin" \
+	"$TEST_TMP/moved"
+
+# A 307 back to the same place, again and again: followed 3 times, then
+# s3_error; nothing published.
+faults "[{\"n\": 1000, \"answer\": {\"redirect\": 307, \"to\": \"$FRONT\"}}]"
+expect_fail "a redirect loop stops after 3 redirects" s3_error \
+	"s3://dst-bkt/loop/: ListObjectsV2 answered 307 TemporaryRedirect ($TEMP_MESSAGE); not followed: redirected 3 times already, at most 3 are followed" \
+	"$CKPTCONV" convert --to native --s3-endpoint-url "$FRONT" "$SMALL" s3://dst-bkt/loop/
+assert_eq "the request went 4 times" 4 "$(injected TemporaryRedirect)"
+assert_eq "nothing published under the loop's prefix" "" "$(s3_keys s3://dst-bkt/loop/)"
+
+# A 307 to another host than the endpoint's: credentials do not follow.
+faults "[{\"n\": 1000, \"answer\": {\"redirect\": 307, \"to\": \"http://127.0.0.2:${FRONT_HOST#*:}\"}}]"
+expect_fail "a redirect to another host is not followed" s3_error \
+	"s3://dst-bkt/far/: ListObjectsV2 answered 307 TemporaryRedirect ($TEMP_MESSAGE) to http://127.0.0.2:${FRONT_HOST#*:}, not followed: '127.0.0.2' is neither the endpoint's host '127.0.0.1' nor under it" \
+	"$CKPTCONV" convert --to native --s3-endpoint-url "$FRONT" "$SMALL" s3://dst-bkt/far/
+assert_eq "one request was redirected, none sent there" 1 "$(injected TemporaryRedirect)"
+
+# 301 PermanentRedirect to requests signed for any region but eu-west-1:
+# the first is signed again for eu-west-1, and so is every later request
+# for the bucket, at once.
+faults "[{\"n\": 1000, \"answer\": {\"redirect\": 301, \"region\": \"eu-west-1\", \"endpoint\": \"$FRONT_HOST\"}}]"
+expect_ok "301 with the bucket's region: followed, converted" "$CKPTCONV" convert --to native \
+	"${SHARDS[@]}" --s3-endpoint-url "$FRONT" "$SMALL" s3://dst-bkt/region/
+assert_eq "one request was redirected, the later ones went to the region at once" 1 \
+	"$(injected PermanentRedirect)"
+assert_eq "every request the store saw was signed for eu-west-1" "eu-west-1" \
+	"$(awk '{print $4}' "$REQUESTS" | sort -u | tr '\n' ' ' | sed 's/ $//')"
+if grep -qF "s3://dst-bkt: the bucket is in region eu-west-1, not us-east-1 as configured; requests go to $FRONT_HOST (set AWS_REGION=eu-west-1 to go there at once)" "$TEST_TMP/run.err"; then
+	pass "the region is named in a warning"
+else
+	fail "the region is named in a warning" "$(head -3 "$TEST_TMP/run.err")"
+fi
+s3_download s3://dst-bkt/region/ "$TEST_TMP/region" || fail "download the output"
+same_files "the objects are the local conversion's bytes" "$TEST_TMP/small-twin" "$TEST_TMP/region"
+
+# A 301 naming an endpoint outside the configured one: s3_wrong_region,
+# naming the region.
+faults '[{"n": 1000, "answer": {"redirect": 301, "region": "eu-west-1", "endpoint": "dst-bkt.s3.eu-west-1.amazonaws.com"}}]'
+expect_fail "a 301 to an endpoint outside the configured one" s3_wrong_region \
+	"s3://dst-bkt/aws/: ListObjectsV2 answered 301 PermanentRedirect ($PERM_MESSAGE): the bucket is in region eu-west-1, not us-east-1; not followed to dst-bkt.s3.eu-west-1.amazonaws.com ('dst-bkt.s3.eu-west-1.amazonaws.com' is neither the endpoint's host '127.0.0.1' nor under it): set the region to eu-west-1 (AWS_REGION, --s3-region) and an endpoint of it" \
+	"$CKPTCONV" convert --to native --s3-endpoint-url "$FRONT" "$SMALL" s3://dst-bkt/aws/
+
+# A server whose clock is an hour ahead: RequestTimeTooSkewed once, then
+# every request is signed with its time and the conversion succeeds.
+faults '[{"n": 1000, "answer": {"skew": 3600}}]'
+expect_ok "RequestTimeTooSkewed: the clock is corrected, converted" "$CKPTCONV" convert \
+	--to native "${SHARDS[@]}" --s3-endpoint-url "$FRONT" "$SMALL" s3://dst-bkt/skewed/
+assert_eq "one request was refused, the later ones signed with the server's time" 1 \
+	"$(injected RequestTimeTooSkewed)"
+if grep -qE "s3://dst-bkt/skewed/: ListObjectsV2 answered 403 RequestTimeTooSkewed \($SKEW_MESSAGE\): this machine's clock is 3(599|600|601) s behind the server's; requests are signed with the server's time from now on" "$TEST_TMP/run.err"; then
+	pass "the correction is logged with the offset"
+else
+	fail "the correction is logged with the offset" "$(head -3 "$TEST_TMP/run.err")"
+fi
+s3_download s3://dst-bkt/skewed/ "$TEST_TMP/skewed" || fail "download the output"
+same_files "the objects are the local conversion's bytes" "$TEST_TMP/small-twin" "$TEST_TMP/skewed"
+
+# A server that refuses the time whatever it is: clock_skew after one
+# correction, not access denied.
+faults '[{"n": 1000, "answer": {"skew": 3600, "always": true}}]'
+expect_fail "RequestTimeTooSkewed again after the correction" clock_skew \
+	"s3://dst-bkt/skewed2/: ListObjectsV2 answered 403 RequestTimeTooSkewed ($SKEW_MESSAGE), again after signing with the server's time: this machine's clock is" \
+	"$CKPTCONV" convert --to native --s3-endpoint-url "$FRONT" "$SMALL" s3://dst-bkt/skewed2/
+assert_eq "sent twice: before and after the correction" 2 "$(injected RequestTimeTooSkewed)"
+assert_eq "nothing published" "" "$(s3_keys s3://dst-bkt/skewed2/)"
+
+# ExpiredToken for a session token of the environment or the shared files
+# (read once, never refreshed): s3_credentials at once, naming the source.
+faults '[{"n": 1000, "answer": {"status": 400, "code": "ExpiredToken"}}]'
+expect_fail "ExpiredToken, token from the environment" s3_credentials \
+	"s3://dst-bkt/expired/: ListObjectsV2 answered 400 ExpiredToken (The provided token has expired.): the session token of the credentials from the environment (AWS_SESSION_TOKEN) has expired; give new temporary credentials" \
+	env AWS_SESSION_TOKEN=token-of-an-hour-ago "$CKPTCONV" convert --to native \
+	--s3-endpoint-url "$FRONT" "$SMALL" s3://dst-bkt/expired/
+assert_eq "not retried" 1 "$(injected ExpiredToken)"
+faults '[{"n": 1000, "answer": {"status": 400, "code": "ExpiredToken"}}]'
+printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\naws_session_token = token-of-an-hour-ago\n' \
+	"$S3_ACCESS_KEY" "$S3_SECRET_KEY" >"$TEST_TMP/shared-credentials"
+expect_fail "ExpiredToken, token from the shared files" s3_credentials \
+	"s3://dst-bkt/expired/: ListObjectsV2 answered 400 ExpiredToken (The provided token has expired.): the session token of the credentials from the shared files (aws_session_token of the profile) has expired; give new temporary credentials" \
+	env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_SHARED_CREDENTIALS_FILE="$TEST_TMP/shared-credentials" \
+	"$CKPTCONV" convert --to native --s3-endpoint-url "$FRONT" "$SMALL" s3://dst-bkt/expired/
+assert_eq "not retried" 1 "$(injected ExpiredToken)"
+
+# ---- a failed local-to-S3 conversion removes every object it wrote ----
+
+# The last shard's PutObject refused: config.json and the other shards,
+# published before, are removed.
+faults '[{"n": 1000, "match": {"method": "PUT", "suffix": "/model-00003-of-00003.safetensors"}, "answer": {"status": 403, "code": "AccessDenied"}}]'
+expect_fail "the last shard refused" s3_access_denied \
+	"s3://dst-bkt/failed/model-00003-of-00003.safetensors: PutObject answered 403 AccessDenied (Access Denied)" \
+	"$CKPTCONV" convert --to native "${SHARDS[@]}" --s3-endpoint-url "$FRONT" "$SMALL" s3://dst-bkt/failed/
+assert_eq "config.json was published before the failure" 1 \
+	"$(grep -c '^PUT /dst-bkt/failed/config.json ' "$REQUESTS")"
+assert_eq "nothing left under the prefix" "" "$(s3_keys s3://dst-bkt/failed/)"
+
+# The index, the last object, refused: every shard and config.json go.
+faults '[{"n": 1000, "match": {"method": "PUT", "suffix": "/model.safetensors.index.json"}, "answer": {"status": 403, "code": "AccessDenied"}}]'
+expect_fail "the index refused" s3_access_denied \
+	"s3://dst-bkt/failed2/model.safetensors.index.json: PutObject answered 403 AccessDenied (Access Denied)" \
+	"$CKPTCONV" convert --to native "${SHARDS[@]}" --s3-endpoint-url "$FRONT" "$SMALL" s3://dst-bkt/failed2/
+assert_eq "all three shards were published before the failure" 3 \
+	"$(grep -c '^PUT /dst-bkt/failed2/model-0000' "$REQUESTS")"
+assert_eq "nothing left under the prefix" "" "$(s3_keys s3://dst-bkt/failed2/)"
+
+# An object that cannot be removed is named; the error stays the first.
+faults '[{"n": 1, "match": {"method": "PUT", "suffix": "/model.safetensors.index.json"}, "answer": {"status": 403, "code": "AccessDenied"}},
+	{"n": 1, "match": {"method": "DELETE", "suffix": "/config.json"}, "answer": {"status": 403, "code": "AccessDenied"}}]'
+expect_fail "the index refused, config.json not removable" s3_access_denied \
+	"s3://dst-bkt/failed3/model.safetensors.index.json: PutObject answered 403 AccessDenied (Access Denied)" \
+	"$CKPTCONV" convert --to native "${SHARDS[@]}" --s3-endpoint-url "$FRONT" "$SMALL" s3://dst-bkt/failed3/
+if grep -qF "s3://dst-bkt/failed3/config.json: not removed after the failure (s3_access_denied: s3://dst-bkt/failed3/config.json: DeleteObject answered 403 AccessDenied (Access Denied)); remove it by hand" "$TEST_TMP/run.err"; then
+	pass "what could not be removed is named"
+else
+	fail "what could not be removed is named" "$(head -3 "$TEST_TMP/run.err")"
+fi
+assert_eq "only config.json is left" "config.json" "$(s3_keys s3://dst-bkt/failed3/)"
 
 finish
