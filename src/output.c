@@ -226,9 +226,8 @@ int output_remove_after_failure(struct store *dst, const char *name)
 
 	if (store_remove(dst, name, &e) == 0)
 		return 0;
-	log_warn("%s%s%s: not removed after the failure (%s: %s); remove it by hand",
-		 dst->location, n && dst->location[n - 1] == '/' ? "" : "/", name,
-		 err_name(e.code), e.msg);
+	log_warn("%s%s%s: not removed after the failure (%s: %s); remove it by hand", dst->location,
+		 n && dst->location[n - 1] == '/' ? "" : "/", name, err_name(e.code), e.msg);
 	return -1;
 }
 

@@ -238,9 +238,8 @@ static int call_setup(struct call *k)
 	if (k->ranged)
 		snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, k->off,
 			 k->off + k->len - 1);
-	auth = s3_authorization_in(c, k->routed ? k->route.region : NULL, k->credentials,
-				   k->method, &k->target, k->ranged ? range : NULL,
-				   k->payload_hash, now);
+	auth = s3_authorization_in(c, k->routed ? k->route.region : NULL, k->credentials, k->method,
+				   &k->target, k->ranged ? range : NULL, k->payload_hash, now);
 	if (!auth)
 		return err_set(&k->err, ERR_INTERNAL_ERROR, "signing the request failed");
 	sigv4_amz_date(now, amz_date);
@@ -442,12 +441,13 @@ static bool follow_redirect(struct call *k, const struct s3_error_answer *x, con
 	const char *region = x->region[0] ? x->region : k->bucket_region;
 	struct route next;
 	char authority[256] = "", why[300], name[300];
-	bool https = k->routed && k->route.authority[0] ? k->route.https : c->https;
+	bool https;
 
 	if (!temporary && !permanent && !region_named)
 		return false;
 	route_from_client(k);
 	next = k->routed ? k->route : (struct route){.region = ""};
+	https = next.authority[0] ? next.https : c->https;
 	if (temporary && k->location[0]) {
 		if (!location_parse(k->location, &https, authority, sizeof(authority))) {
 			call_fail(k, CALL_FAILED, ERR_S3_ERROR,
@@ -459,7 +459,7 @@ static bool follow_redirect(struct call *k, const struct s3_error_answer *x, con
 		for (char *p = authority; *p; p++)
 			*p = (char)tolower((unsigned char)*p);
 	}
-	if (!temporary && region[0] && check_region_name(region))
+	if (region[0] && check_region_name(region))
 		snprintf(next.region, sizeof(next.region), "%s", region);
 	if (authority[0]) {
 		if (!s3_route_allowed(c, k->bucket, authority, https, why, sizeof(why))) {
@@ -501,9 +501,9 @@ static bool follow_redirect(struct call *k, const struct s3_error_answer *x, con
 		call_name(k, name, sizeof(name));
 		log_info("%s: %s; sent again to %s", name, what,
 			 next.authority[0] ? next.authority : "the endpoint");
-	}
-	else
+	} else {
 		route_remember(k);
+	}
 	return true;
 }
 
@@ -537,7 +537,8 @@ static void correct_clock(struct call *k, const struct s3_error_answer *x, const
 		call_fail(k, CALL_FAILED, ERR_CLOCK_SKEW,
 			  "%s, again after signing with the server's time: this machine's clock is "
 			  "%lld s off the server's (%s)",
-			  what, (long long)(server - local), x->server_time[0] ? x->server_time : k->date);
+			  what, (long long)(server - local),
+			  x->server_time[0] ? x->server_time : k->date);
 		return;
 	}
 	offset = s3_clock_correct(server);
@@ -564,7 +565,7 @@ static const char *source_words(const char *source)
 		return "the container credentials endpoint";
 	if (strcmp(source, AWS_SOURCE_INSTANCE_METADATA) == 0)
 		return "instance metadata";
-	return source;
+	return *source ? source : "the credentials provider";
 }
 
 /* ExpiredToken: credentials from a source that refreshes them are

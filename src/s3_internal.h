@@ -25,7 +25,7 @@
 #include "ckptconv/util.h"
 
 #define MIB ((uint64_t)1 << 20)
-#define LANE_HANDLES 8 /* parallel requests of one call */
+#define LANE_HANDLES 8	   /* parallel requests of one call */
 #define S3_REDIRECTS_MAX 3 /* redirects one request follows */
 
 enum style { STYLE_AUTO, STYLE_PATH, STYLE_VIRTUAL };
@@ -106,9 +106,9 @@ void s3_target_build(const struct s3_client *c, const char *bucket, const char *
 		     const struct sigv4_param *params, size_t nparams, struct target *t);
 /* The same at `route` (NULL: the client's endpoint): a route's authority
  * that starts with "<bucket>." is virtual-hosted, any other path-style. */
-void s3_target_build_at(const struct s3_client *c, const struct route *route,
-			const char *bucket, const char *key, const struct sigv4_param *params,
-			size_t nparams, struct target *t);
+void s3_target_build_at(const struct s3_client *c, const struct route *route, const char *bucket,
+			const char *key, const struct sigv4_param *params, size_t nparams,
+			struct target *t);
 /* Whether a request for `bucket`, with its credentials, may follow S3 to
  * `authority` (host[:port]) over https or http: the same scheme as the
  * endpoint or https; with a custom endpoint its host or a name under it,

@@ -59,9 +59,9 @@ static bool names_bucket(const char *authority, const char *bucket)
 	return strncmp(authority, bucket, n) == 0 && authority[n] == '.';
 }
 
-void s3_target_build_at(const struct s3_client *c, const struct route *route,
-			const char *bucket, const char *key, const struct sigv4_param *params,
-			size_t nparams, struct target *t)
+void s3_target_build_at(const struct s3_client *c, const struct route *route, const char *bucket,
+			const char *key, const struct sigv4_param *params, size_t nparams,
+			struct target *t)
 {
 	char *base_host, *encoded_key = key ? sigv4_uri_encode(key, true) : NULL;
 	const char *region = route && route->region[0] ? route->region : c->region;
@@ -114,8 +114,7 @@ char *s3_authorization_for(const struct s3_client *c,
 			   const struct target *t, const char *range, const char *payload_hash,
 			   time_t when)
 {
-	return s3_authorization_in(c, c->region, credentials, method, t, range, payload_hash,
-				   when);
+	return s3_authorization_in(c, c->region, credentials, method, t, range, payload_hash, when);
 }
 
 char *s3_authorization_in(const struct s3_client *c, const char *region,
@@ -197,8 +196,8 @@ bool s3_route_allowed(const struct s3_client *c, const char *bucket, const char 
 		host_of(c->endpoint_authority, endpoint_host, sizeof(endpoint_host));
 		if (strcasecmp(host, endpoint_host) == 0 || ends_with_label(host, endpoint_host))
 			return true;
-		snprintf(why, why_len, "'%s' is neither the endpoint's host '%s' nor under it", host,
-			 endpoint_host);
+		snprintf(why, why_len, "'%s' is neither the endpoint's host '%s' nor under it",
+			 host, endpoint_host);
 		return false;
 	}
 	if (strcmp(host, authority) == 0 && aws_s3_host(host, bucket))

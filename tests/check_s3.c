@@ -1239,8 +1239,8 @@ START_TEST(test_redirect_hosts)
 	aws = client_with(NULL, NULL);
 	ck_assert(s3_route_allowed(aws, "bkt", "bkt.s3.eu-west-1.amazonaws.com", true, why,
 				   sizeof(why)));
-	ck_assert(s3_route_allowed(aws, "bkt", "s3.eu-west-1.amazonaws.com", true, why,
-				   sizeof(why)));
+	ck_assert(
+		s3_route_allowed(aws, "bkt", "s3.eu-west-1.amazonaws.com", true, why, sizeof(why)));
 	ck_assert(s3_route_allowed(aws, "my.bkt", "my.bkt.s3-eu-west-1.amazonaws.com", true, why,
 				   sizeof(why)));
 	ck_assert(s3_route_allowed(aws, "bkt", "s3.cn-north-1.amazonaws.com.cn", true, why,
@@ -1248,7 +1248,8 @@ START_TEST(test_redirect_hosts)
 	/* not S3, not AWS, a port, http, a name that only ends like AWS's */
 	ck_assert(!s3_route_allowed(aws, "bkt", "ec2-1-2-3-4.compute-1.amazonaws.com", true, why,
 				    sizeof(why)));
-	ck_assert_str_eq(why, "'ec2-1-2-3-4.compute-1.amazonaws.com' is not an S3 host of amazonaws.com");
+	ck_assert_str_eq(
+		why, "'ec2-1-2-3-4.compute-1.amazonaws.com' is not an S3 host of amazonaws.com");
 	ck_assert(!s3_route_allowed(aws, "bkt", "bkt.s3.evil.example", true, why, sizeof(why)));
 	ck_assert(!s3_route_allowed(aws, "bkt", "s3.eu-west-1.amazonaws.com:8443", true, why,
 				    sizeof(why)));
@@ -1263,7 +1264,8 @@ START_TEST(test_redirect_hosts)
 	ck_assert(s3_route_allowed(c, "bkt", "s3.example.com:9001", true, why, sizeof(why)));
 	ck_assert(s3_route_allowed(c, "bkt", "bkt.s3.example.com", true, why, sizeof(why)));
 	ck_assert(!s3_route_allowed(c, "bkt", "example.com", true, why, sizeof(why)));
-	ck_assert_str_eq(why, "'example.com' is neither the endpoint's host 's3.example.com' nor under it");
+	ck_assert_str_eq(
+		why, "'example.com' is neither the endpoint's host 's3.example.com' nor under it");
 	ck_assert(!s3_route_allowed(c, "bkt", "evils3.example.com", true, why, sizeof(why)));
 	ck_assert(!s3_route_allowed(c, "bkt", "s3.example.com", false, why, sizeof(why)));
 	s3_client_free(c);
