@@ -16,8 +16,8 @@
  * the bucket's region, which later requests for the bucket then use too),
  * at most S3_REDIRECTS_MAX times and only to a host credentials may go to
  * (s3_route_allowed); and RequestTimeTooSkewed, after which every request
- * of the process is signed with the time the server sent, once per
- * request: refused again, it is clock_skew.
+ * of the process to that endpoint is signed with the time the server sent,
+ * once per request: refused again, it is clock_skew.
  */
 #include <ctype.h>
 #include <curl/curl.h>
@@ -189,18 +189,47 @@ static void add_header(struct call *k, const char *fmt, ...)
 
 /* ---- the clock requests are signed with ---- */
 
-static _Atomic long long clock_offset; /* seconds added to time() */
+/* One offset per endpoint for the whole process (AWS is one endpoint):
+ * slots are made on first use and kept; past CLOCK_ENDPOINTS endpoints
+ * the last slot is shared. */
+#define CLOCK_ENDPOINTS 16
+static struct {
+	char endpoint[256];
+	_Atomic long long offset; /* seconds added to time() */
+} clocks[CLOCK_ENDPOINTS];
+static size_t nclocks;
+static pthread_mutex_t clocks_lock = PTHREAD_MUTEX_INITIALIZER; /* protects nclocks, names */
 
-time_t s3_clock_now(void)
+_Atomic long long *s3_clock_for(const char *endpoint)
 {
-	return time(NULL) + (time_t)atomic_load(&clock_offset);
+	_Atomic long long *offset = NULL;
+	size_t i;
+
+	pthread_mutex_lock(&clocks_lock);
+	for (i = 0; i < nclocks && !offset; i++)
+		if (strcmp(clocks[i].endpoint, endpoint) == 0)
+			offset = &clocks[i].offset;
+	if (!offset && nclocks < CLOCK_ENDPOINTS) {
+		snprintf(clocks[nclocks].endpoint, sizeof(clocks[nclocks].endpoint), "%s",
+			 endpoint);
+		offset = &clocks[nclocks++].offset;
+	}
+	if (!offset)
+		offset = &clocks[CLOCK_ENDPOINTS - 1].offset;
+	pthread_mutex_unlock(&clocks_lock);
+	return offset;
 }
 
-long long s3_clock_correct(time_t server_time)
+time_t s3_clock_now(const struct s3_client *c)
+{
+	return time(NULL) + (time_t)atomic_load(c->clock_offset);
+}
+
+long long s3_clock_correct(const struct s3_client *c, time_t server_time)
 {
 	long long offset = (long long)(server_time - time(NULL));
 
-	atomic_store(&clock_offset, offset);
+	atomic_store(c->clock_offset, offset);
 	return offset;
 }
 
@@ -225,7 +254,7 @@ static int call_setup(struct call *k)
 {
 	struct s3_client *c = k->client;
 	char amz_date[SIGV4_AMZ_DATE_SIZE], range[64] = "";
-	time_t now = s3_clock_now();
+	time_t now = s3_clock_now(c);
 	CURL *h = k->easy;
 	char *auth;
 
@@ -515,7 +544,7 @@ static void correct_clock(struct call *k, const struct s3_error_answer *x, const
 	time_t server = (time_t)-1, local = time(NULL);
 	struct tm tm = {0};
 	char name[300];
-	long long before = (long long)(s3_clock_now() - local), offset;
+	long long before = (long long)(s3_clock_now(k->client) - local), offset;
 
 	if (x->server_time[0] &&
 	    sscanf(x->server_time, "%d-%d-%dT%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
@@ -541,7 +570,7 @@ static void correct_clock(struct call *k, const struct s3_error_answer *x, const
 			  x->server_time[0] ? x->server_time : k->date);
 		return;
 	}
-	offset = s3_clock_correct(server);
+	offset = s3_clock_correct(k->client, server);
 	if (llabs(offset - before) > 1) {
 		call_name(k, name, sizeof(name));
 		log_warn("%s: %s: this machine's clock is %lld s %s the server's; requests are "

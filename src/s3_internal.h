@@ -11,6 +11,7 @@
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -79,6 +80,7 @@ struct s3_client {
 	pthread_mutex_t moved_lock;
 	char moved_bucket[64];
 	struct route moved;
+	_Atomic long long *clock_offset; /* the endpoint's (s3_clock_for) */
 };
 
 /* Fills c's settings, resolved thread > process > environment, and its
@@ -207,13 +209,16 @@ int s3_perform(struct s3_client *c, struct call **calls, size_t n, struct err *e
 /* s3_perform of one call, its payload hash computed first. */
 int s3_perform_one(struct call *k, struct err *e);
 
-/* The time requests are signed with: this machine's clock corrected by
- * what S3 answered RequestTimeTooSkewed with (one offset for the process,
- * read and set atomically). */
-time_t s3_clock_now(void);
-/* Sets the offset so that now is `server_time`; returns the new offset in
- * seconds. */
-long long s3_clock_correct(time_t server_time);
+/* The process's clock offset for `endpoint` (a custom endpoint's
+ * host[:port], or "amazonaws.com"): made on first use, kept for the
+ * process, read and set atomically. */
+_Atomic long long *s3_clock_for(const char *endpoint);
+/* The time c's requests are signed with: this machine's clock corrected by
+ * what its endpoint answered RequestTimeTooSkewed with. */
+time_t s3_clock_now(const struct s3_client *c);
+/* Sets c's endpoint's offset so that now is `server_time`; returns the new
+ * offset in seconds. */
+long long s3_clock_correct(const struct s3_client *c, time_t server_time);
 
 /* ---- XML (s3_xml.c) ---- */
 

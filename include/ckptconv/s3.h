@@ -27,9 +27,9 @@
  * for that request and the client's later ones for the bucket.  A request
  * follows only to the configured endpoint's host or a name under it (any
  * port), or for AWS to an S3 host of amazonaws.com(.cn), and never from
- * https to http.  RequestTimeTooSkewed sets the process's signing clock to
- * the server's time (<ServerTime>, else Date) and sends the request again,
- * once.  (Amazon S3 User Guide, "Request redirection and the REST API";
+ * https to http.  RequestTimeTooSkewed sets the signing clock of the
+ * process's requests to that endpoint (AWS is one) to the server's time
+ * (<ServerTime>, else Date) and sends the request again, once.  (Amazon S3 User Guide, "Request redirection and the REST API";
  * S3 API Reference, "Error responses".)
  *
  * Threads: a client is shared by any number of threads.  Credentials are
