@@ -394,6 +394,41 @@ START_TEST(test_process_credentials)
 }
 END_TEST
 
+static void always_expired(struct fake *f, struct request *r, struct http_buf *out)
+{
+	(void)f;
+	(void)r;
+	respond_error(out, 400, "ExpiredToken");
+}
+
+/* A token S3 holds expired however often it is refreshed: s3_credentials
+ * once the attempts are spent, naming the source, not s3_unavailable. */
+START_TEST(test_token_stays_expired)
+{
+	struct aws_credentials *p = aws_credentials_new_custom("rotating", rotating, NULL);
+	struct s3_client *c;
+	struct err e = {0};
+	unsigned char buf[64];
+	struct fake *f;
+
+	setup_env();
+	unsetenv("AWS_ACCESS_KEY_ID");
+	atomic_store(&rotations, 0);
+	f = fake_start(always_expired);
+	c = client_with(NULL, p);
+	ck_assert_int_eq(s3_get_range(c, "bkt", "obj", 0, buf, sizeof(buf), &e), -1);
+	ck_assert_str_eq(err_name(e.code), "s3_credentials");
+	ck_assert_str_eq(e.msg, "s3://bkt/obj: GetObject answered 400 ExpiredToken (ExpiredToken "
+				"happened): the session token of the credentials from rotating has "
+				"expired; refreshed; gave up after 3 attempts");
+	ck_assert_int_eq(atomic_load(&f->requests), 3);
+	ck_assert_uint_eq(atomic_load(&rotations), 3); /* refreshed before each retry */
+	s3_client_free(c);
+	fake_stop(f);
+	aws_credentials_unref(p);
+}
+END_TEST
+
 START_TEST(test_parallel_ranged_read)
 {
 	struct fake *f;
@@ -1482,6 +1517,7 @@ static Suite *s3_suite(void)
 	tcase_add_test(t, test_store_listing_and_view);
 	tcase_add_test(t, test_empty_prefix_is_not_found);
 	tcase_add_test(t, test_region_named_by_s3);
+	tcase_add_test(t, test_token_stays_expired);
 	tcase_add_test(t, test_multipart_writer);
 	tcase_add_test(t, test_destination_not_empty);
 	suite_add_tcase(s, t);
