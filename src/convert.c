@@ -402,7 +402,7 @@ static void remove_published(struct conversion *c, bool shards)
 	output_remove_published(c->dst, &c->published);
 	for (i = 0; shards && i < c->plan->nfiles; i++)
 		if (partition_scope_writes(&c->scope, i))
-			store_remove(c->dst, c->plan->files[i].name, NULL);
+			output_remove_after_failure(c->dst, c->plan->files[i].name);
 }
 
 int conversion_run(struct conversion *c, struct exec_pool *pool, struct err *e)

@@ -209,6 +209,10 @@
 	  "The S3 configuration (endpoint, region, addressing style, CA bundle) is invalid.") \
 	X(ERR_S3_CREDENTIALS, "s3_credentials", 502, \
 	  "No credentials for the object store could be obtained: the source in use (environment, web identity, shared files, container endpoint, instance metadata) failed, answered something malformed or expired credentials, or none is configured; the message names the source.") \
+	X(ERR_S3_WRONG_REGION, "s3_wrong_region", 502, \
+	  "The bucket is in another region than the one configured, and the request could not be sent there (S3 named an endpoint outside the configured one, or kept redirecting); the message names the bucket's region.") \
+	X(ERR_CLOCK_SKEW, "clock_skew", 502, \
+	  "The object store refused the request time as too far from its own (RequestTimeTooSkewed), still after signing again with the time it sent; the clock of this machine is wrong.") \
 	/* internal */ \
 	X(ERR_PLAN_INVALID, "plan_invalid", 500, \
 	  "The conversion plan is inconsistent (a bug).") \
