@@ -450,8 +450,11 @@ START_TEST(test_printable)
 	ASSERT_PRINTABLE("\xe4\x1b[2J", "\\xe4\\x1b[2J");	      /* cut by ESC */
 	ASSERT_PRINTABLE("\xc3", "\\xc3");
 	/* bidirectional overrides and zero-width characters: every byte */
-	ASSERT_PRINTABLE("out\xe2\x80\xaefig.safetensors", "out\\xe2\\x80\\xaefig.safetensors");
-	ASSERT_PRINTABLE("a\xe2\x80\x8bb\xe2\x81\xa6c\xe2\x81\xa9\xef\xbb\xbf",
+	ASSERT_PRINTABLE("out\xe2\x80\xae"
+			 "fig.safetensors", "out\\xe2\\x80\\xaefig.safetensors");
+	ASSERT_PRINTABLE("a\xe2\x80\x8b"
+			 "b\xe2\x81\xa6"
+			 "c\xe2\x81\xa9\xef\xbb\xbf",
 			 "a\\xe2\\x80\\x8bb\\xe2\\x81\\xa6c\\xe2\\x81\\xa9\\xef\\xbb\\xbf");
 	ASSERT_PRINTABLE("\xd8\x9c\xe2\x80\xa8", "\\xd8\\x9c\\xe2\\x80\\xa8");
 	/* their neighbours are kept */
