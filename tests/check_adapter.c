@@ -1263,9 +1263,10 @@ START_TEST(test_round_trip_refused)
 		     "model.layers.1: a MoE layer (first_k_dense_replace 1) without routed "
 		     "experts, neither model.layers.1.mlp.experts.E.{gate,up,down}_proj.weight nor "
 		     "model.layers.1.mlp.experts.{gate_up_proj,down_proj}; its MLP tensors: "
-		     "model.layers.1.mlp.gate.expert_bias, model.layers.1.mlp.gate.weight, "
-		     "model.layers.1.mlp.shared_experts.down_proj.weight, "
-		     "model.layers.1.mlp.shared_experts.gate_proj.weight and 1 more");
+		     "transformer.layers.1.mlp.experts.0.down_proj.weight, "
+		     "transformer.layers.1.mlp.experts.0.gate_proj.weight, "
+		     "transformer.layers.1.mlp.experts.0.up_proj.weight, "
+		     "transformer.layers.1.mlp.experts.1.down_proj.weight and 13 more");
 
 	/* A fused QKV bias, and embeddings without "model.". */
 	tc = tiny(LAYOUT_HF);

@@ -347,6 +347,26 @@ int moe_detect(const struct moe_family *f, const struct ckpt *c, enum layout *ou
 	return 0;
 }
 
+/* model_info.experts_layout of c. */
+static const char *experts_layout(const struct ckpt *c)
+{
+	bool per_expert = false, packed = false, grouped = false;
+	struct moe_expert_name x;
+	size_t i;
+
+	for (i = 0; i < c->ntensors; i++) {
+		const char *name = c->tensors[i].name;
+
+		per_expert |= moe_parse_expert(name, &x);
+		packed |= moe_parse_packed(name, &x);
+		grouped |= moe_layer_prefix_len(name, MOE_GATE_UP_SUFFIX) ||
+			   moe_layer_prefix_len(name, MOE_DOWN_SUFFIX);
+	}
+	if (per_expert && packed)
+		return "per_expert+packed";
+	return per_expert ? "per_expert" : packed ? "packed" : grouped ? "grouped" : "none";
+}
+
 int moe_describe(const struct moe_family *f, const struct ckpt *c, struct model_info *out,
 		 struct err *e)
 {
@@ -362,6 +382,7 @@ int moe_describe(const struct moe_family *f, const struct ckpt *c, struct model_
 	snprintf(out->architecture, sizeof(out->architecture), "%s", f->architecture);
 	out->layers = d.layers;
 	out->experts = d.experts;
+	out->experts_layout = experts_layout(c);
 	/* A dtype ckptconv cannot cast to is reported, not an error: a
 	 * conversion that names its dtype does not need it. */
 	if (model_dtype(c, &out->dtype, &out->dtype_key, &ignored) < 0)

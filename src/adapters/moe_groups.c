@@ -183,6 +183,31 @@ int moe_groups_collect(struct moe_groups *g, const struct ckpt *c, uint32_t i, s
 
 /* ---- every MoE layer has experts ----------------------------------------- */
 
+/* The length of "[anything.]layers.N" in name (the first such part, N
+ * followed by a dot), with *layer = N; 0 when there is none.  Looser than
+ * moe_layer_of: a layer under a prefix whose experts ckptconv does not
+ * read still counts as the layer. */
+static size_t layer_in_name(const char *name, uint64_t *layer)
+{
+	const char *p = name;
+
+	while ((p = strstr(p, "layers."))) {
+		const char *q = p + 7;
+		uint64_t v = 0;
+
+		if (p == name || p[-1] == '.') {
+			for (; *q >= '0' && *q <= '9' && v < UINT64_MAX / 10 - 9; q++)
+				v = v * 10 + (uint64_t)(*q - '0');
+			if (q > p + 7 && *q == '.') {
+				*layer = v;
+				return (size_t)(q - name);
+			}
+		}
+		p++;
+	}
+	return 0;
+}
+
 /* A layer the checkpoint's names mention: its number and a tensor of it. */
 struct layer_seen {
 	uint64_t layer;
@@ -208,27 +233,48 @@ static bool has_group(const struct moe_groups *g, uint64_t layer)
 	return false;
 }
 
+/* Whether name is under its layer's MLP (experts: under .mlp.experts.). */
+static bool in_mlp(const char *name, bool experts)
+{
+	uint64_t unused;
+	const char *rest = name + layer_in_name(name, &unused);
+
+	return strncmp(rest, experts ? ".mlp.experts." : ".mlp.", experts ? 13 : 5) == 0;
+}
+
 /* missing_experts for a layer whose tensors (c's, from `seen` on, all of
- * one layer) include no routed expert: what the layer's MLP holds. */
+ * one layer) include no routed expert: what the layer's MLP holds, the
+ * tensors under .mlp.experts. first.  The layer is named as ckptconv reads
+ * it when one of its tensors is so named. */
 static int layer_without_experts(const struct moe_groups *g, const struct ckpt *c,
 				 const struct layer_seen *seen, size_t nseen, struct err *e)
 {
 	const char *first = c->tensors[seen[0].tensor].name;
-	uint64_t layer = 0;
-	size_t plen = moe_layer_of(first, &layer), i, found = 0, used = 0;
+	uint64_t layer = seen[0].layer, unused;
+	size_t plen = layer_in_name(first, &unused), n, i, found = 0, used = 0;
 	char shown[ERR_MSG_MAX / 2] = "", prefix[ERR_TENSOR_MAX];
+	int pass;
 
+	for (n = 0; n < nseen && seen[n].layer == layer; n++)
+		;
+	for (i = 0; i < n; i++)
+		if (moe_layer_of(c->tensors[seen[i].tensor].name, &unused)) {
+			first = c->tensors[seen[i].tensor].name;
+			plen = moe_layer_of(first, &unused);
+			break;
+		}
 	snprintf(prefix, sizeof(prefix), "%.*s", (int)plen, first);
-	for (i = 0; i < nseen && seen[i].layer == layer; i++) {
-		const char *name = c->tensors[seen[i].tensor].name;
+	for (pass = 0; pass < 2; pass++)
+		for (i = 0; i < n; i++) {
+			const char *name = c->tensors[seen[i].tensor].name;
 
-		if (strncmp(name + plen, ".mlp.", 5) != 0)
-			continue;
-		if (found < MISSING_NAMES_SHOWN && used < sizeof(shown))
-			used += (size_t)snprintf(shown + used, sizeof(shown) - used, "%s%s",
-						 found ? ", " : "", name);
-		found++;
-	}
+			if (!in_mlp(name, false) || in_mlp(name, true) != (pass == 0))
+				continue;
+			if (found < MISSING_NAMES_SHOWN && used < sizeof(shown))
+				used += (size_t)snprintf(shown + used, sizeof(shown) - used,
+							 "%s%s", found ? ", " : "", name);
+			found++;
+		}
 	if (found > MISSING_NAMES_SHOWN && used < sizeof(shown))
 		snprintf(shown + used, sizeof(shown) - used, " and %zu more",
 			 found - MISSING_NAMES_SHOWN);
@@ -247,7 +293,7 @@ static int layer_absent(const struct moe_groups *g, const struct ckpt *c, uint64
 {
 	const char *name = c->tensors[like->tensor].name;
 	uint64_t unused;
-	size_t plen = moe_layer_of(name, &unused), digits = 0;
+	size_t plen = layer_in_name(name, &unused), digits = 0;
 	char prefix[ERR_TENSOR_MAX];
 
 	while (digits < plen && name[plen - 1 - digits] >= '0' && name[plen - 1 - digits] <= '9')
@@ -272,7 +318,7 @@ static int check_layers(const struct moe_groups *g, const struct ckpt *c, struct
 	int rc = 0;
 
 	for (i = 0; i < c->ntensors; i++)
-		if (moe_layer_of(c->tensors[i].name, &layer) && layer >= d->first_dense &&
+		if (layer_in_name(c->tensors[i].name, &layer) && layer >= d->first_dense &&
 		    layer <= d->layers)
 			seen[nseen++] = (struct layer_seen){.layer = layer, .tensor = (uint32_t)i};
 	qsort(seen, nseen, sizeof(*seen), layer_cmp);
