@@ -472,6 +472,8 @@ closed:
 		invalid_json(path, "end of file expected", i, e);
 		goto out;
 	}
+	if (h->ntensors && h->ntensors < cap) /* kept as long as the checkpoint */
+		h->tensors = xrealloc(h->tensors, h->ntensors * sizeof(*h->tensors));
 	rc = check_unique(path, h, e);
 	goto out;
 out_json:
@@ -501,7 +503,8 @@ int st_header_parse(const char *path, const char *json, size_t len, uint64_t hea
 	h.file_size = file_size;
 	if (parse_members(path, json, len, data_size, &h, e))
 		goto out_header;
-	qsort(h.tensors, h.ntensors, sizeof(*h.tensors), compare_by_offset);
+	if (h.ntensors)
+		qsort(h.tensors, h.ntensors, sizeof(*h.tensors), compare_by_offset);
 	if (check_coverage(path, &h, data_size, e))
 		goto out_header;
 	*out = h;
