@@ -4,7 +4,7 @@
 # cli_experts: routed experts stored packed, as transformers keeps them
 # (model.layers.N.mlp.experts.gate_up_proj [E, 2I, H], gate rows then up
 # rows per expert, and down_proj [E, H, I]).  The golden checkpoint packed
-# by an independent Python helper converts to native into the same bytes
+# by an independent Python script converts to native into the same bytes
 # as the per-expert golden checkpoint does, with expert parallelism and
 # --dtype; back to HF it has the per-expert names; `inspect` names the
 # layout.  A MoE layer without routed experts is missing_experts naming
