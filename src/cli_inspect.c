@@ -134,6 +134,7 @@ static void describe_model(const struct ckpt *c, json_t *out)
 	json_object_set_new(out, "layout", json_string(layout_name(info.layout)));
 	json_object_set_new(out, "layers", json_integer((json_int_t)info.layers));
 	json_object_set_new(out, "experts", json_integer((json_int_t)info.experts));
+	json_object_set_new(out, "experts_layout", json_string(info.experts_layout));
 	json_object_set_new(out, "dtype",
 			    info.dtype != DTYPE_INVALID ? json_string(dtype_name(info.dtype)) :
 							  json_null());
@@ -263,8 +264,9 @@ static void print_model_text(const json_t *d)
 	printf("%-14s %s\n", "layout:", text_of(d, "layout", "?"));
 	printf("%-14s %lld\n",
 	       "layers:", (long long)json_integer_value(json_object_get(d, "layers")));
-	printf("%-14s %lld\n",
-	       "experts:", (long long)json_integer_value(json_object_get(d, "experts")));
+	printf("%-14s %lld (%s)\n",
+	       "experts:", (long long)json_integer_value(json_object_get(d, "experts")),
+	       text_of(d, "experts_layout", "?"));
 	if (strcmp(text_of(d, "dtype_source", ""), "default") == 0)
 		printf("%-14s %s (default: config.json sets neither dtype nor torch_dtype)\n",
 		       "dtype:", text_of(d, "dtype", "?"));

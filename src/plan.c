@@ -582,35 +582,51 @@ static int build_header(struct plan *p, struct plan_file *f, struct err *e)
 	return 0;
 }
 
+/* s as jansson writes a JSON string with JSON_ENSURE_ASCII. */
+static void append_ascii_string(struct buf *b, const char *s)
+{
+	json_t *str = json_string(s);
+	size_t n;
+	char *text;
+
+	if (!str) { /* not UTF-8, which names from parsed headers always are */
+		buf_json_string(b, s);
+		return;
+	}
+	n = json_dumpb(str, NULL, 0, JSON_ENCODE_ANY | JSON_ENSURE_ASCII);
+	text = xmalloc(n ? n : 1);
+	json_dumpb(str, text, n, JSON_ENCODE_ANY | JSON_ENSURE_ASCII);
+	buf_append(b, text, n);
+	free(text);
+	json_decref(str);
+}
+
 /* {"metadata": {"total_size": N}, "weight_map": {name: file}} with an
- * indent of 2 and a final newline, as HF writes it. */
+ * indent of 2 and a final newline, as HF writes it (and as jansson's
+ * JSON_INDENT(2) | JSON_ENSURE_ASCII spells it), written entry by entry:
+ * no JSON tree of tens of thousands of entries. */
 static int build_index(struct plan *p, struct err *e)
 {
-	json_t *root = json_object(), *meta = json_object(), *map = json_object();
-	char *text;
-	size_t i, len;
-	int rc = -1;
+	struct buf b = {0};
+	size_t i;
 
-	json_object_set_new(meta, "total_size", json_integer((json_int_t)p->total_bytes));
-	json_object_set_new(root, "metadata", meta);
-	for (i = 0; i < p->ntensors; i++)
-		json_object_set_new(map, p->tensors[i].name,
-				    json_string(p->files[p->tensors[i].file].name));
-	json_object_set_new(root, "weight_map", map);
-	text = json_dumps(root, JSON_INDENT(2) | JSON_ENSURE_ASCII);
-	if (!text) {
-		err_set(e, ERR_INTERNAL_ERROR, "cannot encode %s", CKPT_INDEX_NAME);
-		goto out;
+	(void)e;
+	buf_printf(&b,
+		   "{\n  \"metadata\": {\n    \"total_size\": %" PRIu64 "\n  },\n  \"weight_map\": ",
+		   p->total_bytes);
+	if (p->ntensors == 0)
+		buf_puts(&b, "{}");
+	for (i = 0; i < p->ntensors; i++) {
+		buf_puts(&b, i ? ",\n    " : "{\n    ");
+		append_ascii_string(&b, p->tensors[i].name);
+		buf_puts(&b, ": ");
+		append_ascii_string(&b, p->files[p->tensors[i].file].name);
 	}
-	len = strlen(text);
-	p->index_json = xmalloc(len + 2);
-	memcpy(p->index_json, text, len);
-	memcpy(p->index_json + len, "\n", 2);
-	free(text);
-	rc = 0;
-out:
-	json_decref(root);
-	return rc;
+	if (p->ntensors)
+		buf_puts(&b, "\n  }");
+	buf_puts(&b, "\n}\n");
+	p->index_json = b.data;
+	return 0;
 }
 
 static void count_totals(struct plan *p)

@@ -18,6 +18,12 @@
 
 #define METADATA_KEY "__metadata__"
 
+/* One header member at a time, as the JSON object {member}. */
+struct member_buf {
+	char *data;
+	size_t cap;
+};
+
 static uint64_t le64(const unsigned char b[8])
 {
 	uint64_t v = 0;
@@ -279,6 +285,43 @@ static int check_coverage(const char *path, const struct st_header *h, uint64_t 
 	return 0;
 }
 
+static bool json_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* The end of the member starting at json[i] (a key, ':' and a value): the
+ * first ',' or '}' outside strings and nested values, or len when there is
+ * none; (size_t)-1 for a bracket closed that was never opened.  Only
+ * where members end is decided here; jansson validates each member. */
+static size_t member_end(const char *json, size_t len, size_t i)
+{
+	bool in_string = false;
+	size_t depth = 0;
+
+	for (; i < len; i++) {
+		char c = json[i];
+
+		if (in_string) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+		} else if (c == '"') {
+			in_string = true;
+		} else if (c == '{' || c == '[') {
+			depth++;
+		} else if (c == '}' || c == ']') {
+			if (depth == 0)
+				return c == '}' ? i : (size_t)-1;
+			depth--;
+		} else if (c == ',' && depth == 0) {
+			return i;
+		}
+	}
+	return len;
+}
+
 /* jansson says: duplicate object key near '"name"'. */
 static int duplicate_key_error(const char *path, const char *text, struct err *e)
 {
@@ -297,28 +340,147 @@ static int duplicate_key_error(const char *path, const char *text, struct err *e
 			    path, name);
 }
 
-static int load_json(const char *path, const char *json, size_t len, json_t **out, struct err *e)
+static int invalid_json(const char *path, const char *what, size_t at, struct err *e)
+{
+	return err_set(e, ERR_HEADER_INVALID_JSON, "%s: header is not valid JSON: %s at byte %zu",
+		       path, what, at);
+}
+
+/* One member, json[begin, end), parsed by jansson as the object
+ * {member}: *key and *value borrow from *obj (json_decref releases). */
+static int load_member(const char *path, const char *json, size_t begin, size_t end,
+		       struct member_buf *buf, json_t **obj, const char **key, json_t **value,
+		       struct err *e)
 {
 	json_error_t jerr;
-	json_t *root;
+	void *iter;
+	size_t n = end - begin;
 
-	if (len == 0 || json[0] != '{')
-		return err_set(e, ERR_HEADER_NOT_OBJECT,
-			       "%s: header is not a JSON object (it must start with '{')", path);
-	root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root) {
-		if (json_error_code(&jerr) == json_error_duplicate_key)
-			return duplicate_key_error(path, jerr.text, e);
-		return err_set(e, ERR_HEADER_INVALID_JSON,
-			       "%s: header is not valid JSON: %s at byte %d", path, jerr.text,
-			       jerr.position);
+	if (n + 2 > buf->cap) {
+		buf->cap = (n + 2) * 2;
+		buf->data = xrealloc(buf->data, buf->cap);
 	}
-	if (!json_is_object(root)) {
-		json_decref(root);
-		return err_set(e, ERR_HEADER_NOT_OBJECT, "%s: header is not a JSON object", path);
+	buf->data[0] = '{';
+	memcpy(buf->data + 1, json + begin, n);
+	buf->data[n + 1] = '}';
+	*obj = json_loadb(buf->data, n + 2, JSON_REJECT_DUPLICATES, &jerr);
+	if (!*obj && json_error_code(&jerr) == json_error_duplicate_key)
+		return duplicate_key_error(path, jerr.text, e);
+	if (!*obj)
+		return invalid_json(path, jerr.text,
+				    begin + (jerr.position > 0 ? (size_t)jerr.position - 1 : 0), e);
+	iter = json_object_iter(*obj);
+	if (json_object_size(*obj) != 1 || !iter) {
+		json_decref(*obj);
+		*obj = NULL;
+		return invalid_json(path, "an object member expected", begin, e);
 	}
-	*out = root;
+	*key = json_object_iter_key(iter);
+	*value = json_object_iter_value(iter);
 	return 0;
+}
+
+static int compare_names(const void *pa, const void *pb)
+{
+	const struct st_tensor *const *a = pa, *const *b = pb;
+
+	return strcmp((*a)->name, (*b)->name);
+}
+
+/* No tensor name twice (the format's keys are unique). */
+static int check_unique(const char *path, const struct st_header *h, struct err *e)
+{
+	const struct st_tensor **by_name =
+		xmalloc((h->ntensors ? h->ntensors : 1) * sizeof(*by_name));
+	size_t i;
+	int rc = 0;
+
+	for (i = 0; i < h->ntensors; i++)
+		by_name[i] = &h->tensors[i];
+	qsort(by_name, h->ntensors, sizeof(*by_name), compare_names);
+	for (i = 1; i < h->ntensors && rc == 0; i++)
+		if (strcmp(by_name[i]->name, by_name[i - 1]->name) == 0)
+			rc = tensor_error(e, by_name[i]->name, ERR_DUPLICATE_TENSOR,
+					  "%s: tensor '%s' appears twice in the header", path,
+					  by_name[i]->name);
+	free(by_name);
+	return rc;
+}
+
+/* One member of the header: __metadata__ or a tensor, appended to h. */
+static int parse_member(const char *path, const char *key, const json_t *v, uint64_t data_size,
+			struct st_header *h, size_t *cap, bool *seen_metadata, struct err *e)
+{
+	if (strcmp(key, METADATA_KEY) == 0) {
+		if (*seen_metadata)
+			return tensor_error(e, key, ERR_DUPLICATE_TENSOR,
+					    "%s: tensor '%s' appears twice in the header", path, key);
+		*seen_metadata = true;
+		return parse_metadata(path, v, e);
+	}
+	if (h->ntensors == *cap) {
+		*cap = *cap ? *cap * 2 : 64;
+		h->tensors = xrealloc(h->tensors, *cap * sizeof(*h->tensors));
+	}
+	memset(&h->tensors[h->ntensors], 0, sizeof(*h->tensors));
+	if (parse_tensor(path, key, v, data_size, &h->tensors[h->ntensors], e))
+		return -1;
+	h->ntensors++;
+	return 0;
+}
+
+/* The header's members one at a time, each parsed by jansson and released
+ * before the next: memory stays at the header text plus the tensors
+ * parsed, not a JSON tree of the whole header (about a kilobyte per
+ * tensor, which a shard of 160,000 tensors would take to 200 MB). */
+static int parse_members(const char *path, const char *json, size_t len, uint64_t data_size,
+			 struct st_header *h, struct err *e)
+{
+	struct member_buf buf = {0};
+	bool seen_metadata = false;
+	size_t i = 1, cap = 0, end;
+	int rc = -1;
+
+	while (i < len && json_space(json[i]))
+		i++;
+	if (i < len && json[i] == '}') {
+		end = i;
+		goto closed;
+	}
+	for (;;) {
+		json_t *obj = NULL, *value;
+		const char *key;
+
+		end = member_end(json, len, i);
+		if (end == (size_t)-1 || end == len)
+			goto out_json;
+		if (load_member(path, json, i, end, &buf, &obj, &key, &value, e) < 0)
+			goto out;
+		rc = parse_member(path, key, value, data_size, h, &cap, &seen_metadata, e);
+		json_decref(obj);
+		if (rc < 0)
+			goto out;
+		rc = -1;
+		if (json[end] == '}')
+			break;
+		i = end + 1;
+	}
+closed:
+	for (i = end + 1; i < len && json_space(json[i]); i++)
+		;
+	if (i < len) {
+		invalid_json(path, "end of file expected", i, e);
+		goto out;
+	}
+	if (h->ntensors && h->ntensors < cap) /* kept as long as the checkpoint */
+		h->tensors = xrealloc(h->tensors, h->ntensors * sizeof(*h->tensors));
+	rc = check_unique(path, h, e);
+	goto out;
+out_json:
+	invalid_json(path, "the object is not closed", len, e);
+out:
+	free(buf.data);
+	return rc;
 }
 
 int st_header_parse(const char *path, const char *json, size_t len, uint64_t header_len,
@@ -326,8 +488,6 @@ int st_header_parse(const char *path, const char *json, size_t len, uint64_t hea
 {
 	struct st_header h = {0};
 	uint64_t data_size;
-	const char *key;
-	json_t *root = NULL, *v;
 	int rc = -1;
 
 	if (header_len > file_size || file_size - header_len < ST_PREFIX_LEN)
@@ -335,23 +495,16 @@ int st_header_parse(const char *path, const char *json, size_t len, uint64_t hea
 			       "%s: header size %" PRIu64 " exceeds the file size %" PRIu64, path,
 			       header_len, file_size);
 	data_size = file_size - ST_PREFIX_LEN - header_len;
-	if (load_json(path, json, len, &root, e))
-		goto out;
+	if (len == 0 || json[0] != '{')
+		return err_set(e, ERR_HEADER_NOT_OBJECT,
+			       "%s: header is not a JSON object (it must start with '{')", path);
 	h.header_len = header_len;
 	h.data_start = ST_PREFIX_LEN + header_len;
 	h.file_size = file_size;
-	h.tensors = xcalloc(json_object_size(root), sizeof(*h.tensors));
-	json_object_foreach(root, key, v) {
-		if (strcmp(key, METADATA_KEY) == 0) {
-			if (parse_metadata(path, v, e))
-				goto out_header;
-			continue;
-		}
-		if (parse_tensor(path, key, v, data_size, &h.tensors[h.ntensors], e))
-			goto out_header;
-		h.ntensors++;
-	}
-	qsort(h.tensors, h.ntensors, sizeof(*h.tensors), compare_by_offset);
+	if (parse_members(path, json, len, data_size, &h, e))
+		goto out_header;
+	if (h.ntensors)
+		qsort(h.tensors, h.ntensors, sizeof(*h.tensors), compare_by_offset);
 	if (check_coverage(path, &h, data_size, e))
 		goto out_header;
 	*out = h;
@@ -359,20 +512,7 @@ int st_header_parse(const char *path, const char *json, size_t len, uint64_t hea
 	rc = 0;
 out_header:
 	st_header_fini(&h);
-	json_decref(root);
-out:
 	return rc;
-}
-
-static json_t *tensor_json(const struct st_tensor *t, uint64_t begin, uint64_t end)
-{
-	json_t *shape = json_array();
-	int i;
-
-	for (i = 0; i < t->ndim; i++)
-		json_array_append_new(shape, json_integer((json_int_t)t->shape[i]));
-	return json_pack("{s:s, s:o, s:[I,I]}", "dtype", dtype_name(t->dtype), "shape", shape,
-			 "data_offsets", (json_int_t)begin, (json_int_t)end);
 }
 
 static int tensor_size(const struct st_tensor *t, uint64_t *size)
@@ -388,56 +528,107 @@ static int tensor_size(const struct st_tensor *t, uint64_t *size)
 	return dtype_bytes(t->dtype, nelems, size) ? 0 : -1;
 }
 
-/* The header object: __metadata__ first, then the tensors back to back. */
-static int build_object(const struct st_tensor *tensors, size_t n, json_t **out, struct err *e)
+/* s as jansson writes a JSON string (compact, UTF-8 kept): the header's
+ * bytes stay what they were when the whole header was one jansson
+ * object. */
+static void append_json_string(struct buf *b, const char *s)
 {
-	json_t *root = json_object();
-	uint64_t offset = 0, size, end;
+	json_t *str = json_string(s);
+	size_t n;
+	char *text;
+
+	if (!str) { /* not UTF-8, which a parsed header's names always are */
+		buf_json_string(b, s);
+		return;
+	}
+	n = json_dumpb(str, NULL, 0, JSON_ENCODE_ANY);
+	text = xmalloc(n ? n : 1);
+	json_dumpb(str, text, n, JSON_ENCODE_ANY);
+	buf_append(b, text, n);
+	free(text);
+	json_decref(str);
+}
+
+static int compare_name_ptrs(const void *pa, const void *pb)
+{
+	const struct st_tensor *const *a = pa, *const *b = pb;
+
+	return strcmp((*a)->name, (*b)->name);
+}
+
+/* No name twice in one file, and none is __metadata__. */
+static int check_build_names(const struct st_tensor *tensors, size_t n, struct err *e)
+{
+	const struct st_tensor **by_name = xmalloc((n ? n : 1) * sizeof(*by_name));
+	const char *twice = NULL;
 	size_t i;
 
-	json_object_set_new(root, METADATA_KEY, json_pack("{s:s}", "format", "pt"));
+	for (i = 0; i < n; i++) {
+		by_name[i] = &tensors[i];
+		if (strcmp(tensors[i].name, METADATA_KEY) == 0)
+			twice = tensors[i].name;
+	}
+	qsort(by_name, n, sizeof(*by_name), compare_name_ptrs);
+	for (i = 1; i < n && !twice; i++)
+		if (strcmp(by_name[i]->name, by_name[i - 1]->name) == 0)
+			twice = by_name[i]->name;
+	free(by_name);
+	if (twice)
+		return tensor_error(e, twice, ERR_DUPLICATE_TENSOR,
+				    "tensor '%s' is listed twice in one file", twice);
+	return 0;
+}
+
+/* The header JSON, written directly (no JSON tree of the whole file):
+ * __metadata__ first, then the tensors back to back, as jansson's compact
+ * form of {"__metadata__": {"format": "pt"}, name: {"dtype", "shape",
+ * "data_offsets"}, ...} in that order. */
+static int build_text(const struct st_tensor *tensors, size_t n, struct buf *b, struct err *e)
+{
+	uint64_t offset = 0, size, end;
+	size_t i;
+	int d;
+
+	if (check_build_names(tensors, n, e) < 0)
+		return -1;
+	buf_puts(b, "{\"" METADATA_KEY "\":{\"format\":\"pt\"}");
 	for (i = 0; i < n; i++) {
 		const struct st_tensor *t = &tensors[i];
 
-		if (tensor_size(t, &size) || !u64_add(offset, size, &end) || end > INT64_MAX) {
-			json_decref(root);
+		if (tensor_size(t, &size) || !u64_add(offset, size, &end) || end > INT64_MAX)
 			return tensor_error(e, t->name, ERR_PLAN_INVALID,
 					    "tensor '%s' has an invalid dtype or rank, or its size "
 					    "overflows",
 					    t->name);
-		}
-		if (strcmp(t->name, METADATA_KEY) == 0 || json_object_get(root, t->name)) {
-			json_decref(root);
-			return tensor_error(e, t->name, ERR_DUPLICATE_TENSOR,
-					    "tensor '%s' is listed twice in one file", t->name);
-		}
-		json_object_set_new(root, t->name, tensor_json(t, offset, end));
+		buf_puts(b, ",");
+		append_json_string(b, t->name);
+		buf_printf(b, ":{\"dtype\":\"%s\",\"shape\":[", dtype_name(t->dtype));
+		for (d = 0; d < t->ndim; d++)
+			buf_printf(b, "%s%" PRIu64, d ? "," : "", t->shape[d]);
+		buf_printf(b, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", offset, end);
 		offset = end;
 	}
-	*out = root;
+	buf_puts(b, "}");
 	return 0;
 }
 
 int st_header_build(const struct st_tensor *tensors, size_t n, char **out, size_t *out_len,
 		    struct err *e)
 {
-	json_t *root = NULL;
-	char *text, *buf;
-	size_t len, padded;
+	struct buf text = {0};
+	size_t padded;
+	char *buf;
 
-	if (build_object(tensors, n, &root, e))
+	if (build_text(tensors, n, &text, e) < 0) {
+		buf_fini(&text);
 		return -1;
-	text = json_dumps(root, JSON_PRESERVE_ORDER | JSON_COMPACT);
-	json_decref(root);
-	if (!text)
-		return err_set(e, ERR_INTERNAL_ERROR, "cannot encode a safetensors header");
-	len = strlen(text);
-	padded = (ST_PREFIX_LEN + len + 7) / 8 * 8 - ST_PREFIX_LEN;
+	}
+	padded = (ST_PREFIX_LEN + text.len + 7) / 8 * 8 - ST_PREFIX_LEN;
 	buf = xmalloc(ST_PREFIX_LEN + padded);
 	put_le64((unsigned char *)buf, padded);
-	memcpy(buf + ST_PREFIX_LEN, text, len);
-	memset(buf + ST_PREFIX_LEN + len, ' ', padded - len);
-	free(text);
+	memcpy(buf + ST_PREFIX_LEN, text.data, text.len);
+	memset(buf + ST_PREFIX_LEN + text.len, ' ', padded - text.len);
+	buf_fini(&text);
 	*out = buf;
 	*out_len = ST_PREFIX_LEN + padded;
 	return 0;

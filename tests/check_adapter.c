@@ -1246,7 +1246,8 @@ START_TEST(test_round_trip_refused)
 	/* With the default dtype the INT8 experts cannot be cast at all. */
 	expect_error(tc, &to_native, "unsupported_cast", NULL, "I8 cannot be cast to BF16");
 
-	/* Experts under a prefix the HF layout does not know stay ungrouped. */
+	/* Experts under a prefix the HF layout does not know are not the
+	 * layer's: the MoE layer has none. */
 	tc = tiny(LAYOUT_HF);
 	for (x = 0; x < 4; x++)
 		for (k = 0; k < 3; k++) {
@@ -1258,8 +1259,14 @@ START_TEST(test_round_trip_refused)
 				 proj);
 			rename_tensor(tc, from, to);
 		}
-	expect_error(tc, &to_native, "unsupported_tensor",
-		     "transformer.layers.1.mlp.experts.0.down_proj.weight", "and 8 more");
+	expect_error(tc, &to_native, "missing_experts", "model.layers.1",
+		     "model.layers.1: a MoE layer (first_k_dense_replace 1) without routed "
+		     "experts, neither model.layers.1.mlp.experts.E.{gate,up,down}_proj.weight nor "
+		     "model.layers.1.mlp.experts.{gate_up_proj,down_proj}; its MLP tensors: "
+		     "transformer.layers.1.mlp.experts.0.down_proj.weight, "
+		     "transformer.layers.1.mlp.experts.0.gate_proj.weight, "
+		     "transformer.layers.1.mlp.experts.0.up_proj.weight, "
+		     "transformer.layers.1.mlp.experts.1.down_proj.weight and 13 more");
 
 	/* A fused QKV bias, and embeddings without "model.". */
 	tc = tiny(LAYOUT_HF);
@@ -1315,6 +1322,122 @@ START_TEST(test_round_trip_refused)
 }
 END_TEST
 
+/* The routed experts of the tiny model (4 experts, I 32, H 64) for `layer`. */
+static void add_experts(struct testckpt *tc, int layer)
+{
+	char name[128];
+	int x, k;
+
+	for (x = 0; x < 4; x++)
+		for (k = 0; k < 3; k++) {
+			snprintf(name, sizeof(name), "model.layers.%d.mlp.experts.%d.%s.weight",
+				 layer, x, k == 0 ? "gate_proj" : k == 1 ? "up_proj" : "down_proj");
+			testckpt_add(tc, name, DTYPE_BF16, 2,
+				     k == 2 ? TC_SHAPE(64, 32) : TC_SHAPE(32, 64));
+		}
+}
+
+/* Layer 1's routed experts as transformers packs them: gate_up_proj
+ * [4, 64, 64] and down_proj [4, 64, 32]. */
+static struct testckpt *tiny_packed(void)
+{
+	struct testckpt *tc = tiny(LAYOUT_HF);
+	char name[128];
+	int x, k;
+
+	for (x = 0; x < 4; x++)
+		for (k = 0; k < 3; k++) {
+			snprintf(name, sizeof(name), "model.layers.1.mlp.experts.%d.%s.weight", x,
+				 k == 0 ? "gate_proj" : k == 1 ? "up_proj" : "down_proj");
+			ck_assert(testckpt_remove(tc, name));
+		}
+	testckpt_add(tc, "model.layers.1.mlp.experts.gate_up_proj", DTYPE_BF16, 3,
+		     TC_SHAPE(4, 64, 64));
+	testckpt_add(tc, "model.layers.1.mlp.experts.down_proj", DTYPE_BF16, 3,
+		     TC_SHAPE(4, 64, 32));
+	return tc;
+}
+
+START_TEST(test_packed_experts)
+{
+	struct testckpt *tc = tiny_packed();
+	struct ckpt *c = materialise(tc);
+	struct plan *p = must_plan(c, &to_native);
+	const struct plan_tensor *gu =
+		&p->tensors[plan_find(p, "model.layers.1.mlp.experts.gate_and_up_projs")];
+	const struct plan_tensor *down =
+		&p->tensors[plan_find(p, "model.layers.1.mlp.experts.down_projs")];
+	enum layout l;
+	struct err e = {0};
+
+	ck_assert_int_eq(bailing_moe_v2_adapter.detect(c, &l, &e), 0);
+	ck_assert_int_eq(l, LAYOUT_HF);
+	ck_assert_uint_eq(gu->shape[0], 4);
+	ck_assert_uint_eq(gu->shape[1], 64);
+	ck_assert_uint_eq(gu->shape[2], 64);
+	ck_assert_uint_eq(down->shape[1], 32);
+	ck_assert_uint_eq(down->shape[2], 64);
+	ck_assert_uint_eq(gu->nsources, 1);
+	ck_assert_str_eq(c->tensors[gu->sources[0]].name, "model.layers.1.mlp.experts.gate_up_proj");
+	ck_assert_int_lt(plan_find(p, "model.layers.1.mlp.experts.gate_up_proj"), 0);
+	plan_free(p);
+	/* Expert parallel: rank 1 of 3 stacks expert 2 only (offset into the
+	 * packed tensors). */
+	p = must_plan(c, &(struct conv){.to = LAYOUT_NATIVE, .ep_size = 3, .ep_rank = 1});
+	gu = &p->tensors[plan_find(p, "model.layers.1.mlp.experts.gate_and_up_projs")];
+	ck_assert_uint_eq(gu->shape[0], 1);
+	ck_assert_uint_eq(gu->ops[0].src_offset, 2 * 64 * 64 * 2);
+	plan_free(p);
+	ckpt_free(c);
+	testckpt_free(tc);
+
+	/* One packed tensor without the other. */
+	tc = tiny_packed();
+	ck_assert(testckpt_remove(tc, "model.layers.1.mlp.experts.down_proj"));
+	expect_error(tc, &to_native, "missing_experts", "model.layers.1.mlp.experts.down_proj",
+		     "model.layers.1.mlp.experts.down_proj is missing: the layer's experts are "
+		     "packed (model.layers.1.mlp.experts.gate_up_proj) and need both gate_up_proj "
+		     "and down_proj");
+	/* Packed and per expert in one layer. */
+	tc = tiny_packed();
+	testckpt_add(tc, "model.layers.1.mlp.experts.0.gate_proj.weight", DTYPE_BF16, 2,
+		     TC_SHAPE(32, 64));
+	expect_error(tc, &to_native, "duplicate_tensor", NULL,
+		     "come either one tensor per expert and projection or packed, not both");
+	/* [E, H, 2I] (the native shape) under the packed name. */
+	tc = tiny_packed();
+	testckpt_find(tc, "model.layers.1.mlp.experts.down_proj")->shape[1] = 32;
+	testckpt_find(tc, "model.layers.1.mlp.experts.down_proj")->shape[2] = 64;
+	expect_error(tc, &to_native, "expert_shape_mismatch", "model.layers.1.mlp.experts.down_proj",
+		     "model.layers.1.mlp.experts.down_proj: shape [4, 32, 64] differs from "
+		     "[4, 64, 32], the shape of the layer's experts by config.json (num_experts 4, "
+		     "moe_intermediate_size 32, hidden_size 64)");
+	/* Sub-byte packed experts cannot be transposed. */
+	tc = tiny_packed();
+	testckpt_find(tc, "model.layers.1.mlp.experts.gate_up_proj")->dtype = DTYPE_F4;
+	expect_error(tc, &to_native, "quantized_input", "model.layers.1.mlp.experts.gate_up_proj",
+		     NULL);
+}
+END_TEST
+
+/* Every MoE layer named by config.json must be there with its experts. */
+START_TEST(test_moe_layer_absent)
+{
+	struct testckpt *tc = tiny(LAYOUT_HF);
+
+	json_object_set_new(tc->config, "num_hidden_layers", json_integer(3));
+	expect_error(tc, &to_native, "missing_experts", "model.layers.2",
+		     "model.layers.2: a MoE layer (first_k_dense_replace 1, num_hidden_layers 3) "
+		     "of which the checkpoint has no tensor");
+	/* first_k_dense_replace 0: layer 0, with a dense MLP, is a MoE layer. */
+	tc = tiny(LAYOUT_HF);
+	json_object_set_new(tc->config, "first_k_dense_replace", json_integer(0));
+	expect_error(tc, &to_native, "missing_experts", "model.layers.0",
+		     "model.layers.0: a MoE layer (first_k_dense_replace 0) without routed "
+		     "experts");
+}
+END_TEST
+
 START_TEST(test_round_trip_accepted)
 {
 	struct testckpt *tc = tiny(LAYOUT_HF);
@@ -1330,14 +1453,28 @@ START_TEST(test_round_trip_accepted)
 	plan_free(p);
 	ckpt_free(c);
 
-	/* An MTP layer (one past num_hidden_layers) converts like any other. */
+	/* An MTP layer (one past num_hidden_layers) converts like any other,
+	 * and is a MoE layer: without routed experts it is refused. */
 	testckpt_add(tc, "model.layers.2.attention.query_key_value.weight", DTYPE_BF16, 2,
 		     TC_SHAPE(128, 64));
 	testckpt_add(tc, "model.layers.2.enorm.weight", DTYPE_BF16, 1, TC_SHAPE(64));
 	testckpt_add(tc, "model.layers.2.eh_proj.weight", DTYPE_BF16, 2, TC_SHAPE(64, 128));
 	c = materialise(tc);
+	ck_assert_ptr_null(plan_for(c, &to_native, &e));
+	ck_assert_str_eq(err_name(e.code), "missing_experts");
+	ck_assert_str_eq(e.tensor, "model.layers.2");
+	ck_assert_str_eq(e.msg, "model.layers.2: a MoE layer (first_k_dense_replace 1) without "
+				"routed experts, neither "
+				"model.layers.2.mlp.experts.E.{gate,up,down}_proj.weight nor "
+				"model.layers.2.mlp.experts.{gate_up_proj,down_proj}; its MLP "
+				"tensors: none");
+	ckpt_free(c);
+	add_experts(tc, 2);
+	c = materialise(tc);
 	p = must_plan(c, &to_native);
 	ck_assert_int_ge(plan_find(p, "model.layers.2.self_attn.v_proj.weight"), 0);
+	ck_assert_int_ge(plan_find(p, "model.layers.2.mlp.experts.gate_and_up_projs"), 0);
+	ck_assert_int_ge(plan_find(p, "model.layers.2.mlp.experts.down_projs"), 0);
 	plan_free(p);
 	ckpt_free(c);
 
@@ -1582,6 +1719,8 @@ static Suite *adapter_suite(void)
 	tcase_add_test(rules, test_dtype_choice_names);
 	tcase_add_test(rules, test_model_dtype);
 	tcase_add_test(rules, test_round_trip_accepted);
+	tcase_add_test(rules, test_packed_experts);
+	tcase_add_test(rules, test_moe_layer_absent);
 	tcase_add_test(large, test_large_experts_to_native);
 	tcase_add_test(large, test_large_experts_to_hf);
 	suite_add_tcase(s, gold);

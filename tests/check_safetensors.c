@@ -183,6 +183,64 @@ START_TEST(test_header_invalid_json)
 }
 END_TEST
 
+/* The header is read one member at a time: every way the members could
+ * be split wrongly is still invalid JSON, and names holding the
+ * characters that separate members are read whole. */
+START_TEST(test_header_members)
+{
+	static const char *const invalid[] = {
+		"{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},}",
+		"{,\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}",
+		"{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},,"
+		"\"v\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}",
+		"{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]]}",
+		"{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}",
+		"{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}} x",
+		"{\"w\" {\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}",
+		"{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]} \"v\":1}",
+		"{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}}",
+		"{\"w\\\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}",
+	};
+	struct st_header h;
+	struct err e = {0};
+	size_t i;
+
+	for (i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
+		write_st(invalid[i], 2);
+		expect_refused("header_invalid_json", NULL, NULL);
+	}
+	/* A key twice inside one tensor's entry. */
+	write_st("{\"w\":{\"dtype\":\"U8\",\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1);
+	expect_refused("duplicate_tensor", "dtype", NULL);
+	/* __metadata__ twice. */
+	write_st("{\"__metadata__\":{},\"__metadata__\":{},"
+		 "\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}",
+		 1);
+	expect_refused("duplicate_tensor", "__metadata__", NULL);
+	/* Separators and escapes inside names, whitespace around members. */
+	write_st(" {\n \"a,}{]\\\"\" : {\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]} ,\t"
+		 "\"__metadata__\":{\"k\":\"},\"}, \"b\\u0041\":{\"dtype\":\"U8\",\"shape\":[1],"
+		 "\"data_offsets\":[1,2]}\r\n}  ",
+		 2);
+	ck_assert_int_eq(parse_file(&h, &e), -1); /* must start with '{' */
+	ck_assert_str_eq(err_name(e.code), "header_not_object");
+	write_st("{\n \"a,}{]\\\"\" : {\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]} ,\t"
+		 "\"__metadata__\":{\"k\":\"},\"}, \"b\\u0041\":{\"dtype\":\"U8\",\"shape\":[1],"
+		 "\"data_offsets\":[1,2]}\r\n}  ",
+		 2);
+	ck_assert_int_eq(parse_file(&h, &e), 0);
+	ck_assert_uint_eq(h.ntensors, 2);
+	ck_assert_str_eq(h.tensors[0].name, "a,}{]\"");
+	ck_assert_str_eq(h.tensors[1].name, "bA");
+	st_header_fini(&h);
+	/* No member at all. */
+	write_st("{ }", 0);
+	ck_assert_int_eq(parse_file(&h, &e), 0);
+	ck_assert_uint_eq(h.ntensors, 0);
+	st_header_fini(&h);
+}
+END_TEST
+
 START_TEST(test_duplicate_names)
 {
 	write_st("{\"layers.0.w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
@@ -624,6 +682,7 @@ static Suite *safetensors_suite(void)
 	tcase_add_test(bad, test_trailing_bytes);
 	tcase_add_test(bad, test_metadata_not_strings);
 	tcase_add_test(bad, test_metadata_not_object);
+	tcase_add_test(bad, test_header_members);
 	suite_add_tcase(s, good);
 	suite_add_tcase(s, bad);
 	return s;

@@ -204,9 +204,22 @@ add_tensors(".", "model-00005-of-00005.safetensors",
              "model.layers.2.enorm.weight": ("BF16", [64]),
              "model.layers.2.hnorm.weight": ("BF16", [64]),
              "model.layers.2.eh_proj.weight": ("BF16", [64, 128]),
-             "model.layers.2.final_layernorm.weight": ("BF16", [64])})
+             "model.layers.2.final_layernorm.weight": ("BF16", [64]),
+             **{f"model.layers.2.mlp.experts.{x}.{p}_proj.weight":
+                ("BF16", [64, 32] if p == "down" else [32, 64])
+                for x in range(4) for p in ("gate", "up", "down")}})
 EOF
 property mtp-layer "$T/mtp-layer" lossless --to native
+
+# The MTP layer is a MoE layer: without routed experts it is refused.
+mutate mtp-layer-no-experts hf <<'EOF'
+add_tensors(".", "model-00005-of-00005.safetensors",
+            {"model.layers.2.enorm.weight": ("BF16", [64]),
+             "model.layers.2.eh_proj.weight": ("BF16", [64, 128])})
+EOF
+property mtp-layer-no-experts "$T/mtp-layer-no-experts" \
+	"missing_experts:model.layers.2: a MoE layer (first_k_dense_replace 1) without routed experts" \
+	--to native
 
 mutate int8-experts hf <<'EOF'
 map_tensors(".", dtype=lambda n, dt: "I8" if ".mlp.experts." in n else dt)
@@ -238,7 +251,8 @@ mutate transformer-prefix hf <<'EOF'
 map_tensors(".", name=lambda n: n.replace("model.layers.", "transformer.layers."))
 EOF
 property transformer-prefix "$T/transformer-prefix" \
-	"unsupported_tensor:transformer.layers.1.mlp.experts.0.down_proj.weight" --to native
+	"missing_experts:transformer.layers.1: a MoE layer (first_k_dense_replace 1) without routed experts" \
+	--to native
 
 mutate no-model-prefix-embeddings hf <<'EOF'
 map_tensors(".", name=lambda n: n.replace("model.word_embeddings.", "word_embeddings."))

@@ -61,6 +61,14 @@ struct model_info {
 	const char *dtype_key;      /* config.json key it comes from ("dtype",
 				     * "torch_dtype"); NULL: neither is set
 				     * and the dtype is the default */
+	const char *experts_layout; /* how the routed experts are stored, a
+				     * static string: "per_expert" (HF, one
+				     * tensor per expert and projection),
+				     * "packed" (HF, transformers'
+				     * gate_up_proj and down_proj), "grouped"
+				     * (native gate_and_up_projs and
+				     * down_projs), "per_expert+packed"
+				     * (layers differ), "none" */
 };
 
 struct adapter {

@@ -162,7 +162,7 @@
 	X(ERR_QKV_MISMATCH, "qkv_mismatch", 422, \
 	  "q/k/v projections of one layer differ in dtype or column count.") \
 	X(ERR_MISSING_EXPERTS, "missing_experts", 422, \
-	  "A MoE layer lacks some experts' projections.") \
+	  "A MoE layer (first_k_dense_replace on, the MTP layer included) has no routed experts, or lacks some experts' projections or one of its two packed tensors; nothing is written.") \
 	X(ERR_EXPERT_SHAPE_MISMATCH, "expert_shape_mismatch", 422, \
 	  "Experts of one layer have different shapes.") \
 	X(ERR_EXPERT_OUT_OF_RANGE, "expert_out_of_range", 422, \

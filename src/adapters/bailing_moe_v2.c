@@ -88,7 +88,7 @@ static int check_dims(const struct moe_dims *d, uint64_t dense_inter, struct err
 
 static int read_dims(const struct ckpt *c, struct moe_dims *d, struct err *e)
 {
-	uint64_t dense_inter = 0, unused;
+	uint64_t dense_inter = 0;
 
 	if (moe_config_count(c, "hidden_size", 1, &d->hidden, e) < 0 ||
 	    moe_config_count(c, "num_attention_heads", 1, &d->heads, e) < 0 ||
@@ -97,7 +97,7 @@ static int read_dims(const struct ckpt *c, struct moe_dims *d, struct err *e)
 	    moe_config_count(c, "moe_intermediate_size", 1, &d->moe_inter, e) < 0 ||
 	    moe_config_count(c, "num_experts", 1, &d->experts, e) < 0 ||
 	    moe_config_count(c, "num_hidden_layers", 1, &d->layers, e) < 0 ||
-	    moe_config_count(c, "first_k_dense_replace", 0, &unused, e) < 0 ||
+	    moe_config_count(c, "first_k_dense_replace", 0, &d->first_dense, e) < 0 ||
 	    read_head_dim(c, d, e) < 0)
 		return -1;
 	return check_dims(d, dense_inter, e);
@@ -107,8 +107,11 @@ static int read_dims(const struct ckpt *c, struct moe_dims *d, struct err *e)
 
 static bool hf_name(const char *name)
 {
+	struct moe_expert_name packed;
+
 	return strstr(name, ".attention.query_key_value.") || strstr(name, "word_embeddings") ||
-	       strstr(name, ".attention.dense.") || moe_has_numbered_expert(name);
+	       strstr(name, ".attention.dense.") || moe_has_numbered_expert(name) ||
+	       moe_parse_packed(name, &packed);
 }
 
 static bool native_name(const char *name)

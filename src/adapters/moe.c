@@ -33,8 +33,7 @@
  * against it, so no size computed from them can overflow. */
 #define TENSOR_ELEMENTS_MAX ((uint64_t)INT64_MAX / 8)
 
-enum proj { PROJ_GATE, PROJ_UP, PROJ_DOWN, PROJ_COUNT };
-static const char *const proj_names[PROJ_COUNT] = {"gate_proj", "up_proj", "down_proj"};
+const char *const moe_proj_names[MOE_PROJ_COUNT] = {"gate_proj", "up_proj", "down_proj"};
 
 /* ---- config.json ------------------------------------------------------- */
 
@@ -114,8 +113,7 @@ static int model_dtype(const struct ckpt *c, enum dtype *out, const char **key, 
 	return 0;
 }
 
-/* The dtype of the grouped expert tensors; DTYPE_INVALID for "keep". */
-static int target_dtype(const struct ckpt *c, enum dtype_choice choice, enum dtype *out,
+int moe_target_dtype(const struct ckpt *c, enum dtype_choice choice, enum dtype *out,
 			struct err *e)
 {
 	const char *key;
@@ -181,41 +179,61 @@ static const char *skip_digits(const char *s, uint64_t *value)
 	return s;
 }
 
-/* `[model.][language_model.]layers.L.mlp.experts.e.{gate,up,down}_proj.weight`:
- * base_len covers everything up to and including ".mlp.experts.". */
-struct expert_name {
-	size_t base_len;
-	uint64_t expert;
-	enum proj proj;
-};
-
-static bool parse_hf_expert(const char *name, struct expert_name *out)
+size_t moe_layer_of(const char *name, uint64_t *layer)
 {
 	static const char *const prefixes[] = {"model.language_model.layers.", "model.layers.",
 					       "language_model.layers.", "layers."};
 	const char *p = NULL;
 	size_t i;
-	int k;
 
 	for (i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]) && !p; i++)
 		if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0)
 			p = name + strlen(prefixes[i]);
-	if (!p || !(p = skip_digits(p, NULL)) ||
-	    strncmp(p, EXPERTS_SEGMENT, strlen(EXPERTS_SEGMENT)) != 0)
+	if (!p || !(p = skip_digits(p, layer)) || *p != '.')
+		return 0;
+	return (size_t)(p - name);
+}
+
+bool moe_parse_expert(const char *name, struct moe_expert_name *out)
+{
+	size_t len = moe_layer_of(name, &out->layer);
+	const char *p = name + len;
+	int k;
+
+	if (!len || strncmp(p, EXPERTS_SEGMENT, strlen(EXPERTS_SEGMENT)) != 0)
 		return false;
 	p += strlen(EXPERTS_SEGMENT);
 	out->base_len = (size_t)(p - name);
 	if (!(p = skip_digits(p, &out->expert)) || *p++ != '.')
 		return false;
-	for (k = 0; k < PROJ_COUNT; k++) {
-		size_t len = strlen(proj_names[k]);
+	for (k = 0; k < MOE_PROJ_COUNT; k++) {
+		size_t n = strlen(moe_proj_names[k]);
 
-		if (strncmp(p, proj_names[k], len) == 0 && strcmp(p + len, ".weight") == 0) {
-			out->proj = (enum proj)k;
+		if (strncmp(p, moe_proj_names[k], n) == 0 && strcmp(p + n, ".weight") == 0) {
+			out->proj = (enum moe_proj)k;
 			return true;
 		}
 	}
 	return false;
+}
+
+bool moe_parse_packed(const char *name, struct moe_expert_name *out)
+{
+	size_t len = moe_layer_of(name, &out->layer);
+	const char *p = name + len;
+
+	if (!len || strncmp(p, EXPERTS_SEGMENT, strlen(EXPERTS_SEGMENT)) != 0)
+		return false;
+	p += strlen(EXPERTS_SEGMENT);
+	out->base_len = (size_t)(p - name);
+	out->expert = 0;
+	if (strcmp(p, MOE_PACKED_GATE_UP) == 0)
+		out->proj = MOE_PROJ_GATE;
+	else if (strcmp(p, MOE_PACKED_DOWN) == 0)
+		out->proj = MOE_PROJ_DOWN;
+	else
+		return false;
+	return true;
 }
 
 bool moe_has_numbered_expert(const char *name)
@@ -329,6 +347,26 @@ int moe_detect(const struct moe_family *f, const struct ckpt *c, enum layout *ou
 	return 0;
 }
 
+/* model_info.experts_layout of c. */
+static const char *experts_layout(const struct ckpt *c)
+{
+	bool per_expert = false, packed = false, grouped = false;
+	struct moe_expert_name x;
+	size_t i;
+
+	for (i = 0; i < c->ntensors; i++) {
+		const char *name = c->tensors[i].name;
+
+		per_expert |= moe_parse_expert(name, &x);
+		packed |= moe_parse_packed(name, &x);
+		grouped |= moe_layer_prefix_len(name, MOE_GATE_UP_SUFFIX) ||
+			   moe_layer_prefix_len(name, MOE_DOWN_SUFFIX);
+	}
+	if (per_expert && packed)
+		return "per_expert+packed";
+	return per_expert ? "per_expert" : packed ? "packed" : grouped ? "grouped" : "none";
+}
+
 int moe_describe(const struct moe_family *f, const struct ckpt *c, struct model_info *out,
 		 struct err *e)
 {
@@ -344,6 +382,7 @@ int moe_describe(const struct moe_family *f, const struct ckpt *c, struct model_
 	snprintf(out->architecture, sizeof(out->architecture), "%s", f->architecture);
 	out->layers = d.layers;
 	out->experts = d.experts;
+	out->experts_layout = experts_layout(c);
 	/* A dtype ckptconv cannot cast to is reported, not an error: a
 	 * conversion that names its dtype does not need it. */
 	if (model_dtype(c, &out->dtype, &out->dtype_key, &ignored) < 0)
@@ -414,9 +453,7 @@ static int refuse_quantized(const struct ckpt *c, struct err *e)
 	return 0;
 }
 
-/* The experts [start, end) an expert-parallel rank of `size` holds: E / size
- * each, the first E % size ranks one more.  size 0: all of them. */
-static void ep_range(uint64_t experts, uint32_t size, uint32_t rank, uint64_t *start, uint64_t *end)
+void moe_ep_range(uint64_t experts, uint32_t size, uint32_t rank, uint64_t *start, uint64_t *end)
 {
 	uint64_t per, rem;
 
@@ -436,277 +473,6 @@ static void ep_range(uint64_t experts, uint32_t size, uint32_t rank, uint64_t *s
 	*end = *start + per;
 }
 
-/* ---- HF -> native -------------------------------------------------------- */
-
-/* The routed experts of one MoE layer, by expert number and projection. */
-struct moe_group {
-	char *base;  /* "…layers.L.mlp.experts." */
-	long *slots; /* [expert - start][proj]: source tensor, -1 when absent */
-};
-
-int moe_groups_init(struct moe_groups *g, const struct ckpt *c, const struct adapter_options *o,
-		    const struct moe_dims *d, struct err *e)
-{
-	memset(g, 0, sizeof(*g));
-	g->dims = d;
-	if (target_dtype(c, o->dtype, &g->to, e) < 0)
-		return -1;
-	ep_range(d->experts, o->ep_size, o->ep_rank, &g->start, &g->end);
-	return 0;
-}
-
-void moe_groups_fini(struct moe_groups *g)
-{
-	size_t i;
-
-	for (i = 0; i < g->n; i++) {
-		free(g->items[i].base);
-		free(g->items[i].slots);
-	}
-	free(g->items);
-}
-
-/* The slot of stacked expert x (start <= x < end), projection k. */
-static long *slot_of(const struct moe_groups *g, const struct moe_group *grp, uint64_t x, int k)
-{
-	return &grp->slots[(x - g->start) * PROJ_COUNT + (uint64_t)k];
-}
-
-/* The group of layer `name` (its first len bytes), made on first use.  Each
- * group needs the three projections of every stacked expert, so groups that
- * the checkpoint's tensors cannot fill are refused before their slots, sized
- * by num_experts, are allocated (every product overflow-checked). */
-static struct moe_group *group_get(struct moe_groups *g, const struct ckpt *c, const char *name,
-				   size_t len, struct err *e)
-{
-	struct moe_group *grp;
-	uint64_t k, nslots, needed;
-	size_t i;
-
-	for (i = g->n; i-- > 0;)
-		if (strlen(g->items[i].base) == len && memcmp(g->items[i].base, name, len) == 0)
-			return &g->items[i];
-	if (!u64_mul(g->end - g->start, PROJ_COUNT, &nslots) ||
-	    !u64_mul(nslots, (uint64_t)g->n + 1, &needed) || needed > c->ntensors) {
-		err_set_tensor(e, name);
-		err_set(e, ERR_MISSING_EXPERTS,
-			"%s: %zu MoE layers x %" PRIu64
-			" experts x %d projections (num_experts %" PRIu64
-			") are more expert weights than the checkpoint's %zu tensors",
-			name, g->n + 1, g->end - g->start, PROJ_COUNT, g->dims->experts,
-			c->ntensors);
-		return NULL;
-	}
-	g->items = xrealloc(g->items, (g->n + 1) * sizeof(*g->items));
-	grp = &g->items[g->n++];
-	grp->base = moe_join(name, len, "%s", "");
-	grp->slots = xmalloc((nslots ? nslots : 1) * sizeof(*grp->slots));
-	for (k = 0; k < nslots; k++)
-		grp->slots[k] = -1;
-	return grp;
-}
-
-int moe_groups_collect(struct moe_groups *g, const struct ckpt *c, uint32_t i, struct err *e)
-{
-	const char *name = c->tensors[i].name;
-	struct moe_group *grp;
-	struct expert_name x;
-	long *slot;
-
-	if (!parse_hf_expert(name, &x))
-		return 0;
-	if (x.expert >= g->dims->experts) {
-		err_set_tensor(e, name);
-		return err_set(e, ERR_EXPERT_OUT_OF_RANGE,
-			       "%s: expert %" PRIu64 " is not below num_experts %" PRIu64, name,
-			       x.expert, g->dims->experts);
-	}
-	grp = group_get(g, c, name, x.base_len, e);
-	if (!grp)
-		return -1;
-	/* Only the stacked experts (an expert-parallel rank's share) matter. */
-	if (x.expert < g->start || x.expert >= g->end)
-		return 1;
-	slot = slot_of(g, grp, x.expert, x.proj);
-	if (*slot >= 0) {
-		err_set_tensor(e, name);
-		return err_set(e, ERR_DUPLICATE_TENSOR,
-			       "%s: expert %" PRIu64 " %s is given twice (also as %s)", name,
-			       x.expert, proj_names[x.proj], c->tensors[*slot].name);
-	}
-	*slot = i;
-	return 1;
-}
-
-/* Every needed expert of every group has all three projections. */
-static int check_complete(const struct moe_groups *g, struct err *e)
-{
-	char shown[ERR_MSG_MAX] = "", first[ERR_TENSOR_MAX] = "";
-	size_t missing = 0, used = 0, i;
-	uint64_t x;
-	int k;
-
-	for (i = 0; i < g->n; i++)
-		for (x = g->start; x < g->end; x++)
-			for (k = 0; k < PROJ_COUNT; k++) {
-				if (*slot_of(g, &g->items[i], x, k) >= 0)
-					continue;
-				if (missing < MISSING_NAMES_SHOWN && used < sizeof(shown))
-					used += (size_t)snprintf(shown + used, sizeof(shown) - used,
-								 "%s%s%" PRIu64 ".%s.weight",
-								 missing ? ", " : "",
-								 g->items[i].base, x,
-								 proj_names[k]);
-				if (missing == 0)
-					snprintf(first, sizeof(first), "%s%" PRIu64 ".%s.weight",
-						 g->items[i].base, x, proj_names[k]);
-				missing++;
-			}
-	if (missing == 0)
-		return 0;
-	err_set_tensor(e, first);
-	if (missing > MISSING_NAMES_SHOWN)
-		return err_set(e, ERR_MISSING_EXPERTS,
-			       "%zu of %" PRIu64 " expert weights are missing: %s and %zu more",
-			       missing, (uint64_t)g->n * (g->end - g->start) * PROJ_COUNT, shown,
-			       missing - MISSING_NAMES_SHOWN);
-	return err_set(e, ERR_MISSING_EXPERTS, "%zu of %" PRIu64 " expert weights are missing: %s",
-		       missing, (uint64_t)g->n * (g->end - g->start) * PROJ_COUNT, shown);
-}
-
-/* gate/up [I, H] and down [H, I] for every stacked expert, in one dtype
- * when it is kept, castable to the target otherwise. */
-static int check_expert(const struct ckpt *c, const struct moe_groups *g, long src, enum proj k,
-			enum dtype first_dtype, struct err *e)
-{
-	const struct moe_dims *d = g->dims;
-	const struct ckpt_tensor *t = &c->tensors[src];
-	uint64_t rows = k == PROJ_DOWN ? d->hidden : d->moe_inter;
-	uint64_t cols = k == PROJ_DOWN ? d->moe_inter : d->hidden;
-	char shape[128];
-
-	if (dtype_copy_only(t->dtype)) {
-		err_set_tensor(e, t->name);
-		return err_set(e, ERR_QUANTIZED_INPUT,
-			       "%s: dtype %s is only ever copied byte for byte, and a routed "
-			       "expert's weights are transposed into the layer's grouped tensors",
-			       t->name, dtype_name(t->dtype));
-	}
-	if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols) {
-		moe_format_shape(t, shape, sizeof(shape));
-		err_set_tensor(e, t->name);
-		return err_set(e, ERR_EXPERT_SHAPE_MISMATCH,
-			       "%s: shape %s differs from [%" PRIu64 ", %" PRIu64
-			       "], the shape of the layer's "
-			       "experts by config.json (moe_intermediate_size %" PRIu64
-			       ", hidden_size %" PRIu64 ")",
-			       t->name, shape, rows, cols, d->moe_inter, d->hidden);
-	}
-	if (g->to == DTYPE_INVALID && t->dtype != first_dtype) {
-		err_set_tensor(e, t->name);
-		return err_set(
-			e, ERR_EXPERT_SHAPE_MISMATCH,
-			"%s: dtype %s differs from %s of the layer's other experts (kept dtype)",
-			t->name, dtype_name(t->dtype), dtype_name(first_dtype));
-	}
-	if (g->to != DTYPE_INVALID && !kern_can_cast(t->dtype, g->to)) {
-		err_set_tensor(e, t->name);
-		return err_set(e, ERR_UNSUPPORTED_CAST, "%s: %s cannot be cast to %s", t->name,
-			       dtype_name(t->dtype), dtype_name(g->to));
-	}
-	return 0;
-}
-
-static int check_shapes(const struct ckpt *c, const struct moe_groups *g,
-			const struct moe_group *grp, struct err *e)
-{
-	enum dtype first = c->tensors[*slot_of(g, grp, g->start, PROJ_GATE)].dtype;
-	uint64_t x;
-	int k;
-
-	for (x = g->start; x < g->end; x++)
-		for (k = 0; k < PROJ_COUNT; k++)
-			if (check_expert(c, g, *slot_of(g, grp, x, k), (enum proj)k, first, e) < 0)
-				return -1;
-	return 0;
-}
-
-/* The [rows, cols] source tensor of expert x's projection k, read whole:
- * transposed into cols destination rows. */
-static struct plan_block expert_block(const struct ckpt *c, const struct moe_groups *g,
-				      const struct moe_group *grp, uint64_t x, enum proj k)
-{
-	const struct ckpt_tensor *t = &c->tensors[*slot_of(g, grp, x, k)];
-
-	return (struct plan_block){.src = (uint32_t)*slot_of(g, grp, x, k),
-				   .stride = t->shape[1] * dtype_size(t->dtype),
-				   .rows = t->shape[0]};
-}
-
-/* out[x][h][i] = gate_x[i][h], out[x][h][I + i] = up_x[i][h]: per expert,
- * its [H, 2I] block. */
-static int emit_gate_up(const struct moe_groups *g, struct plan *p, const struct ckpt *c,
-			const struct moe_group *grp, enum dtype to, struct err *e)
-{
-	uint64_t n = g->end - g->start, H = g->dims->hidden, I = g->dims->moe_inter;
-	uint64_t shape[3] = {n, H, 2 * I}, expert_bytes = H * 2 * I * dtype_size(to), k;
-	char *name = moe_join(grp->base, strlen(grp->base), "gate_and_up_projs");
-	long t = plan_add_tensor(p, name, to, 3, shape, e);
-	int rc = t < 0 ? -1 : 0;
-
-	for (k = 0; k < n && rc == 0; k++) {
-		const struct plan_block halves[2] = {
-			expert_block(c, g, grp, g->start + k, PROJ_GATE),
-			expert_block(c, g, grp, g->start + k, PROJ_UP),
-		};
-
-		rc = plan_add_transposed(p, t, k * expert_bytes, H, halves, 2, e);
-	}
-	free(name);
-	return rc;
-}
-
-/* out[x][i][h] = down_x[h][i]: per expert, its [I, H] block. */
-static int emit_down(const struct moe_groups *g, struct plan *p, const struct ckpt *c,
-		     const struct moe_group *grp, enum dtype to, struct err *e)
-{
-	uint64_t n = g->end - g->start, H = g->dims->hidden, I = g->dims->moe_inter;
-	uint64_t shape[3] = {n, I, H}, expert_bytes = I * H * dtype_size(to), k;
-	char *name = moe_join(grp->base, strlen(grp->base), "down_projs");
-	long t = plan_add_tensor(p, name, to, 3, shape, e);
-	int rc = t < 0 ? -1 : 0;
-
-	for (k = 0; k < n && rc == 0; k++) {
-		const struct plan_block down = expert_block(c, g, grp, g->start + k, PROJ_DOWN);
-
-		rc = plan_add_transposed(p, t, k * expert_bytes, I, &down, 1, e);
-	}
-	free(name);
-	return rc;
-}
-
-int moe_groups_emit(const struct moe_groups *g, struct plan *p, const struct ckpt *c, struct err *e)
-{
-	size_t i;
-
-	if (g->end <= g->start)
-		return 0; /* an expert-parallel rank without experts */
-	if (check_complete(g, e) < 0)
-		return -1;
-	for (i = 0; i < g->n; i++) {
-		const struct moe_group *grp = &g->items[i];
-		enum dtype to = g->to;
-
-		if (check_shapes(c, g, grp, e) < 0)
-			return -1;
-		if (to == DTYPE_INVALID)
-			to = c->tensors[*slot_of(g, grp, g->start, PROJ_GATE)].dtype;
-		if (emit_gate_up(g, p, c, grp, to, e) < 0 || emit_down(g, p, c, grp, to, e) < 0)
-			return -1;
-	}
-	return 0;
-}
-
 /* ---- native -> HF -------------------------------------------------------- */
 
 /* gate_and_up_projs [E, H, 2I] -> per expert gate_proj = ([x][:, 0:I])^T and
@@ -720,16 +486,16 @@ static int split_gate_up(struct plan *p, const struct ckpt *c, uint32_t src, siz
 	int k, rc = 0;
 
 	for (x = 0; x < d->experts && rc == 0; x++)
-		for (k = PROJ_GATE; k <= PROJ_UP && rc == 0; k++) {
+		for (k = MOE_PROJ_GATE; k <= MOE_PROJ_UP && rc == 0; k++) {
 			char *name = moe_join(t->name, prefix_len,
 					      ".mlp.experts.%" PRIu64 ".%s.weight", x,
-					      proj_names[k]);
+					      moe_proj_names[k]);
 			long out = plan_add_tensor(p, name, t->dtype, 2, shape, e);
 			const struct plan_block half = {.src = src,
 							.offset = x * H * 2 * I * es,
 							.stride = 2 * I * es,
 							.rows = H,
-							.col = k == PROJ_GATE ? 0 : I};
+							.col = k == MOE_PROJ_GATE ? 0 : I};
 
 			free(name);
 			rc = out < 0 ? -1 : plan_add_transposed(p, out, 0, I, &half, 1, e);
@@ -976,11 +742,11 @@ static bool other_rank_expert(const char *name, const struct adapter_options *o,
 			      const struct moe_dims *d)
 {
 	uint64_t start, end;
-	struct expert_name x;
+	struct moe_expert_name x;
 
-	if (!o->ep_size || !parse_hf_expert(name, &x))
+	if (!o->ep_size || !moe_parse_expert(name, &x))
 		return false;
-	ep_range(d->experts, o->ep_size, o->ep_rank, &start, &end);
+	moe_ep_range(d->experts, o->ep_size, o->ep_rank, &start, &end);
 	return x.expert < start || x.expert >= end;
 }
 
@@ -998,6 +764,34 @@ static long unreturned_source(const struct plan *p, const struct plan_tensor *r,
 				return t->sources[j];
 	}
 	return -1;
+}
+
+/* Whether reverse tensor r is one expert's projection made from packed
+ * experts only (which come back one tensor per expert and projection, the
+ * names of the published checkpoints); marks those packed tensors given
+ * back. */
+static bool from_packed(const struct ckpt *c, const struct plan *p, const struct plan_tensor *r,
+			bool *back)
+{
+	struct moe_expert_name x;
+	uint32_t i, j;
+
+	if (!moe_parse_expert(r->name, &x) || r->nsources == 0)
+		return false;
+	for (i = 0; i < r->nsources; i++) {
+		const struct plan_tensor *t = &p->tensors[r->sources[i]];
+
+		for (j = 0; j < t->nsources; j++)
+			if (!moe_parse_packed(c->tensors[t->sources[j]].name, &x))
+				return false;
+	}
+	for (i = 0; i < r->nsources; i++) {
+		const struct plan_tensor *t = &p->tensors[r->sources[i]];
+
+		for (j = 0; j < t->nsources; j++)
+			back[t->sources[j]] = true;
+	}
+	return true;
 }
 
 /* Converting back (plan q) gives every source tensor p was made from under
@@ -1036,7 +830,8 @@ static int check_same_tensors(const struct ckpt *c, const struct plan *p, const 
 	for (i = 0; i < q->ntensors; i++) {
 		const struct plan_tensor *r = &q->tensors[i];
 
-		if (found[i] >= 0 || other_rank_expert(r->name, o, d))
+		if (found[i] >= 0 || other_rank_expert(r->name, o, d) ||
+		    from_packed(c, p, r, back))
 			continue;
 		s = unreturned_source(p, r, back);
 		if (s >= 0)

@@ -31,6 +31,12 @@ struct err;
 /* A layer's grouped experts (native), after "[anything.]layers.L". */
 #define MOE_GATE_UP_SUFFIX ".mlp.experts.gate_and_up_projs"
 #define MOE_DOWN_SUFFIX ".mlp.experts.down_projs"
+/* transformers' packed experts (HF), after "…layers.L.mlp.experts.":
+ * gate_up_proj [E, 2I, H], each expert's gate rows then its up rows (the
+ * Concatenate(dim=1) of [gate, up] in transformers' conversion_mapping.py),
+ * and down_proj [E, H, I]. */
+#define MOE_PACKED_GATE_UP "gate_up_proj"
+#define MOE_PACKED_DOWN "down_proj"
 
 /* Dimensions from config.json, under the keys transformers' MoE configs
  * share.  Every tensor shape derived from them fits a safetensors file
@@ -42,6 +48,9 @@ struct moe_dims {
 	uint64_t moe_inter;         /* I, moe_intermediate_size */
 	uint64_t experts;           /* E, num_experts */
 	uint64_t layers;            /* num_hidden_layers */
+	uint64_t first_dense;       /* first_k_dense_replace: layers below it
+				     * have a dense MLP, the others (the MTP
+				     * layer `layers` included) routed experts */
 };
 
 /* What a family's adapter tells the shared parts. */
@@ -79,6 +88,16 @@ int moe_build_plan(const struct moe_family *f, const struct ckpt *c,
 int moe_check_round_trip(const struct moe_family *f, const struct ckpt *c,
 			 const struct adapter_options *o, const struct plan *p, struct err *e);
 
+/* The experts [start, end) an expert-parallel rank of `size` holds: E / size
+ * each, the first E % size ranks one more.  size 0: all of them. */
+void moe_ep_range(uint64_t experts, uint32_t size, uint32_t rank, uint64_t *start, uint64_t *end);
+
+/* The dtype of the grouped expert tensors for --dtype `choice`;
+ * DTYPE_INVALID for "keep".  Codes: config_invalid (auto, and a model dtype
+ * that cannot be cast to), invalid_option. */
+int moe_target_dtype(const struct ckpt *c, enum dtype_choice choice, enum dtype *out,
+		     struct err *e);
+
 /* ---- config.json ---- */
 
 /* An integer of at least min under key.  Codes: missing_config_key,
@@ -99,6 +118,26 @@ int moe_check_experts_holdable(const struct moe_dims *d, struct err *e);
 /* When name is P + suffix with P = "[anything.]layers.<number>", the
  * length of P; else 0. */
 size_t moe_layer_prefix_len(const char *name, const char *suffix);
+enum moe_proj { MOE_PROJ_GATE, MOE_PROJ_UP, MOE_PROJ_DOWN, MOE_PROJ_COUNT };
+extern const char *const moe_proj_names[MOE_PROJ_COUNT]; /* "gate_proj", ... */
+
+/* The length of "[model.][language_model.]layers.N" at the start of name
+ * (followed by a dot), with *layer = N; 0 when name does not start so. */
+size_t moe_layer_of(const char *name, uint64_t *layer);
+
+/* A routed expert's tensor in the HF layout: base_len covers the name up
+ * to and including ".mlp.experts.". */
+struct moe_expert_name {
+	size_t base_len;
+	uint64_t layer;
+	uint64_t expert;            /* 0 for a packed tensor */
+	enum moe_proj proj;         /* packed: MOE_PROJ_GATE for gate_up_proj */
+};
+/* `[model.][language_model.]layers.L.mlp.experts.e.{gate,up,down}_proj.weight`. */
+bool moe_parse_expert(const char *name, struct moe_expert_name *out);
+/* `[model.][language_model.]layers.L.mlp.experts.{gate_up_proj,down_proj}`. */
+bool moe_parse_packed(const char *name, struct moe_expert_name *out);
+
 /* ".mlp.experts.<number>." somewhere in the name. */
 bool moe_has_numbered_expert(const char *name);
 /* The first prefix_len bytes of prefix, then fmt; aborts on no memory. */
@@ -130,8 +169,9 @@ int moe_pass_through(struct plan *p, const struct ckpt *c, uint32_t i, const cha
 int moe_copy_elements(struct plan *p, long out, const struct ckpt *c, uint32_t i,
 		      uint64_t src_elem, uint64_t dst_elem, uint64_t nelems, struct err *e);
 
-/* HF -> native: the routed experts of every MoE layer, collected by
- * expert and projection, then stacked into the layer's grouped tensors. */
+/* HF -> native (moe_groups.c): the routed experts of every MoE layer,
+ * collected by expert and projection (or as transformers' two packed
+ * tensors), then stacked into the layer's grouped tensors. */
 struct moe_group;
 struct moe_groups {
 	struct moe_group *items;
@@ -146,12 +186,19 @@ struct moe_groups {
  * cast to). */
 int moe_groups_init(struct moe_groups *g, const struct ckpt *c, const struct adapter_options *o,
 		    const struct moe_dims *d, struct err *e);
-/* 1 when source tensor i is a routed expert's, now collected; 0 when it
- * is not one.  Codes: expert_out_of_range, duplicate_tensor,
- * missing_experts (more MoE layers than the tensors could fill). */
+/* 1 when source tensor i is a routed expert's (one expert's projection,
+ * or a packed gate_up_proj or down_proj), now collected; 0 when it is not
+ * one.  Codes: expert_out_of_range, duplicate_tensor (also a layer given
+ * both per expert and packed), missing_experts (more MoE layers than the
+ * tensors could fill). */
 int moe_groups_collect(struct moe_groups *g, const struct ckpt *c, uint32_t i, struct err *e);
-/* Adds every layer's gate_and_up_projs and down_projs.  Codes:
- * missing_experts, expert_shape_mismatch, unsupported_cast. */
+/* Adds every layer's gate_and_up_projs and down_projs, after checking
+ * that every MoE layer of c (first_k_dense_replace on, the MTP layer
+ * included when c has it) has routed experts, and each of them all three
+ * projections.  Codes: missing_experts (naming the layer and what it
+ * holds instead), expert_shape_mismatch, quantized_input,
+ * unsupported_cast.  An expert-parallel rank without experts adds
+ * nothing and checks nothing. */
 int moe_groups_emit(const struct moe_groups *g, struct plan *p, const struct ckpt *c,
 		    struct err *e);
 void moe_groups_fini(struct moe_groups *g);
