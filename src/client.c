@@ -299,6 +299,7 @@ static const struct member_rule result_rules[] = {
 	{"files", T_ARRAY, "an array", false},
 	{"tensors", T_INTEGER, "an integer", false},
 	{"bytes", T_INTEGER, "an integer", false},
+	{"file_bytes", T_INTEGER, "an integer", false},
 	{"warnings", T_ARRAY, "an array", false},
 	{NULL, 0, NULL, false},
 };
