@@ -431,36 +431,9 @@ static struct plan_op sub_op(const struct plan_op *op, uint64_t r, uint64_t n, u
 	return sub;
 }
 
-/* Whether the op's source bytes [off, off+len) are a hole of the source
- * file: zeros, known without reading them. */
-static bool source_is_hole(const struct exec_run *run, const struct plan_op *op, uint64_t off,
-			   uint64_t len)
-{
-	const struct ckpt_tensor *t = &run->plan->src->tensors[op->src];
-
-	return store_is_hole(run->src, source_file_name(run, op), t->offset + off, len);
-}
-
-/* Writes what op writes from a source of zeros: zeros in every dtype, so
- * the destination box is zeroed and the source is neither read nor
- * transposed. */
-static void zero_op_dst(const struct plan_op *op, unsigned char *piece)
-{
-	size_t osize = dtype_size(op->dst_dtype);
-	uint64_t lines = op->transpose ? op->cols : op->rows;
-	uint64_t line_bytes = (op->transpose ? op->rows : op->cols) * osize, i;
-
-	for (i = 0; i < lines; i++)
-		memset(piece + op->dst_offset + i * op->dst_stride, 0, line_bytes);
-}
-
 static int run_sub_op(struct worker *w, struct exec_run *run, const struct plan_op *sub,
 		      unsigned char *piece, struct err *e)
 {
-	if (source_is_hole(run, sub, sub->src_offset, op_window_len(sub))) {
-		zero_op_dst(sub, piece);
-		return 0;
-	}
 	if (read_band(w, run, sub, sub->src_offset, (size_t)op_window_len(sub), e) != 0)
 		return -1;
 	/* The band starts at the op's source offset. */
@@ -498,12 +471,7 @@ static int run_op_banded(struct worker *w, struct exec_run *run, const struct pl
 	return 0;
 }
 
-/* What a band of a source hole holds: never written (zero pages, shared,
- * until read). */
-static unsigned char zero_band[EXEC_BAND_MAX];
-
-/* A plain copy through w->band, a band at a time: read, then write; a band
- * in a hole of the source is written from zero_band unread. */
+/* A plain copy through w->band, a band at a time: read, then write. */
 static int copy_plain_piece(struct worker *w, struct exec_run *run, const struct plan_tensor *t,
 			    const struct plan_piece *pc, struct err *e)
 {
@@ -516,14 +484,10 @@ static int copy_plain_piece(struct worker *w, struct exec_run *run, const struct
 
 		for (k = 0; k < len; k += EXEC_BAND_MAX) {
 			size_t n = (size_t)min_u64(EXEC_BAND_MAX, len - k);
-			const unsigned char *bytes = w->band;
 
-			if (source_is_hole(run, op, op->src_offset + k, n))
-				bytes = zero_band;
-			else if (read_band(w, run, op, op->src_offset + k, n, e) != 0)
-				return -1;
-			if (store_writer_write(wr, t->offset + pc->offset + op->dst_offset + k,
-					       bytes, n, e) != 0)
+			if (read_band(w, run, op, op->src_offset + k, n, e) != 0 ||
+			    store_writer_write(wr, t->offset + pc->offset + op->dst_offset + k,
+					       w->band, n, e) != 0)
 				return -1;
 		}
 	}

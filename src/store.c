@@ -90,9 +90,8 @@ int store_open_config(const char *location, const struct store_config *cfg, stru
 		return err_set(e, ERR_INVALID_LOCATION, "the location is empty");
 	b = backend_of(location);
 	if (!b->open)
-		return err_set(e, ERR_INVALID_LOCATION,
-			       "%s: %s:// locations are not supported by this build", location,
-			       b->scheme);
+		return err_set(e, ERR_INVALID_LOCATION, "%s: %s:// locations are not supported by this build",
+			       location, b->scheme);
 	return b->open(location, cfg ? cfg : &none, out, e);
 }
 
@@ -166,11 +165,6 @@ int store_read(struct store *s, const char *name, uint64_t off, void *buf, size_
 	return s->backend->read(s, name, off, buf, len, e);
 }
 
-bool store_is_hole(struct store *s, const char *name, uint64_t off, uint64_t len)
-{
-	return len > 0 && s->backend->is_hole && s->backend->is_hole(s, name, off, len);
-}
-
 int store_read_file(struct store *s, const char *name, size_t max, char **out, size_t *len,
 		    struct err *e)
 {
@@ -181,8 +175,7 @@ int store_read_file(struct store *s, const char *name, size_t max, char **out, s
 	if (store_stat(s, name, &st, e))
 		return -1;
 	if (st.kind != STORE_FILE)
-		return err_set(e, ERR_SOURCE_UNREADABLE, "%s/%s: not a regular file", s->location,
-			       name);
+		return err_set(e, ERR_SOURCE_UNREADABLE, "%s/%s: not a regular file", s->location, name);
 	if (st.size > max)
 		return err_set(e, ERR_SOURCE_UNREADABLE,
 			       "%s/%s: %" PRIu64 " bytes is more than the %zu this file may have",
@@ -228,8 +221,7 @@ int store_writer_write(struct store_writer *w, uint64_t off, const void *buf, si
 
 	if (!u64_add(off, len, &end) || end > w->size)
 		return err_set(e, ERR_PLAN_INVALID,
-			       "%s: write of %zu bytes at offset %" PRIu64
-			       " is past its size %" PRIu64,
+			       "%s: write of %zu bytes at offset %" PRIu64 " is past its size %" PRIu64,
 			       w->name, len, off, w->size);
 	return w->store->backend->writer_write(w, off, buf, len, e);
 }
@@ -272,8 +264,8 @@ int store_free_space(struct store *s, uint64_t *out, struct err *e)
 
 int store_outside_error(const struct store *s, const char *name, struct err *e)
 {
-	return err_set(e, ERR_FORBIDDEN_PATH, "%s/%s resolves outside the allowed roots",
-		       s->location, name);
+	return err_set(e, ERR_FORBIDDEN_PATH, "%s/%s resolves outside the allowed roots", s->location,
+		       name);
 }
 
 /* ---- temporary names ---- */

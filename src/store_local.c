@@ -286,7 +286,6 @@ static int open_beneath(const struct root *root, const char *path, int flags)
 struct cached_fd {
 	char *name;
 	int fd;
-	bool sparse; /* had a hole before its end when opened */
 };
 
 struct local_store {
@@ -380,8 +379,7 @@ static int open_error(const char *path, int errnum, struct err *e)
 	if (errnum == ENOENT)
 		return err_set(e, ERR_SOURCE_NOT_FOUND, "%s: no such file or directory", path);
 	if (errnum == EXDEV)
-		return err_set(e, ERR_FORBIDDEN_PATH, "%s resolves outside the allowed roots",
-			       path);
+		return err_set(e, ERR_FORBIDDEN_PATH, "%s resolves outside the allowed roots", path);
 	return err_set_errno(e, ERR_SOURCE_UNREADABLE, errnum, "%s", path);
 }
 
@@ -390,8 +388,7 @@ static int write_error(const char *path, int errnum, struct err *e)
 	if (errnum == ENOSPC || errnum == EDQUOT)
 		return err_set_errno(e, ERR_INSUFFICIENT_SPACE, errnum, "%s", path);
 	if (errnum == EXDEV)
-		return err_set(e, ERR_FORBIDDEN_PATH, "%s resolves outside the allowed roots",
-			       path);
+		return err_set(e, ERR_FORBIDDEN_PATH, "%s resolves outside the allowed roots", path);
 	if (errnum == EACCES || errnum == EROFS || errnum == EPERM || errnum == ENOTDIR)
 		return err_set_errno(e, ERR_DESTINATION_NOT_WRITABLE, errnum, "%s", path);
 	return err_set_errno(e, ERR_IO_ERROR, errnum, "%s", path);
@@ -400,8 +397,7 @@ static int write_error(const char *path, int errnum, struct err *e)
 static int not_writable(const char *path, int errnum, struct err *e)
 {
 	if (errnum == EXDEV)
-		return err_set(e, ERR_FORBIDDEN_PATH, "%s resolves outside the allowed roots",
-			       path);
+		return err_set(e, ERR_FORBIDDEN_PATH, "%s resolves outside the allowed roots", path);
 	return err_set_errno(e, ERR_DESTINATION_NOT_WRITABLE, errnum, "%s: cannot create or write",
 			     path);
 }
@@ -586,7 +582,8 @@ static int local_list(struct store *base, struct store_entry **out, size_t *n, s
 	return 0;
 }
 
-static int local_stat(struct store *base, const char *name, struct store_entry *out, struct err *e)
+static int local_stat(struct store *base, const char *name, struct store_entry *out,
+		      struct err *e)
 {
 	struct local_store *s = local(base);
 	struct stat st;
@@ -613,30 +610,8 @@ static int local_stat(struct store *base, const char *name, struct store_entry *
 
 /* The cached descriptor of `name`, opened on first use; *cached_name stays
  * valid until the store is freed. */
-/* Whether the file has a hole before its end (SEEK_HOLE finds only the
- * end in a file without holes, and on filesystems that do not track them). */
-static bool has_holes(int fd)
-{
-	struct stat st;
-	off_t hole;
-
-	if (fstat(fd, &st) != 0 || st.st_size == 0)
-		return false;
-	hole = lseek(fd, 0, SEEK_HOLE);
-	return hole >= 0 && hole < st.st_size;
-}
-
-static int cached_fd_sparse(struct local_store *s, const char *name, const char **cached_name,
-			    bool *sparse, struct err *e);
-
 static int cached_fd(struct local_store *s, const char *name, const char **cached_name,
 		     struct err *e)
-{
-	return cached_fd_sparse(s, name, cached_name, NULL, e);
-}
-
-static int cached_fd_sparse(struct local_store *s, const char *name, const char **cached_name,
-			    bool *sparse, struct err *e)
 {
 	char *path;
 	size_t i;
@@ -650,8 +625,6 @@ static int cached_fd_sparse(struct local_store *s, const char *name, const char 
 		if (strcmp(s->fds[i].name, name) == 0) {
 			fd = s->fds[i].fd;
 			*cached_name = s->fds[i].name;
-			if (sparse)
-				*sparse = s->fds[i].sparse;
 			goto out_unlock;
 		}
 	}
@@ -668,10 +641,7 @@ static int cached_fd_sparse(struct local_store *s, const char *name, const char 
 	}
 	s->fds[s->nfds].name = xstrdup(name);
 	s->fds[s->nfds].fd = fd;
-	s->fds[s->nfds].sparse = has_holes(fd);
 	*cached_name = s->fds[s->nfds].name;
-	if (sparse)
-		*sparse = s->fds[s->nfds].sparse;
 	s->nfds++;
 out_unlock:
 	pthread_mutex_unlock(&s->lock);
@@ -694,41 +664,16 @@ static int local_read(struct store *base, const char *name, uint64_t off, void *
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got < 0)
-			return err_set_errno(e, ERR_IO_ERROR, errno,
-					     "%s/%s: reading %zu bytes at offset %" PRIu64,
+			return err_set_errno(e, ERR_IO_ERROR, errno, "%s/%s: reading %zu bytes at offset %" PRIu64,
 					     base->location, name, len, off);
 		if (got == 0)
 			return err_set(e, ERR_FILE_TRUNCATED,
 				       "%s/%s: file ends at byte %" PRIu64
-				       ", before the %zu bytes at offset %" PRIu64
-				       " it should hold",
+				       ", before the %zu bytes at offset %" PRIu64 " it should hold",
 				       base->location, name, off + done, len, off);
 		done += (size_t)got;
 	}
 	return 0;
-}
-
-/* No data in [off, off+len), which lies inside the file: SEEK_DATA finds
- * the next data at or past its end, or none (ENXIO) before the end. */
-static bool local_is_hole(struct store *base, const char *name, uint64_t off, uint64_t len)
-{
-	const char *cached;
-	bool sparse = false;
-	struct stat st;
-	off_t data;
-	struct err e;
-	int fd;
-
-	err_clear(&e);
-	fd = cached_fd_sparse(local(base), name, &cached, &sparse, &e);
-	if (fd < 0 || !sparse)
-		return false;
-	if (fstat(fd, &st) != 0 || off > (uint64_t)st.st_size || len > (uint64_t)st.st_size - off)
-		return false;
-	data = lseek(fd, (off_t)off, SEEK_DATA);
-	if (data < 0)
-		return errno == ENXIO;
-	return (uint64_t)data >= off + len;
 }
 
 static int local_view(struct store *base, const char *name, uint64_t off, size_t len,
@@ -751,8 +696,7 @@ static int local_view(struct store *base, const char *name, uint64_t off, size_t
 		return err_set_errno(e, ERR_IO_ERROR, errno, "%s/%s", base->location, name);
 	if (off > (uint64_t)st.st_size || len > (uint64_t)st.st_size - off)
 		return err_set(e, ERR_SOURCE_TRUNCATED,
-			       "%s/%s: file is %" PRIu64
-			       " bytes, too short for %zu bytes at offset %" PRIu64
+			       "%s/%s: file is %" PRIu64 " bytes, too short for %zu bytes at offset %" PRIu64
 			       " (it shrank while being converted)",
 			       base->location, name, (uint64_t)st.st_size, len, off);
 	if (len == 0) {
@@ -763,9 +707,8 @@ static int local_view(struct store *base, const char *name, uint64_t off, size_t
 	map = mmap(NULL, v->base_len, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, (off_t)start);
 	if (map == MAP_FAILED) {
 		v->base_len = 0;
-		return err_set_errno(e, ERR_IO_ERROR, errno,
-				     "%s/%s: mapping %zu bytes at offset %" PRIu64, base->location,
-				     name, len, off);
+		return err_set_errno(e, ERR_IO_ERROR, errno, "%s/%s: mapping %zu bytes at offset %" PRIu64,
+				     base->location, name, len, off);
 	}
 	madvise(map, v->base_len, MADV_SEQUENTIAL);
 	v->base = map;
@@ -865,8 +808,8 @@ static int local_writer_open(struct store *base, const char *name, uint64_t size
 	return open_writer(base, name, size, store_temporary_name(name, NULL), out, e);
 }
 
-static int local_writer_write(struct store_writer *base, uint64_t off, const void *buf, size_t len,
-			      struct err *e)
+static int local_writer_write(struct store_writer *base, uint64_t off, const void *buf,
+			      size_t len, struct err *e)
 {
 	struct local_writer *w = (struct local_writer *)base;
 	size_t done = 0;
@@ -1026,8 +969,7 @@ static int local_location_kind(const char *location, enum store_entry_kind *out,
 	struct stat st;
 
 	if (stat(location, &st) != 0)
-		return err_set_errno(e,
-				     errno == ENOENT ? ERR_SOURCE_NOT_FOUND : ERR_SOURCE_UNREADABLE,
+		return err_set_errno(e, errno == ENOENT ? ERR_SOURCE_NOT_FOUND : ERR_SOURCE_UNREADABLE,
 				     errno, "%s", location);
 	*out = S_ISREG(st.st_mode) ? STORE_FILE : S_ISDIR(st.st_mode) ? STORE_DIR : STORE_OTHER;
 	return 0;
@@ -1080,7 +1022,6 @@ const struct store_backend store_local_backend = {
 	.read = local_read,
 	.view = local_view,
 	.view_release = local_view_release,
-	.is_hole = local_is_hole,
 	.writer_open = local_writer_open,
 	.writer_write = local_writer_write,
 	.writer_commit = local_writer_commit,

@@ -12,7 +12,6 @@
  */
 #include <check.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -24,7 +23,6 @@
 #include "ckptconv/err.h"
 #include "ckptconv/output.h"
 #include "ckptconv/store.h"
-#include "ckptconv/util.h"
 #include "testutil.h"
 
 static char *tmpdir;
@@ -89,8 +87,7 @@ static size_t count_entries(const char *dir)
 
 static struct store *open_output(bool overwrite, uint64_t needed, struct err *e, int *rc)
 {
-	struct store_output_options o = {
-		.overwrite = overwrite, .durable = true, .bytes_needed = needed};
+	struct store_output_options o = {.overwrite = overwrite, .durable = true, .bytes_needed = needed};
 	struct store *s;
 
 	ck_assert_int_eq(store_open(dst, &s, e), 0);
@@ -195,43 +192,6 @@ START_TEST(test_read_exact_and_truncated)
 	ck_assert_str_eq(err_name(e.code), "source_not_found");
 	ck_assert_ptr_nonnull(strstr(e.msg, "absent.bin"));
 	store_free(s);
-}
-END_TEST
-
-START_TEST(test_holes_of_sparse_files)
-{
-	const uint64_t mib = 1 << 20;
-	unsigned char *data = xmalloc(mib);
-	char *p = test_path(tmpdir, "sparse.bin");
-	struct store *s;
-	struct err e = {0};
-	int fd;
-
-	/* Data in [0, 1 MiB) and [8 MiB, 9 MiB), a hole between. */
-	memset(data, 0x5a, mib);
-	fd = open(p, O_CREAT | O_WRONLY | O_TRUNC, 0644);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(pwrite(fd, data, mib, 0), (ssize_t)mib);
-	ck_assert_int_eq(pwrite(fd, data, mib, 8 * mib), (ssize_t)mib);
-	ck_assert_int_eq(fsync(fd), 0);
-	close(fd);
-	write_pattern("data.bin");
-
-	ck_assert_int_eq(store_open(tmpdir, &s, &e), 0);
-	ck_assert(store_is_hole(s, "sparse.bin", 2 * mib, mib));
-	ck_assert(store_is_hole(s, "sparse.bin", mib, 7 * mib));
-	ck_assert(!store_is_hole(s, "sparse.bin", 0, 4096));
-	ck_assert(!store_is_hole(s, "sparse.bin", mib - 4096, 8192));
-	ck_assert(!store_is_hole(s, "sparse.bin", 7 * mib, 2 * mib));
-	/* Past the end is no hole: a file that shrank is read (and fails). */
-	ck_assert(!store_is_hole(s, "sparse.bin", 9 * mib, 4096));
-	ck_assert(!store_is_hole(s, "sparse.bin", 8 * mib + 4096, mib));
-	ck_assert(!store_is_hole(s, "sparse.bin", 2 * mib, 0));
-	ck_assert(!store_is_hole(s, "data.bin", 0, 100));
-	ck_assert(!store_is_hole(s, "absent.bin", 0, 100));
-	store_free(s);
-	free(data);
-	free(p);
 }
 END_TEST
 
@@ -542,9 +502,8 @@ START_TEST(test_insufficient_space)
 	s = open_output(false, 1769472000, &e, &rc);
 	ck_assert_int_eq(rc, -1);
 	ck_assert_str_eq(err_name(e.code), "insufficient_space");
-	ck_assert_msg(strstr(e.msg,
-			     "needs 1.77 GB (1769472000 bytes) but only 500.00 MB (500000000 "
-			     "bytes) is free"),
+	ck_assert_msg(strstr(e.msg, "needs 1.77 GB (1769472000 bytes) but only 500.00 MB (500000000 "
+				    "bytes) is free"),
 		      "%s", e.msg);
 	ck_assert_int_eq(strncmp(e.msg, dst, strlen(dst)), 0);
 	ck_assert_uint_eq(count_entries(dst), 0);
@@ -1007,7 +966,6 @@ static Suite *store_suite(void)
 	tcase_add_test(read, test_list_sorted_with_kinds);
 	tcase_add_test(read, test_list_missing);
 	tcase_add_test(read, test_read_exact_and_truncated);
-	tcase_add_test(read, test_holes_of_sparse_files);
 	tcase_add_test(read, test_view_unaligned_window);
 	tcase_add_test(read, test_read_file);
 	tcase_add_test(write, test_writer_invisible_until_commit);

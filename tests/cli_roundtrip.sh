@@ -158,18 +158,4 @@ assert_eq "--io direct: usage_error naming the choices" \
 if [ ! -e "$T/tiny-io-bad" ]; then pass "--io direct wrote nothing"; else
 	fail "--io direct wrote nothing"; fi
 
-# A source whose data are file holes (read as zeros without being read, as
-# cp finds them) converts to the same bytes as the same zeros on disk, in
-# both directions, transposed experts included.
-expect_ok "fixture --preset tiny --sparse" "$CKPTCONV" fixture --preset tiny --sparse "$T/holes"
-cp -r --sparse=never "$T/holes" "$T/zeros"
-expect_ok "hf with holes -> native" "$CKPTCONV" convert --to native --no-fsync "$T/holes" "$T/holes-native"
-expect_ok "hf of zeros -> native" "$CKPTCONV" convert --to native --no-fsync "$T/zeros" "$T/zeros-native"
-same_files "holes and zeros convert to the same native files" "$T/zeros-native" "$T/holes-native"
-rm -rf "$T/zeros"
-cp -r --sparse=always "$T/zeros-native" "$T/holes-native2"
-expect_ok "native with holes -> hf" "$CKPTCONV" convert --to hf --no-fsync "$T/holes-native2" "$T/holes-back"
-expect_ok "native of zeros -> hf" "$CKPTCONV" convert --to hf --no-fsync "$T/zeros-native" "$T/zeros-back"
-same_files "holes and zeros convert to the same HF files" "$T/zeros-back" "$T/holes-back"
-
 finish

@@ -41,7 +41,7 @@ struct strvec;
 enum store_entry_kind { STORE_FILE, STORE_DIR, STORE_OTHER, STORE_OUTSIDE };
 
 struct store_entry {
-	char *name; /* relative to the store's location, owned */
+	char *name;               /* relative to the store's location, owned */
 	uint64_t size;
 	enum store_entry_kind kind;
 };
@@ -53,8 +53,8 @@ struct store_entry {
 struct store_view {
 	const unsigned char *data;
 	size_t len;
-	const char *file; /* the file's name, for errors */
-	void *base;	  /* backend's: mapping or buffer start */
+	const char *file;         /* the file's name, for errors */
+	void *base;               /* backend's: mapping or buffer start */
 	size_t base_len;
 	const struct store_backend *backend;
 };
@@ -62,9 +62,9 @@ struct store_view {
 /* Output options fixed when a destination is prepared (output.h's
  * output_prepare, or store_ensure for a shared one). */
 struct store_output_options {
-	bool overwrite;	       /* allow a destination that holds files */
-	bool durable;	       /* fsync files and directory before publishing */
-	uint64_t bytes_needed; /* total size of everything to be written */
+	bool overwrite;           /* allow a destination that holds files */
+	bool durable;             /* fsync files and directory before publishing */
+	uint64_t bytes_needed;    /* total size of everything to be written */
 };
 
 /* What a backend can do, as bits of store_backend.caps: callers ask these
@@ -108,23 +108,17 @@ struct store_config {
 };
 
 struct store_backend {
-	const char *scheme; /* "file" (no scheme) or "s3": for messages */
-	unsigned caps;	    /* enum store_cap bits */
+	const char *scheme;       /* "file" (no scheme) or "s3": for messages */
+	unsigned caps;            /* enum store_cap bits */
 	int (*open)(const char *location, const struct store_config *cfg, struct store **out,
 		    struct err *e);
 	void (*free)(struct store *s);
 	int (*list)(struct store *s, struct store_entry **out, size_t *n, struct err *e);
-	int (*read)(struct store *s, const char *name, uint64_t off, void *buf, size_t len,
-		    struct err *e);
-	int (*view)(struct store *s, const char *name, uint64_t off, size_t len,
-		    struct store_view *v, struct err *e);
+	int (*read)(struct store *s, const char *name, uint64_t off, void *buf, size_t len, struct err *e);
+	int (*view)(struct store *s, const char *name, uint64_t off, size_t len, struct store_view *v, struct err *e);
 	void (*view_release)(struct store_view *v);
-	/* Optional (NULL: never): see store_is_hole. */
-	bool (*is_hole)(struct store *s, const char *name, uint64_t off, uint64_t len);
-	int (*writer_open)(struct store *s, const char *name, uint64_t size,
-			   struct store_writer **out, struct err *e);
-	int (*writer_write)(struct store_writer *w, uint64_t off, const void *buf, size_t len,
-			    struct err *e);
+	int (*writer_open)(struct store *s, const char *name, uint64_t size, struct store_writer **out, struct err *e);
+	int (*writer_write)(struct store_writer *w, uint64_t off, const void *buf, size_t len, struct err *e);
 	int (*writer_commit)(struct store_writer *w, struct err *e);
 	void (*writer_abort)(struct store_writer *w);
 	int (*put)(struct store *s, const char *name, const void *buf, size_t len, struct err *e);
@@ -148,14 +142,14 @@ struct store_backend {
  * reach the backend through `store`. */
 struct store_writer {
 	struct store *store;
-	char *name; /* final name, owned by the backend */
+	char *name;               /* final name, owned by the backend */
 	uint64_t size;
 };
 
 /* Common head of every backend's struct store. */
 struct store {
 	const struct store_backend *backend;
-	char *location; /* as given, normalised without trailing '/' */
+	char *location;           /* as given, normalised without trailing '/' */
 	struct store_output_options out;
 };
 
@@ -213,28 +207,15 @@ int store_stat(struct store *s, const char *name, struct store_entry *out, struc
 
 /* Exactly len bytes at off, or an error (file_truncated, io_error,
  * source_not_found, forbidden_path). */
-int store_read(struct store *s, const char *name, uint64_t off, void *buf, size_t len,
-	       struct err *e);
-
-/* Whether [off, off+len) of `name` is known to read as zeros without being
- * read: a hole of a sparse local file, found with lseek SEEK_DATA as `cp`
- * finds them, and inside the file's current size (a file that shrank is
- * never taken for a hole).  false whenever it is not known (no such
- * backend support, the file has no holes, or any byte may be data): the
- * caller then reads.  Any thread; no error (a failed look-up is false). */
-bool store_is_hole(struct store *s, const char *name, uint64_t off, uint64_t len);
+int store_read(struct store *s, const char *name, uint64_t off, void *buf, size_t len, struct err *e);
 /* A whole small file (at most max bytes), NUL-terminated; *out malloc'd. */
-int store_read_file(struct store *s, const char *name, size_t max, char **out, size_t *len,
-		    struct err *e);
-int store_view(struct store *s, const char *name, uint64_t off, size_t len, struct store_view *v,
-	       struct err *e);
+int store_read_file(struct store *s, const char *name, size_t max, char **out, size_t *len, struct err *e);
+int store_view(struct store *s, const char *name, uint64_t off, size_t len, struct store_view *v, struct err *e);
 void store_view_release(struct store_view *v);
 
 /* Creates a temporary output of exactly `size` bytes (space reserved). */
-int store_writer_open(struct store *s, const char *name, uint64_t size, struct store_writer **out,
-		      struct err *e);
-int store_writer_write(struct store_writer *w, uint64_t off, const void *buf, size_t len,
-		       struct err *e);
+int store_writer_open(struct store *s, const char *name, uint64_t size, struct store_writer **out, struct err *e);
+int store_writer_write(struct store_writer *w, uint64_t off, const void *buf, size_t len, struct err *e);
 /* Makes the output durable (if o.durable) and publishes it under its final
  * name; frees the writer, even on error. */
 int store_writer_commit(struct store_writer *w, struct err *e);
