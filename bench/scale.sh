@@ -13,7 +13,8 @@
 #   dd bs=4M of each file of the same source (a copy that reads every byte:
 #     cp finds the holes with SEEK_DATA and writes their zeros unread, so
 #     on a sparse source it does only half of the conversion's work)
-#   convert --no-fsync --to native, and --to hf
+#   convert --no-fsync --to native, and --to hf, each also with --io mmap
+#     (mapped reads; the default reads bands with pread)
 #   the same copies + sync of the copied files (durability at equal cost)
 #   convert --to native, and --to hf (fsync before publishing, the default)
 #
@@ -41,9 +42,14 @@
 # /var/tmp; a filesystem with sparse files), BENCH_PRESET (default
 # ling-mini-2.0), BENCH_LAYERS (hidden layers; default: the preset's),
 # BENCH_MTP (1, default: with the MTP layer; 0: without), BENCH_LOAD (N > 0:
-# N competing `cat` loops over another sparse copy of the source during every
-# timed run, the same for every command; default 0), BENCH_COLD (0: skip the
-# cold reads), BENCH_PLAN (0: skip planning Ling-1T).
+# N competing loads over another sparse checkpoint of the same size during
+# every timed run, the same for every command; default 0), BENCH_LOAD_KIND
+# (cp, default: each load is a loop of `cp -r --sparse=never --reflink=never`
+# of that checkpoint, writing it for real, as another job on the node would;
+# cat: a loop of `cat` of its files, CPU and memory traffic without writes),
+# BENCH_THREADS (--threads for every conversion; default: ckptconv's, the
+# CPUs available), BENCH_COLD (0: skip the cold reads), BENCH_PLAN (0: skip
+# planning Ling-1T).
 
 set -euo pipefail
 
@@ -54,6 +60,8 @@ PRESET=${BENCH_PRESET:-ling-mini-2.0}
 LAYERS=${BENCH_LAYERS:-}
 MTP=${BENCH_MTP:-1}
 LOAD=${BENCH_LOAD:-0}
+LOAD_KIND=${BENCH_LOAD_KIND:-cp}
+THREADS=${BENCH_THREADS:-}
 COLD=${BENCH_COLD:-1}
 PLAN=${BENCH_PLAN:-1}
 TIME=/usr/bin/time
@@ -67,13 +75,20 @@ command -v python3 >/dev/null || { echo "bench: python3 is missing" >&2; exit 1;
 
 WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/ckptconv-bench-scale.XXXXXX")
 
-# The competing load, when asked for: cat loops over a sparse copy of the
-# source (CPU and memory traffic of reading 34 GB, no disk), each in a
-# process group of its own, running through every timed run alike.
+# The competing load, when asked for: loops over another sparse checkpoint
+# of the source's size, each in a process group of its own, running through
+# every timed run alike: cp -r of it (reads, and writes as much as a run
+# does), or cat of its files (no writes).
 start_load() {
 	local i
 	for ((i = 0; i < LOAD; i++)); do
-		setsid bash -c 'while :; do cat "$1"/*.safetensors >/dev/null; done' load "$WORK/load" &
+		if [ "$LOAD_KIND" = cat ]; then
+			setsid bash -c 'while :; do cat "$1"/*.safetensors >/dev/null; done' load \
+				"$WORK/load" &
+		else
+			setsid bash -c 'while :; do rm -rf "$2"; cp -r --sparse=never --reflink=never "$1" "$2"; done' \
+				load "$WORK/load" "$WORK/load-copy-$i" &
+		fi
 		LOAD_PIDS+=($!)
 	done
 }
@@ -84,6 +99,7 @@ stop_load() {
 		wait "$pid" 2>/dev/null || true
 	done
 	LOAD_PIDS=()
+	rm -rf "$WORK"/load-copy-*
 }
 LOAD_PIDS=()
 cleanup() {
@@ -118,8 +134,9 @@ rm -f "$WORK/plan.json"
 BYTES=$(du -sb --apparent-size "$WORK/hf" | cut -f1)
 NTENSORS=$("$CKPTCONV" inspect --json "$WORK/hf" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tensors"])')
 
-# Room for one output at a time, plus 2 GiB.
+# Room for one output at a time (and a copy per cp load), plus 2 GiB.
 NEED=$((BYTES + (2 << 30)))
+if [ "$LOAD" -gt 0 ] && [ "$LOAD_KIND" = cp ]; then NEED=$((NEED + LOAD * BYTES)); fi
 FREE=$(free_bytes)
 if [ "$FREE" -lt "$NEED" ]; then
 	echo "bench: $WORK has $((FREE >> 30)) GiB free; each run writes $((BYTES >> 30)) GiB (needs $((NEED >> 30)) GiB): not starting" >&2
@@ -130,8 +147,8 @@ if [ "$LOAD" -gt 0 ]; then
 	"$CKPTCONV" fixture "${fixture_args[@]}" --seed 1 "$WORK/load" >/dev/null
 fi
 
-COMMANDS=(cp_hf dd_hf to_native_nofsync cp_native dd_native to_hf_nofsync cp_hf_sync to_native
-	cp_native_sync to_hf)
+COMMANDS=(cp_hf dd_hf to_native_nofsync to_native_mmap cp_native dd_native to_hf_nofsync
+	to_hf_mmap cp_hf_sync to_native cp_native_sync to_hf)
 declare -A LABEL=(
 	[cp_hf]="cp -r (HF source)"
 	[cp_native]="cp -r (native source)"
@@ -139,6 +156,8 @@ declare -A LABEL=(
 	[dd_native]="dd bs=4M (native source)"
 	[to_native_nofsync]="convert --no-fsync --to native"
 	[to_hf_nofsync]="convert --no-fsync --to hf"
+	[to_native_mmap]="  the same, --io mmap"
+	[to_hf_mmap]="  the same, --io mmap"
 	[cp_hf_sync]="cp -r + sync (HF source)"
 	[cp_native_sync]="cp -r + sync (native source)"
 	[to_native]="convert --to native (fsync)"
@@ -150,12 +169,16 @@ declare -A LABEL=(
 # The baseline each conversion is compared with.
 declare -A BASELINE=(
 	[to_native_nofsync]=cp_hf [to_hf_nofsync]=cp_native
+	[to_native_mmap]=cp_hf [to_hf_mmap]=cp_native
 	[to_native]=cp_hf_sync [to_hf]=cp_native_sync
 	[cold_cp]=cold_cat [cold_to_hf]=cold_cp
 )
 # And the copy that reads every byte.
-declare -A BASELINE_DD=([to_native_nofsync]=dd_hf [to_hf_nofsync]=dd_native)
+declare -A BASELINE_DD=([to_native_nofsync]=dd_hf [to_hf_nofsync]=dd_native
+	[to_native_mmap]=dd_hf [to_hf_mmap]=dd_native)
 CP="cp -r --sparse=never --reflink=never"
+THREADS_ARG=
+if [ -n "$THREADS" ]; then THREADS_ARG="--threads $THREADS"; fi
 
 run_command() {
 	case "$1" in
@@ -169,10 +192,12 @@ run_command() {
 		;;
 	cp_hf_sync) $CP "$WORK/hf" "$WORK/dst" && sync "$WORK/dst"/* "$WORK/dst" ;;
 	cp_native_sync) $CP "$WORK/native" "$WORK/dst" && sync "$WORK/dst"/* "$WORK/dst" ;;
-	to_native_nofsync) "$CKPTCONV" convert --no-fsync --to native "$WORK/hf" "$WORK/dst" ;;
-	to_hf_nofsync) "$CKPTCONV" convert --no-fsync --to hf "$WORK/native" "$WORK/dst" ;;
-	to_native) "$CKPTCONV" convert --to native "$WORK/hf" "$WORK/dst" ;;
-	to_hf) "$CKPTCONV" convert --to hf "$WORK/native" "$WORK/dst" ;;
+	to_native_nofsync) "$CKPTCONV" convert $THREADS_ARG --no-fsync --to native "$WORK/hf" "$WORK/dst" ;;
+	to_hf_nofsync) "$CKPTCONV" convert $THREADS_ARG --no-fsync --to hf "$WORK/native" "$WORK/dst" ;;
+	to_native_mmap) "$CKPTCONV" convert $THREADS_ARG --io mmap --no-fsync --to native "$WORK/hf" "$WORK/dst" ;;
+	to_hf_mmap) "$CKPTCONV" convert $THREADS_ARG --io mmap --no-fsync --to hf "$WORK/native" "$WORK/dst" ;;
+	to_native) "$CKPTCONV" convert $THREADS_ARG --to native "$WORK/hf" "$WORK/dst" ;;
+	to_hf) "$CKPTCONV" convert $THREADS_ARG --to hf "$WORK/native" "$WORK/dst" ;;
 	cold_cat) cat "$WORK"/real/* >/dev/null ;;
 	cold_cp) $CP "$WORK/real" "$WORK/dst" ;;
 	cold_to_hf) "$CKPTCONV" convert --no-fsync --to hf "$WORK/real" "$WORK/dst" ;;
@@ -211,7 +236,7 @@ time_once() {
 	case "$name" in cold_*) drop_cache "$WORK/real" ;; esac
 	start=$EPOCHREALTIME
 	"$TIME" -f '%U %S %M' -o "$WORK/time.txt" bash -c \
-		"$(declare -f run_command); WORK='$WORK' CKPTCONV='$CKPTCONV' CP='$CP'; run_command $name" \
+		"$(declare -f run_command); WORK='$WORK' CKPTCONV='$CKPTCONV' CP='$CP' THREADS_ARG='$THREADS_ARG'; run_command $name" \
 		>/dev/null 2>"$WORK/stderr.txt" &
 	pid=$!
 	sample_meminfo "$pid" "$WORK/meminfo.txt" &
@@ -280,7 +305,7 @@ bench_set() {
 }
 
 echo "ckptconv $("$CKPTCONV" --version | cut -d' ' -f2) on $(nproc) CPUs, $(free -g | awk '/^Mem:/ { print $2 }') GiB of memory, $(stat -f -c %T "$WORK") at $WORK"
-echo "source: fixture ${fixture_args[*]}: $NTENSORS tensors, $((BYTES >> 20)) MiB, data as holes; competing load: $LOAD cat loop(s)"
+echo "source: fixture ${fixture_args[*]}: $NTENSORS tensors, $((BYTES >> 20)) MiB, data as holes; competing load: $LOAD $LOAD_KIND loop(s); threads: ${THREADS:-default}"
 
 if [ "$LOAD" -gt 0 ]; then
 	start_load

@@ -110,14 +110,9 @@ int automodel_shard_parse(const char *where, const char *json, size_t len, uint6
 	int rc = -1;
 
 	memset(out, 0, sizeof(*out));
-	if (st_header_parse(where, json, len, header_len, file_size, &s.header, e))
+	/* The JSON kept for what st_header drops: header order and metadata. */
+	if (st_header_parse_root(where, json, len, header_len, file_size, &s.header, &root, e))
 		goto out;
-	/* Parsed again for what st_header drops: header order and metadata. */
-	root = json_loadb(json, len, JSON_REJECT_DUPLICATES, NULL);
-	if (!root) {
-		err_set(e, ERR_HEADER_INVALID_JSON, "%s: header is not valid JSON", where);
-		goto out;
-	}
 	if (parse_sharding_info(where, root, &info, e))
 		goto out;
 	s.chunks = xcalloc(s.header.ntensors ? s.header.ntensors : 1, sizeof(*s.chunks));
@@ -149,7 +144,11 @@ int automodel_shard_parse(const char *where, const char *json, size_t len, uint6
 			goto out;
 	}
 	s.nchunks = n;
-	json_object_foreach(info, key, v)
+	/* Every header tensor has an entry: with as many entries as tensors,
+	 * no entry names a tensor the header lacks (keys are unique). */
+	json_object_foreach(info, key, v) {
+		if (json_object_size(info) == n)
+			break;
 		if (!header_tensor(&s.header, key, 0)) {
 			err_set(e, ERR_SHARDING_INFO_INVALID,
 				"%s: %s names tensor '%s', which the header lacks", where,
@@ -157,6 +156,7 @@ int automodel_shard_parse(const char *where, const char *json, size_t len, uint6
 			err_set_tensor(e, key);
 			goto out;
 		}
+	}
 	*out = s;
 	memset(&s, 0, sizeof(s));
 	rc = 0;

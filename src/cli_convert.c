@@ -41,18 +41,16 @@ static const char usage_text[] =
 	"                        [--dtype auto|bf16|f16|f32|f64|keep] [--max-shard-size 5GB]\n"
 	"                        [--exclude REGEX] [--threads N] [--max-rate 200MB]\n"
 	"                        [--partition I/N] [--overwrite] [--no-fsync] [--dry-run]\n"
-	"                        [--allow-gaps]\n"
+	"                        [--allow-gaps] [--io auto|mmap|pread]\n"
 	"                        [--json] SRC DST\n"
 	"\n"
 	"Converts the checkpoint at SRC (a directory, a .safetensors file or an s3://\n"
 	"prefix) into DST, in the HF or the native (NeMo Automodel) layout.\n"
-	"\n"
-	CLI_CONVERT_OPTIONS_USAGE
+	"\n" CLI_CONVERT_OPTIONS_USAGE
 	"  --threads N            worker threads (default: the CPUs available)\n"
 	"  --no-fsync             skip the final fsyncs (scratch output, benchmarks)\n"
 	"  --dry-run              print the plan and write nothing\n"
-	"  --json                 print the result (or the error) as JSON on stdout\n"
-	CLI_S3_USAGE
+	"  --json                 print the result (or the error) as JSON on stdout\n" CLI_S3_USAGE
 	"\n"
 	"Exit status: 0 converted, 1 conversion error, 2 usage error.\n";
 
@@ -71,6 +69,7 @@ enum {
 	OPT_JSON,
 	OPT_PARTITION,
 	OPT_ALLOW_GAPS,
+	OPT_IO,
 };
 
 static const struct option long_options[] = {
@@ -88,6 +87,7 @@ static const struct option long_options[] = {
 	{"json", no_argument, NULL, OPT_JSON},
 	{"partition", required_argument, NULL, OPT_PARTITION},
 	{"allow-gaps", no_argument, NULL, OPT_ALLOW_GAPS},
+	{"io", required_argument, NULL, OPT_IO},
 	CLI_S3_LONG_OPTIONS,
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
@@ -199,6 +199,13 @@ static int apply_option(struct cli_convert_args *a, const struct cli_extra_optio
 		return 0;
 	case OPT_ALLOW_GAPS:
 		a->options.allow_gaps = true;
+		return 0;
+	case OPT_IO:
+		choice = convert_io_parse(value);
+		if (choice < 0)
+			return cli_usage_error(a->command, a->json,
+					       "--io wants auto, mmap or pread, not '%s'", value);
+		a->options.io = (enum convert_io)choice;
 		return 0;
 	case OPT_DRY_RUN:
 		a->dry_run = true;

@@ -29,11 +29,10 @@
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
-
 struct conversion {
 	char *src_location, *dst_location;
 	struct convert_options opts;
-	char *exclude;              /* opts.exclude points here */
+	char *exclude; /* opts.exclude points here */
 	struct ckpt *ckpt;
 	struct automodel *automodel; /* a sharded Automodel source; frees after ckpt */
 	struct plan *plan;
@@ -88,8 +87,10 @@ static int build_plan(struct conversion *c, const struct adapter *a, enum layout
 		      struct err *e)
 {
 	struct adapter_options ao = {
-		.to = c->opts.to, .dtype = c->opts.dtype,
-		.ep_size = c->opts.ep_size, .ep_rank = c->opts.ep_rank,
+		.to = c->opts.to,
+		.dtype = c->opts.dtype,
+		.ep_size = c->opts.ep_size,
+		.ep_rank = c->opts.ep_rank,
 	};
 	struct plan_options po = {.max_shard_size = c->opts.max_shard_size, .exclude = c->exclude};
 
@@ -105,8 +106,10 @@ static int build_plan(struct conversion *c, const struct adapter *a, enum layout
 static int plan_consolidation(struct conversion *c, struct err *e)
 {
 	struct adapter_options ao = {
-		.to = c->opts.to, .dtype = c->opts.dtype,
-		.ep_size = c->opts.ep_size, .ep_rank = c->opts.ep_rank,
+		.to = c->opts.to,
+		.dtype = c->opts.dtype,
+		.ep_size = c->opts.ep_size,
+		.ep_rank = c->opts.ep_rank,
 	};
 	struct plan_options po = {.max_shard_size = c->opts.max_shard_size, .exclude = c->exclude};
 
@@ -137,20 +140,22 @@ static int open_and_plan(struct conversion *c, struct err *e)
 	struct model_info info;
 	int rc;
 
-	rc = automodel_open(c->src_location, c->opts.store, c->opts.allow_gaps, &c->ckpt, &c->automodel, e);
+	rc = automodel_open(c->src_location, c->opts.store, c->opts.allow_gaps, &c->ckpt,
+			    &c->automodel, e);
 	if (rc <= 0)
 		return rc < 0 ? -1 : plan_consolidation(c, e);
 	if (c->opts.to == LAYOUT_HF && c->opts.dtype != DTYPE_CHOICE_AUTO)
-		return err_set(e, ERR_INVALID_OPTION,
-			       "a dtype applies only to conversions to native (to hf keeps dtypes)");
+		return err_set(
+			e, ERR_INVALID_OPTION,
+			"a dtype applies only to conversions to native (to hf keeps dtypes)");
 	if (ckpt_open_config(c->src_location, CKPT_REQUIRE_CONFIG, c->opts.store, &c->ckpt, e))
 		return -1;
 	a = adapter_for(c->ckpt, e);
 	if (!a || a->describe(c->ckpt, &info, e))
 		return -1;
 	if (info.layout == c->opts.to)
-		return err_set(e, ERR_ALREADY_IN_LAYOUT, "%s is already in %s layout", c->src_location,
-			       layout_name(info.layout));
+		return err_set(e, ERR_ALREADY_IN_LAYOUT, "%s is already in %s layout",
+			       c->src_location, layout_name(info.layout));
 	if (build_plan(c, a, info.layout, e))
 		return -1;
 	collect_warnings(c);
@@ -345,7 +350,8 @@ static int bytes_needed(struct conversion *c, uint64_t *out, struct err *e)
 static int prepare_destination(struct conversion *c, struct err *e)
 {
 	struct store_output_options so = {
-		.overwrite = c->opts.overwrite, .durable = c->opts.durable,
+		.overwrite = c->opts.overwrite,
+		.durable = c->opts.durable,
 	};
 
 	if (store_open_config(c->dst_location, c->opts.store, &c->dst, e) ||
@@ -370,8 +376,14 @@ static int copy_files(struct conversion *c, struct err *e)
 
 static int execute_plan(struct conversion *c, struct exec_pool *pool, struct err *e)
 {
+	static const enum exec_read_mode read_mode[] = {
+		[CONVERT_IO_AUTO] = EXEC_READ_AUTO,
+		[CONVERT_IO_MMAP] = EXEC_READ_VIEW,
+		[CONVERT_IO_PREAD] = EXEC_READ_COPY,
+	};
 	struct exec_options eo = {.max_bytes_per_second = c->opts.max_bytes_per_second,
-				  .skip_file = c->scope.skip_file};
+				  .skip_file = c->scope.skip_file,
+				  .read_mode = read_mode[c->opts.io]};
 	struct exec_run *run = exec_run_new(c->plan, c->ckpt->store, c->dst, &eo);
 
 	atomic_store(&c->run, run);

@@ -25,15 +25,38 @@ void convert_options_init(struct convert_options *o)
 	o->durable = true;
 }
 
+const char *convert_io_name(enum convert_io io)
+{
+	switch (io) {
+	case CONVERT_IO_MMAP:
+		return "mmap";
+	case CONVERT_IO_PREAD:
+		return "pread";
+	case CONVERT_IO_AUTO:
+		break;
+	}
+	return "auto";
+}
+
+int convert_io_parse(const char *text)
+{
+	if (strcmp(text, "auto") == 0)
+		return CONVERT_IO_AUTO;
+	if (strcmp(text, "mmap") == 0)
+		return CONVERT_IO_MMAP;
+	if (strcmp(text, "pread") == 0)
+		return CONVERT_IO_PREAD;
+	return -1;
+}
+
 int convert_options_check(const struct convert_options *o, const char **field, struct err *e)
 {
 	/* A dtype with to hf is the source's to take: a consolidation does
 	 * (docs/consolidation.md), a model adapter refuses it. */
-	struct adapter_options ao = {
-		.to = o->to,
-		.dtype = o->to == LAYOUT_HF ? DTYPE_CHOICE_AUTO : o->dtype,
-		.ep_size = o->ep_size,
-		.ep_rank = o->ep_rank};
+	struct adapter_options ao = {.to = o->to,
+				     .dtype = o->to == LAYOUT_HF ? DTYPE_CHOICE_AUTO : o->dtype,
+				     .ep_size = o->ep_size,
+				     .ep_rank = o->ep_rank};
 
 	if (adapter_options_check(&ao, field, e) < 0)
 		return -1;
@@ -84,6 +107,9 @@ json_t *convert_options_to_json(const struct convert_options *o, unsigned member
 						      (json_int_t)o->partition_index, "count",
 						      (json_int_t)o->partition_count) :
 					    json_null());
+		/* Only when asked for: records without it stay as they were. */
+		if (o->io != CONVERT_IO_AUTO)
+			json_object_set_new(j, "io", json_string(convert_io_name(o->io)));
 	}
 	return j;
 }
@@ -222,7 +248,8 @@ static int read_exclude(struct reader *r, const json_t *obj, struct convert_opti
 /* An integer member `name` of the {…} option `member`, from min to max;
  * out of range it is bad_code, about the member itself when whole. */
 static int read_u32(struct reader *r, const json_t *obj, const char *member, const char *name,
-		    json_int_t min, json_int_t max, enum err_code bad_code, bool whole, uint32_t *out)
+		    json_int_t min, json_int_t max, enum err_code bad_code, bool whole,
+		    uint32_t *out)
 {
 	const json_t *v = json_object_get(obj, name);
 	char path[CONVERT_FIELD_MAX];
@@ -270,6 +297,19 @@ static int read_bool(struct reader *r, const json_t *obj, const char *member, bo
 	return 0;
 }
 
+static int read_io(struct reader *r, const json_t *obj, struct convert_options *o)
+{
+	const json_t *v = json_object_get(obj, "io");
+	int io;
+
+	if (!given(v))
+		return 0;
+	if (!json_is_string(v) || (io = convert_io_parse(json_string_value(v))) < 0)
+		return fault(r, "io", ERR_INVALID_FIELD, "must be one of auto, mmap, pread");
+	o->io = (enum convert_io)io;
+	return 0;
+}
+
 static int read_partition(struct reader *r, const json_t *obj, struct convert_options *o)
 {
 	static const char *const members[] = {"index", "count", NULL};
@@ -307,7 +347,8 @@ int convert_options_from_json(const json_t *obj, unsigned members, const char *p
 		return -1;
 	if ((members & CONVERT_JSON_RUN) &&
 	    (read_size(&r, obj, "max_bytes_per_second", true, &o->max_bytes_per_second) < 0 ||
-	     read_bool(&r, obj, "overwrite", &o->overwrite) < 0 || read_partition(&r, obj, o) < 0))
+	     read_bool(&r, obj, "overwrite", &o->overwrite) < 0 || read_partition(&r, obj, o) < 0 ||
+	     read_io(&r, obj, o) < 0))
 		return -1;
 	return 0;
 }

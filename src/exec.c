@@ -857,9 +857,10 @@ struct exec_run *exec_run_new(const struct plan *plan, struct store *src, struct
 	 * mapping outside our guard: only one done with them in the call is
 	 * written from views. */
 	run->fast_copy = dst && (store_caps(dst) & STORE_WRITES_IN_CALL);
-	run->copy_in = o && o->read_mode == EXEC_READ_COPY;
-	if (!o || o->read_mode == EXEC_READ_AUTO)
-		run->copy_in = (store_caps(src) & STORE_CHEAP_READ) != 0;
+	/* A remote source is read into fetched views whatever the mode: bands
+	 * would be a request each. */
+	run->copy_in = (store_caps(src) & STORE_CHEAP_READ) != 0 &&
+		       (!o || o->read_mode != EXEC_READ_VIEW);
 	run->skip_file = xcalloc(plan->nfiles, sizeof(bool));
 	if (o && o->skip_file)
 		memcpy(run->skip_file, o->skip_file, plan->nfiles * sizeof(bool));

@@ -42,24 +42,25 @@ static void put_le64(unsigned char b[8], uint64_t v)
 		b[i] = (unsigned char)(v >> (8 * i));
 }
 
-int st_prefix_parse(const char *path, const unsigned char prefix[ST_PREFIX_LEN],
-		    uint64_t file_size, uint64_t *header_len, struct err *e)
+int st_prefix_parse(const char *path, const unsigned char prefix[ST_PREFIX_LEN], uint64_t file_size,
+		    uint64_t *header_len, struct err *e)
 {
 	uint64_t n;
 
 	if (file_size < ST_PREFIX_LEN)
 		return err_set(e, ERR_FILE_TRUNCATED,
-			       "%s: file is %" PRIu64 " bytes, too short for the 8-byte header size",
+			       "%s: file is %" PRIu64
+			       " bytes, too short for the 8-byte header size",
 			       path, file_size);
 	n = le64(prefix);
 	if (n > ST_MAX_HEADER_LEN)
 		return err_set(e, ERR_HEADER_TOO_LARGE,
-			       "%s: header size %" PRIu64 " is over the limit of %llu bytes", path, n,
-			       (unsigned long long)ST_MAX_HEADER_LEN);
+			       "%s: header size %" PRIu64 " is over the limit of %llu bytes", path,
+			       n, (unsigned long long)ST_MAX_HEADER_LEN);
 	if (n > file_size - ST_PREFIX_LEN)
 		return err_set(e, ERR_HEADER_OUT_OF_BOUNDS,
-			       "%s: header size %" PRIu64 " exceeds the file size %" PRIu64, path, n,
-			       file_size);
+			       "%s: header size %" PRIu64 " exceeds the file size %" PRIu64, path,
+			       n, file_size);
 	*header_len = n;
 	return 0;
 }
@@ -111,23 +112,24 @@ static bool json_to_u64(const json_t *v, uint64_t *out)
 	return true;
 }
 
-static int parse_dtype(const char *path, const char *name, const json_t *entry,
-		       struct st_tensor *t, struct err *e)
+static int parse_dtype(const char *path, const char *name, const json_t *entry, struct st_tensor *t,
+		       struct err *e)
 {
 	const json_t *v = json_object_get(entry, "dtype");
 
 	if (!json_is_string(v))
-		return tensor_error(e, name, ERR_UNKNOWN_DTYPE, "%s: tensor '%s' has no dtype string",
-				    path, name);
+		return tensor_error(e, name, ERR_UNKNOWN_DTYPE,
+				    "%s: tensor '%s' has no dtype string", path, name);
 	t->dtype = dtype_from_name(json_string_value(v));
 	if (t->dtype == DTYPE_INVALID)
-		return tensor_error(e, name, ERR_UNKNOWN_DTYPE, "%s: tensor '%s' has unknown dtype '%s'",
-				    path, name, json_string_value(v));
+		return tensor_error(e, name, ERR_UNKNOWN_DTYPE,
+				    "%s: tensor '%s' has unknown dtype '%s'", path, name,
+				    json_string_value(v));
 	return 0;
 }
 
-static int parse_shape(const char *path, const char *name, const json_t *entry,
-		       struct st_tensor *t, struct err *e)
+static int parse_shape(const char *path, const char *name, const json_t *entry, struct st_tensor *t,
+		       struct err *e)
 {
 	const json_t *shape = json_object_get(entry, "shape");
 	size_t i;
@@ -210,13 +212,14 @@ static int check_size(const char *path, const char *name, const struct st_tensor
 	return 0;
 }
 
-static int parse_tensor(const char *path, const char *name, const json_t *entry,
-			uint64_t data_size, struct st_tensor *t, struct err *e)
+static int parse_tensor(const char *path, const char *name, const json_t *entry, uint64_t data_size,
+			struct st_tensor *t, struct err *e)
 {
 	if (!json_is_object(entry))
-		return tensor_error(e, name, ERR_INVALID_SHAPE,
-				    "%s: tensor '%s' is not an object with dtype, shape and data_offsets",
-				    path, name);
+		return tensor_error(
+			e, name, ERR_INVALID_SHAPE,
+			"%s: tensor '%s' is not an object with dtype, shape and data_offsets", path,
+			name);
 	if (parse_dtype(path, name, entry, t, e) || parse_shape(path, name, entry, t, e) ||
 	    parse_offsets(path, name, entry, t, e) || check_size(path, name, t, data_size, e))
 		return -1;
@@ -234,7 +237,8 @@ static int parse_metadata(const char *path, const json_t *meta, struct err *e)
 	json_object_foreach((json_t *)meta, key, v)
 		if (!json_is_string(v))
 			return err_set(e, ERR_INVALID_METADATA,
-				       "%s: __metadata__ key '%s' does not map to a string", path, key);
+				       "%s: __metadata__ key '%s' does not map to a string", path,
+				       key);
 	return 0;
 }
 
@@ -264,13 +268,14 @@ static int check_coverage(const char *path, const struct st_header *h, uint64_t 
 			return tensor_error(e, t->name, ERR_OVERLAPPING_TENSORS,
 					    "%s: tensor '%s' [%" PRIu64 ", %" PRIu64
 					    ") overlaps tensor '%s' [%" PRIu64 ", %" PRIu64 ")",
-					    path, t->name, t->begin, t->end, last->name, last->begin,
-					    last->end);
+					    path, t->name, t->begin, t->end, last->name,
+					    last->begin, last->end);
 		if (t->begin > covered)
-			return tensor_error(e, t->name, ERR_DATA_HOLE,
-					    "%s: bytes [%" PRIu64 ", %" PRIu64
-					    ") of the data area before tensor '%s' belong to no tensor",
-					    path, covered, t->begin, t->name);
+			return tensor_error(
+				e, t->name, ERR_DATA_HOLE,
+				"%s: bytes [%" PRIu64 ", %" PRIu64
+				") of the data area before tensor '%s' belong to no tensor",
+				path, covered, t->begin, t->name);
 		if (t->end > covered || !last) {
 			covered = t->end;
 			last = t;
@@ -336,8 +341,8 @@ static int duplicate_key_error(const char *path, const char *text, struct err *e
 	start += 7;
 	len = (int)(end - start) - 1;
 	snprintf(name, sizeof(name), "%.*s", len < 0 ? 0 : len, start);
-	return tensor_error(e, name, ERR_DUPLICATE_TENSOR, "%s: tensor '%s' appears twice in the header",
-			    path, name);
+	return tensor_error(e, name, ERR_DUPLICATE_TENSOR,
+			    "%s: tensor '%s' appears twice in the header", path, name);
 }
 
 static int invalid_json(const char *path, const char *what, size_t at, struct err *e)
@@ -486,6 +491,13 @@ out:
 int st_header_parse(const char *path, const char *json, size_t len, uint64_t header_len,
 		    uint64_t file_size, struct st_header *out, struct err *e)
 {
+	return st_header_parse_root(path, json, len, header_len, file_size, out, NULL, e);
+}
+
+int st_header_parse_root(const char *path, const char *json, size_t len, uint64_t header_len,
+			 uint64_t file_size, struct st_header *out, json_t **root_out,
+			 struct err *e)
+{
 	struct st_header h = {0};
 	uint64_t data_size;
 	int rc = -1;
@@ -507,6 +519,13 @@ int st_header_parse(const char *path, const char *json, size_t len, uint64_t hea
 		qsort(h.tensors, h.ntensors, sizeof(*h.tensors), compare_by_offset);
 	if (check_coverage(path, &h, data_size, e))
 		goto out_header;
+	if (root_out) {
+		*root_out = json_loadb(json, len, JSON_REJECT_DUPLICATES, NULL);
+		if (!*root_out) {
+			err_set(e, ERR_HEADER_INVALID_JSON, "%s: header is not valid JSON", path);
+			goto out_header;
+		}
+	}
 	*out = h;
 	memset(&h, 0, sizeof(h));
 	rc = 0;

@@ -96,7 +96,9 @@ START_TEST(test_round_trip)
 	o.allow_gaps = true;
 	o.partition_index = 2;
 	o.partition_count = 4;
+	o.io = CONVERT_IO_MMAP;
 	j = convert_options_to_json(&o, ALL);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "io")), "mmap");
 	ck_assert_int_eq(json_integer_value(json_object_get(j, "max_shard_size")), 123456789);
 	ck_assert_int_eq(json_integer_value(json_object_get(j, "max_bytes_per_second")), 1000);
 	ck_assert_str_eq(json_string_value(json_object_get(j, "to")), "native");
@@ -113,6 +115,15 @@ START_TEST(test_round_trip)
 	ck_assert(back.allow_gaps);
 	ck_assert_uint_eq(back.partition_index, 2);
 	ck_assert_uint_eq(back.partition_count, 4);
+	ck_assert_int_eq(back.io, CONVERT_IO_MMAP);
+	json_decref(j);
+
+	o.io = CONVERT_IO_PREAD;
+	j = convert_options_to_json(&o, CONVERT_JSON_RUN);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "io")), "pread");
+	convert_options_init(&back);
+	ck_assert_int_eq(convert_options_from_json(j, CONVERT_JSON_RUN, "", &back, field, &e), 0);
+	ck_assert_int_eq(back.io, CONVERT_IO_PREAD);
 	json_decref(j);
 
 	/* Only the members asked for; the default shard size written out. */
@@ -127,6 +138,10 @@ START_TEST(test_round_trip)
 	ck_assert(json_is_null(json_object_get(j, "expert_parallel")));
 	ck_assert(json_is_null(json_object_get(j, "exclude")));
 	json_decref(j);
+	/* io likewise: auto is not written. */
+	j = convert_options_to_json(&o, CONVERT_JSON_RUN);
+	ck_assert_ptr_null(json_object_get(j, "io"));
+	json_decref(j);
 }
 END_TEST
 
@@ -137,11 +152,12 @@ START_TEST(test_older_encodings)
 	struct convert_options o;
 	char field[CONVERT_FIELD_MAX];
 	struct err e = {0};
-	json_t *record = json_loads("{\"dtype\": \"auto\", \"max_shard_size\": \"5GB\","
-				    " \"exclude\": null, \"expert_parallel\": null,"
-				    " \"max_bytes_per_second\": \"250MB\", \"overwrite\": false,"
-				    " \"dry_run\": false, \"partition\": null, \"finalize\": false}",
-				    0, NULL);
+	json_t *record =
+		json_loads("{\"dtype\": \"auto\", \"max_shard_size\": \"5GB\","
+			   " \"exclude\": null, \"expert_parallel\": null,"
+			   " \"max_bytes_per_second\": \"250MB\", \"overwrite\": false,"
+			   " \"dry_run\": false, \"partition\": null, \"finalize\": false}",
+			   0, NULL);
 	json_t *manifest = json_loads("{\"to\": \"hf\", \"dtype\": \"auto\", \"expert_parallel\":"
 				      " null, \"max_shard_size\": 0, \"exclude\": null}",
 				      0, NULL);
@@ -200,8 +216,7 @@ START_TEST(test_member_refusals)
 		       "options.max_shard_size");
 	expect_refused("{\"to\": \"native\", \"max_bytes_per_second\": true}", "invalid_field",
 		       "options.max_bytes_per_second");
-	expect_refused("{\"to\": \"native\", \"exclude\": 7}", "invalid_field",
-		       "options.exclude");
+	expect_refused("{\"to\": \"native\", \"exclude\": 7}", "invalid_field", "options.exclude");
 	expect_refused("{\"to\": \"native\", \"exclude\": \"(a)\\\\1\"}", "invalid_exclude",
 		       "options.exclude");
 	expect_refused("{\"to\": \"native\", \"expert_parallel\": 2}", "invalid_field",
@@ -217,6 +232,8 @@ START_TEST(test_member_refusals)
 		       "options.overwrite");
 	expect_refused("{\"to\": \"hf\", \"allow_gaps\": 1}", "invalid_field",
 		       "options.allow_gaps");
+	expect_refused("{\"to\": \"hf\", \"io\": \"direct\"}", "invalid_field", "options.io");
+	expect_refused("{\"to\": \"hf\", \"io\": 1}", "invalid_field", "options.io");
 	expect_refused("{\"to\": \"native\", \"partition\": {\"index\": 0, \"count\": 0}}",
 		       "invalid_partition", "options.partition");
 	expect_refused("{\"to\": \"native\", \"partition\": {\"index\": 0}}", "missing_field",

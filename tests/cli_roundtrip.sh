@@ -27,6 +27,11 @@ expect_ok "mini hf -> native (2 threads)" "$CKPTCONV" convert --to native --no-f
 expect_ok "mini native -> hf" "$CKPTCONV" convert --to hf --no-fsync "$T/mini-native" "$T/mini-back"
 expect_ok "mini round trip verifies" "$CKPTCONV" verify "$T/mini" "$T/mini-back"
 same_tensors "mini round trip is bit-identical (python digest)" "$T/mini" "$T/mini-back"
+expect_ok "mini hf -> native --io mmap" "$CKPTCONV" convert --io mmap --to native --no-fsync \
+	"$T/mini" "$T/mini-native-mmap"
+same_files "mini to native: --io mmap writes what pread bands write" "$T/mini-native" \
+	"$T/mini-native-mmap"
+rm -rf "$T/mini-native-mmap"
 expect_ok "inspect mini native" "$CKPTCONV" inspect --json "$T/mini-native"
 assert_eq "inspect sees 256 experts in the native layout" "native 256" \
 	"$(run_out | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["layout"], d["experts"])' 2>&1)"
@@ -131,5 +136,26 @@ PYEOF
 }
 cast_check bf16 BF16
 cast_check f16 F16
+
+# --io: mapped views and pread bands read the same bytes, both directions;
+# a mode that does not exist is a usage error naming the choices.
+for io in auto mmap pread; do
+	expect_ok "tiny hf -> native --io $io" "$CKPTCONV" convert --io "$io" --to native --no-fsync \
+		"$T/tiny-a" "$T/tiny-io-$io"
+	expect_ok "tiny native -> hf --io $io" "$CKPTCONV" convert --io "$io" --to hf --no-fsync \
+		"$T/tiny-io-$io" "$T/tiny-io-back-$io"
+done
+for io in mmap pread; do
+	same_files "--io $io writes what --io auto writes (to native)" "$T/tiny-io-auto" "$T/tiny-io-$io"
+	same_files "--io $io writes what --io auto writes (to hf)" "$T/tiny-io-back-auto" \
+		"$T/tiny-io-back-$io"
+done
+expect_exit "--io direct is refused (exit 2)" 2 \
+	"$CKPTCONV" convert --io direct --to native "$T/tiny-a" "$T/tiny-io-bad"
+assert_eq "--io direct: usage_error naming the choices" \
+	"ckptconv: usage_error: --io wants auto, mmap or pread, not 'direct' (see 'ckptconv convert --help')" \
+	"$(error_line "$TEST_TMP/run.err")"
+if [ ! -e "$T/tiny-io-bad" ]; then pass "--io direct wrote nothing"; else
+	fail "--io direct wrote nothing"; fi
 
 finish

@@ -79,6 +79,8 @@ post_job "{\"source\": \"$DATA/hf\", \"destination\": \"$DATA/out\"}"
 expect_error "missing to" 400 missing_field to
 post_job "$(job_json "$DATA/hf" "$DATA/out" native '{"dtype": "fp4"}')"
 expect_error "bad dtype" 400 invalid_field options.dtype
+post_job "$(job_json "$DATA/hf" "$DATA/out" native '{"io": "direct"}')"
+expect_error "bad io" 400 invalid_field options.io
 post_job "$(job_json "$DATA/hf" "$DATA/out" native '{"expert_parallel": {"size": 2, "rank": 5}}')"
 expect_error "EP rank out of range" 400 invalid_field options.expert_parallel.rank
 post_job "$(job_json "$DATA/hf" "$DATA/out" native '{"max_shard_size": "12 furlongs"}')"

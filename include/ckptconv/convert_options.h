@@ -13,6 +13,7 @@
  *   "max_bytes_per_second": bytes per second (integer) | null (no cap)
  *   "overwrite":            true | false
  *   "partition":            {"index": i, "count": n} | null
+ *   "io":                   "auto" | "mmap" | "pread" (written only when not auto)
  * Written with sizes as integers; read with sizes as integers or in the
  * size syntax ("5GB", util.h size_parse), which requests, and the job
  * records of earlier versions, spell them in.
@@ -36,6 +37,17 @@ struct store_config;
  * the caller's prefix. */
 #define CONVERT_FIELD_MAX 128
 
+/* How a local source is read (exec.h, exec_read_mode): mapped views of each
+ * op's window, bands copied with pread, or auto (pread bands: on the VMs we
+ * measured, touching freshly mapped pages cost more than copying them;
+ * docs/architecture.md).  A remote source is always read into fetched
+ * views, whatever this says. */
+enum convert_io { CONVERT_IO_AUTO = 0, CONVERT_IO_MMAP, CONVERT_IO_PREAD };
+
+/* "auto", "mmap", "pread"; parse returns -1 for anything else. */
+const char *convert_io_name(enum convert_io io);
+int convert_io_parse(const char *text);
+
 struct convert_options {
 	enum layout to;
 	enum dtype_choice dtype;
@@ -51,6 +63,7 @@ struct convert_options {
 	/* Partitioned conversion (partition.h): write only group
 	 * partition_index of partition_count, no index; count 0 = whole. */
 	uint32_t partition_index, partition_count;
+	enum convert_io io; /* how a local source is read */
 	/* What the source's and destination's stores talk to (store.h);
 	 * NULL: the environment's settings.  Borrowed: it must outlive every
 	 * conversion prepared with these options.  Not part of the JSON form. */
@@ -77,7 +90,7 @@ enum {
 	CONVERT_JSON_PLAN = 1 << 1, /* dtype, max_shard_size, exclude,
 				     * expert_parallel: what shapes the plan */
 	CONVERT_JSON_RUN = 1 << 2,  /* max_bytes_per_second, overwrite,
-				     * partition: how it is run */
+				     * partition, io: how it is run */
 	/* Reading only: a form written earlier (a record, a manifest), where
 	 * a max_shard_size of 0 stands for the default. */
 	CONVERT_JSON_STORED = 1 << 3,
@@ -96,8 +109,8 @@ json_t *convert_options_to_json(const struct convert_options *o, unsigned member
  * expert_parallel and partition.  o->exclude points into obj.  On error
  * `field` (CONVERT_FIELD_MAX bytes, may be NULL) holds the member's path
  * after `prefix` ("options." gives "options.expert_parallel.size").
- * Codes: missing_field, unknown_field, invalid_field, invalid_size,
- * invalid_exclude, invalid_partition. */
+ * Codes: missing_field, unknown_field, invalid_field (io not one of auto,
+ * mmap, pread among them), invalid_size, invalid_exclude, invalid_partition. */
 int convert_options_from_json(const json_t *obj, unsigned members, const char *prefix,
 			      struct convert_options *o, char *field, struct err *e);
 
