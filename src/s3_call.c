@@ -55,7 +55,7 @@ static void call_attempt_reset(struct call *k)
 	k->body_pos = k->dst_pos = 0;
 	k->status = 0;
 	k->overflow = k->has_content_range = k->has_length = false;
-	k->etag[0] = '\0';
+	k->etag[0] = k->version_id[0] = '\0';
 	k->errbuf[0] = '\0';
 }
 
@@ -85,7 +85,7 @@ static size_t on_header(char *line, size_t size, size_t n, void *arg)
 		v = strchr(buf, ' ');
 		k->status = v ? strtol(v + 1, NULL, 10) : 0;
 		k->has_content_range = k->has_length = false;
-		k->etag[0] = '\0';
+		k->etag[0] = k->version_id[0] = '\0';
 		return len;
 	}
 	v = strchr(buf, ':');
@@ -111,6 +111,8 @@ static size_t on_header(char *line, size_t size, size_t n, void *arg)
 		k->content_length = strtoull(v, NULL, 10);
 	} else if (strcasecmp(buf, "etag") == 0) {
 		snprintf(k->etag, sizeof(k->etag), "%s", v);
+	} else if (strcasecmp(buf, "x-amz-version-id") == 0) {
+		snprintf(k->version_id, sizeof(k->version_id), "%s", v);
 	}
 	return len;
 }
@@ -202,6 +204,8 @@ static int call_setup(struct call *k)
 	free(auth);
 	if (k->ranged)
 		add_header(k, "Range: %s", range);
+	if (k->if_match)
+		add_header(k, "If-Match: %s", k->if_match);
 	add_header(k, "Expect:");
 	if (k->content_type)
 		add_header(k, "Content-Type: %s", k->content_type);
@@ -303,6 +307,15 @@ static void classify_error(struct call *k, const struct s3_error_answer *error)
 			 x.message[0] ? x.message : "no message");
 	else
 		snprintf(what, sizeof(what), "%s answered HTTP %ld", k->op, k->status);
+	/* If-Match no longer holds: the object was replaced since its first
+	 * read, and every retry would be answered alike. */
+	if (k->status == 412 && k->if_match) {
+		call_fail(k, CALL_FAILED, ERR_SOURCE_CHANGED,
+			  "changed while the job read it (%s: the ETag is no longer %s);"
+			  " nothing of the job is published, run it again on the new version",
+			  what, k->if_match);
+		return;
+	}
 	if (k->status == 429 || k->status >= 500 || retryable_s3_code(x.code)) {
 		call_fail(k, CALL_RETRY, ERR_S3_UNAVAILABLE, "%s", what);
 		return;

@@ -359,8 +359,8 @@ START_TEST(test_manifest_round_trip)
 	struct err e = {0};
 	size_t i;
 
-	text = partition_manifest_build(p, src, &o, 3);
-	text2 = partition_manifest_build(p, src, &o, 3);
+	text = partition_manifest_build(p, src, &o, 3, NULL, 0);
+	text2 = partition_manifest_build(p, src, &o, 3, NULL, 0);
 	ck_assert_str_eq(text, text2);
 	ck_assert_ptr_null(strstr(text, ".safetensors\"\n"));
 	ck_assert_int_eq(partition_manifest_parse(text, "here", &m, &e), 0);
@@ -402,10 +402,10 @@ START_TEST(test_manifest_mismatch)
 	const struct plan *a = plan_of(SHARD, &ca), *b = plan_of(SHARD + 10000, &cb);
 	struct convert_options o = options(SHARD, 0, 3);
 	struct partition_manifest *ma, *ma4, *mb, *mother;
-	char *ta = partition_manifest_build(a, src, &o, 3);
-	char *ta4 = partition_manifest_build(a, src, &o, 4);
-	char *tb = partition_manifest_build(b, src, &o, 3);
-	char *tother = partition_manifest_build(a, "/elsewhere/hf", &o, 3);
+	char *ta = partition_manifest_build(a, src, &o, 3, NULL, 0);
+	char *ta4 = partition_manifest_build(a, src, &o, 4, NULL, 0);
+	char *tb = partition_manifest_build(b, src, &o, 3, NULL, 0);
+	char *tother = partition_manifest_build(a, "/elsewhere/hf", &o, 3, NULL, 0);
 	struct err e = {0};
 
 	ck_assert_int_eq(partition_manifest_parse(ta, "d", &ma, &e), 0);

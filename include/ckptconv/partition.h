@@ -6,8 +6,11 @@
  * N groups, balanced by bytes and chosen deterministically, and partition I
  * writes only group I.  Every partition also writes the same plan manifest
  * (PARTITION_MANIFEST: source, options, plan digest, planned files with the
- * SHA-256 of their header bytes) into the destination, so partitions of
- * different plans cannot mix and finalize knows what must be there.
+ * SHA-256 of their header bytes, and the identity of every source file
+ * the plan was made from) into the destination, so partitions of
+ * different plans cannot mix, a partition (or finalize) that finds a
+ * source file changed since the manifest was written refuses it
+ * (source_changed), and finalize knows what must be there.
  * Finalize checks that every planned file is present and complete, copies
  * the non-weight files, publishes the index last and removes the manifest;
  * on a destination it already finished it validates the checkpoint and
@@ -17,7 +20,7 @@
  * nothing here keeps global state.
  *
  * Codes: invalid_partition, manifest_mismatch, partition_incomplete,
- * destination_not_empty, insufficient_space, plus the store's, ckpt_open's
+ * destination_not_empty, insufficient_space, source_changed, plus the store's, ckpt_open's
  * and conversion_prepare's.
  */
 #ifndef CKPTCONV_PARTITION_H
@@ -32,6 +35,7 @@
 
 struct err;
 struct store_config;
+struct store_source;
 struct plan;
 struct store;
 struct store_output_options;
@@ -89,14 +93,23 @@ struct partition_manifest {
 	bool has_index; /* the output has an index (CKPT_INDEX_NAME) */
 	size_t nfiles;
 	struct partition_file *files;
+	/* The source files the plan was made from, as they were then (names
+	 * relative to the source's directory; none in a manifest of an
+	 * earlier version). */
+	size_t nsources;
+	struct store_source *sources;
 };
 
 /* The manifest's JSON text (malloc'd, NUL-terminated): the same bytes for
- * the same source, options, count and plan.  `source` as given to the
- * conversion; recorded resolved and absolute (local) or with exactly one
- * trailing '/' (an s3:// prefix), so every partition records it alike. */
+ * the same source, options, count, plan and source identities.  `source`
+ * as given to the conversion; recorded resolved and absolute (local) or
+ * with exactly one trailing '/' (an s3:// prefix), so every partition
+ * records it alike.  `sources` (n entries, may be NULL when 0): the
+ * identities the source's store recorded while planning
+ * (store_identities). */
 char *partition_manifest_build(const struct plan *p, const char *source,
-			       const struct convert_options *o, uint32_t count);
+			       const struct convert_options *o, uint32_t count,
+			       const struct store_source *sources, size_t nsources);
 /* Code manifest_mismatch when the text is not a manifest ckptconv wrote. */
 int partition_manifest_parse(const char *json, const char *where, struct partition_manifest **out,
 			     struct err *e);
@@ -105,7 +118,10 @@ void partition_manifest_free(struct partition_manifest *m);
 int partition_manifest_options(const struct partition_manifest *m, struct convert_options *o,
 			       struct err *e);
 /* manifest_mismatch unless `found` (in the destination `where`) describes
- * the same plan as `ours`: same digest, source and partition count. */
+ * the same plan as `ours`: same digest, source and partition count;
+ * source_changed when a source file both name has another identity in
+ * `ours` (store_identity_differs across hosts: pods of one job may run on
+ * different nodes). */
 int partition_manifest_compare(const struct partition_manifest *found,
 			       const struct partition_manifest *ours, const char *where,
 			       struct err *e);
@@ -116,7 +132,8 @@ int partition_manifest_read(struct store *dst, struct partition_manifest **out, 
 /* ---- a partition's destination ---- */
 
 /* Prepares `dst` for partition o->partition_index of o->partition_count
- * of plan `p` (built from `source` with options `o`), before any data moves
+ * of plan `p` (built from `source`, read through `src`, with options
+ * `o`), before any data moves
  * and without touching other partitions' output: a manifest of another
  * plan is refused (manifest_mismatch, even with overwrite); files that
  * belong to no partition of this plan are refused (destination_not_empty)
@@ -126,8 +143,8 @@ int partition_manifest_read(struct store *dst, struct partition_manifest **out, 
  * harmless when other partitions write it at the same time) and
  * *skip_file is set for exec_options.skip_file (malloc'd). */
 int partition_prepare_output(struct store *dst, const struct plan *p, const char *source,
-			     const struct convert_options *o, const struct store_output_options *so,
-			     bool **skip_file, struct err *e);
+			     struct store *src, const struct convert_options *o,
+			     const struct store_output_options *so, bool **skip_file, struct err *e);
 
 /* partition_incomplete naming (some of) the planned files that are missing
  * or incomplete: absent, another size, or header bytes whose SHA-256 is not
@@ -162,7 +179,9 @@ void finalize_result_fini(struct finalize_result *r);
  * see the top of this file.  Codes: partition_incomplete (files missing,
  * or neither a manifest nor a checkpoint), manifest_mismatch (a manifest
  * that is not ckptconv's, or a source that no longer gives the planned
- * output), and those of the store, ckpt_open and conversion_prepare.
+ * output), source_changed (a source file is not the version the manifest
+ * records, before anything is published or while finalize copies it), and
+ * those of the store, ckpt_open and conversion_prepare.
  * r is filled on success (and initialised in any case). */
 int partition_finalize(const char *dst, const struct finalize_options *o, struct finalize_result *r,
 		       struct err *e);
