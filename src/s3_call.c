@@ -427,6 +427,14 @@ static void call_finish(struct call *k, CURLcode rc)
 		classify_error(k, &x);
 		return;
 	}
+	/* A server that ignores If-Match still names the version it sent. */
+	if (k->if_match && k->etag[0] && strcmp(k->etag, k->if_match) != 0) {
+		call_fail(k, CALL_FAILED, ERR_SOURCE_CHANGED,
+			  "changed while the job read it (ETag %s -> %s); nothing of the job is"
+			  " published, run it again on the new version",
+			  k->if_match, k->etag);
+		return;
+	}
 	if (k->ranged) {
 		check_ranged_answer(k);
 		return;
