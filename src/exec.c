@@ -11,9 +11,10 @@
  * holds a worker idle that another run could use.  A SIGBUS raised by a
  * source truncated under a mapping is caught on the worker and fails only
  * that run; a source changed since the run's store first opened it fails
- * the run before the next file is published.  The first failure or a cancellation stops the run: no new
- * pieces are handed out, pieces in flight finish, unfinished outputs are
- * aborted and files the run had committed are removed.
+ * the run before the next file is published.  The first failure or a
+ * cancellation stops the run: no new pieces are handed out, pieces in
+ * flight finish, unfinished outputs are aborted and files the run had
+ * committed are removed.
  */
 #include <errno.h>
 #include <pthread.h>

@@ -272,7 +272,11 @@ int s3_get_range_version(struct s3_client *c, const char *bucket, const char *ke
 	for (i = 0; i < n; i++) {
 		s3_call_init(&calls[i], c, "GetObject", "GET", bucket, key);
 		calls[i].ranged = true;
-		calls[i].if_match = v && v->etag[0] ? v->etag : NULL;
+		/* A weak ETag (W/"...", from some gateways) never matches
+		 * If-Match: the answers' ETags are compared instead. */
+		calls[i].if_match = NULL;
+		if (v && v->etag[0] && strncmp(v->etag, "W/", 2) != 0)
+			calls[i].if_match = v->etag;
 		calls[i].off = off + i * chunk;
 		calls[i].len = i + 1 < n ? chunk : len - i * chunk;
 		calls[i].dst = (unsigned char *)buf + i * chunk;

@@ -317,8 +317,7 @@ bool store_is_temporary_of(const char *entry, const char *name)
 
 /* ---- source identities ---- */
 
-int store_identity(struct store *s, const char *name, struct store_identity *out,
-		   struct err *e)
+int store_identity(struct store *s, const char *name, struct store_identity *out, struct err *e)
 {
 	memset(out, 0, sizeof(*out));
 	if (!s->backend->identify)
@@ -326,8 +325,7 @@ int store_identity(struct store *s, const char *name, struct store_identity *out
 	return s->backend->identify(s, name, out, e);
 }
 
-int store_pin(struct store *s, const char *name, const struct store_identity *id,
-	      struct err *e)
+int store_pin(struct store *s, const char *name, const struct store_identity *id, struct err *e)
 {
 	struct store_identity now;
 	char what[256];
@@ -357,6 +355,18 @@ size_t store_identities(struct store *s, struct store_source **out)
 	if (!s->backend->identities)
 		return 0;
 	return s->backend->identities(s, out);
+}
+
+static int by_source_name(const void *a, const void *b)
+{
+	return strcmp(((const struct store_source *)a)->name,
+		      ((const struct store_source *)b)->name);
+}
+
+void store_sources_sort(struct store_source *v, size_t n)
+{
+	if (n)
+		qsort(v, n, sizeof(*v), by_source_name);
 }
 
 void store_sources_free(struct store_source *v, size_t n)
@@ -426,8 +436,7 @@ bool store_identity_differs(const struct store_identity *was, const struct store
 	       differs_time("ctime", was->ctime_ns, now->ctime_ns, what, len);
 }
 
-int store_changed_error(const struct store *s, const char *name, const char *what,
-			struct err *e)
+int store_changed_error(const struct store *s, const char *name, const char *what, struct err *e)
 {
 	return err_set(e, ERR_SOURCE_CHANGED,
 		       "%s/%s changed while the job read it (%s); nothing of the job is published,"

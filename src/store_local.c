@@ -721,11 +721,6 @@ static int local_check_sources(struct store *base, struct err *e)
 	return rc;
 }
 
-static int by_source_name(const void *a, const void *b)
-{
-	return strcmp(((const struct store_source *)a)->name, ((const struct store_source *)b)->name);
-}
-
 static size_t local_identities(struct store *base, struct store_source **out)
 {
 	struct local_store *s = local(base);
@@ -739,7 +734,7 @@ static size_t local_identities(struct store *base, struct store_source **out)
 		(*out)[i].id = s->fds[i].id;
 	}
 	pthread_mutex_unlock(&s->lock);
-	qsort(*out, n, sizeof(**out), by_source_name);
+	store_sources_sort(*out, n);
 	return n;
 }
 

@@ -393,11 +393,6 @@ static int s3store_identify(struct store *base, const char *name, struct store_i
 	return rc;
 }
 
-static int by_source_name(const void *a, const void *b)
-{
-	return strcmp(((const struct store_source *)a)->name, ((const struct store_source *)b)->name);
-}
-
 static size_t s3store_identities(struct store *base, struct store_source **out)
 {
 	struct s3_store *s = s3s(base);
@@ -411,7 +406,7 @@ static size_t s3store_identities(struct store *base, struct store_source **out)
 		identity_of(&s->pins[i].v, &(*out)[i].id);
 	}
 	pthread_mutex_unlock(&s->pins_lock);
-	qsort(*out, n, sizeof(**out), by_source_name);
+	store_sources_sort(*out, n);
 	return n;
 }
 

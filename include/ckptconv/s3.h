@@ -120,8 +120,9 @@ struct s3_version {
 int s3_head_version(struct s3_client *c, const char *bucket, const char *key, uint64_t *size,
 		    struct s3_version *v, struct err *e);
 /* s3_get_range held to one version of the object: with v->etag set, every
- * GET carries If-Match with it; else v is filled from the first answer and
- * the others must carry the same ETag.  A 412 or an answer with another
+ * GET carries If-Match with it (but for a weak W/ ETag, which If-Match
+ * never matches) and every answer must carry it; else v is filled from the
+ * first answer and the others must carry the same ETag.  A 412 or an answer with another
  * ETag fails with source_changed naming the object (not retried: the
  * object is another one now). */
 int s3_get_range_version(struct s3_client *c, const char *bucket, const char *key, uint64_t off,

@@ -310,6 +310,8 @@ int store_check_sources(struct store *s, struct err *e);
  * with store_sources_free); the count. */
 size_t store_identities(struct store *s, struct store_source **out);
 void store_sources_free(struct store_source *v, size_t n);
+/* Sorts v (n entries) by name; for backends filling store_identities. */
+void store_sources_sort(struct store_source *v, size_t n);
 
 /* Whether `now` differs from `was`; if so, a phrase naming what differs
  * ("mtime 1700000000.000000001 -> 1700000000.500000000") in what[len].
