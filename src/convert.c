@@ -247,7 +247,7 @@ static int same_sources(struct conversion *c, struct store *s, bool *same, struc
 
 	*same = true;
 	for (i = 0; i < c->nsource_ids && *same; i++) {
-		if (store_pin(s, c->source_ids[i].name, &c->source_ids[i].id, &local) == 0)
+		if (store_pin(s, c->source_ids[i].name, &c->source_ids[i].id, false, &local) == 0)
 			continue;
 		if (local.code != ERR_SOURCE_CHANGED && local.code != ERR_SOURCE_NOT_FOUND) {
 			if (e && !e->code)

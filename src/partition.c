@@ -1031,7 +1031,7 @@ static int pin_sources(struct store *src, const struct partition_manifest *m, st
 	size_t i;
 
 	for (i = 0; i < m->nsources; i++)
-		if (store_pin(src, m->sources[i].name, &m->sources[i].id, e))
+		if (store_pin(src, m->sources[i].name, &m->sources[i].id, true, e))
 			return -1;
 	return 0;
 }

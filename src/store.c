@@ -325,7 +325,8 @@ int store_identity(struct store *s, const char *name, struct store_identity *out
 	return s->backend->identify(s, name, out, e);
 }
 
-int store_pin(struct store *s, const char *name, const struct store_identity *id, struct err *e)
+int store_pin(struct store *s, const char *name, const struct store_identity *id,
+	      bool across_hosts, struct err *e)
 {
 	struct store_identity now;
 	char what[256];
@@ -334,7 +335,7 @@ int store_pin(struct store *s, const char *name, const struct store_identity *id
 		return 0;
 	if (s->backend->identify(s, name, &now, e))
 		return -1;
-	if (store_identity_differs(id, &now, true, what, sizeof(what)))
+	if (store_identity_differs(id, &now, across_hosts, what, sizeof(what)))
 		return err_set(e, ERR_SOURCE_CHANGED,
 			       "%s/%s is no longer the version the plan was made from (%s);"
 			       " start the conversion again on the new version",
@@ -433,7 +434,7 @@ bool store_identity_differs(const struct store_identity *was, const struct store
 				  differs_u64("st_ino", was->ino, now->ino, what, len))) ||
 	       differs_u64("size", was->size, now->size, what, len) ||
 	       differs_time("mtime", was->mtime_ns, now->mtime_ns, what, len) ||
-	       differs_time("ctime", was->ctime_ns, now->ctime_ns, what, len);
+	       (!across_hosts && differs_time("ctime", was->ctime_ns, now->ctime_ns, what, len));
 }
 
 int store_changed_error(const struct store *s, const char *name, const char *what, struct err *e)

@@ -438,8 +438,8 @@ START_TEST(test_manifest_mismatch)
 END_TEST
 
 /* The identities of the source files round-trip through the manifest; a
- * file with another size, mtime, ctime or ETag is source_changed, another
- * st_dev or st_ino alone is not (a pod on another node). */
+ * file with another size, mtime or ETag is source_changed, another st_dev,
+ * st_ino or ctime alone is not (a pod on another node). */
 START_TEST(test_manifest_sources)
 {
 	struct conversion *c;
@@ -464,9 +464,10 @@ START_TEST(test_manifest_sources)
 	ck_assert(!store_identity_differs(&srcs[1].id, &ma->sources[1].id, false, e.msg, 64));
 	ck_assert_uint_eq(ma->sources[0].id.dev, UINT64_MAX);
 
-	/* Another node: other st_dev and st_ino, the same file. */
+	/* Another node: other st_dev, st_ino and ctime, the same file. */
 	srcs[0].id.dev = 7;
 	srcs[0].id.ino = 8;
+	srcs[0].id.ctime_ns = 1;
 	tb = partition_manifest_build(p, src, &o, 3, srcs, 2);
 	ck_assert_int_eq(partition_manifest_parse(tb, "d", &mb, &e), 0);
 	ck_assert_int_eq(partition_manifest_compare(ma, mb, "d", &e), 0);

@@ -983,6 +983,9 @@ START_TEST(test_identity_differs)
 	b.ctime_ns += 1000000000;
 	ck_assert(store_identity_differs(&a, &b, false, what, sizeof(what)));
 	ck_assert_str_eq(what, "ctime 1700000000.123456789 -> 1700000001.123456789");
+	/* ctime is this host's: a copy on another node with its mtime kept
+	 * has its own. */
+	ck_assert(!store_identity_differs(&a, &b, true, what, sizeof(what)));
 	b = a;
 	b.size = 4095;
 	ck_assert(store_identity_differs(&a, &b, true, what, sizeof(what)));
@@ -1088,11 +1091,11 @@ START_TEST(test_source_identity_local)
 	stale = id;
 	err_clear(&e);
 	ASSERT_OK(store_open(tmpdir, &s, &e), e);
-	ck_assert_int_eq(store_pin(s, "a.safetensors", &stale, &e), -1);
+	ck_assert_int_eq(store_pin(s, "a.safetensors", &stale, true, &e), -1);
 	ck_assert_str_eq(err_name(e.code), "source_changed");
 	err_clear(&e);
 	ASSERT_OK(store_identity(s, "a.safetensors", &id, &e), e);
-	ASSERT_OK(store_pin(s, "a.safetensors", &id, &e), e);
+	ASSERT_OK(store_pin(s, "a.safetensors", &id, true, &e), e);
 
 	/* Shrunk: still source_truncated. */
 	ck_assert_int_eq(truncate(p, 4), 0);

@@ -293,13 +293,14 @@ int store_free_space(struct store *s, uint64_t *out, struct err *e);
  * that records nothing gives kind STORE_ID_NONE. */
 int store_identity(struct store *s, const char *name, struct store_identity *out,
 		   struct err *e);
-/* Holds `name` to `id`, an identity recorded by another process (a
- * partition manifest, a job suspended and resumed): source_changed when
- * the file's identity (recorded, else taken now) differs, compared with
- * store_identity_differs(across_hosts = true).  An id of kind
+/* Holds `name` to `id`, an identity recorded before the store was opened
+ * (a job suspended and resumed on this host; a partition manifest,
+ * across_hosts, written by a pod that may run on another node):
+ * source_changed when the file's identity (recorded, else taken now)
+ * differs, compared with store_identity_differs.  An id of kind
  * STORE_ID_NONE holds to nothing. */
 int store_pin(struct store *s, const char *name, const struct store_identity *id,
-	      struct err *e);
+	      bool across_hosts, struct err *e);
 /* Compares every file read so far with its recorded identity (a local
  * store: one fstat per file; an object store: nothing left to do, its
  * GETs were conditional); source_changed naming the first that differs.
@@ -316,10 +317,12 @@ void store_sources_sort(struct store_source *v, size_t n);
 /* Whether `now` differs from `was`; if so, a phrase naming what differs
  * ("mtime 1700000000.000000001 -> 1700000000.500000000") in what[len].
  * Identities of different kinds differ; STORE_ID_NONE on either side
- * differs from nothing.  across_hosts compares what holds for the same
- * file seen from another host (size, mtime, ctime; ETag, VersionId when
- * both have one), not st_dev and st_ino, which name a file on one host's
- * mount only.  Pure, any thread. */
+ * differs from nothing.  ETag, and VersionId when both have one, are
+ * compared for objects.  For local files across_hosts compares what holds
+ * for the same file seen from another node (size and mtime), not st_dev
+ * and st_ino, which name a file on one host's mount only, nor ctime,
+ * which differs between copies of one file made with their mtimes kept
+ * (rsync -a to each node's disk).  Pure, any thread. */
 bool store_identity_differs(const struct store_identity *was, const struct store_identity *now,
 			    bool across_hosts, char *what, size_t len);
 /* Sets source_changed naming location/name and `what`; returns -1. */
