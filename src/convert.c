@@ -47,6 +47,8 @@ struct conversion {
 	char *source_store;
 	struct store_entry *source_entries;
 	size_t nsource_entries;
+	struct store_source *source_ids; /* what planning read, as it was */
+	size_t nsource_ids;
 
 	/* What this conversion published outside exec, for the cleanup. */
 	struct strvec published;
@@ -198,6 +200,7 @@ void conversion_free(struct conversion *c)
 	partition_scope_fini(&c->scope);
 	strvec_fini(&c->warnings);
 	store_entries_free(c->source_entries, c->nsource_entries);
+	store_sources_free(c->source_ids, c->nsource_ids);
 	free(c->source_store);
 	free(c->exclude);
 	free(c->dst_location);
@@ -263,6 +266,7 @@ int conversion_suspend(struct conversion *c, struct err *e)
 		return 0;
 	if (store_list(c->ckpt->store, &c->source_entries, &c->nsource_entries, e))
 		return -1;
+	c->nsource_ids = store_identities(c->ckpt->store, &c->source_ids);
 	c->source_store = xstrdup(c->ckpt->store->location);
 	store_free(c->ckpt->store);
 	c->ckpt->store = NULL;
@@ -283,11 +287,33 @@ static bool same_entries(const struct store_entry *a, size_t na, const struct st
 	return true;
 }
 
+/* Whether the files planning read are the versions it read: pinned in
+ * `s` so the run reads them or fails (store_pin). */
+static int same_sources(struct conversion *c, struct store *s, bool *same, struct err *e)
+{
+	struct err local = {0};
+	size_t i;
+
+	*same = true;
+	for (i = 0; i < c->nsource_ids && *same; i++) {
+		if (store_pin(s, c->source_ids[i].name, &c->source_ids[i].id, false, &local) == 0)
+			continue;
+		if (local.code != ERR_SOURCE_CHANGED && local.code != ERR_SOURCE_NOT_FOUND) {
+			if (e && !e->code)
+				*e = local;
+			return -1;
+		}
+		*same = false;
+	}
+	return 0;
+}
+
 int conversion_resume(struct conversion *c, struct err *e)
 {
 	struct store_entry *entries = NULL;
 	struct store *s = NULL;
 	size_t n = 0;
+	bool same;
 	int rc = -1;
 
 	if (c->ckpt->store)
@@ -298,11 +324,20 @@ int conversion_resume(struct conversion *c, struct err *e)
 	rc = 1;
 	if (!same_entries(c->source_entries, c->nsource_entries, entries, n))
 		goto out;
+	if (same_sources(c, s, &same, e)) {
+		rc = -1;
+		goto out;
+	}
+	if (!same)
+		goto out;
 	c->ckpt->store = s;
 	s = NULL;
 	store_entries_free(c->source_entries, c->nsource_entries);
 	c->source_entries = NULL;
 	c->nsource_entries = 0;
+	store_sources_free(c->source_ids, c->nsource_ids);
+	c->source_ids = NULL;
+	c->nsource_ids = 0;
 	free(c->source_store);
 	c->source_store = NULL;
 	rc = 0;
@@ -358,7 +393,7 @@ static int prepare_destination(struct conversion *c, struct err *e)
 	    bytes_needed(c, &so.bytes_needed, e))
 		return -1;
 	return partition_scope_prepare_output(&c->scope, c->dst, c->plan, c->src_location,
-					      &c->opts, &so, e);
+					      c->ckpt->store, &c->opts, &so, e);
 }
 
 /* The non-weight files (config.json, tokenizer, ...), before the weights,
@@ -436,7 +471,9 @@ int conversion_run(struct conversion *c, struct exec_pool *pool, struct err *e)
 	if (copy_files(c, e) || execute_plan(c, pool, e))
 		goto out_remove;
 	shards_published = true;
-	if (publish_index(c, e))
+	/* Every source was read for the last time: the index is published
+	 * only over output made from one version of each. */
+	if (store_check_sources(c->ckpt->store, e) || publish_index(c, e))
 		goto out_remove;
 	rc = 0;
 	goto out;

@@ -10,9 +10,11 @@
  * cap is applied when its pieces are handed out, so a throttled run never
  * holds a worker idle that another run could use.  A SIGBUS raised by a
  * source truncated under a mapping is caught on the worker and fails only
- * that run.  The first failure or a cancellation stops the run: no new
- * pieces are handed out, pieces in flight finish, unfinished outputs are
- * aborted and files the run had committed are removed.
+ * that run; a source changed since the run's store first opened it fails
+ * the run before the next file is published.  The first failure or a
+ * cancellation stops the run: no new pieces are handed out, pieces in
+ * flight finish, unfinished outputs are aborted and files the run had
+ * committed are removed.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -554,13 +556,18 @@ static int write_piece(struct worker *w, struct exec_run *run, const struct work
 	return assemble_piece(w, run, t, pc, e);
 }
 
-/* The file's last piece is written: make it durable and publish it. */
+/* The file's last piece is written: make it durable and publish it.  Its
+ * sources have been read for the last time for this file; every source
+ * read so far is checked against the version the run started on first,
+ * so a published file holds one version of each (store_check_sources). */
 static int commit_file(struct exec_run *run, uint32_t file, struct err *e)
 {
 	struct store_writer *wr = run->writers[file];
 
 	if (atomic_load(&run->failed))
 		return 0; /* run_cleanup aborts it */
+	if (store_check_sources(run->src, e) != 0)
+		return -1; /* run_cleanup aborts it */
 	run->writers[file] = NULL;
 	if (store_writer_commit(wr, e) != 0)
 		return -1;

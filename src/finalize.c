@@ -86,23 +86,38 @@ static char *source_dir(const char *source)
 }
 
 /* The non-weight files, then the index; on failure the copies go again. */
-static int publish(struct store *dst, const char *source, const struct plan *p,
+/* The source files the manifest records are still those versions:
+ * pinned in src, so the copies below read them or fail. */
+static int pin_sources(struct store *src, const struct partition_manifest *m, struct err *e)
+{
+	size_t i;
+
+	for (i = 0; i < m->nsources; i++)
+		if (store_pin(src, m->sources[i].name, &m->sources[i].id, true, e))
+			return -1;
+	return 0;
+}
+
+static int publish(struct store *dst, const struct partition_manifest *m, const struct plan *p,
 		   const struct store_config *cfg, struct err *e)
 {
-	char *dir = source_dir(source);
+	char *dir = source_dir(m->source);
 	struct strvec published = {0};
 	struct store *src;
 	int rc = -1;
 
 	if (store_open_config(dir, cfg, &src, e))
 		goto out;
+	if (pin_sources(src, m, e))
+		goto out_free;
 	if (output_copy_files(src, dst, &p->copy_files, NULL, &published, e) ||
-	    output_put_files(dst, p, NULL, &published, e) ||
+	    output_put_files(dst, p, NULL, &published, e) || store_check_sources(src, e) ||
 	    (p->index_json && output_publish_index(dst, p->index_json, &published, e)))
 		output_remove_published(dst, &published);
 	else
 		rc = 0;
 	strvec_fini(&published);
+out_free:
 	store_free(src);
 out:
 	free(dir);
@@ -149,7 +164,7 @@ static int finalize_planned(struct store *dst, const struct partition_manifest *
 	p = conversion_plan(c);
 	if (store_ensure(dst, &(struct store_output_options){.durable = o->durable}, e))
 		goto out;
-	if (publish(dst, m->source, p, o->store, e) || store_remove(dst, PARTITION_MANIFEST, e))
+	if (publish(dst, m, p, o->store, e) || store_remove(dst, PARTITION_MANIFEST, e))
 		goto out;
 	/* The whole plan's files, tensors and bytes: what the checkpoint holds. */
 	conversion_describe_result(c, r);

@@ -156,6 +156,10 @@ static int stream_file(struct store *src, struct store *dst, const char *name, u
 			goto out_abort;
 	}
 	free(buf);
+	buf = NULL;
+	/* Read for the last time: one version of it, or none, is published. */
+	if (store_check_sources(src, e))
+		goto out_abort;
 	return store_writer_commit(w, e);
 out_abort:
 	store_writer_abort(w);
@@ -177,7 +181,7 @@ int output_copy_file(struct store *src, struct store *dst, const char *name,
 		return stream_file(src, dst, name, st.size, cancelled, e);
 	if (store_read_file(src, name, COPY_WHOLE_MAX, &data, &len, e))
 		return -1;
-	rc = store_put(dst, name, data, len, e);
+	rc = store_check_sources(src, e) ? -1 : store_put(dst, name, data, len, e);
 	free(data);
 	return rc;
 }

@@ -8,6 +8,7 @@
  * The groups are computed once per prepared conversion, as its scope, which
  * convert follows; finalize.c is the publish phase.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -171,12 +172,12 @@ bool partition_scope_writes(const struct partition_scope *s, size_t file)
 }
 
 int partition_scope_prepare_output(const struct partition_scope *s, struct store *dst,
-				   const struct plan *p, const char *source,
+				   const struct plan *p, const char *source, struct store *src,
 				   const struct convert_options *o,
 				   const struct store_output_options *so, struct err *e)
 {
 	if (s->count)
-		return partition_prepare_output(dst, s, p, source, o, so, e);
+		return partition_prepare_output(dst, s, p, source, src, o, so, e);
 	if (output_prepare(dst, so, e))
 		return -1;
 	/* An abandoned partitioned conversion's manifest goes with its files. */
@@ -199,11 +200,41 @@ static json_t *manifest_options(const struct plan *p, const struct convert_optio
 	return convert_options_to_json(&shaping, CONVERT_JSON_TO | CONVERT_JSON_PLAN);
 }
 
+static json_t *json_u64_text(uint64_t v)
+{
+	char text[24];
+
+	snprintf(text, sizeof(text), "%" PRIu64, v);
+	return json_string(text);
+}
+
+/* One source's identity: st_dev and st_ino as decimal strings (they may
+ * exceed JSON's exact integers), times in nanoseconds. */
+static json_t *source_json(const struct store_source *src)
+{
+	const struct store_identity *id = &src->id;
+	json_t *o = json_pack("{s:s}", "name", src->name);
+
+	if (id->kind == STORE_ID_FILE) {
+		json_object_set_new(o, "size", json_u64(id->size));
+		json_object_set_new(o, "mtime_ns", json_integer(id->mtime_ns));
+		json_object_set_new(o, "ctime_ns", json_integer(id->ctime_ns));
+		json_object_set_new(o, "dev", json_u64_text(id->dev));
+		json_object_set_new(o, "ino", json_u64_text(id->ino));
+	} else if (id->kind == STORE_ID_OBJECT) {
+		json_object_set_new(o, "etag", json_string(id->etag));
+		if (id->version_id[0])
+			json_object_set_new(o, "version_id", json_string(id->version_id));
+	}
+	return o;
+}
+
 char *partition_manifest_build(const struct plan *p, const char *source,
-			       const struct convert_options *o, uint32_t count)
+			       const struct convert_options *o, uint32_t count,
+			       const struct store_source *sources, size_t nsources)
 {
 	char digest[65], sha[65], *canonical = store_canonical_location(source), *text;
-	json_t *root, *files = json_array();
+	json_t *root, *files = json_array(), *srcs = json_array();
 	size_t i;
 
 	plan_digest(p, digest);
@@ -217,6 +248,10 @@ char *partition_manifest_build(const struct plan *p, const char *source,
 			 "version", MANIFEST_VERSION, "source", canonical, "partitions",
 			 (json_int_t)count, "options", manifest_options(p, o), "plan_digest",
 			 digest, "index", p->index_json != NULL, "files", files);
+	for (i = 0; i < nsources; i++)
+		if (sources[i].id.kind != STORE_ID_NONE)
+			json_array_append_new(srcs, source_json(&sources[i]));
+	json_object_set_new(root, "sources", srcs);
 	text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	free(canonical);
@@ -234,6 +269,7 @@ void partition_manifest_free(struct partition_manifest *m)
 	for (i = 0; i < m->nfiles; i++)
 		free(m->files[i].name);
 	free(m->files);
+	store_sources_free(m->sources, m->nsources);
 	free(m->exclude);
 	free(m->dtype);
 	free(m->to);
@@ -321,6 +357,84 @@ static int parse_files(const json_t *files, struct partition_manifest *m, const 
 	return 0;
 }
 
+static bool get_u64_text(const json_t *v, uint64_t *out)
+{
+	const char *t = json_string_value(v);
+	char *end;
+
+	if (!t || *t < '0' || *t > '9')
+		return false;
+	errno = 0;
+	*out = strtoull(t, &end, 10);
+	return errno == 0 && *end == '\0';
+}
+
+static bool get_i64(const json_t *v, int64_t *out)
+{
+	if (!json_is_integer(v))
+		return false;
+	*out = (int64_t)json_integer_value(v);
+	return true;
+}
+
+static bool copy_text(const json_t *v, char *out, size_t len, bool required)
+{
+	const char *t = json_string_value(v);
+
+	if (!v && !required)
+		return true;
+	if (!t || strlen(t) >= len || (required && !*t))
+		return false;
+	strcpy(out, t);
+	return true;
+}
+
+static bool parse_source(const json_t *s, struct store_source *out)
+{
+	struct store_identity *id = &out->id;
+	const char *name = json_string_value(json_object_get(s, "name"));
+
+	if (!name || !*name)
+		return false;
+	if (json_object_get(s, "etag")) {
+		id->kind = STORE_ID_OBJECT;
+		if (!copy_text(json_object_get(s, "etag"), id->etag, sizeof(id->etag), true) ||
+		    !copy_text(json_object_get(s, "version_id"), id->version_id,
+			       sizeof(id->version_id), false))
+			return false;
+	} else {
+		id->kind = STORE_ID_FILE;
+		if (!get_u64(json_object_get(s, "size"), &id->size) ||
+		    !get_i64(json_object_get(s, "mtime_ns"), &id->mtime_ns) ||
+		    !get_i64(json_object_get(s, "ctime_ns"), &id->ctime_ns) ||
+		    !get_u64_text(json_object_get(s, "dev"), &id->dev) ||
+		    !get_u64_text(json_object_get(s, "ino"), &id->ino))
+			return false;
+	}
+	out->name = xstrdup(name);
+	return true;
+}
+
+/* "sources" is absent from manifests of earlier versions. */
+static int parse_sources(const json_t *sources, struct partition_manifest *m, const char *where,
+			 struct err *e)
+{
+	const json_t *s;
+	size_t i;
+
+	if (!sources)
+		return 0;
+	if (!json_is_array(sources))
+		return not_a_manifest(where, "sources", e);
+	m->sources = xcalloc(json_array_size(sources) + 1, sizeof(*m->sources));
+	json_array_foreach(sources, i, s) {
+		if (!json_is_object(s) || !parse_source(s, &m->sources[i]))
+			return not_a_manifest(where, "sources", e);
+		m->nsources = i + 1;
+	}
+	return 0;
+}
+
 static int parse_root(const json_t *root, struct partition_manifest *m, const char *where,
 		      struct err *e)
 {
@@ -343,7 +457,9 @@ static int parse_root(const json_t *root, struct partition_manifest *m, const ch
 		return not_a_manifest(where, "options", e);
 	if (parse_options(json_object_get(root, "options"), m, where, e))
 		return -1;
-	return parse_files(json_object_get(root, "files"), m, where, e);
+	if (parse_files(json_object_get(root, "files"), m, where, e))
+		return -1;
+	return parse_sources(json_object_get(root, "sources"), m, where, e);
 }
 
 int partition_manifest_parse(const char *json, const char *where, struct partition_manifest **out,
@@ -396,6 +512,30 @@ int partition_manifest_options(const struct partition_manifest *m, struct conver
 	return 0;
 }
 
+/* The source files both manifests name are the same versions. */
+static int compare_sources(const struct partition_manifest *found,
+			   const struct partition_manifest *ours, const char *where, struct err *e)
+{
+	char what[256];
+	size_t i, k;
+
+	for (i = 0; i < found->nsources; i++) {
+		for (k = 0; k < ours->nsources; k++)
+			if (strcmp(found->sources[i].name, ours->sources[k].name) == 0)
+				break;
+		if (k == ours->nsources ||
+		    !store_identity_differs(&found->sources[i].id, &ours->sources[k].id, true, what,
+					    sizeof(what)))
+			continue;
+		return err_set(e, ERR_SOURCE_CHANGED,
+			       "%s: the source file %s of %s changed since the partitions' plan was"
+			       " made (%s); nothing of this partition is written: remove the"
+			       " destination and start every partition again",
+			       where, found->sources[i].name, found->source, what);
+	}
+	return 0;
+}
+
 int partition_manifest_compare(const struct partition_manifest *found,
 			       const struct partition_manifest *ours, const char *where,
 			       struct err *e)
@@ -417,7 +557,7 @@ int partition_manifest_compare(const struct partition_manifest *found,
 			       "%s: the destination is being converted in %" PRIu32
 			       " partitions, not %" PRIu32,
 			       where, found->count, ours->count);
-	return 0;
+	return compare_sources(found, ours, where, e);
 }
 
 /* Hands an error caught locally on to the caller (the first error wins). */
@@ -598,10 +738,12 @@ out:
 }
 
 int partition_prepare_output(struct store *dst, const struct partition_scope *s,
-			     const struct plan *p, const char *source,
+			     const struct plan *p, const char *source, struct store *src,
 			     const struct convert_options *o, const struct store_output_options *so,
 			     struct err *e)
 {
+	struct store_source *sources = NULL;
+	size_t nsources = 0;
 	char *manifest = NULL;
 	bool same_plan = false;
 	int rc = -1;
@@ -612,7 +754,8 @@ int partition_prepare_output(struct store *dst, const struct partition_scope *s,
 	 * refuse or remove their output. */
 	if (store_ensure(dst, so, e))
 		return -1;
-	manifest = partition_manifest_build(p, source, o, s->count);
+	nsources = store_identities(src, &sources);
+	manifest = partition_manifest_build(p, source, o, s->count, sources, nsources);
 	if (check_destination(dst, p, manifest, so, &same_plan, e) ||
 	    check_space(dst, p, s, strlen(manifest), e))
 		goto out;
@@ -623,6 +766,7 @@ int partition_prepare_output(struct store *dst, const struct partition_scope *s,
 	rc = 0;
 out:
 	free(manifest);
+	store_sources_free(sources, nsources);
 	return rc;
 }
 

@@ -205,7 +205,8 @@ int s3_list(struct s3_client *c, const char *bucket, const char *prefix, const c
 	return rc;
 }
 
-int s3_head(struct s3_client *c, const char *bucket, const char *key, uint64_t *size, struct err *e)
+int s3_head_version(struct s3_client *c, const char *bucket, const char *key, uint64_t *size,
+		    struct s3_version *v, struct err *e)
 {
 	struct call k;
 	int rc = -1;
@@ -219,14 +220,47 @@ int s3_head(struct s3_client *c, const char *bucket, const char *key, uint64_t *
 		goto out;
 	}
 	*size = k.content_length;
+	if (v) {
+		snprintf(v->etag, sizeof(v->etag), "%s", k.etag);
+		snprintf(v->version_id, sizeof(v->version_id), "%s", k.version_id);
+	}
 	rc = 0;
 out:
 	s3_call_fini(&k);
 	return rc;
 }
 
-int s3_get_range(struct s3_client *c, const char *bucket, const char *key, uint64_t off, void *buf,
-		 size_t len, struct err *e)
+int s3_head(struct s3_client *c, const char *bucket, const char *key, uint64_t *size, struct err *e)
+{
+	return s3_head_version(c, bucket, key, size, NULL, e);
+}
+
+/* Every answer of a read held to one version carries its ETag: a server
+ * that ignores If-Match still shows the object changed. */
+static int same_version(struct call *calls, size_t n, struct s3_version *v, struct err *e)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (!calls[i].etag[0])
+			continue;
+		if (!v->etag[0]) {
+			snprintf(v->etag, sizeof(v->etag), "%s", calls[i].etag);
+			snprintf(v->version_id, sizeof(v->version_id), "%s", calls[i].version_id);
+			continue;
+		}
+		if (strcmp(calls[i].etag, v->etag) != 0)
+			return err_set(e, ERR_SOURCE_CHANGED,
+				       "s3://%s/%s changed while the job read it (ETag %s -> %s);"
+				       " nothing of the job is published, run it again on the new"
+				       " version",
+				       calls[i].bucket, calls[i].key, v->etag, calls[i].etag);
+	}
+	return 0;
+}
+
+int s3_get_range_version(struct s3_client *c, const char *bucket, const char *key, uint64_t off,
+			 void *buf, size_t len, struct s3_version *v, struct err *e)
 {
 	size_t n, i, chunk = c->range_size;
 	struct call *calls, **ptrs;
@@ -240,6 +274,11 @@ int s3_get_range(struct s3_client *c, const char *bucket, const char *key, uint6
 	for (i = 0; i < n; i++) {
 		s3_call_init(&calls[i], c, "GetObject", "GET", bucket, key);
 		calls[i].ranged = true;
+		/* A weak ETag (W/"...", from some gateways) never matches
+		 * If-Match: the answers' ETags are compared instead. */
+		calls[i].if_match = NULL;
+		if (v && v->etag[0] && strncmp(v->etag, "W/", 2) != 0)
+			calls[i].if_match = v->etag;
 		calls[i].off = off + i * chunk;
 		calls[i].len = i + 1 < n ? chunk : len - i * chunk;
 		calls[i].dst = (unsigned char *)buf + i * chunk;
@@ -247,11 +286,19 @@ int s3_get_range(struct s3_client *c, const char *bucket, const char *key, uint6
 		ptrs[i] = &calls[i];
 	}
 	rc = s3_perform(c, ptrs, n, e);
+	if (rc == 0 && v)
+		rc = same_version(calls, n, v, e);
 	for (i = 0; i < n; i++)
 		s3_call_fini(&calls[i]);
 	free(ptrs);
 	free(calls);
 	return rc;
+}
+
+int s3_get_range(struct s3_client *c, const char *bucket, const char *key, uint64_t off, void *buf,
+		 size_t len, struct err *e)
+{
+	return s3_get_range_version(c, bucket, key, off, buf, len, NULL, e);
 }
 
 int s3_put(struct s3_client *c, const char *bucket, const char *key, const void *body, size_t len,

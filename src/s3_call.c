@@ -65,7 +65,7 @@ static void call_attempt_reset(struct call *k)
 	k->body_pos = k->dst_pos = 0;
 	k->status = 0;
 	k->overflow = k->has_content_range = k->has_length = false;
-	k->etag[0] = k->date[0] = k->bucket_region[0] = k->location[0] = '\0';
+	k->etag[0] = k->version_id[0] = k->date[0] = k->bucket_region[0] = k->location[0] = '\0';
 	k->errbuf[0] = '\0';
 }
 
@@ -95,7 +95,7 @@ static size_t on_header(char *line, size_t size, size_t n, void *arg)
 		v = strchr(buf, ' ');
 		k->status = v ? strtol(v + 1, NULL, 10) : 0;
 		k->has_content_range = k->has_length = false;
-		k->etag[0] = k->date[0] = k->bucket_region[0] = k->location[0] = '\0';
+		k->etag[0] = k->version_id[0] = k->date[0] = k->bucket_region[0] = k->location[0] = '\0';
 		return len;
 	}
 	v = strchr(buf, ':');
@@ -127,6 +127,8 @@ static size_t on_header(char *line, size_t size, size_t n, void *arg)
 		snprintf(k->bucket_region, sizeof(k->bucket_region), "%s", v);
 	} else if (strcasecmp(buf, "location") == 0) {
 		snprintf(k->location, sizeof(k->location), "%s", v);
+	} else if (strcasecmp(buf, "x-amz-version-id") == 0) {
+		snprintf(k->version_id, sizeof(k->version_id), "%s", v);
 	}
 	return len;
 }
@@ -282,6 +284,8 @@ static int call_setup(struct call *k)
 	free(auth);
 	if (k->ranged)
 		add_header(k, "Range: %s", range);
+	if (k->if_match)
+		add_header(k, "If-Match: %s", k->if_match);
 	add_header(k, "Expect:");
 	if (k->content_type)
 		add_header(k, "Content-Type: %s", k->content_type);
@@ -634,6 +638,15 @@ static void classify_error(struct call *k, const struct s3_error_answer *error)
 			 x.message[0] ? x.message : "no message");
 	else
 		snprintf(what, sizeof(what), "%s answered HTTP %ld", k->op, k->status);
+	/* If-Match no longer holds: the object was replaced since its first
+	 * read, and every retry would be answered alike. */
+	if (k->status == 412 && k->if_match) {
+		call_fail(k, CALL_FAILED, ERR_SOURCE_CHANGED,
+			  "changed while the job read it (%s: the ETag is no longer %s);"
+			  " nothing of the job is published, run it again on the new version",
+			  what, k->if_match);
+		return;
+	}
 	if (k->status == 429 || k->status >= 500 || retryable_s3_code(x.code)) {
 		call_fail(k, CALL_RETRY, ERR_S3_UNAVAILABLE, "%s", what);
 		return;
@@ -746,6 +759,14 @@ static void call_finish(struct call *k, CURLcode rc)
 	}
 	if (k->error_in_ok && answer_error(k, &x)) {
 		classify_error(k, &x);
+		return;
+	}
+	/* A server that ignores If-Match still names the version it sent. */
+	if (k->if_match && k->etag[0] && strcmp(k->etag, k->if_match) != 0) {
+		call_fail(k, CALL_FAILED, ERR_SOURCE_CHANGED,
+			  "changed while the job read it (ETag %s -> %s); nothing of the job is"
+			  " published, run it again on the new version",
+			  k->if_match, k->etag);
 		return;
 	}
 	if (k->ranged) {

@@ -163,6 +163,7 @@ struct call {
 	 * CopyObject and UploadPartCopy were they used). */
 	bool error_in_ok;
 	bool ranged;
+	const char *if_match; /* an ETag the object must still have (GET) */
 	uint64_t off;
 	size_t len;
 	unsigned char *dst;
@@ -187,7 +188,8 @@ struct call {
 	uint64_t range_first, range_last, range_total;
 	bool has_length;
 	uint64_t content_length;
-	char etag[256];
+	char etag[S3_ETAG_MAX];
+	char version_id[S3_ETAG_MAX]; /* x-amz-version-id */
 	char date[64];		/* Date */
 	char bucket_region[64]; /* x-amz-bucket-region */
 	char location[1024];	/* Location */

@@ -314,3 +314,133 @@ bool store_is_temporary_of(const char *entry, const char *name)
 		rest = after;
 	return *rest == '\0' || strcmp(rest, STORE_TMP_SUFFIX) == 0;
 }
+
+/* ---- source identities ---- */
+
+int store_identity(struct store *s, const char *name, struct store_identity *out, struct err *e)
+{
+	memset(out, 0, sizeof(*out));
+	if (!s->backend->identify)
+		return 0;
+	return s->backend->identify(s, name, out, e);
+}
+
+int store_pin(struct store *s, const char *name, const struct store_identity *id,
+	      bool across_hosts, struct err *e)
+{
+	struct store_identity now;
+	char what[256];
+
+	if (id->kind == STORE_ID_NONE || !s->backend->identify)
+		return 0;
+	if (s->backend->identify(s, name, &now, e))
+		return -1;
+	if (store_identity_differs(id, &now, across_hosts, what, sizeof(what)))
+		return err_set(e, ERR_SOURCE_CHANGED,
+			       "%s/%s is no longer the version the plan was made from (%s);"
+			       " start the conversion again on the new version",
+			       s->location, name, what);
+	return 0;
+}
+
+int store_check_sources(struct store *s, struct err *e)
+{
+	if (!s->backend->check_sources)
+		return 0;
+	return s->backend->check_sources(s, e);
+}
+
+size_t store_identities(struct store *s, struct store_source **out)
+{
+	*out = NULL;
+	if (!s->backend->identities)
+		return 0;
+	return s->backend->identities(s, out);
+}
+
+static int by_source_name(const void *a, const void *b)
+{
+	return strcmp(((const struct store_source *)a)->name,
+		      ((const struct store_source *)b)->name);
+}
+
+void store_sources_sort(struct store_source *v, size_t n)
+{
+	if (n)
+		qsort(v, n, sizeof(*v), by_source_name);
+}
+
+void store_sources_free(struct store_source *v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; v && i < n; i++)
+		free(v[i].name);
+	free(v);
+}
+
+static void time_text(int64_t ns, char *out, size_t len)
+{
+	int64_t sec = ns / 1000000000, frac = ns % 1000000000;
+
+	if (frac < 0) {
+		frac += 1000000000;
+		sec--;
+	}
+	snprintf(out, len, "%" PRId64 ".%09" PRId64, sec, frac);
+}
+
+static bool differs_u64(const char *field, uint64_t was, uint64_t now, char *what, size_t len)
+{
+	if (was == now)
+		return false;
+	snprintf(what, len, "%s %" PRIu64 " -> %" PRIu64, field, was, now);
+	return true;
+}
+
+static bool differs_time(const char *field, int64_t was, int64_t now, char *what, size_t len)
+{
+	char a[32], b[32];
+
+	if (was == now)
+		return false;
+	time_text(was, a, sizeof(a));
+	time_text(now, b, sizeof(b));
+	snprintf(what, len, "%s %s -> %s", field, a, b);
+	return true;
+}
+
+static bool differs_text(const char *field, const char *was, const char *now, char *what,
+			 size_t len)
+{
+	if (strcmp(was, now) == 0)
+		return false;
+	snprintf(what, len, "%s %s -> %s", field, was, now);
+	return true;
+}
+
+bool store_identity_differs(const struct store_identity *was, const struct store_identity *now,
+			    bool across_hosts, char *what, size_t len)
+{
+	if (was->kind != now->kind || was->kind == STORE_ID_NONE) {
+		snprintf(what, len, "%s", "recorded as another kind of source");
+		return true;
+	}
+	if (was->kind == STORE_ID_OBJECT)
+		return differs_text("ETag", was->etag, now->etag, what, len) ||
+		       (was->version_id[0] && now->version_id[0] &&
+			differs_text("VersionId", was->version_id, now->version_id, what, len));
+	return (!across_hosts && (differs_u64("st_dev", was->dev, now->dev, what, len) ||
+				  differs_u64("st_ino", was->ino, now->ino, what, len))) ||
+	       differs_u64("size", was->size, now->size, what, len) ||
+	       differs_time("mtime", was->mtime_ns, now->mtime_ns, what, len) ||
+	       (!across_hosts && differs_time("ctime", was->ctime_ns, now->ctime_ns, what, len));
+}
+
+int store_changed_error(const struct store *s, const char *name, const char *what, struct err *e)
+{
+	return err_set(e, ERR_SOURCE_CHANGED,
+		       "%s/%s changed while the job read it (%s); nothing of the job is published,"
+		       " run it again on the new version",
+		       s->location, name, what);
+}

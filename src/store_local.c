@@ -12,7 +12,9 @@
  * holds, reading each link and never climbing above the root.  Either way
  * the check is the open itself, so a rename cannot race it.
  *
- * Reads go through a cache of one read-only descriptor per file; views
+ * Reads go through a cache of one read-only descriptor per file, whose
+ * identity (device, inode, size, mtime, ctime) is recorded when it is
+ * opened and compared on every view and in store_check_sources; views
  * are memory mappings of a page-aligned window around the requested bytes,
  * advised for sequential access.  Outputs are written under a temporary
  * name (store.h) in the destination (space reserved with fallocate) and
@@ -286,6 +288,7 @@ static int open_beneath(const struct root *root, const char *path, int flags)
 struct cached_fd {
 	char *name;
 	int fd;
+	struct store_identity id; /* at open */
 };
 
 struct local_store {
@@ -643,11 +646,45 @@ static int local_stat(struct store *base, const char *name, struct store_entry *
 	return rc;
 }
 
-/* The cached descriptor of `name`, opened on first use; *cached_name stays
- * valid until the store is freed. */
-static int cached_fd(struct local_store *s, const char *name, const char **cached_name,
-		     struct err *e)
+static void identity_of(const struct stat *st, struct store_identity *id)
 {
+	memset(id, 0, sizeof(*id));
+	id->kind = STORE_ID_FILE;
+	id->dev = (uint64_t)st->st_dev;
+	id->ino = (uint64_t)st->st_ino;
+	id->size = (uint64_t)st->st_size;
+	id->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+	id->ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+}
+
+/* source_changed when the open file `fd` is no longer `was`. */
+static int check_identity(const struct local_store *s, const char *name, int fd,
+			  const struct store_identity *was, struct err *e)
+{
+	struct store_identity now;
+	struct stat st;
+	char what[256];
+
+	if (fstat(fd, &st) != 0)
+		return err_set_errno(e, ERR_IO_ERROR, errno, "%s/%s", s->base.location, name);
+	identity_of(&st, &now);
+	if (now.size < was->size)
+		return err_set(e, ERR_SOURCE_TRUNCATED,
+			       "%s/%s: file is %" PRIu64 " bytes, %" PRIu64
+			       " when the job opened it (it shrank while being converted)",
+			       s->base.location, name, now.size, was->size);
+	if (store_identity_differs(was, &now, false, what, sizeof(what)))
+		return store_changed_error(&s->base, name, what, e);
+	return 0;
+}
+
+/* The cached descriptor of `name`, opened on first use (its identity
+ * recorded then, into *id when not NULL); *cached_name stays valid until
+ * the store is freed. */
+static int cached_fd_id(struct local_store *s, const char *name, const char **cached_name,
+			struct store_identity *id, struct err *e)
+{
+	struct stat st;
 	char *path;
 	size_t i;
 	int dirfd, fd = -1;
@@ -660,10 +697,16 @@ static int cached_fd(struct local_store *s, const char *name, const char **cache
 		if (strcmp(s->fds[i].name, name) == 0) {
 			fd = s->fds[i].fd;
 			*cached_name = s->fds[i].name;
+			if (id)
+				*id = s->fds[i].id;
 			goto out_unlock;
 		}
 	}
 	fd = open_name(s, dirfd, name, O_RDONLY);
+	if (fd >= 0 && fstat(fd, &st) != 0) {
+		close(fd);
+		fd = -1;
+	}
 	if (fd < 0) {
 		path = join(s->base.location, name);
 		open_error(path, errno, e);
@@ -676,11 +719,58 @@ static int cached_fd(struct local_store *s, const char *name, const char **cache
 	}
 	s->fds[s->nfds].name = xstrdup(name);
 	s->fds[s->nfds].fd = fd;
+	identity_of(&st, &s->fds[s->nfds].id);
+	if (id)
+		*id = s->fds[s->nfds].id;
 	*cached_name = s->fds[s->nfds].name;
 	s->nfds++;
 out_unlock:
 	pthread_mutex_unlock(&s->lock);
 	return fd;
+}
+
+static int cached_fd(struct local_store *s, const char *name, const char **cached_name,
+		     struct err *e)
+{
+	return cached_fd_id(s, name, cached_name, NULL, e);
+}
+
+static int local_identify(struct store *base, const char *name, struct store_identity *out,
+			  struct err *e)
+{
+	const char *cached;
+
+	return cached_fd_id(local(base), name, &cached, out, e) < 0 ? -1 : 0;
+}
+
+static int local_check_sources(struct store *base, struct err *e)
+{
+	struct local_store *s = local(base);
+	size_t i;
+	int rc = 0;
+
+	pthread_mutex_lock(&s->lock);
+	for (i = 0; i < s->nfds && rc == 0; i++)
+		rc = check_identity(s, s->fds[i].name, s->fds[i].fd, &s->fds[i].id, e);
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+static size_t local_identities(struct store *base, struct store_source **out)
+{
+	struct local_store *s = local(base);
+	size_t i, n;
+
+	pthread_mutex_lock(&s->lock);
+	n = s->nfds;
+	*out = xcalloc(n + 1, sizeof(**out));
+	for (i = 0; i < n; i++) {
+		(*out)[i].name = xstrdup(s->fds[i].name);
+		(*out)[i].id = s->fds[i].id;
+	}
+	pthread_mutex_unlock(&s->lock);
+	store_sources_sort(*out, n);
+	return n;
 }
 
 static int local_read(struct store *base, const char *name, uint64_t off, void *buf, size_t len,
@@ -719,18 +809,23 @@ static int local_view(struct store *base, const char *name, uint64_t off, size_t
 	static const unsigned char empty[1];
 	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
 	uint64_t start = off & ~(page - 1);
+	struct store_identity id, now;
 	const char *cached;
 	struct stat st;
+	char what[256];
 	void *map;
 	int fd;
 
-	fd = cached_fd(local(base), name, &cached, e);
+	fd = cached_fd_id(local(base), name, &cached, &id, e);
 	if (fd < 0)
 		return -1;
 	v->file = cached;
 	v->backend = base->backend;
 	if (fstat(fd, &st) != 0)
 		return err_set_errno(e, ERR_IO_ERROR, errno, "%s/%s", base->location, name);
+	identity_of(&st, &now);
+	if (now.size >= id.size && store_identity_differs(&id, &now, false, what, sizeof(what)))
+		return store_changed_error(base, name, what, e);
 	if (off > (uint64_t)st.st_size || len > (uint64_t)st.st_size - off)
 		return err_set(e, ERR_SOURCE_TRUNCATED,
 			       "%s/%s: file is %" PRIu64
@@ -1081,4 +1176,7 @@ const struct store_backend store_local_backend = {
 	.location_kind = local_location_kind,
 	.canonical = local_canonical,
 	.same_location = local_same_location,
+	.identify = local_identify,
+	.check_sources = local_check_sources,
+	.identities = local_identities,
 };

@@ -11,7 +11,10 @@
  * commit.  Memory follows what is fetched but not yet converted and what is
  * written but not yet uploaded: view and part buffers are anonymous
  * mappings backed by huge pages, unmapped when done (a couple of view
- * buffers are kept for reuse).
+ * buffers are kept for reuse).  The version (ETag, VersionId) of each
+ * object read is recorded by its first read and every later GET carries
+ * If-Match with it, so a job reads one version of each object or fails
+ * with source_changed; the store's own writes and removals drop it.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -49,11 +52,20 @@ struct buffer {
 	size_t cap;
 };
 
+/* The version an object is read under. */
+struct s3_pin {
+	char *name;
+	struct s3_version v;
+};
+
 struct s3_store {
 	struct store base;
 	struct s3_client *client;
 	char *bucket;
 	char *prefix; /* "" or ending in '/' */
+	pthread_mutex_t pins_lock; /* protects pins, npins */
+	struct s3_pin *pins;
+	size_t npins;
 	struct buffer_pool views;
 	struct buffer_pool writes; /* none kept: a reused buffer is resident whole */
 };
@@ -181,6 +193,7 @@ static int s3store_open(const char *location, const struct store_config *cfg, st
 	size_t plen;
 
 	s->base.backend = &store_s3_backend;
+	pthread_mutex_init(&s->pins_lock, NULL);
 	pool_init(&s->views, VIEWS_KEPT, VIEW_KEPT_MAX);
 	pool_init(&s->writes, 0, 0);
 	if (s3_location_parse(location, &s->bucket, &s->prefix, e) ||
@@ -200,9 +213,15 @@ static void s3store_free(struct store *base)
 {
 	struct s3_store *s = s3s(base);
 
+	size_t i;
+
 	s3_client_free(s->client);
 	pool_fini(&s->views);
 	pool_fini(&s->writes);
+	for (i = 0; i < s->npins; i++)
+		free(s->pins[i].name);
+	free(s->pins);
+	pthread_mutex_destroy(&s->pins_lock);
 	free(s->bucket);
 	free(s->prefix);
 	free(s->base.location);
@@ -274,15 +293,135 @@ static int s3store_stat(struct store *base, const char *name, struct store_entry
 	return rc;
 }
 
+/* ---- versions read ---- */
+
+static struct s3_pin *find_pin(struct s3_store *s, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < s->npins; i++)
+		if (strcmp(s->pins[i].name, name) == 0)
+			return &s->pins[i];
+	return NULL;
+}
+
+/* The version `name` is read under (etag "" when none yet). */
+static void pinned(struct s3_store *s, const char *name, struct s3_version *out)
+{
+	struct s3_pin *p;
+
+	pthread_mutex_lock(&s->pins_lock);
+	p = find_pin(s, name);
+	if (p)
+		*out = p->v;
+	else
+		memset(out, 0, sizeof(*out));
+	pthread_mutex_unlock(&s->pins_lock);
+}
+
+/* Records v as the version of `name`; source_changed when another read
+ * recorded another one meanwhile. */
+static int record_pin(struct s3_store *s, const char *name, const struct s3_version *v,
+		      struct err *e)
+{
+	char was[S3_ETAG_MAX] = "";
+	struct s3_pin *p;
+
+	if (!v->etag[0])
+		return 0;
+	pthread_mutex_lock(&s->pins_lock);
+	p = find_pin(s, name);
+	if (!p) {
+		s->pins = xrealloc(s->pins, (s->npins + 1) * sizeof(*s->pins));
+		s->pins[s->npins].name = xstrdup(name);
+		s->pins[s->npins].v = *v;
+		s->npins++;
+	} else if (strcmp(p->v.etag, v->etag) != 0) {
+		snprintf(was, sizeof(was), "%s", p->v.etag);
+	}
+	pthread_mutex_unlock(&s->pins_lock);
+	if (was[0]) {
+		char what[2 * S3_ETAG_MAX + 16];
+
+		snprintf(what, sizeof(what), "ETag %s -> %s", was, v->etag);
+		return store_changed_error(&s->base, name, what, e);
+	}
+	return 0;
+}
+
+/* The store wrote or removed `name`: what it held before is no longer read. */
+static void drop_pin(struct s3_store *s, const char *name)
+{
+	struct s3_pin *p;
+
+	pthread_mutex_lock(&s->pins_lock);
+	p = find_pin(s, name);
+	if (p) {
+		free(p->name);
+		*p = s->pins[--s->npins];
+	}
+	pthread_mutex_unlock(&s->pins_lock);
+}
+
+static void identity_of(const struct s3_version *v, struct store_identity *id)
+{
+	memset(id, 0, sizeof(*id));
+	id->kind = STORE_ID_OBJECT;
+	memcpy(id->etag, v->etag, sizeof(id->etag));
+	memcpy(id->version_id, v->version_id, sizeof(id->version_id));
+}
+
+static int s3store_identify(struct store *base, const char *name, struct store_identity *out,
+			    struct err *e)
+{
+	struct s3_store *s = s3s(base);
+	struct s3_version v;
+	uint64_t size;
+	char *key;
+	int rc = 0;
+
+	pinned(s, name, &v);
+	if (!v.etag[0]) {
+		key = key_of(s, name);
+		rc = s3_head_version(s->client, s->bucket, key, &size, &v, e);
+		free(key);
+		if (rc == 0)
+			rc = record_pin(s, name, &v, e);
+	}
+	if (rc == 0)
+		identity_of(&v, out);
+	return rc;
+}
+
+static size_t s3store_identities(struct store *base, struct store_source **out)
+{
+	struct s3_store *s = s3s(base);
+	size_t i, n;
+
+	pthread_mutex_lock(&s->pins_lock);
+	n = s->npins;
+	*out = xcalloc(n + 1, sizeof(**out));
+	for (i = 0; i < n; i++) {
+		(*out)[i].name = xstrdup(s->pins[i].name);
+		identity_of(&s->pins[i].v, &(*out)[i].id);
+	}
+	pthread_mutex_unlock(&s->pins_lock);
+	store_sources_sort(*out, n);
+	return n;
+}
+
 static int s3store_read(struct store *base, const char *name, uint64_t off, void *buf, size_t len,
 			struct err *e)
 {
-	char *key = key_of(s3s(base), name);
+	struct s3_store *s = s3s(base);
+	char *key = key_of(s, name);
+	struct s3_version v;
 	int rc;
 
-	rc = s3_get_range(s3s(base)->client, s3s(base)->bucket, key, off, buf, len, e);
+	pinned(s, name, &v);
+	rc = s3_get_range_version(s->client, s->bucket, key, off, buf, len, &v, e);
 	free(key);
-	return rc;
+	return rc ? rc : record_pin(s, name, &v, e);
 }
 
 static int s3store_view(struct store *base, const char *name, uint64_t off, size_t len,
@@ -494,6 +633,7 @@ static int s3store_writer_commit(struct store_writer *base, struct err *e)
 	struct s3_store *s = s3s(base->store);
 	int rc = -1;
 
+	drop_pin(s, base->name);
 	if (w->failed) {
 		err_set(e, ERR_IO_ERROR, "%s/%s: a part upload failed", base->store->location,
 			base->name);
@@ -534,6 +674,7 @@ static int s3store_put(struct store *base, const char *name, const void *buf, si
 	char *key = key_of(s3s(base), name);
 	int rc;
 
+	drop_pin(s3s(base), name);
 	rc = s3_put(s3s(base)->client, s3s(base)->bucket, key, buf, len, e);
 	free(key);
 	return rc;
@@ -544,6 +685,7 @@ static int s3store_remove(struct store *base, const char *name, struct err *e)
 	char *key = key_of(s3s(base), name);
 	int rc;
 
+	drop_pin(s3s(base), name);
 	rc = s3_delete(s3s(base)->client, s3s(base)->bucket, key, e);
 	free(key);
 	return rc;
@@ -612,6 +754,8 @@ const struct store_backend store_s3_backend = {
 	.writer_write = s3store_writer_write,
 	.writer_commit = s3store_writer_commit,
 	.writer_abort = s3store_writer_abort,
+	.identify = s3store_identify,
+	.identities = s3store_identities,
 	.put = s3store_put,
 	.remove = s3store_remove,
 	.stat = s3store_stat,

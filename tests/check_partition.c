@@ -428,8 +428,8 @@ START_TEST(test_manifest_round_trip)
 	struct err e = {0};
 	size_t i;
 
-	text = partition_manifest_build(p, src, &o, 3);
-	text2 = partition_manifest_build(p, src, &o, 3);
+	text = partition_manifest_build(p, src, &o, 3, NULL, 0);
+	text2 = partition_manifest_build(p, src, &o, 3, NULL, 0);
 	ck_assert_str_eq(text, text2);
 	ck_assert_ptr_null(strstr(text, ".safetensors\"\n"));
 	ck_assert_int_eq(partition_manifest_parse(text, "here", &m, &e), 0);
@@ -498,10 +498,10 @@ START_TEST(test_manifest_mismatch)
 	const struct plan *a = plan_of(SHARD, &ca), *b = plan_of(SHARD + 10000, &cb);
 	struct convert_options o = options(SHARD, 0, 3);
 	struct partition_manifest *ma, *ma4, *mb, *mother;
-	char *ta = partition_manifest_build(a, src, &o, 3);
-	char *ta4 = partition_manifest_build(a, src, &o, 4);
-	char *tb = partition_manifest_build(b, src, &o, 3);
-	char *tother = partition_manifest_build(a, "/elsewhere/hf", &o, 3);
+	char *ta = partition_manifest_build(a, src, &o, 3, NULL, 0);
+	char *ta4 = partition_manifest_build(a, src, &o, 4, NULL, 0);
+	char *tb = partition_manifest_build(b, src, &o, 3, NULL, 0);
+	char *tother = partition_manifest_build(a, "/elsewhere/hf", &o, 3, NULL, 0);
 	struct err e = {0};
 
 	ck_assert_int_eq(partition_manifest_parse(ta, "d", &ma, &e), 0);
@@ -530,6 +530,88 @@ START_TEST(test_manifest_mismatch)
 	free(tother);
 	conversion_free(ca);
 	conversion_free(cb);
+}
+END_TEST
+
+/* The identities of the source files round-trip through the manifest; a
+ * file with another size, mtime or ETag is source_changed, another st_dev,
+ * st_ino or ctime alone is not (a pod on another node). */
+START_TEST(test_manifest_sources)
+{
+	struct conversion *c;
+	const struct plan *p = plan_of(SHARD, &c);
+	struct convert_options o = options(SHARD, 0, 3);
+	struct store_source srcs[2] = {
+		{.name = "model-00001-of-00002.safetensors",
+		 .id = {.kind = STORE_ID_FILE, .dev = UINT64_MAX, .ino = 42, .size = 1000,
+			.mtime_ns = 1700000000000000001, .ctime_ns = -5}},
+		{.name = "model-00002-of-00002.safetensors",
+		 .id = {.kind = STORE_ID_OBJECT, .etag = "\"abc-2\"", .version_id = "v1"}},
+	};
+	struct partition_manifest *ma, *mb, *mold;
+	char *ta, *tb, *told;
+	struct err e = {0};
+
+	ta = partition_manifest_build(p, src, &o, 3, srcs, 2);
+	ck_assert_int_eq(partition_manifest_parse(ta, "d", &ma, &e), 0);
+	ck_assert_uint_eq(ma->nsources, 2);
+	ck_assert_str_eq(ma->sources[0].name, srcs[0].name);
+	ck_assert(!store_identity_differs(&srcs[0].id, &ma->sources[0].id, false, e.msg, 64));
+	ck_assert(!store_identity_differs(&srcs[1].id, &ma->sources[1].id, false, e.msg, 64));
+	ck_assert_uint_eq(ma->sources[0].id.dev, UINT64_MAX);
+
+	/* Another node: other st_dev, st_ino and ctime, the same file. */
+	srcs[0].id.dev = 7;
+	srcs[0].id.ino = 8;
+	srcs[0].id.ctime_ns = 1;
+	tb = partition_manifest_build(p, src, &o, 3, srcs, 2);
+	ck_assert_int_eq(partition_manifest_parse(tb, "d", &mb, &e), 0);
+	ck_assert_int_eq(partition_manifest_compare(ma, mb, "d", &e), 0);
+	partition_manifest_free(mb);
+	free(tb);
+
+	/* Rewritten in place: another mtime. */
+	srcs[0].id.mtime_ns++;
+	tb = partition_manifest_build(p, src, &o, 3, srcs, 2);
+	ck_assert_int_eq(partition_manifest_parse(tb, "d", &mb, &e), 0);
+	ck_assert_int_eq(partition_manifest_compare(ma, mb, "d", &e), -1);
+	ck_assert_str_eq(err_name(e.code), "source_changed");
+	ck_assert_ptr_nonnull(strstr(e.msg, "model-00001-of-00002.safetensors"));
+	ck_assert_ptr_nonnull(strstr(e.msg, "mtime"));
+	partition_manifest_free(mb);
+	free(tb);
+
+	/* Uploaded again: another ETag. */
+	srcs[0].id.mtime_ns--;
+	strcpy(srcs[1].id.etag, "\"def-2\"");
+	tb = partition_manifest_build(p, src, &o, 3, srcs, 2);
+	ck_assert_int_eq(partition_manifest_parse(tb, "d", &mb, &e), 0);
+	err_clear(&e);
+	ck_assert_int_eq(partition_manifest_compare(ma, mb, "d", &e), -1);
+	ck_assert_str_eq(err_name(e.code), "source_changed");
+	ck_assert_ptr_nonnull(strstr(e.msg, "model-00002-of-00002.safetensors"));
+
+	/* A manifest of an earlier version records no sources: nothing to
+	 * hold to; a malformed record is not ours. */
+	told = partition_manifest_build(p, src, &o, 3, NULL, 0);
+	ck_assert_int_eq(partition_manifest_parse(told, "d", &mold, &e), 0);
+	ck_assert_uint_eq(mold->nsources, 0);
+	ck_assert_int_eq(partition_manifest_compare(mold, mb, "d", &e), 0);
+	partition_manifest_free(mold);
+	free(told);
+	told = strdup(ta);
+	memcpy(strstr(told, "\"mtime_ns\""), "\"mtime_xx\"", 10);
+	err_clear(&e);
+	ck_assert_int_eq(partition_manifest_parse(told, "d", &mold, &e), -1);
+	ck_assert_str_eq(err_name(e.code), "manifest_mismatch");
+	ck_assert_ptr_nonnull(strstr(e.msg, "sources"));
+	free(told);
+
+	partition_manifest_free(mb);
+	partition_manifest_free(ma);
+	free(tb);
+	free(ta);
+	conversion_free(c);
 }
 END_TEST
 
@@ -919,6 +1001,7 @@ static Suite *partition_suite(void)
 	tcase_add_test(tc, test_manifest_round_trip);
 	tcase_add_test(tc, test_manifest_allow_gaps);
 	tcase_add_test(tc, test_manifest_mismatch);
+	tcase_add_test(tc, test_manifest_sources);
 	tcase_add_test(tc, test_manifest_not_ours);
 	tcase_add_test(tc, test_partitions_equal_one_run);
 	tcase_add_test(tc, test_single_file_plan);

@@ -12,12 +12,14 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ckptconv/err.h"
@@ -949,6 +951,161 @@ START_TEST(test_confined_destination_link_refused)
 }
 END_TEST
 
+/* ---- source identities ---- */
+
+#define ASSERT_OK(rc, e) ck_assert_msg((rc) == 0, "%s: %s", err_name((e).code), (e).msg)
+
+static struct store_identity file_id(void)
+{
+	struct store_identity id = {.kind = STORE_ID_FILE,
+				    .dev = 2049,
+				    .ino = 131073,
+				    .size = 4096,
+				    .mtime_ns = 1700000000123456789,
+				    .ctime_ns = 1700000000123456789};
+	return id;
+}
+
+START_TEST(test_identity_differs)
+{
+	struct store_identity a = file_id(), b, o1 = {.kind = STORE_ID_OBJECT}, o2;
+	struct store_identity none = {0};
+	char what[256];
+
+	b = a;
+	ck_assert(!store_identity_differs(&a, &b, false, what, sizeof(what)));
+	ck_assert(!store_identity_differs(&a, &b, true, what, sizeof(what)));
+	b.mtime_ns++;
+	ck_assert(store_identity_differs(&a, &b, false, what, sizeof(what)));
+	ck_assert_str_eq(what, "mtime 1700000000.123456789 -> 1700000000.123456790");
+	ck_assert(store_identity_differs(&a, &b, true, what, sizeof(what)));
+	b = a;
+	b.ctime_ns += 1000000000;
+	ck_assert(store_identity_differs(&a, &b, false, what, sizeof(what)));
+	ck_assert_str_eq(what, "ctime 1700000000.123456789 -> 1700000001.123456789");
+	/* ctime is this host's: a copy on another node with its mtime kept
+	 * has its own. */
+	ck_assert(!store_identity_differs(&a, &b, true, what, sizeof(what)));
+	b = a;
+	b.size = 4095;
+	ck_assert(store_identity_differs(&a, &b, true, what, sizeof(what)));
+	ck_assert_str_eq(what, "size 4096 -> 4095");
+	/* Another inode or device: another file here, but on another host
+	 * (a pod on another node) the same file may have other numbers. */
+	b = a;
+	b.ino = 7;
+	ck_assert(store_identity_differs(&a, &b, false, what, sizeof(what)));
+	ck_assert_str_eq(what, "st_ino 131073 -> 7");
+	ck_assert(!store_identity_differs(&a, &b, true, what, sizeof(what)));
+	b = a;
+	b.dev = 64769;
+	ck_assert(store_identity_differs(&a, &b, false, what, sizeof(what)));
+	ck_assert_str_eq(what, "st_dev 2049 -> 64769");
+	ck_assert(!store_identity_differs(&a, &b, true, what, sizeof(what)));
+	/* Times before the epoch print as seconds and nanoseconds too. */
+	b = a;
+	a.mtime_ns = -1;
+	b.mtime_ns = 0;
+	ck_assert(store_identity_differs(&a, &b, false, what, sizeof(what)));
+	ck_assert_str_eq(what, "mtime -1.999999999 -> 0.000000000");
+
+	/* Objects: the ETag, and the VersionId where both have one. */
+	strcpy(o1.etag, "\"9b2cf535f27731c974343645a3985328\"");
+	o2 = o1;
+	ck_assert(!store_identity_differs(&o1, &o2, true, what, sizeof(what)));
+	strcpy(o2.etag, "\"9b2cf535f27731c974343645a3985328-2\"");
+	ck_assert(store_identity_differs(&o1, &o2, true, what, sizeof(what)));
+	ck_assert_ptr_nonnull(strstr(what, "ETag "));
+	o2 = o1;
+	strcpy(o2.version_id, "3sL4kqtJlcpXroDTDmJ");
+	ck_assert(!store_identity_differs(&o1, &o2, true, what, sizeof(what)));
+	strcpy(o1.version_id, "L4kqtJlcpXroDTDmpUMLUo");
+	ck_assert(store_identity_differs(&o1, &o2, true, what, sizeof(what)));
+	ck_assert_str_eq(what, "VersionId L4kqtJlcpXroDTDmpUMLUo -> 3sL4kqtJlcpXroDTDmJ");
+
+	/* Another kind, or nothing recorded, is never the same. */
+	ck_assert(store_identity_differs(&a, &o1, true, what, sizeof(what)));
+	ck_assert(store_identity_differs(&none, &none, true, what, sizeof(what)));
+}
+END_TEST
+
+static void rewrite_in_place(const char *dir, const char *name, const char *bytes, size_t len)
+{
+	char *p = test_path(dir, name);
+	int fd = open(p, O_WRONLY);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, bytes, len, 0), (ssize_t)len);
+	close(fd);
+	free(p);
+}
+
+START_TEST(test_source_identity_local)
+{
+	struct store_identity id, stale;
+	struct store_source *ids;
+	struct store_view v;
+	struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = 1000000000, .tv_nsec = 5}};
+	struct store *s;
+	char buf[8], *p = test_path(tmpdir, "a.safetensors");
+	struct err e;
+	size_t n;
+
+	err_clear(&e);
+	test_write_file(p, "AAAAAAAAAAAAAAAA", 16);
+	ASSERT_OK(store_open(tmpdir, &s, &e), e);
+	ASSERT_OK(store_read(s, "a.safetensors", 0, buf, 8, &e), e);
+	ASSERT_OK(store_identity(s, "a.safetensors", &id, &e), e);
+	ck_assert_int_eq(id.kind, STORE_ID_FILE);
+	ck_assert_uint_eq(id.size, 16);
+	ASSERT_OK(store_check_sources(s, &e), e);
+	n = store_identities(s, &ids);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(ids[0].name, "a.safetensors");
+	ck_assert(!store_identity_differs(&ids[0].id, &id, false, buf, 1));
+	store_sources_free(ids, n);
+
+	/* Same size, other bytes, written in place: mtime and ctime move. */
+	usleep(20000);
+	rewrite_in_place(tmpdir, "a.safetensors", "BBBB", 4);
+	ck_assert_int_eq(store_check_sources(s, &e), -1);
+	ck_assert_str_eq(err_name(e.code), "source_changed");
+	ck_assert_ptr_nonnull(strstr(e.msg, "a.safetensors"));
+	err_clear(&e);
+	ck_assert_int_eq(store_view(s, "a.safetensors", 0, 8, &v, &e), -1);
+	ck_assert_str_eq(err_name(e.code), "source_changed");
+	store_free(s);
+
+	/* A touch that only sets mtime (ctime follows, too). */
+	err_clear(&e);
+	ASSERT_OK(store_open(tmpdir, &s, &e), e);
+	ASSERT_OK(store_identity(s, "a.safetensors", &id, &e), e);
+	ck_assert_int_eq(utimensat(AT_FDCWD, p, times, 0), 0);
+	ck_assert_int_eq(store_check_sources(s, &e), -1);
+	ck_assert_str_eq(err_name(e.code), "source_changed");
+	ck_assert_msg(strstr(e.msg, "mtime ") != NULL, "%s", e.msg);
+	store_free(s);
+
+	/* An identity recorded by another process: held to it, the file
+	 * that is there now is refused. */
+	stale = id;
+	err_clear(&e);
+	ASSERT_OK(store_open(tmpdir, &s, &e), e);
+	ck_assert_int_eq(store_pin(s, "a.safetensors", &stale, true, &e), -1);
+	ck_assert_str_eq(err_name(e.code), "source_changed");
+	err_clear(&e);
+	ASSERT_OK(store_identity(s, "a.safetensors", &id, &e), e);
+	ASSERT_OK(store_pin(s, "a.safetensors", &id, true, &e), e);
+
+	/* Shrunk: still source_truncated. */
+	ck_assert_int_eq(truncate(p, 4), 0);
+	ck_assert_int_eq(store_check_sources(s, &e), -1);
+	ck_assert_str_eq(err_name(e.code), "source_truncated");
+	store_free(s);
+	free(p);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
 	Suite *s = suite_create("store");
@@ -968,6 +1125,8 @@ static Suite *store_suite(void)
 	tcase_add_test(read, test_read_exact_and_truncated);
 	tcase_add_test(read, test_view_unaligned_window);
 	tcase_add_test(read, test_read_file);
+	tcase_add_test(read, test_identity_differs);
+	tcase_add_test(read, test_source_identity_local);
 	tcase_add_test(write, test_writer_invisible_until_commit);
 	tcase_add_test(write, test_abort_leaves_nothing);
 	tcase_add_test(write, test_put_and_remove);

@@ -4,10 +4,11 @@
 # daemon_plan_once.sh: the daemon reads and plans a job's source once per
 # start.  A queued job keeps the plan its submission made and holds no
 # descriptor of its source while it waits; its runner converts from that
-# plan without reading the source's headers again: a shard whose header is
-# overwritten in place (same size) after submission still converts to the
-# original tensors.  A source whose files changed (one removed) is planned
-# again before it runs, and the output follows the source as it is then.
+# plan without reading the source's headers again.  A source whose files
+# changed (one removed, or a shard's header overwritten in place, same
+# size: another mtime and ctime) is planned again before it runs: the
+# output follows the source as it is then, and the overwritten header
+# fails the job (header_not_object naming the shard) with nothing written.
 # After a restart a queued job is planned again, once: the same overwritten
 # header now fails it (header_not_object naming the shard), and an
 # untouched one converts.  The daemon logs one "job planned" line per plan.
@@ -22,7 +23,7 @@ SHARD=model-00002-of-00005.safetensors
 expect_ok "fixture tiny" "$CKPTCONV" fixture --preset tiny "$DATA/slow-src"
 expect_ok "reference conversion by the CLI" "$CKPTCONV" convert --to native \
 	"$GOLDEN_DIR/tiny/hf" "$TEST_TMP/ref"
-for d in kept changed restarted-ok restarted-bad; do
+for d in kept rewritten changed restarted-ok restarted-bad; do
 	copy_dir "$GOLDEN_DIR/tiny/hf" "$DATA/$d"
 done
 echo "notes" >"$DATA/changed/NOTES.md"
@@ -61,23 +62,26 @@ daemon_start --max-running 1
 hold_runner "$DATA/slow-out"
 submit "queued job" "$DATA/kept" "$DATA/kept-out" native
 KEPT=$JOB
+submit "queued job whose shard will be rewritten" "$DATA/rewritten" "$DATA/rewritten-out" native
+REWRITTEN=$JOB
 submit "queued job whose source will change" "$DATA/changed" "$DATA/changed-out" native
 CHANGED=$JOB
-assert_eq "both wait behind the throttled job" "queued queued" \
-	"$(job_state "$KEPT") $(job_state "$CHANGED")"
-assert_eq "each was planned once, at submission" "1 1" "$(plans "$KEPT") $(plans "$CHANGED")"
+assert_eq "all wait behind the throttled job" "queued queued queued" \
+	"$(job_state "$KEPT") $(job_state "$REWRITTEN") $(job_state "$CHANGED")"
+assert_eq "each was planned once, at submission" "1 1 1" \
+	"$(plans "$KEPT") $(plans "$REWRITTEN") $(plans "$CHANGED")"
 if [ "$(open_under "$DATA/slow-src")" -gt 0 ]; then
 	pass "the running job's source is open (the descriptor count sees it)"
 else
 	fail "the running job's source is open (the descriptor count sees it)" \
 		"$(ls -l /proc/"$DAEMON_PID"/fd)"
 fi
-assert_eq "queued jobs hold no descriptor of their sources" "0 0" \
-	"$(open_under "$DATA/kept") $(open_under "$DATA/changed")"
+assert_eq "queued jobs hold no descriptor of their sources" "0 0 0" \
+	"$(open_under "$DATA/kept") $(open_under "$DATA/rewritten") $(open_under "$DATA/changed")"
 
-overwrite_header "$DATA/kept"
+overwrite_header "$DATA/rewritten"
 expect_fail "the overwritten header is refused by a fresh read" header_not_object "$SHARD" \
-	"$CKPTCONV" inspect "$DATA/kept"
+	"$CKPTCONV" inspect "$DATA/rewritten"
 rm "$DATA/changed/NOTES.md"
 
 api DELETE "/v1/jobs/$SLOW_JOB"
@@ -87,6 +91,25 @@ same_files "... its output equals the CLI's conversion of the original" "$TEST_T
 	"$DATA/kept-out"
 assert_eq "... planned once in all" 1 "$(plans "$KEPT")"
 listing_matches_output "... its per-tensor listing matches the output" "$KEPT" "$DATA/kept-out"
+
+expect_job "the job whose shard was rewritten in place fails" "$REWRITTEN" failed 60
+if grep '"msg":"job source changed since it was planned; planning again"' "$DAEMON_LOG" |
+	grep -q "\"job\":\"$REWRITTEN\""; then
+	pass "... planned again before it ran, saying that its source changed"
+else
+	fail "... planned again before it ran, saying that its source changed" \
+		"$(grep "$REWRITTEN" "$DAEMON_LOG" | tail -5)"
+fi
+assert_eq "... with header_not_object" header_not_object "$(job_field "$REWRITTEN" error.code)"
+case "$(job_field "$REWRITTEN" error.message)" in
+*"$SHARD"*) pass "... naming the shard" ;;
+*) fail "... naming the shard" "$(job_field "$REWRITTEN" error.message)" ;;
+esac
+if [ ! -e "$DATA/rewritten-out" ]; then
+	pass "... and wrote nothing"
+else
+	fail "... and wrote nothing" "$(ls -a "$DATA/rewritten-out")"
+fi
 
 expect_job "the job whose source changed succeeds" "$CHANGED" succeeded 60
 assert_eq "... planned again before it ran" 2 "$(plans "$CHANGED")"

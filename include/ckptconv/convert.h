@@ -46,9 +46,11 @@ const struct plan *conversion_plan(const struct conversion *c);
  * and lists it: 0 when the entries are as noted, so the plan still
  * describes the source and conversion_run may follow; 1 when they differ
  * (a file added, removed, resized, or now a link leading outside the
- * allowed roots): the source changed and must be prepared again.  A change
- * that keeps every size (a header rewritten in place) is not seen, as one
- * made while a conversion runs is not.  Resuming a conversion that is not
+ * allowed roots, or a file planning read that is no longer the version it
+ * read: another inode, mtime or ctime, another ETag): the source changed
+ * and must be prepared again.  The versions are then pinned in the store
+ * (store_pin): a change made while the conversion runs fails it with
+ * source_changed.  Resuming a conversion that is not
  * suspended returns 0 at once.  Codes: store_open's and store_list's
  * (source_not_found, source_unreadable, forbidden_path). */
 int conversion_suspend(struct conversion *c, struct err *e);

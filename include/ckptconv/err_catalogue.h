@@ -188,6 +188,8 @@
 	  "The destination's filesystem lacks room for the output.") \
 	X(ERR_SOURCE_TRUNCATED, "source_truncated", 422, \
 	  "A source file shrank while it was being converted.") \
+	X(ERR_SOURCE_CHANGED, "source_changed", 409, \
+	  "A source file or object changed while the job read it, or since the plan a partition of the job was made from (another inode, size, mtime or ctime; another ETag or VersionId); nothing of the job is published.") \
 	X(ERR_IO_ERROR, "io_error", 500, \
 	  "Reading or writing a file failed (also a write past the file size limit, ulimit -f: \"File too large\"); what was written is removed.") \
 	X(ERR_CANCELLED, "cancelled", 409, \

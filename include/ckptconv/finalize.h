@@ -37,7 +37,9 @@ void finalize_options_init(struct finalize_options *o);
  * see the top of this file; o NULL takes the defaults.  Codes:
  * partition_incomplete (files missing, or neither a manifest nor a
  * checkpoint), manifest_mismatch (a manifest that is not ckptconv's, or a
- * source that no longer gives the planned output), and those of the store,
+ * source that no longer gives the planned output), source_changed (a
+ * source file is not the version the manifest records, before anything is
+ * published or while finalize copies it), and those of the store,
  * ckpt_open, conversion_prepare and o->check_source.  r
  * (conversion_result.h) is initialised in any case and filled on success:
  * the checkpoint's files (index last), tensors, bytes and file_bytes of

@@ -70,7 +70,9 @@ int output_check_space(struct store *dst, const char *what, uint64_t needed, uin
  * from `src` to `dst` under the same name, published whole or not at all:
  * a small one (at most 16 MiB) read at once and put, a larger one streamed
  * through a writer in 4 MiB chunks, `cancelled` (NULL: never) checked
- * between chunks.  Codes: the stores', cancelled. */
+ * between chunks; every file `src` has read is checked against the
+ * version it first read before the copy is published
+ * (store_check_sources).  Codes: the stores', cancelled, source_changed. */
 int output_copy_file(struct store *src, struct store *dst, const char *name,
 		     const atomic_bool *cancelled, struct err *e);
 

@@ -9,15 +9,18 @@
  * convert, which writes the files the scope names and publishes only when
  * the scope says so.  Every partition also writes the same plan manifest
  * (PARTITION_MANIFEST: source, options, plan digest, planned files with
- * the SHA-256 of their header bytes) into the destination, so partitions
- * of different plans cannot mix and finalize (finalize.h, the publish
- * phase) knows what must be there.
+ * the SHA-256 of their header bytes, and the identity of every source file
+ * the plan was made from) into the destination, so partitions of
+ * different plans cannot mix, a partition (or finalize) that finds a
+ * source file changed since the manifest was written refuses it
+ * (source_changed), and finalize (finalize.h, the publish phase) knows
+ * what must be there.
  *
  * Threads: every function from one thread at a time per destination;
  * nothing here keeps global state.
  *
  * Codes: invalid_partition, manifest_mismatch, partition_incomplete,
- * destination_not_empty, insufficient_space, plus the store's and
+ * destination_not_empty, insufficient_space, source_changed, plus the store's and
  * output_prepare's.
  */
 #ifndef CKPTCONV_PARTITION_H
@@ -32,6 +35,7 @@
 
 struct err;
 struct store_config;
+struct store_source;
 struct plan;
 struct store;
 struct store_output_options;
@@ -77,13 +81,13 @@ void partition_scope_fini(struct partition_scope *s);
 /* Whether the run of scope s writes the plan's file `file`. */
 bool partition_scope_writes(const struct partition_scope *s, size_t file);
 
-/* Prepares `dst` for the run of scope s over plan p (built from `source`
- * with options o), before any data moves.  The whole plan: output_prepare
+/* Prepares `dst` for the run of scope s over plan p (built from `source`,
+ * read through `src`, with options o), before any data moves.  The whole plan: output_prepare
  * with `so`, and with so->overwrite the manifest an abandoned partitioned
  * conversion left goes too.  A partition: partition_prepare_output.
  * Codes: theirs. */
 int partition_scope_prepare_output(const struct partition_scope *s, struct store *dst,
-				   const struct plan *p, const char *source,
+				   const struct plan *p, const char *source, struct store *src,
 				   const struct convert_options *o,
 				   const struct store_output_options *so, struct err *e);
 
@@ -109,14 +113,23 @@ struct partition_manifest {
 	bool has_index; /* the output has an index (CKPT_INDEX_NAME) */
 	size_t nfiles;
 	struct partition_file *files;
+	/* The source files the plan was made from, as they were then (names
+	 * relative to the source's directory; none in a manifest of an
+	 * earlier version). */
+	size_t nsources;
+	struct store_source *sources;
 };
 
 /* The manifest's JSON text (malloc'd, NUL-terminated): the same bytes for
- * the same source, options, count and plan.  `source` as given to the
- * conversion; recorded resolved and absolute (local) or with exactly one
- * trailing '/' (an s3:// prefix), so every partition records it alike. */
+ * the same source, options, count, plan and source identities.  `source`
+ * as given to the conversion; recorded resolved and absolute (local) or
+ * with exactly one trailing '/' (an s3:// prefix), so every partition
+ * records it alike.  `sources` (n entries, may be NULL when 0): the
+ * identities the source's store recorded while planning
+ * (store_identities). */
 char *partition_manifest_build(const struct plan *p, const char *source,
-			       const struct convert_options *o, uint32_t count);
+			       const struct convert_options *o, uint32_t count,
+			       const struct store_source *sources, size_t nsources);
 /* Code manifest_mismatch when the text is not a manifest ckptconv wrote. */
 int partition_manifest_parse(const char *json, const char *where, struct partition_manifest **out,
 			     struct err *e);
@@ -125,7 +138,10 @@ void partition_manifest_free(struct partition_manifest *m);
 int partition_manifest_options(const struct partition_manifest *m, struct convert_options *o,
 			       struct err *e);
 /* manifest_mismatch unless `found` (in the destination `where`) describes
- * the same plan as `ours`: same digest, source and partition count. */
+ * the same plan as `ours`: same digest, source and partition count;
+ * source_changed when a source file both name has another identity in
+ * `ours` (store_identity_differs across hosts: pods of one job may run on
+ * different nodes). */
 int partition_manifest_compare(const struct partition_manifest *found,
 			       const struct partition_manifest *ours, const char *where,
 			       struct err *e);
@@ -136,7 +152,7 @@ int partition_manifest_read(struct store *dst, struct partition_manifest **out, 
 /* ---- a partition's destination ---- */
 
 /* Prepares `dst` for the partition of scope s (s->count > 0) of plan `p`
- * (built from `source` with options `o`), before any data moves and
+ * (built from `source`, read through `src`, with options `o`), before any data moves and
  * without touching other partitions' output: a manifest of another plan is
  * refused (manifest_mismatch, even with overwrite); files that belong to
  * no partition of this plan are refused (destination_not_empty) unless
@@ -146,7 +162,7 @@ int partition_manifest_read(struct store *dst, struct partition_manifest **out, 
  * (atomically, harmless when other partitions write it at the same
  * time). */
 int partition_prepare_output(struct store *dst, const struct partition_scope *s,
-			     const struct plan *p, const char *source,
+			     const struct plan *p, const char *source, struct store *src,
 			     const struct convert_options *o, const struct store_output_options *so,
 			     struct err *e);
 

@@ -24,7 +24,8 @@
  * service.  The submission's plan is kept with the queued job, its source
  * closed (conversion_suspend: the memory of a plan per queued job, which
  * max_queued bounds, and no descriptor), and run by the runner unless the
- * source's listing changed meanwhile (then it is planned again).  Jobs
+ * source's listing, or a file the plan was made from, changed meanwhile
+ * (then it is planned again: conversion_resume).  Jobs
  * loaded from records are planned when they run, their locations checked
  * against the policy again.
  *

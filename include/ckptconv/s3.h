@@ -122,6 +122,27 @@ int s3_head(struct s3_client *c, const char *bucket, const char *key, uint64_t *
  * CKPTCONV_S3_RANGE_SIZE (8 MiB) each. */
 int s3_get_range(struct s3_client *c, const char *bucket, const char *key, uint64_t off, void *buf,
 		 size_t len, struct err *e);
+
+#define S3_ETAG_MAX 256
+
+/* One version of an object: its ETag (quotes included, as sent) and
+ * VersionId (where the bucket keeps versions), "" when unknown. */
+struct s3_version {
+	char etag[S3_ETAG_MAX];
+	char version_id[S3_ETAG_MAX];
+};
+
+/* s3_head that also gives the object's version (v). */
+int s3_head_version(struct s3_client *c, const char *bucket, const char *key, uint64_t *size,
+		    struct s3_version *v, struct err *e);
+/* s3_get_range held to one version of the object: with v->etag set, every
+ * GET carries If-Match with it (but for a weak W/ ETag, which If-Match
+ * never matches) and every answer must carry it; else v is filled from the
+ * first answer and the others must carry the same ETag.  A 412 or an answer with another
+ * ETag fails with source_changed naming the object (not retried: the
+ * object is another one now). */
+int s3_get_range_version(struct s3_client *c, const char *bucket, const char *key, uint64_t off,
+			 void *buf, size_t len, struct s3_version *v, struct err *e);
 int s3_put(struct s3_client *c, const char *bucket, const char *key, const void *body, size_t len,
 	   struct err *e);
 /* A missing key is not an error. */

@@ -107,6 +107,34 @@ struct store_config {
 	struct aws_credentials *credentials;
 };
 
+/* What one version of a source file is, recorded when the job first opens
+ * it (a local file: fstat of its descriptor) or first fetches its bytes
+ * (an object: the ETag, and VersionId where the bucket keeps versions, of
+ * the answer); a job reads one version of each source file or fails with
+ * source_changed (issue of the field: checkpoints are re-uploaded to the
+ * same place while jobs read them). */
+enum store_identity_kind { STORE_ID_NONE, STORE_ID_FILE, STORE_ID_OBJECT };
+
+#define STORE_ETAG_MAX S3_ETAG_MAX
+
+struct store_identity {
+	enum store_identity_kind kind;
+	/* STORE_ID_FILE: st_dev and st_ino name the file on this host only;
+	 * st_size, st_mtim and st_ctim (nanoseconds since the epoch) change
+	 * with any write (ctime also with a touch that sets mtime back). */
+	uint64_t dev, ino, size;
+	int64_t mtime_ns, ctime_ns;
+	/* STORE_ID_OBJECT: as the service sends them ("" when absent). */
+	char etag[STORE_ETAG_MAX];
+	char version_id[STORE_ETAG_MAX];
+};
+
+/* One source and its identity (store_identities). */
+struct store_source {
+	char *name; /* owned */
+	struct store_identity id;
+};
+
 struct store_backend {
 	const char *scheme;       /* "file" (no scheme) or "s3": for messages */
 	unsigned caps;            /* enum store_cap bits */
@@ -136,6 +164,14 @@ struct store_backend {
 	char *(*canonical)(const char *location);
 	/* Whether two locations of this backend name the same place. */
 	bool (*same_location)(const char *a, const char *b);
+	/* Optional (NULL: nothing is pinned): the identity of `name` the
+	 * store reads under, recorded on first sight. */
+	int (*identify)(struct store *s, const char *name, struct store_identity *out,
+			struct err *e);
+	/* Optional: every file read so far compared with its identity. */
+	int (*check_sources)(struct store *s, struct err *e);
+	/* Optional: the identities recorded so far, sorted by name. */
+	size_t (*identities)(struct store *s, struct store_source **out);
 };
 
 /* Common head of every backend's struct store_writer: the generic calls
@@ -239,6 +275,59 @@ int store_ensure(struct store *s, const struct store_output_options *o, struct e
  * store_local_free_bytes_hook), UINT64_MAX for an object store.  Code
  * io_error. */
 int store_free_space(struct store *s, uint64_t *out, struct err *e);
+
+/* ---- source identities ----
+ *
+ * A store records the identity (struct store_identity) of each file it
+ * reads the first time it opens or fetches it, and holds every later read
+ * of that file to it: a local store compares its descriptor's fstat on
+ * every view and in store_check_sources; an object store sends If-Match
+ * with the recorded ETag on every ranged GET, and a 412 (or an answer with
+ * another ETag) fails the read.  Either way the code is source_changed,
+ * naming the file and what differs.  Threads: any thread, like
+ * store_read. */
+
+/* The identity `name` is read under, recorded now if it was not yet (a
+ * local file is opened, an object asked with HEAD).  Codes: the store's
+ * (source_not_found, source_unreadable, forbidden_path, s3_*).  A backend
+ * that records nothing gives kind STORE_ID_NONE. */
+int store_identity(struct store *s, const char *name, struct store_identity *out,
+		   struct err *e);
+/* Holds `name` to `id`, an identity recorded before the store was opened
+ * (a job suspended and resumed on this host; a partition manifest,
+ * across_hosts, written by a pod that may run on another node):
+ * source_changed when the file's identity (recorded, else taken now)
+ * differs, compared with store_identity_differs.  An id of kind
+ * STORE_ID_NONE holds to nothing. */
+int store_pin(struct store *s, const char *name, const struct store_identity *id,
+	      bool across_hosts, struct err *e);
+/* Compares every file read so far with its recorded identity (a local
+ * store: one fstat per file; an object store: nothing left to do, its
+ * GETs were conditional); source_changed naming the first that differs.
+ * Called after the last read of the files an output holds and before
+ * publishing it (exec before each commit, convert before the index). */
+int store_check_sources(struct store *s, struct err *e);
+/* The identities recorded so far, sorted by name (*out malloc'd, free
+ * with store_sources_free); the count. */
+size_t store_identities(struct store *s, struct store_source **out);
+void store_sources_free(struct store_source *v, size_t n);
+/* Sorts v (n entries) by name; for backends filling store_identities. */
+void store_sources_sort(struct store_source *v, size_t n);
+
+/* Whether `now` differs from `was`; if so, a phrase naming what differs
+ * ("mtime 1700000000.000000001 -> 1700000000.500000000") in what[len].
+ * Identities of different kinds differ; STORE_ID_NONE on either side
+ * differs from nothing.  ETag, and VersionId when both have one, are
+ * compared for objects.  For local files across_hosts compares what holds
+ * for the same file seen from another node (size and mtime), not st_dev
+ * and st_ino, which name a file on one host's mount only, nor ctime,
+ * which differs between copies of one file made with their mtimes kept
+ * (rsync -a to each node's disk).  Pure, any thread. */
+bool store_identity_differs(const struct store_identity *was, const struct store_identity *now,
+			    bool across_hosts, char *what, size_t len);
+/* Sets source_changed naming location/name and `what`; returns -1. */
+int store_changed_error(const struct store *s, const char *name, const char *what,
+			struct err *e);
 
 /* Sets forbidden_path naming location/name as a file that leads outside
  * the allowed roots (for an entry of kind STORE_OUTSIDE); returns -1. */
