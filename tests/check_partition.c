@@ -479,7 +479,7 @@ START_TEST(test_manifest_allow_gaps)
 
 	for (gaps = 0; gaps <= 1; gaps++) {
 		o.allow_gaps = gaps;
-		text = partition_manifest_build(p, src, &o, 3);
+		text = partition_manifest_build(p, src, &o, 3, NULL, 0);
 		ck_assert_int_eq(partition_manifest_parse(text, "here", &m, &e), 0);
 		ck_assert_int_eq(m->allow_gaps, gaps);
 		ck_assert_int_eq(partition_manifest_options(m, &back, &e), 0);
