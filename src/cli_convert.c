@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <poll.h>
 #include <pthread.h>
@@ -40,7 +41,8 @@ static const char usage_text[] =
 	"Usage: ckptconv convert --to native|hf [--ep-size N --ep-rank R]\n"
 	"                        [--dtype auto|bf16|f16|f32|f64|keep] [--max-shard-size 5GB]\n"
 	"                        [--exclude REGEX] [--threads N] [--max-rate 200MB]\n"
-	"                        [--partition I/N] [--overwrite] [--no-fsync] [--dry-run]\n"
+	"                        [--partition I/N] [--overwrite] [--resume] [--no-fsync]\n"
+	"                        [--dry-run]\n"
 	"                        [--allow-gaps]\n"
 	"                        [--json] SRC DST\n"
 	"\n"
@@ -66,6 +68,7 @@ enum {
 	OPT_THREADS,
 	OPT_MAX_RATE,
 	OPT_OVERWRITE,
+	OPT_RESUME,
 	OPT_NO_FSYNC,
 	OPT_DRY_RUN,
 	OPT_JSON,
@@ -83,6 +86,7 @@ static const struct option long_options[] = {
 	{"threads", required_argument, NULL, OPT_THREADS},
 	{"max-rate", required_argument, NULL, OPT_MAX_RATE},
 	{"overwrite", no_argument, NULL, OPT_OVERWRITE},
+	{"resume", no_argument, NULL, OPT_RESUME},
 	{"no-fsync", no_argument, NULL, OPT_NO_FSYNC},
 	{"dry-run", no_argument, NULL, OPT_DRY_RUN},
 	{"json", no_argument, NULL, OPT_JSON},
@@ -193,6 +197,9 @@ static int apply_option(struct cli_convert_args *a, const struct cli_extra_optio
 					 &a->options.max_bytes_per_second, a->json);
 	case OPT_OVERWRITE:
 		a->options.overwrite = true;
+		return 0;
+	case OPT_RESUME:
+		a->options.resume = true;
 		return 0;
 	case OPT_NO_FSYNC:
 		a->options.durable = false;
@@ -430,15 +437,20 @@ static void print_result(const struct conversion *c, const struct cli_convert_ar
 	const char *credentials_source =
 		store && store->credentials ? aws_credentials_source(store->credentials) : NULL;
 	double rate = seconds > 0 ? (double)plan->total_bytes / seconds : 0;
-	char size[32], speed[32];
+	char size[32], speed[32], kept_size[32];
+	uint64_t kept_files, kept_bytes;
 	json_t *result;
 	size_t i;
+
+	conversion_kept(c, &kept_files, &kept_bytes);
 
 	if (a->json) {
 		result = json_pack("{s:o, s:I, s:I, s:f, s:f, s:o}", "files", result_files(plan),
 				   "tensors", (json_int_t)plan->ntensors, "bytes",
 				   (json_int_t)plan->total_bytes, "seconds", seconds,
 				   "bytes_per_second", rate, "warnings", string_array(warnings));
+		json_object_set_new(result, "kept_files", json_integer((json_int_t)kept_files));
+		json_object_set_new(result, "kept_bytes", json_integer((json_int_t)kept_bytes));
 		if (a->options.partition_count)
 			json_object_update_new(result, partition_result_json(
 							       plan, a->options.partition_index,
@@ -463,6 +475,11 @@ static void print_result(const struct conversion *c, const struct cli_convert_ar
 	size_format((uint64_t)rate, speed, sizeof(speed));
 	printf("converted %zu tensors (%s) into %zu file%s in %.2f s (%s/s): %s\n", plan->ntensors,
 	       size, plan->nfiles, plan->nfiles == 1 ? "" : "s", seconds, speed, a->dst);
+	if (kept_files) {
+		size_format(kept_bytes, kept_size, sizeof(kept_size));
+		printf("kept %" PRIu64 " file%s (%s) an interrupted run had published\n",
+		       kept_files, kept_files == 1 ? "" : "s", kept_size);
+	}
 }
 
 /* Runs the prepared conversion with the watcher alongside. */

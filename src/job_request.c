@@ -40,7 +40,7 @@ static const char *const request_fields[] = {"source",	"destination", "to",
 static const char *const option_fields[] = {
 	"dtype",     "max_shard_size", "exclude", "expert_parallel", "max_bytes_per_second",
 	"overwrite", "dry_run",	       "s3",	  "partition",	     "finalize",
-	"allow_gaps", NULL};
+	"allow_gaps", "resume",	NULL};
 /* Options that shape a conversion, so make no sense with finalize. */
 static const char *const conversion_only_fields[] = {"dtype",
 						     "max_shard_size",
@@ -51,6 +51,7 @@ static const char *const conversion_only_fields[] = {"dtype",
 						     "dry_run",
 						     "partition",
 						     "allow_gaps",
+						     "resume",
 						     NULL};
 
 static bool name_listed(const char *const *names, const char *name)

@@ -20,8 +20,10 @@
 
 #include "ckptconv/adapter.h"
 #include "ckptconv/ckpt.h"
+#include "ckptconv/crc32c.h"
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
+#include "ckptconv/manifest.h"
 #include "ckptconv/output.h"
 #include "ckptconv/partition.h"
 #include "ckptconv/plan.h"
@@ -252,8 +254,9 @@ char *partition_manifest_build(const struct plan *p, const char *source,
 				      json_pack("{s:s, s:o, s:s}", "name", p->files[i].name, "size",
 						json_u64(p->files[i].size), "header_sha256", sha));
 	}
-	root = json_pack("{s:s, s:i, s:s, s:I, s:o, s:s, s:b, s:o}", "format", MANIFEST_FORMAT,
-			 "version", MANIFEST_VERSION, "source", canonical, "partitions",
+	root = json_pack("{s:s, s:i, s:s, s:o, s:I, s:o, s:s, s:b, s:o}", "format",
+			 MANIFEST_FORMAT, "version", MANIFEST_VERSION, "source", canonical,
+			 "source_files", manifest_source_files_json(p->src), "partitions",
 			 (json_int_t)count, "options", manifest_options(p, o), "plan_digest",
 			 digest, "index", p->index_json != NULL, "files", files);
 	text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -372,7 +375,7 @@ static int parse_root(const json_t *root, struct partition_manifest *m, const ch
 	if (json_integer_value(json_object_get(root, "version")) != MANIFEST_VERSION)
 		return not_a_manifest(where, "an unknown version", e);
 	if (!source || !*source || !is_hex_digest(digest) || !json_is_boolean(index) ||
-	    !get_u32(json_object_get(root, "partitions"), &m->count) || m->count == 0)
+	    !get_u32(json_object_get(root, "partitions"), &m->count))
 		return not_a_manifest(where, "source, plan_digest, index or partitions", e);
 	m->source = xstrdup(source);
 	memcpy(m->plan_digest, digest, 65);
@@ -534,21 +537,25 @@ static bool is_planned(const struct plan *p, const char *name)
 	return false;
 }
 
-static bool belongs(const struct plan *p, bool same_plan, const struct store_entry *entry)
+static bool belongs(const struct plan *p, bool same_plan, bool foreign_records,
+		    const struct store_entry *entry)
 {
-	if (store_is_temporary(entry->name) || strcmp(entry->name, PARTITION_MANIFEST) == 0)
+	if (store_is_temporary(entry->name))
 		return true;
+	if (manifest_is_record(entry->name))
+		return !foreign_records;
 	return same_plan && entry->kind == STORE_FILE && is_planned(p, entry->name);
 }
 
 static int refuse_others(const struct store *dst, const struct plan *p, bool same_plan,
-			 const struct store_entry *entries, size_t n, struct err *e)
+			 bool foreign_records, const struct store_entry *entries, size_t n,
+			 struct err *e)
 {
 	char names[200] = "";
 	size_t i, shown = 0, others = 0, used = 0;
 
 	for (i = 0; i < n; i++) {
-		if (belongs(p, same_plan, &entries[i]))
+		if (belongs(p, same_plan, foreign_records, &entries[i]))
 			continue;
 		others++;
 		if (shown == 3 || used >= sizeof(names) - 1)
@@ -585,18 +592,21 @@ static int put_manifest(struct store *dst, const char *json, struct err *e)
 	return store_put(dst, PARTITION_MANIFEST, json, strlen(json), e);
 }
 
-/* manifest_mismatch when the destination's manifest is another plan's;
- * *same_plan when it is this plan's. */
+/* manifest_mismatch when the destination's manifest is another
+ * partitioned plan's; *same_plan when it is this plan's; *foreign when it
+ * is the manifest of a conversion that was not partitioned (its records
+ * go with its checkpoint). */
 static int check_manifest(struct store *dst, const char *manifest_json, bool *same_plan,
-			  struct err *e)
+			  bool *foreign, struct err *e)
 {
 	struct partition_manifest *found = NULL, *ours = NULL;
 	int rc = -1;
 
-	*same_plan = false;
+	*same_plan = *foreign = false;
 	if (partition_manifest_read(dst, &found, e))
 		goto out;
-	if (!found) {
+	if (!found || found->count == 0) {
+		*foreign = found != NULL;
 		rc = 0;
 		goto out;
 	}
@@ -615,19 +625,23 @@ static int check_destination(struct store *dst, const struct plan *p, const char
 			     const struct store_output_options *so, bool *same_plan, struct err *e)
 {
 	struct store_entry *entries;
-	size_t n;
+	bool foreign;
+	size_t n, i;
 	int rc = -1;
 
 	/* Listed before the manifest is read: a partition puts the manifest
 	 * before its first file, so any file listed here is covered by it. */
 	if (output_list(dst, &entries, &n, e))
 		return -1;
-	if (check_manifest(dst, manifest_json, same_plan, e))
+	if (check_manifest(dst, manifest_json, same_plan, &foreign, e))
 		goto out;
-	if (!so->overwrite && refuse_others(dst, p, *same_plan, entries, n, e))
+	if (!so->overwrite && refuse_others(dst, p, *same_plan, foreign, entries, n, e))
 		goto out;
 	if (so->overwrite && !*same_plan && output_remove_previous(dst, entries, n, e))
 		goto out;
+	for (i = 0; so->overwrite && foreign && i < n; i++)
+		if (manifest_is_record(entries[i].name) && store_remove(dst, entries[i].name, e))
+			goto out;
 	rc = 0;
 out:
 	store_entries_free(entries, n);
@@ -904,6 +918,83 @@ out:
 	return rc;
 }
 
+/* One checksum record for the finished checkpoint, as a conversion that
+ * is not partitioned leaves: the partitions' records merged, the copied
+ * files (read back: they are small) and the index added; then the
+ * partitions' records go.  A partition's record that misses one of its
+ * files leaves that file out: verify --checksums checks what is recorded. */
+static int merge_sums(struct store *dst, const struct partition_manifest *m,
+		      const struct plan *p, struct err *e)
+{
+	struct manifest_sums *all = NULL, *part = NULL;
+	struct store_entry st;
+	char digest[65], *name;
+	uint32_t g, crc;
+	size_t i;
+	int rc = -1;
+
+	plan_digest(p, digest);
+	all = manifest_sums_new(digest, NULL, MANIFEST_SUMS_NAME);
+	for (g = 0; g < m->count; g++) {
+		name = manifest_sums_name(g, m->count);
+		rc = manifest_sums_read(dst, name, &part, e);
+		free(name);
+		if (rc)
+			goto out;
+		for (i = 0; part && i < part->n; i++)
+			manifest_sums_note(all, part->files[i].name, part->files[i].size,
+					   part->files[i].crc32c, NULL);
+		manifest_sums_free(part);
+		part = NULL;
+	}
+	rc = -1;
+	for (i = 0; i < p->copy_files.len; i++) {
+		if (store_stat(dst, p->copy_files.items[i], &st, e) ||
+		    manifest_file_crc32c(dst, p->copy_files.items[i], st.size, &crc, e))
+			goto out;
+		manifest_sums_note(all, p->copy_files.items[i], st.size, crc, NULL);
+	}
+	for (i = 0; i < p->nputs; i++)
+		manifest_sums_note(all, p->puts[i].name, p->puts[i].len,
+				   crc32c(0, p->puts[i].data, p->puts[i].len), NULL);
+	if (p->index_json)
+		manifest_sums_note(all, CKPT_INDEX_NAME, strlen(p->index_json),
+				   crc32c(0, p->index_json, strlen(p->index_json)), NULL);
+	all->dst = dst;
+	if (manifest_sums_write(all, e))
+		goto out;
+	for (g = 0; g < m->count; g++) {
+		name = manifest_sums_name(g, m->count);
+		rc = store_remove(dst, name, e);
+		free(name);
+		if (rc)
+			goto out;
+	}
+	rc = 0;
+out:
+	manifest_sums_free(part);
+	manifest_sums_free(all);
+	return rc;
+}
+
+/* The manifest becomes the one a conversion that is not partitioned
+ * leaves (0 partitions): the destination is a finished conversion of the
+ * plan, which a partition of it no longer writes into. */
+static int finish_manifest(struct store *dst, const struct partition_manifest *m,
+			   const struct plan *p, struct err *e)
+{
+	struct convert_options o;
+	char *text;
+	int rc;
+
+	if (partition_manifest_options(m, &o, e))
+		return -1;
+	text = partition_manifest_build(p, m->source, &o, 0);
+	rc = store_put(dst, PARTITION_MANIFEST, text, strlen(text), e);
+	free(text);
+	return rc;
+}
+
 static void fill_result(const struct plan *p, const struct strvec *warnings, const char *source,
 			struct finalize_result *r)
 {
@@ -964,7 +1055,8 @@ static int finalize_planned(struct store *dst, const struct partition_manifest *
 	p = conversion_plan(c);
 	if (store_ensure(dst, &(struct store_output_options){.durable = o->durable}, e))
 		goto out;
-	if (publish(dst, m->source, p, o->store, e) || store_remove(dst, PARTITION_MANIFEST, e))
+	if (publish(dst, m->source, p, o->store, e) || merge_sums(dst, m, p, e) ||
+	    finish_manifest(dst, m, p, e))
 		goto out;
 	fill_result(p, conversion_warnings(c), m->source, r);
 	rc = 0;
@@ -990,7 +1082,9 @@ int partition_finalize(const char *location, const struct finalize_options *o,
 		return -1;
 	if (partition_manifest_read(dst, &m, e))
 		goto out;
-	rc = m ? finalize_planned(dst, m, o, r, e) : check_finished(location, o->store, r, e);
+	/* A manifest of a conversion that is not partitioned stays with it. */
+	rc = m && m->count ? finalize_planned(dst, m, o, r, e) :
+			     check_finished(location, o->store, r, e);
 	if (rc)
 		finalize_result_fini(r);
 out:

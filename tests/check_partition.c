@@ -173,6 +173,25 @@ static bool exists(const char *dir, const char *name)
 	return yes;
 }
 
+/* The partition count the destination's plan manifest records. */
+static uint32_t manifest_count(const char *dir)
+{
+	char *path = test_path(dir, PARTITION_MANIFEST), *text;
+	struct partition_manifest *m = NULL;
+	struct err e = {0};
+	uint32_t count;
+	size_t len;
+
+	text = (char *)read_whole(path, &len);
+	ck_assert_ptr_nonnull(text);
+	ck_assert_msg(partition_manifest_parse(text, dir, &m, &e) == 0, "%s", e.msg);
+	count = m->count;
+	partition_manifest_free(m);
+	free(text);
+	free(path);
+	return count;
+}
+
 /* The same names and the same bytes in every file. */
 static void assert_same_dirs(const char *want, const char *got)
 {
@@ -445,7 +464,7 @@ START_TEST(test_manifest_not_ours)
 		"{}",
 		"{\"format\": \"something-else\", \"version\": 1}",
 		"{\"format\": \"ckptconv-plan\", \"version\": 2}",
-		"{\"format\": \"ckptconv-plan\", \"version\": 1, \"source\": \"/s\", \"partitions\": 0,"
+		"{\"format\": \"ckptconv-plan\", \"version\": 1, \"source\": \"/s\", \"partitions\": -1,"
 		" \"plan_digest\": \""
 		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 		"\", \"index\": true, \"options\": {\"to\": \"native\", \"dtype\": \"auto\","
@@ -494,7 +513,9 @@ START_TEST(test_partitions_equal_one_run)
 	ck_assert_str_eq(r.files.items[r.files.len - 1], INDEX_NAME);
 	ck_assert_uint_gt(r.tensors, 0);
 	finalize_result_fini(&r);
-	ck_assert(!exists(out, PARTITION_MANIFEST));
+	/* The manifest is a finished conversion's now, as one run leaves. */
+	ck_assert_uint_eq(manifest_count(out), 0);
+	ck_assert(!exists(out, "ckptconv-sums.0.json"));
 	assert_same_dirs(ref, out);
 	/* Idempotent: a finished checkpoint is validated and left as it is. */
 	ck_assert_int_eq(finalize(out, &r, &e), 0);
@@ -531,8 +552,10 @@ START_TEST(test_more_partitions_than_files)
 	struct err e = {0};
 
 	ck_assert_int_eq(convert(out, SHARD, 39, 40, false, &e), 0);
-	ck_assert_uint_eq(list_dir(out, names, 64), 1);
+	/* The manifest and the partition's empty checksum record. */
+	ck_assert_uint_eq(list_dir(out, names, 64), 2);
 	ck_assert_str_eq(names[0], PARTITION_MANIFEST);
+	ck_assert_str_eq(names[1], "ckptconv-sums.39.json");
 	free(out);
 }
 END_TEST
@@ -750,9 +773,12 @@ START_TEST(test_unpartitioned_overwrite)
 	ck_assert_int_eq(convert(out, SHARD, 0, 0, false, &e), -1);
 	ck_assert_str_eq(err_name(e.code), "destination_not_empty");
 	err_clear(&e);
-	/* Replacing an abandoned partitioned conversion drops its manifest. */
+	/* Replacing an abandoned partitioned conversion drops its records:
+	 * the manifest there now is the new conversion's (0 partitions). */
 	ck_assert_int_eq(convert(out, SHARD, 0, 0, true, &e), 0);
-	ck_assert(!exists(out, PARTITION_MANIFEST));
+	ck_assert(!exists(out, "ckptconv-sums.0.json"));
+	ck_assert(exists(out, "ckptconv-sums.json"));
+	ck_assert_uint_eq(manifest_count(out), 0);
 	ck_assert_int_eq(convert(ref, SHARD, 0, 0, false, &e), 0);
 	assert_same_dirs(ref, out);
 	free(ref);

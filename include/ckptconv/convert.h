@@ -65,6 +65,10 @@ void conversion_cancel(struct conversion *c);
  * conversion_run.  Codes: the store's. */
 int conversion_clean_destination(struct conversion *c, struct err *e);
 const struct strvec *conversion_warnings(const struct conversion *c);
+/* The output files a resumed run kept from an interrupted one (convert
+ * options' resume, manifest.h) and their bytes; 0 for a run that kept
+ * none, or before run.  Thread: the runner's, after conversion_run. */
+void conversion_kept(const struct conversion *c, uint64_t *files, uint64_t *bytes);
 
 /* Progress of a run in progress (all zero before run starts). */
 void conversion_progress(const struct conversion *c, struct exec_progress *out);

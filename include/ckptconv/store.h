@@ -144,6 +144,9 @@ struct store_writer {
 	struct store *store;
 	char *name;               /* final name, owned by the backend */
 	uint64_t size;
+	/* The CRC-32C of every range written (crc32c.h), kept by store.c's
+	 * generic calls; backends leave it alone. */
+	struct store_writer_sums *sums;
 };
 
 /* Common head of every backend's struct store. */
@@ -219,6 +222,12 @@ int store_writer_write(struct store_writer *w, uint64_t off, const void *buf, si
 /* Makes the output durable (if o.durable) and publishes it under its final
  * name; frees the writer, even on error. */
 int store_writer_commit(struct store_writer *w, struct err *e);
+/* The CRC-32C of the whole output, combined from the CRCs computed as each
+ * range was written (store_writer_write computes them on the caller's
+ * thread before the backend sees the bytes).  Once every byte is written,
+ * before commit.  Code internal_error when a range is missing or written
+ * twice. */
+int store_writer_crc32c(struct store_writer *w, uint32_t *out, struct err *e);
 /* Discards the temporary output; frees the writer. NULL is a no-op. */
 void store_writer_abort(struct store_writer *w);
 /* Publishes a small file atomically under `name`. */
