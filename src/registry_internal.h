@@ -132,9 +132,11 @@ void registry_sweep_retention(struct registry *r);
 
 /* A runner thread: runs queued jobs until the registry stops. */
 void *registry_runner_main(void *arg);
-/* The result of a conversion: a partition's says what it wrote. */
+/* The result of a conversion: a partition's says what it wrote;
+ * kept_files and kept_bytes, what a resumed run kept (conversion_kept). */
 json_t *registry_conversion_result_json(const struct convert_options *o, const struct plan *plan,
-					const struct strvec *warnings);
+					const struct strvec *warnings, uint64_t kept_files,
+					uint64_t kept_bytes);
 /* Builds j->store (the service's store configuration with j's options.s3
  * over it) and points j->spec.convert.store at it: called before any of
  * j's stores opens.  Code: s3_config. */

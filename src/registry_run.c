@@ -26,7 +26,8 @@
 
 /* ---- results -------------------------------------------------------------- */
 
-static json_t *result_json(const struct plan *plan, const struct strvec *warnings)
+static json_t *result_json(const struct plan *plan, const struct strvec *warnings,
+			   uint64_t kept_files, uint64_t kept_bytes)
 {
 	json_t *files = json_array(), *warn = json_array();
 	size_t i;
@@ -39,25 +40,29 @@ static json_t *result_json(const struct plan *plan, const struct strvec *warning
 		json_array_append_new(files, json_string(plan->copy_files.items[i]));
 	for (i = 0; warnings && i < warnings->len; i++)
 		json_array_append_new(warn, json_string(warnings->items[i]));
-	return json_pack("{s:o, s:I, s:I, s:o}", "files", files, "tensors",
+	return json_pack("{s:o, s:I, s:I, s:o, s:I, s:I}", "files", files, "tensors",
 			 (json_int_t)plan->ntensors, "bytes", (json_int_t)plan->total_file_bytes,
-			 "warnings", warn);
+			 "warnings", warn, "kept_files", (json_int_t)kept_files, "kept_bytes",
+			 (json_int_t)kept_bytes);
 }
 
 /* The result of a conversion: a partition's says what it wrote. */
 json_t *registry_conversion_result_json(const struct convert_options *o, const struct plan *plan,
-					const struct strvec *warnings)
+					const struct strvec *warnings, uint64_t kept_files,
+					uint64_t kept_bytes)
 {
 	json_t *result, *warn;
 	size_t i;
 
 	if (!o->partition_count)
-		return result_json(plan, warnings);
+		return result_json(plan, warnings, kept_files, kept_bytes);
 	result = partition_result_json(plan, o->partition_index, o->partition_count, 0);
 	warn = json_array();
 	for (i = 0; warnings && i < warnings->len; i++)
 		json_array_append_new(warn, json_string(warnings->items[i]));
 	json_object_set_new(result, "warnings", warn);
+	json_object_set_new(result, "kept_files", json_integer((json_int_t)kept_files));
+	json_object_set_new(result, "kept_bytes", json_integer((json_int_t)kept_bytes));
 	return result;
 }
 
@@ -223,10 +228,8 @@ static void cancelled_by_request(struct registry *r, struct job *j)
 static void settle(struct registry *r, struct job *j, struct conversion *conv, int rc,
 		   const struct err *run_error)
 {
-	json_t *result = rc == 0 ? registry_conversion_result_json(&j->spec.convert,
-								   conversion_plan(conv),
-								   conversion_warnings(conv)) :
-				   NULL;
+	uint64_t kept_files, kept_bytes;
+	json_t *result = NULL;
 	bool was_cancelled = rc < 0 && run_error->code && run_error->code == ERR_CANCELLED;
 	enum job_state outcome = JOB_SUCCEEDED;
 	struct err e = {0};
@@ -235,6 +238,11 @@ static void settle(struct registry *r, struct job *j, struct conversion *conv, i
 	double seconds = 0;
 	bool requeued = false;
 
+	conversion_kept(conv, &kept_files, &kept_bytes);
+	if (rc == 0)
+		result = registry_conversion_result_json(&j->spec.convert, conversion_plan(conv),
+							 conversion_warnings(conv), kept_files,
+							 kept_bytes);
 	if (rc < 0 && run_error->code)
 		e = *run_error;
 	else if (rc < 0)
@@ -319,6 +327,9 @@ static int plan_job(struct registry *r, struct job *j, const char *src, const ch
 
 	if (j->claimed)
 		o.overwrite = true;
+	/* A run the service stopped under resumes: what it published stays. */
+	if (j->claimed && j->restarts)
+		o.resume = true;
 	if (conversion_prepare(src, dst, &o, conv, e) < 0 ||
 	    registry_install_tensors(r, j, conversion_plan(*conv), true, e) < 0)
 		return -1;

@@ -167,7 +167,7 @@ static int check_source(struct registry *r, struct job *j, struct job_error *je)
 		j->state = JOB_SUCCEEDED;
 		j->started_ms = j->finished_ms = job_now_ms();
 		j->result =
-			registry_conversion_result_json(&j->spec.convert, plan, &plan->warnings);
+			registry_conversion_result_json(&j->spec.convert, plan, &plan->warnings, 0, 0);
 	} else if (conversion_suspend(conv, &suspend_error) == 0) {
 		/* Not in the table yet: no one else sees j. */
 		j->prepared = conv;
