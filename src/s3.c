@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckptconv/crc32c.h"
 #include "ckptconv/err.h"
 #include "ckptconv/s3.h"
 #include "ckptconv/sigv4.h"
@@ -262,6 +263,7 @@ int s3_put(struct s3_client *c, const char *bucket, const char *key, const void 
 	k.body = body;
 	k.body_len = len;
 	k.content_type = "application/octet-stream";
+	crc32c_base64(crc32c(0, body, len), k.crc32c);
 	rc = s3_perform_one(&k, e);
 	s3_call_fini(&k);
 	return rc;
@@ -296,6 +298,7 @@ int s3_multipart_create(struct s3_client *c, const char *bucket, const char *key
 	k.params = params;
 	k.nparams = 1;
 	k.content_type = "application/octet-stream";
+	k.crc32c_parts = true;
 	if (s3_perform_one(&k, e))
 		goto out;
 	if (asprintf(&where, "s3://%s/%s", bucket, key) < 0)
@@ -310,7 +313,7 @@ out:
 
 int s3_multipart_upload_part(struct s3_client *c, const char *bucket, const char *key,
 			     const char *upload_id, unsigned part_number, const void *body,
-			     size_t len, char **etag, struct err *e)
+			     size_t len, char **etag, char crc32c_out[9], struct err *e)
 {
 	char number[16];
 	struct sigv4_param params[] = {{"partNumber", number}, {"uploadId", upload_id}};
@@ -325,6 +328,9 @@ int s3_multipart_upload_part(struct s3_client *c, const char *bucket, const char
 	k.body = body;
 	k.body_len = len;
 	k.content_type = "application/octet-stream";
+	crc32c_base64(crc32c(0, body, len), k.crc32c);
+	if (crc32c_out)
+		memcpy(crc32c_out, k.crc32c, 9);
 	if (s3_perform_one(&k, e))
 		goto out;
 	if (!k.etag[0]) {
@@ -340,7 +346,8 @@ out:
 }
 
 int s3_multipart_complete(struct s3_client *c, const char *bucket, const char *key,
-			  const char *upload_id, char *const *etags, size_t nparts, struct err *e)
+			  const char *upload_id, char *const *etags, char *const *crc32cs,
+			  size_t nparts, struct err *e)
 {
 	static const char head[] =
 		"<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">";
@@ -357,7 +364,13 @@ int s3_multipart_complete(struct s3_client *c, const char *bucket, const char *k
 		snprintf(part, sizeof(part), "<Part><PartNumber>%zu</PartNumber><ETag>", i + 1);
 		buf_append(&body, part, strlen(part));
 		s3_xml_escape_into(&body, etags[i]);
-		buf_append(&body, "</ETag></Part>", 14);
+		buf_append(&body, "</ETag>", 7);
+		if (crc32cs && crc32cs[i]) {
+			buf_append(&body, "<ChecksumCRC32C>", 16);
+			s3_xml_escape_into(&body, crc32cs[i]);
+			buf_append(&body, "</ChecksumCRC32C>", 17);
+		}
+		buf_append(&body, "</Part>", 7);
 	}
 	buf_append(&body, tail, strlen(tail));
 	s3_call_init(&k, c, "CompleteMultipartUpload", "POST", bucket, key);

@@ -63,6 +63,7 @@ struct s3_part {
 	uint64_t filled;
 	bool sent;
 	char *etag;
+	char crc32c[9]; /* base64, as sent */
 };
 
 struct s3_writer {
@@ -385,7 +386,7 @@ static int send_part(struct s3_writer *w, size_t i, struct err *e)
 	int rc;
 
 	rc = s3_multipart_upload_part(s->client, s->bucket, w->key, w->upload_id, (unsigned)i + 1,
-				      w->parts[i].buf->data, len, &etag, e);
+				      w->parts[i].buf->data, len, &etag, w->parts[i].crc32c, e);
 	pthread_mutex_lock(&w->lock);
 	buffer_put(w->parts[i].buf);
 	w->parts[i].buf = NULL;
@@ -468,6 +469,7 @@ static int commit_multipart(struct s3_writer *w, struct err *e)
 {
 	struct s3_store *s = s3s(w->base.store);
 	char **etags = xcalloc(w->nparts, sizeof(*etags));
+	char **crcs = xcalloc(w->nparts, sizeof(*crcs));
 	size_t i;
 	int rc = -1;
 
@@ -481,9 +483,12 @@ static int commit_multipart(struct s3_writer *w, struct err *e)
 			goto out;
 		}
 		etags[i] = w->parts[i].etag;
+		crcs[i] = w->parts[i].crc32c;
 	}
-	rc = s3_multipart_complete(s->client, s->bucket, w->key, w->upload_id, etags, w->nparts, e);
+	rc = s3_multipart_complete(s->client, s->bucket, w->key, w->upload_id, etags, crcs,
+				   w->nparts, e);
 out:
+	free(crcs);
 	free(etags);
 	return rc;
 }

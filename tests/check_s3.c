@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "ckptconv/aws_credentials.h"
+#include "ckptconv/crc32c.h"
 #include "ckptconv/err.h"
 #include "ckptconv/job.h"
 #include "ckptconv/s3.h"
@@ -687,7 +688,7 @@ static int complete_with(int errors, const char *code, struct fake **out, struct
 	complete_error_code = code;
 	*out = fake_start(complete_then_error);
 	c = client();
-	rc = s3_multipart_complete(c, "bkt", "out/model.safetensors", "up1", etags, 2, e);
+	rc = s3_multipart_complete(c, "bkt", "out/model.safetensors", "up1", etags, NULL, 2, e);
 	s3_client_free(c);
 	return rc;
 }
@@ -1086,10 +1087,23 @@ START_TEST(test_multipart_writer)
 	ck_assert_int_eq(f->completes, 0);
 	ck_assert_msg(store_writer_commit(w, &e) == 0, "%s", e.msg);
 	ck_assert_int_eq(f->completes, 1);
-	ck_assert_ptr_nonnull(strstr(
-		f->complete_body, "<Part><PartNumber>1</PartNumber><ETag>&quot;etag-1&quot;</ETag>"
-				  "</Part><Part><PartNumber>2</PartNumber><ETag>&quot;etag-2&quot;"
-				  "</ETag></Part><Part><PartNumber>3</PartNumber>"));
+	/* Each part listed with the CRC-32C it was sent with. */
+	{
+		char want[512], c1[9], c2[9], c3[9];
+		size_t part = 5u << 20;
+
+		crc32c_base64(crc32c(0, data, part), c1);
+		crc32c_base64(crc32c(0, data + part, part), c2);
+		crc32c_base64(crc32c(0, data + 2 * part, OUT_SIZE - 2 * part), c3);
+		snprintf(want, sizeof(want),
+			 "<Part><PartNumber>1</PartNumber><ETag>&quot;etag-1&quot;</ETag>"
+			 "<ChecksumCRC32C>%s</ChecksumCRC32C></Part><Part><PartNumber>2</PartNumber>"
+			 "<ETag>&quot;etag-2&quot;</ETag><ChecksumCRC32C>%s</ChecksumCRC32C></Part>"
+			 "<Part><PartNumber>3</PartNumber><ETag>&quot;etag-3&quot;</ETag>"
+			 "<ChecksumCRC32C>%s</ChecksumCRC32C></Part>",
+			 c1, c2, c3);
+		ck_assert_msg(strstr(f->complete_body, want), "%s", f->complete_body);
+	}
 	ck_assert_uint_eq(f->object.len, OUT_SIZE);
 	ck_assert(memcmp(f->object.s, data, OUT_SIZE) == 0);
 	ck_assert_uint_eq(f->parts[2].len, 12345);

@@ -106,20 +106,28 @@ int s3_head(struct s3_client *c, const char *bucket, const char *key, uint64_t *
  * CKPTCONV_S3_RANGE_SIZE (8 MiB) each. */
 int s3_get_range(struct s3_client *c, const char *bucket, const char *key, uint64_t off, void *buf,
 		 size_t len, struct err *e);
+/* Sent with its x-amz-checksum-crc32c, so S3 refuses a body that arrives
+ * otherwise (BadDigest). */
 int s3_put(struct s3_client *c, const char *bucket, const char *key, const void *body, size_t len,
 	   struct err *e);
 /* A missing key is not an error. */
 int s3_delete(struct s3_client *c, const char *bucket, const char *key, struct err *e);
 
+/* Announces CRC-32C part checksums (x-amz-checksum-algorithm CRC32C). */
 int s3_multipart_create(struct s3_client *c, const char *bucket, const char *key, char **upload_id,
 			struct err *e);
-/* part_number from 1; *etag malloc'd. */
+/* part_number from 1; *etag malloc'd.  The part goes with its
+ * x-amz-checksum-crc32c (and x-amz-sdk-checksum-algorithm), so S3 refuses
+ * a part corrupted on the way; crc32c_out (NULL: not wanted) receives
+ * that base64 value for s3_multipart_complete. */
 int s3_multipart_upload_part(struct s3_client *c, const char *bucket, const char *key,
 			     const char *upload_id, unsigned part_number, const void *body,
-			     size_t len, char **etag, struct err *e);
-/* etags[i] is the ETag of part i+1. */
+			     size_t len, char **etag, char crc32c_out[9], struct err *e);
+/* etags[i] is the ETag of part i+1; crc32cs[i] (crc32cs NULL: none) its
+ * base64 CRC-32C, listed as ChecksumCRC32C. */
 int s3_multipart_complete(struct s3_client *c, const char *bucket, const char *key,
-			  const char *upload_id, char *const *etags, size_t nparts, struct err *e);
+			  const char *upload_id, char *const *etags, char *const *crc32cs,
+			  size_t nparts, struct err *e);
 /* Returns 1 (not an error) when the server does not implement the call
  * (405 or 501). */
 int s3_multipart_abort(struct s3_client *c, const char *bucket, const char *key,
