@@ -20,9 +20,9 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#include "ckptconv/ckpt.h"
 #include "ckptconv/aws_credentials.h"
 #include "ckptconv/cli.h"
+#include "ckptconv/conversion_result.h"
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
 #include "ckptconv/exclude.h"
@@ -404,82 +404,33 @@ static void watcher_stop(struct watcher *w, const sigset_t *saved, bool succeede
 	pthread_sigmask(SIG_SETMASK, saved, NULL);
 }
 
-static json_t *result_files(const struct plan *plan)
-{
-	json_t *files = json_array();
-	size_t i;
-
-	for (i = 0; i < plan->nfiles; i++)
-		json_array_append_new(files, json_string(plan->files[i].name));
-	for (i = 0; i < plan->copy_files.len; i++)
-		json_array_append_new(files, json_string(plan->copy_files.items[i]));
-	if (plan->index_json)
-		json_array_append_new(files, json_string(CKPT_INDEX_NAME));
-	return files;
-}
-
-static json_t *string_array(const struct strvec *v)
-{
-	json_t *array = json_array();
-	size_t i;
-
-	for (i = 0; v && i < v->len; i++)
-		json_array_append_new(array, json_string(v->items[i]));
-	return array;
-}
-
 static void print_result(const struct conversion *c, const struct cli_convert_args *a,
 			 double seconds)
 {
-	const struct plan *plan = conversion_plan(c);
-	const struct strvec *warnings = conversion_warnings(c);
 	const struct store_config *store = a->options.store;
 	const char *credentials_source =
 		store && store->credentials ? aws_credentials_source(store->credentials) : NULL;
-	double rate = seconds > 0 ? (double)plan->total_bytes / seconds : 0;
-	char size[32], speed[32], kept_size[32];
-	uint64_t kept_files, kept_bytes;
+	struct conversion_result r;
 	json_t *result;
 	size_t i;
 
-	conversion_kept(c, &kept_files, &kept_bytes);
-
+	conversion_result_init(&r);
+	conversion_describe_result(c, &r);
+	r.seconds = seconds;
+	if (((store_location_caps(a->src) | store_location_caps(a->dst)) & STORE_REMOTE) &&
+	    credentials_source)
+		r.credentials_source = xstrdup(credentials_source);
 	if (a->json) {
-		result = json_pack("{s:o, s:I, s:I, s:f, s:f, s:o}", "files", result_files(plan),
-				   "tensors", (json_int_t)plan->ntensors, "bytes",
-				   (json_int_t)plan->total_bytes, "seconds", seconds,
-				   "bytes_per_second", rate, "warnings", string_array(warnings));
-		json_object_set_new(result, "kept_files", json_integer((json_int_t)kept_files));
-		json_object_set_new(result, "kept_bytes", json_integer((json_int_t)kept_bytes));
-		if (a->options.partition_count)
-			json_object_update_new(result, partition_result_json(
-							       plan, a->options.partition_index,
-							       a->options.partition_count, seconds));
-		if (((store_location_caps(a->src) | store_location_caps(a->dst)) & STORE_REMOTE) &&
-		    credentials_source)
-			json_object_set_new(result, "credentials_source",
-					    json_string(credentials_source));
+		result = conversion_result_to_json(&r);
 		json_dumpf(result, stdout, JSON_COMPACT);
 		fputc('\n', stdout);
 		json_decref(result);
-		return;
+	} else {
+		for (i = 0; i < r.warnings.len; i++)
+			fprintf(stderr, "ckptconv: warning: %s\n", r.warnings.items[i]);
+		conversion_result_print(stdout, &r, a->dst);
 	}
-	for (i = 0; warnings && i < warnings->len; i++)
-		fprintf(stderr, "ckptconv: warning: %s\n", warnings->items[i]);
-	if (a->options.partition_count) {
-		partition_print_result(stdout, plan, a->options.partition_index,
-				       a->options.partition_count, a->dst, seconds);
-		return;
-	}
-	size_format(plan->total_bytes, size, sizeof(size));
-	size_format((uint64_t)rate, speed, sizeof(speed));
-	printf("converted %zu tensors (%s) into %zu file%s in %.2f s (%s/s): %s\n", plan->ntensors,
-	       size, plan->nfiles, plan->nfiles == 1 ? "" : "s", seconds, speed, a->dst);
-	if (kept_files) {
-		size_format(kept_bytes, kept_size, sizeof(kept_size));
-		printf("kept %" PRIu64 " file%s (%s) an interrupted run had published\n",
-		       kept_files, kept_files == 1 ? "" : "s", kept_size);
-	}
+	conversion_result_fini(&r);
 }
 
 /* Runs the prepared conversion with the watcher alongside. */

@@ -7,11 +7,14 @@
  * finished checkpoint it only validates it, so running it twice is safe.
  */
 #include <getopt.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <string.h>
 
 #include "ckptconv/cli.h"
+#include "ckptconv/conversion_result.h"
 #include "ckptconv/err.h"
+#include "ckptconv/finalize.h"
 #include "ckptconv/partition.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
@@ -74,27 +77,15 @@ static int parse_args(int argc, char **argv, struct finalize_args *a)
 	return 0;
 }
 
-static json_t *strvec_json(const struct strvec *v)
-{
-	json_t *array = json_array();
-	size_t i;
-
-	for (i = 0; i < v->len; i++)
-		json_array_append_new(array, json_string(v->items[i]));
-	return array;
-}
-
-static void print_result(const struct finalize_result *r, const struct finalize_args *a)
+static void print_result(struct conversion_result *r, const struct finalize_args *a)
 {
 	char size[32];
 	json_t *out;
 	size_t i;
 
 	if (a->json) {
-		out = json_pack("{s:s, s:b, s:o, s:I, s:I, s:o}", "destination", a->dst,
-				"already_finished", r->already_finished, "files",
-				strvec_json(&r->files), "tensors", (json_int_t)r->tensors, "bytes",
-				(json_int_t)r->bytes, "warnings", strvec_json(&r->warnings));
+		r->destination = xstrdup(a->dst);
+		out = conversion_result_to_json(r);
 		json_dumpf(out, stdout, JSON_COMPACT);
 		fputc('\n', stdout);
 		json_decref(out);
@@ -104,18 +95,19 @@ static void print_result(const struct finalize_result *r, const struct finalize_
 		fprintf(stderr, "ckptconv: warning: %s\n", r->warnings.items[i]);
 	size_format(r->bytes, size, sizeof(size));
 	if (r->already_finished)
-		printf("%s is already a finished checkpoint: %zu tensors (%s) in %zu files\n",
+		printf("%s is already a finished checkpoint: %" PRIu64
+		       " tensors (%s) in %zu files\n",
 		       a->dst, r->tensors, size, r->files.len);
 	else
-		printf("finalized %s: %zu tensors (%s) in %zu files\n", a->dst, r->tensors, size,
-		       r->files.len);
+		printf("finalized %s: %" PRIu64 " tensors (%s) in %zu files\n", a->dst, r->tensors,
+		       size, r->files.len);
 }
 
 int cli_finalize(int argc, char **argv)
 {
 	struct finalize_options o;
 	struct store_config store;
-	struct finalize_result r;
+	struct conversion_result r;
 	struct finalize_args a;
 	struct err e = {0};
 	int rc;
@@ -132,12 +124,12 @@ int cli_finalize(int argc, char **argv)
 	finalize_options_init(&o);
 	o.durable = !a.no_fsync;
 	o.store = &store;
-	if (partition_finalize(a.dst, &o, &r, &e) != 0) {
+	if (finalize_destination(a.dst, &o, &r, &e) != 0) {
 		cli_print_error(&e, a.json);
 		rc = cli_exit_code(&e);
 	} else {
 		print_result(&r, &a);
-		finalize_result_fini(&r);
+		conversion_result_fini(&r);
 		rc = EXIT_OK;
 	}
 	cli_store_config_fini(&store);

@@ -19,6 +19,7 @@
 #include "ckptconv/adapter.h"
 #include "ckptconv/automodel.h"
 #include "ckptconv/ckpt.h"
+#include "ckptconv/conversion_result.h"
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
 #include "ckptconv/crc32c.h"
@@ -52,8 +53,9 @@ struct conversion {
 
 	/* What this conversion published outside exec, for the cleanup. */
 	struct strvec published;
-	bool *skip_file;            /* a partition: the files it does not write */
-
+	/* What a run writes and whether it publishes (the whole plan, or a
+	 * partition's group): computed once, when the plan is made. */
+	struct partition_scope scope;
 	/* The destination's records (manifest.h). */
 	struct manifest_sums *sums; /* this run's checksum record */
 	bool *kept_file;            /* files kept from an interrupted run */
@@ -180,6 +182,7 @@ int conversion_prepare(const char *src, const char *dst, const struct convert_op
 		conversion_free(c);
 		return -1;
 	}
+	partition_scope_init(&c->scope, c->plan, o->partition_index, o->partition_count);
 	*out = c;
 	return 0;
 }
@@ -194,7 +197,7 @@ void conversion_free(struct conversion *c)
 	ckpt_free(c->ckpt);
 	automodel_free(c->automodel);
 	strvec_fini(&c->published);
-	free(c->skip_file);
+	partition_scope_fini(&c->scope);
 	free(c->kept_file);
 	manifest_sums_free(c->sums);
 	strvec_fini(&c->warnings);
@@ -214,6 +217,48 @@ const struct plan *conversion_plan(const struct conversion *c)
 const struct strvec *conversion_warnings(const struct conversion *c)
 {
 	return &c->warnings;
+}
+
+void conversion_describe_result(const struct conversion *c, struct conversion_result *r)
+{
+	const struct partition_scope *scope = &c->scope;
+	const struct plan *p = c->plan;
+	size_t i;
+
+	for (i = 0; i < p->nfiles; i++) {
+		if (!partition_scope_writes(scope, i))
+			continue;
+		strvec_push(&r->files, p->files[i].name);
+		r->file_bytes += p->files[i].size;
+	}
+	conversion_totals(c, &r->tensors, &r->bytes);
+	for (i = 0; scope->publishes && i < p->copy_files.len; i++)
+		strvec_push(&r->files, p->copy_files.items[i]);
+	for (i = 0; scope->publishes && i < p->nputs; i++)
+		strvec_push(&r->files, p->puts[i].name);
+	if (scope->publishes && p->index_json)
+		strvec_push(&r->files, CKPT_INDEX_NAME);
+	for (i = 0; i < c->warnings.len; i++)
+		strvec_push(&r->warnings, c->warnings.items[i]);
+	r->partition_index = scope->index;
+	r->partition_count = scope->count;
+	r->planned_files = scope->count ? p->nfiles : 0;
+	r->kept_files = c->kept_files;
+	r->kept_bytes = c->kept_bytes;
+}
+
+void conversion_totals(const struct conversion *c, uint64_t *tensors, uint64_t *bytes)
+{
+	const struct plan *p = c->plan;
+	size_t i;
+
+	*tensors = *bytes = 0;
+	for (i = 0; i < p->ntensors; i++) {
+		if (!partition_scope_writes(&c->scope, p->tensors[i].file))
+			continue;
+		(*tensors)++;
+		*bytes += p->tensors[i].nbytes;
+	}
 }
 
 /* ---- waiting ------------------------------------------------------------ */
@@ -384,10 +429,10 @@ static bool is_stale(const struct conversion *c, const char *name)
 
 	if (!store_is_temporary(name))
 		return false;
-	if (!c->skip_file)
+	if (!c->scope.skip_file)
 		return true;
 	for (i = 0; i < c->plan->nfiles; i++)
-		if (!c->skip_file[i] && store_is_temporary_of(name, c->plan->files[i].name))
+		if (!c->scope.skip_file[i] && store_is_temporary_of(name, c->plan->files[i].name))
 			return true;
 	return false;
 }
@@ -420,7 +465,7 @@ static int keep_published(struct conversion *c, const struct store_output_option
 	plan_digest(c->plan, digest);
 	c->kept_file = xcalloc(c->plan->nfiles ? c->plan->nfiles : 1, sizeof(bool));
 	if (sums && strcmp(sums->plan_digest, digest) == 0 &&
-	    manifest_keep_files(c->dst, c->plan, c->skip_file, sums, entries, n, c->kept_file,
+	    manifest_keep_files(c->dst, c->plan, c->scope.skip_file, sums, entries, n, c->kept_file,
 				&c->kept_files, &c->kept_bytes, e))
 		goto out;
 	/* The new record starts with the files kept (written by start_records). */
@@ -432,7 +477,7 @@ static int keep_published(struct conversion *c, const struct store_output_option
 			goto out;
 	}
 	for (i = 0; i < c->plan->nfiles; i++)
-		mine += !c->skip_file || !c->skip_file[i];
+		mine += !c->scope.skip_file || !c->scope.skip_file[i];
 	if (c->kept_files < mine && !c->opts.partition_count &&
 	    store_remove(c->dst, CKPT_INDEX_NAME, e))
 		goto out;
@@ -521,9 +566,9 @@ static int prepare_destination(struct conversion *c, struct err *e)
 	name = manifest_sums_name(c->opts.partition_index, c->opts.partition_count);
 	c->sums = manifest_sums_new(digest, NULL, name); /* written from start_records on */
 	free(name);
-	if (c->opts.partition_count) {
-		rc = partition_prepare_output(c->dst, c->plan, c->src_location, &c->opts, &so,
-					      &c->skip_file, e);
+	if (c->scope.count) {
+		rc = partition_scope_prepare_output(&c->scope, c->dst, c->plan, c->src_location,
+						    &c->opts, &so, e);
 		if (rc == 0 && c->opts.resume)
 			rc = resume_partition(c, &so, e);
 	} else if (c->opts.resume)
@@ -545,14 +590,15 @@ static int note_copied(struct conversion *c, const char *name, struct err *e)
 	return manifest_sums_note(c->sums, name, st.size, crc, e);
 }
 
-/* The non-weight files (config.json, tokenizer, ...), before the weights. */
+/* The non-weight files (config.json, tokenizer, ...), before the weights,
+ * when the run publishes (a partition's come with finalize). */
 static int copy_files(struct conversion *c, struct err *e)
 {
 	const struct plan *p = c->plan;
 	size_t i;
 
-	if (c->opts.partition_count)
-		return 0; /* finalize copies them */
+	if (!c->scope.publishes)
+		return 0;
 	if (output_copy_files(c->ckpt->store, c->dst, &p->copy_files, &c->cancelled,
 			      &c->published, e))
 		return -1;
@@ -581,7 +627,7 @@ static int note_published(void *arg, uint32_t file, uint32_t crc, struct err *e)
 static int execute_plan(struct conversion *c, struct exec_pool *pool, struct err *e)
 {
 	struct exec_options eo = {.max_bytes_per_second = c->opts.max_bytes_per_second,
-				  .skip_file = c->skip_file,
+				  .skip_file = c->scope.skip_file,
 				  .kept_file = c->kept_file,
 				  .published = note_published,
 				  .published_arg = c};
@@ -593,15 +639,16 @@ static int execute_plan(struct conversion *c, struct exec_pool *pool, struct err
 	return exec_run_execute(run, pool, e);
 }
 
-/* The index last: its presence says the checkpoint is complete. */
+/* The index last: its presence says the checkpoint is complete.  A run
+ * that does not publish leaves it to finalize. */
 static int publish_index(struct conversion *c, struct err *e)
 {
 	const char *json = c->plan->index_json;
 
 	if (is_cancelled(c))
 		return cancelled_error(e);
-	if (!json || c->opts.partition_count)
-		return 0; /* a partitioned conversion's index comes with finalize */
+	if (!json || !c->scope.publishes)
+		return 0;
 	if (output_publish_index(c->dst, json, &c->published, e))
 		return -1;
 	return manifest_sums_note(c->sums, CKPT_INDEX_NAME, strlen(json),
@@ -616,7 +663,7 @@ static void remove_published(struct conversion *c, bool shards)
 
 	output_remove_published(c->dst, &c->published);
 	for (i = 0; shards && i < c->plan->nfiles; i++)
-		if ((!c->skip_file || !c->skip_file[i]) && (!c->kept_file || !c->kept_file[i]))
+		if (partition_scope_writes(&c->scope, i) && (!c->kept_file || !c->kept_file[i]))
 			store_remove(c->dst, c->plan->files[i].name, NULL);
 	if (!c->sums || !c->sums->dst)
 		return; /* the records were not started */
@@ -664,26 +711,24 @@ out:
 static void output_names(const struct conversion *c, struct strvec *names)
 {
 	const struct plan *p = c->plan;
-	uint32_t count = c->opts.partition_count;
-	bool *skip = count ? partition_skip_files(p, c->opts.partition_index, count) : NULL;
+	bool publishes = c->scope.publishes;
 	char *sums;
 	size_t i;
 
-	if (!count && p->index_json)
+	if (publishes && p->index_json)
 		strvec_push(names, CKPT_INDEX_NAME);
 	for (i = 0; i < p->nfiles; i++)
-		if (!skip || !skip[i])
+		if (partition_scope_writes(&c->scope, i))
 			strvec_push(names, p->files[i].name);
-	for (i = 0; !count && i < p->copy_files.len; i++)
+	for (i = 0; publishes && i < p->copy_files.len; i++)
 		strvec_push(names, p->copy_files.items[i]);
-	for (i = 0; !count && i < p->nputs; i++)
+	for (i = 0; publishes && i < p->nputs; i++)
 		strvec_push(names, p->puts[i].name);
-	sums = manifest_sums_name(c->opts.partition_index, count);
+	sums = manifest_sums_name(c->scope.index, c->scope.count);
 	strvec_push(names, sums);
 	free(sums);
-	if (!count)
+	if (!c->scope.count)
 		strvec_push(names, PARTITION_MANIFEST);
-	free(skip);
 }
 
 int conversion_clean_destination(struct conversion *c, struct err *e)

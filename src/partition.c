@@ -5,9 +5,8 @@
  * files and the plan manifest, never the index; partitions of another plan
  * are kept out by the manifest, and a destination is prepared without
  * touching what other partitions are writing into it at the same time.
- * Finalize plans again from the manifest's source and options, checks that
- * every planned file is there with the planned size and header bytes, copies
- * the non-weight files, publishes the index last and removes the manifest.
+ * The groups are computed once per prepared conversion, as its scope, which
+ * convert follows; finalize.c is the publish phase.
  */
 #include <fcntl.h>
 #include <inttypes.h>
@@ -20,8 +19,7 @@
 
 #include "ckptconv/adapter.h"
 #include "ckptconv/ckpt.h"
-#include "ckptconv/crc32c.h"
-#include "ckptconv/convert.h"
+#include "ckptconv/convert_options.h"
 #include "ckptconv/err.h"
 #include "ckptconv/manifest.h"
 #include "ckptconv/output.h"
@@ -149,79 +147,41 @@ bool *partition_skip_files(const struct plan *p, uint32_t index, uint32_t count)
 	return skip;
 }
 
-/* The files, tensors and bytes of group `index`. */
-static void group_totals(const struct plan *p, const uint32_t *groups, uint32_t index,
-			 size_t *files, size_t *tensors, uint64_t *bytes)
-{
-	size_t i;
+/* ---- the scope of a run ------------------------------------------------- */
 
-	*files = *tensors = 0;
-	*bytes = 0;
-	for (i = 0; i < p->nfiles; i++)
-		*files += groups[i] == index;
-	for (i = 0; i < p->ntensors; i++) {
-		if (groups[p->tensors[i].file] != index)
-			continue;
-		(*tensors)++;
-		*bytes += p->tensors[i].nbytes;
-	}
+void partition_scope_init(struct partition_scope *s, const struct plan *p, uint32_t index,
+			  uint32_t count)
+{
+	memset(s, 0, sizeof(*s));
+	s->index = index;
+	s->count = count;
+	s->publishes = count == 0;
+	if (count)
+		s->skip_file = partition_skip_files(p, index, count);
 }
 
-void partition_totals(const struct plan *p, uint32_t index, uint32_t count, uint64_t *tensors,
-		      uint64_t *bytes)
+void partition_scope_fini(struct partition_scope *s)
 {
-	uint32_t *groups;
-	size_t nfiles, ntensors;
-
-	if (count == 0) {
-		*tensors = p->ntensors;
-		*bytes = p->total_bytes;
-		return;
-	}
-	groups = partition_groups(p, count);
-	group_totals(p, groups, index, &nfiles, &ntensors, bytes);
-	free(groups);
-	*tensors = ntensors;
+	free(s->skip_file);
+	memset(s, 0, sizeof(*s));
 }
 
-json_t *partition_result_json(const struct plan *p, uint32_t index, uint32_t count, double seconds)
+bool partition_scope_writes(const struct partition_scope *s, size_t file)
 {
-	uint32_t *groups = partition_groups(p, count);
-	json_t *files = json_array(), *out;
-	size_t nfiles, tensors, i;
-	uint64_t bytes;
-
-	for (i = 0; i < p->nfiles; i++)
-		if (groups[i] == index)
-			json_array_append_new(files, json_string(p->files[i].name));
-	group_totals(p, groups, index, &nfiles, &tensors, &bytes);
-	free(groups);
-	out = json_pack("{s:o, s:I, s:I, s:{s:I, s:I, s:I}}", "files", files, "tensors",
-			(json_int_t)tensors, "bytes", (json_int_t)bytes, "partition", "index",
-			(json_int_t)index, "count", (json_int_t)count, "planned_files",
-			(json_int_t)p->nfiles);
-	if (seconds > 0)
-		json_object_set_new(out, "bytes_per_second", json_real((double)bytes / seconds));
-	return out;
+	return !s->skip_file || !s->skip_file[file];
 }
 
-void partition_print_result(FILE *out, const struct plan *p, uint32_t index, uint32_t count,
-			    const char *dst, double seconds)
+int partition_scope_prepare_output(const struct partition_scope *s, struct store *dst,
+				   const struct plan *p, const char *source,
+				   const struct convert_options *o,
+				   const struct store_output_options *so, struct err *e)
 {
-	uint32_t *groups = partition_groups(p, count);
-	size_t files, tensors;
-	char size[32], speed[32];
-	uint64_t bytes;
-
-	group_totals(p, groups, index, &files, &tensors, &bytes);
-	free(groups);
-	size_format(bytes, size, sizeof(size));
-	size_format(seconds > 0 ? (uint64_t)((double)bytes / seconds) : 0, speed, sizeof(speed));
-	fprintf(out,
-		"partition %" PRIu32 "/%" PRIu32 ": converted %zu tensors (%s) into %zu of %zu"
-		" files in %.2f s (%s/s): %s\n"
-		"run `ckptconv finalize %s` once all %" PRIu32 " partitions have succeeded\n",
-		index, count, tensors, size, files, p->nfiles, seconds, speed, dst, dst, count);
+	if (s->count)
+		return partition_prepare_output(dst, s, p, source, o, so, e);
+	if (output_prepare(dst, so, e))
+		return -1;
+	/* An abandoned partitioned conversion's manifest goes with its files. */
+	return so->overwrite ? store_remove(dst, PARTITION_MANIFEST, e) : 0;
 }
 
 /* ---- the manifest -------------------------------------------------------- */
@@ -573,14 +533,14 @@ static int refuse_others(const struct store *dst, const struct plan *p, bool sam
 }
 
 /* Room on a local destination for this partition's files and the manifest. */
-static int check_space(struct store *dst, const struct plan *p, const bool *skip,
+static int check_space(struct store *dst, const struct plan *p, const struct partition_scope *s,
 		       size_t manifest_len, struct err *e)
 {
 	uint64_t needed = manifest_len;
 	size_t i;
 
 	for (i = 0; i < p->nfiles; i++)
-		if (!skip[i] && !u64_add(needed, p->files[i].size, &needed))
+		if (partition_scope_writes(s, i) && !u64_add(needed, p->files[i].size, &needed))
 			needed = UINT64_MAX;
 	return output_check_space(dst, "this partition", needed, 0, e);
 }
@@ -648,36 +608,31 @@ out:
 	return rc;
 }
 
-int partition_prepare_output(struct store *dst, const struct plan *p, const char *source,
+int partition_prepare_output(struct store *dst, const struct partition_scope *s,
+			     const struct plan *p, const char *source,
 			     const struct convert_options *o, const struct store_output_options *so,
-			     bool **skip_file, struct err *e)
+			     struct err *e)
 {
 	char *manifest = NULL;
-	bool *skip = NULL, same_plan = false;
+	bool same_plan = false;
 	int rc = -1;
 
-	*skip_file = NULL;
-	if (partition_check(o->partition_index, o->partition_count, e))
+	if (partition_check(s->index, s->count, e))
 		return -1;
 	/* The store is shared with other writers: its own preparation would
 	 * refuse or remove their output. */
 	if (store_ensure(dst, so, e))
 		return -1;
-	manifest = partition_manifest_build(p, source, o, o->partition_count);
-	if (check_destination(dst, p, manifest, so, &same_plan, e))
-		goto out;
-	skip = partition_skip_files(p, o->partition_index, o->partition_count);
-	if (check_space(dst, p, skip, strlen(manifest), e))
+	manifest = partition_manifest_build(p, source, o, s->count);
+	if (check_destination(dst, p, manifest, so, &same_plan, e) ||
+	    check_space(dst, p, s, strlen(manifest), e))
 		goto out;
 	/* An equal manifest is not put again, so a partition starting while
 	 * others run never rewrites the object they may be reading. */
 	if (!same_plan && put_manifest(dst, manifest, e))
 		goto out;
-	*skip_file = skip;
-	skip = NULL;
 	rc = 0;
 out:
-	free(skip);
 	free(manifest);
 	return rc;
 }
@@ -825,270 +780,5 @@ out_entries:
 	store_entries_free(entries, n);
 out:
 	free(bad);
-	return rc;
-}
-
-/* ---- finalize ----------------------------------------------------------- */
-
-void finalize_options_init(struct finalize_options *o)
-{
-	memset(o, 0, sizeof(*o));
-	o->durable = true;
-}
-
-void finalize_result_fini(struct finalize_result *r)
-{
-	if (!r)
-		return;
-	free(r->source);
-	strvec_fini(&r->files);
-	strvec_fini(&r->warnings);
-	memset(r, 0, sizeof(*r));
-}
-
-/* No manifest: the destination must be a finished checkpoint already. */
-static int check_finished(const char *location, const struct store_config *cfg,
-			  struct finalize_result *r, struct err *e)
-{
-	struct err local = {0};
-	struct ckpt *ck;
-	size_t i;
-
-	if (ckpt_open_config(location, 0, cfg, &ck, &local)) {
-		if (local.code == ERR_SOURCE_NOT_FOUND ||
-		    local.code == ERR_NOT_A_CHECKPOINT)
-			return err_set(e, ERR_PARTITION_INCOMPLETE,
-				       "%s: holds neither a plan manifest (%s) nor a finished"
-				       " checkpoint; run the partitions first",
-				       location, PARTITION_MANIFEST);
-		keep_error(e, &local);
-		return -1;
-	}
-	r->already_finished = true;
-	for (i = 0; i < ck->nfiles; i++)
-		strvec_push(&r->files, ck->files[i].name);
-	for (i = 0; i < ck->copy_files.len; i++)
-		strvec_push(&r->files, ck->copy_files.items[i]);
-	if (ck->has_index)
-		strvec_push(&r->files, CKPT_INDEX_NAME);
-	r->tensors = ck->ntensors;
-	r->bytes = ck->total_bytes;
-	ckpt_free(ck);
-	return 0;
-}
-
-/* The location the source's relative file names resolve against (a single
- * *.safetensors file stands for its directory, as in ckpt_open). */
-static char *source_dir(const char *source)
-{
-	const char *slash = strrchr(source, '/');
-	enum store_entry_kind kind;
-	bool file;
-	char *dir;
-
-	file = store_location_kind(source, &kind, NULL) == 0 && kind == STORE_FILE;
-	if (!file || !slash)
-		return xstrdup(file ? "." : source);
-	dir = xstrdup(source);
-	dir[slash == source ? 1 : slash - source] = '\0';
-	return dir;
-}
-
-/* The non-weight files, then the index; on failure the copies go again. */
-static int publish(struct store *dst, const char *source, const struct plan *p,
-		   const struct store_config *cfg, struct err *e)
-{
-	char *dir = source_dir(source);
-	struct strvec published = {0};
-	struct store *src;
-	int rc = -1;
-
-	if (store_open_config(dir, cfg, &src, e))
-		goto out;
-	if (output_copy_files(src, dst, &p->copy_files, NULL, &published, e) ||
-	    output_put_files(dst, p, NULL, &published, e) ||
-	    (p->index_json && output_publish_index(dst, p->index_json, &published, e)))
-		output_remove_published(dst, &published);
-	else
-		rc = 0;
-	strvec_fini(&published);
-	store_free(src);
-out:
-	free(dir);
-	return rc;
-}
-
-/* One checksum record for the finished checkpoint, as a conversion that
- * is not partitioned leaves: the partitions' records merged, the copied
- * files (read back: they are small) and the index added; then the
- * partitions' records go.  A partition's record that misses one of its
- * files leaves that file out: verify --checksums checks what is recorded. */
-static int merge_sums(struct store *dst, const struct partition_manifest *m,
-		      const struct plan *p, struct err *e)
-{
-	struct manifest_sums *all = NULL, *part = NULL;
-	struct store_entry st;
-	char digest[65], *name;
-	uint32_t g, crc;
-	size_t i;
-	int rc = -1;
-
-	plan_digest(p, digest);
-	all = manifest_sums_new(digest, NULL, MANIFEST_SUMS_NAME);
-	for (g = 0; g < m->count; g++) {
-		name = manifest_sums_name(g, m->count);
-		rc = manifest_sums_read(dst, name, &part, e);
-		free(name);
-		if (rc)
-			goto out;
-		for (i = 0; part && i < part->n; i++)
-			manifest_sums_note(all, part->files[i].name, part->files[i].size,
-					   part->files[i].crc32c, NULL);
-		manifest_sums_free(part);
-		part = NULL;
-	}
-	rc = -1;
-	for (i = 0; i < p->copy_files.len; i++) {
-		if (store_stat(dst, p->copy_files.items[i], &st, e) ||
-		    manifest_file_crc32c(dst, p->copy_files.items[i], st.size, &crc, e))
-			goto out;
-		manifest_sums_note(all, p->copy_files.items[i], st.size, crc, NULL);
-	}
-	for (i = 0; i < p->nputs; i++)
-		manifest_sums_note(all, p->puts[i].name, p->puts[i].len,
-				   crc32c(0, p->puts[i].data, p->puts[i].len), NULL);
-	if (p->index_json)
-		manifest_sums_note(all, CKPT_INDEX_NAME, strlen(p->index_json),
-				   crc32c(0, p->index_json, strlen(p->index_json)), NULL);
-	all->dst = dst;
-	if (manifest_sums_write(all, e))
-		goto out;
-	for (g = 0; g < m->count; g++) {
-		name = manifest_sums_name(g, m->count);
-		rc = store_remove(dst, name, e);
-		free(name);
-		if (rc)
-			goto out;
-	}
-	rc = 0;
-out:
-	manifest_sums_free(part);
-	manifest_sums_free(all);
-	return rc;
-}
-
-/* The manifest becomes the one a conversion that is not partitioned
- * leaves (0 partitions): the destination is a finished conversion of the
- * plan, which a partition of it no longer writes into. */
-static int finish_manifest(struct store *dst, const struct partition_manifest *m,
-			   const struct plan *p, struct err *e)
-{
-	struct convert_options o;
-	char *text;
-	int rc;
-
-	if (partition_manifest_options(m, &o, e))
-		return -1;
-	text = partition_manifest_build(p, m->source, &o, 0);
-	rc = store_put(dst, PARTITION_MANIFEST, text, strlen(text), e);
-	free(text);
-	return rc;
-}
-
-static void fill_result(const struct plan *p, const struct strvec *warnings, const char *source,
-			struct finalize_result *r)
-{
-	size_t i;
-
-	for (i = 0; i < p->nfiles; i++)
-		strvec_push(&r->files, p->files[i].name);
-	for (i = 0; i < p->copy_files.len; i++)
-		strvec_push(&r->files, p->copy_files.items[i]);
-	for (i = 0; i < p->nputs; i++)
-		strvec_push(&r->files, p->puts[i].name);
-	if (p->index_json)
-		strvec_push(&r->files, CKPT_INDEX_NAME);
-	for (i = 0; warnings && i < warnings->len; i++)
-		strvec_push(&r->warnings, warnings->items[i]);
-	r->tensors = p->ntensors;
-	r->bytes = p->total_bytes;
-	r->source = xstrdup(source);
-}
-
-/* Plans again from the manifest's source and options: the same digest
- * proves the source still gives what the partitions wrote. */
-static int replan(const char *location, const struct partition_manifest *m,
-		  const struct store_config *cfg, struct conversion **out, struct err *e)
-{
-	struct convert_options o;
-	char digest[65];
-
-	*out = NULL;
-	if (partition_manifest_options(m, &o, e))
-		return -1;
-	o.store = cfg;
-	if (conversion_prepare(m->source, location, &o, out, e))
-		return -1;
-	plan_digest(conversion_plan(*out), digest);
-	if (strcmp(digest, m->plan_digest) == 0)
-		return 0;
-	conversion_free(*out);
-	*out = NULL;
-	return err_set(e, ERR_MANIFEST_MISMATCH,
-		       "%s: the source %s no longer gives the planned output (plan digest %.12s,"
-		       " the manifest's %.12s)",
-		       location, m->source, digest, m->plan_digest);
-}
-
-static int finalize_planned(struct store *dst, const struct partition_manifest *m,
-			    const struct finalize_options *o, struct finalize_result *r,
-			    struct err *e)
-{
-	struct conversion *c = NULL;
-	const struct plan *p;
-	int rc = -1;
-
-	if (o->check_source && o->check_source(m->source, o->check_source_arg, e))
-		goto out;
-	if (replan(dst->location, m, o->store, &c, e) || partition_check_files(dst, m, e))
-		goto out;
-	p = conversion_plan(c);
-	if (store_ensure(dst, &(struct store_output_options){.durable = o->durable}, e))
-		goto out;
-	if (publish(dst, m->source, p, o->store, e) || merge_sums(dst, m, p, e) ||
-	    finish_manifest(dst, m, p, e))
-		goto out;
-	fill_result(p, conversion_warnings(c), m->source, r);
-	rc = 0;
-out:
-	conversion_free(c);
-	return rc;
-}
-
-int partition_finalize(const char *location, const struct finalize_options *o,
-		       struct finalize_result *r, struct err *e)
-{
-	struct finalize_options defaults;
-	struct partition_manifest *m = NULL;
-	struct store *dst;
-	int rc = -1;
-
-	memset(r, 0, sizeof(*r));
-	if (!o) {
-		finalize_options_init(&defaults);
-		o = &defaults;
-	}
-	if (store_open_config(location, o->store, &dst, e))
-		return -1;
-	if (partition_manifest_read(dst, &m, e))
-		goto out;
-	/* A manifest of a conversion that is not partitioned stays with it. */
-	rc = m && m->count ? finalize_planned(dst, m, o, r, e) :
-			     check_finished(location, o->store, r, e);
-	if (rc)
-		finalize_result_fini(r);
-out:
-	partition_manifest_free(m);
-	store_free(dst);
 	return rc;
 }

@@ -122,8 +122,9 @@ void registry_write_states(struct registry *r, struct job *j, const uint8_t *sta
 void registry_load_states(struct registry *r, struct job *j);
 /* Opens the job's tensor listing if it is not open yet (lock held). */
 void registry_open_tensors(struct registry *r, struct job *j);
-/* Writes the listing of `plan` for j and makes it the job's. */
-int registry_install_tensors(struct registry *r, struct job *j, const struct plan *plan,
+/* Writes the listing of conv's plan for j and makes it the job's, with
+ * its totals (a partition's group) as the progress totals. */
+int registry_install_tensors(struct registry *r, struct job *j, const struct conversion *conv,
 			     bool durable, struct err *e);
 /* Removes the records of finished jobs past retention. */
 void registry_sweep_retention(struct registry *r);
@@ -132,11 +133,9 @@ void registry_sweep_retention(struct registry *r);
 
 /* A runner thread: runs queued jobs until the registry stops. */
 void *registry_runner_main(void *arg);
-/* The result of a conversion: a partition's says what it wrote;
- * kept_files and kept_bytes, what a resumed run kept (conversion_kept). */
-json_t *registry_conversion_result_json(const struct convert_options *o, const struct plan *plan,
-					const struct strvec *warnings, uint64_t kept_files,
-					uint64_t kept_bytes);
+/* A job's result of a prepared or finished conversion
+ * (conversion_result_to_json; a partition's says what it wrote). */
+json_t *registry_conversion_result_json(const struct conversion *conv);
 /* Builds j->store (the service's store configuration with j's options.s3
  * over it) and points j->spec.convert.store at it: called before any of
  * j's stores opens.  Code: s3_config. */

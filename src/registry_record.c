@@ -25,7 +25,6 @@
 #include "ckptconv/job_record.h"
 #include "ckptconv/job_tensors.h"
 #include "ckptconv/log.h"
-#include "ckptconv/partition.h"
 #include "registry_internal.h"
 
 #define PERSIST_INTERVAL 2.0	/* seconds between records of a running job */
@@ -141,10 +140,11 @@ void registry_open_tensors(struct registry *r, struct job *j)
 	free(path);
 }
 
-/* Writes the listing of `plan` for j and makes it the job's. */
-int registry_install_tensors(struct registry *r, struct job *j, const struct plan *plan,
+/* Writes the listing of conv's plan for j and makes it the job's. */
+int registry_install_tensors(struct registry *r, struct job *j, const struct conversion *conv,
 			     bool durable, struct err *e)
 {
+	const struct plan *plan = conversion_plan(conv);
 	struct job_tensors *t = NULL, *old;
 	char *path = job_file(r, j, ".tensors");
 	int rc = -1;
@@ -157,8 +157,7 @@ int registry_install_tensors(struct registry *r, struct job *j, const struct pla
 	free(j->tensor_states);
 	j->tensor_states = NULL;
 	j->ntensor_states = 0;
-	partition_totals(plan, j->spec.convert.partition_index, j->spec.convert.partition_count,
-			 &j->progress.tensors_total, &j->progress.bytes_total);
+	conversion_totals(conv, &j->progress.tensors_total, &j->progress.bytes_total);
 	j->version++;
 	pthread_mutex_unlock(&r->lock);
 	job_tensors_unref(old);

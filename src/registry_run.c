@@ -16,69 +16,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ckptconv/ckpt.h"
+#include "ckptconv/conversion_result.h"
 #include "ckptconv/aws_credentials.h"
 #include "ckptconv/log.h"
-#include "ckptconv/partition.h"
+#include "ckptconv/finalize.h"
 #include "ckptconv/plan.h"
 #include "ckptconv/store.h"
 #include "registry_internal.h"
 
 /* ---- results -------------------------------------------------------------- */
 
-static json_t *result_json(const struct plan *plan, const struct strvec *warnings,
-			   uint64_t kept_files, uint64_t kept_bytes)
+/* The job's result of a prepared (or run) conversion: a partition's says
+ * what it wrote.  Not timed: the job's progress has its seconds. */
+json_t *registry_conversion_result_json(const struct conversion *conv)
 {
-	json_t *files = json_array(), *warn = json_array();
-	size_t i;
+	struct conversion_result result;
+	json_t *j;
 
-	for (i = 0; i < plan->nfiles; i++)
-		json_array_append_new(files, json_string(plan->files[i].name));
-	if (plan->index_json)
-		json_array_append_new(files, json_string(CKPT_INDEX_NAME));
-	for (i = 0; i < plan->copy_files.len; i++)
-		json_array_append_new(files, json_string(plan->copy_files.items[i]));
-	for (i = 0; warnings && i < warnings->len; i++)
-		json_array_append_new(warn, json_string(warnings->items[i]));
-	return json_pack("{s:o, s:I, s:I, s:o, s:I, s:I}", "files", files, "tensors",
-			 (json_int_t)plan->ntensors, "bytes", (json_int_t)plan->total_file_bytes,
-			 "warnings", warn, "kept_files", (json_int_t)kept_files, "kept_bytes",
-			 (json_int_t)kept_bytes);
-}
-
-/* The result of a conversion: a partition's says what it wrote. */
-json_t *registry_conversion_result_json(const struct convert_options *o, const struct plan *plan,
-					const struct strvec *warnings, uint64_t kept_files,
-					uint64_t kept_bytes)
-{
-	json_t *result, *warn;
-	size_t i;
-
-	if (!o->partition_count)
-		return result_json(plan, warnings, kept_files, kept_bytes);
-	result = partition_result_json(plan, o->partition_index, o->partition_count, 0);
-	warn = json_array();
-	for (i = 0; warnings && i < warnings->len; i++)
-		json_array_append_new(warn, json_string(warnings->items[i]));
-	json_object_set_new(result, "warnings", warn);
-	json_object_set_new(result, "kept_files", json_integer((json_int_t)kept_files));
-	json_object_set_new(result, "kept_bytes", json_integer((json_int_t)kept_bytes));
-	return result;
-}
-
-static json_t *finalize_result_json(const struct finalize_result *fr)
-{
-	json_t *files = json_array(), *warn = json_array();
-	size_t i;
-
-	for (i = 0; i < fr->files.len; i++)
-		json_array_append_new(files, json_string(fr->files.items[i]));
-	for (i = 0; i < fr->warnings.len; i++)
-		json_array_append_new(warn, json_string(fr->warnings.items[i]));
-	return json_pack("{s:o, s:I, s:I, s:o, s:{s:s?, s:b}}", "files", files, "tensors",
-			 (json_int_t)fr->tensors, "bytes", (json_int_t)fr->bytes, "warnings", warn,
-			 "finalize", "source", fr->source, "already_finished",
-			 fr->already_finished);
+	conversion_result_init(&result);
+	conversion_describe_result(conv, &result);
+	j = conversion_result_to_json(&result);
+	conversion_result_fini(&result);
+	return j;
 }
 
 /* ---- running -------------------------------------------------------------- */
@@ -228,8 +187,7 @@ static void cancelled_by_request(struct registry *r, struct job *j)
 static void settle(struct registry *r, struct job *j, struct conversion *conv, int rc,
 		   const struct err *run_error)
 {
-	uint64_t kept_files, kept_bytes;
-	json_t *result = NULL;
+	json_t *result = rc == 0 ? registry_conversion_result_json(conv) : NULL;
 	bool was_cancelled = rc < 0 && run_error->code && run_error->code == ERR_CANCELLED;
 	enum job_state outcome = JOB_SUCCEEDED;
 	struct err e = {0};
@@ -238,11 +196,6 @@ static void settle(struct registry *r, struct job *j, struct conversion *conv, i
 	double seconds = 0;
 	bool requeued = false;
 
-	conversion_kept(conv, &kept_files, &kept_bytes);
-	if (rc == 0)
-		result = registry_conversion_result_json(&j->spec.convert, conversion_plan(conv),
-							 conversion_warnings(conv), kept_files,
-							 kept_bytes);
 	if (rc < 0 && run_error->code)
 		e = *run_error;
 	else if (rc < 0)
@@ -283,7 +236,7 @@ static void settle(struct registry *r, struct job *j, struct conversion *conv, i
 static void run_finalize(struct registry *r, struct job *j, const char *dst)
 {
 	struct finalize_options fo;
-	struct finalize_result fr = {0};
+	struct conversion_result fr;
 	struct err e = {0};
 
 	finalize_options_init(&fo);
@@ -292,7 +245,7 @@ static void run_finalize(struct registry *r, struct job *j, const char *dst)
 		fo.check_source_arg = (void *)r->cfg.policy;
 	}
 	fo.store = &j->store;
-	if (registry_job_store(r, j, &e) < 0 || partition_finalize(dst, &fo, &fr, &e) < 0) {
+	if (registry_job_store(r, j, &e) < 0 || finalize_destination(dst, &fo, &fr, &e) < 0) {
 		registry_fail(r, j, &e);
 		goto out;
 	}
@@ -301,9 +254,9 @@ static void run_finalize(struct registry *r, struct job *j, const char *dst)
 	j->progress.tensors_total = j->progress.tensors_done = fr.tensors;
 	j->progress.bytes_total = j->progress.bytes_done = fr.bytes;
 	pthread_mutex_unlock(&r->lock);
-	registry_finish(r, j, JOB_SUCCEEDED, NULL, finalize_result_json(&fr));
+	registry_finish(r, j, JOB_SUCCEEDED, NULL, conversion_result_to_json(&fr));
 out:
-	finalize_result_fini(&fr);
+	conversion_result_fini(&fr);
 }
 
 /* Takes the conversion j's submission planned, if there is one. */
@@ -331,7 +284,7 @@ static int plan_job(struct registry *r, struct job *j, const char *src, const ch
 	if (j->claimed && j->restarts)
 		o.resume = true;
 	if (conversion_prepare(src, dst, &o, conv, e) < 0 ||
-	    registry_install_tensors(r, j, conversion_plan(*conv), true, e) < 0)
+	    registry_install_tensors(r, j, *conv, true, e) < 0)
 		return -1;
 	registry_log_planned(j, conversion_plan(*conv), now_seconds() - started);
 	return 0;

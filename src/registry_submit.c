@@ -155,19 +155,16 @@ static int check_source(struct registry *r, struct job *j, struct job_error *je)
 		job_error_set(je, engine_error_field(e.code), e.code, "%s", e.msg);
 		goto out;
 	}
-	if (registry_install_tensors(r, j, conversion_plan(conv), !j->spec.dry_run, &e) < 0) {
+	if (registry_install_tensors(r, j, conv, !j->spec.dry_run, &e) < 0) {
 		job_error_set(je, "", e.code, "%s", e.msg);
 		goto out;
 	}
 	registry_log_planned(j, conversion_plan(conv), now_seconds() - started);
 	registry_note_credentials(r, j, j->resolved_source, j->resolved_destination);
 	if (j->spec.dry_run) {
-		const struct plan *plan = conversion_plan(conv);
-
 		j->state = JOB_SUCCEEDED;
 		j->started_ms = j->finished_ms = job_now_ms();
-		j->result =
-			registry_conversion_result_json(&j->spec.convert, plan, &plan->warnings, 0, 0);
+		j->result = registry_conversion_result_json(conv);
 	} else if (conversion_suspend(conv, &suspend_error) == 0) {
 		/* Not in the table yet: no one else sees j. */
 		j->prepared = conv;

@@ -313,33 +313,56 @@ static size_t utf8_sequence(const unsigned char *p, size_t n)
 	return len;
 }
 
+/* The code point of the well-formed UTF-8 sequence of len bytes at p. */
+static uint32_t utf8_code_point(const unsigned char *p, size_t len)
+{
+	uint32_t cp = len == 2 ? p[0] & 0x1fu : len == 3 ? p[0] & 0x0fu : p[0] & 0x07u;
+	size_t i;
+
+	for (i = 1; i < len; i++)
+		cp = cp << 6 | (p[i] & 0x3fu);
+	return cp;
+}
+
+/* Whether a terminal acts on cp or draws it invisibly: the C1 controls,
+ * and Unicode's bidirectional and zero-width format characters (UAX #9
+ * explicit formatting; ZWSP/ZWNJ/ZWJ, LRM/RLM, ALM, the line and
+ * paragraph separators, word joiner and invisible operators, BOM), which
+ * can make a shown name read as another (CVE-2021-42574). */
+static bool code_point_hidden(uint32_t cp)
+{
+	return (cp >= 0x80 && cp <= 0x9f) || cp == 0x061c ||
+	       (cp >= 0x200b && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202e) ||
+	       (cp >= 0x2060 && cp <= 0x2064) || (cp >= 0x2066 && cp <= 0x2069) ||
+	       cp == 0xfeff;
+}
+
 void buf_append_printable(struct buf *b, const void *data, size_t n)
 {
 	static const char digits[] = "0123456789abcdef";
 	const unsigned char *p = data, *end = p + n;
 
 	while (p < end) {
-		size_t len = *p >= 0x20 && *p < 0x7f ? 1 : utf8_sequence(p, (size_t)(end - p));
-		char esc[4] = {'\\', 'x', digits[*p >> 4], digits[*p & 0xf]};
+		size_t i, len = *p >= 0x20 && *p < 0x7f ? 1 : utf8_sequence(p, (size_t)(end - p));
 
-		if (len == 1 && *p != '\\') {
-			buf_append(b, p, 1);
-		} else if (*p == '\\') {
+		if (*p == '\\') {
 			buf_append(b, "\\\\", 2);
 			len = 1;
-		} else if (len == 2 && p[0] == 0xc2 && p[1] <= 0x9f) {
-			/* U+0080 to U+009F: the C1 controls */
-			buf_append(b, esc, 4);
-			esc[2] = digits[p[1] >> 4];
-			esc[3] = digits[p[1] & 0xf];
-			buf_append(b, esc, 4);
-		} else if (len) {
-			buf_append(b, p, len);
-		} else {
-			buf_append(b, esc, 4);
-			len = 1;
+			p++;
+			continue;
 		}
-		p += len;
+		if (len == 1 || (len > 1 && !code_point_hidden(utf8_code_point(p, len)))) {
+			buf_append(b, p, len);
+			p += len;
+			continue;
+		}
+		/* a control, a hidden code point or a byte outside UTF-8 */
+		for (i = 0; i < (len ? len : 1); i++) {
+			char esc[4] = {'\\', 'x', digits[p[i] >> 4], digits[p[i] & 0xf]};
+
+			buf_append(b, esc, 4);
+		}
+		p += len ? len : 1;
 	}
 }
 

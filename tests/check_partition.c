@@ -19,8 +19,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ckptconv/conversion_result.h"
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
+#include "ckptconv/finalize.h"
 #include "ckptconv/exec.h"
 #include "ckptconv/partition.h"
 #include "ckptconv/plan.h"
@@ -100,13 +102,13 @@ static void all_partitions(const char *dst, uint64_t max_shard, uint32_t count)
 			      "partition %u: %s: %s", i, err_name(e.code), e.msg);
 }
 
-static int finalize(const char *dst, struct finalize_result *r, struct err *e)
+static int finalize(const char *dst, struct conversion_result *r, struct err *e)
 {
 	struct finalize_options o;
 
 	finalize_options_init(&o);
 	o.durable = false;
-	return partition_finalize(dst, &o, r, e);
+	return finalize_destination(dst, &o, r, e);
 }
 
 static struct plan *plan_of(uint64_t max_shard, struct conversion **c)
@@ -366,6 +368,73 @@ START_TEST(test_groups_of_a_plan)
 }
 END_TEST
 
+/* The results of the partitions of a plan add up to the whole plan's: each
+ * file once, the tensors, tensor bytes and file bytes; only the whole run
+ * lists the copied files and the index.  The JSON form names the
+ * partition. */
+START_TEST(test_partition_results_add_up)
+{
+	struct convert_options o = options(SHARD, 0, 0);
+	struct conversion_result whole, part;
+	uint64_t tensors = 0, bytes = 0, file_bytes = 0, t, b;
+	char *dst = scratch("unused");
+	struct conversion *c;
+	size_t files = 0;
+	struct err e = {0};
+	uint32_t k;
+	json_t *j;
+
+	ck_assert_msg(conversion_prepare(src, dst, &o, &c, &e) == 0, "%s", e.msg);
+	conversion_result_init(&whole);
+	conversion_describe_result(c, &whole);
+	ck_assert_uint_eq(whole.tensors, conversion_plan(c)->ntensors);
+	ck_assert_uint_eq(whole.bytes, conversion_plan(c)->total_bytes);
+	ck_assert_uint_eq(whole.file_bytes, conversion_plan(c)->total_file_bytes);
+	ck_assert_str_eq(whole.files.items[whole.files.len - 1], INDEX_NAME);
+	j = conversion_result_to_json(&whole);
+	ck_assert_ptr_null(json_object_get(j, "partition"));
+	ck_assert_ptr_null(json_object_get(j, "seconds"));
+	json_decref(j);
+	conversion_free(c);
+	for (k = 0; k < 3; k++) {
+		o = options(SHARD, k, 3);
+		ck_assert_msg(conversion_prepare(src, dst, &o, &c, &e) == 0, "%s", e.msg);
+		conversion_result_init(&part);
+		conversion_describe_result(c, &part);
+		conversion_totals(c, &t, &b);
+		ck_assert_uint_eq(t, part.tensors);
+		ck_assert_uint_eq(b, part.bytes);
+		ck_assert_uint_gt(part.files.len, 0);
+		ck_assert_uint_eq(part.planned_files, conversion_plan(c)->nfiles);
+		tensors += part.tensors;
+		bytes += part.bytes;
+		file_bytes += part.file_bytes;
+		files += part.files.len;
+		part.seconds = 2;
+		j = conversion_result_to_json(&part);
+		ck_assert_int_eq(json_integer_value(json_object_get(
+					 json_object_get(j, "partition"), "index")), k);
+		ck_assert_int_eq(json_integer_value(json_object_get(
+					 json_object_get(j, "partition"), "count")), 3);
+		ck_assert_int_eq(json_integer_value(json_object_get(j, "bytes")), part.bytes);
+		ck_assert_int_eq(json_integer_value(json_object_get(j, "file_bytes")),
+				 part.file_bytes);
+		ck_assert(json_real_value(json_object_get(j, "bytes_per_second")) ==
+			  (double)part.bytes / 2);
+		json_decref(j);
+		conversion_result_fini(&part);
+		conversion_free(c);
+	}
+	ck_assert_uint_eq(tensors, whole.tensors);
+	ck_assert_uint_eq(bytes, whole.bytes);
+	ck_assert_uint_eq(file_bytes, whole.file_bytes);
+	/* The whole run's list also has config.json and the index. */
+	ck_assert_uint_eq(files + 2, whole.files.len);
+	conversion_result_fini(&whole);
+	free(dst);
+}
+END_TEST
+
 /* ---- the manifest -------------------------------------------------------- */
 
 START_TEST(test_manifest_round_trip)
@@ -499,7 +568,7 @@ END_TEST
 START_TEST(test_partitions_equal_one_run)
 {
 	char *ref = scratch("ref"), *out = scratch("out");
-	struct finalize_result r;
+	struct conversion_result r;
 	struct err e = {0};
 
 	ck_assert_int_eq(convert(ref, SHARD, 0, 0, false, &e), 0);
@@ -512,7 +581,7 @@ START_TEST(test_partitions_equal_one_run)
 	ck_assert_uint_eq(r.files.len, 14);
 	ck_assert_str_eq(r.files.items[r.files.len - 1], INDEX_NAME);
 	ck_assert_uint_gt(r.tensors, 0);
-	finalize_result_fini(&r);
+	conversion_result_fini(&r);
 	/* The manifest is a finished conversion's now, as one run leaves. */
 	ck_assert_uint_eq(manifest_count(out), 0);
 	ck_assert(!exists(out, "ckptconv-sums.0.json"));
@@ -521,7 +590,7 @@ START_TEST(test_partitions_equal_one_run)
 	ck_assert_int_eq(finalize(out, &r, &e), 0);
 	ck_assert(r.already_finished);
 	ck_assert_uint_eq(r.files.len, 14);
-	finalize_result_fini(&r);
+	conversion_result_fini(&r);
 	assert_same_dirs(ref, out);
 	free(ref);
 	free(out);
@@ -531,7 +600,7 @@ END_TEST
 START_TEST(test_single_file_plan)
 {
 	char *ref = scratch("ref"), *out = scratch("out");
-	struct finalize_result r;
+	struct conversion_result r;
 	struct err e = {0};
 
 	ck_assert_int_eq(convert(ref, 0, 0, 0, false, &e), 0);
@@ -539,7 +608,7 @@ START_TEST(test_single_file_plan)
 	all_partitions(out, 0, 2);
 	ck_assert(exists(out, "model.safetensors"));
 	ck_assert_msg(finalize(out, &r, &e) == 0, "%s", e.msg);
-	finalize_result_fini(&r);
+	conversion_result_fini(&r);
 	assert_same_dirs(ref, out);
 	free(ref);
 	free(out);
@@ -573,7 +642,7 @@ static void all_but(const char *out, uint32_t skipped)
 
 static void assert_incomplete(const char *out, const char *name, const char *why)
 {
-	struct finalize_result r;
+	struct conversion_result r;
 	struct err e = {0};
 	char *needle;
 
@@ -621,7 +690,7 @@ END_TEST
 START_TEST(test_finalize_changed_header)
 {
 	char *out = scratch("out"), names[64][128], *path;
-	struct finalize_result r;
+	struct conversion_result r;
 	struct err e = {0};
 	FILE *f;
 
@@ -637,7 +706,7 @@ START_TEST(test_finalize_changed_header)
 	/* Rerunning the partition that owns the file repairs it. */
 	ck_assert_int_eq(convert(out, SHARD, 0, 3, false, &e), 0);
 	ck_assert_msg(finalize(out, &r, &e) == 0, "%s", e.msg);
-	finalize_result_fini(&r);
+	conversion_result_fini(&r);
 	free(path);
 	free(out);
 }
@@ -646,7 +715,7 @@ END_TEST
 START_TEST(test_finalize_source_changed)
 {
 	char *out = scratch("out"), *path, *text;
-	struct finalize_result r;
+	struct conversion_result r;
 	struct err e = {0};
 	size_t len;
 	char *digest;
@@ -672,7 +741,7 @@ END_TEST
 START_TEST(test_finalize_nothing_there)
 {
 	char *out = scratch("empty");
-	struct finalize_result r;
+	struct conversion_result r;
 	struct err e = {0};
 
 	ck_assert_int_eq(mkdir(out, 0755), 0);
@@ -712,7 +781,7 @@ END_TEST
 START_TEST(test_unrelated_files)
 {
 	char *out = scratch("out"), *notes;
-	struct finalize_result r;
+	struct conversion_result r;
 	struct err e = {0};
 
 	ck_assert_int_eq(mkdir(out, 0755), 0);
@@ -731,7 +800,7 @@ START_TEST(test_unrelated_files)
 	err_clear(&e);
 	ck_assert_int_eq(convert(out, SHARD, 2, 3, true, &e), 0);
 	ck_assert_msg(finalize(out, &r, &e) == 0, "%s", e.msg);
-	finalize_result_fini(&r);
+	conversion_result_fini(&r);
 	ck_assert(exists(out, "notes.txt"));
 	free(notes);
 	free(out);
@@ -741,7 +810,7 @@ END_TEST
 START_TEST(test_overwrite_previous_checkpoint)
 {
 	char *out = scratch("out"), *ref = scratch("ref");
-	struct finalize_result r;
+	struct conversion_result r;
 	struct err e = {0};
 
 	/* A finished checkpoint of another plan (one big shard) is there. */
@@ -756,7 +825,7 @@ START_TEST(test_overwrite_previous_checkpoint)
 	ck_assert_int_eq(convert(out, SHARD, 1, 3, false, &e), 0);
 	ck_assert_int_eq(convert(out, SHARD, 2, 3, false, &e), 0);
 	ck_assert_msg(finalize(out, &r, &e) == 0, "%s", e.msg);
-	finalize_result_fini(&r);
+	conversion_result_fini(&r);
 	ck_assert_int_eq(convert(ref, SHARD, 0, 0, false, &e), 0);
 	assert_same_dirs(ref, out);
 	free(ref);
@@ -796,14 +865,14 @@ START_TEST(test_finalize_source_vetted)
 {
 	char *out = scratch("out"), *seen = NULL, *real = realpath(src, NULL);
 	struct finalize_options o;
-	struct finalize_result r;
+	struct conversion_result r;
 	struct err e = {0};
 
 	all_partitions(out, SHARD, 2);
 	finalize_options_init(&o);
 	o.check_source = refuse_source;
 	o.check_source_arg = &seen;
-	ck_assert_int_eq(partition_finalize(out, &o, &r, &e), -1);
+	ck_assert_int_eq(finalize_destination(out, &o, &r, &e), -1);
 	ck_assert_str_eq(err_name(e.code), "forbidden_path");
 	ck_assert_str_eq(seen, real);
 	ck_assert(!exists(out, INDEX_NAME));
@@ -845,6 +914,7 @@ static Suite *partition_suite(void)
 	tcase_add_test(tc, test_parse);
 	tcase_add_test(tc, test_groups_greedy);
 	tcase_add_test(tc, test_groups_of_a_plan);
+	tcase_add_test(tc, test_partition_results_add_up);
 	tcase_add_test(tc, test_manifest_round_trip);
 	tcase_add_test(tc, test_manifest_mismatch);
 	tcase_add_test(tc, test_manifest_not_ours);

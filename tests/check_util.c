@@ -449,6 +449,14 @@ START_TEST(test_printable)
 	ASSERT_PRINTABLE("\xe4\xb8", "\\xe4\\xb8");		      /* cut short */
 	ASSERT_PRINTABLE("\xe4\x1b[2J", "\\xe4\\x1b[2J");	      /* cut by ESC */
 	ASSERT_PRINTABLE("\xc3", "\\xc3");
+	/* bidirectional overrides and zero-width characters: every byte */
+	ASSERT_PRINTABLE("out\xe2\x80\xaefig.safetensors", "out\\xe2\\x80\\xaefig.safetensors");
+	ASSERT_PRINTABLE("a\xe2\x80\x8bb\xe2\x81\xa6c\xe2\x81\xa9\xef\xbb\xbf",
+			 "a\\xe2\\x80\\x8bb\\xe2\\x81\\xa6c\\xe2\\x81\\xa9\\xef\\xbb\\xbf");
+	ASSERT_PRINTABLE("\xd8\x9c\xe2\x80\xa8", "\\xd8\\x9c\\xe2\\x80\\xa8");
+	/* their neighbours are kept */
+	ASSERT_PRINTABLE("\xe2\x80\x8a\xe2\x80\x90\xe2\x80\xaf\xe2\x81\xa5\xef\xbb\xbe",
+			 "\xe2\x80\x8a\xe2\x80\x90\xe2\x80\xaf\xe2\x81\xa5\xef\xbb\xbe");
 }
 END_TEST
 

@@ -114,6 +114,14 @@ assert_eq "result lists the files written" "config.json model.safetensors" \
 	"$(json_field "$T/result.json" '" ".join(sorted(d["files"]))')"
 assert_eq "result has bytes, seconds, rate, warnings" "True" \
 	"$(json_field "$T/result.json" 'd["bytes"] > 0 and d["seconds"] >= 0 and "bytes_per_second" in d and d["warnings"] == []')"
+# bytes are tensor data bytes (what inspect counts), file_bytes the
+# *.safetensors file's size, header included.
+expect_ok "inspect the --json output" "$CKPTCONV" inspect --json "$T/native-json"
+run_out >"$T/inspect-json-out.json"
+assert_eq "result bytes are the output's tensor bytes" \
+	"$(json_field "$T/inspect-json-out.json" 'd["bytes"]')" "$(json_field "$T/result.json" 'd["bytes"]')"
+assert_eq "result file_bytes is the size of model.safetensors" \
+	"$(stat -c %s "$T/native-json/model.safetensors")" "$(json_field "$T/result.json" 'd["file_bytes"]')"
 
 # Shards: a small --max-shard-size splits the output and writes an index.
 expect_ok "convert with --max-shard-size 40KB" "$CKPTCONV" convert --to native \

@@ -109,7 +109,10 @@ fi
 expect_ok "finalize" "$CKPTCONV" finalize "$OUT"
 same_output "3 partitions + finalize equal one run" "$REF" "$OUT"
 expect_ok "finalize again (idempotent)" "$CKPTCONV" finalize --json "$OUT"
-if grep -q '"already_finished":true' "$TEST_TMP/run.out"; then
+if python3 -c 'import json,sys; d = json.load(open(sys.argv[1]))
+assert d["finalize"] == {"source": None, "already_finished": True}, d
+assert d["destination"] == sys.argv[2] and d["files"][-1] == "model.safetensors.index.json", d' \
+	"$TEST_TMP/run.out" "$OUT"; then
 	pass "finalize again: reports an already finished checkpoint"
 else
 	fail "finalize again: reports an already finished checkpoint" "$(run_out)"

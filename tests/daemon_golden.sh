@@ -41,6 +41,12 @@ check_golden() {
 	else
 		fail "$name: final progress and result" "$(head -c 600 "$BODY")"
 	fi
+	# The result's bytes are tensor bytes, as progress counts them;
+	# file_bytes the *.safetensors files' sizes, headers included.
+	assert_eq "$name: result bytes are the tensor bytes progress counted" \
+		"$(jget progress.bytes_total)" "$(jget result.bytes)"
+	assert_eq "$name: result file_bytes are the *.safetensors files' bytes" \
+		"$(cat "$dir"/*.safetensors | wc -c)" "$(jget result.file_bytes)"
 }
 check_golden "HF -> native" "$J_NATIVE" "$DATA/out-native" native
 check_golden "EP rank 0" "$J_EP0" "$DATA/out-ep0" native-ep2-rank0

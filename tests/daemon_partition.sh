@@ -35,8 +35,10 @@ post_job "$(job_json "$DATA/src" "$DATA/bad" native '{"finalize": "yes"}')"
 expect_error "finalize not a boolean" 400 invalid_field options.finalize
 
 # ---- three partitions, one destination, then finalize --------------------------------
+# Throttled so that the partitions still run while the next two requests
+# are planned on a loaded machine (about 8 s each).
 part_options() {
-	printf '{"max_shard_size": "20KB", "max_bytes_per_second": "20KB", "partition": {"index": %s, "count": 3}}' "$1"
+	printf '{"max_shard_size": "20KB", "max_bytes_per_second": "8KB", "partition": {"index": %s, "count": 3}}' "$1"
 }
 PARTS=()
 for i in 0 1 2; do

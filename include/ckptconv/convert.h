@@ -26,6 +26,7 @@
 struct err;
 struct store_config;
 struct conversion;
+struct conversion_result;
 
 
 /* Codes: everything ckpt_open and the adapter return, plus
@@ -59,8 +60,8 @@ int conversion_run(struct conversion *c, struct exec_pool *pool, struct err *e);
 void conversion_cancel(struct conversion *c);
 /* Removes from the destination what a run of c may have left when its
  * process died: the index first, then its output files (a partition's own
- * group only), the copied non-weight files (not for a partition), and the
- * temporary files of all these; nothing else.  For a run that can no
+ * group only), the copied non-weight files (only for a run that
+ * publishes), and the temporary files of all these; nothing else.  For a run that can no
  * longer be finished (the daemon's "interrupted" jobs).  Not together with
  * conversion_run.  Codes: the store's. */
 int conversion_clean_destination(struct conversion *c, struct err *e);
@@ -69,6 +70,17 @@ const struct strvec *conversion_warnings(const struct conversion *c);
  * options' resume, manifest.h) and their bytes; 0 for a run that kept
  * none, or before run.  Thread: the runner's, after conversion_run. */
 void conversion_kept(const struct conversion *c, uint64_t *files, uint64_t *bytes);
+
+/* What a successful run of c writes, into r (conversion_result.h; r
+ * initialised by the caller, its seconds and optional members left as
+ * they are): the files in publish order, tensors, bytes and file_bytes of
+ * what this run writes (a partition's own group), the warnings, and for a
+ * partition which one it is.  Also for a prepared conversion that is not
+ * run (a dry run).  Any thread once prepared. */
+void conversion_describe_result(const struct conversion *c, struct conversion_result *r);
+/* Tensors and tensor data bytes a run of c writes (a partition's own
+ * group): what its progress will count to.  Any thread once prepared. */
+void conversion_totals(const struct conversion *c, uint64_t *tensors, uint64_t *bytes);
 
 /* Progress of a run in progress (all zero before run starts). */
 void conversion_progress(const struct conversion *c, struct exec_progress *out);

@@ -1,24 +1,24 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * partition: one conversion split across N processes (Kubernetes Indexed Job
- * pods, daemon jobs) that share nothing but the destination.  Every
- * partition computes the same plan; the plan's output files are split into
- * N groups, balanced by bytes and chosen deterministically, and partition I
- * writes only group I.  Every partition also writes the same plan manifest
- * (PARTITION_MANIFEST: source, options, plan digest, planned files with the
- * SHA-256 of their header bytes) into the destination, so partitions of
- * different plans cannot mix and finalize knows what must be there.
- * Finalize checks that every planned file is present and complete, copies
- * the non-weight files, publishes the index last and removes the manifest;
- * on a destination it already finished it validates the checkpoint and
- * succeeds again.
+ * partition: the scope of a conversion run, and one conversion split across
+ * N processes (Kubernetes Indexed Job pods, daemon jobs) that share nothing
+ * but the destination.  Every partition computes the same plan; the plan's
+ * output files are split into N groups, balanced by bytes and chosen
+ * deterministically, and partition I writes only group I.  The split is
+ * made once per prepared conversion (partition_scope_init) and handed to
+ * convert, which writes the files the scope names and publishes only when
+ * the scope says so.  Every partition also writes the same plan manifest
+ * (PARTITION_MANIFEST: source, options, plan digest, planned files with
+ * the SHA-256 of their header bytes) into the destination, so partitions
+ * of different plans cannot mix and finalize (finalize.h, the publish
+ * phase) knows what must be there.
  *
  * Threads: every function from one thread at a time per destination;
  * nothing here keeps global state.
  *
  * Codes: invalid_partition, manifest_mismatch, partition_incomplete,
- * destination_not_empty, insufficient_space, plus the store's, ckpt_open's
- * and conversion_prepare's.
+ * destination_not_empty, insufficient_space, plus the store's and
+ * output_prepare's.
  */
 #ifndef CKPTCONV_PARTITION_H
 #define CKPTCONV_PARTITION_H
@@ -56,17 +56,36 @@ uint32_t *partition_groups(const struct plan *p, uint32_t count);
 /* For exec_options.skip_file: true for every file not in group `index`
  * (p->nfiles entries, malloc'd). */
 bool *partition_skip_files(const struct plan *p, uint32_t index, uint32_t count);
-/* Tensors and tensor bytes partition `index` writes (every tensor of the
- * plan when count is 0: no partitioning). */
-void partition_totals(const struct plan *p, uint32_t index, uint32_t count, uint64_t *tensors,
-		      uint64_t *bytes);
-/* What partition `index` writes, as (part of) a conversion result:
- * {"files": [names], "tensors": n, "bytes": n, "partition": {"index",
- * "count", "planned_files"}}, plus "bytes_per_second" when seconds > 0. */
-json_t *partition_result_json(const struct plan *p, uint32_t index, uint32_t count, double seconds);
-/* The same as the CLI's text summary, with the finalize command to run. */
-void partition_print_result(FILE *out, const struct plan *p, uint32_t index, uint32_t count,
-			    const char *dst, double seconds);
+
+/* ---- the scope of a run ---- */
+
+/* What one run of a plan writes.  count 0: the whole plan, and the run
+ * publishes it (copies the non-weight files, publishes the index last);
+ * else partition `index` of `count`: only its group's files, published
+ * later by finalize. */
+struct partition_scope {
+	uint32_t index, count;
+	bool *skip_file; /* p->nfiles entries (exec_options.skip_file); NULL: every file */
+	bool publishes;	 /* the run copies the non-weight files and publishes the index */
+};
+/* Computes the scope of partition `index` of `count` of plan p (count 0:
+ * the whole plan); the byte-balanced groups are computed here, once.
+ * Release with partition_scope_fini. */
+void partition_scope_init(struct partition_scope *s, const struct plan *p, uint32_t index,
+			  uint32_t count);
+void partition_scope_fini(struct partition_scope *s);
+/* Whether the run of scope s writes the plan's file `file`. */
+bool partition_scope_writes(const struct partition_scope *s, size_t file);
+
+/* Prepares `dst` for the run of scope s over plan p (built from `source`
+ * with options o), before any data moves.  The whole plan: output_prepare
+ * with `so`, and with so->overwrite the manifest an abandoned partitioned
+ * conversion left goes too.  A partition: partition_prepare_output.
+ * Codes: theirs. */
+int partition_scope_prepare_output(const struct partition_scope *s, struct store *dst,
+				   const struct plan *p, const char *source,
+				   const struct convert_options *o,
+				   const struct store_output_options *so, struct err *e);
 
 /* ---- the plan manifest ---- */
 
@@ -115,56 +134,24 @@ int partition_manifest_read(struct store *dst, struct partition_manifest **out, 
 
 /* ---- a partition's destination ---- */
 
-/* Prepares `dst` for partition o->partition_index of o->partition_count
- * of plan `p` (built from `source` with options `o`), before any data moves
- * and without touching other partitions' output: a manifest of another
- * plan is refused (manifest_mismatch, even with overwrite); files that
- * belong to no partition of this plan are refused (destination_not_empty)
- * unless so->overwrite, which removes a previous checkpoint's index and
- * weights when no manifest is there yet; a local destination needs room
- * for this partition's files.  Then the manifest is written (atomically,
- * harmless when other partitions write it at the same time) and
- * *skip_file is set for exec_options.skip_file (malloc'd). */
-int partition_prepare_output(struct store *dst, const struct plan *p, const char *source,
+/* Prepares `dst` for the partition of scope s (s->count > 0) of plan `p`
+ * (built from `source` with options `o`), before any data moves and
+ * without touching other partitions' output: a manifest of another plan is
+ * refused (manifest_mismatch, even with overwrite); files that belong to
+ * no partition of this plan are refused (destination_not_empty) unless
+ * so->overwrite, which removes a previous checkpoint's index and weights
+ * when no manifest is there yet; a local destination needs room for this
+ * partition's files (insufficient_space).  Then the manifest is written
+ * (atomically, harmless when other partitions write it at the same
+ * time). */
+int partition_prepare_output(struct store *dst, const struct partition_scope *s,
+			     const struct plan *p, const char *source,
 			     const struct convert_options *o, const struct store_output_options *so,
-			     bool **skip_file, struct err *e);
+			     struct err *e);
 
 /* partition_incomplete naming (some of) the planned files that are missing
  * or incomplete: absent, another size, or header bytes whose SHA-256 is not
  * the planned one. */
 int partition_check_files(struct store *dst, const struct partition_manifest *m, struct err *e);
-
-/* ---- finalize ---- */
-
-struct finalize_options {
-	bool durable; /* fsync what finalize writes (default true) */
-	/* Optional: vets the manifest's source before it is read (the daemon
-	 * applies its allowed roots and prefixes); nonzero with e set refuses. */
-	int (*check_source)(const char *source, void *arg, struct err *e);
-	void *check_source_arg;
-	/* What the stores talk to (store.h); NULL: the environment's
-	 * settings.  Borrowed for the call. */
-	const struct store_config *store;
-};
-void finalize_options_init(struct finalize_options *o);
-
-struct finalize_result {
-	bool already_finished; /* no manifest: the destination was checked only */
-	char *source;	       /* the manifest's source; NULL when already finished */
-	struct strvec files;   /* the checkpoint's files, index last */
-	size_t tensors;
-	uint64_t bytes;		/* tensor data bytes */
-	struct strvec warnings; /* source files not copied (other weight formats, dirs) */
-};
-void finalize_result_fini(struct finalize_result *r);
-
-/* Finishes the partitioned conversion in `dst` (local path or s3://),
- * see the top of this file.  Codes: partition_incomplete (files missing,
- * or neither a manifest nor a checkpoint), manifest_mismatch (a manifest
- * that is not ckptconv's, or a source that no longer gives the planned
- * output), and those of the store, ckpt_open and conversion_prepare.
- * r is filled on success (and initialised in any case). */
-int partition_finalize(const char *dst, const struct finalize_options *o, struct finalize_result *r,
-		       struct err *e);
 
 #endif

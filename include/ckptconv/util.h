@@ -51,8 +51,10 @@ void buf_json_string(struct buf *b, const char *s);
  * text from elsewhere (a daemon's answer, a file name) can be shown
  * without moving the cursor, setting the title or the clipboard (ECMA-48
  * escape sequences, OSC 52): the C0 controls and DEL (0x00-0x1f, 0x7f),
- * the C1 controls U+0080-U+009F (both bytes of their UTF-8 form), and
- * each byte that is not part of well-formed UTF-8 (RFC 3629).  A
+ * the C1 controls U+0080-U+009F, Unicode's bidirectional and zero-width
+ * format characters (U+061C, U+200B-U+200F, U+2028-U+202E,
+ * U+2060-U+2064, U+2066-U+2069, U+FEFF: every byte of their UTF-8 form),
+ * and each byte that is not part of well-formed UTF-8 (RFC 3629).  A
  * backslash becomes `\\`, so that the result reads back unambiguously.
  * Any other UTF-8 is kept.  Appends to b. */
 void buf_append_printable(struct buf *b, const void *data, size_t n);
