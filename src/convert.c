@@ -58,7 +58,7 @@ struct conversion {
 	struct partition_scope scope;
 	/* The destination's records (manifest.h). */
 	struct manifest_sums *sums; /* this run's checksum record */
-	bool *kept_file;            /* files kept from an interrupted run */
+	bool *kept_file;	    /* files kept from an interrupted run */
 	uint64_t kept_files, kept_bytes;
 	bool manifest_found;        /* the plan manifest was there before */
 };
@@ -392,10 +392,11 @@ static int same_plan(struct conversion *c, const struct partition_manifest *foun
 					      c->opts.partition_count);
 	int rc;
 
-	rc = partition_manifest_parse(text, c->dst->location, &ours, e) ||
-	     partition_manifest_compare(found, ours, c->dst->location, e) ?
-		     -1 :
-		     0;
+	if (partition_manifest_parse(text, c->dst->location, &ours, e) ||
+	    partition_manifest_compare(found, ours, c->dst->location, e))
+		rc = -1;
+	else
+		rc = 0;
 	partition_manifest_free(ours);
 	free(text);
 	return rc;
@@ -472,8 +473,8 @@ static int keep_published(struct conversion *c, const struct store_output_option
 	for (i = 0; i < c->plan->nfiles; i++) {
 		const struct manifest_sum *sum = manifest_sums_find(sums, c->plan->files[i].name);
 
-		if (c->kept_file[i] && manifest_sums_note(c->sums, sum->name, sum->size,
-							  sum->crc32c, e))
+		if (c->kept_file[i] &&
+		    manifest_sums_note(c->sums, sum->name, sum->size, sum->crc32c, e))
 			goto out;
 	}
 	for (i = 0; i < c->plan->nfiles; i++)
@@ -599,8 +600,8 @@ static int copy_files(struct conversion *c, struct err *e)
 
 	if (!c->scope.publishes)
 		return 0;
-	if (output_copy_files(c->ckpt->store, c->dst, &p->copy_files, &c->cancelled,
-			      &c->published, e))
+	if (output_copy_files(c->ckpt->store, c->dst, &p->copy_files, &c->cancelled, &c->published,
+			      e))
 		return -1;
 	for (i = 0; i < p->copy_files.len; i++)
 		if (note_copied(c, p->copy_files.items[i], e))

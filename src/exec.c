@@ -68,8 +68,8 @@ struct exec_run {
 	bool *kept_file; /* nfiles entries */
 	int (*on_published)(void *arg, uint32_t file, uint32_t crc32c, struct err *e);
 	void *on_published_arg;
-	bool copy_in;	 /* sources read in bands, not views */
-	bool fast_copy;	 /* plain copies may be written from views */
+	bool copy_in;	/* sources read in bands, not views */
+	bool fast_copy; /* plain copies may be written from views */
 
 	struct work_item *items;
 	size_t nitems;

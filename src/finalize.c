@@ -144,8 +144,8 @@ static int replan(const char *location, const struct partition_manifest *m,
  * files (read back: they are small) and the index added; then the
  * partitions' records go.  A partition's record that misses one of its
  * files leaves that file out: verify --checksums checks what is recorded. */
-static int merge_sums(struct store *dst, const struct partition_manifest *m,
-		      const struct plan *p, struct err *e)
+static int merge_sums(struct store *dst, const struct partition_manifest *m, const struct plan *p,
+		      struct err *e)
 {
 	struct manifest_sums *all = NULL, *part = NULL;
 	struct store_entry st;

@@ -107,10 +107,9 @@ json_t *manifest_source_files_json(const struct ckpt *ck)
 
 	for (i = 0; ck && i < ck->nfiles; i++) {
 		header_digest(&ck->files[i].header, sha);
-		json_array_append_new(files, json_pack("{s:s, s:o, s:s}", "name",
-						       ck->files[i].name, "size",
-						       json_u64(ck->files[i].size), "header_sha256",
-						       sha));
+		json_array_append_new(files, json_pack("{s:s, s:o, s:s}", "name", ck->files[i].name,
+						       "size", json_u64(ck->files[i].size),
+						       "header_sha256", sha));
 	}
 	return files;
 }
@@ -145,7 +144,8 @@ void manifest_sums_free(struct manifest_sums *s)
 
 static int by_name(const void *a, const void *b)
 {
-	return strcmp(((const struct manifest_sum *)a)->name, ((const struct manifest_sum *)b)->name);
+	return strcmp(((const struct manifest_sum *)a)->name,
+		      ((const struct manifest_sum *)b)->name);
 }
 
 /* In name order, so the same output gives the same record however its
@@ -159,9 +159,9 @@ static char *build_locked(struct manifest_sums *s)
 	qsort(s->files, s->n, sizeof(*s->files), by_name);
 	for (i = 0; i < s->n; i++) {
 		crc32c_hex(s->files[i].crc32c, crc);
-		json_array_append_new(files, json_pack("{s:s, s:o, s:s}", "name",
-						       s->files[i].name, "size",
-						       json_u64(s->files[i].size), "crc32c", crc));
+		json_array_append_new(files,
+				      json_pack("{s:s, s:o, s:s}", "name", s->files[i].name, "size",
+						json_u64(s->files[i].size), "crc32c", crc));
 	}
 	root = json_pack("{s:s, s:i, s:s, s:o}", "format", SUMS_FORMAT, "version", SUMS_VERSION,
 			 "plan_digest", s->plan_digest, "files", files);
@@ -511,8 +511,8 @@ int manifest_verify(struct store *dst, uint64_t *checked, uint64_t *bytes, struc
 		sums = NULL;
 	}
 	if (!records) {
-		err_set(e, ERR_MANIFEST_MISMATCH, "%s: holds no checksum record (%s)", dst->location,
-			MANIFEST_SUMS_NAME);
+		err_set(e, ERR_MANIFEST_MISMATCH, "%s: holds no checksum record (%s)",
+			dst->location, MANIFEST_SUMS_NAME);
 		goto out;
 	}
 	rc = 0;

@@ -214,11 +214,11 @@ char *partition_manifest_build(const struct plan *p, const char *source,
 				      json_pack("{s:s, s:o, s:s}", "name", p->files[i].name, "size",
 						json_u64(p->files[i].size), "header_sha256", sha));
 	}
-	root = json_pack("{s:s, s:i, s:s, s:o, s:I, s:o, s:s, s:b, s:o}", "format",
-			 MANIFEST_FORMAT, "version", MANIFEST_VERSION, "source", canonical,
-			 "source_files", manifest_source_files_json(p->src), "partitions",
-			 (json_int_t)count, "options", manifest_options(p, o), "plan_digest",
-			 digest, "index", p->index_json != NULL, "files", files);
+	root = json_pack("{s:s, s:i, s:s, s:o, s:I, s:o, s:s, s:b, s:o}", "format", MANIFEST_FORMAT,
+			 "version", MANIFEST_VERSION, "source", canonical, "source_files",
+			 manifest_source_files_json(p->src), "partitions", (json_int_t)count,
+			 "options", manifest_options(p, o), "plan_digest", digest, "index",
+			 p->index_json != NULL, "files", files);
 	text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	free(canonical);

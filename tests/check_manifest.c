@@ -73,10 +73,12 @@ START_TEST(test_record_refused)
 		       " \"files\": []}");
 	expect_refused("{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
 		       "\", \"files\": {}}");
-	expect_refused("{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
-		       "\", \"files\": [{\"name\": \"../x\", \"size\": 1, \"crc32c\": \"00000000\"}]}");
-	expect_refused("{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
-		       "\", \"files\": [{\"name\": \"x\", \"size\": -1, \"crc32c\": \"00000000\"}]}");
+	expect_refused(
+		"{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
+		"\", \"files\": [{\"name\": \"../x\", \"size\": 1, \"crc32c\": \"00000000\"}]}");
+	expect_refused(
+		"{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
+		"\", \"files\": [{\"name\": \"x\", \"size\": -1, \"crc32c\": \"00000000\"}]}");
 	expect_refused("{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
 		       "\", \"files\": [{\"name\": \"x\", \"size\": 1, \"crc32c\": \"0000000\"}]}");
 	expect_refused("{\"format\": \"ckptconv-sums\", \"format\": \"ckptconv-sums\"}");

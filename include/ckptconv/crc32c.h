@@ -50,7 +50,7 @@ struct crc32c_ranges {
 	struct crc32c_range {
 		uint64_t off, len;
 		uint32_t crc;
-	} *ranges;
+	} * ranges;
 	size_t n, cap;
 };
 
