@@ -438,6 +438,18 @@ static bool is_stale(const struct conversion *c, const char *name)
 	return false;
 }
 
+/* store_abort_unfinished's choice: an output file of this run. */
+static bool is_unfinished_mine(const char *name, void *arg)
+{
+	const struct conversion *c = arg;
+	size_t i;
+
+	for (i = 0; i < c->plan->nfiles; i++)
+		if (partition_scope_writes(&c->scope, i) && strcmp(c->plan->files[i].name, name) == 0)
+			return true;
+	return false;
+}
+
 /* The same plan's destination: others' files refused (unless
  * overwrite), unfinished temporaries removed, the files that pass
  * manifest_keep_files kept; when one does not, the index goes first. */
@@ -461,6 +473,8 @@ static int keep_published(struct conversion *c, const struct store_output_option
 		if (is_stale(c, entries[i].name) && store_remove(c->dst, entries[i].name, e))
 			goto out;
 	}
+	if (store_abort_unfinished(c->dst, is_unfinished_mine, c, e))
+		goto out;
 	if (manifest_sums_read(c->dst, sums_name, &sums, e))
 		goto out;
 	plan_digest(c->plan, digest);

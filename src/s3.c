@@ -204,6 +204,68 @@ int s3_list(struct s3_client *c, const char *bucket, const char *prefix, const c
 	return rc;
 }
 
+/* One page of ListMultipartUploads; 1 when the server lacks the call. */
+static int uploads_page(struct s3_client *c, const char *bucket, const char *prefix,
+			char **key_marker, char **upload_marker, struct s3_uploads *out,
+			bool *more, struct err *e)
+{
+	struct sigv4_param params[4];
+	char *where = NULL, *next_key, *next_upload;
+	struct err inner = {0};
+	size_t n = 0;
+	struct call k;
+	int rc = -1;
+
+	params[n++] = (struct sigv4_param){"uploads", ""};
+	params[n++] = (struct sigv4_param){"prefix", prefix};
+	if (*key_marker)
+		params[n++] = (struct sigv4_param){"key-marker", *key_marker};
+	if (*upload_marker)
+		params[n++] = (struct sigv4_param){"upload-id-marker", *upload_marker};
+	s3_call_init(&k, c, "ListMultipartUploads", "GET", bucket, NULL);
+	k.named = prefix;
+	k.params = params;
+	k.nparams = n;
+	if (s3_perform_one(&k, &inner)) {
+		if (k.status == 405 || k.status == 501)
+			rc = 1;
+		else
+			err_copy(e, &inner);
+		goto out;
+	}
+	if (asprintf(&where, "s3://%s/%s", bucket, prefix) < 0)
+		abort();
+	if (s3_uploads_answer_parse(k.answer.data ? k.answer.data : "", k.answer.len, where, out,
+				    more, &next_key, &next_upload, e))
+		goto out;
+	free(*key_marker);
+	free(*upload_marker);
+	*key_marker = next_key;
+	*upload_marker = next_upload;
+	rc = 0;
+out:
+	free(where);
+	s3_call_fini(&k);
+	return rc;
+}
+
+int s3_multipart_list(struct s3_client *c, const char *bucket, const char *prefix,
+		      struct s3_uploads *out, struct err *e)
+{
+	char *key_marker = NULL, *upload_marker = NULL;
+	bool more = true;
+	int rc = 0;
+
+	memset(out, 0, sizeof(*out));
+	while (more && rc == 0)
+		rc = uploads_page(c, bucket, prefix, &key_marker, &upload_marker, out, &more, e);
+	free(key_marker);
+	free(upload_marker);
+	if (rc)
+		s3_uploads_fini(out);
+	return rc;
+}
+
 int s3_head(struct s3_client *c, const char *bucket, const char *key, uint64_t *size, struct err *e)
 {
 	struct call k;

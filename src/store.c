@@ -283,6 +283,14 @@ void store_writer_abort(struct store_writer *w)
 		w->store->backend->writer_abort(w);
 }
 
+int store_abort_unfinished(struct store *s, bool (*mine)(const char *name, void *arg), void *arg,
+			   struct err *e)
+{
+	if (!s->backend->abort_unfinished)
+		return 0;
+	return s->backend->abort_unfinished(s, mine, arg, e);
+}
+
 int store_put(struct store *s, const char *name, const void *buf, size_t len, struct err *e)
 {
 	return s->backend->put(s, name, buf, len, e);

@@ -789,6 +789,59 @@ START_TEST(test_list_pages)
 END_TEST
 
 /* The answer parsers over bytes, without a server. */
+/* ListMultipartUploads answers: uploads in order, pages with their
+ * markers, a truncated page without NextKeyMarker refused. */
+START_TEST(test_uploads_answer_parse)
+{
+	static const char page[] =
+		"<?xml version=\"1.0\" encoding=\"UTF-8\"?>"
+		"<ListMultipartUploadsResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+		"<Bucket>b</Bucket><KeyMarker></KeyMarker><Prefix>out/</Prefix>"
+		"<NextKeyMarker>out/b.safetensors</NextKeyMarker>"
+		"<NextUploadIdMarker>u2</NextUploadIdMarker><IsTruncated>true</IsTruncated>"
+		"<Upload><Key>out/a.safetensors</Key><UploadId>u1</UploadId></Upload>"
+		"<Upload><Key>out/b.safetensors</Key><UploadId>u2</UploadId>"
+		"<Initiated>2026-01-01T00:00:00.000Z</Initiated></Upload>"
+		"</ListMultipartUploadsResult>";
+	static const char last[] = "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated>"
+				   "</ListMultipartUploadsResult>";
+	static const char broken[] = "<ListMultipartUploadsResult><IsTruncated>true</IsTruncated>"
+				     "</ListMultipartUploadsResult>";
+	struct s3_uploads u = {0};
+	char *next_key, *next_upload;
+	struct err e = {0};
+	bool more;
+
+	ck_assert_int_eq(s3_uploads_answer_parse(page, strlen(page), "w", &u, &more, &next_key,
+						 &next_upload, &e),
+			 0);
+	ck_assert(more);
+	ck_assert_str_eq(next_key, "out/b.safetensors");
+	ck_assert_str_eq(next_upload, "u2");
+	ck_assert_uint_eq(u.n, 2);
+	ck_assert_str_eq(u.uploads[0].key, "out/a.safetensors");
+	ck_assert_str_eq(u.uploads[0].upload_id, "u1");
+	ck_assert_str_eq(u.uploads[1].upload_id, "u2");
+	free(next_key);
+	free(next_upload);
+	ck_assert_int_eq(s3_uploads_answer_parse(last, strlen(last), "w", &u, &more, &next_key,
+						 &next_upload, &e),
+			 0);
+	ck_assert(!more);
+	ck_assert_uint_eq(u.n, 2);
+	ck_assert_int_eq(s3_uploads_answer_parse(broken, strlen(broken), "w", &u, &more,
+						 &next_key, &next_upload, &e),
+			 -1);
+	ck_assert_int_eq(e.code, ERR_S3_BAD_RESPONSE);
+	err_clear(&e);
+	ck_assert_int_eq(s3_uploads_answer_parse("<ListBucketResult/>", 19, "w", &u, &more,
+						 &next_key, &next_upload, &e),
+			 -1);
+	ck_assert_int_eq(e.code, ERR_S3_BAD_RESPONSE);
+	s3_uploads_fini(&u);
+}
+END_TEST
+
 START_TEST(test_list_answer_parse)
 {
 	static const char page[] =
@@ -1400,6 +1453,7 @@ static Suite *s3_suite(void)
 	tcase_add_test(t, test_complete_error_with_200_is_retried);
 	tcase_add_test(t, test_list_pages);
 	tcase_add_test(t, test_list_answer_parse);
+	tcase_add_test(t, test_uploads_answer_parse);
 	tcase_add_test(t, test_error_answer_parse);
 	tcase_add_test(t, test_multipart_answer_parse);
 	suite_add_tcase(s, t);

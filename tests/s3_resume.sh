@@ -61,15 +61,17 @@ if [ "$KEPT" -ge 1 ] && [ "$KEPT" -le "$NBEFORE" ]; then
 else
 	fail "its result counts the shards kept" "kept_files $KEPT, $NBEFORE uploaded before the kill"
 fi
-# Each shard uploaded before the kill and recorded: one PUT in all.
-# (A shard uploaded just before the kill but not yet recorded goes again.)
+# s3rver logs every PutObject it stores as 'Stored object "KEY" in bucket
+# "BUCKET" successfully'.  Each shard uploaded before the kill and
+# recorded: one PUT in all.  (A shard uploaded just before the kill but
+# not yet recorded goes again.)
+puts_of() { grep -c "Stored object \"resume/$1\" in bucket \"dst-bkt\"" "$S3_LOG" || true; }
 ONCE=0
 for f in $BEFORE; do
-	puts=$(grep -c -- "--> PUT /dst-bkt/resume/$f " "$S3_LOG" || true)
-	[ "$puts" = 1 ] && ONCE=$((ONCE + 1))
+	[ "$(puts_of "$f")" = 1 ] && ONCE=$((ONCE + 1))
 done
 assert_eq "the $KEPT kept shards were uploaded once, not again" "$KEPT" "$ONCE"
-TOTAL_PUTS=$(grep -c -- "--> PUT /dst-bkt/resume/model-" "$S3_LOG" || true)
+TOTAL_PUTS=$(grep -c 'Stored object "resume/model-.*" in bucket "dst-bkt"' "$S3_LOG" || true)
 if [ "$TOTAL_PUTS" -eq $((NALL + NBEFORE - KEPT)) ]; then
 	pass "$TOTAL_PUTS shard PUTs in all: $NALL shards, $KEPT not sent again"
 else

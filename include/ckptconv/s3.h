@@ -99,6 +99,28 @@ int s3_list(struct s3_client *c, const char *bucket, const char *prefix, const c
 	    size_t limit, struct s3_listing *out, struct err *e);
 void s3_listing_fini(struct s3_listing *l);
 
+/* Multipart uploads in progress (started, neither completed nor
+ * aborted): their key and upload id. */
+struct s3_uploads {
+	struct s3_upload {
+		char *key;
+		char *upload_id;
+	} *uploads;
+	size_t n;
+};
+/* Every multipart upload in progress under `prefix`
+ * (ListMultipartUploads, all pages).  Returns 1 (not an error, *out
+ * empty) when the server does not implement the call (405 or 501). */
+int s3_multipart_list(struct s3_client *c, const char *bucket, const char *prefix,
+		      struct s3_uploads *out, struct err *e);
+void s3_uploads_fini(struct s3_uploads *u);
+/* One page of ListMultipartUploadsResult into out (appended); *truncated
+ * with the markers of the next page (malloc'd) when there is one.  Code
+ * s3_bad_response. */
+int s3_uploads_answer_parse(const char *body, size_t len, const char *where,
+			    struct s3_uploads *out, bool *truncated, char **next_key,
+			    char **next_upload_id, struct err *e);
+
 /* Size of an object; source_not_found when there is none. */
 int s3_head(struct s3_client *c, const char *bucket, const char *key, uint64_t *size,
 	    struct err *e);

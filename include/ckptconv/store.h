@@ -132,6 +132,11 @@ struct store_backend {
 	/* Optional (NULL: the kind follows from the name, see
 	 * store_location_kind): what a location names, before opening it. */
 	int (*location_kind)(const char *location, enum store_entry_kind *out, struct err *e);
+	/* Optional (NULL: none can be left, as with temporary files that
+	 * listings show): discards the unfinished outputs a dead process
+	 * left of the files `mine` accepts. */
+	int (*abort_unfinished)(struct store *s, bool (*mine)(const char *name, void *arg),
+				void *arg, struct err *e);
 	/* The location's canonical spelling, malloc'd. */
 	char *(*canonical)(const char *location);
 	/* Whether two locations of this backend name the same place. */
@@ -230,6 +235,14 @@ int store_writer_commit(struct store_writer *w, struct err *e);
 int store_writer_crc32c(struct store_writer *w, uint32_t *out, struct err *e);
 /* Discards the temporary output; frees the writer. NULL is a no-op. */
 void store_writer_abort(struct store_writer *w);
+/* Discards what writers of a process that died left unfinished under
+ * the location for the names `mine` accepts, where listings do not show
+ * it: an object store's multipart uploads in progress (listed with
+ * ListMultipartUploads under the prefix, each aborted; a server without
+ * the call is logged and left alone).  A local store's temporary files
+ * are in its listing instead: nothing to do here.  Codes: the store's. */
+int store_abort_unfinished(struct store *s, bool (*mine)(const char *name, void *arg), void *arg,
+			   struct err *e);
 /* Publishes a small file atomically under `name`. */
 int store_put(struct store *s, const char *name, const void *buf, size_t len, struct err *e);
 /* Removes a published file; a missing file (or location) is not an
