@@ -643,6 +643,79 @@ static int check_full_size(const struct automodel *am, const struct ckpt *c,
 	return 0;
 }
 
+/* A name the mapping may hold with no shard holding it: lm_head.weight of
+ * a model whose embeddings are tied (docs/consolidation.md §2.2: the tied
+ * alias is popped from the state dict before saving). */
+bool automodel_tied_alias(const struct ckpt *c, const char *name)
+{
+	return strcmp(name, "lm_head.weight") == 0 && c->config &&
+	       json_is_true(json_object_get(c->config, "tie_word_embeddings"));
+}
+
+/* The shard files that should be there, for a message: the numbers below
+ * the highest that no file has (the first SHOWN_SHARDS of them), or when
+ * none is, the one after it (a trailing rank's file; the shards record no
+ * rank count).  buf: at least 400 bytes. */
+#define SHOWN_SHARDS 4
+static void expected_shards(const struct automodel *am, char *buf, size_t len)
+{
+	uint64_t want = 1, n = 0, last = am->nshards ? am->shard_index[am->nshards - 1] : 0;
+	size_t i, used = 0;
+
+	buf[0] = '\0';
+	for (i = 0; i < am->nshards; i++) {
+		for (; want < am->shard_index[i]; want++, n++)
+			if (n < SHOWN_SHARDS)
+				used += (size_t)snprintf(buf + used, len - used,
+							 "%sshard-%05" PRIu64
+							 "-model-00001-of-00001" ST_SUFFIX,
+							 n ? ", " : "", want);
+		want = am->shard_index[i] + 1;
+	}
+	if (n > SHOWN_SHARDS)
+		snprintf(buf + used, len - used, " and %" PRIu64 " more are missing",
+			 n - SHOWN_SHARDS);
+	else if (n > 0)
+		snprintf(buf + used, len - used, n > 1 ? " are missing" : " is missing");
+	else
+		snprintf(buf, len,
+			 "shard-%05" PRIu64 "-model-00001-of-00001" ST_SUFFIX
+			 " (or a later one) is missing",
+			 last + 1);
+}
+
+/* Every name of fqn_to_file_index_mapping.json is a tensor of the saved
+ * state dict (docs/consolidation.md §3.1), so each must have chunks in some
+ * shard: one held whole by a single rank (a replicated buffer, an expert
+ * under expert parallelism) is in no shard when that rank's file is
+ * missing, whatever the model and layout.  Refused with the tensor and the
+ * shard file it needs, unless gaps are allowed (then dropped, as Automodel
+ * drops it) or it is a tied alias. */
+static int check_mapped(const struct automodel *am, const struct ckpt *c, const json_t *seen,
+			struct err *e)
+{
+	const char *key;
+	json_t *v;
+
+	if (am->allow_gaps)
+		return 0;
+	json_object_foreach(am->mapping, key, v) {
+		char shards[400];
+
+		if (json_object_get(seen, key) || automodel_tied_alias(c, key))
+			continue;
+		expected_shards(am, shards, sizeof(shards));
+		err_set(e, ERR_SHARD_MISSING,
+			"%s: '%s' is mapped to model-%05" PRIu32 "-of-%05" PRIu32 ST_SUFFIX
+			" by %s/%s but no shard holds it: %s",
+			am->location, key, (uint32_t)json_integer_value(v), am->max_index,
+			AUTOMODEL_METADATA_DIR, AUTOMODEL_FILE_MAPPING, shards);
+		err_set_tensor(e, key);
+		return -1;
+	}
+	return 0;
+}
+
 /* Groups the chunks into full tensors, in first-appearance order over the
  * shards in name order (the order of Automodel's index). */
 static int build_tensors(struct automodel *am, struct ckpt *c, bool allow_gaps, struct err *e)
@@ -720,6 +793,8 @@ static int build_tensors(struct automodel *am, struct ckpt *c, bool allow_gaps, 
 		}
 	}
 	c->ntensors = am->nchunks = k;
+	if (check_mapped(am, c, seen, e))
+		goto out;
 	for (i = 0; i < am->ntensors; i++) {
 		struct automodel_tensor *t = &am->tensors[i];
 		const json_t *index = json_object_get(am->mapping, t->name);

@@ -45,6 +45,11 @@ struct automodel {
 };
 
 struct plan;
+struct ckpt;
+
+/* True for a name fqn_to_file_index_mapping.json may hold that no shard
+ * holds: lm_head.weight when config.json ties the embeddings. */
+bool automodel_tied_alias(const struct ckpt *c, const char *name);
 
 /* The dtype a consolidation writes tensor t in (docs/consolidation.md
  * §5.4): KEEP the saved one, AUTO the original one restored, BF16/F16/F32

@@ -421,17 +421,6 @@ static long tensor_index(const struct automodel *am, json_t *by_name, const char
 	return v ? (long)json_integer_value(v) : -1;
 }
 
-/* A name the mapping may hold with no shard holding it (others are
- * refused unless gaps are allowed, then dropped as Automodel drops them):
- * lm_head.weight of
- * a model whose embeddings are tied (docs/consolidation.md: the tied alias
- * is popped from the state dict before saving). */
-static bool tied_alias(const struct ckpt *ckpt, const char *name)
-{
-	return strcmp(name, "lm_head.weight") == 0 && ckpt->config &&
-	       json_is_true(json_object_get(ckpt->config, "tie_word_embeddings"));
-}
-
 int automodel_build_plan(const struct automodel *am, const struct ckpt *ckpt,
 			 enum dtype_choice dtype, struct plan *p, struct err *e)
 {
@@ -459,14 +448,7 @@ int automodel_build_plan(const struct automodel *am, const struct ckpt *ckpt,
 			if ((uint32_t)json_integer_value(v) != file)
 				continue;
 			ti = tensor_index(am, by_name, key);
-			if (ti < 0 && !am->allow_gaps && !tied_alias(ckpt, key)) {
-				err_set(e, ERR_SHARD_MISSING,
-					"%s: %s maps it to file %u but no shard holds it: the shard"
-					" of the rank that saved it is missing",
-					key, AUTOMODEL_FILE_MAPPING, file);
-				err_set_tensor(e, key);
-				goto out;
-			}
+			/* automodel_open refused the others (shard_missing). */
 			if (ti < 0) {
 				strvec_pushf(
 					&p->warnings,

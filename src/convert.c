@@ -679,7 +679,7 @@ static void remove_published(struct conversion *c, bool shards)
 	output_remove_published(c->dst, &c->published);
 	for (i = 0; shards && i < c->plan->nfiles; i++)
 		if (partition_scope_writes(&c->scope, i) && (!c->kept_file || !c->kept_file[i]))
-			store_remove(c->dst, c->plan->files[i].name, NULL);
+			output_remove_after_failure(c->dst, c->plan->files[i].name);
 	if (!c->sums || !c->sums->dst)
 		return; /* the records were not started */
 	/* Files kept stay for the next resume, with the records; else nothing

@@ -54,7 +54,7 @@ enum err_code err_code_parse(const char *name)
 
 int err_is_s3(enum err_code code)
 {
-	return code >= ERR_S3_ERROR && code <= ERR_S3_CREDENTIALS;
+	return code >= ERR_S3_ERROR && code <= ERR_CLOCK_SKEW;
 }
 
 int err_http_status(enum err_code code)

@@ -28,6 +28,7 @@
 #include "ckptconv/err.h"
 #include "ckptconv/exec.h"
 #include "ckptconv/kernels.h"
+#include "ckptconv/output.h"
 #include "ckptconv/plan.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
@@ -1050,7 +1051,7 @@ static void run_cleanup(struct exec_run *run)
 		store_writer_abort(run->writers[i]);
 		run->writers[i] = NULL;
 		if (run->published[i]) {
-			store_remove(run->dst, p->files[i].name, NULL);
+			output_remove_after_failure(run->dst, p->files[i].name);
 			run->published[i] = false;
 		}
 	}

@@ -12,6 +12,7 @@
 
 #include "ckptconv/ckpt.h"
 #include "ckptconv/err.h"
+#include "ckptconv/log.h"
 #include "ckptconv/output.h"
 #include "ckptconv/plan.h"
 #include "ckptconv/store.h"
@@ -218,10 +219,22 @@ int output_publish_index(struct store *dst, const char *index_json, struct strve
 	return store_put(dst, CKPT_INDEX_NAME, index_json, strlen(index_json), e);
 }
 
+int output_remove_after_failure(struct store *dst, const char *name)
+{
+	size_t n = strlen(dst->location);
+	struct err e = {0};
+
+	if (store_remove(dst, name, &e) == 0)
+		return 0;
+	log_warn("%s%s%s: not removed after the failure (%s: %s); remove it by hand", dst->location,
+		 n && dst->location[n - 1] == '/' ? "" : "/", name, err_name(e.code), e.msg);
+	return -1;
+}
+
 void output_remove_published(struct store *dst, const struct strvec *published)
 {
 	size_t i;
 
 	for (i = published->len; i > 0; i--)
-		store_remove(dst, published->items[i - 1], NULL);
+		output_remove_after_failure(dst, published->items[i - 1]);
 }

@@ -296,6 +296,7 @@ static int parse_options(const json_t *o, struct partition_manifest *m, const ch
 	m->ep_rank = opts.ep_rank;
 	m->max_shard_size = opts.max_shard_size;
 	m->exclude = opts.exclude ? xstrdup(opts.exclude) : NULL;
+	m->allow_gaps = opts.allow_gaps;
 	return 0;
 }
 
@@ -393,6 +394,7 @@ int partition_manifest_options(const struct partition_manifest *m, struct conver
 	o->ep_rank = m->ep_rank;
 	o->max_shard_size = m->max_shard_size;
 	o->exclude = m->exclude;
+	o->allow_gaps = m->allow_gaps;
 	return 0;
 }
 

@@ -58,6 +58,7 @@ int s3_client_new(const struct s3_settings *settings, struct aws_credentials *cr
 	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&c->share_locks[i], NULL);
 	pthread_mutex_init(&c->lanes_lock, NULL);
+	pthread_mutex_init(&c->moved_lock, NULL);
 	c->share = curl_share_init();
 	if (!c->share) {
 		s3_client_free(c);
@@ -104,6 +105,7 @@ void s3_client_free(struct s3_client *c)
 	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_destroy(&c->share_locks[i]);
 	pthread_mutex_destroy(&c->lanes_lock);
+	pthread_mutex_destroy(&c->moved_lock);
 	free(c->endpoint_authority);
 	free(c->region);
 	aws_credentials_unref(c->credentials);

@@ -9,7 +9,17 @@
  * checked before their bytes are used: a ranged GET must come back 206
  * with the Content-Range asked for, and never writes past the caller's
  * buffer.
+ *
+ * Answers that send a request elsewhere are followed at once, without
+ * counting as an attempt: a redirect (307 TemporaryRedirect for that one
+ * request, 301 PermanentRedirect or AuthorizationHeaderMalformed naming
+ * the bucket's region, which later requests for the bucket then use too),
+ * at most S3_REDIRECTS_MAX times and only to a host credentials may go to
+ * (s3_route_allowed); and RequestTimeTooSkewed, after which every request
+ * of the process to that endpoint is signed with the time the server sent,
+ * once per request: refused again, it is clock_skew.
  */
+#include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -55,7 +65,7 @@ static void call_attempt_reset(struct call *k)
 	k->body_pos = k->dst_pos = 0;
 	k->status = 0;
 	k->overflow = k->has_content_range = k->has_length = false;
-	k->etag[0] = '\0';
+	k->etag[0] = k->date[0] = k->bucket_region[0] = k->location[0] = '\0';
 	k->errbuf[0] = '\0';
 }
 
@@ -85,7 +95,7 @@ static size_t on_header(char *line, size_t size, size_t n, void *arg)
 		v = strchr(buf, ' ');
 		k->status = v ? strtol(v + 1, NULL, 10) : 0;
 		k->has_content_range = k->has_length = false;
-		k->etag[0] = '\0';
+		k->etag[0] = k->date[0] = k->bucket_region[0] = k->location[0] = '\0';
 		return len;
 	}
 	v = strchr(buf, ':');
@@ -111,6 +121,12 @@ static size_t on_header(char *line, size_t size, size_t n, void *arg)
 		k->content_length = strtoull(v, NULL, 10);
 	} else if (strcasecmp(buf, "etag") == 0) {
 		snprintf(k->etag, sizeof(k->etag), "%s", v);
+	} else if (strcasecmp(buf, "date") == 0) {
+		snprintf(k->date, sizeof(k->date), "%s", v);
+	} else if (strcasecmp(buf, "x-amz-bucket-region") == 0) {
+		snprintf(k->bucket_region, sizeof(k->bucket_region), "%s", v);
+	} else if (strcasecmp(buf, "location") == 0) {
+		snprintf(k->location, sizeof(k->location), "%s", v);
 	}
 	return len;
 }
@@ -171,12 +187,74 @@ static void add_header(struct call *k, const char *fmt, ...)
 	k->headers = l;
 }
 
+/* ---- the clock requests are signed with ---- */
+
+/* One offset per endpoint for the whole process (AWS is one endpoint):
+ * slots are made on first use and kept; past CLOCK_ENDPOINTS endpoints
+ * the last slot is shared. */
+#define CLOCK_ENDPOINTS 16
+static struct {
+	char endpoint[256];
+	_Atomic long long offset; /* seconds added to time() */
+} clocks[CLOCK_ENDPOINTS];
+static size_t nclocks;
+static pthread_mutex_t clocks_lock = PTHREAD_MUTEX_INITIALIZER; /* protects nclocks, names */
+
+_Atomic long long *s3_clock_for(const char *endpoint)
+{
+	_Atomic long long *offset = NULL;
+	size_t i;
+
+	pthread_mutex_lock(&clocks_lock);
+	for (i = 0; i < nclocks && !offset; i++)
+		if (strcmp(clocks[i].endpoint, endpoint) == 0)
+			offset = &clocks[i].offset;
+	if (!offset && nclocks < CLOCK_ENDPOINTS) {
+		snprintf(clocks[nclocks].endpoint, sizeof(clocks[nclocks].endpoint), "%s",
+			 endpoint);
+		offset = &clocks[nclocks++].offset;
+	}
+	if (!offset)
+		offset = &clocks[CLOCK_ENDPOINTS - 1].offset;
+	pthread_mutex_unlock(&clocks_lock);
+	return offset;
+}
+
+time_t s3_clock_now(const struct s3_client *c)
+{
+	return time(NULL) + (time_t)atomic_load(c->clock_offset);
+}
+
+long long s3_clock_correct(const struct s3_client *c, time_t server_time)
+{
+	long long offset = (long long)(server_time - time(NULL));
+
+	atomic_store(c->clock_offset, offset);
+	return offset;
+}
+
+/* The route of a bucket S3 said lives elsewhere, for a request not yet
+ * routed. */
+static void route_from_client(struct call *k)
+{
+	struct s3_client *c = k->client;
+
+	if (k->routed)
+		return;
+	pthread_mutex_lock(&c->moved_lock);
+	if (c->moved_bucket[0] && strcmp(c->moved_bucket, k->bucket) == 0) {
+		k->route = c->moved;
+		k->routed = true;
+	}
+	pthread_mutex_unlock(&c->moved_lock);
+}
+
 /* Configures k->easy for one attempt, signed now. */
 static int call_setup(struct call *k)
 {
 	struct s3_client *c = k->client;
 	char amz_date[SIGV4_AMZ_DATE_SIZE], range[64] = "";
-	time_t now = time(NULL);
+	time_t now = s3_clock_now(c);
 	struct sigv4_header extra[4];
 	size_t nextra = 0;
 	CURL *h = k->easy;
@@ -185,7 +263,9 @@ static int call_setup(struct call *k)
 	call_attempt_reset(k);
 	if (aws_credentials_get(c->credentials, &k->credentials, &k->err))
 		return -1;
-	s3_target_build(c, k->bucket, k->key, k->params, k->nparams, &k->target);
+	route_from_client(k);
+	s3_target_build_at(c, k->routed ? &k->route : NULL, k->bucket, k->key, k->params,
+			   k->nparams, &k->target);
 	if (k->ranged)
 		snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, k->off,
 			 k->off + k->len - 1);
@@ -197,8 +277,8 @@ static int call_setup(struct call *k)
 	}
 	if (k->crc32c_parts)
 		extra[nextra++] = (struct sigv4_header){"x-amz-checksum-algorithm", "CRC32C"};
-	auth = s3_authorization_for(c, k->credentials, k->method, &k->target, extra, nextra,
-				    k->payload_hash, now);
+	auth = s3_authorization_in(c, k->routed ? k->route.region : NULL, k->credentials, k->method,
+				   &k->target, extra, nextra, k->payload_hash, now);
 	if (!auth)
 		return err_set(&k->err, ERR_INTERNAL_ERROR, "signing the request failed");
 	sigv4_amz_date(now, amz_date);
@@ -306,6 +386,257 @@ static void call_fail(struct call *k, enum call_state state, enum err_code code,
 	k->state = state;
 }
 
+/* A region name as S3 spells them ("eu-west-1"). */
+static bool check_region_name(const char *region)
+{
+	const char *p;
+
+	for (p = region; *p; p++)
+		if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && *p != '-')
+			return false;
+	return p != region && p - region < 64;
+}
+
+/* The bucket is in another region and the request cannot go there. */
+static void wrong_region(struct call *k, const char *region, const char *what,
+			 const char *authority, const char *why)
+{
+	const char *configured = k->client->region;
+
+	if (!region[0])
+		call_fail(k, CALL_FAILED, ERR_S3_WRONG_REGION,
+			  "%s: the bucket is not in region %s as configured, and S3 named no "
+			  "region%s%s%s%s",
+			  what, configured, authority ? "; not followed to " : "",
+			  authority ? authority : "", why ? ": " : "", why ? why : "");
+	else if (authority)
+		call_fail(k, CALL_FAILED, ERR_S3_WRONG_REGION,
+			  "%s: the bucket is in region %s, not %s; not followed to %s (%s): set "
+			  "the region to %s (AWS_REGION, --s3-region) and an endpoint of it",
+			  what, region, configured, authority, why, region);
+	else
+		call_fail(k, CALL_FAILED, ERR_S3_WRONG_REGION,
+			  "%s: the bucket is in region %s, not %s, and S3 still redirects after "
+			  "%u redirects: set the region to %s (AWS_REGION, --s3-region)",
+			  what, region, configured, k->redirects, region);
+}
+
+/* "https://host:port/path" -> its scheme and host[:port], lower case. */
+static bool location_parse(const char *url, bool *https, char *authority, size_t len)
+{
+	size_t n;
+
+	if (strncasecmp(url, "https://", 8) == 0) {
+		*https = true;
+		url += 8;
+	} else if (strncasecmp(url, "http://", 7) == 0) {
+		*https = false;
+		url += 7;
+	} else {
+		return false;
+	}
+	n = strcspn(url, "/?#");
+	if (n == 0 || n >= len)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		authority[i] = (char)tolower((unsigned char)url[i]);
+	authority[n] = '\0';
+	return true;
+}
+
+static bool route_equal(const struct route *a, const struct route *b)
+{
+	return strcmp(a->authority, b->authority) == 0 && a->https == b->https &&
+	       strcmp(a->region, b->region) == 0;
+}
+
+/* Remembers that the bucket lives at `route`, for the client's later
+ * requests; says so once. */
+static void route_remember(struct call *k)
+{
+	struct s3_client *c = k->client;
+	bool told;
+
+	pthread_mutex_lock(&c->moved_lock);
+	told = strcmp(c->moved_bucket, k->bucket) == 0 && route_equal(&c->moved, &k->route);
+	snprintf(c->moved_bucket, sizeof(c->moved_bucket), "%s", k->bucket);
+	c->moved = k->route;
+	pthread_mutex_unlock(&c->moved_lock);
+	if (!told)
+		log_warn("s3://%s: the bucket is in region %s, not %s as configured; requests go "
+			 "to %s (set AWS_REGION=%s to go there at once)",
+			 k->bucket, k->route.region[0] ? k->route.region : c->region, c->region,
+			 k->route.authority[0] ? k->route.authority :
+			 c->custom_endpoint    ? c->endpoint_authority :
+						 "its regional endpoint",
+			 k->route.region[0] ? k->route.region : c->region);
+}
+
+/* S3 sends the request elsewhere: 307 TemporaryRedirect (to Location, or
+ * <Endpoint>) for this request; 301 PermanentRedirect (to <Endpoint> and
+ * the region of x-amz-bucket-region) or 400 AuthorizationHeaderMalformed
+ * (naming the <Region>) for the bucket.  False when the answer is none of
+ * these. */
+static bool follow_redirect(struct call *k, const struct s3_error_answer *x, const char *what)
+{
+	struct s3_client *c = k->client;
+	bool temporary = k->status == 307 || strcmp(x->code, "TemporaryRedirect") == 0;
+	bool permanent = k->status == 301 || strcmp(x->code, "PermanentRedirect") == 0;
+	bool region_named = strcmp(x->code, "AuthorizationHeaderMalformed") == 0 && x->region[0];
+	const char *region = x->region[0] ? x->region : k->bucket_region;
+	struct route next;
+	char authority[256] = "", why[300], name[300];
+	bool https;
+
+	if (!temporary && !permanent && !region_named)
+		return false;
+	route_from_client(k);
+	next = k->routed ? k->route : (struct route){.region = ""};
+	https = next.authority[0] ? next.https : c->https;
+	if (temporary && k->location[0]) {
+		if (!location_parse(k->location, &https, authority, sizeof(authority))) {
+			call_fail(k, CALL_FAILED, ERR_S3_ERROR,
+				  "%s to '%.200s', which is not an http(s) URL", what, k->location);
+			return true;
+		}
+	} else if (x->endpoint[0]) {
+		snprintf(authority, sizeof(authority), "%s", x->endpoint);
+		for (char *p = authority; *p; p++)
+			*p = (char)tolower((unsigned char)*p);
+	}
+	if (region[0] && check_region_name(region))
+		snprintf(next.region, sizeof(next.region), "%s", region);
+	if (authority[0]) {
+		if (!s3_route_allowed(c, k->bucket, authority, https, why, sizeof(why))) {
+			if (temporary)
+				call_fail(k, CALL_FAILED, ERR_S3_ERROR,
+					  "%s to %s://%s, not followed: %s", what,
+					  https ? "https" : "http", authority, why);
+			else
+				wrong_region(k, next.region, what, authority, why);
+			return true;
+		}
+		snprintf(next.authority, sizeof(next.authority), "%s", authority);
+		next.https = https;
+	}
+	/* A 307 to where the request went is sent again (some gateways ask
+	 * so while they settle); a 301 to there would only come back. */
+	if (!temporary &&
+	    (k->routed ? route_equal(&next, &k->route) :
+			 !next.authority[0] &&
+				 (!next.region[0] || strcmp(next.region, c->region) == 0))) {
+		wrong_region(k, next.region, what, NULL, NULL);
+		return true;
+	}
+	if (k->redirects >= S3_REDIRECTS_MAX) {
+		if (temporary)
+			call_fail(k, CALL_FAILED, ERR_S3_ERROR,
+				  "%s; not followed: redirected %u times already, at most %d are "
+				  "followed",
+				  what, k->redirects, S3_REDIRECTS_MAX);
+		else
+			wrong_region(k, next.region, what, NULL, NULL);
+		return true;
+	}
+	k->route = next;
+	k->routed = true;
+	k->redirects++;
+	k->state = CALL_RESEND;
+	if (temporary) {
+		call_name(k, name, sizeof(name));
+		log_info("%s: %s; sent again to %s", name, what,
+			 next.authority[0] ? next.authority : "the endpoint");
+	} else {
+		route_remember(k);
+	}
+	return true;
+}
+
+/* S3 refused the request time (RequestTimeTooSkewed): the clock is set to
+ * the server's (<ServerTime>, else the Date header) and the request sent
+ * again, once. */
+static void correct_clock(struct call *k, const struct s3_error_answer *x, const char *what)
+{
+	time_t server = (time_t)-1, local = time(NULL);
+	struct tm tm = {0};
+	char name[300];
+	long long before = (long long)(s3_clock_now(k->client) - local), offset;
+
+	if (x->server_time[0] &&
+	    sscanf(x->server_time, "%d-%d-%dT%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+		   &tm.tm_hour, &tm.tm_min, &tm.tm_sec) == 6) {
+		tm.tm_year -= 1900;
+		tm.tm_mon -= 1;
+		server = timegm(&tm);
+	}
+	if (server == (time_t)-1 && k->date[0])
+		server = (time_t)curl_getdate(k->date, NULL);
+	if (server == (time_t)-1) {
+		call_fail(k, CALL_FAILED, ERR_CLOCK_SKEW,
+			  "%s, without its own time (no ServerTime, no Date): this machine's "
+			  "clock is wrong",
+			  what);
+		return;
+	}
+	if (k->skew_corrections > 0) {
+		call_fail(k, CALL_FAILED, ERR_CLOCK_SKEW,
+			  "%s, again after signing with the server's time: this machine's clock is "
+			  "%lld s off the server's (%s)",
+			  what, (long long)(server - local),
+			  x->server_time[0] ? x->server_time : k->date);
+		return;
+	}
+	offset = s3_clock_correct(k->client, server);
+	if (llabs(offset - before) > 1) {
+		call_name(k, name, sizeof(name));
+		log_warn("%s: %s: this machine's clock is %lld s %s the server's; requests are "
+			 "signed with the server's time from now on",
+			 name, what, llabs(offset), offset > 0 ? "behind" : "ahead of");
+	}
+	k->skew_corrections++;
+	k->state = CALL_RESEND;
+}
+
+/* The words for where the credentials came from. */
+static const char *source_words(const char *source)
+{
+	if (strcmp(source, AWS_SOURCE_ENVIRONMENT) == 0)
+		return "the environment (AWS_SESSION_TOKEN)";
+	if (strcmp(source, AWS_SOURCE_SHARED_FILES) == 0)
+		return "the shared files (aws_session_token of the profile)";
+	if (strcmp(source, AWS_SOURCE_WEB_IDENTITY) == 0)
+		return "web identity (STS AssumeRoleWithWebIdentity)";
+	if (strcmp(source, AWS_SOURCE_CONTAINER) == 0)
+		return "the container credentials endpoint";
+	if (strcmp(source, AWS_SOURCE_INSTANCE_METADATA) == 0)
+		return "instance metadata";
+	return *source ? source : "the credentials provider";
+}
+
+/* ExpiredToken: credentials from a source that refreshes them are
+ * refreshed and the request retried; the environment's and the shared
+ * files' are read once, so their token stays expired. */
+static void expired_token(struct call *k, const char *what)
+{
+	const char *source = k->credentials && k->credentials->source ? k->credentials->source : "";
+	bool fixed = strcmp(source, AWS_SOURCE_ENVIRONMENT) == 0 ||
+		     strcmp(source, AWS_SOURCE_SHARED_FILES) == 0;
+
+	if (fixed) {
+		call_fail(k, CALL_FAILED, ERR_S3_CREDENTIALS,
+			  "%s: the session token of the credentials from %s has expired; give "
+			  "new temporary credentials",
+			  what, source_words(source));
+		return;
+	}
+	/* The service holds them expired (its clock runs ahead of ours):
+	 * refreshed before the next attempt. */
+	aws_credentials_expire(k->client->credentials, k->credentials);
+	call_fail(k, CALL_RETRY, ERR_S3_CREDENTIALS,
+		  "%s: the session token of the credentials from %s has expired; refreshed", what,
+		  source_words(source));
+}
+
 /* Decides what an error answer means: an HTTP error status, or a 200
  * whose body is an <Error>, which is retried alike when its code is a
  * transient one (InternalError, SlowDown, ...). */
@@ -323,11 +654,14 @@ static void classify_error(struct call *k, const struct s3_error_answer *error)
 		call_fail(k, CALL_RETRY, ERR_S3_UNAVAILABLE, "%s", what);
 		return;
 	}
-	/* Credentials the service holds expired (its clock runs ahead of
-	 * ours): refreshed before the next attempt. */
+	if (follow_redirect(k, &x, what))
+		return;
+	if (strcmp(x.code, "RequestTimeTooSkewed") == 0) {
+		correct_clock(k, &x, what);
+		return;
+	}
 	if (strcmp(x.code, "ExpiredToken") == 0) {
-		aws_credentials_expire(k->client->credentials, k->credentials);
-		call_fail(k, CALL_RETRY, ERR_S3_CREDENTIALS, "%s", what);
+		expired_token(k, what);
 		return;
 	}
 	if (k->status == 403 || strcmp(x.code, "AccessDenied") == 0)
@@ -545,14 +879,14 @@ static void run_round(struct lane *lane, struct call **calls, size_t n)
 int s3_perform(struct s3_client *c, struct call **calls, size_t n, struct err *e)
 {
 	struct lane *lane = s3_lane_get(c);
-	size_t i, retry;
+	size_t i, retry, resend;
 	unsigned attempt;
 	struct call *last_retry = NULL;
 	int rc = -1;
 
-	for (attempt = 1;; attempt++) {
+	for (attempt = 1;;) {
 		run_round(lane, calls, n);
-		retry = 0;
+		retry = resend = 0;
 		for (i = 0; i < n; i++) {
 			if (calls[i]->state == CALL_FAILED) {
 				err_copy(e, &calls[i]->err);
@@ -562,17 +896,23 @@ int s3_perform(struct s3_client *c, struct call **calls, size_t n, struct err *e
 				retry++;
 				last_retry = calls[i];
 			}
+			resend += calls[i]->state == CALL_RESEND;
 		}
-		if (retry == 0)
+		if (retry == 0 && resend == 0)
 			break;
+		if (retry == 0)
+			continue; /* sent elsewhere or signed anew: not an attempt */
 		if (attempt >= c->max_attempts) {
-			err_set(e, ERR_S3_UNAVAILABLE, "%s; gave up after %u attempts",
+			/* s3_unavailable, or s3_credentials for a token
+			 * that stayed expired */
+			err_set(e, last_retry->err.code, "%s; gave up after %u attempts",
 				last_retry->err.msg, attempt);
 			goto out;
 		}
 		log_warn("%s; retrying (attempt %u of %u)", last_retry->err.msg, attempt + 1,
 			 c->max_attempts);
 		backoff_sleep(c, attempt);
+		attempt++;
 	}
 	rc = 0;
 out:

@@ -11,6 +11,7 @@
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -25,9 +26,20 @@
 #include "ckptconv/util.h"
 
 #define MIB ((uint64_t)1 << 20)
-#define LANE_HANDLES 8 /* parallel requests of one call */
+#define LANE_HANDLES 8	   /* parallel requests of one call */
+#define S3_REDIRECTS_MAX 3 /* redirects one request follows */
 
 enum style { STYLE_AUTO, STYLE_PATH, STYLE_VIRTUAL };
+
+/* Where S3 said to send a request instead of the configured endpoint
+ * (a redirect, or the bucket's region): a host[:port] that holds the whole
+ * request host ("" keeps the client's), its scheme, and the region to sign
+ * for ("" keeps the client's). */
+struct route {
+	char authority[256];
+	bool https;
+	char region[64];
+};
 
 static inline bool is_set(const char *v)
 {
@@ -62,6 +74,13 @@ struct s3_client {
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 	pthread_mutex_t lanes_lock; /* protects idle_lanes */
 	struct lane *idle_lanes;
+	/* A bucket S3 answered is in another region (301 PermanentRedirect,
+	 * AuthorizationHeaderMalformed): later requests for it go there at
+	 * once.  moved_bucket "" when none; both protected by moved_lock. */
+	pthread_mutex_t moved_lock;
+	char moved_bucket[64];
+	struct route moved;
+	_Atomic long long *clock_offset; /* the endpoint's (s3_clock_for) */
 };
 
 /* Fills c's settings, resolved thread > process > environment, and its
@@ -87,6 +106,18 @@ void s3_target_fini(struct target *t);
  * virtual-hosted, as the client's style and the bucket say). */
 void s3_target_build(const struct s3_client *c, const char *bucket, const char *key,
 		     const struct sigv4_param *params, size_t nparams, struct target *t);
+/* The same at `route` (NULL: the client's endpoint): a route's authority
+ * that starts with "<bucket>." is virtual-hosted, any other path-style. */
+void s3_target_build_at(const struct s3_client *c, const struct route *route, const char *bucket,
+			const char *key, const struct sigv4_param *params, size_t nparams,
+			struct target *t);
+/* Whether a request for `bucket`, with its credentials, may follow S3 to
+ * `authority` (host[:port]) over https or http: the same scheme as the
+ * endpoint or https; with a custom endpoint its host or a name under it,
+ * any port; with AWS an S3 host ("[bucket.]s3." or "s3-" ...) of
+ * amazonaws.com or amazonaws.com.cn, no port.  Else *why says why not. */
+bool s3_route_allowed(const struct s3_client *c, const char *bucket, const char *authority,
+		      bool https, char *why, size_t why_len);
 /* The x-amz-content-sha256 of a body: UNSIGNED-PAYLOAD over https. */
 void s3_payload_hash_of(const struct s3_client *c, const void *body, size_t len,
 			char out[SHA256_HEX_SIZE]);
@@ -98,6 +129,11 @@ char *s3_authorization_for(const struct s3_client *c,
 			   const struct aws_credentials_snapshot *credentials, const char *method,
 			   const struct target *t, const struct sigv4_header *extra, size_t nextra,
 			   const char *payload_hash, time_t when);
+/* The same for `region` instead of the client's. */
+char *s3_authorization_in(const struct s3_client *c, const char *region,
+			  const struct aws_credentials_snapshot *credentials, const char *method,
+			  const struct target *t, const struct sigv4_header *extra, size_t nextra,
+			  const char *payload_hash, time_t when);
 
 /* ---- calls (s3_call.c) ---- */
 
@@ -108,7 +144,9 @@ static inline void err_copy(struct err *e, const struct err *from)
 		*e = *from;
 }
 
-enum call_state { CALL_PENDING, CALL_DONE, CALL_RETRY, CALL_FAILED };
+/* CALL_RESEND: sent again at once, not counted as an attempt (a
+ * redirect followed, a clock corrected). */
+enum call_state { CALL_PENDING, CALL_DONE, CALL_RETRY, CALL_RESEND, CALL_FAILED };
 
 struct call {
 	struct s3_client *client;
@@ -138,6 +176,12 @@ struct call {
 	size_t len;
 	unsigned char *dst;
 	char payload_hash[SHA256_HEX_SIZE];
+	/* Across attempts: where S3 redirected the request, how often, and
+	 * how often it was signed again with a corrected clock. */
+	struct route route;
+	bool routed;
+	unsigned redirects;
+	unsigned skew_corrections;
 
 	/* one attempt */
 	CURL *easy;
@@ -153,6 +197,9 @@ struct call {
 	bool has_length;
 	uint64_t content_length;
 	char etag[256];
+	char date[64];		/* Date */
+	char bucket_region[64]; /* x-amz-bucket-region */
+	char location[1024];	/* Location */
 	struct buf answer;
 	char errbuf[CURL_ERROR_SIZE];
 
@@ -170,6 +217,17 @@ void s3_call_fini(struct call *k);
 int s3_perform(struct s3_client *c, struct call **calls, size_t n, struct err *e);
 /* s3_perform of one call, its payload hash computed first. */
 int s3_perform_one(struct call *k, struct err *e);
+
+/* The process's clock offset for `endpoint` (a custom endpoint's
+ * host[:port], or "amazonaws.com"): made on first use, kept for the
+ * process, read and set atomically. */
+_Atomic long long *s3_clock_for(const char *endpoint);
+/* The time c's requests are signed with: this machine's clock corrected by
+ * what its endpoint answered RequestTimeTooSkewed with. */
+time_t s3_clock_now(const struct s3_client *c);
+/* Sets c's endpoint's offset so that now is `server_time`; returns the new
+ * offset in seconds. */
+long long s3_clock_correct(const struct s3_client *c, time_t server_time);
 
 /* ---- XML (s3_xml.c) ---- */
 

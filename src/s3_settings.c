@@ -234,6 +234,7 @@ int s3_client_configure(struct s3_client *c, const struct s3_settings *settings,
 	} else {
 		c->https = true;
 	}
+	c->clock_offset = s3_clock_for(endpoint ? c->endpoint_authority : "amazonaws.com");
 	/* The given provider, or one of the client's own; credentials are
 	 * obtained now so that a store without any fails when opened. */
 	c->credentials = credentials ? aws_credentials_ref(credentials) : aws_credentials_new();

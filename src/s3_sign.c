@@ -2,12 +2,14 @@
 /*
  * s3_sign: where a request goes and its signature.  Path-style or
  * virtual-hosted addressing (AWS S3 User Guide, "Virtual hosting of
- * buckets"), the payload hash, and the sigv4 Authorization header.
+ * buckets"), the payload hash, and the sigv4 Authorization header; and
+ * which hosts a redirect may take a signed request to.
  */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "ckptconv/err.h"
 #include "ckptconv/s3.h"
@@ -46,13 +48,41 @@ void s3_target_fini(struct target *t)
 void s3_target_build(const struct s3_client *c, const char *bucket, const char *key,
 		     const struct sigv4_param *params, size_t nparams, struct target *t)
 {
-	char *base_host, *encoded_key = key ? sigv4_uri_encode(key, true) : NULL;
+	s3_target_build_at(c, NULL, bucket, key, params, nparams, t);
+}
 
-	if (c->custom_endpoint)
-		base_host = xstrdup(c->endpoint_authority);
-	else if (asprintf(&base_host, "s3.%s.amazonaws.com", c->region) < 0)
-		abort();
-	if (use_virtual(c, bucket)) {
+/* Whether `authority` names the bucket's own host ("<bucket>.rest"). */
+static bool names_bucket(const char *authority, const char *bucket)
+{
+	size_t n = strlen(bucket);
+
+	return strncmp(authority, bucket, n) == 0 && authority[n] == '.';
+}
+
+void s3_target_build_at(const struct s3_client *c, const struct route *route, const char *bucket,
+			const char *key, const struct sigv4_param *params, size_t nparams,
+			struct target *t)
+{
+	char *base_host, *encoded_key = key ? sigv4_uri_encode(key, true) : NULL;
+	const char *region = route && route->region[0] ? route->region : c->region;
+	bool https = route && route->authority[0] ? route->https : c->https;
+	bool virtual_host;
+
+	if (route && route->authority[0]) {
+		base_host = xstrdup(route->authority);
+		virtual_host = names_bucket(base_host, bucket);
+	} else {
+		if (c->custom_endpoint)
+			base_host = xstrdup(c->endpoint_authority);
+		else if (asprintf(&base_host, "s3.%s.amazonaws.com", region) < 0)
+			abort();
+		virtual_host = use_virtual(c, bucket);
+	}
+	if (route && route->authority[0] && virtual_host) {
+		t->host = xstrdup(base_host);
+		if (asprintf(&t->path, "/%s", encoded_key ? encoded_key : "") < 0)
+			abort();
+	} else if (virtual_host) {
 		if (asprintf(&t->host, "%s.%s", bucket, base_host) < 0 ||
 		    asprintf(&t->path, "/%s", encoded_key ? encoded_key : "") < 0)
 			abort();
@@ -63,7 +93,7 @@ void s3_target_build(const struct s3_client *c, const char *bucket, const char *
 			abort();
 	}
 	t->query = sigv4_canonical_query(params, nparams);
-	if (asprintf(&t->url, "%s://%s%s%s%s", c->https ? "https" : "http", t->host, t->path,
+	if (asprintf(&t->url, "%s://%s%s%s%s", https ? "https" : "http", t->host, t->path,
 		     *t->query ? "?" : "", t->query) < 0)
 		abort();
 	free(base_host);
@@ -84,6 +114,15 @@ char *s3_authorization_for(const struct s3_client *c,
 			   const struct target *t, const struct sigv4_header *extra, size_t nextra,
 			   const char *payload_hash, time_t when)
 {
+	return s3_authorization_in(c, c->region, credentials, method, t, extra, nextra, payload_hash,
+				   when);
+}
+
+char *s3_authorization_in(const struct s3_client *c, const char *region,
+			  const struct aws_credentials_snapshot *credentials, const char *method,
+			  const struct target *t, const struct sigv4_header *extra, size_t nextra,
+			  const char *payload_hash, time_t when)
+{
 	struct sigv4_credentials cred = {credentials->access_key_id, credentials->secret_access_key,
 					 credentials->session_token};
 	struct sigv4_request r = {
@@ -94,12 +133,77 @@ char *s3_authorization_for(const struct s3_client *c,
 		.headers = extra,
 		.nheaders = nextra,
 		.payload_hash = payload_hash,
-		.region = c->region,
+		.region = region && *region ? region : c->region,
 		.service = "s3",
 		.when = when,
 	};
 
 	return sigv4_sign(&r, &cred);
+}
+
+/* The host of an authority: "[::1]:9000" -> "[::1]", "a.b:9000" -> "a.b". */
+static void host_of(const char *authority, char *out, size_t len)
+{
+	const char *end = authority[0] == '[' ? strchr(authority, ']') : strrchr(authority, ':');
+
+	if (authority[0] == '[' && end)
+		end++;
+	snprintf(out, len, "%.*s", (int)(end ? (size_t)(end - authority) : strlen(authority)),
+		 authority);
+}
+
+static bool ends_with_label(const char *host, const char *suffix)
+{
+	size_t n = strlen(host), m = strlen(suffix);
+
+	return n > m && strcasecmp(host + n - m, suffix) == 0 && host[n - m - 1] == '.';
+}
+
+static bool s3_label(const char *label)
+{
+	return strncmp(label, "s3.", 3) == 0 || strncmp(label, "s3-", 3) == 0;
+}
+
+/* An S3 host of AWS: "[bucket.]s3[.-]...amazonaws.com[.cn]", no port. */
+static bool aws_s3_host(const char *host, const char *bucket)
+{
+	if (!ends_with_label(host, "amazonaws.com") && !ends_with_label(host, "amazonaws.com.cn"))
+		return false;
+	if (names_bucket(host, bucket))
+		host += strlen(bucket) + 1;
+	return s3_label(host);
+}
+
+bool s3_route_allowed(const struct s3_client *c, const char *bucket, const char *authority,
+		      bool https, char *why, size_t why_len)
+{
+	char host[256], endpoint_host[256];
+	const char *p;
+
+	for (p = authority; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr(".-_:[]", *p))
+			break;
+	if (!*authority || *p || strlen(authority) >= sizeof(host)) {
+		snprintf(why, why_len, "'%.100s' is not a host name", authority);
+		return false;
+	}
+	if (c->https && !https) {
+		snprintf(why, why_len, "it leaves https for http");
+		return false;
+	}
+	host_of(authority, host, sizeof(host));
+	if (c->custom_endpoint) {
+		host_of(c->endpoint_authority, endpoint_host, sizeof(endpoint_host));
+		if (strcasecmp(host, endpoint_host) == 0 || ends_with_label(host, endpoint_host))
+			return true;
+		snprintf(why, why_len, "'%s' is neither the endpoint's host '%s' nor under it",
+			 host, endpoint_host);
+		return false;
+	}
+	if (strcmp(host, authority) == 0 && aws_s3_host(host, bucket))
+		return true;
+	snprintf(why, why_len, "'%.100s' is not an S3 host of amazonaws.com", authority);
+	return false;
 }
 
 int s3_sign_request(struct s3_client *c, const char *method, const char *bucket, const char *key,

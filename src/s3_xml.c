@@ -100,6 +100,12 @@ static void error_field(void *arg, const char *path, const char *text)
 		snprintf(x->code, sizeof(x->code), "%s", text);
 	else if (strcmp(path, "Error/Message") == 0)
 		snprintf(x->message, sizeof(x->message), "%s", text);
+	else if (strcmp(path, "Error/Endpoint") == 0)
+		snprintf(x->endpoint, sizeof(x->endpoint), "%s", text);
+	else if (strcmp(path, "Error/Region") == 0)
+		snprintf(x->region, sizeof(x->region), "%s", text);
+	else if (strcmp(path, "Error/ServerTime") == 0)
+		snprintf(x->server_time, sizeof(x->server_time), "%s", text);
 }
 
 bool s3_error_answer_parse(const char *body, size_t len, struct s3_error_answer *out)

@@ -13,9 +13,10 @@ STATE_DIR/ports.json once every listener is up:
   s3         a front for the S3 test server at S3_UPSTREAM_PORT that checks
              every request's SigV4 signature against the credentials the
              stand-ins issued (or the static keys of the control file), their
-             session token and their expiry, and refuses what does not hold
-             (403 InvalidAccessKeyId / InvalidToken / SignatureDoesNotMatch,
-             400 ExpiredToken) before passing the rest on, re-signed for the
+             session token and their expiry, and that its Host names this
+             front, and refuses what does not hold (403 InvalidAccessKeyId /
+             InvalidToken / SignatureDoesNotMatch, 400 ExpiredToken /
+             WrongHost) before passing the rest on, re-signed for the
              S3 test server's own key (which checks no V4 signature itself)
   hang       accepts connections and never answers
   closed     a port that was free and is closed again
@@ -290,6 +291,8 @@ class S3Front(Handler):
         static = control().get("static", {}).get(key)
         if static:
             cred = {"secret": static["secret"], "token": static.get("token"), "expires": None}
+        if self.headers.get("Host") != "127.0.0.1:%d" % self.server.server_address[1]:
+            return self.refuse(400, "WrongHost", key, "Host does not name this server.")
         if len(scope) != 5 or not cred:
             return self.refuse(403, "InvalidAccessKeyId", key, "The AWS Access Key Id you provided does not exist in our records.")
         if self.headers.get("x-amz-security-token") != cred["token"]:

@@ -484,6 +484,33 @@ START_TEST(test_manifest_round_trip)
 }
 END_TEST
 
+/* --allow-gaps shapes a consolidation's plan: the manifest keeps it and
+ * hands it back to finalize's planning (absent: false). */
+START_TEST(test_manifest_allow_gaps)
+{
+	struct conversion *c;
+	const struct plan *p = plan_of(SHARD, &c);
+	struct convert_options o = options(SHARD, 1, 3), back;
+	struct partition_manifest *m;
+	struct err e = {0};
+	char *text;
+	int gaps;
+
+	for (gaps = 0; gaps <= 1; gaps++) {
+		o.allow_gaps = gaps;
+		text = partition_manifest_build(p, src, &o, 3);
+		ck_assert_int_eq(partition_manifest_parse(text, "here", &m, &e), 0);
+		ck_assert_int_eq(m->allow_gaps, gaps);
+		ck_assert_int_eq(partition_manifest_options(m, &back, &e), 0);
+		ck_assert_int_eq(back.allow_gaps, gaps);
+		ck_assert_int_eq(strstr(text, "\"allow_gaps\": true") != NULL, gaps);
+		partition_manifest_free(m);
+		free(text);
+	}
+	conversion_free(c);
+}
+END_TEST
+
 START_TEST(test_manifest_mismatch)
 {
 	struct conversion *ca, *cb;
@@ -916,6 +943,7 @@ static Suite *partition_suite(void)
 	tcase_add_test(tc, test_groups_of_a_plan);
 	tcase_add_test(tc, test_partition_results_add_up);
 	tcase_add_test(tc, test_manifest_round_trip);
+	tcase_add_test(tc, test_manifest_allow_gaps);
 	tcase_add_test(tc, test_manifest_mismatch);
 	tcase_add_test(tc, test_manifest_not_ours);
 	tcase_add_test(tc, test_partitions_equal_one_run);

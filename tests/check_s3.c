@@ -9,7 +9,10 @@
  * chunked views, and multipart writes arriving out of order from several
  * threads.  Also the settings: precedence, validation, locations and
  * addressing; and the credentials: one provider shared by the clients,
- * session tokens sent, S3's ExpiredToken answered by a refresh.
+ * session tokens sent, S3's ExpiredToken answered by a refresh.  And
+ * where S3 may send a signed request: AuthorizationHeaderMalformed naming
+ * the bucket's region, followed and remembered; the hosts a redirect may
+ * take credentials to.
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -32,6 +35,7 @@
 #include "ckptconv/sigv4.h"
 #include "ckptconv/output.h"
 #include "ckptconv/store.h"
+#include "../src/s3_internal.h" /* s3_route_allowed */
 #include "testutil.h"
 
 #define SECRET "secret-that-must-not-leak"
@@ -386,6 +390,41 @@ START_TEST(test_process_credentials)
 	ck_assert_int_eq(atomic_load(&f->requests), 3);
 	s3_client_free(c);
 	s3_client_free(c2);
+	fake_stop(f);
+	aws_credentials_unref(p);
+}
+END_TEST
+
+static void always_expired(struct fake *f, struct request *r, struct http_buf *out)
+{
+	(void)f;
+	(void)r;
+	respond_error(out, 400, "ExpiredToken");
+}
+
+/* A token S3 holds expired however often it is refreshed: s3_credentials
+ * once the attempts are spent, naming the source, not s3_unavailable. */
+START_TEST(test_token_stays_expired)
+{
+	struct aws_credentials *p = aws_credentials_new_custom("rotating", rotating, NULL);
+	struct s3_client *c;
+	struct err e = {0};
+	unsigned char buf[64];
+	struct fake *f;
+
+	setup_env();
+	unsetenv("AWS_ACCESS_KEY_ID");
+	atomic_store(&rotations, 0);
+	f = fake_start(always_expired);
+	c = client_with(NULL, p);
+	ck_assert_int_eq(s3_get_range(c, "bkt", "obj", 0, buf, sizeof(buf), &e), -1);
+	ck_assert_str_eq(err_name(e.code), "s3_credentials");
+	ck_assert_str_eq(e.msg, "s3://bkt/obj: GetObject answered 400 ExpiredToken (ExpiredToken "
+				"happened): the session token of the credentials from rotating has "
+				"expired; refreshed; gave up after 3 attempts");
+	ck_assert_int_eq(atomic_load(&f->requests), 3);
+	ck_assert_uint_eq(atomic_load(&rotations), 3); /* refreshed before each retry */
+	s3_client_free(c);
 	fake_stop(f);
 	aws_credentials_unref(p);
 }
@@ -1251,6 +1290,90 @@ START_TEST(test_locations)
 }
 END_TEST
 
+/* A bucket in eu-west-1: a request signed for another region is answered
+ * AuthorizationHeaderMalformed naming eu-west-1, as S3 does. */
+static void regional_get(struct fake *f, struct request *r, struct http_buf *out)
+{
+	static const char body[] =
+		"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>"
+		"AuthorizationHeaderMalformed</Code><Message>The authorization header is "
+		"malformed; the region 'us-east-1' is wrong; expecting 'eu-west-1'</Message>"
+		"<Region>eu-west-1</Region></Error>";
+
+	(void)f;
+	if (strstr(r->authorization, "/eu-west-1/s3/aws4_request"))
+		serve_range(r, out, OBJECT_SIZE);
+	else
+		respond(out, 400, "Content-Type: application/xml\r\n", body, strlen(body));
+}
+
+/* The region S3 names is signed for, and kept for the bucket's later
+ * requests. */
+START_TEST(test_region_named_by_s3)
+{
+	unsigned char buf[100];
+	struct s3_client *c;
+	struct err e = {0};
+	struct fake *f;
+
+	setup_env();
+	f = fake_start(regional_get);
+	c = client();
+	ck_assert_msg(s3_get_range(c, "bkt", "obj", 10, buf, sizeof(buf), &e) == 0, "%s", e.msg);
+	ck_assert_uint_eq(buf[0], byte_at(10));
+	ck_assert_int_eq(atomic_load(&f->requests), 2);
+	ck_assert_msg(s3_get_range(c, "bkt", "obj", 20, buf, sizeof(buf), &e) == 0, "%s", e.msg);
+	ck_assert_uint_eq(buf[0], byte_at(20));
+	ck_assert_int_eq(atomic_load(&f->requests), 3); /* signed for eu-west-1 at once */
+	s3_client_free(c);
+	fake_stop(f);
+}
+END_TEST
+
+/* Which hosts a redirect may take a request's credentials to. */
+START_TEST(test_redirect_hosts)
+{
+	struct s3_settings custom = {.endpoint_url = "https://s3.example.com:9000"};
+	struct s3_client *aws, *c;
+	char why[300];
+
+	setup_env();
+	aws = client_with(NULL, NULL);
+	ck_assert(s3_route_allowed(aws, "bkt", "bkt.s3.eu-west-1.amazonaws.com", true, why,
+				   sizeof(why)));
+	ck_assert(
+		s3_route_allowed(aws, "bkt", "s3.eu-west-1.amazonaws.com", true, why, sizeof(why)));
+	ck_assert(s3_route_allowed(aws, "my.bkt", "my.bkt.s3-eu-west-1.amazonaws.com", true, why,
+				   sizeof(why)));
+	ck_assert(s3_route_allowed(aws, "bkt", "s3.cn-north-1.amazonaws.com.cn", true, why,
+				   sizeof(why)));
+	/* not S3, not AWS, a port, http, a name that only ends like AWS's */
+	ck_assert(!s3_route_allowed(aws, "bkt", "ec2-1-2-3-4.compute-1.amazonaws.com", true, why,
+				    sizeof(why)));
+	ck_assert_str_eq(
+		why, "'ec2-1-2-3-4.compute-1.amazonaws.com' is not an S3 host of amazonaws.com");
+	ck_assert(!s3_route_allowed(aws, "bkt", "bkt.s3.evil.example", true, why, sizeof(why)));
+	ck_assert(!s3_route_allowed(aws, "bkt", "s3.eu-west-1.amazonaws.com:8443", true, why,
+				    sizeof(why)));
+	ck_assert(!s3_route_allowed(aws, "bkt", "s3.notamazonaws.com", true, why, sizeof(why)));
+	ck_assert(!s3_route_allowed(aws, "bkt", "s3.eu-west-1.amazonaws.com", false, why,
+				    sizeof(why)));
+	ck_assert_str_eq(why, "it leaves https for http");
+	ck_assert(!s3_route_allowed(aws, "bkt", "user@s3.amazonaws.com", true, why, sizeof(why)));
+	s3_client_free(aws);
+
+	c = client_with(&custom, NULL);
+	ck_assert(s3_route_allowed(c, "bkt", "s3.example.com:9001", true, why, sizeof(why)));
+	ck_assert(s3_route_allowed(c, "bkt", "bkt.s3.example.com", true, why, sizeof(why)));
+	ck_assert(!s3_route_allowed(c, "bkt", "example.com", true, why, sizeof(why)));
+	ck_assert_str_eq(
+		why, "'example.com' is neither the endpoint's host 's3.example.com' nor under it");
+	ck_assert(!s3_route_allowed(c, "bkt", "evils3.example.com", true, why, sizeof(why)));
+	ck_assert(!s3_route_allowed(c, "bkt", "s3.example.com", false, why, sizeof(why)));
+	s3_client_free(c);
+}
+END_TEST
+
 START_TEST(test_endpoints)
 {
 	struct err e = {0};
@@ -1461,12 +1584,15 @@ static Suite *s3_suite(void)
 	tcase_set_timeout(t, 60);
 	tcase_add_test(t, test_store_listing_and_view);
 	tcase_add_test(t, test_empty_prefix_is_not_found);
+	tcase_add_test(t, test_region_named_by_s3);
+	tcase_add_test(t, test_token_stays_expired);
 	tcase_add_test(t, test_multipart_writer);
 	tcase_add_test(t, test_destination_not_empty);
 	suite_add_tcase(s, t);
 	t = tcase_create("settings");
 	tcase_add_test(t, test_locations);
 	tcase_add_test(t, test_endpoints);
+	tcase_add_test(t, test_redirect_hosts);
 	tcase_add_test(t, test_settings_precedence);
 	tcase_add_test(t, test_missing_credentials);
 	tcase_add_test(t, test_job_options);

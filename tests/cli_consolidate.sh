@@ -123,9 +123,25 @@ fi
 d=$T/bad-native-gap
 copy_dir "$C/inputs/tiny-r3/model" "$d"
 rm "$d/shard-00002-model-00001-of-00001.safetensors"
-expect_fail "--to native of a checkpoint with a missing shard" chunk_gap "shard-00002" \
+expect_fail "--to native of a checkpoint with a missing shard" shard_missing \
+	"shard-00002-model-00001-of-00001.safetensors is missing" \
 	"$CKPTCONV" convert --to native "$d" "$T/dst-native-gap"
 expect_empty "--to native refused: nothing written" "$T/dst-native-gap"
+# Expert parallel without the last EP rank's shard, config.json without
+# hidden_size: its experts are mapped but in no shard.
+d=$T/bad-native-ep-last
+copy_dir "$C/inputs/tiny-ep2/model" "$d"
+rm "$d/shard-00002-model-00001-of-00001.safetensors"
+python3 - "$d/.hf_metadata/config.json" <<'PYEOF'
+import json, sys
+c = json.load(open(sys.argv[1]))
+del c["hidden_size"]
+open(sys.argv[1], "w").write(json.dumps(c, indent=2, sort_keys=True) + "\n")
+PYEOF
+expect_fail "--to native without the last EP rank's shard" shard_missing \
+	"'model.layers.1.mlp.experts.2.down_proj.weight' is mapped to model-00004-of-00005.safetensors" \
+	"$CKPTCONV" convert --to native "$d" "$T/dst-native-ep-last"
+expect_empty "--to native without the last EP rank's shard: nothing written" "$T/dst-native-ep-last"
 # Without the last shard the chunks still tile smaller tensors (the full
 # shape is stored nowhere); config.json's sizes show it.
 d=$T/bad-native-last
@@ -155,6 +171,26 @@ for spec in "tiny-r3-f32save tiny-r3-f32save-cast-bf16 bf16" "tiny-r4-ep2s2 tiny
 			"$C/outputs/$output" "$out"
 	fi
 done
+
+# --allow-gaps is part of the plan: finalize plans again with it.
+d=$T/parts-gap-src
+copy_dir "$C/inputs/tiny-r3/model" "$d"
+rm "$d/shard-00002-model-00001-of-00001.safetensors"
+ok=1
+for i in 0 1 2; do
+	expect_ok "gaps allowed: partition $i/3" "$CKPTCONV" convert --to hf --allow-gaps \
+		--partition "$i/3" "$d" "$T/parts-gap" || ok=0
+done
+if [ $ok = 1 ] && expect_ok "gaps allowed: finalize" "$CKPTCONV" finalize "$T/parts-gap" &&
+	expect_ok "gaps allowed: one run" "$CKPTCONV" convert --to hf --allow-gaps "$d" \
+		"$T/parts-gap-one-run"; then
+	same_files "gaps allowed: 3 partitions + finalize equal one run" "$T/parts-gap-one-run" \
+		"$T/parts-gap"
+fi
+expect_fail "a partition of a damaged checkpoint: refused" shard_missing \
+	"shard-00002-model-00001-of-00001.safetensors is missing" "$CKPTCONV" convert --to hf \
+	--partition 0/2 "$d" "$T/parts-refused"
+expect_empty "a refused partition: nothing written, no manifest" "$T/parts-refused"
 
 # ---- inspect ----
 
@@ -288,9 +324,17 @@ fi
 expect_fail "gap --allow-gaps does not take an overlap" chunk_overlap "$GATE" \
 	"$CKPTCONV" convert --to hf --allow-gaps "$T/bad-overlap" "$T/dst-overlap-allowed"
 
+# A shard missing from the middle of the numbering: the router bias its
+# rank saved whole is mapped but in no shard; the error names it and the
+# file that should hold it.
 d=$(damaged missing-shard tiny-r3)
 rm "$d/shard-00002-model-00001-of-00001.safetensors"
-refused missing-shard chunk_gap "shard-00002" "$d"
+refused missing-shard shard_missing "model.layers.1.mlp.gate.expert_bias" "$d"
+"$CKPTCONV" convert --to hf "$d" "$T/dst-missing-shard-msg" 2>"$T/missing-shard.err" || true
+assert_eq "missing-shard: the exact message" \
+	"$d: 'model.layers.1.mlp.gate.expert_bias' is mapped to model-00003-of-00005.safetensors by .hf_metadata/fqn_to_file_index_mapping.json but no shard holds it: shard-00002-model-00001-of-00001.safetensors is missing" \
+	"$(error_line "$T/missing-shard.err" | sed 's/^ckptconv: shard_missing: //')"
+expect_empty "missing-shard: nothing written (message run)" "$T/dst-missing-shard-msg"
 # --allow-gaps: Automodel's output without that shard: its rows are zeros
 # (the full shapes from every chunk's offset + size, empty chunks included),
 # and what it held whole is left out.
@@ -336,6 +380,20 @@ PYEOF
 	fi
 fi
 
+# A missing middle shard that held only chunks: the chunks leave a gap,
+# and the message names the absent shard.
+d=$(damaged missing-chunks-only tiny-r4-serial)
+rm "$d/shard-00003-model-00001-of-00001.safetensors"
+refused missing-chunks-only chunk_gap "absent from the shard numbers: shard-00003" "$d"
+
+# Many shards absent from the numbering: the first few are named.
+d=$(damaged missing-many tiny-r3)
+mv "$d/shard-00003-model-00001-of-00001.safetensors" "$d/shard-00009-model-00001-of-00001.safetensors"
+rm "$d/shard-00002-model-00001-of-00001.safetensors"
+refused missing-many shard_missing \
+	"shard-00002-model-00001-of-00001.safetensors, shard-00003-model-00001-of-00001.safetensors, shard-00004-model-00001-of-00001.safetensors, shard-00005-model-00001-of-00001.safetensors and 3 more are missing" \
+	"$d"
+
 # The last shard missing: the other chunks tile smaller tensors, whose
 # sizes config.json contradicts.  The error names the missing shard.
 d=$(damaged missing-last tiny-r3)
@@ -348,6 +406,23 @@ assert_eq "missing-last: the exact message" \
 d=$(damaged missing-last2 tiny-r4-serial)
 rm "$d/shard-00003-model-00001-of-00001.safetensors" "$d/shard-00004-model-00001-of-00001.safetensors"
 refused missing-last2 shard_missing "shard-00003, shard-00004 are missing" "$d"
+# The last shard missing and config.json without hidden_size: the layout
+# alone shows it when that rank saved a tensor whole (the router bias of
+# tiny-r2): mapped, in no shard, the next shard named.
+d=$(damaged missing-last-nosize tiny-r2)
+rm "$d/shard-00002-model-00001-of-00001.safetensors"
+python3 - "$d/.hf_metadata/config.json" <<'PYEOF'
+import json, sys
+c = json.load(open(sys.argv[1]))
+del c["hidden_size"]
+open(sys.argv[1], "w").write(json.dumps(c, indent=2, sort_keys=True) + "\n")
+PYEOF
+refused missing-last-nosize shard_missing "model.layers.1.mlp.gate.expert_bias" "$d"
+"$CKPTCONV" convert --to hf "$d" "$T/dst-missing-last-nosize-msg" 2>"$T/missing-last-nosize.err" || true
+assert_eq "missing-last-nosize: the exact message" \
+	"$d: 'model.layers.1.mlp.gate.expert_bias' is mapped to model-00003-of-00005.safetensors by .hf_metadata/fqn_to_file_index_mapping.json but no shard holds it: shard-00002-model-00001-of-00001.safetensors (or a later one) is missing" \
+	"$(error_line "$T/missing-last-nosize.err" | sed 's/^ckptconv: shard_missing: //')"
+expect_empty "missing-last-nosize: nothing written (message run)" "$T/dst-missing-last-nosize-msg"
 
 d=$(damaged dtype tiny-r3)
 edit_shard "$d/shard-00002-model-00001-of-00001.safetensors" \
@@ -403,6 +478,10 @@ d=$(damaged mapping-not-json tiny-r3)
 printf '[1, 2' >"$d/.hf_metadata/fqn_to_file_index_mapping.json"
 refused mapping-not-json mapping_invalid "fqn_to_file_index_mapping.json" "$d"
 
+d=$(damaged config-not-json tiny-r3)
+printf '{"hidden_size": 64,' >"$d/.hf_metadata/config.json"
+refused config-not-json config_invalid ".hf_metadata/config.json: not valid JSON" "$d"
+
 d=$(damaged bad-dtypes tiny-r3)
 printf '{"%s": "F31"}' "$GATE" >"$d/.hf_metadata/fqn_to_dtype_mapping.json"
 refused bad-dtypes mapping_invalid "$GATE" "$d"
@@ -425,12 +504,77 @@ m = json.load(open(sys.argv[1]))
 m["model.layers.1.mlp.gate.extra_bias"] = 1
 open(sys.argv[1], "w").write(json.dumps(m, indent=2, sort_keys=True))
 PYEOF
-expect_fail "mapped-nowhere: convert refuses" shard_missing \
-	"model.layers.1.mlp.gate.extra_bias: fqn_to_file_index_mapping.json maps it to file 1 but no shard holds it" \
-	"$CKPTCONV" convert --to hf "$d" "$T/dst-mapped-nowhere"
-expect_empty "mapped-nowhere: nothing written" "$T/dst-mapped-nowhere"
-expect_ok "mapped-nowhere --allow-gaps: converts, dropping it as Automodel does" \
-	"$CKPTCONV" convert --to hf --allow-gaps "$d" "$T/dst-mapped-nowhere-allowed"
+refused mapped-nowhere shard_missing \
+	"'model.layers.1.mlp.gate.extra_bias' is mapped to model-00001-of-00005.safetensors by .hf_metadata/fqn_to_file_index_mapping.json but no shard holds it: shard-00004-model-00001-of-00001.safetensors (or a later one) is missing" \
+	"$d"
+if expect_ok "mapped-nowhere --allow-gaps: converts, dropping it as Automodel does" \
+	"$CKPTCONV" convert --to hf --allow-gaps "$d" "$T/dst-mapped-nowhere-allowed"; then
+	# Only the mapping file is different: the output is Automodel's.
+	same_files "mapped-nowhere --allow-gaps: identical to Automodel's output" \
+		"$C/outputs/tiny-r3" "$T/dst-mapped-nowhere-allowed"
+fi
+
+# Tied embeddings: lm_head.weight may be mapped and in no shard (the tied
+# alias is not saved); without tie_word_embeddings it is a missing shard.
+d=$(damaged tied tiny-r3)
+python3 - "$d" <<'PYEOF'
+import json, os, struct, sys
+d = sys.argv[1]
+for f in sorted(os.listdir(d)):
+    if not f.endswith(".safetensors"):
+        continue
+    b = open(os.path.join(d, f), "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h, data = json.loads(b[8:8 + n]), b[8 + n:]
+    info = json.loads(h["__metadata__"]["DCP_SHARDING_INFO"])
+    del info["lm_head.weight"]
+    h["__metadata__"]["DCP_SHARDING_INFO"] = json.dumps(info)
+    out, pos = {}, 0
+    for k, v in h.items():
+        if k in ("lm_head.weight", "__metadata__"):
+            continue
+        s, e = v["data_offsets"]
+        out[k] = dict(v, data_offsets=[pos, pos + e - s])
+        pos += e - s
+    out["__metadata__"] = h["__metadata__"]
+    new = b"".join(data[v["data_offsets"][0]:v["data_offsets"][1]]
+                   for k, v in h.items() if k not in ("lm_head.weight", "__metadata__"))
+    j = json.dumps(out, separators=(",", ":")).encode()
+    j += b" " * (-len(j) % 8)
+    open(os.path.join(d, f), "wb").write(struct.pack("<Q", len(j)) + j + new)
+PYEOF
+refused untied-lm-head-absent shard_missing "'lm_head.weight' is mapped to" "$d"
+python3 - "$d/.hf_metadata/config.json" <<'PYEOF'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["tie_word_embeddings"] = True
+open(sys.argv[1], "w").write(json.dumps(c, indent=2, sort_keys=True) + "\n")
+PYEOF
+if expect_ok "tied lm_head.weight absent from the shards: converts" "$CKPTCONV" convert --to hf \
+	"$d" "$T/tied"; then
+	if python3 - "$T/tied" "$C/outputs/tiny-r3" <<'PYEOF'; then
+import json, os, struct, sys
+def load(d):
+    out = {}
+    for f in sorted(os.listdir(d)):
+        if f.endswith(".safetensors"):
+            b = open(os.path.join(d, f), "rb").read()
+            n = struct.unpack("<Q", b[:8])[0]
+            for k, v in json.loads(b[8:8 + n]).items():
+                s, e = v["data_offsets"]
+                out[k] = (f, v["dtype"], v["shape"], b[8 + n + s:8 + n + e])
+    return out
+a, g = load(sys.argv[1]), load(sys.argv[2])
+assert a.keys() == g.keys() - {"lm_head.weight"}, a.keys() ^ g.keys()
+assert all(a[k] == g[k] for k in a), [k for k in a if a[k] != g[k]]
+idx = json.load(open(os.path.join(sys.argv[1], "model.safetensors.index.json")))
+assert "lm_head.weight" not in idx["weight_map"] and len(idx["weight_map"]) == len(a)
+PYEOF
+		pass "tied lm_head.weight: left out, every other tensor Automodel's"
+	else
+		fail "tied lm_head.weight: left out, every other tensor Automodel's"
+	fi
+fi
 
 d=$(damaged truncated tiny-r3)
 truncate -s 1000 "$d/shard-00002-model-00001-of-00001.safetensors"

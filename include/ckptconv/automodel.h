@@ -95,11 +95,15 @@ struct store_config;
  * belong to *am).  Codes: the store's, the shard parse's, hf_metadata_missing,
  * mapping_invalid, config_invalid, chunk_overlap, chunk_gap,
  * chunk_dtype_mismatch, chunk_ndim_mismatch, chunk_out_of_bounds,
- * tensor_not_mapped, shard_missing (each with the tensor).  allow_gaps:
+ * tensor_not_mapped, shard_missing (each with the tensor; shard_missing
+ * when a fqn_to_file_index_mapping.json name but a tied lm_head.weight is
+ * in no shard, or a tensor is smaller than config.json says; the message
+ * names the shard file).  allow_gaps:
  * chunks that leave elements of a full tensor uncovered are taken, the
  * tensor marked to be written with zeros there, as Automodel's tool does
- * (docs/consolidation.md §5.8), and a warning names tensor and element;
- * false refuses them (chunk_gap). */
+ * (docs/consolidation.md §5.8), and a warning names tensor and element,
+ * and mapped names no shard holds are left out as Automodel leaves them
+ * out (§5.6); false refuses them (chunk_gap, shard_missing). */
 int automodel_open(const char *location, const struct store_config *cfg, bool allow_gaps,
 		   struct ckpt **ckpt, struct automodel **am, struct err *e);
 void automodel_free(struct automodel *am);

@@ -61,7 +61,8 @@ const char *err_name(enum err_code code);
 /* The code named `name` (a wire name from docs/errors.md), ERR_NONE when
  * `name` is NULL or names no code. */
 enum err_code err_code_parse(const char *name);
-/* Whether `code` is one of the object store's (the s3_* codes). */
+/* Whether `code` is one of the object store's (the s3_* codes and
+ * clock_skew). */
 int err_is_s3(enum err_code code);
 /* The HTTP status of `code`; 500 for ERR_NONE or an out-of-range value. */
 int err_http_status(enum err_code code);

@@ -147,7 +147,7 @@
 	X(ERR_CHUNK_GAP, "chunk_gap", 422, \
 	  "The chunks of a tensor leave elements of its full shape uncovered (a shard missing, or a damaged DCP_SHARDING_INFO).") \
 	X(ERR_SHARD_MISSING, "shard_missing", 422, \
-	  "A shard of a sharded checkpoint is missing: a tensor is smaller than config.json says (the shards that would hold the rest are named), or the mapping names a tensor no shard holds (only a tied lm_head.weight may be absent).") \
+	  "A shard of a sharded checkpoint is missing, its file named: the mapping names a tensor no shard holds (one its rank saved whole; only a tied lm_head.weight may be absent), or a tensor is smaller than config.json says.") \
 	X(ERR_CHUNK_DTYPE_MISMATCH, "chunk_dtype_mismatch", 422, \
 	  "The chunks of one tensor have different dtypes.") \
 	X(ERR_CHUNK_NDIM_MISMATCH, "chunk_ndim_mismatch", 422, \
@@ -211,6 +211,10 @@
 	  "The S3 configuration (endpoint, region, addressing style, CA bundle) is invalid.") \
 	X(ERR_S3_CREDENTIALS, "s3_credentials", 502, \
 	  "No credentials for the object store could be obtained: the source in use (environment, web identity, shared files, container endpoint, instance metadata) failed, answered something malformed or expired credentials, or none is configured; the message names the source.") \
+	X(ERR_S3_WRONG_REGION, "s3_wrong_region", 502, \
+	  "The bucket is in another region than the one configured, and the request could not be sent there (S3 named an endpoint outside the configured one, or kept redirecting); the message names the bucket's region.") \
+	X(ERR_CLOCK_SKEW, "clock_skew", 502, \
+	  "The object store refused the request time as too far from its own (RequestTimeTooSkewed), still after signing again with the time it sent; the clock of this machine is wrong.") \
 	/* internal */ \
 	X(ERR_PLAN_INVALID, "plan_invalid", 500, \
 	  "The conversion plan is inconsistent (a bug).") \

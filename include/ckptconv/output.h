@@ -94,8 +94,15 @@ int output_put_files(struct store *dst, const struct plan *p, const atomic_bool 
 int output_publish_index(struct store *dst, const char *index_json, struct strvec *published,
 			 struct err *e);
 
+/* Removes `name` from `dst` after a failed run.  A file that cannot be
+ * removed is named in a warning (location, name and why), so that what a
+ * failure leaves is said; the run's own error stays the one reported.
+ * Returns 0, or -1 when the file is still there. */
+int output_remove_after_failure(struct store *dst, const char *name);
+
 /* Removes what `published` names, the last published first (so the index,
- * published last, goes first); errors are ignored: for a failed run. */
+ * published last, goes first), each by output_remove_after_failure: for a
+ * failed run. */
 void output_remove_published(struct store *dst, const struct strvec *published);
 
 #endif

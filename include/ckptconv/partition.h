@@ -105,6 +105,7 @@ struct partition_manifest {
 	uint32_t ep_size, ep_rank;
 	uint64_t max_shard_size;
 	char *exclude;	/* NULL = none */
+	bool allow_gaps; /* a consolidation's gaps are zeros (convert_options) */
 	bool has_index; /* the output has an index (CKPT_INDEX_NAME) */
 	size_t nfiles;
 	struct partition_file *files;

@@ -20,12 +20,28 @@
  * s3_settings_overlay by whoever builds them) override the environment;
  * nothing is kept per process or per thread.
  *
+ * Redirects are followed at once, not counted as attempts: 307
+ * TemporaryRedirect to its Location (or <Endpoint>) for that request, at
+ * most 3 times; 301 PermanentRedirect (<Endpoint>, x-amz-bucket-region)
+ * and 400 AuthorizationHeaderMalformed (<Region>) to the bucket's region,
+ * for that request and the client's later ones for the bucket.  A request
+ * follows only to the configured endpoint's host or a name under it (any
+ * port), or for AWS to an S3 host of amazonaws.com(.cn), and never from
+ * https to http.  RequestTimeTooSkewed sets the signing clock of the
+ * process's requests to that endpoint (AWS is one) to the server's time
+ * (<ServerTime>, else Date) and sends the request again, once.  (Amazon S3 User Guide, "Request redirection and the REST API";
+ * S3 API Reference, "Error responses".)
+ *
  * Threads: a client is shared by any number of threads.  Credentials are
  * never put in errors or logs.  Codes: s3_config, s3_credentials (no
  * credentials could be had; S3's ExpiredToken is retried with refreshed
- * ones), s3_access_denied,
- * s3_no_such_bucket, s3_unavailable, s3_bad_response, s3_error,
- * source_not_found (no such key), file_truncated (a range past the end).
+ * ones, and fails at once for a session token of the environment or the
+ * shared files, naming the source), s3_access_denied,
+ * s3_no_such_bucket, s3_unavailable, s3_bad_response, s3_error (also a
+ * redirect not followed), s3_wrong_region (the bucket's region could not
+ * be reached: named in the message), clock_skew (the time refused again
+ * after the correction), source_not_found (no such key), file_truncated (a
+ * range past the end).
  */
 #ifndef CKPTCONV_S3_H
 #define CKPTCONV_S3_H
@@ -167,7 +183,10 @@ int s3_multipart_abort(struct s3_client *c, const char *bucket, const char *key,
 struct s3_error_answer {
 	char code[64];
 	char message[200];
-	bool is_error; /* the root element is Error */
+	char endpoint[256];   /* <Endpoint> of a redirect: the host to send to */
+	char region[64];      /* <Region> (AuthorizationHeaderMalformed: the right one) */
+	char server_time[40]; /* <ServerTime> of RequestTimeTooSkewed (ISO 8601) */
+	bool is_error;	      /* the root element is Error */
 };
 /* Fills *out from whatever the body holds; false when it is not
  * well-formed XML (what was read before the fault is kept). */
