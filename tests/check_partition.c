@@ -931,6 +931,68 @@ START_TEST(test_insufficient_space)
 }
 END_TEST
 
+/* A partition rerun with resume keeps its own finished files (same inode
+ * and mtime) and writes again only the one whose byte was changed; the
+ * other partitions' files are not its to check. */
+START_TEST(test_partition_resume)
+{
+	char *out = scratch("out"), *ref = scratch("ref"), names[64][128], *path;
+	struct convert_options o = options(SHARD, 1, 3);
+	struct conversion_result r;
+	uint64_t kept_files, kept_bytes;
+	struct stat before[64], after;
+	struct conversion *c;
+	struct err e = {0};
+	size_t n, i;
+	int byte;
+	FILE *f;
+
+	all_partitions(out, SHARD, 3);
+	n = files_of(SHARD, 1, 3, names);
+	ck_assert_uint_gt(n, 1);
+	for (i = 0; i < n; i++) {
+		path = test_path(out, names[i]);
+		ck_assert_int_eq(stat(path, &before[i]), 0);
+		free(path);
+	}
+	/* One byte of the partition's first file changed in place. */
+	path = test_path(out, names[0]);
+	f = fopen(path, "r+b");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fseek(f, (long)before[0].st_size - 1, SEEK_SET), 0);
+	byte = fgetc(f);
+	ck_assert_int_ne(byte, EOF);
+	ck_assert_int_eq(fseek(f, (long)before[0].st_size - 1, SEEK_SET), 0);
+	ck_assert_int_eq(fputc(byte ^ 0x5a, f), byte ^ 0x5a);
+	fclose(f);
+	free(path);
+	o.resume = true;
+	ck_assert_msg(conversion_prepare(src, out, &o, &c, &e) == 0, "%s", e.msg);
+	ck_assert_msg(conversion_run(c, pool, &e) == 0, "%s: %s", err_name(e.code), e.msg);
+	conversion_kept(c, &kept_files, &kept_bytes);
+	conversion_free(c);
+	ck_assert_uint_eq(kept_files, n - 1);
+	for (i = 0; i < n; i++) {
+		path = test_path(out, names[i]);
+		ck_assert_int_eq(stat(path, &after), 0);
+		free(path);
+		if (i == 0)
+			ck_assert(after.st_ino != before[i].st_ino);
+		else
+			ck_assert_msg(after.st_ino == before[i].st_ino &&
+					      after.st_mtim.tv_nsec == before[i].st_mtim.tv_nsec &&
+					      after.st_mtime == before[i].st_mtime,
+				      "%s was written again", names[i]);
+	}
+	ck_assert_msg(finalize(out, &r, &e) == 0, "%s", e.msg);
+	conversion_result_fini(&r);
+	ck_assert_int_eq(convert(ref, SHARD, 0, 0, false, &e), 0);
+	assert_same_dirs(ref, out);
+	free(ref);
+	free(out);
+}
+END_TEST
+
 static Suite *partition_suite(void)
 {
 	Suite *s = suite_create("partition");
@@ -959,6 +1021,7 @@ static Suite *partition_suite(void)
 	tcase_add_test(tc, test_overwrite_previous_checkpoint);
 	tcase_add_test(tc, test_insufficient_space);
 	tcase_add_test(tc, test_unpartitioned_overwrite);
+	tcase_add_test(tc, test_partition_resume);
 	tcase_add_test(tc, test_finalize_source_vetted);
 	suite_add_tcase(s, tc);
 	return s;
