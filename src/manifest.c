@@ -156,7 +156,8 @@ static char *build_locked(struct manifest_sums *s)
 	char crc[9], *text;
 	size_t i;
 
-	qsort(s->files, s->n, sizeof(*s->files), by_name);
+	if (s->n > 1)
+		qsort(s->files, s->n, sizeof(*s->files), by_name);
 	for (i = 0; i < s->n; i++) {
 		crc32c_hex(s->files[i].crc32c, crc);
 		json_array_append_new(files,
