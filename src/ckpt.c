@@ -19,6 +19,7 @@
 
 #include "ckptconv/ckpt.h"
 #include "ckptconv/err.h"
+#include "ckptconv/manifest.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 
@@ -493,8 +494,9 @@ static void sort_other_files(struct ckpt *c, const struct store_entry *entries, 
 	for (i = 0; i < n; i++) {
 		const char *name = entries[i].name;
 
+		/* (A conversion's records are about that output, not this one.) */
 		if (strcmp(name, CKPT_INDEX_NAME) == 0 || is_weight_file(c, name) ||
-		    store_is_temporary(name))
+		    store_is_temporary(name) || manifest_is_record(name))
 			continue;
 		if (entries[i].kind == STORE_OUTSIDE)
 			strvec_pushf(&c->warnings,

@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <poll.h>
 #include <pthread.h>
@@ -40,8 +41,8 @@ static const char usage_text[] =
 	"Usage: ckptconv convert --to native|hf [--ep-size N --ep-rank R]\n"
 	"                        [--dtype auto|bf16|f16|f32|f64|keep] [--max-shard-size 5GB]\n"
 	"                        [--exclude REGEX] [--threads N] [--max-rate 200MB]\n"
-	"                        [--partition I/N] [--overwrite] [--no-fsync] [--dry-run]\n"
-	"                        [--allow-gaps] [--io auto|mmap|pread]\n"
+	"                        [--partition I/N] [--overwrite] [--resume] [--no-fsync]\n"
+	"                        [--dry-run] [--allow-gaps] [--io auto|mmap|pread]\n"
 	"                        [--json] SRC DST\n"
 	"\n"
 	"Converts the checkpoint at SRC (a directory, a .safetensors file or an s3://\n"
@@ -64,6 +65,7 @@ enum {
 	OPT_THREADS,
 	OPT_MAX_RATE,
 	OPT_OVERWRITE,
+	OPT_RESUME,
 	OPT_NO_FSYNC,
 	OPT_DRY_RUN,
 	OPT_JSON,
@@ -82,6 +84,7 @@ static const struct option long_options[] = {
 	{"threads", required_argument, NULL, OPT_THREADS},
 	{"max-rate", required_argument, NULL, OPT_MAX_RATE},
 	{"overwrite", no_argument, NULL, OPT_OVERWRITE},
+	{"resume", no_argument, NULL, OPT_RESUME},
 	{"no-fsync", no_argument, NULL, OPT_NO_FSYNC},
 	{"dry-run", no_argument, NULL, OPT_DRY_RUN},
 	{"json", no_argument, NULL, OPT_JSON},
@@ -193,6 +196,9 @@ static int apply_option(struct cli_convert_args *a, const struct cli_extra_optio
 					 &a->options.max_bytes_per_second, a->json);
 	case OPT_OVERWRITE:
 		a->options.overwrite = true;
+		return 0;
+	case OPT_RESUME:
+		a->options.resume = true;
 		return 0;
 	case OPT_NO_FSYNC:
 		a->options.durable = false;

@@ -3,15 +3,20 @@
  * cli_verify: `ckptconv verify EXPECTED ACTUAL`.  Compares two checkpoints
  * tensor by tensor (names, dtypes, shapes, bytes), printing each difference
  * and a summary.  Exit 0 when they hold the same tensors, 1 on a difference
- * or when a side cannot be read, 2 on a usage error.
+ * or when a side cannot be read, 2 on a usage error.  `ckptconv verify
+ * --checksums DST` instead reads every file DST's checksum records name
+ * again (manifest.h): exit 1 with checksum_mismatch naming the first that
+ * differs.
  */
 #include <getopt.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <string.h>
 
 #include "ckptconv/cli.h"
 #include "ckptconv/err.h"
+#include "ckptconv/manifest.h"
 #include "ckptconv/store.h"
 #include "ckptconv/verify.h"
 
@@ -19,11 +24,15 @@
 
 static const char usage_text[] =
 	"Usage: ckptconv verify [--json] [--max-lines N] EXPECTED ACTUAL\n"
+	"       ckptconv verify [--json] --checksums DST\n"
 	"\n"
 	"Compares two checkpoints tensor by tensor: the same names, and for each the\n"
 	"same dtype, shape and bytes.  File names, shard split and header order do not\n"
-	"matter.\n"
+	"matter.  With --checksums, reads every file a conversion into DST recorded in\n"
+	"its checksum records (ckptconv-sums*.json) again and compares its size and\n"
+	"CRC-32C with the record.\n"
 	"\n"
+	"  --checksums     check DST's files against its checksum records\n"
 	"  --json          print the summary (or the error) as JSON on stdout\n"
 	"  --max-lines N   print at most N differences (default 50)\n"
 	CLI_S3_USAGE
@@ -31,7 +40,7 @@ static const char usage_text[] =
 	"Exit status: 0 equal, 1 different or unreadable, 2 usage error.\n";
 
 struct verify_args {
-	bool json, help;
+	bool json, help, checksums;
 	struct cli_s3_flags s3;
 	unsigned long long max_lines;
 	const char *expected, *actual;
@@ -42,6 +51,7 @@ static int parse_args(int argc, char **argv, struct verify_args *a)
 	static const struct option long_options[] = {
 		{"json", no_argument, NULL, 'j'},
 		{"max-lines", required_argument, NULL, 'm'},
+		{"checksums", no_argument, NULL, 'c'},
 		CLI_S3_LONG_OPTIONS,
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -60,6 +70,8 @@ static int parse_args(int argc, char **argv, struct verify_args *a)
 			a->json = true;
 		} else if (opt == 'h') {
 			a->help = true;
+		} else if (opt == 'c') {
+			a->checksums = true;
 		} else if (opt == 'm') {
 			if (cli_parse_uint(optarg, 0, 1000000000, &a->max_lines) < 0)
 				return cli_usage_error("verify", a->json,
@@ -71,6 +83,12 @@ static int parse_args(int argc, char **argv, struct verify_args *a)
 	}
 	if (a->help)
 		return 0;
+	if (a->checksums) {
+		if (argc - optind != 1)
+			return cli_usage_error("verify", a->json, "--checksums expects DST alone");
+		a->actual = argv[optind];
+		return 0;
+	}
 	if (argc - optind != 2)
 		return cli_usage_error("verify", a->json, "expected EXPECTED and ACTUAL");
 	a->expected = argv[optind];
@@ -107,6 +125,34 @@ static void print_summary(const struct verify_report *r, bool json)
 	       r->dtype_mismatch, r->shape_mismatch, r->bytes_mismatch, r->tensors_compared);
 }
 
+/* --checksums: every recorded file read again. */
+static int verify_checksums(const struct verify_args *a, const struct store_config *cfg)
+{
+	struct store *dst = NULL;
+	uint64_t files = 0, bytes = 0;
+	struct err e = {0};
+	json_t *summary;
+
+	if (store_open_config(a->actual, cfg, &dst, &e) < 0 ||
+	    manifest_verify(dst, &files, &bytes, &e) < 0) {
+		store_free(dst);
+		cli_print_error(&e, a->json);
+		return EXIT_FAILED;
+	}
+	store_free(dst);
+	if (a->json) {
+		summary = json_pack("{s:b, s:I, s:I}", "equal", 1, "files_checked",
+				    (json_int_t)files, "bytes_checked", (json_int_t)bytes);
+		json_dumpf(summary, stdout, JSON_COMPACT);
+		putchar('\n');
+		json_decref(summary);
+	} else {
+		printf("checksums match: %" PRIu64 " files, %" PRIu64 " bytes read again\n", files,
+		       bytes);
+	}
+	return EXIT_OK;
+}
+
 int cli_verify(int argc, char **argv)
 {
 	struct verify_report report;
@@ -124,6 +170,10 @@ int cli_verify(int argc, char **argv)
 	rc = cli_store_config(&a.s3, &store, a.json);
 	if (rc != 0)
 		goto out;
+	if (a.checksums) {
+		rc = verify_checksums(&a, &store);
+		goto out;
+	}
 	memset(&report, 0, sizeof(report));
 	if (verify_checkpoints(a.expected, a.actual, &store, a.json ? stderr : stdout, a.max_lines,
 			       &report, &e) < 0) {

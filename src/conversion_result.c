@@ -62,6 +62,10 @@ json_t *conversion_result_to_json(const struct conversion_result *r)
 		json_object_set_new(j, "bytes_per_second", json_real(rate(r)));
 	}
 	json_object_set_new(j, "warnings", strings(&r->warnings));
+	if (!r->finalize) {
+		json_object_set_new(j, "kept_files", count(r->kept_files));
+		json_object_set_new(j, "kept_bytes", count(r->kept_bytes));
+	}
 	if (r->partition_count)
 		json_object_set_new(j, "partition",
 				    json_pack("{s:o, s:o, s:o}", "index", count(r->partition_index),
@@ -92,6 +96,18 @@ static size_t weight_files(const struct conversion_result *r)
 	return n;
 }
 
+/* What a resumed run kept, when it kept anything. */
+static void print_kept(FILE *out, const struct conversion_result *r)
+{
+	char size[32];
+
+	if (!r->kept_files)
+		return;
+	size_format(r->kept_bytes, size, sizeof(size));
+	fprintf(out, "kept %" PRIu64 " file%s (%s) an interrupted run had published\n",
+		r->kept_files, r->kept_files == 1 ? "" : "s", size);
+}
+
 void conversion_result_print(FILE *out, const struct conversion_result *r, const char *dst)
 {
 	double seconds = r->seconds > 0 ? r->seconds : 0;
@@ -104,6 +120,7 @@ void conversion_result_print(FILE *out, const struct conversion_result *r, const
 		fprintf(out,
 			"converted %" PRIu64 " tensors (%s) into %zu file%s in %.2f s (%s/s): %s\n",
 			r->tensors, size, files, files == 1 ? "" : "s", seconds, speed, dst);
+		print_kept(out, r);
 		return;
 	}
 	fprintf(out,
@@ -112,4 +129,5 @@ void conversion_result_print(FILE *out, const struct conversion_result *r, const
 		"run `ckptconv finalize %s` once all %" PRIu32 " partitions have succeeded\n",
 		r->partition_index, r->partition_count, r->tensors, size, files, r->planned_files,
 		seconds, speed, dst, dst, r->partition_count);
+	print_kept(out, r);
 }

@@ -22,7 +22,9 @@
 #include "ckptconv/conversion_result.h"
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
+#include "ckptconv/crc32c.h"
 #include "ckptconv/exec.h"
+#include "ckptconv/manifest.h"
 #include "ckptconv/output.h"
 #include "ckptconv/partition.h"
 #include "ckptconv/plan.h"
@@ -55,6 +57,11 @@ struct conversion {
 	/* What a run writes and whether it publishes (the whole plan, or a
 	 * partition's group): computed once, when the plan is made. */
 	struct partition_scope scope;
+	/* The destination's records (manifest.h). */
+	struct manifest_sums *sums; /* this run's checksum record */
+	bool *kept_file;	    /* files kept from an interrupted run */
+	uint64_t kept_files, kept_bytes;
+	bool manifest_found;        /* the plan manifest was there before */
 };
 
 /* ---- preparing ---------------------------------------------------------- */
@@ -198,6 +205,8 @@ void conversion_free(struct conversion *c)
 	automodel_free(c->automodel);
 	strvec_fini(&c->published);
 	partition_scope_fini(&c->scope);
+	free(c->kept_file);
+	manifest_sums_free(c->sums);
 	strvec_fini(&c->warnings);
 	store_entries_free(c->source_entries, c->nsource_entries);
 	store_sources_free(c->source_ids, c->nsource_ids);
@@ -242,6 +251,8 @@ void conversion_describe_result(const struct conversion *c, struct conversion_re
 	r->partition_index = scope->index;
 	r->partition_count = scope->count;
 	r->planned_files = scope->count ? p->nfiles : 0;
+	r->kept_files = c->kept_files;
+	r->kept_bytes = c->kept_bytes;
 }
 
 void conversion_totals(const struct conversion *c, uint64_t *tensors, uint64_t *bytes)
@@ -382,31 +393,302 @@ static int bytes_needed(struct conversion *c, uint64_t *out, struct err *e)
 	return 0;
 }
 
+/* Removes the plan manifest and every checksum record `entries` show. */
+static int remove_records(struct store *dst, const struct store_entry *entries, size_t n,
+			  struct err *e)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (manifest_is_record(entries[i].name) && store_remove(dst, entries[i].name, e))
+			return -1;
+	return 0;
+}
+
+/* A destination that is not resumed: output_prepare's rules; with
+ * overwrite, an earlier conversion's records go with its files. */
+static int prepare_fresh(struct conversion *c, struct store_output_options *so, struct err *e)
+{
+	struct store_entry *entries = NULL;
+	size_t n = 0;
+	int rc;
+
+	if (output_prepare(c->dst, so, e))
+		return -1;
+	if (!so->overwrite)
+		return 0;
+	if (output_list(c->dst, &entries, &n, e))
+		return -1;
+	rc = remove_records(c->dst, entries, n, e);
+	store_entries_free(entries, n);
+	return rc;
+}
+
+/* The plan manifest of this conversion (partition.h), with the identity
+ * of every source file planning read. */
+static char *build_manifest(struct conversion *c, uint32_t count)
+{
+	struct store_source *sources = NULL;
+	size_t n = store_identities(c->ckpt->store, &sources);
+	char *text = partition_manifest_build(c->plan, c->src_location, &c->opts, count, sources, n);
+
+	store_sources_free(sources, n);
+	return text;
+}
+
+/* manifest_mismatch unless `found` is the manifest of this conversion. */
+static int same_plan(struct conversion *c, const struct partition_manifest *found, struct err *e)
+{
+	struct partition_manifest *ours = NULL;
+	char *text = build_manifest(c, c->opts.partition_count);
+	int rc;
+
+	if (partition_manifest_parse(text, c->dst->location, &ours, e) ||
+	    partition_manifest_compare(found, ours, c->dst->location, e))
+		rc = -1;
+	else
+		rc = 0;
+	partition_manifest_free(ours);
+	free(text);
+	return rc;
+}
+
+/* Whether `name` is one of the files a conversion of the plan writes. */
+static bool is_output(const struct plan *p, const char *name)
+{
+	size_t i;
+
+	if (strcmp(name, CKPT_INDEX_NAME) == 0 || manifest_is_record(name) ||
+	    store_is_temporary(name))
+		return true;
+	for (i = 0; i < p->nfiles; i++)
+		if (strcmp(p->files[i].name, name) == 0)
+			return true;
+	for (i = 0; i < p->copy_files.len; i++)
+		if (strcmp(p->copy_files.items[i], name) == 0)
+			return true;
+	for (i = 0; i < p->nputs; i++)
+		if (strcmp(p->puts[i].name, name) == 0)
+			return true;
+	return false;
+}
+
+/* A temporary file this run may remove: any, or for a partition, one of
+ * its own files' (the other partitions may be writing theirs). */
+static bool is_stale(const struct conversion *c, const char *name)
+{
+	size_t i;
+
+	if (!store_is_temporary(name))
+		return false;
+	if (!c->scope.skip_file)
+		return true;
+	for (i = 0; i < c->plan->nfiles; i++)
+		if (!c->scope.skip_file[i] && store_is_temporary_of(name, c->plan->files[i].name))
+			return true;
+	return false;
+}
+
+/* store_abort_unfinished's choice: an output file of this run. */
+static bool is_unfinished_mine(const char *name, void *arg)
+{
+	const struct conversion *c = arg;
+	size_t i;
+
+	for (i = 0; i < c->plan->nfiles; i++)
+		if (partition_scope_writes(&c->scope, i) && strcmp(c->plan->files[i].name, name) == 0)
+			return true;
+	return false;
+}
+
+/* The same plan's destination: others' files refused (unless
+ * overwrite), unfinished temporaries removed, the files that pass
+ * manifest_keep_files kept; when one does not, the index goes first. */
+static int keep_published(struct conversion *c, const struct store_output_options *so,
+			  const struct store_entry *entries, size_t n, struct err *e)
+{
+	struct manifest_sums *sums = NULL;
+	char *sums_name = manifest_sums_name(c->opts.partition_index, c->opts.partition_count);
+	char digest[65];
+	size_t i, mine = 0;
+	int rc = -1;
+
+	for (i = 0; i < n; i++) {
+		if (!is_output(c->plan, entries[i].name) && !so->overwrite) {
+			err_set(e, ERR_DESTINATION_NOT_EMPTY,
+				"%s: holds '%s', which no conversion of this plan writes;"
+				" pass --overwrite to replace it",
+				c->dst->location, entries[i].name);
+			goto out;
+		}
+		if (is_stale(c, entries[i].name) && store_remove(c->dst, entries[i].name, e))
+			goto out;
+	}
+	if (store_abort_unfinished(c->dst, is_unfinished_mine, c, e))
+		goto out;
+	if (manifest_sums_read(c->dst, sums_name, &sums, e))
+		goto out;
+	plan_digest(c->plan, digest);
+	c->kept_file = xcalloc(c->plan->nfiles ? c->plan->nfiles : 1, sizeof(bool));
+	if (sums && strcmp(sums->plan_digest, digest) == 0 &&
+	    manifest_keep_files(c->dst, c->plan, c->scope.skip_file, sums, entries, n, c->kept_file,
+				&c->kept_files, &c->kept_bytes, e))
+		goto out;
+	/* The new record starts with the files kept (written by start_records). */
+	for (i = 0; i < c->plan->nfiles; i++) {
+		const struct manifest_sum *sum = manifest_sums_find(sums, c->plan->files[i].name);
+
+		if (c->kept_file[i] &&
+		    manifest_sums_note(c->sums, sum->name, sum->size, sum->crc32c, e))
+			goto out;
+	}
+	for (i = 0; i < c->plan->nfiles; i++)
+		mine += !c->scope.skip_file || !c->scope.skip_file[i];
+	if (c->kept_files < mine && !c->opts.partition_count &&
+	    store_remove(c->dst, CKPT_INDEX_NAME, e))
+		goto out;
+	rc = 0;
+out:
+	manifest_sums_free(sums);
+	free(sums_name);
+	return rc;
+}
+
+/* A partition resumed: partition_prepare_output has checked the manifest
+ * and put it; its own finished files are kept. */
+static int resume_partition(struct conversion *c, const struct store_output_options *so,
+			    struct err *e)
+{
+	struct store_entry *entries = NULL;
+	size_t n = 0;
+	int rc;
+
+	if (output_list(c->dst, &entries, &n, e))
+		return -1;
+	rc = keep_published(c, so, entries, n, e);
+	store_entries_free(entries, n);
+	return rc;
+}
+
+/* --resume: a destination holding this plan's manifest keeps what it
+ * holds of it; one without a manifest is prepared as for any run. */
+static int prepare_resume(struct conversion *c, struct store_output_options *so, struct err *e)
+{
+	struct partition_manifest *found = NULL;
+	struct store_entry *entries = NULL;
+	uint64_t needed;
+	size_t n = 0;
+	int rc = -1;
+
+	if (store_ensure(c->dst, so, e) || output_list(c->dst, &entries, &n, e))
+		return -1;
+	if (partition_manifest_read(c->dst, &found, e))
+		goto out;
+	if (!found) {
+		rc = prepare_fresh(c, so, e);
+		goto out;
+	}
+	if (same_plan(c, found, e) || keep_published(c, so, entries, n, e))
+		goto out;
+	c->manifest_found = true;
+	needed = so->bytes_needed > c->kept_bytes ? so->bytes_needed - c->kept_bytes : 0;
+	rc = output_check_space(c->dst, "the output", needed, 0, e);
+out:
+	partition_manifest_free(found);
+	store_entries_free(entries, n);
+	return rc;
+}
+
+/* The plan manifest (unless there already) and this run's checksum
+ * record, holding the files kept, before any other file is written. */
+static int start_records(struct conversion *c, struct err *e)
+{
+	char *manifest;
+	int rc = 0;
+
+	if (!c->manifest_found && !c->opts.partition_count) {
+		manifest = build_manifest(c, 0);
+		rc = store_put(c->dst, PARTITION_MANIFEST, manifest, strlen(manifest), e);
+		free(manifest);
+		if (rc)
+			return -1;
+	}
+	c->sums->dst = c->dst;
+	return manifest_sums_write(c->sums, e);
+}
+
 static int prepare_destination(struct conversion *c, struct err *e)
 {
 	struct store_output_options so = {
 		.overwrite = c->opts.overwrite,
 		.durable = c->opts.durable,
 	};
+	char digest[65], *name;
+	int rc;
 
 	if (store_open_config(c->dst_location, c->opts.store, &c->dst, e) ||
 	    bytes_needed(c, &so.bytes_needed, e))
 		return -1;
-	return partition_scope_prepare_output(&c->scope, c->dst, c->plan, c->src_location,
-					      c->ckpt->store, &c->opts, &so, e);
+	plan_digest(c->plan, digest);
+	name = manifest_sums_name(c->opts.partition_index, c->opts.partition_count);
+	c->sums = manifest_sums_new(digest, NULL, name); /* written from start_records on */
+	free(name);
+	if (c->scope.count) {
+		rc = partition_scope_prepare_output(&c->scope, c->dst, c->plan, c->src_location,
+						    c->ckpt->store, &c->opts, &so, e);
+		if (rc == 0 && c->opts.resume)
+			rc = resume_partition(c, &so, e);
+	} else if (c->opts.resume)
+		rc = prepare_resume(c, &so, e);
+	else
+		rc = prepare_fresh(c, &so, e);
+	return rc ? -1 : start_records(c, e);
+}
+
+/* Records a copied file's size and CRC-32C, read back (they are small). */
+static int note_copied(struct conversion *c, const char *name, struct err *e)
+{
+	struct store_entry st;
+	uint32_t crc;
+
+	if (store_stat(c->dst, name, &st, e) ||
+	    manifest_file_crc32c(c->dst, name, st.size, &crc, e))
+		return -1;
+	return manifest_sums_note(c->sums, name, st.size, crc, e);
 }
 
 /* The non-weight files (config.json, tokenizer, ...), before the weights,
  * when the run publishes (a partition's come with finalize). */
 static int copy_files(struct conversion *c, struct err *e)
 {
+	const struct plan *p = c->plan;
+	size_t i;
+
 	if (!c->scope.publishes)
 		return 0;
-	if (output_copy_files(c->ckpt->store, c->dst, &c->plan->copy_files, &c->cancelled,
-			      &c->published, e))
+	if (output_copy_files(c->ckpt->store, c->dst, &p->copy_files, &c->cancelled, &c->published,
+			      e))
 		return -1;
+	for (i = 0; i < p->copy_files.len; i++)
+		if (note_copied(c, p->copy_files.items[i], e))
+			return -1;
 	/* Files a plan writes from memory (a consolidation's metadata). */
-	return output_put_files(c->dst, c->plan, &c->cancelled, &c->published, e);
+	if (output_put_files(c->dst, p, &c->cancelled, &c->published, e))
+		return -1;
+	for (i = 0; i < p->nputs; i++)
+		if (manifest_sums_note(c->sums, p->puts[i].name, p->puts[i].len,
+				       crc32c(0, p->puts[i].data, p->puts[i].len), e))
+			return -1;
+	return 0;
+}
+
+/* exec_options.published: the shard's size and CRC-32C into the record. */
+static int note_published(void *arg, uint32_t file, uint32_t crc, struct err *e)
+{
+	struct conversion *c = arg;
+	const struct plan_file *pf = &c->plan->files[file];
+
+	return manifest_sums_note(c->sums, pf->name, pf->size, crc, e);
 }
 
 static int execute_plan(struct conversion *c, struct exec_pool *pool, struct err *e)
@@ -418,7 +700,10 @@ static int execute_plan(struct conversion *c, struct exec_pool *pool, struct err
 	};
 	struct exec_options eo = {.max_bytes_per_second = c->opts.max_bytes_per_second,
 				  .skip_file = c->scope.skip_file,
-				  .read_mode = read_mode[c->opts.io]};
+				  .read_mode = read_mode[c->opts.io],
+				  .kept_file = c->kept_file,
+				  .published = note_published,
+				  .published_arg = c};
 	struct exec_run *run = exec_run_new(c->plan, c->ckpt->store, c->dst, &eo);
 
 	atomic_store(&c->run, run);
@@ -437,7 +722,10 @@ static int publish_index(struct conversion *c, struct err *e)
 		return cancelled_error(e);
 	if (!json || !c->scope.publishes)
 		return 0;
-	return output_publish_index(c->dst, json, &c->published, e);
+	if (output_publish_index(c->dst, json, &c->published, e))
+		return -1;
+	return manifest_sums_note(c->sums, CKPT_INDEX_NAME, strlen(json),
+				  crc32c(0, json, strlen(json)), e);
 }
 
 /* Removes what the run published besides the shards (exec removes those),
@@ -448,8 +736,19 @@ static void remove_published(struct conversion *c, bool shards)
 
 	output_remove_published(c->dst, &c->published);
 	for (i = 0; shards && i < c->plan->nfiles; i++)
-		if (partition_scope_writes(&c->scope, i))
+		if (partition_scope_writes(&c->scope, i) && (!c->kept_file || !c->kept_file[i]))
 			output_remove_after_failure(c->dst, c->plan->files[i].name);
+	if (!c->sums || !c->sums->dst)
+		return; /* the records were not started */
+	/* Files kept stay for the next resume, with the records; else nothing
+	 * of the run remains. */
+	if (c->kept_files) {
+		manifest_sums_write(c->sums, NULL);
+		return;
+	}
+	store_remove(c->dst, c->sums->name, NULL);
+	if (!c->opts.partition_count)
+		store_remove(c->dst, PARTITION_MANIFEST, NULL);
 }
 
 int conversion_run(struct conversion *c, struct exec_pool *pool, struct err *e)
@@ -488,6 +787,7 @@ static void output_names(const struct conversion *c, struct strvec *names)
 {
 	const struct plan *p = c->plan;
 	bool publishes = c->scope.publishes;
+	char *sums;
 	size_t i;
 
 	if (publishes && p->index_json)
@@ -499,6 +799,11 @@ static void output_names(const struct conversion *c, struct strvec *names)
 		strvec_push(names, p->copy_files.items[i]);
 	for (i = 0; publishes && i < p->nputs; i++)
 		strvec_push(names, p->puts[i].name);
+	sums = manifest_sums_name(c->scope.index, c->scope.count);
+	strvec_push(names, sums);
+	free(sums);
+	if (!c->scope.count)
+		strvec_push(names, PARTITION_MANIFEST);
 }
 
 int conversion_clean_destination(struct conversion *c, struct err *e)
@@ -533,6 +838,12 @@ out:
 	store_free(dst);
 	strvec_fini(&names);
 	return rc;
+}
+
+void conversion_kept(const struct conversion *c, uint64_t *files, uint64_t *bytes)
+{
+	*files = c->kept_files;
+	*bytes = c->kept_bytes;
 }
 
 void conversion_cancel(struct conversion *c)

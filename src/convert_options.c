@@ -101,6 +101,8 @@ json_t *convert_options_to_json(const struct convert_options *o, unsigned member
 				    o->max_bytes_per_second ? json_u64(o->max_bytes_per_second) :
 							      json_null());
 		json_object_set_new(j, "overwrite", json_boolean(o->overwrite));
+		if (o->resume)
+			json_object_set_new(j, "resume", json_true());
 		json_object_set_new(j, "partition",
 				    o->partition_count ?
 					    json_pack("{s:I, s:I}", "index",
@@ -347,7 +349,8 @@ int convert_options_from_json(const json_t *obj, unsigned members, const char *p
 		return -1;
 	if ((members & CONVERT_JSON_RUN) &&
 	    (read_size(&r, obj, "max_bytes_per_second", true, &o->max_bytes_per_second) < 0 ||
-	     read_bool(&r, obj, "overwrite", &o->overwrite) < 0 || read_partition(&r, obj, o) < 0 ||
+	     read_bool(&r, obj, "overwrite", &o->overwrite) < 0 ||
+	     read_bool(&r, obj, "resume", &o->resume) < 0 || read_partition(&r, obj, o) < 0 ||
 	     read_io(&r, obj, o) < 0))
 		return -1;
 	return 0;

@@ -68,8 +68,11 @@ struct exec_run {
 	struct store *src, *dst;
 	uint64_t max_bytes_per_second;
 	bool *skip_file; /* nfiles entries */
-	bool copy_in;	 /* sources read in bands, not views */
-	bool fast_copy;	 /* plain copies may be written from views */
+	bool *kept_file; /* nfiles entries */
+	int (*on_published)(void *arg, uint32_t file, uint32_t crc32c, struct err *e);
+	void *on_published_arg;
+	bool copy_in;	/* sources read in bands, not views */
+	bool fast_copy; /* plain copies may be written from views */
 
 	struct work_item *items;
 	size_t nitems;
@@ -364,9 +367,25 @@ static int write_from_view(const struct exec_run *run, struct store_writer *wr, 
 			   const struct store_view *v, const char *file, struct err *e)
 {
 	struct err werr;
+	sigjmp_buf jump;
+	int rc;
 
 	err_clear(&werr);
-	if (store_writer_write(wr, off, v->data, v->len, &werr) == 0)
+	/* The store computes the bytes' checksum on this thread: a fault
+	 * there is a SIGBUS. */
+	if (sigsetjmp(jump, 0)) {
+		sigset_t bus;
+
+		fault_jump = NULL;
+		sigemptyset(&bus);
+		sigaddset(&bus, SIGBUS);
+		pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
+		return source_truncated(e, run, file);
+	}
+	fault_jump = &jump;
+	rc = store_writer_write(wr, off, v->data, v->len, &werr);
+	fault_jump = NULL;
+	if (rc == 0)
 		return 0;
 	if (werr.errnum == EFAULT)
 		return source_truncated(e, run, file);
@@ -563,15 +582,18 @@ static int write_piece(struct worker *w, struct exec_run *run, const struct work
 static int commit_file(struct exec_run *run, uint32_t file, struct err *e)
 {
 	struct store_writer *wr = run->writers[file];
+	uint32_t crc;
 
 	if (atomic_load(&run->failed))
 		return 0; /* run_cleanup aborts it */
-	if (store_check_sources(run->src, e) != 0)
+	if (store_check_sources(run->src, e) != 0 || store_writer_crc32c(wr, &crc, e) != 0)
 		return -1; /* run_cleanup aborts it */
 	run->writers[file] = NULL;
 	if (store_writer_commit(wr, e) != 0)
 		return -1;
 	run->published[file] = true;
+	if (run->on_published)
+		return run->on_published(run->on_published_arg, file, crc, e);
 	return 0;
 }
 
@@ -808,9 +830,23 @@ unsigned exec_pool_busy(const struct exec_pool *pool)
 
 /* ---- runs -------------------------------------------------------------- */
 
+/* Not written by this run: another partition's, or kept from an earlier
+ * run (which still counts in the progress). */
 static bool file_skipped(const struct exec_run *run, uint32_t file)
 {
-	return run->skip_file && run->skip_file[file];
+	return run->skip_file[file] || run->kept_file[file];
+}
+
+/* A kept file's tensors are done before the run starts. */
+static void count_kept(struct exec_run *run, size_t t)
+{
+	const struct plan_tensor *pt = &run->plan->tensors[t];
+
+	atomic_store(&run->tensor_state[t], TENSOR_DONE);
+	run->tensors_total++;
+	run->bytes_total += pt->nbytes;
+	atomic_fetch_add(&run->tensors_done, 1);
+	atomic_fetch_add(&run->bytes_done, pt->nbytes);
 }
 
 static uint64_t piece_source_bytes(const struct plan_tensor *t, const struct plan_piece *pc)
@@ -838,6 +874,8 @@ static void run_flatten(struct exec_run *run)
 	for (t = 0; t < p->ntensors; t++) {
 		const struct plan_tensor *pt = &p->tensors[t];
 
+		if (run->kept_file[pt->file] && !run->skip_file[pt->file])
+			count_kept(run, t);
 		if (file_skipped(run, pt->file))
 			continue;
 		for (k = 0; k < pt->npieces; k++)
@@ -871,6 +909,11 @@ struct exec_run *exec_run_new(const struct plan *plan, struct store *src, struct
 	run->skip_file = xcalloc(plan->nfiles, sizeof(bool));
 	if (o && o->skip_file)
 		memcpy(run->skip_file, o->skip_file, plan->nfiles * sizeof(bool));
+	run->kept_file = xcalloc(plan->nfiles, sizeof(bool));
+	if (o && o->kept_file)
+		memcpy(run->kept_file, o->kept_file, plan->nfiles * sizeof(bool));
+	run->on_published = o ? o->published : NULL;
+	run->on_published_arg = o ? o->published_arg : NULL;
 	run->writers = xcalloc(plan->nfiles, sizeof(*run->writers));
 	run->published = xcalloc(plan->nfiles, sizeof(bool));
 	run->file_remaining = xcalloc(plan->nfiles, sizeof(*run->file_remaining));
@@ -901,6 +944,7 @@ void exec_run_free(struct exec_run *run)
 	free(run->published);
 	free(run->writers);
 	free(run->skip_file);
+	free(run->kept_file);
 	free(run->items);
 	free(run);
 }

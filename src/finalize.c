@@ -5,18 +5,23 @@
  * manifest's source and options (the same plan digest proves the source
  * still gives what the partitions wrote), checks that every planned file
  * is there with the planned size and header bytes, copies the non-weight
- * files, writes the plan's in-memory files, publishes the index last and
- * removes the manifest.  A destination with no manifest must be a finished
- * checkpoint already, which is checked and left as it is.
+ * files, writes the plan's in-memory files, publishes the index last,
+ * merges the partitions' checksum records into one and turns the manifest
+ * into a finished unpartitioned conversion's (manifest.h).  A destination
+ * with no manifest, or with that of a conversion that was not
+ * partitioned, must be a finished checkpoint already, which is checked and
+ * left as it is.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "ckptconv/ckpt.h"
 #include "ckptconv/conversion_result.h"
+#include "ckptconv/crc32c.h"
 #include "ckptconv/convert.h"
 #include "ckptconv/err.h"
 #include "ckptconv/finalize.h"
+#include "ckptconv/manifest.h"
 #include "ckptconv/output.h"
 #include "ckptconv/partition.h"
 #include "ckptconv/plan.h"
@@ -149,6 +154,83 @@ static int replan(const char *location, const struct partition_manifest *m,
 		       location, m->source, digest, m->plan_digest);
 }
 
+/* One checksum record for the finished checkpoint, as a conversion that
+ * is not partitioned leaves: the partitions' records merged, the copied
+ * files (read back: they are small) and the index added; then the
+ * partitions' records go.  A partition's record that misses one of its
+ * files leaves that file out: verify --checksums checks what is recorded. */
+static int merge_sums(struct store *dst, const struct partition_manifest *m, const struct plan *p,
+		      struct err *e)
+{
+	struct manifest_sums *all = NULL, *part = NULL;
+	struct store_entry st;
+	char digest[65], *name;
+	uint32_t g, crc;
+	size_t i;
+	int rc = -1;
+
+	plan_digest(p, digest);
+	all = manifest_sums_new(digest, NULL, MANIFEST_SUMS_NAME);
+	for (g = 0; g < m->count; g++) {
+		name = manifest_sums_name(g, m->count);
+		rc = manifest_sums_read(dst, name, &part, e);
+		free(name);
+		if (rc)
+			goto out;
+		for (i = 0; part && i < part->n; i++)
+			manifest_sums_note(all, part->files[i].name, part->files[i].size,
+					   part->files[i].crc32c, NULL);
+		manifest_sums_free(part);
+		part = NULL;
+	}
+	rc = -1;
+	for (i = 0; i < p->copy_files.len; i++) {
+		if (store_stat(dst, p->copy_files.items[i], &st, e) ||
+		    manifest_file_crc32c(dst, p->copy_files.items[i], st.size, &crc, e))
+			goto out;
+		manifest_sums_note(all, p->copy_files.items[i], st.size, crc, NULL);
+	}
+	for (i = 0; i < p->nputs; i++)
+		manifest_sums_note(all, p->puts[i].name, p->puts[i].len,
+				   crc32c(0, p->puts[i].data, p->puts[i].len), NULL);
+	if (p->index_json)
+		manifest_sums_note(all, CKPT_INDEX_NAME, strlen(p->index_json),
+				   crc32c(0, p->index_json, strlen(p->index_json)), NULL);
+	all->dst = dst;
+	if (manifest_sums_write(all, e))
+		goto out;
+	for (g = 0; g < m->count; g++) {
+		name = manifest_sums_name(g, m->count);
+		rc = store_remove(dst, name, e);
+		free(name);
+		if (rc)
+			goto out;
+	}
+	rc = 0;
+out:
+	manifest_sums_free(part);
+	manifest_sums_free(all);
+	return rc;
+}
+
+/* The manifest becomes the one a conversion that is not partitioned
+ * leaves (0 partitions): the destination is a finished conversion of the
+ * plan, which a partition of it no longer writes into. */
+static int finish_manifest(struct store *dst, const struct partition_manifest *m,
+			   const struct plan *p, struct err *e)
+{
+	struct convert_options o;
+	char *text;
+	int rc;
+
+	if (partition_manifest_options(m, &o, e))
+		return -1;
+	text = partition_manifest_build(p, m->source, &o, 0, m->sources, m->nsources);
+	rc = store_put(dst, PARTITION_MANIFEST, text, strlen(text), e);
+	free(text);
+	return rc;
+}
+
 static int finalize_planned(struct store *dst, const struct partition_manifest *m,
 			    const struct finalize_options *o, struct conversion_result *r,
 			    struct err *e)
@@ -164,7 +246,8 @@ static int finalize_planned(struct store *dst, const struct partition_manifest *
 	p = conversion_plan(c);
 	if (store_ensure(dst, &(struct store_output_options){.durable = o->durable}, e))
 		goto out;
-	if (publish(dst, m, p, o->store, e) || store_remove(dst, PARTITION_MANIFEST, e))
+	if (publish(dst, m, p, o->store, e) || merge_sums(dst, m, p, e) ||
+	    finish_manifest(dst, m, p, e))
 		goto out;
 	/* The whole plan's files, tensors and bytes: what the checkpoint holds. */
 	conversion_describe_result(c, r);
@@ -193,7 +276,9 @@ int finalize_destination(const char *location, const struct finalize_options *o,
 		return -1;
 	if (partition_manifest_read(dst, &m, e))
 		goto out;
-	rc = m ? finalize_planned(dst, m, o, r, e) : check_finished(location, o->store, r, e);
+	/* A manifest of a conversion that is not partitioned stays with it. */
+	rc = m && m->count ? finalize_planned(dst, m, o, r, e) :
+			     check_finished(location, o->store, r, e);
 	if (rc) {
 		conversion_result_fini(r);
 		r->finalize = true;

@@ -40,7 +40,7 @@ static const char *const request_fields[] = {"source",	"destination", "to",
 static const char *const option_fields[] = {
 	"dtype",     "max_shard_size", "exclude", "expert_parallel", "max_bytes_per_second",
 	"overwrite", "dry_run",	       "s3",	  "partition",	     "finalize",
-	"allow_gaps", "io", NULL};
+	"allow_gaps", "io", "resume", NULL};
 /* Options that shape a conversion, so make no sense with finalize. */
 static const char *const conversion_only_fields[] = {"dtype",
 						     "max_shard_size",
@@ -52,6 +52,7 @@ static const char *const conversion_only_fields[] = {"dtype",
 						     "partition",
 						     "allow_gaps",
 						     "io",
+						     "resume",
 						     NULL};
 
 static bool name_listed(const char *const *names, const char *name)

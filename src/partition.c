@@ -22,6 +22,7 @@
 #include "ckptconv/ckpt.h"
 #include "ckptconv/convert_options.h"
 #include "ckptconv/err.h"
+#include "ckptconv/manifest.h"
 #include "ckptconv/output.h"
 #include "ckptconv/partition.h"
 #include "ckptconv/plan.h"
@@ -244,10 +245,11 @@ char *partition_manifest_build(const struct plan *p, const char *source,
 				      json_pack("{s:s, s:o, s:s}", "name", p->files[i].name, "size",
 						json_u64(p->files[i].size), "header_sha256", sha));
 	}
-	root = json_pack("{s:s, s:i, s:s, s:I, s:o, s:s, s:b, s:o}", "format", MANIFEST_FORMAT,
-			 "version", MANIFEST_VERSION, "source", canonical, "partitions",
-			 (json_int_t)count, "options", manifest_options(p, o), "plan_digest",
-			 digest, "index", p->index_json != NULL, "files", files);
+	root = json_pack("{s:s, s:i, s:s, s:o, s:I, s:o, s:s, s:b, s:o}", "format", MANIFEST_FORMAT,
+			 "version", MANIFEST_VERSION, "source", canonical, "source_files",
+			 manifest_source_files_json(p->src), "partitions", (json_int_t)count,
+			 "options", manifest_options(p, o), "plan_digest", digest, "index",
+			 p->index_json != NULL, "files", files);
 	for (i = 0; i < nsources; i++)
 		if (sources[i].id.kind != STORE_ID_NONE)
 			json_array_append_new(srcs, source_json(&sources[i]));
@@ -448,7 +450,7 @@ static int parse_root(const json_t *root, struct partition_manifest *m, const ch
 	if (json_integer_value(json_object_get(root, "version")) != MANIFEST_VERSION)
 		return not_a_manifest(where, "an unknown version", e);
 	if (!source || !*source || !is_hex_digest(digest) || !json_is_boolean(index) ||
-	    !get_u32(json_object_get(root, "partitions"), &m->count) || m->count == 0)
+	    !get_u32(json_object_get(root, "partitions"), &m->count))
 		return not_a_manifest(where, "source, plan_digest, index or partitions", e);
 	m->source = xstrdup(source);
 	memcpy(m->plan_digest, digest, 65);
@@ -637,21 +639,25 @@ static bool is_planned(const struct plan *p, const char *name)
 	return false;
 }
 
-static bool belongs(const struct plan *p, bool same_plan, const struct store_entry *entry)
+static bool belongs(const struct plan *p, bool same_plan, bool foreign_records,
+		    const struct store_entry *entry)
 {
-	if (store_is_temporary(entry->name) || strcmp(entry->name, PARTITION_MANIFEST) == 0)
+	if (store_is_temporary(entry->name))
 		return true;
+	if (manifest_is_record(entry->name))
+		return !foreign_records;
 	return same_plan && entry->kind == STORE_FILE && is_planned(p, entry->name);
 }
 
 static int refuse_others(const struct store *dst, const struct plan *p, bool same_plan,
-			 const struct store_entry *entries, size_t n, struct err *e)
+			 bool foreign_records, const struct store_entry *entries, size_t n,
+			 struct err *e)
 {
 	char names[200] = "";
 	size_t i, shown = 0, others = 0, used = 0;
 
 	for (i = 0; i < n; i++) {
-		if (belongs(p, same_plan, &entries[i]))
+		if (belongs(p, same_plan, foreign_records, &entries[i]))
 			continue;
 		others++;
 		if (shown == 3 || used >= sizeof(names) - 1)
@@ -688,18 +694,21 @@ static int put_manifest(struct store *dst, const char *json, struct err *e)
 	return store_put(dst, PARTITION_MANIFEST, json, strlen(json), e);
 }
 
-/* manifest_mismatch when the destination's manifest is another plan's;
- * *same_plan when it is this plan's. */
+/* manifest_mismatch when the destination's manifest is another
+ * partitioned plan's; *same_plan when it is this plan's; *foreign when it
+ * is the manifest of a conversion that was not partitioned (its records
+ * go with its checkpoint). */
 static int check_manifest(struct store *dst, const char *manifest_json, bool *same_plan,
-			  struct err *e)
+			  bool *foreign, struct err *e)
 {
 	struct partition_manifest *found = NULL, *ours = NULL;
 	int rc = -1;
 
-	*same_plan = false;
+	*same_plan = *foreign = false;
 	if (partition_manifest_read(dst, &found, e))
 		goto out;
-	if (!found) {
+	if (!found || found->count == 0) {
+		*foreign = found != NULL;
 		rc = 0;
 		goto out;
 	}
@@ -718,19 +727,23 @@ static int check_destination(struct store *dst, const struct plan *p, const char
 			     const struct store_output_options *so, bool *same_plan, struct err *e)
 {
 	struct store_entry *entries;
-	size_t n;
+	bool foreign;
+	size_t n, i;
 	int rc = -1;
 
 	/* Listed before the manifest is read: a partition puts the manifest
 	 * before its first file, so any file listed here is covered by it. */
 	if (output_list(dst, &entries, &n, e))
 		return -1;
-	if (check_manifest(dst, manifest_json, same_plan, e))
+	if (check_manifest(dst, manifest_json, same_plan, &foreign, e))
 		goto out;
-	if (!so->overwrite && refuse_others(dst, p, *same_plan, entries, n, e))
+	if (!so->overwrite && refuse_others(dst, p, *same_plan, foreign, entries, n, e))
 		goto out;
 	if (so->overwrite && !*same_plan && output_remove_previous(dst, entries, n, e))
 		goto out;
+	for (i = 0; so->overwrite && foreign && i < n; i++)
+		if (manifest_is_record(entries[i].name) && store_remove(dst, entries[i].name, e))
+			goto out;
 	rc = 0;
 out:
 	store_entries_free(entries, n);

@@ -280,6 +280,9 @@ static int plan_job(struct registry *r, struct job *j, const char *src, const ch
 
 	if (j->claimed)
 		o.overwrite = true;
+	/* A run the service stopped under resumes: what it published stays. */
+	if (j->claimed && j->restarts)
+		o.resume = true;
 	if (conversion_prepare(src, dst, &o, conv, e) < 0 ||
 	    registry_install_tensors(r, j, *conv, true, e) < 0)
 		return -1;

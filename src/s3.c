@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckptconv/crc32c.h"
 #include "ckptconv/err.h"
 #include "ckptconv/s3.h"
 #include "ckptconv/sigv4.h"
@@ -205,6 +206,68 @@ int s3_list(struct s3_client *c, const char *bucket, const char *prefix, const c
 	return rc;
 }
 
+/* One page of ListMultipartUploads; 1 when the server lacks the call. */
+static int uploads_page(struct s3_client *c, const char *bucket, const char *prefix,
+			char **key_marker, char **upload_marker, struct s3_uploads *out,
+			bool *more, struct err *e)
+{
+	struct sigv4_param params[4];
+	char *where = NULL, *next_key, *next_upload;
+	struct err inner = {0};
+	size_t n = 0;
+	struct call k;
+	int rc = -1;
+
+	params[n++] = (struct sigv4_param){"uploads", ""};
+	params[n++] = (struct sigv4_param){"prefix", prefix};
+	if (*key_marker)
+		params[n++] = (struct sigv4_param){"key-marker", *key_marker};
+	if (*upload_marker)
+		params[n++] = (struct sigv4_param){"upload-id-marker", *upload_marker};
+	s3_call_init(&k, c, "ListMultipartUploads", "GET", bucket, NULL);
+	k.named = prefix;
+	k.params = params;
+	k.nparams = n;
+	if (s3_perform_one(&k, &inner)) {
+		if (k.status == 405 || k.status == 501)
+			rc = 1;
+		else
+			err_copy(e, &inner);
+		goto out;
+	}
+	if (asprintf(&where, "s3://%s/%s", bucket, prefix) < 0)
+		abort();
+	if (s3_uploads_answer_parse(k.answer.data ? k.answer.data : "", k.answer.len, where, out,
+				    more, &next_key, &next_upload, e))
+		goto out;
+	free(*key_marker);
+	free(*upload_marker);
+	*key_marker = next_key;
+	*upload_marker = next_upload;
+	rc = 0;
+out:
+	free(where);
+	s3_call_fini(&k);
+	return rc;
+}
+
+int s3_multipart_list(struct s3_client *c, const char *bucket, const char *prefix,
+		      struct s3_uploads *out, struct err *e)
+{
+	char *key_marker = NULL, *upload_marker = NULL;
+	bool more = true;
+	int rc = 0;
+
+	memset(out, 0, sizeof(*out));
+	while (more && rc == 0)
+		rc = uploads_page(c, bucket, prefix, &key_marker, &upload_marker, out, &more, e);
+	free(key_marker);
+	free(upload_marker);
+	if (rc)
+		s3_uploads_fini(out);
+	return rc;
+}
+
 int s3_head_version(struct s3_client *c, const char *bucket, const char *key, uint64_t *size,
 		    struct s3_version *v, struct err *e)
 {
@@ -311,6 +374,7 @@ int s3_put(struct s3_client *c, const char *bucket, const char *key, const void 
 	k.body = body;
 	k.body_len = len;
 	k.content_type = "application/octet-stream";
+	crc32c_base64(crc32c(0, body, len), k.crc32c);
 	rc = s3_perform_one(&k, e);
 	s3_call_fini(&k);
 	return rc;
@@ -345,6 +409,7 @@ int s3_multipart_create(struct s3_client *c, const char *bucket, const char *key
 	k.params = params;
 	k.nparams = 1;
 	k.content_type = "application/octet-stream";
+	k.crc32c_parts = true;
 	if (s3_perform_one(&k, e))
 		goto out;
 	if (asprintf(&where, "s3://%s/%s", bucket, key) < 0)
@@ -359,7 +424,7 @@ out:
 
 int s3_multipart_upload_part(struct s3_client *c, const char *bucket, const char *key,
 			     const char *upload_id, unsigned part_number, const void *body,
-			     size_t len, char **etag, struct err *e)
+			     size_t len, char **etag, char crc32c_out[9], struct err *e)
 {
 	char number[16];
 	struct sigv4_param params[] = {{"partNumber", number}, {"uploadId", upload_id}};
@@ -374,6 +439,9 @@ int s3_multipart_upload_part(struct s3_client *c, const char *bucket, const char
 	k.body = body;
 	k.body_len = len;
 	k.content_type = "application/octet-stream";
+	crc32c_base64(crc32c(0, body, len), k.crc32c);
+	if (crc32c_out)
+		memcpy(crc32c_out, k.crc32c, 9);
 	if (s3_perform_one(&k, e))
 		goto out;
 	if (!k.etag[0]) {
@@ -389,7 +457,8 @@ out:
 }
 
 int s3_multipart_complete(struct s3_client *c, const char *bucket, const char *key,
-			  const char *upload_id, char *const *etags, size_t nparts, struct err *e)
+			  const char *upload_id, char *const *etags, char *const *crc32cs,
+			  size_t nparts, struct err *e)
 {
 	static const char head[] =
 		"<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">";
@@ -406,7 +475,13 @@ int s3_multipart_complete(struct s3_client *c, const char *bucket, const char *k
 		snprintf(part, sizeof(part), "<Part><PartNumber>%zu</PartNumber><ETag>", i + 1);
 		buf_append(&body, part, strlen(part));
 		s3_xml_escape_into(&body, etags[i]);
-		buf_append(&body, "</ETag></Part>", 14);
+		buf_append(&body, "</ETag>", 7);
+		if (crc32cs && crc32cs[i]) {
+			buf_append(&body, "<ChecksumCRC32C>", 16);
+			s3_xml_escape_into(&body, crc32cs[i]);
+			buf_append(&body, "</ChecksumCRC32C>", 17);
+		}
+		buf_append(&body, "</Part>", 7);
 	}
 	buf_append(&body, tail, strlen(tail));
 	s3_call_init(&k, c, "CompleteMultipartUpload", "POST", bucket, key);

@@ -257,6 +257,8 @@ static int call_setup(struct call *k)
 	struct s3_client *c = k->client;
 	char amz_date[SIGV4_AMZ_DATE_SIZE], range[64] = "";
 	time_t now = s3_clock_now(c);
+	struct sigv4_header extra[4];
+	size_t nextra = 0;
 	CURL *h = k->easy;
 	char *auth;
 
@@ -269,8 +271,16 @@ static int call_setup(struct call *k)
 	if (k->ranged)
 		snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, k->off,
 			 k->off + k->len - 1);
+	if (k->ranged)
+		extra[nextra++] = (struct sigv4_header){"range", range};
+	if (k->crc32c[0]) {
+		extra[nextra++] = (struct sigv4_header){"x-amz-checksum-crc32c", k->crc32c};
+		extra[nextra++] = (struct sigv4_header){"x-amz-sdk-checksum-algorithm", "CRC32C"};
+	}
+	if (k->crc32c_parts)
+		extra[nextra++] = (struct sigv4_header){"x-amz-checksum-algorithm", "CRC32C"};
 	auth = s3_authorization_in(c, k->routed ? k->route.region : NULL, k->credentials, k->method,
-				   &k->target, k->ranged ? range : NULL, k->payload_hash, now);
+				   &k->target, extra, nextra, k->payload_hash, now);
 	if (!auth)
 		return err_set(&k->err, ERR_INTERNAL_ERROR, "signing the request failed");
 	sigv4_amz_date(now, amz_date);
@@ -286,6 +296,12 @@ static int call_setup(struct call *k)
 		add_header(k, "Range: %s", range);
 	if (k->if_match)
 		add_header(k, "If-Match: %s", k->if_match);
+	if (k->crc32c[0]) {
+		add_header(k, "x-amz-checksum-crc32c: %s", k->crc32c);
+		add_header(k, "x-amz-sdk-checksum-algorithm: CRC32C");
+	}
+	if (k->crc32c_parts)
+		add_header(k, "x-amz-checksum-algorithm: CRC32C");
 	add_header(k, "Expect:");
 	if (k->content_type)
 		add_header(k, "Content-Type: %s", k->content_type);

@@ -122,16 +122,18 @@ bool s3_route_allowed(const struct s3_client *c, const char *bucket, const char 
 void s3_payload_hash_of(const struct s3_client *c, const void *body, size_t len,
 			char out[SHA256_HEX_SIZE]);
 /* The Authorization header value (malloc'd) signed with `credentials`, or
- * NULL. */
+ * NULL; `extra` (nextra of them, at most 4) are the request's headers
+ * signed besides host and the x-amz-date/content-sha256/security-token
+ * ones (Range, the checksum headers). */
 char *s3_authorization_for(const struct s3_client *c,
 			   const struct aws_credentials_snapshot *credentials, const char *method,
-			   const struct target *t, const char *range, const char *payload_hash,
-			   time_t when);
+			   const struct target *t, const struct sigv4_header *extra, size_t nextra,
+			   const char *payload_hash, time_t when);
 /* The same for `region` instead of the client's. */
 char *s3_authorization_in(const struct s3_client *c, const char *region,
 			  const struct aws_credentials_snapshot *credentials, const char *method,
-			  const struct target *t, const char *range, const char *payload_hash,
-			  time_t when);
+			  const struct target *t, const struct sigv4_header *extra, size_t nextra,
+			  const char *payload_hash, time_t when);
 
 /* ---- calls (s3_call.c) ---- */
 
@@ -158,6 +160,13 @@ struct call {
 	const void *body;
 	size_t body_len;
 	const char *content_type;
+	/* x-amz-checksum-crc32c of the body (base64), or "" for none: the
+	 * server rejects a body that arrives with another CRC-32C
+	 * (BadDigest). */
+	char crc32c[9];
+	/* CreateMultipartUpload: the parts come with CRC-32C checksums
+	 * (x-amz-checksum-algorithm CRC32C). */
+	bool crc32c_parts;
 	/* The operation may answer 200 with an <Error> body: S3 sends the
 	 * status before the work is done (CompleteMultipartUpload, and
 	 * CopyObject and UploadPartCopy were they used). */

@@ -111,27 +111,27 @@ void s3_payload_hash_of(const struct s3_client *c, const void *body, size_t len,
 
 char *s3_authorization_for(const struct s3_client *c,
 			   const struct aws_credentials_snapshot *credentials, const char *method,
-			   const struct target *t, const char *range, const char *payload_hash,
-			   time_t when)
+			   const struct target *t, const struct sigv4_header *extra, size_t nextra,
+			   const char *payload_hash, time_t when)
 {
-	return s3_authorization_in(c, c->region, credentials, method, t, range, payload_hash, when);
+	return s3_authorization_in(c, c->region, credentials, method, t, extra, nextra, payload_hash,
+				   when);
 }
 
 char *s3_authorization_in(const struct s3_client *c, const char *region,
 			  const struct aws_credentials_snapshot *credentials, const char *method,
-			  const struct target *t, const char *range, const char *payload_hash,
-			  time_t when)
+			  const struct target *t, const struct sigv4_header *extra, size_t nextra,
+			  const char *payload_hash, time_t when)
 {
 	struct sigv4_credentials cred = {credentials->access_key_id, credentials->secret_access_key,
 					 credentials->session_token};
-	struct sigv4_header range_header = {"range", range};
 	struct sigv4_request r = {
 		.method = method,
 		.host = t->host,
 		.canonical_uri = t->path,
 		.canonical_query = t->query,
-		.headers = range ? &range_header : NULL,
-		.nheaders = range ? 1 : 0,
+		.headers = extra,
+		.nheaders = nextra,
 		.payload_hash = payload_hash,
 		.region = region && *region ? region : c->region,
 		.service = "s3",
@@ -220,7 +220,10 @@ int s3_sign_request(struct s3_client *c, const char *method, const char *bucket,
 		return -1;
 	s3_target_build(c, bucket, key, params, nparams, &t);
 	s3_payload_hash_of(c, body, len, hash);
-	out->authorization = s3_authorization_for(c, credentials, method, &t, range, hash, when);
+	struct sigv4_header range_header = {"range", range};
+
+	out->authorization = s3_authorization_for(c, credentials, method, &t, &range_header,
+						  range ? 1 : 0, hash, when);
 	aws_credentials_release(credentials);
 	if (!out->authorization) {
 		s3_target_fini(&t);

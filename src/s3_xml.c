@@ -197,6 +197,87 @@ void s3_listing_fini(struct s3_listing *l)
 
 /* ---- multipart uploads ---- */
 
+struct uploads_page {
+	struct s3_uploads *out;
+	char *key, *upload_id, *next_key, *next_upload_id;
+	bool truncated, is_listing;
+};
+
+static void replace(char **field, const char *text)
+{
+	free(*field);
+	*field = xstrdup(text);
+}
+
+static void uploads_field(void *arg, const char *path, const char *text)
+{
+	struct uploads_page *p = arg;
+	struct s3_uploads *u = p->out;
+
+	if (strcmp(path, "ListMultipartUploadsResult") == 0) {
+		p->is_listing = true;
+	} else if (strcmp(path, "ListMultipartUploadsResult/Upload/Key") == 0) {
+		replace(&p->key, text);
+	} else if (strcmp(path, "ListMultipartUploadsResult/Upload/UploadId") == 0) {
+		replace(&p->upload_id, text);
+	} else if (strcmp(path, "ListMultipartUploadsResult/Upload") == 0 && p->key &&
+		   p->upload_id) {
+		u->uploads = xrealloc(u->uploads, (u->n + 1) * sizeof(*u->uploads));
+		u->uploads[u->n++] = (struct s3_upload){p->key, p->upload_id};
+		p->key = p->upload_id = NULL;
+	} else if (strcmp(path, "ListMultipartUploadsResult/IsTruncated") == 0) {
+		p->truncated = strcmp(text, "true") == 0;
+	} else if (strcmp(path, "ListMultipartUploadsResult/NextKeyMarker") == 0) {
+		replace(&p->next_key, text);
+	} else if (strcmp(path, "ListMultipartUploadsResult/NextUploadIdMarker") == 0) {
+		replace(&p->next_upload_id, text);
+	}
+}
+
+int s3_uploads_answer_parse(const char *body, size_t len, const char *where,
+			    struct s3_uploads *out, bool *truncated, char **next_key,
+			    char **next_upload_id, struct err *e)
+{
+	struct uploads_page page = {.out = out};
+	int rc = -1;
+
+	*truncated = false;
+	*next_key = *next_upload_id = NULL;
+	if (!xml_walk(body, len, uploads_field, &page) || !page.is_listing) {
+		err_set(e, ERR_S3_BAD_RESPONSE,
+			"%s: the listing is not a ListMultipartUploadsResult", where);
+		goto out;
+	}
+	if (page.truncated && !page.next_key) {
+		err_set(e, ERR_S3_BAD_RESPONSE, "%s: a truncated upload listing has no NextKeyMarker",
+			where);
+		goto out;
+	}
+	*truncated = page.truncated;
+	*next_key = page.next_key;
+	*next_upload_id = page.next_upload_id;
+	page.next_key = page.next_upload_id = NULL;
+	rc = 0;
+out:
+	free(page.key);
+	free(page.upload_id);
+	free(page.next_key);
+	free(page.next_upload_id);
+	return rc;
+}
+
+void s3_uploads_fini(struct s3_uploads *u)
+{
+	size_t i;
+
+	for (i = 0; i < u->n; i++) {
+		free(u->uploads[i].key);
+		free(u->uploads[i].upload_id);
+	}
+	free(u->uploads);
+	memset(u, 0, sizeof(*u));
+}
+
 struct single_field {
 	const char *path;
 	char *value;

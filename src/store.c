@@ -5,10 +5,12 @@
  * modules above never know where bytes live.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckptconv/crc32c.h"
 #include "ckptconv/err.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
@@ -207,34 +209,86 @@ void store_view_release(struct store_view *v)
 		memset(v, 0, sizeof(*v));
 }
 
+struct store_writer_sums {
+	pthread_mutex_t lock;
+	struct crc32c_ranges ranges; /* lock */
+};
+
+static void sums_free(struct store_writer *w)
+{
+	if (!w || !w->sums)
+		return;
+	pthread_mutex_destroy(&w->sums->lock);
+	crc32c_ranges_fini(&w->sums->ranges);
+	free(w->sums);
+	w->sums = NULL;
+}
+
 int store_writer_open(struct store *s, const char *name, uint64_t size, struct store_writer **out,
 		      struct err *e)
 {
 	*out = NULL;
-	return s->backend->writer_open(s, name, size, out, e);
+	if (s->backend->writer_open(s, name, size, out, e))
+		return -1;
+	(*out)->sums = xcalloc(1, sizeof(*(*out)->sums));
+	pthread_mutex_init(&(*out)->sums->lock, NULL);
+	return 0;
 }
 
 int store_writer_write(struct store_writer *w, uint64_t off, const void *buf, size_t len,
 		       struct err *e)
 {
 	uint64_t end;
+	uint32_t crc;
 
 	if (!u64_add(off, len, &end) || end > w->size)
 		return err_set(e, ERR_PLAN_INVALID,
 			       "%s: write of %zu bytes at offset %" PRIu64 " is past its size %" PRIu64,
 			       w->name, len, off, w->size);
-	return w->store->backend->writer_write(w, off, buf, len, e);
+	/* Computed before the backend takes the bytes (a remote one may keep
+	 * the buffer): a fault in a source mapping surfaces here, on the
+	 * caller's thread, under its guard. */
+	crc = crc32c(0, buf, len);
+	if (w->store->backend->writer_write(w, off, buf, len, e))
+		return -1;
+	pthread_mutex_lock(&w->sums->lock);
+	crc32c_ranges_add(&w->sums->ranges, off, len, crc);
+	pthread_mutex_unlock(&w->sums->lock);
+	return 0;
+}
+
+int store_writer_crc32c(struct store_writer *w, uint32_t *out, struct err *e)
+{
+	int rc;
+
+	pthread_mutex_lock(&w->sums->lock);
+	rc = crc32c_ranges_total(&w->sums->ranges, w->size, out);
+	pthread_mutex_unlock(&w->sums->lock);
+	if (rc)
+		return err_set(e, ERR_INTERNAL_ERROR,
+			       "%s: the bytes written do not cover the file exactly once", w->name);
+	return 0;
 }
 
 int store_writer_commit(struct store_writer *w, struct err *e)
 {
+	sums_free(w);
 	return w->store->backend->writer_commit(w, e);
 }
 
 void store_writer_abort(struct store_writer *w)
 {
+	sums_free(w);
 	if (w)
 		w->store->backend->writer_abort(w);
+}
+
+int store_abort_unfinished(struct store *s, bool (*mine)(const char *name, void *arg), void *arg,
+			   struct err *e)
+{
+	if (!s->backend->abort_unfinished)
+		return 0;
+	return s->backend->abort_unfinished(s, mine, arg, e);
 }
 
 int store_put(struct store *s, const char *name, const void *buf, size_t len, struct err *e)

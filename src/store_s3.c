@@ -75,6 +75,7 @@ struct s3_part {
 	uint64_t filled;
 	bool sent;
 	char *etag;
+	char crc32c[9]; /* base64, as sent */
 };
 
 struct s3_writer {
@@ -524,7 +525,7 @@ static int send_part(struct s3_writer *w, size_t i, struct err *e)
 	int rc;
 
 	rc = s3_multipart_upload_part(s->client, s->bucket, w->key, w->upload_id, (unsigned)i + 1,
-				      w->parts[i].buf->data, len, &etag, e);
+				      w->parts[i].buf->data, len, &etag, w->parts[i].crc32c, e);
 	pthread_mutex_lock(&w->lock);
 	buffer_put(w->parts[i].buf);
 	w->parts[i].buf = NULL;
@@ -607,6 +608,7 @@ static int commit_multipart(struct s3_writer *w, struct err *e)
 {
 	struct s3_store *s = s3s(w->base.store);
 	char **etags = xcalloc(w->nparts, sizeof(*etags));
+	char **crcs = xcalloc(w->nparts, sizeof(*crcs));
 	size_t i;
 	int rc = -1;
 
@@ -620,9 +622,12 @@ static int commit_multipart(struct s3_writer *w, struct err *e)
 			goto out;
 		}
 		etags[i] = w->parts[i].etag;
+		crcs[i] = w->parts[i].crc32c;
 	}
-	rc = s3_multipart_complete(s->client, s->bucket, w->key, w->upload_id, etags, w->nparts, e);
+	rc = s3_multipart_complete(s->client, s->bucket, w->key, w->upload_id, etags, crcs,
+				   w->nparts, e);
 out:
+	free(crcs);
 	free(etags);
 	return rc;
 }
@@ -741,6 +746,40 @@ static bool s3store_same_location(const char *a, const char *b)
 	return same;
 }
 
+/* The multipart uploads in progress under the prefix for the names `mine`
+ * accepts (directly under it), aborted. */
+static int s3store_abort_unfinished(struct store *base, bool (*mine)(const char *name, void *arg),
+				    void *arg, struct err *e)
+{
+	struct s3_store *s = s3s(base);
+	struct s3_uploads u;
+	size_t i, plen = strlen(s->prefix);
+	int rc;
+
+	rc = s3_multipart_list(s->client, s->bucket, s->prefix, &u, e);
+	if (rc == 1) {
+		log_warn("%s: the server does not support ListMultipartUploads; uploads a dead run "
+			 "left stay until the bucket's lifecycle rules remove them",
+			 base->location);
+		return 0;
+	}
+	for (i = 0; rc == 0 && i < u.n; i++) {
+		const char *name = u.uploads[i].key + plen;
+
+		if (strncmp(u.uploads[i].key, s->prefix, plen) != 0 || !*name ||
+		    strchr(name, '/') || !mine(name, arg))
+			continue;
+		rc = s3_multipart_abort(s->client, s->bucket, u.uploads[i].key,
+					u.uploads[i].upload_id, e);
+		if (rc == 0)
+			log_info("s3://%s/%s: aborted the multipart upload %s a dead run left",
+				 s->bucket, u.uploads[i].key, u.uploads[i].upload_id);
+		rc = rc < 0 ? -1 : 0;
+	}
+	s3_uploads_fini(&u);
+	return rc;
+}
+
 const struct store_backend store_s3_backend = {
 	.scheme = "s3",
 	.caps = STORE_REMOTE,
@@ -759,6 +798,7 @@ const struct store_backend store_s3_backend = {
 	.put = s3store_put,
 	.remove = s3store_remove,
 	.stat = s3store_stat,
+	.abort_unfinished = s3store_abort_unfinished,
 	.canonical = s3store_canonical,
 	.same_location = s3store_same_location,
 };

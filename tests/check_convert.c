@@ -242,8 +242,11 @@ START_TEST(test_golden_hf_to_native)
 	o.durable = true;
 	ASSERT_OK(convert(src, dst, &o, 2, &e), e);
 	assert_equals_golden("native", dst);
-	/* One shard: model.safetensors without an index, plus config.json. */
-	ck_assert_uint_eq(count_entries(dst), 2);
+	/* One shard: model.safetensors without an index, plus config.json and
+	 * the conversion's records (docs/manifest.md). */
+	ck_assert_uint_eq(count_entries(dst), 4);
+	ck_assert(has_entry(dst, "ckptconv-plan.json"));
+	ck_assert(has_entry(dst, "ckptconv-sums.json"));
 	ck_assert(has_entry(dst, "model.safetensors"));
 	cfg_a = test_path(src, "config.json");
 	cfg_b = test_path(dst, "config.json");
@@ -584,7 +587,7 @@ START_TEST(test_overwrite_removes_stale_shards)
 	err_clear(&e);
 	o.overwrite = true;
 	ASSERT_OK(convert(src, dst, &o, 2, &e), e);
-	ck_assert_uint_eq(count_entries(dst), 2);
+	ck_assert_uint_eq(count_entries(dst), 4); /* and the records */
 	ck_assert(has_entry(dst, "model.safetensors"));
 	ck_assert(has_entry(dst, "config.json"));
 	assert_equals_golden("native", dst);

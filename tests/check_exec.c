@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "ckptconv/ckpt.h"
+#include "ckptconv/crc32c.h"
 #include "ckptconv/err.h"
 #include "ckptconv/exec.h"
 #include "ckptconv/kernels.h"
@@ -528,6 +529,71 @@ START_TEST(test_skip_file)
 }
 END_TEST
 
+/* exec_options.published: which file, and its CRC-32C. */
+struct published_note {
+	int calls;
+	uint32_t file, crc;
+};
+
+static int note_published(void *arg, uint32_t file, uint32_t crc, struct err *e)
+{
+	struct published_note *n = arg;
+
+	(void)e;
+	n->calls++;
+	n->file = file;
+	n->crc = crc;
+	return 0;
+}
+
+/* A file kept from an interrupted run is not written, but its tensors
+ * count as done from the start; the file written is reported published
+ * with the CRC-32C of its bytes as they are on disk. */
+START_TEST(test_kept_file)
+{
+	struct fake *f = mixed_fake();
+	bool kept[2] = {true, false};
+	struct published_note note = {0};
+	struct exec_options o = {.kept_file = kept, .published = note_published,
+				 .published_arg = &note};
+	struct exec_pool *pool;
+	struct exec_progress pr;
+	struct exec_run *run;
+	unsigned char *bytes;
+	struct err e;
+	size_t len;
+	char *path;
+
+	err_clear(&e);
+	run = exec_run_new(&f->plan, f->src, f->dst, &o);
+	exec_run_progress(run, &pr);
+	ck_assert_uint_eq(pr.tensors_total, 7);
+	ck_assert_uint_eq(pr.tensors_done, 3);
+	ck_assert_uint_eq(pr.bytes_total, f->plan.total_bytes);
+	ck_assert_uint_eq(pr.bytes_done, f->files[0].size - HEADER_LEN);
+	ck_assert_int_eq(exec_run_tensor_state(run, 0), TENSOR_DONE);
+	exec_run_free(run);
+	pool = exec_pool_new(2, &e);
+	ck_assert_msg(run_fake(f, pool, &o, &run, &e) == 0, "%s: %s", err_name(e.code), e.msg);
+	check_output(f, kept);
+	ck_assert_uint_eq(test_count_entries(f->dst_dir), 1);
+	exec_run_progress(run, &pr);
+	ck_assert_uint_eq(pr.tensors_done, 7);
+	ck_assert_uint_eq(pr.bytes_done, f->plan.total_bytes);
+	ck_assert_int_eq(note.calls, 1);
+	ck_assert_uint_eq(note.file, 1);
+	path = test_path(f->dst_dir, f->plan.files[1].name);
+	bytes = read_whole(path, &len);
+	ck_assert_uint_eq(len, f->files[1].size);
+	ck_assert_uint_eq(note.crc, crc32c(0, bytes, len));
+	free(bytes);
+	free(path);
+	exec_run_free(run);
+	exec_pool_free(pool);
+	fake_free(f);
+}
+END_TEST
+
 struct canceller {
 	struct exec_run *run;
 	long after_ms;
@@ -941,6 +1007,7 @@ static Suite *exec_suite(void)
 	tcase_add_test(tc, test_ops_larger_than_a_band);
 	tcase_add_test(tc, test_progress_before_execute);
 	tcase_add_test(tc, test_skip_file);
+	tcase_add_test(tc, test_kept_file);
 	tcase_add_test(tc, test_cancel_throttled_run);
 	tcase_add_test(tc, test_cancel_before_execute);
 	tcase_add_test(tc, test_source_truncated_during_run);

@@ -175,6 +175,25 @@ static bool exists(const char *dir, const char *name)
 	return yes;
 }
 
+/* The partition count the destination's plan manifest records. */
+static uint32_t manifest_count(const char *dir)
+{
+	char *path = test_path(dir, PARTITION_MANIFEST), *text;
+	struct partition_manifest *m = NULL;
+	struct err e = {0};
+	uint32_t count;
+	size_t len;
+
+	text = (char *)read_whole(path, &len);
+	ck_assert_ptr_nonnull(text);
+	ck_assert_msg(partition_manifest_parse(text, dir, &m, &e) == 0, "%s", e.msg);
+	count = m->count;
+	partition_manifest_free(m);
+	free(text);
+	free(path);
+	return count;
+}
+
 /* The same names and the same bytes in every file. */
 static void assert_same_dirs(const char *want, const char *got)
 {
@@ -623,7 +642,7 @@ START_TEST(test_manifest_not_ours)
 		"{}",
 		"{\"format\": \"something-else\", \"version\": 1}",
 		"{\"format\": \"ckptconv-plan\", \"version\": 2}",
-		"{\"format\": \"ckptconv-plan\", \"version\": 1, \"source\": \"/s\", \"partitions\": 0,"
+		"{\"format\": \"ckptconv-plan\", \"version\": 1, \"source\": \"/s\", \"partitions\": -1,"
 		" \"plan_digest\": \""
 		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 		"\", \"index\": true, \"options\": {\"to\": \"native\", \"dtype\": \"auto\","
@@ -672,7 +691,9 @@ START_TEST(test_partitions_equal_one_run)
 	ck_assert_str_eq(r.files.items[r.files.len - 1], INDEX_NAME);
 	ck_assert_uint_gt(r.tensors, 0);
 	conversion_result_fini(&r);
-	ck_assert(!exists(out, PARTITION_MANIFEST));
+	/* The manifest is a finished conversion's now, as one run leaves. */
+	ck_assert_uint_eq(manifest_count(out), 0);
+	ck_assert(!exists(out, "ckptconv-sums.0.json"));
 	assert_same_dirs(ref, out);
 	/* Idempotent: a finished checkpoint is validated and left as it is. */
 	ck_assert_int_eq(finalize(out, &r, &e), 0);
@@ -709,8 +730,10 @@ START_TEST(test_more_partitions_than_files)
 	struct err e = {0};
 
 	ck_assert_int_eq(convert(out, SHARD, 39, 40, false, &e), 0);
-	ck_assert_uint_eq(list_dir(out, names, 64), 1);
+	/* The manifest and the partition's empty checksum record. */
+	ck_assert_uint_eq(list_dir(out, names, 64), 2);
 	ck_assert_str_eq(names[0], PARTITION_MANIFEST);
+	ck_assert_str_eq(names[1], "ckptconv-sums.39.json");
 	free(out);
 }
 END_TEST
@@ -928,9 +951,12 @@ START_TEST(test_unpartitioned_overwrite)
 	ck_assert_int_eq(convert(out, SHARD, 0, 0, false, &e), -1);
 	ck_assert_str_eq(err_name(e.code), "destination_not_empty");
 	err_clear(&e);
-	/* Replacing an abandoned partitioned conversion drops its manifest. */
+	/* Replacing an abandoned partitioned conversion drops its records:
+	 * the manifest there now is the new conversion's (0 partitions). */
 	ck_assert_int_eq(convert(out, SHARD, 0, 0, true, &e), 0);
-	ck_assert(!exists(out, PARTITION_MANIFEST));
+	ck_assert(!exists(out, "ckptconv-sums.0.json"));
+	ck_assert(exists(out, "ckptconv-sums.json"));
+	ck_assert_uint_eq(manifest_count(out), 0);
 	ck_assert_int_eq(convert(ref, SHARD, 0, 0, false, &e), 0);
 	assert_same_dirs(ref, out);
 	free(ref);
@@ -987,6 +1013,68 @@ START_TEST(test_insufficient_space)
 }
 END_TEST
 
+/* A partition rerun with resume keeps its own finished files (same inode
+ * and mtime) and writes again only the one whose byte was changed; the
+ * other partitions' files are not its to check. */
+START_TEST(test_partition_resume)
+{
+	char *out = scratch("out"), *ref = scratch("ref"), names[64][128], *path;
+	struct convert_options o = options(SHARD, 1, 3);
+	struct conversion_result r;
+	uint64_t kept_files, kept_bytes;
+	struct stat before[64], after;
+	struct conversion *c;
+	struct err e = {0};
+	size_t n, i;
+	int byte;
+	FILE *f;
+
+	all_partitions(out, SHARD, 3);
+	n = files_of(SHARD, 1, 3, names);
+	ck_assert_uint_gt(n, 1);
+	for (i = 0; i < n; i++) {
+		path = test_path(out, names[i]);
+		ck_assert_int_eq(stat(path, &before[i]), 0);
+		free(path);
+	}
+	/* One byte of the partition's first file changed in place. */
+	path = test_path(out, names[0]);
+	f = fopen(path, "r+b");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fseek(f, (long)before[0].st_size - 1, SEEK_SET), 0);
+	byte = fgetc(f);
+	ck_assert_int_ne(byte, EOF);
+	ck_assert_int_eq(fseek(f, (long)before[0].st_size - 1, SEEK_SET), 0);
+	ck_assert_int_eq(fputc(byte ^ 0x5a, f), byte ^ 0x5a);
+	fclose(f);
+	free(path);
+	o.resume = true;
+	ck_assert_msg(conversion_prepare(src, out, &o, &c, &e) == 0, "%s", e.msg);
+	ck_assert_msg(conversion_run(c, pool, &e) == 0, "%s: %s", err_name(e.code), e.msg);
+	conversion_kept(c, &kept_files, &kept_bytes);
+	conversion_free(c);
+	ck_assert_uint_eq(kept_files, n - 1);
+	for (i = 0; i < n; i++) {
+		path = test_path(out, names[i]);
+		ck_assert_int_eq(stat(path, &after), 0);
+		free(path);
+		if (i == 0)
+			ck_assert(after.st_ino != before[i].st_ino);
+		else
+			ck_assert_msg(after.st_ino == before[i].st_ino &&
+					      after.st_mtim.tv_nsec == before[i].st_mtim.tv_nsec &&
+					      after.st_mtime == before[i].st_mtime,
+				      "%s was written again", names[i]);
+	}
+	ck_assert_msg(finalize(out, &r, &e) == 0, "%s", e.msg);
+	conversion_result_fini(&r);
+	ck_assert_int_eq(convert(ref, SHARD, 0, 0, false, &e), 0);
+	assert_same_dirs(ref, out);
+	free(ref);
+	free(out);
+}
+END_TEST
+
 static Suite *partition_suite(void)
 {
 	Suite *s = suite_create("partition");
@@ -1016,6 +1104,7 @@ static Suite *partition_suite(void)
 	tcase_add_test(tc, test_overwrite_previous_checkpoint);
 	tcase_add_test(tc, test_insufficient_space);
 	tcase_add_test(tc, test_unpartitioned_overwrite);
+	tcase_add_test(tc, test_partition_resume);
 	tcase_add_test(tc, test_finalize_source_vetted);
 	suite_add_tcase(s, tc);
 	return s;

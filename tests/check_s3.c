@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "ckptconv/aws_credentials.h"
+#include "ckptconv/crc32c.h"
 #include "ckptconv/err.h"
 #include "ckptconv/job.h"
 #include "ckptconv/s3.h"
@@ -726,7 +727,7 @@ static int complete_with(int errors, const char *code, struct fake **out, struct
 	complete_error_code = code;
 	*out = fake_start(complete_then_error);
 	c = client();
-	rc = s3_multipart_complete(c, "bkt", "out/model.safetensors", "up1", etags, 2, e);
+	rc = s3_multipart_complete(c, "bkt", "out/model.safetensors", "up1", etags, NULL, 2, e);
 	s3_client_free(c);
 	return rc;
 }
@@ -827,6 +828,59 @@ START_TEST(test_list_pages)
 END_TEST
 
 /* The answer parsers over bytes, without a server. */
+/* ListMultipartUploads answers: uploads in order, pages with their
+ * markers, a truncated page without NextKeyMarker refused. */
+START_TEST(test_uploads_answer_parse)
+{
+	static const char page[] =
+		"<?xml version=\"1.0\" encoding=\"UTF-8\"?>"
+		"<ListMultipartUploadsResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+		"<Bucket>b</Bucket><KeyMarker></KeyMarker><Prefix>out/</Prefix>"
+		"<NextKeyMarker>out/b.safetensors</NextKeyMarker>"
+		"<NextUploadIdMarker>u2</NextUploadIdMarker><IsTruncated>true</IsTruncated>"
+		"<Upload><Key>out/a.safetensors</Key><UploadId>u1</UploadId></Upload>"
+		"<Upload><Key>out/b.safetensors</Key><UploadId>u2</UploadId>"
+		"<Initiated>2026-01-01T00:00:00.000Z</Initiated></Upload>"
+		"</ListMultipartUploadsResult>";
+	static const char last[] = "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated>"
+				   "</ListMultipartUploadsResult>";
+	static const char broken[] = "<ListMultipartUploadsResult><IsTruncated>true</IsTruncated>"
+				     "</ListMultipartUploadsResult>";
+	struct s3_uploads u = {0};
+	char *next_key, *next_upload;
+	struct err e = {0};
+	bool more;
+
+	ck_assert_int_eq(s3_uploads_answer_parse(page, strlen(page), "w", &u, &more, &next_key,
+						 &next_upload, &e),
+			 0);
+	ck_assert(more);
+	ck_assert_str_eq(next_key, "out/b.safetensors");
+	ck_assert_str_eq(next_upload, "u2");
+	ck_assert_uint_eq(u.n, 2);
+	ck_assert_str_eq(u.uploads[0].key, "out/a.safetensors");
+	ck_assert_str_eq(u.uploads[0].upload_id, "u1");
+	ck_assert_str_eq(u.uploads[1].upload_id, "u2");
+	free(next_key);
+	free(next_upload);
+	ck_assert_int_eq(s3_uploads_answer_parse(last, strlen(last), "w", &u, &more, &next_key,
+						 &next_upload, &e),
+			 0);
+	ck_assert(!more);
+	ck_assert_uint_eq(u.n, 2);
+	ck_assert_int_eq(s3_uploads_answer_parse(broken, strlen(broken), "w", &u, &more,
+						 &next_key, &next_upload, &e),
+			 -1);
+	ck_assert_int_eq(e.code, ERR_S3_BAD_RESPONSE);
+	err_clear(&e);
+	ck_assert_int_eq(s3_uploads_answer_parse("<ListBucketResult/>", 19, "w", &u, &more,
+						 &next_key, &next_upload, &e),
+			 -1);
+	ck_assert_int_eq(e.code, ERR_S3_BAD_RESPONSE);
+	s3_uploads_fini(&u);
+}
+END_TEST
+
 START_TEST(test_list_answer_parse)
 {
 	static const char page[] =
@@ -1125,10 +1179,23 @@ START_TEST(test_multipart_writer)
 	ck_assert_int_eq(f->completes, 0);
 	ck_assert_msg(store_writer_commit(w, &e) == 0, "%s", e.msg);
 	ck_assert_int_eq(f->completes, 1);
-	ck_assert_ptr_nonnull(strstr(
-		f->complete_body, "<Part><PartNumber>1</PartNumber><ETag>&quot;etag-1&quot;</ETag>"
-				  "</Part><Part><PartNumber>2</PartNumber><ETag>&quot;etag-2&quot;"
-				  "</ETag></Part><Part><PartNumber>3</PartNumber>"));
+	/* Each part listed with the CRC-32C it was sent with. */
+	{
+		char want[512], c1[9], c2[9], c3[9];
+		size_t part = 5u << 20;
+
+		crc32c_base64(crc32c(0, data, part), c1);
+		crc32c_base64(crc32c(0, data + part, part), c2);
+		crc32c_base64(crc32c(0, data + 2 * part, OUT_SIZE - 2 * part), c3);
+		snprintf(want, sizeof(want),
+			 "<Part><PartNumber>1</PartNumber><ETag>&quot;etag-1&quot;</ETag>"
+			 "<ChecksumCRC32C>%s</ChecksumCRC32C></Part><Part><PartNumber>2</PartNumber>"
+			 "<ETag>&quot;etag-2&quot;</ETag><ChecksumCRC32C>%s</ChecksumCRC32C></Part>"
+			 "<Part><PartNumber>3</PartNumber><ETag>&quot;etag-3&quot;</ETag>"
+			 "<ChecksumCRC32C>%s</ChecksumCRC32C></Part>",
+			 c1, c2, c3);
+		ck_assert_msg(strstr(f->complete_body, want), "%s", f->complete_body);
+	}
 	ck_assert_uint_eq(f->object.len, OUT_SIZE);
 	ck_assert(memcmp(f->object.s, data, OUT_SIZE) == 0);
 	ck_assert_uint_eq(f->parts[2].len, 12345);
@@ -1509,6 +1576,7 @@ static Suite *s3_suite(void)
 	tcase_add_test(t, test_complete_error_with_200_is_retried);
 	tcase_add_test(t, test_list_pages);
 	tcase_add_test(t, test_list_answer_parse);
+	tcase_add_test(t, test_uploads_answer_parse);
 	tcase_add_test(t, test_error_answer_parse);
 	tcase_add_test(t, test_multipart_answer_parse);
 	suite_add_tcase(s, t);

@@ -32,8 +32,8 @@ if cmp -s "$G/hf/config.json" "$T/native/config.json"; then
 else
 	fail "config.json copied unchanged"
 fi
-assert_eq "single shard written as model.safetensors, nothing else" \
-	"config.json model.safetensors" "$(ls "$T/native" | tr '\n' ' ' | sed 's/ $//')"
+assert_eq "single shard written as model.safetensors and the records, nothing else" \
+	"ckptconv-plan.json ckptconv-sums.json config.json model.safetensors" "$(ls "$T/native" | tr '\n' ' ' | sed 's/ $//')"
 
 # Expert-parallel output, both ranks of 2.
 for rank in 0 1; do
@@ -138,7 +138,8 @@ expect_ok "sharded output verifies" "$CKPTCONV" verify "$G/native" "$T/sharded"
 expect_fail "a non-empty destination is refused" destination_not_empty "" \
 	"$CKPTCONV" convert --to native "$G/hf" "$T/sharded"
 expect_ok "convert --overwrite" "$CKPTCONV" convert --to native --overwrite "$G/hf" "$T/sharded"
-assert_eq "overwrite removed the old shards and index" "config.json model.safetensors" \
+assert_eq "overwrite removed the old shards and index" \
+	"ckptconv-plan.json ckptconv-sums.json config.json model.safetensors" \
 	"$(ls "$T/sharded" | tr '\n' ' ' | sed 's/ $//')"
 expect_ok "overwritten output verifies" "$CKPTCONV" verify "$G/native" "$T/sharded"
 

@@ -14,6 +14,10 @@
  *               divides), headers and non-weight files not included
  *   file_bytes  bytes of the *.safetensors files written, headers included
  *               (not the index, not the copied non-weight files)
+ *   kept_files  *.safetensors files a resumed run kept from an interrupted
+ *               one (manifest.h) instead of writing them: counted in the
+ *               figures above too, as the checkpoint holds them
+ *   kept_bytes  their bytes, headers included
  * For a partition these are its own group's; for a finalize the whole
  * checkpoint's.
  *
@@ -40,6 +44,8 @@ struct conversion_result {
 	uint64_t tensors;
 	uint64_t bytes;		/* tensor data bytes (see the top of this file) */
 	uint64_t file_bytes;	/* *.safetensors bytes, headers included */
+	uint64_t kept_files;	/* of them kept from an interrupted run */
+	uint64_t kept_bytes;	/* their bytes, headers included */
 	double seconds;		/* wall seconds of the run; < 0: not timed */
 	struct strvec warnings; /* source files not copied (other weight formats, ...) */
 
@@ -66,7 +72,8 @@ void conversion_result_fini(struct conversion_result *r);
 
 /* The result as one JSON object (a new reference):
  *   {"files": [names], "tensors": n, "bytes": n, "file_bytes": n,
- *    "warnings": [sentences]}
+ *    "warnings": [sentences]}, and for a conversion or partition run (not
+ *   a finalize) "kept_files": n, "kept_bytes": n
  * plus, when present: "seconds" and "bytes_per_second" (bytes / seconds,
  * 0 for a run of no measurable time) for a timed run; "partition":
  * {"index", "count", "planned_files"}; "finalize": {"source" (string or

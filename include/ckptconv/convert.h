@@ -68,6 +68,10 @@ void conversion_cancel(struct conversion *c);
  * conversion_run.  Codes: the store's. */
 int conversion_clean_destination(struct conversion *c, struct err *e);
 const struct strvec *conversion_warnings(const struct conversion *c);
+/* The output files a resumed run kept from an interrupted one (convert
+ * options' resume, manifest.h) and their bytes; 0 for a run that kept
+ * none, or before run.  Thread: the runner's, after conversion_run. */
+void conversion_kept(const struct conversion *c, uint64_t *files, uint64_t *bytes);
 
 /* What a successful run of c writes, into r (conversion_result.h; r
  * initialised by the caller, its seconds and optional members left as

@@ -12,6 +12,7 @@
  *   "expert_parallel":      {"size": n, "rank": r} | null
  *   "max_bytes_per_second": bytes per second (integer) | null (no cap)
  *   "overwrite":            true | false
+ *   "resume":               true | false (written only when true)
  *   "partition":            {"index": i, "count": n} | null
  *   "io":                   "auto" | "mmap" | "pread" (written only when not auto)
  * Written with sizes as integers; read with sizes as integers or in the
@@ -56,6 +57,10 @@ struct convert_options {
 	const char *exclude;	       /* NULL = none; not owned */
 	uint64_t max_bytes_per_second; /* 0 = unlimited */
 	bool overwrite;
+	/* Keep what an interrupted run of the same plan published and write
+	 * only the rest (manifest.h); on a destination without a plan
+	 * manifest, a normal run. */
+	bool resume;
 	bool durable; /* false = --no-fsync */
 	/* A consolidation writes zeros where no chunk holds an element, as
 	 * Automodel's tool does, instead of refusing (chunk_gap). */
@@ -90,7 +95,7 @@ enum {
 	CONVERT_JSON_PLAN = 1 << 1, /* dtype, max_shard_size, exclude,
 				     * expert_parallel: what shapes the plan */
 	CONVERT_JSON_RUN = 1 << 2,  /* max_bytes_per_second, overwrite,
-				     * partition, io: how it is run */
+				     * resume, partition, io: how it is run */
 	/* Reading only: a form written earlier (a record, a manifest), where
 	 * a max_shard_size of 0 stands for the default. */
 	CONVERT_JSON_STORED = 1 << 3,

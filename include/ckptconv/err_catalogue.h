@@ -176,7 +176,9 @@
 	X(ERR_UNSUPPORTED_TENSOR, "unsupported_tensor", 422, \
 	  "A tensor has no place in the target layout: the output could not be converted back.") \
 	X(ERR_MANIFEST_MISMATCH, "manifest_mismatch", 409, \
-	  "The destination holds a partition manifest of a different plan.") \
+	  "The destination holds a plan manifest of a different plan.") \
+	X(ERR_CHECKSUM_MISMATCH, "checksum_mismatch", 409, \
+	  "A published file does not have the size or CRC-32C its destination's checksum record gives.") \
 	X(ERR_PARTITION_INCOMPLETE, "partition_incomplete", 409, \
 	  "Some planned output files of a partitioned conversion are missing.") \
 	/* destination and execution */ \

@@ -56,7 +56,18 @@ struct exec_options {
 	uint64_t max_bytes_per_second;  /* source read rate cap; 0 = none */
 	/* Only files with skip_file[i] false are written (partitions); NULL = all. */
 	const bool *skip_file;
+	/* Files a resumed conversion keeps from an earlier run (kept_file[i]
+	 * true): not written, but counted as done in the progress; NULL =
+	 * none. */
+	const bool *kept_file;
 	enum exec_read_mode read_mode;
+	/* Called on the worker that published file `file` (renamed or
+	 * uploaded under its final name) with the CRC-32C of its bytes
+	 * (store_writer_crc32c); a nonzero return with e set fails the run.
+	 * Called from several workers at once: it serialises itself.  NULL:
+	 * not told. */
+	int (*published)(void *arg, uint32_t file, uint32_t crc32c, struct err *e);
+	void *published_arg;
 };
 
 /* A run of one plan from `src` into prepared writers of `dst`. */

@@ -4,7 +4,8 @@
  * run once every partition has written its group.  It plans again from the
  * manifest's source and options, checks that every planned file is present
  * and complete, copies the non-weight files, writes the plan's in-memory
- * files, publishes the index last and removes the manifest; on a
+ * files, publishes the index last, merges the partitions' checksum records
+ * and makes the manifest a finished unpartitioned conversion's (manifest.h); on a
  * destination it already finished it validates the checkpoint and succeeds
  * again.  Everything it published goes again when a step fails.
  *

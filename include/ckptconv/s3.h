@@ -115,6 +115,28 @@ int s3_list(struct s3_client *c, const char *bucket, const char *prefix, const c
 	    size_t limit, struct s3_listing *out, struct err *e);
 void s3_listing_fini(struct s3_listing *l);
 
+/* Multipart uploads in progress (started, neither completed nor
+ * aborted): their key and upload id. */
+struct s3_uploads {
+	struct s3_upload {
+		char *key;
+		char *upload_id;
+	} *uploads;
+	size_t n;
+};
+/* Every multipart upload in progress under `prefix`
+ * (ListMultipartUploads, all pages).  Returns 1 (not an error, *out
+ * empty) when the server does not implement the call (405 or 501). */
+int s3_multipart_list(struct s3_client *c, const char *bucket, const char *prefix,
+		      struct s3_uploads *out, struct err *e);
+void s3_uploads_fini(struct s3_uploads *u);
+/* One page of ListMultipartUploadsResult into out (appended); *truncated
+ * with the markers of the next page (malloc'd) when there is one.  Code
+ * s3_bad_response. */
+int s3_uploads_answer_parse(const char *body, size_t len, const char *where,
+			    struct s3_uploads *out, bool *truncated, char **next_key,
+			    char **next_upload_id, struct err *e);
+
 /* Size of an object; source_not_found when there is none. */
 int s3_head(struct s3_client *c, const char *bucket, const char *key, uint64_t *size,
 	    struct err *e);
@@ -143,20 +165,28 @@ int s3_head_version(struct s3_client *c, const char *bucket, const char *key, ui
  * object is another one now). */
 int s3_get_range_version(struct s3_client *c, const char *bucket, const char *key, uint64_t off,
 			 void *buf, size_t len, struct s3_version *v, struct err *e);
+/* Sent with its x-amz-checksum-crc32c, so S3 refuses a body that arrives
+ * otherwise (BadDigest). */
 int s3_put(struct s3_client *c, const char *bucket, const char *key, const void *body, size_t len,
 	   struct err *e);
 /* A missing key is not an error. */
 int s3_delete(struct s3_client *c, const char *bucket, const char *key, struct err *e);
 
+/* Announces CRC-32C part checksums (x-amz-checksum-algorithm CRC32C). */
 int s3_multipart_create(struct s3_client *c, const char *bucket, const char *key, char **upload_id,
 			struct err *e);
-/* part_number from 1; *etag malloc'd. */
+/* part_number from 1; *etag malloc'd.  The part goes with its
+ * x-amz-checksum-crc32c (and x-amz-sdk-checksum-algorithm), so S3 refuses
+ * a part corrupted on the way; crc32c_out (NULL: not wanted) receives
+ * that base64 value for s3_multipart_complete. */
 int s3_multipart_upload_part(struct s3_client *c, const char *bucket, const char *key,
 			     const char *upload_id, unsigned part_number, const void *body,
-			     size_t len, char **etag, struct err *e);
-/* etags[i] is the ETag of part i+1. */
+			     size_t len, char **etag, char crc32c_out[9], struct err *e);
+/* etags[i] is the ETag of part i+1; crc32cs[i] (crc32cs NULL: none) its
+ * base64 CRC-32C, listed as ChecksumCRC32C. */
 int s3_multipart_complete(struct s3_client *c, const char *bucket, const char *key,
-			  const char *upload_id, char *const *etags, size_t nparts, struct err *e);
+			  const char *upload_id, char *const *etags, char *const *crc32cs,
+			  size_t nparts, struct err *e);
 /* Returns 1 (not an error) when the server does not implement the call
  * (405 or 501). */
 int s3_multipart_abort(struct s3_client *c, const char *bucket, const char *key,

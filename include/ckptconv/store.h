@@ -160,6 +160,11 @@ struct store_backend {
 	/* Optional (NULL: the kind follows from the name, see
 	 * store_location_kind): what a location names, before opening it. */
 	int (*location_kind)(const char *location, enum store_entry_kind *out, struct err *e);
+	/* Optional (NULL: none can be left, as with temporary files that
+	 * listings show): discards the unfinished outputs a dead process
+	 * left of the files `mine` accepts. */
+	int (*abort_unfinished)(struct store *s, bool (*mine)(const char *name, void *arg),
+				void *arg, struct err *e);
 	/* The location's canonical spelling, malloc'd. */
 	char *(*canonical)(const char *location);
 	/* Whether two locations of this backend name the same place. */
@@ -180,6 +185,9 @@ struct store_writer {
 	struct store *store;
 	char *name;               /* final name, owned by the backend */
 	uint64_t size;
+	/* The CRC-32C of every range written (crc32c.h), kept by store.c's
+	 * generic calls; backends leave it alone. */
+	struct store_writer_sums *sums;
 };
 
 /* Common head of every backend's struct store. */
@@ -255,8 +263,22 @@ int store_writer_write(struct store_writer *w, uint64_t off, const void *buf, si
 /* Makes the output durable (if o.durable) and publishes it under its final
  * name; frees the writer, even on error. */
 int store_writer_commit(struct store_writer *w, struct err *e);
+/* The CRC-32C of the whole output, combined from the CRCs computed as each
+ * range was written (store_writer_write computes them on the caller's
+ * thread before the backend sees the bytes).  Once every byte is written,
+ * before commit.  Code internal_error when a range is missing or written
+ * twice. */
+int store_writer_crc32c(struct store_writer *w, uint32_t *out, struct err *e);
 /* Discards the temporary output; frees the writer. NULL is a no-op. */
 void store_writer_abort(struct store_writer *w);
+/* Discards what writers of a process that died left unfinished under
+ * the location for the names `mine` accepts, where listings do not show
+ * it: an object store's multipart uploads in progress (listed with
+ * ListMultipartUploads under the prefix, each aborted; a server without
+ * the call is logged and left alone).  A local store's temporary files
+ * are in its listing instead: nothing to do here.  Codes: the store's. */
+int store_abort_unfinished(struct store *s, bool (*mine)(const char *name, void *arg), void *arg,
+			   struct err *e);
 /* Publishes a small file atomically under `name`. */
 int store_put(struct store *s, const char *name, const void *buf, size_t len, struct err *e);
 /* Removes a published file; a missing file (or location) is not an

@@ -4,7 +4,8 @@
  * body; it goes to each of them, as any of them may receive any body:
  * the error answer, a ListObjectsV2 page (appended to a listing that
  * already holds a page, as the second page of a listing is), the answers
- * of CreateMultipartUpload and CompleteMultipartUpload.
+ * of CreateMultipartUpload and CompleteMultipartUpload, and a
+ * ListMultipartUploads page.
  *
  * libFuzzer options: -max_len=65536 -dict=tests/fuzz/xml.dict
  */
@@ -76,6 +77,30 @@ static void create_multipart(const char *body, size_t len)
 	free(upload_id);
 }
 
+static void list_uploads(const char *body, size_t len)
+{
+	char *next_key = NULL, *next_upload = NULL;
+	struct s3_uploads u = {0};
+	struct err e = {0};
+	bool truncated;
+	size_t i;
+	int rc;
+
+	rc = s3_uploads_answer_parse(body, len, WHERE, &u, &truncated, &next_key, &next_upload,
+				     &e);
+	fuzz_check_err("s3_uploads_answer_parse", rc, &e);
+	if (rc == 0 && truncated && !next_key)
+		fuzz_fail("a truncated upload listing was accepted without NextKeyMarker");
+	if (rc && (next_key || next_upload))
+		fuzz_fail("s3_uploads_answer_parse failed but returned markers");
+	for (i = 0; i < u.n; i++)
+		if (!u.uploads[i].key || !u.uploads[i].upload_id)
+			fuzz_fail("upload %zu lacks its key or upload id", i);
+	free(next_key);
+	free(next_upload);
+	s3_uploads_fini(&u);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct s3_error_answer answer;
@@ -89,6 +114,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_fail("an error answer's code or message is not terminated");
 	list(body, size);
 	create_multipart(body, size);
+	list_uploads(body, size);
 	rc = s3_complete_multipart_answer_parse(body, size, WHERE, &e);
 	fuzz_check_err("s3_complete_multipart_answer_parse", rc, &e);
 	return 0;

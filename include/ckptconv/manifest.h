@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * manifest: what a conversion records in its destination so that an
+ * interrupted run can be resumed and a finished one checked
+ * (docs/manifest.md).  Two kinds of small JSON files, neither of them a
+ * checkpoint file:
+ *
+ *  - the plan manifest (PARTITION_MANIFEST, "ckptconv-plan.json", built
+ *    by partition.h's partition_manifest_build): the source's identity
+ *    (its file names, sizes and header digests), the options that shape
+ *    the plan, the plan digest and the planned files with the SHA-256 of
+ *    their header bytes.  Written before any other file, never rewritten.
+ *  - the checksum record ("ckptconv-sums.json", or "ckptconv-sums.I.json"
+ *    for partition I): for every file published so far, its size and the
+ *    CRC-32C of its bytes (crc32c.h: computed while the bytes are
+ *    written, in any order).  Rewritten whole (store_put, atomic) after
+ *    every file published, so at any moment it names only files that are
+ *    complete under their final names.
+ *
+ * A resumed conversion keeps a published file only when its size, its
+ * header bytes and the CRC-32C of all its bytes, read again, match the
+ * plan and the record; `ckptconv verify --checksums` reads every recorded
+ * file again the same way.
+ *
+ * Threads: manifest_sums_note from any thread (it holds the record's
+ * lock); everything else from one thread at a time per destination.
+ *
+ * Codes: manifest_mismatch (a record ckptconv did not write, or of
+ * another plan), checksum_mismatch, and the store's.
+ */
+#ifndef CKPTCONV_MANIFEST_H
+#define CKPTCONV_MANIFEST_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct ckpt;
+struct err;
+struct plan;
+struct store;
+struct store_entry;
+
+#define MANIFEST_SUMS_NAME "ckptconv-sums.json"
+/* Largest checksum record accepted when reading one back. */
+#define MANIFEST_SUMS_MAX (64u << 20)
+
+/* The checksum record's name: MANIFEST_SUMS_NAME for a conversion that is
+ * not partitioned (partition_count 0), "ckptconv-sums.I.json" for
+ * partition I.  malloc'd. */
+char *manifest_sums_name(uint32_t partition_index, uint32_t partition_count);
+/* Whether `name` is one of the files this module describes (the plan
+ * manifest or a checksum record): never a checkpoint's own file, so a
+ * conversion reading the destination as a source does not copy it. */
+bool manifest_is_record(const char *name);
+
+/* The source's identity for the plan manifest: [{"name", "size",
+ * "header_sha256"}] per weight file of `ck`, the digest taken over the
+ * parsed header (each tensor's name, dtype, shape and data_offsets in data
+ * order, and the header length), so it needs no read. */
+json_t *manifest_source_files_json(const struct ckpt *ck);
+
+/* ---- the checksum record ---- */
+
+struct manifest_sum {
+	char *name;
+	uint64_t size;
+	uint32_t crc32c;
+};
+
+struct manifest_sums {
+	char plan_digest[65];
+	size_t n, cap;
+	struct manifest_sum *files; /* lock */
+	/* Where manifest_sums_note writes it (NULL: nowhere), borrowed. */
+	struct store *dst;
+	char *name;
+	pthread_mutex_t lock;
+};
+
+/* An empty record of the plan with digest `plan_digest`, to be written as
+ * `name` (copied) into `dst` (borrowed, may be NULL). */
+struct manifest_sums *manifest_sums_new(const char *plan_digest, struct store *dst,
+					const char *name);
+void manifest_sums_free(struct manifest_sums *s);
+/* The record's JSON text, malloc'd. */
+char *manifest_sums_build(struct manifest_sums *s);
+/* Code manifest_mismatch when `json` is not a record ckptconv wrote
+ * (`where` names the file in the message). */
+int manifest_sums_parse(const char *json, const char *where, struct manifest_sums **out,
+			struct err *e);
+/* Reads the record `name` of `dst`; *out NULL (and 0) when there is none. */
+int manifest_sums_read(struct store *dst, const char *name, struct manifest_sums **out,
+		       struct err *e);
+/* The entry for `name`, or NULL.  Not while another thread notes. */
+const struct manifest_sum *manifest_sums_find(const struct manifest_sums *s, const char *name);
+/* Records (or replaces) `name`'s size and CRC-32C, then writes the whole
+ * record to s->dst (store_put) when it has one.  Any thread.  Codes: the
+ * store's. */
+int manifest_sums_note(struct manifest_sums *s, const char *name, uint64_t size, uint32_t crc32c,
+		       struct err *e);
+/* Writes the record as it is now (an empty one, or the files kept). */
+int manifest_sums_write(struct manifest_sums *s, struct err *e);
+
+/* The CRC-32C of file `name` of `s`, `size` bytes, read again in 4 MiB
+ * chunks.  Codes: the store's (file_truncated when it is shorter). */
+int manifest_file_crc32c(struct store *s, const char *name, uint64_t size, uint32_t *out,
+			 struct err *e);
+
+/* ---- resuming ---- */
+
+/* Which of plan p's output files (those with skip[i] false; skip NULL:
+ * all) the destination already holds complete: listed in `entries` with
+ * the planned size, header bytes equal to the plan's, and recorded in
+ * `sums` with that size and a CRC-32C equal to the file's, read again.
+ * kept[i] is set for those (p->nfiles entries, zeroed by the caller);
+ * *files and *bytes count them.  A file that fails a check is named in a
+ * warning log line and left to be written again.  Codes: the store's
+ * (io_error, s3_*) when a file cannot be read. */
+int manifest_keep_files(struct store *dst, const struct plan *p, const bool *skip,
+			const struct manifest_sums *sums, const struct store_entry *entries,
+			size_t n, bool *kept, uint64_t *files, uint64_t *bytes, struct err *e);
+
+/* ---- checking ---- */
+
+/* Reads again every file each checksum record of `location` names and
+ * compares its size and CRC-32C with the record; *checked counts the files
+ * and *bytes their bytes.  Codes: checksum_mismatch naming the first file
+ * that differs (or is missing), manifest_mismatch when there is no record
+ * or one ckptconv did not write, and the store's. */
+int manifest_verify(struct store *dst, uint64_t *checked, uint64_t *bytes, struct err *e);
+
+#endif

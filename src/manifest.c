@@ -1,0 +1,524 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * manifest: the checksum record of a destination (every published file's
+ * size and CRC-32C, rewritten whole as each file is published), the
+ * source identity the plan manifest carries, the checks that let a
+ * resumed conversion keep what an interrupted one finished, and the
+ * re-reading behind `verify --checksums`.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ckptconv/ckpt.h"
+#include "ckptconv/crc32c.h"
+#include "ckptconv/err.h"
+#include "ckptconv/log.h"
+#include "ckptconv/manifest.h"
+#include "ckptconv/partition.h"
+#include "ckptconv/plan.h"
+#include "ckptconv/store.h"
+#include "ckptconv/util.h"
+
+#define SUMS_FORMAT "ckptconv-sums"
+#define SUMS_VERSION 1
+#define SUMS_PREFIX "ckptconv-sums"
+#define SUMS_SUFFIX ".json"
+/* Files are read back in chunks this big. */
+#define CHUNK (4u << 20)
+
+char *manifest_sums_name(uint32_t partition_index, uint32_t partition_count)
+{
+	char name[64];
+
+	if (!partition_count)
+		return xstrdup(MANIFEST_SUMS_NAME);
+	snprintf(name, sizeof(name), SUMS_PREFIX ".%" PRIu32 SUMS_SUFFIX, partition_index);
+	return xstrdup(name);
+}
+
+static bool is_sums_name(const char *name)
+{
+	size_t len = strlen(name), i;
+
+	if (strcmp(name, MANIFEST_SUMS_NAME) == 0)
+		return true;
+	if (strncmp(name, SUMS_PREFIX ".", sizeof(SUMS_PREFIX)) != 0 ||
+	    len <= sizeof(SUMS_PREFIX) + sizeof(SUMS_SUFFIX) - 1 ||
+	    strcmp(name + len - (sizeof(SUMS_SUFFIX) - 1), SUMS_SUFFIX) != 0)
+		return false;
+	for (i = sizeof(SUMS_PREFIX); i < len - (sizeof(SUMS_SUFFIX) - 1); i++)
+		if (name[i] < '0' || name[i] > '9')
+			return false;
+	return true;
+}
+
+bool manifest_is_record(const char *name)
+{
+	return strcmp(name, PARTITION_MANIFEST) == 0 || is_sums_name(name);
+}
+
+/* ---- the source's identity ---------------------------------------------- */
+
+static void digest_u64(struct sha256_ctx *ctx, uint64_t v)
+{
+	unsigned char b[8];
+	int i;
+
+	for (i = 0; i < 8; i++)
+		b[i] = (unsigned char)(v >> (8 * i));
+	sha256_add(ctx, b, sizeof(b));
+}
+
+static void header_digest(const struct st_header *h, char out[65])
+{
+	struct sha256_ctx *ctx = sha256_begin();
+	size_t i;
+	int d;
+
+	digest_u64(ctx, h->header_len);
+	digest_u64(ctx, h->ntensors);
+	for (i = 0; i < h->ntensors; i++) {
+		const struct st_tensor *t = &h->tensors[i];
+
+		digest_u64(ctx, strlen(t->name));
+		sha256_add(ctx, t->name, strlen(t->name));
+		digest_u64(ctx, (uint64_t)t->dtype);
+		digest_u64(ctx, (uint64_t)t->ndim);
+		for (d = 0; d < t->ndim; d++)
+			digest_u64(ctx, t->shape[d]);
+		digest_u64(ctx, t->begin);
+		digest_u64(ctx, t->end);
+	}
+	sha256_finish_hex(ctx, out);
+}
+
+static json_t *json_u64(uint64_t v)
+{
+	return json_integer(v > INT64_MAX ? INT64_MAX : (json_int_t)v);
+}
+
+json_t *manifest_source_files_json(const struct ckpt *ck)
+{
+	json_t *files = json_array();
+	char sha[65];
+	size_t i;
+
+	for (i = 0; ck && i < ck->nfiles; i++) {
+		header_digest(&ck->files[i].header, sha);
+		json_array_append_new(files, json_pack("{s:s, s:o, s:s}", "name", ck->files[i].name,
+						       "size", json_u64(ck->files[i].size),
+						       "header_sha256", sha));
+	}
+	return files;
+}
+
+/* ---- the checksum record ------------------------------------------------ */
+
+struct manifest_sums *manifest_sums_new(const char *plan_digest, struct store *dst,
+					const char *name)
+{
+	struct manifest_sums *s = xcalloc(1, sizeof(*s));
+
+	snprintf(s->plan_digest, sizeof(s->plan_digest), "%s", plan_digest ? plan_digest : "");
+	s->dst = dst;
+	s->name = xstrdup(name ? name : MANIFEST_SUMS_NAME);
+	pthread_mutex_init(&s->lock, NULL);
+	return s;
+}
+
+void manifest_sums_free(struct manifest_sums *s)
+{
+	size_t i;
+
+	if (!s)
+		return;
+	for (i = 0; i < s->n; i++)
+		free(s->files[i].name);
+	free(s->files);
+	free(s->name);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(((const struct manifest_sum *)a)->name,
+		      ((const struct manifest_sum *)b)->name);
+}
+
+/* In name order, so the same output gives the same record however its
+ * files were published. */
+static char *build_locked(struct manifest_sums *s)
+{
+	json_t *files = json_array(), *root;
+	char crc[9], *text;
+	size_t i;
+
+	if (s->n > 1)
+		qsort(s->files, s->n, sizeof(*s->files), by_name);
+	for (i = 0; i < s->n; i++) {
+		crc32c_hex(s->files[i].crc32c, crc);
+		json_array_append_new(files,
+				      json_pack("{s:s, s:o, s:s}", "name", s->files[i].name, "size",
+						json_u64(s->files[i].size), "crc32c", crc));
+	}
+	root = json_pack("{s:s, s:i, s:s, s:o}", "format", SUMS_FORMAT, "version", SUMS_VERSION,
+			 "plan_digest", s->plan_digest, "files", files);
+	text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(root);
+	if (!text)
+		abort();
+	return text;
+}
+
+char *manifest_sums_build(struct manifest_sums *s)
+{
+	char *text;
+
+	pthread_mutex_lock(&s->lock);
+	text = build_locked(s);
+	pthread_mutex_unlock(&s->lock);
+	return text;
+}
+
+static int not_a_record(const char *where, const char *what, struct err *e)
+{
+	return err_set(e, ERR_MANIFEST_MISMATCH, "%s: not a checksum record ckptconv wrote (%s)",
+		       where, what);
+}
+
+static void add_locked(struct manifest_sums *s, const char *name, uint64_t size, uint32_t crc)
+{
+	size_t i;
+
+	for (i = 0; i < s->n; i++) {
+		if (strcmp(s->files[i].name, name) == 0) {
+			s->files[i].size = size;
+			s->files[i].crc32c = crc;
+			return;
+		}
+	}
+	if (s->n == s->cap) {
+		s->cap = s->cap ? s->cap * 2 : 16;
+		s->files = xrealloc(s->files, s->cap * sizeof(*s->files));
+	}
+	s->files[s->n++] = (struct manifest_sum){xstrdup(name), size, crc};
+}
+
+static int parse_files(const json_t *files, struct manifest_sums *s, const char *where,
+		       struct err *e)
+{
+	const json_t *f, *size;
+	const char *name;
+	uint32_t crc;
+	size_t i;
+
+	if (!json_is_array(files))
+		return not_a_record(where, "files", e);
+	json_array_foreach(files, i, f) {
+		name = json_string_value(json_object_get(f, "name"));
+		size = json_object_get(f, "size");
+		if (!name || !*name || strchr(name, '/') || !json_is_integer(size) ||
+		    json_integer_value(size) < 0 ||
+		    crc32c_parse_hex(json_string_value(json_object_get(f, "crc32c")), &crc))
+			return not_a_record(where, "files", e);
+		add_locked(s, name, (uint64_t)json_integer_value(size), crc);
+	}
+	return 0;
+}
+
+int manifest_sums_parse(const char *json, const char *where, struct manifest_sums **out,
+			struct err *e)
+{
+	struct manifest_sums *s = NULL;
+	const char *format, *digest;
+	json_error_t jerr;
+	json_t *root;
+	int rc = -1;
+
+	*out = NULL;
+	root = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
+	if (!json_is_object(root)) {
+		not_a_record(where, root ? "not an object" : jerr.text, e);
+		goto out;
+	}
+	format = json_string_value(json_object_get(root, "format"));
+	digest = json_string_value(json_object_get(root, "plan_digest"));
+	if (!format || strcmp(format, SUMS_FORMAT) != 0) {
+		not_a_record(where, "format", e);
+		goto out;
+	}
+	if (json_integer_value(json_object_get(root, "version")) != SUMS_VERSION) {
+		not_a_record(where, "an unknown version", e);
+		goto out;
+	}
+	if (!digest || strlen(digest) != 64) {
+		not_a_record(where, "plan_digest", e);
+		goto out;
+	}
+	s = manifest_sums_new(digest, NULL, NULL);
+	if (parse_files(json_object_get(root, "files"), s, where, e))
+		goto out;
+	*out = s;
+	s = NULL;
+	rc = 0;
+out:
+	manifest_sums_free(s);
+	json_decref(root);
+	return rc;
+}
+
+int manifest_sums_read(struct store *dst, const char *name, struct manifest_sums **out,
+		       struct err *e)
+{
+	struct err local = {0};
+	char *text, *where;
+	int rc;
+
+	*out = NULL;
+	if (store_read_file(dst, name, MANIFEST_SUMS_MAX, &text, NULL, &local)) {
+		if (local.code == ERR_SOURCE_NOT_FOUND)
+			return 0;
+		if (e && !e->code)
+			*e = local;
+		return -1;
+	}
+	where = xmalloc(strlen(dst->location) + strlen(name) + 2);
+	sprintf(where, "%s/%s", dst->location, name);
+	rc = manifest_sums_parse(text, where, out, e);
+	free(where);
+	free(text);
+	return rc;
+}
+
+const struct manifest_sum *manifest_sums_find(const struct manifest_sums *s, const char *name)
+{
+	size_t i;
+
+	for (i = 0; s && i < s->n; i++)
+		if (strcmp(s->files[i].name, name) == 0)
+			return &s->files[i];
+	return NULL;
+}
+
+static int write_locked(struct manifest_sums *s, struct err *e)
+{
+	char *text;
+	int rc;
+
+	if (!s->dst)
+		return 0;
+	text = build_locked(s);
+	rc = store_put(s->dst, s->name, text, strlen(text), e);
+	free(text);
+	return rc;
+}
+
+int manifest_sums_note(struct manifest_sums *s, const char *name, uint64_t size, uint32_t crc32c,
+		       struct err *e)
+{
+	int rc;
+
+	pthread_mutex_lock(&s->lock);
+	add_locked(s, name, size, crc32c);
+	rc = write_locked(s, e);
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int manifest_sums_write(struct manifest_sums *s, struct err *e)
+{
+	int rc;
+
+	pthread_mutex_lock(&s->lock);
+	rc = write_locked(s, e);
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int manifest_file_crc32c(struct store *s, const char *name, uint64_t size, uint32_t *out,
+			 struct err *e)
+{
+	unsigned char *buf = xmalloc(size < CHUNK ? (size ? size : 1) : CHUNK);
+	uint32_t crc = 0;
+	uint64_t off;
+	int rc = -1;
+
+	for (off = 0; off < size;) {
+		size_t len = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
+
+		if (store_read(s, name, off, buf, len, e))
+			goto out;
+		crc = crc32c(crc, buf, len);
+		off += len;
+	}
+	*out = crc;
+	rc = 0;
+out:
+	free(buf);
+	return rc;
+}
+
+/* ---- resuming ----------------------------------------------------------- */
+
+static const struct store_entry *find_entry(const struct store_entry *entries, size_t n,
+					    const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (strcmp(entries[i].name, name) == 0)
+			return &entries[i];
+	return NULL;
+}
+
+/* Whether the file's header bytes are the planned ones. */
+static int header_as_planned(struct store *dst, const struct plan_file *pf, bool *same,
+			     struct err *e)
+{
+	unsigned char *buf = xmalloc(pf->header_len ? pf->header_len : 1);
+	int rc = 0;
+
+	*same = false;
+	if (store_read(dst, pf->name, 0, buf, pf->header_len, e) == 0)
+		*same = memcmp(buf, pf->header, pf->header_len) == 0;
+	else
+		rc = -1;
+	free(buf);
+	return rc;
+}
+
+static bool is_read_failure(const struct err *e)
+{
+	return e->code == ERR_IO_ERROR || err_is_s3(e->code);
+}
+
+/* Why file i is not kept, into `why` ("" when it is). */
+static int file_problem(struct store *dst, const struct plan_file *pf,
+			const struct store_entry *entry, const struct manifest_sum *sum, char *why,
+			size_t len, struct err *e)
+{
+	struct err local = {0};
+	uint32_t crc;
+	bool same;
+
+	why[0] = '\0';
+	if (!entry || entry->kind != STORE_FILE)
+		return snprintf(why, len, "missing"), 0;
+	if (!sum)
+		return snprintf(why, len, "not in %s", MANIFEST_SUMS_NAME), 0;
+	if (entry->size != pf->size || sum->size != pf->size)
+		return snprintf(why, len, "%" PRIu64 " bytes, planned %" PRIu64, entry->size,
+				pf->size),
+		       0;
+	if (header_as_planned(dst, pf, &same, &local) == 0 && !same)
+		return snprintf(why, len, "header not as planned"), 0;
+	if (local.code == 0 && manifest_file_crc32c(dst, pf->name, pf->size, &crc, &local) == 0) {
+		if (crc != sum->crc32c)
+			snprintf(why, len, "CRC-32C %08" PRIx32 ", recorded %08" PRIx32, crc,
+				 sum->crc32c);
+		return 0;
+	}
+	if (is_read_failure(&local)) {
+		if (e && !e->code)
+			*e = local;
+		return -1;
+	}
+	snprintf(why, len, "unreadable (%.100s)", local.msg);
+	return 0;
+}
+
+int manifest_keep_files(struct store *dst, const struct plan *p, const bool *skip,
+			const struct manifest_sums *sums, const struct store_entry *entries,
+			size_t n, bool *kept, uint64_t *files, uint64_t *bytes, struct err *e)
+{
+	char why[160];
+	size_t i;
+
+	*files = *bytes = 0;
+	for (i = 0; i < p->nfiles; i++) {
+		const struct plan_file *pf = &p->files[i];
+		const struct store_entry *entry = find_entry(entries, n, pf->name);
+
+		if ((skip && skip[i]) || !entry)
+			continue;
+		if (file_problem(dst, pf, entry, manifest_sums_find(sums, pf->name), why,
+				 sizeof(why), e))
+			return -1;
+		if (why[0]) {
+			json_t *f = json_pack("{s:s, s:s}", "file", pf->name, "reason", why);
+
+			log_msg(LOG_WARN, f, "published file not kept: written again");
+			json_decref(f);
+			continue;
+		}
+		kept[i] = true;
+		(*files)++;
+		*bytes += pf->size;
+	}
+	return 0;
+}
+
+/* ---- checking ----------------------------------------------------------- */
+
+static int check_one(struct store *dst, const struct manifest_sum *f,
+		     const struct store_entry *entry, struct err *e)
+{
+	uint32_t crc;
+
+	if (!entry || entry->kind != STORE_FILE)
+		return err_set(e, ERR_CHECKSUM_MISMATCH, "%s/%s: recorded but missing",
+			       dst->location, f->name);
+	if (entry->size != f->size)
+		return err_set(e, ERR_CHECKSUM_MISMATCH,
+			       "%s/%s: %" PRIu64 " bytes, recorded %" PRIu64, dst->location,
+			       f->name, entry->size, f->size);
+	if (manifest_file_crc32c(dst, f->name, f->size, &crc, e))
+		return -1;
+	if (crc != f->crc32c)
+		return err_set(e, ERR_CHECKSUM_MISMATCH,
+			       "%s/%s: CRC-32C %08" PRIx32 ", recorded %08" PRIx32, dst->location,
+			       f->name, crc, f->crc32c);
+	return 0;
+}
+
+int manifest_verify(struct store *dst, uint64_t *checked, uint64_t *bytes, struct err *e)
+{
+	struct store_entry *entries = NULL;
+	struct manifest_sums *sums = NULL;
+	size_t n = 0, i, k, records = 0;
+	int rc = -1;
+
+	*checked = *bytes = 0;
+	if (store_list(dst, &entries, &n, e))
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (!is_sums_name(entries[i].name))
+			continue;
+		records++;
+		if (manifest_sums_read(dst, entries[i].name, &sums, e))
+			goto out;
+		for (k = 0; sums && k < sums->n; k++) {
+			const struct manifest_sum *f = &sums->files[k];
+
+			if (check_one(dst, f, find_entry(entries, n, f->name), e))
+				goto out;
+			(*checked)++;
+			*bytes += f->size;
+		}
+		manifest_sums_free(sums);
+		sums = NULL;
+	}
+	if (!records) {
+		err_set(e, ERR_MANIFEST_MISMATCH, "%s: holds no checksum record (%s)",
+			dst->location, MANIFEST_SUMS_NAME);
+		goto out;
+	}
+	rc = 0;
+out:
+	manifest_sums_free(sums);
+	store_entries_free(entries, n);
+	return rc;
+}

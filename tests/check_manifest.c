@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * check_manifest: the checksum record's JSON read back as written (in name
+ * order, a name noted twice keeping its last values), records ckptconv did
+ * not write refused with manifest_mismatch, the record names, and
+ * manifest_verify on a local destination: a byte changed, a file
+ * shortened or removed is checksum_mismatch naming it; no record is
+ * manifest_mismatch.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ckptconv/crc32c.h"
+#include "ckptconv/err.h"
+#include "ckptconv/manifest.h"
+#include "ckptconv/partition.h"
+#include "ckptconv/store.h"
+#include "testutil.h"
+
+#define DIGEST "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+START_TEST(test_record_round_trip)
+{
+	struct manifest_sums *s = manifest_sums_new(DIGEST, NULL, NULL), *back = NULL;
+	const struct manifest_sum *f;
+	struct err e = {0};
+	char *text;
+
+	ck_assert_int_eq(manifest_sums_note(s, "b.safetensors", 10, 0xdeadbeef, &e), 0);
+	ck_assert_int_eq(manifest_sums_note(s, "a.json", 3, 1, &e), 0);
+	ck_assert_int_eq(manifest_sums_note(s, "b.safetensors", 11, 0xE3069283u, &e), 0);
+	text = manifest_sums_build(s);
+	ck_assert_ptr_nonnull(strstr(text, "\"crc32c\": \"e3069283\""));
+	ck_assert_ptr_nonnull(strstr(text, "a.json"));
+	ck_assert(strstr(text, "a.json") < strstr(text, "b.safetensors"));
+	ck_assert_int_eq(manifest_sums_parse(text, "x", &back, &e), 0);
+	ck_assert_str_eq(back->plan_digest, DIGEST);
+	ck_assert_uint_eq(back->n, 2);
+	f = manifest_sums_find(back, "b.safetensors");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(f->size, 11);
+	ck_assert_uint_eq(f->crc32c, 0xE3069283u);
+	ck_assert_ptr_null(manifest_sums_find(back, "c"));
+	free(text);
+	manifest_sums_free(back);
+	manifest_sums_free(s);
+}
+END_TEST
+
+static void expect_refused(const char *json)
+{
+	struct manifest_sums *s = NULL;
+	struct err e = {0};
+
+	ck_assert_msg(manifest_sums_parse(json, "dst/ckptconv-sums.json", &s, &e) == -1, "%s",
+		      json);
+	ck_assert_ptr_null(s);
+	ck_assert_int_eq(e.code, ERR_MANIFEST_MISMATCH);
+	ck_assert_ptr_nonnull(strstr(e.msg, "dst/ckptconv-sums.json"));
+}
+
+START_TEST(test_record_refused)
+{
+	expect_refused("");
+	expect_refused("[]");
+	expect_refused("{\"format\": \"ckptconv-plan\", \"version\": 1}");
+	expect_refused("{\"format\": \"ckptconv-sums\", \"version\": 2, \"plan_digest\": \"" DIGEST
+		       "\", \"files\": []}");
+	expect_refused("{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"ab\","
+		       " \"files\": []}");
+	expect_refused("{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
+		       "\", \"files\": {}}");
+	expect_refused(
+		"{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
+		"\", \"files\": [{\"name\": \"../x\", \"size\": 1, \"crc32c\": \"00000000\"}]}");
+	expect_refused(
+		"{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
+		"\", \"files\": [{\"name\": \"x\", \"size\": -1, \"crc32c\": \"00000000\"}]}");
+	expect_refused("{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
+		       "\", \"files\": [{\"name\": \"x\", \"size\": 1, \"crc32c\": \"0000000\"}]}");
+	expect_refused("{\"format\": \"ckptconv-sums\", \"format\": \"ckptconv-sums\"}");
+}
+END_TEST
+
+START_TEST(test_record_names)
+{
+	char *name = manifest_sums_name(0, 0);
+
+	ck_assert_str_eq(name, MANIFEST_SUMS_NAME);
+	free(name);
+	name = manifest_sums_name(3, 8);
+	ck_assert_str_eq(name, "ckptconv-sums.3.json");
+	ck_assert(manifest_is_record(name));
+	free(name);
+	ck_assert(manifest_is_record(PARTITION_MANIFEST));
+	ck_assert(manifest_is_record("ckptconv-sums.json"));
+	ck_assert(!manifest_is_record("ckptconv-sums.x.json"));
+	ck_assert(!manifest_is_record("ckptconv-sums..json"));
+	ck_assert(!manifest_is_record("config.json"));
+	ck_assert(!manifest_is_record("ckptconv-sums.1.json.tmp"));
+}
+END_TEST
+
+/* A destination with two files and their record. */
+static struct store *make_destination(char *dir)
+{
+	struct store *s = NULL;
+	struct manifest_sums *sums;
+	struct err e = {0};
+	char *path;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(store_open(dir, &s, &e), 0);
+	ck_assert_int_eq(store_put(s, "a.bin", "hello", 5, &e), 0);
+	ck_assert_int_eq(store_put(s, "b.bin", "123456789", 9, &e), 0);
+	sums = manifest_sums_new(DIGEST, s, MANIFEST_SUMS_NAME);
+	ck_assert_int_eq(manifest_sums_note(sums, "a.bin", 5, crc32c(0, "hello", 5), &e), 0);
+	ck_assert_int_eq(manifest_sums_note(sums, "b.bin", 9, 0xE3069283u, &e), 0);
+	manifest_sums_free(sums);
+	path = malloc(strlen(dir) + 32);
+	sprintf(path, "%s/%s", dir, MANIFEST_SUMS_NAME);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	free(path);
+	return s;
+}
+
+/* Verified by a store opened afresh, as `verify --checksums` does (a
+ * store keeps the descriptors of the files it read). */
+static void expect_bad(const char *dir, enum err_code code, const char *fragment)
+{
+	uint64_t files, bytes;
+	struct store *s = NULL;
+	struct err e = {0};
+
+	ck_assert_int_eq(store_open(dir, &s, &e), 0);
+	ck_assert_int_eq(manifest_verify(s, &files, &bytes, &e), -1);
+	ck_assert_int_eq(e.code, code);
+	ck_assert_msg(strstr(e.msg, fragment), "%s", e.msg);
+	store_free(s);
+}
+
+START_TEST(test_verify)
+{
+	char dir[] = "/tmp/check_manifest.XXXXXX";
+	struct store *s = make_destination(dir);
+	uint64_t files = 0, bytes = 0;
+	struct err e = {0};
+
+	ck_assert_int_eq(manifest_verify(s, &files, &bytes, &e), 0);
+	ck_assert_uint_eq(files, 2);
+	ck_assert_uint_eq(bytes, 14);
+	/* One byte changed, same size. */
+	ck_assert_int_eq(store_put(s, "b.bin", "123456780", 9, &e), 0);
+	expect_bad(dir, ERR_CHECKSUM_MISMATCH, "b.bin: CRC-32C 9bb4494f, recorded e3069283");
+	ck_assert_int_eq(store_put(s, "b.bin", "12345678", 8, &e), 0);
+	expect_bad(dir, ERR_CHECKSUM_MISMATCH, "b.bin: 8 bytes, recorded 9");
+	ck_assert_int_eq(store_remove(s, "b.bin", &e), 0);
+	expect_bad(dir, ERR_CHECKSUM_MISMATCH, "b.bin: recorded but missing");
+	ck_assert_int_eq(store_remove(s, MANIFEST_SUMS_NAME, &e), 0);
+	expect_bad(dir, ERR_MANIFEST_MISMATCH, "holds no checksum record");
+	store_remove(s, "a.bin", NULL);
+	store_free(s);
+	rmdir(dir);
+}
+END_TEST
+
+static Suite *manifest_suite(void)
+{
+	Suite *s = suite_create("manifest");
+	TCase *tc = tcase_create("manifest");
+
+	tcase_add_test(tc, test_record_round_trip);
+	tcase_add_test(tc, test_record_refused);
+	tcase_add_test(tc, test_record_names);
+	tcase_add_test(tc, test_verify);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return test_run_suite(manifest_suite());
+}

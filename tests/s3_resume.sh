@@ -1,0 +1,90 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# s3_resume.sh: a daemon job writing into the S3 test server (s3rver on
+# 127.0.0.1) is cut by kill -9 of the daemon once a few shards are
+# uploaded; after a restart on the same state dir the job resumes
+# (restarts 1) and the objects finished before the kill are not uploaded
+# again: each has exactly one PUT in the server's request log, checked
+# against the checksum record by size and CRC-32C read back.  The output
+# then equals an uninterrupted local conversion's, records but the plan
+# manifest (which names the source) included.
+
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/daemon_lib.sh"
+. "$(dirname "$0")/s3_lib.sh"
+
+need_binary
+start_s3rver dst-bkt
+ENDPOINT=http://127.0.0.1:$S3_PORT
+S3_OPTS="{\"endpoint_url\": \"$ENDPOINT\", \"region\": \"us-east-1\", \"addressing_style\": \"path\"}"
+DST=s3://dst-bkt/resume/
+
+# About 7.4 MB of tensors in shards of 1 MB: single PUTs, one per shard.
+expect_ok "make the fixture" "$CKPTCONV" fixture --preset tiny --layers 40 --dtype f32 "$DATA/src" ||
+	finish
+expect_ok "uninterrupted local conversion" "$CKPTCONV" convert --no-fsync --to native \
+	--max-shard-size 1MB "$DATA/src" "$TEST_TMP/ref"
+NALL=$(ls "$TEST_TMP/ref" | grep -c '^model-.*\.safetensors$')
+
+daemon_start --max-running 1 --allow-s3 "$DST" --allow-s3-endpoint "$ENDPOINT/"
+submit "throttled job into S3" "$DATA/src" "$DST" native \
+	"{\"max_shard_size\": \"1MB\", \"max_bytes_per_second\": \"1MB\", \"s3\": $S3_OPTS}"
+M=$JOB
+KILLED=no
+for i in $(seq 600); do
+	if [ "$(s3_keys "$DST" | grep -c '^model-.*\.safetensors$')" -ge 3 ]; then
+		kill -9 "$DAEMON_PID"
+		wait "$DAEMON_PID" 2>/dev/null || true
+		KILLED=yes
+		break
+	fi
+	sleep 0.1
+done
+assert_eq "killed once a few shards were uploaded" yes "$KILLED"
+BEFORE=$(s3_keys "$DST" | grep '^model-.*\.safetensors$')
+NBEFORE=$(echo "$BEFORE" | grep -c .)
+if [ "$NBEFORE" -lt "$NALL" ]; then
+	pass "$NBEFORE of $NALL shards were uploaded before the kill"
+else
+	fail "the kill came before the last shard" "$NBEFORE of $NALL"
+fi
+
+daemon_start --max-running 1 --allow-s3 "$DST" --allow-s3-endpoint "$ENDPOINT/"
+api GET "/v1/jobs/$M"
+assert_eq "the job is back, restart counted" 1 "$(jget restarts)"
+expect_job "the resumed job succeeds" "$M" succeeded 300
+api GET "/v1/jobs/$M"
+KEPT=$(jget result.kept_files)
+if [ "$KEPT" -ge 1 ] && [ "$KEPT" -le "$NBEFORE" ]; then
+	pass "its result counts $KEPT shards kept"
+else
+	fail "its result counts the shards kept" "kept_files $KEPT, $NBEFORE uploaded before the kill"
+fi
+# s3rver logs every PutObject it stores as 'Stored object "KEY" in bucket
+# "BUCKET" successfully'.  Each shard uploaded before the kill and
+# recorded: one PUT in all.  (A shard uploaded just before the kill but
+# not yet recorded goes again.)
+puts_of() { grep -c "Stored object \"resume/$1\" in bucket \"dst-bkt\"" "$S3_LOG" || true; }
+ONCE=0
+for f in $BEFORE; do
+	[ "$(puts_of "$f")" = 1 ] && ONCE=$((ONCE + 1))
+done
+assert_eq "the $KEPT kept shards were uploaded once, not again" "$KEPT" "$ONCE"
+TOTAL_PUTS=$(grep -c 'Stored object "resume/model-.*" in bucket "dst-bkt"' "$S3_LOG" || true)
+if [ "$TOTAL_PUTS" -eq $((NALL + NBEFORE - KEPT)) ]; then
+	pass "$TOTAL_PUTS shard PUTs in all: $NALL shards, $KEPT not sent again"
+else
+	fail "shard PUTs: every shard once, but those kept" "$TOTAL_PUTS PUTs, $NALL shards, $KEPT kept"
+fi
+s3_download "$DST" "$TEST_TMP/down" || fail "download the output"
+BAD=""
+for f in $(ls "$TEST_TMP/ref"); do
+	[ "$f" = ckptconv-plan.json ] && continue
+	cmp -s "$TEST_TMP/ref/$f" "$TEST_TMP/down/$f" || BAD="$BAD $f"
+done
+assert_eq "the output equals the uninterrupted local run's" "" "$BAD"
+expect_ok "verify --checksums on S3" "$CKPTCONV" verify --checksums "$DST"
+daemon_stop
+assert_eq "clean exit" 0 "$DAEMON_RC"
+finish
