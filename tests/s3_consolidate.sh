@@ -70,8 +70,8 @@ parts() {
 
 if parts 2 s3://src-bkt/r3/model/ s3://dst-bkt/p-r3-bf16/ --dtype bf16; then
 	keys=$(s3_keys s3://dst-bkt/p-r3-bf16/ | tr '\n' ' ')
-	assert_eq "s3 -> s3 partitions: the model files and the manifest, no config.json, no index" \
-		"ckptconv-plan.json model-00001-of-00005.safetensors model-00002-of-00005.safetensors model-00003-of-00005.safetensors model-00004-of-00005.safetensors model-00005-of-00005.safetensors " \
+	assert_eq "s3 -> s3 partitions: the model files, the manifest and the partitions' checksum records, no config.json, no index" \
+		"ckptconv-plan.json ckptconv-sums.0.json ckptconv-sums.1.json model-00001-of-00005.safetensors model-00002-of-00005.safetensors model-00003-of-00005.safetensors model-00004-of-00005.safetensors model-00005-of-00005.safetensors " \
 		"$keys"
 	expect_ok "s3 -> s3 partitions: finalize" "$CKPTCONV" finalize s3://dst-bkt/p-r3-bf16/
 	if s3_download s3://dst-bkt/p-r3-bf16/ "$TEST_TMP/down/p-r3-bf16"; then

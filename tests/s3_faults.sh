@@ -317,7 +317,7 @@ expect_ok "307 on every request: followed, converted" "$CKPTCONV" convert --to n
 assert_eq "each redirected request reached the stand-in, signed for it" "$(injected TemporaryRedirect)" \
 	"$(events_count 'e["event"] == "s3" and e["verdict"] == "ok"')"
 assert_eq "the stand-in refused none" 0 "$(events_count 'e["event"] == "s3" and e["verdict"] != "ok"')"
-assert_eq "six requests were redirected (list, config.json, 3 shards, index)" 6 \
+assert_eq "15 requests were redirected: every one of the run, the checkpoint objects and the plan and checksum records among them" 15 \
 	"$(injected TemporaryRedirect)"
 if grep -qF "s3://dst-bkt/moved/config.json: PutObject answered 307 TemporaryRedirect ($TEMP_MESSAGE); sent again to ${S3_FRONT#http://}" "$TEST_TMP/run.err"; then
 	pass "the redirect is logged with the host it went to"
