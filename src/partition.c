@@ -559,6 +559,14 @@ int partition_manifest_compare(const struct partition_manifest *found,
 			       "%s: the destination is being converted in %" PRIu32
 			       " partitions, not %" PRIu32,
 			       where, found->count, ours->count);
+	/* Options the plan digest may not show: a --dtype that casts nothing
+	 * still names the dtype finalize writes into config.json. */
+	if (strcmp(found->dtype, ours->dtype) != 0 || found->allow_gaps != ours->allow_gaps)
+		return err_set(e, ERR_MANIFEST_MISMATCH,
+			       "%s: the destination holds a partitioned conversion with --dtype %s%s,"
+			       " not --dtype %s%s; run every partition with the same options",
+			       where, found->dtype, found->allow_gaps ? " --allow-gaps" : "",
+			       ours->dtype, ours->allow_gaps ? " --allow-gaps" : "");
 	return compare_sources(found, ours, where, e);
 }
 

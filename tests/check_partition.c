@@ -539,6 +539,25 @@ START_TEST(test_manifest_mismatch)
 	ck_assert_int_eq(partition_manifest_compare(ma, mother, "d", &e), -1);
 	ck_assert_str_eq(err_name(e.code), "manifest_mismatch");
 	ck_assert_ptr_nonnull(strstr(e.msg, "/elsewhere/hf"));
+	err_clear(&e);
+	{
+		/* the same tensor plan with another --dtype or --allow-gaps */
+		struct convert_options od = o;
+		struct partition_manifest *md;
+		char *td;
+
+		od.dtype = DTYPE_CHOICE_F32;
+		od.allow_gaps = true;
+		td = partition_manifest_build(a, src, &od, 3, NULL, 0);
+		ck_assert_int_eq(partition_manifest_parse(td, "d", &md, &e), 0);
+		ck_assert_int_eq(partition_manifest_compare(ma, md, "d", &e), -1);
+		ck_assert_str_eq(err_name(e.code), "manifest_mismatch");
+		ck_assert_str_eq(e.msg, "d: the destination holds a partitioned conversion with"
+					" --dtype auto, not --dtype f32 --allow-gaps; run every"
+					" partition with the same options");
+		partition_manifest_free(md);
+		free(td);
+	}
 	partition_manifest_free(ma);
 	partition_manifest_free(ma4);
 	partition_manifest_free(mb);
