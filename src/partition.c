@@ -209,13 +209,11 @@ static json_t *json_u64_text(uint64_t v)
 	return json_string(text);
 }
 
-/* One source's identity: st_dev and st_ino as decimal strings (they may
- * exceed JSON's exact integers), times in nanoseconds. */
-static json_t *source_json(const struct store_source *src)
+/* Adds a source file's identity to its entry o: st_dev and st_ino as
+ * decimal strings (they may exceed JSON's exact integers), times in
+ * nanoseconds; or an object's ETag and VersionId. */
+static void add_identity(json_t *o, const struct store_identity *id)
 {
-	const struct store_identity *id = &src->id;
-	json_t *o = json_pack("{s:s}", "name", src->name);
-
 	if (id->kind == STORE_ID_FILE) {
 		json_object_set_new(o, "size", json_u64(id->size));
 		json_object_set_new(o, "mtime_ns", json_integer(id->mtime_ns));
@@ -227,7 +225,30 @@ static json_t *source_json(const struct store_source *src)
 		if (id->version_id[0])
 			json_object_set_new(o, "version_id", json_string(id->version_id));
 	}
-	return o;
+}
+
+/* "source_files": the weight files' names, sizes and header digests
+ * (manifest.h), each with the identity planning found, then the other
+ * files planning read (config.json, ...) with theirs. */
+static json_t *source_files_json(const struct plan *p, const struct store_source *sources,
+				 size_t nsources)
+{
+	json_t *files = manifest_source_files_json(p->src), *f = NULL;
+	size_t i, k;
+
+	for (i = 0; i < nsources; i++) {
+		if (sources[i].id.kind == STORE_ID_NONE)
+			continue;
+		json_array_foreach(files, k, f)
+			if (strcmp(json_string_value(json_object_get(f, "name")), sources[i].name) == 0)
+				break;
+		if (k == json_array_size(files)) {
+			f = json_pack("{s:s}", "name", sources[i].name);
+			json_array_append_new(files, f);
+		}
+		add_identity(f, &sources[i].id);
+	}
+	return files;
 }
 
 char *partition_manifest_build(const struct plan *p, const char *source,
@@ -235,7 +256,7 @@ char *partition_manifest_build(const struct plan *p, const char *source,
 			       const struct store_source *sources, size_t nsources)
 {
 	char digest[65], sha[65], *canonical = store_canonical_location(source), *text;
-	json_t *root, *files = json_array(), *srcs = json_array();
+	json_t *root, *files = json_array();
 	size_t i;
 
 	plan_digest(p, digest);
@@ -247,13 +268,9 @@ char *partition_manifest_build(const struct plan *p, const char *source,
 	}
 	root = json_pack("{s:s, s:i, s:s, s:o, s:I, s:o, s:s, s:b, s:o}", "format", MANIFEST_FORMAT,
 			 "version", MANIFEST_VERSION, "source", canonical, "source_files",
-			 manifest_source_files_json(p->src), "partitions", (json_int_t)count,
+			 source_files_json(p, sources, nsources), "partitions", (json_int_t)count,
 			 "options", manifest_options(p, o), "plan_digest", digest, "index",
 			 p->index_json != NULL, "files", files);
-	for (i = 0; i < nsources; i++)
-		if (sources[i].id.kind != STORE_ID_NONE)
-			json_array_append_new(srcs, source_json(&sources[i]));
-	json_object_set_new(root, "sources", srcs);
 	text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	free(canonical);
@@ -391,13 +408,23 @@ static bool copy_text(const json_t *v, char *out, size_t len, bool required)
 	return true;
 }
 
-static bool parse_source(const json_t *s, struct store_source *out)
+/* A source file's entry and the identity in it; *has_id false when it
+ * records none (a manifest written without identities). */
+static bool parse_source(const json_t *s, struct store_source *out, bool *has_id)
 {
+	static const char *const id_keys[] = {"etag", "version_id", "mtime_ns",
+					      "ctime_ns", "dev", "ino"};
 	struct store_identity *id = &out->id;
 	const char *name = json_string_value(json_object_get(s, "name"));
+	size_t k;
 
+	*has_id = false;
+	for (k = 0; k < sizeof(id_keys) / sizeof(id_keys[0]); k++)
+		*has_id = *has_id || json_object_get(s, id_keys[k]) != NULL;
 	if (!name || !*name)
 		return false;
+	if (!*has_id)
+		return true;
 	if (json_object_get(s, "etag")) {
 		id->kind = STORE_ID_OBJECT;
 		if (!copy_text(json_object_get(s, "etag"), id->etag, sizeof(id->etag), true) ||
@@ -417,22 +444,25 @@ static bool parse_source(const json_t *s, struct store_source *out)
 	return true;
 }
 
-/* "sources" is absent from manifests of earlier versions. */
+/* The identities in "source_files" (absent from manifests of earlier
+ * versions). */
 static int parse_sources(const json_t *sources, struct partition_manifest *m, const char *where,
 			 struct err *e)
 {
 	const json_t *s;
+	bool has_id;
 	size_t i;
 
 	if (!sources)
 		return 0;
 	if (!json_is_array(sources))
-		return not_a_manifest(where, "sources", e);
+		return not_a_manifest(where, "source_files", e);
 	m->sources = xcalloc(json_array_size(sources) + 1, sizeof(*m->sources));
 	json_array_foreach(sources, i, s) {
-		if (!json_is_object(s) || !parse_source(s, &m->sources[i]))
-			return not_a_manifest(where, "sources", e);
-		m->nsources = i + 1;
+		if (!json_is_object(s) || !parse_source(s, &m->sources[m->nsources], &has_id))
+			return not_a_manifest(where, "source_files", e);
+		if (has_id)
+			m->nsources++;
 	}
 	return 0;
 }
@@ -461,7 +491,7 @@ static int parse_root(const json_t *root, struct partition_manifest *m, const ch
 		return -1;
 	if (parse_files(json_object_get(root, "files"), m, where, e))
 		return -1;
-	return parse_sources(json_object_get(root, "sources"), m, where, e);
+	return parse_sources(json_object_get(root, "source_files"), m, where, e);
 }
 
 int partition_manifest_parse(const char *json, const char *where, struct partition_manifest **out,

@@ -642,7 +642,7 @@ START_TEST(test_manifest_sources)
 	err_clear(&e);
 	ck_assert_int_eq(partition_manifest_parse(told, "d", &mold, &e), -1);
 	ck_assert_str_eq(err_name(e.code), "manifest_mismatch");
-	ck_assert_ptr_nonnull(strstr(e.msg, "sources"));
+	ck_assert_ptr_nonnull(strstr(e.msg, "source_files"));
 	free(told);
 
 	partition_manifest_free(mb);
