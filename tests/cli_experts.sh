@@ -64,11 +64,12 @@ PYEOF
 }
 
 # same_bytes NAME DIR_A DIR_B: both hold the same files, byte for byte.
+# The checkpoints' files (not the records, which name another source).
 same_bytes() {
-	if [ -f "$2/model.safetensors" ] && diff -r "$2" "$3" >/dev/null 2>&1; then
-		pass "$1"
+	if [ -f "$2/model.safetensors" ]; then
+		same_files "$@"
 	else
-		fail "$1" "$(diff -r -q "$2" "$3" 2>&1 | head -3)"
+		fail "$1" "no $2/model.safetensors"
 	fi
 }
 
