@@ -556,6 +556,9 @@ static bool follow_redirect(struct call *k, const struct s3_error_answer *x, con
 	return true;
 }
 
+#define SERVER_TIME_MIN ((time_t)946684800)	/* 2000-01-01T00:00:00Z */
+#define SERVER_TIME_MAX ((time_t)253402300799) /* 9999-12-31T23:59:59Z */
+
 /* S3 refused the request time (RequestTimeTooSkewed): the clock is set to
  * the server's (<ServerTime>, else the Date header) and the request sent
  * again, once. */
@@ -575,6 +578,15 @@ static void correct_clock(struct call *k, const struct s3_error_answer *x, const
 	}
 	if (server == (time_t)-1 && k->date[0])
 		server = (time_t)curl_getdate(k->date, NULL);
+	/* A time SigV4 cannot spell (x-amz-date has four-digit years) or
+	 * before S3 existed is no time to sign with. */
+	if (server != (time_t)-1 && (server < SERVER_TIME_MIN || server > SERVER_TIME_MAX)) {
+		call_fail(k, CALL_FAILED, ERR_CLOCK_SKEW,
+			  "%s, with a server time out of range (%s): not taken; this machine's "
+			  "clock or the server's is wrong",
+			  what, x->server_time[0] ? x->server_time : k->date);
+		return;
+	}
 	if (server == (time_t)-1) {
 		call_fail(k, CALL_FAILED, ERR_CLOCK_SKEW,
 			  "%s, without its own time (no ServerTime, no Date): this machine's "

@@ -94,8 +94,10 @@ void sigv4_amz_date(time_t when, char out[SIGV4_AMZ_DATE_SIZE])
 {
 	struct tm tm;
 
-	gmtime_r(&when, &tm);
-	strftime(out, SIGV4_AMZ_DATE_SIZE, "%Y%m%dT%H%M%SZ", &tm);
+	/* Four-digit years only: anything else would not fit the format. */
+	if (!gmtime_r(&when, &tm) || tm.tm_year < 1 - 1900 || tm.tm_year > 9999 - 1900 ||
+	    strftime(out, SIGV4_AMZ_DATE_SIZE, "%Y%m%dT%H%M%SZ", &tm) != SIGV4_AMZ_DATE_SIZE - 1)
+		snprintf(out, SIGV4_AMZ_DATE_SIZE, "%s", "19700101T000000Z");
 }
 
 /* A header value with leading/trailing blanks removed and inner runs of

@@ -59,6 +59,27 @@ START_TEST(test_aws_documentation_example)
 }
 END_TEST
 
+/* x-amz-date is always 16 characters, even for a time the format cannot
+ * spell (a ServerTime of year 99999 once overran the buffer). */
+START_TEST(test_amz_date)
+{
+	char out[SIGV4_AMZ_DATE_SIZE + 8];
+
+	memset(out, 'x', sizeof(out));
+	sigv4_amz_date((time_t)1369353600, out);
+	ck_assert_str_eq(out, "20130524T000000Z");
+	memset(out, 'x', sizeof(out));
+	sigv4_amz_date((time_t)253402300799, out);
+	ck_assert_str_eq(out, "99991231T235959Z");
+	memset(out, 'x', sizeof(out));
+	sigv4_amz_date((time_t)3093527980800, out); /* year 99999 */
+	ck_assert_str_eq(out, "19700101T000000Z");
+	memset(out, 'x', sizeof(out));
+	sigv4_amz_date((time_t)-62198755200, out); /* year -1 */
+	ck_assert_str_eq(out, "19700101T000000Z");
+}
+END_TEST
+
 START_TEST(test_uri_encode)
 {
 	char *s;
@@ -397,6 +418,7 @@ static Suite *sigv4_suite(void)
 	TCase *t = tcase_create("signer");
 
 	tcase_add_test(t, test_aws_documentation_example);
+	tcase_add_test(t, test_amz_date);
 	tcase_add_test(t, test_uri_encode);
 	tcase_add_test(t, test_canonical_query);
 	tcase_add_test(t, test_session_token_and_trim);

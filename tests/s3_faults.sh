@@ -155,8 +155,8 @@ class Front(http.server.BaseHTTPRequestHandler):
             self.answer(403, error_xml("RequestTimeTooSkewed", "The difference between the request "
                                        "time and the current time is too large.",
                                        "<RequestTime>" + self.headers.get("x-amz-date", "") +
-                                       "</RequestTime><ServerTime>" + time.strftime(
-                                           "%Y-%m-%dT%H:%M:%SZ", time.gmtime(server)) +
+                                       "</RequestTime><ServerTime>" + (a.get("server_time") or time.strftime(
+                                           "%Y-%m-%dT%H:%M:%SZ", time.gmtime(server))) +
                                        "</ServerTime><MaxAllowedSkewMilliseconds>900000"
                                        "</MaxAllowedSkewMilliseconds>"),
                         [("Date", email.utils.formatdate(server, usegmt=True))])
@@ -392,6 +392,15 @@ expect_fail "RequestTimeTooSkewed again after the correction" clock_skew \
 	"$CKPTCONV" convert --to native --s3-endpoint-url "$FRONT" "$SMALL" s3://dst-bkt/skewed2/
 assert_eq "sent twice: before and after the correction" 2 "$(injected RequestTimeTooSkewed)"
 assert_eq "nothing published" "" "$(s3_keys s3://dst-bkt/skewed2/)"
+
+# A ServerTime that x-amz-date cannot spell (a five-digit year) is not
+# taken: clock_skew at once, nothing signed with it.
+faults '[{"n": 1000, "answer": {"skew": 3600, "server_time": "99999-01-01T00:00:00Z"}}]'
+expect_fail "a ServerTime out of range" clock_skew \
+	"s3://dst-bkt/skewed3/: ListObjectsV2 answered 403 RequestTimeTooSkewed ($SKEW_MESSAGE), with a server time out of range (99999-01-01T00:00:00Z): not taken; this machine's clock or the server's is wrong" \
+	"$CKPTCONV" convert --to native --s3-endpoint-url "$FRONT" "$SMALL" s3://dst-bkt/skewed3/
+assert_eq "sent once" 1 "$(injected RequestTimeTooSkewed)"
+assert_eq "nothing published" "" "$(s3_keys s3://dst-bkt/skewed3/)"
 
 # ExpiredToken for a session token of the environment or the shared files
 # (read once, never refreshed): s3_credentials at once, naming the source.

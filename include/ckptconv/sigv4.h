@@ -58,7 +58,9 @@ char *sigv4_uri_encode(const char *s, bool keep_slash);
  * value; malloc'd ("" when n is 0). */
 char *sigv4_canonical_query(const struct sigv4_param *params, size_t n);
 
-/* The x-amz-date value for `when`. */
+/* The x-amz-date value for `when` (always 16 characters and a NUL; a time
+ * outside the years 1-9999, which the format cannot spell, gives the
+ * epoch's, which any server refuses). */
 void sigv4_amz_date(time_t when, char out[SIGV4_AMZ_DATE_SIZE]);
 
 /* The Authorization header value ("AWS4-HMAC-SHA256 Credential=...,
