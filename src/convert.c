@@ -407,14 +407,36 @@ static int remove_records(struct store *dst, const struct store_entry *entries, 
 
 /* A destination that is not resumed: output_prepare's rules; with
  * overwrite, an earlier conversion's records go with its files. */
+static int same_plan(struct conversion *c, const struct partition_manifest *found, struct err *e);
+
+/* destination_not_empty on a destination holding this plan's manifest (an
+ * interrupted run of it): the message also says --resume keeps its
+ * finished files. */
+static void suggest_resume(struct conversion *c, struct err *e)
+{
+	struct partition_manifest *found = NULL;
+	struct err local = {0};
+	size_t len = strlen(e->msg);
+
+	if (partition_manifest_read(c->dst, &found, &local) == 0 && found &&
+	    same_plan(c, found, &local) == 0)
+		snprintf(e->msg + len, sizeof(e->msg) - len,
+			 ", or --resume to keep the files an interrupted conversion of this "
+			 "plan finished");
+	partition_manifest_free(found);
+}
+
 static int prepare_fresh(struct conversion *c, struct store_output_options *so, struct err *e)
 {
 	struct store_entry *entries = NULL;
 	size_t n = 0;
 	int rc;
 
-	if (output_prepare(c->dst, so, e))
+	if (output_prepare(c->dst, so, e)) {
+		if (e && e->code == ERR_DESTINATION_NOT_EMPTY && !c->opts.resume)
+			suggest_resume(c, e);
 		return -1;
+	}
 	if (!so->overwrite)
 		return 0;
 	if (output_list(c->dst, &entries, &n, e))
@@ -444,7 +466,8 @@ static int same_plan(struct conversion *c, const struct partition_manifest *foun
 	int rc;
 
 	if (partition_manifest_parse(text, c->dst->location, &ours, e) ||
-	    partition_manifest_compare(found, ours, c->dst->location, e))
+	    partition_manifest_compare(found, ours, c->dst->location, !c->opts.partition_count,
+				       e))
 		rc = -1;
 	else
 		rc = 0;

@@ -65,10 +65,31 @@ done)
 expect_fail "verify --checksums refuses the killed run's destination" destination_incomplete \
 	"$OUT/$FIRST_MISSING: planned but missing ($NPUB of 20 planned files present)" \
 	"$CKPTCONV" verify --checksums "$OUT"
-expect_fail "without --resume the destination is refused" destination_not_empty "" \
+expect_fail "without --resume the destination is refused, naming --resume" destination_not_empty \
+	"; pass --overwrite to replace them, or --resume to keep the files an interrupted conversion of this plan finished" \
 	"${CONVERT[@]}" "$NAT" "$OUT"
-expect_fail "another plan's destination is refused" manifest_mismatch "another plan" \
+expect_fail "another plan's run without --resume is refused" destination_not_empty \
+	"; pass --overwrite to replace them" \
+	"$CKPTCONV" convert --no-fsync --to hf --max-shard-size 50MB "$NAT" "$OUT"
+if grep -q -- "--resume" "$TEST_TMP/run.err"; then
+	fail "... without naming --resume" "$(run_err)"
+else
+	pass "... without naming --resume"
+fi
+expect_fail "another plan's destination is refused" manifest_mismatch \
+	"$OUT: the destination holds a conversion of another plan (digest " \
 	"$CKPTCONV" convert --no-fsync --to hf --max-shard-size 50MB --resume "$NAT" "$OUT"
+if grep -q -- "other options or input); remove it or pass --overwrite (without --resume) to replace it$" \
+	"$TEST_TMP/run.err"; then
+	pass "... saying --overwrite replaces it"
+else
+	fail "... saying --overwrite replaces it" "$(run_err)"
+fi
+run "${CONVERT[@]}" --resume --overwrite "$NAT" "$OUT"
+assert_eq "--resume with --overwrite is a usage error (exit 2)" 2 "$RUN_RC"
+assert_eq "... saying why" \
+	"ckptconv: usage_error: resume and overwrite exclude each other: resume keeps the files an interrupted run of the same plan finished, overwrite removes them (see 'ckptconv convert --help')" \
+	"$(error_line "$TEST_TMP/run.err")"
 expect_ok "--resume" "${CONVERT[@]}" --resume --json "$NAT" "$OUT"
 KEPT=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["kept_files"], r["kept_bytes"])' "$TEST_TMP/run.out")
 WANT_BYTES=$(cd "$OUT" && stat -c %s $PUBLISHED | awk '{s += $1} END {print s}')
