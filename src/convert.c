@@ -253,6 +253,9 @@ void conversion_describe_result(const struct conversion *c, struct conversion_re
 	r->planned_files = scope->count ? p->nfiles : 0;
 	r->kept_files = c->kept_files;
 	r->kept_bytes = c->kept_bytes;
+	for (i = 0; c->kept_file && i < p->ntensors; i++)
+		if (c->kept_file[p->tensors[i].file])
+			r->kept_data_bytes += p->tensors[i].nbytes;
 }
 
 void conversion_totals(const struct conversion *c, uint64_t *tensors, uint64_t *bytes)

@@ -25,6 +25,7 @@
 #include "ckptconv/finalize.h"
 #include "ckptconv/exec.h"
 #include "ckptconv/partition.h"
+#include "ckptconv/progress.h"
 #include "ckptconv/plan.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
@@ -422,6 +423,19 @@ START_TEST(test_partition_results_add_up)
 		ck_assert(json_real_value(json_object_get(j, "bytes_per_second")) ==
 			  (double)part.bytes / 2);
 		json_decref(j);
+		/* A resumed run's rate: only the bytes it wrote, not the kept. */
+		part.kept_data_bytes = part.bytes / 4;
+		j = conversion_result_to_json(&part);
+		ck_assert(json_real_value(json_object_get(j, "bytes_per_second")) ==
+			  (double)(part.bytes - part.bytes / 4) / 2);
+		json_decref(j);
+		{
+			struct exec_progress pr = {.bytes_total = 400, .bytes_done = 300,
+						   .bytes_kept = 100, .elapsed_seconds = 2};
+
+			ck_assert(progress_rate(&pr) == 100.0);
+			ck_assert(progress_eta(&pr) == 1.0);
+		}
 		conversion_result_fini(&part);
 		conversion_free(c);
 	}

@@ -94,6 +94,19 @@ expect_ok "--resume" "${CONVERT[@]}" --resume --json "$NAT" "$OUT"
 KEPT=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["kept_files"], r["kept_bytes"])' "$TEST_TMP/run.out")
 WANT_BYTES=$(cd "$OUT" && stat -c %s $PUBLISHED | awk '{s += $1} END {print s}')
 assert_eq "the result counts the kept shards and their bytes" "$NPUB $WANT_BYTES" "$KEPT"
+RATE=$(python3 -c 'import json,struct,sys
+r = json.load(open(sys.argv[1]))
+kept_data = 0
+for f in sys.argv[3:]:
+    with open(sys.argv[2] + "/" + f, "rb") as h:
+        n = struct.unpack("<Q", h.read(8))[0]
+        h.seek(0, 2)
+        kept_data += h.tell() - 8 - n
+written = r["bytes"] - kept_data
+got = r["bytes_per_second"] * r["seconds"]
+print("ok" if abs(got - written) <= 1e-6 * written else "rate %r x %r s = %r, wrote %d" % (r["bytes_per_second"], r["seconds"], got, written))' \
+	"$TEST_TMP/run.out" "$OUT" $PUBLISHED)
+assert_eq "bytes_per_second counts the bytes this run wrote, not the kept" ok "$RATE"
 (cd "$OUT" && stat -c '%n %i %Y.%y' $PUBLISHED) >"$TEST_TMP/after"
 if cmp -s "$TEST_TMP/before" "$TEST_TMP/after"; then
 	pass "the $NPUB shards published before the kill keep their inode and mtime"
