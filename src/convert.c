@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "ckptconv/adapter.h"
 #include "ckptconv/automodel.h"
@@ -777,9 +778,31 @@ static void remove_published(struct conversion *c, bool shards)
 		store_remove(c->dst, PARTITION_MANIFEST, NULL);
 }
 
+/* Whether the run creates its destination: a local directory that does
+ * not exist yet (a partition shares its destination with the others, so
+ * it never counts as the one that created it). */
+static bool creates_destination(const struct conversion *c)
+{
+	enum store_entry_kind kind;
+	struct err local = {0};
+
+	if (c->opts.partition_count || store_location_caps(c->dst_location) & STORE_REMOTE)
+		return false;
+	return store_location_kind(c->dst_location, &kind, &local) < 0 &&
+	       local.code == ERR_SOURCE_NOT_FOUND;
+}
+
+/* A failed run leaves no empty directory it created itself (rmdir removes
+ * only an empty one; one that existed before is never touched). */
+static void remove_created_destination(const struct conversion *c)
+{
+	if (c->dst)
+		rmdir(c->dst->location);
+}
+
 int conversion_run(struct conversion *c, struct exec_pool *pool, struct err *e)
 {
-	bool shards_published = false;
+	bool shards_published = false, created = false;
 	int rc = -1;
 
 	if (c->ran)
@@ -791,8 +814,9 @@ int conversion_run(struct conversion *c, struct exec_pool *pool, struct err *e)
 		cancelled_error(e);
 		goto out;
 	}
+	created = creates_destination(c);
 	if (prepare_destination(c, e))
-		goto out;
+		goto out_dir;
 	if (copy_files(c, e) || execute_plan(c, pool, e))
 		goto out_remove;
 	shards_published = true;
@@ -804,6 +828,9 @@ int conversion_run(struct conversion *c, struct exec_pool *pool, struct err *e)
 	goto out;
 out_remove:
 	remove_published(c, shards_published);
+out_dir:
+	if (created)
+		remove_created_destination(c);
 out:
 	return rc;
 }
