@@ -6,7 +6,8 @@
  * or when a side cannot be read, 2 on a usage error.  `ckptconv verify
  * --checksums DST` instead reads every file DST's checksum records name
  * again (manifest.h): exit 1 with checksum_mismatch naming the first that
- * differs.
+ * differs, or destination_incomplete naming the first file the plan
+ * manifest lists that is missing or not recorded.
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -30,7 +31,8 @@ static const char usage_text[] =
 	"same dtype, shape and bytes.  File names, shard split and header order do not\n"
 	"matter.  With --checksums, reads every file a conversion into DST recorded in\n"
 	"its checksum records (ckptconv-sums*.json) again and compares its size and\n"
-	"CRC-32C with the record.\n"
+	"CRC-32C with the record, then checks that every file its plan manifest\n"
+	"(ckptconv-plan.json) lists is present and recorded.\n"
 	"\n"
 	"  --checksums     check DST's files against its checksum records\n"
 	"  --json          print the summary (or the error) as JSON on stdout\n"

@@ -46,7 +46,9 @@ static json_t *count(uint64_t v)
 
 static double rate(const struct conversion_result *r)
 {
-	return r->seconds > 0 ? (double)r->bytes / r->seconds : 0;
+	uint64_t written = r->bytes > r->kept_data_bytes ? r->bytes - r->kept_data_bytes : 0;
+
+	return r->seconds > 0 ? (double)written / r->seconds : 0;
 }
 
 json_t *conversion_result_to_json(const struct conversion_result *r)

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "ckptconv/adapter.h"
 #include "ckptconv/automodel.h"
@@ -253,6 +254,9 @@ void conversion_describe_result(const struct conversion *c, struct conversion_re
 	r->planned_files = scope->count ? p->nfiles : 0;
 	r->kept_files = c->kept_files;
 	r->kept_bytes = c->kept_bytes;
+	for (i = 0; c->kept_file && i < p->ntensors; i++)
+		if (c->kept_file[p->tensors[i].file])
+			r->kept_data_bytes += p->tensors[i].nbytes;
 }
 
 void conversion_totals(const struct conversion *c, uint64_t *tensors, uint64_t *bytes)
@@ -407,14 +411,36 @@ static int remove_records(struct store *dst, const struct store_entry *entries, 
 
 /* A destination that is not resumed: output_prepare's rules; with
  * overwrite, an earlier conversion's records go with its files. */
+static int same_plan(struct conversion *c, const struct partition_manifest *found, struct err *e);
+
+/* destination_not_empty on a destination holding this plan's manifest (an
+ * interrupted run of it): the message also says --resume keeps its
+ * finished files. */
+static void suggest_resume(struct conversion *c, struct err *e)
+{
+	struct partition_manifest *found = NULL;
+	struct err local = {0};
+	size_t len = strlen(e->msg);
+
+	if (partition_manifest_read(c->dst, &found, &local) == 0 && found &&
+	    same_plan(c, found, &local) == 0)
+		snprintf(e->msg + len, sizeof(e->msg) - len,
+			 ", or --resume to keep the files an interrupted conversion of this "
+			 "plan finished");
+	partition_manifest_free(found);
+}
+
 static int prepare_fresh(struct conversion *c, struct store_output_options *so, struct err *e)
 {
 	struct store_entry *entries = NULL;
 	size_t n = 0;
 	int rc;
 
-	if (output_prepare(c->dst, so, e))
+	if (output_prepare(c->dst, so, e)) {
+		if (e && e->code == ERR_DESTINATION_NOT_EMPTY && !c->opts.resume)
+			suggest_resume(c, e);
 		return -1;
+	}
 	if (!so->overwrite)
 		return 0;
 	if (output_list(c->dst, &entries, &n, e))
@@ -444,7 +470,8 @@ static int same_plan(struct conversion *c, const struct partition_manifest *foun
 	int rc;
 
 	if (partition_manifest_parse(text, c->dst->location, &ours, e) ||
-	    partition_manifest_compare(found, ours, c->dst->location, e))
+	    partition_manifest_compare(found, ours, c->dst->location, !c->opts.partition_count,
+				       e))
 		rc = -1;
 	else
 		rc = 0;
@@ -751,9 +778,31 @@ static void remove_published(struct conversion *c, bool shards)
 		store_remove(c->dst, PARTITION_MANIFEST, NULL);
 }
 
+/* Whether the run creates its destination: a local directory that does
+ * not exist yet (a partition shares its destination with the others, so
+ * it never counts as the one that created it). */
+static bool creates_destination(const struct conversion *c)
+{
+	enum store_entry_kind kind;
+	struct err local = {0};
+
+	if (c->opts.partition_count || store_location_caps(c->dst_location) & STORE_REMOTE)
+		return false;
+	return store_location_kind(c->dst_location, &kind, &local) < 0 &&
+	       local.code == ERR_SOURCE_NOT_FOUND;
+}
+
+/* A failed run leaves no empty directory it created itself (rmdir removes
+ * only an empty one; one that existed before is never touched). */
+static void remove_created_destination(const struct conversion *c)
+{
+	if (c->dst)
+		rmdir(c->dst->location);
+}
+
 int conversion_run(struct conversion *c, struct exec_pool *pool, struct err *e)
 {
-	bool shards_published = false;
+	bool shards_published = false, created = false;
 	int rc = -1;
 
 	if (c->ran)
@@ -765,8 +814,9 @@ int conversion_run(struct conversion *c, struct exec_pool *pool, struct err *e)
 		cancelled_error(e);
 		goto out;
 	}
+	created = creates_destination(c);
 	if (prepare_destination(c, e))
-		goto out;
+		goto out_dir;
 	if (copy_files(c, e) || execute_plan(c, pool, e))
 		goto out_remove;
 	shards_published = true;
@@ -778,6 +828,9 @@ int conversion_run(struct conversion *c, struct exec_pool *pool, struct err *e)
 	goto out;
 out_remove:
 	remove_published(c, shards_published);
+out_dir:
+	if (created)
+		remove_created_destination(c);
 out:
 	return rc;
 }

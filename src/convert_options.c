@@ -60,6 +60,13 @@ int convert_options_check(const struct convert_options *o, const char **field, s
 
 	if (adapter_options_check(&ao, field, e) < 0)
 		return -1;
+	if (o->resume && o->overwrite) {
+		if (field)
+			*field = "resume";
+		return err_set(e, ERR_INVALID_OPTION,
+			       "resume and overwrite exclude each other: resume keeps the files an "
+			       "interrupted run of the same plan finished, overwrite removes them");
+	}
 	if (o->partition_count && partition_check(o->partition_index, o->partition_count, e) < 0) {
 		if (field)
 			*field = "partition";

@@ -101,6 +101,7 @@ struct exec_run {
 
 	/* Progress. */
 	uint64_t tensors_total, bytes_total;
+	uint64_t bytes_kept; /* of bytes_done, the kept files' (not written by this run) */
 	_Atomic uint64_t tensors_done, bytes_done;
 	_Atomic uint64_t start_ns, end_ns;
 	_Atomic(_Atomic uint32_t *) slots; /* per worker: tensor + 1, 0 = idle */
@@ -847,6 +848,7 @@ static void count_kept(struct exec_run *run, size_t t)
 	run->bytes_total += pt->nbytes;
 	atomic_fetch_add(&run->tensors_done, 1);
 	atomic_fetch_add(&run->bytes_done, pt->nbytes);
+	run->bytes_kept += pt->nbytes;
 }
 
 static uint64_t piece_source_bytes(const struct plan_tensor *t, const struct plan_piece *pc)
@@ -1122,6 +1124,7 @@ void exec_run_progress(const struct exec_run *run, struct exec_progress *out)
 	out->bytes_total = run->bytes_total;
 	out->tensors_done = atomic_load(&r->tensors_done);
 	out->bytes_done = atomic_load(&r->bytes_done);
+	out->bytes_kept = run->bytes_kept;
 	if (start)
 		out->elapsed_seconds = (double)((end ? end : monotonic_ns()) - start) / 1e9;
 }

@@ -484,20 +484,67 @@ static int check_one(struct store *dst, const struct manifest_sum *f,
 	return 0;
 }
 
+/* Completeness: every file the plan manifest `m` lists (and the index,
+ * when it has one) present and in the record `sums`.  Code
+ * destination_incomplete naming the first that is not. */
+static int check_complete(struct store *dst, const struct partition_manifest *m,
+			  const struct manifest_sums *sums, const struct store_entry *entries,
+			  size_t n, struct err *e)
+{
+	size_t planned = m->nfiles + (m->has_index ? 1 : 0), present = 0, i;
+	const char *missing = NULL, *unrecorded = NULL;
+
+	for (i = 0; i < planned; i++) {
+		const char *name = i < m->nfiles ? m->files[i].name : CKPT_INDEX_NAME;
+		const struct store_entry *entry = find_entry(entries, n, name);
+
+		if (!entry || entry->kind != STORE_FILE) {
+			if (!missing)
+				missing = name;
+			continue;
+		}
+		present++;
+		if (!manifest_sums_find(sums, name) && !unrecorded)
+			unrecorded = name;
+	}
+	if (missing)
+		return err_set(e, ERR_DESTINATION_INCOMPLETE,
+			       "%s/%s: planned but missing (%zu of %zu planned files present): "
+			       "the conversion did not finish",
+			       dst->location, missing, present, planned);
+	if (unrecorded)
+		return err_set(e, ERR_DESTINATION_INCOMPLETE,
+			       "%s/%s: planned and present but not in the checksum record %s",
+			       dst->location, unrecorded, MANIFEST_SUMS_NAME);
+	return 0;
+}
+
 int manifest_verify(struct store *dst, uint64_t *checked, uint64_t *bytes, struct err *e)
 {
 	struct store_entry *entries = NULL;
-	struct manifest_sums *sums = NULL;
+	struct manifest_sums *sums = NULL, *main_sums = NULL;
+	struct partition_manifest *m = NULL;
 	size_t n = 0, i, k, records = 0;
 	int rc = -1;
 
 	*checked = *bytes = 0;
 	if (store_list(dst, &entries, &n, e))
 		return -1;
+	if (partition_manifest_read(dst, &m, e))
+		goto out;
+	for (i = 0; i < n; i++)
+		if (is_sums_name(entries[i].name))
+			records++;
+	if (!m && !records) {
+		err_set(e, ERR_DESTINATION_INCOMPLETE,
+			"%s: holds neither a plan manifest (%s) nor a checksum record (%s): "
+			"no ckptconv conversion wrote there",
+			dst->location, PARTITION_MANIFEST, MANIFEST_SUMS_NAME);
+		goto out;
+	}
 	for (i = 0; i < n; i++) {
 		if (!is_sums_name(entries[i].name))
 			continue;
-		records++;
 		if (manifest_sums_read(dst, entries[i].name, &sums, e))
 			goto out;
 		for (k = 0; sums && k < sums->n; k++) {
@@ -508,17 +555,40 @@ int manifest_verify(struct store *dst, uint64_t *checked, uint64_t *bytes, struc
 			(*checked)++;
 			*bytes += f->size;
 		}
+		if (strcmp(entries[i].name, MANIFEST_SUMS_NAME) == 0 && !main_sums) {
+			main_sums = sums;
+			sums = NULL;
+		}
 		manifest_sums_free(sums);
 		sums = NULL;
 	}
-	if (!records) {
-		err_set(e, ERR_MANIFEST_MISMATCH, "%s: holds no checksum record (%s)",
-			dst->location, MANIFEST_SUMS_NAME);
+	if (!m) {
+		err_set(e, ERR_DESTINATION_INCOMPLETE,
+			"%s: holds no plan manifest (%s): which files the conversion planned "
+			"is unknown",
+			dst->location, PARTITION_MANIFEST);
 		goto out;
 	}
+	if (m->count > 0) {
+		err_set(e, ERR_DESTINATION_INCOMPLETE,
+			"%s: a conversion in %" PRIu32 " partitions, not finalized "
+			"(ckptconv finalize)",
+			dst->location, m->count);
+		goto out;
+	}
+	if (!main_sums) {
+		err_set(e, ERR_DESTINATION_INCOMPLETE,
+			"%s: holds a plan manifest (%s) but no checksum record (%s)",
+			dst->location, PARTITION_MANIFEST, MANIFEST_SUMS_NAME);
+		goto out;
+	}
+	if (check_complete(dst, m, main_sums, entries, n, e))
+		goto out;
 	rc = 0;
 out:
 	manifest_sums_free(sums);
+	manifest_sums_free(main_sums);
+	partition_manifest_free(m);
 	store_entries_free(entries, n);
 	return rc;
 }

@@ -570,20 +570,27 @@ static int compare_sources(const struct partition_manifest *found,
 
 int partition_manifest_compare(const struct partition_manifest *found,
 			       const struct partition_manifest *ours, const char *where,
-			       struct err *e)
+			       bool overwrite_replaces, struct err *e)
 {
+	const char *remedy = overwrite_replaces ?
+				     "remove it or pass --overwrite (without --resume) to replace it" :
+				     "remove it first to start over";
+	char what[64];
+
+	if (found->count)
+		snprintf(what, sizeof(what), "a conversion in %" PRIu32 " partitions",
+			 found->count);
+	else
+		snprintf(what, sizeof(what), "a conversion");
 	if (strcmp(found->source, ours->source) != 0)
-		return err_set(
-			e, ERR_MANIFEST_MISMATCH,
-			"%s: the destination holds a partitioned conversion of %s, not of %s;"
-			" remove it first to start over",
-			where, found->source, ours->source);
+		return err_set(e, ERR_MANIFEST_MISMATCH,
+			       "%s: the destination holds %s of %s, not of %s; %s", where, what,
+			       found->source, ours->source, remedy);
 	if (strcmp(found->plan_digest, ours->plan_digest) != 0)
 		return err_set(e, ERR_MANIFEST_MISMATCH,
-			       "%s: the destination holds a partitioned conversion of another plan"
-			       " (digest %.12s, this one %.12s: other options or input);"
-			       " remove it first to start over",
-			       where, found->plan_digest, ours->plan_digest);
+			       "%s: the destination holds %s of another plan"
+			       " (digest %.12s, this one %.12s: other options or input); %s",
+			       where, what, found->plan_digest, ours->plan_digest, remedy);
 	if (found->count != ours->count)
 		return err_set(e, ERR_MANIFEST_MISMATCH,
 			       "%s: the destination is being converted in %" PRIu32
@@ -751,7 +758,7 @@ static int check_manifest(struct store *dst, const char *manifest_json, bool *sa
 		goto out;
 	}
 	if (partition_manifest_parse(manifest_json, dst->location, &ours, e) ||
-	    partition_manifest_compare(found, ours, dst->location, e))
+	    partition_manifest_compare(found, ours, dst->location, false, e))
 		goto out;
 	*same_plan = true;
 	rc = 0;

@@ -29,7 +29,9 @@ double progress_rate(const struct exec_progress *p)
 {
 	if (p->elapsed_seconds <= 0)
 		return 0;
-	return (double)p->bytes_done / p->elapsed_seconds;
+	/* The bytes this run wrote: a resumed run's kept files are done
+	 * before it starts. */
+	return (double)(p->bytes_done - p->bytes_kept) / p->elapsed_seconds;
 }
 
 double progress_eta(const struct exec_progress *p)

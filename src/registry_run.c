@@ -278,11 +278,15 @@ static int plan_job(struct registry *r, struct job *j, const char *src, const ch
 	struct convert_options o = j->spec.convert;
 	double started = now_seconds();
 
-	if (j->claimed)
-		o.overwrite = true;
-	/* A run the service stopped under resumes: what it published stays. */
-	if (j->claimed && j->restarts)
+	/* A run the service stopped under resumes: what it published stays
+	 * (resume excludes overwrite); any other claimed run replaces what
+	 * its own earlier attempt left. */
+	if (j->claimed && j->restarts) {
 		o.resume = true;
+		o.overwrite = false;
+	} else if (j->claimed) {
+		o.overwrite = true;
+	}
 	if (conversion_prepare(src, dst, &o, conv, e) < 0 ||
 	    registry_install_tensors(r, j, *conv, true, e) < 0)
 		return -1;

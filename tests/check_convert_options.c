@@ -42,6 +42,13 @@ START_TEST(test_rules)
 	struct err e = {0};
 
 	ck_assert_int_eq(convert_options_check(&o, NULL, &e), 0);
+	o.resume = true;
+	ck_assert_int_eq(convert_options_check(&o, NULL, &e), 0);
+	o.overwrite = true;
+	expect_rule(&o, "invalid_option", "resume");
+	o.resume = false;
+	ck_assert_int_eq(convert_options_check(&o, NULL, &e), 0);
+	o.overwrite = false;
 	o.ep_size = 4;
 	o.ep_rank = 3;
 	o.dtype = DTYPE_CHOICE_BF16;

@@ -189,6 +189,10 @@ START_TEST(spec_errors_name_the_field)
 	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"hf\","
 			  " \"options\": {\"expert_parallel\": {\"size\": 2, \"rank\": 0}}}",
 			  "invalid_field", "options.expert_parallel");
+	/* resume keeps an interrupted run's files, overwrite removes them. */
+	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"hf\","
+			  " \"options\": {\"resume\": true, \"overwrite\": true}}",
+			  "invalid_field", "options.resume");
 	ASSERT_SPEC_ERROR("{\"source\": \"/a\", \"destination\": \"/b\", \"to\": \"native\","
 			  " \"options\": {\"expert_parallel\": {\"size\": 2, \"rank\": 2}}}",
 			  "invalid_field", "options.expert_parallel.rank");

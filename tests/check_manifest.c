@@ -8,11 +8,13 @@
  * manifest_mismatch.
  */
 #include <check.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "ckptconv/ckpt.h"
 #include "ckptconv/crc32c.h"
 #include "ckptconv/err.h"
 #include "ckptconv/manifest.h"
@@ -104,7 +106,25 @@ START_TEST(test_record_names)
 }
 END_TEST
 
-/* A destination with two files and their record. */
+/* A plan manifest planning `files` (JSON array text) and the index. */
+static void put_plan(struct store *s, const char *files, bool index, uint32_t partitions)
+{
+	char text[2048];
+	struct err e = {0};
+
+	snprintf(text, sizeof(text),
+		 "{\"format\": \"ckptconv-plan\", \"version\": 1, \"source\": \"/src\", "
+		 "\"partitions\": %u, \"options\": {\"to\": \"native\", \"dtype\": \"auto\", "
+		 "\"max_shard_size\": 5000000000, \"exclude\": null, \"expert_parallel\": null}, "
+		 "\"plan_digest\": \"%s\", \"index\": %s, \"files\": %s}",
+		 (unsigned)partitions, DIGEST, index ? "true" : "false", files);
+	ck_assert_int_eq(store_put(s, PARTITION_MANIFEST, text, strlen(text), &e), 0);
+}
+
+#define PLAN_AB "[{\"name\": \"a.bin\", \"size\": 5, \"header_sha256\": \"" DIGEST "\"}, " \
+		"{\"name\": \"b.bin\", \"size\": 9, \"header_sha256\": \"" DIGEST "\"}]"
+
+/* A destination with two files, their plan manifest and their record. */
 static struct store *make_destination(char *dir)
 {
 	struct store *s = NULL;
@@ -116,6 +136,7 @@ static struct store *make_destination(char *dir)
 	ck_assert_int_eq(store_open(dir, &s, &e), 0);
 	ck_assert_int_eq(store_put(s, "a.bin", "hello", 5, &e), 0);
 	ck_assert_int_eq(store_put(s, "b.bin", "123456789", 9, &e), 0);
+	put_plan(s, PLAN_AB, false, 0);
 	sums = manifest_sums_new(DIGEST, s, MANIFEST_SUMS_NAME);
 	ck_assert_int_eq(manifest_sums_note(sums, "a.bin", 5, crc32c(0, "hello", 5), &e), 0);
 	ck_assert_int_eq(manifest_sums_note(sums, "b.bin", 9, 0xE3069283u, &e), 0);
@@ -142,6 +163,48 @@ static void expect_bad(const char *dir, enum err_code code, const char *fragment
 	store_free(s);
 }
 
+/* Recorded files that all check are not enough: every planned file must
+ * be there and recorded. */
+START_TEST(test_verify_complete)
+{
+	char dir[] = "/tmp/check_manifest.XXXXXX";
+	struct store *s = make_destination(dir);
+	struct manifest_sums *sums;
+	uint64_t files = 0, bytes = 0;
+	struct err e = {0};
+
+	/* The index planned, not published: b.bin and a.bin check, exit 1. */
+	put_plan(s, PLAN_AB, true, 0);
+	expect_bad(dir, ERR_DESTINATION_INCOMPLETE,
+		   "/" CKPT_INDEX_NAME ": planned but missing (2 of 3 planned files present)");
+	/* Two files planned, b.bin recorded and published, a.bin neither. */
+	put_plan(s, PLAN_AB, false, 0);
+	ck_assert_int_eq(store_remove(s, "a.bin", &e), 0);
+	sums = manifest_sums_new(DIGEST, s, MANIFEST_SUMS_NAME);
+	ck_assert_int_eq(manifest_sums_note(sums, "b.bin", 9, 0xE3069283u, &e), 0);
+	expect_bad(dir, ERR_DESTINATION_INCOMPLETE,
+		   "/a.bin: planned but missing (1 of 2 planned files present)");
+	/* a.bin published but not recorded. */
+	ck_assert_int_eq(store_put(s, "a.bin", "hello", 5, &e), 0);
+	expect_bad(dir, ERR_DESTINATION_INCOMPLETE,
+		   "/a.bin: planned and present but not in the checksum record ckptconv-sums.json");
+	ck_assert_int_eq(manifest_sums_note(sums, "a.bin", 5, crc32c(0, "hello", 5), &e), 0);
+	ck_assert_int_eq(manifest_verify(s, &files, &bytes, &e), 0);
+	ck_assert_uint_eq(files, 2);
+	/* A partitioned manifest: not finalized. */
+	put_plan(s, PLAN_AB, false, 3);
+	expect_bad(dir, ERR_DESTINATION_INCOMPLETE,
+		   ": a conversion in 3 partitions, not finalized (ckptconv finalize)");
+	manifest_sums_free(sums);
+	store_remove(s, PARTITION_MANIFEST, NULL);
+	store_remove(s, MANIFEST_SUMS_NAME, NULL);
+	store_remove(s, "a.bin", NULL);
+	store_remove(s, "b.bin", NULL);
+	store_free(s);
+	rmdir(dir);
+}
+END_TEST
+
 START_TEST(test_verify)
 {
 	char dir[] = "/tmp/check_manifest.XXXXXX";
@@ -160,7 +223,13 @@ START_TEST(test_verify)
 	ck_assert_int_eq(store_remove(s, "b.bin", &e), 0);
 	expect_bad(dir, ERR_CHECKSUM_MISMATCH, "b.bin: recorded but missing");
 	ck_assert_int_eq(store_remove(s, MANIFEST_SUMS_NAME, &e), 0);
-	expect_bad(dir, ERR_MANIFEST_MISMATCH, "holds no checksum record");
+	expect_bad(dir, ERR_DESTINATION_INCOMPLETE,
+		   ": holds a plan manifest (ckptconv-plan.json) but no checksum record "
+		   "(ckptconv-sums.json)");
+	ck_assert_int_eq(store_remove(s, PARTITION_MANIFEST, &e), 0);
+	expect_bad(dir, ERR_DESTINATION_INCOMPLETE,
+		   ": holds neither a plan manifest (ckptconv-plan.json) nor a checksum record "
+		   "(ckptconv-sums.json)");
 	store_remove(s, "a.bin", NULL);
 	store_free(s);
 	rmdir(dir);
@@ -176,6 +245,7 @@ static Suite *manifest_suite(void)
 	tcase_add_test(tc, test_record_refused);
 	tcase_add_test(tc, test_record_names);
 	tcase_add_test(tc, test_verify);
+	tcase_add_test(tc, test_verify_complete);
 	suite_add_tcase(s, tc);
 	return s;
 }

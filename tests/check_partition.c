@@ -25,6 +25,7 @@
 #include "ckptconv/finalize.h"
 #include "ckptconv/exec.h"
 #include "ckptconv/partition.h"
+#include "ckptconv/progress.h"
 #include "ckptconv/plan.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
@@ -422,6 +423,19 @@ START_TEST(test_partition_results_add_up)
 		ck_assert(json_real_value(json_object_get(j, "bytes_per_second")) ==
 			  (double)part.bytes / 2);
 		json_decref(j);
+		/* A resumed run's rate: only the bytes it wrote, not the kept. */
+		part.kept_data_bytes = part.bytes / 4;
+		j = conversion_result_to_json(&part);
+		ck_assert(json_real_value(json_object_get(j, "bytes_per_second")) ==
+			  (double)(part.bytes - part.bytes / 4) / 2);
+		json_decref(j);
+		{
+			struct exec_progress pr = {.bytes_total = 400, .bytes_done = 300,
+						   .bytes_kept = 100, .elapsed_seconds = 2};
+
+			ck_assert(progress_rate(&pr) == 100.0);
+			ck_assert(progress_eta(&pr) == 1.0);
+		}
 		conversion_result_fini(&part);
 		conversion_free(c);
 	}
@@ -527,16 +541,40 @@ START_TEST(test_manifest_mismatch)
 	ck_assert_int_eq(partition_manifest_parse(ta4, "d", &ma4, &e), 0);
 	ck_assert_int_eq(partition_manifest_parse(tb, "d", &mb, &e), 0);
 	ck_assert_int_eq(partition_manifest_parse(tother, "d", &mother, &e), 0);
-	ck_assert_int_eq(partition_manifest_compare(ma, ma, "d", &e), 0);
-	ck_assert_int_eq(partition_manifest_compare(ma, mb, "d", &e), -1);
+	ck_assert_int_eq(partition_manifest_compare(ma, ma, "d", false, &e), 0);
+	ck_assert_int_eq(partition_manifest_compare(ma, mb, "d", false, &e), -1);
 	ck_assert_str_eq(err_name(e.code), "manifest_mismatch");
-	ck_assert_ptr_nonnull(strstr(e.msg, "another plan"));
+	ck_assert_msg(strncmp(e.msg, "d: the destination holds a conversion in 3 partitions of "
+				     "another plan (digest ", 78) == 0, "%s", e.msg);
+	ck_assert_msg(strstr(e.msg, "other options or input); remove it first to start over"),
+		      "%s", e.msg);
 	err_clear(&e);
-	ck_assert_int_eq(partition_manifest_compare(ma, ma4, "d", &e), -1);
+	{
+		/* not partitioned: worded by the count, and --overwrite replaces it */
+		char *t0a = partition_manifest_build(a, src, &o, 0, NULL, 0);
+		char *t0b = partition_manifest_build(b, src, &o, 0, NULL, 0);
+		struct partition_manifest *m0a, *m0b;
+
+		ck_assert_int_eq(partition_manifest_parse(t0a, "d", &m0a, &e), 0);
+		ck_assert_int_eq(partition_manifest_parse(t0b, "d", &m0b, &e), 0);
+		ck_assert_int_eq(partition_manifest_compare(m0a, m0b, "d", true, &e), -1);
+		ck_assert_str_eq(err_name(e.code), "manifest_mismatch");
+		ck_assert_msg(strncmp(e.msg, "d: the destination holds a conversion of another "
+					     "plan (digest ", 62) == 0, "%s", e.msg);
+		ck_assert_msg(strstr(e.msg, "other options or input); remove it or pass "
+					    "--overwrite (without --resume) to replace it"),
+			      "%s", e.msg);
+		err_clear(&e);
+		partition_manifest_free(m0a);
+		partition_manifest_free(m0b);
+		free(t0a);
+		free(t0b);
+	}
+	ck_assert_int_eq(partition_manifest_compare(ma, ma4, "d", false, &e), -1);
 	ck_assert_str_eq(err_name(e.code), "manifest_mismatch");
 	ck_assert_ptr_nonnull(strstr(e.msg, "in 3 partitions, not 4"));
 	err_clear(&e);
-	ck_assert_int_eq(partition_manifest_compare(ma, mother, "d", &e), -1);
+	ck_assert_int_eq(partition_manifest_compare(ma, mother, "d", false, &e), -1);
 	ck_assert_str_eq(err_name(e.code), "manifest_mismatch");
 	ck_assert_ptr_nonnull(strstr(e.msg, "/elsewhere/hf"));
 	err_clear(&e);
@@ -550,7 +588,7 @@ START_TEST(test_manifest_mismatch)
 		od.allow_gaps = true;
 		td = partition_manifest_build(a, src, &od, 3, NULL, 0);
 		ck_assert_int_eq(partition_manifest_parse(td, "d", &md, &e), 0);
-		ck_assert_int_eq(partition_manifest_compare(ma, md, "d", &e), -1);
+		ck_assert_int_eq(partition_manifest_compare(ma, md, "d", false, &e), -1);
 		ck_assert_str_eq(err_name(e.code), "manifest_mismatch");
 		ck_assert_str_eq(e.msg, "d: the destination holds a partitioned conversion with"
 					" --dtype auto, not --dtype f32 --allow-gaps; run every"
@@ -604,7 +642,7 @@ START_TEST(test_manifest_sources)
 	srcs[0].id.ctime_ns = 1;
 	tb = partition_manifest_build(p, src, &o, 3, srcs, 2);
 	ck_assert_int_eq(partition_manifest_parse(tb, "d", &mb, &e), 0);
-	ck_assert_int_eq(partition_manifest_compare(ma, mb, "d", &e), 0);
+	ck_assert_int_eq(partition_manifest_compare(ma, mb, "d", false, &e), 0);
 	partition_manifest_free(mb);
 	free(tb);
 
@@ -612,7 +650,7 @@ START_TEST(test_manifest_sources)
 	srcs[0].id.mtime_ns++;
 	tb = partition_manifest_build(p, src, &o, 3, srcs, 2);
 	ck_assert_int_eq(partition_manifest_parse(tb, "d", &mb, &e), 0);
-	ck_assert_int_eq(partition_manifest_compare(ma, mb, "d", &e), -1);
+	ck_assert_int_eq(partition_manifest_compare(ma, mb, "d", false, &e), -1);
 	ck_assert_str_eq(err_name(e.code), "source_changed");
 	ck_assert_ptr_nonnull(strstr(e.msg, "model-00001-of-00002.safetensors"));
 	ck_assert_ptr_nonnull(strstr(e.msg, "mtime"));
@@ -625,7 +663,7 @@ START_TEST(test_manifest_sources)
 	tb = partition_manifest_build(p, src, &o, 3, srcs, 2);
 	ck_assert_int_eq(partition_manifest_parse(tb, "d", &mb, &e), 0);
 	err_clear(&e);
-	ck_assert_int_eq(partition_manifest_compare(ma, mb, "d", &e), -1);
+	ck_assert_int_eq(partition_manifest_compare(ma, mb, "d", false, &e), -1);
 	ck_assert_str_eq(err_name(e.code), "source_changed");
 	ck_assert_ptr_nonnull(strstr(e.msg, "model-00002-of-00002.safetensors"));
 
@@ -634,7 +672,7 @@ START_TEST(test_manifest_sources)
 	told = partition_manifest_build(p, src, &o, 3, NULL, 0);
 	ck_assert_int_eq(partition_manifest_parse(told, "d", &mold, &e), 0);
 	ck_assert_uint_eq(mold->nsources, 0);
-	ck_assert_int_eq(partition_manifest_compare(mold, mb, "d", &e), 0);
+	ck_assert_int_eq(partition_manifest_compare(mold, mb, "d", false, &e), 0);
 	partition_manifest_free(mold);
 	free(told);
 	told = strdup(ta);

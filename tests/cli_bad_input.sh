@@ -360,6 +360,15 @@ expect_fail "destination holding files" destination_not_empty "$T/not-empty" \
 assert_eq "its files are untouched" "notes.txt keep" \
 	"$(ls "$T/not-empty") $(cat "$T/not-empty/notes.txt")"
 
+# expect_absent NAME PATH: PATH does not exist.
+expect_absent() {
+	if [ -e "$2" ]; then
+		fail "$1" "$(ls -la "$2" | head -5)"
+	else
+		pass "$1"
+	fi
+}
+
 # A file size limit (ulimit -f, RLIMIT_FSIZE) below the output's size: the
 # write fails with EFBIG instead of SIGXFSZ killing the process, the error
 # names the file, and what was written (and published) is removed.  With
@@ -368,6 +377,16 @@ assert_eq "its files are untouched" "notes.txt keep" \
 expect_fail "file size limit, one output file" io_error "model.safetensors: File too large" \
 	bash -c 'ulimit -f 100 && exec "$@"' limit "$CKPTCONV" convert --to native "$G/hf" "$T/fsize1"
 expect_empty "file size limit, one output file: nothing left" "$T/fsize1"
+expect_absent "file size limit: the destination directory the run created is removed" "$T/fsize1"
+mkdir "$T/fsize-existing"
+expect_fail "file size limit, into an empty directory that exists" io_error "File too large" \
+	bash -c 'ulimit -f 100 && exec "$@"' limit "$CKPTCONV" convert --to native "$G/hf" \
+	"$T/fsize-existing"
+if [ -d "$T/fsize-existing" ]; then
+	pass "... which stays: the run did not create it"
+else
+	fail "... which stays: the run did not create it" "$T/fsize-existing is gone"
+fi
 expect_fail "file size limit, a later shard" io_error "model-00009-of-00012.safetensors: File too large" \
 	bash -c 'ulimit -f 24 && exec "$@"' limit "$CKPTCONV" convert --to native \
 	--max-shard-size 20KB "$G/hf" "$T/fsize2"
@@ -438,10 +457,13 @@ for f in "$T"/truncated-live/*.safetensors; do
 	truncate -s 0 "$f"
 done
 finish_slow truncated-live source_truncated ".safetensors"
+expect_absent "truncated-live: the destination directory the run created is removed" \
+	"$T/out-truncated-live"
 
 start_slow sigint
 kill -INT "$SLOW_PID"
 finish_slow sigint cancelled ""
+expect_absent "sigint: the destination directory the run created is removed" "$T/out-sigint"
 
 start_slow sigterm
 kill -TERM "$SLOW_PID"

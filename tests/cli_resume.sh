@@ -11,7 +11,10 @@
 # `--resume`, which writes that shard again and keeps the others.  Another
 # plan's destination is refused (manifest_mismatch); --resume on an empty
 # destination is a normal run; without --resume the interrupted destination
-# is refused as before (destination_not_empty).
+# is refused as before (destination_not_empty).  `verify --checksums` refuses
+# an unfinished destination (destination_incomplete naming the first
+# planned file missing or unrecorded, partitions not finalized, no plan
+# manifest or no checksum record).
 
 . "$(dirname "$0")/lib.sh"
 need_binary
@@ -55,14 +58,55 @@ else
 	fail "the kill left temporary files" "$(ls -A "$OUT")"
 fi
 (cd "$OUT" && stat -c '%n %i %Y.%y' $PUBLISHED) >"$TEST_TMP/before"
-expect_fail "without --resume the destination is refused" destination_not_empty "" \
+FIRST_MISSING=$(for i in $(seq -f %05g 1 19); do
+	f=model-$i-of-00019.safetensors
+	[ -e "$OUT/$f" ] || { echo "$f"; break; }
+done)
+expect_fail "verify --checksums refuses the killed run's destination" destination_incomplete \
+	"$OUT/$FIRST_MISSING: planned but missing ($NPUB of 20 planned files present)" \
+	"$CKPTCONV" verify --checksums "$OUT"
+expect_fail "without --resume the destination is refused, naming --resume" destination_not_empty \
+	"; pass --overwrite to replace them, or --resume to keep the files an interrupted conversion of this plan finished" \
 	"${CONVERT[@]}" "$NAT" "$OUT"
-expect_fail "another plan's destination is refused" manifest_mismatch "another plan" \
+expect_fail "another plan's run without --resume is refused" destination_not_empty \
+	"; pass --overwrite to replace them" \
+	"$CKPTCONV" convert --no-fsync --to hf --max-shard-size 50MB "$NAT" "$OUT"
+if grep -q -- "--resume" "$TEST_TMP/run.err"; then
+	fail "... without naming --resume" "$(run_err)"
+else
+	pass "... without naming --resume"
+fi
+expect_fail "another plan's destination is refused" manifest_mismatch \
+	"$OUT: the destination holds a conversion of another plan (digest " \
 	"$CKPTCONV" convert --no-fsync --to hf --max-shard-size 50MB --resume "$NAT" "$OUT"
+if grep -q -- "other options or input); remove it or pass --overwrite (without --resume) to replace it$" \
+	"$TEST_TMP/run.err"; then
+	pass "... saying --overwrite replaces it"
+else
+	fail "... saying --overwrite replaces it" "$(run_err)"
+fi
+run "${CONVERT[@]}" --resume --overwrite "$NAT" "$OUT"
+assert_eq "--resume with --overwrite is a usage error (exit 2)" 2 "$RUN_RC"
+assert_eq "... saying why" \
+	"ckptconv: usage_error: resume and overwrite exclude each other: resume keeps the files an interrupted run of the same plan finished, overwrite removes them (see 'ckptconv convert --help')" \
+	"$(error_line "$TEST_TMP/run.err")"
 expect_ok "--resume" "${CONVERT[@]}" --resume --json "$NAT" "$OUT"
 KEPT=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["kept_files"], r["kept_bytes"])' "$TEST_TMP/run.out")
 WANT_BYTES=$(cd "$OUT" && stat -c %s $PUBLISHED | awk '{s += $1} END {print s}')
 assert_eq "the result counts the kept shards and their bytes" "$NPUB $WANT_BYTES" "$KEPT"
+RATE=$(python3 -c 'import json,struct,sys
+r = json.load(open(sys.argv[1]))
+kept_data = 0
+for f in sys.argv[3:]:
+    with open(sys.argv[2] + "/" + f, "rb") as h:
+        n = struct.unpack("<Q", h.read(8))[0]
+        h.seek(0, 2)
+        kept_data += h.tell() - 8 - n
+written = r["bytes"] - kept_data
+got = r["bytes_per_second"] * r["seconds"]
+print("ok" if abs(got - written) <= 1e-6 * written else "rate %r x %r s = %r, wrote %d" % (r["bytes_per_second"], r["seconds"], got, written))' \
+	"$TEST_TMP/run.out" "$OUT" $PUBLISHED)
+assert_eq "bytes_per_second counts the bytes this run wrote, not the kept" ok "$RATE"
 (cd "$OUT" && stat -c '%n %i %Y.%y' $PUBLISHED) >"$TEST_TMP/after"
 if cmp -s "$TEST_TMP/before" "$TEST_TMP/after"; then
 	pass "the $NPUB shards published before the kill keep their inode and mtime"
@@ -107,4 +151,34 @@ fi
 expect_ok "and verifies by its checksums" "$CKPTCONV" verify --checksums "$OUT"
 expect_exit "verify --checksums with two locations is a usage error" 2 \
 	"$CKPTCONV" verify --checksums "$REF" "$OUT"
+
+# ---- verify --checksums on destinations that are not finished ------------------
+CFG=$TEST_TMP/config-only
+mkdir "$CFG"
+cp "$REF/ckptconv-plan.json" "$REF/config.json" "$CFG/"
+python3 -c 'import json,sys
+r = json.load(open(sys.argv[1]))
+r["files"] = [f for f in r["files"] if f["name"] == "config.json"]
+json.dump(r, open(sys.argv[2], "w"))' "$REF/ckptconv-sums.json" "$CFG/ckptconv-sums.json"
+expect_fail "verify --checksums with only config.json published" destination_incomplete \
+	"$CFG/model-00001-of-00019.safetensors: planned but missing (0 of 20 planned files present)" \
+	"$CKPTCONV" verify --checksums "$CFG"
+cp "$REF/model.safetensors.index.json" "$CFG/"
+for i in $(seq -f %05g 1 19); do ln "$REF/model-$i-of-00019.safetensors" "$CFG/"; done
+expect_fail "verify --checksums: a planned file present but not recorded" destination_incomplete \
+	"$CFG/model-00001-of-00019.safetensors: planned and present but not in the checksum record ckptconv-sums.json" \
+	"$CKPTCONV" verify --checksums "$CFG"
+rm "$CFG/ckptconv-sums.json"
+expect_fail "verify --checksums: a plan manifest without a checksum record" destination_incomplete \
+	"$CFG: holds a plan manifest (ckptconv-plan.json) but no checksum record (ckptconv-sums.json)" \
+	"$CKPTCONV" verify --checksums "$CFG"
+expect_fail "verify --checksums on a checkpoint no conversion wrote" destination_incomplete \
+	"$HF: holds neither a plan manifest (ckptconv-plan.json) nor a checksum record (ckptconv-sums.json)" \
+	"$CKPTCONV" verify --checksums "$HF"
+expect_ok "fixture tiny" "$CKPTCONV" fixture --preset tiny "$TEST_TMP/tiny"
+expect_ok "partition 0/2 of tiny" "$CKPTCONV" convert --no-fsync --to native --partition 0/2 \
+	"$TEST_TMP/tiny" "$TEST_TMP/tiny-part"
+expect_fail "verify --checksums on partitions not finalized" destination_incomplete \
+	"$TEST_TMP/tiny-part: a conversion in 2 partitions, not finalized (ckptconv finalize)" \
+	"$CKPTCONV" verify --checksums "$TEST_TMP/tiny-part"
 finish

@@ -10,8 +10,8 @@
  *   tensors     output tensors written
  *   bytes       tensor data bytes written (the sum over those tensors of
  *               element count x dtype size; the figure a job's progress
- *               counts in bytes_total/bytes_done and bytes_per_second
- *               divides), headers and non-weight files not included
+ *               counts in bytes_total/bytes_done; bytes_per_second
+ *               divides those this run wrote), headers and non-weight files not included
  *   file_bytes  bytes of the *.safetensors files written, headers included
  *               (not the index, not the copied non-weight files)
  *   kept_files  *.safetensors files a resumed run kept from an interrupted
@@ -46,6 +46,8 @@ struct conversion_result {
 	uint64_t file_bytes;	/* *.safetensors bytes, headers included */
 	uint64_t kept_files;	/* of them kept from an interrupted run */
 	uint64_t kept_bytes;	/* their bytes, headers included */
+	uint64_t kept_data_bytes; /* their tensor data bytes: of `bytes`, those
+				   * this run did not write (not shown) */
 	double seconds;		/* wall seconds of the run; < 0: not timed */
 	struct strvec warnings; /* source files not copied (other weight formats, ...) */
 
@@ -74,7 +76,8 @@ void conversion_result_fini(struct conversion_result *r);
  *   {"files": [names], "tensors": n, "bytes": n, "file_bytes": n,
  *    "warnings": [sentences]}, and for a conversion or partition run (not
  *   a finalize) "kept_files": n, "kept_bytes": n
- * plus, when present: "seconds" and "bytes_per_second" (bytes / seconds,
+ * plus, when present: "seconds" and "bytes_per_second" (the bytes this run
+ * wrote, bytes less kept_data_bytes, / seconds,
  * 0 for a run of no measurable time) for a timed run; "partition":
  * {"index", "count", "planned_files"}; "finalize": {"source" (string or
  * null), "already_finished"}; "destination"; "credentials_source".

@@ -57,7 +57,10 @@ int conversion_suspend(struct conversion *c, struct err *e);
 int conversion_resume(struct conversion *c, struct err *e);
 
 /* Writes the output; returns 0 when the destination holds the finished
- * checkpoint.  Warnings (skipped files) are in conversion_warnings(). */
+ * checkpoint.  Warnings (skipped files) are in conversion_warnings().  On
+ * failure (cancelled included) what the run published is removed, and a
+ * local destination directory the run itself created (not a partition's)
+ * is removed when left empty; one that existed before is never removed. */
 int conversion_run(struct conversion *c, struct exec_pool *pool, struct err *e);
 void conversion_cancel(struct conversion *c);
 /* Removes from the destination what a run of c may have left when its

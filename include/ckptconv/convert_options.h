@@ -82,7 +82,9 @@ void convert_options_init(struct convert_options *o);
 /* The rules between the members: adapter_options_check's (target, dtype
  * and expert parallelism; a dtype with to hf excepted, which only the
  * source decides: a consolidation takes it, convert refuses it for any
- * other source) and partition_check's (index below count).
+ * other source), partition_check's (index below count), and resume
+ * excluding overwrite (one keeps an interrupted run's files, the other
+ * removes them; *field "resume").
  * Codes: invalid_option, invalid_partition.  *field (may be NULL) names
  * the member at fault as in the JSON form ("expert_parallel.rank",
  * "partition"); a static string. */

@@ -181,6 +181,8 @@
 	  "A published file does not have the size or CRC-32C its destination's checksum record gives.") \
 	X(ERR_PARTITION_INCOMPLETE, "partition_incomplete", 409, \
 	  "Some planned output files of a partitioned conversion are missing.") \
+	X(ERR_DESTINATION_INCOMPLETE, "destination_incomplete", 409, \
+	  "The destination does not hold a finished conversion: a file its plan manifest lists is missing or not in its checksum record, its partitions are not finalized, or it holds no plan manifest or checksum record.") \
 	/* destination and execution */ \
 	X(ERR_DESTINATION_NOT_WRITABLE, "destination_not_writable", 422, \
 	  "The destination cannot be created or written.") \

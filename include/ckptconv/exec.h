@@ -87,6 +87,8 @@ void exec_run_cancel(struct exec_run *run);
 struct exec_progress {
 	uint64_t tensors_total, tensors_done;
 	uint64_t bytes_total, bytes_done;   /* output tensor bytes */
+	uint64_t bytes_kept;   /* of bytes_done, those of files kept from an
+				* interrupted run: not written by this one */
 	double elapsed_seconds;
 };
 void exec_run_progress(const struct exec_run *run, struct exec_progress *out);

@@ -127,9 +127,14 @@ int manifest_keep_files(struct store *dst, const struct plan *p, const bool *ski
 
 /* Reads again every file each checksum record of `location` names and
  * compares its size and CRC-32C with the record; *checked counts the files
- * and *bytes their bytes.  Codes: checksum_mismatch naming the first file
- * that differs (or is missing), manifest_mismatch when there is no record
- * or one ckptconv did not write, and the store's. */
+ * and *bytes their bytes; then checks that the conversion finished: every
+ * file the plan manifest lists (its "files", and the index when "index" is
+ * true) present and in MANIFEST_SUMS_NAME.  Codes: checksum_mismatch naming
+ * the first recorded file that differs (or is missing);
+ * destination_incomplete naming the first planned file missing or not
+ * recorded, or when the manifest is partitioned (not finalized), or there
+ * is no manifest or no record; manifest_mismatch for a record or manifest
+ * ckptconv did not write; and the store's. */
 int manifest_verify(struct store *dst, uint64_t *checked, uint64_t *bytes, struct err *e);
 
 #endif

@@ -141,10 +141,13 @@ int partition_manifest_options(const struct partition_manifest *m, struct conver
  * the same plan as `ours`: same digest, source and partition count;
  * source_changed when a source file both name has another identity in
  * `ours` (store_identity_differs across hosts: pods of one job may run on
- * different nodes). */
+ * different nodes).  The message names what `found` holds by its
+ * partition count ("a conversion" when 0, "a conversion in N partitions")
+ * and, when `overwrite_replaces` (the caller would replace the destination
+ * with --overwrite instead of --resume), says so; else to remove it. */
 int partition_manifest_compare(const struct partition_manifest *found,
 			       const struct partition_manifest *ours, const char *where,
-			       struct err *e);
+			       bool overwrite_replaces, struct err *e);
 /* Reads and parses the destination's manifest; *out NULL (and 0) when
  * there is none. */
 int partition_manifest_read(struct store *dst, struct partition_manifest **out, struct err *e);

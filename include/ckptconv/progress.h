@@ -25,8 +25,9 @@ struct progress_display {
 void progress_init(struct progress_display *d, FILE *out);
 void progress_update(struct progress_display *d, const struct exec_progress *p, bool final);
 
-/* Rate and remaining time from a progress sample: bytes_done per elapsed
- * second (0 before any time passed); seconds left at that rate, 0 when all
+/* Rate and remaining time from a progress sample: the bytes this run wrote
+ * (bytes_done less bytes_kept) per elapsed second (0 before any time
+ * passed); seconds left at that rate, 0 when all
  * bytes are done, -1 when the rate is still 0.  Any thread. */
 double progress_rate(const struct exec_progress *p);
 double progress_eta(const struct exec_progress *p);
