@@ -125,8 +125,7 @@ void conversion_result_print(FILE *out, const struct conversion_result *r, const
 	}
 	fprintf(out,
 		"partition %" PRIu32 "/%" PRIu32 ": converted %" PRIu64 " tensors (%s) into %zu of"
-		" %" PRIu64 " files in %.2f s (%s/s): %s\n"
-		"run `ckptconv finalize %s` once all %" PRIu32 " partitions have succeeded\n",
+		" %" PRIu64 " files in %.2f s (%s/s): %s\n" CONVERSION_FINALIZE_HINT "\n",
 		r->partition_index, r->partition_count, r->tensors, size, files, r->planned_files,
 		seconds, speed, dst, dst, r->partition_count);
 	print_kept(out, r);
