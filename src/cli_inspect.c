@@ -378,8 +378,9 @@ static void print_text(const json_t *d)
 	json_array_foreach(json_object_get(d, "files"), i, v) {
 		size_format((uint64_t)json_integer_value(json_object_get(v, "size")), size,
 			    sizeof(size));
-		printf("  %-40s %12s %8lld tensors\n", text_of(v, "name", ""), size,
-		       (long long)json_integer_value(json_object_get(v, "tensors")));
+		printf("  %-40s %12s %8lld tensor%s\n", text_of(v, "name", ""), size,
+		       (long long)json_integer_value(json_object_get(v, "tensors")),
+		       plural_s((unsigned long long)json_integer_value(json_object_get(v, "tensors"))));
 	}
 	json_array_foreach(json_object_get(d, "other_files"), i, v)
 		printf("  %-40s (copied as is)\n", json_string_value(v));

@@ -389,16 +389,18 @@ static void print_result_line(const json_t *job)
 	if (json_is_true(json_object_get(json_object_get(job, "options"), "dry_run")))
 		print_line(
 			stdout,
-			"job %s planned %llu tensors (%s) into %zu file%s; nothing was written: %s",
+			"job %s planned %llu tensor%s (%s) into %zu file%s; nothing was written: %s",
 			string_member(job, "id"),
-			(unsigned long long)count_member(result, "tensors"), size, files,
+			(unsigned long long)count_member(result, "tensors"),
+			plural_s(count_member(result, "tensors")), size, files,
 			files == 1 ? "" : "s", string_member(job, "destination"));
 	else
 		print_line(
 			stdout,
-			"job %s converted %llu tensors (%s) into %zu file%s in %.2f s (%s/s): %s",
+			"job %s converted %llu tensor%s (%s) into %zu file%s in %.2f s (%s/s): %s",
 			string_member(job, "id"),
-			(unsigned long long)count_member(result, "tensors"), size, files,
+			(unsigned long long)count_member(result, "tensors"),
+			plural_s(count_member(result, "tensors")), size, files,
 			files == 1 ? "" : "s", seconds, speed, string_member(job, "destination"));
 	if (count_member(json_object_get(result, "partition"), "count"))
 		print_line(stdout, CONVERSION_FINALIZE_HINT, string_member(job, "destination"),
@@ -457,8 +459,9 @@ static void print_job_text(const json_t *job)
 		const json_t *result = json_object_get(job, "result");
 
 		size_format(count_member(result, "bytes"), total, sizeof(total));
-		print_line(stdout, "result       %llu tensors, %s in %zu safetensors file%s",
-			   (unsigned long long)count_member(result, "tensors"), total,
+		print_line(stdout, "result       %llu tensor%s, %s in %zu safetensors file%s",
+			   (unsigned long long)count_member(result, "tensors"),
+			   plural_s(count_member(result, "tensors")), total,
 			   safetensors_files(result), safetensors_files(result) == 1 ? "" : "s");
 	}
 	buf_fini(&line);

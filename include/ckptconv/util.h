@@ -60,6 +60,13 @@ void buf_json_string(struct buf *b, const char *s);
  * other backslash is kept (a pattern such as `(a)\1` shows as typed).
  * Any other UTF-8 is kept.  Appends to b. */
 void buf_append_printable(struct buf *b, const void *data, size_t n);
+
+/* "s" unless n is 1: the plural ending of an English count in a message
+ * ("%llu tensor%s").  A static string; any thread. */
+static inline const char *plural_s(unsigned long long n)
+{
+	return n == 1 ? "" : "s";
+}
 /* Empties b, keeping its memory. */
 void buf_clear(struct buf *b);
 /* Frees b's memory and empties it. */
