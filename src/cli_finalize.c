@@ -96,11 +96,13 @@ static void print_result(struct conversion_result *r, const struct finalize_args
 	size_format(r->bytes, size, sizeof(size));
 	if (r->already_finished)
 		printf("%s is already a finished checkpoint: %" PRIu64
-		       " tensors (%s) in %zu files\n",
-		       a->dst, r->tensors, size, r->files.len);
+		       " tensor%s (%s) in %zu file%s\n",
+		       a->dst, r->tensors, plural_s(r->tensors), size, r->files.len,
+		       plural_s(r->files.len));
 	else
-		printf("finalized %s: %" PRIu64 " tensors (%s) in %zu files\n", a->dst, r->tensors,
-		       size, r->files.len);
+		printf("finalized %s: %" PRIu64 " tensor%s (%s) in %zu file%s\n", a->dst,
+		       r->tensors, plural_s(r->tensors), size, r->files.len,
+		       plural_s(r->files.len));
 }
 
 int cli_finalize(int argc, char **argv)

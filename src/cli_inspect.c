@@ -112,6 +112,23 @@ static void describe_config(const struct ckpt *c, json_t *out)
 		json_object_set(out, "architecture", json_array_get(archs, 0));
 }
 
+/* The routed experts a grouped (native) checkpoint holds: the first
+ * dimension of a layer's gate_and_up_projs, fewer than config.json's
+ * num_experts in an expert-parallel rank's output; 0 when there is none. */
+static uint64_t grouped_experts_held(const struct ckpt *c)
+{
+	static const char suffix[] = ".mlp.experts.gate_and_up_projs";
+	size_t i, len;
+
+	for (i = 0; i < c->ntensors; i++) {
+		len = strlen(c->tensors[i].name);
+		if (len > sizeof(suffix) - 1 && c->tensors[i].ndim >= 1 &&
+		    strcmp(c->tensors[i].name + len - (sizeof(suffix) - 1), suffix) == 0)
+			return c->tensors[i].shape[0];
+	}
+	return 0;
+}
+
 /* What the family's adapter knows: layout, layers, experts, the model's
  * dtype and the config.json key it comes from ("default" when none is
  * set).  A checkpoint it cannot describe gets "model_error" instead. */
@@ -135,6 +152,9 @@ static void describe_model(const struct ckpt *c, json_t *out)
 	json_object_set_new(out, "layers", json_integer((json_int_t)info.layers));
 	json_object_set_new(out, "experts", json_integer((json_int_t)info.experts));
 	json_object_set_new(out, "experts_layout", json_string(info.experts_layout));
+	if (info.experts_layout && strcmp(info.experts_layout, "grouped") == 0)
+		json_object_set_new(out, "experts_held",
+				    json_integer((json_int_t)grouped_experts_held(c)));
 	json_object_set_new(out, "dtype",
 			    info.dtype != DTYPE_INVALID ? json_string(dtype_name(info.dtype)) :
 							  json_null());
@@ -248,7 +268,7 @@ static void print_size_line(const char *label, json_int_t bytes)
 
 static void print_model_text(const json_t *d)
 {
-	const json_t *model_error = json_object_get(d, "model_error");
+	const json_t *model_error = json_object_get(d, "model_error"), *held;
 
 	if (!json_is_true(json_object_get(d, "config"))) {
 		printf("%-14s none (no config.json)\n", "model:");
@@ -264,9 +284,17 @@ static void print_model_text(const json_t *d)
 	printf("%-14s %s\n", "layout:", text_of(d, "layout", "?"));
 	printf("%-14s %lld\n",
 	       "layers:", (long long)json_integer_value(json_object_get(d, "layers")));
-	printf("%-14s %lld (%s)\n",
-	       "experts:", (long long)json_integer_value(json_object_get(d, "experts")),
-	       text_of(d, "experts_layout", "?"));
+	held = json_object_get(d, "experts_held");
+	if (json_is_integer(held) && json_integer_value(held) > 0 &&
+	    json_integer_value(held) < json_integer_value(json_object_get(d, "experts")))
+		printf("%-14s %lld of %lld (%s: one expert-parallel rank's share)\n", "experts:",
+		       (long long)json_integer_value(held),
+		       (long long)json_integer_value(json_object_get(d, "experts")),
+		       text_of(d, "experts_layout", "?"));
+	else
+		printf("%-14s %lld (%s)\n",
+		       "experts:", (long long)json_integer_value(json_object_get(d, "experts")),
+		       text_of(d, "experts_layout", "?"));
 	if (strcmp(text_of(d, "dtype_source", ""), "default") == 0)
 		printf("%-14s %s (default: config.json sets neither dtype nor torch_dtype)\n",
 		       "dtype:", text_of(d, "dtype", "?"));
@@ -350,8 +378,9 @@ static void print_text(const json_t *d)
 	json_array_foreach(json_object_get(d, "files"), i, v) {
 		size_format((uint64_t)json_integer_value(json_object_get(v, "size")), size,
 			    sizeof(size));
-		printf("  %-40s %12s %8lld tensors\n", text_of(v, "name", ""), size,
-		       (long long)json_integer_value(json_object_get(v, "tensors")));
+		printf("  %-40s %12s %8lld tensor%s\n", text_of(v, "name", ""), size,
+		       (long long)json_integer_value(json_object_get(v, "tensors")),
+		       plural_s((unsigned long long)json_integer_value(json_object_get(v, "tensors"))));
 	}
 	json_array_foreach(json_object_get(d, "other_files"), i, v)
 		printf("  %-40s (copied as is)\n", json_string_value(v));

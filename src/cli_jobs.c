@@ -20,6 +20,7 @@
 
 #include "ckptconv/cli.h"
 #include "ckptconv/client.h"
+#include "ckptconv/conversion_result.h"
 #include "ckptconv/err.h"
 #include "ckptconv/job.h"
 #include "ckptconv/progress.h"
@@ -41,6 +42,8 @@
 static const char usage_text[] =
 	"Usage: ckptconv jobs submit [CONVERT OPTIONS] [--label NAME=VALUE]... [--wait]\n"
 	"                            [--idempotency-key KEY] SRC DST\n"
+	"       ckptconv jobs submit --finalize [S3 OPTIONS] [--label NAME=VALUE]... [--wait]\n"
+	"                            [--idempotency-key KEY] DST\n"
 	"       ckptconv jobs get ID\n"
 	"       ckptconv jobs list [--state STATE] [--label NAME=VALUE]... [--limit N]\n"
 	"                          [--cursor C]\n"
@@ -69,6 +72,10 @@ static const char usage_text[] =
 	"                         the same job instead of a new one\n"
 	"  --wait                 follow the job to its end with convert's progress\n"
 	"                         display; the exit status is the job's outcome\n"
+	"  --finalize             queues `ckptconv finalize DST` instead: finishes DST once\n"
+	"                         every --partition I/N job into it has succeeded (no SRC;\n"
+	"                         takes only the --s3-* options, --label, --idempotency-key,\n"
+	"                         --wait and --json)\n"
 	"(--threads and --no-fsync are not job options: the daemon decides those.)\n"
 	"\n"
 	"get: the job's state, progress, result or error.\n"
@@ -92,6 +99,7 @@ enum {
 	OPT_CURSOR,
 	OPT_JSON,
 	OPT_HELP,
+	OPT_FINALIZE,
 };
 
 #define COMMON_OPTIONS                                                \
@@ -104,6 +112,7 @@ struct jobs_args {
 	const char *command; /* "jobs submit" ... */
 	const char *server, *token_file;
 	bool json, wait, help;
+	bool finalize; /* submit --finalize: DST alone, in convert.dst */
 	json_t *labels; /* {NAME: VALUE} */
 	const char *idempotency_key, *state, *cursor;
 	unsigned long long limit;
@@ -175,6 +184,9 @@ static int apply_jobs_option(void *ctx, int opt, const char *value, bool json)
 		return 0;
 	case OPT_HELP:
 		a->help = true;
+		return 0;
+	case OPT_FINALIZE:
+		a->finalize = true;
 		return 0;
 	}
 	return cli_usage_error(a->command, json, "unexpected option");
@@ -377,17 +389,22 @@ static void print_result_line(const json_t *job)
 	if (json_is_true(json_object_get(json_object_get(job, "options"), "dry_run")))
 		print_line(
 			stdout,
-			"job %s planned %llu tensors (%s) into %zu file%s; nothing was written: %s",
+			"job %s planned %llu tensor%s (%s) into %zu file%s; nothing was written: %s",
 			string_member(job, "id"),
-			(unsigned long long)count_member(result, "tensors"), size, files,
+			(unsigned long long)count_member(result, "tensors"),
+			plural_s(count_member(result, "tensors")), size, files,
 			files == 1 ? "" : "s", string_member(job, "destination"));
 	else
 		print_line(
 			stdout,
-			"job %s converted %llu tensors (%s) into %zu file%s in %.2f s (%s/s): %s",
+			"job %s converted %llu tensor%s (%s) into %zu file%s in %.2f s (%s/s): %s",
 			string_member(job, "id"),
-			(unsigned long long)count_member(result, "tensors"), size, files,
+			(unsigned long long)count_member(result, "tensors"),
+			plural_s(count_member(result, "tensors")), size, files,
 			files == 1 ? "" : "s", seconds, speed, string_member(job, "destination"));
+	if (count_member(json_object_get(result, "partition"), "count"))
+		print_line(stdout, CONVERSION_FINALIZE_HINT, string_member(job, "destination"),
+			   (uint32_t)count_member(json_object_get(result, "partition"), "count"));
 }
 
 static void print_job_text(const json_t *job)
@@ -431,7 +448,8 @@ static void print_job_text(const json_t *job)
 		print_line(stdout, "started      %s", string_member(job, "started_at"));
 	if (json_is_string(json_object_get(job, "finished_at")))
 		print_line(stdout, "finished     %s", string_member(job, "finished_at"));
-	print_line(stdout, "labels       %s", labels.len ? labels.data : "");
+	if (labels.len)
+		print_line(stdout, "labels       %s", labels.data);
 	if (json_is_string(json_object_get(job, "credentials_source")))
 		print_line(stdout, "credentials  %s", string_member(job, "credentials_source"));
 	if (client_job_error(job, &e) < 0)
@@ -441,8 +459,9 @@ static void print_job_text(const json_t *job)
 		const json_t *result = json_object_get(job, "result");
 
 		size_format(count_member(result, "bytes"), total, sizeof(total));
-		print_line(stdout, "result       %llu tensors, %s in %zu safetensors file%s",
-			   (unsigned long long)count_member(result, "tensors"), total,
+		print_line(stdout, "result       %llu tensor%s, %s in %zu safetensors file%s",
+			   (unsigned long long)count_member(result, "tensors"),
+			   plural_s(count_member(result, "tensors")), total,
 			   safetensors_files(result), safetensors_files(result) == 1 ? "" : "s");
 	}
 	buf_fini(&line);
@@ -674,12 +693,86 @@ static const struct option submit_options[] = {
 	{NULL, 0, NULL, 0},
 };
 
-/* submit's command line: convert's, plus submit_options. */
+/* submit --finalize's options: none of convert's but the --s3-* ones. */
+static const struct option finalize_options[] = {
+	COMMON_OPTIONS,
+	{"finalize", no_argument, NULL, OPT_FINALIZE},
+	{"label", required_argument, NULL, OPT_LABEL},
+	{"wait", no_argument, NULL, OPT_WAIT},
+	{"idempotency-key", required_argument, NULL, OPT_IDEMPOTENCY_KEY},
+	{"json", no_argument, NULL, OPT_JSON},
+	{"help", no_argument, NULL, OPT_HELP},
+	CLI_S3_LONG_OPTIONS,
+	{NULL, 0, NULL, 0},
+};
+
+/* Whether --finalize is among the arguments (before any "--"). */
+static bool wants_finalize(int argc, char **argv)
+{
+	int i;
+
+	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "--finalize") == 0)
+			return true;
+	return false;
+}
+
+/* submit --finalize's command line: finalize_options and DST. */
+static int parse_finalize(int argc, char **argv, struct jobs_args *a)
+{
+	const struct option *o;
+	int opt, i;
+
+	optind = 0;
+	opterr = 0;
+	a->json = cli_wants_json(argc, argv);
+	/* Each option named in full (getopt_long would take --to for
+	 * --token-file), so that one of convert's is named as such. */
+	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+		const char *arg = argv[i];
+		size_t len = strcspn(arg, "=");
+
+		if (strncmp(arg, "--", 2) != 0 || len == 2)
+			continue;
+		for (o = finalize_options; o->name; o++)
+			if (strlen(o->name) == len - 2 && strncmp(o->name, arg + 2, len - 2) == 0)
+				break;
+		if (!o->name)
+			return cli_usage_error(a->command, a->json,
+					       "%.*s does not apply to --finalize (see 'ckptconv %s --help')",
+					       (int)len, arg, a->command);
+		if (o->has_arg == required_argument && !arg[len])
+			i++;
+	}
+	while ((opt = getopt_long(argc, argv, ":h", finalize_options, NULL)) != -1) {
+		if (opt == '?' || opt == ':')
+			return cli_option_error(a->command, a->json, opt, argv[optind - 1]);
+		if (cli_s3_flag(&a->convert.s3, opt, optarg))
+			continue;
+		if (apply_jobs_option(a, opt == 'h' ? OPT_HELP : opt, optarg, a->json) != 0)
+			return EXIT_USAGE;
+	}
+	if (a->help)
+		return 0;
+	if (argc - optind != 1)
+		return cli_usage_error(a->command, a->json,
+				       "--finalize wants DST alone (no SRC), got %d arguments",
+				       argc - optind);
+	a->convert.dst = argv[optind];
+	return 0;
+}
+
+/* submit's command line: convert's, plus submit_options (or, with
+ * --finalize, finalize_options). */
 static int parse_submit(int argc, char **argv, struct jobs_args *a)
 {
 	const struct cli_extra_options extra = {submit_options, apply_jobs_option, a};
 	struct cli_convert_args *c = &a->convert;
-	int rc = cli_convert_parse(a->command, argc, argv, &extra, c);
+	int rc;
+
+	if (wants_finalize(argc, argv))
+		return parse_finalize(argc, argv, a);
+	rc = cli_convert_parse(a->command, argc, argv, &extra, c);
 
 	a->json = c->json;
 	a->help = c->help;
@@ -695,9 +788,23 @@ static int parse_submit(int argc, char **argv, struct jobs_args *a)
 	return 0;
 }
 
+/* The request body of a finalize job (docs/openapi.yaml JobRequest):
+ * the destination alone, options.finalize and options.s3. */
+static json_t *finalize_request(const struct cli_convert_args *c, json_t *labels)
+{
+	json_t *options = json_pack("{s:b}", "finalize", 1);
+
+	if (c->s3.endpoint_url || c->s3.region || c->s3.addressing_style)
+		json_object_set_new(options, "s3", s3_options(&c->s3));
+	return json_pack("{s:s, s:o, s:O}", "destination", c->dst, "options", options, "labels",
+			 labels);
+}
+
 static int jobs_submit(struct jobs_args *a, struct client *client)
 {
-	json_t *request = job_request(&a->convert, a->labels), *job = NULL;
+	json_t *request = a->finalize ? finalize_request(&a->convert, a->labels) :
+					job_request(&a->convert, a->labels),
+	       *job = NULL;
 	long status;
 	int rc = call(a, client, "POST", "/v1/jobs", request, check_job, &status, &job);
 

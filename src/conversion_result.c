@@ -120,16 +120,17 @@ void conversion_result_print(FILE *out, const struct conversion_result *r, const
 	size_format((uint64_t)rate(r), speed, sizeof(speed));
 	if (!r->partition_count) {
 		fprintf(out,
-			"converted %" PRIu64 " tensors (%s) into %zu file%s in %.2f s (%s/s): %s\n",
-			r->tensors, size, files, files == 1 ? "" : "s", seconds, speed, dst);
+			"converted %" PRIu64 " tensor%s (%s) into %zu file%s in %.2f s (%s/s): %s\n",
+			r->tensors, plural_s(r->tensors), size, files, plural_s(files), seconds, speed,
+			dst);
 		print_kept(out, r);
 		return;
 	}
 	fprintf(out,
-		"partition %" PRIu32 "/%" PRIu32 ": converted %" PRIu64 " tensors (%s) into %zu of"
-		" %" PRIu64 " files in %.2f s (%s/s): %s\n"
-		"run `ckptconv finalize %s` once all %" PRIu32 " partitions have succeeded\n",
-		r->partition_index, r->partition_count, r->tensors, size, files, r->planned_files,
-		seconds, speed, dst, dst, r->partition_count);
+		"partition %" PRIu32 "/%" PRIu32 ": converted %" PRIu64 " tensor%s (%s) into %zu of"
+		" %" PRIu64 " file%s in %.2f s (%s/s): %s\n" CONVERSION_FINALIZE_HINT "\n",
+		r->partition_index, r->partition_count, r->tensors, plural_s(r->tensors), size, files,
+		r->planned_files, plural_s(r->planned_files), seconds, speed, dst, dst,
+		r->partition_count);
 	print_kept(out, r);
 }

@@ -346,8 +346,12 @@ void buf_append_printable(struct buf *b, const void *data, size_t n)
 		size_t i, len = *p >= 0x20 && *p < 0x7f ? 1 : utf8_sequence(p, (size_t)(end - p));
 
 		if (*p == '\\') {
-			buf_append(b, "\\\\", 2);
-			len = 1;
+			/* Doubled only where it could be read as an escape's
+			 * start: before x, a backslash or what is escaped. */
+			bool plain = p + 1 == end || (p[1] >= 0x20 && p[1] < 0x7f &&
+						      p[1] != 'x' && p[1] != '\\');
+
+			buf_append(b, "\\\\", plain ? 1 : 2);
 			p++;
 			continue;
 		}

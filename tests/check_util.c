@@ -432,6 +432,11 @@ START_TEST(test_printable)
 			 "\\x1b]52;c;cHduZWQ=\\x07\\x0d\\x1b[K\\x0a\\x09");
 	ASSERT_PRINTABLE("\x00\x1f\x7f", "\\x00\\x1f\\x7f");
 	ASSERT_PRINTABLE("C:\\x1b", "C:\\\\x1b");
+	/* a backslash is doubled only where it could start an escape */
+	ASSERT_PRINTABLE("(a)\\1 \\d+\\", "(a)\\1 \\d+\\");
+	ASSERT_PRINTABLE("\\\\x41", "\\\\\\\\x41");
+	ASSERT_PRINTABLE("\\\x1b", "\\\\\\x1b");
+	ASSERT_PRINTABLE("\\\xc3\xa9", "\\\\\xc3\xa9");
 	/* C1 controls U+0080-U+009F: CSI, OSC, ST */
 	ASSERT_PRINTABLE("\xc2\x9b"
 			 "2J\xc2\x9d"

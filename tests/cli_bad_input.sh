@@ -512,9 +512,14 @@ exclude_bound() { # exclude_bound NAME PATTERN MESSAGE DST
 }
 exclude_bound "--exclude with nested repetitions" '((a{1,100}){1,100}){1,100}' \
 	"expands to more than 4000 regular-expression nodes" "$T/u19"
-# The error line shows a backslash escaped, as every control character is.
+# The error line shows the pattern as typed (a backslash is doubled only
+# where it could be read as the start of an escape such as \x1b).
 exclude_bound "--exclude with a back-reference" '^(.*)(.*)\2\1$' \
-	'back-references such as \\2 (offset 9) are not allowed' "$T/u20"
+	'back-references such as \2 (offset 9) are not allowed' "$T/u20"
+usage "--exclude '(a)\\1'" invalid_exclude convert --to native --exclude '(a)\1' "$G/hf" "$T/u22"
+assert_eq "--exclude '(a)\\1': the pattern as typed" \
+	"ckptconv: invalid_exclude: exclude pattern '(a)\1': back-references such as \1 (offset 3) are not allowed" \
+	"$(run_err)"
 exclude_bound "--exclude over 1024 bytes" "$(head -c 1100 /dev/zero | tr '\0' a)" \
 	"1100 bytes long, over the limit of 1024" "$T/u21"
 usage "bad --s3-addressing-style" s3_config convert --to native --s3-addressing-style sideways \

@@ -111,6 +111,17 @@ for opts in "" "--ep-size 2 --ep-rank 0" "--ep-size 2 --ep-rank 1" "--ep-size 3 
 	# shellcheck disable=SC2086
 	expect_ok "per-expert to native $opts" "$CKPTCONV" convert --to native $opts \
 		"$G/hf" "$T/ref$tag"
+	# inspect says how many of the experts an expert-parallel rank holds.
+	case "$opts" in
+	"--ep-size 2 --ep-rank 1") want="experts:       2 of 4 (grouped: one expert-parallel rank's share)" ;;
+	"--ep-size 3 --ep-rank 2") want="experts:       1 of 4 (grouped: one expert-parallel rank's share)" ;;
+	"") want="experts:       4 (grouped)" ;;
+	*) want= ;;
+	esac
+	if [ -n "$want" ]; then
+		expect_ok "inspect native $opts" "$CKPTCONV" inspect "$T/ref$tag"
+		assert_eq "inspect native $opts: the experts it holds" "$want" "$(run_out | grep '^experts:')"
+	fi
 	# shellcheck disable=SC2086
 	expect_ok "packed to native $opts" "$CKPTCONV" convert --to native $opts \
 		"$T/packed" "$T/out$tag"

@@ -150,6 +150,14 @@ run_out >"$T/excluded.json"
 assert_eq "only lm_head.weight is missing" "1 0 0" \
 	"$(json_field "$T/excluded.json" '"%d %d %d" % (d["only_expected"], d["only_actual"], d["differences"] - d["only_expected"])')"
 
+# One tensor in one file is counted in the singular.
+expect_ok "convert --exclude all but one tensor" "$CKPTCONV" convert --to native \
+	--exclude 'layers|lm_head|norm' "$G/hf" "$T/one-tensor"
+assert_eq "convert says 1 tensor, 1 file" "converted 1 tensor (" "$(run_out | grep -o '^converted 1 tensor[s]* (')"
+run_out | grep -q " into 1 file in " && pass "into 1 file" || fail "into 1 file" "$(run_out)"
+expect_ok "inspect the one-tensor output" "$CKPTCONV" inspect "$T/one-tensor"
+assert_eq "inspect says 1 tensor for the file" "1 tensor" "$(run_out | grep 'model.safetensors' | grep -o '1 tensors*$')"
+
 # The result is the same whatever the thread count.
 expect_ok "convert with --threads 1" "$CKPTCONV" convert --to native --threads 1 "$G/hf" "$T/native-t1"
 same_files "1 thread and the default give byte-identical files" "$T/native" "$T/native-t1"

@@ -137,6 +137,29 @@ expect_ok "submit --wait --json" "${J[@]}" submit "${S[@]}" --to native --wait -
 assert_eq "--wait --json prints the finished job alone" "1 succeeded 29" \
 	"$(wc -l <"$TEST_TMP/run.out") $(json_of "$TEST_TMP/run.out" state) $(json_of "$TEST_TMP/run.out" result.tensors)"
 
+# A partitioned job: each partition's --wait ends with convert's hint;
+# submit --finalize DST (no SRC) finishes it, and the whole equals an
+# unpartitioned conversion.
+expect_ok "reference conversion into 100 KB shards" "$CKPTCONV" convert --to native --max-shard-size 100KB \
+	"$DATA/src" "$TEST_TMP/ref-parts"
+for I in 0 1; do
+	expect_ok "submit --partition $I/2 --wait" "${J[@]}" submit "${S[@]}" --to native --max-shard-size 100KB \
+		--partition "$I/2" --wait "$DATA/src" "$DATA/out-parts"
+	assert_eq "partition $I/2's --wait ends with the finalize hint" \
+		"run \`ckptconv finalize $DATA/out-parts\` once all 2 partitions have succeeded" \
+		"$(tail -1 "$TEST_TMP/run.out")"
+done
+expect_usage "submit --finalize with SRC" "--finalize wants DST alone (no SRC), got 2 arguments" \
+	"${J[@]}" submit "${S[@]}" --finalize "$DATA/src" "$DATA/out-parts"
+expect_usage "submit --finalize --to" "--to does not apply to --finalize (see 'ckptconv jobs submit --help')" \
+	"${J[@]}" submit "${S[@]}" --finalize --to native "$DATA/out-parts"
+expect_ok "submit --finalize --wait" "${J[@]}" submit "${S[@]}" --finalize --wait "$DATA/out-parts"
+F=$(head -1 "$TEST_TMP/run.out")
+[[ "$F" =~ $ID_RE ]] && [ "$(wc -l <"$TEST_TMP/run.out")" = 2 ] &&
+	grep -q "^job $F converted 29 tensors .* into 2 files in .*: $DATA/out-parts\$" "$TEST_TMP/run.out" &&
+	pass "--finalize --wait prints the id, then the result" || fail "--finalize --wait prints the id, then the result" "$(run_out)"
+same_files "the finalized partitions equal an unpartitioned conversion" "$TEST_TMP/ref-parts" "$DATA/out-parts"
+
 expect_fail "a destination outside the allowed roots" forbidden_path "$TEST_TMP/elsewhere" \
 	"${J[@]}" submit "${S[@]}" --to native "$DATA/src" "$TEST_TMP/elsewhere"
 [ ! -e "$TEST_TMP/elsewhere" ] && pass "nothing was written there" || fail "nothing was written there"
@@ -173,9 +196,11 @@ expect_fail "--s3-* become the job's options.s3, which this daemon does not allo
 # ---- get and list ----
 
 expect_ok "get" "${J[@]}" get "${S[@]}" "$A"
-grep -q '^state        succeeded$' "$TEST_TMP/run.out" && grep -q "^labels       .*team=nlp" "$TEST_TMP/run.out" &&
+grep -q '^state        succeeded$' "$TEST_TMP/run.out" && grep -qx "labels       team=nlp,run=7" "$TEST_TMP/run.out" &&
 	grep -q '^result       28 tensors' "$TEST_TMP/run.out" && pass "get shows state, labels and result" ||
 	fail "get shows state, labels and result" "$(run_out)"
+expect_ok "get of a job without labels" "${J[@]}" get "${S[@]}" "$W"
+assert_eq "no labels line when there are none" "" "$(grep '^labels' "$TEST_TMP/run.out")"
 expect_ok "get --json" "${J[@]}" get "${S[@]}" --json "$A"
 api GET "/v1/jobs/$A"
 assert_eq "get --json is the API's job" "$(jget id) $(jget state) $(jget progress.bytes_done)" \

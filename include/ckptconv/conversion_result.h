@@ -29,6 +29,7 @@
 #ifndef CKPTCONV_CONVERSION_RESULT_H
 #define CKPTCONV_CONVERSION_RESULT_H
 
+#include <inttypes.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -83,6 +84,13 @@ void conversion_result_fini(struct conversion_result *r);
  * null), "already_finished"}; "destination"; "credentials_source".
  * The wire form of docs/openapi.yaml's Result; never NULL. */
 json_t *conversion_result_to_json(const struct conversion_result *r);
+
+/* What follows a partition's summary, for `convert --partition` and a
+ * partition job's `jobs submit --wait`: a printf format taking the
+ * destination (string) and the partition count (uint32_t), with no end
+ * of line. */
+#define CONVERSION_FINALIZE_HINT \
+	"run `ckptconv finalize %s` once all %" PRIu32 " partitions have succeeded"
 
 /* The CLI's one-line summary of a conversion or partition run to `out`
  * (a partition's also says to run finalize on `dst` once all have

@@ -55,9 +55,18 @@ void buf_json_string(struct buf *b, const char *s);
  * format characters (U+061C, U+200B-U+200F, U+2028-U+202E,
  * U+2060-U+2064, U+2066-U+2069, U+FEFF: every byte of their UTF-8 form),
  * and each byte that is not part of well-formed UTF-8 (RFC 3629).  A
- * backslash becomes `\\`, so that the result reads back unambiguously.
+ * backslash followed by `x`, by another backslash or by a byte that is
+ * escaped becomes `\\`, so that the result reads back unambiguously; any
+ * other backslash is kept (a pattern such as `(a)\1` shows as typed).
  * Any other UTF-8 is kept.  Appends to b. */
 void buf_append_printable(struct buf *b, const void *data, size_t n);
+
+/* "s" unless n is 1: the plural ending of an English count in a message
+ * ("%llu tensor%s").  A static string; any thread. */
+static inline const char *plural_s(unsigned long long n)
+{
+	return n == 1 ? "" : "s";
+}
 /* Empties b, keeping its memory. */
 void buf_clear(struct buf *b);
 /* Frees b's memory and empties it. */
