@@ -60,7 +60,8 @@ int adapter_options_check(const struct adapter_options *o, const char **field, s
 	}
 	if (o->to == LAYOUT_HF && o->dtype != DTYPE_CHOICE_AUTO) {
 		err_set(e, ERR_INVALID_OPTION,
-			"a dtype (%s) applies only to conversions to native (to hf keeps dtypes)",
+			"a dtype (%s) applies only to conversions to native and to consolidations"
+			" of a sharded checkpoint (to hf keeps an HF or native checkpoint's dtypes)",
 			dtype_choice_name(o->dtype));
 		return refuse_option(field, "dtype");
 	}

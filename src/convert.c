@@ -157,7 +157,8 @@ static int open_and_plan(struct conversion *c, struct err *e)
 	if (c->opts.to == LAYOUT_HF && c->opts.dtype != DTYPE_CHOICE_AUTO)
 		return err_set(
 			e, ERR_INVALID_OPTION,
-			"a dtype applies only to conversions to native (to hf keeps dtypes)");
+			"a dtype applies only to conversions to native and to consolidations of a"
+			" sharded checkpoint (to hf keeps an HF or native checkpoint's dtypes)");
 	if (ckpt_open_config(c->src_location, CKPT_REQUIRE_CONFIG, c->opts.store, &c->ckpt, e))
 		return -1;
 	a = adapter_for(c->ckpt, e);

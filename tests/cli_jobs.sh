@@ -78,7 +78,7 @@ expect_usage "submit --no-fsync" "--no-fsync is not a job option: a daemon alway
 if expect_exit "submit --dtype with --to hf (not a sharded source): exit 2" 2 \
 	"${J[@]}" submit "${S[@]}" --to hf --dtype f32 "$DATA/src" "$DATA/x"; then
 	assert_eq "submit --dtype with --to hf: the daemon's refusal" \
-		"ckptconv: invalid_option: a dtype applies only to conversions to native (to hf keeps dtypes)" \
+		"ckptconv: invalid_option: a dtype applies only to conversions to native and to consolidations of a sharded checkpoint (to hf keeps an HF or native checkpoint's dtypes)" \
 		"$(head -1 "$TEST_TMP/run.err")"
 fi
 expect_usage "submit --label without =" "--label wants NAME=VALUE, not 'team'" \
