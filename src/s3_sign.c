@@ -212,8 +212,7 @@ bool s3_route_allowed(const struct s3_client *c, const char *bucket, const char 
 		unsigned long port = port_of(authority, strlen(host), https), endpoint_port;
 
 		host_of(c->endpoint_authority, endpoint_host, sizeof(endpoint_host));
-		endpoint_port =
-			port_of(c->endpoint_authority, strlen(endpoint_host), c->https);
+		endpoint_port = port_of(c->endpoint_authority, strlen(endpoint_host), c->https);
 		if (strcasecmp(host, endpoint_host) != 0 && !ends_with_label(host, endpoint_host)) {
 			snprintf(why, why_len,
 				 "'%s' is neither the endpoint's host '%s' nor under it", host,

@@ -1371,7 +1371,8 @@ START_TEST(test_redirect_hosts)
 	ck_assert(s3_route_allowed(c, "bkt", "bkt.s3.example.com:9000", true, why, sizeof(why)));
 	ck_assert(s3_route_allowed(c, "bkt", "BKT.S3.Example.COM:9000", true, why, sizeof(why)));
 	ck_assert(!s3_route_allowed(c, "bkt", "s3.example.com:9001", true, why, sizeof(why)));
-	ck_assert_str_eq(why, "'s3.example.com:9001' is on port 9001, not the endpoint's port 9000");
+	ck_assert_str_eq(why,
+			 "'s3.example.com:9001' is on port 9001, not the endpoint's port 9000");
 	ck_assert(!s3_route_allowed(c, "bkt", "bkt.s3.example.com", true, why, sizeof(why)));
 	ck_assert_str_eq(why, "'bkt.s3.example.com' is on port 443, not the endpoint's port 9000");
 	ck_assert(!s3_route_allowed(c, "bkt", "s3.example.com:09000x", true, why, sizeof(why)));
@@ -1391,7 +1392,8 @@ START_TEST(test_redirect_hosts)
 	ck_assert(s3_route_allowed(c, "bkt", "s3.example.com", true, why, sizeof(why)));
 	ck_assert(s3_route_allowed(c, "bkt", "bkt.s3.example.com:443", true, why, sizeof(why)));
 	ck_assert(!s3_route_allowed(c, "bkt", "bkt.s3.example.com:8443", true, why, sizeof(why)));
-	ck_assert_str_eq(why, "'bkt.s3.example.com:8443' is on port 8443, not the endpoint's port 443");
+	ck_assert_str_eq(why,
+			 "'bkt.s3.example.com:8443' is on port 8443, not the endpoint's port 443");
 	s3_client_free(c);
 	c = client_with(&custom_http, NULL);
 	ck_assert(s3_route_allowed(c, "bkt", "127.0.0.1:18781", false, why, sizeof(why)));
