@@ -114,7 +114,8 @@ void s3_target_build_at(const struct s3_client *c, const struct route *route, co
 /* Whether a request for `bucket`, with its credentials, may follow S3 to
  * `authority` (host[:port]) over https or http: the same scheme as the
  * endpoint or https; with a custom endpoint its host or a name under it,
- * any port; with AWS an S3 host ("[bucket.]s3." or "s3-" ...) of
+ * on the endpoint's port (no port: the scheme's default, 80 or 443, on
+ * either side); with AWS an S3 host ("[bucket.]s3." or "s3-" ...) of
  * amazonaws.com or amazonaws.com.cn, no port.  Else *why says why not. */
 bool s3_route_allowed(const struct s3_client *c, const char *bucket, const char *authority,
 		      bool https, char *why, size_t why_len);

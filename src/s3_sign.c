@@ -152,6 +152,22 @@ static void host_of(const char *authority, char *out, size_t len)
 		 authority);
 }
 
+/* The port of an authority, the scheme's default when it names none;
+ * 0 when what follows its host is not ":" and a port 1-65535. */
+static unsigned long port_of(const char *authority, size_t host_len, bool https)
+{
+	const char *p = authority + host_len;
+	char *end;
+	unsigned long port;
+
+	if (!*p)
+		return https ? 443 : 80;
+	if (*p != ':' || !isdigit((unsigned char)p[1]) || strlen(p + 1) > 5)
+		return 0;
+	port = strtoul(p + 1, &end, 10);
+	return *end || port > 65535 ? 0 : port;
+}
+
 static bool ends_with_label(const char *host, const char *suffix)
 {
 	size_t n = strlen(host), m = strlen(suffix);
@@ -193,12 +209,26 @@ bool s3_route_allowed(const struct s3_client *c, const char *bucket, const char 
 	}
 	host_of(authority, host, sizeof(host));
 	if (c->custom_endpoint) {
+		unsigned long port = port_of(authority, strlen(host), https), endpoint_port;
+
 		host_of(c->endpoint_authority, endpoint_host, sizeof(endpoint_host));
-		if (strcasecmp(host, endpoint_host) == 0 || ends_with_label(host, endpoint_host))
-			return true;
-		snprintf(why, why_len, "'%s' is neither the endpoint's host '%s' nor under it",
-			 host, endpoint_host);
-		return false;
+		endpoint_port = port_of(c->endpoint_authority, strlen(endpoint_host), c->https);
+		if (strcasecmp(host, endpoint_host) != 0 && !ends_with_label(host, endpoint_host)) {
+			snprintf(why, why_len,
+				 "'%s' is neither the endpoint's host '%s' nor under it", host,
+				 endpoint_host);
+			return false;
+		}
+		if (!port) {
+			snprintf(why, why_len, "'%.100s' is not a host name", authority);
+			return false;
+		}
+		if (port != endpoint_port) {
+			snprintf(why, why_len, "'%.100s' is on port %lu, not the endpoint's port %lu",
+				 authority, port, endpoint_port);
+			return false;
+		}
+		return true;
 	}
 	if (strcmp(host, authority) == 0 && aws_s3_host(host, bucket))
 		return true;

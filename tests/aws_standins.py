@@ -14,7 +14,7 @@ STATE_DIR/ports.json once every listener is up:
              every request's SigV4 signature against the credentials the
              stand-ins issued (or the static keys of the control file), their
              session token and their expiry, and that its Host names this
-             front, and refuses what does not hold (403 InvalidAccessKeyId /
+             front (or one of control's s3_hosts), and refuses what does not hold (403 InvalidAccessKeyId /
              InvalidToken / SignatureDoesNotMatch, 400 ExpiredToken /
              WrongHost) before passing the rest on, re-signed for the
              S3 test server's own key (which checks no V4 signature itself)
@@ -28,6 +28,8 @@ STATE_DIR/control.json (read at every request) sets their behaviour:
   web_tokens      the WebIdentityTokens STS accepts (others: InvalidIdentityToken)
   container_token the Authorization the container endpoint wants (null: none)
   static          {access key id: {"secret": ..., "token": ... or null}}
+  s3_hosts        other Hosts the S3 front answers to besides its own
+                  127.0.0.1:PORT (a proxy in front of it keeps the Host)
   sts, container, imds
                   "ok" (default), "error" (the service's error answer),
                   "malformed" (an answer that is not what the API describes),
@@ -291,7 +293,8 @@ class S3Front(Handler):
         static = control().get("static", {}).get(key)
         if static:
             cred = {"secret": static["secret"], "token": static.get("token"), "expires": None}
-        if self.headers.get("Host") != "127.0.0.1:%d" % self.server.server_address[1]:
+        if (self.headers.get("Host") != "127.0.0.1:%d" % self.server.server_address[1] and
+                self.headers.get("Host") not in control().get("s3_hosts", [])):
             return self.refuse(400, "WrongHost", key, "Host does not name this server.")
         if len(scope) != 5 or not cred:
             return self.refuse(403, "InvalidAccessKeyId", key, "The AWS Access Key Id you provided does not exist in our records.")

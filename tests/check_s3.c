@@ -1334,6 +1334,9 @@ END_TEST
 START_TEST(test_redirect_hosts)
 {
 	struct s3_settings custom = {.endpoint_url = "https://s3.example.com:9000"};
+	struct s3_settings custom_default = {.endpoint_url = "https://s3.example.com:443"};
+	struct s3_settings custom_http = {.endpoint_url = "http://127.0.0.1:18781"};
+	struct s3_settings custom_v6 = {.endpoint_url = "http://[::1]:9000"};
 	struct s3_client *aws, *c;
 	char why[300];
 
@@ -1362,14 +1365,49 @@ START_TEST(test_redirect_hosts)
 	ck_assert(!s3_route_allowed(aws, "bkt", "user@s3.amazonaws.com", true, why, sizeof(why)));
 	s3_client_free(aws);
 
+	/* a custom endpoint: its host or a name under it, on its port */
 	c = client_with(&custom, NULL);
-	ck_assert(s3_route_allowed(c, "bkt", "s3.example.com:9001", true, why, sizeof(why)));
-	ck_assert(s3_route_allowed(c, "bkt", "bkt.s3.example.com", true, why, sizeof(why)));
-	ck_assert(!s3_route_allowed(c, "bkt", "example.com", true, why, sizeof(why)));
+	ck_assert(s3_route_allowed(c, "bkt", "s3.example.com:9000", true, why, sizeof(why)));
+	ck_assert(s3_route_allowed(c, "bkt", "bkt.s3.example.com:9000", true, why, sizeof(why)));
+	ck_assert(s3_route_allowed(c, "bkt", "BKT.S3.Example.COM:9000", true, why, sizeof(why)));
+	ck_assert(!s3_route_allowed(c, "bkt", "s3.example.com:9001", true, why, sizeof(why)));
+	ck_assert_str_eq(why,
+			 "'s3.example.com:9001' is on port 9001, not the endpoint's port 9000");
+	ck_assert(!s3_route_allowed(c, "bkt", "bkt.s3.example.com", true, why, sizeof(why)));
+	ck_assert_str_eq(why, "'bkt.s3.example.com' is on port 443, not the endpoint's port 9000");
+	ck_assert(!s3_route_allowed(c, "bkt", "s3.example.com:09000x", true, why, sizeof(why)));
+	ck_assert_str_eq(why, "'s3.example.com:09000x' is not a host name");
+	ck_assert(!s3_route_allowed(c, "bkt", "s3.example.com:", true, why, sizeof(why)));
+	ck_assert(!s3_route_allowed(c, "bkt", "s3.example.com:99000", true, why, sizeof(why)));
+	ck_assert(!s3_route_allowed(c, "bkt", "example.com:9000", true, why, sizeof(why)));
 	ck_assert_str_eq(
 		why, "'example.com' is neither the endpoint's host 's3.example.com' nor under it");
-	ck_assert(!s3_route_allowed(c, "bkt", "evils3.example.com", true, why, sizeof(why)));
-	ck_assert(!s3_route_allowed(c, "bkt", "s3.example.com", false, why, sizeof(why)));
+	ck_assert(!s3_route_allowed(c, "bkt", "evils3.example.com:9000", true, why, sizeof(why)));
+	ck_assert(!s3_route_allowed(c, "bkt", "s3.example.com:9000", false, why, sizeof(why)));
+	ck_assert_str_eq(why, "it leaves https for http");
+	s3_client_free(c);
+
+	/* no port on either side: the scheme's default */
+	c = client_with(&custom_default, NULL);
+	ck_assert(s3_route_allowed(c, "bkt", "s3.example.com", true, why, sizeof(why)));
+	ck_assert(s3_route_allowed(c, "bkt", "bkt.s3.example.com:443", true, why, sizeof(why)));
+	ck_assert(!s3_route_allowed(c, "bkt", "bkt.s3.example.com:8443", true, why, sizeof(why)));
+	ck_assert_str_eq(why,
+			 "'bkt.s3.example.com:8443' is on port 8443, not the endpoint's port 443");
+	s3_client_free(c);
+	c = client_with(&custom_http, NULL);
+	ck_assert(s3_route_allowed(c, "bkt", "127.0.0.1:18781", false, why, sizeof(why)));
+	ck_assert(s3_route_allowed(c, "bkt", "127.0.0.1:18781", true, why, sizeof(why)));
+	ck_assert(!s3_route_allowed(c, "bkt", "127.0.0.1:18782", false, why, sizeof(why)));
+	ck_assert_str_eq(why, "'127.0.0.1:18782' is on port 18782, not the endpoint's port 18781");
+	ck_assert(!s3_route_allowed(c, "bkt", "127.0.0.1", false, why, sizeof(why)));
+	ck_assert_str_eq(why, "'127.0.0.1' is on port 80, not the endpoint's port 18781");
+	s3_client_free(c);
+	c = client_with(&custom_v6, NULL);
+	ck_assert(s3_route_allowed(c, "bkt", "[::1]:9000", false, why, sizeof(why)));
+	ck_assert(!s3_route_allowed(c, "bkt", "[::1]:9001", false, why, sizeof(why)));
+	ck_assert_str_eq(why, "'[::1]:9001' is on port 9001, not the endpoint's port 9000");
+	ck_assert(!s3_route_allowed(c, "bkt", "[::1]", false, why, sizeof(why)));
 	s3_client_free(c);
 }
 END_TEST

@@ -9,7 +9,8 @@
 # attempt answers so, the conversion fails with s3_unavailable after the
 # configured attempts and publishes nothing.  307 TemporaryRedirect is
 # followed, signed again for the new host (checked by the stand-ins'
-# verifying front), at most 3 times and never to another host; 301
+# verifying front), at most 3 times and never to another host or another
+# port of the endpoint's host; 301
 # PermanentRedirect naming the bucket's region is followed for that and
 # every later request, or fails with s3_wrong_region when its endpoint is
 # outside the configured one; RequestTimeTooSkewed corrects the clock once,
@@ -35,7 +36,9 @@ REQUESTS=$TEST_TMP/requests.log
 # rule with n above 0 whose match holds and whose answer applies answers
 # the request instead, and its n goes down.  match (all optional):
 # "method", "query" (a substring of the query), "suffix" (the path ends
-# with it).  answer:
+# with it), "host" (the Host header is it).  answer:
+#   {"forward": HOST:PORT}     passed on there instead of to s3rver, its
+#                              Host kept (not logged as injected)
 #   {"status": S, "code": C}   an <Error> answer with that status (200:
 #                              after white space, as S3 sends while it works)
 #   {"redirect": 307, "to": URL}
@@ -96,6 +99,8 @@ def applies(rule, handler):
     if "query" in m and m["query"] not in query:
         return False
     if "suffix" in m and not path.endswith(m["suffix"]):
+        return False
+    if "host" in m and handler.headers.get("Host") != m["host"]:
         return False
     if a.get("redirect") == 301:
         return scope_region(handler.headers) != a["region"]
@@ -169,14 +174,14 @@ class Front(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         a = take_fault(self)
-        if a:
+        if a and "forward" not in a:
             self.inject(a)
             return
         if self.command == "POST" and "uploadId=" in self.path:
             note(log, "forwarded")
         note(requests, " ".join([self.command, self.path, self.headers.get("Host", ""),
                                  scope_region(self.headers)]))
-        conn = http.client.HTTPConnection(upstream, timeout=60)
+        conn = http.client.HTTPConnection(a["forward"] if a else upstream, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
         skew = server_skew()
         if skew and "x-amz-date" in self.headers:
@@ -190,7 +195,9 @@ class Front(http.server.BaseHTTPRequestHandler):
         for k, v in resp.getheaders():
             if k.lower() not in HOP and k.lower() != "content-length":
                 self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
+        # a HEAD's length is the object's, as the upstream gave it
+        length = resp.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
+        self.send_header("Content-Length", length or "0")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
@@ -308,18 +315,29 @@ TEMP_MESSAGE="Please re-send this request to the specified temporary endpoint. C
 PERM_MESSAGE="The bucket you are attempting to access must be addressed using the specified endpoint. Please send all future requests to this endpoint."
 SKEW_MESSAGE="The difference between the request time and the current time is too large."
 
-# 307 TemporaryRedirect on every request: each is signed again for the
-# host of Location and sent there once; the stand-in accepts every one.
-faults "[{\"n\": 1000, \"answer\": {\"redirect\": 307, \"to\": \"$S3_FRONT\"}}]"
+# 307 TemporaryRedirect on every request, from the endpoint localhost:PORT
+# to s3.localhost:PORT, a name under its host on its port (curl resolves
+# both to loopback itself): each is signed again for the host of Location
+# and sent there once; the front passes what names s3.localhost on to the
+# stand-in, Host kept, and the stand-in accepts every one, checking its
+# signature for that Host.
+FRONT_PORT=${FRONT_HOST#*:}
+LOCAL_FRONT=http://localhost:$FRONT_PORT
+MOVED_HOST=s3.localhost:$FRONT_PORT
+faults "[{\"n\": 1000, \"match\": {\"host\": \"$MOVED_HOST\"}, \"answer\": {\"forward\": \"${S3_FRONT#http://}\"}},
+	{\"n\": 1000, \"answer\": {\"redirect\": 307, \"to\": \"http://$MOVED_HOST\"}}]"
+standins_control "{\"static\": {\"$S3_ACCESS_KEY\": {\"secret\": \"$S3_SECRET_KEY\", \"token\": null}}, \"s3_hosts\": [\"$MOVED_HOST\"]}"
 : >"$STANDINS_DIR/events.jsonl"
 expect_ok "307 on every request: followed, converted" "$CKPTCONV" convert --to native \
-	"${SHARDS[@]}" --s3-endpoint-url "$FRONT" "$SMALL" s3://dst-bkt/moved/
+	"${SHARDS[@]}" --s3-endpoint-url "$LOCAL_FRONT" "$SMALL" s3://dst-bkt/moved/
 assert_eq "each redirected request reached the stand-in, signed for it" "$(injected TemporaryRedirect)" \
 	"$(events_count 'e["event"] == "s3" and e["verdict"] == "ok"')"
 assert_eq "the stand-in refused none" 0 "$(events_count 'e["event"] == "s3" and e["verdict"] != "ok"')"
 assert_eq "15 requests were redirected: every one of the run, the checkpoint objects and the plan and checksum records among them" 15 \
 	"$(injected TemporaryRedirect)"
-if grep -qF "s3://dst-bkt/moved/config.json: PutObject answered 307 TemporaryRedirect ($TEMP_MESSAGE); sent again to ${S3_FRONT#http://}" "$TEST_TMP/run.err"; then
+assert_eq "every request the front passed on named the redirect's host" "$MOVED_HOST" \
+	"$(awk '{print $3}' "$REQUESTS" | sort -u | tr '\n' ' ' | sed 's/ $//')"
+if grep -qF "s3://dst-bkt/moved/config.json: PutObject answered 307 TemporaryRedirect ($TEMP_MESSAGE); sent again to $MOVED_HOST" "$TEST_TMP/run.err"; then
 	pass "the redirect is logged with the host it went to"
 else
 	fail "the redirect is logged with the host it went to" "$(head -3 "$TEST_TMP/run.err")"
@@ -327,6 +345,53 @@ fi
 s3_download s3://dst-bkt/moved/ "$TEST_TMP/moved" || fail "download the output"
 same_files "the redirected objects are the local conversion's bytes" "$TEST_TMP/small-twin" \
 	"$TEST_TMP/moved"
+standins_control "{\"static\": {\"$S3_ACCESS_KEY\": {\"secret\": \"$S3_SECRET_KEY\", \"token\": null}}}"
+
+# A 307 to another port of the endpoint's host: credentials do not follow,
+# and nothing connects to that port (a listener there counts connections).
+OTHER_PY=$TEST_TMP/other.py
+OTHER_PORT_FILE=$TEST_TMP/other.port
+OTHER_CONNECTIONS=$TEST_TMP/other.connections
+cat >"$OTHER_PY" <<'PYEOF'
+import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+open(sys.argv[1], "w").write(str(s.getsockname()[1]))
+while True:
+    conn, _ = s.accept()
+    with open(sys.argv[2], "a") as f:
+        f.write("connection\n")
+    conn.close()
+PYEOF
+: >"$OTHER_CONNECTIONS"
+python3 "$OTHER_PY" "$OTHER_PORT_FILE" "$OTHER_CONNECTIONS" &
+OTHER_PID=$!
+stop_other() {
+	if [ -n "$OTHER_PID" ]; then
+		kill "$OTHER_PID" 2>/dev/null || true
+		wait "$OTHER_PID" 2>/dev/null || true
+		OTHER_PID=
+	fi
+}
+CLEANUP_HOOKS+=(stop_other)
+for i in $(seq 100); do
+	[ -s "$OTHER_PORT_FILE" ] && break
+	sleep 0.1
+done
+OTHER_PORT=$(cat "$OTHER_PORT_FILE" 2>/dev/null)
+if [ -z "$OTHER_PORT" ]; then
+	fail "the listener on another port starts"
+	finish
+fi
+faults "[{\"n\": 1000, \"answer\": {\"redirect\": 307, \"to\": \"http://localhost:$OTHER_PORT\"}}]"
+expect_fail "a redirect to another port of the endpoint's host is not followed" s3_error \
+	"s3://dst-bkt/port/: ListObjectsV2 answered 307 TemporaryRedirect ($TEMP_MESSAGE) to http://localhost:$OTHER_PORT, not followed: 'localhost:$OTHER_PORT' is on port $OTHER_PORT, not the endpoint's port $FRONT_PORT" \
+	"$CKPTCONV" convert --to native --s3-endpoint-url "$LOCAL_FRONT" "$SMALL" s3://dst-bkt/port/
+assert_eq "one request was redirected" 1 "$(injected TemporaryRedirect)"
+assert_eq "no connection reached the other port" 0 "$(wc -l <"$OTHER_CONNECTIONS")"
+assert_eq "nothing published under the prefix" "" "$(s3_keys s3://dst-bkt/port/)"
+stop_other
 
 # A 307 back to the same place, again and again: followed 3 times, then
 # s3_error; nothing published.
