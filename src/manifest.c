@@ -189,22 +189,47 @@ static int not_a_record(const char *where, const char *what, struct err *e)
 		       where, what);
 }
 
+/* The index where `name` is or would go in s->files, kept in name order;
+ * *found whether it is there. */
+static size_t position_locked(const struct manifest_sums *s, const char *name, bool *found)
+{
+	size_t lo = 0, hi = s->n;
+	int c;
+
+	*found = false;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		c = strcmp(s->files[mid].name, name);
+		if (c == 0) {
+			*found = true;
+			return mid;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 static void add_locked(struct manifest_sums *s, const char *name, uint64_t size, uint32_t crc)
 {
-	size_t i;
+	bool found;
+	size_t at = position_locked(s, name, &found);
 
-	for (i = 0; i < s->n; i++) {
-		if (strcmp(s->files[i].name, name) == 0) {
-			s->files[i].size = size;
-			s->files[i].crc32c = crc;
-			return;
-		}
+	if (found) {
+		s->files[at].size = size;
+		s->files[at].crc32c = crc;
+		return;
 	}
 	if (s->n == s->cap) {
 		s->cap = s->cap ? s->cap * 2 : 16;
 		s->files = xrealloc(s->files, s->cap * sizeof(*s->files));
 	}
-	s->files[s->n++] = (struct manifest_sum){xstrdup(name), size, crc};
+	memmove(&s->files[at + 1], &s->files[at], (s->n - at) * sizeof(*s->files));
+	s->files[at] = (struct manifest_sum){xstrdup(name), size, crc};
+	s->n++;
 }
 
 static int parse_files(const json_t *files, struct manifest_sums *s, const char *where,
@@ -224,8 +249,20 @@ static int parse_files(const json_t *files, struct manifest_sums *s, const char 
 		    json_integer_value(size) < 0 ||
 		    crc32c_parse_hex(json_string_value(json_object_get(f, "crc32c")), &crc))
 			return not_a_record(where, "files", e);
-		add_locked(s, name, (uint64_t)json_integer_value(size), crc);
+		if (s->n == s->cap) {
+			s->cap = s->cap ? s->cap * 2 : 16;
+			s->files = xrealloc(s->files, s->cap * sizeof(*s->files));
+		}
+		s->files[s->n++] = (struct manifest_sum){xstrdup(name),
+							 (uint64_t)json_integer_value(size), crc};
 	}
+	/* Sorted once (a record of many entries reads in n log n), and a name
+	 * twice is no record of ours. */
+	if (s->n > 1)
+		qsort(s->files, s->n, sizeof(*s->files), by_name);
+	for (i = 1; i < s->n; i++)
+		if (strcmp(s->files[i - 1].name, s->files[i].name) == 0)
+			return not_a_record(where, "files (a name twice)", e);
 	return 0;
 }
 
@@ -295,12 +332,13 @@ int manifest_sums_read(struct store *dst, const char *name, struct manifest_sums
 
 const struct manifest_sum *manifest_sums_find(const struct manifest_sums *s, const char *name)
 {
-	size_t i;
+	bool found;
+	size_t at;
 
-	for (i = 0; s && i < s->n; i++)
-		if (strcmp(s->files[i].name, name) == 0)
-			return &s->files[i];
-	return NULL;
+	if (!s)
+		return NULL;
+	at = position_locked(s, name, &found);
+	return found ? &s->files[at] : NULL;
 }
 
 static int write_locked(struct manifest_sums *s, struct err *e)

@@ -84,6 +84,38 @@ START_TEST(test_record_refused)
 	expect_refused("{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
 		       "\", \"files\": [{\"name\": \"x\", \"size\": 1, \"crc32c\": \"0000000\"}]}");
 	expect_refused("{\"format\": \"ckptconv-sums\", \"format\": \"ckptconv-sums\"}");
+	/* a name twice, however far apart */
+	expect_refused("{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
+		       "\", \"files\": [{\"name\": \"x\", \"size\": 1, \"crc32c\": \"00000000\"},"
+		       " {\"name\": \"w\", \"size\": 1, \"crc32c\": \"00000000\"},"
+		       " {\"name\": \"x\", \"size\": 2, \"crc32c\": \"00000001\"}]}");
+}
+END_TEST
+
+/* A record of many entries in any order: each found (the record is read
+ * sorted, not by a scan per entry). */
+START_TEST(test_record_many)
+{
+	struct manifest_sums *s = manifest_sums_new(DIGEST, NULL, NULL), *back = NULL;
+	struct err e = {0};
+	char name[32], *text;
+	size_t i, n = 20000;
+
+	for (i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "f%07zu", (i * 7919) % n);
+		ck_assert_int_eq(manifest_sums_note(s, name, i, (uint32_t)i, &e), 0);
+	}
+	text = manifest_sums_build(s);
+	ck_assert_int_eq(manifest_sums_parse(text, "x", &back, &e), 0);
+	ck_assert_uint_eq(back->n, n);
+	for (i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "f%07zu", i);
+		ck_assert_ptr_nonnull(manifest_sums_find(back, name));
+	}
+	ck_assert_ptr_null(manifest_sums_find(back, "f9999999"));
+	free(text);
+	manifest_sums_free(back);
+	manifest_sums_free(s);
 }
 END_TEST
 
@@ -243,6 +275,7 @@ static Suite *manifest_suite(void)
 
 	tcase_add_test(tc, test_record_round_trip);
 	tcase_add_test(tc, test_record_refused);
+	tcase_add_test(tc, test_record_many);
 	tcase_add_test(tc, test_record_names);
 	tcase_add_test(tc, test_verify);
 	tcase_add_test(tc, test_verify_complete);
