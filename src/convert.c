@@ -650,6 +650,7 @@ static int prepare_destination(struct conversion *c, struct err *e)
 	struct store_output_options so = {
 		.overwrite = c->opts.overwrite,
 		.durable = c->opts.durable,
+		.exclusive = c->scope.count == 0,
 	};
 	char digest[65], *name;
 	int rc;

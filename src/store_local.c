@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -1096,11 +1097,29 @@ static int local_free_space(struct store *base, uint64_t *out, struct err *e)
 	return 0;
 }
 
+/* Holds the destination for this run (store_output_options.exclusive).
+ * A filesystem without flock(2) (some network mounts) holds nothing. */
+static int lock_destination(struct store *base, int dirfd, struct err *e)
+{
+	int how = base->out.exclusive ? LOCK_EX : LOCK_SH;
+
+	if (flock(dirfd, how | LOCK_NB) == 0 || (errno != EWOULDBLOCK && errno != EINTR))
+		return 0;
+	return err_set(e, ERR_DESTINATION_IN_USE,
+		       "%s: another ckptconv run is writing into this destination (%s); wait for"
+		       " it to end or stop it, then run again",
+		       base->location,
+		       base->out.exclusive ? "a conversion or partition" : "a conversion that is not"
+									    " partitioned");
+}
+
 static int local_ensure(struct store *base, struct err *e)
 {
 	int dirfd = location_fd(local(base), FOR_CREATING, e);
 
-	return dirfd < 0 || probe_writable(base, dirfd, e) ? -1 : 0;
+	return dirfd < 0 || lock_destination(base, dirfd, e) || probe_writable(base, dirfd, e) ?
+		       -1 :
+		       0;
 }
 
 /* ---- locations before opening ---- */

@@ -181,4 +181,31 @@ expect_ok "partition 0/2 of tiny" "$CKPTCONV" convert --no-fsync --to native --p
 expect_fail "verify --checksums on partitions not finalized" destination_incomplete \
 	"$TEST_TMP/tiny-part: a conversion in 2 partitions, not finalized (ckptconv finalize)" \
 	"$CKPTCONV" verify --checksums "$TEST_TMP/tiny-part"
+# ---- two runs on one destination at once -------------------------------------
+# While a conversion writes into a destination, another run of it (a
+# --resume, or a partition) is refused before touching anything; the first
+# one finishes whole.
+LOCKED=$TEST_TMP/locked
+"$CKPTCONV" convert --no-fsync --to native --max-rate 200KB "$TEST_TMP/tiny" "$LOCKED" \
+	>/dev/null 2>&1 &
+PID=$!
+for i in $(seq 300); do
+	[ -e "$LOCKED/ckptconv-plan.json" ] && break
+	sleep 0.1
+done
+expect_fail "a --resume while a run writes into the destination" destination_in_use \
+	"$LOCKED: another ckptconv run is writing into this destination (a conversion or partition); wait for it to end or stop it, then run again" \
+	"$CKPTCONV" convert --no-fsync --to native --resume "$TEST_TMP/tiny" "$LOCKED"
+expect_fail "a partition while a run writes into the destination" destination_in_use \
+	"$LOCKED: another ckptconv run is writing into this destination (a conversion that is not partitioned)" \
+	"$CKPTCONV" convert --no-fsync --to native --partition 1/2 "$TEST_TMP/tiny" "$LOCKED"
+if wait "$PID"; then
+	pass "the first run finished"
+else
+	fail "the first run finished" "exit $?"
+fi
+expect_ok "... whole: it verifies by its checksums" "$CKPTCONV" verify --checksums "$LOCKED"
+expect_ok "tiny to native, once" "$CKPTCONV" convert --no-fsync --to native "$TEST_TMP/tiny" \
+	"$TEST_TMP/tiny-ref"
+same_files "... and equals a run alone" "$TEST_TMP/tiny-ref" "$LOCKED"
 finish

@@ -48,7 +48,7 @@
 	X(ERR_MALFORMED_REQUEST, "malformed_request", 400, \
 	  "The request is framed wrongly: an HTTP/1.1 request without a Host header or any request with two (RFC 9112, section 3.2), or a body length that is ambiguous: several Content-Length headers, Content-Length with Transfer-Encoding, or a Transfer-Encoding other than chunked.") \
 	X(ERR_DESTINATION_IN_USE, "destination_in_use", 409, \
-	  "Another queued or running job writes to a location overlapping this job's source or destination, or reads from one overlapping its destination.") \
+	  "Another queued or running job writes to a location overlapping this job's source or destination, or reads from one overlapping its destination; or (local destinations) another ckptconv process is writing into the destination: a conversion that is not partitioned excludes every other run, partitions and finalize exclude only such a conversion.") \
 	X(ERR_IDEMPOTENCY_CONFLICT, "idempotency_conflict", 409, \
 	  "The Idempotency-Key was used before with a different body.") \
 	X(ERR_PAYLOAD_TOO_LARGE, "payload_too_large", 413, \

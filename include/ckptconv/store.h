@@ -65,6 +65,12 @@ struct store_output_options {
 	bool overwrite;           /* allow a destination that holds files */
 	bool durable;             /* fsync files and directory before publishing */
 	uint64_t bytes_needed;    /* total size of everything to be written */
+	/* No other ckptconv run may write into the destination meanwhile (a
+	 * conversion that is not partitioned); else it is shared with other
+	 * writers (partitions, finalize).  Local: flock(2) of the directory,
+	 * exclusive or shared, for the store's life; store_ensure refuses with
+	 * destination_in_use while another run holds it the other way. */
+	bool exclusive;
 };
 
 /* What a backend can do, as bits of store_backend.caps: callers ask these
