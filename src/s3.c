@@ -314,8 +314,8 @@ static int same_version(struct call *calls, size_t n, struct s3_version *v, stru
 		}
 		if (strcmp(calls[i].etag, v->etag) != 0)
 			return err_set(e, ERR_SOURCE_CHANGED,
-				       "s3://%s/%s changed while the job read it (ETag %s -> %s);"
-				       " nothing of the job is published, run it again on the new"
+				       "s3://%s/%s changed while the conversion read it (ETag %s -> %s);"
+				       " nothing of the conversion is published, run it again on the new"
 				       " version",
 				       calls[i].bucket, calls[i].key, v->etag, calls[i].etag);
 	}

@@ -494,7 +494,7 @@ bool store_identity_differs(const struct store_identity *was, const struct store
 int store_changed_error(const struct store *s, const char *name, const char *what, struct err *e)
 {
 	return err_set(e, ERR_SOURCE_CHANGED,
-		       "%s/%s changed while the job read it (%s); nothing of the job is published,"
+		       "%s/%s changed while the conversion read it (%s); nothing of the conversion is published,"
 		       " run it again on the new version",
 		       s->location, name, what);
 }

@@ -672,7 +672,7 @@ static int check_identity(const struct local_store *s, const char *name, int fd,
 	if (now.size < was->size)
 		return err_set(e, ERR_SOURCE_TRUNCATED,
 			       "%s/%s: file is %" PRIu64 " bytes, %" PRIu64
-			       " when the job opened it (it shrank while being converted)",
+			       " when the conversion opened it (it shrank while being converted)",
 			       s->base.location, name, now.size, was->size);
 	if (store_identity_differs(was, &now, false, what, sizeof(what)))
 		return store_changed_error(&s->base, name, what, e);
