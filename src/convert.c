@@ -529,11 +529,11 @@ static bool is_unfinished_mine(const char *name, void *arg)
 	return false;
 }
 
-/* The same plan's destination: others' files refused (unless
- * overwrite), unfinished temporaries removed, the files that pass
+/* The same plan's destination: others' files left in place (with a
+ * warning), unfinished temporaries removed, the files that pass
  * manifest_keep_files kept; when one does not, the index goes first. */
-static int keep_published(struct conversion *c, const struct store_output_options *so,
-			  const struct store_entry *entries, size_t n, struct err *e)
+static int keep_published(struct conversion *c, const struct store_entry *entries, size_t n,
+			  struct err *e)
 {
 	struct manifest_sums *sums = NULL;
 	char *sums_name = manifest_sums_name(c->opts.partition_index, c->opts.partition_count);
@@ -541,14 +541,14 @@ static int keep_published(struct conversion *c, const struct store_output_option
 	size_t i, mine = 0;
 	int rc = -1;
 
+	/* The destination holds this plan's manifest: a file no conversion of
+	 * the plan writes was there when that run accepted the destination
+	 * (or came since); it is left as it is, and said. */
 	for (i = 0; i < n; i++) {
-		if (!is_output(c->plan, entries[i].name) && !so->overwrite) {
-			err_set(e, ERR_DESTINATION_NOT_EMPTY,
-				"%s: holds '%s', which no conversion of this plan writes;"
-				" pass --overwrite to replace it",
-				c->dst->location, entries[i].name);
-			goto out;
-		}
+		if (!is_output(c->plan, entries[i].name))
+			strvec_pushf(&c->warnings,
+				     "%s: left '%s' in place, which no conversion of this plan writes",
+				     c->dst->location, entries[i].name);
 		if (is_stale(c, entries[i].name) && store_remove(c->dst, entries[i].name, e))
 			goto out;
 	}
@@ -584,8 +584,7 @@ out:
 
 /* A partition resumed: partition_prepare_output has checked the manifest
  * and put it; its own finished files are kept. */
-static int resume_partition(struct conversion *c, const struct store_output_options *so,
-			    struct err *e)
+static int resume_partition(struct conversion *c, struct err *e)
 {
 	struct store_entry *entries = NULL;
 	size_t n = 0;
@@ -593,7 +592,7 @@ static int resume_partition(struct conversion *c, const struct store_output_opti
 
 	if (output_list(c->dst, &entries, &n, e))
 		return -1;
-	rc = keep_published(c, so, entries, n, e);
+	rc = keep_published(c, entries, n, e);
 	store_entries_free(entries, n);
 	return rc;
 }
@@ -616,7 +615,7 @@ static int prepare_resume(struct conversion *c, struct store_output_options *so,
 		rc = prepare_fresh(c, so, e);
 		goto out;
 	}
-	if (same_plan(c, found, e) || keep_published(c, so, entries, n, e))
+	if (same_plan(c, found, e) || keep_published(c, entries, n, e))
 		goto out;
 	c->manifest_found = true;
 	needed = so->bytes_needed > c->kept_bytes ? so->bytes_needed - c->kept_bytes : 0;
@@ -666,7 +665,7 @@ static int prepare_destination(struct conversion *c, struct err *e)
 		rc = partition_scope_prepare_output(&c->scope, c->dst, c->plan, c->src_location,
 						    c->ckpt->store, &c->opts, &so, e);
 		if (rc == 0 && c->opts.resume)
-			rc = resume_partition(c, &so, e);
+			rc = resume_partition(c, e);
 	} else if (c->opts.resume)
 		rc = prepare_resume(c, &so, e);
 	else

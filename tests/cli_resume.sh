@@ -181,6 +181,23 @@ expect_ok "partition 0/2 of tiny" "$CKPTCONV" convert --no-fsync --to native --p
 expect_fail "verify --checksums on partitions not finalized" destination_incomplete \
 	"$TEST_TMP/tiny-part: a conversion in 2 partitions, not finalized (ckptconv finalize)" \
 	"$CKPTCONV" verify --checksums "$TEST_TMP/tiny-part"
+# ---- a file of the user's in a resumed destination ---------------------------
+# It was there when the first run accepted the destination (or came since):
+# --resume leaves it in place and says so.
+FOREIGN=$TEST_TMP/foreign
+cp -a "$REF" "$FOREIGN"
+rm "$FOREIGN/model.safetensors.index.json" "$FOREIGN/model-00019-of-00019.safetensors"
+echo keep >"$FOREIGN/notes.txt"
+expect_ok "--resume with a file of the user's there" "${CONVERT[@]}" --resume --json "$NAT" "$FOREIGN"
+if grep -qF "\"$FOREIGN: left 'notes.txt' in place, which no conversion of this plan writes\"" "$TEST_TMP/run.out"; then
+	pass "... which it names in its warnings"
+else
+	fail "... which it names in its warnings" "$(run_out)"
+fi
+assert_eq "... and leaves as it was" keep "$(cat "$FOREIGN/notes.txt")"
+rm "$FOREIGN/notes.txt"
+same_files "... the output equals a clean run's" "$REF" "$FOREIGN"
+
 # ---- two runs on one destination at once -------------------------------------
 # While a conversion writes into a destination, another run of it (a
 # --resume, or a partition) is refused before touching anything; the first
