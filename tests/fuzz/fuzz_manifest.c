@@ -39,7 +39,7 @@ static void check(const struct partition_manifest *m)
 		if (!m->files[i].name || !*m->files[i].name || strchr(m->files[i].name, '/') ||
 		    strlen(m->files[i].header_sha256) != 64)
 			fuzz_fail("file %zu of an accepted manifest is not a file beside it", i);
-	rc = partition_manifest_compare(m, m, WHERE, &e);
+	rc = partition_manifest_compare(m, m, WHERE, false, &e);
 	fuzz_check_err("partition_manifest_compare", rc, &e);
 	if (rc)
 		fuzz_fail("a manifest differs from itself: %s", e.msg);
