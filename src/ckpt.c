@@ -52,17 +52,6 @@ static bool is_other_weights(const char *name)
 	return false;
 }
 
-static const struct store_entry *find_entry(const struct store_entry *entries, size_t n,
-					    const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		if (strcmp(entries[i].name, name) == 0)
-			return &entries[i];
-	return NULL;
-}
-
 static void add_file(struct ckpt *c, const char *name, uint64_t size)
 {
 	c->files = xrealloc(c->files, (c->nfiles + 1) * sizeof(*c->files));
@@ -232,7 +221,7 @@ static int files_from_index(struct ckpt *c, const json_t *map, const struct stor
 	for (i = 0; i < count && rc == 0; i++) {
 		if (i > 0 && strcmp(names[i], names[i - 1]) == 0)
 			continue;
-		entry = find_entry(entries, n, names[i]);
+		entry = store_entries_find(entries, n, names[i]);
 		if (entry && entry->kind == STORE_OUTSIDE)
 			rc = store_outside_error(c->store, names[i], e);
 		else if (!entry || entry->kind != STORE_FILE)
@@ -283,7 +272,7 @@ static int files_from_listing(struct ckpt *c, const struct store_entry *entries,
 static int file_from_path(struct ckpt *c, const char *single, const struct store_entry *entries,
 			  size_t n, struct err *e)
 {
-	const struct store_entry *entry = find_entry(entries, n, single);
+	const struct store_entry *entry = store_entries_find(entries, n, single);
 
 	if (store_is_temporary(single))
 		return err_set(e, ERR_NOT_A_CHECKPOINT,
@@ -449,7 +438,7 @@ int ckpt_config_parse(const char *where, const char *text, size_t len, json_t **
 static int load_config(struct ckpt *c, const struct store_entry *entries, size_t n,
 		       unsigned flags, struct err *e)
 {
-	const struct store_entry *entry = find_entry(entries, n, CONFIG_NAME);
+	const struct store_entry *entry = store_entries_find(entries, n, CONFIG_NAME);
 	char *text, *where;
 	size_t len;
 	int rc;
@@ -533,7 +522,7 @@ static int open_files(struct ckpt *c, const char *single, unsigned flags, struct
 	}
 	if (single)
 		rc = file_from_path(c, single, entries, n, e);
-	else if ((index = find_entry(entries, n, CKPT_INDEX_NAME))) {
+	else if ((index = store_entries_find(entries, n, CKPT_INDEX_NAME))) {
 		c->has_index = true;
 		rc = index->kind == STORE_OUTSIDE ?
 			     store_outside_error(c->store, CKPT_INDEX_NAME, e) :

@@ -484,21 +484,8 @@ static int same_plan(struct conversion *c, const struct partition_manifest *foun
 /* Whether `name` is one of the files a conversion of the plan writes. */
 static bool is_output(const struct plan *p, const char *name)
 {
-	size_t i;
-
-	if (strcmp(name, CKPT_INDEX_NAME) == 0 || manifest_is_record(name) ||
-	    store_is_temporary(name))
-		return true;
-	for (i = 0; i < p->nfiles; i++)
-		if (strcmp(p->files[i].name, name) == 0)
-			return true;
-	for (i = 0; i < p->copy_files.len; i++)
-		if (strcmp(p->copy_files.items[i], name) == 0)
-			return true;
-	for (i = 0; i < p->nputs; i++)
-		if (strcmp(p->puts[i].name, name) == 0)
-			return true;
-	return false;
+	return strcmp(name, CKPT_INDEX_NAME) == 0 || manifest_is_record(name) ||
+	       store_is_temporary(name) || partition_is_planned(p, name);
 }
 
 /* A temporary file this run may remove: any, or for a partition, one of

@@ -401,17 +401,6 @@ out:
 
 /* ---- resuming ----------------------------------------------------------- */
 
-static const struct store_entry *find_entry(const struct store_entry *entries, size_t n,
-					    const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		if (strcmp(entries[i].name, name) == 0)
-			return &entries[i];
-	return NULL;
-}
-
 /* Whether the file's header bytes are the planned ones. */
 static int header_as_planned(struct store *dst, const struct plan_file *pf, bool *same,
 			     struct err *e)
@@ -478,7 +467,7 @@ int manifest_keep_files(struct store *dst, const struct plan *p, const bool *ski
 	*files = *bytes = 0;
 	for (i = 0; i < p->nfiles; i++) {
 		const struct plan_file *pf = &p->files[i];
-		const struct store_entry *entry = find_entry(entries, n, pf->name);
+		const struct store_entry *entry = store_entries_find(entries, n, pf->name);
 
 		if ((skip && skip[i]) || !entry)
 			continue;
@@ -534,7 +523,7 @@ static int check_complete(struct store *dst, const struct partition_manifest *m,
 
 	for (i = 0; i < planned; i++) {
 		const char *name = i < m->nfiles ? m->files[i].name : CKPT_INDEX_NAME;
-		const struct store_entry *entry = find_entry(entries, n, name);
+		const struct store_entry *entry = store_entries_find(entries, n, name);
 
 		if (!entry || entry->kind != STORE_FILE) {
 			if (!missing)
@@ -588,7 +577,7 @@ int manifest_verify(struct store *dst, uint64_t *checked, uint64_t *bytes, struc
 		for (k = 0; sums && k < sums->n; k++) {
 			const struct manifest_sum *f = &sums->files[k];
 
-			if (check_one(dst, f, find_entry(entries, n, f->name), e))
+			if (check_one(dst, f, store_entries_find(entries, n, f->name), e))
 				goto out;
 			(*checked)++;
 			*bytes += f->size;

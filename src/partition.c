@@ -666,7 +666,7 @@ int partition_manifest_read(struct store *dst, struct partition_manifest **out, 
 /* ---- a partition's destination ------------------------------------------ */
 
 /* A file some partition, or finalize, of plan p writes. */
-static bool is_planned(const struct plan *p, const char *name)
+bool partition_is_planned(const struct plan *p, const char *name)
 {
 	size_t i;
 
@@ -691,7 +691,7 @@ static bool belongs(const struct plan *p, bool same_plan, bool foreign_records,
 		return true;
 	if (manifest_is_record(entry->name))
 		return !foreign_records;
-	return same_plan && entry->kind == STORE_FILE && is_planned(p, entry->name);
+	return same_plan && entry->kind == STORE_FILE && partition_is_planned(p, entry->name);
 }
 
 static int refuse_others(const struct store *dst, const struct plan *p, bool same_plan,
@@ -830,17 +830,6 @@ out:
 
 /* ---- checking the planned files ----------------------------------------- */
 
-static const struct store_entry *find_entry(const struct store_entry *entries, size_t n,
-					    const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		if (strcmp(entries[i].name, name) == 0)
-			return &entries[i];
-	return NULL;
-}
-
 /* Hex SHA-256 of the file's header bytes (prefix + JSON), read back in
  * bounded chunks.  Fails when the prefix is not a valid header size. */
 static int header_sha256(struct store *s, const char *name, uint64_t size, char out[65],
@@ -958,7 +947,7 @@ int partition_check_files(struct store *dst, const struct partition_manifest *m,
 	for (i = 0; i < m->nfiles; i++) {
 		const struct partition_file *f = &m->files[i];
 
-		if (file_problem(dst, f, find_entry(entries, n, f->name), why, sizeof(why), e))
+		if (file_problem(dst, f, store_entries_find(entries, n, f->name), why, sizeof(why), e))
 			goto out_entries;
 		if (!why[0])
 			continue;

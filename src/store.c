@@ -121,6 +121,17 @@ int store_list(struct store *s, struct store_entry **out, size_t *n, struct err 
 	return 0;
 }
 
+const struct store_entry *store_entries_find(const struct store_entry *entries, size_t n,
+					     const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (strcmp(entries[i].name, name) == 0)
+			return &entries[i];
+	return NULL;
+}
+
 void store_entries_free(struct store_entry *entries, size_t n)
 {
 	size_t i;

@@ -154,6 +154,10 @@ int partition_manifest_read(struct store *dst, struct partition_manifest **out, 
 
 /* ---- a partition's destination ---- */
 
+/* Whether plan p writes a file named `name`: an output file, a copied
+ * non-weight file, a file put from memory, or the index when it has one. */
+bool partition_is_planned(const struct plan *p, const char *name);
+
 /* Prepares `dst` for the partition of scope s (s->count > 0) of plan `p`
  * (built from `source`, read through `src`, with options `o`), before any data moves and
  * without touching other partitions' output: a manifest of another plan is

@@ -249,6 +249,9 @@ bool store_same_location(const char *a, const char *b);
  * outside the allowed roots). */
 int store_list(struct store *s, struct store_entry **out, size_t *n, struct err *e);
 void store_entries_free(struct store_entry *entries, size_t n);
+/* The entry named `name` among the n `entries` (a listing), NULL if none. */
+const struct store_entry *store_entries_find(const struct store_entry *entries, size_t n,
+					     const char *name);
 
 /* Size and kind of one top-level entry (entry.name is NULL: the caller
  * passes the name), symbolic links followed.  Codes: source_not_found,
