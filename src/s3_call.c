@@ -169,6 +169,18 @@ static size_t on_read(char *buf, size_t size, size_t n, void *arg)
 	return len;
 }
 
+/* curl rewinds the body when it sends a request again on a new connection
+ * (a reused connection that the server had closed). */
+static int on_seek(void *arg, curl_off_t offset, int origin)
+{
+	struct call *k = arg;
+
+	if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > k->body_len)
+		return CURL_SEEKFUNC_CANTSEEK;
+	k->body_pos = (size_t)offset;
+	return CURL_SEEKFUNC_OK;
+}
+
 static void add_header(struct call *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void add_header(struct call *k, const char *fmt, ...)
@@ -335,6 +347,8 @@ static int call_setup(struct call *k)
 		curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
 		curl_easy_setopt(h, CURLOPT_READDATA, k);
+		curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
+		curl_easy_setopt(h, CURLOPT_SEEKDATA, k);
 		curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)k->body_len);
 	} else if (strcmp(k->method, "POST") == 0) {
 		curl_easy_setopt(h, CURLOPT_POST, 1L);
@@ -353,6 +367,7 @@ static bool retryable_curl_error(CURLcode rc)
 	case CURLE_COULDNT_CONNECT:
 	case CURLE_OPERATION_TIMEDOUT:
 	case CURLE_SEND_ERROR:
+	case CURLE_SEND_FAIL_REWIND:
 	case CURLE_RECV_ERROR:
 	case CURLE_GOT_NOTHING:
 	case CURLE_PARTIAL_FILE:

@@ -7,7 +7,7 @@
  * do not, a refused connection, 403/404 errors, a 200 that carries an
  * error, a missing AbortMultipartUpload, listing pagination, parallel
  * chunked views, and multipart writes arriving out of order from several
- * threads.  Also the settings: precedence, validation, locations and
+ * threads, a kept connection reset under an upload.  Also the settings: precedence, validation, locations and
  * addressing; and the credentials: one provider shared by the clients,
  * session tokens sent, S3's ExpiredToken answered by a refresh.  And
  * where S3 may send a signed request: AuthorizationHeaderMalformed naming
@@ -102,6 +102,11 @@ struct fake {
 	struct http_buf object;
 	int completes, aborts;
 	char complete_body[4096];
+	/* keep the first connection open after its answer and reset it when
+	 * the next request arrives on it, as a server closing an idle
+	 * connection does */
+	bool reset_reused;
+	int resets;
 };
 
 static void respond(struct http_buf *out, int status, const char *headers, const void *body,
@@ -174,6 +179,33 @@ fail:
 	return false;
 }
 
+/* The answer without "Connection: close". */
+static void keep_alive(struct http_buf *out)
+{
+	static const char close_header[] = "Connection: close\r\n";
+	char *p = strstr(out->s, close_header);
+	size_t n = sizeof(close_header) - 1;
+
+	if (p) {
+		memmove(p, p + n, out->len - (size_t)(p - out->s) - n + 1);
+		out->len -= n;
+	}
+}
+
+/* Reads the next request on the kept connection, then resets it unanswered
+ * (SO_LINGER 0 sends RST on close). */
+static void reset_next_request(struct fake *f, int c)
+{
+	struct linger off = {.l_onoff = 1, .l_linger = 0};
+	struct request r;
+
+	f->reset_reused = false;
+	if (read_request(c, &r))
+		free(r.body.s);
+	setsockopt(c, SOL_SOCKET, SO_LINGER, &off, sizeof(off));
+	f->resets++;
+}
+
 static void *serve(void *arg)
 {
 	struct fake *f = arg;
@@ -194,6 +226,8 @@ static void *serve(void *arg)
 			atomic_fetch_add(&f->requests, 1);
 			memset(&out, 0, sizeof(out));
 			f->handler(f, &r, &out);
+			if (f->reset_reused)
+				keep_alive(&out);
 			for (done = 0; done < out.len; done += (size_t)n) {
 				n = write(c, out.s + done, out.len - done);
 				if (n <= 0)
@@ -201,6 +235,8 @@ static void *serve(void *arg)
 			}
 			free(out.s);
 			free(r.body.s);
+			if (f->reset_reused)
+				reset_next_request(f, c);
 		}
 		close(c);
 	}
@@ -1222,6 +1258,37 @@ START_TEST(test_multipart_writer)
 }
 END_TEST
 
+/* A server closes a kept connection while curl sends the next UploadPart on
+ * it: curl sends the part again on a new connection, rewinding the body. */
+START_TEST(test_reused_connection_reset_on_upload)
+{
+	static const char body1[] = "first part", body2[] = "second part, sent twice";
+	struct s3_client *c;
+	struct fake *f;
+	struct err e = {0};
+	char *etag = NULL;
+
+	setup_env();
+	f = fake_start(mini_s3);
+	f->reset_reused = true;
+	c = client();
+	ck_assert_msg(s3_multipart_upload_part(c, "bkt", "k", "up/1+=", 1, body1,
+					       sizeof(body1) - 1, &etag, NULL, &e) == 0,
+		      "%s", e.msg);
+	free(etag);
+	ck_assert_msg(s3_multipart_upload_part(c, "bkt", "k", "up/1+=", 2, body2,
+					       sizeof(body2) - 1, &etag, NULL, &e) == 0,
+		      "%s", e.msg);
+	ck_assert_str_eq(etag, "\"etag-2\"");
+	free(etag);
+	ck_assert_int_eq(f->resets, 1);
+	ck_assert_uint_eq(f->parts[1].len, sizeof(body2) - 1);
+	ck_assert(memcmp(f->parts[1].s, body2, sizeof(body2) - 1) == 0);
+	s3_client_free(c);
+	fake_stop(f);
+}
+END_TEST
+
 static void one_object(struct fake *f, struct request *r, struct http_buf *out)
 {
 	static const char listing[] = "<ListBucketResult><IsTruncated>false</IsTruncated>"
@@ -1625,6 +1692,7 @@ static Suite *s3_suite(void)
 	tcase_add_test(t, test_region_named_by_s3);
 	tcase_add_test(t, test_token_stays_expired);
 	tcase_add_test(t, test_multipart_writer);
+	tcase_add_test(t, test_reused_connection_reset_on_upload);
 	tcase_add_test(t, test_destination_not_empty);
 	suite_add_tcase(s, t);
 	t = tcase_create("settings");
