@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * exec: the worker pool and the runs it executes.  A run flattens its plan
- * into work items (one per piece, in plan order); idle workers take the next
- * unclaimed item from the active runs in turn, read the sources in bounded
+ * into work items (one per piece, grouped by output file, in plan order
+ * within each); idle workers take an unclaimed item from the active runs in
+ * turn, each from an output file no other worker is writing while there is
+ * one (writers of one file queue on its lock), read the sources in bounded
  * bands copied into their own buffer (or through bounded views), assemble
  * the piece in their own piece buffer (a plain copy goes straight through)
  * and write it at its final offset.  The worker
@@ -18,7 +20,6 @@
  */
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -49,6 +50,10 @@ struct worker {
 	unsigned char *buffer;	/* PLAN_PIECE_MAX bytes, this worker's only */
 	unsigned char *band;	/* EXEC_BAND_MAX bytes of source */
 	struct store_view view; /* the view being read; survives a fault */
+	/* The output file of its last piece (pool lock): the file it holds
+	 * while no other worker takes it. */
+	uint64_t last_run_id;
+	uint32_t last_file;
 };
 
 struct exec_pool {
@@ -60,6 +65,7 @@ struct exec_pool {
 	bool stopping;		   /* lock */
 	struct exec_run *runs;	   /* active runs, lock */
 	struct exec_run *next_run; /* where the round-robin resumes, lock */
+	uint64_t run_ids;	   /* the last run id handed out, lock */
 	_Atomic unsigned busy;
 };
 
@@ -74,13 +80,18 @@ struct exec_run {
 	bool copy_in;	/* sources read in bands, not views */
 	bool fast_copy; /* plain copies may be written from views */
 
-	struct work_item *items;
+	struct work_item *items; /* grouped by output file, plan order within */
 	size_t nitems;
+	size_t *file_end; /* nfiles: one past a file's last item */
 
 	/* Scheduling, protected by the pool's lock. */
 	struct exec_run *next;	/* in pool->runs */
+	uint64_t id;		/* while registered: nonzero, unique in the pool */
 	pthread_cond_t changed; /* a piece finished or the run stopped */
-	size_t next_item, items_finished, in_flight;
+	size_t *file_next;	/* nfiles: a file's next unclaimed item */
+	unsigned *file_workers; /* nfiles: its pieces being written now */
+	size_t first_open;	/* no file before it has unclaimed items */
+	size_t items_claimed, items_finished, in_flight;
 	bool stopped;
 	bool executed;
 	double rate_next; /* when the next piece may be handed out */
@@ -121,89 +132,6 @@ const char *tensor_state_name(enum tensor_state s)
 		return "failed";
 	}
 	return "unknown";
-}
-
-/* ---- CPUs this process may use ---------------------------------------- */
-
-unsigned exec_cpu_quota_limit(const char *cpu_max)
-{
-	unsigned long long quota, period;
-
-	if (sscanf(cpu_max, "%llu %llu", &quota, &period) != 2 || period == 0 || quota == 0)
-		return 0;
-	return (unsigned)((quota + period - 1) / period);
-}
-
-static unsigned quota_from_file(const char *path)
-{
-	char text[128];
-	size_t n;
-	FILE *f = fopen(path, "r");
-
-	if (!f)
-		return 0;
-	n = fread(text, 1, sizeof(text) - 1, f);
-	fclose(f);
-	text[n] = '\0';
-	return exec_cpu_quota_limit(text);
-}
-
-/* The cgroup v2 path of this process ("/" in a container's namespace). */
-static int own_cgroup_path(char *out, size_t len)
-{
-	char line[4096];
-	int found = -1;
-	FILE *f = fopen("/proc/self/cgroup", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "0::", 3) == 0) {
-			line[strcspn(line, "\n")] = '\0';
-			snprintf(out, len, "%s", line + 3);
-			found = 0;
-			break;
-		}
-	}
-	fclose(f);
-	return found;
-}
-
-/* The tightest cpu.max quota on the way from our cgroup to the root. */
-static unsigned cgroup_cpu_limit(void)
-{
-	char path[4096], file[4200];
-	unsigned limit = quota_from_file("/sys/fs/cgroup/cpu.max");
-	char *slash;
-
-	if (own_cgroup_path(path, sizeof(path)) != 0)
-		return limit;
-	while (path[0] && strcmp(path, "/") != 0) {
-		unsigned q;
-
-		snprintf(file, sizeof(file), "/sys/fs/cgroup%s/cpu.max", path);
-		q = quota_from_file(file);
-		if (q && (!limit || q < limit))
-			limit = q;
-		slash = strrchr(path, '/');
-		if (!slash)
-			break;
-		*slash = '\0';
-	}
-	return limit;
-}
-
-unsigned exec_cpus_available(void)
-{
-	cpu_set_t set;
-	unsigned n = 1, limit;
-
-	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
-		n = (unsigned)CPU_COUNT(&set);
-	limit = cgroup_cpu_limit();
-	if (limit && limit < n)
-		n = limit;
-	return n ? n : 1;
 }
 
 /* ---- SIGBUS from truncated sources ------------------------------------ */
@@ -643,13 +571,50 @@ static bool run_item(struct worker *w, struct exec_run *run, size_t item)
 
 static bool run_has_work(const struct exec_run *run)
 {
-	return !run->stopped && !run_stopping(run) && run->next_item < run->nitems;
+	return !run->stopped && !run_stopping(run) && run->items_claimed < run->nitems;
+}
+
+static bool file_has_work(const struct exec_run *run, size_t f)
+{
+	return run->file_next[f] < run->file_end[f];
+}
+
+/* The output file w's next piece of run comes from; the run has work.
+ * Writers of one file queue on its lock (the inode's, in a local
+ * filesystem), so each worker holds a file of its own: the file of its
+ * last piece while it has pieces left and no other worker took it over,
+ * else the first file nobody is writing.  Only when every file with
+ * pieces left is being written (fewer such files than workers) does a
+ * worker join one: the one with the fewest writers, then the most pieces
+ * left.  Pool lock held. */
+static size_t choose_file(struct exec_run *run, const struct worker *w)
+{
+	const size_t nfiles = run->plan->nfiles;
+	size_t f, best = nfiles;
+
+	if (w->last_run_id == run->id && w->last_file < nfiles &&
+	    file_has_work(run, w->last_file) && run->file_workers[w->last_file] == 0)
+		return w->last_file;
+	while (run->first_open < nfiles && !file_has_work(run, run->first_open))
+		run->first_open++;
+	for (f = run->first_open; f < nfiles; f++) {
+		if (!file_has_work(run, f))
+			continue;
+		if (run->file_workers[f] == 0)
+			return f;
+		if (best == nfiles || run->file_workers[f] < run->file_workers[best] ||
+		    (run->file_workers[f] == run->file_workers[best] &&
+		     run->file_end[f] - run->file_next[f] >
+			     run->file_end[best] - run->file_next[best]))
+			best = f;
+	}
+	return best;
 }
 
 /* The rate cap: a capped run's pieces are handed out no faster than its
  * rate allows, so waiting for it never occupies a worker that another run
  * could use.  Pool lock held. */
-static bool rate_allows(struct exec_run *run, double now, double *wake)
+static bool rate_allows(struct exec_run *run, size_t item, double now, double *wake)
 {
 	if (!run->max_bytes_per_second)
 		return true;
@@ -658,14 +623,15 @@ static bool rate_allows(struct exec_run *run, double now, double *wake)
 			*wake = run->rate_next;
 		return false;
 	}
-	run->rate_next = now + (double)run->items[run->next_item].source_bytes /
+	run->rate_next = now + (double)run->items[item].source_bytes /
 				       (double)run->max_bytes_per_second;
 	return true;
 }
 
-/* Takes the next piece from the runs in turn; pool lock held.  *wake is
+/* Takes w's next piece from the runs in turn; pool lock held.  *wake is
  * set to when a rate-capped run may next be served (0 = no such run). */
-static struct exec_run *claim_piece(struct exec_pool *pool, size_t *item, double *wake)
+static struct exec_run *claim_piece(struct exec_pool *pool, struct worker *w, size_t *item,
+				    double *wake)
 {
 	struct exec_run *start = pool->next_run ? pool->next_run : pool->runs;
 	struct exec_run *run = start;
@@ -675,9 +641,15 @@ static struct exec_run *claim_piece(struct exec_pool *pool, size_t *item, double
 	if (!run)
 		return NULL;
 	do {
-		if (run_has_work(run) && rate_allows(run, now, wake)) {
-			*item = run->next_item++;
+		size_t f = run_has_work(run) ? choose_file(run, w) : run->plan->nfiles;
+
+		if (f < run->plan->nfiles && rate_allows(run, run->file_next[f], now, wake)) {
+			*item = run->file_next[f]++;
+			run->file_workers[f]++;
+			run->items_claimed++;
 			run->in_flight++;
+			w->last_run_id = run->id;
+			w->last_file = (uint32_t)f;
 			pool->next_run = run->next ? run->next : pool->runs;
 			return run;
 		}
@@ -709,8 +681,9 @@ static bool run_settled(const struct exec_run *run)
 }
 
 /* Pool lock held. */
-static void release_piece(struct exec_run *run, bool ok)
+static void release_piece(struct exec_run *run, size_t item, bool ok)
 {
+	run->file_workers[run->plan->tensors[run->items[item].tensor].file]--;
 	run->in_flight--;
 	if (ok)
 		run->items_finished++;
@@ -735,7 +708,7 @@ static void *worker_main(void *arg)
 		size_t item;
 		bool ok;
 
-		run = claim_piece(pool, &item, &wake);
+		run = claim_piece(pool, w, &item, &wake);
 		if (!run) {
 			wait_for_work(pool, wake);
 			continue;
@@ -745,7 +718,7 @@ static void *worker_main(void *arg)
 		ok = run_item(w, run, item);
 		pthread_mutex_lock(&pool->lock);
 		atomic_fetch_sub(&pool->busy, 1);
-		release_piece(run, ok);
+		release_piece(run, item, ok);
 	}
 	pthread_mutex_unlock(&pool->lock);
 	free(w->buffer);
@@ -861,18 +834,28 @@ static uint64_t piece_source_bytes(const struct plan_tensor *t, const struct pla
 	return n;
 }
 
-/* Work items in plan order, and the counts that tell when a tensor or a
- * file is complete. */
+/* Work items grouped by output file, in plan order within each, and the
+ * counts that tell when a tensor or a file is complete. */
 static void run_flatten(struct exec_run *run)
 {
 	const struct plan *p = run->plan;
-	size_t t, n = 0;
+	size_t t, f, n = 0;
 	uint32_t k;
 
+	run->file_end = xcalloc(p->nfiles, sizeof(*run->file_end));
+	run->file_next = xcalloc(p->nfiles, sizeof(*run->file_next));
+	run->file_workers = xcalloc(p->nfiles, sizeof(*run->file_workers));
 	for (t = 0; t < p->ntensors; t++)
 		if (!file_skipped(run, p->tensors[t].file))
-			n += p->tensors[t].npieces;
+			run->file_end[p->tensors[t].file] += p->tensors[t].npieces;
+	/* file_next: where each file's items start; file_end: their end. */
+	for (f = 0; f < p->nfiles; f++) {
+		run->file_next[f] = n;
+		n += run->file_end[f];
+		run->file_end[f] = run->file_next[f];
+	}
 	run->items = xcalloc(n, sizeof(*run->items));
+	run->nitems = n;
 	for (t = 0; t < p->ntensors; t++) {
 		const struct plan_tensor *pt = &p->tensors[t];
 
@@ -881,7 +864,7 @@ static void run_flatten(struct exec_run *run)
 		if (file_skipped(run, pt->file))
 			continue;
 		for (k = 0; k < pt->npieces; k++)
-			run->items[run->nitems++] = (struct work_item){
+			run->items[run->file_end[pt->file]++] = (struct work_item){
 				(uint32_t)t, k, piece_source_bytes(pt, &pt->pieces[k])};
 		atomic_init(&run->tensor_remaining[t], pt->npieces);
 		atomic_fetch_add(&run->file_remaining[pt->file], pt->npieces);
@@ -948,6 +931,9 @@ void exec_run_free(struct exec_run *run)
 	free(run->skip_file);
 	free(run->kept_file);
 	free(run->items);
+	free(run->file_end);
+	free(run->file_next);
+	free(run->file_workers);
 	free(run);
 }
 
@@ -1012,6 +998,7 @@ static int finish_empty(struct exec_run *run, struct err *e)
 
 static void pool_register(struct exec_pool *pool, struct exec_run *run)
 {
+	run->id = ++pool->run_ids;
 	run->next = pool->runs;
 	pool->runs = run;
 	pthread_cond_broadcast(&pool->work);

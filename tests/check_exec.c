@@ -6,8 +6,8 @@
  * progress and tensor states, cancellation of a rate-capped run, a source
  * truncated during a run (checked by the store, and under a live mapping:
  * SIGBUS on the assembling path, EFAULT on the direct-write path), two runs
- * sharing one pool, an unwritable destination, and the workers' names and
- * signal masks.
+ * sharing one pool, which worker writes which output file, an unwritable
+ * destination, and the workers' names and signal masks.
  */
 #include <check.h>
 #include <dirent.h>
@@ -847,6 +847,152 @@ START_TEST(test_two_runs_share_pool)
 }
 END_TEST
 
+/* ---- which worker writes which file ------------------------------------ */
+
+/* Output files of `pieces` plain-copy pieces of `piece` bytes each, one
+ * tensor per file, all from one source. */
+static struct fake *files_fake(unsigned nfiles, unsigned pieces, uint64_t piece)
+{
+	static const char *const names[] = {"f0.safetensors", "f1.safetensors"};
+	static const char *const tensors[] = {"f0.t", "f1.t"};
+	struct fake *f = fake_new();
+	uint32_t s = add_source(f, "src.bin", DTYPE_U8, nfiles * pieces * piece, 8, 9);
+	struct plan_tensor *t;
+	unsigned i, k;
+
+	for (i = 0; i < nfiles; i++) {
+		add_file(f, names[i]);
+		t = add_tensor(f, tensors[i], DTYPE_U8, pieces * piece);
+		for (k = 0; k < pieces; k++) {
+			uint64_t off = (uint64_t)(i * pieces + k) * piece;
+			struct plan_op op = {s, false, DTYPE_U8, DTYPE_U8, 1, piece, off, piece,
+					     0,	    piece};
+
+			add_piece(t, k * piece, piece, &op, 1);
+		}
+	}
+	finish_fake(f);
+	return f;
+}
+
+/* What the destination's writes saw: per file, the writes in progress,
+ * the bytes written, and how often a write began while another write to
+ * the same file was in progress, with another file not yet complete. */
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t changed;
+	const struct fake *f;
+	unsigned writing[2], most_writing[2];
+	uint64_t written[2];
+	unsigned shared_early; /* a file shared while another was unfinished */
+	bool wait_for_second;  /* the first data write waits for a second one */
+	bool waited;
+} watch = {.lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER};
+
+static struct store_backend watching_backend;
+
+static int watching_write(struct store_writer *w, uint64_t off, const void *buf, size_t len,
+			  struct err *e)
+{
+	unsigned fi = strcmp(w->name, watch.f->files[0].name) == 0 ? 0 : 1, j;
+	bool first_data;
+	int rc;
+
+	pthread_mutex_lock(&watch.lock);
+	if (watch.writing[fi] > 0)
+		for (j = 0; j < watch.f->plan.nfiles; j++)
+			if (j != fi && watch.written[j] < watch.f->files[j].size)
+				watch.shared_early++;
+	first_data = off >= HEADER_LEN && watch.wait_for_second && !watch.waited;
+	watch.waited = watch.waited || first_data;
+	watch.writing[fi]++;
+	if (watch.writing[fi] > watch.most_writing[fi])
+		watch.most_writing[fi] = watch.writing[fi];
+	pthread_cond_broadcast(&watch.changed);
+	if (first_data) {
+		/* A second worker must write this file while this write is
+		 * held (the guard only ends a broken run). */
+		struct timespec until;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 30;
+		while (watch.writing[fi] < 2 &&
+		       pthread_cond_timedwait(&watch.changed, &watch.lock, &until) == 0)
+			;
+	}
+	pthread_mutex_unlock(&watch.lock);
+	sleep_ms(1);
+	rc = store_local_backend.writer_write(w, off, buf, len, e);
+	pthread_mutex_lock(&watch.lock);
+	watch.writing[fi]--;
+	watch.written[fi] += len;
+	pthread_mutex_unlock(&watch.lock);
+	return rc;
+}
+
+static void watch_writes(struct fake *f, bool wait_for_second)
+{
+	pthread_mutex_lock(&watch.lock);
+	memset(watch.writing, 0, sizeof(watch.writing));
+	memset(watch.most_writing, 0, sizeof(watch.most_writing));
+	memset(watch.written, 0, sizeof(watch.written));
+	watch.shared_early = 0;
+	watch.wait_for_second = wait_for_second;
+	watch.waited = false;
+	watch.f = f;
+	pthread_mutex_unlock(&watch.lock);
+	watching_backend = store_local_backend;
+	watching_backend.writer_write = watching_write;
+	f->dst->backend = &watching_backend;
+}
+
+/* Two files, two workers: each worker writes a file of its own, so no
+ * file is written by two workers at once until the other file is
+ * complete; the output is the same. */
+START_TEST(test_workers_hold_files_of_their_own)
+{
+	struct fake *f = files_fake(2, 12, 64 << 10);
+	struct exec_pool *pool;
+	struct exec_run *run;
+	struct exec_progress pr;
+	struct err e;
+
+	err_clear(&e);
+	watch_writes(f, false);
+	pool = exec_pool_new(2, &e);
+	ck_assert_msg(run_fake(f, pool, NULL, &run, &e) == 0, "%s: %s", err_name(e.code), e.msg);
+	check_output(f, NULL);
+	ck_assert_uint_eq(watch.shared_early, 0);
+	ck_assert_uint_eq(watch.written[0], f->files[0].size);
+	ck_assert_uint_eq(watch.written[1], f->files[1].size);
+	exec_run_progress(run, &pr);
+	ck_assert_uint_eq(pr.tensors_done, 2);
+	ck_assert_uint_eq(pr.bytes_done, pr.bytes_total);
+	exec_run_free(run);
+	exec_pool_free(pool);
+	fake_free(f);
+}
+END_TEST
+
+/* One file, two workers: fewer files than workers, so both write it. */
+START_TEST(test_workers_share_a_lone_file)
+{
+	struct fake *f = files_fake(1, 8, 64 << 10);
+	struct exec_pool *pool;
+	struct err e;
+
+	err_clear(&e);
+	watch_writes(f, true);
+	pool = exec_pool_new(2, &e);
+	ck_assert_msg(run_fake(f, pool, NULL, NULL, &e) == 0, "%s: %s", err_name(e.code), e.msg);
+	check_output(f, NULL);
+	ck_assert(watch.waited);
+	ck_assert_uint_eq(watch.most_writing[0], 2);
+	exec_pool_free(pool);
+	fake_free(f);
+}
+END_TEST
+
 START_TEST(test_unwritable_destination)
 {
 	struct fake *f = mixed_fake();
@@ -1014,6 +1160,8 @@ static Suite *exec_suite(void)
 	tcase_add_test(tc, test_sigbus_while_assembling);
 	tcase_add_test(tc, test_fault_while_writing_from_view);
 	tcase_add_test(tc, test_two_runs_share_pool);
+	tcase_add_test(tc, test_workers_hold_files_of_their_own);
+	tcase_add_test(tc, test_workers_share_a_lone_file);
 	tcase_add_test(tc, test_unwritable_destination);
 	tcase_add_test(tc, test_cpu_quota);
 	tcase_add_test(tc, test_default_pool_size);

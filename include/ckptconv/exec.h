@@ -7,8 +7,10 @@
  * (store_read) or through bounded views (store_view), see exec_read_mode;
  * each piece is assembled in a per-worker buffer of at most PLAN_PIECE_MAX
  * bytes (a plain copy goes straight through) and written once to its
- * output file; a file is committed by the worker that finishes its
- * last piece.  Progress is counted with atomics and may be read from any
+ * output file; each worker holds an output file no other worker writes
+ * while there is one (several only when fewer files with pieces left
+ * than workers remain); a file is committed by the worker that finishes
+ * its last piece.  Progress is counted with atomics and may be read from any
  * thread while the run goes on.  A SIGBUS from a source truncated under us
  * fails the run with an error naming the file; the process carries on
  * (a source read by copies reports the same error from the short read).
