@@ -518,10 +518,9 @@ static const size_t sizes[][2] = {
 /* Destination padding and the bytes around must stay untouched. */
 #define GUARD 0x5a
 
-static void check_transpose_case(size_t rows, size_t cols, size_t esize, size_t src_pad,
-				 size_t dst_pad, size_t misalign)
+static void check_transpose_strided(size_t rows, size_t cols, size_t esize, size_t ss, size_t ds,
+				    size_t misalign)
 {
-	size_t ss = cols * esize + src_pad, ds = rows * esize + dst_pad;
 	size_t src_len = rows * ss + misalign, dst_len = cols * ds + misalign + 16;
 	unsigned char *src = malloc(src_len), *dst = malloc(dst_len), *want = malloc(dst_len);
 	size_t r, c;
@@ -535,12 +534,48 @@ static void check_transpose_case(size_t rows, size_t cols, size_t esize, size_t 
 			       src + misalign + r * ss + c * esize, esize);
 	kern_transpose(src + misalign, ss, dst + misalign, ds, rows, cols, esize);
 	ck_assert_msg(memcmp(dst, want, dst_len) == 0,
-		      "transpose %zux%zu esize %zu pads %zu/%zu misalign %zu", rows, cols, esize,
-		      src_pad, dst_pad, misalign);
+		      "transpose %zux%zu esize %zu strides %zu/%zu misalign %zu", rows, cols, esize,
+		      ss, ds, misalign);
 	free(src);
 	free(dst);
 	free(want);
 }
+
+static void check_transpose_case(size_t rows, size_t cols, size_t esize, size_t src_pad,
+				 size_t dst_pad, size_t misalign)
+{
+	check_transpose_strided(rows, cols, esize, cols * esize + src_pad, rows * esize + dst_pad,
+				misalign);
+}
+
+/* Long source rows a multiple of 512 bytes apart, into shorter
+ * destination rows (an expert's weights into a grouped tensor): the
+ * blocked path, with rows and columns that fill whole blocks, and every
+ * edge they leave (fewer rows or columns than a block, one more, one
+ * less), misaligned or not. */
+START_TEST(transpose_long_source_rows)
+{
+	static const size_t shapes[][2] = {
+		{32, 256}, {64, 1024}, {31, 256}, {33, 255}, {1, 2048}, {95, 97}, {7, 1000},
+		{256, 2048}, {129, 1539}, {16, 16}, {17, 4},
+	};
+	static const size_t esizes[] = {2, 4};
+	size_t i, k, ss;
+
+	rng_state = 97;
+	for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
+		for (k = 0; k < 2; k++) {
+			size_t rows = shapes[i][0], cols = shapes[i][1], es = esizes[k];
+
+			ss = (cols * es + 511) / 512 * 512;
+			if (ss <= rows * es)
+				ss = (rows * es / 512 + 1) * 512;
+			check_transpose_strided(rows, cols, es, ss, rows * es, 0);
+			check_transpose_strided(rows, cols, es, ss, rows * es + 6, 3);
+			check_transpose_strided(rows, cols, es, 2 * ss, rows * es * 2, 1);
+		}
+}
+END_TEST
 
 START_TEST(transpose_all_sizes)
 {
@@ -704,6 +739,7 @@ static Suite *kernels_suite(void)
 	tc = tcase_create("transpose");
 	tcase_set_timeout(tc, 300);
 	tcase_add_loop_test(tc, transpose_all_sizes, 0, nsizes);
+	tcase_add_test(tc, transpose_long_source_rows);
 	tcase_add_loop_test(tc, transpose_cast_all_sizes, 0, nsizes);
 	tcase_add_test(tc, run_op_kinds);
 	suite_add_tcase(s, tc);
