@@ -58,6 +58,23 @@ START_TEST(test_lengths_and_alignments)
 		for (len = 0; len < 300; len++)
 			both(buf + off, len);
 	both(buf, 4096);
+	{
+		/* Lengths around the three interleaved streams (8 KiB each)
+		 * of the instruction path: one round, one byte either side,
+		 * several rounds and a tail, at an odd address. */
+		static const size_t longs[] = {24575, 24576, 24577, 49152 + 8191, 3 * 24576 + 5,
+					       1 << 20};
+		unsigned char *big = malloc((1 << 20) + 1);
+		size_t k;
+
+		for (k = 0; k < (1 << 20) + 1; k++)
+			big[k] = (unsigned char)(k * 2654435761u >> 13);
+		for (k = 0; k < sizeof(longs) / sizeof(longs[0]); k++) {
+			both(big, longs[k]);
+			both(big + 1, longs[k]);
+		}
+		free(big);
+	}
 	/* Continuing a CRC equals computing it at once. */
 	ck_assert_uint_eq(crc32c(crc32c(0, buf, 1000), buf + 1000, 3096), crc32c(0, buf, 4096));
 	free(buf);
