@@ -3,8 +3,10 @@
  * kernels: the arithmetic of a conversion.  Element casts between F32, F16
  * and BF16 that round to nearest even like torch, keep infinities and keep a
  * NaN a NaN of the same sign; cache-blocked 2-D transposes (an SSE2 8x8
- * micro-kernel for 16-bit elements and 4x4 for 32-bit ones, with a portable
- * path for other targets and element sizes); and the runner of one strided
+ * micro-kernel for 16-bit elements and 4x4 for 32-bit ones, over tiles, or
+ * over line-sized blocks copied out first when long source rows would
+ * share cache sets; a portable path for other targets and element sizes);
+ * and the runner of one strided
  * matrix move, the op a plan's ops are made of.
  * Pointers need no particular alignment.  No allocation, no I/O.
  */
