@@ -123,8 +123,7 @@ __attribute__((target("sse4.2"))) static uint32_t crc_sse42(uint32_t c, const un
 			c1 = __builtin_ia32_crc32di(c1, v1);
 			c2 = __builtin_ia32_crc32di(c2, v2);
 		}
-		c64 = multmodp(stream_shift,
-			       multmodp(stream_shift, (uint32_t)c64) ^ (uint32_t)c1) ^
+		c64 = multmodp(stream_shift, multmodp(stream_shift, (uint32_t)c64) ^ (uint32_t)c1) ^
 		      (uint32_t)c2;
 		p += 3 * STREAM_BYTES;
 		len -= 3 * STREAM_BYTES;

@@ -623,8 +623,8 @@ static bool rate_allows(struct exec_run *run, size_t item, double now, double *w
 			*wake = run->rate_next;
 		return false;
 	}
-	run->rate_next = now + (double)run->items[item].source_bytes /
-				       (double)run->max_bytes_per_second;
+	run->rate_next =
+		now + (double)run->items[item].source_bytes / (double)run->max_bytes_per_second;
 	return true;
 }
 

@@ -6,9 +6,8 @@
  * micro-kernel for 16-bit elements and 4x4 for 32-bit ones, over tiles, or
  * over line-sized blocks copied out first when long source rows would
  * share cache sets; a portable path for other targets and element sizes);
- * and the runner of one strided
- * matrix move, the op a plan's ops are made of.
- * Pointers need no particular alignment.  No allocation, no I/O.
+ * and the runner of one strided matrix move, the op a plan's ops are made
+ * of.  Pointers need no particular alignment.  No allocation, no I/O.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -541,7 +540,8 @@ static void transpose_blocked(const unsigned char *s, size_t ss, unsigned char *
 
 	for (r0 = 0; r0 < rb; r0 += BTILE_ROWS)
 		for (c0 = 0; c0 < cb; c0 += tile_cols) {
-			size_t rn = min_size(rb, r0 + BTILE_ROWS), cn = min_size(cb, c0 + tile_cols);
+			size_t rn = min_size(rb, r0 + BTILE_ROWS),
+			       cn = min_size(cb, c0 + tile_cols);
 
 			for (c = c0; c < cn; c += n)
 				for (r = r0; r < rn; r += n) {
