@@ -3,8 +3,9 @@
  * exec: the worker pool and the runs it executes.  A run flattens its plan
  * into work items (one per piece, grouped by output file, in plan order
  * within each); idle workers take an unclaimed item from the active runs in
- * turn, each from an output file no other worker is writing while there is
- * one (writers of one file queue on its lock), read the sources in bounded
+ * turn (where the destination locks files, each from an output file no
+ * other worker is writing while there is one; elsewhere in plan order),
+ * read the sources in bounded
  * bands copied into their own buffer (or through bounded views), assemble
  * the piece in their own piece buffer (a plain copy goes straight through)
  * and write it at its final offset.  The worker
@@ -79,6 +80,7 @@ struct exec_run {
 	void *on_published_arg;
 	bool copy_in;	/* sources read in bands, not views */
 	bool fast_copy; /* plain copies may be written from views */
+	bool own_files; /* workers hold output files of their own */
 
 	struct work_item *items; /* grouped by output file, plan order within */
 	size_t nitems;
@@ -580,8 +582,9 @@ static bool file_has_work(const struct exec_run *run, size_t f)
 }
 
 /* The output file w's next piece of run comes from; the run has work.
- * Writers of one file queue on its lock (the inode's, in a local
- * filesystem), so each worker holds a file of its own: the file of its
+ * Without STORE_FILE_WRITE_LOCK, the first file with pieces left (plan
+ * order).  With it, writers of one file queue on its lock (the inode's, in
+ * a local filesystem), so each worker holds a file of its own: the file of its
  * last piece while it has pieces left and no other worker took it over,
  * else the first file nobody is writing.  Only when every file with
  * pieces left is being written (fewer such files than workers) does a
@@ -592,11 +595,13 @@ static size_t choose_file(struct exec_run *run, const struct worker *w)
 	const size_t nfiles = run->plan->nfiles;
 	size_t f, best = nfiles;
 
+	while (run->first_open < nfiles && !file_has_work(run, run->first_open))
+		run->first_open++;
+	if (!run->own_files)
+		return run->first_open;
 	if (w->last_run_id == run->id && w->last_file < nfiles &&
 	    file_has_work(run, w->last_file) && run->file_workers[w->last_file] == 0)
 		return w->last_file;
-	while (run->first_open < nfiles && !file_has_work(run, run->first_open))
-		run->first_open++;
 	for (f = run->first_open; f < nfiles; f++) {
 		if (!file_has_work(run, f))
 			continue;
@@ -887,6 +892,10 @@ struct exec_run *exec_run_new(const struct plan *plan, struct store *src, struct
 	 * mapping outside our guard: only one done with them in the call is
 	 * written from views. */
 	run->fast_copy = dst && (store_caps(dst) & STORE_WRITES_IN_CALL);
+	/* Writers of one file wait for each other only where the store
+	 * locks the file; elsewhere plan order keeps few files unfinished
+	 * (an object store buffers each one's incomplete part). */
+	run->own_files = dst && (store_caps(dst) & STORE_FILE_WRITE_LOCK);
 	/* A remote source is read into fetched views whatever the mode: bands
 	 * would be a request each. */
 	run->copy_in = (store_caps(src) & STORE_CHEAP_READ) != 0 &&

@@ -1176,7 +1176,7 @@ static bool local_same_location(const char *a, const char *b)
 const struct store_backend store_local_backend = {
 	.scheme = "file",
 	.caps = STORE_CHEAP_READ | STORE_MAPS_VIEWS | STORE_WRITES_IN_CALL | STORE_ATOMIC_RENAME |
-		STORE_DIRECTORIES,
+		STORE_DIRECTORIES | STORE_FILE_WRITE_LOCK,
 	.open = local_open,
 	.free = local_free,
 	.list = local_list,

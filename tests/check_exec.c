@@ -885,6 +885,8 @@ static struct {
 	unsigned writing[2], most_writing[2];
 	uint64_t written[2];
 	unsigned shared_early; /* a file shared while another was unfinished */
+	unsigned late_first;   /* data writes to f0 begun after f1's first */
+	bool data_begun[2];
 	bool wait_for_second;  /* the first data write waits for a second one */
 	bool waited;
 } watch = {.lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER};
@@ -903,6 +905,10 @@ static int watching_write(struct store_writer *w, uint64_t off, const void *buf,
 		for (j = 0; j < watch.f->plan.nfiles; j++)
 			if (j != fi && watch.written[j] < watch.f->files[j].size)
 				watch.shared_early++;
+	if (off >= HEADER_LEN) {
+		watch.late_first += fi == 0 && watch.data_begun[1];
+		watch.data_begun[fi] = true;
+	}
 	first_data = off >= HEADER_LEN && watch.wait_for_second && !watch.waited;
 	watch.waited = watch.waited || first_data;
 	watch.writing[fi]++;
@@ -930,19 +936,23 @@ static int watching_write(struct store_writer *w, uint64_t off, const void *buf,
 	return rc;
 }
 
-static void watch_writes(struct fake *f, bool wait_for_second)
+static void watch_writes(struct fake *f, bool wait_for_second, bool file_write_lock)
 {
 	pthread_mutex_lock(&watch.lock);
 	memset(watch.writing, 0, sizeof(watch.writing));
 	memset(watch.most_writing, 0, sizeof(watch.most_writing));
 	memset(watch.written, 0, sizeof(watch.written));
 	watch.shared_early = 0;
+	watch.late_first = 0;
+	memset(watch.data_begun, 0, sizeof(watch.data_begun));
 	watch.wait_for_second = wait_for_second;
 	watch.waited = false;
 	watch.f = f;
 	pthread_mutex_unlock(&watch.lock);
 	watching_backend = store_local_backend;
 	watching_backend.writer_write = watching_write;
+	if (!file_write_lock)
+		watching_backend.caps &= ~(unsigned)STORE_FILE_WRITE_LOCK;
 	f->dst->backend = &watching_backend;
 }
 
@@ -958,7 +968,7 @@ START_TEST(test_workers_hold_files_of_their_own)
 	struct err e;
 
 	err_clear(&e);
-	watch_writes(f, false);
+	watch_writes(f, false, true);
 	pool = exec_pool_new(2, &e);
 	ck_assert_msg(run_fake(f, pool, NULL, &run, &e) == 0, "%s: %s", err_name(e.code), e.msg);
 	check_output(f, NULL);
@@ -974,6 +984,30 @@ START_TEST(test_workers_hold_files_of_their_own)
 }
 END_TEST
 
+/* Two files, two workers, a destination without per-file write locks (an
+ * object store buffers each unfinished file's part): pieces go in plan
+ * order, so f1 is begun only once every piece of f0 is handed out; after
+ * f1's first data write at most the other worker's one piece of f0 is still
+ * to begin (each piece is one write here). */
+START_TEST(test_workers_follow_plan_order_without_file_locks)
+{
+	struct fake *f = files_fake(2, 12, 64 << 10);
+	struct exec_pool *pool;
+	struct err e;
+
+	err_clear(&e);
+	watch_writes(f, false, false);
+	pool = exec_pool_new(2, &e);
+	ck_assert_msg(run_fake(f, pool, NULL, NULL, &e) == 0, "%s: %s", err_name(e.code), e.msg);
+	check_output(f, NULL);
+	ck_assert_uint_le(watch.late_first, 1);
+	ck_assert_uint_eq(watch.written[0], f->files[0].size);
+	ck_assert_uint_eq(watch.written[1], f->files[1].size);
+	exec_pool_free(pool);
+	fake_free(f);
+}
+END_TEST
+
 /* One file, two workers: fewer files than workers, so both write it. */
 START_TEST(test_workers_share_a_lone_file)
 {
@@ -982,7 +1016,7 @@ START_TEST(test_workers_share_a_lone_file)
 	struct err e;
 
 	err_clear(&e);
-	watch_writes(f, true);
+	watch_writes(f, true, true);
 	pool = exec_pool_new(2, &e);
 	ck_assert_msg(run_fake(f, pool, NULL, NULL, &e) == 0, "%s: %s", err_name(e.code), e.msg);
 	check_output(f, NULL);
@@ -1162,6 +1196,7 @@ static Suite *exec_suite(void)
 	tcase_add_test(tc, test_two_runs_share_pool);
 	tcase_add_test(tc, test_workers_hold_files_of_their_own);
 	tcase_add_test(tc, test_workers_share_a_lone_file);
+	tcase_add_test(tc, test_workers_follow_plan_order_without_file_locks);
 	tcase_add_test(tc, test_unwritable_destination);
 	tcase_add_test(tc, test_cpu_quota);
 	tcase_add_test(tc, test_default_pool_size);

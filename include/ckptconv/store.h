@@ -97,6 +97,12 @@ enum store_cap {
 	 * this bit (an object-store prefix) an empty listing means there is
 	 * nothing at the location. */
 	STORE_DIRECTORIES = 1u << 5,
+	/* Writes into one file queue on a lock of that file (a local
+	 * filesystem's inode lock): the executor gives its workers output
+	 * files of their own.  Without it (an object store, which buffers
+	 * each file's unfinished parts) workers take pieces in plan order,
+	 * so that few files are unfinished at once. */
+	STORE_FILE_WRITE_LOCK = 1u << 6,
 };
 
 /* What stores talk to, handed explicitly to store_open_config by whoever
