@@ -439,7 +439,7 @@ static int parse_member(const char *path, const char *key, const json_t *v, uint
  * parsed, not a JSON tree of the whole header (about a kilobyte per
  * tensor, which a shard of 160,000 tensors would take to 200 MB). */
 static int parse_members(const char *path, const char *json, size_t len, uint64_t data_size,
-			 struct st_header *h, struct err *e)
+			 struct st_header *h, json_t *root, struct err *e)
 {
 	struct member_buf buf = {0};
 	bool seen_metadata = false;
@@ -462,6 +462,11 @@ static int parse_members(const char *path, const char *json, size_t len, uint64_
 		if (load_member(path, json, i, end, &buf, &obj, &key, &value, e) < 0)
 			goto out;
 		rc = parse_member(path, key, value, data_size, h, &cap, &seen_metadata, e);
+		/* A duplicate key was refused by parse_member (__metadata__)
+		 * or is refused by check_unique below (a tensor). */
+		if (rc == 0 && root && json_object_set(root, key, value) != 0)
+			rc = err_set(e, ERR_HEADER_INVALID_JSON, "%s: header is not valid JSON",
+				     path);
 		json_decref(obj);
 		if (rc < 0)
 			goto out;
@@ -499,6 +504,7 @@ int st_header_parse_root(const char *path, const char *json, size_t len, uint64_
 			 struct err *e)
 {
 	struct st_header h = {0};
+	json_t *root = NULL;
 	uint64_t data_size;
 	int rc = -1;
 
@@ -513,23 +519,23 @@ int st_header_parse_root(const char *path, const char *json, size_t len, uint64_
 	h.header_len = header_len;
 	h.data_start = ST_PREFIX_LEN + header_len;
 	h.file_size = file_size;
-	if (parse_members(path, json, len, data_size, &h, e))
+	if (root_out)
+		root = json_object();
+	if (parse_members(path, json, len, data_size, &h, root, e))
 		goto out_header;
 	if (h.ntensors)
 		qsort(h.tensors, h.ntensors, sizeof(*h.tensors), compare_by_offset);
 	if (check_coverage(path, &h, data_size, e))
 		goto out_header;
 	if (root_out) {
-		*root_out = json_loadb(json, len, JSON_REJECT_DUPLICATES, NULL);
-		if (!*root_out) {
-			err_set(e, ERR_HEADER_INVALID_JSON, "%s: header is not valid JSON", path);
-			goto out_header;
-		}
+		*root_out = root;
+		root = NULL;
 	}
 	*out = h;
 	memset(&h, 0, sizeof(h));
 	rc = 0;
 out_header:
+	json_decref(root);
 	st_header_fini(&h);
 	return rc;
 }

@@ -56,9 +56,10 @@ int st_header_parse(const char *path, const char *json, size_t len, uint64_t hea
 /* st_header_parse, also handing over the parsed JSON object (*root_out,
  * owned by the caller: json_decref) for what st_header drops, the header's
  * key order and __metadata__; *root_out is untouched on failure.  The
- * header is validated member by member first (so memory stays per
- * member), then read whole by jansson only for callers asking for the
- * tree: readers of a few shards' metadata (an Automodel checkpoint). */
+ * header is validated member by member (so memory stays per member); for
+ * callers asking for the tree, readers of a few shards' metadata (an
+ * Automodel checkpoint), the members' values are gathered into it as
+ * they are parsed, in header order (the text is parsed once). */
 int st_header_parse_root(const char *path, const char *json, size_t len, uint64_t header_len,
 			 uint64_t file_size, struct st_header *out, json_t **root_out,
 			 struct err *e);
