@@ -7,6 +7,8 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -14,6 +16,7 @@
 #include "ckptconv/automodel.h"
 #include "ckptconv/ckpt.h"
 #include "ckptconv/err.h"
+#include "ckptconv/exec.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 #include "automodel_internal.h"
@@ -396,6 +399,67 @@ static int list_shards(struct automodel *am, struct ckpt *c, struct err *e)
 out:
 	free(names);
 	store_entries_free(entries, n);
+	return rc;
+}
+
+/* Shard headers read and parsed by several threads: each shard is
+ * independent, and the headers of a checkpoint of many ranks are most of
+ * the time before the first byte is copied (on S3, a request each). */
+struct shard_readers {
+	struct automodel *am;
+	struct ckpt *c;
+	atomic_size_t next; /* the next shard to claim, in order */
+	atomic_bool failed;
+	int *rc;
+	struct err *errs;
+};
+
+static void *shard_reader_main(void *arg)
+{
+	struct shard_readers *r = arg;
+	size_t i;
+
+	/* Shards are claimed in order and claiming stops at a failure, so
+	 * every shard before a failed one has been read: the first failure in
+	 * order is the one a single reader would have met. */
+	while (!atomic_load(&r->failed) && (i = atomic_fetch_add(&r->next, 1)) < r->am->nshards) {
+		r->rc[i] = read_shard(r->am, r->c, i, &r->errs[i]);
+		if (r->rc[i])
+			atomic_store(&r->failed, true);
+	}
+	return NULL;
+}
+
+static int read_shards(struct automodel *am, struct ckpt *c, bool remote, struct err *e)
+{
+	struct shard_readers r = {.am = am, .c = c};
+	unsigned nthreads = remote ? 8 : exec_cpus_available(), started = 0, i;
+	pthread_t *threads;
+	int rc = 0;
+
+	if (nthreads > am->nshards)
+		nthreads = (unsigned)am->nshards;
+	r.rc = xcalloc(am->nshards, sizeof(*r.rc));
+	r.errs = xcalloc(am->nshards, sizeof(*r.errs));
+	threads = xcalloc(nthreads ? nthreads : 1, sizeof(*threads));
+	for (i = 1; i < nthreads; i++) {
+		if (pthread_create(&threads[started], NULL, shard_reader_main, &r) != 0)
+			break; /* fewer readers */
+		started++;
+	}
+	shard_reader_main(&r);
+	for (i = 0; i < started; i++)
+		pthread_join(threads[i], NULL);
+	for (i = 0; i < am->nshards; i++) {
+		if (r.rc[i]) {
+			*e = r.errs[i];
+			rc = -1;
+			break;
+		}
+	}
+	free(threads);
+	free(r.errs);
+	free(r.rc);
 	return rc;
 }
 
@@ -886,9 +950,9 @@ int automodel_open(const char *location, const struct store_config *cfg, bool al
 	for (i = 0; i < am->nshards; i++) {
 		am->files[i] = c->files[i].name;
 		am->shard_index[i] = shard_number(c->files[i].name);
-		if (read_shard(am, c, i, e))
-			goto fail;
 	}
+	if (read_shards(am, c, store_is_remote(location), e))
+		goto fail;
 	am->allow_gaps = allow_gaps;
 	if (load_metadata(am, c, e) || build_tensors(am, c, allow_gaps, e))
 		goto fail;
