@@ -430,9 +430,10 @@ static void *shard_reader_main(void *arg)
 	return NULL;
 }
 
-static int read_shards(struct automodel *am, struct ckpt *c, bool remote, struct err *e)
+static int read_shards(struct automodel *am, struct ckpt *c, struct err *e)
 {
 	struct shard_readers r = {.am = am, .c = c};
+	bool remote = (store_caps(c->store) & STORE_REMOTE) != 0;
 	unsigned nthreads = remote ? 8 : exec_cpus_available(), started = 0, i;
 	pthread_t *threads;
 	int rc = 0;
@@ -951,7 +952,7 @@ int automodel_open(const char *location, const struct store_config *cfg, bool al
 		am->files[i] = c->files[i].name;
 		am->shard_index[i] = shard_number(c->files[i].name);
 	}
-	if (read_shards(am, c, store_is_remote(location), e))
+	if (read_shards(am, c, e))
 		goto fail;
 	am->allow_gaps = allow_gaps;
 	if (load_metadata(am, c, e) || build_tensors(am, c, allow_gaps, e))
