@@ -31,9 +31,9 @@ START_TEST(test_record_round_trip)
 	struct err e = {0};
 	char *text;
 
-	ck_assert_int_eq(manifest_sums_note(s, "b.safetensors", 10, 0xdeadbeef, &e), 0);
-	ck_assert_int_eq(manifest_sums_note(s, "a.json", 3, 1, &e), 0);
-	ck_assert_int_eq(manifest_sums_note(s, "b.safetensors", 11, 0xE3069283u, &e), 0);
+	ck_assert_int_eq(manifest_sums_note(s, "b.safetensors", 10, 0xdeadbeef, NULL, &e), 0);
+	ck_assert_int_eq(manifest_sums_note(s, "a.json", 3, 1, NULL, &e), 0);
+	ck_assert_int_eq(manifest_sums_note(s, "b.safetensors", 11, 0xE3069283u, NULL, &e), 0);
 	text = manifest_sums_build(s);
 	ck_assert_ptr_nonnull(strstr(text, "\"crc32c\": \"e3069283\""));
 	ck_assert_ptr_nonnull(strstr(text, "a.json"));
@@ -103,7 +103,7 @@ START_TEST(test_record_many)
 
 	for (i = 0; i < n; i++) {
 		snprintf(name, sizeof(name), "f%07zu", (i * 7919) % n);
-		ck_assert_int_eq(manifest_sums_note(s, name, i, (uint32_t)i, &e), 0);
+		ck_assert_int_eq(manifest_sums_note(s, name, i, (uint32_t)i, NULL, &e), 0);
 	}
 	text = manifest_sums_build(s);
 	ck_assert_int_eq(manifest_sums_parse(text, "x", &back, &e), 0);
@@ -170,8 +170,8 @@ static struct store *make_destination(char *dir)
 	ck_assert_int_eq(store_put(s, "b.bin", "123456789", 9, &e), 0);
 	put_plan(s, PLAN_AB, false, 0);
 	sums = manifest_sums_new(DIGEST, s, MANIFEST_SUMS_NAME);
-	ck_assert_int_eq(manifest_sums_note(sums, "a.bin", 5, crc32c(0, "hello", 5), &e), 0);
-	ck_assert_int_eq(manifest_sums_note(sums, "b.bin", 9, 0xE3069283u, &e), 0);
+	ck_assert_int_eq(manifest_sums_note(sums, "a.bin", 5, crc32c(0, "hello", 5), NULL, &e), 0);
+	ck_assert_int_eq(manifest_sums_note(sums, "b.bin", 9, 0xE3069283u, NULL, &e), 0);
 	manifest_sums_free(sums);
 	path = malloc(strlen(dir) + 32);
 	sprintf(path, "%s/%s", dir, MANIFEST_SUMS_NAME);
@@ -213,14 +213,14 @@ START_TEST(test_verify_complete)
 	put_plan(s, PLAN_AB, false, 0);
 	ck_assert_int_eq(store_remove(s, "a.bin", &e), 0);
 	sums = manifest_sums_new(DIGEST, s, MANIFEST_SUMS_NAME);
-	ck_assert_int_eq(manifest_sums_note(sums, "b.bin", 9, 0xE3069283u, &e), 0);
+	ck_assert_int_eq(manifest_sums_note(sums, "b.bin", 9, 0xE3069283u, NULL, &e), 0);
 	expect_bad(dir, ERR_DESTINATION_INCOMPLETE,
 		   "/a.bin: planned but missing (1 of 2 planned files present)");
 	/* a.bin published but not recorded. */
 	ck_assert_int_eq(store_put(s, "a.bin", "hello", 5, &e), 0);
 	expect_bad(dir, ERR_DESTINATION_INCOMPLETE,
 		   "/a.bin: planned and present but not in the checksum record ckptconv-sums.json");
-	ck_assert_int_eq(manifest_sums_note(sums, "a.bin", 5, crc32c(0, "hello", 5), &e), 0);
+	ck_assert_int_eq(manifest_sums_note(sums, "a.bin", 5, crc32c(0, "hello", 5), NULL, &e), 0);
 	ck_assert_int_eq(manifest_verify(s, &files, &bytes, &e), 0);
 	ck_assert_uint_eq(files, 2);
 	/* A partitioned manifest: not finalized. */

@@ -763,7 +763,7 @@ static int complete_with(int errors, const char *code, struct fake **out, struct
 	complete_error_code = code;
 	*out = fake_start(complete_then_error);
 	c = client();
-	rc = s3_multipart_complete(c, "bkt", "out/model.safetensors", "up1", etags, NULL, 2, e);
+	rc = s3_multipart_complete(c, "bkt", "out/model.safetensors", "up1", etags, NULL, 2, NULL, e);
 	s3_client_free(c);
 	return rc;
 }
@@ -1003,6 +1003,7 @@ START_TEST(test_multipart_answer_parse)
 					"</CompleteMultipartUploadResult>";
 	static const char failed[] = "<Error><Code>InternalError</Code><Message>We encountered an "
 				     "internal error.</Message></Error>";
+	char etag[S3_ETAG_MAX];
 	struct err e = {0};
 	char *upload_id = NULL;
 
@@ -1020,17 +1021,20 @@ START_TEST(test_multipart_answer_parse)
 
 	err_clear(&e);
 	ck_assert_int_eq(s3_complete_multipart_answer_parse(completed, strlen(completed),
-							    "s3://b/k", &e),
+							    "s3://b/k", etag, &e),
 			 0);
 	ck_assert_int_eq(e.code, ERR_NONE);
-	ck_assert_int_eq(s3_complete_multipart_answer_parse(failed, strlen(failed), "s3://b/k", &e),
+	ck_assert_str_eq(etag, "\"3858f6-9\"");
+	ck_assert_int_eq(s3_complete_multipart_answer_parse(failed, strlen(failed), "s3://b/k",
+							    etag, &e),
 			 -1);
+	ck_assert_str_eq(etag, "");
 	ck_assert_str_eq(err_name(e.code), "s3_error");
 	ck_assert_str_eq(e.msg, "s3://b/k: CompleteMultipartUpload failed: InternalError (We "
 				"encountered an internal error.)");
 	err_clear(&e);
 	ck_assert_int_eq(s3_complete_multipart_answer_parse("<Complete", strlen("<Complete"),
-							    "s3://b/k", &e),
+							    "s3://b/k", NULL, &e),
 			 -1);
 	ck_assert_str_eq(err_name(e.code), "s3_bad_response");
 }
