@@ -196,27 +196,6 @@ static uint32_t manifest_count(const char *dir)
 	return count;
 }
 
-/* Two checksum records naming the same files with the same sizes and
- * CRC-32C (the identities as published differ between runs). */
-static void assert_same_sums(const char *name, const char *want, const char *got)
-{
-	struct manifest_sums *a = NULL, *b = NULL;
-	struct err e = {0};
-	size_t i;
-
-	ck_assert_msg(manifest_sums_parse(want, name, &a, &e) == 0, "%s", e.msg);
-	ck_assert_msg(manifest_sums_parse(got, name, &b, &e) == 0, "%s", e.msg);
-	ck_assert_str_eq(a->plan_digest, b->plan_digest);
-	ck_assert_uint_eq(a->n, b->n);
-	for (i = 0; i < a->n; i++) {
-		ck_assert_str_eq(a->files[i].name, b->files[i].name);
-		ck_assert_uint_eq(a->files[i].size, b->files[i].size);
-		ck_assert_uint_eq(a->files[i].crc32c, b->files[i].crc32c);
-	}
-	manifest_sums_free(a);
-	manifest_sums_free(b);
-}
-
 /* The same names and the same bytes in every file (the same entries in
  * the checksum records). */
 static void assert_same_dirs(const char *want, const char *got)
@@ -235,7 +214,7 @@ static void assert_same_dirs(const char *want, const char *got)
 		db = read_whole(pb, &lb);
 		ck_assert_ptr_nonnull(db);
 		if (manifest_is_record(a[i]) && strcmp(a[i], PARTITION_MANIFEST) != 0)
-			assert_same_sums(a[i], (const char *)da, (const char *)db);
+			test_assert_same_sums(a[i], da, la, db, lb);
 		else
 			ck_assert_msg(la == lb && memcmp(da, db, la) == 0, "%s differs", a[i]);
 		free(da);
