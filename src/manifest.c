@@ -356,8 +356,7 @@ static int parse_files(const json_t *files, struct manifest_sums *s, const char 
 		if (!name || !*name || strchr(name, '/') || !json_is_integer(size) ||
 		    json_integer_value(size) < 0 ||
 		    crc32c_parse_hex(json_string_value(json_object_get(f, "crc32c")), &crc) ||
-		    manifest_identity_from_json(f, &id) < 0 ||
-		    (id.kind == STORE_ID_FILE && id.size != (uint64_t)json_integer_value(size)))
+		    manifest_identity_from_json(f, &id) < 0)
 			return not_a_record(where, "files", e);
 		if (s->n == s->cap) {
 			s->cap = s->cap ? s->cap * 2 : 16;
