@@ -47,8 +47,8 @@ static void *each_main(void *arg)
 	return NULL;
 }
 
-int exec_each(unsigned threads, size_t n, int (*fn)(void *arg, size_t i, struct err *e),
-	      void *arg, struct err *e)
+int exec_each(unsigned threads, size_t n, int (*fn)(void *arg, size_t i, struct err *e), void *arg,
+	      struct err *e)
 {
 	struct each t = {.fn = fn, .arg = arg, .n = n, .failed_at = n};
 	pthread_t *extra;
