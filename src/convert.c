@@ -520,7 +520,7 @@ static bool is_unfinished_mine(const char *name, void *arg)
  * warning), unfinished temporaries removed, the files that pass
  * manifest_keep_files kept; when one does not, the index goes first. */
 static int keep_published(struct conversion *c, const struct store_entry *entries, size_t n,
-			  struct err *e)
+			  unsigned threads, struct err *e)
 {
 	struct manifest_sums *sums = NULL;
 	char *sums_name = manifest_sums_name(c->opts.partition_index, c->opts.partition_count);
@@ -546,17 +546,9 @@ static int keep_published(struct conversion *c, const struct store_entry *entrie
 	plan_digest(c->plan, digest);
 	c->kept_file = xcalloc(c->plan->nfiles ? c->plan->nfiles : 1, sizeof(bool));
 	if (sums && strcmp(sums->plan_digest, digest) == 0 &&
-	    manifest_keep_files(c->dst, c->plan, c->scope.skip_file, sums, entries, n, c->kept_file,
-				&c->kept_files, &c->kept_bytes, e))
-		goto out;
-	/* The new record starts with the files kept (written by start_records). */
-	for (i = 0; i < c->plan->nfiles; i++) {
-		const struct manifest_sum *sum = manifest_sums_find(sums, c->plan->files[i].name);
-
-		if (c->kept_file[i] &&
-		    manifest_sums_note(c->sums, sum->name, sum->size, sum->crc32c, e))
-			goto out;
-	}
+	    manifest_keep_files(c->dst, c->plan, c->scope.skip_file, sums, entries, n, threads,
+				c->sums, c->kept_file, &c->kept_files, &c->kept_bytes, e))
+		goto out; /* the new record starts with the files kept (start_records) */
 	for (i = 0; i < c->plan->nfiles; i++)
 		mine += !c->scope.skip_file || !c->scope.skip_file[i];
 	if (c->kept_files < mine && !c->opts.partition_count &&
@@ -571,7 +563,7 @@ out:
 
 /* A partition resumed: partition_prepare_output has checked the manifest
  * and put it; its own finished files are kept. */
-static int resume_partition(struct conversion *c, struct err *e)
+static int resume_partition(struct conversion *c, unsigned threads, struct err *e)
 {
 	struct store_entry *entries = NULL;
 	size_t n = 0;
@@ -579,14 +571,15 @@ static int resume_partition(struct conversion *c, struct err *e)
 
 	if (output_list(c->dst, &entries, &n, e))
 		return -1;
-	rc = keep_published(c, entries, n, e);
+	rc = keep_published(c, entries, n, threads, e);
 	store_entries_free(entries, n);
 	return rc;
 }
 
 /* --resume: a destination holding this plan's manifest keeps what it
  * holds of it; one without a manifest is prepared as for any run. */
-static int prepare_resume(struct conversion *c, struct store_output_options *so, struct err *e)
+static int prepare_resume(struct conversion *c, struct store_output_options *so,
+			  unsigned threads, struct err *e)
 {
 	struct partition_manifest *found = NULL;
 	struct store_entry *entries = NULL;
@@ -602,7 +595,7 @@ static int prepare_resume(struct conversion *c, struct store_output_options *so,
 		rc = prepare_fresh(c, so, e);
 		goto out;
 	}
-	if (same_plan(c, found, e) || keep_published(c, entries, n, e))
+	if (same_plan(c, found, e) || keep_published(c, entries, n, threads, e))
 		goto out;
 	c->manifest_found = true;
 	needed = so->bytes_needed > c->kept_bytes ? so->bytes_needed - c->kept_bytes : 0;
@@ -631,7 +624,8 @@ static int start_records(struct conversion *c, struct err *e)
 	return manifest_sums_write(c->sums, e);
 }
 
-static int prepare_destination(struct conversion *c, struct err *e)
+/* threads: how many files a resumed run checks at once. */
+static int prepare_destination(struct conversion *c, unsigned threads, struct err *e)
 {
 	struct store_output_options so = {
 		.overwrite = c->opts.overwrite,
@@ -652,9 +646,9 @@ static int prepare_destination(struct conversion *c, struct err *e)
 		rc = partition_scope_prepare_output(&c->scope, c->dst, c->plan, c->src_location,
 						    c->ckpt->store, &c->opts, &so, e);
 		if (rc == 0 && c->opts.resume)
-			rc = resume_partition(c, e);
+			rc = resume_partition(c, threads, e);
 	} else if (c->opts.resume)
-		rc = prepare_resume(c, &so, e);
+		rc = prepare_resume(c, &so, threads, e);
 	else
 		rc = prepare_fresh(c, &so, e);
 	return rc ? -1 : start_records(c, e);
@@ -669,7 +663,7 @@ static int note_copied(struct conversion *c, const char *name, struct err *e)
 	if (store_stat(c->dst, name, &st, e) ||
 	    manifest_file_crc32c(c->dst, name, st.size, &crc, e))
 		return -1;
-	return manifest_sums_note(c->sums, name, st.size, crc, e);
+	return manifest_sums_note(c->sums, name, st.size, crc, NULL, e);
 }
 
 /* The non-weight files (config.json, tokenizer, ...), before the weights,
@@ -692,18 +686,19 @@ static int copy_files(struct conversion *c, struct err *e)
 		return -1;
 	for (i = 0; i < p->nputs; i++)
 		if (manifest_sums_note(c->sums, p->puts[i].name, p->puts[i].len,
-				       crc32c(0, p->puts[i].data, p->puts[i].len), e))
+				       crc32c(0, p->puts[i].data, p->puts[i].len), NULL, e))
 			return -1;
 	return 0;
 }
 
 /* exec_options.published: the shard's size and CRC-32C into the record. */
-static int note_published(void *arg, uint32_t file, uint32_t crc, struct err *e)
+static int note_published(void *arg, uint32_t file, uint32_t crc,
+			  const struct store_identity *id, struct err *e)
 {
 	struct conversion *c = arg;
 	const struct plan_file *pf = &c->plan->files[file];
 
-	return manifest_sums_note(c->sums, pf->name, pf->size, crc, e);
+	return manifest_sums_note(c->sums, pf->name, pf->size, crc, id, e);
 }
 
 static int execute_plan(struct conversion *c, struct exec_pool *pool, struct err *e)
@@ -740,7 +735,7 @@ static int publish_index(struct conversion *c, struct err *e)
 	if (output_publish_index(c->dst, json, &c->published, e))
 		return -1;
 	return manifest_sums_note(c->sums, CKPT_INDEX_NAME, strlen(json),
-				  crc32c(0, json, strlen(json)), e);
+				  crc32c(0, json, strlen(json)), NULL, e);
 }
 
 /* Removes what the run published besides the shards (exec removes those),
@@ -803,7 +798,7 @@ int conversion_run(struct conversion *c, struct exec_pool *pool, struct err *e)
 		goto out;
 	}
 	created = creates_destination(c);
-	if (prepare_destination(c, e))
+	if (prepare_destination(c, pool ? exec_pool_threads(pool) : 1, e))
 		goto out_dir;
 	if (copy_files(c, e) || execute_plan(c, pool, e))
 		goto out_remove;

@@ -76,7 +76,8 @@ struct exec_run {
 	uint64_t max_bytes_per_second;
 	bool *skip_file; /* nfiles entries */
 	bool *kept_file; /* nfiles entries */
-	int (*on_published)(void *arg, uint32_t file, uint32_t crc32c, struct err *e);
+	int (*on_published)(void *arg, uint32_t file, uint32_t crc32c,
+			    const struct store_identity *id, struct err *e);
 	void *on_published_arg;
 	bool copy_in;	/* sources read in bands, not views */
 	bool fast_copy; /* plain copies may be written from views */
@@ -513,6 +514,7 @@ static int write_piece(struct worker *w, struct exec_run *run, const struct work
 static int commit_file(struct exec_run *run, uint32_t file, struct err *e)
 {
 	struct store_writer *wr = run->writers[file];
+	struct store_identity id;
 	uint32_t crc;
 
 	if (atomic_load(&run->failed))
@@ -520,11 +522,11 @@ static int commit_file(struct exec_run *run, uint32_t file, struct err *e)
 	if (store_check_sources(run->src, e) != 0 || store_writer_crc32c(wr, &crc, e) != 0)
 		return -1; /* run_cleanup aborts it */
 	run->writers[file] = NULL;
-	if (store_writer_commit(wr, e) != 0)
+	if (store_writer_publish(wr, &id, e) != 0)
 		return -1;
 	run->published[file] = true;
 	if (run->on_published)
-		return run->on_published(run->on_published_arg, file, crc, e);
+		return run->on_published(run->on_published_arg, file, crc, &id, e);
 	return 0;
 }
 

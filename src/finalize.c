@@ -179,7 +179,7 @@ static int merge_sums(struct store *dst, const struct partition_manifest *m, con
 			goto out;
 		for (i = 0; part && i < part->n; i++)
 			manifest_sums_note(all, part->files[i].name, part->files[i].size,
-					   part->files[i].crc32c, NULL);
+					   part->files[i].crc32c, &part->files[i].id, NULL);
 		manifest_sums_free(part);
 		part = NULL;
 	}
@@ -188,14 +188,14 @@ static int merge_sums(struct store *dst, const struct partition_manifest *m, con
 		if (store_stat(dst, p->copy_files.items[i], &st, e) ||
 		    manifest_file_crc32c(dst, p->copy_files.items[i], st.size, &crc, e))
 			goto out;
-		manifest_sums_note(all, p->copy_files.items[i], st.size, crc, NULL);
+		manifest_sums_note(all, p->copy_files.items[i], st.size, crc, NULL, NULL);
 	}
 	for (i = 0; i < p->nputs; i++)
 		manifest_sums_note(all, p->puts[i].name, p->puts[i].len,
-				   crc32c(0, p->puts[i].data, p->puts[i].len), NULL);
+				   crc32c(0, p->puts[i].data, p->puts[i].len), NULL, NULL);
 	if (p->index_json)
 		manifest_sums_note(all, CKPT_INDEX_NAME, strlen(p->index_json),
-				   crc32c(0, p->index_json, strlen(p->index_json)), NULL);
+				   crc32c(0, p->index_json, strlen(p->index_json)), NULL, NULL);
 	all->dst = dst;
 	if (manifest_sums_write(all, e))
 		goto out;

@@ -6,6 +6,7 @@
  * resumed conversion keep what an interrupted one finished, and the
  * re-reading behind `verify --checksums`.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include "ckptconv/ckpt.h"
 #include "ckptconv/crc32c.h"
 #include "ckptconv/err.h"
+#include "ckptconv/exec.h"
 #include "ckptconv/log.h"
 #include "ckptconv/manifest.h"
 #include "ckptconv/partition.h"
@@ -114,6 +116,101 @@ json_t *manifest_source_files_json(const struct ckpt *ck)
 	return files;
 }
 
+/* ---- a published or read file's identity -------------------------------- */
+
+static json_t *json_u64_text(uint64_t v)
+{
+	char text[24];
+
+	snprintf(text, sizeof(text), "%" PRIu64, v);
+	return json_string(text);
+}
+
+void manifest_identity_to_json(json_t *o, const struct store_identity *id)
+{
+	if (id->kind == STORE_ID_FILE) {
+		json_object_set_new(o, "size", json_u64(id->size));
+		json_object_set_new(o, "mtime_ns", json_integer(id->mtime_ns));
+		json_object_set_new(o, "ctime_ns", json_integer(id->ctime_ns));
+		json_object_set_new(o, "dev", json_u64_text(id->dev));
+		json_object_set_new(o, "ino", json_u64_text(id->ino));
+	} else if (id->kind == STORE_ID_OBJECT) {
+		json_object_set_new(o, "etag", json_string(id->etag));
+		if (id->version_id[0])
+			json_object_set_new(o, "version_id", json_string(id->version_id));
+	}
+}
+
+static bool get_u64(const json_t *v, uint64_t *out)
+{
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
+		return false;
+	*out = (uint64_t)json_integer_value(v);
+	return true;
+}
+
+static bool get_u64_text(const json_t *v, uint64_t *out)
+{
+	const char *t = json_string_value(v);
+	char *end;
+
+	if (!t || *t < '0' || *t > '9')
+		return false;
+	errno = 0;
+	*out = strtoull(t, &end, 10);
+	return errno == 0 && *end == '\0';
+}
+
+static bool get_i64(const json_t *v, int64_t *out)
+{
+	if (!json_is_integer(v))
+		return false;
+	*out = (int64_t)json_integer_value(v);
+	return true;
+}
+
+static bool copy_text(const json_t *v, char *out, size_t len, bool required)
+{
+	const char *t = json_string_value(v);
+
+	if (!v && !required)
+		return true;
+	if (!t || strlen(t) >= len || (required && !*t))
+		return false;
+	strcpy(out, t);
+	return true;
+}
+
+int manifest_identity_from_json(const json_t *o, struct store_identity *id)
+{
+	static const char *const id_keys[] = {"etag", "version_id", "mtime_ns",
+					      "ctime_ns", "dev", "ino"};
+	bool has_id = false;
+	size_t k;
+
+	memset(id, 0, sizeof(*id));
+	for (k = 0; k < sizeof(id_keys) / sizeof(id_keys[0]); k++)
+		has_id = has_id || json_object_get(o, id_keys[k]) != NULL;
+	if (!has_id)
+		return 0;
+	if (json_object_get(o, "etag")) {
+		id->kind = STORE_ID_OBJECT;
+		if (!copy_text(json_object_get(o, "etag"), id->etag, sizeof(id->etag), true) ||
+		    !copy_text(json_object_get(o, "version_id"), id->version_id,
+			       sizeof(id->version_id), false))
+			return -1;
+		return 1;
+	}
+	id->kind = STORE_ID_FILE;
+	if (!get_u64(json_object_get(o, "size"), &id->size) ||
+	    !get_i64(json_object_get(o, "mtime_ns"), &id->mtime_ns) ||
+	    !get_i64(json_object_get(o, "ctime_ns"), &id->ctime_ns) ||
+	    !get_u64_text(json_object_get(o, "dev"), &id->dev) ||
+	    !get_u64_text(json_object_get(o, "ino"), &id->ino))
+		return -1;
+	return 1;
+}
+
 /* ---- the checksum record ------------------------------------------------ */
 
 struct manifest_sums *manifest_sums_new(const char *plan_digest, struct store *dst,
@@ -160,9 +257,13 @@ static char *build_locked(struct manifest_sums *s)
 		qsort(s->files, s->n, sizeof(*s->files), by_name);
 	for (i = 0; i < s->n; i++) {
 		crc32c_hex(s->files[i].crc32c, crc);
-		json_array_append_new(files,
-				      json_pack("{s:s, s:o, s:s}", "name", s->files[i].name, "size",
-						json_u64(s->files[i].size), "crc32c", crc));
+		json_t *f = json_pack("{s:s, s:o, s:s}", "name", s->files[i].name, "size",
+				      json_u64(s->files[i].size), "crc32c", crc);
+
+		/* The identity as published, when the store gave one. */
+		if (s->files[i].id.kind != STORE_ID_NONE)
+			manifest_identity_to_json(f, &s->files[i].id);
+		json_array_append_new(files, f);
 	}
 	root = json_pack("{s:s, s:i, s:s, s:o}", "format", SUMS_FORMAT, "version", SUMS_VERSION,
 			 "plan_digest", s->plan_digest, "files", files);
@@ -213,14 +314,20 @@ static size_t position_locked(const struct manifest_sums *s, const char *name, b
 	return lo;
 }
 
-static void add_locked(struct manifest_sums *s, const char *name, uint64_t size, uint32_t crc)
+static void add_locked(struct manifest_sums *s, const char *name, uint64_t size, uint32_t crc,
+		       const struct store_identity *id)
 {
+	struct store_identity none = {0};
+
+	if (!id)
+		id = &none;
 	bool found;
 	size_t at = position_locked(s, name, &found);
 
 	if (found) {
 		s->files[at].size = size;
 		s->files[at].crc32c = crc;
+		s->files[at].id = *id;
 		return;
 	}
 	if (s->n == s->cap) {
@@ -228,13 +335,14 @@ static void add_locked(struct manifest_sums *s, const char *name, uint64_t size,
 		s->files = xrealloc(s->files, s->cap * sizeof(*s->files));
 	}
 	memmove(&s->files[at + 1], &s->files[at], (s->n - at) * sizeof(*s->files));
-	s->files[at] = (struct manifest_sum){xstrdup(name), size, crc};
+	s->files[at] = (struct manifest_sum){xstrdup(name), size, crc, *id};
 	s->n++;
 }
 
 static int parse_files(const json_t *files, struct manifest_sums *s, const char *where,
 		       struct err *e)
 {
+	struct store_identity id;
 	const json_t *f, *size;
 	const char *name;
 	uint32_t crc;
@@ -247,14 +355,15 @@ static int parse_files(const json_t *files, struct manifest_sums *s, const char 
 		size = json_object_get(f, "size");
 		if (!name || !*name || strchr(name, '/') || !json_is_integer(size) ||
 		    json_integer_value(size) < 0 ||
-		    crc32c_parse_hex(json_string_value(json_object_get(f, "crc32c")), &crc))
+		    crc32c_parse_hex(json_string_value(json_object_get(f, "crc32c")), &crc) ||
+		    manifest_identity_from_json(f, &id) < 0)
 			return not_a_record(where, "files", e);
 		if (s->n == s->cap) {
 			s->cap = s->cap ? s->cap * 2 : 16;
 			s->files = xrealloc(s->files, s->cap * sizeof(*s->files));
 		}
-		s->files[s->n++] = (struct manifest_sum){xstrdup(name),
-							 (uint64_t)json_integer_value(size), crc};
+		s->files[s->n++] = (struct manifest_sum){
+			xstrdup(name), (uint64_t)json_integer_value(size), crc, id};
 	}
 	/* Sorted once (a record of many entries reads in n log n), and a name
 	 * twice is no record of ours. */
@@ -355,12 +464,12 @@ static int write_locked(struct manifest_sums *s, struct err *e)
 }
 
 int manifest_sums_note(struct manifest_sums *s, const char *name, uint64_t size, uint32_t crc32c,
-		       struct err *e)
+		       const struct store_identity *id, struct err *e)
 {
 	int rc;
 
 	pthread_mutex_lock(&s->lock);
-	add_locked(s, name, size, crc32c);
+	add_locked(s, name, size, crc32c, id);
 	rc = write_locked(s, e);
 	pthread_mutex_unlock(&s->lock);
 	return rc;
@@ -422,30 +531,58 @@ static bool is_read_failure(const struct err *e)
 	return e->code == ERR_IO_ERROR || err_is_s3(e->code);
 }
 
-/* Why file i is not kept, into `why` ("" when it is). */
-static int file_problem(struct store *dst, const struct plan_file *pf,
-			const struct store_entry *entry, const struct manifest_sum *sum, char *why,
-			size_t len, struct err *e)
-{
-	struct err local = {0};
-	uint32_t crc;
-	bool same;
+/* One published file a resumed run may keep, checked on its own thread. */
+struct keep_check {
+	const struct plan_file *pf;
+	const struct manifest_sum *sum;
+	struct store_identity now; /* before any byte of it is read */
+	bool unchanged;            /* `now` equals the identity as published */
+	char why[160];             /* why it is not kept; "" when it is */
+};
 
-	why[0] = '\0';
-	if (!entry || entry->kind != STORE_FILE)
-		return snprintf(why, len, "missing"), 0;
-	if (!sum)
-		return snprintf(why, len, "not in %s", MANIFEST_SUMS_NAME), 0;
-	if (entry->size != pf->size || sum->size != pf->size)
-		return snprintf(why, len, "%" PRIu64 " bytes, planned %" PRIu64, entry->size,
-				pf->size),
-		       0;
-	if (header_as_planned(dst, pf, &same, &local) == 0 && !same)
-		return snprintf(why, len, "header not as planned"), 0;
-	if (local.code == 0 && manifest_file_crc32c(dst, pf->name, pf->size, &crc, &local) == 0) {
-		if (crc != sum->crc32c)
-			snprintf(why, len, "CRC-32C %08" PRIx32 ", recorded %08" PRIx32, crc,
-				 sum->crc32c);
+struct keep_checks {
+	struct store *dst;
+	struct keep_check *v;
+};
+
+/* Fills c->why (and c->unchanged): a file whose identity is the one it was
+ * published with has not been written to since (its CRC-32C was computed
+ * as it was written), so its bytes are not read again; any other is read
+ * again whole.  The header bytes are compared with the plan's wherever
+ * reading them is cheap (a local file), whether or not it changed. */
+static int check_kept(void *arg, size_t i, struct err *e)
+{
+	struct keep_checks *all = arg;
+	struct keep_check *c = &all->v[i];
+	const struct plan_file *pf = c->pf;
+	struct err local = {0};
+	struct store_entry st;
+	char what[256];
+	uint32_t crc;
+	bool same = true;
+
+	if (store_stat_identity(all->dst, pf->name, &st, &c->now, &local) == 0) {
+		if (st.size != pf->size) {
+			snprintf(c->why, sizeof(c->why), "%" PRIu64 " bytes, planned %" PRIu64,
+				 st.size, pf->size);
+			return 0;
+		}
+		c->unchanged = c->sum->id.kind != STORE_ID_NONE &&
+			       !store_identity_differs(&c->sum->id, &c->now, false, what,
+						       sizeof(what));
+		if (!c->unchanged || store_caps(all->dst) & STORE_CHEAP_READ)
+			header_as_planned(all->dst, pf, &same, &local);
+	}
+	if (local.code == 0 && !same) {
+		snprintf(c->why, sizeof(c->why), "header not as planned");
+		return 0;
+	}
+	if (local.code == 0 && c->unchanged)
+		return 0;
+	if (local.code == 0 && manifest_file_crc32c(all->dst, pf->name, pf->size, &crc, &local) == 0) {
+		if (crc != c->sum->crc32c)
+			snprintf(c->why, sizeof(c->why), "CRC-32C %08" PRIx32 ", recorded %08" PRIx32,
+				 crc, c->sum->crc32c);
 		return 0;
 	}
 	if (is_read_failure(&local)) {
@@ -453,39 +590,85 @@ static int file_problem(struct store *dst, const struct plan_file *pf,
 			*e = local;
 		return -1;
 	}
-	snprintf(why, len, "unreadable (%.100s)", local.msg);
+	snprintf(c->why, sizeof(c->why), "unreadable (%.100s)", local.msg);
 	return 0;
+}
+
+/* What the record and the listing alone say against keeping file pf ("" when
+ * nothing). */
+static void listed_problem(const struct plan_file *pf, const struct store_entry *entry,
+			   const struct manifest_sum *sum, char *why, size_t len)
+{
+	why[0] = '\0';
+	if (!entry || entry->kind != STORE_FILE)
+		snprintf(why, len, "missing");
+	else if (!sum)
+		snprintf(why, len, "not in %s", MANIFEST_SUMS_NAME);
+	else if (entry->size != pf->size || sum->size != pf->size)
+		snprintf(why, len, "%" PRIu64 " bytes, planned %" PRIu64, entry->size, pf->size);
+}
+
+/* A line about file `name` (and why, when `reason` is not NULL). */
+static void log_file(enum log_level level, const char *name, const char *reason, const char *msg)
+{
+	json_t *f = json_pack("{s:s}", "file", name);
+
+	if (reason)
+		json_object_set_new(f, "reason", json_string(reason));
+
+	log_msg(level, f, "%s", msg);
+	json_decref(f);
 }
 
 int manifest_keep_files(struct store *dst, const struct plan *p, const bool *skip,
 			const struct manifest_sums *sums, const struct store_entry *entries,
-			size_t n, bool *kept, uint64_t *files, uint64_t *bytes, struct err *e)
+			size_t n, unsigned threads, struct manifest_sums *into, bool *kept,
+			uint64_t *files, uint64_t *bytes, struct err *e)
 {
-	char why[160];
-	size_t i;
+	struct keep_checks all = {dst, xcalloc(p->nfiles ? p->nfiles : 1, sizeof(*all.v))};
+	size_t i, k, ncheck = 0;
+	int rc = -1;
 
 	*files = *bytes = 0;
 	for (i = 0; i < p->nfiles; i++) {
 		const struct plan_file *pf = &p->files[i];
 		const struct store_entry *entry = store_entries_find(entries, n, pf->name);
+		struct keep_check *c = &all.v[ncheck];
 
 		if ((skip && skip[i]) || !entry)
 			continue;
-		if (file_problem(dst, pf, entry, manifest_sums_find(sums, pf->name), why,
-				 sizeof(why), e))
-			return -1;
-		if (why[0]) {
-			json_t *f = json_pack("{s:s, s:s}", "file", pf->name, "reason", why);
+		c->pf = pf;
+		c->sum = manifest_sums_find(sums, pf->name);
+		listed_problem(pf, entry, c->sum, c->why, sizeof(c->why));
+		if (c->why[0])
+			log_file(LOG_WARN, pf->name, c->why,
+				 "published file not kept: written again");
+		else
+			ncheck++;
+	}
+	if (exec_each(threads, ncheck, check_kept, &all, e))
+		goto out;
+	for (k = 0; k < ncheck; k++) {
+		const struct keep_check *c = &all.v[k];
 
-			log_msg(LOG_WARN, f, "published file not kept: written again");
-			json_decref(f);
+		if (c->why[0]) {
+			log_file(LOG_WARN, c->pf->name, c->why,
+				 "published file not kept: written again");
 			continue;
 		}
-		kept[i] = true;
+		log_file(LOG_INFO, c->pf->name, NULL,
+			 c->unchanged ? "kept: unchanged since published" : "kept: checksum re-read");
+		/* Recorded with its identity now, taken before it was read. */
+		if (manifest_sums_note(into, c->pf->name, c->pf->size, c->sum->crc32c, &c->now, e))
+			goto out;
+		kept[c->pf - p->files] = true;
 		(*files)++;
-		*bytes += pf->size;
+		*bytes += c->pf->size;
 	}
-	return 0;
+	rc = 0;
+out:
+	free(all.v);
+	return rc;
 }
 
 /* ---- checking ----------------------------------------------------------- */

@@ -201,32 +201,6 @@ static json_t *manifest_options(const struct plan *p, const struct convert_optio
 	return convert_options_to_json(&shaping, CONVERT_JSON_TO | CONVERT_JSON_PLAN);
 }
 
-static json_t *json_u64_text(uint64_t v)
-{
-	char text[24];
-
-	snprintf(text, sizeof(text), "%" PRIu64, v);
-	return json_string(text);
-}
-
-/* Adds a source file's identity to its entry o: st_dev and st_ino as
- * decimal strings (they may exceed JSON's exact integers), times in
- * nanoseconds; or an object's ETag and VersionId. */
-static void add_identity(json_t *o, const struct store_identity *id)
-{
-	if (id->kind == STORE_ID_FILE) {
-		json_object_set_new(o, "size", json_u64(id->size));
-		json_object_set_new(o, "mtime_ns", json_integer(id->mtime_ns));
-		json_object_set_new(o, "ctime_ns", json_integer(id->ctime_ns));
-		json_object_set_new(o, "dev", json_u64_text(id->dev));
-		json_object_set_new(o, "ino", json_u64_text(id->ino));
-	} else if (id->kind == STORE_ID_OBJECT) {
-		json_object_set_new(o, "etag", json_string(id->etag));
-		if (id->version_id[0])
-			json_object_set_new(o, "version_id", json_string(id->version_id));
-	}
-}
-
 /* "source_files": the weight files' names, sizes and header digests
  * (manifest.h), each with the identity planning found, then the other
  * files planning read (config.json, ...) with theirs. */
@@ -246,7 +220,7 @@ static json_t *source_files_json(const struct plan *p, const struct store_source
 			f = json_pack("{s:s}", "name", sources[i].name);
 			json_array_append_new(files, f);
 		}
-		add_identity(f, &sources[i].id);
+		manifest_identity_to_json(f, &sources[i].id);
 	}
 	return files;
 }
@@ -376,71 +350,18 @@ static int parse_files(const json_t *files, struct partition_manifest *m, const 
 	return 0;
 }
 
-static bool get_u64_text(const json_t *v, uint64_t *out)
-{
-	const char *t = json_string_value(v);
-	char *end;
-
-	if (!t || *t < '0' || *t > '9')
-		return false;
-	errno = 0;
-	*out = strtoull(t, &end, 10);
-	return errno == 0 && *end == '\0';
-}
-
-static bool get_i64(const json_t *v, int64_t *out)
-{
-	if (!json_is_integer(v))
-		return false;
-	*out = (int64_t)json_integer_value(v);
-	return true;
-}
-
-static bool copy_text(const json_t *v, char *out, size_t len, bool required)
-{
-	const char *t = json_string_value(v);
-
-	if (!v && !required)
-		return true;
-	if (!t || strlen(t) >= len || (required && !*t))
-		return false;
-	strcpy(out, t);
-	return true;
-}
-
 /* A source file's entry and the identity in it; *has_id false when it
  * records none (a manifest written without identities). */
 static bool parse_source(const json_t *s, struct store_source *out, bool *has_id)
 {
-	static const char *const id_keys[] = {"etag", "version_id", "mtime_ns",
-					      "ctime_ns", "dev", "ino"};
-	struct store_identity *id = &out->id;
 	const char *name = json_string_value(json_object_get(s, "name"));
-	size_t k;
+	int rc = manifest_identity_from_json(s, &out->id);
 
-	*has_id = false;
-	for (k = 0; k < sizeof(id_keys) / sizeof(id_keys[0]); k++)
-		*has_id = *has_id || json_object_get(s, id_keys[k]) != NULL;
-	if (!name || !*name)
+	*has_id = rc > 0;
+	if (!name || !*name || rc < 0)
 		return false;
-	if (!*has_id)
-		return true;
-	if (json_object_get(s, "etag")) {
-		id->kind = STORE_ID_OBJECT;
-		if (!copy_text(json_object_get(s, "etag"), id->etag, sizeof(id->etag), true) ||
-		    !copy_text(json_object_get(s, "version_id"), id->version_id,
-			       sizeof(id->version_id), false))
-			return false;
-	} else {
-		id->kind = STORE_ID_FILE;
-		if (!get_u64(json_object_get(s, "size"), &id->size) ||
-		    !get_i64(json_object_get(s, "mtime_ns"), &id->mtime_ns) ||
-		    !get_i64(json_object_get(s, "ctime_ns"), &id->ctime_ns) ||
-		    !get_u64_text(json_object_get(s, "dev"), &id->dev) ||
-		    !get_u64_text(json_object_get(s, "ino"), &id->ino))
-			return false;
-	}
-	out->name = xstrdup(name);
+	if (*has_id)
+		out->name = xstrdup(name);
 	return true;
 }
 

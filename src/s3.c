@@ -364,8 +364,17 @@ int s3_get_range(struct s3_client *c, const char *bucket, const char *key, uint6
 	return s3_get_range_version(c, bucket, key, off, buf, len, NULL, e);
 }
 
+/* The version an answer names (its ETag header, x-amz-version-id). */
+static void answered_version(const struct call *k, struct s3_version *v)
+{
+	if (!v)
+		return;
+	snprintf(v->etag, sizeof(v->etag), "%s", k->etag);
+	snprintf(v->version_id, sizeof(v->version_id), "%s", k->version_id);
+}
+
 int s3_put(struct s3_client *c, const char *bucket, const char *key, const void *body, size_t len,
-	   struct err *e)
+	   struct s3_version *v, struct err *e)
 {
 	struct call k;
 	int rc;
@@ -376,6 +385,8 @@ int s3_put(struct s3_client *c, const char *bucket, const char *key, const void 
 	k.content_type = "application/octet-stream";
 	crc32c_base64(crc32c(0, body, len), k.crc32c);
 	rc = s3_perform_one(&k, e);
+	if (rc == 0)
+		answered_version(&k, v);
 	s3_call_fini(&k);
 	return rc;
 }
@@ -458,7 +469,7 @@ out:
 
 int s3_multipart_complete(struct s3_client *c, const char *bucket, const char *key,
 			  const char *upload_id, char *const *etags, char *const *crc32cs,
-			  size_t nparts, struct err *e)
+			  size_t nparts, struct s3_version *v, struct err *e)
 {
 	static const char head[] =
 		"<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">";
@@ -496,7 +507,9 @@ int s3_multipart_complete(struct s3_client *c, const char *bucket, const char *k
 	if (asprintf(&where, "s3://%s/%s", bucket, key) < 0)
 		abort();
 	rc = s3_complete_multipart_answer_parse(k.answer.data ? k.answer.data : "", k.answer.len,
-						where, e);
+						where, v ? v->etag : NULL, e);
+	if (rc == 0 && v)
+		snprintf(v->version_id, sizeof(v->version_id), "%s", k.version_id);
 out:
 	free(where);
 	buf_fini(&body);

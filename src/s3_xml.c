@@ -312,7 +312,7 @@ int s3_create_multipart_answer_parse(const char *body, size_t len, const char *w
 }
 
 int s3_complete_multipart_answer_parse(const char *body, size_t len, const char *where,
-				       struct err *e)
+				       char etag[S3_ETAG_MAX], struct err *e)
 {
 	struct single_field f = {.path = "CompleteMultipartUploadResult/ETag"};
 	int rc = 0;
@@ -323,6 +323,9 @@ int s3_complete_multipart_answer_parse(const char *body, size_t len, const char 
 			     "%s: CompleteMultipartUpload failed: %s (%s)", where,
 			     f.error.code[0] ? f.error.code : "malformed answer",
 			     f.error.message[0] ? f.error.message : "no message");
+	if (etag)
+		snprintf(etag, S3_ETAG_MAX, "%s",
+			 rc == 0 && f.value && strlen(f.value) < S3_ETAG_MAX ? f.value : "");
 	free(f.value);
 	return rc;
 }

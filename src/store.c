@@ -165,11 +165,19 @@ static int stat_by_listing(struct store *s, const char *name, struct store_entry
 	return rc;
 }
 
+int store_stat_identity(struct store *s, const char *name, struct store_entry *out,
+			struct store_identity *id, struct err *e)
+{
+	if (id)
+		memset(id, 0, sizeof(*id));
+	if (s->backend->stat)
+		return s->backend->stat(s, name, out, id, e);
+	return stat_by_listing(s, name, out, e);
+}
+
 int store_stat(struct store *s, const char *name, struct store_entry *out, struct err *e)
 {
-	if (s->backend->stat)
-		return s->backend->stat(s, name, out, e);
-	return stat_by_listing(s, name, out, e);
+	return store_stat_identity(s, name, out, NULL, e);
 }
 
 int store_read(struct store *s, const char *name, uint64_t off, void *buf, size_t len,
@@ -281,10 +289,18 @@ int store_writer_crc32c(struct store_writer *w, uint32_t *out, struct err *e)
 	return 0;
 }
 
+int store_writer_publish(struct store_writer *w, struct store_identity *published,
+			 struct err *e)
+{
+	if (published)
+		memset(published, 0, sizeof(*published));
+	sums_free(w);
+	return w->store->backend->writer_commit(w, published, e);
+}
+
 int store_writer_commit(struct store_writer *w, struct err *e)
 {
-	sums_free(w);
-	return w->store->backend->writer_commit(w, e);
+	return store_writer_publish(w, NULL, e);
 }
 
 void store_writer_abort(struct store_writer *w)

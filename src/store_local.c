@@ -42,6 +42,7 @@
 #include "ckptconv/paths.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
+#include "store_local_internal.h"
 
 /* Symbolic links followed in one resolution, as the kernel's MAXSYMLINKS. */
 #define MAX_LINKS 40
@@ -622,7 +623,19 @@ static int local_list(struct store *base, struct store_entry **out, size_t *n, s
 	return 0;
 }
 
-static int local_stat(struct store *base, const char *name, struct store_entry *out, struct err *e)
+static void identity_of(const struct stat *st, struct store_identity *id)
+{
+	memset(id, 0, sizeof(*id));
+	id->kind = STORE_ID_FILE;
+	id->dev = (uint64_t)st->st_dev;
+	id->ino = (uint64_t)st->st_ino;
+	id->size = (uint64_t)st->st_size;
+	id->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+	id->ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+}
+
+static int local_stat(struct store *base, const char *name, struct store_entry *out,
+		      struct store_identity *id, struct err *e)
 {
 	struct local_store *s = local(base);
 	struct stat st;
@@ -641,22 +654,14 @@ static int local_stat(struct store *base, const char *name, struct store_entry *
 		out->name = NULL;
 		out->size = (uint64_t)st.st_size;
 		out->kind = kind_of(st.st_mode);
+		if (id)
+			identity_of(&st, id);
 	}
 	if (fd >= 0)
 		close(fd);
 	return rc;
 }
 
-static void identity_of(const struct stat *st, struct store_identity *id)
-{
-	memset(id, 0, sizeof(*id));
-	id->kind = STORE_ID_FILE;
-	id->dev = (uint64_t)st->st_dev;
-	id->ino = (uint64_t)st->st_ino;
-	id->size = (uint64_t)st->st_size;
-	id->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
-	id->ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
-}
 
 /* source_changed when the open file `fd` is no longer `was`. */
 static int check_identity(const struct local_store *s, const char *name, int fd,
@@ -968,11 +973,15 @@ static int local_writer_write(struct store_writer *base, uint64_t off, const voi
 	return 0;
 }
 
-static int local_writer_commit(struct store_writer *base, struct err *e)
+static int local_writer_commit(struct store_writer *base, struct store_identity *published,
+			       struct err *e)
 {
 	struct local_writer *w = (struct local_writer *)base;
 	bool durable = base->store->out.durable;
-	int rc = -1;
+	/* A second descriptor of the file, for its identity after the rename
+	 * (without one the identity stays unknown). */
+	int rc = -1, held = published ? dup(w->fd) : -1;
+	struct stat st;
 
 	if (durable && fsync(w->fd) != 0) {
 		write_error(w->path, errno, e);
@@ -992,6 +1001,8 @@ static int local_writer_commit(struct store_writer *base, struct err *e)
 		goto out_unlink;
 	}
 	rc = 0;
+	if (held >= 0 && fstat(held, &st) == 0)
+		identity_of(&st, published);
 	if (durable && fsync(w->dirfd) != 0 && errno != EINVAL)
 		rc = write_error(base->store->location, errno, e);
 	goto out;
@@ -1000,6 +1011,8 @@ out_unlink:
 		close(w->fd);
 	unlinkat(w->dirfd, w->tmp_name, 0);
 out:
+	if (held >= 0)
+		close(held);
 	writer_free(w);
 	return rc;
 }
@@ -1030,7 +1043,7 @@ static int local_put(struct store *base, const char *name, const void *buf, size
 		local_writer_abort(w);
 		return -1;
 	}
-	return local_writer_commit(w, e);
+	return local_writer_commit(w, NULL, e);
 }
 
 static int local_remove(struct store *base, const char *name, struct err *e)
@@ -1122,57 +1135,6 @@ static int local_ensure(struct store *base, struct err *e)
 		       0;
 }
 
-/* ---- locations before opening ---- */
-
-static int local_location_kind(const char *location, enum store_entry_kind *out, struct err *e)
-{
-	struct stat st;
-
-	if (stat(location, &st) != 0)
-		return err_set_errno(e,
-				     errno == ENOENT ? ERR_SOURCE_NOT_FOUND : ERR_SOURCE_UNREADABLE,
-				     errno, "%s", location);
-	*out = S_ISREG(st.st_mode) ? STORE_FILE : S_ISDIR(st.st_mode) ? STORE_DIR : STORE_OTHER;
-	return 0;
-}
-
-static char *local_canonical(const char *location)
-{
-	char *path = realpath(location, NULL);
-
-	return path ? path : xstrdup(location);
-}
-
-/* The resolved directory a location stands for (a file stands for the
- * directory holding it); NULL if it cannot be resolved. */
-static char *resolved_dir(const char *location)
-{
-	char *path = realpath(location, NULL);
-	struct stat st;
-	char *slash;
-
-	if (!path)
-		return NULL;
-	if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode)) {
-		slash = strrchr(path, '/');
-		if (slash && slash != path)
-			*slash = '\0';
-		else if (slash)
-			slash[1] = '\0';
-	}
-	return path;
-}
-
-static bool local_same_location(const char *a, const char *b)
-{
-	char *ra = resolved_dir(a), *rb = resolved_dir(b);
-	bool same = ra && rb && strcmp(ra, rb) == 0;
-
-	free(ra);
-	free(rb);
-	return same;
-}
-
 const struct store_backend store_local_backend = {
 	.scheme = "file",
 	.caps = STORE_CHEAP_READ | STORE_MAPS_VIEWS | STORE_WRITES_IN_CALL | STORE_ATOMIC_RENAME |
@@ -1192,9 +1154,9 @@ const struct store_backend store_local_backend = {
 	.stat = local_stat,
 	.ensure = local_ensure,
 	.free_space = local_free_space,
-	.location_kind = local_location_kind,
-	.canonical = local_canonical,
-	.same_location = local_same_location,
+	.location_kind = store_local_location_kind,
+	.canonical = store_local_canonical,
+	.same_location = store_local_same_location,
 	.identify = local_identify,
 	.check_sources = local_check_sources,
 	.identities = local_identities,

@@ -281,15 +281,20 @@ static int s3store_list(struct store *base, struct store_entry **out, size_t *n,
 	return 0;
 }
 
+static void identity_of(const struct s3_version *v, struct store_identity *id);
+
 static int s3store_stat(struct store *base, const char *name, struct store_entry *out,
-			struct err *e)
+			struct store_identity *id, struct err *e)
 {
 	char *key = key_of(s3s(base), name);
+	struct s3_version v;
 	int rc;
 
 	out->name = NULL;
 	out->kind = STORE_FILE;
-	rc = s3_head(s3s(base)->client, s3s(base)->bucket, key, &out->size, e);
+	rc = s3_head_version(s3s(base)->client, s3s(base)->bucket, key, &out->size, &v, e);
+	if (rc == 0 && id && v.etag[0])
+		identity_of(&v, id);
 	free(key);
 	return rc;
 }
@@ -604,7 +609,7 @@ static void abort_upload(struct s3_writer *w)
 		log_warn("%s", e.msg);
 }
 
-static int commit_multipart(struct s3_writer *w, struct err *e)
+static int commit_multipart(struct s3_writer *w, struct s3_version *v, struct err *e)
 {
 	struct s3_store *s = s3s(w->base.store);
 	char **etags = xcalloc(w->nparts, sizeof(*etags));
@@ -625,17 +630,19 @@ static int commit_multipart(struct s3_writer *w, struct err *e)
 		crcs[i] = w->parts[i].crc32c;
 	}
 	rc = s3_multipart_complete(s->client, s->bucket, w->key, w->upload_id, etags, crcs,
-				   w->nparts, e);
+				   w->nparts, v, e);
 out:
 	free(crcs);
 	free(etags);
 	return rc;
 }
 
-static int s3store_writer_commit(struct store_writer *base, struct err *e)
+static int s3store_writer_commit(struct store_writer *base, struct store_identity *published,
+				 struct err *e)
 {
 	struct s3_writer *w = (struct s3_writer *)base;
 	struct s3_store *s = s3s(base->store);
+	struct s3_version v = {.etag = ""};
 	int rc = -1;
 
 	drop_pin(s, base->name);
@@ -645,7 +652,7 @@ static int s3store_writer_commit(struct store_writer *base, struct err *e)
 		goto out_abort;
 	}
 	if (w->multipart) {
-		if (commit_multipart(w, e))
+		if (commit_multipart(w, &v, e))
 			goto out_abort;
 		rc = 0;
 		goto out;
@@ -656,11 +663,14 @@ static int s3store_writer_commit(struct store_writer *base, struct err *e)
 		goto out;
 	}
 	rc = s3_put(s->client, s->bucket, w->key, base->size ? w->parts[0].buf->data : NULL,
-		    (size_t)base->size, e);
+		    (size_t)base->size, &v, e);
 	goto out;
 out_abort:
 	abort_upload(w);
 out:
+	/* The ETag the service answered (none: the identity stays unknown). */
+	if (rc == 0 && published && v.etag[0])
+		identity_of(&v, published);
 	writer_free(w);
 	return rc;
 }
@@ -680,7 +690,7 @@ static int s3store_put(struct store *base, const char *name, const void *buf, si
 	int rc;
 
 	drop_pin(s3s(base), name);
-	rc = s3_put(s3s(base)->client, s3s(base)->bucket, key, buf, len, e);
+	rc = s3_put(s3s(base)->client, s3s(base)->bucket, key, buf, len, NULL, e);
 	free(key);
 	return rc;
 }

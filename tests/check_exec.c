@@ -533,9 +533,11 @@ END_TEST
 struct published_note {
 	int calls;
 	uint32_t file, crc;
+	struct store_identity id;
 };
 
-static int note_published(void *arg, uint32_t file, uint32_t crc, struct err *e)
+static int note_published(void *arg, uint32_t file, uint32_t crc,
+			  const struct store_identity *id, struct err *e)
 {
 	struct published_note *n = arg;
 
@@ -543,6 +545,7 @@ static int note_published(void *arg, uint32_t file, uint32_t crc, struct err *e)
 	n->calls++;
 	n->file = file;
 	n->crc = crc;
+	n->id = *id;
 	return 0;
 }
 
@@ -560,6 +563,7 @@ START_TEST(test_kept_file)
 	struct exec_progress pr;
 	struct exec_run *run;
 	unsigned char *bytes;
+	struct stat st;
 	struct err e;
 	size_t len;
 	char *path;
@@ -586,6 +590,16 @@ START_TEST(test_kept_file)
 	bytes = read_whole(path, &len);
 	ck_assert_uint_eq(len, f->files[1].size);
 	ck_assert_uint_eq(note.crc, crc32c(0, bytes, len));
+	/* Its identity as published: taken after the rename, so it equals
+	 * the file's now (a stat before the rename has another ctime). */
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq(note.id.kind, STORE_ID_FILE);
+	ck_assert_uint_eq(note.id.ino, (uint64_t)st.st_ino);
+	ck_assert_uint_eq(note.id.size, len);
+	ck_assert_int_eq(note.id.mtime_ns,
+			 (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
+	ck_assert_int_eq(note.id.ctime_ns,
+			 (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec);
 	free(bytes);
 	free(path);
 	exec_run_free(run);

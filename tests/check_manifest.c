@@ -27,24 +27,39 @@
 START_TEST(test_record_round_trip)
 {
 	struct manifest_sums *s = manifest_sums_new(DIGEST, NULL, NULL), *back = NULL;
+	struct store_identity file_id = {.kind = STORE_ID_FILE, .dev = 2049, .ino = UINT64_MAX,
+					 .size = 11, .mtime_ns = 1700000000000000001,
+					 .ctime_ns = 1700000000000000007};
+	struct store_identity object_id = {.kind = STORE_ID_OBJECT, .etag = "\"9b2cf535f27731c9\"",
+					   .version_id = "v1"};
 	const struct manifest_sum *f;
 	struct err e = {0};
+	char what[256];
 	char *text;
 
-	ck_assert_int_eq(manifest_sums_note(s, "b.safetensors", 10, 0xdeadbeef, &e), 0);
-	ck_assert_int_eq(manifest_sums_note(s, "a.json", 3, 1, &e), 0);
-	ck_assert_int_eq(manifest_sums_note(s, "b.safetensors", 11, 0xE3069283u, &e), 0);
+	ck_assert_int_eq(manifest_sums_note(s, "b.safetensors", 10, 0xdeadbeef, NULL, &e), 0);
+	ck_assert_int_eq(manifest_sums_note(s, "a.json", 3, 1, NULL, &e), 0);
+	ck_assert_int_eq(manifest_sums_note(s, "b.safetensors", 11, 0xE3069283u, &file_id, &e), 0);
+	ck_assert_int_eq(manifest_sums_note(s, "c.safetensors", 4, 2, &object_id, &e), 0);
 	text = manifest_sums_build(s);
+	ck_assert_ptr_nonnull(strstr(text, "\"ino\": \"18446744073709551615\""));
+	ck_assert_ptr_nonnull(strstr(text, "\"ctime_ns\": 1700000000000000007"));
 	ck_assert_ptr_nonnull(strstr(text, "\"crc32c\": \"e3069283\""));
 	ck_assert_ptr_nonnull(strstr(text, "a.json"));
 	ck_assert(strstr(text, "a.json") < strstr(text, "b.safetensors"));
 	ck_assert_int_eq(manifest_sums_parse(text, "x", &back, &e), 0);
 	ck_assert_str_eq(back->plan_digest, DIGEST);
-	ck_assert_uint_eq(back->n, 2);
+	ck_assert_uint_eq(back->n, 3);
 	f = manifest_sums_find(back, "b.safetensors");
 	ck_assert_ptr_nonnull(f);
 	ck_assert_uint_eq(f->size, 11);
 	ck_assert_uint_eq(f->crc32c, 0xE3069283u);
+	/* The identity as published comes back whole. */
+	ck_assert(!store_identity_differs(&file_id, &f->id, false, what, sizeof(what)));
+	ck_assert(!store_identity_differs(&object_id, &manifest_sums_find(back, "c.safetensors")->id,
+					  false, what, sizeof(what)));
+	ck_assert_str_eq(manifest_sums_find(back, "c.safetensors")->id.version_id, "v1");
+	ck_assert_int_eq(manifest_sums_find(back, "a.json")->id.kind, STORE_ID_NONE);
 	ck_assert_ptr_null(manifest_sums_find(back, "c"));
 	free(text);
 	manifest_sums_free(back);
@@ -84,6 +99,16 @@ START_TEST(test_record_refused)
 	expect_refused("{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
 		       "\", \"files\": [{\"name\": \"x\", \"size\": 1, \"crc32c\": \"0000000\"}]}");
 	expect_refused("{\"format\": \"ckptconv-sums\", \"format\": \"ckptconv-sums\"}");
+	/* an identity without all its members, or malformed */
+	expect_refused("{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
+		       "\", \"files\": [{\"name\": \"x\", \"size\": 1, \"crc32c\": \"00000000\","
+		       " \"ino\": \"5\", \"mtime_ns\": 1, \"ctime_ns\": 1}]}");
+	expect_refused("{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
+		       "\", \"files\": [{\"name\": \"x\", \"size\": 1, \"crc32c\": \"00000000\","
+		       " \"dev\": \"1\", \"ino\": 5, \"mtime_ns\": 1, \"ctime_ns\": 1}]}");
+	expect_refused("{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
+		       "\", \"files\": [{\"name\": \"x\", \"size\": 1, \"crc32c\": \"00000000\","
+		       " \"etag\": \"\"}]}");
 	/* a name twice, however far apart */
 	expect_refused("{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
 		       "\", \"files\": [{\"name\": \"x\", \"size\": 1, \"crc32c\": \"00000000\"},"
@@ -103,7 +128,7 @@ START_TEST(test_record_many)
 
 	for (i = 0; i < n; i++) {
 		snprintf(name, sizeof(name), "f%07zu", (i * 7919) % n);
-		ck_assert_int_eq(manifest_sums_note(s, name, i, (uint32_t)i, &e), 0);
+		ck_assert_int_eq(manifest_sums_note(s, name, i, (uint32_t)i, NULL, &e), 0);
 	}
 	text = manifest_sums_build(s);
 	ck_assert_int_eq(manifest_sums_parse(text, "x", &back, &e), 0);
@@ -170,8 +195,8 @@ static struct store *make_destination(char *dir)
 	ck_assert_int_eq(store_put(s, "b.bin", "123456789", 9, &e), 0);
 	put_plan(s, PLAN_AB, false, 0);
 	sums = manifest_sums_new(DIGEST, s, MANIFEST_SUMS_NAME);
-	ck_assert_int_eq(manifest_sums_note(sums, "a.bin", 5, crc32c(0, "hello", 5), &e), 0);
-	ck_assert_int_eq(manifest_sums_note(sums, "b.bin", 9, 0xE3069283u, &e), 0);
+	ck_assert_int_eq(manifest_sums_note(sums, "a.bin", 5, crc32c(0, "hello", 5), NULL, &e), 0);
+	ck_assert_int_eq(manifest_sums_note(sums, "b.bin", 9, 0xE3069283u, NULL, &e), 0);
 	manifest_sums_free(sums);
 	path = malloc(strlen(dir) + 32);
 	sprintf(path, "%s/%s", dir, MANIFEST_SUMS_NAME);
@@ -213,14 +238,14 @@ START_TEST(test_verify_complete)
 	put_plan(s, PLAN_AB, false, 0);
 	ck_assert_int_eq(store_remove(s, "a.bin", &e), 0);
 	sums = manifest_sums_new(DIGEST, s, MANIFEST_SUMS_NAME);
-	ck_assert_int_eq(manifest_sums_note(sums, "b.bin", 9, 0xE3069283u, &e), 0);
+	ck_assert_int_eq(manifest_sums_note(sums, "b.bin", 9, 0xE3069283u, NULL, &e), 0);
 	expect_bad(dir, ERR_DESTINATION_INCOMPLETE,
 		   "/a.bin: planned but missing (1 of 2 planned files present)");
 	/* a.bin published but not recorded. */
 	ck_assert_int_eq(store_put(s, "a.bin", "hello", 5, &e), 0);
 	expect_bad(dir, ERR_DESTINATION_INCOMPLETE,
 		   "/a.bin: planned and present but not in the checksum record ckptconv-sums.json");
-	ck_assert_int_eq(manifest_sums_note(sums, "a.bin", 5, crc32c(0, "hello", 5), &e), 0);
+	ck_assert_int_eq(manifest_sums_note(sums, "a.bin", 5, crc32c(0, "hello", 5), NULL, &e), 0);
 	ck_assert_int_eq(manifest_verify(s, &files, &bytes, &e), 0);
 	ck_assert_uint_eq(files, 2);
 	/* A partitioned manifest: not finalized. */

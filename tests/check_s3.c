@@ -30,6 +30,8 @@
 #include "ckptconv/crc32c.h"
 #include "ckptconv/err.h"
 #include "ckptconv/job.h"
+#include "ckptconv/manifest.h"
+#include "ckptconv/plan.h"
 #include "ckptconv/s3.h"
 #include "ckptconv/s3_job.h"
 #include "ckptconv/sigv4.h"
@@ -763,7 +765,7 @@ static int complete_with(int errors, const char *code, struct fake **out, struct
 	complete_error_code = code;
 	*out = fake_start(complete_then_error);
 	c = client();
-	rc = s3_multipart_complete(c, "bkt", "out/model.safetensors", "up1", etags, NULL, 2, e);
+	rc = s3_multipart_complete(c, "bkt", "out/model.safetensors", "up1", etags, NULL, 2, NULL, e);
 	s3_client_free(c);
 	return rc;
 }
@@ -1003,6 +1005,7 @@ START_TEST(test_multipart_answer_parse)
 					"</CompleteMultipartUploadResult>";
 	static const char failed[] = "<Error><Code>InternalError</Code><Message>We encountered an "
 				     "internal error.</Message></Error>";
+	char etag[S3_ETAG_MAX];
 	struct err e = {0};
 	char *upload_id = NULL;
 
@@ -1020,17 +1023,20 @@ START_TEST(test_multipart_answer_parse)
 
 	err_clear(&e);
 	ck_assert_int_eq(s3_complete_multipart_answer_parse(completed, strlen(completed),
-							    "s3://b/k", &e),
+							    "s3://b/k", etag, &e),
 			 0);
 	ck_assert_int_eq(e.code, ERR_NONE);
-	ck_assert_int_eq(s3_complete_multipart_answer_parse(failed, strlen(failed), "s3://b/k", &e),
+	ck_assert_str_eq(etag, "\"3858f6-9\"");
+	ck_assert_int_eq(s3_complete_multipart_answer_parse(failed, strlen(failed), "s3://b/k",
+							    etag, &e),
 			 -1);
+	ck_assert_str_eq(etag, "");
 	ck_assert_str_eq(err_name(e.code), "s3_error");
 	ck_assert_str_eq(e.msg, "s3://b/k: CompleteMultipartUpload failed: InternalError (We "
 				"encountered an internal error.)");
 	err_clear(&e);
 	ck_assert_int_eq(s3_complete_multipart_answer_parse("<Complete", strlen("<Complete"),
-							    "s3://b/k", &e),
+							    "s3://b/k", NULL, &e),
 			 -1);
 	ck_assert_str_eq(err_name(e.code), "s3_bad_response");
 }
@@ -1137,7 +1143,7 @@ static void mini_s3(struct fake *f, struct request *r, struct http_buf *out)
 			 r->body.s ? r->body.s : "");
 		for (i = 0; i < 8 && f->part_seen[i]; i++)
 			http_buf_add(&f->object, f->parts[i].s, f->parts[i].len);
-		respond(out, 200, NULL, done, strlen(done));
+		respond(out, 200, "x-amz-version-id: v7\r\n", done, strlen(done));
 	} else if (strcmp(r->method, "DELETE") == 0 && strstr(r->target, "uploadId=")) {
 		f->aborts++;
 		respond_error(out, 405, "MethodNotAllowed");
@@ -1187,6 +1193,7 @@ START_TEST(test_multipart_writer)
 {
 	struct store_output_options o = {.overwrite = false, .durable = true};
 	struct writer_job jobs[2];
+	struct store_identity id;
 	struct store_writer *w;
 	pthread_t t[2];
 	unsigned char *data = malloc(OUT_SIZE);
@@ -1213,8 +1220,12 @@ START_TEST(test_multipart_writer)
 	/* Every part went up as soon as it was complete, before commit. */
 	ck_assert(f->part_seen[0] && f->part_seen[1] && f->part_seen[2] && !f->part_seen[3]);
 	ck_assert_int_eq(f->completes, 0);
-	ck_assert_msg(store_writer_commit(w, &e) == 0, "%s", e.msg);
+	ck_assert_msg(store_writer_publish(w, &id, &e) == 0, "%s", e.msg);
 	ck_assert_int_eq(f->completes, 1);
+	/* Its identity as published: the completion's ETag and VersionId. */
+	ck_assert_int_eq(id.kind, STORE_ID_OBJECT);
+	ck_assert_str_eq(id.etag, "\"x-3\"");
+	ck_assert_str_eq(id.version_id, "v7");
 	/* Each part listed with the CRC-32C it was sent with. */
 	{
 		char want[512], c1[9], c2[9], c3[9];
@@ -1249,12 +1260,125 @@ START_TEST(test_multipart_writer)
 	ck_assert_msg(store_writer_open(s, "config.json", 6, &w, &e) == 0, "%s", e.msg);
 	ck_assert_int_eq(store_writer_write(w, 3, "def", 3, &e), 0);
 	ck_assert_int_eq(store_writer_write(w, 0, "abc", 3, &e), 0);
-	ck_assert_msg(store_writer_commit(w, &e) == 0, "%s", e.msg);
+	ck_assert_msg(store_writer_publish(w, &id, &e) == 0, "%s", e.msg);
 	ck_assert_uint_eq(f->object.len, 6);
+	ck_assert_int_eq(id.kind, STORE_ID_OBJECT);
+	ck_assert_str_eq(id.etag, "\"single\"");
+	ck_assert_str_eq(id.version_id, "");
 	ck_assert(memcmp(f->object.s, "abcdef", 6) == 0);
 	store_free(s);
 	fake_stop(f);
 	free(data);
+}
+END_TEST
+
+/* ---- resuming: a published object kept by its ETag ---- */
+
+static atomic_int resume_heads, resume_gets;
+static const char *resume_etag; /* the object's ETag now */
+
+/* One OBJECT_SIZE-byte object of byte_at bytes, whose ETag is resume_etag. */
+static void published_object(struct fake *f, struct request *r, struct http_buf *out)
+{
+	(void)f;
+	if (strcmp(r->method, "HEAD") == 0) {
+		atomic_fetch_add(&resume_heads, 1);
+		http_buf_printf(out,
+				"HTTP/1.1 200 X\r\nContent-Length: %d\r\nConnection: close\r\n"
+				"ETag: %s\r\n\r\n",
+				OBJECT_SIZE, resume_etag);
+	} else if (strcmp(r->method, "GET") == 0) {
+		atomic_fetch_add(&resume_gets, 1);
+		serve_range(r, out, OBJECT_SIZE);
+	} else {
+		respond_error(out, 400, "Unexpected");
+	}
+}
+
+/* manifest_keep_files over the object, recorded with ETag `recorded` and
+ * CRC-32C `crc`: whether it was kept, and the ETag the new record holds. */
+static bool keep_object(const char *recorded, uint32_t crc, char etag_out[S3_ETAG_MAX])
+{
+	unsigned char header[64];
+	struct plan_file pf = {.name = "model.safetensors", .size = OBJECT_SIZE,
+			       .header = (char *)header, .header_len = sizeof(header)};
+	struct plan p = {.files = &pf, .nfiles = 1};
+	struct store_entry entry = {.name = "model.safetensors", .size = OBJECT_SIZE,
+				    .kind = STORE_FILE};
+	struct manifest_sums *sums = manifest_sums_new("", NULL, NULL), *into;
+	struct store_identity id = {.kind = STORE_ID_OBJECT};
+	const struct manifest_sum *kept_sum;
+	uint64_t files, bytes;
+	bool kept = false;
+	struct store *s;
+	struct err e = {0};
+	size_t i;
+
+	for (i = 0; i < sizeof(header); i++)
+		header[i] = byte_at(i);
+	snprintf(id.etag, sizeof(id.etag), "%s", recorded);
+	ck_assert_int_eq(manifest_sums_note(sums, pf.name, OBJECT_SIZE, crc, &id, &e), 0);
+	into = manifest_sums_new("", NULL, NULL);
+	ck_assert_msg(store_open("s3://bkt/out/", &s, &e) == 0, "%s", e.msg);
+	ck_assert_msg(manifest_keep_files(s, &p, NULL, sums, &entry, 1, 2, into, &kept, &files,
+					  &bytes, &e) == 0,
+		      "%s", e.msg);
+	ck_assert_uint_eq(files, kept ? 1 : 0);
+	kept_sum = manifest_sums_find(into, pf.name);
+	ck_assert(kept == (kept_sum != NULL));
+	snprintf(etag_out, S3_ETAG_MAX, "%s", kept_sum ? kept_sum->id.etag : "");
+	store_free(s);
+	manifest_sums_free(sums);
+	manifest_sums_free(into);
+	return kept;
+}
+
+/* A published object whose ETag (HeadObject) is the one recorded when it
+ * was published is kept without a GET; one with another ETag (written
+ * again since) is read back whole and kept only when its CRC-32C is the
+ * recorded one, else left to be written again. */
+START_TEST(test_resume_keeps_by_etag)
+{
+	char etag[S3_ETAG_MAX];
+	uint32_t crc = 0;
+	unsigned char b;
+	struct fake *f;
+	uint64_t i;
+
+	setup_env();
+	for (i = 0; i < OBJECT_SIZE; i++) {
+		b = byte_at(i);
+		crc = crc32c(crc, &b, 1);
+	}
+	f = fake_start(published_object);
+
+	resume_etag = "\"e1\"";
+	atomic_store(&resume_heads, 0);
+	atomic_store(&resume_gets, 0);
+	ck_assert(keep_object("\"e1\"", crc, etag));
+	ck_assert_int_eq(atomic_load(&resume_heads), 1);
+	ck_assert_int_eq(atomic_load(&resume_gets), 0);
+	ck_assert_str_eq(etag, "\"e1\"");
+
+	/* Written again with the same bytes: read back, kept, its new ETag
+	 * recorded. */
+	resume_etag = "\"e2\"";
+	atomic_store(&resume_gets, 0);
+	ck_assert(keep_object("\"e1\"", crc, etag));
+	ck_assert_int_gt(atomic_load(&resume_gets), 1); /* the header, then the whole */
+	ck_assert_str_eq(etag, "\"e2\"");
+
+	/* Written again with other bytes: read back, not kept. */
+	atomic_store(&resume_gets, 0);
+	ck_assert(!keep_object("\"e1\"", crc ^ 1, etag));
+	ck_assert_int_gt(atomic_load(&resume_gets), 0);
+
+	/* The ETag unchanged but the record's CRC-32C another: trusted, as
+	 * S3 changes the ETag with every write (verify --checksums reads). */
+	atomic_store(&resume_gets, 0);
+	ck_assert(keep_object("\"e2\"", crc ^ 1, etag));
+	ck_assert_int_eq(atomic_load(&resume_gets), 0);
+	fake_stop(f);
 }
 END_TEST
 
@@ -1702,6 +1826,7 @@ static Suite *s3_suite(void)
 	tcase_add_test(t, test_settings_precedence);
 	tcase_add_test(t, test_missing_credentials);
 	tcase_add_test(t, test_job_options);
+	tcase_add_test(t, test_resume_keeps_by_etag);
 	suite_add_tcase(s, t);
 	return s;
 }

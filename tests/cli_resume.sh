@@ -5,10 +5,15 @@
 # conversion of the mini fixture into 100 MB shards, throttled with
 # --max-rate, is killed with SIGKILL once a few shards are published;
 # `--resume` then keeps those shards (the same inode and mtime: not
-# written again), removes the temporary files and finishes: the output
-# equals a clean run's, records included.  A corrupted byte in a finished
-# shard is found by `verify --checksums` (exit 1 naming the file) and by
-# `--resume`, which writes that shard again and keeps the others.  Another
+# written again; their identity as published unchanged, so not read again
+# either: each logged "kept: unchanged since published"), removes the
+# temporary files and finishes: the output equals a clean run's, records
+# included (but for the identities as published).  A corrupted byte in a
+# finished shard, its mtime set back with `touch -d`, is found by
+# `verify --checksums` (exit 1 naming the file) and by `--resume` (its
+# ctime changed: read again), which writes that shard again and keeps the
+# others unread.  A copy of a destination (cp -a: new inodes) is resumed by
+# reading each shard again, keeping those whose CRC-32C matches.  Another
 # plan's destination is refused (manifest_mismatch); --resume on an empty
 # destination is a normal run; without --resume the interrupted destination
 # is refused as before (destination_not_empty).  `verify --checksums` refuses
@@ -91,6 +96,20 @@ assert_eq "... saying why" \
 	"ckptconv: usage_error: resume and overwrite exclude each other: resume keeps the files an interrupted run of the same plan finished, overwrite removes them (see 'ckptconv convert --help')" \
 	"$(error_line "$TEST_TMP/run.err")"
 expect_ok "--resume" "${CONVERT[@]}" --resume --json "$NAT" "$OUT"
+# Which shards the resume kept unread, and which it read again.
+kept_as() {
+	python3 -c 'import json,sys
+for line in open(sys.argv[1]):
+    try:
+        r = json.loads(line)
+    except ValueError:
+        continue
+    if r.get("msg") == sys.argv[2]:
+        print(r["file"])' "$TEST_TMP/run.err" "kept: $1" | sort | tr '\n' ' '
+}
+assert_eq "each shard published before the kill was kept unchanged since published, not read again" \
+	"$(echo $PUBLISHED | tr ' ' '\n' | sort | tr '\n' ' ')" "$(kept_as "unchanged since published")"
+assert_eq "... and none was read again for its checksum" "" "$(kept_as "checksum re-read")"
 KEPT=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["kept_files"], r["kept_bytes"])' "$TEST_TMP/run.out")
 WANT_BYTES=$(cd "$OUT" && stat -c %s $PUBLISHED | awk '{s += $1} END {print s}')
 assert_eq "the result counts the kept shards and their bytes" "$NPUB $WANT_BYTES" "$KEPT"
@@ -119,17 +138,39 @@ if ls -A "$OUT" | grep -q '^\.ckptconv-tmp\.'; then
 else
 	pass "no temporary file remains"
 fi
-if diff -r -q "$REF" "$OUT" >"$TEST_TMP/diff.out"; then
+if diff -r -q -x ckptconv-sums.json "$REF" "$OUT" >"$TEST_TMP/diff.out" &&
+	[ "$(same_sums "$REF" "$OUT")" = same ]; then
 	pass "the output equals the clean run's, records included"
 else
-	fail "the output equals the clean run's, records included" "$(head -5 "$TEST_TMP/diff.out")"
+	fail "the output equals the clean run's, records included" "$(head -5 "$TEST_TMP/diff.out")" \
+		"$(same_sums "$REF" "$OUT")"
 fi
+RECORDED=$(python3 -c 'import json,os,sys
+d = sys.argv[1]
+r = json.load(open(d + "/ckptconv-sums.json"))
+bad = []
+for f in r["files"]:
+    if not f["name"].endswith(".safetensors") or f["name"].endswith(".index.json"):
+        continue
+    st = os.stat(d + "/" + f["name"])
+    if (f.get("ino"), f.get("dev"), f.get("mtime_ns"), f.get("ctime_ns")) != \
+            (str(st.st_ino), str(st.st_dev), st.st_mtime_ns, st.st_ctime_ns):
+        bad.append(f["name"])
+print("every shard" if not bad else "not: " + " ".join(bad))' "$OUT")
+assert_eq "the record holds each shard's inode, mtime and ctime as they are now" "every shard" \
+	"$RECORDED"
 expect_ok "the resumed output verifies by its checksums" "$CKPTCONV" verify --checksums "$OUT"
 
 # ---- a corrupted byte ----------------------------------------------------------
+# Written in place with its mtime set back: only its ctime (which userspace
+# cannot set) and the bytes say it changed.
 BAD=model-00002-of-00019.safetensors
+MTIME=$(stat -c %y "$OUT/$BAD")
 printf '\x5a' | dd of="$OUT/$BAD" bs=1 seek=50000000 conv=notrunc status=none
+touch -d "$MTIME" "$OUT/$BAD"
 cmp -s "$REF/$BAD" "$OUT/$BAD" && fail "the byte was changed" "$BAD equals the reference"
+assert_eq "its size and mtime are as before" "$(stat -c '%s %y' "$REF/$BAD" | cut -d' ' -f1) $MTIME" \
+	"$(stat -c '%s %y' "$OUT/$BAD")"
 expect_fail "verify --checksums finds the corrupted shard" checksum_mismatch "$BAD" \
 	"$CKPTCONV" verify --checksums "$OUT"
 (cd "$OUT" && stat -c '%n %i %Y.%y' model-000*.safetensors) >"$TEST_TMP/before"
@@ -140,10 +181,13 @@ if grep -q '"kept_files":18,' "$TEST_TMP/run.out" &&
 else
 	fail "--resume kept 18 shards and named the one it writes again" "$(run_out)" "$(run_err)"
 fi
+assert_eq "... the 18 unchanged since published, none read again" "18 " \
+	"$(kept_as "unchanged since published" | wc -w) $(kept_as "checksum re-read")"
 (cd "$OUT" && stat -c '%n %i %Y.%y' model-000*.safetensors) >"$TEST_TMP/after"
 assert_eq "only the corrupted shard was written again" "$BAD" \
 	"$(diff "$TEST_TMP/before" "$TEST_TMP/after" | sed -n 's/^> \([^ ]*\) .*/\1/p')"
-if diff -r -q "$REF" "$OUT" >"$TEST_TMP/diff.out"; then
+if diff -r -q -x ckptconv-sums.json "$REF" "$OUT" >"$TEST_TMP/diff.out" &&
+	[ "$(same_sums "$REF" "$OUT")" = same ]; then
 	pass "after --resume the output equals the clean run's again"
 else
 	fail "after --resume the output equals the clean run's again" "$(head -5 "$TEST_TMP/diff.out")"
@@ -181,14 +225,26 @@ expect_ok "partition 0/2 of tiny" "$CKPTCONV" convert --no-fsync --to native --p
 expect_fail "verify --checksums on partitions not finalized" destination_incomplete \
 	"$TEST_TMP/tiny-part: a conversion in 2 partitions, not finalized (ckptconv finalize)" \
 	"$CKPTCONV" verify --checksums "$TEST_TMP/tiny-part"
-# ---- a file of the user's in a resumed destination ---------------------------
-# It was there when the first run accepted the destination (or came since):
+# ---- a copied destination, with a file of the user's -------------------------
+# cp -a gives every file a new inode and ctime: --resume reads each shard
+# again and keeps those whose CRC-32C matches.  A file of the user's was
+# there when the first run accepted the destination (or came since):
 # --resume leaves it in place and says so.
 FOREIGN=$TEST_TMP/foreign
 cp -a "$REF" "$FOREIGN"
 rm "$FOREIGN/model.safetensors.index.json" "$FOREIGN/model-00019-of-00019.safetensors"
+COPIED_BAD=model-00007-of-00019.safetensors
+printf '\x5a' | dd of="$FOREIGN/$COPIED_BAD" bs=1 seek=1000000 conv=notrunc status=none
 echo keep >"$FOREIGN/notes.txt"
 expect_ok "--resume with a file of the user's there" "${CONVERT[@]}" --resume --json "$NAT" "$FOREIGN"
+assert_eq "a copied destination: its 17 intact shards kept after reading them again, none unread" \
+	"17 " "$(kept_as "checksum re-read" | wc -w) $(kept_as "unchanged since published")"
+if grep -q '"kept_files":17,' "$TEST_TMP/run.out" &&
+	grep -q "not kept: written again.*$COPIED_BAD" "$TEST_TMP/run.err"; then
+	pass "... and the copied shard with a changed byte written again"
+else
+	fail "... and the copied shard with a changed byte written again" "$(run_out)" "$(run_err)"
+fi
 if grep -qF "\"$FOREIGN: left 'notes.txt' in place, which no conversion of this plan writes\"" "$TEST_TMP/run.out"; then
 	pass "... which it names in its warnings"
 else

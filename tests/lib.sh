@@ -418,6 +418,20 @@ same_tensors() {
 # same_files NAME DIR_A DIR_B: byte-identical directories but for a
 # conversion's records (its plan manifest and checksum records,
 # docs/manifest.md), which the golden outputs do not hold.
+# same_sums A B: "same" when the checksum records (ckptconv-sums.json) of
+# directories A and B hold the same plan digest and the same files with the
+# same sizes and CRC-32C (each run records its own identities as
+# published), else what differs.
+same_sums() {
+	python3 -c 'import json,sys
+def entries(path):
+    r = json.load(open(path))
+    return r["plan_digest"], sorted((f["name"], f["size"], f["crc32c"]) for f in r["files"])
+a, b = entries(sys.argv[1]), entries(sys.argv[2])
+print("same" if a == b else "differ: %r" % (set(a[1]) ^ set(b[1])))' \
+		"$1/ckptconv-sums.json" "$2/ckptconv-sums.json"
+}
+
 same_files() {
 	if diff -r -q -x ckptconv-plan.json -x "ckptconv-sums*.json" "$2" "$3" >"$TEST_TMP/diff.out" 2>&1; then
 		pass "$1"

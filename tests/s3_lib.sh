@@ -137,3 +137,76 @@ no_secret_in() {
 	fi
 	pass "$name"
 }
+
+# start_s3_requests_log: starts a front on 127.0.0.1 that passes every
+# request on to the test server unchanged and appends "METHOD PATH STATUS"
+# to $S3_REQUESTS_LOG for each (s3rver's own log names no request); sets
+# S3_FRONT to its URL, to be given to ckptconv as the endpoint.
+S3_REQUESTS_LOG=$TEST_TMP/s3-requests.log
+S3_FRONT=
+S3_FRONT_PID=
+start_s3_requests_log() {
+	local port_file=$TEST_TMP/s3-front.port i
+	: >"$S3_REQUESTS_LOG"
+	python3 - "127.0.0.1:$S3_PORT" "$S3_REQUESTS_LOG" "$port_file" <<'PYEOF' &
+import http.client, http.server, sys, threading
+upstream, log, port_file = sys.argv[1:4]
+lock = threading.Lock()
+HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+       "proxy-connection"}
+
+class Front(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def handle_one(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
+        conn = http.client.HTTPConnection(upstream, timeout=60)
+        conn.request(self.command, self.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        with lock, open(log, "a") as f:
+            f.write("%s %s %d\n" % (self.command, self.path.split("?")[0], resp.status))
+        # A HEAD answer keeps the object's Content-Length.
+        head = self.command == "HEAD"
+        self.send_response(resp.status, resp.reason)
+        for k, v in resp.getheaders():
+            if k.lower() not in HOP and (head or k.lower() != "content-length"):
+                self.send_header(k, v)
+        if not head:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_one
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Front)
+server.daemon_threads = True
+open(port_file, "w").write(str(server.server_address[1]))
+server.serve_forever()
+PYEOF
+	S3_FRONT_PID=$!
+	for i in $(seq 100); do
+		[ -s "$port_file" ] && break
+		sleep 0.1
+	done
+	if [ ! -s "$port_file" ]; then
+		fail "the requests log front starts"
+		finish
+	fi
+	S3_FRONT=http://127.0.0.1:$(cat "$port_file")
+}
+stop_s3_requests_log() {
+	if [ -n "$S3_FRONT_PID" ]; then
+		kill "$S3_FRONT_PID" 2>/dev/null || true
+		wait "$S3_FRONT_PID" 2>/dev/null || true
+		S3_FRONT_PID=
+	fi
+}
+CLEANUP_HOOKS+=(stop_s3_requests_log)

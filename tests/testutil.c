@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "ckptconv/err.h"
+#include "ckptconv/manifest.h"
 #include "ckptconv/store.h"
 #include "ckptconv/util.h"
 #include "testutil.h"
@@ -121,4 +122,33 @@ void test_unconfine(void)
 {
 	store_local_confine(NULL, NULL);
 	store_local_force_walk = false;
+}
+
+/* Two checksum records naming the same files with the same sizes and
+ * CRC-32C (the identities as published differ between runs). */
+void test_assert_same_sums(const char *name, const void *want, size_t want_len, const void *got,
+			   size_t got_len)
+{
+	char *want_text = xmalloc(want_len + 1), *got_text = xmalloc(got_len + 1);
+	struct manifest_sums *a = NULL, *b = NULL;
+	struct err e = {0};
+	size_t i;
+
+	memcpy(want_text, want, want_len);
+	want_text[want_len] = '\0';
+	memcpy(got_text, got, got_len);
+	got_text[got_len] = '\0';
+	ck_assert_msg(manifest_sums_parse(want_text, name, &a, &e) == 0, "%s", e.msg);
+	ck_assert_msg(manifest_sums_parse(got_text, name, &b, &e) == 0, "%s", e.msg);
+	free(want_text);
+	free(got_text);
+	ck_assert_str_eq(a->plan_digest, b->plan_digest);
+	ck_assert_uint_eq(a->n, b->n);
+	for (i = 0; i < a->n; i++) {
+		ck_assert_str_eq(a->files[i].name, b->files[i].name);
+		ck_assert_uint_eq(a->files[i].size, b->files[i].size);
+		ck_assert_uint_eq(a->files[i].crc32c, b->files[i].crc32c);
+	}
+	manifest_sums_free(a);
+	manifest_sums_free(b);
 }

@@ -26,6 +26,13 @@ void test_confine_under(const char *base, char **root, char **outside);
 void test_unconfine(void);
 /* The golden directory: $GOLDEN_DIR or the compiled-in tests/golden. */
 const char *test_golden_dir(void);
+
+/* Asserts that the checksum records (ckptconv-sums*.json texts of
+ * want_len and got_len bytes) `want` and `got`, of file `name`, hold the same plan digest and the same files with
+ * the same sizes and CRC-32C; the identities as published, each run's own,
+ * are not compared. */
+void test_assert_same_sums(const char *name, const void *want, size_t want_len, const void *got,
+			   size_t got_len);
 /* Runs a suite with CK_NORMAL output; returns the process exit code. */
 typedef struct Suite Suite;
 int test_run_suite(Suite *s);

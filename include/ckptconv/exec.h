@@ -25,6 +25,7 @@
 struct err;
 struct plan;
 struct store;
+struct store_identity;
 struct exec_pool;
 struct exec_run;
 
@@ -37,6 +38,16 @@ struct exec_pool *exec_pool_new(unsigned threads, struct err *e);
 void exec_pool_free(struct exec_pool *pool);   /* waits for the workers */
 unsigned exec_pool_threads(const struct exec_pool *pool);
 unsigned exec_pool_busy(const struct exec_pool *pool);
+
+/* Runs fn(arg, i, e) for every i in [0, n), on the calling thread and up
+ * to threads - 1 more (exec_pool_threads of the run's pool; at most one
+ * per task), in no particular order; returns when all have returned.  fn
+ * must be safe to call from several threads at once.  After a task fails
+ * no new one starts; the result is -1 with the error of the lowest task
+ * that failed, else 0.  Used where the work is not a plan's pieces (a
+ * resumed conversion re-reading its kept files' CRC-32C). */
+int exec_each(unsigned threads, size_t n, int (*fn)(void *arg, size_t i, struct err *e),
+	      void *arg, struct err *e);
 
 /* The CPUs this process may use: its affinity mask, limited by the cgroup
  * CPU quota (cpu.max, rounded up); at least 1. */
@@ -65,10 +76,12 @@ struct exec_options {
 	enum exec_read_mode read_mode;
 	/* Called on the worker that published file `file` (renamed or
 	 * uploaded under its final name) with the CRC-32C of its bytes
-	 * (store_writer_crc32c); a nonzero return with e set fails the run.
-	 * Called from several workers at once: it serialises itself.  NULL:
-	 * not told. */
-	int (*published)(void *arg, uint32_t file, uint32_t crc32c, struct err *e);
+	 * (store_writer_crc32c) and its identity as published
+	 * (store_writer_publish; kind STORE_ID_NONE when the store could not
+	 * tell); a nonzero return with e set fails the run.  Called from
+	 * several workers at once: it serialises itself.  NULL: not told. */
+	int (*published)(void *arg, uint32_t file, uint32_t crc32c,
+			 const struct store_identity *id, struct err *e);
 	void *published_arg;
 };
 

@@ -17,10 +17,13 @@
  *    every file published, so at any moment it names only files that are
  *    complete under their final names.
  *
- * A resumed conversion keeps a published file only when its size, its
- * header bytes and the CRC-32C of all its bytes, read again, match the
- * plan and the record; `ckptconv verify --checksums` reads every recorded
- * file again the same way.
+ * The record also keeps each file's identity as published (a local file's
+ * device, inode, size, mtime and ctime after the rename that published it;
+ * an object's ETag and VersionId), so a resumed conversion keeps a file
+ * whose identity has not changed since without reading it again, and
+ * reads again (CRC-32C of all its bytes) only the others; `ckptconv
+ * verify --checksums` reads every recorded file again whatever its
+ * identity.
  *
  * Threads: manifest_sums_note from any thread (it holds the record's
  * lock); everything else from one thread at a time per destination.
@@ -37,11 +40,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ckptconv/store.h"
+
 struct ckpt;
 struct err;
 struct plan;
-struct store;
-struct store_entry;
 
 #define MANIFEST_SUMS_NAME "ckptconv-sums.json"
 /* Largest checksum record accepted when reading one back. */
@@ -62,12 +65,32 @@ bool manifest_is_record(const char *name);
  * order, and the header length), so it needs no read. */
 json_t *manifest_source_files_json(const struct ckpt *ck);
 
+/* ---- identities ---- */
+
+/* Adds a file's identity (store.h) to the JSON object `o` describing it:
+ * a local file's "size", "mtime_ns" and "ctime_ns" (nanoseconds since the
+ * epoch), "dev" and "ino" (st_dev and st_ino as decimal strings: they may
+ * exceed JSON's exact integers); an object's "etag" and, when the bucket
+ * keeps versions, "version_id".  Nothing for STORE_ID_NONE.  Used for the
+ * plan manifest's source files and the checksum record's files. */
+void manifest_identity_to_json(json_t *o, const struct store_identity *id);
+/* The identity in `o` (the members above): 1 and *id filled, 0 when `o`
+ * records none (*id of kind STORE_ID_NONE), -1 when the members are there
+ * but malformed. */
+int manifest_identity_from_json(const json_t *o, struct store_identity *id);
+
 /* ---- the checksum record ---- */
 
 struct manifest_sum {
 	char *name;
 	uint64_t size;
 	uint32_t crc32c;
+	/* The file as published (store_writer_publish: a local file's inode,
+	 * size, mtime and ctime taken after the rename that published it; an
+	 * object's ETag and VersionId from the PUT's or the multipart
+	 * completion's answer); kind STORE_ID_NONE when the store gave none or
+	 * the record was written without identities. */
+	struct store_identity id;
 };
 
 struct manifest_sums {
@@ -96,11 +119,11 @@ int manifest_sums_read(struct store *dst, const char *name, struct manifest_sums
 		       struct err *e);
 /* The entry for `name`, or NULL.  Not while another thread notes. */
 const struct manifest_sum *manifest_sums_find(const struct manifest_sums *s, const char *name);
-/* Records (or replaces) `name`'s size and CRC-32C, then writes the whole
- * record to s->dst (store_put) when it has one.  Any thread.  Codes: the
- * store's. */
+/* Records (or replaces) `name`'s size, CRC-32C and identity as published
+ * (`id`, copied; NULL: none), then writes the whole record to s->dst
+ * (store_put) when it has one.  Any thread.  Codes: the store's. */
 int manifest_sums_note(struct manifest_sums *s, const char *name, uint64_t size, uint32_t crc32c,
-		       struct err *e);
+		       const struct store_identity *id, struct err *e);
 /* Writes the record as it is now (an empty one, or the files kept). */
 int manifest_sums_write(struct manifest_sums *s, struct err *e);
 
@@ -113,15 +136,28 @@ int manifest_file_crc32c(struct store *s, const char *name, uint64_t size, uint3
 
 /* Which of plan p's output files (those with skip[i] false; skip NULL:
  * all) the destination already holds complete: listed in `entries` with
- * the planned size, header bytes equal to the plan's, and recorded in
- * `sums` with that size and a CRC-32C equal to the file's, read again.
- * kept[i] is set for those (p->nfiles entries, zeroed by the caller);
+ * the planned size and recorded in `sums` with that size, and then either
+ *  - unchanged since published: its identity now (store_stat_identity:
+ *    local inode, size, mtime and ctime; an object's ETag from HeadObject)
+ *    equals the one `sums` recorded when it was published, so its bytes are
+ *    those whose CRC-32C was computed as they were written and are not
+ *    read again (a local file's header bytes are still compared with the
+ *    plan's, an object's are not fetched); or
+ *  - of another identity (copied, touched, restored, its mode changed) or
+ *    recorded without one: header bytes equal to the plan's and a CRC-32C,
+ *    read again whole, equal to the record's.
+ * The files are checked on up to `threads` threads at once (exec_each).
+ * kept[i] is set for those kept (p->nfiles entries, zeroed by the caller),
+ * each is noted in `into` (the new record; manifest_sums_note) with its
+ * recorded size and CRC-32C and its identity now, and logged at info level
+ * as "kept: unchanged since published" or "kept: checksum re-read";
  * *files and *bytes count them.  A file that fails a check is named in a
  * warning log line and left to be written again.  Codes: the store's
- * (io_error, s3_*) when a file cannot be read. */
+ * (io_error, s3_*) when a file cannot be read or asked about. */
 int manifest_keep_files(struct store *dst, const struct plan *p, const bool *skip,
 			const struct manifest_sums *sums, const struct store_entry *entries,
-			size_t n, bool *kept, uint64_t *files, uint64_t *bytes, struct err *e);
+			size_t n, unsigned threads, struct manifest_sums *into, bool *kept,
+			uint64_t *files, uint64_t *bytes, struct err *e);
 
 /* ---- checking ---- */
 

@@ -166,9 +166,10 @@ int s3_head_version(struct s3_client *c, const char *bucket, const char *key, ui
 int s3_get_range_version(struct s3_client *c, const char *bucket, const char *key, uint64_t off,
 			 void *buf, size_t len, struct s3_version *v, struct err *e);
 /* Sent with its x-amz-checksum-crc32c, so S3 refuses a body that arrives
- * otherwise (BadDigest). */
+ * otherwise (BadDigest).  v (NULL: not wanted) receives the version
+ * written: the answer's ETag and x-amz-version-id ("" when absent). */
 int s3_put(struct s3_client *c, const char *bucket, const char *key, const void *body, size_t len,
-	   struct err *e);
+	   struct s3_version *v, struct err *e);
 /* A missing key is not an error. */
 int s3_delete(struct s3_client *c, const char *bucket, const char *key, struct err *e);
 
@@ -183,10 +184,12 @@ int s3_multipart_upload_part(struct s3_client *c, const char *bucket, const char
 			     const char *upload_id, unsigned part_number, const void *body,
 			     size_t len, char **etag, char crc32c_out[9], struct err *e);
 /* etags[i] is the ETag of part i+1; crc32cs[i] (crc32cs NULL: none) its
- * base64 CRC-32C, listed as ChecksumCRC32C. */
+ * base64 CRC-32C, listed as ChecksumCRC32C.  v (NULL: not wanted)
+ * receives the object's version: the answer's
+ * CompleteMultipartUploadResult/ETag and x-amz-version-id header. */
 int s3_multipart_complete(struct s3_client *c, const char *bucket, const char *key,
 			  const char *upload_id, char *const *etags, char *const *crc32cs,
-			  size_t nparts, struct err *e);
+			  size_t nparts, struct s3_version *v, struct err *e);
 /* Returns 1 (not an error) when the server does not implement the call
  * (405 or 501). */
 int s3_multipart_abort(struct s3_client *c, const char *bucket, const char *key,
@@ -230,10 +233,11 @@ int s3_create_multipart_answer_parse(const char *body, size_t len, const char *w
 				     char **upload_id, struct err *e);
 
 /* CompleteMultipartUpload's answer, which may be an Error even with HTTP
- * 200.  Codes: s3_error (an Error, naming its Code and Message),
- * s3_bad_response (not XML). */
+ * 200; etag (NULL: not wanted) receives CompleteMultipartUploadResult/ETag
+ * ("" when absent or longer than S3_ETAG_MAX - 1).  Codes: s3_error (an
+ * Error, naming its Code and Message), s3_bad_response (not XML). */
 int s3_complete_multipart_answer_parse(const char *body, size_t len, const char *where,
-				       struct err *e);
+				       char etag[S3_ETAG_MAX], struct err *e);
 
 /* The request the client would send, signed at `when` (for signature
  * tests).  range: NULL or a Range header value. */

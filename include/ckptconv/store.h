@@ -159,13 +159,18 @@ struct store_backend {
 	void (*view_release)(struct store_view *v);
 	int (*writer_open)(struct store *s, const char *name, uint64_t size, struct store_writer **out, struct err *e);
 	int (*writer_write)(struct store_writer *w, uint64_t off, const void *buf, size_t len, struct err *e);
-	int (*writer_commit)(struct store_writer *w, struct err *e);
+	/* published (may be NULL): the identity of the file as published,
+	 * kind STORE_ID_NONE when the backend cannot tell. */
+	int (*writer_commit)(struct store_writer *w, struct store_identity *published,
+			     struct err *e);
 	void (*writer_abort)(struct store_writer *w);
 	int (*put)(struct store *s, const char *name, const void *buf, size_t len, struct err *e);
 	int (*remove)(struct store *s, const char *name, struct err *e);
 	/* Optional (NULL: store_stat falls back to list): size and kind of one
-	 * top-level entry; source_not_found when absent. */
-	int (*stat)(struct store *s, const char *name, struct store_entry *out, struct err *e);
+	 * top-level entry, and its identity now into id when not NULL (not
+	 * recorded: see identify); source_not_found when absent. */
+	int (*stat)(struct store *s, const char *name, struct store_entry *out,
+		    struct store_identity *id, struct err *e);
 	/* Optional (NULL: nothing to create, room unknown). */
 	int (*ensure)(struct store *s, struct err *e);
 	int (*free_space)(struct store *s, uint64_t *out, struct err *e);
@@ -263,6 +268,13 @@ const struct store_entry *store_entries_find(const struct store_entry *entries, 
  * passes the name), symbolic links followed.  Codes: source_not_found,
  * forbidden_path (it leads outside the allowed roots). */
 int store_stat(struct store *s, const char *name, struct store_entry *out, struct err *e);
+/* store_stat that also gives the entry's identity as it is now into *id
+ * (a local file: fstat; an object: HeadObject's ETag and VersionId; kind
+ * STORE_ID_NONE when the backend has none), without recording or holding
+ * reads to it (store_identity does that for sources).  For comparing a
+ * published output with the identity store_writer_publish gave. */
+int store_stat_identity(struct store *s, const char *name, struct store_entry *out,
+			struct store_identity *id, struct err *e);
 
 /* Exactly len bytes at off, or an error (file_truncated, io_error,
  * source_not_found, forbidden_path). */
@@ -278,6 +290,16 @@ int store_writer_write(struct store_writer *w, uint64_t off, const void *buf, si
 /* Makes the output durable (if o.durable) and publishes it under its final
  * name; frees the writer, even on error. */
 int store_writer_commit(struct store_writer *w, struct err *e);
+/* store_writer_commit that also gives the identity of the file as
+ * published into *published (NULL: not wanted): a local file's fstat taken
+ * after the rename that published it (rename changes its ctime), so a
+ * later store_stat_identity equal to it means nothing wrote to the file,
+ * renamed it or changed its metadata since (userspace cannot set ctime);
+ * an object's ETag (and VersionId) from the PutObject or
+ * CompleteMultipartUpload answer, which S3 changes with every write.
+ * Kind STORE_ID_NONE when the backend could not tell. */
+int store_writer_publish(struct store_writer *w, struct store_identity *published,
+			 struct err *e);
 /* The CRC-32C of the whole output, combined from the CRCs computed as each
  * range was written (store_writer_write computes them on the caller's
  * thread before the backend sees the bytes).  Once every byte is written,

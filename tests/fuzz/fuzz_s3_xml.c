@@ -115,7 +115,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	list(body, size);
 	create_multipart(body, size);
 	list_uploads(body, size);
-	rc = s3_complete_multipart_answer_parse(body, size, WHERE, &e);
+	rc = s3_complete_multipart_answer_parse(body, size, WHERE, NULL, &e);
 	fuzz_check_err("s3_complete_multipart_answer_parse", rc, &e);
 	return 0;
 }
