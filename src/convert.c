@@ -457,7 +457,14 @@ static char *build_manifest(struct conversion *c, uint32_t count)
 {
 	struct store_source *sources = NULL;
 	size_t n = store_identities(c->ckpt->store, &sources);
-	char *text = partition_manifest_build(c->plan, c->src_location, &c->opts, count, sources, n);
+	char boot_id[MANIFEST_BOOT_ID_MAX] = "";
+	char *text;
+
+	/* A conversion of one machine took every identity here. */
+	if (count == 0)
+		manifest_boot_id(boot_id);
+	text = partition_manifest_build_in_boot(c->plan, c->src_location, &c->opts, count, sources,
+						n, boot_id);
 
 	store_sources_free(sources, n);
 	return text;
@@ -698,7 +705,7 @@ static int note_published(void *arg, uint32_t file, uint32_t crc,
 	struct conversion *c = arg;
 	const struct plan_file *pf = &c->plan->files[file];
 
-	return manifest_sums_note(c->sums, pf->name, pf->size, crc, id, e);
+	return manifest_sums_note_published(c->sums, pf->name, pf->size, crc, id, c->opts.durable, e);
 }
 
 static int execute_plan(struct conversion *c, struct exec_pool *pool, struct err *e)

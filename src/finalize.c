@@ -178,8 +178,7 @@ static int merge_sums(struct store *dst, const struct partition_manifest *m, con
 		if (rc)
 			goto out;
 		for (i = 0; part && i < part->n; i++)
-			manifest_sums_note(all, part->files[i].name, part->files[i].size,
-					   part->files[i].crc32c, &part->files[i].id, NULL);
+			manifest_sums_note_entry(all, &part->files[i], NULL);
 		manifest_sums_free(part);
 		part = NULL;
 	}

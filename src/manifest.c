@@ -263,6 +263,8 @@ static char *build_locked(struct manifest_sums *s)
 		/* The identity as published, when the store gave one. */
 		if (s->files[i].id.kind != STORE_ID_NONE)
 			manifest_identity_to_json(f, &s->files[i].id);
+		if (s->files[i].boot_id[0])
+			json_object_set_new(f, "boot_id", json_string(s->files[i].boot_id));
 		json_array_append_new(files, f);
 	}
 	root = json_pack("{s:s, s:i, s:s, s:o}", "format", SUMS_FORMAT, "version", SUMS_VERSION,
@@ -315,7 +317,7 @@ static size_t position_locked(const struct manifest_sums *s, const char *name, b
 }
 
 static void add_locked(struct manifest_sums *s, const char *name, uint64_t size, uint32_t crc,
-		       const struct store_identity *id)
+		       const struct store_identity *id, const char *boot_id)
 {
 	struct store_identity none = {0};
 
@@ -328,6 +330,7 @@ static void add_locked(struct manifest_sums *s, const char *name, uint64_t size,
 		s->files[at].size = size;
 		s->files[at].crc32c = crc;
 		s->files[at].id = *id;
+		snprintf(s->files[at].boot_id, sizeof(s->files[at].boot_id), "%s", boot_id);
 		return;
 	}
 	if (s->n == s->cap) {
@@ -335,13 +338,15 @@ static void add_locked(struct manifest_sums *s, const char *name, uint64_t size,
 		s->files = xrealloc(s->files, s->cap * sizeof(*s->files));
 	}
 	memmove(&s->files[at + 1], &s->files[at], (s->n - at) * sizeof(*s->files));
-	s->files[at] = (struct manifest_sum){xstrdup(name), size, crc, *id};
+	s->files[at] = (struct manifest_sum){xstrdup(name), size, crc, *id, ""};
+	snprintf(s->files[at].boot_id, sizeof(s->files[at].boot_id), "%s", boot_id);
 	s->n++;
 }
 
 static int parse_files(const json_t *files, struct manifest_sums *s, const char *where,
 		       struct err *e)
 {
+	char boot_id[MANIFEST_BOOT_ID_MAX];
 	struct store_identity id;
 	const json_t *f, *size;
 	const char *name;
@@ -351,19 +356,22 @@ static int parse_files(const json_t *files, struct manifest_sums *s, const char 
 	if (!json_is_array(files))
 		return not_a_record(where, "files", e);
 	json_array_foreach(files, i, f) {
+		boot_id[0] = '\0';
 		name = json_string_value(json_object_get(f, "name"));
 		size = json_object_get(f, "size");
 		if (!name || !*name || strchr(name, '/') || !json_is_integer(size) ||
 		    json_integer_value(size) < 0 ||
 		    crc32c_parse_hex(json_string_value(json_object_get(f, "crc32c")), &crc) ||
-		    manifest_identity_from_json(f, &id) < 0)
+		    manifest_identity_from_json(f, &id) < 0 ||
+		    !copy_text(json_object_get(f, "boot_id"), boot_id, sizeof(boot_id), false))
 			return not_a_record(where, "files", e);
 		if (s->n == s->cap) {
 			s->cap = s->cap ? s->cap * 2 : 16;
 			s->files = xrealloc(s->files, s->cap * sizeof(*s->files));
 		}
-		s->files[s->n++] = (struct manifest_sum){
-			xstrdup(name), (uint64_t)json_integer_value(size), crc, id};
+		s->files[s->n] = (struct manifest_sum){
+			xstrdup(name), (uint64_t)json_integer_value(size), crc, id, ""};
+		snprintf(s->files[s->n++].boot_id, MANIFEST_BOOT_ID_MAX, "%s", boot_id);
 	}
 	/* Sorted once (a record of many entries reads in n log n), and a name
 	 * twice is no record of ours. */
@@ -469,10 +477,54 @@ int manifest_sums_note(struct manifest_sums *s, const char *name, uint64_t size,
 	int rc;
 
 	pthread_mutex_lock(&s->lock);
-	add_locked(s, name, size, crc32c, id);
+	add_locked(s, name, size, crc32c, id, "");
 	rc = write_locked(s, e);
 	pthread_mutex_unlock(&s->lock);
 	return rc;
+}
+
+void manifest_boot_id(char out[MANIFEST_BOOT_ID_MAX])
+{
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+
+	out[0] = '\0';
+	if (f) {
+		if (!fgets(out, MANIFEST_BOOT_ID_MAX, f))
+			out[0] = '\0';
+		fclose(f);
+	}
+	out[strcspn(out, "\n")] = '\0';
+}
+
+/* Notes `name` with boot id `boot_id` ("" for none). */
+static int note_in_boot(struct manifest_sums *s, const char *name, uint64_t size, uint32_t crc32c,
+			const struct store_identity *id, const char *boot_id, struct err *e)
+{
+	int rc;
+
+	pthread_mutex_lock(&s->lock);
+	add_locked(s, name, size, crc32c, id, boot_id);
+	rc = write_locked(s, e);
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int manifest_sums_note_entry(struct manifest_sums *s, const struct manifest_sum *entry,
+			     struct err *e)
+{
+	return note_in_boot(s, entry->name, entry->size, entry->crc32c, &entry->id, entry->boot_id,
+			    e);
+}
+
+int manifest_sums_note_published(struct manifest_sums *s, const char *name, uint64_t size,
+				 uint32_t crc32c, const struct store_identity *id, bool durable,
+				 struct err *e)
+{
+	char boot_id[MANIFEST_BOOT_ID_MAX] = "";
+
+	if (!durable && id && id->kind == STORE_ID_FILE)
+		manifest_boot_id(boot_id);
+	return note_in_boot(s, name, size, crc32c, id, boot_id, e);
 }
 
 int manifest_sums_write(struct manifest_sums *s, struct err *e)
@@ -543,6 +595,7 @@ struct keep_check {
 struct keep_checks {
 	struct store *dst;
 	struct keep_check *v;
+	char boot_id[MANIFEST_BOOT_ID_MAX]; /* this machine's, now */
 };
 
 /* Fills c->why (and c->unchanged): a file whose identity is the one it was
@@ -567,9 +620,12 @@ static int check_kept(void *arg, size_t i, struct err *e)
 				 st.size, pf->size);
 			return 0;
 		}
+		/* A file published without fsync in another boot: its bytes
+		 * may have been lost with the page cache of a crashed machine. */
 		c->unchanged = c->sum->id.kind != STORE_ID_NONE &&
 			       !store_identity_differs(&c->sum->id, &c->now, false, what,
-						       sizeof(what));
+						       sizeof(what)) &&
+			       (!c->sum->boot_id[0] || strcmp(c->sum->boot_id, all->boot_id) == 0);
 		if (!c->unchanged || store_caps(all->dst) & STORE_CHEAP_READ)
 			header_as_planned(all->dst, pf, &same, &local);
 	}
@@ -625,11 +681,12 @@ int manifest_keep_files(struct store *dst, const struct plan *p, const bool *ski
 			size_t n, unsigned threads, struct manifest_sums *into, bool *kept,
 			uint64_t *files, uint64_t *bytes, struct err *e)
 {
-	struct keep_checks all = {dst, xcalloc(p->nfiles ? p->nfiles : 1, sizeof(*all.v))};
+	struct keep_checks all = {dst, xcalloc(p->nfiles ? p->nfiles : 1, sizeof(*all.v)), ""};
 	size_t i, k, ncheck = 0;
 	int rc = -1;
 
 	*files = *bytes = 0;
+	manifest_boot_id(all.boot_id);
 	for (i = 0; i < p->nfiles; i++) {
 		const struct plan_file *pf = &p->files[i];
 		const struct store_entry *entry = store_entries_find(entries, n, pf->name);
@@ -658,8 +715,14 @@ int manifest_keep_files(struct store *dst, const struct plan *p, const bool *ski
 		}
 		log_file(LOG_INFO, c->pf->name, NULL,
 			 c->unchanged ? "kept: unchanged since published" : "kept: checksum re-read");
-		/* Recorded with its identity now, taken before it was read. */
-		if (manifest_sums_note(into, c->pf->name, c->pf->size, c->sum->crc32c, &c->now, e))
+		/* Recorded with its identity now, taken before it was read; a
+		 * file read again may have been read from this boot's page
+		 * cache, so it is noted with this boot's id. */
+		if (note_in_boot(into, c->pf->name, c->pf->size, c->sum->crc32c, &c->now,
+				 c->unchanged			 ? c->sum->boot_id :
+				 c->now.kind == STORE_ID_FILE ? all.boot_id :
+								  "",
+				 e))
 			goto out;
 		kept[c->pf - p->files] = true;
 		(*files)++;

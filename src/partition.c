@@ -229,6 +229,14 @@ char *partition_manifest_build(const struct plan *p, const char *source,
 			       const struct convert_options *o, uint32_t count,
 			       const struct store_source *sources, size_t nsources)
 {
+	return partition_manifest_build_in_boot(p, source, o, count, sources, nsources, NULL);
+}
+
+char *partition_manifest_build_in_boot(const struct plan *p, const char *source,
+				       const struct convert_options *o, uint32_t count,
+				       const struct store_source *sources, size_t nsources,
+				       const char *boot_id)
+{
 	char digest[65], sha[65], *canonical = store_canonical_location(source), *text;
 	json_t *root, *files = json_array();
 	size_t i;
@@ -245,6 +253,8 @@ char *partition_manifest_build(const struct plan *p, const char *source,
 			 source_files_json(p, sources, nsources), "partitions", (json_int_t)count,
 			 "options", manifest_options(p, o), "plan_digest", digest, "index",
 			 p->index_json != NULL, "files", files);
+	if (boot_id && *boot_id)
+		json_object_set_new(root, "boot_id", json_string(boot_id));
 	text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	free(canonical);
@@ -405,6 +415,13 @@ static int parse_root(const json_t *root, struct partition_manifest *m, const ch
 		return not_a_manifest(where, "source, plan_digest, index or partitions", e);
 	m->source = xstrdup(source);
 	memcpy(m->plan_digest, digest, 65);
+	if (json_object_get(root, "boot_id")) {
+		const char *boot = json_string_value(json_object_get(root, "boot_id"));
+
+		if (!boot || strlen(boot) >= sizeof(m->boot_id))
+			return not_a_manifest(where, "boot_id", e);
+		strcpy(m->boot_id, boot);
+	}
 	m->has_index = json_is_true(index);
 	if (!json_is_object(json_object_get(root, "options")))
 		return not_a_manifest(where, "options", e);
@@ -469,6 +486,10 @@ int partition_manifest_options(const struct partition_manifest *m, struct conver
 static int compare_sources(const struct partition_manifest *found,
 			   const struct partition_manifest *ours, const char *where, struct err *e)
 {
+	/* Identities taken in this boot name the same files by device and
+	 * inode; taken elsewhere (partitions, another boot) only size and
+	 * mtime can be compared. */
+	bool same_boot = found->boot_id[0] && strcmp(found->boot_id, ours->boot_id) == 0;
 	char what[256];
 	size_t i, k;
 
@@ -477,9 +498,15 @@ static int compare_sources(const struct partition_manifest *found,
 			if (strcmp(found->sources[i].name, ours->sources[k].name) == 0)
 				break;
 		if (k == ours->nsources ||
-		    !store_identity_differs(&found->sources[i].id, &ours->sources[k].id, true, what,
-					    sizeof(what)))
+		    !store_identity_differs(&found->sources[i].id, &ours->sources[k].id, !same_boot,
+					    what, sizeof(what)))
 			continue;
+		if (found->count == 0)
+			return err_set(e, ERR_SOURCE_CHANGED,
+				       "%s: the source file %s of %s changed since the conversion's"
+				       " plan was made (%s); nothing more is written: convert the new"
+				       " version anew (--overwrite without --resume)",
+				       where, found->sources[i].name, found->source, what);
 		return err_set(e, ERR_SOURCE_CHANGED,
 			       "%s: the source file %s of %s changed since the partitions' plan was"
 			       " made (%s); nothing of this partition is written: remove the"

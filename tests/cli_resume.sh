@@ -193,6 +193,36 @@ else
 	fail "after --resume the output equals the clean run's again" "$(head -5 "$TEST_TMP/diff.out")"
 fi
 expect_ok "and verifies by its checksums" "$CKPTCONV" verify --checksums "$OUT"
+
+# Published without fsync (--no-fsync), a shard's bytes may have lived only in
+# the page cache of a machine that crashed since: the record names the boot
+# that published each one, and a resume in another boot reads them again.
+BOOT=$(cat /proc/sys/kernel/random/boot_id)
+assert_eq "each shard published without fsync is recorded with this boot's id" 19 \
+	"$(python3 -c 'import json,sys
+r = json.load(open(sys.argv[1]))
+print(sum(1 for f in r["files"] if f["name"].startswith("model-") and f.get("boot_id") == sys.argv[2]))' \
+		"$OUT/ckptconv-sums.json" "$BOOT")"
+python3 - "$OUT/ckptconv-sums.json" <<'PYEOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for f in r["files"]:
+    if "boot_id" in f:
+        f["boot_id"] = "00000000-0000-4000-8000-000000000000"
+json.dump(r, open(sys.argv[1], "w"), indent=2)
+PYEOF
+expect_ok "--resume after the machine booted again" "${CONVERT[@]}" --resume --json "$NAT" "$OUT"
+assert_eq "... reads every shard again, none kept unread" "19 " \
+	"$(kept_as "checksum re-read" | wc -w) $(kept_as "unchanged since published")"
+expect_ok "a run with fsync" "$CKPTCONV" convert --to hf --max-shard-size 100MB "$NAT" \
+	"$TEST_TMP/synced"
+if grep -q '"boot_id"' "$TEST_TMP/synced/ckptconv-sums.json"; then
+	fail "... records no boot id: its shards were on disk before they were published" \
+		"$(head -c 600 "$TEST_TMP/synced/ckptconv-sums.json")"
+else
+	pass "... records no boot id: its shards were on disk before they were published"
+fi
+rm -rf "$TEST_TMP/synced"
 expect_exit "verify --checksums with two locations is a usage error" 2 \
 	"$CKPTCONV" verify --checksums "$REF" "$OUT"
 

@@ -5,7 +5,8 @@
 # or fails.  A shard rewritten in place while a throttled conversion runs
 # (same size, other bytes), or only touched (mtime set, nothing written),
 # fails the job with source_changed naming the shard, exit 1, and the
-# destination is left empty.  Partitions: partition 1 of 2 started after a
+# destination is left empty.  A --resume after a shard was rewritten in
+# place with its mtime put back is refused (the ctime tells).  Partitions: partition 1 of 2 started after a
 # shard changed following partition 0's plan refuses the source
 # (source_changed) and writes nothing, and finalize refuses it too and
 # publishes no index.  Unchanged, the same partitions and finalize succeed.
@@ -80,6 +81,29 @@ finish_slow rewritten "$SHARD"
 start_slow touched
 touch -m -d @1000000000 "$T/touched/$SHARD"
 finish_slow touched "$SHARD"
+
+# --- a resume after the source changed ----------------------------------------
+# Written in place with its mtime put back to the nanosecond: on the machine
+# (and boot) that made the plan, the ctime still tells, and --resume refuses.
+cp -r "$SRC" "$T/rsrc"
+expect_ok "a conversion to resume later" "$CKPTCONV" convert --no-fsync --to native \
+	"$T/rsrc" "$T/rout"
+python3 - "$T/rsrc/$SHARD" <<'PYEOF'
+import os, sys
+st = os.stat(sys.argv[1])
+with open(sys.argv[1], "r+b") as f:
+    f.seek(-256, os.SEEK_END)
+    data = f.read(256)
+    f.seek(-256, os.SEEK_END)
+    f.write(bytes(b ^ 0xFF for b in data))
+os.utime(sys.argv[1], ns=(st.st_atime_ns, st.st_mtime_ns))
+PYEOF
+before=$(cd "$T/rout" && find . -type f -printf '%p %s %T@\n' | sort)
+expect_fail "--resume after the shard changed, its mtime put back" source_changed \
+	"the source file $SHARD of $T/rsrc changed since the conversion's plan was made (ctime" \
+	"$CKPTCONV" convert --no-fsync --to native --resume "$T/rsrc" "$T/rout"
+assert_eq "... and wrote nothing" "$before" \
+	"$(cd "$T/rout" && find . -type f -printf '%p %s %T@\n' | sort)"
 
 # --- partitions started at different times -----------------------------------
 

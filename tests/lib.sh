@@ -432,6 +432,16 @@ print("same" if a == b else "differ: %r" % (set(a[1]) ^ set(b[1])))' \
 		"$1/ckptconv-sums.json" "$2/ckptconv-sums.json"
 }
 
+# same_plan_manifest A B: "same" when two plan manifests are equal but for
+# "boot_id" (recorded by a conversion run on one machine only).
+same_plan_manifest() {
+	python3 -c 'import json,sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+for m in (a, b):
+    m.pop("boot_id", None)
+print("same" if a == b else "differ")' "$1" "$2"
+}
+
 same_files() {
 	if diff -r -q -x ckptconv-plan.json -x "ckptconv-sums*.json" "$2" "$3" >"$TEST_TMP/diff.out" 2>&1; then
 		pass "$1"

@@ -152,3 +152,16 @@ void test_assert_same_sums(const char *name, const void *want, size_t want_len, 
 	manifest_sums_free(a);
 	manifest_sums_free(b);
 }
+
+void test_assert_same_plan_manifest(const char *name, const void *want, size_t want_len,
+				    const void *got, size_t got_len)
+{
+	json_t *a = json_loadb(want, want_len, 0, NULL), *b = json_loadb(got, got_len, 0, NULL);
+
+	ck_assert_msg(a && b, "%s: not JSON", name);
+	json_object_del(a, "boot_id");
+	json_object_del(b, "boot_id");
+	ck_assert_msg(json_equal(a, b), "%s differs", name);
+	json_decref(a);
+	json_decref(b);
+}

@@ -33,6 +33,10 @@ const char *test_golden_dir(void);
  * are not compared. */
 void test_assert_same_sums(const char *name, const void *want, size_t want_len, const void *got,
 			   size_t got_len);
+/* Asserts that two plan manifests (ckptconv-plan.json) are equal but for
+ * "boot_id", which only a conversion run on one machine records. */
+void test_assert_same_plan_manifest(const char *name, const void *want, size_t want_len,
+				    const void *got, size_t got_len);
 /* Runs a suite with CK_NORMAL output; returns the process exit code. */
 typedef struct Suite Suite;
 int test_run_suite(Suite *s);

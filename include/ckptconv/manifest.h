@@ -81,6 +81,8 @@ int manifest_identity_from_json(const json_t *o, struct store_identity *id);
 
 /* ---- the checksum record ---- */
 
+#define MANIFEST_BOOT_ID_MAX 40
+
 struct manifest_sum {
 	char *name;
 	uint64_t size;
@@ -91,6 +93,13 @@ struct manifest_sum {
 	 * completion's answer); kind STORE_ID_NONE when the store gave none or
 	 * the record was written without identities. */
 	struct store_identity id;
+	/* A local file published without fsync (--no-fsync): the boot
+	 * (/proc/sys/kernel/random/boot_id) whose page cache may be all that
+	 * holds its bytes; "" when it was fsynced or is not a local file.  A
+	 * killed process leaves the page cache to the next run of the same
+	 * boot; a machine that crashed boots anew, and the file's unchanged
+	 * identity then proves nothing about its bytes. */
+	char boot_id[MANIFEST_BOOT_ID_MAX];
 };
 
 struct manifest_sums {
@@ -124,6 +133,18 @@ const struct manifest_sum *manifest_sums_find(const struct manifest_sums *s, con
  * (store_put) when it has one.  Any thread.  Codes: the store's. */
 int manifest_sums_note(struct manifest_sums *s, const char *name, uint64_t size, uint32_t crc32c,
 		       const struct store_identity *id, struct err *e);
+/* manifest_sums_note of a file just published, `durable` when it was
+ * fsynced before its rename: a local file published without fsync is
+ * noted with this boot's id (manifest_sum.boot_id).  Any thread. */
+int manifest_sums_note_published(struct manifest_sums *s, const char *name, uint64_t size,
+				 uint32_t crc32c, const struct store_identity *id, bool durable,
+				 struct err *e);
+/* manifest_sums_note of an entry of another record (all its members: a
+ * partition's record merged by finalize).  Any thread. */
+int manifest_sums_note_entry(struct manifest_sums *s, const struct manifest_sum *entry,
+			     struct err *e);
+/* This machine's boot id into out ("" when /proc does not say). */
+void manifest_boot_id(char out[MANIFEST_BOOT_ID_MAX]);
 /* Writes the record as it is now (an empty one, or the files kept). */
 int manifest_sums_write(struct manifest_sums *s, struct err *e);
 

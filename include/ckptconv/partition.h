@@ -118,6 +118,9 @@ struct partition_manifest {
 	 * earlier version). */
 	size_t nsources;
 	struct store_source *sources;
+	/* The boot the identities were taken in ("" when not recorded:
+	 * partitions, earlier versions). */
+	char boot_id[40];
 };
 
 /* The manifest's JSON text (malloc'd, NUL-terminated): the same bytes for
@@ -130,6 +133,15 @@ struct partition_manifest {
 char *partition_manifest_build(const struct plan *p, const char *source,
 			       const struct convert_options *o, uint32_t count,
 			       const struct store_source *sources, size_t nsources);
+/* partition_manifest_build of a conversion whose source identities were all
+ * taken on this machine in boot `boot_id` (manifest_boot_id; NULL or "":
+ * not said, as partitions, which run anywhere): recorded as "boot_id", so
+ * that a resume in the same boot compares device, inode and ctime too, not
+ * only size and mtime. */
+char *partition_manifest_build_in_boot(const struct plan *p, const char *source,
+				       const struct convert_options *o, uint32_t count,
+				       const struct store_source *sources, size_t nsources,
+				       const char *boot_id);
 /* Code manifest_mismatch when the text is not a manifest ckptconv wrote. */
 int partition_manifest_parse(const char *json, const char *where, struct partition_manifest **out,
 			     struct err *e);
