@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 #
 # bench/api-load.sh: the daemon's status API under load while it converts.
-# Makes `fixture --preset mini --layers 2` (about 1.7 GB), starts
+# Makes `fixture --preset mini --layers 2` (about 1.8 GB), starts
 # `ckptconv serve` on 127.0.0.1 with a free port, and then:
 #
 #   1. unloaded: converts the fixture to native back to back for DURATION

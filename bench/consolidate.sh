@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 #
 # bench/consolidate.sh: consolidating a NeMo Automodel sharded checkpoint.
-# Makes `fixture --preset mini --layers L` (about 1.7 GB at 2 layers) and
+# Makes `fixture --preset mini --layers L` (about 1.8 GB at 2 layers) and
 # the same checkpoint sharded over R ranks as Automodel saves it
 # (`fixture --sharded R`: every tensor cut on dim 0 as FSDP2 does, the
 # router bias on one rank), checks once that `convert --to hf` of the

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 #
 # bench/convert.sh: conversion speed and memory against copying the same
-# bytes.  For `fixture --preset mini --layers 2` (about 1.7 GB) and then
+# bytes.  For `fixture --preset mini --layers 2` (about 1.8 GB) and then
 # --layers 4 (memory must not grow with size), with the page cache warm and
 # the commands alternated, it reports the median of several runs of:
 #

@@ -3,7 +3,7 @@
 #
 # bench/s3.sh: converting through an object store against what a user
 # would otherwise script.  Puts `fixture --preset mini --layers 2` (about
-# 1.7 GB) into the s3rver test server on 127.0.0.1 and times, alternated,
+# 1.8 GB) into the s3rver test server on 127.0.0.1 and times, alternated,
 # the median of several runs of:
 #
 #   baseline   aws s3 cp --recursive down to local disk, then back up to

@@ -118,7 +118,8 @@ enum { CLI_OPT_CONVERT = 0x100, CLI_OPT_EXTRA = 0x2000 };
 	"  --io auto|mmap|pread   how a local source is read: mapped views or bands\n"     \
 	"                         copied with pread (auto, default: pread)\n"            \
 	"  --resume               keep the files an interrupted run of the same plan\n"   \
-	"                         published in DST (checked by CRC-32C), write the rest\n" \
+	"                         published in DST (unchanged since published, or\n" \
+	"                         their CRC-32C read again), write the rest\n" \
 	"  --partition I/N        write only partition I (0 <= I < N) of the output files,\n" \
 	"                         no index; `ckptconv finalize DST` finishes once all N\n" \
 	"                         partitions have succeeded\n"                         \
