@@ -757,9 +757,14 @@ static void remove_published(struct conversion *c, bool shards)
 			output_remove_after_failure(c->dst, c->plan->files[i].name);
 	if (!c->sums || !c->sums->dst)
 		return; /* the records were not started */
-	/* Files kept stay for the next resume, with the records; else nothing
-	 * of the run remains. */
+	/* Files kept stay for the next resume, with the records naming only
+	 * them; else nothing of the run remains. */
 	if (c->kept_files) {
+		for (i = 0; i < c->published.len; i++)
+			manifest_sums_forget(c->sums, c->published.items[i]);
+		for (i = 0; i < c->plan->nfiles; i++)
+			if (partition_scope_writes(&c->scope, i) && !c->kept_file[i])
+				manifest_sums_forget(c->sums, c->plan->files[i].name);
 		manifest_sums_write(c->sums, NULL);
 		return;
 	}

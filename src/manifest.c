@@ -527,6 +527,21 @@ int manifest_sums_note_published(struct manifest_sums *s, const char *name, uint
 	return note_in_boot(s, name, size, crc32c, id, boot_id, e);
 }
 
+void manifest_sums_forget(struct manifest_sums *s, const char *name)
+{
+	bool found;
+	size_t at;
+
+	pthread_mutex_lock(&s->lock);
+	at = position_locked(s, name, &found);
+	if (found) {
+		free(s->files[at].name);
+		memmove(&s->files[at], &s->files[at + 1], (s->n - at - 1) * sizeof(*s->files));
+		s->n--;
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
 int manifest_sums_write(struct manifest_sums *s, struct err *e)
 {
 	int rc;

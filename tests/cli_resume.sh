@@ -312,4 +312,40 @@ expect_ok "... whole: it verifies by its checksums" "$CKPTCONV" verify --checksu
 expect_ok "tiny to native, once" "$CKPTCONV" convert --no-fsync --to native "$TEST_TMP/tiny" \
 	"$TEST_TMP/tiny-ref"
 same_files "... and equals a run alone" "$TEST_TMP/tiny-ref" "$LOCKED"
+
+# ---- a resume that is itself cancelled ------------------------------------------
+# It keeps what the first run finished; what it published itself is removed
+# with the entries naming it, so its record names only files that are there.
+CUT=$TEST_TMP/cut
+SMALL=("$CKPTCONV" convert --no-fsync --to native --max-shard-size 20KB --max-rate 20KB)
+shards_in() { ls "$1" 2>/dev/null | grep -c '^model-.*-of-.*\.safetensors$' || true; }
+# run_until N ARGS...: runs ARGS in the background until DST ($CUT) holds N
+# shards, then sends SIG (default KILL).
+run_until() {
+	local n=$1 sig=$2 pid i
+	shift 2
+	"$@" >/dev/null 2>"$TEST_TMP/cut.err" &
+	pid=$!
+	for i in $(seq 600); do
+		[ "$(shards_in "$CUT")" -ge "$n" ] && break
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	kill -"$sig" "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+run_until 2 KILL "${SMALL[@]}" "$TEST_TMP/tiny" "$CUT"
+KEPT_BEFORE=$(shards_in "$CUT")
+run_until $((KEPT_BEFORE + 2)) INT "${SMALL[@]}" --resume "$TEST_TMP/tiny" "$CUT"
+assert_eq "the cancelled resume says so" "ckptconv: cancelled" \
+	"$(grep -o '^ckptconv: cancelled' "$TEST_TMP/cut.err" | head -1)"
+MISSING=$(python3 -c 'import json, os, sys
+r = json.load(open(os.path.join(sys.argv[1], "ckptconv-sums.json")))
+print(" ".join(f["name"] for f in r["files"] if not os.path.exists(os.path.join(sys.argv[1], f["name"]))))' "$CUT")
+assert_eq "... and its record names no file it removed" "" "$MISSING"
+expect_fail "... verify --checksums: destination_incomplete" destination_incomplete "" \
+	"$CKPTCONV" verify --checksums "$CUT"
+expect_ok "a last --resume finishes it" "$CKPTCONV" convert --no-fsync --to native \
+	--max-shard-size 20KB --resume "$TEST_TMP/tiny" "$CUT"
+expect_ok "... and it verifies" "$CKPTCONV" verify --checksums "$CUT"
 finish

@@ -145,6 +145,9 @@ int manifest_sums_note_entry(struct manifest_sums *s, const struct manifest_sum 
 			     struct err *e);
 /* This machine's boot id into out ("" when /proc does not say). */
 void manifest_boot_id(char out[MANIFEST_BOOT_ID_MAX]);
+/* Drops `name`'s entry, if any (a file removed after a failure); the
+ * record is not written.  Any thread. */
+void manifest_sums_forget(struct manifest_sums *s, const char *name);
 /* Writes the record as it is now (an empty one, or the files kept). */
 int manifest_sums_write(struct manifest_sums *s, struct err *e);
 
