@@ -67,6 +67,38 @@ START_TEST(test_record_round_trip)
 }
 END_TEST
 
+/* A local file published without fsync is noted with this boot's id, one
+ * fsynced or on S3 with none; the id survives the text and a merge. */
+START_TEST(test_record_boot_id)
+{
+	struct manifest_sums *s = manifest_sums_new(DIGEST, NULL, NULL), *back = NULL,
+			     *merged = manifest_sums_new(DIGEST, NULL, NULL);
+	struct store_identity file_id = {.kind = STORE_ID_FILE, .ino = 7, .size = 1};
+	struct store_identity object_id = {.kind = STORE_ID_OBJECT, .etag = "\"e\""};
+	char boot[MANIFEST_BOOT_ID_MAX], *text;
+	struct err e = {0};
+
+	manifest_boot_id(boot);
+	ck_assert_uint_eq(strlen(boot), 36); /* a UUID, as Linux writes it */
+	ck_assert_int_eq(manifest_sums_note_published(s, "a", 1, 1, &file_id, false, &e), 0);
+	ck_assert_int_eq(manifest_sums_note_published(s, "b", 1, 1, &file_id, true, &e), 0);
+	ck_assert_int_eq(manifest_sums_note_published(s, "c", 1, 1, &object_id, false, &e), 0);
+	text = manifest_sums_build(s);
+	ck_assert_int_eq(manifest_sums_parse(text, "x", &back, &e), 0);
+	ck_assert_str_eq(manifest_sums_find(back, "a")->boot_id, boot);
+	ck_assert_str_eq(manifest_sums_find(back, "b")->boot_id, "");
+	ck_assert_str_eq(manifest_sums_find(back, "c")->boot_id, "");
+	ck_assert_int_eq(manifest_sums_note_entry(merged, manifest_sums_find(back, "a"), &e), 0);
+	ck_assert_str_eq(manifest_sums_find(merged, "a")->boot_id, boot);
+	manifest_sums_forget(merged, "a");
+	ck_assert_ptr_null(manifest_sums_find(merged, "a"));
+	free(text);
+	manifest_sums_free(merged);
+	manifest_sums_free(back);
+	manifest_sums_free(s);
+}
+END_TEST
+
 static void expect_refused(const char *json)
 {
 	struct manifest_sums *s = NULL;
@@ -109,6 +141,13 @@ START_TEST(test_record_refused)
 	expect_refused("{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
 		       "\", \"files\": [{\"name\": \"x\", \"size\": 1, \"crc32c\": \"00000000\","
 		       " \"etag\": \"\"}]}");
+	/* a boot id that is not a short string */
+	expect_refused("{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
+		       "\", \"files\": [{\"name\": \"x\", \"size\": 1, \"crc32c\": \"00000000\","
+		       " \"boot_id\": 5}]}");
+	expect_refused("{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
+		       "\", \"files\": [{\"name\": \"x\", \"size\": 1, \"crc32c\": \"00000000\","
+		       " \"boot_id\": \"0123456789012345678901234567890123456789\"}]}");
 	/* a name twice, however far apart */
 	expect_refused("{\"format\": \"ckptconv-sums\", \"version\": 1, \"plan_digest\": \"" DIGEST
 		       "\", \"files\": [{\"name\": \"x\", \"size\": 1, \"crc32c\": \"00000000\"},"
@@ -299,6 +338,7 @@ static Suite *manifest_suite(void)
 	TCase *tc = tcase_create("manifest");
 
 	tcase_add_test(tc, test_record_round_trip);
+	tcase_add_test(tc, test_record_boot_id);
 	tcase_add_test(tc, test_record_refused);
 	tcase_add_test(tc, test_record_many);
 	tcase_add_test(tc, test_record_names);
