@@ -457,12 +457,12 @@ static char *build_manifest(struct conversion *c, uint32_t count)
 {
 	struct store_source *sources = NULL;
 	size_t n = store_identities(c->ckpt->store, &sources);
-	char boot_id[MANIFEST_BOOT_ID_MAX] = "";
+	char boot_id[BOOT_ID_MAX] = "";
 	char *text;
 
 	/* A conversion of one machine took every identity here. */
 	if (count == 0)
-		manifest_boot_id(boot_id);
+		boot_id_read(boot_id);
 	text = partition_manifest_build_in_boot(c->plan, c->src_location, &c->opts, count, sources,
 						n, boot_id);
 

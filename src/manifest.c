@@ -346,7 +346,7 @@ static void add_locked(struct manifest_sums *s, const char *name, uint64_t size,
 static int parse_files(const json_t *files, struct manifest_sums *s, const char *where,
 		       struct err *e)
 {
-	char boot_id[MANIFEST_BOOT_ID_MAX];
+	char boot_id[BOOT_ID_MAX];
 	struct store_identity id;
 	const json_t *f, *size;
 	const char *name;
@@ -371,7 +371,7 @@ static int parse_files(const json_t *files, struct manifest_sums *s, const char 
 		}
 		s->files[s->n] = (struct manifest_sum){
 			xstrdup(name), (uint64_t)json_integer_value(size), crc, id, ""};
-		snprintf(s->files[s->n++].boot_id, MANIFEST_BOOT_ID_MAX, "%s", boot_id);
+		snprintf(s->files[s->n++].boot_id, BOOT_ID_MAX, "%s", boot_id);
 	}
 	/* Sorted once (a record of many entries reads in n log n), and a name
 	 * twice is no record of ours. */
@@ -471,30 +471,6 @@ static int write_locked(struct manifest_sums *s, struct err *e)
 	return rc;
 }
 
-int manifest_sums_note(struct manifest_sums *s, const char *name, uint64_t size, uint32_t crc32c,
-		       const struct store_identity *id, struct err *e)
-{
-	int rc;
-
-	pthread_mutex_lock(&s->lock);
-	add_locked(s, name, size, crc32c, id, "");
-	rc = write_locked(s, e);
-	pthread_mutex_unlock(&s->lock);
-	return rc;
-}
-
-void manifest_boot_id(char out[MANIFEST_BOOT_ID_MAX])
-{
-	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
-
-	out[0] = '\0';
-	if (f) {
-		if (!fgets(out, MANIFEST_BOOT_ID_MAX, f))
-			out[0] = '\0';
-		fclose(f);
-	}
-	out[strcspn(out, "\n")] = '\0';
-}
 
 /* Notes `name` with boot id `boot_id` ("" for none). */
 static int note_in_boot(struct manifest_sums *s, const char *name, uint64_t size, uint32_t crc32c,
@@ -509,6 +485,12 @@ static int note_in_boot(struct manifest_sums *s, const char *name, uint64_t size
 	return rc;
 }
 
+int manifest_sums_note(struct manifest_sums *s, const char *name, uint64_t size, uint32_t crc32c,
+		       const struct store_identity *id, struct err *e)
+{
+	return note_in_boot(s, name, size, crc32c, id, "", e);
+}
+
 int manifest_sums_note_entry(struct manifest_sums *s, const struct manifest_sum *entry,
 			     struct err *e)
 {
@@ -520,10 +502,10 @@ int manifest_sums_note_published(struct manifest_sums *s, const char *name, uint
 				 uint32_t crc32c, const struct store_identity *id, bool durable,
 				 struct err *e)
 {
-	char boot_id[MANIFEST_BOOT_ID_MAX] = "";
+	char boot_id[BOOT_ID_MAX] = "";
 
 	if (!durable && id && id->kind == STORE_ID_FILE)
-		manifest_boot_id(boot_id);
+		boot_id_read(boot_id);
 	return note_in_boot(s, name, size, crc32c, id, boot_id, e);
 }
 
@@ -610,7 +592,7 @@ struct keep_check {
 struct keep_checks {
 	struct store *dst;
 	struct keep_check *v;
-	char boot_id[MANIFEST_BOOT_ID_MAX]; /* this machine's, now */
+	char boot_id[BOOT_ID_MAX]; /* this machine's, now */
 };
 
 /* Fills c->why (and c->unchanged): a file whose identity is the one it was
@@ -701,7 +683,7 @@ int manifest_keep_files(struct store *dst, const struct plan *p, const bool *ski
 	int rc = -1;
 
 	*files = *bytes = 0;
-	manifest_boot_id(all.boot_id);
+	boot_id_read(all.boot_id);
 	for (i = 0; i < p->nfiles; i++) {
 		const struct plan_file *pf = &p->files[i];
 		const struct store_entry *entry = store_entries_find(entries, n, pf->name);

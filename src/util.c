@@ -445,3 +445,16 @@ void sha256_finish_hex(struct sha256_ctx *c, char out[SHA256_HEX_SIZE])
 	EVP_MD_CTX_free(c->md);
 	free(c);
 }
+
+void boot_id_read(char out[BOOT_ID_MAX])
+{
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+
+	out[0] = '\0';
+	if (f) {
+		if (!fgets(out, BOOT_ID_MAX, f))
+			out[0] = '\0';
+		fclose(f);
+	}
+	out[strcspn(out, "\n")] = '\0';
+}

@@ -75,10 +75,10 @@ START_TEST(test_record_boot_id)
 			     *merged = manifest_sums_new(DIGEST, NULL, NULL);
 	struct store_identity file_id = {.kind = STORE_ID_FILE, .ino = 7, .size = 1};
 	struct store_identity object_id = {.kind = STORE_ID_OBJECT, .etag = "\"e\""};
-	char boot[MANIFEST_BOOT_ID_MAX], *text;
+	char boot[BOOT_ID_MAX], *text;
 	struct err e = {0};
 
-	manifest_boot_id(boot);
+	boot_id_read(boot);
 	ck_assert_uint_eq(strlen(boot), 36); /* a UUID, as Linux writes it */
 	ck_assert_int_eq(manifest_sums_note_published(s, "a", 1, 1, &file_id, false, &e), 0);
 	ck_assert_int_eq(manifest_sums_note_published(s, "b", 1, 1, &file_id, true, &e), 0);

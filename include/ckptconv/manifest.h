@@ -41,6 +41,7 @@
 #include <stdint.h>
 
 #include "ckptconv/store.h"
+#include "ckptconv/util.h"
 
 struct ckpt;
 struct err;
@@ -81,8 +82,6 @@ int manifest_identity_from_json(const json_t *o, struct store_identity *id);
 
 /* ---- the checksum record ---- */
 
-#define MANIFEST_BOOT_ID_MAX 40
-
 struct manifest_sum {
 	char *name;
 	uint64_t size;
@@ -99,7 +98,7 @@ struct manifest_sum {
 	 * killed process leaves the page cache to the next run of the same
 	 * boot; a machine that crashed boots anew, and the file's unchanged
 	 * identity then proves nothing about its bytes. */
-	char boot_id[MANIFEST_BOOT_ID_MAX];
+	char boot_id[BOOT_ID_MAX];
 };
 
 struct manifest_sums {
@@ -143,8 +142,6 @@ int manifest_sums_note_published(struct manifest_sums *s, const char *name, uint
  * partition's record merged by finalize).  Any thread. */
 int manifest_sums_note_entry(struct manifest_sums *s, const struct manifest_sum *entry,
 			     struct err *e);
-/* This machine's boot id into out ("" when /proc does not say). */
-void manifest_boot_id(char out[MANIFEST_BOOT_ID_MAX]);
 /* Drops `name`'s entry, if any (a file removed after a failure); the
  * record is not written.  Any thread. */
 void manifest_sums_forget(struct manifest_sums *s, const char *name);

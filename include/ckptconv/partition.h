@@ -120,7 +120,7 @@ struct partition_manifest {
 	struct store_source *sources;
 	/* The boot the identities were taken in ("" when not recorded:
 	 * partitions, earlier versions). */
-	char boot_id[40];
+	char boot_id[BOOT_ID_MAX];
 };
 
 /* The manifest's JSON text (malloc'd, NUL-terminated): the same bytes for
@@ -134,7 +134,7 @@ char *partition_manifest_build(const struct plan *p, const char *source,
 			       const struct convert_options *o, uint32_t count,
 			       const struct store_source *sources, size_t nsources);
 /* partition_manifest_build of a conversion whose source identities were all
- * taken on this machine in boot `boot_id` (manifest_boot_id; NULL or "":
+ * taken on this machine in boot `boot_id` (boot_id_read; NULL or "":
  * not said, as partitions, which run anywhere): recorded as "boot_id", so
  * that a resume in the same boot compares device, inode and ctime too, not
  * only size and mtime. */

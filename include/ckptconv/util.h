@@ -72,6 +72,11 @@ void buf_clear(struct buf *b);
 /* Frees b's memory and empties it. */
 void buf_fini(struct buf *b);
 
+/* This machine's boot id (/proc/sys/kernel/random/boot_id: a UUID, new at
+ * every boot) into out; "" when /proc does not say.  Any thread. */
+#define BOOT_ID_MAX 40
+void boot_id_read(char out[BOOT_ID_MAX]);
+
 void *xmalloc(size_t n);   /* aborts on out-of-memory */
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
