@@ -432,6 +432,19 @@ print("same" if a == b else "differ: %r" % (set(a[1]) ^ set(b[1])))' \
 		"$1/ckptconv-sums.json" "$2/ckptconv-sums.json"
 }
 
+# await_port_file FILE WHAT: waits up to 10 s for a server started in the
+# background to write its port into FILE; fails the test ("WHAT starts")
+# and ends it otherwise.
+await_port_file() {
+	local i
+	for i in $(seq 100); do
+		[ -s "$1" ] && return 0
+		sleep 0.1
+	done
+	fail "$2 starts"
+	finish
+}
+
 # same_plan_manifest A B: "same" when two plan manifests are equal but for
 # "boot_id" (recorded by a conversion run on one machine only).
 same_plan_manifest() {

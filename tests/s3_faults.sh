@@ -240,14 +240,7 @@ CLEANUP_HOOKS+=(stop_front)
 faults '[]'
 python3 "$FRONT_PY" "127.0.0.1:$S3_PORT" "$FAULTS" "$FRONT_LOG" "$FRONT_PORT_FILE" "$REQUESTS" &
 FRONT_PID=$!
-for i in $(seq 100); do
-	[ -s "$FRONT_PORT_FILE" ] && break
-	sleep 0.1
-done
-if [ ! -s "$FRONT_PORT_FILE" ]; then
-	fail "the fault-injecting front starts"
-	finish
-fi
+await_port_file "$FRONT_PORT_FILE" "the fault-injecting front"
 FRONT=http://127.0.0.1:$(cat "$FRONT_PORT_FILE")
 
 # A checkpoint whose single output file (about 7.4 MB) is over one 5 MiB

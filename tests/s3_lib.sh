@@ -146,7 +146,7 @@ S3_REQUESTS_LOG=$TEST_TMP/s3-requests.log
 S3_FRONT=
 S3_FRONT_PID=
 start_s3_requests_log() {
-	local port_file=$TEST_TMP/s3-front.port i
+	local port_file=$TEST_TMP/s3-front.port
 	: >"$S3_REQUESTS_LOG"
 	python3 - "127.0.0.1:$S3_PORT" "$S3_REQUESTS_LOG" "$port_file" <<'PYEOF' &
 import http.client, http.server, sys, threading
@@ -192,14 +192,7 @@ open(port_file, "w").write(str(server.server_address[1]))
 server.serve_forever()
 PYEOF
 	S3_FRONT_PID=$!
-	for i in $(seq 100); do
-		[ -s "$port_file" ] && break
-		sleep 0.1
-	done
-	if [ ! -s "$port_file" ]; then
-		fail "the requests log front starts"
-		finish
-	fi
+	await_port_file "$port_file" "the requests log front"
 	S3_FRONT=http://127.0.0.1:$(cat "$port_file")
 }
 stop_s3_requests_log() {

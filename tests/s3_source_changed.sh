@@ -135,17 +135,10 @@ CLEANUP_HOOKS+=(stop_fronts)
 
 # start_front HONOUR: sets FRONT to the URL of a new front.
 start_front() {
-	local port_file=$FRONT_PORT_FILE.$1 i
+	local port_file=$FRONT_PORT_FILE.$1
 	python3 "$FRONT_PY" "127.0.0.1:$S3_PORT" "$FRONT_LOG" "$port_file" "$1" &
 	FRONT_PIDS+=($!)
-	for i in $(seq 100); do
-		[ -s "$port_file" ] && break
-		sleep 0.1
-	done
-	if [ ! -s "$port_file" ]; then
-		fail "the front starts"
-		finish
-	fi
+	await_port_file "$port_file" "the front"
 	FRONT=http://127.0.0.1:$(cat "$port_file")
 }
 
