@@ -13,8 +13,10 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,6 +195,109 @@ START_TEST(test_read_exact_and_truncated)
 	ck_assert_int_eq(store_read(s, "absent.bin", 0, buf, 1, &e), -1);
 	ck_assert_str_eq(err_name(e.code), "source_not_found");
 	ck_assert_ptr_nonnull(strstr(e.msg, "absent.bin"));
+	store_free(s);
+}
+END_TEST
+
+static void fill_pattern(unsigned char *buf, size_t len, uint64_t first)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		buf[i] = (unsigned char)((first + i) * 7 + 1);
+}
+
+/* A file of size 3 MiB + 100 whose only data are 8 KiB at 1 MiB and the
+ * last 100 bytes; the rest are holes. */
+#define HOLES_SIZE ((3u << 20) + 100)
+static void write_holes(const char *name)
+{
+	unsigned char data[8192];
+	char *p = test_path(tmpdir, name);
+	struct stat st;
+	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+	ck_assert_int_ge(fd, 0);
+	fill_pattern(data, sizeof(data), 1u << 20);
+	ck_assert_int_eq(pwrite(fd, data, sizeof(data), 1u << 20), (ssize_t)sizeof(data));
+	fill_pattern(data, 100, HOLES_SIZE - 100);
+	ck_assert_int_eq(pwrite(fd, data, 100, HOLES_SIZE - 100), 100);
+	ck_assert_int_eq(fsync(fd), 0);
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	/* the test is about holes: a filesystem without them must not pass it */
+	ck_assert_msg((uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size, "%s has no holes", p);
+	close(fd);
+	free(p);
+}
+
+static void expect_holes_read(struct store *s, uint64_t off, size_t len)
+{
+	unsigned char *got = malloc(len), *want = malloc(len);
+	struct err e = {0};
+	uint64_t i;
+
+	memset(got, 0xAA, len);
+	for (i = 0; i < len; i++) {
+		uint64_t at = off + i;
+		bool data = (at >= (1u << 20) && at < (1u << 20) + 8192) || at >= HOLES_SIZE - 100;
+
+		want[i] = data ? (unsigned char)(at * 7 + 1) : 0;
+	}
+	ck_assert_msg(store_read(s, "holes.bin", off, got, len, &e) == 0, "%s", e.msg);
+	ck_assert_msg(memcmp(got, want, len) == 0, "read of %zu bytes at %" PRIu64 " differs", len,
+		      off);
+	free(got);
+	free(want);
+}
+
+/* Holes read as zeros (they are not read: store_local skips them as cp
+ * does), data around and between them exactly, and a read past the end is
+ * file_truncated as in a file without holes. */
+START_TEST(test_read_holes)
+{
+	unsigned char buf[300];
+	struct store *s;
+	struct err e = {0};
+
+	write_holes("holes.bin");
+	ck_assert_int_eq(store_open(tmpdir, &s, &e), 0);
+	expect_holes_read(s, 0, 4096);			       /* a hole alone */
+	expect_holes_read(s, (1u << 20) - 5000, 20000);	       /* hole, data, hole */
+	expect_holes_read(s, (1u << 20) + 100, 500);	       /* data alone */
+	expect_holes_read(s, 0, HOLES_SIZE);		       /* the whole file */
+	expect_holes_read(s, HOLES_SIZE - 4196, 4196);	       /* hole up to the last data */
+	ck_assert_int_eq(store_read(s, "holes.bin", HOLES_SIZE - 10, buf, 20, &e), -1);
+	ck_assert_str_eq(err_name(e.code), "file_truncated");
+	ck_assert_ptr_nonnull(strstr(e.msg, "holes.bin"));
+	store_free(s);
+}
+END_TEST
+
+/* A write larger than one pwrite(2) of the local store lands whole. */
+START_TEST(test_large_write_whole)
+{
+	size_t len = (1u << 20) + 12345;
+	unsigned char *buf = malloc(len), *back;
+	struct store_writer *w;
+	struct store *s;
+	struct err e = {0};
+	size_t got;
+	int rc;
+
+	fill_pattern(buf, len, 0);
+	s = open_output(false, len + 7, &e, &rc);
+	ck_assert_msg(rc == 0, "%s", e.msg);
+	ck_assert_int_eq(store_writer_open(s, "big.safetensors", len + 7, &w, &e), 0);
+	ck_assert_int_eq(store_writer_write(w, 0, "0123456", 7, &e), 0);
+	ck_assert_msg(store_writer_write(w, 7, buf, len, &e) == 0, "%s", e.msg);
+	ck_assert_msg(store_writer_commit(w, &e) == 0, "%s", e.msg);
+	ck_assert_int_eq(store_read_file(s, "big.safetensors", len + 7, (char **)&back, &got, &e),
+			 0);
+	ck_assert_uint_eq(got, len + 7);
+	ck_assert_mem_eq(back, "0123456", 7);
+	ck_assert(memcmp(back + 7, buf, len) == 0);
+	free(back);
+	free(buf);
 	store_free(s);
 }
 END_TEST
@@ -1124,12 +1229,14 @@ static Suite *store_suite(void)
 	tcase_add_test(read, test_list_missing);
 	tcase_add_test(read, test_read_exact_and_truncated);
 	tcase_add_test(read, test_view_unaligned_window);
+	tcase_add_test(read, test_read_holes);
 	tcase_add_test(read, test_read_file);
 	tcase_add_test(read, test_identity_differs);
 	tcase_add_test(read, test_source_identity_local);
 	tcase_add_test(write, test_writer_invisible_until_commit);
 	tcase_add_test(write, test_abort_leaves_nothing);
 	tcase_add_test(write, test_put_and_remove);
+	tcase_add_test(write, test_large_write_whole);
 	tcase_add_test(write, test_concurrent_views_and_writes);
 	tcase_add_test(prepare, test_prepare_creates_directories);
 	tcase_add_test(prepare, test_not_empty_refused);
