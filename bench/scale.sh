@@ -11,14 +11,20 @@
 #
 #   cp -r --sparse=never --reflink=never   of the HF source, then of the native one
 #   dd bs=4M of each file of the same source (a copy that reads every byte:
-#     cp finds the holes with SEEK_DATA and writes their zeros unread, so
-#     on a sparse source it does only half of the conversion's work)
+#     cp finds the holes with SEEK_DATA and writes their zeros unread, and
+#     so does a conversion, so both do the same work; a read of a hole
+#     costs the kernel a zeroed page of page cache, which dd pays)
 #   convert --no-fsync --to native, and --to hf, each also with --io mmap
 #     (mapped reads; the default reads bands with pread)
 #   the same copies + sync of the copied files (durability at equal cost)
 #   convert --to native, and --to hf (fsync before publishing, the default)
 #
-# with wall, user and system seconds, GB/s, peak RSS (/usr/bin/time), the
+# each from the same state of memory: before every run the page cache is
+# written back and dropped (/proc/sys/vm/drop_caches, where permitted), as
+# on this 2-CPU VM the cost of a write depends on what the run before left
+# (writing into memory the page cache recycles is cheaper than into memory
+# freed to the hypervisor: the same cp of 34 GB took 14 s after one command
+# and 33 s after another), with wall, user and system seconds, GB/s, peak RSS (/usr/bin/time), the
 # peaks of the page cache's Dirty and Writeback (/proc/meminfo, sampled
 # every 0.2 s during the run: machine-wide figures, so on a shared machine
 # they include the others' writes), and each conversion's ratio to the
@@ -47,9 +53,14 @@
 # (cp, default: each load is a loop of `cp -r --sparse=never --reflink=never`
 # of that checkpoint, writing it for real, as another job on the node would;
 # cat: a loop of `cat` of its files, CPU and memory traffic without writes),
-# BENCH_THREADS (--threads for every conversion; default: ckptconv's, the
+# BENCH_DROP (0: do not drop the page cache before each run; default 1, when
+# /proc/sys/vm/drop_caches is writable), BENCH_THREADS (--threads for every conversion; default: ckptconv's, the
 # CPUs available), BENCH_COLD (0: skip the cold reads), BENCH_PLAN (0: skip
-# planning Ling-1T).
+# planning Ling-1T), BENCH_COMMANDS (the commands of the first table, a
+# space-separated subset of: cp_hf dd_hf to_native_nofsync to_native_mmap
+# cp_native dd_native to_hf_nofsync to_hf_mmap cp_hf_sync to_native
+# cp_native_sync to_hf; default: all; a conversion's ratio is printed when
+# its baseline is among them).
 
 set -euo pipefail
 
@@ -64,6 +75,8 @@ LOAD_KIND=${BENCH_LOAD_KIND:-cp}
 THREADS=${BENCH_THREADS:-}
 COLD=${BENCH_COLD:-1}
 PLAN=${BENCH_PLAN:-1}
+DROP=${BENCH_DROP:-1}
+if [ "$DROP" = 1 ] && ! [ -w /proc/sys/vm/drop_caches ]; then DROP=0; fi
 TIME=/usr/bin/time
 
 if [ "$RUNS" -lt 3 ]; then
@@ -147,8 +160,16 @@ if [ "$LOAD" -gt 0 ]; then
 	"$CKPTCONV" fixture "${fixture_args[@]}" --seed 1 "$WORK/load" >/dev/null
 fi
 
-COMMANDS=(cp_hf dd_hf to_native_nofsync to_native_mmap cp_native dd_native to_hf_nofsync
+ALL_COMMANDS=(cp_hf dd_hf to_native_nofsync to_native_mmap cp_native dd_native to_hf_nofsync
 	to_hf_mmap cp_hf_sync to_native cp_native_sync to_hf)
+COMMANDS=("${ALL_COMMANDS[@]}")
+if [ -n "${BENCH_COMMANDS:-}" ]; then
+	read -r -a COMMANDS <<<"$BENCH_COMMANDS"
+	for name in "${COMMANDS[@]}"; do
+		[[ " ${ALL_COMMANDS[*]} " == *" $name "* ]] ||
+			{ echo "bench: BENCH_COMMANDS: no command '$name'" >&2; exit 1; }
+	done
+fi
 declare -A LABEL=(
 	[cp_hf]="cp -r (HF source)"
 	[cp_native]="cp -r (native source)"
@@ -233,6 +254,7 @@ time_once() {
 	local name=$1 start end pid sampler
 	rm -rf "$WORK/dst"
 	sync
+	if [ "$DROP" = 1 ]; then echo 3 >/proc/sys/vm/drop_caches; fi
 	case "$name" in cold_*) drop_cache "$WORK/real" ;; esac
 	start=$EPOCHREALTIME
 	"$TIME" -f '%U %S %M' -o "$WORK/time.txt" bash -c \
@@ -286,7 +308,7 @@ bench_set() {
 	for name in "${names[@]}"; do
 		base=${BASELINE[$name]:-}
 		ratio="-"
-		if [ -n "$base" ]; then
+		if [ -n "$base" ] && [ -n "${med[$base]:-}" ]; then
 			ratio=$(printf '%.2f' "$(calc "${med[$name]} / ${med[$base]}")")
 		fi
 		base=${BASELINE_DD[$name]:-}
@@ -305,7 +327,7 @@ bench_set() {
 }
 
 echo "ckptconv $("$CKPTCONV" --version | cut -d' ' -f2) on $(nproc) CPUs, $(free -g | awk '/^Mem:/ { print $2 }') GiB of memory, $(stat -f -c %T "$WORK") at $WORK"
-echo "source: fixture ${fixture_args[*]}: $NTENSORS tensors, $((BYTES >> 20)) MiB, data as holes; competing load: $LOAD $LOAD_KIND loop(s); threads: ${THREADS:-default}"
+echo "source: fixture ${fixture_args[*]}: $NTENSORS tensors, $((BYTES >> 20)) MiB, data as holes; competing load: $LOAD $LOAD_KIND loop(s); threads: ${THREADS:-default}; page cache dropped before each run: $([ "$DROP" = 1 ] && echo yes || echo no)"
 
 if [ "$LOAD" -gt 0 ]; then
 	start_load
