@@ -314,6 +314,14 @@ struct local_writer {
 	size_t nchunks;
 };
 
+/* Bytes per pwrite(2).  The page cache gives a write folios as large as
+ * the write (ext4 and XFS since Linux 6.x); on virtual machines whose
+ * memory is fragmented or handed back to the host, the higher-order
+ * allocations cost far more than the copy: 12 GB written in 1 MiB calls
+ * took 31 s of system time where 128 KiB calls took 5 s (Linux 6.18, ext4,
+ * 2-CPU VM).  128 KiB is also what cp(1) writes (coreutils io_blksize). */
+#define LOCAL_WRITE_MAX (128u << 10)
+
 /* Write-behind, as `dd oflag=direct` and rsync bound the dirty pages of a
  * big copy: once a write reaches past the end of a chunk of the output,
  * the chunk before it (all of whose pieces are handed out by then, in plan
@@ -324,13 +332,6 @@ struct local_writer {
  * than gigabytes of dirty pages for the kernel's throttling to catch up
  * with, and the fsync before publishing has little left to do.  Done for
  * durable outputs only (see open_writer). */
-/* Bytes per pwrite(2).  The page cache gives a write folios as large as
- * the write (ext4 and XFS since Linux 6.x); on virtual machines whose
- * memory is fragmented or handed back to the host, the higher-order
- * allocations cost far more than the copy: 12 GB written in 1 MiB calls
- * took 31 s of system time where 128 KiB calls took 5 s (Linux 6.18, ext4,
- * 2-CPU VM).  128 KiB is also what cp(1) writes (coreutils io_blksize). */
-#define LOCAL_WRITE_MAX (128u << 10)
 #define WRITE_BEHIND_CHUNK (32u << 20)
 #define WRITE_BEHIND_LAG 4
 
