@@ -319,7 +319,8 @@ struct local_writer {
  * memory is fragmented or handed back to the host, the higher-order
  * allocations cost far more than the copy: 12 GB written in 1 MiB calls
  * took 31 s of system time where 128 KiB calls took 5 s (Linux 6.18, ext4,
- * 2-CPU VM).  128 KiB is also what cp(1) writes (coreutils io_blksize). */
+ * 2-CPU VM; bench/write_size.c).  128 KiB is also what cp(1) writes
+ * (coreutils io_blksize). */
 #define LOCAL_WRITE_MAX (128u << 10)
 
 /* Write-behind, as `dd oflag=direct` and rsync bound the dirty pages of a
