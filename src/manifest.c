@@ -471,7 +471,6 @@ static int write_locked(struct manifest_sums *s, struct err *e)
 	return rc;
 }
 
-
 /* Notes `name` with boot id `boot_id` ("" for none). */
 static int note_in_boot(struct manifest_sums *s, const char *name, uint64_t size, uint32_t crc32c,
 			const struct store_identity *id, const char *boot_id, struct err *e)

@@ -163,14 +163,22 @@ START_TEST(test_list_missing)
 END_TEST
 
 /* A file whose byte i is (i * 7) & 0xff, larger than a few pages. */
+/* buf[i] = the byte of the test pattern at offset first + i. */
+static void fill_pattern(unsigned char *buf, size_t len, uint64_t first)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		buf[i] = (unsigned char)((first + i) * 7);
+}
+
 static size_t write_pattern(const char *name)
 {
-	size_t len = 3 * (size_t)sysconf(_SC_PAGESIZE) + 123, i;
+	size_t len = 3 * (size_t)sysconf(_SC_PAGESIZE) + 123;
 	unsigned char *buf = malloc(len);
 	char *p = test_path(tmpdir, name);
 
-	for (i = 0; i < len; i++)
-		buf[i] = (unsigned char)(i * 7);
+	fill_pattern(buf, len, 0);
 	test_write_file(p, buf, len);
 	free(buf);
 	free(p);
@@ -198,14 +206,6 @@ START_TEST(test_read_exact_and_truncated)
 	store_free(s);
 }
 END_TEST
-
-static void fill_pattern(unsigned char *buf, size_t len, uint64_t first)
-{
-	size_t i;
-
-	for (i = 0; i < len; i++)
-		buf[i] = (unsigned char)((first + i) * 7 + 1);
-}
 
 /* A file of size 3 MiB + 100 whose only data are 8 KiB at 1 MiB and the
  * last 100 bytes; the rest are holes. */
@@ -241,7 +241,9 @@ static void expect_holes_read(struct store *s, uint64_t off, size_t len)
 		uint64_t at = off + i;
 		bool data = (at >= (1u << 20) && at < (1u << 20) + 8192) || at >= HOLES_SIZE - 100;
 
-		want[i] = data ? (unsigned char)(at * 7 + 1) : 0;
+		want[i] = 0;
+		if (data)
+			fill_pattern(&want[i], 1, at);
 	}
 	ck_assert_msg(store_read(s, "holes.bin", off, got, len, &e) == 0, "%s", e.msg);
 	ck_assert_msg(memcmp(got, want, len) == 0, "read of %zu bytes at %" PRIu64 " differs", len,
