@@ -331,8 +331,11 @@ struct local_writer {
  * the page cache (fadvise DONTNEED, which drops only pages already
  * written).  The page cache then holds a few chunks of each output rather
  * than gigabytes of dirty pages for the kernel's throttling to catch up
- * with, and the fsync before publishing has little left to do.  Done for
- * durable outputs only (see open_writer). */
+ * with, and the fsync before publishing has little left to do.  Done with
+ * or without fsync: writing into page cache the writer recycles costs far
+ * less than into memory the kernel must find (from a dropped page cache,
+ * 34 GB converted with --no-fsync to native in 37 s with it against 92 s
+ * without, 33 s of system time against 145 s; 2-CPU VM, Linux 6.18, ext4). */
 #define WRITE_BEHIND_CHUNK (32u << 20)
 #define WRITE_BEHIND_LAG 4
 
@@ -1004,10 +1007,8 @@ static int open_writer(struct store *base, const char *name, uint64_t size, char
 		goto out_free;
 	if (reserve_space(w->fd, w->path, size, e))
 		goto out_unlink;
-	/* Only for an output to be fsynced: without, the pages are left to
-	 * the kernel as cp leaves them (starting their writeback cost time). */
 	w->nchunks = (size_t)(size / WRITE_BEHIND_CHUNK);
-	if (w->nchunks >= 2 && base->out.durable)
+	if (w->nchunks >= 2)
 		w->started = xcalloc(w->nchunks, sizeof(*w->started));
 	*out = &w->base;
 	return 0;
