@@ -17,16 +17,24 @@
 # CKPTCONV_BASE set (another build, e.g. of an earlier commit) the four
 # conversions also run with that binary, each right next to its
 # counterpart (which one goes first alternates from round to round), and a
-# last column gives CKPTCONV's median over the base's.  Prints a table;
-# never fails on time.
+# last column gives CKPTCONV's median over the base's.  Before every run
+# the page cache is written back and dropped (/proc/sys/vm/drop_caches,
+# where permitted) and the sources read back into it, so every command
+# starts from the same state of memory: on a VM the cost of a write depends
+# on whether the page cache recycles memory the run before used or must
+# get it back from the host, which made a command's time depend on which
+# command ran before it.  Prints a table; never fails on time.
 #
 # Usage: bench/convert.sh [RUNS]   (RUNS >= 3, default 3)
 # Environment: CKPTCONV (default build/ckptconv), CKPTCONV_BASE (default
-# none), BENCH_DIR (default /var/tmp), BENCH_LAYERS (default "2 4").
+# none), BENCH_DIR (default /var/tmp), BENCH_LAYERS (default "2 4"),
+# BENCH_DROP (0: do not drop the page cache before each run; default 1,
+# when /proc/sys/vm/drop_caches is writable).
 
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/bench/lib.sh"
 CKPTCONV=${CKPTCONV:-$REPO/build/ckptconv}
 CKPTCONV_BASE=${CKPTCONV_BASE:-}
 RUNS=${1:-3}
@@ -108,11 +116,12 @@ warm() {
 }
 
 # time_once NAME: "seconds rss_kib" of one run, from a clean destination
-# with no dirty pages left by the previous run.
+# with no dirty pages left by the previous run (and with BENCH_DROP, no
+# page cache but the sources').
 time_once() {
 	local start end rss
 	rm -rf "$WORK/dst"
-	sync
+	drop_page_cache
 	warm
 	start=$EPOCHREALTIME
 	"$TIME" -v -o "$WORK/time.txt" bash -c "$(declare -f run_command); WORK='$WORK' CKPTCONV='$CKPTCONV' CKPTCONV_BASE='$CKPTCONV_BASE'; run_command $1" \
@@ -124,15 +133,6 @@ time_once() {
 	end=$EPOCHREALTIME
 	rss=$(sed -n 's/^[[:space:]]*Maximum resident set size (kbytes): //p' "$WORK/time.txt")
 	echo "$(calc "$end - $start") $rss"
-}
-
-# calc EXPRESSION: floating-point arithmetic.
-calc() {
-	awk "BEGIN { print $* }"
-}
-
-median() {
-	sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 bench_layers() {
@@ -191,7 +191,7 @@ bench_layers() {
 	rm -rf "$WORK/src" "$WORK/native" "$WORK/dst"
 }
 
-echo "ckptconv $("$CKPTCONV" --version | cut -d' ' -f2) on $(nproc) CPUs, $(stat -f -c %T "$WORK") at $WORK"
+echo "ckptconv $("$CKPTCONV" --version | cut -d' ' -f2) on $(nproc) CPUs, $(stat -f -c %T "$WORK") at $WORK, page cache $([ "$BENCH_DROP" = 1 ] && echo "dropped before each run" || echo "not dropped")"
 if [ -n "$CKPTCONV_BASE" ]; then
 	echo "base: $CKPTCONV_BASE ($("$CKPTCONV_BASE" --version | cut -d' ' -f2))"
 fi

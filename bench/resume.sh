@@ -23,6 +23,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/bench/lib.sh"
 CKPTCONV=${CKPTCONV:-$REPO/build/ckptconv}
 RUNS=${1:-3}
 [ "$RUNS" -lt 3 ] && RUNS=3
@@ -76,8 +77,6 @@ resume_run() {
 	echo "$kept ($(grep -c 'kept: checksum re-read' "$WORK/resume.err" || true) re-read)" \
 		>>"$WORK/kept"
 }
-
-median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
 full_run >/dev/null # warm the page cache
 : >"$WORK/full"

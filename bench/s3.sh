@@ -25,6 +25,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/bench/lib.sh"
 CKPTCONV=${CKPTCONV:-$REPO/build/ckptconv}
 RUNS=${1:-3}
 TIME=/usr/bin/time
@@ -71,11 +72,6 @@ export AWS_CONFIG_FILE=$WORK/aws-config AWS_SHARED_CREDENTIALS_FILE=$WORK/aws-cr
 : >"$AWS_CONFIG_FILE"
 : >"$AWS_SHARED_CREDENTIALS_FILE"
 unset AWS_ENDPOINT_URL AWS_SESSION_TOKEN CKPTCONV_S3_ADDRESSING_STYLE
-
-# calc EXPR: floating-point arithmetic.
-calc() {
-	awk "BEGIN { print $* }"
-}
 
 s3() {
 	"$AWS" --endpoint-url "http://127.0.0.1:$PORT" "$@"
@@ -137,10 +133,6 @@ for i in $(seq 1 "$RUNS"); do
 	baseline_once
 	ckptconv_once
 done
-
-median() {
-	sort -n | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'
-}
 
 b_sec=$(cut -d' ' -f1 "$WORK/baseline.txt" | median)
 b_rss=$(cut -d' ' -f2 "$WORK/baseline.txt" | median)

@@ -65,6 +65,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/bench/lib.sh"
 CKPTCONV=${CKPTCONV:-$REPO/build/ckptconv}
 RUNS=${1:-3}
 PRESET=${BENCH_PRESET:-ling-mini-2.0}
@@ -75,8 +76,6 @@ LOAD_KIND=${BENCH_LOAD_KIND:-cp}
 THREADS=${BENCH_THREADS:-}
 COLD=${BENCH_COLD:-1}
 PLAN=${BENCH_PLAN:-1}
-DROP=${BENCH_DROP:-1}
-if [ "$DROP" = 1 ] && ! [ -w /proc/sys/vm/drop_caches ]; then DROP=0; fi
 TIME=/usr/bin/time
 
 if [ "$RUNS" -lt 3 ]; then
@@ -121,15 +120,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# calc EXPRESSION: floating-point arithmetic.
-calc() {
-	awk "BEGIN { print $* }"
-}
-
-median() {
-	sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 
 free_bytes() {
 	df --output=avail -B1 "$WORK" | tail -1 | tr -d ' '
@@ -253,8 +243,7 @@ EOF
 time_once() {
 	local name=$1 start end pid sampler
 	rm -rf "$WORK/dst"
-	sync
-	if [ "$DROP" = 1 ]; then echo 3 >/proc/sys/vm/drop_caches; fi
+	drop_page_cache
 	case "$name" in cold_*) drop_cache "$WORK/real" ;; esac
 	start=$EPOCHREALTIME
 	"$TIME" -f '%U %S %M' -o "$WORK/time.txt" bash -c \
@@ -327,7 +316,7 @@ bench_set() {
 }
 
 echo "ckptconv $("$CKPTCONV" --version | cut -d' ' -f2) on $(nproc) CPUs, $(free -g | awk '/^Mem:/ { print $2 }') GiB of memory, $(stat -f -c %T "$WORK") at $WORK"
-echo "source: fixture ${fixture_args[*]}: $NTENSORS tensors, $((BYTES >> 20)) MiB, data as holes; competing load: $LOAD $LOAD_KIND loop(s); threads: ${THREADS:-default}; page cache dropped before each run: $([ "$DROP" = 1 ] && echo yes || echo no)"
+echo "source: fixture ${fixture_args[*]}: $NTENSORS tensors, $((BYTES >> 20)) MiB, data as holes; competing load: $LOAD $LOAD_KIND loop(s); threads: ${THREADS:-default}; page cache dropped before each run: $([ "$BENCH_DROP" = 1 ] && echo yes || echo no)"
 
 if [ "$LOAD" -gt 0 ]; then
 	start_load
