@@ -35,7 +35,8 @@
 # and `cat SRC/* > /dev/null`, `cp -r --sparse=never --reflink=never` and
 # `convert --no-fsync --to hf` are timed on it.  Last, planning Ling-1T
 # with the MTP layer (60,026 tensors, sparse) with `convert --dry-run`, both
-# directions: median wall seconds and peak RSS.  Prints figures only; never
+# directions: median wall seconds and peak RSS.  Prints figures only (and
+# each run's wall time on standard error as it ends); never
 # fails on time.
 #
 # Every run writes the full size (34 GB) for real; the output is removed
@@ -269,17 +270,18 @@ time_once() {
 # bench_set TITLE BYTES NAME...: RUNS alternated rounds of the commands, then
 # the table.
 bench_set() {
-	local title=$1 bytes=$2 name ratio ratio_dd base
+	local title=$1 bytes=$2 name ratio ratio_dd base round
 	shift 2
 	local names=("$@")
 	declare -A wall user sys rss dirty wb
 	for name in "${names[@]}"; do
 		wall[$name]="" user[$name]="" sys[$name]="" rss[$name]=0 dirty[$name]=0 wb[$name]=0
 	done
-	for _ in $(seq "$RUNS"); do
+	for round in $(seq "$RUNS"); do
 		for name in "${names[@]}"; do
 			time_once "$name" >"$WORK/result.txt"
 			read -r w u s r d b <"$WORK/result.txt"
+			echo "bench: round $round of $RUNS: ${LABEL[$name]}: $w s" >&2
 			wall[$name]+="$w " user[$name]+="$u " sys[$name]+="$s "
 			if [ "$r" -gt "${rss[$name]}" ]; then rss[$name]=$r; fi
 			if [ "$d" -gt "${dirty[$name]}" ]; then dirty[$name]=$d; fi

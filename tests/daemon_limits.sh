@@ -114,7 +114,7 @@ stop_stall() {
 CLEANUP_HOOKS+=(stop_stall)
 "$PY" "$STALL_PY" "$TEST_TMP/stall.port" &
 STALL_PID=$!
-for i in $(seq 50); do [ -s "$TEST_TMP/stall.port" ] && break; sleep 0.1; done
+await_port_file "$TEST_TMP/stall.port" "the stalling S3 stand-in"
 
 rm -rf "$STATE"
 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test-secret AWS_REGION=us-east-1 \
