@@ -96,6 +96,8 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 PYEOF
 }
 
+# median: of integers, the lower middle one for an even count (not
+# bench/lib.sh's mean of the two: its result feeds shell arithmetic).
 median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 
 declare -A NT
