@@ -356,9 +356,14 @@ struct local_writer {
 #define WRITE_BEHIND_CHUNK (32u << 20)
 #define WRITE_BEHIND_LAG 4
 
+static struct local_store *local(struct store *s)
+{
+	return (struct local_store *)s;
+}
+
 static void write_behind(struct local_writer *w, uint64_t end)
 {
-	struct local_store *s = (struct local_store *)w->base.store;
+	struct local_store *s = local(w->base.store);
 	size_t reached = (size_t)(end / WRITE_BEHIND_CHUNK), chunk;
 
 	if (!w->started || reached < 2)
@@ -378,11 +383,6 @@ static void write_behind(struct local_writer *w, uint64_t end)
 			SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
 	posix_fadvise(w->fd, (off_t)chunk * WRITE_BEHIND_CHUNK, WRITE_BEHIND_CHUNK,
 		      POSIX_FADV_DONTNEED);
-}
-
-static struct local_store *local(struct store *s)
-{
-	return (struct local_store *)s;
 }
 
 static char *join(const char *dir, const char *name)
