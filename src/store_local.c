@@ -50,6 +50,8 @@
 #define OPENAT2_TRIES 8
 
 int (*store_local_free_bytes_hook)(const char *dir, uint64_t *free_bytes);
+int (*store_local_sync_file_range_hook)(int fd, int64_t offset, int64_t nbytes,
+					unsigned int flags);
 bool store_local_force_walk;
 
 /* ---- the allowed roots ---- */
@@ -314,9 +316,11 @@ struct local_writer {
 	char *tmp_name;
 	char *path; /* the final file's path, which messages name */
 	/* Write-behind: the WRITE_BEHIND_CHUNK-sized chunks whose writeback
-	 * has been started, as a bit per chunk (NULL: not done, a small file). */
+	 * has been started, as a bit per chunk (NULL: not done, a small
+	 * file), and whether the filesystem refused sync_file_range. */
 	atomic_uchar *started;
 	size_t nchunks;
+	atomic_bool unsupported;
 };
 
 /* Bytes per pwrite(2).  The page cache gives a write folios as large as
@@ -356,33 +360,66 @@ struct local_writer {
 #define WRITE_BEHIND_CHUNK (32u << 20)
 #define WRITE_BEHIND_LAG 4
 
+/* sync_file_range(2) of a chunk, or the test seam standing for it.  -1
+ * with errno on failure. */
+static int sync_chunk(int fd, size_t chunk, unsigned int flags)
+{
+	off64_t off = (off64_t)chunk * WRITE_BEHIND_CHUNK;
+
+	if (store_local_sync_file_range_hook)
+		return store_local_sync_file_range_hook(fd, off, WRITE_BEHIND_CHUNK, flags);
+	return sync_file_range(fd, off, WRITE_BEHIND_CHUNK, flags);
+}
+
+/* A failed sync_file_range in write_behind: a filesystem that does not
+ * support it (EINVAL, ESPIPE, ENOSYS, EOPNOTSUPP) ends write-behind for
+ * the file and is no error; any other errno is an error in writing the
+ * file back (EIO, ENOSPC: an unwritten extent the disk had no room to
+ * convert), returned as the write's failure.  The kernel reports a
+ * writeback error once per descriptor: to the sync_file_range that waited
+ * (WAIT_AFTER), after which fsync finds none, so it must not be dropped
+ * here.  Returns 0 or the errno. */
+static int write_behind_failed(struct local_writer *w, int errnum)
+{
+	if (errnum == EINVAL || errnum == ESPIPE || errnum == ENOSYS || errnum == EOPNOTSUPP) {
+		atomic_store(&w->unsupported, true);
+		return 0;
+	}
+	return errnum;
+}
+
 static struct local_store *local(struct store *s)
 {
 	return (struct local_store *)s;
 }
 
-static void write_behind(struct local_writer *w, uint64_t end)
+/* Returns 0, or the errno of a failure to write the file back (see
+ * write_behind_failed). */
+static int write_behind(struct local_writer *w, uint64_t end)
 {
 	struct local_store *s = local(w->base.store);
 	size_t reached = (size_t)(end / WRITE_BEHIND_CHUNK), chunk;
 
-	if (!w->started || reached < 2)
-		return;
+	if (!w->started || reached < 2 || atomic_load(&w->unsupported))
+		return 0;
 	if (!w->base.store->out.durable &&
 	    atomic_load(&s->unsynced) < s->unsynced_cached)
-		return;
+		return 0;
 	chunk = reached - 2; /* the chunk before the one the write is in */
 	if (chunk >= w->nchunks || atomic_exchange(&w->started[chunk], 1))
-		return;
-	sync_file_range(w->fd, (off64_t)chunk * WRITE_BEHIND_CHUNK, WRITE_BEHIND_CHUNK,
-			SYNC_FILE_RANGE_WRITE);
+		return 0;
+	if (sync_chunk(w->fd, chunk, SYNC_FILE_RANGE_WRITE) != 0)
+		return write_behind_failed(w, errno);
 	if (chunk < WRITE_BEHIND_LAG)
-		return;
+		return 0;
 	chunk -= WRITE_BEHIND_LAG;
-	sync_file_range(w->fd, (off64_t)chunk * WRITE_BEHIND_CHUNK, WRITE_BEHIND_CHUNK,
-			SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+	if (sync_chunk(w->fd, chunk,
+		       SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+			       SYNC_FILE_RANGE_WAIT_AFTER) != 0)
+		return write_behind_failed(w, errno);
 	posix_fadvise(w->fd, (off_t)chunk * WRITE_BEHIND_CHUNK, WRITE_BEHIND_CHUNK,
 		      POSIX_FADV_DONTNEED);
+	return 0;
 }
 
 static char *join(const char *dir, const char *name)
@@ -1066,6 +1103,7 @@ static int local_writer_write(struct store_writer *base, uint64_t off, const voi
 	struct local_writer *w = (struct local_writer *)base;
 	size_t done = 0;
 	ssize_t put;
+	int errnum;
 
 	while (done < len) {
 		size_t n = len - done < LOCAL_WRITE_MAX ? len - done : LOCAL_WRITE_MAX;
@@ -1079,7 +1117,9 @@ static int local_writer_write(struct store_writer *base, uint64_t off, const voi
 	}
 	if (!base->store->out.durable)
 		atomic_fetch_add(&local(base->store)->unsynced, len);
-	write_behind(w, off + len);
+	errnum = write_behind(w, off + len);
+	if (errnum)
+		return write_error(w->path, errnum, e);
 	return 0;
 }
 

@@ -304,6 +304,100 @@ START_TEST(test_large_write_whole)
 }
 END_TEST
 
+/* Writeback that fails where write-behind waits for it (flags with
+ * SYNC_FILE_RANGE_WAIT_AFTER), with fail_errno; the calls that only start
+ * writeback succeed. */
+static int fail_errno;
+static int waits;
+
+static int failing_writeback(int fd, int64_t offset, int64_t nbytes, unsigned int flags)
+{
+	(void)fd;
+	(void)offset;
+	(void)nbytes;
+	if (!(flags & SYNC_FILE_RANGE_WAIT_AFTER))
+		return 0;
+	waits++;
+	errno = fail_errno;
+	return -1;
+}
+
+/* Writes an output of 8 write-behind chunks (256 MiB) in 1 MiB pieces
+ * with writeback failing as failing_writeback says; returns the offset of
+ * the first write that failed (the whole size if none did), with its
+ * error in *e, and leaves the writer committed or aborted. */
+static uint64_t write_with_failing_writeback(int errnum, struct err *e, int *commit_rc)
+{
+	const uint64_t size = 256u << 20, piece = 1u << 20;
+	unsigned char *buf = calloc(1, piece);
+	struct store_writer *w;
+	struct store *s;
+	uint64_t off;
+	int rc;
+
+	fail_errno = errnum;
+	waits = 0;
+	store_local_sync_file_range_hook = failing_writeback;
+	s = open_output(false, size, e, &rc);
+	ck_assert_msg(rc == 0, "%s", e->msg);
+	ck_assert_int_eq(store_writer_open(s, "model.safetensors", size, &w, e), 0);
+	for (off = 0; off < size; off += piece)
+		if (store_writer_write(w, off, buf, piece, e) != 0)
+			break;
+	*commit_rc = -2;
+	if (off < size)
+		store_writer_abort(w);
+	else
+		*commit_rc = store_writer_commit(w, e);
+	store_local_sync_file_range_hook = NULL;
+	store_free(s);
+	free(buf);
+	return off;
+}
+
+/* The kernel reports a writeback error once per descriptor, to the
+ * sync_file_range that waits for it, and fsync then finds none: write-behind
+ * must fail the write that saw it, naming the file, and nothing is
+ * published. */
+START_TEST(test_writeback_error_fails_the_write)
+{
+	struct err e = {0};
+	uint64_t off;
+	int rc;
+
+	off = write_with_failing_writeback(EIO, &e, &rc);
+	ck_assert_uint_lt(off, 256u << 20);
+	ck_assert_int_eq(waits, 1);
+	ck_assert_str_eq(err_name(e.code), "io_error");
+	ck_assert_msg(strstr(e.msg, "model.safetensors") && strstr(e.msg, strerror(EIO)), "%s",
+		      e.msg);
+	ck_assert_uint_eq(count_entries(dst), 0);
+
+	memset(&e, 0, sizeof(e));
+	off = write_with_failing_writeback(ENOSPC, &e, &rc);
+	ck_assert_uint_lt(off, 256u << 20);
+	ck_assert_str_eq(err_name(e.code), "insufficient_space");
+	ck_assert_ptr_nonnull(strstr(e.msg, "model.safetensors"));
+	ck_assert_uint_eq(count_entries(dst), 0);
+}
+END_TEST
+
+/* A filesystem without sync_file_range (EINVAL) ends write-behind for the
+ * file, and the output is written and published as without it. */
+START_TEST(test_writeback_unsupported_is_no_error)
+{
+	struct err e = {0};
+	uint64_t off;
+	int rc;
+
+	off = write_with_failing_writeback(EINVAL, &e, &rc);
+	ck_assert_msg(off == 256u << 20, "%s", e.msg);
+	ck_assert_msg(rc == 0, "%s", e.msg);
+	ck_assert_int_eq(waits, 1);
+	ck_assert_uint_eq(count_entries(dst), 1);
+}
+END_TEST
+
 START_TEST(test_view_unaligned_window)
 {
 	size_t len = write_pattern("data.bin"), i;
@@ -1240,6 +1334,8 @@ static Suite *store_suite(void)
 	tcase_add_test(write, test_put_and_remove);
 	tcase_add_test(write, test_large_write_whole);
 	tcase_add_test(write, test_concurrent_views_and_writes);
+	tcase_add_test(write, test_writeback_error_fails_the_write);
+	tcase_add_test(write, test_writeback_unsupported_is_no_error);
 	tcase_add_test(prepare, test_prepare_creates_directories);
 	tcase_add_test(prepare, test_not_empty_refused);
 	tcase_add_test(prepare, test_overwrite_removes_old_checkpoint);

@@ -427,6 +427,11 @@ int store_local_confine(const struct strvec *roots, struct err *e);
 
 /* Test seam: when set, the local store reads free space through it. */
 extern int (*store_local_free_bytes_hook)(const char *dir, uint64_t *free_bytes);
+/* Test seam: when set, the local store's write-behind calls it instead of
+ * sync_file_range(2) (same arguments and result: 0, or -1 with errno), to
+ * stand for a disk whose writeback fails. */
+extern int (*store_local_sync_file_range_hook)(int fd, int64_t offset, int64_t nbytes,
+					       unsigned int flags);
 /* Test seam: when true, confined names are resolved by the O_NOFOLLOW walk
  * even where the kernel has openat2. */
 extern bool store_local_force_walk;
