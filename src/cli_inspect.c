@@ -150,6 +150,7 @@ static void describe_model(const struct ckpt *c, json_t *out)
 	json_object_set_new(out, "adapter", json_string(adapter->name));
 	json_object_set_new(out, "layout", json_string(layout_name(info.layout)));
 	json_object_set_new(out, "layers", json_integer((json_int_t)info.layers));
+	json_object_set_new(out, "mtp_layers", json_integer((json_int_t)info.mtp_layers));
 	json_object_set_new(out, "experts", json_integer((json_int_t)info.experts));
 	json_object_set_new(out, "experts_layout", json_string(info.experts_layout));
 	if (info.experts_layout && strcmp(info.experts_layout, "grouped") == 0)
@@ -268,7 +269,7 @@ static void print_size_line(const char *label, json_int_t bytes)
 
 static void print_model_text(const json_t *d)
 {
-	const json_t *model_error = json_object_get(d, "model_error"), *held;
+	const json_t *model_error = json_object_get(d, "model_error"), *held, *mtp;
 
 	if (!json_is_true(json_object_get(d, "config"))) {
 		printf("%-14s none (no config.json)\n", "model:");
@@ -282,8 +283,15 @@ static void print_model_text(const json_t *d)
 		return;
 	}
 	printf("%-14s %s\n", "layout:", text_of(d, "layout", "?"));
-	printf("%-14s %lld\n",
-	       "layers:", (long long)json_integer_value(json_object_get(d, "layers")));
+	mtp = json_object_get(d, "mtp_layers");
+	if (json_integer_value(mtp) > 0)
+		printf("%-14s %lld + %lld MTP (layers.%lld)\n", "layers:",
+		       (long long)json_integer_value(json_object_get(d, "layers")),
+		       (long long)json_integer_value(mtp),
+		       (long long)json_integer_value(json_object_get(d, "layers")));
+	else
+		printf("%-14s %lld\n",
+		       "layers:", (long long)json_integer_value(json_object_get(d, "layers")));
 	held = json_object_get(d, "experts_held");
 	if (json_is_integer(held) && json_integer_value(held) > 0 &&
 	    json_integer_value(held) < json_integer_value(json_object_get(d, "experts")))

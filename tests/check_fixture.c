@@ -19,6 +19,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include "ckptconv/adapter.h"
 #include "ckptconv/ckpt.h"
 #include "ckptconv/err.h"
 #include "ckptconv/store.h"
@@ -472,6 +473,19 @@ static int64_t config_int(const struct ckpt *c, const char *key)
 	return v;
 }
 
+/* What inspect reports of c's MTP layers (the adapter's description). */
+static void assert_mtp_layers(const struct ckpt *c, uint64_t want)
+{
+	const struct adapter *a;
+	struct model_info info;
+	struct err e = {0};
+
+	a = adapter_for(c, &e);
+	ck_assert_msg(a != NULL, "%s", e.msg);
+	ck_assert_msg(a->describe(c, &info, &e) == 0, "%s", e.msg);
+	ck_assert_uint_eq(info.mtp_layers, want);
+}
+
 /* Writes the published preset sparse into tmp/name, checks it opens as a
  * checkpoint of `tensors` tensors whose data takes no disk, and returns it
  * open (caller frees both). */
@@ -501,6 +515,7 @@ static struct ckpt *sparse_published(const char *name, enum fixture_preset prese
 	ck_assert_msg(disk < headers + (64u << 20), "%s: %llu bytes on disk", name,
 		      (unsigned long long)disk);
 	ck_assert_int_eq(config_int(c, "num_nextn_predict_layers"), mtp ? 1 : 0);
+	assert_mtp_layers(c, mtp ? 1 : 0);
 	ck_assert_int_eq(config_int(c, "vocab_size"), 157184);
 	ck_assert_int_eq(config_int(c, "num_experts"), 256);
 	return c;

@@ -91,6 +91,7 @@ expected_count=$(st_py "$ST_PY" count "$G/hf")
 assert_eq "inspect --json tensor count" "$expected_count" "$(json_field "$T/inspect-hf.json" 'd["tensors"]')"
 assert_eq "inspect --json layout" "hf" "$(json_field "$T/inspect-hf.json" 'd["layout"]')"
 assert_eq "inspect --json experts" "4" "$(json_field "$T/inspect-hf.json" 'd["experts"]')"
+assert_eq "inspect --json mtp_layers (none)" "0" "$(json_field "$T/inspect-hf.json" 'd["mtp_layers"]')"
 assert_eq "inspect --json files" "5" "$(json_field "$T/inspect-hf.json" 'len(d["files"])')"
 assert_eq "inspect --json bytes by dtype add up" \
 	"$(json_field "$T/inspect-hf.json" 'd["bytes"]')" \

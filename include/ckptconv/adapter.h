@@ -54,6 +54,10 @@ struct model_info {
 	char architecture[96];
 	enum layout layout;
 	uint64_t layers;            /* num_hidden_layers */
+	uint64_t mtp_layers;        /* layers past num_hidden_layers that the
+				     * tensors hold: the MTP layer
+				     * layers.{num_hidden_layers} (SPEC.md,
+				     * tensor names), 0 or 1 for Ling 2.0 */
 	uint64_t experts;           /* num_experts */
 	enum dtype dtype;           /* the model's dtype; DTYPE_INVALID when
 				     * config.json names one ckptconv cannot

@@ -347,6 +347,23 @@ int moe_detect(const struct moe_family *f, const struct ckpt *c, enum layout *ou
 	return 0;
 }
 
+/* model_info.mtp_layers of c: how many layers past num_hidden_layers its
+ * tensor names reach. */
+static uint64_t mtp_layers(const struct ckpt *c, uint64_t layers)
+{
+	uint64_t layer, last = 0;
+	bool past = false;
+	size_t i;
+
+	for (i = 0; i < c->ntensors; i++)
+		if (moe_layer_of(c->tensors[i].name, &layer) && layer >= layers &&
+		    (!past || layer > last)) {
+			last = layer;
+			past = true;
+		}
+	return past ? last - layers + 1 : 0;
+}
+
 /* model_info.experts_layout of c. */
 static const char *experts_layout(const struct ckpt *c)
 {
@@ -381,6 +398,7 @@ int moe_describe(const struct moe_family *f, const struct ckpt *c, struct model_
 	snprintf(out->model_type, sizeof(out->model_type), "%s", model_type ? model_type : "");
 	snprintf(out->architecture, sizeof(out->architecture), "%s", f->architecture);
 	out->layers = d.layers;
+	out->mtp_layers = mtp_layers(c, d.layers);
 	out->experts = d.experts;
 	out->experts_layout = experts_layout(c);
 	/* A dtype ckptconv cannot cast to is reported, not an error: a
