@@ -847,14 +847,19 @@ static void print_list_text(const json_t *page)
 		   "SOURCE -> DESTINATION [LABELS]");
 	json_array_foreach(jobs, i, job) {
 		struct buf labels = {0};
-		char age[32];
+		char age[32], done[32];
 
 		labels_text(json_object_get(job, "labels"), &labels);
 		format_age(age_seconds(string_member(job, "created_at")), age, sizeof(age));
-		print_line(stdout, "%-16s  %-9s  %5.1f%%  %7s  %s -> %s%s%s%s",
-			   string_member(job, "id"), string_member(job, "state"),
-			   json_number_value(
-				   json_object_get(json_object_get(job, "progress"), "percent")),
+		/* a dry run writes nothing: no percentage to show */
+		if (json_is_true(json_object_get(json_object_get(job, "options"), "dry_run")))
+			snprintf(done, sizeof(done), "%6s", "dry");
+		else
+			snprintf(done, sizeof(done), "%5.1f%%",
+				 json_number_value(json_object_get(
+					 json_object_get(job, "progress"), "percent")));
+		print_line(stdout, "%-16s  %-9s  %s  %7s  %s -> %s%s%s%s",
+			   string_member(job, "id"), string_member(job, "state"), done,
 			   age, string_member(job, "source"), string_member(job, "destination"),
 			   labels.len ? " [" : "", labels.len ? labels.data : "",
 			   labels.len ? "]" : "");

@@ -125,6 +125,7 @@ expect_job "the job succeeds" "$A" succeeded 60
 expect_ok "submit --dry-run --ep-size 2 --ep-rank 1 --dtype f32 --partition 0/2 --overwrite --json" \
 	"${J[@]}" submit "${S[@]}" --json --to native --dry-run --ep-size 2 --ep-rank 1 --dtype f32 \
 	--partition 0/2 --overwrite --max-rate 1MB "$DATA/src" "$DATA/out-dry"
+DRY=$(json_of "$TEST_TMP/run.out" id)
 assert_eq "--json prints the created job with every option" "true 2 1 f32 0 2 true 1000000" \
 	"$(json_of "$TEST_TMP/run.out" options.dry_run) $(json_of "$TEST_TMP/run.out" options.expert_parallel.size) $(json_of "$TEST_TMP/run.out" options.expert_parallel.rank) $(json_of "$TEST_TMP/run.out" options.dtype) $(json_of "$TEST_TMP/run.out" options.partition.index) $(json_of "$TEST_TMP/run.out" options.partition.count) $(json_of "$TEST_TMP/run.out" options.overwrite) $(json_of "$TEST_TMP/run.out" options.max_bytes_per_second)"
 
@@ -217,6 +218,8 @@ api GET /v1/jobs
 assert_eq "list shows every job under a header" "$(($(jget jobs.#) + 1))" "$(wc -l <"$TEST_TMP/run.out")"
 grep -q "^$A  succeeded  100.0% .* $DATA/src -> $DATA/out-a \[" "$TEST_TMP/run.out" &&
 	pass "a row has id, state, progress, age, paths and labels" || fail "a row has id, state, progress, age, paths and labels" "$(run_out)"
+grep -q "^$DRY  succeeded     dry  .* $DATA/src -> $DATA/out-dry\$" "$TEST_TMP/run.out" &&
+	pass "a dry run's row says dry, not a percentage" || fail "a dry run's row says dry, not a percentage" "$(run_out)"
 expect_ok "list --json --state failed" "${J[@]}" list "${S[@]}" --json --state failed
 assert_eq "--state filters" "2 failed" "$(json_of "$TEST_TMP/run.out" jobs.#) $(json_of "$TEST_TMP/run.out" jobs.1.state)"
 expect_ok "list --label team=nlp --label run=7" "${J[@]}" list "${S[@]}" --json --label team=nlp --label run=7
