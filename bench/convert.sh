@@ -25,6 +25,11 @@
 # get it back from the host, which made a command's time depend on which
 # command ran before it.  Prints a table; never fails on time.
 #
+# Needs: a build (scripts/build.sh), /usr/bin/time, room under BENCH_DIR
+# for source, native and copy at once (15 GB at --layers 4), and root to
+# drop the page cache (otherwise runs are not dropped, as the table says).
+# Takes about 10 minutes on a 2-CPU VM with the defaults.
+#
 # Usage: bench/convert.sh [RUNS]   (RUNS >= 3, default 3)
 # Environment: CKPTCONV (default build/ckptconv), CKPTCONV_BASE (default
 # none), BENCH_DIR (default /var/tmp), BENCH_LAYERS (default "2 4"),

@@ -42,7 +42,10 @@
 # Every run writes the full size (34 GB) for real; the output is removed
 # before the next one, and everything under the work directory when the
 # script ends.  It refuses to start without room for one output (two for
-# the cold-read part, which is skipped otherwise).
+# the cold-read part, which is skipped otherwise).  With the defaults that
+# is some 40 runs, 1.2 TB written, 30 to 60 minutes on a 2-CPU VM (more
+# with BENCH_LOAD, whose loads write as much again); run it as root, or the
+# page cache is not dropped between runs (the table says so).
 #
 # Usage: bench/scale.sh [RUNS]   (RUNS >= 3, default 3)
 # Environment: CKPTCONV (default build/ckptconv), BENCH_DIR (default

@@ -3,7 +3,7 @@
 #
 # demo.sh: ckptconv's main job on a fresh Debian 12 machine.  Installs the
 # build dependencies, builds, writes a synthetic Ling-mini-2.0-sized
-# checkpoint (2 layers, 256 experts, about 1.7 GB) into a temporary
+# checkpoint (2 layers, 256 experts, about 1.8 GB) into a temporary
 # directory, starts the daemon on 127.0.0.1 (a free port, a temporary state
 # dir), submits a conversion to NeMo Automodel's native layout over the
 # REST API, follows its progress tensor by tensor to the end, prints the
