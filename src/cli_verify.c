@@ -103,7 +103,7 @@ static void print_summary(const struct verify_report *r, bool json)
 	json_t *summary;
 
 	if (json) {
-		summary = json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "equal",
+		summary = json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "equal",
 				    r->differences == 0, "tensors_compared",
 				    (json_int_t)r->tensors_compared, "differences",
 				    (json_int_t)r->differences, "only_expected",
@@ -111,7 +111,7 @@ static void print_summary(const struct verify_report *r, bool json)
 				    (json_int_t)r->only_actual, "dtype_mismatch",
 				    (json_int_t)r->dtype_mismatch, "shape_mismatch",
 				    (json_int_t)r->shape_mismatch, "bytes_mismatch",
-				    (json_int_t)r->bytes_mismatch);
+				    (json_int_t)r->bytes_mismatch, "layouts_differ", r->layouts_differ);
 		json_dumpf(summary, stdout, JSON_COMPACT);
 		putchar('\n');
 		json_decref(summary);

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * progress: shows a running conversion to a person.  On a terminal one line
- * is redrawn in place (tensors done/total, GB done/total, GB/s, ETA), at
- * most five times a second; otherwise a plain line every few seconds, so
- * logs stay readable (a run too short for one line prints none).  The final
- * update always completes the display.
+ * is redrawn in place (tensors done/total, bytes done/total and the rate in
+ * GB, MB or KB as the amounts suit, ETA), at most five times a second;
+ * otherwise a plain line every few seconds, so logs stay readable (a run
+ * too short for one line prints none).  The final update always completes
+ * the display.
  */
 #include <stdio.h>
 #include <unistd.h>

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "ckptconv/adapter.h"
 #include "ckptconv/ckpt.h"
 #include "ckptconv/err.h"
 #include "ckptconv/store.h"
@@ -181,6 +182,36 @@ static int compare_all(struct comparison *c, struct err *e)
 	return 0;
 }
 
+/* c's layout as its adapter detects it; LAYOUT_UNKNOWN when no adapter
+ * knows c (verify compares any two safetensors checkpoints). */
+static enum layout layout_of(const struct ckpt *c)
+{
+	const struct adapter *a;
+	enum layout l = LAYOUT_UNKNOWN;
+	struct err ignored = {0};
+
+	a = adapter_for(c, &ignored);
+	if (!a || a->detect(c, &l, &ignored) < 0)
+		return LAYOUT_UNKNOWN;
+	return l;
+}
+
+/* Two sides in different layouts share few tensor names: say so, rather
+ * than leave a list of names only one side has unexplained. */
+static void note_layouts(struct comparison *c)
+{
+	enum layout x = layout_of(c->expected), y = layout_of(c->actual);
+
+	if (x == LAYOUT_UNKNOWN || y == LAYOUT_UNKNOWN || x == y)
+		return;
+	c->report->layouts_differ = true;
+	if (c->out)
+		fprintf(c->out,
+			"note: expected is in the %s layout and actual in the %s one; verify "
+			"compares tensors by name: convert one side first\n",
+			layout_name(x), layout_name(y));
+}
+
 int verify_checkpoints(const char *expected, const char *actual, const struct store_config *cfg,
 		       FILE *out, size_t max_lines, struct verify_report *report, struct err *e)
 {
@@ -195,6 +226,7 @@ int verify_checkpoints(const char *expected, const char *actual, const struct st
 		goto out_expected;
 	c.expected = x;
 	c.actual = y;
+	note_layouts(&c);
 	rc = compare_all(&c, e);
 	ckpt_free(y);
 out_expected:

@@ -55,12 +55,19 @@ expect_ok "verify round trip hf -> native -> hf" "$CKPTCONV" verify "$G/hf" "$T/
 expect_exit "verify hf against native differs (exit 1)" 1 "$CKPTCONV" verify "$G/hf" "$G/native"
 if run_out | grep -q "^different"; then pass "verify prints a difference summary"; else
 	fail "verify prints a difference summary"; show_run; fi
+if run_out | grep -qx "note: expected is in the hf layout and actual in the native one; verify compares tensors by name: convert one side first"; then
+	pass "verify says the two sides are in different layouts"; else
+	fail "verify says the two sides are in different layouts"; show_run; fi
+expect_exit "verify --json hf against native" 1 "$CKPTCONV" verify --json "$G/hf" "$G/native"
+run_out >"$T/verify-layouts.json"
+assert_eq "verify --json: layouts_differ" "True" "$(json_field "$T/verify-layouts.json" 'd["layouts_differ"]')"
 expect_exit "verify rank 0 against rank 1 differs" 1 "$CKPTCONV" verify \
 	"$G/native-ep2-rank0" "$T/ep2-rank1"
 expect_exit "verify with an unreadable side (exit 1)" 1 "$CKPTCONV" verify "$G/hf" "$T/missing"
 expect_ok "verify --json" "$CKPTCONV" verify --json "$G/native" "$T/native"
 run_out >"$T/verify.json"
 assert_eq "verify --json says equal" "True" "$(json_field "$T/verify.json" 'd["equal"]')"
+assert_eq "verify --json: same layout" "False" "$(json_field "$T/verify.json" 'd["layouts_differ"]')"
 
 # --dry-run prints the plan and writes nothing.
 expect_ok "dry run" "$CKPTCONV" convert --to native --dry-run "$G/hf" "$T/dry"

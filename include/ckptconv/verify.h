@@ -7,6 +7,7 @@
 #ifndef CKPTCONV_VERIFY_H
 #define CKPTCONV_VERIFY_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 struct err;
@@ -16,6 +17,7 @@ struct verify_report {
 	size_t tensors_compared;
 	size_t differences;          /* names missing either side + mismatches */
 	size_t only_expected, only_actual, dtype_mismatch, shape_mismatch, bytes_mismatch;
+	bool layouts_differ; /* one side HF, the other native (a note line says so) */
 };
 
 /* Compares, printing one line per difference to `out` (may be NULL; at most
