@@ -21,7 +21,8 @@ struct verify_report {
 };
 
 /* Compares, printing one line per difference to `out` (may be NULL; at most
- * `max_lines` lines), both checkpoints opened with `cfg` (store.h; NULL:
+ * `max_lines` lines, after a `note:` line when an adapter finds the two
+ * sides in different layouts), both checkpoints opened with `cfg` (store.h; NULL:
  * the environment's settings).  Returns 0 when both sides opened (check
  * report->differences), -1 with e set when a side cannot be read. */
 int verify_checkpoints(const char *expected, const char *actual, const struct store_config *cfg,
