@@ -43,7 +43,7 @@
 # before the next one, and everything under the work directory when the
 # script ends.  It refuses to start without room for one output (two for
 # the cold-read part, which is skipped otherwise).  With the defaults that
-# is some 40 runs, 1.2 TB written, 30 to 60 minutes on a 2-CPU VM (more
+# is some 40 runs, 1.2 TB written, 30 to 70 minutes on a 2-CPU VM (more
 # with BENCH_LOAD, whose loads write as much again); run it as root, or the
 # page cache is not dropped between runs (the table says so).
 #
