@@ -63,6 +63,7 @@ START_TEST(golden_round_trip_is_equal)
 	ck_assert_int_eq(run_verify(a, b, 100, &r, &e, &text), 0);
 	ck_assert_uint_eq(r.differences, 0);
 	ck_assert_uint_eq(r.tensors_compared, 35);
+	ck_assert(!r.layouts_differ);
 	ck_assert_str_eq(text, "");
 	free(text);
 	free(a);
@@ -102,13 +103,16 @@ START_TEST(names_only_on_one_side)
 	ck_assert_uint_eq(r.only_actual, 16);
 	ck_assert_uint_eq(r.tensors_compared, 13);
 	ck_assert_uint_eq(r.differences, 38);
+	ck_assert(r.layouts_differ);
 	ck_assert_ptr_nonnull(strstr(text, "only in expected: model.word_embeddings.weight\n"));
 	ck_assert_ptr_nonnull(strstr(text, "only in actual: model.embed_tokens.weight\n"));
 	free(text);
 	/* at most max_lines lines, every difference still counted */
 	ck_assert_int_eq(run_verify(a, b, 3, &r, &e, &text), 0);
 	ck_assert_uint_eq(r.differences, 38);
-	ck_assert_str_eq(text, "only in actual: model.embed_tokens.weight\n"
+	ck_assert_str_eq(text, "note: expected is in the hf layout and actual in the native one; "
+			       "verify compares tensors by name: convert one side first\n"
+			       "only in actual: model.embed_tokens.weight\n"
 			       "only in expected: model.layers.0.attention.dense.weight\n"
 			       "only in expected: model.layers.0.attention.key_layernorm.weight\n");
 	free(text);
